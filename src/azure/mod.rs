@@ -1,0 +1,161 @@
+//! Everything that speaks HTTP to Azure: the ARM Compute client, credentials, and the Service Bus
+//! scheduler. Handlers see only the [`Arm`] and [`Scheduler`] traits defined here.
+
+pub mod error;
+pub mod id;
+pub mod models;
+pub mod operations;
+
+pub use error::{ArmError, ErrorClass, SendError};
+pub use id::ResourceId;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use models::{Disk, RestorePoint, RestorePointCollection, VirtualMachine};
+
+/// Where to list VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VmScope {
+    Subscription(String),
+    ResourceGroup {
+        subscription: String,
+        resource_group: String,
+    },
+}
+
+/// How a long-running operation can be followed after ARM accepted it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LroHandle {
+    /// `Azure-AsyncOperation` header, preferred when present.
+    pub async_operation: Option<String>,
+    /// `Location` header.
+    pub location: Option<String>,
+    /// `Retry-After`, when ARM sent one.
+    pub retry_after: Option<Duration>,
+}
+
+/// A write ARM accepted: the body it returned (if any) and how to follow the operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted<T> {
+    pub status: u16,
+    pub body: Option<T>,
+    pub lro: LroHandle,
+}
+
+/// What the last responses said about the subscription's remaining ARM budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    pub remaining_reads: Option<u32>,
+    pub remaining_writes: Option<u32>,
+    pub remaining_deletes: Option<u32>,
+}
+
+/// The ARM Compute operations vmrp uses. Implemented by the reqwest client (`azure::client`)
+/// and by in-memory fakes in tests. A 404 is an `Err` whose [`ArmError::is_not_found`] is true;
+/// the `get_*` helpers that return `Option` map it to `None`.
+#[async_trait]
+pub trait Arm: Send + Sync {
+    async fn get_vm(&self, id: &ResourceId) -> Result<Option<VirtualMachine>, ArmError>;
+    /// All VMs in the scope, following `nextLink`.
+    async fn list_vms(&self, scope: &VmScope) -> Result<Vec<VirtualMachine>, ArmError>;
+    async fn get_disk(&self, id: &ResourceId) -> Result<Option<Disk>, ArmError>;
+
+    /// PUT a collection (not long-running: 200 existed / 201 created).
+    async fn put_collection(
+        &self,
+        id: &ResourceId,
+        body: &RestorePointCollection,
+    ) -> Result<RestorePointCollection, ArmError>;
+    /// GET a collection; `expand_points` adds `$expand=restorePoints`.
+    async fn get_collection(
+        &self,
+        id: &ResourceId,
+        expand_points: bool,
+    ) -> Result<Option<RestorePointCollection>, ArmError>;
+    /// All collections of a subscription, following `nextLink`.
+    async fn list_collections(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<RestorePointCollection>, ArmError>;
+    /// Start deleting a collection (long-running; returns once ARM accepted it).
+    async fn delete_collection(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError>;
+
+    /// Start creating a restore point (long-running: 201 + operation headers). Returns once
+    /// accepted; the caller polls the point itself.
+    async fn create_restore_point(
+        &self,
+        id: &ResourceId,
+        body: &RestorePoint,
+    ) -> Result<Accepted<RestorePoint>, ArmError>;
+    /// GET a restore point; `instance_view` adds `$expand=instanceView`.
+    async fn get_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<Option<RestorePoint>, ArmError>;
+    /// Start deleting a restore point (long-running; returns once ARM accepted it).
+    async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError>;
+
+    /// The budget the last responses reported.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::default()
+    }
+}
+
+/// The three queues vmrp consumes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Queue {
+    #[serde(rename = "rp-create")]
+    Create,
+    #[serde(rename = "rp-copy")]
+    Copy,
+    #[serde(rename = "rp-poll")]
+    Poll,
+}
+
+impl Queue {
+    pub const ALL: [Queue; 3] = [Queue::Create, Queue::Copy, Queue::Poll];
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::Create => "rp-create",
+            Queue::Copy => "rp-copy",
+            Queue::Poll => "rp-poll",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|q| q.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// A message to put on a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMessage {
+    pub queue: Queue,
+    /// Deterministic id (see `names::message_id`), so Service Bus duplicate detection drops replays.
+    pub message_id: String,
+    /// JSON text of a `messages::QueueMessage`.
+    pub body: String,
+    /// `ScheduledEnqueueTimeUtc`; `None` = now.
+    pub not_before: Option<OffsetDateTime>,
+}
+
+/// Sends (optionally scheduled) messages to vmrp's queues: what the Functions output binding
+/// cannot do (PROTOCOL.md §4.4).
+#[async_trait]
+pub trait Scheduler: Send + Sync {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), SendError>;
+    /// Sends many; implementations may batch. Stops at the first failure, reporting how many went.
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), SendError> {
+        for m in messages {
+            self.send(m).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! One virtual clock for the whole emulator: virtual time runs `speed` times faster than real
+//! time from a fixed start, so copies that take hours in Azure take seconds here.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+#[derive(Debug)]
+pub struct VirtualClock {
+    inner: Mutex<Anchor>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    real: Instant,
+    virtual_at_real: OffsetDateTime,
+    speed: f64,
+}
+
+impl VirtualClock {
+    /// A clock that reads `start` now and advances `speed` virtual seconds per real second.
+    pub fn new(start: OffsetDateTime, speed: f64) -> Self {
+        assert!(speed.is_finite() && speed > 0.0, "speed must be positive");
+        Self {
+            inner: Mutex::new(Anchor {
+                real: Instant::now(),
+                virtual_at_real: start,
+                speed,
+            }),
+        }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        let a = *self.inner.lock().expect("clock lock");
+        let real = a.real.elapsed().as_secs_f64() * a.speed;
+        a.virtual_at_real + time::Duration::seconds_f64(real)
+    }
+
+    pub fn speed(&self) -> f64 {
+        self.inner.lock().expect("clock lock").speed
+    }
+
+    /// Jumps virtual time forward by `by` (tests; never backwards).
+    pub fn advance(&self, by: time::Duration) {
+        let now = self.now();
+        let mut a = self.inner.lock().expect("clock lock");
+        a.virtual_at_real = now + by.max(time::Duration::ZERO);
+        a.real = Instant::now();
+    }
+
+    /// The real time to wait until virtual time reaches `t` (zero if already past).
+    pub fn real_until(&self, t: OffsetDateTime) -> Duration {
+        let left = t - self.now();
+        if left <= time::Duration::ZERO {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(left.as_seconds_f64() / self.speed())
+    }
+
+    /// Sleeps (really) until virtual time reaches `t`.
+    pub async fn sleep_until(&self, t: OffsetDateTime) {
+        loop {
+            let wait = self.real_until(t);
+            if wait.is_zero() {
+                return;
+            }
+            // Re-check in case the clock was advanced meanwhile.
+            tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn runs_faster_and_advances() {
+        let c = VirtualClock::new(datetime!(2026-01-01 00:00 UTC), 600.0);
+        std::thread::sleep(Duration::from_millis(50));
+        let t = c.now();
+        assert!(t >= datetime!(2026-01-01 00:00:30 UTC), "{t}");
+        assert!(t < datetime!(2026-01-01 00:10 UTC), "{t}");
+        c.advance(time::Duration::hours(1));
+        assert!(c.now() >= datetime!(2026-01-01 01:00:30 UTC));
+        assert!(c.real_until(c.now() + time::Duration::seconds(600)) <= Duration::from_secs(1));
+    }
+}

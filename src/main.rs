@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("vmrp: not wired yet");
+    std::process::exit(2);
+}

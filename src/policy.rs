@@ -1,0 +1,223 @@
+//! The policy: which VMs get restore points, how often, how, where they are copied and how long
+//! they are kept. Loaded from `VMRP_POLICY` (inline JSON) or `VMRP_POLICY_FILE` (JSON or TOML),
+//! validated at load against the platform rules (DESIGN §7) with errors naming rule and field.
+//!
+//! This module is pure: no I/O besides reading the policy file.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::azure::models::{ConsistencyMode, VirtualMachine};
+use crate::azure::ResourceId;
+
+/// The whole policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+    /// What to do with the points of a VM that was deleted.
+    #[serde(default)]
+    pub orphans: OrphanRule,
+}
+
+/// One rule: a target selection and what to do for it. The first matching rule wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub targets: Targets,
+    /// NCRONTAB (six fields, like the timer) of this rule's ticks; a timer tick creates points
+    /// only for rules with an occurrence at that tick. Defaults to every timer tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Default `ApplicationConsistent` (what Azure does when the mode is omitted).
+    #[serde(default = "default_consistency")]
+    pub consistency: ConsistencyMode,
+    /// A VM tag whose value (`CrashConsistent` / `ApplicationConsistent`) overrides `consistency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_tag: Option<String>,
+    #[serde(default)]
+    pub exclude_disks: DiskExclusions,
+    /// Cross-region copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<CopyTarget>,
+    pub retention: Retention,
+    #[serde(default)]
+    pub deadlines: Deadlines,
+    /// Resource group for the local collection; default the VM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_resource_group: Option<String>,
+}
+
+fn default_consistency() -> ConsistencyMode {
+    ConsistencyMode::ApplicationConsistent
+}
+
+/// Which VMs a rule covers: in any of the scopes (or all, when none are given), carrying every
+/// tag in `tags`, and none of `excludeTags`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Targets {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
+    /// `/subscriptions/{sub}/resourceGroups/{rg}` ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vms: Vec<ResourceId>,
+    /// Tag key → required value (`*` = any value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Tag key → value (`*` = any) that excludes a VM.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exclude_tags: BTreeMap<String, String>,
+}
+
+/// Disks left out of every point, on top of the automatic exclusion of ephemeral OS and shared disks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiskExclusions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub luns: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Disk tag key → value (`*` = any).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CopyTarget {
+    pub region: String,
+    /// Resource group for the copy collection; default the VM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
+    /// Retention in the target region; default the rule's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// How many settled points to keep in one collection (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// Keep the newest N settled points.
+    pub keep_last: u32,
+    /// Also keep the newest point of each of the last N days / weeks / months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u32>,
+    /// Never go below this many settled points, whatever else says.
+    #[serde(default = "default_floor")]
+    pub floor: u32,
+}
+
+fn default_floor() -> u32 {
+    1
+}
+
+/// How long a point may take before it is reported as failed, in minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Deadlines {
+    #[serde(default = "default_local_deadline")]
+    pub local_minutes: u32,
+    #[serde(default = "default_copy_deadline")]
+    pub copy_minutes: u32,
+    /// How many times a `Failed` point is retried under a new name before it is reported.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+fn default_local_deadline() -> u32 {
+    120
+}
+fn default_copy_deadline() -> u32 {
+    14 * 24 * 60
+}
+fn default_retries() -> u32 {
+    2
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            local_minutes: default_local_deadline(),
+            copy_minutes: default_copy_deadline(),
+            max_retries: default_retries(),
+        }
+    }
+}
+
+/// What happens to the points of a deleted VM.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrphanRule {
+    /// `None` keeps them forever; `Some(n)` deletes them n days after the VM was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after_days: Option<u32>,
+}
+
+fn tag_matches(tags: Option<&BTreeMap<String, String>>, key: &str, want: &str) -> bool {
+    tags.into_iter()
+        .flatten()
+        .any(|(k, v)| k.eq_ignore_ascii_case(key) && (want == "*" || v.eq_ignore_ascii_case(want)))
+}
+
+impl Targets {
+    /// Whether the VM id lies in one of the scopes (ignoring tags).
+    pub fn in_scope(&self, vm: &ResourceId) -> bool {
+        if self.subscriptions.is_empty() && self.resource_groups.is_empty() && self.vms.is_empty() {
+            return true;
+        }
+        self.subscriptions
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(vm.subscription()))
+            || self.resource_groups.iter().any(|rg| {
+                ResourceId::parse(rg).is_ok_and(|rg| {
+                    rg.subscription().eq_ignore_ascii_case(vm.subscription())
+                        && rg
+                            .resource_group()
+                            .zip(vm.resource_group())
+                            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+                })
+            })
+            || self.vms.iter().any(|v| v == vm)
+    }
+
+    /// Whether the VM is selected: in scope, all `tags` present, no `excludeTags` present.
+    pub fn matches(&self, vm: &VirtualMachine) -> bool {
+        let Some(id) = vm.resource_id() else {
+            return false;
+        };
+        self.in_scope(&id)
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| tag_matches(vm.tags.as_ref(), k, v))
+            && !self
+                .exclude_tags
+                .iter()
+                .any(|(k, v)| tag_matches(vm.tags.as_ref(), k, v))
+    }
+}
+
+impl Policy {
+    /// The first rule that selects this VM.
+    pub fn rule_for(&self, vm: &VirtualMachine) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.targets.matches(vm))
+    }
+    pub fn rule_named(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+    /// Scope guard: whether any rule's scopes include this VM id. Messages for VMs outside every
+    /// scope are refused.
+    pub fn covers(&self, vm: &ResourceId) -> bool {
+        self.rules.iter().any(|r| r.targets.in_scope(vm))
+    }
+}

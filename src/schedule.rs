@@ -1,0 +1,226 @@
+//! NCRONTAB schedules as the Functions timer reads them (PROTOCOL.md §8): six fields with seconds
+//! (five accepted), day-of-week 0–6 from Sunday, names allowed, evaluated in UTC. NCRONTAB ANDs
+//! day-of-month and day-of-week (Vixie cron ORs them), so croner runs with `with_dom_and_dow`.
+
+use chrono::{DateTime, TimeZone, Utc};
+use croner::Cron;
+use time::OffsetDateTime;
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    expr: String,
+    cron: Cron,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid NCRONTAB schedule {expr:?}: {reason}")]
+pub struct ScheduleError {
+    pub expr: String,
+    pub reason: String,
+}
+
+/// How far back [`Schedule::latest_at_or_before`] looks for an occurrence.
+const LOOKBACK_DAYS: i64 = 400;
+
+impl Schedule {
+    pub fn parse(expr: &str) -> Result<Self, ScheduleError> {
+        let err = |reason: String| ScheduleError {
+            expr: expr.to_string(),
+            reason,
+        };
+        let fields = expr.split_whitespace().count();
+        if fields != 5 && fields != 6 {
+            return Err(err(format!(
+                "expected 6 fields (second minute hour day month day-of-week), found {fields}"
+            )));
+        }
+        let cron = Cron::new(expr.trim())
+            .with_seconds_optional()
+            .with_dom_and_dow()
+            .parse()
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            expr: expr.trim().to_string(),
+            cron,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+
+    /// The first occurrence strictly after `t`.
+    pub fn next_after(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
+        let from = to_chrono(t);
+        self.cron
+            .find_next_occurrence(&from, false)
+            .ok()
+            .map(from_chrono)
+    }
+
+    /// The latest occurrence at or before `t`: the tick a (possibly late or repeated) timer run
+    /// belongs to (DESIGN §3).
+    pub fn latest_at_or_before(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
+        // Walk forward from a window start; schedules are at most every second, so jump in
+        // growing windows to avoid iterating a year of seconds.
+        let mut window = time::Duration::hours(1);
+        loop {
+            let start = t - window;
+            let mut best = None;
+            let mut cursor = start;
+            // Occurrences at or after `start`.
+            if self
+                .cron
+                .is_time_matching(&to_chrono(start))
+                .unwrap_or(false)
+            {
+                best = Some(start);
+            }
+            while let Some(next) = self.next_after(cursor) {
+                if next > t {
+                    break;
+                }
+                best = Some(next);
+                cursor = next;
+                if (t - cursor) > window {
+                    break;
+                }
+            }
+            if best.is_some() {
+                return best;
+            }
+            if window >= time::Duration::days(LOOKBACK_DAYS) {
+                return None;
+            }
+            window = std::cmp::min(window * 8_i32, time::Duration::days(LOOKBACK_DAYS));
+        }
+    }
+
+    /// Occurrences in `(after, until]`, at most `limit`.
+    pub fn occurrences(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Vec<OffsetDateTime> {
+        let mut out = Vec::new();
+        let mut cursor = after;
+        while out.len() < limit {
+            match self.next_after(cursor) {
+                Some(n) if n <= until => {
+                    out.push(n);
+                    cursor = n;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// The smallest gap between consecutive occurrences over the year after `from` (used to check
+    /// the platform's spacing rules). `None` when fewer than two occurrences exist.
+    pub fn min_interval(&self, from: OffsetDateTime) -> Option<time::Duration> {
+        let until = from + time::Duration::days(366);
+        let mut prev = self.next_after(from)?;
+        let mut min: Option<time::Duration> = None;
+        let mut count = 0;
+        while let Some(n) = self.next_after(prev) {
+            if n > until || count > 20_000 {
+                break;
+            }
+            let gap = n - prev;
+            min = Some(min.map_or(gap, |m| m.min(gap)));
+            prev = n;
+            count += 1;
+        }
+        min
+    }
+}
+
+fn to_chrono(t: OffsetDateTime) -> DateTime<Utc> {
+    Utc.timestamp_opt(t.unix_timestamp(), t.nanosecond())
+        .single()
+        .expect("in range")
+}
+
+fn from_chrono(t: DateTime<Utc>) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(t.timestamp()).expect("in range")
+        + time::Duration::nanoseconds(t.timestamp_subsec_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn six_field_hourly() {
+        let s = Schedule::parse("0 0 * * * *").unwrap();
+        assert_eq!(
+            s.next_after(datetime!(2026-11-25 03:00:00 UTC)),
+            Some(datetime!(2026-11-25 04:00:00 UTC))
+        );
+        assert_eq!(
+            s.latest_at_or_before(datetime!(2026-11-25 03:00:00 UTC)),
+            Some(datetime!(2026-11-25 03:00:00 UTC))
+        );
+        assert_eq!(
+            s.latest_at_or_before(datetime!(2026-11-25 03:59:59.9 UTC)),
+            Some(datetime!(2026-11-25 03:00:00 UTC))
+        );
+    }
+
+    #[test]
+    fn latest_tick_for_a_late_daily_run() {
+        let s = Schedule::parse("0 30 2 * * *").unwrap();
+        assert_eq!(
+            s.latest_at_or_before(datetime!(2026-11-25 17:00:00 UTC)),
+            Some(datetime!(2026-11-25 02:30:00 UTC))
+        );
+        let weekly = Schedule::parse("0 0 3 * * Sun").unwrap();
+        // 2026-11-25 is a Wednesday; the previous Sunday is the 22nd.
+        assert_eq!(
+            weekly.latest_at_or_before(datetime!(2026-11-25 12:00:00 UTC)),
+            Some(datetime!(2026-11-22 03:00:00 UTC))
+        );
+    }
+
+    #[test]
+    fn day_of_week_zero_is_sunday_and_dom_dow_are_anded() {
+        let s = Schedule::parse("0 0 0 * * 0").unwrap();
+        assert_eq!(
+            s.next_after(datetime!(2026-11-25 00:00:00 UTC)),
+            Some(datetime!(2026-11-29 00:00:00 UTC))
+        );
+        // The 13th AND a Friday (NCRONTAB), not the 13th OR a Friday.
+        let f13 = Schedule::parse("0 0 0 13 * 5").unwrap();
+        assert_eq!(
+            f13.next_after(datetime!(2026-01-01 00:00:00 UTC)),
+            Some(datetime!(2026-02-13 00:00:00 UTC))
+        );
+    }
+
+    #[test]
+    fn five_fields_accepted_and_bad_input_rejected() {
+        assert!(Schedule::parse("0 */4 * * *").is_ok());
+        for bad in [
+            "",
+            "* * *",
+            "0 0 * * * * * *",
+            "61 0 * * * *",
+            "x y z a b c",
+        ] {
+            assert!(Schedule::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn min_interval_finds_the_tightest_gap() {
+        let s = Schedule::parse("0 0 0,1,12 * * *").unwrap();
+        assert_eq!(
+            s.min_interval(datetime!(2026-01-01 00:00:00 UTC)),
+            Some(time::Duration::hours(1))
+        );
+    }
+}
