@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# vmrp's test command: the Rust test suite (unit, protocol, client, emulator, lifecycle, chaos
+# and security tests), the ARM traffic check with oav, and the infra checks (pytest + checkov).
+# Installs missing tools first when the registries are reachable (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="${VMRP_TOOLS:-$HOME/.cache/vmrp-tools}"
+export VMRP_TOOLS="$TOOLS"
+if [ ! -x "$TOOLS/oav/node_modules/.bin/oav" ] || [ ! -x "$TOOLS/venv/bin/checkov" ]; then
+  scripts/setup.sh
+fi
+export VMRP_OAV="$TOOLS/oav/node_modules/.bin/oav"
+
+cargo test ${CARGO_TEST_FLAGS:-} --all-targets
+
+if [ -x infra/tests/run.sh ]; then
+  PATH="$TOOLS/venv/bin:$PATH" infra/tests/run.sh
+fi
