@@ -11,6 +11,8 @@ pub mod events;
 pub mod functions;
 /// The custom-handler transport: envelope decoding, routing, error mapping.
 pub mod host;
+/// Read-only coverage: VMs, their collections (by source.id) and points.
+pub mod inventory;
 /// The handler contract: `Invocation<T>`, `Context`, `Outcome`.
 pub mod invocation;
 /// The versioned queue messages.
