@@ -2,6 +2,8 @@
 
 /// Everything that speaks HTTP to Azure: ARM client, credentials, Service Bus scheduler.
 pub mod azure;
+/// Terminal commands: status, plan.
+pub mod commands;
 /// The emulator of Azure and the Functions host (not in the deploy build).
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -1,0 +1,3 @@
+//! Terminal commands that read or steer a deployment: `status`, `plan`.
+
+pub mod status;

@@ -1,0 +1,294 @@
+//! `vmrp status`: coverage now — per VM and region the newest settled point and its age against
+//! the schedule (ok / late / missing), copies in flight with their percent, and failures.
+
+use std::collections::BTreeSet;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use crate::inventory::{normalize_region, CollectionRole, Inventory, PointStatus};
+use crate::policy::Policy;
+use crate::schedule::Schedule;
+
+/// How a region of a VM stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Coverage {
+    /// The newest settled point belongs to the latest tick that should be done by now.
+    Ok,
+    /// There is a settled point, but it is older than the latest tick that should be done.
+    Late,
+    /// No settled point at all.
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRow {
+    pub vm: String,
+    pub region: String,
+    pub role: CollectionRole,
+    pub newest_settled: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub newest_created: Option<OffsetDateTime>,
+    pub age_minutes: Option<i64>,
+    pub coverage: Coverage,
+    /// Points still being created or replicated: (name, lowest disk percent when known).
+    pub in_flight: Vec<(String, Option<i32>)>,
+    pub failed: Vec<String>,
+}
+
+/// Grace periods: a tick counts as "should be done" once this long has passed since it.
+#[derive(Debug, Clone, Copy)]
+pub struct Grace {
+    pub local: Duration,
+    pub copy: Duration,
+}
+
+impl Default for Grace {
+    fn default() -> Self {
+        Self {
+            local: Duration::hours(2),
+            copy: Duration::hours(24),
+        }
+    }
+}
+
+/// One row per VM and region: its own region plus every copy region the policy names or that
+/// already holds copies.
+pub fn evaluate(
+    inventory: &Inventory,
+    policy: Option<&Policy>,
+    schedule: &Schedule,
+    now: OffsetDateTime,
+    grace: Grace,
+) -> Vec<StatusRow> {
+    let mut rows = Vec::new();
+    for vm in &inventory.vms {
+        let mut regions: BTreeSet<(bool, String)> = BTreeSet::new();
+        regions.insert((false, vm.location.clone()));
+        if let Some(rule) = policy.and_then(|p| p.rule_for(&vm.vm)) {
+            regions.extend(
+                rule.copies
+                    .iter()
+                    .map(|c| (true, normalize_region(&c.region))),
+            );
+        }
+        regions.extend(
+            vm.collections
+                .iter()
+                .filter(|c| c.role == CollectionRole::Copy)
+                .map(|c| (true, c.region.clone())),
+        );
+        let newest = vm.newest_settled_by_region();
+        for (is_copy, region) in regions {
+            let role = if is_copy {
+                CollectionRole::Copy
+            } else {
+                CollectionRole::Local
+            };
+            let points: Vec<_> = vm
+                .points()
+                .filter(|(c, _)| c.role == role && c.region == region)
+                .map(|(_, p)| p)
+                .collect();
+            let best = newest
+                .get(&region)
+                .filter(|_| points.iter().any(|p| p.status == PointStatus::Settled));
+            let wait = if is_copy { grace.copy } else { grace.local };
+            let due_tick = schedule.latest_at_or_before(now - wait);
+            let coverage = match (best, due_tick) {
+                (None, _) => Coverage::Missing,
+                (Some(p), Some(tick)) if p.created.is_some_and(|c| c < tick) => Coverage::Late,
+                (Some(_), _) => Coverage::Ok,
+            };
+            rows.push(StatusRow {
+                vm: vm.id.name().unwrap_or_default().to_string(),
+                region,
+                role,
+                newest_settled: best.map(|p| p.name.clone()),
+                newest_created: best.and_then(|p| p.created),
+                age_minutes: best
+                    .and_then(|p| p.created)
+                    .map(|c| (now - c).whole_minutes()),
+                coverage,
+                in_flight: points
+                    .iter()
+                    .filter_map(|p| match p.status {
+                        PointStatus::InProgress { percent } => Some((p.name.clone(), percent)),
+                        _ => None,
+                    })
+                    .collect(),
+                failed: points
+                    .iter()
+                    .filter(|p| p.status == PointStatus::Failed)
+                    .map(|p| p.name.clone())
+                    .collect(),
+            });
+        }
+    }
+    rows
+}
+
+/// The table people read.
+pub fn render(rows: &[StatusRow]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "VM",
+        "region",
+        "role",
+        "newest settled",
+        "age",
+        "coverage",
+        "in flight",
+        "failed",
+    ]);
+    for r in rows {
+        table.add_row([
+            r.vm.clone(),
+            r.region.clone(),
+            format!("{:?}", r.role).to_lowercase(),
+            r.newest_settled.clone().unwrap_or_else(|| "-".into()),
+            r.age_minutes
+                .map(human_minutes)
+                .unwrap_or_else(|| "-".into()),
+            format!("{:?}", r.coverage).to_lowercase(),
+            r.in_flight
+                .iter()
+                .map(|(n, p)| match p {
+                    Some(p) => format!("{n} {p}%"),
+                    None => n.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.failed.join(", "),
+        ]);
+    }
+    table.to_string()
+}
+
+/// `95` → `1h35m`.
+pub fn human_minutes(m: i64) -> String {
+    match m {
+        m if m < 60 => format!("{m}m"),
+        m if m < 48 * 60 => format!("{}h{:02}m", m / 60, m % 60),
+        m => format!("{}d{}h", m / (24 * 60), (m / 60) % 24),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::models::VirtualMachine;
+    use crate::azure::ResourceId;
+    use crate::inventory::{CollectionView, PointSummary, VmCoverage};
+    use time::macros::datetime;
+
+    fn point(name: &str, created: OffsetDateTime, status: PointStatus) -> PointSummary {
+        PointSummary {
+            id: ResourceId::parse(&format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections/c/restorePoints/{name}")).unwrap(),
+            name: name.into(),
+            created: Some(created),
+            status,
+            source: None,
+        }
+    }
+
+    fn coverage(local: Vec<PointSummary>, copies: Vec<PointSummary>) -> Inventory {
+        let id = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        )
+        .unwrap();
+        let col = |role, region: &str, points| CollectionView {
+            id: id.clone(),
+            region: region.into(),
+            role,
+            points,
+        };
+        Inventory {
+            vms: vec![VmCoverage {
+                id: id.clone(),
+                location: "eastus".into(),
+                vm: VirtualMachine {
+                    id: Some(id.to_string()),
+                    location: Some("eastus".into()),
+                    ..Default::default()
+                },
+                collections: vec![
+                    col(CollectionRole::Local, "eastus", local),
+                    col(CollectionRole::Copy, "westus2", copies),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn ok_late_missing_and_in_flight() {
+        let schedule = Schedule::parse("0 0 */4 * * *").unwrap();
+        let now = datetime!(2026-11-25 12:30 UTC);
+        // Latest local tick due by now (2 h grace) is 08:00; the newest settled point is from 08:00 → ok.
+        let inv = coverage(
+            vec![
+                point(
+                    "rp-20261125T0800Z",
+                    datetime!(2026-11-25 08:00:30 UTC),
+                    PointStatus::Settled,
+                ),
+                point(
+                    "rp-20261125T1200Z",
+                    datetime!(2026-11-25 12:00:30 UTC),
+                    PointStatus::InProgress { percent: None },
+                ),
+                point(
+                    "rp-20261125T0400Z",
+                    datetime!(2026-11-25 04:00:30 UTC),
+                    PointStatus::Failed,
+                ),
+            ],
+            vec![point(
+                "rp-20261125T0800Z",
+                datetime!(2026-11-25 08:10 UTC),
+                PointStatus::InProgress { percent: Some(40) },
+            )],
+        );
+        let rows = evaluate(&inv, None, &schedule, now, Grace::default());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].coverage, Coverage::Ok);
+        assert_eq!(rows[0].newest_settled.as_deref(), Some("rp-20261125T0800Z"));
+        assert_eq!(rows[0].age_minutes, Some(269));
+        assert_eq!(
+            rows[0].in_flight,
+            vec![("rp-20261125T1200Z".to_string(), None)]
+        );
+        assert_eq!(rows[0].failed, vec!["rp-20261125T0400Z".to_string()]);
+        assert_eq!(rows[1].coverage, Coverage::Missing);
+        assert_eq!(
+            rows[1].in_flight,
+            vec![("rp-20261125T0800Z".to_string(), Some(40))]
+        );
+
+        // Six hours later the 08:00 point is late locally (the 12:00 tick is due, 16:00 is not yet).
+        let later = evaluate(
+            &inv,
+            None,
+            &schedule,
+            datetime!(2026-11-25 18:30 UTC),
+            Grace::default(),
+        );
+        assert_eq!(later[0].coverage, Coverage::Late);
+        let table = render(&later);
+        assert!(
+            table.contains("late") && table.contains("westus2") && table.contains("40%"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn human_ages() {
+        assert_eq!(human_minutes(5), "5m");
+        assert_eq!(human_minutes(95), "1h35m");
+        assert_eq!(human_minutes(3 * 24 * 60 + 120), "3d2h");
+    }
+}
