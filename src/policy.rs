@@ -140,8 +140,8 @@ fn default_floor() -> u32 {
 }
 
 impl Retention {
-    /// Points that only keep `keepLast` (no tiers, floor 1).
-    pub fn keep_last(n: u32) -> Self {
+    /// Retention that keeps the newest `n` settled points (no tiers, default floor 1).
+    pub fn newest(n: u32) -> Self {
         Self {
             keep_last: n,
             daily: None,
