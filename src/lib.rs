@@ -23,5 +23,7 @@ pub mod messages;
 pub mod names;
 /// The policy model, target matching and validation.
 pub mod policy;
+/// Retention: which restore points of a collection to keep or delete, with reasons.
+pub mod retention;
 /// NCRONTAB schedules: next occurrence, the tick a run belongs to, spacing.
 pub mod schedule;
