@@ -1,3 +1,4 @@
 //! Terminal commands that read or steer a deployment: `status`, `plan`.
 
+pub mod plan;
 pub mod status;

@@ -1,0 +1,564 @@
+//! `vmrp plan`: a dry run. For a policy and a moment in time, every create, copy and delete vmrp
+//! would do, per VM and region, with the rule and the reason. Read-only by construction: it
+//! gathers through `inventory` (GETs only) and decides with the same pure functions the handlers
+//! use (`policy`, `schedule`, `retention`, `names`).
+
+use std::collections::HashMap;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::azure::models::ConsistencyMode;
+use crate::azure::ResourceId;
+use crate::inventory::{
+    copy_holds, normalize_region, CollectionRole, CollectionView, Inventory, PointStatus,
+    VmCoverage,
+};
+use crate::names;
+use crate::policy::{DiskInfo, Policy, Rule, MIN_SPACING_APP, MIN_SPACING_CRASH};
+use crate::retention::{self, PointState, PointView};
+use crate::schedule::Schedule;
+
+/// What vmrp would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    Create,
+    Copy,
+    Delete,
+    /// Would act, but a platform rule or in-flight work makes it wait.
+    Wait,
+    /// Nothing to do (not selected, not due, already done).
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRow {
+    pub vm: String,
+    pub region: String,
+    pub action: Action,
+    /// The restore point acted on (or `-`).
+    pub target: String,
+    pub rule: Option<String>,
+    pub reason: String,
+}
+
+/// Plans one moment for every VM of the inventory.
+pub fn plan(
+    inventory: &Inventory,
+    policy: &Policy,
+    timer: &Schedule,
+    at: OffsetDateTime,
+    disks: &HashMap<ResourceId, DiskInfo>,
+) -> Vec<PlanRow> {
+    let mut rows = Vec::new();
+    for vm in &inventory.vms {
+        let row =
+            |region: &str, action, target: &str, rule: Option<&Rule>, reason: String| PlanRow {
+                vm: vm.id.name().unwrap_or_default().to_string(),
+                region: region.to_string(),
+                action,
+                target: target.to_string(),
+                rule: rule.map(|r| r.name.clone()),
+                reason,
+            };
+        let Some(rule) = policy.rule_for(&vm.vm) else {
+            rows.push(row(
+                &vm.location,
+                Action::Skip,
+                "-",
+                None,
+                "not selected by any rule".into(),
+            ));
+            continue;
+        };
+        let vm_disks: Vec<DiskInfo> = vm
+            .vm
+            .disks()
+            .iter()
+            .filter_map(|d| {
+                d.managed_disk_id
+                    .as_ref()
+                    .and_then(|id| disks.get(id))
+                    .cloned()
+            })
+            .collect();
+        let problems = rule.check_vm(&vm.vm, &vm_disks);
+        if !problems.is_empty() {
+            let reason = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            rows.push(row(
+                &vm.location,
+                Action::Skip,
+                "-",
+                Some(rule),
+                format!("refused: {reason}"),
+            ));
+            continue;
+        }
+        plan_local_create(vm, rule, timer, at, &vm_disks, &mut |a, t, r| {
+            rows.push(row(&vm.location, a, t, Some(rule), r))
+        });
+        let regions: Vec<String> = rule
+            .copy_regions()
+            .iter()
+            .map(|c| normalize_region(&c.region))
+            .collect();
+        for region in &regions {
+            plan_copy(vm, region, &mut |a, t, r| {
+                rows.push(row(region, a, t, Some(rule), r))
+            });
+        }
+        let holds = copy_holds(vm, &regions);
+        for c in &vm.collections {
+            let region = (c.role == CollectionRole::Copy).then_some(c.region.as_str());
+            let retention = rule.retention_for_region(region);
+            let views: Vec<PointView> = c
+                .points
+                .iter()
+                .filter_map(|p| point_view(p, &holds))
+                .collect();
+            for (id, verdict) in retention::decide(&views, retention) {
+                if verdict.is_delete() {
+                    rows.push(row(
+                        &c.region,
+                        Action::Delete,
+                        id.name().unwrap_or_default(),
+                        Some(rule),
+                        verdict.reason().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn point_view(
+    p: &crate::inventory::PointSummary,
+    holds: &HashMap<ResourceId, String>,
+) -> Option<PointView> {
+    let state = match p.status {
+        PointStatus::Settled => PointState::Settled,
+        PointStatus::InProgress { .. } => PointState::InProgress,
+        PointStatus::Failed => PointState::Failed,
+    };
+    let view = PointView::new(p.id.clone(), p.created?, state);
+    Some(match holds.get(&p.id) {
+        Some(reason) => view.held(reason.clone()),
+        None => view,
+    })
+}
+
+fn local_collection(vm: &VmCoverage) -> Option<&CollectionView> {
+    vm.collections
+        .iter()
+        .find(|c| c.role == CollectionRole::Local)
+}
+
+fn plan_local_create(
+    vm: &VmCoverage,
+    rule: &Rule,
+    timer: &Schedule,
+    at: OffsetDateTime,
+    disks: &[DiskInfo],
+    emit: &mut dyn FnMut(Action, &str, String),
+) {
+    let Some(tick) = timer.latest_at_or_before(at) else {
+        emit(
+            Action::Skip,
+            "-",
+            format!(
+                "the timer schedule {} has no occurrence before {at}",
+                timer.as_str()
+            ),
+        );
+        return;
+    };
+    match rule.is_due(timer, tick) {
+        Ok(true) => {}
+        Ok(false) => {
+            emit(
+                Action::Skip,
+                "-",
+                format!(
+                    "rule schedule {} has no occurrence at the tick {tick}",
+                    rule.schedule.as_deref().unwrap_or("-")
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            emit(Action::Skip, "-", format!("refused: {e}"));
+            return;
+        }
+    }
+    let name = names::restore_point_name(tick, 0);
+    let points = local_collection(vm)
+        .map(|c| c.points.as_slice())
+        .unwrap_or_default();
+    if let Some(existing) = points
+        .iter()
+        .find(|p| names::parse_restore_point_name(&p.name).is_some_and(|(t, _)| t == tick))
+    {
+        let state = match existing.status {
+            PointStatus::Settled => "settled".to_string(),
+            PointStatus::InProgress { .. } => "still creating".to_string(),
+            PointStatus::Failed => {
+                "failed (retried by the poller within the rule's budget)".to_string()
+            }
+        };
+        emit(
+            Action::Skip,
+            &existing.name,
+            format!("this tick's point exists: {state}"),
+        );
+        return;
+    }
+    let (mode, _) = rule.consistency_for(&vm.vm);
+    let spacing = if mode == ConsistencyMode::CrashConsistent {
+        MIN_SPACING_CRASH
+    } else {
+        MIN_SPACING_APP
+    };
+    if let Some(recent) = points
+        .iter()
+        .filter(|p| p.status != PointStatus::Failed)
+        .filter_map(|p| p.created.map(|c| (c, p)))
+        .filter(|(c, _)| at - *c < spacing)
+        .max_by_key(|(c, _)| *c)
+    {
+        emit(
+            Action::Wait,
+            &name,
+            format!(
+                "spacing: {} is {} min old; Azure requires {} h between {} points",
+                recent.1.name,
+                (at - recent.0).whole_minutes(),
+                spacing.whole_hours(),
+                mode.as_str()
+            ),
+        );
+        return;
+    }
+    let excluded = rule.excluded_disks(&vm.vm, disks);
+    let mut reason = format!("tick {tick}: {} point", mode.as_str());
+    if !excluded.is_empty() {
+        let list: Vec<String> = excluded
+            .iter()
+            .map(|(id, why)| format!("{} ({why})", id.name().unwrap_or_default()))
+            .collect();
+        reason.push_str(&format!(", excluding {}", list.join(", ")));
+    }
+    emit(Action::Create, &name, reason);
+}
+
+fn plan_copy(vm: &VmCoverage, region: &str, emit: &mut dyn FnMut(Action, &str, String)) {
+    let copies: Vec<_> = vm
+        .points()
+        .filter(|(c, _)| c.role == CollectionRole::Copy && c.region == region)
+        .map(|(_, p)| p)
+        .collect();
+    let Some(source) = local_collection(vm)
+        .into_iter()
+        .flat_map(|c| c.points.iter())
+        .filter(|p| p.status == PointStatus::Settled)
+        .max_by_key(|p| p.created)
+    else {
+        emit(
+            Action::Skip,
+            "-",
+            format!("copy to {region}: no settled local point yet"),
+        );
+        return;
+    };
+    if copies
+        .iter()
+        .any(|c| c.source.as_ref() == Some(&source.id) && c.status != PointStatus::Failed)
+    {
+        emit(
+            Action::Skip,
+            &source.name,
+            format!("copy to {region} exists"),
+        );
+        return;
+    }
+    if let Some(busy) = copies
+        .iter()
+        .find(|c| matches!(c.status, PointStatus::InProgress { .. }))
+    {
+        let pct = match busy.status {
+            PointStatus::InProgress { percent: Some(p) } => format!(" ({p}%)"),
+            _ => String::new(),
+        };
+        emit(
+            Action::Wait,
+            &source.name,
+            format!(
+                "copy to {region} waits: previous copy {} still replicating{pct}",
+                busy.name
+            ),
+        );
+        return;
+    }
+    emit(
+        Action::Copy,
+        &source.name,
+        format!("newest settled local point, not yet in {region}"),
+    );
+}
+
+/// The table people read.
+pub fn render(rows: &[PlanRow]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["VM", "region", "action", "restore point", "rule", "reason"]);
+    for r in rows {
+        table.add_row([
+            r.vm.clone(),
+            r.region.clone(),
+            format!("{:?}", r.action).to_lowercase(),
+            r.target.clone(),
+            r.rule.clone().unwrap_or_else(|| "-".into()),
+            r.reason.clone(),
+        ]);
+    }
+    table.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::models::VirtualMachine;
+    use crate::inventory::PointSummary;
+    use time::macros::datetime;
+    use time::Duration;
+
+    const SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn vm_id(name: &str) -> ResourceId {
+        ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}")).unwrap()
+    }
+
+    fn point(
+        vm: &str,
+        coll: &str,
+        name: &str,
+        created: OffsetDateTime,
+        status: PointStatus,
+        source: Option<&ResourceId>,
+    ) -> PointSummary {
+        let id = ResourceId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections/{coll}/restorePoints/{name}"
+        ))
+        .unwrap();
+        let _ = vm;
+        PointSummary {
+            id,
+            name: name.into(),
+            created: Some(created),
+            status,
+            source: source.cloned(),
+        }
+    }
+
+    fn coverage(
+        name: &str,
+        tags: &[(&str, &str)],
+        local: Vec<PointSummary>,
+        copies: Vec<PointSummary>,
+    ) -> VmCoverage {
+        let id = vm_id(name);
+        let vm = VirtualMachine {
+            id: Some(id.to_string()),
+            name: Some(name.into()),
+            location: Some("eastus".into()),
+            tags: Some(
+                tags.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let coll = |role, region: &str, points| CollectionView {
+            id: id.clone(),
+            region: region.into(),
+            role,
+            points,
+        };
+        VmCoverage {
+            id: id.clone(),
+            location: "eastus".into(),
+            vm,
+            collections: vec![
+                coll(CollectionRole::Local, "eastus", local),
+                coll(CollectionRole::Copy, "westus2", copies),
+            ],
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy::from_json_str(&format!(
+            r#"{{"rules": [{{"name": "prod", "targets": {{"subscriptions": ["{SUB}"], "tags": {{"backup": "on"}}}},
+                "retention": {{"keepLast": 2, "floor": 1}},
+                "copies": [{{"region": "westus2", "retention": {{"keepLast": 1}}}}]}}]}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn plan_shows_creates_copies_deletes_and_waits_with_reasons() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let at = datetime!(2026-11-25 12:05 UTC);
+        let t = |h: i64| datetime!(2026-11-25 00:00:30 UTC) + Duration::hours(h);
+        // vm-a: four settled points (00, 04, 08 and 00 the day before is the baseline), the 08:00
+        // copy still replicating → its source is held; retention keeps 2 newest + baseline.
+        let a_local = vec![
+            point(
+                "vm-a",
+                "rpc-vm-a",
+                "rp-20261124T2000Z",
+                t(-4),
+                PointStatus::Settled,
+                None,
+            ),
+            point(
+                "vm-a",
+                "rpc-vm-a",
+                "rp-20261125T0000Z",
+                t(0),
+                PointStatus::Settled,
+                None,
+            ),
+            point(
+                "vm-a",
+                "rpc-vm-a",
+                "rp-20261125T0400Z",
+                t(4),
+                PointStatus::Settled,
+                None,
+            ),
+            point(
+                "vm-a",
+                "rpc-vm-a",
+                "rp-20261125T0800Z",
+                t(8),
+                PointStatus::Settled,
+                None,
+            ),
+        ];
+        let a_copies = vec![point(
+            "vm-a",
+            "rpc-vm-a-westus2",
+            "rp-20261125T0400Z",
+            t(5),
+            PointStatus::InProgress { percent: Some(40) },
+            Some(&a_local[2].id),
+        )];
+        // vm-b: a crash-free app-consistent point made 1 h ago (manual) → spacing wait.
+        let b_local = vec![point(
+            "vm-b",
+            "rpc-vm-b",
+            "manual-1",
+            datetime!(2026-11-25 11:05 UTC),
+            PointStatus::Settled,
+            None,
+        )];
+        let inv = Inventory {
+            vms: vec![
+                coverage("vm-a", &[("backup", "on")], a_local, a_copies),
+                coverage("vm-b", &[("backup", "on")], b_local, vec![]),
+                coverage("vm-c", &[], vec![], vec![]),
+            ],
+        };
+        let rows = plan(&inv, &policy(), &timer, at, &HashMap::new());
+        let find = |vm: &str, action: Action| {
+            rows.iter()
+                .filter(move |r| r.vm == vm && r.action == action)
+                .collect::<Vec<_>>()
+        };
+
+        let create = find("vm-a", Action::Create);
+        assert_eq!(create.len(), 1, "{rows:#?}");
+        assert_eq!(create[0].target, "rp-20261125T1200Z");
+        assert!(create[0].reason.contains("ApplicationConsistent"));
+
+        let wait = find("vm-a", Action::Wait);
+        assert_eq!(wait.len(), 1, "{rows:#?}");
+        assert_eq!(wait[0].region, "westus2");
+        assert!(
+            wait[0].reason.contains(
+                "copy to westus2 waits: previous copy rp-20261125T0400Z still replicating (40%)"
+            ),
+            "{}",
+            wait[0].reason
+        );
+
+        // keepLast 2 keeps 04:00 and 08:00, the baseline keeps 20:00; 00:00 goes.
+        let deletes = find("vm-a", Action::Delete);
+        assert_eq!(deletes.len(), 1, "{rows:#?}");
+        assert_eq!(deletes[0].target, "rp-20261125T0000Z");
+        assert_eq!(deletes[0].region, "eastus");
+
+        let spacing = find("vm-b", Action::Wait);
+        assert!(
+            spacing.iter().any(|r| r
+                .reason
+                .starts_with("spacing: manual-1 is 60 min old; Azure requires 3 h")),
+            "{rows:#?}"
+        );
+        assert!(find("vm-b", Action::Create).is_empty());
+        let b_copy = find("vm-b", Action::Copy);
+        assert_eq!(b_copy.len(), 1, "{rows:#?}");
+        assert_eq!(b_copy[0].target, "manual-1");
+
+        assert_eq!(
+            find("vm-c", Action::Skip)[0].reason,
+            "not selected by any rule"
+        );
+        let table = render(&rows);
+        assert!(table.contains("copy to westus2 waits"), "{table}");
+    }
+
+    #[test]
+    fn held_source_survives_until_its_copy_settles() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let t = |h: i64| datetime!(2026-11-25 00:00:30 UTC) + Duration::hours(h);
+        let local: Vec<_> = (0..5)
+            .map(|i| {
+                point(
+                    "vm-a",
+                    "rpc-vm-a",
+                    &format!("rp-{i}"),
+                    t(i * 4),
+                    PointStatus::Settled,
+                    None,
+                )
+            })
+            .collect();
+        // The copy of rp-1 (an old point) is still replicating: rp-1 must not be deleted.
+        let copies = vec![point(
+            "vm-a",
+            "rpc-vm-a-westus2",
+            "rp-1",
+            t(5),
+            PointStatus::InProgress { percent: Some(90) },
+            Some(&local[1].id),
+        )];
+        let inv = Inventory {
+            vms: vec![coverage("vm-a", &[("backup", "on")], local, copies)],
+        };
+        let rows = plan(&inv, &policy(), &timer, t(17), &HashMap::new());
+        let deleted: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.action == Action::Delete)
+            .map(|r| r.target.as_str())
+            .collect();
+        assert_eq!(deleted, vec!["rp-2"], "{rows:#?}");
+    }
+}
