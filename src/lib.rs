@@ -17,6 +17,8 @@ pub mod invocation;
 pub mod messages;
 /// Deterministic resource names and message ids.
 pub mod names;
+/// `vmrp package`: the Functions deployment package (host.json, function folders, binary, zip).
+pub mod package;
 /// The policy model, target matching and validation.
 pub mod policy;
 /// NCRONTAB schedules: next occurrence, the tick a run belongs to, spacing.
