@@ -203,7 +203,9 @@ module vmRole 'modules/vm-role.bicep' = {
   name: 'vmrp-vm-role'
   params: {
     roleGuid: roleGuid
-    roleName: 'vmrp restore points (${environmentName})'
+    // Role names are unique per tenant: the token keeps two environments of the same name (in
+    // different subscriptions or regions) apart.
+    roleName: 'vmrp restore points (${environmentName}-${take(resourceToken, 6)})'
     assignableScopes: union([
       subscription().id
     ], subscriptionScopes, resourceGroupIds)
