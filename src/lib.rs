@@ -21,6 +21,8 @@ pub mod invocation;
 pub mod messages;
 /// Deterministic resource names and message ids.
 pub mod names;
+/// `vmrp package`: the Functions deployment package (host.json, function folders, binary, zip).
+pub mod package;
 /// The policy model, target matching and validation.
 pub mod policy;
 /// Retention: which restore points of a collection to keep or delete, with reasons.

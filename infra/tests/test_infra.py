@@ -1,0 +1,324 @@
+"""Structural tests of vmrp's Azure templates (infra/*.bicep).
+
+The templates are parsed with pycep (the Bicep parser checkov itself uses), so every assertion
+looks at a parsed resource, variable or output rather than at raw text. What is checked is what
+matters for running vmrp safely: Entra-only access (no SAS, no shared keys), duplicate detection
+on the three queues, the custom role equal to the ARM actions the code performs
+(src/azure/operations.rs ARM_ACTIONS), the Event Grid filter, the app settings the binary reads,
+a user-assigned identity, and no secrets in outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pycep import BicepParser
+
+INFRA = Path(__file__).resolve().parent.parent
+REPO = INFRA.parent
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+
+QUEUES = ["rp-create", "rp-copy", "rp-poll"]
+FUNCTIONS = [
+    "ScheduleRestorePoints",
+    "CreateRestorePoint",
+    "StartCrossRegionCopy",
+    "PollRestorePoint",
+    "OnVmChanged",
+]
+# The settings the binary and the Functions host read (FUNCTIONS_WORKER_RUNTIME is covered by
+# functionAppConfig.runtime on Flex Consumption, see test_runtime_is_custom_handler).
+REQUIRED_APP_SETTINGS = {
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "VMRP_SCHEDULE",
+    "VMRP_POLICY",
+    "ServiceBusConnection__fullyQualifiedNamespace",
+    "ServiceBusConnection__credential",
+    "ServiceBusConnection__clientId",
+    "AZURE_CLIENT_ID",
+    "RUST_LOG",
+}
+
+
+def parse(path: Path) -> dict:
+    return BicepParser().parse(file_path=path)
+
+
+@pytest.fixture(scope="module")
+def templates() -> dict[str, dict]:
+    return {str(p.relative_to(INFRA)): parse(p) for p in BICEP_FILES}
+
+
+def body(resource: dict) -> dict:
+    """A resource's own block, looking through `if (...)` and `[for ...]` wrappers."""
+    config = resource["config"]
+    while "config" in config and ("condition" in config or "loop_type" in config):
+        config = config["config"]
+    return config
+
+
+def variable(template: dict, name: str):
+    return template["variables"][name]["value"]
+
+
+def resolve(template: dict, value):
+    """A bare identifier naming a variable or a parameter default → its value."""
+    if isinstance(value, str):
+        if value in template.get("variables", {}):
+            return variable(template, value)
+        if value in template.get("parameters", {}):
+            return template["parameters"][value]["default"]
+    return value
+
+
+def arm_actions_from_rust() -> list[str]:
+    source = (REPO / "src" / "azure" / "operations.rs").read_text()
+    match = re.search(r"pub const ARM_ACTIONS: &\[&str\] = &\[(.*?)\];", source, re.S)
+    assert match, "ARM_ACTIONS not found in src/azure/operations.rs"
+    without_comments = re.sub(r"//[^\n]*", "", match.group(1))
+    return re.findall(r'"([^"]+)"', without_comments)
+
+
+def test_every_template_parses(templates):
+    assert set(templates) >= {
+        "main.bicep",
+        "modules/functionapp.bicep",
+        "modules/servicebus.bicep",
+        "modules/events.bicep",
+        "modules/vm-role.bicep",
+        "modules/storage.bicep",
+    }
+    for name, template in templates.items():
+        assert template.get("resources") or template.get("modules"), f"{name} declares nothing"
+
+
+def test_service_bus_is_standard_with_local_auth_disabled(templates):
+    namespace = body(templates["modules/servicebus.bicep"]["resources"]["namespace"])
+    assert namespace["sku"]["name"] in ("Standard", "Premium"), "duplicate detection needs Standard+"
+    assert namespace["properties"]["disableLocalAuth"] is True
+    assert namespace["properties"]["minimumTlsVersion"] == "1.2"
+
+
+def test_three_queues_with_duplicate_detection(templates):
+    template = templates["modules/servicebus.bicep"]
+    queues = template["resources"]["queues"]
+    loop = queues["config"]["loop_type"]["detail"]
+    assert resolve(template, loop["array_name"]) == QUEUES
+    # main.bicep must not override the queue list with something else.
+    assert "queueNames" not in body(templates["main.bicep"]["modules"]["serviceBus"])["params"]
+    properties = body(queues)["properties"]
+    assert properties["requiresDuplicateDetection"] is True
+    assert re.fullmatch(r"PT\d+[HM]", properties["duplicateDetectionHistoryTimeWindow"])
+    assert 1 < properties["maxDeliveryCount"] <= 100
+    assert properties["deadLetteringOnMessageExpiration"] is True
+    assert re.fullmatch(r"PT\d+[MS]", properties["lockDuration"])
+    assert properties["requiresSession"] is False
+
+
+def test_custom_role_grants_exactly_the_arm_actions(templates):
+    template = templates["modules/vm-role.bicep"]
+    role = body(template["resources"]["role"])
+    permissions = role["properties"]["permissions"]
+    assert len(permissions) == 1
+    actions = resolve(template, permissions[0]["actions"])
+    rust_actions = arm_actions_from_rust()
+    assert len(rust_actions) >= 5, "ARM_ACTIONS parsed suspiciously short"
+    assert len(actions) == len(set(actions)), "duplicate actions in the role"
+    assert sorted(actions) == sorted(rust_actions)
+    assert not any("*" in action for action in actions)
+    for empty in ("notActions", "dataActions", "notDataActions"):
+        assert permissions[0][empty] == []
+    assert role["properties"]["type"] == "CustomRole"
+
+
+def test_role_is_assigned_at_subscription_and_resource_group_scopes(templates):
+    main = templates["main.bicep"]
+    assert main["globals"]["scope"]["value"] == "subscription"
+    assert templates["modules/vm-role-assignment-sub.bicep"]["globals"]["scope"]["value"] == "subscription"
+    assert templates["modules/vm-role-assignment-rg.bicep"]["globals"]["scope"]["value"] == "resourceGroup"
+    modules = main["modules"]
+    for name, path, scope_function, targets in [
+        ("subscriptionAssignments", "modules/vm-role-assignment-sub.bicep", "subscription", "subscriptionIds"),
+        ("resourceGroupAssignments", "modules/vm-role-assignment-rg.bicep", "resource_group", "resourceGroupIds"),
+    ]:
+        module = modules[name]
+        assert module["detail"]["path"] == path
+        loop = module["config"]["loop_type"]["detail"]
+        assert loop["array_name"] == targets, f"{name} is not one assignment per target"
+        assert body(module)["scope"]["function"]["type"] == scope_function
+        assert set(body(module)["params"]) == {"roleGuid", "principalId"}
+    # The role definition is assignable at every target (and this subscription, where it lives).
+    role_module = body(modules["vmRole"])
+    assignable = role_module["params"]["assignableScopes"]["function"]
+    assert assignable["type"] == "union"
+    union_args = [v for v in assignable["parameters"].values() if isinstance(v, str)]
+    assert {"subscriptionScopes", "resourceGroupIds"} <= set(union_args)
+
+
+def test_event_grid_delivers_only_vm_writes_and_deletes_to_on_vm_changed(templates):
+    template = templates["modules/events.bicep"]
+    topic = body(template["resources"]["systemTopic"])
+    assert topic["properties"]["topicType"] == "Microsoft.Resources.Subscriptions"
+    subscription = body(template["resources"]["vmChanges"])["properties"]
+
+    event_filter = subscription["filter"]
+    assert sorted(resolve(template, event_filter["includedEventTypes"])) == [
+        "Microsoft.Resources.ResourceDeleteSuccess",
+        "Microsoft.Resources.ResourceWriteSuccess",
+    ]
+    filters = event_filter["advancedFilters"]
+    assert len(filters) == 1
+    assert filters[0]["key"] == "data.operationName"
+    assert filters[0]["operatorType"] == "StringIn"
+    assert sorted(resolve(template, filters[0]["values"])) == [
+        "Microsoft.Compute/virtualMachines/delete",
+        "Microsoft.Compute/virtualMachines/write",
+    ]
+
+    destination = subscription["destination"]
+    assert destination["endpointType"] == "AzureFunction"
+    assert destination["properties"]["resourceId"].endswith("/functions/OnVmChanged")
+    assert subscription["retryPolicy"]["maxDeliveryAttempts"] >= 1
+    dead_letter = subscription["deadLetterWithResourceIdentity"]["deadLetterDestination"]
+    assert dead_letter["endpointType"] == "StorageBlob"
+
+
+def test_app_settings_come_from_one_object_with_every_name_the_binary_reads(templates):
+    template = templates["modules/functionapp.bicep"]
+    settings_resource = body(template["resources"]["functionApp__settings"])
+    assert settings_resource["name"] == "appsettings"
+    assert settings_resource["properties"] == "appSettings", "app settings not wired from `appSettings`"
+    # No other resource sets app settings inline.
+    site = body(template["resources"]["functionApp"])
+    assert "appSettings" not in site["properties"].get("siteConfig", {})
+
+    base = variable(template, "baseAppSettings")
+    assert REQUIRED_APP_SETTINGS <= set(base)
+    assert base["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert base["ServiceBusConnection__credential"] == "managedidentity"
+    # The same identity everywhere: the identity's client id parameter.
+    for name in ("AzureWebJobsStorage__clientId", "ServiceBusConnection__clientId", "AZURE_CLIENT_ID"):
+        assert base[name] == "identityClientId", name
+    # No key-based connection strings.
+    assert "AzureWebJobsStorage" not in base
+    for name, value in base.items():
+        text = json.dumps(value)
+        assert "AccountKey" not in text and "SharedAccessKey" not in text, name
+    # The optional ARM endpoint is added by the same object.
+    union = variable(template, "appSettings")["operator"]["operands"]["false_value"]["function"]
+    assert union["parameters"]["arg_1"] == "baseAppSettings"
+    assert set(union["parameters"]["arg_2"]) == {"VMRP_ARM_ENDPOINT"}
+
+
+def test_runtime_is_custom_handler_on_flex_consumption(templates):
+    template = templates["modules/functionapp.bicep"]
+    plan = body(template["resources"]["plan"])
+    assert plan["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
+    site = body(template["resources"]["functionApp"])
+    assert site["kind"] == "functionapp,linux"
+    assert site["properties"]["functionAppConfig"]["runtime"] == {"name": "custom", "version": "1.0"}
+    # On Flex Consumption FUNCTIONS_WORKER_RUNTIME is platform-set; setting it is deprecated.
+    assert "FUNCTIONS_WORKER_RUNTIME" not in variable(template, "baseAppSettings")
+
+
+def test_function_app_runs_as_the_user_assigned_identity(templates):
+    site = body(templates["modules/functionapp.bicep"]["resources"]["functionApp"])
+    assert site["identity"]["type"] == "UserAssigned"
+    assert site["properties"]["httpsOnly"] is True
+    auth = site["properties"]["functionAppConfig"]["deployment"]["storage"]["authentication"]
+    assert auth["type"] == "UserAssignedIdentity"
+
+
+def test_storage_accepts_only_entra_over_tls12(templates):
+    storage = body(templates["modules/storage.bicep"]["resources"]["storage"])["properties"]
+    assert storage["allowSharedKeyAccess"] is False
+    assert storage["allowBlobPublicAccess"] is False
+    assert storage["minimumTlsVersion"] == "TLS1_2"
+    assert storage["supportsHttpsTrafficOnly"] is True
+
+
+def test_app_identity_gets_the_data_roles_the_host_needs(templates):
+    roles = variable(templates["modules/app-rbac.bicep"], "roles")
+    assert set(roles.values()) == {
+        "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
+        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor
+        "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39",  # Azure Service Bus Data Sender
+        "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0",  # Azure Service Bus Data Receiver
+        "3913510d-42f4-4e42-8a64-420c390055eb",  # Monitoring Metrics Publisher
+    }
+
+
+SECRET_NAME = re.compile(r"key|secret|password|token|sas|connectionstring", re.I)
+
+
+def function_names(value) -> set[str]:
+    """Every function called anywhere inside a parsed expression."""
+    found = set()
+    if isinstance(value, dict):
+        if "function" in value and isinstance(value["function"], dict):
+            found.add(value["function"].get("type", ""))
+        for item in value.values():
+            found |= function_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= function_names(item)
+    return found
+
+
+def test_no_secrets_in_outputs(templates):
+    monitoring = templates["modules/monitoring.bicep"]
+    # The one allowed "connection string": Application Insights with local auth disabled, where
+    # the instrumentation key it contains grants nothing.
+    allowed = {("modules/monitoring.bicep", "applicationInsightsConnectionString")}
+    component = body(monitoring["resources"]["applicationInsights"])
+    assert component["properties"]["DisableLocalAuth"] is True
+
+    for name, template in templates.items():
+        for output_name, output in template.get("outputs", {}).items():
+            assert not any(f.lower().startswith("list") for f in function_names(output["value"])), (
+                f"{name}: output {output_name} calls a list*() function (keys)"
+            )
+            text = json.dumps(output["value"])
+            assert "primaryKey" not in text and "secondaryKey" not in text, f"{name}: {output_name}"
+            if (name, output_name) not in allowed:
+                assert not SECRET_NAME.search(output_name), f"{name}: output {output_name} looks secret"
+    for output_name in templates["main.bicep"]["outputs"]:
+        assert not SECRET_NAME.search(output_name), output_name
+
+
+def test_parameters_file_names_real_parameters(templates):
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = templates["main.bicep"]["parameters"]
+    assert set(parameters) <= set(declared), set(parameters) - set(declared)
+    for required in ("environmentName", "location", "targetSubscriptionIds", "targetResourceGroupIds"):
+        assert required in parameters, required
+
+
+def test_every_checkov_skip_gives_a_reason():
+    pattern = re.compile(r"checkov:skip=(CKV2?_[A-Z]+_\d+)(.*)")
+    seen = 0
+    for path in BICEP_FILES:
+        for line in path.read_text().splitlines():
+            match = pattern.search(line)
+            if match:
+                seen += 1
+                reason = match.group(2).lstrip(":").strip()
+                assert len(reason) >= 20, f"{path.name}: {match.group(1)} has no real reason"
+    assert seen > 0
+
+
+def test_azure_yaml_deploys_the_packaged_zip_built_without_the_emulator():
+    config = yaml.safe_load((REPO / "azure.yaml").read_text())
+    service = config["services"]["vmrp"]
+    assert service["host"] == "function"
+    assert service["language"] == "custom"
+    assert service["dist"].endswith(".zip")
+    hooks = json.dumps(service["hooks"])
+    assert "--no-default-features" in hooks
+    assert "package" in hooks

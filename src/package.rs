@@ -1,0 +1,647 @@
+//! `vmrp package`: assembles the Azure Functions deployment package of a custom handler —
+//! `host.json` and one folder per function (`<Name>/function.json`) at the package root, plus the
+//! handler binary named `vmrp` with its executable bit — as a directory and optionally a zip.
+//!
+//! The zip keeps unix permissions: Linux Functions hosts (Flex Consumption runs the package
+//! as-is) start `vmrp` only if the archive says it is executable.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use crate::functions;
+
+/// The file name the package gives the handler; `host.json` must start this.
+pub const BINARY_NAME: &str = "vmrp";
+const BINARY_MODE: u32 = 0o755;
+const FILE_MODE: u32 = 0o644;
+
+/// Arguments of `vmrp package`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PackageArgs {
+    /// Directory to assemble the package in (replaced if it holds an earlier package).
+    #[arg(long, default_value = "dist/vmrp")]
+    pub out: PathBuf,
+    /// Also write `<out>.zip` (e.g. dist/vmrp.zip), the file to deploy.
+    #[arg(long)]
+    pub zip: bool,
+    /// The handler binary to package. Default: build it with
+    /// `cargo build --release --no-default-features` (the deploy build, without the emulator).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Do not build: package --binary, or the existing release binary under target/.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Target triple to build for (e.g. x86_64-unknown-linux-gnu); default: the host's.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The crate root holding host.json and functions/ (run from the repository root).
+    #[arg(long, default_value = ".")]
+    pub app_root: PathBuf,
+}
+
+/// Why a package could not be assembled; every variant names the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+    #[error("missing function folder(s) under {dir}: {names} (expected <Name>/function.json for each of the functions vmrp serves)")]
+    MissingFunctions { dir: PathBuf, names: String },
+    #[error("refusing to replace {0}: it exists and does not look like a vmrp package (no host.json); choose another --out")]
+    NotAPackage(PathBuf),
+    #[error("`{command}` failed: {status}")]
+    Build { command: String, status: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What went into a package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageReport {
+    pub dir: PathBuf,
+    pub zip: Option<PathBuf>,
+    /// Function names, sorted.
+    pub functions: Vec<String>,
+    pub binary_bytes: u64,
+}
+
+/// The `cargo` arguments of the deploy build: release, emulator left out.
+pub fn deploy_build_args(target: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = ["build", "--release", "--no-default-features", "--bin"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(BINARY_NAME.to_string());
+    if let Some(target) = target {
+        args.push("--target".to_string());
+        args.push(target.to_string());
+    }
+    args
+}
+
+/// Where cargo puts the release binary for `target` under `target_dir`.
+pub fn release_binary_path(target_dir: &Path, target: Option<&str>) -> PathBuf {
+    let mut path = target_dir.to_path_buf();
+    if let Some(target) = target {
+        path.push(target);
+    }
+    path.join("release").join(BINARY_NAME)
+}
+
+/// `vmrp package`.
+pub async fn run(args: PackageArgs) -> Result<ExitCode, String> {
+    let report = tokio::task::spawn_blocking(move || package(&args))
+        .await
+        .map_err(|e| format!("package task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    println!(
+        "packaged {} function(s) ({}) and {} ({} bytes) into {}",
+        report.functions.len(),
+        report.functions.join(", "),
+        BINARY_NAME,
+        report.binary_bytes,
+        report.dir.display()
+    );
+    if let Some(zip) = &report.zip {
+        println!("wrote {}", zip.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds (unless told not to) and assembles the package.
+pub fn package(args: &PackageArgs) -> Result<PackageReport, PackageError> {
+    let target_dir = resolve_target_dir(&args.app_root, std::env::var_os("CARGO_TARGET_DIR"));
+    package_in(args, &target_dir)
+}
+
+/// cargo's target directory: `CARGO_TARGET_DIR` when set, else `<app_root>/target`.
+pub fn resolve_target_dir(
+    app_root: &Path,
+    cargo_target_dir: Option<std::ffi::OsString>,
+) -> PathBuf {
+    cargo_target_dir
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| app_root.join("target"))
+}
+
+fn package_in(args: &PackageArgs, target_dir: &Path) -> Result<PackageReport, PackageError> {
+    let binary = match &args.binary {
+        Some(binary) => binary.clone(),
+        None => {
+            if !args.no_build {
+                build_deploy_binary(&args.app_root, args.target.as_deref())?;
+            }
+            release_binary_path(target_dir, args.target.as_deref())
+        }
+    };
+    assemble(&args.app_root, &binary, &args.out, args.zip)
+}
+
+fn build_deploy_binary(app_root: &Path, target: Option<&str>) -> Result<(), PackageError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let build_args = deploy_build_args(target);
+    let command = format!("{cargo} {}", build_args.join(" "));
+    let status = Command::new(&cargo)
+        .args(&build_args)
+        .current_dir(app_root)
+        .status()
+        .map_err(|e| PackageError::Build {
+            command: command.clone(),
+            status: e.to_string(),
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(PackageError::Build {
+            command,
+            status: status.to_string(),
+        })
+    }
+}
+
+/// The function folders of `<app_root>/functions`, each with its parsed-and-checked function.json.
+fn read_functions(app_root: &Path) -> Result<Vec<(String, Vec<u8>)>, PackageError> {
+    let dir = app_root.join("functions");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+        let entry = entry.map_err(io(&dir))?;
+        if !entry.file_type().map_err(io(&entry.path()))?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path().join("function.json");
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| PackageError::Json {
+                path: path.clone(),
+                source,
+            })?;
+        if !json.get("bindings").is_some_and(|b| b.is_array()) {
+            return Err(PackageError::Invalid {
+                path,
+                what: "expected a \"bindings\" array".to_string(),
+            });
+        }
+        found.push((name, bytes));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let missing: Vec<&str> = functions::ALL
+        .iter()
+        .copied()
+        .filter(|want| !found.iter().any(|(name, _)| name == want))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PackageError::MissingFunctions {
+            dir,
+            names: missing.join(", "),
+        });
+    }
+    Ok(found)
+}
+
+/// host.json, checked to start the binary this package ships.
+fn read_host_json(app_root: &Path) -> Result<Vec<u8>, PackageError> {
+    let path = app_root.join("host.json");
+    let bytes = fs::read(&path).map_err(io(&path))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| PackageError::Json {
+            path: path.clone(),
+            source,
+        })?;
+    let executable = json
+        .pointer("/customHandler/description/defaultExecutablePath")
+        .and_then(|v| v.as_str());
+    if executable != Some(BINARY_NAME) {
+        return Err(PackageError::Invalid {
+            path,
+            what: format!(
+                "customHandler.description.defaultExecutablePath is {}, expected \"{BINARY_NAME}\" (the binary this package ships)",
+                executable.map_or("missing".to_string(), |e| format!("{e:?}"))
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Lays out the package in `out` (and `<out>.zip` when `zip`), from the app files under
+/// `app_root` and the handler `binary`.
+pub fn assemble(
+    app_root: &Path,
+    binary: &Path,
+    out: &Path,
+    zip: bool,
+) -> Result<PackageReport, PackageError> {
+    // Read and check every input before touching the output.
+    let host_json = read_host_json(app_root)?;
+    let functions = read_functions(app_root)?;
+    let binary_bytes = fs::read(binary).map_err(io(binary))?;
+
+    if out.exists() {
+        let is_empty = fs::read_dir(out).map_err(io(out))?.next().is_none();
+        if !is_empty && !out.join("host.json").is_file() {
+            return Err(PackageError::NotAPackage(out.to_path_buf()));
+        }
+        fs::remove_dir_all(out).map_err(io(out))?;
+    }
+    fs::create_dir_all(out).map_err(io(out))?;
+
+    // (relative path, bytes, mode), in the order they are written to the zip.
+    let mut files: Vec<(String, &[u8], u32)> =
+        vec![("host.json".to_string(), &host_json, FILE_MODE)];
+    for (name, bytes) in &functions {
+        files.push((format!("{name}/function.json"), bytes, FILE_MODE));
+    }
+    files.push((BINARY_NAME.to_string(), &binary_bytes, BINARY_MODE));
+
+    for (relative, bytes, mode) in &files {
+        let path = out.join(relative);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        fs::write(&path, bytes).map_err(io(&path))?;
+        set_mode(&path, *mode)?;
+    }
+
+    let zip_path = if zip {
+        let mut name = out.as_os_str().to_owned();
+        name.push(".zip");
+        let zip_path = PathBuf::from(name);
+        write_zip(&zip_path, &files)?;
+        Some(zip_path)
+    } else {
+        None
+    };
+
+    Ok(PackageReport {
+        dir: out.to_path_buf(),
+        zip: zip_path,
+        functions: functions.into_iter().map(|(name, _)| name).collect(),
+        binary_bytes: binary_bytes.len() as u64,
+    })
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), PackageError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<(), PackageError> {
+    // The zip carries the mode; the directory copy on a non-unix host cannot.
+    Ok(())
+}
+
+fn write_zip(path: &Path, files: &[(String, &[u8], u32)]) -> Result<(), PackageError> {
+    let file = fs::File::create(path).map_err(io(path))?;
+    let mut writer = zip::ZipWriter::new(file);
+    let zip_error = |e: zip::result::ZipError| PackageError::Invalid {
+        path: path.to_path_buf(),
+        what: format!("writing the zip failed: {e}"),
+    };
+    for (relative, bytes, mode) in files {
+        // Fixed timestamps (the zip default) keep the archive reproducible.
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(*mode);
+        writer
+            .start_file(relative.as_str(), options)
+            .map_err(zip_error)?;
+        writer.write_all(bytes).map_err(io(path))?;
+    }
+    writer.finish().map_err(zip_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    const HOST_JSON: &str =
+        r#"{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"vmrp"}}}"#;
+
+    /// An app root with host.json and a function.json for each of `names`.
+    fn app_root(names: &[&str]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("host.json"), HOST_JSON).unwrap();
+        for name in names {
+            let dir = root.path().join("functions").join(name);
+            fs::create_dir_all(&dir).unwrap();
+            let json =
+                format!(r#"{{"bindings":[{{"type":"x","direction":"in","name":"{name}"}}]}}"#);
+            fs::write(dir.join("function.json"), json).unwrap();
+        }
+        root
+    }
+
+    fn fake_binary(dir: &Path) -> PathBuf {
+        let path = dir.join("fake-vmrp");
+        fs::write(&path, b"\x7fELF fake handler").unwrap();
+        // Deliberately not executable: the package must set the bit itself.
+        set_mode(&path, 0o644).unwrap();
+        path
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn package_holds_host_json_each_function_folder_and_an_executable_vmrp() {
+        let root = app_root(&functions::ALL);
+        let binary = fake_binary(root.path());
+        let out = root.path().join("dist").join("vmrp");
+
+        let report = assemble(root.path(), &binary, &out, true).unwrap();
+
+        assert_eq!(
+            fs::read_to_string(out.join("host.json")).unwrap(),
+            HOST_JSON
+        );
+        let mut expected: Vec<String> = functions::ALL.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(report.functions, expected);
+        for name in functions::ALL {
+            let packaged = fs::read(out.join(name).join("function.json")).unwrap();
+            let source = fs::read(
+                root.path()
+                    .join("functions")
+                    .join(name)
+                    .join("function.json"),
+            )
+            .unwrap();
+            assert_eq!(packaged, source, "{name}/function.json");
+        }
+        assert_eq!(
+            fs::read(out.join("vmrp")).unwrap(),
+            fs::read(&binary).unwrap()
+        );
+        assert_eq!(mode(&out.join("vmrp")), 0o755);
+        assert_eq!(report.binary_bytes, fs::metadata(&binary).unwrap().len());
+
+        let zip_path = root.path().join("dist").join("vmrp.zip");
+        assert_eq!(report.zip.as_deref(), Some(zip_path.as_path()));
+        let mut archive = zip::ZipArchive::new(fs::File::open(&zip_path).unwrap()).unwrap();
+        let mut names: Vec<String> = archive.file_names().map(str::to_string).collect();
+        names.sort();
+        let mut want: Vec<String> = functions::ALL
+            .iter()
+            .map(|n| format!("{n}/function.json"))
+            .collect();
+        want.push("host.json".into());
+        want.push("vmrp".into());
+        want.sort();
+        assert_eq!(names, want);
+        {
+            let entry = archive.by_name("vmrp").unwrap();
+            assert_eq!(entry.unix_mode().map(|m| m & 0o777), Some(0o755));
+        }
+        let mut host = String::new();
+        archive
+            .by_name("host.json")
+            .unwrap()
+            .read_to_string(&mut host)
+            .unwrap();
+        assert_eq!(host, HOST_JSON);
+        assert_eq!(
+            archive
+                .by_name("host.json")
+                .unwrap()
+                .unix_mode()
+                .map(|m| m & 0o777),
+            Some(0o644)
+        );
+    }
+
+    #[test]
+    fn repackaging_replaces_the_previous_package() {
+        let root = app_root(&functions::ALL);
+        let binary = fake_binary(root.path());
+        let out = root.path().join("out");
+        assemble(root.path(), &binary, &out, false).unwrap();
+        fs::create_dir_all(out.join("Stale")).unwrap();
+        fs::write(out.join("Stale").join("function.json"), "{}").unwrap();
+
+        assemble(root.path(), &binary, &out, false).unwrap();
+
+        assert!(
+            !out.join("Stale").exists(),
+            "a function folder from an earlier package survived"
+        );
+        assert!(out.join("host.json").is_file());
+    }
+
+    #[test]
+    fn refuses_to_replace_a_directory_that_is_not_a_package() {
+        let root = app_root(&functions::ALL);
+        let binary = fake_binary(root.path());
+        let out = root.path().join("precious");
+        fs::create_dir_all(&out).unwrap();
+        fs::write(out.join("notes.txt"), "keep me").unwrap();
+
+        let err = assemble(root.path(), &binary, &out, false).unwrap_err();
+
+        assert!(matches!(err, PackageError::NotAPackage(_)), "{err}");
+        assert_eq!(
+            fs::read_to_string(out.join("notes.txt")).unwrap(),
+            "keep me"
+        );
+    }
+
+    #[test]
+    fn a_missing_function_is_named() {
+        let root = app_root(&functions::ALL[..4]);
+        let binary = fake_binary(root.path());
+
+        let err = assemble(root.path(), &binary, &root.path().join("out"), false).unwrap_err();
+
+        let text = err.to_string();
+        assert!(text.contains(functions::ALL[4]), "{text}");
+        assert!(
+            !root.path().join("out").exists(),
+            "output written despite a bad input"
+        );
+    }
+
+    #[test]
+    fn a_function_folder_without_function_json_names_the_path() {
+        let root = app_root(&functions::ALL);
+        fs::create_dir_all(root.path().join("functions").join("Extra")).unwrap();
+        let binary = fake_binary(root.path());
+
+        let err = assemble(root.path(), &binary, &root.path().join("out"), false).unwrap_err();
+
+        assert!(err.to_string().contains("Extra/function.json"), "{err}");
+    }
+
+    #[test]
+    fn invalid_function_json_names_the_file() {
+        let root = app_root(&functions::ALL);
+        let path = root
+            .path()
+            .join("functions")
+            .join("OnVmChanged")
+            .join("function.json");
+        fs::write(&path, "{ not json").unwrap();
+        let binary = fake_binary(root.path());
+
+        let err = assemble(root.path(), &binary, &root.path().join("out"), false).unwrap_err();
+
+        assert!(matches!(err, PackageError::Json { .. }), "{err}");
+        assert!(
+            err.to_string().contains("OnVmChanged/function.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn function_json_without_bindings_is_rejected() {
+        let root = app_root(&functions::ALL);
+        let path = root
+            .path()
+            .join("functions")
+            .join("PollRestorePoint")
+            .join("function.json");
+        fs::write(&path, r#"{"disabled": false}"#).unwrap();
+        let binary = fake_binary(root.path());
+
+        let err = assemble(root.path(), &binary, &root.path().join("out"), false).unwrap_err();
+
+        assert!(err.to_string().contains("\"bindings\" array"), "{err}");
+    }
+
+    #[test]
+    fn host_json_must_start_the_packaged_binary() {
+        let cases = [
+            (
+                r#"{"customHandler":{"description":{"defaultExecutablePath":"handler"}}}"#,
+                "\"handler\"",
+            ),
+            (r#"{"version":"2.0"}"#, "missing"),
+        ];
+        for (host_json, shown) in cases {
+            let root = app_root(&functions::ALL);
+            fs::write(root.path().join("host.json"), host_json).unwrap();
+            let binary = fake_binary(root.path());
+
+            let err = assemble(root.path(), &binary, &root.path().join("out"), false).unwrap_err();
+
+            let text = err.to_string();
+            assert!(text.contains("defaultExecutablePath"), "{text}");
+            assert!(text.contains(shown), "{text}");
+            assert!(text.contains("expected \"vmrp\""), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_binary_names_its_path() {
+        let root = app_root(&functions::ALL);
+        let err = assemble(
+            root.path(),
+            &root.path().join("nope"),
+            &root.path().join("out"),
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn the_deploy_build_leaves_out_default_features() {
+        let cases: [(Option<&str>, &[&str]); 2] = [
+            (
+                None,
+                &[
+                    "build",
+                    "--release",
+                    "--no-default-features",
+                    "--bin",
+                    "vmrp",
+                ],
+            ),
+            (
+                Some("x86_64-unknown-linux-gnu"),
+                &[
+                    "build",
+                    "--release",
+                    "--no-default-features",
+                    "--bin",
+                    "vmrp",
+                    "--target",
+                    "x86_64-unknown-linux-gnu",
+                ],
+            ),
+        ];
+        for (target, want) in cases {
+            assert_eq!(deploy_build_args(target), want);
+        }
+    }
+
+    #[test]
+    fn release_binary_path_follows_cargo_layout() {
+        let dir = Path::new("/t");
+        assert_eq!(release_binary_path(dir, None), Path::new("/t/release/vmrp"));
+        assert_eq!(
+            release_binary_path(dir, Some("x86_64-unknown-linux-gnu")),
+            Path::new("/t/x86_64-unknown-linux-gnu/release/vmrp")
+        );
+    }
+
+    #[test]
+    fn target_dir_honours_cargo_target_dir() {
+        let root = Path::new("/repo");
+        assert_eq!(resolve_target_dir(root, None), Path::new("/repo/target"));
+        assert_eq!(
+            resolve_target_dir(root, Some("".into())),
+            Path::new("/repo/target")
+        );
+        assert_eq!(
+            resolve_target_dir(root, Some("/cache/t".into())),
+            Path::new("/cache/t")
+        );
+    }
+
+    #[test]
+    fn no_build_packages_the_existing_release_binary() {
+        let root = app_root(&functions::ALL);
+        let target_dir = root.path().join("target");
+        fs::create_dir_all(target_dir.join("release")).unwrap();
+        fs::write(target_dir.join("release").join("vmrp"), b"release build").unwrap();
+        let args = PackageArgs {
+            out: root.path().join("out"),
+            zip: false,
+            binary: None,
+            no_build: true,
+            target: None,
+            app_root: root.path().to_path_buf(),
+        };
+
+        package_in(&args, &target_dir).unwrap();
+
+        assert_eq!(
+            fs::read(root.path().join("out").join("vmrp")).unwrap(),
+            b"release build"
+        );
+    }
+}
