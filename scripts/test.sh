@@ -6,13 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${VMRP_TOOLS:-$HOME/.cache/vmrp-tools}"
 export VMRP_TOOLS="$TOOLS"
-if [ ! -x "$TOOLS/oav/node_modules/.bin/oav" ] || [ ! -x "$TOOLS/venv/bin/checkov" ]; then
+if [ ! -x "$TOOLS/oav/node_modules/.bin/oav" ]; then
   scripts/setup.sh
 fi
 export VMRP_OAV="$TOOLS/oav/node_modules/.bin/oav"
 
 cargo test ${CARGO_TEST_FLAGS:-} --all-targets
 
-if [ -x infra/tests/run.sh ]; then
-  PATH="$TOOLS/venv/bin:$PATH" infra/tests/run.sh
-fi
+infra/tests/run.sh

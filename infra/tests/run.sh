@@ -2,6 +2,7 @@
 # Checks the Azure templates offline: structural tests (pytest, infra/tests/test_infra.py) and
 # checkov's Bicep policies. Creates a pinned virtualenv in a cache directory on first use.
 #   infra/tests/run.sh            # from anywhere in the repo
+#   infra/tests/run.sh --setup    # only create the virtualenv (needs PyPI; CI runs this before going offline)
 #   VMRP_INFRA_VENV=/path ...     # to choose where the virtualenv lives
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +21,7 @@ if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$STAMP" 2>/dev/null)" != "${PINS[
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
   echo "${PINS[*]}" > "$STAMP"
 fi
+[[ "${1:-}" == "--setup" ]] && exit 0
 
 "$VENV/bin/python" -m pytest -q infra/tests
 
