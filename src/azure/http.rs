@@ -279,7 +279,11 @@ impl TrafficRecorder {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let path = self.dir.join(format!("{n:05}-{slug}-{}.json", x.status));
+        // Several clients may record into one folder: a random suffix keeps names apart.
+        let unique = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let path = self
+            .dir
+            .join(format!("{n:05}-{slug}-{}-{unique}.json", x.status));
         let text = serde_json::to_string_pretty(&pair).unwrap_or_default();
         if let Err(e) = std::fs::write(&path, text) {
             tracing::warn!(path = %path.display(), error = %e, "could not record ARM traffic");
