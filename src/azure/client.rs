@@ -863,7 +863,8 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (
                 &[],
                 "https://management.azure.com/",

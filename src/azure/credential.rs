@@ -216,7 +216,6 @@ pub fn credential_from_env(
             client_id: Some(client_id.clone()),
             tenant_id: Some(tenant_id.clone()),
             token_file_path: Some(token_file.clone()),
-            ..Default::default()
         }))
         .map_err(build("workload identity"))?,
         CredentialChoice::DeveloperTools => {
@@ -331,11 +330,12 @@ mod tests {
             endpoint: "http://127.0.0.1:1/msi".into(),
             user_assigned_client_id: None,
         };
-        let cases: Vec<(
-            &[(&str, &str)],
-            &CredentialOptions,
-            Result<CredentialChoice, &str>,
-        )> = vec![
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            &'a CredentialOptions,
+            Result<CredentialChoice, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 &[
                     ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi"),
