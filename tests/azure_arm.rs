@@ -1225,3 +1225,139 @@ async fn token_is_requested_for_the_configured_scope() {
         vec![format!("{}/.default", fake.base)]
     );
 }
+
+/// The RBAC action a request needs, derived from its method and path alone (independently of
+/// the client's own table): resource types after `providers/{namespace}`, plus the verb.
+fn action_for(method: &str, path: &str) -> String {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let p = parts
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case("providers"))
+        .expect("a provider path");
+    let namespace = parts[p + 1];
+    let rest = &parts[p + 2..];
+    // Types sit at even offsets: type/name/type/name[/type].
+    let mut types: Vec<&str> = rest.iter().step_by(2).copied().collect();
+    // Listing VMs by location is a read of virtualMachines.
+    if types == ["locations", "virtualMachines"] {
+        types = vec!["virtualMachines"];
+    }
+    let verb = match method {
+        "GET" => "read",
+        "PUT" | "PATCH" => "write",
+        "DELETE" => "delete",
+        other => panic!("unexpected method {other}"),
+    };
+    format!("{namespace}/{}/{verb}", types.join("/"))
+}
+
+#[test]
+fn action_derivation_table() {
+    let cases = [
+        ("GET", "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/virtualMachines/v", "Microsoft.Compute/virtualMachines/read"),
+        ("PUT", "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/restorePointCollections/c/restorePoints/p", "Microsoft.Compute/restorePointCollections/restorePoints/write"),
+        ("GET", "/subscriptions/s/providers/Microsoft.Compute/locations/westus/operations/o", "Microsoft.Compute/locations/operations/read"),
+        ("GET", "/subscriptions/s/providers/Microsoft.Compute/locations/eastus/virtualMachines", "Microsoft.Compute/virtualMachines/read"),
+    ];
+    for (m, p, want) in cases {
+        assert_eq!(action_for(m, p), want);
+    }
+}
+
+#[tokio::test]
+async fn every_request_on_the_wire_maps_to_a_granted_action() {
+    use vmrp::azure::operations::ARM_ACTIONS;
+    let fake = Fake::start().await;
+    let rg = rg_path("rg");
+    let vm = format!("{rg}/virtualMachines/vm1");
+    let disk = format!("{rg}/disks/d1");
+    let coll = format!("{rg}/restorePointCollections/rpc");
+    let rp = format!("{coll}/restorePoints/rp1");
+    let ok = |v: Value| vec![Canned::json(200, &v)];
+    fake.on("GET", &vm, ok(json!({"id": vm})));
+    fake.on("GET", &disk, ok(json!({"id": disk})));
+    fake.on(
+        "GET",
+        &format!("/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachines"),
+        ok(json!({"value": []})),
+    );
+    fake.on(
+        "GET",
+        &format!("{rg}/virtualMachines"),
+        ok(json!({"value": []})),
+    );
+    fake.on(
+        "GET",
+        &format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westus/virtualMachines"
+        ),
+        ok(json!({"value": []})),
+    );
+    fake.on("PUT", &coll, ok(json!({"id": coll})));
+    fake.on("PATCH", &coll, ok(json!({"id": coll})));
+    fake.on("GET", &coll, ok(json!({"id": coll})));
+    fake.on(
+        "GET",
+        &format!("/subscriptions/{SUB}/providers/Microsoft.Compute/restorePointCollections"),
+        ok(json!({"value": []})),
+    );
+    fake.on(
+        "GET",
+        &format!("{rg}/restorePointCollections"),
+        ok(json!({"value": []})),
+    );
+    fake.on("DELETE", &coll, vec![Canned::empty(204)]);
+    fake.on(
+        "PUT",
+        &rp,
+        vec![Canned::json(201, &json!({"id": rp}))
+            .header("Azure-AsyncOperation", &fake.url(&op_path()))],
+    );
+    fake.on("GET", &rp, ok(json!({"id": rp})));
+    fake.on("DELETE", &rp, vec![Canned::empty(204)]);
+    fake.on("GET", &op_path(), ok(json!({"status": "Succeeded"})));
+
+    let (c, _) = arm_client(&fake);
+    c.get_vm(&id(&vm)).await.unwrap();
+    c.get_vm_with_instance_view(&id(&vm)).await.unwrap();
+    c.get_disk(&id(&disk)).await.unwrap();
+    c.list_vms(&VmScope::Subscription(SUB.into()))
+        .await
+        .unwrap();
+    c.list_vms(&VmScope::ResourceGroup {
+        subscription: SUB.into(),
+        resource_group: "rg".into(),
+    })
+    .await
+    .unwrap();
+    c.list_vms_in_location(SUB, "westus").await.unwrap();
+    c.put_collection(&id(&coll), &RestorePointCollection::default())
+        .await
+        .unwrap();
+    c.update_collection(&id(&coll), &RestorePointCollection::default())
+        .await
+        .unwrap();
+    c.get_collection(&id(&coll), true).await.unwrap();
+    c.list_collections(SUB).await.unwrap();
+    c.list_collections_in_group(SUB, "rg").await.unwrap();
+    c.delete_collection(&id(&coll)).await.unwrap();
+    let accepted = c
+        .create_restore_point(&id(&rp), &RestorePoint::default())
+        .await
+        .unwrap();
+    c.wait_for_with(&accepted.lro, fast_wait()).await.unwrap();
+    c.get_restore_point(&id(&rp), true).await.unwrap();
+    c.delete_restore_point(&id(&rp)).await.unwrap();
+
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 16, "every call reached the fake: {seen:#?}");
+    for s in seen {
+        let action = action_for(&s.method, &s.path);
+        assert!(
+            ARM_ACTIONS.contains(&action.as_str()),
+            "{} {} needs {action}, missing from ARM_ACTIONS",
+            s.method,
+            s.path
+        );
+    }
+}

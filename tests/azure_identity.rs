@@ -239,6 +239,7 @@ async fn managed_identity_scenario(
     ];
     if let Some(id) = client_id {
         env.push(("AZURE_CLIENT_ID", id.to_string()));
+        env.push(("ServiceBusConnection__clientId", format!("{id}-sb")));
     }
     let out = run_child("child_managed_identity_arm_and_servicebus", &env).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -311,6 +312,19 @@ async fn managed_identity_short_lived_tokens_are_refetched() {
         .collect();
     assert_eq!(auth.len(), 2);
     assert_ne!(auth[0], auth[1], "second call used a fresh token");
+    // The Service Bus connection's own __clientId picks its identity.
+    let sb_token_reqs: Vec<_> = tokens
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.query.get("resource").map(String::as_str) == Some("https://servicebus.azure.net")
+        })
+        .collect();
+    assert_eq!(sb_token_reqs.len(), 1);
+    assert_eq!(
+        sb_token_reqs[0].query.get("client_id").map(String::as_str),
+        Some("user-assigned-client-1-sb")
+    );
 }
 
 #[tokio::test]

@@ -166,18 +166,7 @@ pub fn credential_from_env(
     options: &CredentialOptions,
 ) -> Result<(Arc<dyn TokenCredential>, CredentialChoice), CredentialError> {
     let choice = choose_credential(env, options)?;
-    let client_options = ClientOptions {
-        transport: Some(Transport::new(Arc::new(HostGuard {
-            inner: azure_core::http::new_http_client(None),
-            policy: if options.loopback_only {
-                GuardPolicy::LoopbackOnly
-            } else {
-                GuardPolicy::NoImds
-            },
-        }))),
-        retry: options.retry.clone().unwrap_or_default(),
-        ..Default::default()
-    };
+    let client_options = guarded_client_options(options);
     let build = |what: &'static str| {
         move |e: azure_core::Error| CredentialError::Build {
             what,
@@ -188,25 +177,7 @@ pub fn credential_from_env(
         CredentialChoice::ManagedIdentity {
             user_assigned_client_id,
             ..
-        } => {
-            // azure_identity decides App Service vs IMDS from the process env at new(); make
-            // sure it will take the App Service branch we chose.
-            if std::env::var_os("IDENTITY_ENDPOINT").is_none()
-                || std::env::var_os("IDENTITY_HEADER").is_none()
-            {
-                return Err(CredentialError::Build {
-                    what: "managed identity",
-                    message: "IDENTITY_ENDPOINT / IDENTITY_HEADER are not in the process environment, so azure_identity would use IMDS".into(),
-                });
-            }
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                user_assigned_id: user_assigned_client_id
-                    .clone()
-                    .map(UserAssignedId::ClientId),
-                client_options,
-            }))
-            .map_err(build("managed identity"))?
-        }
+        } => app_service_managed_identity(user_assigned_client_id.clone(), client_options)?,
         CredentialChoice::WorkloadIdentity {
             client_id,
             tenant_id,
@@ -224,6 +195,64 @@ pub fn credential_from_env(
     };
     tracing::info!(credential = %choice, "Azure credential chosen");
     Ok((credential, choice))
+}
+
+/// azure_core client options with the host guard (loopback-only or no-IMDS) and the retries
+/// from `options`.
+fn guarded_client_options(options: &CredentialOptions) -> ClientOptions {
+    ClientOptions {
+        transport: Some(Transport::new(Arc::new(HostGuard {
+            inner: azure_core::http::new_http_client(None),
+            policy: if options.loopback_only {
+                GuardPolicy::LoopbackOnly
+            } else {
+                GuardPolicy::NoImds
+            },
+        }))),
+        retry: options.retry.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn app_service_managed_identity(
+    client_id: Option<String>,
+    client_options: ClientOptions,
+) -> Result<Arc<dyn TokenCredential>, CredentialError> {
+    // azure_identity decides App Service vs IMDS from the process env at new(); make sure it
+    // will take the App Service branch.
+    if std::env::var_os("IDENTITY_ENDPOINT").is_none()
+        || std::env::var_os("IDENTITY_HEADER").is_none()
+    {
+        return Err(CredentialError::Build {
+            what: "managed identity",
+            message: "IDENTITY_ENDPOINT / IDENTITY_HEADER are not both in the process environment, so azure_identity would use IMDS".into(),
+        });
+    }
+    let credential = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+        user_assigned_id: client_id.map(UserAssignedId::ClientId),
+        client_options,
+    }))
+    .map_err(|e| CredentialError::Build {
+        what: "managed identity",
+        message: e.to_string(),
+    })?;
+    Ok(credential)
+}
+
+/// A managed identity credential for one user-assigned client id (e.g. the Service Bus
+/// connection's `__clientId`), through the same guard. Needs `IDENTITY_ENDPOINT` and
+/// `IDENTITY_HEADER` in the process environment.
+pub fn managed_identity_for_client(
+    client_id: &str,
+    options: &CredentialOptions,
+) -> Result<Arc<dyn TokenCredential>, CredentialError> {
+    let credential =
+        app_service_managed_identity(Some(client_id.to_string()), guarded_client_options(options))?;
+    tracing::info!(
+        client_id,
+        "managed identity (user-assigned) chosen for a connection's __clientId"
+    );
+    Ok(credential)
 }
 
 /// What the guard transport allows.

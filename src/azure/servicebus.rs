@@ -277,9 +277,25 @@ pub fn scheduler_from_env(
         ServiceBusSettings::Identity {
             setting,
             fully_qualified_namespace,
-            ..
+            client_id,
         } => {
-            let credential = credential.ok_or(ServiceBusConfigError::NoCredential { setting })?;
+            // `__clientId` names the user-assigned identity the Functions trigger uses for this
+            // connection; send with the same one rather than the app's default credential.
+            let credential = match client_id {
+                Some(id) => super::credential::managed_identity_for_client(
+                    &id,
+                    &super::credential::CredentialOptions {
+                        loopback_only: options.loopback_only,
+                        no_imds: true,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| ServiceBusConfigError::Invalid {
+                    setting: format!("{setting}__clientId"),
+                    problem: e.to_string(),
+                })?,
+                None => credential.ok_or(ServiceBusConfigError::NoCredential { setting })?,
+            };
             Ok(Arc::new(EntraScheduler::new(
                 &fully_qualified_namespace,
                 credential,
