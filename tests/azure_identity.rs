@@ -344,7 +344,6 @@ async fn identity_endpoint_without_identity_header_fails_clearly() {
     let env = |k: &str| (k == "IDENTITY_ENDPOINT").then(|| "http://127.0.0.1:9/x".to_string());
     let cli = CredentialOptions {
         allow_developer_tools: true,
-        no_imds: true,
         ..Default::default()
     };
     let err = credential_from_env(&env, &cli).unwrap_err();

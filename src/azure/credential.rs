@@ -22,15 +22,14 @@ use azure_identity::{
 /// The link-local address of the instance metadata service.
 const IMDS_HOST: &str = "169.254.169.254";
 
-/// How to pick and configure a credential.
+/// How to pick and configure a credential. IMDS is never chosen and its address is refused by
+/// the guard transport in every mode (vmrp runs on Functions, whose identity endpoint is
+/// `IDENTITY_ENDPOINT`), so there is no switch for it.
 #[derive(Debug, Clone, Default)]
 pub struct CredentialOptions {
     /// Tests and local emulator runs: every credential HTTP request must go to loopback
     /// (enforced by a transport guard before any I/O); developer tools are never used.
     pub loopback_only: bool,
-    /// Never choose anything that could reach IMDS (the CLI on a laptop). The guard transport
-    /// also refuses the IMDS address outright.
-    pub no_imds: bool,
     /// Allow `az` / `azd` as the fallback (the CLI). The Functions app leaves this off.
     pub allow_developer_tools: bool,
     /// Retries of the credential's own HTTP pipeline; `None` = azure_identity's default.
@@ -150,7 +149,7 @@ pub fn choose_credential(
         ));
     }
     if options.allow_developer_tools {
-        // az/azd run locally and never call IMDS, so this is fine even with no_imds.
+        // az/azd run locally and never call IMDS.
         return Ok(CredentialChoice::DeveloperTools);
     }
     Err(CredentialError::NothingConfigured(

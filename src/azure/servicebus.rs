@@ -286,7 +286,6 @@ pub fn scheduler_from_env(
                     &id,
                     &super::credential::CredentialOptions {
                         loopback_only: options.loopback_only,
-                        no_imds: true,
                         ..Default::default()
                     },
                 )
