@@ -1361,3 +1361,70 @@ async fn every_request_on_the_wire_maps_to_a_granted_action() {
         );
     }
 }
+
+#[tokio::test]
+async fn slow_answers_time_out_as_transient_and_are_retried() {
+    let fake = Fake::start().await;
+    let path = format!("{}/virtualMachines/slow", rg_path("rg"));
+    fake.on(
+        "GET",
+        &path,
+        vec![
+            Canned::json(200, &json!({"id": path})).delayed(Duration::from_secs(3)),
+            Canned::json(200, &json!({"id": path, "location": "westus"})),
+        ],
+    );
+    let client = ArmClient::new(ArmClientConfig {
+        endpoint: Url::parse(&fake.base).unwrap(),
+        audience: None,
+        credential: StaticToken::new("t", Duration::from_secs(3600)),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_millis(300),
+        },
+        retry: fast_retry(),
+        loopback_only: true,
+        record_traffic: None,
+    })
+    .unwrap();
+    let started = Instant::now();
+    let vm = client.get_vm(&id(&path)).await.unwrap().unwrap();
+    assert_eq!(
+        vm.location.as_deref(),
+        Some("westus"),
+        "second attempt answered"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.seen().len(), 2);
+
+    // With one attempt only, the timeout surfaces as a transient error without a status.
+    let mut once = fast_retry();
+    once.max_attempts = 1;
+    let fake = Fake::start().await;
+    fake.on(
+        "GET",
+        &path,
+        vec![Canned::json(200, &json!({"id": path})).delayed(Duration::from_secs(3))],
+    );
+    let client = ArmClient::new(ArmClientConfig {
+        endpoint: Url::parse(&fake.base).unwrap(),
+        audience: None,
+        credential: StaticToken::new("t", Duration::from_secs(3600)),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_millis(300),
+        },
+        retry: once,
+        loopback_only: true,
+        record_traffic: None,
+    })
+    .unwrap();
+    let err = client.get_vm(&id(&path)).await.unwrap_err();
+    assert_eq!(err.status, None);
+    assert_eq!(err.code, "Timeout", "{err}");
+    assert!(err.is_transient());
+}

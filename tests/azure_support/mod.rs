@@ -22,6 +22,8 @@ pub struct Canned {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
+    /// Wait this long before answering (timeouts).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Canned {
@@ -30,6 +32,7 @@ impl Canned {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: Some(body.to_string()),
+            delay: None,
         }
     }
     pub fn empty(status: u16) -> Self {
@@ -37,7 +40,12 @@ impl Canned {
             status,
             headers: vec![],
             body: None,
+            delay: None,
         }
+    }
+    pub fn delayed(mut self, by: std::time::Duration) -> Self {
+        self.delay = Some(by);
+        self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
@@ -152,6 +160,9 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
             &serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("no route for {} {}", seen.method, seen.path)}}),
         )
     });
+    if let Some(d) = canned.delay {
+        tokio::time::sleep(d).await;
+    }
     let mut rsp = Response::new(Body::from(canned.body.unwrap_or_default()));
     *rsp.status_mut() = StatusCode::from_u16(canned.status).unwrap();
     for (k, v) in canned.headers {
