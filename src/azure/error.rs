@@ -40,9 +40,25 @@ impl ArmError {
     }
 }
 
+/// Local codes (no HTTP status) for failures that never reached ARM and would fail the same way
+/// again: a refused host, a request we could not build, a credential that is not available, or a
+/// response body we could not read.
+pub const LOCAL_PERMANENT_CODES: &[&str] = &[
+    "HostRefused",
+    "InvalidRequest",
+    "CredentialUnavailable",
+    "InvalidResponse",
+];
+
 /// Transient vs permanent from status, ARM code and message.
 pub fn classify(status: Option<u16>, code: &str, message: &str) -> ErrorClass {
     match status {
+        None if LOCAL_PERMANENT_CODES
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(code)) =>
+        {
+            ErrorClass::Permanent
+        }
         None => ErrorClass::Transient,
         Some(429) | Some(408) => ErrorClass::Transient,
         Some(s) if s >= 500 => ErrorClass::Transient,
@@ -108,6 +124,10 @@ mod tests {
     fn classification_table() {
         let cases: &[(Option<u16>, &str, &str, ErrorClass)] = &[
             (None, "Timeout", "request timed out", ErrorClass::Transient),
+            (None, "Connection", "connection refused", ErrorClass::Transient),
+            (None, "HostRefused", "not loopback", ErrorClass::Permanent),
+            (None, "CredentialUnavailable", "az not found", ErrorClass::Permanent),
+            (None, "InvalidResponse", "bad json", ErrorClass::Permanent),
             (Some(429), "TooManyRequests", "", ErrorClass::Transient),
             (Some(500), "InternalServerError", "", ErrorClass::Transient),
             (Some(503), "ServiceUnavailable", "", ErrorClass::Transient),

@@ -1,0 +1,424 @@
+//! HTTP plumbing shared by the ARM client and the Service Bus scheduler: host guards, timeouts,
+//! retry timing (`Retry-After`, backoff with jitter), CloudError parsing, ARM rate-limit headers,
+//! and the optional traffic recorder writing oav's `validate-traffic` format.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use url::Url;
+
+use super::error::ArmError;
+use super::models::CloudError;
+use super::RateLimits;
+
+/// Connect and whole-request timeouts for one HTTP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How often and how patiently to retry transient failures. Caps are configurable so tests run
+/// in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Total attempts including the first (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff when the server gave no `Retry-After`; doubles per attempt.
+    pub initial_backoff: Duration,
+    /// Upper bound of one computed backoff.
+    pub max_backoff: Duration,
+    /// Upper bound of a server-sent `Retry-After` we are willing to sleep inside one call.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(800),
+            max_backoff: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait before attempt `attempt + 1` (`attempt` counts from 1): the server's `Retry-After`
+    /// (capped) when given, else exponential backoff with "full jitter" so that many instances
+    /// throttled together do not retry in lockstep. `unit_random` is in `[0, 1)`.
+    pub fn delay_before_retry(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        unit_random: f64,
+    ) -> Duration {
+        if let Some(ra) = retry_after {
+            return ra.min(self.max_retry_after);
+        }
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let ceiling = exp.min(self.max_backoff);
+        // Half fixed, half random: never zero, still spread out.
+        ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
+    }
+}
+
+/// True when `url` points at this machine (127.0.0.0/8, ::1 or `localhost`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Same scheme, host and port: the only URLs we send our bearer token to.
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 1123, `GMT`).
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let delta = at - now;
+    Some(if delta.is_negative() {
+        Duration::ZERO
+    } else {
+        delta.unsigned_abs()
+    })
+}
+
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn retry_after_from(headers: &HeaderMap) -> Option<Duration> {
+    header_str(headers, "retry-after")
+        .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()))
+}
+
+/// Updates `limits` with whatever `x-ms-ratelimit-remaining-subscription-*` headers the response
+/// carried; a header that is absent keeps the previous reading.
+pub fn update_rate_limits(limits: &mut RateLimits, headers: &HeaderMap) {
+    let read = |name: &str| header_str(headers, name).and_then(|v| v.trim().parse::<u32>().ok());
+    if let Some(v) = read("x-ms-ratelimit-remaining-subscription-reads") {
+        limits.remaining_reads = Some(v);
+    }
+    if let Some(v) = read("x-ms-ratelimit-remaining-subscription-writes") {
+        limits.remaining_writes = Some(v);
+    }
+    if let Some(v) = read("x-ms-ratelimit-remaining-subscription-deletes") {
+        limits.remaining_deletes = Some(v);
+    }
+}
+
+/// Turns a non-success ARM response into an [`ArmError`], reading CloudError when the body is one.
+pub fn arm_error_from_response(
+    operation: &str,
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ArmError {
+    let cloud = serde_json::from_slice::<CloudError>(body)
+        .ok()
+        .and_then(|c| c.error);
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error");
+    let code = cloud
+        .as_ref()
+        .and_then(|e| e.code.clone())
+        .unwrap_or_else(|| reason.replace(' ', ""));
+    let message = cloud
+        .as_ref()
+        .and_then(|e| e.message.clone())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                reason.to_string()
+            } else {
+                text.chars().take(500).collect()
+            }
+        });
+    ArmError {
+        operation: operation.to_string(),
+        status: Some(status),
+        code,
+        message,
+        request_id: header_str(headers, "x-ms-request-id").map(str::to_string),
+        retry_after: retry_after_from(headers),
+    }
+}
+
+/// A failure before any response: timeout, connection error, refused host, ...
+pub fn local_error(operation: &str, code: &str, message: impl Into<String>) -> ArmError {
+    ArmError {
+        operation: operation.to_string(),
+        status: None,
+        code: code.to_string(),
+        message: message.into(),
+        request_id: None,
+        retry_after: None,
+    }
+}
+
+pub fn transport_error(operation: &str, e: &reqwest::Error) -> ArmError {
+    let code = if e.is_timeout() {
+        "Timeout"
+    } else {
+        "Connection"
+    };
+    // reqwest's Display never includes headers, so no token can leak here.
+    local_error(operation, code, error_chain(e))
+}
+
+/// `e` and its sources, joined, for messages that say what actually went wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Response headers worth keeping in a traffic recording (never credentials).
+const RECORDED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "location",
+    "azure-asyncoperation",
+    "retry-after",
+    "x-ms-request-id",
+];
+
+/// Writes each request/response pair as one JSON file in oav's traffic format
+/// (`shared/reference/arm/VALIDATING.md`). Authorization headers are never written.
+#[derive(Debug)]
+pub struct TrafficRecorder {
+    dir: PathBuf,
+    seq: AtomicU64,
+}
+
+/// One exchange, as the recorder needs it.
+pub struct Exchange<'a> {
+    pub label: &'a str,
+    pub method: &'a str,
+    pub url: &'a Url,
+    pub request_body: Option<&'a [u8]>,
+    pub status: u16,
+    pub response_headers: &'a HeaderMap,
+    pub response_body: &'a [u8],
+}
+
+impl TrafficRecorder {
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn record(&self, x: &Exchange<'_>) {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let json_body = |b: &[u8]| -> Option<serde_json::Value> {
+            if b.is_empty() {
+                None
+            } else {
+                serde_json::from_slice(b).ok()
+            }
+        };
+        let mut request = serde_json::json!({
+            "url": x.url.as_str(),
+            "method": x.method,
+            "headers": { "Content-Type": "application/json" },
+        });
+        if let Some(b) = x.request_body.and_then(json_body) {
+            request["body"] = b;
+        }
+        let mut headers = serde_json::Map::new();
+        for name in RECORDED_RESPONSE_HEADERS {
+            if let Some(v) = header_str(x.response_headers, name) {
+                headers.insert((*name).to_string(), v.into());
+            }
+        }
+        let mut response = serde_json::json!({
+            "statusCode": x.status.to_string(),
+            "headers": headers,
+        });
+        if let Some(b) = json_body(x.response_body) {
+            response["body"] = b;
+        }
+        let pair = serde_json::json!({ "liveRequest": request, "liveResponse": response });
+        let slug: String = x
+            .label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        // Several clients may record into one folder: a random suffix keeps names apart.
+        let unique = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let path = self
+            .dir
+            .join(format!("{n:05}-{slug}-{}-{unique}.json", x.status));
+        let text = serde_json::to_string_pretty(&pair).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, text) {
+            tracing::warn!(path = %path.display(), error = %e, "could not record ARM traffic");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let now = time::macros::datetime!(2026-11-25 21:30:00 UTC);
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("7", Some(Duration::from_secs(7))),
+            (" 0 ", Some(Duration::ZERO)),
+            (
+                "Wed, 25 Nov 2026 21:30:15 GMT",
+                Some(Duration::from_secs(15)),
+            ),
+            ("Wed, 25 Nov 2026 21:29:00 GMT", Some(Duration::ZERO)),
+            ("soon", None),
+            ("-3", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_retry_after(input, now), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn delay_prefers_capped_retry_after_then_jittered_backoff() {
+        let cfg = RetryConfig {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+            max_retry_after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            cfg.delay_before_retry(1, Some(Duration::from_secs(1)), 0.3),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            cfg.delay_before_retry(1, Some(Duration::from_secs(90)), 0.3),
+            Duration::from_secs(2),
+            "Retry-After is capped"
+        );
+        assert_eq!(
+            cfg.delay_before_retry(1, None, 0.0),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            cfg.delay_before_retry(1, None, 1.0),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            cfg.delay_before_retry(2, None, 1.0),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            cfg.delay_before_retry(4, None, 1.0),
+            Duration::from_millis(300),
+            "backoff is capped"
+        );
+    }
+
+    #[test]
+    fn loopback_and_origin_checks() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(is_loopback(&u("http://127.0.0.1:8080/x")));
+        assert!(is_loopback(&u("http://[::1]:1/")));
+        assert!(is_loopback(&u("http://LOCALHOST/")));
+        assert!(!is_loopback(&u("http://169.254.169.254/metadata")));
+        assert!(!is_loopback(&u("https://management.azure.com/")));
+        assert!(same_origin(
+            &u("https://Management.Azure.com/a"),
+            &u("https://management.azure.com:443/b?c")
+        ));
+        assert!(!same_origin(
+            &u("http://127.0.0.1:1/"),
+            &u("http://127.0.0.1:2/")
+        ));
+        assert!(!same_origin(
+            &u("https://management.azure.com/"),
+            &u("https://evil.example/")
+        ));
+    }
+
+    #[test]
+    fn rate_limit_headers_update_only_what_is_present() {
+        let mut limits = RateLimits {
+            remaining_reads: Some(1),
+            remaining_writes: Some(2),
+            remaining_deletes: None,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ms-ratelimit-remaining-subscription-reads",
+            "11999".parse().unwrap(),
+        );
+        h.insert(
+            "x-ms-ratelimit-remaining-subscription-deletes",
+            "14".parse().unwrap(),
+        );
+        update_rate_limits(&mut limits, &h);
+        assert_eq!(
+            limits,
+            RateLimits {
+                remaining_reads: Some(11999),
+                remaining_writes: Some(2),
+                remaining_deletes: Some(14)
+            }
+        );
+    }
+
+    #[test]
+    fn cloud_error_and_plain_bodies_become_arm_errors() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ms-request-id", "req-1".parse().unwrap());
+        h.insert("retry-after", "3".parse().unwrap());
+        let e = arm_error_from_response(
+            "GET x",
+            409,
+            &h,
+            br#"{"error":{"code":"OperationNotAllowed","message":"busy","details":[]}}"#,
+        );
+        assert_eq!(e.status, Some(409));
+        assert_eq!(e.code, "OperationNotAllowed");
+        assert_eq!(e.message, "busy");
+        assert_eq!(e.request_id.as_deref(), Some("req-1"));
+        assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
+
+        let e = arm_error_from_response("GET x", 502, &HeaderMap::new(), b"upstream broke");
+        assert_eq!(e.code, "BadGateway");
+        assert_eq!(e.message, "upstream broke");
+        assert!(e.is_transient());
+    }
+}

@@ -1,0 +1,1000 @@
+//! Scheduled sends to vmrp's queues ([`Scheduler`]), configured from the same app settings the
+//! Functions Service Bus trigger uses for the connection `ServiceBusConnection` (PROTOCOL §7):
+//! a connection string with a shared access key goes through azure_messaging_servicebus 0.21
+//! driven by our own azure_core 0.21 `HttpClient` (timeouts, retries, base-URL override); an
+//! identity-based `__fullyQualifiedNamespace` goes through a plain REST POST with an Entra token.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core_021 as az021;
+use azure_messaging_servicebus::service_bus::{QueueClient, SendMessageOptions};
+use futures::StreamExt;
+use time::OffsetDateTime;
+use url::Url;
+
+use super::error::SendError;
+use super::http::{self, RetryConfig, Timeouts};
+use super::{OutgoingMessage, Queue, Scheduler};
+
+/// The connection name in vmrp's `function.json` files.
+pub const CONNECTION_NAME: &str = "ServiceBusConnection";
+/// Entra scope for the Service Bus data plane.
+pub const SERVICEBUS_SCOPE: &str = "https://servicebus.azure.net/.default";
+/// Service Bus rejects batches above 256 KB (standard tier); stay well below.
+const MAX_BATCH_BYTES: usize = 192 * 1024;
+
+/// Knobs for the scheduler (not secrets).
+#[derive(Debug, Clone)]
+pub struct ServiceBusOptions {
+    /// Send to this base URL instead of `https://{namespace}` (`VMRP_SERVICEBUS_ENDPOINT`; the emulator).
+    pub endpoint_override: Option<Url>,
+    pub timeouts: Timeouts,
+    pub retry: RetryConfig,
+    /// Refuse every non-loopback URL before any I/O (tests).
+    pub loopback_only: bool,
+    /// Concurrent single sends when a batch cannot be used (SAS path).
+    pub max_parallel_sends: usize,
+    /// Messages per REST batch (Entra path).
+    pub max_batch_messages: usize,
+}
+
+impl Default for ServiceBusOptions {
+    fn default() -> Self {
+        Self {
+            endpoint_override: None,
+            timeouts: Timeouts {
+                connect: std::time::Duration::from_secs(10),
+                request: std::time::Duration::from_secs(30),
+            },
+            retry: RetryConfig::default(),
+            loopback_only: false,
+            max_parallel_sends: 8,
+            max_batch_messages: 100,
+        }
+    }
+}
+
+/// Bad Service Bus settings; names the setting and what was expected. Never contains a key.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceBusConfigError {
+    #[error("no Service Bus connection configured: expected {name} or AzureWebJobs{name} (a connection string), or {name}__fullyQualifiedNamespace")]
+    Missing { name: String },
+    #[error("{setting}: {problem}")]
+    Invalid { setting: String, problem: String },
+    #[error("{setting} uses identity-based access but no credential was provided")]
+    NoCredential { setting: String },
+    #[error("could not build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// A parsed `Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…[;EntityPath=…]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString {
+    /// `myns.servicebus.windows.net` (or `localhost` for the emulator).
+    pub host: String,
+    pub key_name: String,
+    pub key: String,
+    pub entity_path: Option<String>,
+    /// `UseDevelopmentEmulator=true`: plain HTTP to `host`.
+    pub development_emulator: bool,
+}
+
+impl fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionString")
+            .field("host", &self.host)
+            .field("key_name", &self.key_name)
+            .field("key", &"<redacted>")
+            .field("entity_path", &self.entity_path)
+            .field("development_emulator", &self.development_emulator)
+            .finish()
+    }
+}
+
+impl ConnectionString {
+    /// Parses a Service Bus connection string; `setting` names it in errors. Keys are
+    /// case-insensitive, values may contain `=` (base64 keys end with it).
+    pub fn parse(setting: &str, text: &str) -> Result<Self, ServiceBusConfigError> {
+        let invalid = |problem: String| ServiceBusConfigError::Invalid {
+            setting: setting.to_string(),
+            problem,
+        };
+        let mut parts: HashMap<String, String> = HashMap::new();
+        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                invalid(format!(
+                    "expected key=value pairs separated by ';', found a part without '=' (key {:?})",
+                    part.chars().take(24).collect::<String>()
+                ))
+            })?;
+            parts.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        let endpoint = parts.get("endpoint").ok_or_else(|| {
+            invalid("missing Endpoint=sb://<namespace>.servicebus.windows.net/".into())
+        })?;
+        let url = Url::parse(endpoint)
+            .ok()
+            .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+            .ok_or_else(|| invalid(format!("Endpoint {endpoint:?} is not a URL like sb://<namespace>.servicebus.windows.net/")))?;
+        if !matches!(url.scheme(), "sb" | "https" | "http" | "amqps") {
+            return Err(invalid(format!(
+                "Endpoint scheme {:?} is not sb://",
+                url.scheme()
+            )));
+        }
+        let mut host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if let Some(port) = url.port() {
+            host = format!("{host}:{port}");
+        }
+        let key_name = parts
+            .get("sharedaccesskeyname")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| invalid("missing SharedAccessKeyName (vmrp needs a shared access key; or use __fullyQualifiedNamespace for identity-based access)".into()))?
+            .clone();
+        let key = parts
+            .get("sharedaccesskey")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| invalid("missing SharedAccessKey".into()))?
+            .clone();
+        Ok(Self {
+            host,
+            key_name,
+            key,
+            entity_path: parts.get("entitypath").filter(|v| !v.is_empty()).cloned(),
+            development_emulator: parts
+                .get("usedevelopmentemulator")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        })
+    }
+
+    /// The namespace label the legacy crate puts in front of `.servicebus.windows.net`.
+    fn namespace_label(&self) -> &str {
+        self.host.split(['.', ':']).next().unwrap_or(&self.host)
+    }
+}
+
+/// Which connection the app settings describe.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ServiceBusSettings {
+    SharedAccessKey {
+        setting: String,
+        connection: ConnectionString,
+    },
+    Identity {
+        setting: String,
+        fully_qualified_namespace: String,
+        /// `__clientId`: a user-assigned identity.
+        client_id: Option<String>,
+    },
+}
+
+impl fmt::Debug for ServiceBusSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SharedAccessKey {
+                setting,
+                connection,
+            } => f
+                .debug_struct("SharedAccessKey")
+                .field("setting", setting)
+                .field("connection", connection)
+                .finish(),
+            Self::Identity {
+                setting,
+                fully_qualified_namespace,
+                client_id,
+            } => f
+                .debug_struct("Identity")
+                .field("setting", setting)
+                .field("fully_qualified_namespace", fully_qualified_namespace)
+                .field("client_id", client_id)
+                .finish(),
+        }
+    }
+}
+
+impl ServiceBusSettings {
+    /// Resolves connection `name` like the Functions extension: `<name>`, then
+    /// `AzureWebJobs<name>`, each as a connection string or as a `__` section.
+    pub fn from_env(
+        env: &dyn Fn(&str) -> Option<String>,
+        name: &str,
+    ) -> Result<Self, ServiceBusConfigError> {
+        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        for prefix in [name.to_string(), format!("AzureWebJobs{name}")] {
+            if let Some(text) = get(&prefix) {
+                return Ok(Self::SharedAccessKey {
+                    connection: ConnectionString::parse(&prefix, &text)?,
+                    setting: prefix,
+                });
+            }
+            let fqns_key = format!("{prefix}__fullyQualifiedNamespace");
+            if let Some(fqns) = get(&fqns_key) {
+                let fqns = fqns.trim().trim_end_matches('/').to_string();
+                let fqns = fqns
+                    .strip_prefix("sb://")
+                    .or_else(|| fqns.strip_prefix("https://"))
+                    .unwrap_or(&fqns)
+                    .to_string();
+                if fqns.is_empty() || fqns.contains('/') {
+                    return Err(ServiceBusConfigError::Invalid {
+                        setting: fqns_key,
+                        problem: "expected a host name like <namespace>.servicebus.windows.net"
+                            .into(),
+                    });
+                }
+                let cred_key = format!("{prefix}__credential");
+                if let Some(kind) = get(&cred_key) {
+                    if !kind.eq_ignore_ascii_case("managedidentity") {
+                        return Err(ServiceBusConfigError::Invalid {
+                            setting: cred_key,
+                            problem: format!("expected 'managedidentity', got {kind:?}"),
+                        });
+                    }
+                }
+                return Ok(Self::Identity {
+                    setting: prefix.clone(),
+                    fully_qualified_namespace: fqns,
+                    client_id: get(&format!("{prefix}__clientId")),
+                });
+            }
+        }
+        Err(ServiceBusConfigError::Missing {
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Builds the scheduler from app settings (`env`), using `credential` for identity-based
+/// access. `VMRP_SERVICEBUS_ENDPOINT` (read via `env`) overrides the base URL.
+pub fn scheduler_from_env(
+    env: &dyn Fn(&str) -> Option<String>,
+    credential: Option<Arc<dyn TokenCredential>>,
+    mut options: ServiceBusOptions,
+) -> Result<Arc<dyn Scheduler>, ServiceBusConfigError> {
+    if options.endpoint_override.is_none() {
+        if let Some(raw) = env("VMRP_SERVICEBUS_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+            let url = Url::parse(raw.trim())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| ServiceBusConfigError::Invalid {
+                    setting: "VMRP_SERVICEBUS_ENDPOINT".into(),
+                    problem: format!("expected an http(s) URL, got {raw:?}"),
+                })?;
+            options.endpoint_override = Some(url);
+        }
+    }
+    let settings = ServiceBusSettings::from_env(env, CONNECTION_NAME)?;
+    tracing::info!(settings = ?settings, "Service Bus scheduler configured");
+    match settings {
+        ServiceBusSettings::SharedAccessKey { connection, .. } => {
+            Ok(Arc::new(SasScheduler::new(connection, options)?))
+        }
+        ServiceBusSettings::Identity {
+            setting,
+            fully_qualified_namespace,
+            client_id,
+        } => {
+            // `__clientId` names the user-assigned identity the Functions trigger uses for this
+            // connection; send with the same one rather than the app's default credential.
+            let credential = match client_id {
+                Some(id) => super::credential::managed_identity_for_client(
+                    &id,
+                    &super::credential::CredentialOptions {
+                        loopback_only: options.loopback_only,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| ServiceBusConfigError::Invalid {
+                    setting: format!("{setting}__clientId"),
+                    problem: e.to_string(),
+                })?,
+                None => credential.ok_or(ServiceBusConfigError::NoCredential { setting })?,
+            };
+            Ok(Arc::new(EntraScheduler::new(
+                &fully_qualified_namespace,
+                credential,
+                options,
+            )?))
+        }
+    }
+}
+
+/// `ScheduledEnqueueTimeUtc` as Service Bus documents it: RFC 1123 with `GMT`
+/// (`Wed, 25 Nov 2026 21:30:15 GMT`). Converts to UTC first; refuses years it cannot write.
+pub fn format_enqueue_time(at: OffsetDateTime) -> Result<String, String> {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    if !(1900..=9999).contains(&utc.year()) {
+        return Err(format!("scheduled time {at} is outside years 1900..=9999"));
+    }
+    utc.format(time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    ))
+    .map_err(|e| format!("cannot format scheduled time {at}: {e}"))
+}
+
+/// The `BrokerProperties` JSON for one message (`MessageId`, optional `ScheduledEnqueueTimeUtc`).
+pub fn broker_properties(
+    message: &OutgoingMessage,
+    with_content_type: bool,
+) -> Result<serde_json::Value, SendError> {
+    let mut props = serde_json::Map::new();
+    props.insert("MessageId".into(), message.message_id.clone().into());
+    if let Some(at) = message.not_before {
+        let text = format_enqueue_time(at).map_err(|m| permanent(message.queue, m))?;
+        props.insert("ScheduledEnqueueTimeUtc".into(), text.into());
+    }
+    if with_content_type {
+        props.insert("ContentType".into(), "application/json".into());
+    }
+    Ok(serde_json::Value::Object(props))
+}
+
+fn permanent(queue: Queue, message: String) -> SendError {
+    SendError {
+        queue: queue.name().to_string(),
+        // 400: our input was bad; SendError::class() reads it as permanent.
+        status: Some(400),
+        message,
+    }
+}
+
+fn build_reqwest(options: &ServiceBusOptions) -> Result<reqwest::Client, ServiceBusConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(options.timeouts.connect)
+        .timeout(options.timeouts.request)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("vmrp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ServiceBusConfigError::Http(http::error_chain(&e)))
+}
+
+fn check_base(base: &Url, options: &ServiceBusOptions) -> Result<(), ServiceBusConfigError> {
+    if options.loopback_only && !http::is_loopback(base) {
+        return Err(ServiceBusConfigError::Invalid {
+            setting: "VMRP_SERVICEBUS_ENDPOINT".into(),
+            problem: format!("{base} is not a loopback address and loopback_only is set"),
+        });
+    }
+    Ok(())
+}
+
+/// True for statuses worth another try.
+fn retryable_status(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}
+
+// ---------------------------------------------------------------------------------------------
+// SAS: azure_messaging_servicebus 0.21 over our own azure_core 0.21 HttpClient
+// ---------------------------------------------------------------------------------------------
+
+/// An azure_core 0.21 `HttpClient` that sends the crate's requests to `base` (the crate
+/// hard-codes `https://{ns}.servicebus.windows.net`), with timeouts and bounded retries.
+#[derive(Debug)]
+struct RedirectClient {
+    http: reqwest::Client,
+    base: Url,
+    retry: RetryConfig,
+    loopback_only: bool,
+}
+
+fn az_err(kind: az021::error::ErrorKind, message: String) -> az021::Error {
+    az021::Error::with_message(kind, move || message)
+}
+
+#[async_trait]
+impl az021::HttpClient for RedirectClient {
+    async fn execute_request(&self, req: &az021::Request) -> az021::Result<az021::Response> {
+        let mut url = self.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base_path}{}", req.url().path()));
+        url.set_query(req.url().query());
+        if self.loopback_only && !http::is_loopback(&url) {
+            return Err(az_err(
+                az021::error::ErrorKind::Other,
+                format!("refusing {} (loopback_only)", url.host_str().unwrap_or("?")),
+            ));
+        }
+        let method = reqwest::Method::from_bytes(req.method().as_ref().as_bytes())
+            .map_err(|e| az_err(az021::error::ErrorKind::DataConversion, e.to_string()))?;
+        let body = match req.body() {
+            az021::Body::Bytes(b) => b.clone(),
+            _ => {
+                return Err(az_err(
+                    az021::error::ErrorKind::Other,
+                    "streamed bodies are not supported".into(),
+                ))
+            }
+        };
+        let mut attempt = 1;
+        loop {
+            let mut rb = self.http.request(method.clone(), url.clone());
+            for (name, value) in req.headers().iter() {
+                rb = rb.header(name.as_str(), value.as_str());
+            }
+            let result = rb.body(body.clone()).send().await;
+            let (retry, retry_after) = match &result {
+                Ok(rsp) => (
+                    retryable_status(rsp.status().as_u16()),
+                    http::retry_after_from(rsp.headers()),
+                ),
+                Err(_) => (true, None),
+            };
+            if retry && attempt < self.retry.max_attempts.max(1) {
+                let delay =
+                    self.retry
+                        .delay_before_retry(attempt, retry_after, rand::random::<f64>());
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+                continue;
+            }
+            let rsp =
+                result.map_err(|e| az_err(az021::error::ErrorKind::Io, http::error_chain(&e)))?;
+            let status = az021::StatusCode::try_from(rsp.status().as_u16()).map_err(|_| {
+                az_err(
+                    az021::error::ErrorKind::DataConversion,
+                    format!("unknown HTTP status {}", rsp.status()),
+                )
+            })?;
+            let mut headers = az021::headers::Headers::new();
+            for (k, v) in rsp.headers() {
+                if let Ok(v) = v.to_str() {
+                    headers.insert(k.as_str().to_owned(), v.to_owned());
+                }
+            }
+            let bytes = rsp
+                .bytes()
+                .await
+                .map_err(|e| az_err(az021::error::ErrorKind::Io, http::error_chain(&e)))?;
+            return Ok(az021::Response::new(
+                status,
+                headers,
+                Box::pin(az021::BytesStream::new(bytes)),
+            ));
+        }
+    }
+}
+
+/// Sends with a shared access key through the legacy crate.
+pub struct SasScheduler {
+    http: Arc<dyn az021::HttpClient>,
+    connection: ConnectionString,
+    max_parallel: usize,
+}
+
+impl fmt::Debug for SasScheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SasScheduler")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SasScheduler {
+    pub fn new(
+        connection: ConnectionString,
+        options: ServiceBusOptions,
+    ) -> Result<Self, ServiceBusConfigError> {
+        let base = match &options.endpoint_override {
+            Some(u) => u.clone(),
+            None => {
+                let scheme = if connection.development_emulator {
+                    "http"
+                } else {
+                    "https"
+                };
+                Url::parse(&format!("{scheme}://{}", connection.host)).map_err(|_| {
+                    ServiceBusConfigError::Invalid {
+                        setting: CONNECTION_NAME.into(),
+                        problem: format!("Endpoint host {:?} is not usable", connection.host),
+                    }
+                })?
+            }
+        };
+        check_base(&base, &options)?;
+        Ok(Self {
+            http: Arc::new(RedirectClient {
+                http: build_reqwest(&options)?,
+                base,
+                retry: options.retry,
+                loopback_only: options.loopback_only,
+            }),
+            connection,
+            max_parallel: options.max_parallel_sends.max(1),
+        })
+    }
+
+    fn client_for(&self, queue: Queue) -> Result<QueueClient, SendError> {
+        if let Some(entity) = &self.connection.entity_path {
+            if !entity.eq_ignore_ascii_case(queue.name()) {
+                return Err(permanent(
+                    queue,
+                    format!(
+                        "the connection string is scoped to EntityPath {entity:?}, not this queue"
+                    ),
+                ));
+            }
+        }
+        QueueClient::new(
+            self.http.clone(),
+            self.connection.namespace_label(),
+            queue.name(),
+            self.connection.key_name.clone(),
+            self.connection.key.clone(),
+        )
+        .map_err(|e| permanent(queue, e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Scheduler for SasScheduler {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
+        let client = self.client_for(message.queue)?;
+        // Our own BrokerProperties header replaces the crate's (crates.md §2.4): GMT date
+        // format, and the crate's panicking serialisation path is never taken.
+        let props = broker_properties(&message, false)?;
+        let options = SendMessageOptions {
+            content_type: Some("application/json".into()),
+            broker_properties: None,
+            custom_properties: Some(HashMap::from([(
+                "BrokerProperties".to_string(),
+                props.to_string(),
+            )])),
+        };
+        client
+            .send_message(&message.body, Some(options))
+            .await
+            .map_err(|e| SendError {
+                queue: message.queue.name().to_string(),
+                status: match e.kind() {
+                    az021::error::ErrorKind::HttpResponse { status, .. } => {
+                        Some(u16::from(*status))
+                    }
+                    _ => None,
+                },
+                message: e.to_string(),
+            })
+    }
+
+    /// The legacy crate has no batch send: concurrent single sends, bounded.
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), SendError> {
+        let total = messages.len();
+        let results: Vec<Result<(), SendError>> = futures::stream::iter(messages)
+            .map(|m| self.send(m))
+            .buffer_unordered(self.max_parallel)
+            .collect()
+            .await;
+        let failed: Vec<SendError> = results.into_iter().filter_map(Result::err).collect();
+        match failed.into_iter().next() {
+            None => Ok(()),
+            Some(first) => Err(SendError {
+                message: format!(
+                    "{} (and possibly others; {total} messages attempted)",
+                    first.message
+                ),
+                ..first
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entra: plain REST with a bearer token
+// ---------------------------------------------------------------------------------------------
+
+/// Sends with an Entra token (managed identity) to `https://{namespace}/{queue}/messages`.
+pub struct EntraScheduler {
+    http: reqwest::Client,
+    base: Url,
+    credential: Arc<dyn TokenCredential>,
+    retry: RetryConfig,
+    loopback_only: bool,
+    max_batch_messages: usize,
+}
+
+impl fmt::Debug for EntraScheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntraScheduler")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EntraScheduler {
+    pub fn new(
+        fully_qualified_namespace: &str,
+        credential: Arc<dyn TokenCredential>,
+        options: ServiceBusOptions,
+    ) -> Result<Self, ServiceBusConfigError> {
+        let base = match &options.endpoint_override {
+            Some(u) => u.clone(),
+            None => Url::parse(&format!("https://{fully_qualified_namespace}")).map_err(|_| {
+                ServiceBusConfigError::Invalid {
+                    setting: format!("{CONNECTION_NAME}__fullyQualifiedNamespace"),
+                    problem: format!("{fully_qualified_namespace:?} is not a host name"),
+                }
+            })?,
+        };
+        check_base(&base, &options)?;
+        Ok(Self {
+            http: build_reqwest(&options)?,
+            base,
+            credential,
+            retry: options.retry,
+            loopback_only: options.loopback_only,
+            max_batch_messages: options.max_batch_messages.max(1),
+        })
+    }
+
+    fn messages_url(&self, queue: Queue) -> Url {
+        let mut url = self.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base_path}/{}/messages", queue.name()));
+        url
+    }
+
+    /// POSTs with retries for transient failures (Service Bus duplicate detection on the
+    /// deterministic MessageId makes a repeated send harmless).
+    async fn post(
+        &self,
+        queue: Queue,
+        content_type: &str,
+        broker_properties: Option<String>,
+        body: String,
+    ) -> Result<(), SendError> {
+        let url = self.messages_url(queue);
+        let fail = |status: Option<u16>, message: String| SendError {
+            queue: queue.name().to_string(),
+            status,
+            message,
+        };
+        if self.loopback_only && !http::is_loopback(&url) {
+            return Err(fail(Some(400), format!("refusing {url} (loopback_only)")));
+        }
+        let mut attempt = 1;
+        loop {
+            let token = self
+                .credential
+                .get_token(&[SERVICEBUS_SCOPE], None)
+                .await
+                .map_err(|e| {
+                    fail(
+                        None,
+                        format!("getting a Service Bus token: {}", http::error_chain(&e)),
+                    )
+                })?;
+            let mut rb = self
+                .http
+                .post(url.clone())
+                .bearer_auth(token.token.secret())
+                .header("content-type", content_type)
+                .body(body.clone());
+            if let Some(bp) = &broker_properties {
+                rb = rb.header("BrokerProperties", bp.as_str());
+            }
+            let outcome = match rb.send().await {
+                Ok(rsp) if rsp.status().is_success() => return Ok(()),
+                Ok(rsp) => {
+                    let status = rsp.status().as_u16();
+                    let retry_after = http::retry_after_from(rsp.headers());
+                    let text = rsp.text().await.unwrap_or_default();
+                    (
+                        fail(Some(status), text.chars().take(300).collect()),
+                        retryable_status(status),
+                        retry_after,
+                    )
+                }
+                Err(e) => (fail(None, http::error_chain(&e)), true, None),
+            };
+            let (err, retryable, retry_after) = outcome;
+            if !retryable || attempt >= self.retry.max_attempts.max(1) {
+                return Err(err);
+            }
+            let delay = self
+                .retry
+                .delay_before_retry(attempt, retry_after, rand::random::<f64>());
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// Splits `messages` of one queue into REST batches under the count and size limits.
+fn batches(
+    messages: Vec<OutgoingMessage>,
+    max_count: usize,
+) -> Result<Vec<(Queue, Vec<serde_json::Value>)>, SendError> {
+    let mut out: Vec<(Queue, Vec<serde_json::Value>, usize)> = Vec::new();
+    for m in messages {
+        let item = serde_json::json!({
+            "Body": m.body,
+            "BrokerProperties": broker_properties(&m, true)?,
+        });
+        let size = item.to_string().len() + 1;
+        match out.iter_mut().rev().find(|(q, _, _)| *q == m.queue) {
+            Some((_, items, bytes))
+                if items.len() < max_count && *bytes + size <= MAX_BATCH_BYTES =>
+            {
+                items.push(item);
+                *bytes += size;
+            }
+            _ => out.push((m.queue, vec![item], size)),
+        }
+    }
+    Ok(out.into_iter().map(|(q, items, _)| (q, items)).collect())
+}
+
+#[async_trait]
+impl Scheduler for EntraScheduler {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
+        let props = broker_properties(&message, false)?;
+        self.post(
+            message.queue,
+            "application/json",
+            Some(props.to_string()),
+            message.body,
+        )
+        .await
+    }
+
+    /// Service Bus REST "Send Message Batch": one POST per queue chunk, a JSON array of
+    /// `{Body, BrokerProperties}` with Content-Type `application/vnd.microsoft.servicebus.json`.
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), SendError> {
+        for (queue, items) in batches(messages, self.max_batch_messages)? {
+            let body = serde_json::Value::Array(items).to_string();
+            self.post(
+                queue,
+                "application/vnd.microsoft.servicebus.json",
+                None,
+                body,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "c2VjcmV0LWtleS1ub3QtcmVhbA==";
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn parses_connection_strings() {
+        let cs = ConnectionString::parse(
+            "S",
+            &format!("Endpoint=sb://MyNs.servicebus.windows.net/;SharedAccessKeyName=Send;SharedAccessKey={KEY};EntityPath=rp-poll"),
+        )
+        .unwrap();
+        assert_eq!(cs.host, "myns.servicebus.windows.net");
+        assert_eq!(cs.namespace_label(), "myns");
+        assert_eq!(cs.key_name, "Send");
+        assert_eq!(cs.key, KEY, "'=' inside the key survives");
+        assert_eq!(cs.entity_path.as_deref(), Some("rp-poll"));
+
+        let emu = ConnectionString::parse(
+            "S",
+            "endpoint=sb://localhost;sharedaccesskeyname=RootManageSharedAccessKey;sharedaccesskey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
+        )
+        .unwrap();
+        assert!(emu.development_emulator);
+        assert_eq!(emu.host, "localhost");
+    }
+
+    #[test]
+    fn bad_connection_strings_name_the_problem() {
+        let cases = [
+            (
+                "SharedAccessKeyName=a;SharedAccessKey=b",
+                "missing Endpoint",
+            ),
+            (
+                "Endpoint=myns;SharedAccessKeyName=a;SharedAccessKey=b",
+                "not a URL",
+            ),
+            (
+                "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKey=b",
+                "SharedAccessKeyName",
+            ),
+            (
+                "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=a",
+                "SharedAccessKey",
+            ),
+            ("Endpoint=sb://x/;garbage", "without '='"),
+        ];
+        for (text, want) in cases {
+            let err = ConnectionString::parse("ServiceBusConnection", text).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains(want) && msg.starts_with("ServiceBusConnection"),
+                "{text}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_lookup_order_and_identity_section() {
+        let cs = format!(
+            "Endpoint=sb://a.servicebus.windows.net/;SharedAccessKeyName=n;SharedAccessKey={KEY}"
+        );
+        let cs2 = format!(
+            "Endpoint=sb://b.servicebus.windows.net/;SharedAccessKeyName=n;SharedAccessKey={KEY}"
+        );
+        let s = ServiceBusSettings::from_env(
+            &env_of(&[
+                ("ServiceBusConnection", &cs),
+                ("AzureWebJobsServiceBusConnection", &cs2),
+            ]),
+            CONNECTION_NAME,
+        )
+        .unwrap();
+        assert!(
+            matches!(&s, ServiceBusSettings::SharedAccessKey { setting, connection } if setting == "ServiceBusConnection" && connection.host.starts_with("a."))
+        );
+
+        let s = ServiceBusSettings::from_env(
+            &env_of(&[("AzureWebJobsServiceBusConnection", &cs2)]),
+            CONNECTION_NAME,
+        )
+        .unwrap();
+        assert!(
+            matches!(&s, ServiceBusSettings::SharedAccessKey { setting, .. } if setting == "AzureWebJobsServiceBusConnection")
+        );
+
+        let s = ServiceBusSettings::from_env(
+            &env_of(&[
+                (
+                    "ServiceBusConnection__fullyQualifiedNamespace",
+                    "ns1.servicebus.windows.net",
+                ),
+                ("ServiceBusConnection__credential", "managedidentity"),
+                ("ServiceBusConnection__clientId", "cid"),
+            ]),
+            CONNECTION_NAME,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            ServiceBusSettings::Identity {
+                setting: "ServiceBusConnection".into(),
+                fully_qualified_namespace: "ns1.servicebus.windows.net".into(),
+                client_id: Some("cid".into()),
+            }
+        );
+
+        let err = ServiceBusSettings::from_env(
+            &env_of(&[
+                (
+                    "ServiceBusConnection__fullyQualifiedNamespace",
+                    "ns1.servicebus.windows.net",
+                ),
+                ("ServiceBusConnection__credential", "clientsecret"),
+            ]),
+            CONNECTION_NAME,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("ServiceBusConnection__credential"),
+            "{err}"
+        );
+
+        let err = ServiceBusSettings::from_env(&env_of(&[]), CONNECTION_NAME).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ServiceBusConnection__fullyQualifiedNamespace"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_of_settings_redacts_the_key() {
+        let cs = format!(
+            "Endpoint=sb://a.servicebus.windows.net/;SharedAccessKeyName=n;SharedAccessKey={KEY}"
+        );
+        let s = ServiceBusSettings::from_env(
+            &env_of(&[("ServiceBusConnection", &cs)]),
+            CONNECTION_NAME,
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains(KEY) && !shown.contains("c2VjcmV0"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<redacted>") && shown.contains("a.servicebus.windows.net"),
+            "{shown}"
+        );
+        let sched = SasScheduler::new(
+            match s {
+                ServiceBusSettings::SharedAccessKey { connection, .. } => connection,
+                _ => unreachable!(),
+            },
+            ServiceBusOptions::default(),
+        )
+        .unwrap();
+        assert!(!format!("{sched:?}").contains(KEY));
+    }
+
+    #[test]
+    fn enqueue_time_format_table() {
+        use time::macros::datetime;
+        let cases = [
+            (
+                datetime!(2026-11-25 21:30:15.123456 UTC),
+                Ok("Wed, 25 Nov 2026 21:30:15 GMT"),
+            ),
+            (
+                datetime!(2026-11-25 23:30:15 +02:00),
+                Ok("Wed, 25 Nov 2026 21:30:15 GMT"),
+            ),
+            (
+                datetime!(2027-01-03 04:05:06 UTC),
+                Ok("Sun, 03 Jan 2027 04:05:06 GMT"),
+            ),
+            (datetime!(1899-12-31 00:00:00 UTC), Err("outside years")),
+        ];
+        for (at, want) in cases {
+            match (format_enqueue_time(at), want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w),
+                (Err(g), Err(w)) => assert!(g.contains(w), "{g}"),
+                (g, w) => panic!("{at}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn batches_split_by_queue_and_count() {
+        let m = |q: Queue, i: usize| OutgoingMessage {
+            queue: q,
+            message_id: format!("m{i}"),
+            body: "{}".into(),
+            not_before: None,
+        };
+        let msgs = vec![
+            m(Queue::Create, 1),
+            m(Queue::Create, 2),
+            m(Queue::Poll, 3),
+            m(Queue::Create, 4),
+        ];
+        let got = batches(msgs, 2).unwrap();
+        let shape: Vec<(Queue, Vec<String>)> = got
+            .iter()
+            .map(|(q, items)| {
+                (
+                    *q,
+                    items
+                        .iter()
+                        .map(|i| {
+                            i["BrokerProperties"]["MessageId"]
+                                .as_str()
+                                .unwrap()
+                                .to_string()
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Queue::Create, vec!["m1".into(), "m2".into()]),
+                (Queue::Poll, vec!["m3".into()]),
+                (Queue::Create, vec!["m4".into()]),
+            ]
+        );
+    }
+}
