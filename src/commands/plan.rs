@@ -331,6 +331,76 @@ pub fn render(rows: &[PlanRow]) -> String {
     table.to_string()
 }
 
+/// `vmrp plan` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub arm: super::ArmArgs,
+    /// The policy to plan (JSON or TOML).
+    #[arg(long, env = "VMRP_POLICY_FILE")]
+    pub policy: std::path::PathBuf,
+    /// The timer schedule (NCRONTAB), as in the app setting VMRP_SCHEDULE.
+    #[arg(long, env = "VMRP_SCHEDULE", default_value = crate::policy::check::DEFAULT_TIMER_SCHEDULE)]
+    pub schedule: String,
+    /// Plan for this moment (RFC 3339) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+/// Runs `vmrp plan`: reads ARM (never writes), prints every action with its reason.
+pub async fn run(args: PlanArgs) -> Result<std::process::ExitCode, String> {
+    let policy = Policy::from_file(&args.policy).map_err(|e| e.to_string())?;
+    if let Err(problems) = policy.validate_with_timer(&args.schedule) {
+        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        return Err(format!("the policy is invalid:\n{}", lines.join("\n")));
+    }
+    let timer = Schedule::parse(&args.schedule).map_err(|e| e.to_string())?;
+    let at = super::parse_at(args.at.as_deref())?;
+    let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, Some(&policy))?;
+    let arm = args.arm.client()?;
+    let rows = plan_with(&arm, &policy, &timer, at, &subscriptions)
+        .await
+        .map_err(super::arm_failed)?;
+    if args.arm.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", render(&rows));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Gathers what the plan needs through `arm` (reads only) and plans.
+pub async fn plan_with(
+    arm: &dyn crate::azure::Arm,
+    policy: &Policy,
+    timer: &Schedule,
+    at: OffsetDateTime,
+    subscriptions: &[String],
+) -> Result<Vec<PlanRow>, crate::azure::ArmError> {
+    let inventory = crate::inventory::gather(arm, subscriptions).await?;
+    let mut disks = HashMap::new();
+    for vm in inventory
+        .vms
+        .iter()
+        .filter(|vm| policy.rule_for(&vm.vm).is_some())
+    {
+        for id in vm.vm.disks().into_iter().filter_map(|d| d.managed_disk_id) {
+            if let Some(info) = arm
+                .get_disk(&id)
+                .await?
+                .as_ref()
+                .and_then(DiskInfo::from_disk)
+            {
+                disks.insert(id, info);
+            }
+        }
+    }
+    Ok(plan(&inventory, policy, timer, at, &disks))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

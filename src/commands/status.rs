@@ -292,3 +292,55 @@ mod tests {
         assert_eq!(human_minutes(3 * 24 * 60 + 120), "3d2h");
     }
 }
+
+/// `vmrp status` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub arm: super::ArmArgs,
+    /// The timer schedule the points should follow (NCRONTAB).
+    #[arg(long, env = "VMRP_SCHEDULE", default_value = crate::policy::check::DEFAULT_TIMER_SCHEDULE)]
+    pub schedule: String,
+    /// Policy file: adds the copy regions each VM should have, and names subscriptions.
+    #[arg(long, env = "VMRP_POLICY_FILE")]
+    pub policy: Option<std::path::PathBuf>,
+    /// Judge coverage at this moment (RFC 3339) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+/// Runs `vmrp status`: exit 0 when every row is ok, 1 when something is late or missing.
+pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
+    let policy = match &args.policy {
+        Some(path) => Some(Policy::from_file(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let schedule = Schedule::parse(&args.schedule).map_err(|e| e.to_string())?;
+    let now = super::parse_at(args.at.as_deref())?;
+    let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, policy.as_ref())?;
+    let arm = args.arm.client()?;
+    let inventory = crate::inventory::gather(&arm, &subscriptions)
+        .await
+        .map_err(super::arm_failed)?;
+    let rows = evaluate(
+        &inventory,
+        policy.as_ref(),
+        &schedule,
+        now,
+        Grace::default(),
+    );
+    if args.arm.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", render(&rows));
+    }
+    let healthy = rows.iter().all(|r| r.coverage == Coverage::Ok);
+    Ok(if healthy {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
