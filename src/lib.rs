@@ -2,6 +2,8 @@
 
 /// Everything that speaks HTTP to Azure: ARM client, credentials, Service Bus scheduler.
 pub mod azure;
+/// Settings from the environment → handler dependencies.
+pub mod config;
 /// The emulator of Azure and the Functions host (not in the deploy build).
 #[cfg(feature = "emulator")]
 pub mod emulator;
@@ -13,6 +15,8 @@ pub mod functions;
 pub mod host;
 /// The handler contract: `Invocation<T>`, `Context`, `Outcome`.
 pub mod invocation;
+/// tracing setup: JSON lines under the Functions host, readable lines in a terminal.
+pub mod logging;
 /// The versioned queue messages.
 pub mod messages;
 /// Deterministic resource names and message ids.
