@@ -4,6 +4,8 @@
 pub mod azure;
 /// Terminal commands: status, plan.
 pub mod commands;
+/// Settings from the environment → handler dependencies.
+pub mod config;
 /// The emulator of Azure and the Functions host (not in the deploy build).
 #[cfg(feature = "emulator")]
 pub mod emulator;
@@ -17,6 +19,8 @@ pub mod host;
 pub mod inventory;
 /// The handler contract: `Invocation<T>`, `Context`, `Outcome`.
 pub mod invocation;
+/// tracing setup: JSON lines under the Functions host, readable lines in a terminal.
+pub mod logging;
 /// The versioned queue messages.
 pub mod messages;
 /// Deterministic resource names and message ids.

@@ -1,0 +1,193 @@
+//! Settings from the environment (the Functions app settings) → the handlers' [`Deps`].
+//!
+//! | setting | meaning |
+//! |---|---|
+//! | `VMRP_SCHEDULE` | the timer's NCRONTAB (also read by the timer trigger as `%VMRP_SCHEDULE%`) |
+//! | `VMRP_POLICY` / `VMRP_POLICY_FILE` | the policy, inline JSON or a JSON/TOML file (required) |
+//! | `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (+ `AZURE_CLIENT_ID`) | managed identity (set by the platform) |
+//! | `VMRP_ARM_ENDPOINT` / `VMRP_ARM_AUDIENCE` | ARM base URL and token audience (default public cloud) |
+//! | `ServiceBusConnection…` | the Service Bus connection, read like the trigger reads it |
+//! | `VMRP_SERVICEBUS_ENDPOINT` | send to this base URL instead of the namespace (the emulator) |
+//! | `VMRP_LOOPBACK_ONLY=1` | refuse every non-loopback URL before any I/O (`vmrp local`, tests) |
+//! | `VMRP_RECORD_TRAFFIC` | write every ARM request/response pair to this folder (oav format) |
+//!
+//! Every error names the setting and says what was expected.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::azure::client::{parse_endpoint, ArmClient, ArmClientConfig, DEFAULT_ENDPOINT};
+use crate::azure::credential::{credential_from_env, CredentialOptions};
+use crate::azure::http::is_loopback;
+use crate::azure::servicebus::{scheduler_from_env, ServiceBusOptions, ServiceBusSettings};
+use crate::functions::Deps;
+use crate::policy::{Policy, ENV_POLICY, ENV_POLICY_FILE, ENV_SCHEDULE};
+use crate::schedule::Schedule;
+
+/// The default timer schedule: every 4 hours (application-consistent points need ≥ 3 h).
+pub const DEFAULT_SCHEDULE: &str = crate::policy::check::DEFAULT_TIMER_SCHEDULE;
+pub const LOOPBACK_ONLY_VAR: &str = "VMRP_LOOPBACK_ONLY";
+pub const RECORD_TRAFFIC_VAR: &str = "VMRP_RECORD_TRAFFIC";
+/// The connection name in the Service Bus triggers' function.json.
+pub const SERVICE_BUS_CONNECTION: &str = "ServiceBusConnection";
+
+/// A setting that is missing or unusable; always names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn err(setting: &'static str, problem: impl ToString) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.to_string(),
+    }
+}
+
+/// Builds the handlers' dependencies from the process environment.
+pub async fn deps_from_env() -> Result<Deps, ConfigError> {
+    deps_from(&|k: &str| std::env::var(k).ok())
+}
+
+/// Builds the dependencies from an env lookup (tests inject one).
+pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigError> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let schedule = set(ENV_SCHEDULE).unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+    Schedule::parse(&schedule).map_err(|e| err("VMRP_SCHEDULE", e))?;
+    if set(ENV_POLICY).is_none() && set(ENV_POLICY_FILE).is_none() {
+        return Err(err(
+            "VMRP_POLICY",
+            "no policy: set VMRP_POLICY (inline JSON) or VMRP_POLICY_FILE (a JSON or TOML file)",
+        ));
+    }
+    let policy = Policy::load_from_env(env).map_err(|e| err("VMRP_POLICY", e))?;
+    let loopback_only =
+        set(LOOPBACK_ONLY_VAR).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+
+    // Settings that need no credential are checked first, so each mistake is named on its own.
+    ServiceBusSettings::from_env(env, SERVICE_BUS_CONNECTION)
+        .map_err(|e| err("ServiceBusConnection", e))?;
+    let arm_endpoint = set("VMRP_ARM_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    let arm_url = parse_endpoint("VMRP_ARM_ENDPOINT", &arm_endpoint)
+        .map_err(|e| err("VMRP_ARM_ENDPOINT", e))?;
+    if loopback_only && !is_loopback(&arm_url) {
+        return Err(err(
+            "VMRP_ARM_ENDPOINT",
+            format!("{arm_endpoint} is not a loopback address, and VMRP_LOOPBACK_ONLY is set"),
+        ));
+    }
+
+    let options = CredentialOptions {
+        loopback_only,
+        allow_developer_tools: false,
+        retry: None,
+    };
+    let (credential, choice) =
+        credential_from_env(env, &options).map_err(|e| err("IDENTITY_ENDPOINT", e))?;
+    tracing::info!(credential = %choice, loopback_only, "credential chosen");
+
+    let mut arm_config = ArmClientConfig::from_env(env, credential.clone())
+        .map_err(|e| err("VMRP_ARM_ENDPOINT", e))?;
+    arm_config.loopback_only = loopback_only;
+    arm_config.record_traffic = set(RECORD_TRAFFIC_VAR).map(PathBuf::from);
+    let arm = ArmClient::new(arm_config).map_err(|e| err("VMRP_ARM_ENDPOINT", e))?;
+
+    let sb_options = ServiceBusOptions {
+        loopback_only,
+        ..ServiceBusOptions::default()
+    };
+    let scheduler = scheduler_from_env(env, Some(credential), sb_options)
+        .map_err(|e| err("ServiceBusConnection", e))?;
+
+    Ok(Deps {
+        arm: Arc::new(arm),
+        scheduler,
+        policy: Arc::new(policy),
+        schedule,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const POLICY: &str = r#"{"rules": [{"name": "all", "targets": {"subscriptions": ["00000000-0000-0000-0000-000000000001"]}, "retention": {"keepLast": 3}}]}"#;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn complete() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("VMRP_POLICY", POLICY),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
+            ("IDENTITY_HEADER", "secret"),
+            ("VMRP_ARM_ENDPOINT", "http://127.0.0.1:9"),
+            ("ServiceBusConnection", "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc="),
+            ("VMRP_SERVICEBUS_ENDPOINT", "http://127.0.0.1:9"),
+            ("VMRP_LOOPBACK_ONLY", "1"),
+        ]
+    }
+
+    fn error_for(pairs: &[(&str, &str)]) -> String {
+        match deps_from(&env(pairs)) {
+            Ok(_) => panic!("expected an error for {pairs:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    // A complete set of settings is exercised by tests/host_binary.rs, which starts the real
+    // binary with them in its process environment (azure_identity reads IDENTITY_ENDPOINT from
+    // the process itself, and refuses to build otherwise).
+
+    #[test]
+    fn each_missing_or_bad_setting_is_named() {
+        let without = |key: &str| {
+            complete()
+                .into_iter()
+                .filter(|(k, _)| *k != key)
+                .collect::<Vec<_>>()
+        };
+        let with = |key: &'static str, value: &'static str| {
+            let mut v = without(key);
+            v.push((key, value));
+            v
+        };
+        assert!(error_for(&without("VMRP_POLICY")).starts_with("VMRP_POLICY: no policy"));
+        assert!(error_for(&with("VMRP_POLICY", "{")).starts_with("VMRP_POLICY:"));
+        assert!(error_for(&with("VMRP_SCHEDULE", "every hour")).starts_with("VMRP_SCHEDULE:"));
+        assert!(
+            error_for(&without("IDENTITY_HEADER")).starts_with("IDENTITY_ENDPOINT:"),
+            "{}",
+            error_for(&without("IDENTITY_HEADER"))
+        );
+        assert!(error_for(&without("ServiceBusConnection")).starts_with("ServiceBusConnection:"));
+        assert!(
+            error_for(&with("VMRP_ARM_ENDPOINT", "not a url")).starts_with("VMRP_ARM_ENDPOINT:")
+        );
+        // loopback_only refuses a real Azure endpoint before any I/O.
+        assert!(
+            error_for(&with("VMRP_ARM_ENDPOINT", "https://management.azure.com"))
+                .starts_with("VMRP_ARM_ENDPOINT:")
+        );
+    }
+
+    #[test]
+    fn errors_never_echo_the_service_bus_key() {
+        let mut pairs = complete();
+        pairs.retain(|(k, _)| *k != "ServiceBusConnection");
+        pairs.push((
+            "ServiceBusConnection",
+            "Endpoint=nonsense;SharedAccessKey=TOPSECRETKEY=",
+        ));
+        let e = error_for(&pairs);
+        assert!(!e.contains("TOPSECRETKEY"), "{e}");
+    }
+}
