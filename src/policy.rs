@@ -2,7 +2,10 @@
 //! they are kept. Loaded from `VMRP_POLICY` (inline JSON) or `VMRP_POLICY_FILE` (JSON or TOML),
 //! validated at load against the platform rules (DESIGN §7) with errors naming rule and field.
 //!
-//! This module is pure: no I/O besides reading the policy file.
+//! This module is pure: no I/O besides reading the policy file. Submodules: `load` (parsing, env),
+//! `validate` (policy-wide and per-VM checks), `resolve` (what a rule means for one VM),
+//! `regions` (region names), `check` (the `vmrp policy check` command). The schema and every
+//! validation rule with its Azure reason are documented in `docs/policy.md`.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::azure::models::{ConsistencyMode, VirtualMachine};
 use crate::azure::ResourceId;
+
+pub mod check;
+mod load;
+pub mod regions;
+mod resolve;
+mod validate;
+
+pub use load::PolicyError;
+pub use resolve::{rule_due, DiskInfo};
+pub use validate::PolicyProblem;
 
 /// The whole policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +98,11 @@ pub struct DiskExclusions {
     /// Disk tag key → value (`*` = any).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Disk SKUs (`storageAccountType`), e.g. `UltraSSD_LRS` / `PremiumV2_LRS`, which Azure does
+    /// not support in crash-consistent points. Listing them is the explicit way to accept that
+    /// those disks are left out; vmrp never drops them silently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skus: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +137,29 @@ pub struct Retention {
 
 fn default_floor() -> u32 {
     1
+}
+
+impl Retention {
+    /// Points that only keep `keepLast` (no tiers, floor 1).
+    pub fn keep_last(n: u32) -> Self {
+        Self {
+            keep_last: n,
+            daily: None,
+            weekly: None,
+            monthly: None,
+            floor: default_floor(),
+        }
+    }
+
+    /// The most settled points [`crate::retention::decide`] can keep in one collection: the newest
+    /// `max(keepLast, floor)`, one per tier bucket, and the baseline.
+    pub fn max_settled(&self) -> u32 {
+        self.keep_last.max(self.floor)
+            + self.daily.unwrap_or(0)
+            + self.weekly.unwrap_or(0)
+            + self.monthly.unwrap_or(0)
+            + 1
+    }
 }
 
 /// How long a point may take before it is reported as failed, in minutes.

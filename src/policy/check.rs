@@ -1,0 +1,310 @@
+//! `vmrp policy check FILE`: load and validate a policy file the way the function app will, and
+//! print either a summary of what each rule does or every problem on its own line (exit 1).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::validate::IN_FLIGHT_PER_COLLECTION;
+use super::{Policy, PolicyError, PolicyProblem, Rule};
+
+/// The timer schedule `vmrp policy check` assumes when neither the flag nor `VMRP_SCHEDULE` set it.
+pub const DEFAULT_TIMER_SCHEDULE: &str = "0 0 */4 * * *";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyCheckArgs {
+    /// The policy file: `.json` or `.toml` (other extensions: detected from the content).
+    pub file: PathBuf,
+    /// The timer's NCRONTAB schedule; rules without their own schedule create points at each of
+    /// its ticks, so spacing is checked against it.
+    #[arg(long, env = "VMRP_SCHEDULE", default_value = DEFAULT_TIMER_SCHEDULE)]
+    pub timer_schedule: String,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The outcome of checking one policy file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    /// Rule summaries (when the policy parsed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<PolicyProblem>,
+    /// Why the file could not be parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parse_error: Option<String>,
+}
+
+impl CheckReport {
+    /// The text `vmrp policy check` prints.
+    pub fn render(&self, json: bool) -> String {
+        if json {
+            return serde_json::to_string_pretty(self).expect("report serialises") + "\n";
+        }
+        let mut out = String::new();
+        if let Some(e) = &self.parse_error {
+            out.push_str(e);
+            out.push('\n');
+        } else if self.ok {
+            out.push_str(&format!(
+                "policy OK: {} rule{}\n",
+                self.rules.len(),
+                if self.rules.len() == 1 { "" } else { "s" }
+            ));
+            for r in &self.rules {
+                out.push_str(&format!("  {r}\n"));
+            }
+        } else {
+            for p in &self.problems {
+                out.push_str(&p.to_string());
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Loads and validates `path`. `Err` only when the file cannot be read.
+pub fn check_file(path: &Path, timer_schedule: &str) -> Result<CheckReport, String> {
+    let policy = match Policy::from_file(path) {
+        Ok(p) => p,
+        Err(e @ PolicyError::Read { .. }) => return Err(e.to_string()),
+        Err(e) => {
+            return Ok(CheckReport {
+                ok: false,
+                rules: Vec::new(),
+                problems: Vec::new(),
+                parse_error: Some(e.to_string()),
+            })
+        }
+    };
+    Ok(check_policy(&policy, timer_schedule))
+}
+
+/// Validates a parsed policy against the timer schedule.
+pub fn check_policy(policy: &Policy, timer_schedule: &str) -> CheckReport {
+    let problems = policy.problems(Some(timer_schedule));
+    CheckReport {
+        ok: problems.is_empty(),
+        rules: policy
+            .rules
+            .iter()
+            .map(|r| summarize(r, timer_schedule))
+            .collect(),
+        problems,
+        parse_error: None,
+    }
+}
+
+/// `prod: ApplicationConsistent (tag rp-consistency may override), at the timer "0 0 */4 * * *";
+/// keep keepLast 6, daily 7; copies to westus2 (keepLast 4); up to 25 points per VM`.
+fn summarize(rule: &Rule, timer_schedule: &str) -> String {
+    let mut s = format!("{}: {}", rule.name, rule.consistency.as_str());
+    if let Some(tag) = &rule.consistency_tag {
+        s.push_str(&format!(" (tag {tag} may override)"));
+    }
+    match &rule.schedule {
+        Some(own) => s.push_str(&format!(", schedule {own:?} at the timer's ticks")),
+        None => s.push_str(&format!(", every tick of the timer {timer_schedule:?}")),
+    }
+    s.push_str(&format!("; keep {}", describe_retention(&rule.retention)));
+    let mut max = rule.retention.max_settled() + IN_FLIGHT_PER_COLLECTION;
+    if !rule.copies.is_empty() {
+        let copies: Vec<String> = rule
+            .copies
+            .iter()
+            .map(|c| match &c.retention {
+                Some(r) => format!("{} ({})", c.region, describe_retention(r)),
+                None => c.region.clone(),
+            })
+            .collect();
+        s.push_str(&format!("; copies to {}", copies.join(", ")));
+        max += rule
+            .copies
+            .iter()
+            .map(|c| {
+                c.retention
+                    .as_ref()
+                    .unwrap_or(&rule.retention)
+                    .max_settled()
+                    + IN_FLIGHT_PER_COLLECTION
+            })
+            .sum::<u32>();
+    }
+    s.push_str(&format!("; up to {max} points per VM"));
+    s
+}
+
+fn describe_retention(r: &super::Retention) -> String {
+    let mut parts = vec![format!("keepLast {}", r.keep_last)];
+    for (name, v) in [
+        ("daily", r.daily),
+        ("weekly", r.weekly),
+        ("monthly", r.monthly),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v}"));
+        }
+    }
+    if r.floor != 1 {
+        parts.push(format!("floor {}", r.floor));
+    }
+    parts.join(", ")
+}
+
+/// `vmrp policy check`: prints the report on stdout; exit 0 when valid, 1 on problems.
+pub async fn run(args: PolicyCheckArgs) -> Result<ExitCode, String> {
+    let report = check_file(&args.file, &args.timer_schedule)?;
+    print!("{}", report.render(args.json));
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: PolicyCheckArgs,
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const GOOD: &str = r#"{"rules":[
+        {"name":"prod","targets":{"tags":{"env":"prod"}},"consistencyTag":"rp-mode",
+         "retention":{"keepLast":6,"daily":7},
+         "copies":[{"region":"West US 2","retention":{"keepLast":4}}]},
+        {"name":"dev","targets":{},"consistency":"CrashConsistent","schedule":"0 0 */2 * * *",
+         "retention":{"keepLast":3}}]}"#;
+
+    #[test]
+    fn a_valid_file_prints_a_summary_per_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "p.json", GOOD);
+        let report = check_file(&path, DEFAULT_TIMER_SCHEDULE).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(
+            report.render(false),
+            "policy OK: 2 rules\n  \
+             prod: ApplicationConsistent (tag rp-mode may override), every tick of the timer \"0 0 */4 * * *\"; keep keepLast 6, daily 7; copies to westus2 (keepLast 4); up to 23 points per VM\n  \
+             dev: CrashConsistent, schedule \"0 0 */2 * * *\" at the timer's ticks; keep keepLast 3; up to 6 points per VM\n"
+        );
+    }
+
+    #[test]
+    fn problems_are_printed_one_per_line_and_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "p.toml",
+            "[[rules]]\nname = \"prod\"\ntargets = {}\nretention = { keepLast = 0 }\ndeadlines = { localMinutes = 0 }\n",
+        );
+        let report = check_file(&path, DEFAULT_TIMER_SCHEDULE).unwrap();
+        assert!(!report.ok);
+        let text = report.render(false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("rule \"prod\": retention.keepLast: 0 with no"));
+        assert!(lines[1].starts_with("rule \"prod\": deadlines.localMinutes: 0 would report"));
+    }
+
+    #[test]
+    fn the_timer_schedule_decides_spacing_of_rules_without_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "p.json", GOOD);
+        let report = check_file(&path, "0 0 * * * *").unwrap();
+        assert!(!report.ok);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].rule.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn parse_errors_are_a_failed_check_and_unreadable_files_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "p.json",
+            r#"{"rules":[{"name":"a","targets":{},"retention":{"keepLast":1},"schedul":"x"}]}"#,
+        );
+        let report = check_file(&path, DEFAULT_TIMER_SCHEDULE).unwrap();
+        assert!(!report.ok);
+        let text = report.render(false);
+        assert!(
+            text.contains("rules[0]") && text.contains("unknown field `schedul`"),
+            "{text}"
+        );
+
+        let missing = dir.path().join("absent.json");
+        let err = check_file(&missing, DEFAULT_TIMER_SCHEDULE).unwrap_err();
+        assert!(err.starts_with("cannot read policy file"), "{err}");
+    }
+
+    #[test]
+    fn json_output_carries_the_problems() {
+        let policy = Policy::from_json_str(
+            r#"{"rules":[{"name":"p","targets":{},"retention":{"keepLast":1},"copies":[{"region":"mars"}]}]}"#,
+        )
+        .unwrap();
+        let report = check_policy(&policy, DEFAULT_TIMER_SCHEDULE);
+        let v: serde_json::Value = serde_json::from_str(&report.render(true)).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["problems"][0]["field"], "copies[0].region");
+        assert_eq!(v["rules"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn run_returns_exit_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write(&dir, "good.json", GOOD);
+        let bad = write(&dir, "bad.json", r#"{"rules":[]}"#);
+        let code = |p: &Path| {
+            Cli::try_parse_from([
+                "check",
+                p.to_str().unwrap(),
+                "--timer-schedule",
+                "0 0 */6 * * *",
+            ])
+            .unwrap()
+            .args
+        };
+        assert_eq!(run(code(&good)).await.unwrap(), ExitCode::SUCCESS);
+        assert_eq!(run(code(&bad)).await.unwrap(), ExitCode::from(1));
+        assert!(run(code(&dir.path().join("none.json"))).await.is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        // Only when the environment does not set the timer, so the default shows.
+        if std::env::var_os("VMRP_SCHEDULE").is_none() {
+            let args = Cli::try_parse_from(["check", "p.toml"]).unwrap().args;
+            assert_eq!(args.timer_schedule, DEFAULT_TIMER_SCHEDULE);
+            assert!(!args.json);
+        }
+        let args = Cli::try_parse_from([
+            "check",
+            "p.toml",
+            "--json",
+            "--timer-schedule",
+            "0 0 1 * * *",
+        ])
+        .unwrap()
+        .args;
+        assert!(args.json);
+        assert_eq!(args.timer_schedule, "0 0 1 * * *");
+        assert_eq!(args.file, PathBuf::from("p.toml"));
+    }
+}
