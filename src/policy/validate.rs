@@ -307,7 +307,7 @@ fn check_mode_and_schedule(rule: &Rule, timer: Option<&Schedule>, p: &mut Proble
         other => p.push(
             "consistency",
             format!(
-                "{} cannot be requested: Azure takes CrashConsistent, or no mode for ApplicationConsistent",
+                "{:?} cannot be requested: use CrashConsistent or ApplicationConsistent (Azure takes CrashConsistent, or no mode for ApplicationConsistent)",
                 other.as_str()
             ),
         ),
@@ -710,7 +710,7 @@ mod tests {
             (r#""name":"""#.into(), None, "rules[0]: name: must not be empty"),
             // Consistency.
             (r#""consistency":"FileSystemConsistent""#.into(), None,
-             "consistency: FileSystemConsistent cannot be requested"),
+             "consistency: \"FileSystemConsistent\" cannot be requested: use CrashConsistent or ApplicationConsistent"),
             (r#""consistencyTag":" ""#.into(), None, "consistencyTag: must not be empty"),
             // Retention.
             (r#""retention":{"keepLast":0}"#.into(), None,
