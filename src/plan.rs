@@ -126,8 +126,15 @@ impl Plan {
     }
 }
 
-/// Plans `tick` for `targets` (duplicates by VM id: the first wins).
-pub fn plan_tick(tick: OffsetDateTime, targets: &[PlanTarget<'_>], pacing: &Pacing) -> Plan {
+/// Plans the timer tick `tick` of `timer` for `targets` (duplicates by VM id: the first wins).
+/// A rule with its own schedule gets creates at the first timer tick at or after each of its
+/// occurrences ([`Rule::is_due`]).
+pub fn plan_tick(
+    tick: OffsetDateTime,
+    timer: &Schedule,
+    targets: &[PlanTarget<'_>],
+    pacing: &Pacing,
+) -> Plan {
     let mut by_vm: BTreeMap<&ResourceId, &Rule> = BTreeMap::new();
     for t in targets {
         by_vm.entry(&t.vm).or_insert(t.rule);
@@ -139,7 +146,7 @@ pub fn plan_tick(tick: OffsetDateTime, targets: &[PlanTarget<'_>], pacing: &Paci
     for (vm, rule) in by_vm {
         let verdict = due
             .entry(rule.name.as_str())
-            .or_insert_with(|| rule_due(rule, tick))
+            .or_insert_with(|| rule_due(rule, timer, tick))
             .clone();
         if let Err(reason) = verdict {
             items.push(PlanItem {
@@ -167,6 +174,7 @@ pub fn plan_tick(tick: OffsetDateTime, targets: &[PlanTarget<'_>], pacing: &Paci
             exclude_disks: None,
             copy_to: None,
             retry: 0,
+            attempt: 0,
         };
         items.push(PlanItem {
             vm: vm.clone(),
@@ -192,17 +200,15 @@ pub fn plan_tick(tick: OffsetDateTime, targets: &[PlanTarget<'_>], pacing: &Paci
     Plan { tick, items }
 }
 
-fn rule_due(rule: &Rule, tick: OffsetDateTime) -> Result<(), String> {
-    let Some(expr) = rule.schedule.as_deref() else {
-        return Ok(());
-    };
-    match Schedule::parse(expr) {
-        Err(e) => Err(format!("rule {:?}: {e}", rule.name)),
-        Ok(s) if s.latest_at_or_before(tick) == Some(tick) => Ok(()),
-        Ok(_) => Err(format!(
-            "rule {:?} schedule {expr:?} has no occurrence at this tick",
-            rule.name
+fn rule_due(rule: &Rule, timer: &Schedule, tick: OffsetDateTime) -> Result<(), String> {
+    match rule.is_due(timer, tick) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "rule {:?} schedule {:?} has no occurrence since the previous timer tick",
+            rule.name,
+            rule.schedule.as_deref().unwrap_or_default()
         )),
+        Err(e) => Err(format!("rule {:?}: {e}", rule.name)),
     }
 }
 
@@ -213,6 +219,10 @@ mod tests {
     use time::macros::datetime;
 
     const TICK: OffsetDateTime = datetime!(2026-11-25 03:00:00 UTC);
+
+    fn hourly_timer() -> Schedule {
+        Schedule::parse("0 0 * * * *").unwrap()
+    }
 
     fn targets<'a>(n: usize, sub: &str, r: &'a Rule) -> Vec<PlanTarget<'a>> {
         (0..n)
@@ -231,7 +241,7 @@ mod tests {
             reserve: 0.0,
             ..Pacing::default()
         };
-        let plan = plan_tick(TICK, &targets(230, "s1", &r), &pacing);
+        let plan = plan_tick(TICK, &hourly_timer(), &targets(230, "s1", &r), &pacing);
         let offsets: Vec<Duration> = plan.creates().map(|i| i.offset.unwrap()).collect();
         assert_eq!(offsets.len(), 230);
         assert!(offsets[..200].iter().all(|o| o.is_zero()), "burst of 200");
@@ -253,7 +263,7 @@ mod tests {
     fn thousand_vms_never_overdraw_the_bucket() {
         let r = rule("r", 3);
         let pacing = Pacing::default();
-        let plan = plan_tick(TICK, &targets(1000, "s1", &r), &pacing);
+        let plan = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &pacing);
         let cost = f64::from(pacing.writes_per_create);
         let reserve_rate = pacing.refill_per_sec * pacing.reserve;
         let mut tokens = f64::from(pacing.burst) * (1.0 - pacing.reserve);
@@ -289,7 +299,7 @@ mod tests {
         };
         let mut t = targets(3, "s1", &r);
         t.extend(targets(3, "s2", &r));
-        let plan = plan_tick(TICK, &t, &pacing);
+        let plan = plan_tick(TICK, &hourly_timer(), &t, &pacing);
         let offs: Vec<u128> = plan
             .creates()
             .map(|i| i.offset.unwrap().as_millis())
@@ -301,10 +311,10 @@ mod tests {
     fn same_tick_same_plan_and_sorted() {
         let r = rule("r", 3);
         let mut t = targets(50, "s1", &r);
-        let a = plan_tick(TICK, &t, &Pacing::default());
+        let a = plan_tick(TICK, &hourly_timer(), &t, &Pacing::default());
         t.reverse();
         t.push(t[0].clone()); // a duplicate target
-        let b = plan_tick(TICK, &t, &Pacing::default());
+        let b = plan_tick(TICK, &hourly_timer(), &t, &Pacing::default());
         assert_eq!(a, b);
         let ids: Vec<&ResourceId> = a.items.iter().map(|i| &i.vm).collect();
         let mut sorted = ids.clone();
@@ -315,7 +325,12 @@ mod tests {
             Some(names::message_id("create", a.items[0].vm.as_str(), TICK, 0).as_str())
         );
         // A different tick gives different message ids.
-        let c = plan_tick(TICK + time::Duration::hours(1), &t, &Pacing::default());
+        let c = plan_tick(
+            TICK + time::Duration::hours(1),
+            &hourly_timer(),
+            &t,
+            &Pacing::default(),
+        );
         assert_ne!(a.items[0].message_id, c.items[0].message_id);
     }
 
@@ -323,7 +338,7 @@ mod tests {
     fn rule_schedule_filters_ticks() {
         let hourly = rule("hourly", 3);
         let mut nightly = rule("nightly", 3);
-        nightly.schedule = Some("0 0 2 * * *".into());
+        nightly.schedule = Some("0 30 1 * * *".into());
         let mut broken = rule("broken", 3);
         broken.schedule = Some("not a schedule".into());
         let t = vec![
@@ -340,15 +355,24 @@ mod tests {
                 rule: &broken,
             },
         ];
-        let at3 = plan_tick(TICK, &t, &Pacing::default());
+        let at3 = plan_tick(TICK, &hourly_timer(), &t, &Pacing::default());
         let actions: Vec<PlanAction> = at3.items.iter().map(|i| i.action).collect();
         assert_eq!(
             actions,
             vec![PlanAction::Create, PlanAction::Skip, PlanAction::Skip]
         );
-        assert!(at3.items[1].reason.contains("no occurrence"));
+        assert!(
+            at3.items[1].reason.contains("no occurrence"),
+            "{}",
+            at3.items[1].reason
+        );
         assert!(at3.items[2].reason.contains("invalid NCRONTAB"));
-        let at2 = plan_tick(datetime!(2026-11-25 02:00:00 UTC), &t, &Pacing::default());
+        let at2 = plan_tick(
+            datetime!(2026-11-25 02:00:00 UTC),
+            &hourly_timer(),
+            &t,
+            &Pacing::default(),
+        );
         assert_eq!(at2.items[1].action, PlanAction::Create);
         assert_eq!(at2.messages(TICK).len(), 2);
     }

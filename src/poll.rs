@@ -275,7 +275,17 @@ mod tests {
             Retry(u32),
             Report,
         }
-        let cases: Vec<(&str, Role, &str, Vec<i32>, u32, u32, Option<Duration>, Want)> = vec![
+        type Case = (
+            &'static str,
+            Role,
+            &'static str,
+            Vec<i32>,
+            u32,
+            u32,
+            Option<Duration>,
+            Want,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "creating, poll 1 → ~30 s",
                 Role::Local,
