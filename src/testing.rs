@@ -517,11 +517,17 @@ impl Arm for FakeArm {
             .next_states
             .pop_front()
             .unwrap_or_else(|| "Creating".to_string());
+        // Like Azure, a point records the VM as it was (here: just its location).
+        let metadata = Self::vm_of_collection(&s, &collection)
+            .and_then(|vm| s.vms.get(&vm))
+            .and_then(|vm| vm.location.clone())
+            .map(|location| serde_json::json!({ "location": location }));
         let mut p = body.clone();
         p.id = Some(id.to_string());
         p.name = id.name().map(str::to_string);
         let props = p.properties.get_or_insert_with(Default::default);
         props.provisioning_state = Some(state);
+        props.source_metadata = metadata;
         props.time_created = Some(s.now.unwrap_or_else(default_now));
         props.instance_view = Some(instance_view(id, &replication));
         s.points.insert(id.clone(), p.clone());

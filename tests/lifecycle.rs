@@ -973,6 +973,7 @@ async fn vm_delete_marks_its_collections_orphaned_and_recreation_clears_it() {
 async fn timer_to_settled_copy_end_to_end() {
     let w = world(testing::policy(vec![rule_s1(2, &["westus2"])]));
     let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let log = CapturedLog::install();
     let mut now = T0 + Duration::from_secs(5);
     timer(&w, now).await;
     let mut queue: Vec<OutgoingMessage> = w.bus.take();
@@ -1015,4 +1016,112 @@ async fn timer_to_settled_copy_end_to_end() {
         ]
     );
     assert!(w.arm.point(&copy_point(&vm, "westus2", T0)).is_some());
+
+    // One report event per settled point, with where, what and how long.
+    let reports = log.reports();
+    let summary: Vec<(String, String, String, String)> = reports
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("outcome"), s("role"), s("region"), s("point"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "settled".into(),
+                "local".into(),
+                "eastus".into(),
+                point(&vm, T0, 0).to_string()
+            ),
+            (
+                "settled".into(),
+                "copy".into(),
+                "westus2".into(),
+                copy_point(&vm, "westus2", T0).to_string()
+            ),
+        ]
+    );
+    assert!(reports
+        .iter()
+        .all(|f| f["vm"] == vm.as_str() && f["duration_s"].as_u64().is_some()));
+}
+
+/// Captures this test thread's `tracing` events as JSON lines.
+struct CapturedLog {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn install() -> Self {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = SharedBuf(buf.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        Self {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+    /// The fields of every `vmrp::report` event.
+    fn reports(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.buf.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "vmrp::report")
+            .map(|v| v["fields"].clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn failed_and_given_up_points_are_reported_once_each() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let log = CapturedLog::install();
+    w.arm.add_point(&point(&vm, T0, 0), "Failed", T0, None, &[]);
+    poll(
+        &w,
+        poll_req(&vm, &point(&vm, T0, 0), Role::Local, T0),
+        T0 + hours(1),
+    )
+    .await;
+    w.arm
+        .add_point(&point(&vm, T0, 1), "Creating", T0, None, &[]);
+    let mut late = poll_req(&vm, &point(&vm, T0, 1), Role::Local, T0);
+    late.retry = 1;
+    poll(&w, late, T0 + hours(3)).await;
+    let outcomes: Vec<(String, u64)> = log
+        .reports()
+        .iter()
+        .map(|f| {
+            (
+                f["outcome"].as_str().unwrap().to_string(),
+                f["duration_s"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![("failed".into(), 3600), ("given_up".into(), 3 * 3600)]
+    );
 }
