@@ -20,9 +20,11 @@ pub mod regions;
 mod resolve;
 mod validate;
 
-pub use load::PolicyError;
+pub use load::{PolicyError, ENV_POLICY, ENV_POLICY_FILE, ENV_SCHEDULE};
 pub use resolve::{rule_due, DiskInfo};
-pub use validate::PolicyProblem;
+pub use validate::{
+    PolicyProblem, IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP, MIN_SPACING_CRASH,
+};
 
 /// The whole policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,8 +142,8 @@ fn default_floor() -> u32 {
 }
 
 impl Retention {
-    /// Points that only keep `keepLast` (no tiers, floor 1).
-    pub fn keep_last(n: u32) -> Self {
+    /// Retention that keeps the newest `n` settled points (no tiers, default floor 1).
+    pub fn newest(n: u32) -> Self {
         Self {
             keep_last: n,
             daily: None,

@@ -20,6 +20,9 @@
 //!    - **daily / weekly / monthly**: the newest settled point of each of the last N UTC days /
 //!      ISO weeks / calendar months that have settled points (days without points don't count).
 //!
+//! Held points are kept on top of that bound; the 500-points-per-VM validation allows for one
+//! point in progress and one failure per collection.
+//!
 //! The output lists every input point once, oldest first (ties broken by id), so the same input
 //! always gives the same plan.
 
@@ -297,13 +300,7 @@ mod tests {
     }
 
     fn retention(keep_last: u32) -> Retention {
-        Retention {
-            keep_last,
-            daily: None,
-            weekly: None,
-            monthly: None,
-            floor: 1,
-        }
+        Retention::newest(keep_last)
     }
 
     fn settled(name: &str, created: OffsetDateTime) -> PointView {
@@ -750,6 +747,115 @@ mod tests {
                 let bound = keep + daily.unwrap_or(0) + weekly.unwrap_or(0) + 1;
                 assert!(kept as u32 <= bound, "n={n} kept={kept} bound={bound}");
                 assert!(n == 0 || kept >= 1);
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_state() -> impl Strategy<Value = PointState> {
+            prop_oneof![
+                6 => Just(PointState::Settled),
+                1 => Just(PointState::InProgress),
+                1 => Just(PointState::Failed),
+            ]
+        }
+
+        fn arb_points() -> impl Strategy<Value = Vec<PointView>> {
+            // Up to 60 points over ~120 days, some on the same instant, a few held.
+            prop::collection::vec(
+                (0i64..120 * 24, arb_state(), prop::bool::weighted(0.1)),
+                0..60,
+            )
+            .prop_map(|raw| {
+                raw.into_iter()
+                    .enumerate()
+                    .map(|(i, (hours, state, held))| {
+                        let p = PointView::new(
+                            rid(&format!("rp-{i:02}")),
+                            datetime!(2026-08-01 00:00 UTC) + time::Duration::hours(hours),
+                            state,
+                        );
+                        if held {
+                            p.held("copy still replicating")
+                        } else {
+                            p
+                        }
+                    })
+                    .collect()
+            })
+        }
+
+        fn arb_retention() -> impl Strategy<Value = Retention> {
+            (
+                0u32..8,
+                prop::option::of(1u32..8),
+                prop::option::of(1u32..5),
+                prop::option::of(1u32..4),
+                0u32..4,
+            )
+                .prop_map(|(keep_last, daily, weekly, monthly, floor)| Retention {
+                    keep_last,
+                    daily,
+                    weekly,
+                    monthly,
+                    floor,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn invariants_hold(points in arb_points(), r in arb_retention(), seed in any::<u64>()) {
+                let out = decide(&points, &r);
+                // Every point exactly once, oldest first.
+                prop_assert_eq!(out.len(), points.len());
+                let mut expected: Vec<&PointView> = points.iter().collect();
+                expected.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+                for ((id, _), p) in out.iter().zip(&expected) {
+                    prop_assert_eq!(id, &p.id);
+                }
+                let verdict = |id: &ResourceId| &out.iter().find(|(i, _)| i == id).unwrap().1;
+                // Never deleted: in progress, held.
+                for p in &points {
+                    if p.state == PointState::InProgress || p.hold.is_some() {
+                        prop_assert!(!verdict(&p.id).is_delete(), "{:?}", p);
+                    }
+                }
+                // Never deleted: the baseline and the newest max(keepLast, floor) settled points.
+                let settled: Vec<&&PointView> =
+                    expected.iter().filter(|p| p.state == PointState::Settled).collect();
+                if let Some(baseline) = settled.first() {
+                    prop_assert!(!verdict(&baseline.id).is_delete());
+                }
+                let protected = r.keep_last.max(r.floor) as usize;
+                for p in settled.iter().rev().take(protected) {
+                    prop_assert!(!verdict(&p.id).is_delete());
+                }
+                // Bounded: the count the 500-point validation relies on (held points come on top).
+                let kept_settled = settled
+                    .iter()
+                    .filter(|p| p.hold.is_none() && !verdict(&p.id).is_delete())
+                    .count();
+                prop_assert!(kept_settled as u32 <= r.max_settled());
+                // At most one failed point survives unless held.
+                let kept_failed = points
+                    .iter()
+                    .filter(|p| p.state == PointState::Failed && p.hold.is_none())
+                    .filter(|p| !verdict(&p.id).is_delete())
+                    .count();
+                prop_assert!(kept_failed <= 1);
+                // The input order does not matter.
+                let mut shuffled = points.clone();
+                let n = shuffled.len();
+                if n > 1 {
+                    for i in 0..n {
+                        let j = (seed as usize).wrapping_mul(i + 7) % n;
+                        shuffled.swap(i, j);
+                    }
+                }
+                prop_assert_eq!(decide(&shuffled, &r), out);
             }
         }
     }
