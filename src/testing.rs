@@ -762,13 +762,7 @@ pub fn rule(name: &str, keep_last: u32) -> Rule {
         consistency_tag: None,
         exclude_disks: Default::default(),
         copies: Vec::new(),
-        retention: Retention {
-            keep_last,
-            daily: None,
-            weekly: None,
-            monthly: None,
-            floor: 1,
-        },
+        retention: Retention::newest(keep_last),
         deadlines: Deadlines::default(),
         collection_resource_group: None,
     }

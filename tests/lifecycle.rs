@@ -369,6 +369,35 @@ async fn exclusions_and_consistency_reach_the_put() {
     assert_eq!(w.arm.count(op::GET_DISK), 3);
 }
 
+#[tokio::test]
+async fn policy_check_refuses_what_azure_would_and_drops_a_copy_to_the_home_region() {
+    let w = world(testing::policy(vec![rule_s1(3, &["eastus", "westus2"])]));
+    let ultra = disk_id("s1", "rg", "ultra");
+    w.arm.add_disk(disk(&ultra, "UltraSSD_LRS", None, &[]));
+    let vm = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "vm1")
+            .data_disk(0, &ultra, "UltraSSD_LRS")
+            .build(),
+    );
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Reported);
+    assert!(out.summary.contains("UltraSSD_LRS"), "{}", out.summary);
+    assert_eq!(w.arm.count(op::PUT_POINT), 0);
+
+    let plain = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "vm2")
+            .location("East US")
+            .build(),
+    );
+    create(&w, create_req(&plain, T0), T0).await.unwrap();
+    let p = only_poll(&w.bus.take());
+    assert_eq!(
+        p.copy_to,
+        vec!["westus2".to_string()],
+        "no copy into the VM's own region"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // StartCrossRegionCopy
 // ------------------------------------------------------------------------------------------
@@ -628,7 +657,7 @@ async fn settled_local_point_fans_out_copies_and_prunes_but_keeps_held_source() 
 #[tokio::test]
 async fn settled_copy_prunes_the_target_region_with_its_own_retention() {
     let mut rule = rule_s1(5, &["westus2"]);
-    rule.copies[0].retention = Some(Retention::keep_last(1));
+    rule.copies[0].retention = Some(Retention::newest(1));
     let w = world(testing::policy(vec![rule]));
     let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
     let src = collection(&vm);
@@ -834,6 +863,26 @@ async fn timer_sends_one_create_per_target_vm_named_by_the_tick() {
     first.sort();
     again_sorted.sort();
     assert_eq!(first, again_sorted);
+}
+
+#[tokio::test]
+async fn timer_lists_what_it_can_when_one_scope_fails() {
+    let mut r = testing::rule("groups", 3);
+    r.targets.resource_groups = vec![
+        "/subscriptions/s1/resourceGroups/a".into(),
+        "/subscriptions/s1/resourceGroups/b".into(),
+    ];
+    let w = world(testing::policy(vec![r]));
+    w.arm.add_vm(VmBuilder::new("s1", "a", "vm-a").build());
+    let b = w.arm.add_vm(VmBuilder::new("s1", "b", "vm-b").build());
+    w.arm
+        .refuse_next(op::LIST_VMS, 403, "AuthorizationFailed", "no read on rg a");
+    let out = timer(&w, T0).await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(out.summary.contains("listing failed"), "{}", out.summary);
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1);
+    assert!(matches!(decode(&sent[0]), QueueMessage::Create(c) if c.vm == b));
 }
 
 #[tokio::test]

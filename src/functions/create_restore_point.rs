@@ -16,6 +16,7 @@ use crate::azure::{ArmError, ResourceId};
 use crate::invocation::{Invocation, Outcome, Sent, Status};
 use crate::messages::{CreateRequest, PollRequest, QueueMessage, Role};
 use crate::names;
+use crate::policy::regions::same_region;
 use crate::policy::{DiskInfo, Rule};
 use crate::poll;
 
@@ -85,6 +86,19 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
             format!("{}: every disk is excluded, nothing to restore", req.vm),
         ));
     }
+    // The policy's per-VM checks: what Azure would refuse (crash-consistent points with Ultra /
+    // Premium SSD v2 disks) is reported instead of sent; other problems (a copy to the VM's own
+    // region, dropped below) are logged.
+    for problem in rule.check_vm(&vm, &disk_info) {
+        if problem.field == "consistency" && req.consistency_mode.is_none() {
+            tracing::error!(vm = %req.vm, "create refused: {problem}");
+            return Ok(Outcome::new(
+                Status::Reported,
+                format!("{}: {problem}", req.vm),
+            ));
+        }
+        tracing::warn!(vm = %req.vm, "{problem}");
+    }
     let consistency = match &req.consistency_mode {
         Some(mode) => mode.clone(),
         None => {
@@ -131,7 +145,7 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
     if !ensured.created {
         match deps.arm.get_restore_point(&point, false).await {
             Ok(Some(_)) => {
-                let sent = schedule_first_poll(deps, &req, rule, &point, now, None).await?;
+                let sent = schedule_first_poll(deps, &req, rule, &vm, &point, now, None).await?;
                 return Ok(Outcome::new(
                     Status::Skipped,
                     format!("{point} exists already (replay); poll ensured"),
@@ -150,8 +164,9 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
                 vm = %req.vm, point = %point, consistency = consistency.as_str(),
                 excluded = excluded.len(), "restore point creation started"
             );
-            let sent = schedule_first_poll(deps, &req, rule, &point, now, accepted.lro.retry_after)
-                .await?;
+            let sent =
+                schedule_first_poll(deps, &req, rule, &vm, &point, now, accepted.lro.retry_after)
+                    .await?;
             Ok(Outcome::new(
                 Status::Done,
                 format!("creating {point} ({})", consistency.as_str()),
@@ -206,14 +221,19 @@ async fn schedule_first_poll(
     deps: &Deps,
     req: &CreateRequest,
     rule: &Rule,
+    vm: &VirtualMachine,
     point: &ResourceId,
     now: time::OffsetDateTime,
     retry_after: Option<Duration>,
 ) -> Result<Sent, HandlerError> {
-    let copy_to = match &req.copy_to {
+    let mut copy_to = match &req.copy_to {
         Some(regions) => regions.clone(),
         None => rule.copies.iter().map(|c| c.region.clone()).collect(),
     };
+    // A copy needs another region than the VM's (the policy check warned already).
+    if let Some(home) = vm.location.as_deref() {
+        copy_to.retain(|r| !same_region(r, home));
+    }
     let poll = PollRequest {
         target: point.clone(),
         role: Role::Local,

@@ -21,20 +21,28 @@ use crate::plan::{self, PlanTarget};
 use crate::policy::Policy;
 use crate::schedule::Schedule;
 
-pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let now = inv.context.now;
+/// What a timer run at `now` would do: the tick, the plan, and what listing found. Used by the
+/// handler and by `vmrp plan` (read-only: only VM reads, no writes).
+#[derive(Debug, Clone)]
+pub struct TickPlan {
+    pub tick: OffsetDateTime,
+    pub plan: plan::Plan,
+    /// VMs found in the policy's scopes.
+    pub listed: usize,
+    /// VMs found but selected by no rule.
+    pub unmatched: usize,
+    /// Scopes or VM ids whose listing failed.
+    pub failures: Vec<String>,
+}
+
+/// Plans the tick a timer run at `now` belongs to; `None` when the schedule has no occurrence
+/// at or before `now`.
+pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPlan>, HandlerError> {
     let timer = Schedule::parse(&deps.schedule)
         .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
     let Some(tick) = timer.latest_at_or_before(now) else {
-        return Ok(Outcome::new(
-            Status::Skipped,
-            format!(
-                "schedule {:?} has no occurrence at or before {now}",
-                deps.schedule
-            ),
-        ));
+        return Ok(None);
     };
-
     let (vms, failures) = list_targets(deps).await;
     let mut unmatched = 0;
     let targets: Vec<PlanTarget<'_>> = vms
@@ -51,6 +59,34 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         })
         .collect();
     let plan = plan::plan_tick(tick, &timer, &targets, &deps.tuning.pacing);
+    Ok(Some(TickPlan {
+        tick,
+        plan,
+        listed: vms.len(),
+        unmatched,
+        failures,
+    }))
+}
+
+pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome, HandlerError> {
+    let now = inv.context.now;
+    let Some(TickPlan {
+        tick,
+        plan,
+        listed,
+        unmatched,
+        failures,
+    }) = plan_for(deps, now).await?
+    else {
+        return Ok(Outcome::new(
+            Status::Skipped,
+            format!(
+                "schedule {:?} has no occurrence at or before {}",
+                deps.schedule,
+                rfc3339(now)
+            ),
+        ));
+    };
     for item in plan
         .items
         .iter()
@@ -74,9 +110,8 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
 
     let orphans = delete_expired_orphans(deps, now).await;
     let summary = format!(
-        "tick {}: {creates} creates sent for {} VMs ({} not due, {unmatched} without a rule){}{}",
+        "tick {}: {creates} creates sent for {listed} VMs ({} not due, {unmatched} without a rule){}{}",
         rfc3339(tick),
-        vms.len(),
         plan.items.len() - creates,
         orphans,
         if failures.is_empty() {
