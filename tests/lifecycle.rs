@@ -271,6 +271,30 @@ async fn concurrent_create_conflict_is_rescheduled_with_backoff() {
 }
 
 #[tokio::test]
+async fn collection_deleted_behind_the_cache_is_recreated_on_the_rescheduled_create() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    create(&w, create_req(&vm, T0), T0).await.unwrap();
+    w.bus.take();
+    // Someone deletes the collection; this process still believes it exists.
+    vmrp::azure::Arm::delete_collection(&*w.arm, &collection(&vm))
+        .await
+        .unwrap();
+    let t1 = T0 + hours(1);
+    let out = create(&w, create_req(&vm, t1), t1).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let QueueMessage::Create(again) = decode(&w.bus.take()[0]) else {
+        panic!("a create")
+    };
+    let out = create(&w, again, t1 + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.collection(&collection(&vm)).is_some(), "recreated");
+    assert!(w.arm.point(&point(&vm, t1, 0)).is_some());
+}
+
+#[tokio::test]
 async fn vanished_vm_is_skipped() {
     let w = world(testing::policy(vec![rule_s1(3, &[])]));
     let vm = vm_id("s1", "rg", "gone");

@@ -177,9 +177,7 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
             // The cache said the collection exists, ARM says no (deleted meanwhile): forget it
             // and try again, which recreates it.
             deps.known.forget_collection(&collection);
-            let mut transient = e;
-            transient.status = Some(503);
-            transient_or_report(deps, &req, now, transient, "creating the point").await
+            reschedule(deps, &req, now, &e, "creating the point (collection gone)").await
         }
         Err(e) => transient_or_report(deps, &req, now, e, "creating the point").await,
     }
@@ -270,6 +268,18 @@ async fn transient_or_report(
             format!("{}: {what} failed: {} {}", req.vm, e.code, e.message),
         ));
     }
+    reschedule(deps, req, now, &e, what).await
+}
+
+/// Puts the same request back (`attempt + 1`) after `Retry-After` or a backoff; reports instead
+/// once the reschedule budget is spent.
+async fn reschedule(
+    deps: &Deps,
+    req: &CreateRequest,
+    now: time::OffsetDateTime,
+    e: &ArmError,
+    what: &str,
+) -> Result<Outcome, HandlerError> {
     if req.attempt >= deps.tuning.max_reschedules {
         tracing::error!(vm = %req.vm, attempts = req.attempt, code = %e.code, message = %e.message,
             "create: still refused after the last reschedule; giving up");
