@@ -890,6 +890,39 @@ async fn timer_sends_one_create_per_target_vm_named_by_the_tick() {
 }
 
 #[tokio::test]
+async fn a_late_timer_run_paces_from_now_with_the_same_ids() {
+    let mut w = world(testing::policy(vec![rule_s1(3, &[])]));
+    w.deps.tuning.pacing = vmrp::plan::Pacing {
+        burst: 1,
+        refill_per_sec: 10.0,
+        writes_per_create: 1,
+        reserve: 0.0,
+    };
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "a").build());
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "b").build());
+    let on_time = timer(&w, T0).await;
+    let late_now = T0 + time::Duration::minutes(25);
+    let late = timer(&w, late_now).await;
+    let ids = |o: &Outcome| {
+        o.sent
+            .iter()
+            .map(|s| s.message_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&on_time), ids(&late), "same tick, same messages");
+    let nb = |o: &Outcome| o.sent.iter().map(|s| s.not_before).collect::<Vec<_>>();
+    assert_eq!(
+        nb(&on_time),
+        vec![None, Some(T0 + Duration::from_millis(100))]
+    );
+    assert_eq!(
+        nb(&late),
+        vec![None, Some(late_now + Duration::from_millis(100))],
+        "paced from the late start"
+    );
+}
+
+#[tokio::test]
 async fn timer_lists_what_it_can_when_one_scope_fails() {
     let mut r = testing::rule("groups", 3);
     r.targets.resource_groups = vec![
@@ -1009,6 +1042,23 @@ async fn a_burst_of_vm_writes_onboards_once() {
         names::message_id("create", vm.as_str(), T0, 0),
         "same id as the timer's"
     );
+
+    // A second instance (empty cache) handling another write of the burst before the first
+    // point exists sends the same id: Service Bus keeps one.
+    let other = Deps::new(w.arm.clone(), w.bus.clone(), w.deps.policy.clone(), HOURLY);
+    let out = functions::on_vm_changed::handle(
+        inv(
+            event("ResourceWriteSuccess", &vm, "e9"),
+            functions::ON_VM_CHANGED,
+            now,
+        ),
+        &other,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.bus.sent().len(), 2);
+    assert_eq!(w.bus.delivered().len(), 1);
 }
 
 #[tokio::test]
@@ -1121,18 +1171,20 @@ async fn timer_to_settled_copy_end_to_end() {
         .all(|f| f["vm"] == vm.as_str() && f["duration_s"].as_u64().is_some()));
 }
 
-/// Captures this test thread's `tracing` events as JSON lines.
-struct CapturedLog {
-    buf: Arc<std::sync::Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
+/// Captures this test thread's `tracing` events as JSON lines. One global subscriber writes
+/// into a per-thread buffer: a thread-local default subscriber would race with tracing's global
+/// callsite cache while other tests run without one.
+struct CapturedLog;
+
+thread_local! {
+    static LOG: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-#[derive(Clone)]
-struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+struct ThreadBuf;
 
-impl std::io::Write for SharedBuf {
+impl std::io::Write for ThreadBuf {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
+        LOG.with(|l| l.borrow_mut().extend_from_slice(data));
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -1142,21 +1194,21 @@ impl std::io::Write for SharedBuf {
 
 impl CapturedLog {
     fn install() -> Self {
-        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = SharedBuf(buf.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .finish();
-        Self {
-            buf,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(|| ThreadBuf)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("first global subscriber");
+        });
+        LOG.with(|l| l.borrow_mut().clear());
+        Self
     }
-    /// The fields of every `vmrp::report` event.
+    /// The fields of every `vmrp::report` event logged on this thread since `install`.
     fn reports(&self) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(self.buf.lock().unwrap().clone()).unwrap();
+        let text = LOG.with(|l| String::from_utf8(l.borrow().clone()).unwrap());
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["target"] == "vmrp::report")
