@@ -552,6 +552,16 @@ async fn copy_of_a_copy_is_refused_and_out_of_scope_copy_errors() {
     .await;
     assert_eq!(out.status, Status::Reported);
     assert!(out.summary.contains("itself a copy"), "{}", out.summary);
+    // Without the VM in the message, the copy collection's source (a collection) gives it away.
+    let out = copy(
+        &w,
+        copy_req(&copy_point(&vm, "westus2", T0), None, "northeurope"),
+        T0,
+    )
+    .await;
+    assert_eq!(out.status, Status::Reported);
+    assert!(out.summary.contains("not a VM"), "{}", out.summary);
+    assert_eq!(w.arm.count(op::PUT_POINT), 0);
 
     let other = vm_id("s9", "rg", "vm9");
     let src = names::collection_id(&other, None).child("restorePoints", "rp-20261125T0300Z");

@@ -45,7 +45,13 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         Some(vm) => vm.clone(),
         None => match deps.arm.get_collection(&source_collection, false).await {
             Ok(Some(c)) => match c.source_id().map(ResourceId::parse) {
-                Some(Ok(vm)) => vm,
+                Some(Ok(vm)) if vm.is_type("Microsoft.Compute/virtualMachines") => vm,
+                Some(Ok(other)) => {
+                    return Ok(report(format!(
+                        "{} lives in a collection whose source is {other}, not a VM: a copy cannot be copied again",
+                        req.source
+                    )))
+                }
                 _ => {
                     return Ok(report(format!(
                         "source collection {source_collection} has no usable source.id"
