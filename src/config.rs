@@ -16,6 +16,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use azure_core::http::{ExponentialRetryOptions, RetryOptions};
+
 use crate::azure::client::{parse_endpoint, ArmClient, ArmClientConfig, DEFAULT_ENDPOINT};
 use crate::azure::credential::{credential_from_env, CredentialOptions};
 use crate::azure::http::is_loopback;
@@ -79,10 +81,18 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
         ));
     }
 
+    // Bounded token retries: a handler invocation should fail (and be redelivered) within
+    // seconds, not stall for azure_identity's default ~80 s when the endpoint is down.
+    let retry = RetryOptions::exponential(ExponentialRetryOptions {
+        initial_delay: time::Duration::milliseconds(200),
+        max_retries: 3,
+        max_total_elapsed: time::Duration::seconds(10),
+        max_delay: time::Duration::seconds(4),
+    });
     let options = CredentialOptions {
         loopback_only,
         allow_developer_tools: false,
-        retry: None,
+        retry: Some(retry),
     };
     let (credential, choice) =
         credential_from_env(env, &options).map_err(|e| err("IDENTITY_ENDPOINT", e))?;
@@ -101,12 +111,14 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
     let scheduler = scheduler_from_env(env, Some(credential), sb_options)
         .map_err(|e| err("ServiceBusConnection", e))?;
 
-    Ok(Deps {
-        arm: Arc::new(arm),
+    // Built once per process and cloned per invocation: `Deps` carries the "collection known
+    // to exist" cache.
+    Ok(Deps::new(
+        Arc::new(arm),
         scheduler,
-        policy: Arc::new(policy),
+        Arc::new(policy),
         schedule,
-    })
+    ))
 }
 
 #[cfg(test)]

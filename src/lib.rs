@@ -27,9 +27,16 @@ pub mod messages;
 pub mod names;
 /// `vmrp package`: the Functions deployment package (host.json, function folders, binary, zip).
 pub mod package;
+/// Tick planning for the timer: one paced create per VM within ARM's write budget.
+pub mod plan;
 /// The policy model, target matching and validation.
 pub mod policy;
+/// What to do after one look at a restore point: poll again, settled, retry, give up.
+pub mod poll;
 /// Retention: which restore points of a collection to keep or delete, with reasons.
 pub mod retention;
 /// NCRONTAB schedules: next occurrence, the tick a run belongs to, spacing.
 pub mod schedule;
+/// In-memory fakes of ARM and the scheduler, and fixture builders, for tests.
+#[cfg(any(test, feature = "emulator"))]
+pub mod testing;

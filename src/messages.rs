@@ -33,6 +33,10 @@ pub struct CreateRequest {
     /// Retry number after a `Failed` point (0 = first try); names get `-r{n}`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retry: u32,
+    /// How many times this request was put back after a transient refusal (429, 409 concurrent
+    /// create, 5xx); part of the rescheduled message's id, not of any resource name.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 /// "Copy this restore point to that region."
@@ -52,6 +56,10 @@ pub struct CopyRequest {
     /// Retry number after a `Failed` copy (0 = first try).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retry: u32,
+    /// How many times this request was put back (transient refusal, or an earlier copy into the
+    /// same target still replicating); part of the rescheduled message's id only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 /// Whether a polled point is a local point or a cross-region copy.
@@ -251,6 +259,7 @@ mod tests {
             exclude_disks: None,
             copy_to: Some(vec!["westus2".into()]),
             retry: 0,
+            attempt: 0,
         }
     }
 

@@ -33,6 +33,8 @@ struct Serve {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
+const POLICY: &str = r#"{"rules": [{"name": "all", "targets": {"subscriptions": ["00000000-0000-0000-0000-000000000000"]}, "retention": {"keepLast": 3}}]}"#;
+
 fn command(port: Option<&str>) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
@@ -40,6 +42,15 @@ fn command(port: Option<&str>) -> Command {
         .env_remove("VMRP_POLICY")
         .env_remove("VMRP_POLICY_FILE")
         .env_remove("VMRP_SCHEDULE")
+        // A complete configuration whose Azure endpoints are a closed loopback port: the
+        // binary starts for real, and handlers that reach Azure fail cleanly.
+        .env("VMRP_POLICY", POLICY)
+        .env("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token")
+        .env("IDENTITY_HEADER", "test-identity-header")
+        .env("VMRP_ARM_ENDPOINT", "http://127.0.0.1:9")
+        .env("ServiceBusConnection", "Endpoint=sb://test.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=dGVzdA==")
+        .env("VMRP_SERVICEBUS_ENDPOINT", "http://127.0.0.1:9")
+        .env("VMRP_LOOPBACK_ONLY", "1")
         // As under the host: JSON log lines.
         .env("FUNCTIONS_WORKER_RUNTIME", "custom")
         .env("RUST_LOG", "info")

@@ -1,13 +1,309 @@
-//! CREATE_RESTORE_POINT: (thin for now) validates the message and reports what it would do.
+//! CreateRestorePoint (queue `rp-create`): one restore point for one VM at one tick (DESIGN §1).
+//!
+//! Scope guard → VM (gone: skipped) → rule → exclusions and consistency → ensure the collection
+//! (once per process) → PUT the point under its deterministic name → schedule the first poll.
+//! Replays are harmless: an existing point is not PUT again, only its poll is (re)scheduled with
+//! the same message id. Transient refusals (429, 409 concurrent create, 5xx) put the same request
+//! back on the queue (`attempt + 1`) after `Retry-After` or a backoff; permanent ones are
+//! reported with ARM's code and message. Only a failure to schedule is an invocation error.
 
+use std::time::Duration;
+
+use super::support::{self, EnsureError};
 use super::{Deps, HandlerError};
-use crate::invocation::{Invocation, Outcome, Status};
-use crate::messages::CreateRequest;
+use crate::azure::models::{RestorePoint, VirtualMachine};
+use crate::azure::{ArmError, ResourceId};
+use crate::invocation::{Invocation, Outcome, Sent, Status};
+use crate::messages::{CreateRequest, PollRequest, QueueMessage, Role};
+use crate::names;
+use crate::policy::regions::same_region;
+use crate::policy::{DiskInfo, Rule};
+use crate::poll;
 
 pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let _ = deps;
+    let req = inv.event;
+    let now = inv.context.now;
+    if !deps.policy.covers(&req.vm) {
+        tracing::warn!(vm = %req.vm, "create refused: VM outside every policy scope");
+        return Err(HandlerError::OutOfScope { vm: req.vm });
+    }
+    let vm = match deps.arm.get_vm(&req.vm).await {
+        Ok(Some(vm)) => vm,
+        Ok(None) => {
+            tracing::warn!(vm = %req.vm, "VM vanished before its restore point; nothing to do");
+            return Ok(Outcome::new(
+                Status::Skipped,
+                format!("VM vanished: {}", req.vm),
+            ));
+        }
+        Err(e) => return transient_or_report(deps, &req, now, e, "reading the VM").await,
+    };
+    let rule = match support::rule_of(deps, req.rule.as_deref(), Some(&vm)) {
+        Ok(rule) => rule,
+        Err(why) => {
+            tracing::error!(vm = %req.vm, "create refused: {why}");
+            return Ok(Outcome::new(Status::Reported, format!("{}: {why}", req.vm)));
+        }
+    };
+    let location = match support::vm_location(&vm) {
+        Ok(l) => l.to_string(),
+        Err(why) => {
+            tracing::error!(vm = %req.vm, "create refused: {why}");
+            return Ok(Outcome::new(Status::Reported, format!("{}: {why}", req.vm)));
+        }
+    };
+
+    // Exclusions: the rule's (with the automatic ones) plus the message's.
+    let disk_info = match disk_info(deps, &vm, now).await {
+        Ok(d) => d,
+        Err(e) => return transient_or_report(deps, &req, now, e, "reading the VM's disks").await,
+    };
+    let mut excluded: Vec<ResourceId> = Vec::new();
+    for (disk, reason) in rule.excluded_disks(&vm, &disk_info) {
+        tracing::debug!(vm = %req.vm, disk = %disk, %reason, "disk excluded");
+        excluded.push(disk);
+    }
+    for disk in req.exclude_disks.iter().flatten() {
+        if !excluded.contains(disk) {
+            excluded.push(disk.clone());
+        }
+    }
+    let with_id = vm
+        .disks()
+        .into_iter()
+        .filter(|d| d.managed_disk_id.is_some())
+        .count();
+    let included = vm
+        .disks()
+        .iter()
+        .filter_map(|d| d.managed_disk_id.as_ref())
+        .filter(|id| !excluded.contains(id))
+        .count();
+    if with_id > 0 && included == 0 {
+        tracing::error!(vm = %req.vm, "create refused: every disk of the VM is excluded");
+        return Ok(Outcome::new(
+            Status::Reported,
+            format!("{}: every disk is excluded, nothing to restore", req.vm),
+        ));
+    }
+    // The policy's per-VM checks: what Azure would refuse (crash-consistent points with Ultra /
+    // Premium SSD v2 disks) is reported instead of sent; other problems (a copy to the VM's own
+    // region, dropped below) are logged.
+    for problem in rule.check_vm(&vm, &disk_info) {
+        if problem.field == "consistency" && req.consistency_mode.is_none() {
+            tracing::error!(vm = %req.vm, "create refused: {problem}");
+            return Ok(Outcome::new(
+                Status::Reported,
+                format!("{}: {problem}", req.vm),
+            ));
+        }
+        tracing::warn!(vm = %req.vm, "{problem}");
+    }
+    let consistency = match &req.consistency_mode {
+        Some(mode) => mode.clone(),
+        None => {
+            let (mode, warning) = rule.consistency_for(&vm);
+            if let Some(w) = warning {
+                tracing::warn!(vm = %req.vm, "{w}");
+            }
+            mode
+        }
+    };
+
+    let collection = support::local_collection(&req.vm, rule);
+    let ensured = match support::ensure_collection(
+        deps,
+        &collection,
+        &location,
+        &req.vm,
+        support::collection_tags(&rule.name, &req.vm),
+        false,
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(EnsureError::Arm(e)) => {
+            return transient_or_report(deps, &req, now, e, "ensuring the collection").await
+        }
+        Err(EnsureError::Foreign { id, source }) => {
+            tracing::error!(collection = %id, %source, vm = %req.vm, "collection name taken by another source");
+            return Ok(Outcome::new(
+                Status::Reported,
+                format!(
+                    "collection {id} exists with source {source}, not {}",
+                    req.vm
+                ),
+            ));
+        }
+    };
+
+    let point = collection.child(
+        "restorePoints",
+        &names::restore_point_name(req.tick, req.retry),
+    );
+    // Replay: a point of this name exists already (a fresh collection cannot hold one).
+    if !ensured.created {
+        match deps.arm.get_restore_point(&point, false).await {
+            Ok(Some(_)) => {
+                let sent = schedule_first_poll(deps, &req, rule, &vm, &point, now, None).await?;
+                return Ok(Outcome::new(
+                    Status::Skipped,
+                    format!("{point} exists already (replay); poll ensured"),
+                )
+                .with_sent(vec![sent]));
+            }
+            Ok(None) => {}
+            Err(e) => return transient_or_report(deps, &req, now, e, "reading the point").await,
+        }
+    }
+
+    let body = RestorePoint::local(Some(consistency.clone()), &excluded);
+    match deps.arm.create_restore_point(&point, &body).await {
+        Ok(accepted) => {
+            tracing::info!(
+                vm = %req.vm, point = %point, consistency = consistency.as_str(),
+                excluded = excluded.len(), "restore point creation started"
+            );
+            let sent =
+                schedule_first_poll(deps, &req, rule, &vm, &point, now, accepted.lro.retry_after)
+                    .await?;
+            Ok(Outcome::new(
+                Status::Done,
+                format!("creating {point} ({})", consistency.as_str()),
+            )
+            .with_sent(vec![sent]))
+        }
+        Err(e) if e.is_not_found() && e.code.eq_ignore_ascii_case("ParentResourceNotFound") => {
+            // The cache said the collection exists, ARM says no (deleted meanwhile): forget it
+            // and try again, which recreates it.
+            deps.known.forget_collection(&collection);
+            reschedule(deps, &req, now, &e, "creating the point (collection gone)").await
+        }
+        Err(e) => transient_or_report(deps, &req, now, e, "creating the point").await,
+    }
+}
+
+/// Disk details for the rule's exclusions: one Disk GET per managed data disk, cached.
+async fn disk_info(
+    deps: &Deps,
+    vm: &VirtualMachine,
+    now: time::OffsetDateTime,
+) -> Result<Vec<DiskInfo>, ArmError> {
+    let ttl = deps.tuning.disk_cache_ttl;
+    let mut out = Vec::new();
+    for disk in vm.disks().into_iter().filter(|d| d.lun.is_some()) {
+        let Some(id) = disk.managed_disk_id else {
+            continue;
+        };
+        let info = match deps.known.disk(&id, now, ttl) {
+            Some(cached) => cached,
+            None => {
+                let info = deps
+                    .arm
+                    .get_disk(&id)
+                    .await?
+                    .as_ref()
+                    .and_then(DiskInfo::from_disk);
+                deps.known.remember_disk(&id, now, info.clone());
+                info
+            }
+        };
+        out.extend(info);
+    }
+    Ok(out)
+}
+
+/// Sends poll number 1 for a freshly created (or replayed) point. The id depends only on the
+/// point and tick, so a replay's poll collapses with the original's.
+async fn schedule_first_poll(
+    deps: &Deps,
+    req: &CreateRequest,
+    rule: &Rule,
+    vm: &VirtualMachine,
+    point: &ResourceId,
+    now: time::OffsetDateTime,
+    retry_after: Option<Duration>,
+) -> Result<Sent, HandlerError> {
+    let mut copy_to = match &req.copy_to {
+        Some(regions) => regions.clone(),
+        None => rule.copies.iter().map(|c| c.region.clone()).collect(),
+    };
+    // A copy needs another region than the VM's (the policy check warned already).
+    if let Some(home) = vm.location.as_deref() {
+        copy_to.retain(|r| !same_region(r, home));
+    }
+    let poll = PollRequest {
+        target: point.clone(),
+        role: Role::Local,
+        attempt: 1,
+        first_seen: now,
+        deadline: now + rule.deadline(Role::Local),
+        vm: req.vm.clone(),
+        tick: req.tick,
+        rule: Some(rule.name.clone()),
+        retry: req.retry,
+        copy_to,
+        source: None,
+        target_region: None,
+    };
+    let delay = poll::delay_before(Role::Local, 1, point, &deps.tuning.backoff)
+        .max(retry_after.unwrap_or_default());
+    let id = support::poll_message_id(point, req.tick, 1);
+    Ok(support::send(deps, id, QueueMessage::Poll(poll), Some(now + delay)).await?)
+}
+
+/// Transient: put the same request back (`attempt + 1`) after `Retry-After` or a backoff.
+/// Permanent, or too many reschedules: report it.
+async fn transient_or_report(
+    deps: &Deps,
+    req: &CreateRequest,
+    now: time::OffsetDateTime,
+    e: ArmError,
+    what: &str,
+) -> Result<Outcome, HandlerError> {
+    if !e.is_transient() {
+        support::log_permanent(&format!("create: {what}"), &req.vm, &e);
+        return Ok(Outcome::new(
+            Status::Reported,
+            format!("{}: {what} failed: {} {}", req.vm, e.code, e.message),
+        ));
+    }
+    reschedule(deps, req, now, &e, what).await
+}
+
+/// Puts the same request back (`attempt + 1`) after `Retry-After` or a backoff; reports instead
+/// once the reschedule budget is spent.
+async fn reschedule(
+    deps: &Deps,
+    req: &CreateRequest,
+    now: time::OffsetDateTime,
+    e: &ArmError,
+    what: &str,
+) -> Result<Outcome, HandlerError> {
+    if req.attempt >= deps.tuning.max_reschedules {
+        tracing::error!(vm = %req.vm, attempts = req.attempt, code = %e.code, message = %e.message,
+            "create: still refused after the last reschedule; giving up");
+        return Ok(Outcome::new(
+            Status::Reported,
+            format!("{}: gave up after {} reschedules: {e}", req.vm, req.attempt),
+        ));
+    }
+    let mut again = req.clone();
+    again.attempt += 1;
+    let delay =
+        support::reschedule_delay(&deps.tuning, req.vm.as_str(), again.attempt, e.retry_after);
+    tracing::warn!(vm = %req.vm, attempt = again.attempt, delay_s = delay.as_secs(), code = %e.code,
+        "create: {what} refused for now; rescheduled");
+    let id = support::create_message_id(&again);
+    let sent = support::send(deps, id, QueueMessage::Create(again), Some(now + delay)).await?;
     Ok(Outcome::new(
-        Status::Skipped,
-        format!("received {:?}", inv.event),
-    ))
+        Status::Rescheduled,
+        format!(
+            "{}: {what} refused ({}); retry in {}s",
+            req.vm,
+            e.code,
+            delay.as_secs()
+        ),
+    )
+    .with_sent(vec![sent]))
 }

@@ -7,6 +7,9 @@ pub mod on_vm_changed;
 pub mod poll_restore_point;
 pub mod schedule_restore_points;
 pub mod start_cross_region_copy;
+mod support;
+
+pub use support::{KnownResources, Tuning, REPORT_TARGET, TAG_ORPHANED_AT, TAG_RULE, TAG_VM};
 
 use std::sync::Arc;
 
@@ -36,6 +39,29 @@ pub struct Deps {
     pub policy: Arc<Policy>,
     /// The timer's NCRONTAB schedule (`VMRP_SCHEDULE`), used to find the tick of a timer run.
     pub schedule: String,
+    /// Pacing, polling cadence and caps (defaults follow DESIGN §5, §7).
+    pub tuning: Tuning,
+    /// Process-wide knowledge that saves ARM calls (collections known to exist, disk details).
+    pub known: Arc<KnownResources>,
+}
+
+impl Deps {
+    /// Deps with default tuning and an empty cache.
+    pub fn new(
+        arm: Arc<dyn Arm>,
+        scheduler: Arc<dyn Scheduler>,
+        policy: Arc<Policy>,
+        schedule: impl Into<String>,
+    ) -> Self {
+        Self {
+            arm,
+            scheduler,
+            policy,
+            schedule: schedule.into(),
+            tuning: Tuning::default(),
+            known: Arc::new(KnownResources::default()),
+        }
+    }
 }
 
 /// Why an invocation failed. The host turns every variant into a failed invocation (so Service

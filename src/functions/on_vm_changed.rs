@@ -1,13 +1,218 @@
-//! OnVmChanged: (thin for now) acknowledges the event.
+//! OnVmChanged (Event Grid): onboard a VM as soon as it is written with a matching rule, and mark
+//! a deleted VM's collections as orphans (DESIGN §1).
+//!
+//! - Events about anything but a VM itself (collections, extensions, other types) and
+//!   operations other than write/delete are acknowledged and skipped.
+//! - VM written, a rule selects it: ensure its collection; when it holds no points yet, send a
+//!   create for the timer's latest tick. The message id is the one the timer uses for that VM and
+//!   tick, so a burst of writes (tagging, resizing, extensions) collapses into one create in
+//!   Service Bus duplicate detection, and once the collection is known to this process later
+//!   events do nothing at all.
+//! - VM deleted: its collections (found by the `vmrp-vm` tag) get `vmrp-orphaned-at`; the timer
+//!   deletes them after `orphans.expireAfterDays`, or never when unset. Re-creating the VM
+//!   under the same id removes the mark on the next create.
 
+use time::OffsetDateTime;
+
+use super::support::{self, EnsureError, TAG_ORPHANED_AT, TAG_VM};
 use super::{Deps, HandlerError};
+use crate::azure::models::RestorePointCollection;
+use crate::azure::ResourceId;
 use crate::events::ResourceEvent;
 use crate::invocation::{Invocation, Outcome, Status};
+use crate::messages::{CreateRequest, QueueMessage};
+use crate::schedule::Schedule;
+
+const VM_TYPE: &str = "Microsoft.Compute/virtualMachines";
 
 pub async fn handle(inv: Invocation<ResourceEvent>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let _ = deps;
+    let event = inv.event;
+    let now = inv.context.now;
+    let Ok(vm) = ResourceId::parse(&event.subject) else {
+        return Ok(skip(format!(
+            "{}: subject {:?} is not an ARM id",
+            event.event_type, event.subject
+        )));
+    };
+    if !vm.is_type(VM_TYPE) {
+        return Ok(skip(format!(
+            "{} for a {}: not a VM",
+            event.event_type,
+            vm.resource_type().unwrap_or_default()
+        )));
+    }
+    let kind = event.event_type.rsplit('.').next().unwrap_or_default();
+    let deleted = kind.eq_ignore_ascii_case("ResourceDeleteSuccess");
+    let written = kind.eq_ignore_ascii_case("ResourceWriteSuccess");
+    if !deleted && !written {
+        return Ok(skip(format!(
+            "{} for {vm}: not a successful write or delete",
+            event.event_type
+        )));
+    }
+    if !deps.policy.covers(&vm) {
+        return Ok(skip(format!("{vm} is outside every policy scope")));
+    }
+    if deleted {
+        mark_orphaned(deps, &vm, event.event_time.unwrap_or(now)).await
+    } else {
+        onboard(deps, &vm, now).await
+    }
+}
+
+fn skip(why: String) -> Outcome {
+    tracing::debug!("event skipped: {why}");
+    Outcome::new(Status::Skipped, why)
+}
+
+fn arm_outcome(
+    what: &str,
+    vm: &ResourceId,
+    e: &crate::azure::ArmError,
+) -> Result<Outcome, HandlerError> {
+    if e.is_transient() {
+        // Event Grid retries a failed delivery with its own backoff: the right tool here.
+        Err(HandlerError::Arm(e.clone()))
+    } else {
+        support::log_permanent(what, vm, e);
+        Ok(Outcome::new(
+            Status::Reported,
+            format!("{what} for {vm}: {} {}", e.code, e.message),
+        ))
+    }
+}
+
+async fn onboard(
+    deps: &Deps,
+    vm_id: &ResourceId,
+    now: OffsetDateTime,
+) -> Result<Outcome, HandlerError> {
+    let collection_guess = deps
+        .policy
+        .rules
+        .iter()
+        .map(|r| support::local_collection(vm_id, r))
+        .find(|c| deps.known.collection_exists(c));
+    if let Some(c) = collection_guess {
+        return Ok(skip(format!("{vm_id} already onboarded ({c} known)")));
+    }
+    let vm = match deps.arm.get_vm(vm_id).await {
+        Ok(Some(vm)) => vm,
+        Ok(None) => return Ok(skip(format!("{vm_id} vanished"))),
+        Err(e) => return arm_outcome("onboarding: reading the VM", vm_id, &e),
+    };
+    let Some(rule) = deps.policy.rule_for(&vm) else {
+        return Ok(skip(format!("no rule selects {vm_id}")));
+    };
+    let location = match support::vm_location(&vm) {
+        Ok(l) => l.to_string(),
+        Err(why) => return Ok(Outcome::new(Status::Reported, format!("{vm_id}: {why}"))),
+    };
+    let collection = support::local_collection(vm_id, rule);
+    let ensured = match support::ensure_collection(
+        deps,
+        &collection,
+        &location,
+        vm_id,
+        support::collection_tags(&rule.name, vm_id),
+        true,
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(EnsureError::Arm(e)) => {
+            return arm_outcome("onboarding: ensuring the collection", vm_id, &e)
+        }
+        Err(EnsureError::Foreign { id, source }) => {
+            tracing::error!(collection = %id, %source, vm = %vm_id, "collection name taken by another source");
+            return Ok(Outcome::new(
+                Status::Reported,
+                format!("{id} exists with source {source}"),
+            ));
+        }
+    };
+    let has_points = ensured.points.as_ref().is_some_and(|p| !p.is_empty());
+    if has_points || !deps.tuning.onboard_first_point {
+        return Ok(Outcome::new(
+            Status::Done,
+            format!("{vm_id} onboarded under rule {:?}", rule.name),
+        ));
+    }
+    let tick = Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?
+        .latest_at_or_before(now);
+    let Some(tick) = tick else {
+        return Ok(Outcome::new(
+            Status::Done,
+            format!("{vm_id} onboarded; no tick yet for a first point"),
+        ));
+    };
+    let create = CreateRequest {
+        vm: vm_id.clone(),
+        tick,
+        rule: Some(rule.name.clone()),
+        consistency_mode: None,
+        exclude_disks: None,
+        copy_to: None,
+        retry: 0,
+        attempt: 0,
+    };
+    let id = support::create_message_id(&create);
+    let sent = support::send(deps, id, QueueMessage::Create(create), None).await?;
+    tracing::info!(vm = %vm_id, rule = %rule.name, "onboarded: first restore point requested");
     Ok(Outcome::new(
-        Status::Skipped,
-        format!("{} for {}", inv.event.event_type, inv.event.subject),
+        Status::Done,
+        format!(
+            "{vm_id} onboarded under rule {:?}; first point requested",
+            rule.name
+        ),
+    )
+    .with_sent(vec![sent]))
+}
+
+async fn mark_orphaned(
+    deps: &Deps,
+    vm: &ResourceId,
+    at: OffsetDateTime,
+) -> Result<Outcome, HandlerError> {
+    let collections = match deps.arm.list_collections(vm.subscription()).await {
+        Ok(c) => c,
+        Err(e) => return arm_outcome("orphan marking: listing collections", vm, &e),
+    };
+    let stamp = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut marked = 0;
+    for c in collections {
+        let belongs = support::tag(c.tags.as_ref(), TAG_VM)
+            .and_then(|v| ResourceId::parse(v).ok())
+            .is_some_and(|v| &v == vm);
+        if !belongs || support::tag(c.tags.as_ref(), TAG_ORPHANED_AT).is_some() {
+            continue;
+        }
+        let (Some(id), Some(location), Some(source)) = (
+            c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()),
+            c.location.clone(),
+            c.source_id().and_then(|s| ResourceId::parse(s).ok()),
+        ) else {
+            continue;
+        };
+        let mut tags = c.tags.clone().unwrap_or_default();
+        tags.insert(TAG_ORPHANED_AT.to_string(), stamp.clone());
+        let body = RestorePointCollection::for_source(&location, &source, tags);
+        if let Err(e) = deps.arm.put_collection(&id, &body).await {
+            return arm_outcome("orphan marking: tagging a collection", vm, &e);
+        }
+        deps.known.forget_collection(&id);
+        marked += 1;
+    }
+    let fate = match deps.policy.orphans.expire_after_days {
+        Some(days) => format!("deleted {days} days after {stamp}"),
+        None => "kept (orphans.expireAfterDays unset)".to_string(),
+    };
+    tracing::info!(vm = %vm, collections = marked, "VM deleted: its restore points are orphans, {fate}");
+    Ok(Outcome::new(
+        Status::Done,
+        format!("{vm} deleted: {marked} collections marked orphaned, {fate}"),
     ))
 }

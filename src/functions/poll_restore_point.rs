@@ -1,13 +1,441 @@
-//! POLL_RESTORE_POINT: (thin for now) validates the message and reports what it would do.
+//! PollRestorePoint (queue `rp-poll`): one GET with `$expand=instanceView`, then act on
+//! [`poll::decide`] (DESIGN §1, §5):
+//! - still running → the next poll (`attempt + 1`) after the backoff (or `Retry-After`);
+//! - a local point settled → one copy message per copy region, then prune the local collection;
+//! - a copy settled (every disk at 100 %) → prune the target collection;
+//! - failed → a new create/copy with `retry + 1` (name `-r{n}`) while the budget lasts, else report;
+//! - past the deadline → report; vanished → skipped.
+//!
+//! Every settled, failed or given-up point emits one `vmrp::report` event.
+//!
+//! Pruning holds the source of every copy still replicating: copy points not final, and the
+//! newest `Succeeded` copy per region when a disk is below 100 % (copies into a region are
+//! serial, so only the newest can still be replicating: one GET per region). A local point that
+//! settled but whose copy has not started yet is not held; if retention drops it before its
+//! copy starts, that copy is skipped and the region gets the next, newer point. Holding every
+//! not-yet-copied point instead would pile up points (toward Azure's 500 per VM) whenever a
+//! region's copies fall behind. Deletes are capped per invocation (write budget); the rest goes
+//! at the collection's next settled point.
 
+use std::time::Duration;
+
+use super::support::{self, Ending};
 use super::{Deps, HandlerError};
-use crate::invocation::{Invocation, Outcome, Status};
-use crate::messages::PollRequest;
+use crate::azure::models::{ProvisioningState, RestorePoint};
+use crate::azure::{ArmError, ResourceId};
+use crate::invocation::{Invocation, Outcome, Sent, Status};
+use crate::messages::{CopyRequest, CreateRequest, PollRequest, QueueMessage, Role};
+use crate::names;
+use crate::policy::{Deadlines, Retention, Rule};
+use crate::poll::{self, PollDecision};
+use crate::retention::{self, PointState, PointView};
 
 pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let _ = deps;
+    let req = inv.event;
+    let now = inv.context.now;
+    if !deps.policy.covers(&req.vm) {
+        tracing::warn!(vm = %req.vm, point = %req.target, "poll refused: VM outside every policy scope");
+        return Err(HandlerError::OutOfScope { vm: req.vm });
+    }
+    let rule = req.rule.as_deref().and_then(|n| deps.policy.rule_named(n));
+    if rule.is_none() {
+        tracing::warn!(point = %req.target, rule = ?req.rule, "rule not in the policy any more: default retries, no pruning");
+    }
+    let max_retries = rule.map_or(Deadlines::default().max_retries, |r| {
+        r.deadlines.max_retries
+    });
+
+    let point = match deps.arm.get_restore_point(&req.target, true).await {
+        Ok(p) => p,
+        Err(e) if e.is_transient() => {
+            let after = e.retry_after.unwrap_or_else(|| {
+                poll::delay_before(req.role, req.attempt + 1, &req.target, &deps.tuning.backoff)
+            });
+            let sent = next_poll(deps, &req, now, after).await?;
+            return Ok(Outcome::new(
+                Status::Rescheduled,
+                format!(
+                    "GET {} refused ({}); next poll in {}s",
+                    req.target,
+                    e.code,
+                    after.as_secs()
+                ),
+            )
+            .with_sent(vec![sent]));
+        }
+        Err(e) => {
+            support::log_permanent("poll", &req.target, &e);
+            return Ok(Outcome::new(
+                Status::Reported,
+                format!("GET {} failed: {} {}", req.target, e.code, e.message),
+            ));
+        }
+    };
+    let region = match req.role {
+        Role::Copy => req.target_region.clone(),
+        Role::Local => support::point_region(point.as_ref()),
+    }
+    .unwrap_or_else(|| "-".to_string());
+
+    match poll::decide(
+        point.as_ref(),
+        &req,
+        now,
+        &deps.tuning.backoff,
+        max_retries,
+        None,
+    ) {
+        PollDecision::Requeue { after, reason } => {
+            let sent = next_poll(deps, &req, now, after).await?;
+            Ok(Outcome::new(
+                Status::Rescheduled,
+                format!(
+                    "{}: {reason}; poll {} in {}s",
+                    req.target,
+                    req.attempt + 1,
+                    after.as_secs()
+                ),
+            )
+            .with_sent(vec![sent]))
+        }
+        PollDecision::Settled { duration } => {
+            support::report(
+                Ending::Settled,
+                &req.vm,
+                &req.target,
+                &region,
+                req.role,
+                duration,
+                "settled",
+            );
+            settled(deps, &req, rule, now, duration).await
+        }
+        PollDecision::Failed {
+            reason,
+            retry: Some(n),
+        } => {
+            let sent = send_retry(deps, &req, n).await?;
+            support::report(
+                Ending::Failed,
+                &req.vm,
+                &req.target,
+                &region,
+                req.role,
+                elapsed(&req, now),
+                &format!("{reason}; retry {n} of {max_retries} scheduled"),
+            );
+            Ok(Outcome::new(
+                Status::Rescheduled,
+                format!("{} failed ({reason}); retry {n} sent", req.target),
+            )
+            .with_sent(vec![sent]))
+        }
+        PollDecision::Failed {
+            reason,
+            retry: None,
+        } => {
+            let why = format!("{reason}; no retries left ({max_retries} allowed)");
+            support::report(
+                Ending::GivenUp,
+                &req.vm,
+                &req.target,
+                &region,
+                req.role,
+                elapsed(&req, now),
+                &why,
+            );
+            Ok(Outcome::new(
+                Status::Reported,
+                format!("{} failed: {why}", req.target),
+            ))
+        }
+        PollDecision::DeadlineExceeded { reason } => {
+            support::report(
+                Ending::GivenUp,
+                &req.vm,
+                &req.target,
+                &region,
+                req.role,
+                elapsed(&req, now),
+                &reason,
+            );
+            Ok(Outcome::new(
+                Status::Reported,
+                format!("{}: {reason}", req.target),
+            ))
+        }
+        PollDecision::Vanished => {
+            tracing::warn!(point = %req.target, vm = %req.vm, "restore point vanished while being watched");
+            Ok(Outcome::new(
+                Status::Skipped,
+                format!("{} vanished", req.target),
+            ))
+        }
+    }
+}
+
+fn elapsed(req: &PollRequest, now: time::OffsetDateTime) -> Duration {
+    (now - req.first_seen).try_into().unwrap_or_default()
+}
+
+async fn next_poll(
+    deps: &Deps,
+    req: &PollRequest,
+    now: time::OffsetDateTime,
+    after: Duration,
+) -> Result<Sent, HandlerError> {
+    let mut next = req.clone();
+    next.attempt += 1;
+    let id = support::poll_message_id(&next.target, next.tick, next.attempt);
+    Ok(support::send(deps, id, QueueMessage::Poll(next), Some(now + after)).await?)
+}
+
+/// A new create (local) or copy (copy) with the next retry number.
+async fn send_retry(deps: &Deps, req: &PollRequest, retry: u32) -> Result<Sent, HandlerError> {
+    let message = match req.role {
+        Role::Local => QueueMessage::Create(CreateRequest {
+            vm: req.vm.clone(),
+            tick: req.tick,
+            rule: req.rule.clone(),
+            consistency_mode: None,
+            exclude_disks: None,
+            copy_to: Some(req.copy_to.clone()),
+            retry,
+            attempt: 0,
+        }),
+        Role::Copy => {
+            let (Some(source), Some(region)) = (req.source.clone(), req.target_region.clone())
+            else {
+                return Err(HandlerError::Invalid(
+                    "poll message for a copy lacks `source` or `targetRegion`; cannot retry it"
+                        .into(),
+                ));
+            };
+            QueueMessage::Copy(CopyRequest {
+                source,
+                target_region: region,
+                target_resource_group: req.target.resource_group().map(str::to_string),
+                vm: Some(req.vm.clone()),
+                rule: req.rule.clone(),
+                retry,
+                attempt: 0,
+            })
+        }
+    };
+    let id = match &message {
+        QueueMessage::Create(c) => support::create_message_id(c),
+        QueueMessage::Copy(c) => support::copy_message_id(c),
+        QueueMessage::Poll(_) => unreachable!("retries are creates or copies"),
+    };
+    Ok(support::send(deps, id, message, None).await?)
+}
+
+async fn settled(
+    deps: &Deps,
+    req: &PollRequest,
+    rule: Option<&Rule>,
+    now: time::OffsetDateTime,
+    duration: Duration,
+) -> Result<Outcome, HandlerError> {
+    let mut sent = Vec::new();
+    if req.role == Role::Local {
+        for region in &req.copy_to {
+            let copy = CopyRequest {
+                source: req.target.clone(),
+                target_region: region.clone(),
+                target_resource_group: rule
+                    .and_then(|r| r.copy_to(region))
+                    .and_then(|c| c.resource_group.clone()),
+                vm: Some(req.vm.clone()),
+                rule: req.rule.clone(),
+                retry: 0,
+                attempt: 0,
+            };
+            let id = support::copy_message_id(&copy);
+            sent.push(support::send(deps, id, QueueMessage::Copy(copy), None).await?);
+        }
+    }
+    let pruned = match rule {
+        None => "not pruned (rule unknown)".to_string(),
+        Some(rule) => {
+            let collection = req.target.parent().expect("restore point id has a parent");
+            let retention = match req.role {
+                Role::Local => rule.retention_for_region(None),
+                Role::Copy => rule.retention_for_region(req.target_region.as_deref()),
+            };
+            match prune(deps, req, rule, &collection, retention, now).await {
+                Ok(summary) => summary,
+                Err(e) => {
+                    tracing::warn!(collection = %collection, code = %e.code, message = %e.message,
+                        "pruning failed; the next settled point retries it");
+                    format!("pruning failed ({})", e.code)
+                }
+            }
+        }
+    };
     Ok(Outcome::new(
-        Status::Skipped,
-        format!("received {:?}", inv.event),
+        Status::Done,
+        format!(
+            "{} settled in {}s; {} copies sent; {pruned}",
+            req.target,
+            duration.as_secs(),
+            sent.len()
+        ),
+    )
+    .with_sent(sent))
+}
+
+fn point_id(p: &RestorePoint) -> Option<ResourceId> {
+    ResourceId::parse(p.id.as_deref()?).ok()
+}
+
+fn created(
+    p: &RestorePoint,
+    id: &ResourceId,
+    fallback: time::OffsetDateTime,
+) -> time::OffsetDateTime {
+    p.time_created()
+        .or_else(|| {
+            id.name()
+                .and_then(names::parse_restore_point_name)
+                .map(|(t, _)| t)
+        })
+        .unwrap_or(fallback)
+}
+
+/// Applies retention to `collection`, deleting at most `max_deletes_per_invocation` points.
+async fn prune(
+    deps: &Deps,
+    req: &PollRequest,
+    rule: &Rule,
+    collection: &ResourceId,
+    retention: &Retention,
+    now: time::OffsetDateTime,
+) -> Result<String, ArmError> {
+    let Some(c) = deps.arm.get_collection(collection, true).await? else {
+        return Ok("collection gone, nothing to prune".to_string());
+    };
+    let holds = match req.role {
+        Role::Local => copy_holds(deps, req, rule).await?,
+        Role::Copy => Vec::new(),
+    };
+    let settled_at = c
+        .restore_points()
+        .iter()
+        .find(|p| point_id(p).as_ref() == Some(&req.target))
+        .and_then(|p| p.time_created());
+    let views: Vec<PointView> = c
+        .restore_points()
+        .iter()
+        .filter_map(|p| {
+            let id = point_id(p)?;
+            let created = created(p, &id, now);
+            let state = match p.provisioning_state() {
+                ProvisioningState::Failed | ProvisioningState::Canceled => PointState::Failed,
+                ProvisioningState::InProgress(_) => PointState::InProgress,
+                // A copy newer than the one just settled may still be replicating.
+                ProvisioningState::Succeeded
+                    if req.role == Role::Copy
+                        && id != req.target
+                        && settled_at.is_some_and(|s| created > s) =>
+                {
+                    PointState::InProgress
+                }
+                ProvisioningState::Succeeded => PointState::Settled,
+            };
+            let mut view = PointView::new(id.clone(), created, state);
+            if let Some((_, why)) = holds.iter().find(|(h, _)| *h == id) {
+                view = view.held(why.clone());
+            }
+            Some(view)
+        })
+        .collect();
+    let verdicts = retention::decide(&views, retention);
+    let doomed: Vec<_> = verdicts.iter().filter(|(_, v)| v.is_delete()).collect();
+    let cap = deps.tuning.max_deletes_per_invocation;
+    let mut deleted = 0;
+    for (id, verdict) in doomed.iter().take(cap) {
+        match deps.arm.delete_restore_point(id).await {
+            Ok(_) => {
+                deleted += 1;
+                tracing::info!(point = %id, reason = verdict.reason(), "retention: deleting");
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(point = %id, code = %e.code, "retention delete refused for now; left for the next prune");
+                break;
+            }
+            Err(e) => support::log_permanent("retention delete", id, &e),
+        }
+    }
+    let left = doomed.len() - deleted;
+    Ok(format!(
+        "pruned {deleted} of {} expired ({} kept{})",
+        doomed.len(),
+        verdicts.len() - doomed.len(),
+        if left > 0 {
+            format!(", {left} left for later")
+        } else {
+            String::new()
+        }
     ))
+}
+
+/// Local points that must stay because a copy of them is still replicating, with the reason.
+async fn copy_holds(
+    deps: &Deps,
+    req: &PollRequest,
+    rule: &Rule,
+) -> Result<Vec<(ResourceId, String)>, ArmError> {
+    let mut holds = Vec::new();
+    for target in &rule.copies {
+        let id =
+            names::copy_collection_id(&req.vm, &target.region, target.resource_group.as_deref());
+        let Some(c) = deps.arm.get_collection(&id, true).await? else {
+            continue;
+        };
+        let points = c.restore_points();
+        let newest_succeeded = points
+            .iter()
+            .filter(|p| p.provisioning_state() == ProvisioningState::Succeeded)
+            .max_by_key(|p| (p.time_created(), p.name.clone()));
+        for p in points {
+            let Some(source) = p
+                .source_restore_point()
+                .and_then(|s| ResourceId::parse(s).ok())
+            else {
+                continue;
+            };
+            let why = match p.provisioning_state() {
+                ProvisioningState::InProgress(state) => {
+                    Some(format!("copy to {} still {state}", target.region))
+                }
+                ProvisioningState::Succeeded
+                    if std::ptr::eq(p, newest_succeeded.expect("a Succeeded point exists")) =>
+                {
+                    let copy_id = point_id(p);
+                    let full = match copy_id {
+                        Some(cid) => deps.arm.get_restore_point(&cid, true).await?,
+                        None => None,
+                    };
+                    let percents = full.map(|f| f.replication_percents()).unwrap_or_default();
+                    match percents.iter().min() {
+                        Some(m) if *m >= 100 => None,
+                        Some(m) => Some(format!(
+                            "copy to {} still replicating ({m}%)",
+                            target.region
+                        )),
+                        None => Some(format!(
+                            "copy to {} has no replication status yet",
+                            target.region
+                        )),
+                    }
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                holds.push((source, why));
+            }
+        }
+    }
+    Ok(holds)
 }

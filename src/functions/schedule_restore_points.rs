@@ -1,13 +1,289 @@
-//! ScheduleRestorePoints: (thin for now) acknowledges the timer tick.
+//! ScheduleRestorePoints (timer): find the tick, list the target VMs, plan, send one paced create
+//! per VM (DESIGN §1), then delete orphan collections whose grace period has passed.
+//!
+//! The tick is the latest occurrence of `VMRP_SCHEDULE` at or before `now`, so a late or repeated
+//! run names the same points and sends the same message ids. Targets are the union of every
+//! rule's scopes (subscriptions and resource groups listed, explicit VM ids read one by one),
+//! de-duplicated, each VM under its first matching rule. A rule without any scope matches VMs
+//! found through other rules' scopes only: the handler cannot list "everything".
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use time::OffsetDateTime;
+
+use super::support::{self, TAG_ORPHANED_AT};
 use super::{Deps, HandlerError};
+use crate::azure::models::VirtualMachine;
+use crate::azure::{ResourceId, VmScope};
 use crate::events::TimerEvent;
-use crate::invocation::{Invocation, Outcome, Status};
+use crate::invocation::{Invocation, Outcome, Sent, Status};
+use crate::plan::{self, PlanTarget};
+use crate::policy::Policy;
+use crate::schedule::Schedule;
+
+/// What a timer run at `now` would do: the tick, the plan, and what listing found. Used by the
+/// handler and by `vmrp plan` (read-only: only VM reads, no writes).
+#[derive(Debug, Clone)]
+pub struct TickPlan {
+    pub tick: OffsetDateTime,
+    pub plan: plan::Plan,
+    /// VMs found in the policy's scopes.
+    pub listed: usize,
+    /// VMs found but selected by no rule.
+    pub unmatched: usize,
+    /// Scopes or VM ids whose listing failed.
+    pub failures: Vec<String>,
+}
+
+/// Plans the tick a timer run at `now` belongs to; `None` when the schedule has no occurrence
+/// at or before `now`.
+pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPlan>, HandlerError> {
+    let timer = Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
+    let Some(tick) = timer.latest_at_or_before(now) else {
+        return Ok(None);
+    };
+    let (vms, failures) = list_targets(deps).await;
+    let mut unmatched = 0;
+    let targets: Vec<PlanTarget<'_>> = vms
+        .iter()
+        .filter_map(|(id, vm)| match deps.policy.rule_for(vm) {
+            Some(rule) => Some(PlanTarget {
+                vm: id.clone(),
+                rule,
+            }),
+            None => {
+                unmatched += 1;
+                None
+            }
+        })
+        .collect();
+    let plan = plan::plan_tick(tick, &timer, &targets, &deps.tuning.pacing);
+    Ok(Some(TickPlan {
+        tick,
+        plan,
+        listed: vms.len(),
+        unmatched,
+        failures,
+    }))
+}
 
 pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let _ = deps;
-    Ok(Outcome::new(
-        Status::Skipped,
-        format!("timer fired (past due: {})", inv.event.is_past_due),
-    ))
+    let now = inv.context.now;
+    let Some(TickPlan {
+        tick,
+        plan,
+        listed,
+        unmatched,
+        failures,
+    }) = plan_for(deps, now).await?
+    else {
+        return Ok(Outcome::new(
+            Status::Skipped,
+            format!(
+                "schedule {:?} has no occurrence at or before {}",
+                deps.schedule,
+                rfc3339(now)
+            ),
+        ));
+    };
+    for item in plan
+        .items
+        .iter()
+        .filter(|i| i.action == plan::PlanAction::Skip)
+    {
+        tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "not due at this tick");
+    }
+    // Offsets count from the start of this run, so a late run still paces its sends.
+    let start = now.max(tick);
+    let messages = plan.messages(start);
+    let sent: Vec<Sent> = messages
+        .iter()
+        .map(|m| Sent {
+            queue: m.queue.name(),
+            message_id: m.message_id.clone(),
+            not_before: m.not_before,
+        })
+        .collect();
+    let creates = messages.len();
+    deps.scheduler.send_batch(messages).await?;
+
+    let orphans = delete_expired_orphans(deps, now).await;
+    let summary = format!(
+        "tick {}: {creates} creates sent for {listed} VMs ({} not due, {unmatched} without a rule){}{}",
+        rfc3339(tick),
+        plan.items.len() - creates,
+        orphans,
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!("; listing failed for {}", failures.join(", "))
+        }
+    );
+    let status = if failures.is_empty() {
+        Status::Done
+    } else {
+        Status::Reported
+    };
+    tracing::info!(tick = %rfc3339(tick), creates, past_due = inv.event.is_past_due, "{summary}");
+    Ok(Outcome::new(status, summary).with_sent(sent))
+}
+
+/// Every VM in any rule's scope, by id. Scopes that fail to list are named in the second value
+/// (logged; the rest of the fleet still gets its points).
+async fn list_targets(deps: &Deps) -> (BTreeMap<ResourceId, VirtualMachine>, Vec<String>) {
+    let (scopes, explicit) = scopes(&deps.policy);
+    let mut vms = BTreeMap::new();
+    let mut failures = Vec::new();
+    for scope in &scopes {
+        match deps.arm.list_vms(scope).await {
+            Ok(list) => {
+                for vm in list {
+                    if let Some(id) = vm.resource_id() {
+                        vms.entry(id).or_insert(vm);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(scope = ?scope, code = %e.code, message = %e.message, "listing VMs failed");
+                failures.push(format!("{scope:?}"));
+            }
+        }
+    }
+    for id in explicit {
+        if vms.contains_key(&id) {
+            continue;
+        }
+        match deps.arm.get_vm(&id).await {
+            Ok(Some(vm)) => {
+                vms.insert(id, vm);
+            }
+            Ok(None) => tracing::warn!(vm = %id, "VM named in the policy does not exist"),
+            Err(e) => {
+                tracing::error!(vm = %id, code = %e.code, message = %e.message, "reading VM failed");
+                failures.push(id.to_string());
+            }
+        }
+    }
+    (vms, failures)
+}
+
+/// The scopes to list (a resource group inside a listed subscription is dropped) and explicit
+/// VM ids outside them.
+fn scopes(policy: &Policy) -> (Vec<VmScope>, Vec<ResourceId>) {
+    let mut subs: BTreeSet<String> = BTreeSet::new();
+    let mut groups: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut vms: BTreeSet<ResourceId> = BTreeSet::new();
+    for rule in &policy.rules {
+        let t = &rule.targets;
+        subs.extend(t.subscriptions.iter().map(|s| s.to_ascii_lowercase()));
+        for rg in &t.resource_groups {
+            match ResourceId::parse(rg) {
+                Ok(id) if id.resource_group().is_some() => {
+                    groups.insert((
+                        id.subscription().to_ascii_lowercase(),
+                        id.resource_group().unwrap_or_default().to_ascii_lowercase(),
+                    ));
+                }
+                _ => {
+                    tracing::warn!(rule = %rule.name, value = %rg, "targets.resourceGroups entry is not /subscriptions/{{sub}}/resourceGroups/{{rg}}; ignored")
+                }
+            }
+        }
+        vms.extend(t.vms.iter().cloned());
+    }
+    let mut out: Vec<VmScope> = subs.iter().cloned().map(VmScope::Subscription).collect();
+    out.extend(groups.into_iter().filter(|(s, _)| !subs.contains(s)).map(
+        |(subscription, resource_group)| VmScope::ResourceGroup {
+            subscription,
+            resource_group,
+        },
+    ));
+    let explicit = vms
+        .into_iter()
+        .filter(|vm| !policy_lists(&out, vm))
+        .collect();
+    (out, explicit)
+}
+
+fn policy_lists(scopes: &[VmScope], vm: &ResourceId) -> bool {
+    scopes.iter().any(|s| match s {
+        VmScope::Subscription(sub) => vm.subscription().eq_ignore_ascii_case(sub),
+        VmScope::ResourceGroup {
+            subscription,
+            resource_group,
+        } => {
+            vm.subscription().eq_ignore_ascii_case(subscription)
+                && vm
+                    .resource_group()
+                    .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
+        }
+    })
+}
+
+/// Deletes collections tagged `vmrp-orphaned-at` longer ago than `orphans.expireAfterDays`
+/// (capped per run), in the subscriptions the policy names. Returns a summary fragment.
+async fn delete_expired_orphans(deps: &Deps, now: OffsetDateTime) -> String {
+    let Some(days) = deps.policy.orphans.expire_after_days else {
+        return String::new();
+    };
+    let cutoff = now - time::Duration::days(i64::from(days));
+    let mut subs: BTreeSet<String> = BTreeSet::new();
+    for rule in &deps.policy.rules {
+        let t = &rule.targets;
+        subs.extend(t.subscriptions.iter().map(|s| s.to_ascii_lowercase()));
+        subs.extend(
+            t.resource_groups
+                .iter()
+                .filter_map(|rg| ResourceId::parse(rg).ok())
+                .map(|id| id.subscription().to_ascii_lowercase()),
+        );
+        subs.extend(t.vms.iter().map(|v| v.subscription().to_ascii_lowercase()));
+    }
+    let mut deleted = 0;
+    'subs: for sub in subs {
+        let collections = match deps.arm.list_collections(&sub).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(subscription = %sub, code = %e.code, "listing collections for orphan cleanup failed");
+                continue;
+            }
+        };
+        for c in collections {
+            let Some(orphaned_at) = support::tag(c.tags.as_ref(), TAG_ORPHANED_AT).and_then(|t| {
+                OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            }) else {
+                continue;
+            };
+            if orphaned_at > cutoff {
+                continue;
+            }
+            let Some(id) = c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
+                continue;
+            };
+            if deleted >= deps.tuning.max_orphan_deletes_per_tick {
+                break 'subs;
+            }
+            match deps.arm.delete_collection(&id).await {
+                Ok(_) => {
+                    deleted += 1;
+                    deps.known.forget_collection(&id);
+                    tracing::info!(collection = %id, orphaned_at = %rfc3339(orphaned_at), days, "orphan collection expired: deleting it and its points");
+                }
+                Err(e) => {
+                    tracing::warn!(collection = %id, code = %e.code, message = %e.message, "deleting an expired orphan collection failed")
+                }
+            }
+        }
+    }
+    if deleted > 0 {
+        format!("; {deleted} expired orphan collections deleted")
+    } else {
+        String::new()
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }

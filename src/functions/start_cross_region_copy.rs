@@ -1,13 +1,355 @@
-//! START_CROSS_REGION_COPY: (thin for now) validates the message and reports what it would do.
+//! StartCrossRegionCopy (queue `rp-copy`): copy one settled local point to another region
+//! (DESIGN §1, CONTRACT §8).
+//!
+//! Scope guard (the VM from the message, else the source collection's `source.id`) → the source
+//! point (gone: skipped; a copy itself: refused, Azure copies no copies) → ensure the target
+//! collection (`location` = target region, `source.id` = the SOURCE COLLECTION) → wait while an
+//! earlier copy into it still replicates (copies into one region are serial and in creation
+//! order: asking anyway earns a 409) → PUT the target point with `sourceRestorePoint.id` →
+//! schedule the first poll (~2 min).
+//!
+//! Only the newest point of the target collection can be in flight (serial copies), so the
+//! in-flight check costs one extra GET at most.
 
+use super::support::{self, EnsureError};
 use super::{Deps, HandlerError};
-use crate::invocation::{Invocation, Outcome, Status};
-use crate::messages::CopyRequest;
+use crate::azure::models::{ProvisioningState, RestorePoint};
+use crate::azure::{ArmError, ResourceId};
+use crate::invocation::{Invocation, Outcome, Sent, Status};
+use crate::messages::{CopyRequest, PollRequest, QueueMessage, Role};
+use crate::names;
+use crate::policy::Rule;
+use crate::poll;
 
 pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let _ = deps;
+    let req = inv.event;
+    let now = inv.context.now;
+    let source_collection = req.source.parent().ok_or_else(|| {
+        HandlerError::Invalid(format!(
+            "copy message field `source` must be a restore point id (…/restorePointCollections/{{c}}/restorePoints/{{p}}), got {}",
+            req.source
+        ))
+    })?;
+    if !req
+        .source
+        .is_type("Microsoft.Compute/restorePointCollections/restorePoints")
+    {
+        return Err(HandlerError::Invalid(format!(
+            "copy message field `source` must be a restore point id, got {}",
+            req.source
+        )));
+    }
+
+    // The VM: from the message, else the source collection's source.
+    let vm = match &req.vm {
+        Some(vm) => vm.clone(),
+        None => match deps.arm.get_collection(&source_collection, false).await {
+            Ok(Some(c)) => match c.source_id().map(ResourceId::parse) {
+                Some(Ok(vm)) if vm.is_type("Microsoft.Compute/virtualMachines") => vm,
+                Some(Ok(other)) => {
+                    return Ok(report(format!(
+                        "{} lives in a collection whose source is {other}, not a VM: a copy cannot be copied again",
+                        req.source
+                    )))
+                }
+                _ => {
+                    return Ok(report(format!(
+                        "source collection {source_collection} has no usable source.id"
+                    )))
+                }
+            },
+            Ok(None) => {
+                tracing::warn!(source = %req.source, "source collection vanished; copy skipped");
+                return Ok(Outcome::new(
+                    Status::Skipped,
+                    format!("source collection vanished: {source_collection}"),
+                ));
+            }
+            Err(e) => {
+                return transient_or_report(deps, &req, now, e, "reading the source collection")
+                    .await
+            }
+        },
+    };
+    if !deps.policy.covers(&vm) {
+        tracing::warn!(vm = %vm, source = %req.source, "copy refused: VM outside every policy scope");
+        return Err(HandlerError::OutOfScope { vm });
+    }
+    let rule = match &req.rule {
+        Some(_) => support::rule_of(deps, req.rule.as_deref(), None),
+        None => match deps.arm.get_vm(&vm).await {
+            Ok(found) => support::rule_of(deps, None, found.as_ref()),
+            Err(e) => return transient_or_report(deps, &req, now, e, "reading the VM").await,
+        },
+    };
+    let rule = match rule {
+        Ok(r) => r,
+        Err(why) => return Ok(report(format!("copy of {}: {why}", req.source))),
+    };
+
+    // The source must exist, be settled, and not be a copy itself.
+    let source = match deps.arm.get_restore_point(&req.source, false).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            tracing::warn!(source = %req.source, "source point vanished; copy skipped");
+            return Ok(Outcome::new(
+                Status::Skipped,
+                format!("source point vanished: {}", req.source),
+            ));
+        }
+        Err(e) => return transient_or_report(deps, &req, now, e, "reading the source point").await,
+    };
+    if source.source_restore_point().is_some() {
+        return Ok(report(format!(
+            "{} is itself a copy; Azure does not copy copies",
+            req.source
+        )));
+    }
+    if source.provisioning_state() != ProvisioningState::Succeeded {
+        return Ok(report(format!(
+            "{} is not Succeeded; only settled points are copied",
+            req.source
+        )));
+    }
+
+    let target_rg = req.target_resource_group.clone().or_else(|| {
+        rule.copy_to(&req.target_region)
+            .and_then(|c| c.resource_group.clone())
+    });
+    let target_collection =
+        names::copy_collection_id(&vm, &req.target_region, target_rg.as_deref());
+    let ensured = match support::ensure_collection(
+        deps,
+        &target_collection,
+        &req.target_region,
+        &source_collection,
+        support::collection_tags(&rule.name, &vm),
+        true,
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(EnsureError::Arm(e)) => {
+            return transient_or_report(deps, &req, now, e, "ensuring the target collection").await
+        }
+        Err(EnsureError::Foreign { id, source }) => {
+            return Ok(report(format!(
+                "target collection {id} exists with source {source}, not {source_collection}"
+            )))
+        }
+    };
+    let target = target_collection.child("restorePoints", &target_name(&req));
+    let existing = ensured.points.unwrap_or_default();
+
+    if existing
+        .iter()
+        .any(|p| point_id(p).as_ref() == Some(&target))
+    {
+        let sent = schedule_first_poll(deps, &req, rule, &vm, &target, now).await?;
+        return Ok(Outcome::new(
+            Status::Skipped,
+            format!("{target} exists already (replay); poll ensured"),
+        )
+        .with_sent(vec![sent]));
+    }
+    // In creation order: never copy a point older than one already copied.
+    let our_tick = support::source_tick(&req.source);
+    if let Some(newer) = existing.iter().filter_map(point_id).find(|p| {
+        p.name()
+            .and_then(names::parse_restore_point_name)
+            .is_some_and(|(t, _)| t > our_tick)
+    }) {
+        tracing::warn!(source = %req.source, newer = %newer, "copy skipped: a newer point was already copied");
+        return Ok(Outcome::new(
+            Status::Skipped,
+            format!("{newer} is newer and already copied; copies go in creation order"),
+        ));
+    }
+    match in_flight(deps, &existing).await {
+        Ok(None) => {}
+        Ok(Some(busy)) => {
+            let mut again = req.clone();
+            again.attempt += 1;
+            if again.attempt > max_attempts(deps, rule) {
+                return Ok(report(format!(
+                    "copy of {} waited {} times for {busy}; giving up",
+                    req.source, req.attempt
+                )));
+            }
+            let delay = poll::delay_before(Role::Copy, 2, &req.source, &deps.tuning.backoff);
+            let id = support::copy_message_id(&again);
+            let sent =
+                support::send(deps, id, QueueMessage::Copy(again), Some(now + delay)).await?;
+            tracing::info!(source = %req.source, busy = %busy, delay_s = delay.as_secs(),
+                "copy waits: an earlier copy into the same region is still replicating");
+            return Ok(Outcome::new(
+                Status::Rescheduled,
+                format!("waiting for {busy} to finish replicating"),
+            )
+            .with_sent(vec![sent]));
+        }
+        Err(e) => {
+            return transient_or_report(deps, &req, now, e, "checking copies in flight").await
+        }
+    }
+
+    match deps
+        .arm
+        .create_restore_point(&target, &RestorePoint::copy_of(&req.source))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(source = %req.source, target = %target, region = %req.target_region, "cross-region copy started");
+            let sent = schedule_first_poll(deps, &req, rule, &vm, &target, now).await?;
+            Ok(Outcome::new(
+                Status::Done,
+                format!("copying {} to {}", req.source, req.target_region),
+            )
+            .with_sent(vec![sent]))
+        }
+        Err(e) => transient_or_report(deps, &req, now, e, "starting the copy").await,
+    }
+}
+
+/// The target point's name: the source's for a first try; a retry after `Failed` adds to the
+/// retry number (`rp-…-r{n}`), which no other copy in the collection uses (only one point per
+/// tick settles at the source).
+fn target_name(req: &CopyRequest) -> String {
+    let source_name = req.source.name().unwrap_or_default();
+    match names::parse_restore_point_name(source_name) {
+        Some((tick, source_retry)) => names::restore_point_name(tick, source_retry + req.retry),
+        None if req.retry == 0 => source_name.to_string(),
+        None => format!("{source_name}-r{}", req.retry),
+    }
+}
+
+fn point_id(p: &RestorePoint) -> Option<ResourceId> {
+    ResourceId::parse(p.id.as_deref()?).ok()
+}
+
+/// The copy still replicating into this collection, if any: the newest point, when it is not
+/// final, or `Succeeded` with a disk below 100 %.
+async fn in_flight(deps: &Deps, points: &[RestorePoint]) -> Result<Option<ResourceId>, ArmError> {
+    let newest = points
+        .iter()
+        .filter(|p| point_id(p).is_some())
+        .max_by_key(|p| (p.time_created(), p.name.clone()));
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let id = point_id(newest).expect("filtered");
+    match newest.provisioning_state() {
+        ProvisioningState::InProgress(_) => Ok(Some(id)),
+        ProvisioningState::Failed | ProvisioningState::Canceled => Ok(None),
+        ProvisioningState::Succeeded => {
+            let Some(full) = deps.arm.get_restore_point(&id, true).await? else {
+                return Ok(None);
+            };
+            let percents = full.replication_percents();
+            if percents.is_empty() || percents.iter().any(|p| *p < 100) {
+                Ok(Some(id))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+async fn schedule_first_poll(
+    deps: &Deps,
+    req: &CopyRequest,
+    rule: &Rule,
+    vm: &ResourceId,
+    target: &ResourceId,
+    now: time::OffsetDateTime,
+) -> Result<Sent, HandlerError> {
+    let tick = support::source_tick(&req.source);
+    let poll = PollRequest {
+        target: target.clone(),
+        role: Role::Copy,
+        attempt: 1,
+        first_seen: now,
+        deadline: now + rule.deadline(Role::Copy),
+        vm: vm.clone(),
+        tick,
+        rule: Some(rule.name.clone()),
+        retry: req.retry,
+        copy_to: Vec::new(),
+        source: Some(req.source.clone()),
+        target_region: Some(req.target_region.clone()),
+    };
+    let delay = poll::delay_before(Role::Copy, 1, target, &deps.tuning.backoff);
+    let id = support::poll_message_id(target, tick, 1);
+    Ok(support::send(deps, id, QueueMessage::Poll(poll), Some(now + delay)).await?)
+}
+
+/// A copy may wait for earlier copies (every ~10 min) as long as a copy may take, plus the
+/// transient reschedules every request gets.
+fn max_attempts(deps: &Deps, rule: &Rule) -> u32 {
+    let every = deps.tuning.backoff.copy_every.as_secs().max(60);
+    let waits = rule.deadline(Role::Copy).whole_seconds().max(0) as u64 / every;
+    u32::try_from(waits)
+        .unwrap_or(u32::MAX)
+        .saturating_add(deps.tuning.max_reschedules)
+}
+
+fn report(why: String) -> Outcome {
+    tracing::error!("copy refused: {why}");
+    Outcome::new(Status::Reported, why)
+}
+
+async fn transient_or_report(
+    deps: &Deps,
+    req: &CopyRequest,
+    now: time::OffsetDateTime,
+    e: ArmError,
+    what: &str,
+) -> Result<Outcome, HandlerError> {
+    if !e.is_transient() {
+        support::log_permanent(&format!("copy: {what}"), &req.source, &e);
+        return Ok(Outcome::new(
+            Status::Reported,
+            format!(
+                "copy of {}: {what} failed: {} {}",
+                req.source, e.code, e.message
+            ),
+        ));
+    }
+    let limit = match support::rule_of(deps, req.rule.as_deref(), None) {
+        Ok(rule) => max_attempts(deps, rule),
+        Err(_) => deps.tuning.max_reschedules,
+    };
+    if req.attempt >= limit {
+        tracing::error!(source = %req.source, attempts = req.attempt, code = %e.code,
+            "copy: still refused after the last reschedule; giving up");
+        return Ok(Outcome::new(
+            Status::Reported,
+            format!(
+                "copy of {}: gave up after {} reschedules: {e}",
+                req.source, req.attempt
+            ),
+        ));
+    }
+    let mut again = req.clone();
+    again.attempt += 1;
+    let delay = support::reschedule_delay(
+        &deps.tuning,
+        req.source.as_str(),
+        again.attempt,
+        e.retry_after,
+    );
+    tracing::warn!(source = %req.source, attempt = again.attempt, delay_s = delay.as_secs(),
+        code = %e.code, "copy: {what} refused for now; rescheduled");
+    let id = support::copy_message_id(&again);
+    let sent = support::send(deps, id, QueueMessage::Copy(again), Some(now + delay)).await?;
     Ok(Outcome::new(
-        Status::Skipped,
-        format!("received {:?}", inv.event),
-    ))
+        Status::Rescheduled,
+        format!(
+            "copy of {}: {what} refused ({}); retry in {}s",
+            req.source,
+            e.code,
+            delay.as_secs()
+        ),
+    )
+    .with_sent(vec![sent]))
 }

@@ -15,7 +15,7 @@ use vmrp::azure::{
 };
 use vmrp::functions::Deps;
 use vmrp::messages::{CopyRequest, CreateRequest, PollRequest, QueueMessage, Role};
-use vmrp::policy::{OrphanRule, Policy};
+use vmrp::policy::Policy;
 
 pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared");
 
@@ -121,15 +121,19 @@ impl Scheduler for RecordingScheduler {
 }
 
 pub fn deps() -> Deps {
-    Deps {
-        arm: Arc::new(EmptyArm),
-        scheduler: Arc::new(RecordingScheduler::default()),
-        policy: Arc::new(Policy {
-            rules: Vec::new(),
-            orphans: OrphanRule::default(),
-        }),
-        schedule: "0 0 */4 * * *".to_string(),
-    }
+    Deps::new(
+        Arc::new(EmptyArm),
+        Arc::new(RecordingScheduler::default()),
+        // Covers the sample VM's subscription, so valid messages pass the scope guard and reach
+        // the (empty) ARM fake.
+        Arc::new(
+            Policy::from_json_str(
+                r#"{"rules": [{"name": "prod", "targets": {"subscriptions": ["00000000-0000-0000-0000-000000000000"]}, "retention": {"keepLast": 3}}]}"#,
+            )
+            .expect("test policy"),
+        ),
+        "0 0 */4 * * *".to_string(),
+    )
 }
 
 pub const VM: &str =
@@ -146,6 +150,7 @@ pub fn create_request() -> CreateRequest {
         exclude_disks: None,
         copy_to: Some(vec!["westeurope".into()]),
         retry: 0,
+        attempt: 0,
     }
 }
 
@@ -157,6 +162,7 @@ pub fn copy_request() -> CopyRequest {
         vm: Some(VM.parse().unwrap()),
         rule: Some("prod".into()),
         retry: 0,
+        attempt: 0,
     }
 }
 

@@ -1,0 +1,375 @@
+//! What the handlers share: tuning, the process-wide cache of things known to exist, collection
+//! ensuring, deterministic message ids, sending, transient-retry delays and the report event.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::Deps;
+use crate::azure::models::{RestorePoint, RestorePointCollection, Tags, VirtualMachine};
+use crate::azure::{ArmError, OutgoingMessage, ResourceId, SendError};
+use crate::invocation::Sent;
+use crate::messages::{CopyRequest, CreateRequest, QueueMessage, Role};
+use crate::names;
+use crate::plan::Pacing;
+use crate::policy::{DiskInfo, Rule};
+use crate::poll::{self, Backoff};
+
+/// Tag on every collection vmrp creates: the policy rule that made it.
+pub const TAG_RULE: &str = "vmrp-rule";
+/// Tag on every collection vmrp creates: the VM id whose points it holds.
+pub const TAG_VM: &str = "vmrp-vm";
+/// Set on a deleted VM's collections (RFC 3339); the timer deletes them once the policy's
+/// `orphans.expireAfterDays` have passed.
+pub const TAG_ORPHANED_AT: &str = "vmrp-orphaned-at";
+/// `tracing` target of the one structured event per settled, failed or given-up point.
+pub const REPORT_TARGET: &str = "vmrp::report";
+
+/// Knobs with defaults from DESIGN §5–§7.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuning {
+    pub pacing: Pacing,
+    pub backoff: Backoff,
+    /// First delay before a request refused for a transient reason is retried, when ARM sent
+    /// no `Retry-After`; doubles per attempt up to `reschedule_cap`.
+    pub reschedule_first: Duration,
+    pub reschedule_cap: Duration,
+    /// After this many transient refusals a request is reported instead of rescheduled.
+    pub max_reschedules: u32,
+    /// Retention deletes per invocation: deletes spend the write budget the planner shares out,
+    /// and the rest waits for the next settled point of the collection.
+    pub max_deletes_per_invocation: usize,
+    /// OnVmChanged sends a first create for a newly onboarded VM without points.
+    pub onboard_first_point: bool,
+    /// How long a Disk GET's answer (tags, shares, SKU) is trusted.
+    pub disk_cache_ttl: Duration,
+    /// Expired orphan collections deleted per timer run.
+    pub max_orphan_deletes_per_tick: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            pacing: Pacing::default(),
+            backoff: Backoff::default(),
+            reschedule_first: Duration::from_secs(30),
+            reschedule_cap: Duration::from_secs(15 * 60),
+            max_reschedules: 20,
+            max_deletes_per_invocation: 5,
+            onboard_first_point: true,
+            disk_cache_ttl: Duration::from_secs(3600),
+            max_orphan_deletes_per_tick: 20,
+        }
+    }
+}
+
+/// What this process learned from ARM and may reuse: collections that exist ("create once, then
+/// skipped") and disk details. Losing it (a new instance) only costs a few reads.
+#[derive(Debug, Default)]
+pub struct KnownResources {
+    collections: Mutex<HashSet<ResourceId>>,
+    disks: Mutex<HashMap<ResourceId, (OffsetDateTime, Option<DiskInfo>)>>,
+}
+
+impl KnownResources {
+    pub fn collection_exists(&self, id: &ResourceId) -> bool {
+        lock(&self.collections).contains(id)
+    }
+    pub fn remember_collection(&self, id: &ResourceId) {
+        lock(&self.collections).insert(id.clone());
+    }
+    pub fn forget_collection(&self, id: &ResourceId) {
+        lock(&self.collections).remove(id);
+    }
+    /// A cached Disk GET no older than `ttl` (`Some(None)` = the disk was not found).
+    pub fn disk(
+        &self,
+        id: &ResourceId,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Option<Option<DiskInfo>> {
+        let disks = lock(&self.disks);
+        let (at, info) = disks.get(id)?;
+        (now - *at <= ttl).then(|| info.clone())
+    }
+    pub fn remember_disk(&self, id: &ResourceId, now: OffsetDateTime, info: Option<DiskInfo>) {
+        lock(&self.disks).insert(id.clone(), (now, info));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tags vmrp puts on a collection.
+pub fn collection_tags(rule: &str, vm: &ResourceId) -> Tags {
+    Tags::from([
+        (TAG_RULE.to_string(), rule.to_string()),
+        (TAG_VM.to_string(), vm.to_string()),
+    ])
+}
+
+pub fn tag<'a>(tags: Option<&'a Tags>, key: &str) -> Option<&'a str> {
+    tags?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A collection as the handler found or made it.
+pub struct Ensured {
+    /// True when this call created it (so it has no points yet).
+    pub created: bool,
+    /// The collection's points, when it was read with `$expand=restorePoints` (not when the
+    /// cache said it exists).
+    pub points: Option<Vec<RestorePoint>>,
+}
+
+/// Why a collection could not be ensured.
+pub enum EnsureError {
+    Arm(ArmError),
+    /// A collection of that name exists but holds another source's points.
+    Foreign {
+        id: ResourceId,
+        source: String,
+    },
+}
+
+/// Makes sure the collection `id` exists with `source` as its source, in `location`. Skips ARM
+/// entirely when this process already knows it exists (unless `need_points`). An existing
+/// collection marked orphaned (the VM was re-created under the same id) gets the mark removed.
+pub async fn ensure_collection(
+    deps: &Deps,
+    id: &ResourceId,
+    location: &str,
+    source: &ResourceId,
+    tags: Tags,
+    need_points: bool,
+) -> Result<Ensured, EnsureError> {
+    if !need_points && deps.known.collection_exists(id) {
+        return Ok(Ensured {
+            created: false,
+            points: None,
+        });
+    }
+    let existing = deps
+        .arm
+        .get_collection(id, need_points)
+        .await
+        .map_err(EnsureError::Arm)?;
+    if let Some(existing) = existing {
+        let existing_source = existing.source_id().unwrap_or_default();
+        let same_source = ResourceId::parse(existing_source).is_ok_and(|s| &s == source);
+        if !same_source {
+            return Err(EnsureError::Foreign {
+                id: id.clone(),
+                source: existing_source.to_string(),
+            });
+        }
+        if tag(existing.tags.as_ref(), TAG_ORPHANED_AT).is_some() {
+            let mut tags = existing.tags.clone().unwrap_or_default();
+            tags.retain(|k, _| !k.eq_ignore_ascii_case(TAG_ORPHANED_AT));
+            let location = existing.location.as_deref().unwrap_or(location);
+            let body = RestorePointCollection::for_source(location, source, tags);
+            deps.arm
+                .put_collection(id, &body)
+                .await
+                .map_err(EnsureError::Arm)?;
+            tracing::info!(collection = %id, "source is back: orphan mark removed");
+        }
+        deps.known.remember_collection(id);
+        return Ok(Ensured {
+            created: false,
+            points: need_points.then(|| existing.restore_points().to_vec()),
+        });
+    }
+    let body = RestorePointCollection::for_source(location, source, tags);
+    deps.arm
+        .put_collection(id, &body)
+        .await
+        .map_err(EnsureError::Arm)?;
+    tracing::info!(collection = %id, %location, source = %source, "collection created");
+    deps.known.remember_collection(id);
+    Ok(Ensured {
+        created: true,
+        points: Some(Vec::new()),
+    })
+}
+
+/// The VM's local collection id under its rule.
+pub fn local_collection(vm: &ResourceId, rule: &Rule) -> ResourceId {
+    names::collection_id(vm, rule.collection_resource_group.as_deref())
+}
+
+/// The VM's region, or an error text naming the missing field.
+pub fn vm_location(vm: &VirtualMachine) -> Result<&str, String> {
+    vm.location
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| "the VM has no location (field `location`)".to_string())
+}
+
+/// Message id of a create: the timer's id for first tries, distinct per retry and reschedule.
+pub fn create_message_id(req: &CreateRequest) -> String {
+    names::message_id(
+        "create",
+        req.vm.as_str(),
+        req.tick,
+        (req.retry << 16) | req.attempt,
+    )
+}
+
+/// Message id of a copy: per source point, region, retry and reschedule.
+pub fn copy_message_id(req: &CopyRequest) -> String {
+    let key = format!("{}>{}", req.source, req.target_region.to_ascii_lowercase());
+    names::message_id(
+        "copy",
+        &key,
+        source_tick(&req.source),
+        (req.retry << 16) | req.attempt,
+    )
+}
+
+/// Message id of poll number `attempt` of `target`.
+pub fn poll_message_id(target: &ResourceId, tick: OffsetDateTime, attempt: u32) -> String {
+    names::message_id("poll", target.as_str(), tick, attempt)
+}
+
+/// The tick encoded in a restore point's name (the Unix epoch for names vmrp did not choose).
+pub fn source_tick(point: &ResourceId) -> OffsetDateTime {
+    point
+        .name()
+        .and_then(names::parse_restore_point_name)
+        .map(|(t, _)| t)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Delay before reschedule number `attempt` of the request keyed `key`: ARM's `Retry-After` when
+/// it sent one, else exponential from `reschedule_first`, jittered.
+pub fn reschedule_delay(
+    tuning: &Tuning,
+    key: &str,
+    attempt: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    if let Some(ra) = retry_after {
+        return ra;
+    }
+    let doublings = attempt.saturating_sub(1).min(20);
+    let base = tuning
+        .reschedule_first
+        .saturating_mul(1u32 << doublings)
+        .min(tuning.reschedule_cap);
+    poll::jittered(base, key, attempt, tuning.backoff.jitter)
+}
+
+/// Sends one message and returns what to put in the outcome.
+pub async fn send(
+    deps: &Deps,
+    message_id: String,
+    message: QueueMessage,
+    not_before: Option<OffsetDateTime>,
+) -> Result<Sent, SendError> {
+    let queue = message.queue();
+    let outgoing = OutgoingMessage {
+        queue,
+        message_id: message_id.clone(),
+        body: message.encode(),
+        not_before,
+    };
+    deps.scheduler.send(outgoing).await?;
+    Ok(Sent {
+        queue: queue.name(),
+        message_id,
+        not_before,
+    })
+}
+
+/// How a point ended, for the one report event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Settled,
+    Failed,
+    GivenUp,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Settled => "settled",
+            Self::Failed => "failed",
+            Self::GivenUp => "given_up",
+        }
+    }
+}
+
+/// The one structured event per settled, failed or given-up point (target `vmrp::report`).
+pub fn report(
+    ending: Ending,
+    vm: &ResourceId,
+    point: &ResourceId,
+    region: &str,
+    role: Role,
+    duration: Duration,
+    reason: &str,
+) {
+    let role = match role {
+        Role::Local => "local",
+        Role::Copy => "copy",
+    };
+    let outcome = ending.as_str();
+    let duration_s = duration.as_secs();
+    match ending {
+        Ending::Settled => tracing::info!(
+            target: "vmrp::report", outcome, vm = %vm, point = %point, region, role, duration_s, reason
+        ),
+        Ending::Failed | Ending::GivenUp => tracing::error!(
+            target: "vmrp::report", outcome, vm = %vm, point = %point, region, role, duration_s, reason
+        ),
+    }
+}
+
+/// Logs a permanent ARM failure at error level with its code and message.
+pub fn log_permanent(what: &str, subject: &ResourceId, e: &ArmError) {
+    tracing::error!(
+        subject = %subject,
+        operation = %e.operation,
+        status = e.status,
+        code = %e.code,
+        message = %e.message,
+        request_id = e.request_id.as_deref().unwrap_or(""),
+        "{what}: permanent ARM error, not retried"
+    );
+}
+
+/// The rule a message names, else the rule that selects the VM.
+pub fn rule_of<'p>(
+    deps: &'p Deps,
+    named: Option<&str>,
+    vm: Option<&VirtualMachine>,
+) -> Result<&'p Rule, String> {
+    match named {
+        Some(name) => deps
+            .policy
+            .rule_named(name)
+            .ok_or_else(|| format!("rule {name:?} named by the message is not in the policy")),
+        None => vm
+            .and_then(|vm| deps.policy.rule_for(vm))
+            .ok_or_else(|| "no policy rule selects this VM".to_string()),
+    }
+}
+
+/// A failed local point gets the VM's region from the point's `sourceMetadata.location` when
+/// present (no extra GET).
+pub fn point_region(point: Option<&RestorePoint>) -> Option<String> {
+    point?
+        .properties
+        .as_ref()?
+        .source_metadata
+        .as_ref()?
+        .get("location")?
+        .as_str()
+        .map(str::to_string)
+}

@@ -1,0 +1,526 @@
+//! What to do after looking at a restore point once (DESIGN §5): poll again later, declare it
+//! settled, retry a failed point, or give up. Pure: the handler does the one GET and acts on the
+//! [`PollDecision`].
+//!
+//! Delays: local points are polled after ~15 s, doubling up to a 5 min cap; copies after ~2 min,
+//! then every ~10 min (Azure refreshes copy progress about every 10 min). Every delay gets a
+//! ±10 % jitter derived from a hash of the target and the attempt (no RNG), so a fleet created
+//! at one tick does not poll in lock-step, yet a replay computes the same delays. ARM's
+//! `Retry-After` always wins. No delay reaches past the deadline, so the give-up is on time.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::azure::models::{ProvisioningState, RestorePoint};
+use crate::azure::ResourceId;
+use crate::messages::{PollRequest, Role};
+
+/// The polling cadence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// Delay before the first poll of a local point.
+    pub local_first: Duration,
+    /// Local delays double up to this.
+    pub local_cap: Duration,
+    /// Delay before the first poll of a copy.
+    pub copy_first: Duration,
+    /// Delay between later polls of a copy.
+    pub copy_every: Duration,
+    /// Relative jitter, e.g. 0.1 for ±10 %.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            local_first: Duration::from_secs(15),
+            local_cap: Duration::from_secs(5 * 60),
+            copy_first: Duration::from_secs(2 * 60),
+            copy_every: Duration::from_secs(10 * 60),
+            jitter: 0.1,
+        }
+    }
+}
+
+/// The outcome of one look at a restore point.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollDecision {
+    /// Still running: poll again after `after`.
+    Requeue { after: Duration, reason: String },
+    /// Done: a local point `Succeeded`, or a copy `Succeeded` with every disk at 100 %.
+    Settled { duration: Duration },
+    /// `Failed` / `Canceled`. `retry` is the next retry number when the budget allows one, else
+    /// `None` (report it).
+    Failed { reason: String, retry: Option<u32> },
+    /// Not settled by the request's deadline: report it.
+    DeadlineExceeded { reason: String },
+    /// The point is gone (404): someone deleted it, nothing left to watch.
+    Vanished,
+}
+
+/// Decides from one GET of the point (with `$expand=instanceView`; `None` = 404).
+/// `retry_after` is ARM's `Retry-After` from that response, if any.
+pub fn decide(
+    point: Option<&RestorePoint>,
+    req: &PollRequest,
+    now: OffsetDateTime,
+    backoff: &Backoff,
+    max_retries: u32,
+    retry_after: Option<Duration>,
+) -> PollDecision {
+    let Some(point) = point else {
+        return PollDecision::Vanished;
+    };
+    let elapsed = non_negative(now - req.first_seen);
+    let running = match point.provisioning_state() {
+        ProvisioningState::Failed | ProvisioningState::Canceled => {
+            let state = point
+                .properties
+                .as_ref()
+                .and_then(|p| p.provisioning_state.clone())
+                .unwrap_or_default();
+            let reason = match failure_detail(point) {
+                Some(detail) => format!("provisioningState {state}: {detail}"),
+                None => format!("provisioningState {state}"),
+            };
+            let retry = (req.retry < max_retries).then_some(req.retry + 1);
+            return PollDecision::Failed { reason, retry };
+        }
+        ProvisioningState::Succeeded => match req.role {
+            Role::Local => return PollDecision::Settled { duration: elapsed },
+            Role::Copy => match replication_progress(point) {
+                Replication::Complete => return PollDecision::Settled { duration: elapsed },
+                Replication::Partial { min, disks } => {
+                    format!("copy started, replicating: {min}% (slowest of {disks} disks)")
+                }
+                Replication::Unknown => "copy started, no replication status yet".to_string(),
+            },
+        },
+        ProvisioningState::InProgress(state) => match (req.role, replication_progress(point)) {
+            (Role::Copy, Replication::Partial { min, disks }) => {
+                format!("provisioningState {state}, replicating: {min}% (slowest of {disks} disks)")
+            }
+            _ => format!("provisioningState {state}"),
+        },
+    };
+    if now >= req.deadline {
+        return PollDecision::DeadlineExceeded {
+            reason: format!(
+                "not settled by the deadline {} after {} polls ({running})",
+                rfc3339(req.deadline),
+                req.attempt
+            ),
+        };
+    }
+    let planned = retry_after
+        .unwrap_or_else(|| delay_before(req.role, req.attempt + 1, &req.target, backoff));
+    // Never sleep past the deadline: the poll at the deadline reports on time.
+    let until_deadline = non_negative(req.deadline - now).max(Duration::from_secs(1));
+    PollDecision::Requeue {
+        after: planned.min(until_deadline),
+        reason: running,
+    }
+}
+
+/// The delay before poll number `attempt` (1 = the first poll after the PUT), jittered.
+pub fn delay_before(role: Role, attempt: u32, target: &ResourceId, backoff: &Backoff) -> Duration {
+    let base = match role {
+        Role::Local => {
+            let doublings = attempt.saturating_sub(1).min(20);
+            backoff
+                .local_first
+                .saturating_mul(1u32 << doublings)
+                .min(backoff.local_cap)
+        }
+        Role::Copy if attempt <= 1 => backoff.copy_first,
+        Role::Copy => backoff.copy_every,
+    };
+    jittered(base, target.as_str(), attempt, backoff.jitter)
+}
+
+/// `base` scaled by a factor in `[1 - jitter, 1 + jitter]` chosen by a hash of (key, attempt).
+pub fn jittered(base: Duration, key: &str, attempt: u32, jitter: f64) -> Duration {
+    let mut h = Sha256::new();
+    h.update(key.to_ascii_lowercase().as_bytes());
+    h.update(attempt.to_be_bytes());
+    let digest = h.finalize();
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    let unit = n as f64 / u64::MAX as f64; // [0, 1]
+    let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
+    base.mul_f64(factor)
+}
+
+enum Replication {
+    /// Every disk restore point at 100 %.
+    Complete,
+    /// At least one disk below 100 %: the slowest one's percentage.
+    Partial { min: i32, disks: usize },
+    /// No disk restore points in the instance view (not expanded, or not reported yet).
+    Unknown,
+}
+
+fn replication_progress(point: &RestorePoint) -> Replication {
+    let percents = point.replication_percents();
+    match percents.iter().min() {
+        None => Replication::Unknown,
+        Some(&min) if min >= 100 => Replication::Complete,
+        Some(&min) => Replication::Partial {
+            min,
+            disks: percents.len(),
+        },
+    }
+}
+
+/// The error text the instance view carries for a failed point, if any.
+fn failure_detail(point: &RestorePoint) -> Option<String> {
+    let iv = point.properties.as_ref()?.instance_view.as_ref()?;
+    let statuses = iv.statuses.iter().flatten().chain(
+        iv.disk_restore_points
+            .iter()
+            .flatten()
+            .filter_map(|d| d.replication_status.as_ref()?.status.as_ref()),
+    );
+    let texts: Vec<String> = statuses
+        .filter(|s| {
+            s.level
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case("Error"))
+        })
+        .filter_map(|s| {
+            let text = s.message.as_deref().or(s.display_status.as_deref())?;
+            Some(match s.code.as_deref() {
+                Some(code) => format!("{code}: {text}"),
+                None => text.to_string(),
+            })
+        })
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("; "))
+}
+
+fn non_negative(d: time::Duration) -> Duration {
+    d.try_into().unwrap_or(Duration::ZERO)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::models::{InstanceViewStatus, RestorePointInstanceView};
+    use crate::testing::FakeArm;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-11-25 03:00:00 UTC);
+
+    fn target(role: Role) -> ResourceId {
+        let name = match role {
+            Role::Local => "rpc-vm1",
+            Role::Copy => "rpc-vm1-westus2",
+        };
+        ResourceId::new_in_group(
+            "s1",
+            "rg",
+            "Microsoft.Compute",
+            "restorePointCollections",
+            name,
+        )
+        .child("restorePoints", "rp-20261125T0300Z")
+    }
+
+    fn req(role: Role, attempt: u32, retry: u32) -> PollRequest {
+        PollRequest {
+            target: target(role),
+            role,
+            attempt,
+            first_seen: T0,
+            deadline: T0 + time::Duration::hours(2),
+            vm: crate::testing::vm_id("s1", "rg", "vm1"),
+            tick: T0,
+            rule: Some("r".into()),
+            retry,
+            copy_to: Vec::new(),
+            source: None,
+            target_region: None,
+        }
+    }
+
+    /// A point as `GET ?$expand=instanceView` returns it, built through the fake.
+    fn point(role: Role, state: &str, replication: &[i32]) -> RestorePoint {
+        let arm = FakeArm::new();
+        let id = target(role);
+        let source = (role == Role::Copy).then(|| id.clone());
+        arm.add_point(&id, state, T0, source.as_ref(), replication);
+        arm.point(&id).unwrap()
+    }
+
+    fn within_jitter(got: Duration, base: Duration) -> bool {
+        got >= base.mul_f64(0.9) && got <= base.mul_f64(1.1)
+    }
+
+    #[test]
+    fn decision_table() {
+        let b = Backoff::default();
+        let now = T0 + time::Duration::minutes(1);
+        let secs = Duration::from_secs;
+        // (case, role, state, replication, attempt, retry, retry_after, expected)
+        enum Want {
+            RequeueAbout(Duration),
+            RequeueExactly(Duration),
+            Settled,
+            Retry(u32),
+            Report,
+        }
+        type Case = (
+            &'static str,
+            Role,
+            &'static str,
+            Vec<i32>,
+            u32,
+            u32,
+            Option<Duration>,
+            Want,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "creating, poll 1 → ~30 s",
+                Role::Local,
+                "Creating",
+                vec![],
+                1,
+                0,
+                None,
+                Want::RequeueAbout(secs(30)),
+            ),
+            (
+                "creating, poll 3 → ~120 s",
+                Role::Local,
+                "Creating",
+                vec![],
+                3,
+                0,
+                None,
+                Want::RequeueAbout(secs(120)),
+            ),
+            (
+                "creating, poll 9 → capped 5 min",
+                Role::Local,
+                "Creating",
+                vec![],
+                9,
+                0,
+                None,
+                Want::RequeueAbout(secs(300)),
+            ),
+            (
+                "unknown state = running",
+                Role::Local,
+                "Converging",
+                vec![],
+                1,
+                0,
+                None,
+                Want::RequeueAbout(secs(30)),
+            ),
+            (
+                "local succeeded",
+                Role::Local,
+                "Succeeded",
+                vec![],
+                2,
+                0,
+                None,
+                Want::Settled,
+            ),
+            (
+                "copy creating at 40 % → 10 min",
+                Role::Copy,
+                "Creating",
+                vec![40, 100],
+                1,
+                0,
+                None,
+                Want::RequeueAbout(secs(600)),
+            ),
+            (
+                "copy succeeded but 90 % → 10 min",
+                Role::Copy,
+                "Succeeded",
+                vec![100, 90],
+                4,
+                0,
+                None,
+                Want::RequeueAbout(secs(600)),
+            ),
+            (
+                "copy succeeded and all 100 %",
+                Role::Copy,
+                "Succeeded",
+                vec![100, 100],
+                4,
+                0,
+                None,
+                Want::Settled,
+            ),
+            (
+                "failed, retries left",
+                Role::Local,
+                "Failed",
+                vec![],
+                2,
+                0,
+                None,
+                Want::Retry(1),
+            ),
+            (
+                "canceled, second retry",
+                Role::Copy,
+                "Canceled",
+                vec![10],
+                2,
+                1,
+                None,
+                Want::Retry(2),
+            ),
+            (
+                "failed, out of retries",
+                Role::Local,
+                "Failed",
+                vec![],
+                2,
+                2,
+                None,
+                Want::Report,
+            ),
+            (
+                "Retry-After wins",
+                Role::Local,
+                "Creating",
+                vec![],
+                9,
+                0,
+                Some(secs(7)),
+                Want::RequeueExactly(secs(7)),
+            ),
+        ];
+        for (name, role, state, repl, attempt, retry, retry_after, want) in cases {
+            let p = point(role, state, &repl);
+            let got = decide(
+                Some(&p),
+                &req(role, attempt, retry),
+                now,
+                &b,
+                2,
+                retry_after,
+            );
+            match (want, &got) {
+                (Want::RequeueAbout(d), PollDecision::Requeue { after, .. }) => {
+                    assert!(within_jitter(*after, d), "{name}: {after:?} not ~{d:?}")
+                }
+                (Want::RequeueExactly(d), PollDecision::Requeue { after, .. }) => {
+                    assert_eq!(*after, d, "{name}")
+                }
+                (Want::Settled, PollDecision::Settled { duration }) => {
+                    assert_eq!(*duration, secs(60), "{name}")
+                }
+                (Want::Retry(n), PollDecision::Failed { retry, .. }) => {
+                    assert_eq!(*retry, Some(n), "{name}")
+                }
+                (Want::Report, PollDecision::Failed { retry, .. }) => {
+                    assert_eq!(*retry, None, "{name}")
+                }
+                (_, other) => panic!("{name}: unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn local_delays_grow_then_cap() {
+        let b = Backoff::default();
+        let t = target(Role::Local);
+        let delays: Vec<Duration> = (1..=10)
+            .map(|n| delay_before(Role::Local, n, &t, &b))
+            .collect();
+        assert!(within_jitter(delays[0], Duration::from_secs(15)));
+        for n in 1..5 {
+            assert!(delays[n] > delays[n - 1], "poll {n} grows: {delays:?}");
+        }
+        for d in &delays[6..] {
+            assert!(within_jitter(*d, Duration::from_secs(300)), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_is_deterministic_and_spreads() {
+        let base = Duration::from_secs(100);
+        assert_eq!(jittered(base, "a", 1, 0.1), jittered(base, "A", 1, 0.1));
+        let spread: std::collections::BTreeSet<u128> = (0..50)
+            .map(|i| jittered(base, &format!("vm{i}"), 1, 0.1).as_millis())
+            .collect();
+        assert!(spread.len() > 40, "different targets get different delays");
+        assert!(spread.iter().all(|ms| (90_000..=110_000).contains(ms)));
+        assert_eq!(jittered(base, "a", 1, 0.0), base);
+    }
+
+    #[test]
+    fn deadline_and_clamping() {
+        let b = Backoff::default();
+        let p = point(Role::Copy, "Creating", &[50]);
+        let r = req(Role::Copy, 3, 0);
+        let late = r.deadline + time::Duration::seconds(1);
+        match decide(Some(&p), &r, late, &b, 2, None) {
+            PollDecision::DeadlineExceeded { reason } => {
+                assert!(reason.contains("50%"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Two minutes before the deadline, a 10-minute copy delay shrinks to the deadline.
+        let near = r.deadline - time::Duration::minutes(2);
+        assert_eq!(
+            decide(Some(&p), &r, near, &b, 2, None),
+            PollDecision::Requeue {
+                after: Duration::from_secs(120),
+                reason: "provisioningState Creating, replicating: 50% (slowest of 1 disks)".into()
+            }
+        );
+        // A settled point past its deadline still counts as settled.
+        let done = point(Role::Local, "Succeeded", &[]);
+        assert!(matches!(
+            decide(Some(&done), &req(Role::Local, 9, 0), late, &b, 2, None),
+            PollDecision::Settled { .. }
+        ));
+    }
+
+    #[test]
+    fn vanished_and_failure_detail() {
+        let b = Backoff::default();
+        assert_eq!(
+            decide(None, &req(Role::Local, 1, 0), T0, &b, 2, None),
+            PollDecision::Vanished
+        );
+        let mut p = point(Role::Local, "Failed", &[]);
+        p.properties.as_mut().unwrap().instance_view = Some(RestorePointInstanceView {
+            disk_restore_points: None,
+            statuses: Some(vec![InstanceViewStatus {
+                code: Some("VMRestorePointClientError".into()),
+                level: Some("Error".into()),
+                message: Some("VSS writer timed out".into()),
+                ..Default::default()
+            }]),
+        });
+        match decide(Some(&p), &req(Role::Local, 1, 0), T0, &b, 0, None) {
+            PollDecision::Failed { reason, retry } => {
+                assert_eq!(retry, None);
+                assert!(
+                    reason.contains("VMRestorePointClientError: VSS writer timed out"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,863 @@
+//! In-memory fakes for handler tests: [`FakeArm`] (VMs, disks, collections and restore points with
+//! scripted provisioning, replication and errors, plus a call log) and [`FakeScheduler`] (records
+//! the messages handlers send, with Service Bus duplicate detection), and fixture builders.
+//!
+//! The fakes follow the ARM contract where the handlers depend on it (reference/arm/CONTRACT.md):
+//! a point PUT needs its collection, a second PUT of an existing point is refused, a VM accepts
+//! one create at a time (409), a copy starts `Creating` with 0 % replication, and GETs omit the
+//! instance view unless asked for it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::azure::models::{
+    DataDisk, DiffDiskSettings, Disk, DiskProperties, DiskRestorePointInstanceView,
+    DiskRestorePointReplicationStatus, DiskSku, ManagedDiskParameters, OsDisk, RestorePoint,
+    RestorePointCollection, RestorePointInstanceView, StorageProfile, Tags, VirtualMachine,
+    VirtualMachineProperties,
+};
+use crate::azure::{
+    Accepted, Arm, ArmError, LroHandle, OutgoingMessage, ResourceId, Scheduler, SendError, VmScope,
+};
+use crate::messages::QueueMessage;
+use crate::policy::{Deadlines, Policy, Retention, Rule, Targets};
+
+/// The operation names of the call log and of scripted errors, in the emulator's fault style.
+pub mod op {
+    pub const GET_VM: &str = "GET virtualMachines";
+    pub const LIST_VMS: &str = "LIST virtualMachines";
+    pub const GET_DISK: &str = "GET disks";
+    pub const PUT_COLLECTION: &str = "PUT restorePointCollections";
+    pub const GET_COLLECTION: &str = "GET restorePointCollections";
+    pub const LIST_COLLECTIONS: &str = "LIST restorePointCollections";
+    pub const DELETE_COLLECTION: &str = "DELETE restorePointCollections";
+    pub const PUT_POINT: &str = "PUT restorePoints";
+    pub const GET_POINT: &str = "GET restorePoints";
+    pub const DELETE_POINT: &str = "DELETE restorePoints";
+}
+
+/// One recorded ARM call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub op: &'static str,
+    /// The id or scope the call addressed.
+    pub target: String,
+}
+
+#[derive(Default)]
+struct ArmState {
+    now: Option<OffsetDateTime>,
+    vms: BTreeMap<ResourceId, VirtualMachine>,
+    disks: BTreeMap<ResourceId, Disk>,
+    /// Collections without their points (points live in `points`).
+    collections: BTreeMap<ResourceId, RestorePointCollection>,
+    points: BTreeMap<ResourceId, RestorePoint>,
+    /// Scripted errors per operation, consumed in order.
+    errors: HashMap<&'static str, VecDeque<ArmError>>,
+    /// `provisioningState` given to the next created points (front first), then `Creating`.
+    next_states: VecDeque<String>,
+    calls: Vec<Call>,
+    allow_concurrent_creates: bool,
+}
+
+/// An in-memory ARM Compute with scripted behaviour. All methods take `&self`.
+#[derive(Default)]
+pub struct FakeArm {
+    state: Mutex<ArmState>,
+}
+
+/// The time used for `timeCreated` when the test did not set one.
+pub fn default_now() -> OffsetDateTime {
+    time::macros::datetime!(2026-11-25 03:00:00 UTC)
+}
+
+fn arm_error(op: &str, status: u16, code: &str, message: &str) -> ArmError {
+    ArmError {
+        operation: op.to_string(),
+        status: Some(status),
+        code: code.to_string(),
+        message: message.to_string(),
+        request_id: None,
+        retry_after: None,
+    }
+}
+
+fn not_found(op: &str, id: &ResourceId) -> ArmError {
+    arm_error(
+        op,
+        404,
+        "ResourceNotFound",
+        &format!("The resource '{id}' was not found."),
+    )
+}
+
+impl FakeArm {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ArmState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ----- setup -------------------------------------------------------------------------
+
+    /// The time stamped on points created from now on.
+    pub fn set_now(&self, now: OffsetDateTime) {
+        self.lock().now = Some(now);
+    }
+    pub fn add_vm(&self, vm: VirtualMachine) -> ResourceId {
+        let id = vm.resource_id().expect("fixture VM has an id");
+        self.lock().vms.insert(id.clone(), vm);
+        id
+    }
+    pub fn remove_vm(&self, id: &ResourceId) {
+        self.lock().vms.remove(id);
+    }
+    pub fn add_disk(&self, disk: Disk) -> ResourceId {
+        let id = ResourceId::parse(disk.id.as_deref().expect("fixture disk has an id"))
+            .expect("fixture disk id parses");
+        self.lock().disks.insert(id.clone(), disk);
+        id
+    }
+    /// Inserts a collection as if it had been created earlier.
+    pub fn add_collection(&self, id: &ResourceId, location: &str, source: &ResourceId) {
+        let mut c = RestorePointCollection::for_source(location, source, Tags::new());
+        c.id = Some(id.to_string());
+        c.name = id.name().map(str::to_string);
+        self.lock().collections.insert(id.clone(), c);
+    }
+    /// Inserts a restore point (fixture): `state` is its provisioningState, `replication` the
+    /// per-disk completion percentages of a copy (empty for local points).
+    pub fn add_point(
+        &self,
+        id: &ResourceId,
+        state: &str,
+        created: OffsetDateTime,
+        source: Option<&ResourceId>,
+        replication: &[i32],
+    ) {
+        let mut p = match source {
+            Some(s) => RestorePoint::copy_of(s),
+            None => RestorePoint::local(None, &[]),
+        };
+        p.id = Some(id.to_string());
+        p.name = id.name().map(str::to_string);
+        let props = p.properties.get_or_insert_with(Default::default);
+        props.provisioning_state = Some(state.to_string());
+        props.time_created = Some(created);
+        props.instance_view = Some(instance_view(id, replication));
+        self.lock().points.insert(id.clone(), p);
+    }
+    /// Moves a point to `state` (e.g. `Succeeded`, `Failed`).
+    pub fn set_point_state(&self, id: &ResourceId, state: &str) {
+        let mut s = self.lock();
+        let p = s.points.get_mut(id).expect("point exists");
+        p.properties
+            .get_or_insert_with(Default::default)
+            .provisioning_state = Some(state.to_string());
+    }
+    /// Sets a copy's per-disk replication percentages.
+    pub fn set_replication(&self, id: &ResourceId, percents: &[i32]) {
+        let mut s = self.lock();
+        let p = s.points.get_mut(id).expect("point exists");
+        p.properties
+            .get_or_insert_with(Default::default)
+            .instance_view = Some(instance_view(id, percents));
+    }
+    /// The next created points get these provisioning states (in order), then `Creating`.
+    pub fn script_next_states(&self, states: &[&str]) {
+        self.lock()
+            .next_states
+            .extend(states.iter().map(|s| s.to_string()));
+    }
+    /// The next call of `op` fails with `error` (scripted errors queue up per operation).
+    pub fn fail_next(&self, op: &'static str, error: ArmError) {
+        self.lock().errors.entry(op).or_default().push_back(error);
+    }
+    /// The next call of `op` is throttled: 429 with `Retry-After: secs`.
+    pub fn throttle_next(&self, op: &'static str, secs: u64) {
+        let mut e = arm_error(
+            op,
+            429,
+            "TooManyRequests",
+            "The request is being throttled.",
+        );
+        e.retry_after = Some(Duration::from_secs(secs));
+        self.fail_next(op, e);
+    }
+    /// The next call of `op` meets the documented concurrent-create conflict (409).
+    pub fn conflict_next(&self, op: &'static str) {
+        self.fail_next(
+            op,
+            arm_error(
+                op,
+                409,
+                "Conflict",
+                "RestorePoint creation failed since a concurrent 'Create RestorePoint' operation was triggered on the VM.",
+            ),
+        );
+    }
+    /// The next call of `op` is refused permanently (`status`, `code`).
+    pub fn refuse_next(&self, op: &'static str, status: u16, code: &str, message: &str) {
+        self.fail_next(op, arm_error(op, status, code, message));
+    }
+    /// Lets a VM start a create while another is still `Creating` (off by default, like Azure).
+    pub fn allow_concurrent_creates(&self) {
+        self.lock().allow_concurrent_creates = true;
+    }
+
+    // ----- inspection --------------------------------------------------------------------
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+    /// How many calls of `op` were made.
+    pub fn count(&self, op: &str) -> usize {
+        self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+    pub fn point(&self, id: &ResourceId) -> Option<RestorePoint> {
+        self.lock().points.get(id).cloned()
+    }
+    pub fn collection(&self, id: &ResourceId) -> Option<RestorePointCollection> {
+        self.lock().collections.get(id).cloned()
+    }
+    /// Ids of the points in a collection, sorted.
+    pub fn point_ids(&self, collection: &ResourceId) -> Vec<ResourceId> {
+        self.lock()
+            .points
+            .keys()
+            .filter(|p| p.parent().as_ref() == Some(collection))
+            .cloned()
+            .collect()
+    }
+
+    // ----- internals ---------------------------------------------------------------------
+
+    /// Logs the call and returns a scripted error for it, if any.
+    fn enter(&self, s: &mut ArmState, op: &'static str, target: &str) -> Result<(), ArmError> {
+        s.calls.push(Call {
+            op,
+            target: target.to_string(),
+        });
+        match s.errors.get_mut(op).and_then(VecDeque::pop_front) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn points_of(s: &ArmState, collection: &ResourceId) -> Vec<RestorePoint> {
+        s.points
+            .iter()
+            .filter(|(id, _)| id.parent().as_ref() == Some(collection))
+            .map(|(_, p)| without_instance_view(p.clone()))
+            .collect()
+    }
+
+    /// The VM whose points a collection holds (following a copy collection to its source).
+    fn vm_of_collection(s: &ArmState, collection: &ResourceId) -> Option<ResourceId> {
+        let source = ResourceId::parse(s.collections.get(collection)?.source_id()?).ok()?;
+        if source.is_type("Microsoft.Compute/virtualMachines") {
+            Some(source)
+        } else {
+            None
+        }
+    }
+}
+
+fn instance_view(id: &ResourceId, replication: &[i32]) -> RestorePointInstanceView {
+    let disks = if replication.is_empty() {
+        vec![DiskRestorePointInstanceView {
+            id: Some(format!("{id}/diskRestorePoints/os")),
+            replication_status: None,
+            snapshot_access_state: Some("Available".into()),
+        }]
+    } else {
+        replication
+            .iter()
+            .enumerate()
+            .map(|(i, pct)| DiskRestorePointInstanceView {
+                id: Some(format!("{id}/diskRestorePoints/disk{i}")),
+                replication_status: Some(DiskRestorePointReplicationStatus {
+                    status: None,
+                    completion_percent: Some(*pct),
+                }),
+                snapshot_access_state: None,
+            })
+            .collect()
+    };
+    RestorePointInstanceView {
+        disk_restore_points: Some(disks),
+        statuses: None,
+    }
+}
+
+fn without_instance_view(mut p: RestorePoint) -> RestorePoint {
+    if let Some(props) = p.properties.as_mut() {
+        props.instance_view = None;
+    }
+    p
+}
+
+fn accepted<T>(status: u16) -> Accepted<T> {
+    Accepted {
+        status,
+        body: None,
+        lro: LroHandle {
+            async_operation: None,
+            location: None,
+            retry_after: Some(Duration::from_secs(10)),
+        },
+    }
+}
+
+#[async_trait]
+impl Arm for FakeArm {
+    async fn get_vm(&self, id: &ResourceId) -> Result<Option<VirtualMachine>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::GET_VM, id.as_str())?;
+        Ok(s.vms.get(id).cloned())
+    }
+
+    async fn list_vms(&self, scope: &VmScope) -> Result<Vec<VirtualMachine>, ArmError> {
+        let mut s = self.lock();
+        let label = match scope {
+            VmScope::Subscription(sub) => format!("/subscriptions/{sub}"),
+            VmScope::ResourceGroup {
+                subscription,
+                resource_group,
+            } => format!("/subscriptions/{subscription}/resourceGroups/{resource_group}"),
+        };
+        self.enter(&mut s, op::LIST_VMS, &label)?;
+        Ok(s.vms
+            .iter()
+            .filter(|(id, _)| match scope {
+                VmScope::Subscription(sub) => id.subscription().eq_ignore_ascii_case(sub),
+                VmScope::ResourceGroup {
+                    subscription,
+                    resource_group,
+                } => {
+                    id.subscription().eq_ignore_ascii_case(subscription)
+                        && id
+                            .resource_group()
+                            .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
+                }
+            })
+            .map(|(_, vm)| vm.clone())
+            .collect())
+    }
+
+    async fn get_disk(&self, id: &ResourceId) -> Result<Option<Disk>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::GET_DISK, id.as_str())?;
+        Ok(s.disks.get(id).cloned())
+    }
+
+    async fn put_collection(
+        &self,
+        id: &ResourceId,
+        body: &RestorePointCollection,
+    ) -> Result<RestorePointCollection, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::PUT_COLLECTION, id.as_str())?;
+        if body.location.is_none() {
+            return Err(arm_error(
+                op::PUT_COLLECTION,
+                400,
+                "InvalidParameter",
+                "location is required",
+            ));
+        }
+        if let Some(existing) = s.collections.get_mut(id) {
+            // Only tags may change on an existing collection.
+            existing.tags = body.tags.clone();
+            return Ok(existing.clone());
+        }
+        let source = body.source_id().map(ResourceId::parse);
+        match source {
+            Some(Ok(src)) => {
+                let known = s.vms.contains_key(&src) || s.collections.contains_key(&src);
+                if !known {
+                    return Err(not_found(op::PUT_COLLECTION, &src));
+                }
+            }
+            _ => {
+                return Err(arm_error(
+                    op::PUT_COLLECTION,
+                    400,
+                    "InvalidParameter",
+                    "properties.source.id is required",
+                ))
+            }
+        }
+        let mut c = body.clone();
+        c.id = Some(id.to_string());
+        c.name = id.name().map(str::to_string);
+        c.kind = Some("Microsoft.Compute/restorePointCollections".into());
+        c.properties
+            .get_or_insert_with(Default::default)
+            .provisioning_state = Some("Succeeded".into());
+        s.collections.insert(id.clone(), c.clone());
+        Ok(c)
+    }
+
+    async fn get_collection(
+        &self,
+        id: &ResourceId,
+        expand_points: bool,
+    ) -> Result<Option<RestorePointCollection>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::GET_COLLECTION, id.as_str())?;
+        let Some(mut c) = s.collections.get(id).cloned() else {
+            return Ok(None);
+        };
+        if expand_points {
+            c.properties
+                .get_or_insert_with(Default::default)
+                .restore_points = Some(Self::points_of(&s, id));
+        }
+        Ok(Some(c))
+    }
+
+    async fn list_collections(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<RestorePointCollection>, ArmError> {
+        let mut s = self.lock();
+        self.enter(
+            &mut s,
+            op::LIST_COLLECTIONS,
+            &format!("/subscriptions/{subscription}"),
+        )?;
+        Ok(s.collections
+            .iter()
+            .filter(|(id, _)| id.subscription().eq_ignore_ascii_case(subscription))
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn delete_collection(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::DELETE_COLLECTION, id.as_str())?;
+        if s.collections.remove(id).is_none() {
+            return Ok(accepted(204));
+        }
+        s.points.retain(|p, _| p.parent().as_ref() != Some(id));
+        Ok(accepted(202))
+    }
+
+    async fn create_restore_point(
+        &self,
+        id: &ResourceId,
+        body: &RestorePoint,
+    ) -> Result<Accepted<RestorePoint>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::PUT_POINT, id.as_str())?;
+        let collection = id.parent().expect("restore point id has a parent");
+        if !s.collections.contains_key(&collection) {
+            return Err(arm_error(
+                op::PUT_POINT,
+                404,
+                "ParentResourceNotFound",
+                &format!("Parent resource '{collection}' not found."),
+            ));
+        }
+        if s.points.contains_key(id) {
+            return Err(arm_error(
+                op::PUT_POINT,
+                409,
+                "OperationNotAllowed",
+                "Properties of an existing restore point cannot be updated.",
+            ));
+        }
+        let source = body.source_restore_point().map(ResourceId::parse);
+        let replication = match &source {
+            Some(Ok(src)) => {
+                if !s.points.contains_key(src) {
+                    return Err(not_found(op::PUT_POINT, src));
+                }
+                vec![0, 0]
+            }
+            Some(Err(e)) => {
+                return Err(arm_error(
+                    op::PUT_POINT,
+                    400,
+                    "InvalidParameter",
+                    &e.to_string(),
+                ))
+            }
+            None => Vec::new(),
+        };
+        if source.is_none() && !s.allow_concurrent_creates {
+            if let Some(vm) = Self::vm_of_collection(&s, &collection) {
+                let busy = s.points.iter().any(|(pid, p)| {
+                    pid.parent()
+                        .is_some_and(|c| Self::vm_of_collection(&s, &c).as_ref() == Some(&vm))
+                        && p.source_restore_point().is_none()
+                        && !p.provisioning_state().is_final()
+                });
+                if busy {
+                    return Err(arm_error(
+                        op::PUT_POINT,
+                        409,
+                        "Conflict",
+                        "RestorePoint creation failed since a concurrent 'Create RestorePoint' operation was triggered on the VM.",
+                    ));
+                }
+            }
+        }
+        let state = s
+            .next_states
+            .pop_front()
+            .unwrap_or_else(|| "Creating".to_string());
+        // Like Azure, a point records the VM as it was (here: just its location).
+        let metadata = Self::vm_of_collection(&s, &collection)
+            .and_then(|vm| s.vms.get(&vm))
+            .and_then(|vm| vm.location.clone())
+            .map(|location| serde_json::json!({ "location": location }));
+        let mut p = body.clone();
+        p.id = Some(id.to_string());
+        p.name = id.name().map(str::to_string);
+        let props = p.properties.get_or_insert_with(Default::default);
+        props.provisioning_state = Some(state);
+        props.source_metadata = metadata;
+        props.time_created = Some(s.now.unwrap_or_else(default_now));
+        props.instance_view = Some(instance_view(id, &replication));
+        s.points.insert(id.clone(), p.clone());
+        let mut acc = accepted(201);
+        acc.body = Some(without_instance_view(p));
+        Ok(acc)
+    }
+
+    async fn get_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<Option<RestorePoint>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::GET_POINT, id.as_str())?;
+        Ok(s.points.get(id).cloned().map(|p| {
+            if instance_view {
+                p
+            } else {
+                without_instance_view(p)
+            }
+        }))
+    }
+
+    async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::DELETE_POINT, id.as_str())?;
+        match s.points.remove(id) {
+            Some(_) => Ok(accepted(202)),
+            None => Ok(accepted(204)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduler
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct SchedulerState {
+    sent: Vec<OutgoingMessage>,
+    /// Remaining sends to refuse with a transient 503.
+    failures: u32,
+}
+
+/// Records sent messages. Service Bus duplicate detection is modelled by [`FakeScheduler::delivered`].
+#[derive(Default)]
+pub struct FakeScheduler {
+    state: Mutex<SchedulerState>,
+}
+
+impl FakeScheduler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, SchedulerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// The next `n` sends fail (503).
+    pub fn fail_next(&self, n: u32) {
+        self.lock().failures += n;
+    }
+    /// Every message sent, duplicates included.
+    pub fn sent(&self) -> Vec<OutgoingMessage> {
+        self.lock().sent.clone()
+    }
+    /// What Service Bus would enqueue: the first message of each message id.
+    pub fn delivered(&self) -> Vec<OutgoingMessage> {
+        let mut seen = std::collections::HashSet::new();
+        self.sent()
+            .into_iter()
+            .filter(|m| seen.insert(m.message_id.clone()))
+            .collect()
+    }
+    /// Removes and returns everything sent so far.
+    pub fn take(&self) -> Vec<OutgoingMessage> {
+        std::mem::take(&mut self.lock().sent)
+    }
+    /// Sent messages decoded, in order.
+    pub fn messages(&self) -> Vec<QueueMessage> {
+        self.sent()
+            .iter()
+            .map(|m| QueueMessage::decode(&m.body).expect("handlers send valid messages"))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Scheduler for FakeScheduler {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
+        let mut s = self.lock();
+        if s.failures > 0 {
+            s.failures -= 1;
+            return Err(SendError {
+                queue: message.queue.name().to_string(),
+                status: Some(503),
+                message: "ServiceUnavailable (scripted)".into(),
+            });
+        }
+        s.sent.push(message);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}`.
+pub fn vm_id(sub: &str, rg: &str, name: &str) -> ResourceId {
+    ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "virtualMachines", name)
+}
+
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}`.
+pub fn disk_id(sub: &str, rg: &str, name: &str) -> ResourceId {
+    ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "disks", name)
+}
+
+/// Builds a [`VirtualMachine`] the way ARM returns it: a managed OS disk named `{name}-os`.
+pub struct VmBuilder {
+    vm: VirtualMachine,
+}
+
+impl VmBuilder {
+    pub fn new(sub: &str, rg: &str, name: &str) -> Self {
+        let id = vm_id(sub, rg, name);
+        let os_disk = disk_id(sub, rg, &format!("{name}-os"));
+        Self {
+            vm: VirtualMachine {
+                id: Some(id.to_string()),
+                name: Some(name.to_string()),
+                kind: Some("Microsoft.Compute/virtualMachines".into()),
+                location: Some("eastus".into()),
+                tags: None,
+                zones: None,
+                properties: Some(VirtualMachineProperties {
+                    vm_id: Some(format!("00000000-0000-0000-0000-{:0>12}", name.len())),
+                    provisioning_state: Some("Succeeded".into()),
+                    storage_profile: Some(StorageProfile {
+                        os_disk: Some(OsDisk {
+                            os_type: Some("Linux".into()),
+                            name: Some(format!("{name}-os")),
+                            managed_disk: Some(ManagedDiskParameters {
+                                id: Some(os_disk.to_string()),
+                                storage_account_type: Some("Premium_LRS".into()),
+                            }),
+                            ..Default::default()
+                        }),
+                        data_disks: None,
+                    }),
+                    ..Default::default()
+                }),
+            },
+        }
+    }
+    pub fn location(mut self, location: &str) -> Self {
+        self.vm.location = Some(location.into());
+        self
+    }
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        self.vm
+            .tags
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+    /// A managed data disk at `lun` with this disk id and storage type (e.g. `Premium_LRS`).
+    pub fn data_disk(mut self, lun: i32, disk: &ResourceId, storage: &str) -> Self {
+        let sp = self.storage_profile();
+        sp.data_disks.get_or_insert_with(Vec::new).push(DataDisk {
+            lun,
+            name: disk.name().map(str::to_string),
+            managed_disk: Some(ManagedDiskParameters {
+                id: Some(disk.to_string()),
+                storage_account_type: Some(storage.into()),
+            }),
+            disk_size_gb: Some(128),
+        });
+        self
+    }
+    /// Makes the OS disk ephemeral (`diffDiskSettings.option = Local`).
+    pub fn ephemeral_os(mut self) -> Self {
+        if let Some(os) = self.storage_profile().os_disk.as_mut() {
+            os.diff_disk_settings = Some(DiffDiskSettings {
+                option: Some("Local".into()),
+                placement: Some("CacheDisk".into()),
+            });
+        }
+        self
+    }
+    fn storage_profile(&mut self) -> &mut StorageProfile {
+        self.vm
+            .properties
+            .get_or_insert_with(Default::default)
+            .storage_profile
+            .get_or_insert_with(Default::default)
+    }
+    pub fn build(self) -> VirtualMachine {
+        self.vm
+    }
+}
+
+/// A managed disk as `GET disks/{name}` returns it.
+pub fn disk(id: &ResourceId, sku: &str, max_shares: Option<i32>, tags: &[(&str, &str)]) -> Disk {
+    Disk {
+        id: Some(id.to_string()),
+        name: id.name().map(str::to_string),
+        location: Some("eastus".into()),
+        tags: (!tags.is_empty()).then(|| {
+            tags.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }),
+        sku: Some(DiskSku {
+            name: Some(sku.into()),
+        }),
+        properties: Some(DiskProperties {
+            max_shares,
+            disk_size_gb: Some(128),
+        }),
+    }
+}
+
+/// A rule covering every VM, crash-consistent, keeping the newest `keep_last` points; adjust the
+/// public fields for other cases.
+pub fn rule(name: &str, keep_last: u32) -> Rule {
+    Rule {
+        name: name.to_string(),
+        targets: Targets::default(),
+        schedule: None,
+        consistency: crate::azure::models::ConsistencyMode::CrashConsistent,
+        consistency_tag: None,
+        exclude_disks: Default::default(),
+        copies: Vec::new(),
+        retention: Retention::newest(keep_last),
+        deadlines: Deadlines::default(),
+        collection_resource_group: None,
+    }
+}
+
+/// A policy of these rules, keeping orphans forever.
+pub fn policy(rules: Vec<Rule>) -> Policy {
+    Policy {
+        rules,
+        orphans: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::models::ProvisioningState;
+
+    fn setup() -> (FakeArm, ResourceId, ResourceId) {
+        let arm = FakeArm::new();
+        let vm = arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+        let c = crate::names::collection_id(&vm, None);
+        arm.add_collection(&c, "eastus", &vm);
+        (arm, vm, c)
+    }
+
+    #[tokio::test]
+    async fn one_create_per_vm_at_a_time_and_no_second_put() {
+        let (arm, _vm, c) = setup();
+        let p1 = c.child("restorePoints", "rp-1");
+        let p2 = c.child("restorePoints", "rp-2");
+        let body = RestorePoint::local(None, &[]);
+        assert_eq!(
+            arm.create_restore_point(&p1, &body).await.unwrap().status,
+            201
+        );
+        let busy = arm.create_restore_point(&p2, &body).await.unwrap_err();
+        assert_eq!((busy.status, busy.is_transient()), (Some(409), true));
+        arm.set_point_state(&p1, "Succeeded");
+        let again = arm.create_restore_point(&p1, &body).await.unwrap_err();
+        assert_eq!((again.status, again.is_transient()), (Some(409), false));
+        assert!(arm.create_restore_point(&p2, &body).await.is_ok());
+        assert_eq!(arm.count(op::PUT_POINT), 4);
+    }
+
+    #[tokio::test]
+    async fn scripted_states_errors_and_instance_view() {
+        let (arm, vm, c) = setup();
+        arm.script_next_states(&["Failed"]);
+        arm.throttle_next(op::PUT_POINT, 12);
+        let p = c.child("restorePoints", "rp-1");
+        let body = RestorePoint::local(None, &[]);
+        let throttled = arm.create_restore_point(&p, &body).await.unwrap_err();
+        assert_eq!(throttled.retry_after, Some(Duration::from_secs(12)));
+        arm.create_restore_point(&p, &body).await.unwrap();
+        let plain = arm.get_restore_point(&p, false).await.unwrap().unwrap();
+        assert_eq!(plain.provisioning_state(), ProvisioningState::Failed);
+        assert!(plain.properties.as_ref().unwrap().instance_view.is_none());
+        // A copy starts at 0 % per disk; progress shows only with the instance view.
+        let target = crate::names::copy_collection_id(&vm, "westus2", None);
+        arm.add_collection(&target, "westus2", &c);
+        let copy = target.child("restorePoints", "rp-1");
+        arm.create_restore_point(&copy, &RestorePoint::copy_of(&p))
+            .await
+            .unwrap();
+        let seen = arm.get_restore_point(&copy, true).await.unwrap().unwrap();
+        assert_eq!(seen.replication_percents(), vec![0, 0]);
+        arm.set_replication(&copy, &[100, 70]);
+        let seen = arm.get_restore_point(&copy, true).await.unwrap().unwrap();
+        assert_eq!(seen.replication_percents(), vec![100, 70]);
+        let listed = arm.get_collection(&target, true).await.unwrap().unwrap();
+        assert_eq!(listed.restore_points().len(), 1);
+        assert!(listed.restore_points()[0]
+            .properties
+            .as_ref()
+            .unwrap()
+            .instance_view
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn scheduler_models_duplicate_detection_and_failures() {
+        let bus = FakeScheduler::new();
+        let msg = |id: &str| OutgoingMessage {
+            queue: crate::azure::Queue::Poll,
+            message_id: id.into(),
+            body: "{}".into(),
+            not_before: None,
+        };
+        bus.send(msg("a")).await.unwrap();
+        bus.send(msg("a")).await.unwrap();
+        bus.fail_next(1);
+        assert_eq!(bus.send(msg("b")).await.unwrap_err().status, Some(503));
+        bus.send(msg("b")).await.unwrap();
+        assert_eq!(bus.sent().len(), 3);
+        assert_eq!(bus.delivered().len(), 2);
+    }
+}

@@ -1,0 +1,1262 @@
+//! The restore point lifecycle through the five handlers, against the in-memory FakeArm and
+//! FakeScheduler: each test calls handlers directly with an `Invocation` and a fixed `now`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+use vmrp::azure::models::Tags;
+use vmrp::azure::{OutgoingMessage, Queue, ResourceId};
+use vmrp::events::{EventSchema, ResourceEvent, TimerEvent};
+use vmrp::functions::{self, Deps, HandlerError, TAG_ORPHANED_AT, TAG_RULE, TAG_VM};
+use vmrp::invocation::{Context, Invocation, Outcome, Status};
+use vmrp::messages::{CopyRequest, CreateRequest, PollRequest, QueueMessage, Role};
+use vmrp::names;
+use vmrp::policy::{CopyTarget, Policy, Retention, Rule};
+use vmrp::testing::{self, disk, disk_id, op, vm_id, FakeArm, FakeScheduler, VmBuilder};
+
+const T0: OffsetDateTime = datetime!(2026-11-25 03:00:00 UTC);
+const HOURLY: &str = "0 0 * * * *";
+
+struct World {
+    arm: Arc<FakeArm>,
+    bus: Arc<FakeScheduler>,
+    deps: Deps,
+}
+
+fn world(policy: Policy) -> World {
+    let arm = Arc::new(FakeArm::new());
+    arm.set_now(T0);
+    let bus = Arc::new(FakeScheduler::new());
+    let deps = Deps::new(arm.clone(), bus.clone(), Arc::new(policy), HOURLY);
+    World { arm, bus, deps }
+}
+
+/// One rule over subscription `s1`, keeping the newest `keep_last`, copying to `copies`.
+fn rule_s1(keep_last: u32, copies: &[&str]) -> Rule {
+    let mut r = testing::rule("prod", keep_last);
+    r.targets.subscriptions = vec!["s1".into()];
+    r.copies = copies
+        .iter()
+        .map(|region| CopyTarget {
+            region: region.to_string(),
+            resource_group: None,
+            retention: None,
+        })
+        .collect();
+    r
+}
+
+fn inv<T>(event: T, function: &str, now: OffsetDateTime) -> Invocation<T> {
+    Invocation::new(event, Context::new(function, now))
+}
+
+fn create_req(vm: &ResourceId, tick: OffsetDateTime) -> CreateRequest {
+    CreateRequest {
+        vm: vm.clone(),
+        tick,
+        rule: None,
+        consistency_mode: None,
+        exclude_disks: None,
+        copy_to: None,
+        retry: 0,
+        attempt: 0,
+    }
+}
+
+async fn create(
+    w: &World,
+    req: CreateRequest,
+    now: OffsetDateTime,
+) -> Result<Outcome, HandlerError> {
+    functions::create_restore_point::handle(inv(req, functions::CREATE_RESTORE_POINT, now), &w.deps)
+        .await
+}
+
+async fn poll(w: &World, req: PollRequest, now: OffsetDateTime) -> Outcome {
+    functions::poll_restore_point::handle(inv(req, functions::POLL_RESTORE_POINT, now), &w.deps)
+        .await
+        .expect("poll handler succeeds")
+}
+
+async fn copy(w: &World, req: CopyRequest, now: OffsetDateTime) -> Outcome {
+    functions::start_cross_region_copy::handle(
+        inv(req, functions::START_CROSS_REGION_COPY, now),
+        &w.deps,
+    )
+    .await
+    .expect("copy handler succeeds")
+}
+
+fn collection(vm: &ResourceId) -> ResourceId {
+    names::collection_id(vm, None)
+}
+
+fn point(vm: &ResourceId, tick: OffsetDateTime, retry: u32) -> ResourceId {
+    collection(vm).child("restorePoints", &names::restore_point_name(tick, retry))
+}
+
+fn copy_point(vm: &ResourceId, region: &str, tick: OffsetDateTime) -> ResourceId {
+    names::copy_collection_id(vm, region, None)
+        .child("restorePoints", &names::restore_point_name(tick, 0))
+}
+
+fn decode(m: &OutgoingMessage) -> QueueMessage {
+    QueueMessage::decode(&m.body).expect("valid message")
+}
+
+fn only_poll(sent: &[OutgoingMessage]) -> PollRequest {
+    match sent {
+        [m] => match decode(m) {
+            QueueMessage::Poll(p) => p,
+            other => panic!("expected a poll, got {other:?}"),
+        },
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
+fn hours(n: i64) -> time::Duration {
+    time::Duration::hours(n)
+}
+
+fn about(got: OffsetDateTime, want: OffsetDateTime, tolerance_pct: f64, base: Duration) -> bool {
+    let diff = (got - want).abs();
+    diff <= time::Duration::try_from(base.mul_f64(tolerance_pct)).unwrap()
+}
+
+// ------------------------------------------------------------------------------------------
+// CreateRestorePoint
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn create_ensures_collection_once_then_skips_it() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "vm1")
+            .location("westeurope")
+            .build(),
+    );
+
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.count(op::GET_COLLECTION), 1);
+    assert_eq!(w.arm.count(op::PUT_COLLECTION), 1);
+    let c = w
+        .arm
+        .collection(&collection(&vm))
+        .expect("collection created");
+    assert_eq!(c.location.as_deref(), Some("westeurope"));
+    assert_eq!(c.source_id(), Some(vm.as_str()));
+    let tags = c.tags.unwrap();
+    assert_eq!(tags.get(TAG_RULE).map(String::as_str), Some("prod"));
+    assert_eq!(tags.get(TAG_VM).map(String::as_str), Some(vm.as_str()));
+
+    // The first poll: local, attempt 1, ~15 s later, deterministic id.
+    let sent = w.bus.take();
+    let p = only_poll(&sent);
+    assert_eq!(p.target, point(&vm, T0, 0));
+    assert_eq!((p.role, p.attempt, p.first_seen), (Role::Local, 1, T0));
+    assert_eq!(p.deadline, T0 + hours(2));
+    assert!(about(
+        sent[0].not_before.unwrap(),
+        T0 + Duration::from_secs(15),
+        0.1,
+        Duration::from_secs(15)
+    ));
+    assert_eq!(
+        sent[0].message_id,
+        names::message_id("poll", p.target.as_str(), T0, 1)
+    );
+
+    // Next tick: the collection is known, no GET or PUT of it.
+    w.arm.set_point_state(&point(&vm, T0, 0), "Succeeded");
+    let t1 = T0 + hours(1);
+    let out = create(&w, create_req(&vm, t1), t1).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(
+        w.arm.count(op::GET_COLLECTION),
+        1,
+        "collection not read again"
+    );
+    assert_eq!(
+        w.arm.count(op::PUT_COLLECTION),
+        1,
+        "collection not written again"
+    );
+    assert_eq!(w.arm.count(op::PUT_POINT), 2);
+    assert!(w.arm.point(&point(&vm, t1, 0)).is_some());
+}
+
+#[tokio::test]
+async fn replayed_create_does_not_duplicate() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let first = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(first.status, Status::Done);
+    // Redelivered a minute later (e.g. the first invocation timed out after its PUT).
+    let again = create(&w, create_req(&vm, T0), T0 + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(again.status, Status::Skipped, "{}", again.summary);
+    assert_eq!(w.arm.count(op::PUT_POINT), 1, "no second PUT");
+    assert_eq!(w.bus.sent().len(), 2, "the poll is re-sent…");
+    assert_eq!(
+        w.bus.delivered().len(),
+        1,
+        "…with the same id, so Service Bus drops it"
+    );
+}
+
+#[tokio::test]
+async fn throttled_create_is_rescheduled_after_retry_after() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.throttle_next(op::PUT_POINT, 30);
+
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].queue, Queue::Create);
+    assert_eq!(
+        sent[0].not_before,
+        Some(T0 + Duration::from_secs(30)),
+        "Retry-After wins"
+    );
+    let QueueMessage::Create(again) = decode(&sent[0]) else {
+        panic!("a create")
+    };
+    assert_eq!(
+        (again.vm.clone(), again.tick, again.retry, again.attempt),
+        (vm.clone(), T0, 0, 1)
+    );
+    assert_ne!(
+        sent[0].message_id,
+        names::message_id("create", vm.as_str(), T0, 0),
+        "new id: not dropped as a duplicate"
+    );
+    assert!(w.arm.point(&point(&vm, T0, 0)).is_none());
+
+    // The rescheduled message goes through and names the same point.
+    let out = create(&w, again, T0 + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Done);
+    assert!(w.arm.point(&point(&vm, T0, 0)).is_some());
+}
+
+#[tokio::test]
+async fn concurrent_create_conflict_is_rescheduled_with_backoff() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    // The previous tick's point is still being created: Azure answers 409.
+    create(&w, create_req(&vm, T0), T0).await.unwrap();
+    w.bus.take();
+    let t1 = T0 + hours(1);
+    let out = create(&w, create_req(&vm, t1), t1).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let sent = w.bus.take();
+    let nb = sent[0].not_before.unwrap();
+    assert!(
+        about(
+            nb,
+            t1 + Duration::from_secs(30),
+            0.1,
+            Duration::from_secs(30)
+        ),
+        "{nb}"
+    );
+}
+
+#[tokio::test]
+async fn collection_deleted_behind_the_cache_is_recreated_on_the_rescheduled_create() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    create(&w, create_req(&vm, T0), T0).await.unwrap();
+    w.bus.take();
+    // Someone deletes the collection; this process still believes it exists.
+    vmrp::azure::Arm::delete_collection(&*w.arm, &collection(&vm))
+        .await
+        .unwrap();
+    let t1 = T0 + hours(1);
+    let out = create(&w, create_req(&vm, t1), t1).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let QueueMessage::Create(again) = decode(&w.bus.take()[0]) else {
+        panic!("a create")
+    };
+    let out = create(&w, again, t1 + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.collection(&collection(&vm)).is_some(), "recreated");
+    assert!(w.arm.point(&point(&vm, t1, 0)).is_some());
+}
+
+#[tokio::test]
+async fn vanished_vm_is_skipped() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = vm_id("s1", "rg", "gone");
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Skipped);
+    assert!(out.summary.contains("vanished"));
+    assert_eq!(
+        w.arm.count(op::PUT_POINT) + w.arm.count(op::PUT_COLLECTION),
+        0
+    );
+    assert!(w.bus.sent().is_empty(), "no retry");
+}
+
+#[tokio::test]
+async fn out_of_scope_vm_is_refused() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s2", "rg", "vm1").build());
+    let err = create(&w, create_req(&vm, T0), T0).await.unwrap_err();
+    assert!(matches!(err, HandlerError::OutOfScope { .. }), "{err}");
+    assert!(w.arm.calls().is_empty(), "refused before any ARM call");
+}
+
+#[tokio::test]
+async fn permanent_error_is_reported_and_send_failure_fails_the_invocation() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.refuse_next(
+        op::PUT_POINT,
+        400,
+        "VMRestorePointClientError",
+        "maximum allowed snapshot limit reached",
+    );
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Reported);
+    assert!(
+        out.summary.contains("VMRestorePointClientError"),
+        "{}",
+        out.summary
+    );
+    assert!(w.bus.sent().is_empty());
+
+    // A transient refusal whose reschedule cannot be sent: the invocation fails (redelivery).
+    w.arm.throttle_next(op::PUT_POINT, 30);
+    w.bus.fail_next(1);
+    let err = create(&w, create_req(&vm, T0), T0).await.unwrap_err();
+    assert!(matches!(err, HandlerError::Send(_)), "{err}");
+}
+
+#[tokio::test]
+async fn exclusions_and_consistency_reach_the_put() {
+    let mut rule = rule_s1(3, &[]);
+    rule.exclude_disks.luns = vec![2];
+    let w = world(testing::policy(vec![rule]));
+    let shared = disk_id("s1", "rg", "shared");
+    let data = disk_id("s1", "rg", "data");
+    let scratch = disk_id("s1", "rg", "scratch");
+    w.arm.add_disk(disk(&shared, "Premium_LRS", Some(2), &[]));
+    w.arm.add_disk(disk(&data, "Premium_LRS", None, &[]));
+    w.arm.add_disk(disk(&scratch, "Premium_LRS", None, &[]));
+    let vm = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "vm1")
+            .ephemeral_os()
+            .data_disk(0, &shared, "Premium_LRS")
+            .data_disk(1, &data, "Premium_LRS")
+            .data_disk(2, &scratch, "Premium_LRS")
+            .build(),
+    );
+    create(&w, create_req(&vm, T0), T0).await.unwrap();
+    let p = w.arm.point(&point(&vm, T0, 0)).unwrap();
+    let props = p.properties.unwrap();
+    let mut excluded: Vec<String> = props
+        .exclude_disks
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    excluded.sort();
+    let mut want = vec![
+        disk_id("s1", "rg", "vm1-os").to_string(),
+        shared.to_string(),
+        scratch.to_string(),
+    ];
+    want.sort();
+    assert_eq!(
+        excluded, want,
+        "ephemeral OS, shared disk and LUN 2 left out"
+    );
+    assert_eq!(props.consistency_mode.unwrap().as_str(), "CrashConsistent");
+    assert_eq!(w.arm.count(op::GET_DISK), 3);
+
+    // Disk details are cached: the next create reads no disk.
+    w.arm.set_point_state(&point(&vm, T0, 0), "Succeeded");
+    create(&w, create_req(&vm, T0 + hours(1)), T0 + hours(1))
+        .await
+        .unwrap();
+    assert_eq!(w.arm.count(op::GET_DISK), 3);
+}
+
+#[tokio::test]
+async fn policy_check_refuses_what_azure_would_and_drops_a_copy_to_the_home_region() {
+    let w = world(testing::policy(vec![rule_s1(3, &["eastus", "westus2"])]));
+    let ultra = disk_id("s1", "rg", "ultra");
+    w.arm.add_disk(disk(&ultra, "UltraSSD_LRS", None, &[]));
+    let vm = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "vm1")
+            .data_disk(0, &ultra, "UltraSSD_LRS")
+            .build(),
+    );
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Reported);
+    assert!(out.summary.contains("UltraSSD_LRS"), "{}", out.summary);
+    assert_eq!(w.arm.count(op::PUT_POINT), 0);
+
+    let plain = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "vm2")
+            .location("East US")
+            .build(),
+    );
+    create(&w, create_req(&plain, T0), T0).await.unwrap();
+    let p = only_poll(&w.bus.take());
+    assert_eq!(
+        p.copy_to,
+        vec!["westus2".to_string()],
+        "no copy into the VM's own region"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// StartCrossRegionCopy
+// ------------------------------------------------------------------------------------------
+
+fn copy_req(source: &ResourceId, vm: Option<&ResourceId>, region: &str) -> CopyRequest {
+    CopyRequest {
+        source: source.clone(),
+        target_region: region.into(),
+        target_resource_group: None,
+        vm: vm.cloned(),
+        rule: None,
+        retry: 0,
+        attempt: 0,
+    }
+}
+
+#[tokio::test]
+async fn copy_creates_target_collection_and_waits_for_an_in_flight_copy() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    let src = collection(&vm);
+    w.arm.add_collection(&src, "eastus", &vm);
+    let (t1, t2) = (T0, T0 + hours(1));
+    w.arm
+        .add_point(&point(&vm, t1, 0), "Succeeded", t1, None, &[]);
+    w.arm
+        .add_point(&point(&vm, t2, 0), "Succeeded", t2, None, &[]);
+
+    // First copy: the VM is found through the source collection; target collection created.
+    let out = copy(
+        &w,
+        copy_req(&point(&vm, t1, 0), None, "westus2"),
+        t1 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    let c = w.arm.collection(&target_c).expect("target collection");
+    assert_eq!(c.location.as_deref(), Some("westus2"));
+    assert_eq!(
+        c.source_id(),
+        Some(src.as_str()),
+        "source.id = the source collection"
+    );
+    let copied = w
+        .arm
+        .point(&copy_point(&vm, "westus2", t1))
+        .expect("copy point");
+    assert_eq!(
+        copied.source_restore_point(),
+        Some(point(&vm, t1, 0).as_str())
+    );
+    let sent = w.bus.take();
+    let p = only_poll(&sent);
+    assert_eq!((p.role, p.attempt), (Role::Copy, 1));
+    assert_eq!(p.source, Some(point(&vm, t1, 0)));
+    assert_eq!(p.target_region.as_deref(), Some("westus2"));
+    assert_eq!(p.deadline, t1 + hours(1) + time::Duration::days(14));
+    assert!(about(
+        sent[0].not_before.unwrap(),
+        t1 + hours(1) + Duration::from_secs(120),
+        0.1,
+        Duration::from_secs(120)
+    ));
+
+    // The copy of t1 says Succeeded but is at 40 %: the copy of t2 waits instead of a 409.
+    w.arm
+        .set_point_state(&copy_point(&vm, "westus2", t1), "Succeeded");
+    w.arm
+        .set_replication(&copy_point(&vm, "westus2", t1), &[100, 40]);
+    let now = t2 + hours(1);
+    let out = copy(&w, copy_req(&point(&vm, t2, 0), Some(&vm), "westus2"), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert_eq!(
+        w.arm.count(op::PUT_POINT),
+        1,
+        "no PUT while the earlier copy replicates"
+    );
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1);
+    let QueueMessage::Copy(waiting) = decode(&sent[0]) else {
+        panic!("a copy")
+    };
+    assert_eq!(waiting.attempt, 1);
+    assert!(about(
+        sent[0].not_before.unwrap(),
+        now + Duration::from_secs(600),
+        0.1,
+        Duration::from_secs(600)
+    ));
+
+    // Replicated: now it goes.
+    w.arm
+        .set_replication(&copy_point(&vm, "westus2", t1), &[100, 100]);
+    let out = copy(&w, waiting, now + time::Duration::minutes(10)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.point(&copy_point(&vm, "westus2", t2)).is_some());
+    assert_eq!(
+        w.arm.count(op::PUT_COLLECTION),
+        1,
+        "target collection created once"
+    );
+}
+
+#[tokio::test]
+async fn copy_of_a_copy_is_refused_and_out_of_scope_copy_errors() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w.arm.add_collection(&target_c, "westus2", &collection(&vm));
+    w.arm
+        .add_point(&point(&vm, T0, 0), "Succeeded", T0, None, &[]);
+    w.arm.add_point(
+        &copy_point(&vm, "westus2", T0),
+        "Succeeded",
+        T0,
+        Some(&point(&vm, T0, 0)),
+        &[100],
+    );
+    let out = copy(
+        &w,
+        copy_req(&copy_point(&vm, "westus2", T0), Some(&vm), "northeurope"),
+        T0,
+    )
+    .await;
+    assert_eq!(out.status, Status::Reported);
+    assert!(out.summary.contains("itself a copy"), "{}", out.summary);
+    // Without the VM in the message, the copy collection's source (a collection) gives it away.
+    let out = copy(
+        &w,
+        copy_req(&copy_point(&vm, "westus2", T0), None, "northeurope"),
+        T0,
+    )
+    .await;
+    assert_eq!(out.status, Status::Reported);
+    assert!(out.summary.contains("not a VM"), "{}", out.summary);
+    assert_eq!(w.arm.count(op::PUT_POINT), 0);
+
+    let other = vm_id("s9", "rg", "vm9");
+    let src = names::collection_id(&other, None).child("restorePoints", "rp-20261125T0300Z");
+    let err = functions::start_cross_region_copy::handle(
+        inv(
+            copy_req(&src, Some(&other), "westus2"),
+            functions::START_CROSS_REGION_COPY,
+            T0,
+        ),
+        &w.deps,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, HandlerError::OutOfScope { .. }));
+}
+
+// ------------------------------------------------------------------------------------------
+// PollRestorePoint
+// ------------------------------------------------------------------------------------------
+
+fn poll_req(vm: &ResourceId, target: &ResourceId, role: Role, tick: OffsetDateTime) -> PollRequest {
+    PollRequest {
+        target: target.clone(),
+        role,
+        attempt: 1,
+        first_seen: tick,
+        deadline: tick + hours(2),
+        vm: vm.clone(),
+        tick,
+        rule: Some("prod".into()),
+        retry: 0,
+        copy_to: Vec::new(),
+        source: None,
+        target_region: None,
+    }
+}
+
+#[tokio::test]
+async fn poll_requeues_with_growing_delay() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let target = point(&vm, T0, 0);
+    w.arm.add_point(&target, "Creating", T0, None, &[]);
+    let mut req = poll_req(&vm, &target, Role::Local, T0);
+    let mut now = T0 + Duration::from_secs(15);
+    let mut delays = Vec::new();
+    for attempt in 2..=5 {
+        let out = poll(&w, req.clone(), now).await;
+        assert_eq!(out.status, Status::Rescheduled);
+        let sent = w.bus.take();
+        let next = only_poll(&sent);
+        assert_eq!(next.attempt, attempt);
+        assert_eq!(
+            sent[0].message_id,
+            names::message_id("poll", target.as_str(), T0, attempt)
+        );
+        let nb = sent[0].not_before.unwrap();
+        delays.push((nb - now).whole_milliseconds());
+        now = nb;
+        req = next;
+    }
+    assert!(delays.windows(2).all(|d| d[1] > d[0]), "{delays:?}");
+    assert_eq!(w.arm.count(op::GET_POINT), 4, "one GET per poll");
+}
+
+#[tokio::test]
+async fn settled_local_point_fans_out_copies_and_prunes_but_keeps_held_source() {
+    let w = world(testing::policy(vec![rule_s1(1, &["westus2"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let src = collection(&vm);
+    w.arm.add_collection(&src, "eastus", &vm);
+    let ticks: Vec<OffsetDateTime> = (0..4).map(|h| T0 + hours(h)).collect();
+    for t in &ticks[..3] {
+        w.arm
+            .add_point(&point(&vm, *t, 0), "Succeeded", *t, None, &[]);
+    }
+    let newest = point(&vm, ticks[3], 0);
+    w.arm.add_point(&newest, "Succeeded", ticks[3], None, &[]);
+    // The copy of ticks[1] still replicates in westus2 (Succeeded only means started).
+    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    w.arm.add_collection(&target_c, "westus2", &src);
+    w.arm.add_point(
+        &copy_point(&vm, "westus2", ticks[0]),
+        "Succeeded",
+        ticks[0],
+        Some(&point(&vm, ticks[0], 0)),
+        &[100, 100],
+    );
+    w.arm.add_point(
+        &copy_point(&vm, "westus2", ticks[1]),
+        "Succeeded",
+        ticks[1],
+        Some(&point(&vm, ticks[1], 0)),
+        &[100, 60],
+    );
+
+    let mut req = poll_req(&vm, &newest, Role::Local, ticks[3]);
+    req.copy_to = vec!["westus2".into()];
+    let out = poll(&w, req, ticks[3] + time::Duration::minutes(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1);
+    let QueueMessage::Copy(c) = decode(&sent[0]) else {
+        panic!("a copy")
+    };
+    assert_eq!(
+        (c.source, c.target_region.as_str(), c.vm),
+        (newest.clone(), "westus2", Some(vm.clone()))
+    );
+
+    let left = w.arm.point_ids(&src);
+    assert!(left.contains(&point(&vm, ticks[0], 0)), "baseline kept");
+    assert!(
+        left.contains(&point(&vm, ticks[1], 0)),
+        "held: its copy is at 60 %"
+    );
+    assert!(
+        !left.contains(&point(&vm, ticks[2], 0)),
+        "expired and not held: deleted"
+    );
+    assert!(left.contains(&newest), "newest kept");
+    assert_eq!(w.arm.count(op::DELETE_POINT), 1);
+}
+
+#[tokio::test]
+async fn settled_copy_prunes_the_target_region_with_its_own_retention() {
+    let mut rule = rule_s1(5, &["westus2"]);
+    rule.copies[0].retention = Some(Retention::newest(1));
+    let w = world(testing::policy(vec![rule]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let src = collection(&vm);
+    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    w.arm.add_collection(&src, "eastus", &vm);
+    w.arm.add_collection(&target_c, "westus2", &src);
+    for h in 0..3 {
+        let t = T0 + hours(h);
+        w.arm
+            .add_point(&point(&vm, t, 0), "Succeeded", t, None, &[]);
+        w.arm.add_point(
+            &copy_point(&vm, "westus2", t),
+            "Succeeded",
+            t,
+            Some(&point(&vm, t, 0)),
+            &[100, 100],
+        );
+    }
+    let target = copy_point(&vm, "westus2", T0 + hours(2));
+    let mut req = poll_req(&vm, &target, Role::Copy, T0 + hours(2));
+    req.source = Some(point(&vm, T0 + hours(2), 0));
+    req.target_region = Some("westus2".into());
+    let out = poll(&w, req, T0 + hours(3)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let left = w.arm.point_ids(&target_c);
+    assert_eq!(
+        left,
+        vec![copy_point(&vm, "westus2", T0), target],
+        "baseline + newest"
+    );
+    assert_eq!(
+        w.arm.point_ids(&src).len(),
+        3,
+        "the source region keeps its own 5"
+    );
+}
+
+#[tokio::test]
+async fn deletes_are_capped_per_invocation() {
+    let w = world(testing::policy(vec![rule_s1(1, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    for h in 0..10 {
+        w.arm.add_point(
+            &point(&vm, T0 + hours(h), 0),
+            "Succeeded",
+            T0 + hours(h),
+            None,
+            &[],
+        );
+    }
+    let target = point(&vm, T0 + hours(9), 0);
+    let out = poll(
+        &w,
+        poll_req(&vm, &target, Role::Local, T0 + hours(9)),
+        T0 + hours(10),
+    )
+    .await;
+    // 10 points: baseline + newest stay, 8 expired, 5 deleted now.
+    assert_eq!(w.arm.count(op::DELETE_POINT), 5, "{}", out.summary);
+    assert!(out.summary.contains("3 left for later"), "{}", out.summary);
+}
+
+#[tokio::test]
+async fn failed_point_is_retried_under_a_new_name_then_reported() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let target = point(&vm, T0, 0);
+    w.arm.add_point(&target, "Failed", T0, None, &[]);
+
+    let out = poll(
+        &w,
+        poll_req(&vm, &target, Role::Local, T0),
+        T0 + Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let sent = w.bus.take();
+    let QueueMessage::Create(retry) = decode(&sent[0]) else {
+        panic!("a create")
+    };
+    assert_eq!((retry.tick, retry.retry), (T0, 1));
+
+    let out = create(&w, retry, T0 + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let r1 = point(&vm, T0, 1);
+    assert!(r1.as_str().ends_with("rp-20261125T0300Z-r1"));
+    assert!(w.arm.point(&r1).is_some());
+    let p = only_poll(&w.bus.take());
+    assert_eq!((p.target.clone(), p.retry), (r1.clone(), 1));
+
+    // The last allowed retry fails too: reported, nothing sent.
+    w.arm.add_point(&point(&vm, T0, 2), "Failed", T0, None, &[]);
+    let mut last = poll_req(&vm, &point(&vm, T0, 2), Role::Local, T0);
+    last.retry = 2;
+    let out = poll(&w, last, T0 + time::Duration::minutes(5)).await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(w.bus.sent().is_empty());
+}
+
+#[tokio::test]
+async fn deadline_exceeded_and_vanished() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let target = point(&vm, T0, 0);
+    w.arm.add_point(&target, "Creating", T0, None, &[]);
+    let out = poll(&w, poll_req(&vm, &target, Role::Local, T0), T0 + hours(3)).await;
+    assert_eq!(out.status, Status::Reported);
+    assert!(out.summary.contains("deadline"), "{}", out.summary);
+    let gone = point(&vm, T0 + hours(1), 0);
+    let out = poll(&w, poll_req(&vm, &gone, Role::Local, T0), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Skipped);
+    assert!(w.bus.sent().is_empty());
+}
+
+#[tokio::test]
+async fn throttled_poll_get_requeues_after_retry_after() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let target = point(&vm, T0, 0);
+    w.arm.throttle_next(op::GET_POINT, 45);
+    let out = poll(&w, poll_req(&vm, &target, Role::Local, T0), T0).await;
+    assert_eq!(out.status, Status::Rescheduled);
+    let sent = w.bus.take();
+    assert_eq!(sent[0].not_before, Some(T0 + Duration::from_secs(45)));
+}
+
+// ------------------------------------------------------------------------------------------
+// ScheduleRestorePoints
+// ------------------------------------------------------------------------------------------
+
+async fn timer(w: &World, now: OffsetDateTime) -> Outcome {
+    let event = TimerEvent {
+        is_past_due: false,
+        last: None,
+        next: None,
+    };
+    functions::schedule_restore_points::handle(
+        inv(event, functions::SCHEDULE_RESTORE_POINTS, now),
+        &w.deps,
+    )
+    .await
+    .expect("timer succeeds")
+}
+
+#[tokio::test]
+async fn timer_sends_one_create_per_target_vm_named_by_the_tick() {
+    let mut tagged = testing::rule("tagged", 3);
+    tagged.targets.resource_groups = vec!["/subscriptions/s1/resourceGroups/app".into()];
+    tagged.targets.tags = [("backup".to_string(), "yes".to_string())].into();
+    let mut explicit = testing::rule("explicit", 3);
+    explicit.targets.vms = vec![vm_id("s2", "db", "sql1")];
+    let w = world(testing::policy(vec![tagged, explicit]));
+    let a = w.arm.add_vm(
+        VmBuilder::new("s1", "app", "a")
+            .tag("backup", "yes")
+            .build(),
+    );
+    let b = w.arm.add_vm(
+        VmBuilder::new("s1", "app", "b")
+            .tag("Backup", "YES")
+            .build(),
+    );
+    w.arm
+        .add_vm(VmBuilder::new("s1", "app", "untagged").build());
+    w.arm.add_vm(
+        VmBuilder::new("s1", "other", "c")
+            .tag("backup", "yes")
+            .build(),
+    );
+    let sql = w.arm.add_vm(VmBuilder::new("s2", "db", "sql1").build());
+
+    let out = timer(&w, T0 + time::Duration::minutes(7)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let sent = w.bus.take();
+    let mut got: Vec<(ResourceId, OffsetDateTime, Option<String>, String)> = sent
+        .iter()
+        .map(|m| match decode(m) {
+            QueueMessage::Create(c) => (c.vm, c.tick, c.rule, m.message_id.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    let want: Vec<_> = [(a, "tagged"), (b, "tagged"), (sql, "explicit")]
+        .into_iter()
+        .map(|(vm, rule)| {
+            let id = names::message_id("create", vm.as_str(), T0, 0);
+            (vm, T0, Some(rule.to_string()), id)
+        })
+        .collect();
+    assert_eq!(got, want, "tick 03:00 from a run at 03:07");
+    assert_eq!(out.sent.len(), 3);
+
+    // A repeated, late run of the same tick sends the same ids.
+    timer(&w, T0 + time::Duration::minutes(40)).await;
+    let again: Vec<String> = w.bus.take().into_iter().map(|m| m.message_id).collect();
+    let mut first: Vec<String> = sent.into_iter().map(|m| m.message_id).collect();
+    let mut again_sorted = again.clone();
+    first.sort();
+    again_sorted.sort();
+    assert_eq!(first, again_sorted);
+}
+
+#[tokio::test]
+async fn a_late_timer_run_paces_from_now_with_the_same_ids() {
+    let mut w = world(testing::policy(vec![rule_s1(3, &[])]));
+    w.deps.tuning.pacing = vmrp::plan::Pacing {
+        burst: 1,
+        refill_per_sec: 10.0,
+        writes_per_create: 1,
+        reserve: 0.0,
+    };
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "a").build());
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "b").build());
+    let on_time = timer(&w, T0).await;
+    let late_now = T0 + time::Duration::minutes(25);
+    let late = timer(&w, late_now).await;
+    let ids = |o: &Outcome| {
+        o.sent
+            .iter()
+            .map(|s| s.message_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&on_time), ids(&late), "same tick, same messages");
+    let nb = |o: &Outcome| o.sent.iter().map(|s| s.not_before).collect::<Vec<_>>();
+    assert_eq!(
+        nb(&on_time),
+        vec![None, Some(T0 + Duration::from_millis(100))]
+    );
+    assert_eq!(
+        nb(&late),
+        vec![None, Some(late_now + Duration::from_millis(100))],
+        "paced from the late start"
+    );
+}
+
+#[tokio::test]
+async fn timer_lists_what_it_can_when_one_scope_fails() {
+    let mut r = testing::rule("groups", 3);
+    r.targets.resource_groups = vec![
+        "/subscriptions/s1/resourceGroups/a".into(),
+        "/subscriptions/s1/resourceGroups/b".into(),
+    ];
+    let w = world(testing::policy(vec![r]));
+    w.arm.add_vm(VmBuilder::new("s1", "a", "vm-a").build());
+    let b = w.arm.add_vm(VmBuilder::new("s1", "b", "vm-b").build());
+    w.arm
+        .refuse_next(op::LIST_VMS, 403, "AuthorizationFailed", "no read on rg a");
+    let out = timer(&w, T0).await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(out.summary.contains("listing failed"), "{}", out.summary);
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1);
+    assert!(matches!(decode(&sent[0]), QueueMessage::Create(c) if c.vm == b));
+}
+
+#[tokio::test]
+async fn timer_deletes_expired_orphan_collections_only() {
+    let mut policy = testing::policy(vec![rule_s1(3, &[])]);
+    policy.orphans.expire_after_days = Some(7);
+    let w = world(policy);
+    let old_vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "old").build());
+    let new_vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "new").build());
+    for (vm, days) in [(&old_vm, 8), (&new_vm, 2)] {
+        let id = collection(vm);
+        w.arm.add_collection(&id, "eastus", vm);
+        let mut tags = Tags::new();
+        tags.insert(
+            TAG_ORPHANED_AT.into(),
+            (T0 - time::Duration::days(days))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+        );
+        let body = vmrp::azure::models::RestorePointCollection::for_source("eastus", vm, tags);
+        vmrp::azure::Arm::put_collection(&*w.arm, &id, &body)
+            .await
+            .unwrap();
+    }
+    w.arm.remove_vm(&old_vm);
+    w.arm.remove_vm(&new_vm);
+    let out = timer(&w, T0).await;
+    assert!(out.summary.contains("1 expired orphan"), "{}", out.summary);
+    assert!(w.arm.collection(&collection(&old_vm)).is_none());
+    assert!(w.arm.collection(&collection(&new_vm)).is_some());
+}
+
+// ------------------------------------------------------------------------------------------
+// OnVmChanged
+// ------------------------------------------------------------------------------------------
+
+fn event(kind: &str, subject: &ResourceId, id: &str) -> ResourceEvent {
+    ResourceEvent {
+        schema: EventSchema::EventGrid,
+        id: id.into(),
+        event_type: format!("Microsoft.Resources.{kind}"),
+        subject: subject.to_string(),
+        event_time: Some(T0),
+        operation_name: None,
+        data: serde_json::Value::Null,
+    }
+}
+
+async fn on_event(w: &World, e: ResourceEvent, now: OffsetDateTime) -> Outcome {
+    functions::on_vm_changed::handle(inv(e, functions::ON_VM_CHANGED, now), &w.deps)
+        .await
+        .expect("event handled")
+}
+
+#[tokio::test]
+async fn events_for_other_resource_types_are_ignored() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    for subject in [
+        collection(&vm),
+        point(&vm, T0, 0),
+        vm.child("extensions", "AzureMonitor"),
+        disk_id("s1", "rg", "d1"),
+    ] {
+        let out = on_event(&w, event("ResourceWriteSuccess", &subject, "e1"), T0).await;
+        assert_eq!(out.status, Status::Skipped, "{subject}");
+    }
+    assert!(w.arm.calls().is_empty());
+    assert!(w.bus.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_burst_of_vm_writes_onboards_once() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let now = T0 + time::Duration::minutes(20);
+    for i in 0..3 {
+        let out = on_event(
+            &w,
+            event("ResourceWriteSuccess", &vm, &format!("e{i}")),
+            now,
+        )
+        .await;
+        assert_ne!(out.status, Status::Reported, "{}", out.summary);
+    }
+    assert_eq!(
+        w.arm.count(op::PUT_COLLECTION),
+        1,
+        "collection created once"
+    );
+    assert!(w.arm.collection(&collection(&vm)).is_some());
+    let delivered = w.bus.delivered();
+    assert_eq!(delivered.len(), 1, "one first-point create");
+    let QueueMessage::Create(c) = decode(&delivered[0]) else {
+        panic!("a create")
+    };
+    assert_eq!(c.tick, T0, "the timer's latest tick");
+    assert_eq!(
+        delivered[0].message_id,
+        names::message_id("create", vm.as_str(), T0, 0),
+        "same id as the timer's"
+    );
+
+    // A second instance (empty cache) handling another write of the burst before the first
+    // point exists sends the same id: Service Bus keeps one.
+    let other = Deps::new(w.arm.clone(), w.bus.clone(), w.deps.policy.clone(), HOURLY);
+    let out = functions::on_vm_changed::handle(
+        inv(
+            event("ResourceWriteSuccess", &vm, "e9"),
+            functions::ON_VM_CHANGED,
+            now,
+        ),
+        &other,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.bus.sent().len(), 2);
+    assert_eq!(w.bus.delivered().len(), 1);
+}
+
+#[tokio::test]
+async fn vm_delete_marks_its_collections_orphaned_and_recreation_clears_it() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    create(&w, create_req(&vm, T0), T0).await.unwrap();
+    w.arm.remove_vm(&vm);
+    let out = on_event(&w, event("ResourceDeleteSuccess", &vm, "d1"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let tags = w.arm.collection(&collection(&vm)).unwrap().tags.unwrap();
+    assert_eq!(
+        tags.get(TAG_ORPHANED_AT).map(String::as_str),
+        Some("2026-11-25T03:00:00Z")
+    );
+    assert!(out.summary.contains("kept"), "{}", out.summary);
+
+    // The VM comes back under the same id: the next create clears the mark.
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.set_point_state(&point(&vm, T0, 0), "Succeeded");
+    create(&w, create_req(&vm, T0 + hours(2)), T0 + hours(2))
+        .await
+        .unwrap();
+    let tags = w.arm.collection(&collection(&vm)).unwrap().tags.unwrap();
+    assert!(!tags.contains_key(TAG_ORPHANED_AT));
+}
+
+// ------------------------------------------------------------------------------------------
+// The whole chain
+// ------------------------------------------------------------------------------------------
+
+/// Delivers every queued message to its handler (in send order) until the queues are empty,
+/// advancing `now` to each message's `not_before`, and lets the fake ARM progress between steps.
+#[tokio::test]
+async fn timer_to_settled_copy_end_to_end() {
+    let w = world(testing::policy(vec![rule_s1(2, &["westus2"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let log = CapturedLog::install();
+    let mut now = T0 + Duration::from_secs(5);
+    timer(&w, now).await;
+    let mut queue: Vec<OutgoingMessage> = w.bus.take();
+    let mut statuses = Vec::new();
+    let mut steps = 0;
+    while let Some(m) = (!queue.is_empty()).then(|| queue.remove(0)) {
+        steps += 1;
+        assert!(steps < 50, "the chain terminates");
+        now = now.max(m.not_before.unwrap_or(now));
+        let out = match decode(&m) {
+            QueueMessage::Create(c) => create(&w, c, now).await.unwrap(),
+            QueueMessage::Copy(c) => copy(&w, c, now).await,
+            QueueMessage::Poll(p) => {
+                // ARM makes progress: the local point finishes after the first look; the copy
+                // replicates 50 % per look.
+                if p.attempt >= 2 {
+                    w.arm.set_point_state(&p.target, "Succeeded");
+                    if p.role == Role::Copy {
+                        let pct = (50 * (p.attempt as i32 - 1)).min(100);
+                        w.arm.set_replication(&p.target, &[pct, pct]);
+                    }
+                }
+                poll(&w, p, now).await
+            }
+        };
+        statuses.push((m.queue, out.status));
+        queue.extend(w.bus.take());
+    }
+    use Status::*;
+    assert_eq!(
+        statuses,
+        vec![
+            (Queue::Create, Done),
+            (Queue::Poll, Rescheduled), // local: Creating
+            (Queue::Poll, Done),        // local settled → copy sent
+            (Queue::Copy, Done),
+            (Queue::Poll, Rescheduled), // copy: Creating, 0 %
+            (Queue::Poll, Rescheduled), // copy: Succeeded, 50 %
+            (Queue::Poll, Done),        // copy: 100 %
+        ]
+    );
+    assert!(w.arm.point(&copy_point(&vm, "westus2", T0)).is_some());
+
+    // One report event per settled point, with where, what and how long.
+    let reports = log.reports();
+    let summary: Vec<(String, String, String, String)> = reports
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("outcome"), s("role"), s("region"), s("point"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "settled".into(),
+                "local".into(),
+                "eastus".into(),
+                point(&vm, T0, 0).to_string()
+            ),
+            (
+                "settled".into(),
+                "copy".into(),
+                "westus2".into(),
+                copy_point(&vm, "westus2", T0).to_string()
+            ),
+        ]
+    );
+    assert!(reports
+        .iter()
+        .all(|f| f["vm"] == vm.as_str() && f["duration_s"].as_u64().is_some()));
+}
+
+/// Captures this test thread's `tracing` events as JSON lines. One global subscriber writes
+/// into a per-thread buffer: a thread-local default subscriber would race with tracing's global
+/// callsite cache while other tests run without one.
+struct CapturedLog;
+
+thread_local! {
+    static LOG: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+struct ThreadBuf;
+
+impl std::io::Write for ThreadBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        LOG.with(|l| l.borrow_mut().extend_from_slice(data));
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn install() -> Self {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(|| ThreadBuf)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("first global subscriber");
+        });
+        LOG.with(|l| l.borrow_mut().clear());
+        Self
+    }
+    /// The fields of every `vmrp::report` event logged on this thread since `install`.
+    fn reports(&self) -> Vec<serde_json::Value> {
+        let text = LOG.with(|l| String::from_utf8(l.borrow().clone()).unwrap());
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "vmrp::report")
+            .map(|v| v["fields"].clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn failed_and_given_up_points_are_reported_once_each() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let log = CapturedLog::install();
+    w.arm.add_point(&point(&vm, T0, 0), "Failed", T0, None, &[]);
+    poll(
+        &w,
+        poll_req(&vm, &point(&vm, T0, 0), Role::Local, T0),
+        T0 + hours(1),
+    )
+    .await;
+    w.arm
+        .add_point(&point(&vm, T0, 1), "Creating", T0, None, &[]);
+    let mut late = poll_req(&vm, &point(&vm, T0, 1), Role::Local, T0);
+    late.retry = 1;
+    poll(&w, late, T0 + hours(3)).await;
+    let outcomes: Vec<(String, u64)> = log
+        .reports()
+        .iter()
+        .map(|f| {
+            (
+                f["outcome"].as_str().unwrap().to_string(),
+                f["duration_s"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![("failed".into(), 3600), ("given_up".into(), 3 * 3600)]
+    );
+}
