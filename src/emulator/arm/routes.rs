@@ -1679,18 +1679,19 @@ fn create_copy(
         return Reply::error_with_target(400, "InvalidParameter", format!(
             "Restore point collection '{coll_label}' is for cross-region copy: properties.sourceRestorePoint.id is required."), "properties.sourceRestorePoint.id");
     };
-    let source_id =
-        match ResourceId::parse(&source_raw) {
-            Ok(s) if s.is_type("Microsoft.Compute/restorePointCollections/restorePoints") => s,
-            _ => return Reply::error_with_target(
+    let source_id = match ResourceId::parse(&source_raw) {
+        Ok(s) if s.is_type("Microsoft.Compute/restorePointCollections/restorePoints") => s,
+        _ => {
+            return Reply::error_with_target(
                 400,
                 "InvalidParameter",
                 format!(
                     "properties.sourceRestorePoint.id '{source_raw}' is not a restore point id."
                 ),
                 "properties.sourceRestorePoint.id",
-            ),
-        };
+            )
+        }
+    };
     let Some(source) = store.points.get(&source_id).cloned() else {
         return Reply::error_with_target(
             404,
