@@ -897,7 +897,7 @@ async fn example_virtual_machines() {
 async fn api_version_and_not_found_errors_are_cloud_errors() {
     let h = start(RuleSwitches::default()).await;
     let vm = h.vm("rg", "vm1", "westus", |s| s);
-    let path = format!("{vm}");
+    let path = vm.clone();
     let missing = h.get(&path).await;
     assert_eq!(
         (missing.status, missing.code()),
@@ -1807,8 +1807,10 @@ async fn same_fault_seed_replays_the_same_faults() {
 
 #[tokio::test]
 async fn paging_follows_absolute_next_links_on_our_host() {
-    let mut rules = RuleSwitches::default();
-    rules.list_page_size = 2;
+    let rules = RuleSwitches {
+        list_page_size: 2,
+        ..Default::default()
+    };
     let h = start_with(
         ArmConfig {
             fleet: FleetSpec {
