@@ -889,6 +889,67 @@ async fn example_virtual_machines() {
     );
 }
 
+/// Every example file under `examples/` is replayed by one of the tests above.
+#[test]
+fn every_official_example_is_replayed() {
+    let replayed = [
+        "RestorePointCollection_CreateOrUpdate.json",
+        "RestorePointCollection_CreateOrUpdate_ForCrossRegionCopy.json",
+        "RestorePointCollection_Delete_MaximumSet_Gen.json",
+        "RestorePointCollection_Delete_MinimumSet_Gen.json",
+        "RestorePointCollection_Get.json",
+        "RestorePointCollection_Get_WithContainedRestorePoints.json",
+        "RestorePointCollection_ListByResourceGroup.json",
+        "RestorePointCollection_ListBySubscription.json",
+        "RestorePointCollection_Update_MaximumSet_Gen.json",
+        "RestorePointCollection_Update_MinimumSet_Gen.json",
+        "RestorePoint_Copy_BetweenRegions.json",
+        "RestorePoint_Create.json",
+        "RestorePoint_Delete_MaximumSet_Gen.json",
+        "RestorePoint_Delete_MinimumSet_Gen.json",
+        "RestorePoint_Get.json",
+        "RestorePoint_Get_WithInstanceView.json",
+        "VirtualMachine_Get.json",
+        "VirtualMachine_Get_InstanceView.json",
+        "VirtualMachine_ListAll_MinimumSet_Gen.json",
+        "VirtualMachine_ListBySubscription_ByLocation.json",
+        "VirtualMachine_List_MinimumSet_Gen.json",
+    ];
+    let mut present = Vec::new();
+    for dir in ["restore-points", "virtual-machines"] {
+        for e in std::fs::read_dir(shared().join("reference/arm/examples").join(dir)).unwrap() {
+            present.push(e.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    present.sort();
+    let mut want: Vec<String> = replayed.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(present, want, "an example was added or removed: replay it");
+}
+
+#[tokio::test]
+async fn authorization_is_required_when_switched_on() {
+    let rules = RuleSwitches {
+        require_authorization: true,
+        ..Default::default()
+    };
+    let h = start(rules).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    let anonymous = h.get(&format!("{vm}?{V}")).await;
+    assert_eq!(
+        (anonymous.status, anonymous.code()),
+        (401, "AuthenticationFailed")
+    );
+    let r = h
+        .http
+        .get(format!("{}{vm}?{V}", h.base))
+        .bearer_auth("token-from-msi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Protocol: api-version, 404s, headers, LRO status
 // ---------------------------------------------------------------------------------------------

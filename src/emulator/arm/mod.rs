@@ -3,7 +3,8 @@
 //! 2025-04-01 swagger and examples (`shared/reference/arm/`), on the shared virtual clock.
 //!
 //! Every request under `/subscriptions/...` goes through one pipeline:
-//! 1. `latencyMs` fault (a real sleep);
+//! 1. `latencyMs` fault (a real sleep); then, if [`RuleSwitches::require_authorization`], 401
+//!    `AuthenticationFailed` without a bearer token;
 //! 2. ARM throttling: the token bucket of (subscription, ARM region, reads|writes|deletes) on
 //!    virtual time ([`throttle`]); a refused request is not processed (429 + `Retry-After`);
 //! 3. route and api-version checks (400 `MissingApiVersionParameter` / `InvalidApiVersionParameter`);
@@ -139,7 +140,10 @@ impl ArmEmulator {
             tracing::warn!(error = %e, "invalid fleet spec; out-of-range values are clamped");
         }
         let spec = config.fleet.sanitized();
-        let generated = fleet::generate(&spec, clock.now());
+        // VMs were created 30 days before the clock's start day: the same seed and start day give
+        // the same fleet, whatever the start's time of day.
+        let created = clock.now().replace_time(time::Time::MIDNIGHT) - time::Duration::days(30);
+        let generated = fleet::generate(&spec, created);
         let mut store = Store::default();
         for s in &generated.subscriptions {
             store.add_subscription(s);
@@ -396,6 +400,23 @@ impl ArmEmulator {
         let mut drop_connection = false;
 
         let reply: Reply = 'reply: {
+            if self.config.rules.require_authorization
+                && !headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| {
+                        v.len() > 7
+                            && v.get(..7)
+                                .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+                    })
+            {
+                break 'reply Reply::error(
+                    401,
+                    "AuthenticationFailed",
+                    "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
+                )
+                .header("WWW-Authenticate", "Bearer authorization_uri=\"https://login.microsoftonline.com/\"");
+            }
             if let Some(sub) = route.subscription() {
                 let admission = lock(&self.throttle).admit(&self.config.throttle, sub, class, now);
                 match admission {
@@ -778,5 +799,87 @@ impl PointSummary {
     pub fn is_settled(&self) -> bool {
         self.provisioning_state == Phase::Succeeded.as_str()
             && self.copy_percent.is_none_or(|p| p >= 100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_comes_from_the_host_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(base_url(&h), "http://127.0.0.1");
+        h.insert(
+            http::header::HOST,
+            HeaderValue::from_static("127.0.0.1:7071"),
+        );
+        assert_eq!(base_url(&h), "http://127.0.0.1:7071");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(base_url(&h), "https://127.0.0.1:7071");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
+        assert_eq!(base_url(&h), "http://127.0.0.1:7071");
+    }
+
+    #[test]
+    fn invalid_fleet_spec_is_clamped_not_a_panic() {
+        let clock = Arc::new(VirtualClock::new(
+            time::macros::datetime!(2026-01-01 00:00 UTC),
+            1.0,
+        ));
+        let config = ArmConfig {
+            fleet: FleetSpec {
+                count: 3,
+                regions: vec![],
+                tagged_fraction: 7.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let emu = ArmEmulator::new(
+            config,
+            clock,
+            Arc::new(Dice::new(1)),
+            Arc::new(FaultConfig::default()),
+        );
+        assert_eq!(emu.list_vms().len(), 3);
+        assert!(emu.list_vms().iter().all(|vm| vm.tag("vmrp") == Some("on")));
+    }
+
+    #[test]
+    fn adding_resources_reports_bad_documents() {
+        let clock = Arc::new(VirtualClock::new(
+            time::macros::datetime!(2026-01-01 00:00 UTC),
+            1.0,
+        ));
+        let emu = ArmEmulator::new(
+            ArmConfig {
+                fleet: FleetSpec::empty(),
+                ..Default::default()
+            },
+            clock,
+            Arc::new(Dice::new(1)),
+            Arc::new(FaultConfig::default()),
+        );
+        assert!(emu
+            .add_vm(json!({"location": "x"}))
+            .unwrap_err()
+            .contains("'id'"));
+        assert!(emu
+            .add_vm(json!({"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/disks/d", "location": "x"}))
+            .unwrap_err()
+            .contains("virtualMachines"));
+        let id = emu
+            .add_vm(json!({"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/virtualMachines/v",
+                "location": "westus", "properties": {"userData": "dQ=="}}))
+            .unwrap();
+        assert_eq!(emu.subscriptions(), ["s"]);
+        assert!(emu.dump()["virtualMachines"][0]["properties"]
+            .get("userData")
+            .is_none());
+        assert!(emu.set_vm_tags(&id, &Tags::from([("a".to_string(), "b".to_string())])));
+        assert_eq!(emu.list_vms()[0].tag("a"), Some("b"));
+        assert!(emu.remove_vm(&id));
+        assert!(!emu.remove_vm(&id));
     }
 }

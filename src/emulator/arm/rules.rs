@@ -60,6 +60,10 @@ pub struct RuleSwitches {
     pub target_must_reference_source: bool,
     /// Items per page of list responses (not a rule, a platform behaviour worth varying in tests).
     pub list_page_size: usize,
+    /// Answer 401 `AuthenticationFailed` when a request has no `Authorization: Bearer …` header
+    /// (as ARM does). Off by default so tools can poke the emulator without a token; the token's
+    /// content is never checked.
+    pub require_authorization: bool,
 }
 
 impl Default for RuleSwitches {
@@ -81,6 +85,7 @@ impl Default for RuleSwitches {
             unsupported_disks_excluded: true,
             target_must_reference_source: true,
             list_page_size: 50,
+            require_authorization: false,
         }
     }
 }
