@@ -758,6 +758,10 @@ fn insert_vm(store: &mut Store, mut doc: Value) -> Result<ResourceId, String> {
         .as_str()
         .ok_or("VM document: 'location' (string) is required")?
         .to_string();
+    // Rendering writes into `properties`, so it must be an object.
+    if !matches!(doc.get("properties"), None | Some(Value::Object(_))) {
+        return Err("VM document: 'properties' must be an object".into());
+    }
     let user_data = doc["properties"]
         .as_object_mut()
         .and_then(|p| {

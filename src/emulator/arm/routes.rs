@@ -465,7 +465,7 @@ fn page(ctx: &Ctx<'_>, items: Vec<Value>) -> Reply {
             }
         },
     };
-    let end = (start + size).min(items.len());
+    let end = start.saturating_add(size).min(items.len());
     let value: Vec<Value> = items
         .get(start..end)
         .map(<[Value]>::to_vec)

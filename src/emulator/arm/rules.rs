@@ -162,6 +162,16 @@ pub fn check_hourly(
     now: OffsetDateTime,
 ) -> Result<(), Violation> {
     let window_start = now - Duration::hours(1);
+    if limit == 0 {
+        let mut v = Violation::new(
+            rule,
+            429,
+            "TooManyRequests",
+            format!("No {what} are allowed (limit 0 per hour)."),
+        );
+        v.retry_after_secs = Some(3600);
+        return Err(v);
+    }
     let mut recent: Vec<OffsetDateTime> = events
         .iter()
         .copied()
@@ -226,6 +236,8 @@ pub fn check_spacing(
     } else {
         (rules.crash_consistent_spacing_secs, "crash-consistent")
     };
+    // Clamp so a silly configured gap cannot overflow the date arithmetic.
+    let gap = gap.clamp(0, 10 * 365 * 86_400);
     let next_allowed = last + Duration::seconds(gap);
     if now >= next_allowed {
         return Ok(());
@@ -489,6 +501,19 @@ mod tests {
         assert!(
             check_target_references_source("t", "/subscriptions/s/A", "/subscriptions/s/b")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn silly_limits_do_not_panic() {
+        let v = check_hourly("r", "creates", 0, &[], NOW).unwrap_err();
+        assert_eq!(v.retry_after_secs, Some(3600));
+        let r = RuleSwitches {
+            crash_consistent_spacing_secs: i64::MAX,
+            ..Default::default()
+        };
+        assert!(
+            check_spacing(&r, "vm", &ConsistencyMode::CrashConsistent, Some(NOW), NOW).is_err()
         );
     }
 

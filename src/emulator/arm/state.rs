@@ -59,6 +59,12 @@ pub fn jitter(seed: u64, key: &str, range: (f64, f64)) -> Duration {
         (range.1, range.0)
     };
     let secs = lo.max(0.0) + (hi - lo).max(0.0) * unit(seed, key);
+    // Configured values may be NaN or absurd: keep within [0, ten years].
+    let secs = if secs.is_finite() {
+        secs.clamp(0.0, 10.0 * 365.0 * 86_400.0)
+    } else {
+        0.0
+    };
     Duration::seconds_f64(secs)
 }
 
@@ -739,6 +745,9 @@ mod tests {
             assert!((30.0..=90.0).contains(&d));
             assert_eq!(jitter(7, k, (30.0, 90.0)), jitter(7, k, (30.0, 90.0)));
         }
+        assert!(jitter(1, "x", (f64::NAN, 5.0)) <= Duration::seconds(5));
+        assert_eq!(jitter(1, "x", (f64::NAN, f64::NAN)), Duration::ZERO);
+        assert!(jitter(1, "x", (1e300, 1e300)) <= Duration::days(3651));
         assert!(same_location("West US", "westus"));
         assert!(!same_location("westus", "westus2"));
     }
