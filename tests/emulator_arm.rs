@@ -49,7 +49,12 @@ impl Resp {
     }
 }
 
-async fn start_with(config: ArmConfig, faults: FaultConfig) -> Harness {
+async fn start_with(mut config: ArmConfig, faults: FaultConfig) -> Harness {
+    // `VMRP_RECORD_ALL=DIR` records every harness's traffic (one sub-directory each) for a manual
+    // `scripts/validate-traffic.sh` run over the example replays.
+    if let (Ok(root), None) = (std::env::var("VMRP_RECORD_ALL"), &config.record_traffic) {
+        config.record_traffic = Some(Path::new(&root).join(uuid::Uuid::new_v4().to_string()));
+    }
     // Virtual time practically frozen: tests move it with `advance`.
     let clock = Arc::new(VirtualClock::new(T0, 1e-9));
     let emu = ArmEmulator::new(
