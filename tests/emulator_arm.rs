@@ -1,6 +1,7 @@
 //! The ARM emulator over real HTTP on 127.0.0.1: every official example replayed, each platform
 //! rule and fault kind enforced, throttling, paging, seeding, and recorded traffic validated
 //! with oav (when `VMRP_OAV` points at an oav 4.0.3 binary).
+#![cfg(feature = "emulator")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -985,6 +986,8 @@ async fn api_version_and_not_found_errors_are_cloud_errors() {
     assert_eq!(disk.status, 200);
     assert_eq!(disk.body["sku"]["name"], "Premium_LRS");
     assert!(disk.body["properties"]["diskSizeGB"].is_number());
+    assert!(disk.body["tags"].is_object());
+    assert!(disk.body["properties"].get("maxShares").is_none(), "not a shared disk");
 
     let no_rpc = h.get(&rpc("rg", "nope")).await;
     assert_eq!((no_rpc.status, no_rpc.code()), (404, "ResourceNotFound"));

@@ -462,11 +462,13 @@ impl VmSeed {
         if let Some(os) = os_type {
             props["osType"] = json!(os);
         }
+        // Disks carry their VM's tags (as tag-inheritance policies commonly arrange).
         let mut disk = json!({
             "name": name,
             "id": id,
             "type": "Microsoft.Compute/disks",
             "location": self.location,
+            "tags": self.tags,
             "managedBy": vm_id,
             "sku": {"name": sku, "tier": sku.split('_').next().unwrap_or(sku)},
             "properties": props
