@@ -987,7 +987,10 @@ async fn api_version_and_not_found_errors_are_cloud_errors() {
     assert_eq!(disk.body["sku"]["name"], "Premium_LRS");
     assert!(disk.body["properties"]["diskSizeGB"].is_number());
     assert!(disk.body["tags"].is_object());
-    assert!(disk.body["properties"].get("maxShares").is_none(), "not a shared disk");
+    assert!(
+        disk.body["properties"].get("maxShares").is_none(),
+        "not a shared disk"
+    );
 
     let no_rpc = h.get(&rpc("rg", "nope")).await;
     assert_eq!((no_rpc.status, no_rpc.code()), (404, "ResourceNotFound"));
@@ -1645,6 +1648,7 @@ async fn rule_no_copy_of_copy_and_target_must_reference_source() {
         (chained.status, chained.code()),
         (400, "OperationNotAllowed")
     );
+    assert_eq!(h.emu.counters().rule_refusals["noCopyOfCopy"], 1);
     // And a point naming a copy as its source is refused too.
     h.collection("rg", "back", "northeurope", &rpc_id("rg", "src"))
         .await;

@@ -996,8 +996,8 @@ pub fn put_collection(
             }
             if src.is_copy_target && ctx.rules.no_copy_of_copy {
                 return Err(Reply::error_with_target(400, "OperationNotAllowed", format!(
-                    "Restore point collection '{source}' holds cross-region copies; a copy cannot be copied again. Use the original collection as the source."), "properties.source.id"))
-                    .map(|r: Reply| r.event("rule:noCopyOfCopy"));
+                    "Restore point collection '{source}' holds cross-region copies; a copy cannot be copied again. Use the original collection as the source."), "properties.source.id")
+                    .event("rule:noCopyOfCopy"));
             }
             (src.location.clone(), true)
         } else {
