@@ -413,9 +413,13 @@ impl ArmEmulator {
                 break 'reply Reply::error(
                     401,
                     "AuthenticationFailed",
-                    "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
+                    "Authentication failed. The 'Authorization' header is missing or is \
+                        not a bearer token.",
                 )
-                .header("WWW-Authenticate", "Bearer authorization_uri=\"https://login.microsoftonline.com/\"");
+                .header(
+                    "WWW-Authenticate",
+                    "Bearer authorization_uri=\"https://login.microsoftonline.com/\"",
+                );
             }
             if let Some(sub) = route.subscription() {
                 let admission = lock(&self.throttle).admit(&self.config.throttle, sub, class, now);
@@ -432,7 +436,9 @@ impl ArmEmulator {
                             429,
                             "SubscriptionRequestsThrottled",
                             format!(
-                                "Number of '{}' requests for subscription '{sub}' exceeded. Please try again after '{retry_after_secs}' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling",
+                                "Number of '{}' requests for subscription '{sub}' exceeded. Please try \
+                                    again after '{retry_after_secs}' seconds after additional tokens are \
+                                    available. Refer to https://aka.ms/arm-throttling",
                                 class.singular()
                             ),
                         )
@@ -686,7 +692,8 @@ fn compute_throttle_fault(now: time::OffsetDateTime) -> Reply {
     });
     let mut body = crate::azure::models::CloudError::new(
         "OperationNotAllowed",
-        "The server rejected the request because too many requests have been received for this subscription.",
+        "The server rejected the request because too many requests have been \
+            received for this subscription.",
     );
     if let Some(e) = body.error.as_mut() {
         e.details = Some(vec![crate::azure::models::ApiError {

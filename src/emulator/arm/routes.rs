@@ -415,7 +415,11 @@ fn resource_not_found(kind: &str, name: &str, rg: &str) -> Reply {
     Reply::error(
         404,
         "ResourceNotFound",
-        format!("The Resource 'Microsoft.Compute/{kind}/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
+        format!(
+            "The Resource 'Microsoft.Compute/{kind}/{name}' under resource group \
+            '{rg}' was not found. For more details please go to \
+            https://aka.ms/ARMResourceNotFoundFix"
+        ),
     )
 }
 
@@ -507,7 +511,8 @@ fn parse_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Reply> {
         return Err(Reply::error(
             400,
             "InvalidRequestContent",
-            "The request content was invalid and could not be deserialized: the request body is empty.",
+            "The request content was invalid and could not be deserialized: the \
+                request body is empty.",
         ));
     }
     match serde_json::from_slice::<Value>(body) {
@@ -515,7 +520,8 @@ fn parse_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Reply> {
         Ok(_) => Err(Reply::error(
             400,
             "InvalidRequestContent",
-            "The request content was invalid and could not be deserialized: expected a JSON object.",
+            "The request content was invalid and could not be deserialized: \
+                expected a JSON object.",
         )),
         Err(e) => Err(Reply::error(
             400,
@@ -537,7 +543,11 @@ fn only_members(
             return Err(Reply::error(
                 400,
                 "InvalidRequestContent",
-                format!("The request content was invalid and could not be deserialized: Could not find member '{k}' on object of type '{type_name}'. Path '{path}{k}'."),
+                format!(
+                    "The request content was invalid and could not be deserialized: Could \
+                    not find member '{k}' on object of type '{type_name}'. Path \
+                    '{path}{k}'."
+                ),
             ));
         }
     }
@@ -579,7 +589,10 @@ fn invalid_content(path: &str, expected: &str) -> Reply {
     Reply::error_with_target(
         400,
         "InvalidRequestContent",
-        format!("The request content was invalid and could not be deserialized: '{path}' must be {expected}."),
+        format!(
+            "The request content was invalid and could not be deserialized: \
+            '{path}' must be {expected}."
+        ),
         path,
     )
 }
@@ -679,7 +692,10 @@ pub fn get_vm(store: &Store, ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> 
             return Reply::error_with_target(
                 400,
                 "InvalidParameter",
-                format!("The value '{e}' of parameter '$expand' is not valid. Allowed values are 'instanceView', 'userData'."),
+                format!(
+                    "The value '{e}' of parameter '$expand' is not valid. Allowed values \
+                    are 'instanceView', 'userData'."
+                ),
                 "$expand",
             );
         }
@@ -734,20 +750,22 @@ pub fn list_vms(store: &Store, ctx: &Ctx<'_>, route: &Route) -> Reply {
     } else {
         ctx.query.get("$filter")
     };
-    let scale_set = match filter {
-        None => None,
-        Some(f) => match parse_vmss_filter(f) {
-            Some(id) => Some(id),
-            None => {
-                return Reply::error_with_target(
+    let scale_set =
+        match filter {
+            None => None,
+            Some(f) => match parse_vmss_filter(f) {
+                Some(id) => Some(id),
+                None => return Reply::error_with_target(
                     400,
                     "InvalidParameter",
-                    format!("The value '{f}' of parameter '$filter' is not valid. Allowed value is 'virtualMachineScaleSet/id' eq '<scale set id>'."),
+                    format!(
+                        "The value '{f}' of parameter '$filter' is not valid. Allowed value is \
+                        'virtualMachineScaleSet/id' eq '<scale set id>'."
+                    ),
                     "$filter",
-                )
-            }
-        },
-    };
+                ),
+            },
+        };
     let expand = if matches!(route, Route::VmListByLocation { .. }) {
         None
     } else {
@@ -755,7 +773,15 @@ pub fn list_vms(store: &Store, ctx: &Ctx<'_>, route: &Route) -> Reply {
     };
     if let Some(e) = expand {
         if !e.eq_ignore_ascii_case("instanceView") {
-            return Reply::error_with_target(400, "InvalidParameter", format!("The value '{e}' of parameter '$expand' is not valid. Allowed value is 'instanceView'."), "$expand");
+            return Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "The value '{e}' of parameter '$expand' is not valid. Allowed value is \
+                'instanceView'."
+                ),
+                "$expand",
+            );
         }
         if scale_set.is_none() {
             return Reply::error_with_target(
@@ -925,24 +951,51 @@ pub fn put_collection(
         if let Some(existing) = store.collections.get_mut(&id) {
             // A PUT on an existing collection may change only tags.
             if existing.deleting.is_some() {
-                return Err(Reply::error(409, "Conflict", format!("Restore point collection '{name}' is being deleted; retry when the deletion has completed (operation in progress).")));
+                return Err(Reply::error(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Restore point collection '{name}' is being deleted; retry when the \
+                    deletion has completed (operation in progress)."
+                    ),
+                ));
             }
             if !same_location(&existing.location, &location) {
-                return Err(Reply::error_with_target(409, "InvalidResourceLocation", format!(
-                    "The resource '{name}' already exists in location '{}' in resource group '{rg}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
-                    existing.location), "location"));
+                return Err(Reply::error_with_target(
+                    409,
+                    "InvalidResourceLocation",
+                    format!(
+                        "The resource '{name}' already exists in location '{}' in resource \
+                        group '{rg}'. A resource with the same name cannot be created in \
+                        location '{location}'. Please select a new resource name.",
+                        existing.location
+                    ),
+                    "location",
+                ));
             }
             if let Some(s) = &source_id {
                 if !s
                     .trim_start_matches('/')
                     .eq_ignore_ascii_case(existing.source_id.trim_start_matches('/'))
                 {
-                    return Err(Reply::error_with_target(409, "PropertyChangeNotAllowed", "Changing property 'properties.source.id' is not allowed: only tags of an existing restore point collection can be updated.", "properties.source.id"));
+                    return Err(Reply::error_with_target(
+                        409,
+                        "PropertyChangeNotAllowed",
+                        "Changing property 'properties.source.id' is not allowed: only tags of \
+                        an existing restore point collection can be updated.",
+                        "properties.source.id",
+                    ));
                 }
             }
             if let Some(ia) = instant_access {
                 if existing.instant_access.unwrap_or(false) != ia {
-                    return Err(Reply::error_with_target(409, "PropertyChangeNotAllowed", "Changing property 'properties.instantAccess' is not allowed: only tags of an existing restore point collection can be updated.", "properties.instantAccess"));
+                    return Err(Reply::error_with_target(
+                        409,
+                        "PropertyChangeNotAllowed",
+                        "Changing property 'properties.instantAccess' is not allowed: only \
+                        tags of an existing restore point collection can be updated.",
+                        "properties.instantAccess",
+                    ));
                 }
             }
             existing.tags = tags;
@@ -965,45 +1018,78 @@ pub fn put_collection(
                 "properties.source.id",
             )
         })?;
-        let (source_location, is_copy_target) = if source
-            .is_type("Microsoft.Compute/virtualMachines")
-        {
-            let vm = store.vms.get(&source).ok_or_else(|| Reply::error_with_target(404, "ResourceNotFound",
-                format!("The source VM '{source}' of restore point collection '{name}' was not found."), "properties.source.id"))?;
-            let vm_location = vm.location();
-            if !same_location(&vm_location, &location) {
-                return Err(Reply::error_with_target(400, "InvalidParameter", format!(
-                    "Restore point collection '{name}' must be created in its source VM's region '{vm_location}', not '{location}'. To copy restore points to another region, set properties.source.id to the source restore point collection."),
-                    "location"));
-            }
-            (vm_location, false)
-        } else if source.is_type("Microsoft.Compute/restorePointCollections") {
-            let src = store
-                .collections
-                .get(&source)
-                .filter(|c| c.deleting.is_none())
-                .ok_or_else(|| {
-                    Reply::error_with_target(
-                        404,
-                        "ResourceNotFound",
-                        format!("The source restore point collection '{source}' was not found."),
+        let (source_location, is_copy_target) =
+            if source.is_type("Microsoft.Compute/virtualMachines") {
+                let vm = store.vms.get(&source).ok_or_else(|| {
+                    Reply::error_with_target(404, "ResourceNotFound",
+                format!("The source VM '{source}' of restore point collection '{name}' was not \
+                    found."), "properties.source.id")
+                })?;
+                let vm_location = vm.location();
+                if !same_location(&vm_location, &location) {
+                    return Err(Reply::error_with_target(
+                        400,
+                        "InvalidParameter",
+                        format!(
+                            "Restore point collection '{name}' must be created in its source VM's \
+                        region '{vm_location}', not '{location}'. To copy restore points to \
+                        another region, set properties.source.id to the source restore point \
+                        collection."
+                        ),
+                        "location",
+                    ));
+                }
+                (vm_location, false)
+            } else if source.is_type("Microsoft.Compute/restorePointCollections") {
+                let src = store
+                    .collections
+                    .get(&source)
+                    .filter(|c| c.deleting.is_none())
+                    .ok_or_else(|| {
+                        Reply::error_with_target(
+                            404,
+                            "ResourceNotFound",
+                            format!(
+                                "The source restore point collection '{source}' was not found."
+                            ),
+                            "properties.source.id",
+                        )
+                    })?;
+                if same_location(&src.location, &location) {
+                    return Err(Reply::error_with_target(
+                        400,
+                        "InvalidParameter",
+                        format!(
+                            "A restore point collection for cross-region copy must be in a region \
+                        other than its source's ('{}').",
+                            src.location
+                        ),
+                        "location",
+                    ));
+                }
+                if src.is_copy_target && ctx.rules.no_copy_of_copy {
+                    return Err(Reply::error_with_target(
+                        400,
+                        "OperationNotAllowed",
+                        format!(
+                    "Restore point collection '{source}' holds cross-region copies; a copy \
+                        cannot be copied again. Use the original collection as the source."),
                         "properties.source.id",
                     )
-                })?;
-            if same_location(&src.location, &location) {
-                return Err(Reply::error_with_target(400, "InvalidParameter", format!(
-                    "A restore point collection for cross-region copy must be in a region other than its source's ('{}').", src.location), "location"));
-            }
-            if src.is_copy_target && ctx.rules.no_copy_of_copy {
-                return Err(Reply::error_with_target(400, "OperationNotAllowed", format!(
-                    "Restore point collection '{source}' holds cross-region copies; a copy cannot be copied again. Use the original collection as the source."), "properties.source.id")
                     .event("rule:noCopyOfCopy"));
-            }
-            (src.location.clone(), true)
-        } else {
-            return Err(Reply::error_with_target(400, "InvalidParameter", format!(
-                "properties.source.id '{source}' must be a virtual machine or, for cross-region copy, a restore point collection."), "properties.source.id"));
-        };
+                }
+                (src.location.clone(), true)
+            } else {
+                return Err(Reply::error_with_target(
+                    400,
+                    "InvalidParameter",
+                    format!(
+                        "properties.source.id '{source}' must be a virtual machine or, for \
+                    cross-region copy, a restore point collection."
+                    ),
+                    "properties.source.id",
+                ));
+            };
         let rec = CollectionRecord {
             id: id.clone(),
             location,
@@ -1104,7 +1190,15 @@ pub fn get_collection(store: &Store, ctx: &Ctx<'_>, sub: &str, rg: &str, name: &
         None => false,
         Some(e) if e.eq_ignore_ascii_case("restorePoints") => true,
         Some(e) => {
-            return Reply::error_with_target(400, "InvalidParameter", format!("The value '{e}' of parameter '$expand' is not valid. Allowed value is 'restorePoints'."), "$expand")
+            return Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "The value '{e}' of parameter '$expand' is not valid. Allowed value is \
+                'restorePoints'."
+                ),
+                "$expand",
+            )
         }
     };
     match store
@@ -1193,9 +1287,15 @@ pub fn delete_collection(
         .into_iter()
         .find(|p| p.deleting.is_none() && p.creation_phase(ctx.now) == Phase::Creating)
     {
-        return Reply::error(409, "Conflict", format!(
-            "Restore point collection '{name}' cannot be deleted while restore point '{}' is being created (operation in progress).",
-            busy.id.name().unwrap_or_default()));
+        return Reply::error(
+            409,
+            "Conflict",
+            format!(
+                "Restore point collection '{name}' cannot be deleted while restore \
+                point '{}' is being created (operation in progress).",
+                busy.id.name().unwrap_or_default()
+            ),
+        );
     }
     let done_at = ctx.now
         + jitter(
@@ -1299,9 +1399,16 @@ fn parse_point_input(body: &[u8]) -> Result<PointInput, Reply> {
             "filesystemconsistent" => ConsistencyMode::FileSystemConsistent,
             "applicationconsistent" => ConsistencyMode::ApplicationConsistent,
             _ => {
-                return Err(Reply::error_with_target(400, "InvalidParameter", format!(
-                    "The value '{m}' of properties.consistencyMode is not valid. Allowed values are 'CrashConsistent', 'FileSystemConsistent', 'ApplicationConsistent'."),
-                    "properties.consistencyMode"))
+                return Err(Reply::error_with_target(
+                    400,
+                    "InvalidParameter",
+                    format!(
+                        "The value '{m}' of properties.consistencyMode is not valid. Allowed \
+                        values are 'CrashConsistent', 'FileSystemConsistent', \
+                        'ApplicationConsistent'."
+                    ),
+                    "properties.consistencyMode",
+                ))
             }
         };
         input.mode = Some(mode);
@@ -1431,9 +1538,15 @@ fn re_put(store: &Store, ctx: &Ctx<'_>, existing: &PointRecord, input: &PointInp
             _ => false,
         };
     if !same {
-        return Reply::error(409, "OperationNotAllowed", format!(
-            "Restore point '{}' already exists and its properties cannot be updated. Create a restore point with another name instead.",
-            existing.id.name().unwrap_or_default()));
+        return Reply::error(
+            409,
+            "OperationNotAllowed",
+            format!(
+                "Restore point '{}' already exists and its properties cannot be \
+                updated. Create a restore point with another name instead.",
+                existing.id.name().unwrap_or_default()
+            ),
+        );
     }
     let reply = Reply::json(
         201,
@@ -1490,9 +1603,17 @@ fn create_local(
     input: PointInput,
 ) -> Reply {
     if input.source.is_some() {
-        return Reply::error_with_target(400, "InvalidParameter", format!(
-            "properties.sourceRestorePoint can only be set on a restore point in a collection made for cross-region copy; collection '{}' has a VM as its source.",
-            coll.id.name().unwrap_or_default()), "properties.sourceRestorePoint");
+        return Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "properties.sourceRestorePoint can only be set on a restore point in a \
+                collection made for cross-region copy; collection '{}' has a VM as \
+                its source.",
+                coll.id.name().unwrap_or_default()
+            ),
+            "properties.sourceRestorePoint",
+        );
     }
     let vm_id = match ResourceId::parse(&coll.source_id) {
         Ok(v) => v,
@@ -1606,7 +1727,10 @@ fn create_local(
         reply_events.push("fault:failedProvisioning".to_string());
         Outcome::Failed {
             code: "VMRestorePointInternalError".into(),
-            message: format!("Restore point creation failed for VM '{vm_label}' due to an internal error. Please retry the operation after some time."),
+            message: format!(
+                "Restore point creation failed for VM '{vm_label}' due to an internal \
+                error. Please retry the operation after some time."
+            ),
         }
     } else {
         Outcome::Succeeded
@@ -1673,8 +1797,15 @@ fn create_copy(
 ) -> Reply {
     let coll_label = coll.id.name().unwrap_or_default().to_string();
     let Some(source_raw) = input.source.clone() else {
-        return Reply::error_with_target(400, "InvalidParameter", format!(
-            "Restore point collection '{coll_label}' is for cross-region copy: properties.sourceRestorePoint.id is required."), "properties.sourceRestorePoint.id");
+        return Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "Restore point collection '{coll_label}' is for cross-region copy: \
+                properties.sourceRestorePoint.id is required."
+            ),
+            "properties.sourceRestorePoint.id",
+        );
     };
     let source_id = match ResourceId::parse(&source_raw) {
         Ok(s) if s.is_type("Microsoft.Compute/restorePointCollections/restorePoints") => s,
@@ -1719,10 +1850,32 @@ fn create_copy(
     match source.phase(now) {
         Phase::Succeeded => {}
         Phase::Creating => {
-            return Reply::error(409, "OperationNotAllowed", format!("Source restore point '{source_id}' is still being created (operation in progress); copy it once it has succeeded."))
+            return Reply::error(
+                409,
+                "OperationNotAllowed",
+                format!(
+                    "Source restore point '{source_id}' is still being created (operation \
+                in progress); copy it once it has succeeded."
+                ),
+            )
         }
-        Phase::Deleting => return Reply::error(409, "OperationNotAllowed", format!("Source restore point '{source_id}' is being deleted.")),
-        Phase::Failed => return Reply::error(400, "OperationNotAllowed", format!("Source restore point '{source_id}' failed; only succeeded restore points can be copied.")),
+        Phase::Deleting => {
+            return Reply::error(
+                409,
+                "OperationNotAllowed",
+                format!("Source restore point '{source_id}' is being deleted."),
+            )
+        }
+        Phase::Failed => {
+            return Reply::error(
+                400,
+                "OperationNotAllowed",
+                format!(
+                    "Source restore point '{source_id}' failed; only succeeded restore \
+            points can be copied."
+                ),
+            )
+        }
     }
     let copies: Vec<&PointRecord> = store
         .points_of_collection(&coll.id)
@@ -1779,7 +1932,11 @@ fn create_copy(
         events.push("fault:failedProvisioning".into());
         Outcome::Failed {
             code: "VMRestorePointInternalError".into(),
-            message: format!("Copying restore point '{source_id}' to region '{}' failed due to an internal error. Please retry the operation after some time.", coll.location),
+            message: format!(
+                "Copying restore point '{source_id}' to region '{}' failed due to an \
+                internal error. Please retry the operation after some time.",
+                coll.location
+            ),
         }
     } else {
         Outcome::Succeeded
@@ -1861,7 +2018,15 @@ pub fn get_point(
         None => false,
         Some(e) if e.eq_ignore_ascii_case("instanceView") => true,
         Some(e) => {
-            return Reply::error_with_target(400, "InvalidParameter", format!("The value '{e}' of parameter '$expand' is not valid. Allowed value is 'instanceView'."), "$expand")
+            return Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "The value '{e}' of parameter '$expand' is not valid. Allowed value is \
+                'instanceView'."
+                ),
+                "$expand",
+            )
         }
     };
     let coll_id = compute_id(sub, rg, "restorePointCollections", coll);
@@ -1900,7 +2065,14 @@ pub fn delete_point(
         };
     }
     if p.creation_phase(ctx.now) == Phase::Creating {
-        return Reply::error(409, "Conflict", format!("Restore point '{name}' cannot be deleted while it is being created (operation in progress)."));
+        return Reply::error(
+            409,
+            "Conflict",
+            format!(
+                "Restore point '{name}' cannot be deleted while it is being created \
+            (operation in progress)."
+            ),
+        );
     }
     let location = store
         .collections

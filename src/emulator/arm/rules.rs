@@ -135,7 +135,8 @@ impl Violation {
 
 /// The documented message for an overlapping create (CONTRACT §7).
 pub const CONCURRENT_CREATE_MESSAGE: &str =
-    "RestorePoint creation failed since a concurrent 'Create RestorePoint' operation was triggered on the VM.";
+    "RestorePoint creation failed since a concurrent 'Create RestorePoint' \
+        operation was triggered on the VM.";
 
 /// One create per VM at a time: `creating` names a point of this VM still `Creating`.
 pub fn check_one_create(vm: &str, creating: Option<&str>) -> Result<(), Violation> {
@@ -209,7 +210,9 @@ pub fn check_point_cap(vm: &str, existing: usize, cap: u32) -> Result<(), Violat
         400,
         "VMRestorePointClientError",
         format!(
-            "Restore point creation failed: the maximum allowed snapshot limit of {cap} restore points has been reached for VM '{vm}'. Delete older restore points and retry."
+            "Restore point creation failed: the maximum allowed snapshot limit of \
+                {cap} restore points has been reached for VM '{vm}'. Delete older \
+                restore points and retry."
         ),
     ))
 }
@@ -248,7 +251,9 @@ pub fn check_spacing(
         400,
         "OperationNotAllowed",
         format!(
-            "Restore points of VM '{vm}' that are {label} ({}) must be at least {} minutes apart; the last one was created at {last}. The next one is allowed in {wait} seconds.",
+            "Restore points of VM '{vm}' that are {label} ({}) must be at least {} \
+                minutes apart; the last one was created at {last}. The next one is \
+                allowed in {wait} seconds.",
             mode.as_str(),
             gap / 60
         ),
@@ -268,7 +273,10 @@ pub fn check_copy_serial(
             409,
             "OperationNotAllowed",
             format!(
-                "Another cross-region copy into restore point collection '{collection}' is in progress (restore point '{point}', {percent}% replicated); copies into one collection run one at a time. Retry when it has completed."
+                "Another cross-region copy into restore point collection \
+                    '{collection}' is in progress (restore point '{point}', {percent}% \
+                    replicated); copies into one collection run one at a time. Retry when \
+                    it has completed."
             ),
         )),
     }
@@ -288,7 +296,10 @@ pub fn check_copy_order(
             409,
             "OperationNotAllowed",
             format!(
-                "Source restore point '{new_source}' (created {new_source_created}) is older than '{prev}' (created {prev_created}), which was already copied into restore point collection '{collection}'; copies must follow the source creation order."
+                "Source restore point '{new_source}' (created {new_source_created}) is \
+                    older than '{prev}' (created {prev_created}), which was already \
+                    copied into restore point collection '{collection}'; copies must \
+                    follow the source creation order."
             ),
         )),
         _ => Ok(()),
@@ -305,7 +316,8 @@ pub fn check_not_copy_of_copy(source: &str, source_is_copy: bool) -> Result<(), 
         400,
         "OperationNotAllowed",
         format!(
-            "Restore point '{source}' is itself a cross-region copy; a copy cannot be copied again. Copy the original restore point instead."
+            "Restore point '{source}' is itself a cross-region copy; a copy cannot \
+                be copied again. Copy the original restore point instead."
         ),
     );
     v.target = Some("properties.sourceRestorePoint.id".to_string());
@@ -358,7 +370,8 @@ pub fn check_disks(
                 400,
                 "OperationNotAllowed",
                 format!(
-                    "Disk '{}' ({}) of VM '{vm}' is {reason}. Restore points do not support it: add it to properties.excludeDisks and retry.",
+                    "Disk '{}' ({}) of VM '{vm}' is {reason}. Restore points do not \
+                        support it: add it to properties.excludeDisks and retry.",
                     disk.name, disk.id
                 ),
             );
@@ -386,7 +399,10 @@ pub fn check_target_references_source(
         400,
         "InvalidParameter",
         format!(
-            "Restore point collection '{target_collection}' has source '{target_source_id}', not '{source_collection}', the collection of the source restore point. Copy into a collection whose properties.source.id is the source collection."
+            "Restore point collection '{target_collection}' has source \
+                '{target_source_id}', not '{source_collection}', the collection of \
+                the source restore point. Copy into a collection whose \
+                properties.source.id is the source collection."
         ),
     );
     v.target = Some("properties.sourceRestorePoint.id".to_string());
