@@ -452,8 +452,9 @@ fn compute_id(sub: &str, rg: &str, kind: &str, name: &str) -> ResourceId {
 }
 
 /// One page of `items` at `$skiptoken` (an offset), with an absolute `nextLink` on the
-/// emulator's host carrying the request's other query parameters.
-fn page(ctx: &Ctx<'_>, items: Vec<Value>) -> Reply {
+/// emulator's host carrying the request's other query parameters. Only the page's items are
+/// rendered, so listing a large fleet page by page stays cheap.
+fn page<T>(ctx: &Ctx<'_>, items: Vec<T>, render: impl Fn(T) -> Value) -> Reply {
     let size = ctx.rules.list_page_size.max(1);
     let start = match ctx.query.get("$skiptoken") {
         None => 0,
@@ -469,13 +470,16 @@ fn page(ctx: &Ctx<'_>, items: Vec<Value>) -> Reply {
             }
         },
     };
-    let end = start.saturating_add(size).min(items.len());
+    let total = items.len();
+    let end = start.saturating_add(size).min(total);
     let value: Vec<Value> = items
-        .get(start..end)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default();
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .map(render)
+        .collect();
     let mut body = json!({ "value": value });
-    if end < items.len() {
+    if end < total {
         let mut ser = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in &ctx.query.0 {
             if !k.eq_ignore_ascii_case("$skiptoken") {
@@ -750,12 +754,12 @@ pub fn list_vms(store: &Store, ctx: &Ctx<'_>, route: &Route) -> Reply {
     } else {
         ctx.query.get("$filter")
     };
-    let scale_set =
-        match filter {
-            None => None,
-            Some(f) => match parse_vmss_filter(f) {
-                Some(id) => Some(id),
-                None => return Reply::error_with_target(
+    let scale_set = match filter {
+        None => None,
+        Some(f) => match parse_vmss_filter(f) {
+            Some(id) => Some(id),
+            None => {
+                return Reply::error_with_target(
                     400,
                     "InvalidParameter",
                     format!(
@@ -763,9 +767,10 @@ pub fn list_vms(store: &Store, ctx: &Ctx<'_>, route: &Route) -> Reply {
                         'virtualMachineScaleSet/id' eq '<scale set id>'."
                     ),
                     "$filter",
-                ),
-            },
-        };
+                )
+            }
+        },
+    };
     let expand = if matches!(route, Route::VmListByLocation { .. }) {
         None
     } else {
@@ -826,18 +831,21 @@ pub fn list_vms(store: &Store, ctx: &Ctx<'_>, route: &Route) -> Reply {
                 continue;
             }
         }
+        items.push((id, rec));
+    }
+    page(ctx, items, |(id, rec)| {
         if status_only {
-            items.push(json!({"id": rec.doc["id"], "name": rec.doc["name"], "type": rec.doc["type"],
-                "location": rec.doc["location"], "properties": {"instanceView": vm_instance_view(store, id, ctx.now)}}));
+            json!({"id": rec.doc["id"], "name": rec.doc["name"], "type": rec.doc["type"],
+                "location": rec.doc["location"],
+                "properties": {"instanceView": vm_instance_view(store, id, ctx.now)}})
         } else {
             let mut doc = rec.doc.clone();
             if expand.is_some() {
                 doc["properties"]["instanceView"] = vm_instance_view(store, id, ctx.now);
             }
-            items.push(doc);
+            doc
         }
-    }
-    page(ctx, items)
+    })
 }
 
 fn parse_vmss_filter(f: &str) -> Option<String> {
@@ -1228,9 +1236,8 @@ pub fn list_collections(store: &Store, ctx: &Ctx<'_>, sub: &str, rg: Option<&str
                     .is_some_and(|r| r.eq_ignore_ascii_case(rg))
             })
         })
-        .map(|c| render_collection(store, ctx, c, false))
         .collect();
-    page(ctx, items)
+    page(ctx, items, |c| render_collection(store, ctx, c, false))
 }
 
 fn new_operation(
@@ -1320,6 +1327,7 @@ pub fn delete_collection(
     if let Some(c) = store.collections.get_mut(&id) {
         c.deleting = Some(deletion.clone());
     }
+    store.schedule_sweep(done_at);
     for p in store.points.values_mut().filter(|p| p.collection == id) {
         p.deleting.get_or_insert(deletion.clone());
     }
@@ -2101,6 +2109,7 @@ pub fn delete_point(
             operation: op.id.clone(),
         });
     }
+    store.schedule_sweep(done_at);
     lro_headers(Reply::empty(202), ctx, &op).event("delete")
 }
 

@@ -453,6 +453,8 @@ pub struct Store {
     /// Accepted copy PUTs per target collection (for the hourly limit).
     pub copy_log: HashMap<ResourceId, Vec<OffsetDateTime>>,
     pub op_seq: u64,
+    /// When the earliest pending deletion completes.
+    pub next_sweep: Option<OffsetDateTime>,
     /// Source points deleted while one of their copies was still replicating.
     pub sources_deleted_during_copy: u64,
 }
@@ -482,8 +484,16 @@ impl Store {
             });
     }
 
-    /// Removes what finished deleting by `now`.
+    /// Notes that a deletion completes at `done_at` (so [`Store::sweep`] knows when to look).
+    pub fn schedule_sweep(&mut self, done_at: OffsetDateTime) {
+        self.next_sweep = Some(self.next_sweep.map_or(done_at, |t| t.min(done_at)));
+    }
+
+    /// Removes what finished deleting by `now` (a no-op until the earliest pending deletion).
     pub fn sweep(&mut self, now: OffsetDateTime) {
+        if self.next_sweep.is_none_or(|t| now < t) {
+            return;
+        }
         let gone: Vec<ResourceId> = self
             .collections
             .iter()
@@ -505,6 +515,14 @@ impl Store {
         for id in points {
             self.points.remove(&id);
         }
+        let pending = self
+            .collections
+            .values()
+            .filter_map(|c| c.deleting.as_ref())
+            .chain(self.points.values().filter_map(|p| p.deleting.as_ref()))
+            .map(|d| d.done_at)
+            .min();
+        self.next_sweep = pending;
     }
 
     pub fn points_of_collection(&self, collection: &ResourceId) -> Vec<&PointRecord> {
