@@ -2164,3 +2164,38 @@ async fn recorded_traffic_is_valid_per_oav() {
         "oav found errors:\n{text}"
     );
 }
+
+#[tokio::test]
+async fn a_large_fleet_lists_completely_across_subscriptions() {
+    let fleet = FleetSpec {
+        count: 2000,
+        subscriptions: 2,
+        regions: vec!["westeurope".into(), "northeurope".into(), "eastus".into()],
+        ..Default::default()
+    };
+    let h = start_with(
+        ArmConfig {
+            fleet,
+            ..Default::default()
+        },
+        FaultConfig::default(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut total = 0;
+    for sub in h.emu.subscriptions() {
+        let mut url =
+            format!("/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines?{V}");
+        loop {
+            let r = h.get(&url).await;
+            assert_eq!(r.status, 200);
+            total += r.body["value"].as_array().unwrap().len();
+            match r.body["nextLink"].as_str() {
+                Some(n) => url = n.to_string(),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(total, 2000);
+    println!("listed 2000 VMs in 40 pages in {:?}", started.elapsed());
+}
