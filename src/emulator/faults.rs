@@ -6,6 +6,14 @@
 //!          "operations": {"PUT restorePoints": {"5xx": 0.2}}},
 //!  "serviceBus": {"duplicateDelivery": 0.1}}
 //! ```
+//!
+//! ARM operation keys are `"{METHOD} {resource type}"` (the type's last segment):
+//! `PUT|PATCH|GET|DELETE restorePointCollections` (GET covers get and both lists),
+//! `PUT|GET|DELETE restorePoints`, `GET virtualMachines` (get, instanceView and the three lists),
+//! `GET disks`, and `GET operations` (the operation status and Location URLs). An entry under
+//! `operations` replaces the top-level `arm` settings for that operation. The ARM emulator draws,
+//! per request and in this order: `429`, `5xx` (then 500 or 503), `drop`; `failedProvisioning` is
+//! drawn only when a restore point is created; `latencyMs` is a real sleep before processing.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

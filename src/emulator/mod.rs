@@ -7,5 +7,6 @@
 //! - managed identity (App Service shape): `/msi/token` — [`identity`]
 //! - inspection and control: `/_emulator/...` — [`control`]
 
+pub mod arm;
 pub mod clock;
 pub mod faults;

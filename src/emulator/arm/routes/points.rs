@@ -1,0 +1,789 @@
+//! Restore points: create (local and cross-region copy, with the platform rules), get, delete.
+
+use super::*;
+
+/// The effective input of a restore point PUT, for the "cannot be updated" comparison.
+#[derive(Debug, PartialEq)]
+struct PointInput {
+    mode: Option<ConsistencyMode>,
+    exclude: Vec<String>,
+    instant_access_minutes: Option<i32>,
+    source: Option<String>,
+}
+
+fn parse_point_input(body: &[u8]) -> Result<PointInput, Reply> {
+    let obj = parse_body(body)?;
+    only_members(
+        &obj,
+        &["id", "name", "type", "properties", "systemData"],
+        "",
+        "RestorePoint",
+    )?;
+    let mut input = PointInput {
+        mode: None,
+        exclude: Vec::new(),
+        instant_access_minutes: None,
+        source: None,
+    };
+    let Some(p) = object_member(&obj, "properties", "properties")? else {
+        return Ok(input);
+    };
+    // Read-only members are accepted and ignored (see the module doc).
+    only_members(
+        p,
+        &[
+            "excludeDisks",
+            "sourceMetadata",
+            "provisioningState",
+            "consistencyMode",
+            "timeCreated",
+            "sourceRestorePoint",
+            "instanceView",
+            "instantAccessDurationMinutes",
+        ],
+        "properties.",
+        "RestorePointProperties",
+    )?;
+    if let Some(m) = string_member(p, "consistencyMode", "properties.consistencyMode")? {
+        let mode = match m.to_ascii_lowercase().as_str() {
+            "crashconsistent" => ConsistencyMode::CrashConsistent,
+            "filesystemconsistent" => ConsistencyMode::FileSystemConsistent,
+            "applicationconsistent" => ConsistencyMode::ApplicationConsistent,
+            _ => {
+                return Err(Reply::error_with_target(
+                    400,
+                    "InvalidParameter",
+                    format!(
+                        "The value '{m}' of properties.consistencyMode is not valid. Allowed \
+                        values are 'CrashConsistent', 'FileSystemConsistent', \
+                        'ApplicationConsistent'."
+                    ),
+                    "properties.consistencyMode",
+                ))
+            }
+        };
+        input.mode = Some(mode);
+    }
+    match member(p, "excludeDisks") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("properties.excludeDisks[{i}].id");
+                let id = item
+                    .as_object()
+                    .and_then(|o| member(o, "id"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid_content(&path, "an object with a string 'id'"))?;
+                if ResourceId::parse(id)
+                    .map(|r| r.is_type("Microsoft.Compute/disks"))
+                    .unwrap_or(false)
+                {
+                    input.exclude.push(id.to_string());
+                } else {
+                    return Err(Reply::error_with_target(
+                        400,
+                        "InvalidParameter",
+                        format!("{path} '{id}' is not a managed disk resource id."),
+                        &path,
+                    ));
+                }
+            }
+        }
+        Some(_) => return Err(invalid_content("properties.excludeDisks", "an array")),
+    }
+    match member(p, "instantAccessDurationMinutes") {
+        None => {}
+        Some(v) => {
+            let n = v
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| {
+                    invalid_content(
+                        "properties.instantAccessDurationMinutes",
+                        "a 32-bit integer",
+                    )
+                })?;
+            input.instant_access_minutes = Some(n);
+        }
+    }
+    if let Some(src) = object_member(p, "sourceRestorePoint", "properties.sourceRestorePoint")? {
+        input.source = string_member(src, "id", "properties.sourceRestorePoint.id")?;
+    }
+    Ok(input)
+}
+
+fn same_ids(a: &[String], b: &[String]) -> bool {
+    let norm = |v: &[String]| {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|s| s.trim_start_matches('/').to_ascii_lowercase())
+            .collect();
+        v.sort();
+        v
+    };
+    norm(a) == norm(b)
+}
+
+pub fn put_point(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    coll_name: &str,
+    name: &str,
+    body: &[u8],
+) -> Reply {
+    if let Err(r) = check_rg(store, sub, rg) {
+        return r;
+    }
+    let input = match parse_point_input(body) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let coll_id = compute_id(sub, rg, "restorePointCollections", coll_name);
+    let Some(coll) = store.collections.get(&coll_id).cloned() else {
+        return resource_not_found("restorePointCollections", coll_name, rg);
+    };
+    if coll.deleting.is_some() {
+        return Reply::error(
+            409,
+            "Conflict",
+            format!(
+                "Restore point collection '{coll_name}' is being deleted (operation in progress)."
+            ),
+        );
+    }
+    let id = coll_id.child("restorePoints", name);
+    if let Some(existing) = store.points.get(&id).cloned() {
+        return re_put(store, ctx, &existing, &input);
+    }
+    if coll.is_copy_target {
+        create_copy(store, ctx, &coll, &id, input)
+    } else {
+        create_local(store, ctx, &coll, &id, input)
+    }
+}
+
+/// A PUT on an existing point: idempotent when nothing changes, refused otherwise.
+fn re_put(store: &Store, ctx: &Ctx<'_>, existing: &PointRecord, input: &PointInput) -> Reply {
+    if existing.deleting.is_some() {
+        return Reply::error(
+            409,
+            "Conflict",
+            format!(
+                "Restore point '{}' is being deleted (operation in progress).",
+                existing.id.name().unwrap_or_default()
+            ),
+        );
+    }
+    let same = input.mode.as_ref().is_none_or(|m| *m == existing.mode)
+        && same_ids(&input.exclude, &existing.exclude_disks)
+        && input
+            .instant_access_minutes
+            .is_none_or(|m| Some(m) == existing.instant_access_minutes)
+        && match (&input.source, &existing.source_point) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a
+                .trim_start_matches('/')
+                .eq_ignore_ascii_case(b.as_str().trim_start_matches('/')),
+            _ => false,
+        };
+    if !same {
+        return Reply::error(
+            409,
+            "OperationNotAllowed",
+            format!(
+                "Restore point '{}' already exists and its properties cannot be \
+                updated. Create a restore point with another name instead.",
+                existing.id.name().unwrap_or_default()
+            ),
+        );
+    }
+    let reply = Reply::json(
+        201,
+        existing.render(ctx.now, false, ctx.timings.copy_progress_step_secs),
+    );
+    match store
+        .operations
+        .get(&existing.operation.to_ascii_lowercase())
+    {
+        Some(op) => lro_headers(reply, ctx, op),
+        None => reply,
+    }
+}
+
+fn disk_facts(store: &Store, vm: &crate::emulator::arm::state::VmRecord) -> Vec<DiskFacts> {
+    vm.typed()
+        .disks()
+        .into_iter()
+        .filter_map(|d| {
+            let id = d.managed_disk_id?;
+            let disk_doc = store.disks.get(&id);
+            let max_shares = disk_doc
+                .and_then(|doc| doc["properties"]["maxShares"].as_i64())
+                .unwrap_or(1) as i32;
+            let sku = d.storage_account_type.clone().or_else(|| {
+                disk_doc.and_then(|doc| doc["sku"]["name"].as_str().map(str::to_string))
+            });
+            Some(DiskFacts {
+                id: id.to_string(),
+                name: d
+                    .name
+                    .clone()
+                    .or_else(|| id.name().map(str::to_string))
+                    .unwrap_or_default(),
+                ephemeral_os: d.ephemeral,
+                max_shares,
+                storage_account_type: sku,
+            })
+        })
+        .collect()
+}
+
+fn is_fast_disk(d: &DiskFacts) -> bool {
+    d.storage_account_type.as_deref().is_some_and(|s| {
+        s.eq_ignore_ascii_case("UltraSSD_LRS") || s.eq_ignore_ascii_case("PremiumV2_LRS")
+    })
+}
+
+fn create_local(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    id: &ResourceId,
+    input: PointInput,
+) -> Reply {
+    if input.source.is_some() {
+        return Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "properties.sourceRestorePoint can only be set on a restore point in a \
+                collection made for cross-region copy; collection '{}' has a VM as \
+                its source.",
+                coll.id.name().unwrap_or_default()
+            ),
+            "properties.sourceRestorePoint",
+        );
+    }
+    let vm_id = match ResourceId::parse(&coll.source_id) {
+        Ok(v) => v,
+        Err(e) => return Reply::error(400, "InvalidParameter", e.to_string()),
+    };
+    let Some(vm) = store.vms.get(&vm_id).cloned() else {
+        return Reply::error_with_target(
+            404,
+            "ResourceNotFound",
+            format!(
+                "The source VM '{vm_id}' of restore point collection '{}' was not found.",
+                coll.id.name().unwrap_or_default()
+            ),
+            "properties.source.id",
+        );
+    };
+    let vm_label = vm_id.name().unwrap_or_default().to_string();
+    let facts = disk_facts(store, &vm);
+    for ex in &input.exclude {
+        if !facts.iter().any(|d| {
+            d.id.trim_start_matches('/')
+                .eq_ignore_ascii_case(ex.trim_start_matches('/'))
+        }) {
+            return Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "Disk '{ex}' in properties.excludeDisks is not attached to VM '{vm_label}'."
+                ),
+                "properties.excludeDisks",
+            );
+        }
+    }
+    let linux = vm
+        .os_type()
+        .is_some_and(|o| o.eq_ignore_ascii_case("linux"));
+    let mode = input.mode.clone().unwrap_or(if linux {
+        ConsistencyMode::FileSystemConsistent
+    } else {
+        ConsistencyMode::ApplicationConsistent
+    });
+    let included: Vec<DiskFacts> = facts
+        .into_iter()
+        .filter(|d| {
+            !input.exclude.iter().any(|e| {
+                e.trim_start_matches('/')
+                    .eq_ignore_ascii_case(d.id.trim_start_matches('/'))
+            })
+        })
+        .collect();
+    let r = ctx.rules;
+    let now = ctx.now;
+    let vm_points = store.points_of_vm(&vm_id);
+    let creating = vm_points
+        .iter()
+        .find(|p| !p.is_copy() && p.deleting.is_none() && p.creation_phase(now) == Phase::Creating)
+        .map(|p| p.id.name().unwrap_or_default().to_string());
+    let mut concurrent_failure = None;
+    if r.one_create_per_vm {
+        if let Err(v) = rules::check_one_create(&vm_label, creating.as_deref()) {
+            match r.concurrent_create_mode {
+                ConcurrentCreateMode::Reject409 => return Reply::from_violation(v),
+                ConcurrentCreateMode::FailAsync => concurrent_failure = Some(v),
+            }
+        }
+    }
+    let checks = || -> Result<(), Violation> {
+        if r.hourly_create_limit {
+            let log = store
+                .create_log
+                .get(&vm_id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            rules::check_hourly(
+                "createsPerVmPerHour",
+                &format!("restore point creations for VM '{vm_label}'"),
+                r.creates_per_vm_per_hour,
+                log,
+                now,
+            )?;
+        }
+        if r.points_per_vm_cap {
+            rules::check_point_cap(&vm_label, vm_points.len(), r.max_points_per_vm)?;
+        }
+        if r.spacing {
+            let last = vm_points
+                .iter()
+                .filter(|p| !p.is_copy() && p.deleting.is_none())
+                .filter(|p| !matches!(p.outcome, Outcome::Failed { .. }))
+                .filter(|p| rules::is_app_class(&p.mode) == rules::is_app_class(&mode))
+                .map(|p| p.created)
+                .max();
+            rules::check_spacing(r, &vm_label, &mode, last, now)?;
+        }
+        if r.unsupported_disks_excluded {
+            rules::check_disks(&vm_label, &mode, &included)?;
+        }
+        Ok(())
+    };
+    if let Err(v) = checks() {
+        return Reply::from_violation(v);
+    }
+    let mut reply_events = Vec::new();
+    let outcome = if let Some(v) = concurrent_failure {
+        reply_events.push(format!("rule:{}", v.rule));
+        Outcome::Failed {
+            code: v.code.to_string(),
+            message: rules::CONCURRENT_CREATE_MESSAGE.to_string(),
+        }
+    } else if ctx.dice.roll(ctx.failed_provisioning) {
+        reply_events.push("fault:failedProvisioning".to_string());
+        Outcome::Failed {
+            code: "VMRestorePointInternalError".into(),
+            message: format!(
+                "Restore point creation failed for VM '{vm_label}' due to an internal \
+                error. Please retry the operation after some time."
+            ),
+        }
+    } else {
+        Outcome::Succeeded
+    };
+    let ready_at = now
+        + jitter(
+            ctx.seed,
+            &format!("{id}/create"),
+            ctx.timings.local_create_secs,
+        );
+    let (meta, disk_ids) = source_metadata(&vm, id, &input.exclude, ctx.seed);
+    let error = match &outcome {
+        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
+        Outcome::Succeeded => None,
+    };
+    let op = new_operation(
+        store,
+        ctx,
+        OperationKind::CreateRestorePoint,
+        &coll.location,
+        id,
+        ready_at,
+        error,
+    );
+    let rec = PointRecord {
+        id: id.clone(),
+        collection: coll.id.clone(),
+        vm: vm_id.clone(),
+        mode,
+        exclude_disks: input.exclude,
+        instant_access_minutes: input.instant_access_minutes,
+        source_point: None,
+        source_created: None,
+        created: now,
+        ready_at,
+        outcome,
+        disks: disk_ids
+            .into_iter()
+            .map(|id| DiskPoint {
+                id,
+                replicated_at: None,
+            })
+            .collect(),
+        source_metadata: meta,
+        instant_access_disks: coll.instant_access == Some(true)
+            && included.iter().any(is_fast_disk),
+        operation: op.id.clone(),
+        deleting: None,
+    };
+    store.create_log.entry(vm_id).or_default().push(now);
+    let body = rec.render(now, false, ctx.timings.copy_progress_step_secs);
+    store.points.insert(id.clone(), rec);
+    let mut reply = lro_headers(Reply::json(201, body), ctx, &op).event("restorePointCreated");
+    reply.events.extend(reply_events);
+    reply
+}
+
+fn create_copy(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    id: &ResourceId,
+    input: PointInput,
+) -> Reply {
+    let coll_label = coll.id.name().unwrap_or_default().to_string();
+    let Some(source_raw) = input.source.clone() else {
+        return Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "Restore point collection '{coll_label}' is for cross-region copy: \
+                properties.sourceRestorePoint.id is required."
+            ),
+            "properties.sourceRestorePoint.id",
+        );
+    };
+    let source_id = match ResourceId::parse(&source_raw) {
+        Ok(s) if s.is_type("Microsoft.Compute/restorePointCollections/restorePoints") => s,
+        _ => {
+            return Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "properties.sourceRestorePoint.id '{source_raw}' is not a restore point id."
+                ),
+                "properties.sourceRestorePoint.id",
+            )
+        }
+    };
+    let Some(source) = store.points.get(&source_id).cloned() else {
+        return Reply::error_with_target(
+            404,
+            "ResourceNotFound",
+            format!("The source restore point '{source_id}' was not found."),
+            "properties.sourceRestorePoint.id",
+        );
+    };
+    let now = ctx.now;
+    let r = ctx.rules;
+    let step = ctx.timings.copy_progress_step_secs;
+    let checks = || -> Result<(), Violation> {
+        if r.no_copy_of_copy {
+            rules::check_not_copy_of_copy(source_id.as_str(), source.is_copy())?;
+        }
+        if r.target_must_reference_source {
+            rules::check_target_references_source(
+                &coll_label,
+                &coll.source_id,
+                source.collection.as_str(),
+            )?;
+        }
+        Ok(())
+    };
+    if let Err(v) = checks() {
+        return Reply::from_violation(v);
+    }
+    match source.phase(now) {
+        Phase::Succeeded => {}
+        Phase::Creating => {
+            return Reply::error(
+                409,
+                "OperationNotAllowed",
+                format!(
+                    "Source restore point '{source_id}' is still being created (operation \
+                in progress); copy it once it has succeeded."
+                ),
+            )
+        }
+        Phase::Deleting => {
+            return Reply::error(
+                409,
+                "OperationNotAllowed",
+                format!("Source restore point '{source_id}' is being deleted."),
+            )
+        }
+        Phase::Failed => {
+            return Reply::error(
+                400,
+                "OperationNotAllowed",
+                format!(
+                    "Source restore point '{source_id}' failed; only succeeded restore \
+            points can be copied."
+                ),
+            )
+        }
+    }
+    let copies: Vec<&PointRecord> = store
+        .points_of_collection(&coll.id)
+        .into_iter()
+        .filter(|p| p.is_copy() && p.deleting.is_none())
+        .collect();
+    let more_checks = || -> Result<(), Violation> {
+        if r.copies_serial_in_order {
+            let busy = copies.iter().find(|p| p.copy_in_flight(now, step));
+            rules::check_copy_serial(
+                &coll_label,
+                busy.map(|p| {
+                    (
+                        p.id.name().unwrap_or_default(),
+                        p.copy_percent(now, step).unwrap_or(0),
+                    )
+                }),
+            )?;
+            let newest = copies
+                .iter()
+                .filter(|p| !matches!(p.outcome, Outcome::Failed { .. }))
+                .filter_map(|p| Some((p.source_point.as_ref()?.as_str(), p.source_created?)))
+                .max_by_key(|(_, t)| *t);
+            rules::check_copy_order(&coll_label, source_id.as_str(), source.created, newest)?;
+        }
+        if r.hourly_copy_limit {
+            let log = store
+                .copy_log
+                .get(&coll.id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            rules::check_hourly(
+                "copiesPerCollectionPerHour",
+                &format!("cross-region copies into collection '{coll_label}'"),
+                r.copies_per_collection_per_hour,
+                log,
+                now,
+            )?;
+        }
+        if r.points_per_vm_cap {
+            rules::check_point_cap(
+                source.vm.name().unwrap_or_default(),
+                store.points_of_vm(&source.vm).len(),
+                r.max_points_per_vm,
+            )?;
+        }
+        Ok(())
+    };
+    if let Err(v) = more_checks() {
+        return Reply::from_violation(v);
+    }
+    let mut events = vec!["copyStarted".to_string()];
+    let outcome = if ctx.dice.roll(ctx.failed_provisioning) {
+        events.push("fault:failedProvisioning".into());
+        Outcome::Failed {
+            code: "VMRestorePointInternalError".into(),
+            message: format!(
+                "Copying restore point '{source_id}' to region '{}' failed due to an \
+                internal error. Please retry the operation after some time.",
+                coll.location
+            ),
+        }
+    } else {
+        Outcome::Succeeded
+    };
+    let ready_at = now
+        + jitter(
+            ctx.seed,
+            &format!("{id}/copyStart"),
+            ctx.timings.copy_start_secs,
+        );
+    let (meta, disk_ids) = copy_metadata(&source, id, ctx.seed);
+    let disks = disk_ids
+        .into_iter()
+        .map(|d| {
+            let total = jitter(
+                ctx.seed,
+                &format!("{d}/replication"),
+                ctx.timings.copy_duration_secs,
+            );
+            // Replication cannot finish before the copy has started.
+            let done = (now + total).max(ready_at);
+            DiskPoint {
+                id: d,
+                replicated_at: Some(done),
+            }
+        })
+        .collect();
+    let error = match &outcome {
+        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
+        Outcome::Succeeded => None,
+    };
+    let op = new_operation(
+        store,
+        ctx,
+        OperationKind::CreateRestorePoint,
+        &coll.location,
+        id,
+        ready_at,
+        error,
+    );
+    let rec = PointRecord {
+        id: id.clone(),
+        collection: coll.id.clone(),
+        vm: source.vm.clone(),
+        mode: source.mode.clone(),
+        exclude_disks: source.exclude_disks.clone(),
+        instant_access_minutes: input.instant_access_minutes,
+        source_point: Some(source_id),
+        source_created: Some(source.created),
+        created: now,
+        ready_at,
+        outcome,
+        disks,
+        source_metadata: meta,
+        instant_access_disks: false,
+        operation: op.id.clone(),
+        deleting: None,
+    };
+    store.copy_log.entry(coll.id.clone()).or_default().push(now);
+    let body = rec.render(now, false, step);
+    store.points.insert(id.clone(), rec);
+    let mut reply = lro_headers(Reply::json(201, body), ctx, &op);
+    reply.events.extend(events);
+    reply
+}
+
+pub fn get_point(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    coll: &str,
+    name: &str,
+) -> Reply {
+    if let Err(r) = check_rg(store, sub, rg) {
+        return r;
+    }
+    let iv = match ctx.query.get("$expand") {
+        None => false,
+        Some(e) if e.eq_ignore_ascii_case("instanceView") => true,
+        Some(e) => {
+            return Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "The value '{e}' of parameter '$expand' is not valid. Allowed value is \
+                'instanceView'."
+                ),
+                "$expand",
+            )
+        }
+    };
+    let coll_id = compute_id(sub, rg, "restorePointCollections", coll);
+    if !store.collections.contains_key(&coll_id) {
+        return resource_not_found("restorePointCollections", coll, rg);
+    }
+    match store.points.get(&coll_id.child("restorePoints", name)) {
+        Some(p) => Reply::json(
+            200,
+            p.render(ctx.now, iv, ctx.timings.copy_progress_step_secs),
+        ),
+        None => child_not_found(),
+    }
+}
+
+pub fn delete_point(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    coll: &str,
+    name: &str,
+) -> Reply {
+    if let Err(r) = check_rg(store, sub, rg) {
+        return r;
+    }
+    let coll_id = compute_id(sub, rg, "restorePointCollections", coll);
+    let id = coll_id.child("restorePoints", name);
+    let Some(p) = store.points.get(&id).cloned() else {
+        return Reply::empty(204);
+    };
+    if let Some(d) = &p.deleting {
+        return match store.operations.get(&d.operation.to_ascii_lowercase()) {
+            Some(op) => lro_headers(Reply::empty(202), ctx, op),
+            None => Reply::empty(202),
+        };
+    }
+    if p.creation_phase(ctx.now) == Phase::Creating {
+        return Reply::error(
+            409,
+            "Conflict",
+            format!(
+                "Restore point '{name}' cannot be deleted while it is being created \
+            (operation in progress)."
+            ),
+        );
+    }
+    let location = store
+        .collections
+        .get(&coll_id)
+        .map(|c| c.location.clone())
+        .unwrap_or_default();
+    let done_at = ctx.now
+        + jitter(
+            ctx.seed,
+            &format!("{id}/delete/{}", ctx.now),
+            ctx.timings.delete_secs,
+        );
+    let op = new_operation(
+        store,
+        ctx,
+        OperationKind::DeleteRestorePoint,
+        &location,
+        &id,
+        done_at,
+        None,
+    );
+    note_source_deletions(store, ctx, |q| q.id == id);
+    if let Some(p) = store.points.get_mut(&id) {
+        p.deleting = Some(Deletion {
+            done_at,
+            operation: op.id.clone(),
+        });
+    }
+    store.schedule_sweep(done_at);
+    lro_headers(Reply::empty(202), ctx, &op).event("delete")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_input_validation() {
+        let ok = parse_point_input(br#"{"properties":{"consistencyMode":"crashConsistent","provisioningState":"Succeeded","timeCreated":"x"}}"#).unwrap();
+        assert_eq!(ok.mode, Some(ConsistencyMode::CrashConsistent));
+        let bad_mode =
+            parse_point_input(br#"{"properties":{"consistencyMode":"Bogus"}}"#).unwrap_err();
+        assert_eq!(bad_mode.status, 400);
+        let unknown = parse_point_input(br#"{"properties":{"foo":1}}"#).unwrap_err();
+        assert!(unknown.body.unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("foo"));
+        let bad_exclude =
+            parse_point_input(br#"{"properties":{"excludeDisks":["x"]}}"#).unwrap_err();
+        assert_eq!(bad_exclude.status, 400);
+        assert_eq!(parse_point_input(b"").unwrap_err().status, 400);
+        assert_eq!(
+            parse_point_input(b"{}").unwrap(),
+            PointInput {
+                mode: None,
+                exclude: vec![],
+                instant_access_minutes: None,
+                source: None
+            }
+        );
+    }
+}

@@ -1,0 +1,546 @@
+//! The restore point platform rules (DESIGN.md §7, CONTRACT.md §7), each switchable, as pure
+//! decisions over plain facts so they can be table-tested. The HTTP status and code of each
+//! refusal are chosen here, in one place:
+//!
+//! | Rule | Refusal |
+//! |---|---|
+//! | one create per VM at a time | 409 `VMRestorePointClientError` (CONTRACT §7 gives the code and message, no status: 409 is our assumption), or — with [`ConcurrentCreateMode::FailAsync`] — 201 then `Failed` |
+//! | ≤ N creates per VM per hour (3) | 429 `TooManyRequests` + `Retry-After` (assumption: no source gives the code) |
+//! | ≤ N copies per target collection per hour (3) | 429 `TooManyRequests` + `Retry-After` |
+//! | ≤ 500 points per VM across collections | 400 `VMRestorePointClientError` "maximum allowed snapshot limit … reached" |
+//! | spacing: app/file-system consistent ≥ 3 h, crash ≥ 1 h apart per VM | 400 `OperationNotAllowed` (assumption) |
+//! | copies into one target collection serial | 409 `OperationNotAllowed` "... in progress" (transient) |
+//! | copies in source creation order | 409 `OperationNotAllowed` (permanent) |
+//! | no copy of a copy | 400 `OperationNotAllowed` |
+//! | unsupported disks must be excluded | 400 `OperationNotAllowed` naming the disk |
+//! | target collection must reference the source collection | 400 `InvalidParameter` |
+//!
+//! Unsupported disks follow the current support matrix (learn.microsoft.com
+//! `virtual-machines/concepts-restore-points`): ephemeral OS and shared disks are never
+//! supported; Ultra and Premium SSD v2 disks are supported for application consistency only, so
+//! they must be excluded from crash-consistent points. (CONTRACT §7 quotes an older matrix that
+//! lists Ultra as unsupported altogether.)
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::azure::models::ConsistencyMode;
+
+/// How a create that overlaps another create on the same VM fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ConcurrentCreateMode {
+    /// The PUT is refused with 409 (default).
+    #[default]
+    Reject409,
+    /// The PUT is accepted (201) and the point ends `Failed` with the documented message.
+    FailAsync,
+}
+
+/// Which platform rules the emulator enforces, and their limits. All on by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RuleSwitches {
+    pub one_create_per_vm: bool,
+    pub concurrent_create_mode: ConcurrentCreateMode,
+    pub hourly_create_limit: bool,
+    pub creates_per_vm_per_hour: u32,
+    pub hourly_copy_limit: bool,
+    pub copies_per_collection_per_hour: u32,
+    pub points_per_vm_cap: bool,
+    pub max_points_per_vm: u32,
+    pub spacing: bool,
+    /// Minimum gap between application- (or file-system-) consistent points of a VM, seconds.
+    pub app_consistent_spacing_secs: i64,
+    /// Minimum gap between crash-consistent points of a VM, seconds.
+    pub crash_consistent_spacing_secs: i64,
+    pub copies_serial_in_order: bool,
+    pub no_copy_of_copy: bool,
+    pub unsupported_disks_excluded: bool,
+    pub target_must_reference_source: bool,
+    /// Items per page of list responses (not a rule, a platform behaviour worth varying in tests).
+    pub list_page_size: usize,
+    /// Answer 401 `AuthenticationFailed` when a request has no `Authorization: Bearer …` header
+    /// (as ARM does). Off by default so tools can poke the emulator without a token; the token's
+    /// content is never checked.
+    pub require_authorization: bool,
+}
+
+impl Default for RuleSwitches {
+    fn default() -> Self {
+        Self {
+            one_create_per_vm: true,
+            concurrent_create_mode: ConcurrentCreateMode::Reject409,
+            hourly_create_limit: true,
+            creates_per_vm_per_hour: 3,
+            hourly_copy_limit: true,
+            copies_per_collection_per_hour: 3,
+            points_per_vm_cap: true,
+            max_points_per_vm: 500,
+            spacing: true,
+            app_consistent_spacing_secs: 3 * 3600,
+            crash_consistent_spacing_secs: 3600,
+            copies_serial_in_order: true,
+            no_copy_of_copy: true,
+            unsupported_disks_excluded: true,
+            target_must_reference_source: true,
+            list_page_size: 50,
+            require_authorization: false,
+        }
+    }
+}
+
+impl RuleSwitches {
+    /// Every rule off (page size kept): for replaying examples that ignore the platform rules.
+    pub fn all_off() -> Self {
+        Self {
+            one_create_per_vm: false,
+            hourly_create_limit: false,
+            hourly_copy_limit: false,
+            points_per_vm_cap: false,
+            spacing: false,
+            copies_serial_in_order: false,
+            no_copy_of_copy: false,
+            unsupported_disks_excluded: false,
+            target_must_reference_source: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// A refusal: HTTP status, ARM error code, message, optional `Retry-After`, and the rule's name
+/// for the counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: &'static str,
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub target: Option<String>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Violation {
+    fn new(rule: &'static str, status: u16, code: &'static str, message: String) -> Self {
+        Self {
+            rule,
+            status,
+            code,
+            message,
+            target: None,
+            retry_after_secs: None,
+        }
+    }
+}
+
+/// The documented message for an overlapping create (CONTRACT §7).
+pub const CONCURRENT_CREATE_MESSAGE: &str =
+    "RestorePoint creation failed since a concurrent 'Create RestorePoint' \
+        operation was triggered on the VM.";
+
+/// One create per VM at a time: `creating` names a point of this VM still `Creating`.
+pub fn check_one_create(vm: &str, creating: Option<&str>) -> Result<(), Violation> {
+    match creating {
+        None => Ok(()),
+        Some(point) => Err(Violation::new(
+            "oneCreatePerVm",
+            409,
+            "VMRestorePointClientError",
+            format!(
+                "{CONCURRENT_CREATE_MESSAGE} VM '{vm}' is still creating restore point '{point}'."
+            ),
+        )),
+    }
+}
+
+/// At most `limit` events in the hour before `now`; refusal carries the seconds until the oldest
+/// counted event leaves the window.
+pub fn check_hourly(
+    rule: &'static str,
+    what: &str,
+    limit: u32,
+    events: &[OffsetDateTime],
+    now: OffsetDateTime,
+) -> Result<(), Violation> {
+    let window_start = now - Duration::hours(1);
+    if limit == 0 {
+        let mut v = Violation::new(
+            rule,
+            429,
+            "TooManyRequests",
+            format!("No {what} are allowed (limit 0 per hour)."),
+        );
+        v.retry_after_secs = Some(3600);
+        return Err(v);
+    }
+    let mut recent: Vec<OffsetDateTime> = events
+        .iter()
+        .copied()
+        .filter(|t| *t > window_start)
+        .collect();
+    if (recent.len() as u32) < limit {
+        return Ok(());
+    }
+    recent.sort();
+    // The oldest event that must leave the window for one more to fit.
+    let oldest = recent[recent.len() - limit as usize];
+    let wait = (oldest + Duration::hours(1) - now)
+        .as_seconds_f64()
+        .ceil()
+        .max(1.0) as u64;
+    let mut v = Violation::new(
+        rule,
+        429,
+        "TooManyRequests",
+        format!(
+            "The limit of {limit} {what} per hour has been reached; retry after {wait} seconds."
+        ),
+    );
+    v.retry_after_secs = Some(wait);
+    Err(v)
+}
+
+/// At most `cap` restore points kept per VM (all collections, resource groups and regions).
+pub fn check_point_cap(vm: &str, existing: usize, cap: u32) -> Result<(), Violation> {
+    if (existing as u64) < cap as u64 {
+        return Ok(());
+    }
+    Err(Violation::new(
+        "pointsPerVmCap",
+        400,
+        "VMRestorePointClientError",
+        format!(
+            "Restore point creation failed: the maximum allowed snapshot limit of \
+                {cap} restore points has been reached for VM '{vm}'. Delete older \
+                restore points and retry."
+        ),
+    ))
+}
+
+/// True for the modes that count as application-consistent for spacing (app and file-system).
+pub fn is_app_class(mode: &ConsistencyMode) -> bool {
+    !matches!(mode, ConsistencyMode::CrashConsistent)
+}
+
+/// Spacing between points of the same class on one VM. `last_same_class` is the creation time of
+/// the newest non-failed point of that class.
+pub fn check_spacing(
+    rules: &RuleSwitches,
+    vm: &str,
+    mode: &ConsistencyMode,
+    last_same_class: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), Violation> {
+    let Some(last) = last_same_class else {
+        return Ok(());
+    };
+    let (gap, label) = if is_app_class(mode) {
+        (rules.app_consistent_spacing_secs, "application-consistent")
+    } else {
+        (rules.crash_consistent_spacing_secs, "crash-consistent")
+    };
+    // Clamp so a silly configured gap cannot overflow the date arithmetic.
+    let gap = gap.clamp(0, 10 * 365 * 86_400);
+    let next_allowed = last + Duration::seconds(gap);
+    if now >= next_allowed {
+        return Ok(());
+    }
+    let wait = (next_allowed - now).as_seconds_f64().ceil() as u64;
+    Err(Violation::new(
+        "spacing",
+        400,
+        "OperationNotAllowed",
+        format!(
+            "Restore points of VM '{vm}' that are {label} ({}) must be at least {} \
+                minutes apart; the last one was created at {last}. The next one is \
+                allowed in {wait} seconds.",
+            mode.as_str(),
+            gap / 60
+        ),
+    ))
+}
+
+/// Copies into one target collection run one at a time: `replicating` names a copy in this
+/// collection whose replication has not finished (and has not failed).
+pub fn check_copy_serial(
+    collection: &str,
+    replicating: Option<(&str, i32)>,
+) -> Result<(), Violation> {
+    match replicating {
+        None => Ok(()),
+        Some((point, percent)) => Err(Violation::new(
+            "copiesSerial",
+            409,
+            "OperationNotAllowed",
+            format!(
+                "Another cross-region copy into restore point collection \
+                    '{collection}' is in progress (restore point '{point}', {percent}% \
+                    replicated); copies into one collection run one at a time. Retry when \
+                    it has completed."
+            ),
+        )),
+    }
+}
+
+/// Copies into one target collection follow the source points' creation order: the new source
+/// must be newer than every source already copied there.
+pub fn check_copy_order(
+    collection: &str,
+    new_source: &str,
+    new_source_created: OffsetDateTime,
+    newest_copied: Option<(&str, OffsetDateTime)>,
+) -> Result<(), Violation> {
+    match newest_copied {
+        Some((prev, prev_created)) if new_source_created < prev_created => Err(Violation::new(
+            "copiesInOrder",
+            409,
+            "OperationNotAllowed",
+            format!(
+                "Source restore point '{new_source}' (created {new_source_created}) is \
+                    older than '{prev}' (created {prev_created}), which was already \
+                    copied into restore point collection '{collection}'; copies must \
+                    follow the source creation order."
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A copy cannot be the source of another copy.
+pub fn check_not_copy_of_copy(source: &str, source_is_copy: bool) -> Result<(), Violation> {
+    if !source_is_copy {
+        return Ok(());
+    }
+    let mut v = Violation::new(
+        "noCopyOfCopy",
+        400,
+        "OperationNotAllowed",
+        format!(
+            "Restore point '{source}' is itself a cross-region copy; a copy cannot \
+                be copied again. Copy the original restore point instead."
+        ),
+    );
+    v.target = Some("properties.sourceRestorePoint.id".to_string());
+    Err(v)
+}
+
+/// The facts about one disk that decide whether restore points support it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskFacts {
+    pub id: String,
+    pub name: String,
+    pub ephemeral_os: bool,
+    pub max_shares: i32,
+    pub storage_account_type: Option<String>,
+}
+
+/// Why restore points do not support `disk` in `mode` (None = supported).
+pub fn unsupported_reason(disk: &DiskFacts, mode: &ConsistencyMode) -> Option<&'static str> {
+    if disk.ephemeral_os {
+        return Some("an ephemeral OS disk");
+    }
+    if disk.max_shares > 1 {
+        return Some("a shared disk (maxShares > 1)");
+    }
+    let sku = disk
+        .storage_account_type
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if matches!(mode, ConsistencyMode::CrashConsistent)
+        && (sku == "ultrassd_lrs" || sku == "premiumv2_lrs")
+    {
+        return Some(
+            "an Ultra or Premium SSD v2 disk, which crash-consistent restore points do not support",
+        );
+    }
+    None
+}
+
+/// Every included (not excluded) disk must be supported; the refusal names the first offender.
+pub fn check_disks(
+    vm: &str,
+    mode: &ConsistencyMode,
+    included: &[DiskFacts],
+) -> Result<(), Violation> {
+    for disk in included {
+        if let Some(reason) = unsupported_reason(disk, mode) {
+            let mut v = Violation::new(
+                "unsupportedDisks",
+                400,
+                "OperationNotAllowed",
+                format!(
+                    "Disk '{}' ({}) of VM '{vm}' is {reason}. Restore points do not \
+                        support it: add it to properties.excludeDisks and retry.",
+                    disk.name, disk.id
+                ),
+            );
+            v.target = Some("properties.excludeDisks".to_string());
+            return Err(v);
+        }
+    }
+    Ok(())
+}
+
+/// A copy must go into a collection whose `source.id` is the source point's collection.
+pub fn check_target_references_source(
+    target_collection: &str,
+    target_source_id: &str,
+    source_collection: &str,
+) -> Result<(), Violation> {
+    if target_source_id
+        .trim_start_matches('/')
+        .eq_ignore_ascii_case(source_collection.trim_start_matches('/'))
+    {
+        return Ok(());
+    }
+    let mut v = Violation::new(
+        "targetReferencesSource",
+        400,
+        "InvalidParameter",
+        format!(
+            "Restore point collection '{target_collection}' has source \
+                '{target_source_id}', not '{source_collection}', the collection of \
+                the source restore point. Copy into a collection whose \
+                properties.source.id is the source collection."
+        ),
+    );
+    v.target = Some("properties.sourceRestorePoint.id".to_string());
+    Err(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-01 12:00 UTC);
+
+    #[test]
+    fn hourly_limit_table() {
+        let m = |mins: i64| NOW - Duration::minutes(mins);
+        let cases: Vec<(Vec<OffsetDateTime>, Option<u64>)> = vec![
+            (vec![], None),
+            (vec![m(10), m(20)], None),
+            (vec![m(10), m(20), m(30)], Some(30 * 60)),
+            (vec![m(10), m(20), m(59)], Some(60)),
+            // Events older than an hour do not count.
+            (vec![m(10), m(20), m(61)], None),
+            (vec![m(5), m(10), m(20), m(50)], Some(40 * 60)),
+        ];
+        for (events, want) in cases {
+            let got = check_hourly("r", "creates", 3, &events, NOW)
+                .err()
+                .map(|v| v.retry_after_secs.unwrap());
+            assert_eq!(got, want, "{events:?}");
+        }
+        let v = check_hourly("r", "creates", 3, &[m(1), m(2), m(3)], NOW).unwrap_err();
+        assert_eq!(v.status, 429);
+    }
+
+    #[test]
+    fn spacing_table() {
+        let r = RuleSwitches::default();
+        let app = ConsistencyMode::ApplicationConsistent;
+        let fs = ConsistencyMode::FileSystemConsistent;
+        let crash = ConsistencyMode::CrashConsistent;
+        let ago = |mins: i64| Some(NOW - Duration::minutes(mins));
+        let cases = [
+            (&app, None, true),
+            (&app, ago(179), false),
+            (&app, ago(180), true),
+            (&fs, ago(120), false),
+            (&crash, ago(59), false),
+            (&crash, ago(60), true),
+        ];
+        for (mode, last, ok) in cases {
+            assert_eq!(
+                check_spacing(&r, "vm", mode, last, NOW).is_ok(),
+                ok,
+                "{mode:?} {last:?}"
+            );
+        }
+        let v = check_spacing(&r, "vm", &app, ago(170), NOW).unwrap_err();
+        assert!(v.message.contains("600 seconds"), "{}", v.message);
+    }
+
+    #[test]
+    fn unsupported_disk_table() {
+        let disk = |eph: bool, shares: i32, sku: &str| DiskFacts {
+            id: "/d".into(),
+            name: "d".into(),
+            ephemeral_os: eph,
+            max_shares: shares,
+            storage_account_type: Some(sku.into()),
+        };
+        let app = ConsistencyMode::ApplicationConsistent;
+        let crash = ConsistencyMode::CrashConsistent;
+        let cases = [
+            (disk(false, 1, "Premium_LRS"), &crash, false),
+            (disk(true, 1, "Standard_LRS"), &app, true),
+            (disk(false, 2, "Premium_LRS"), &app, true),
+            (disk(false, 1, "UltraSSD_LRS"), &app, false),
+            (disk(false, 1, "UltraSSD_LRS"), &crash, true),
+            (disk(false, 1, "PremiumV2_LRS"), &crash, true),
+            (disk(false, 1, "PremiumV2_LRS"), &app, false),
+        ];
+        for (d, mode, unsupported) in cases {
+            assert_eq!(
+                unsupported_reason(&d, mode).is_some(),
+                unsupported,
+                "{d:?} {mode:?}"
+            );
+        }
+        let v = check_disks("vm", &app, &[disk(false, 3, "Premium_LRS")]).unwrap_err();
+        assert!(v.message.contains("'d'") && v.message.contains("shared"));
+    }
+
+    #[test]
+    fn copy_rules() {
+        assert!(check_copy_serial("c", None).is_ok());
+        let v = check_copy_serial("c", Some(("rp1", 40))).unwrap_err();
+        assert_eq!(v.status, 409);
+        assert!(v.message.contains("in progress"));
+        let t = NOW;
+        assert!(check_copy_order("c", "new", t, None).is_ok());
+        assert!(check_copy_order("c", "new", t, Some(("old", t - Duration::hours(1)))).is_ok());
+        let v = check_copy_order("c", "new", t, Some(("old", t + Duration::hours(1)))).unwrap_err();
+        assert!(
+            !v.message.contains("in progress"),
+            "order violations are permanent"
+        );
+        assert!(check_not_copy_of_copy("x", false).is_ok());
+        assert_eq!(check_not_copy_of_copy("x", true).unwrap_err().status, 400);
+        assert!(
+            check_target_references_source("t", "/subscriptions/s/A", "subscriptions/s/a").is_ok()
+        );
+        assert!(
+            check_target_references_source("t", "/subscriptions/s/A", "/subscriptions/s/b")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn silly_limits_do_not_panic() {
+        let v = check_hourly("r", "creates", 0, &[], NOW).unwrap_err();
+        assert_eq!(v.retry_after_secs, Some(3600));
+        let r = RuleSwitches {
+            crash_consistent_spacing_secs: i64::MAX,
+            ..Default::default()
+        };
+        assert!(
+            check_spacing(&r, "vm", &ConsistencyMode::CrashConsistent, Some(NOW), NOW).is_err()
+        );
+    }
+
+    #[test]
+    fn cap_and_concurrency() {
+        assert!(check_point_cap("vm", 499, 500).is_ok());
+        let v = check_point_cap("vm", 500, 500).unwrap_err();
+        assert!(v.message.contains("maximum allowed snapshot limit"));
+        assert!(check_one_create("vm", None).is_ok());
+        let v = check_one_create("vm", Some("rp1")).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "VMRestorePointClientError"));
+        assert!(v.message.contains("concurrent"));
+    }
+}
