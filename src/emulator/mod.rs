@@ -1,11 +1,20 @@
 //! Azure in a box: ARM Compute, Service Bus, the managed-identity endpoint and the Functions host,
 //! on one virtual clock, for tests and `vmrp local`. Not part of the deploy build.
 //!
-//! One listener on 127.0.0.1 serves every service, told apart by path:
-//! - ARM: `/subscriptions/...` (api-version 2025-04-01) — [`arm`]
-//! - Service Bus REST: `/{queue}/messages`, `/{queue}/$deadletterqueue/...` — [`servicebus`]
+//! One listener on 127.0.0.1 serves every service, told apart by path ([`server`]):
+//! - ARM: `/subscriptions/...` (api-version 2025-04-01) — [`arm`], behind
+//!   [`identity::require_arm_token`]
+//! - Service Bus REST: `/{queue}/messages` — [`servicebus`]
 //! - managed identity (App Service shape): `/msi/token` — [`identity`]
-//! - inspection and control: `/_emulator/...` — [`control`]
+//! - inspection and control: `/_emulator/...` — [`server`]
+//!
+//! [`host_sim`] plays the Functions host against a custom handler; [`cli`] is `vmrp emulate`.
 
+pub mod arm;
+pub mod cli;
 pub mod clock;
 pub mod faults;
+pub mod host_sim;
+pub mod identity;
+pub mod server;
+pub mod servicebus;
