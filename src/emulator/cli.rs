@@ -48,6 +48,9 @@ pub struct EmulateArgs {
     /// folders), starting its custom handler wired to this emulator.
     #[arg(long, value_name = "DIR")]
     pub app_root: Option<PathBuf>,
+    /// Start this handler program instead of host.json's defaultExecutablePath.
+    #[arg(long, value_name = "PATH", requires = "app_root")]
+    pub handler: Option<PathBuf>,
     /// Extra app setting for the handler, KEY=VALUE (repeatable), e.g. VMRP_SCHEDULE=0 0 * * * *.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -193,6 +196,7 @@ pub async fn run_with(
         let sim_config = HostSimConfig {
             app_settings: settings,
             timer_ticks: args.timer_ticks,
+            executable_override: args.handler.clone(),
             ..HostSimConfig::new(root.clone())
         };
         if let Err(e) = emulator.start_host_sim(sim_config).await {

@@ -815,6 +815,9 @@ pub struct HostSimConfig {
     pub event_grid_retry_delays: Vec<time::Duration>,
     /// Consecutive handler starts that never became ready before the simulation gives up.
     pub max_failed_starts: u32,
+    /// Start this program instead of host.json's `defaultExecutablePath` (e.g. the freshly
+    /// built `target/debug/vmrp` when running from the repository's `functions/`).
+    pub executable_override: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HostSimConfig {
@@ -844,6 +847,7 @@ impl HostSimConfig {
                 .map(time::Duration::seconds)
                 .collect(),
             max_failed_starts: 5,
+            executable_override: None,
         }
     }
 }
@@ -937,6 +941,7 @@ pub struct HostSim {
     timers: Mutex<BTreeMap<String, TimerState>>,
     event_grid_dead: Mutex<Vec<Value>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
     console_tail: Arc<Mutex<std::collections::VecDeque<String>>>,
     in_flight: AtomicU64,
 }
@@ -1021,13 +1026,15 @@ impl HostSim {
             timers: Mutex::new(timers),
             event_grid_dead: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
+            supervisor: Mutex::new(None),
             console_tail: Arc::new(Mutex::new(Default::default())),
             in_flight: AtomicU64::new(0),
         });
         match sim.config.launch {
             HandlerLaunch::Spawn => {
                 let s = sim.clone();
-                sim.track(tokio::spawn(async move { s.supervise().await }));
+                *sim.supervisor.lock().expect("supervisor lock") =
+                    Some(tokio::spawn(async move { s.supervise().await }));
             }
             HandlerLaunch::External { .. } => {
                 let ready = sim
@@ -1053,7 +1060,9 @@ impl HostSim {
     }
 
     fn track(&self, handle: JoinHandle<()>) {
-        self.tasks.lock().expect("tasks lock").push(handle);
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
     }
 
     pub fn app(&self) -> &FunctionApp {
@@ -1117,15 +1126,17 @@ impl HostSim {
     /// Stops triggers and the handler.
     pub async fn stop(&self) {
         self.stop_tx.send_replace(true);
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
-        for t in tasks {
-            // The supervisor reacts to the stop signal (kills its child); others are aborted.
-            let deadline = tokio::time::sleep(Duration::from_secs(5));
-            tokio::pin!(deadline);
-            let mut t = t;
-            tokio::select! {
-                _ = &mut t => {}
-                _ = &mut deadline => t.abort(),
+        for task in std::mem::take(&mut *self.tasks.lock().expect("tasks lock")) {
+            task.abort();
+        }
+        let supervisor = self.supervisor.lock().expect("supervisor lock").take();
+        if let Some(mut supervisor) = supervisor {
+            // It reacts to the stop signal by killing and reaping its child.
+            if tokio::time::timeout(Duration::from_secs(5), &mut supervisor)
+                .await
+                .is_err()
+            {
+                supervisor.abort();
             }
         }
         self.state_tx
@@ -1192,7 +1203,9 @@ impl HostSim {
         };
         let exe = expand_percent(&host.executable, &lookup);
         let in_root = self.app.root.join(&exe);
-        let program = if Path::new(&exe).is_relative() && in_root.is_file() {
+        let program = if let Some(path) = &self.config.executable_override {
+            path.clone()
+        } else if Path::new(&exe).is_relative() && in_root.is_file() {
             in_root
         } else {
             PathBuf::from(&exe)
@@ -1342,8 +1355,14 @@ impl HostSim {
                         path: self.app.root.join(&f.name).join("function.json"),
                         reason: e.to_string(),
                     })?;
+                    // Evaluated now, when the listener starts (not when the task first runs),
+                    // so a clock jump right after start() counts as missed occurrences.
+                    let now = self.clock.now();
+                    let first = parsed.next_after(now);
                     let s = self.clone();
-                    self.track(tokio::spawn(async move { s.run_timer(f, parsed).await }));
+                    self.track(tokio::spawn(async move {
+                        s.run_timer(f, parsed, now, first).await
+                    }));
                 }
                 Trigger::ServiceBus { queue, .. } => {
                     if self.bus.counters(queue).is_err() {
@@ -1363,7 +1382,13 @@ impl HostSim {
         Ok(())
     }
 
-    async fn run_timer(self: Arc<Self>, f: FunctionDef, schedule: Schedule) {
+    async fn run_timer(
+        self: Arc<Self>,
+        f: FunctionDef,
+        schedule: Schedule,
+        started: OffsetDateTime,
+        first: Option<OffsetDateTime>,
+    ) {
         let Trigger::Timer {
             run_on_startup,
             use_monitor,
@@ -1372,10 +1397,13 @@ impl HostSim {
         else {
             return;
         };
+        // The host disables the schedule monitor for sub-minute schedules (a few upcoming
+        // occurrences tell; scanning a whole year is slow for per-minute schedules).
+        let upcoming = schedule.occurrences(started, started + time::Duration::days(2), 64);
         let monitored = use_monitor
-            && schedule
-                .min_interval(self.clock.now())
-                .is_none_or(|gap| gap >= time::Duration::minutes(1));
+            && upcoming
+                .windows(2)
+                .all(|w| w[1] - w[0] >= time::Duration::minutes(1));
         let mut fired = 0u32;
         let limit = self.config.timer_ticks;
         let mut stop_rx = self.stop_tx.subscribe();
@@ -1384,7 +1412,7 @@ impl HostSim {
             self.fire_timer_at(&f, now, false, monitored).await;
             fired += 1;
         }
-        let mut next = schedule.next_after(self.clock.now());
+        let mut next = first;
         while let Some(occurrence) = next {
             if limit.is_some_and(|n| fired >= n) || self.stopping() {
                 return;
@@ -2473,6 +2501,116 @@ S(("127.0.0.1", port), H).serve_forever()
             .any(|l| l == "handler listening"));
         sim.stop().await;
         assert!(matches!(sim.handler_state(), HandlerState::Stopped(_)));
+    }
+
+    #[tokio::test]
+    async fn a_clock_jump_runs_the_timer_once_past_due_then_on_schedule() {
+        let (port, seen) =
+            capture_server(Arc::new(|_, _| (200, "application/json", "{}".into()))).await;
+        let (bus, clock) = bus_and_clock(datetime!(2026-11-25 21:00:30 UTC), 1.0, 10);
+        let sim = HostSim::start(
+            HostSimConfig {
+                launch: HandlerLaunch::External { port },
+                app_settings: settings(&[("VMRP_SCHEDULE", "0 * * * * *")]),
+                timer_ticks: Some(2),
+                ..HostSimConfig::new(FIXTURE_APP)
+            },
+            bus,
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        let timers = || -> Vec<Value> {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.path == "/ScheduleRestorePoints")
+                .map(|c| c.body["Data"]["timer"].clone())
+                .collect()
+        };
+        clock.advance(time::Duration::minutes(10));
+        wait_for("past-due run", 5, || timers().len() == 1).await;
+        let first = &timers()[0];
+        assert_eq!(first["IsPastDue"], true);
+        assert_eq!(first["ScheduleStatus"]["Next"], "2026-11-25T21:10:00+00:00");
+        assert_eq!(first["ScheduleStatus"]["Last"], "0001-01-01T00:00:00+00:00");
+        clock.advance(time::Duration::minutes(1));
+        wait_for("next run", 5, || timers().len() == 2).await;
+        let second = &timers()[1];
+        assert_eq!(second["IsPastDue"], false);
+        assert_eq!(
+            second["ScheduleStatus"]["Next"],
+            "2026-11-25T21:11:00+00:00"
+        );
+        let last = second["ScheduleStatus"]["Last"].as_str().unwrap();
+        assert!(
+            last.starts_with("2026-11-25T21:10:3") && last.ends_with("+00:00"),
+            "{last}"
+        );
+        // timer_ticks = 2: no third run.
+        clock.advance(time::Duration::minutes(1));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(timers().len(), 2);
+        sim.stop().await;
+    }
+
+    #[tokio::test]
+    async fn queue_deliveries_respect_max_concurrent_calls() {
+        use std::sync::atomic::AtomicUsize;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (f, p) = (in_flight.clone(), peak.clone());
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (f, p) = (f.clone(), p.clone());
+            async move {
+                if req.method() == axum::http::Method::POST {
+                    let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    f.fetch_sub(1, Ordering::SeqCst);
+                }
+                ([("content-type", "application/json")], "{}")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        write_app(
+            dir.path(),
+            r#"{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"unused"}},
+                "extensions":{"serviceBus":{"maxConcurrentCalls":2}}}"#,
+        );
+        let (bus, clock) = bus_and_clock(datetime!(2026-11-25 21:00 UTC), 1.0, 10);
+        let sim = HostSim::start(
+            HostSimConfig {
+                launch: HandlerLaunch::External { port },
+                ..HostSimConfig::new(dir.path())
+            },
+            bus.clone(),
+            clock,
+        )
+        .await
+        .unwrap();
+        for i in 0..6 {
+            bus.send(
+                "rp-create",
+                NewMessage {
+                    body: format!("{i}"),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        wait_for("all six", 10, || sim.records().len() == 6).await;
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert!(sim
+            .records()
+            .iter()
+            .all(|r| r.status == InvocationStatus::Succeeded));
+        sim.stop().await;
     }
 
     #[test]
