@@ -2613,6 +2613,102 @@ S(("127.0.0.1", port), H).serve_forever()
         sim.stop().await;
     }
 
+    #[tokio::test]
+    async fn event_grid_failures_are_retried_with_backoff_then_dead_lettered() {
+        let (port, seen) =
+            capture_server(Arc::new(|_, _| (500, "application/json", "{}".into()))).await;
+        // Backoff 10 s + 30 s virtual at 200x: 0.2 s real in all.
+        let (bus, clock) = bus_and_clock(datetime!(2026-11-25 21:00 UTC), 200.0, 10);
+        let sim = HostSim::start(
+            HostSimConfig {
+                launch: HandlerLaunch::External { port },
+                app_settings: settings(&[("VMRP_SCHEDULE", "0 0 3 1 1 *")]),
+                event_grid_retry_delays: vec![
+                    time::Duration::seconds(10),
+                    time::Duration::seconds(30),
+                ],
+                ..HostSimConfig::new(FIXTURE_APP)
+            },
+            bus,
+            clock,
+        )
+        .await
+        .unwrap();
+        let ids = sim
+            .inject_events(serde_json::json!([{"id": "e1", "eventType": "Microsoft.Resources.ResourceDeleteSuccess",
+                "subject": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v", "data": "text"}]))
+            .unwrap();
+        assert_eq!(ids, ["e1"]);
+        wait_for("dead-lettered event", 10, || {
+            sim.counters().event_grid_dead_lettered == 1
+        })
+        .await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "first try + 2 retries");
+        // String data arrives as JSON text in Metadata.data (§3.3).
+        assert_eq!(seen[0].body["Metadata"]["data"], "\"text\"");
+        let records = sim.records();
+        let gaps: Vec<i64> = records
+            .windows(2)
+            .map(|w| (w[1].started - w[0].started).whole_seconds())
+            .collect();
+        assert!(gaps[0] >= 10 && gaps[1] >= 30, "{gaps:?}");
+        assert_eq!(sim.dump()["eventGridDeadLetters"][0]["deliveryAttempts"], 3);
+        sim.stop().await;
+    }
+
+    #[tokio::test]
+    async fn service_bus_outputs_are_sent_as_text_plain_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        write_app(
+            dir.path(),
+            r#"{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"unused"}}}"#,
+        );
+        std::fs::write(
+            dir.path().join("CreateRestorePoint/function.json"),
+            r#"{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"rp-create"},
+                            {"type":"serviceBus","direction":"out","name":"outMsg","queueName":"%OUT_QUEUE%"}]}"#,
+        )
+        .unwrap();
+        let (port, _) = capture_server(Arc::new(|_, _| {
+            (
+                200,
+                "application/json",
+                r#"{"Outputs":{"outMsg":[{"a":1},{"b":2}],"ignored":[1]},"Logs":["x"]}"#.into(),
+            )
+        }))
+        .await;
+        let (bus, clock) = bus_and_clock(datetime!(2026-11-25 21:00 UTC), 1.0, 10);
+        let sim = HostSim::start(
+            HostSimConfig {
+                launch: HandlerLaunch::External { port },
+                app_settings: settings(&[("OUT_QUEUE", "rp-copy")]),
+                ..HostSimConfig::new(dir.path())
+            },
+            bus.clone(),
+            clock,
+        )
+        .await
+        .unwrap();
+        bus.send(
+            "rp-create",
+            NewMessage {
+                body: "{}".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        wait_for("outputs", 10, || {
+            bus.messages("rp-copy").unwrap().len() == 2
+        })
+        .await;
+        let out = bus.messages("rp-copy").unwrap();
+        assert_eq!(out[0].body, "{\n  \"a\": 1\n}");
+        assert_eq!(out[0].content_type.as_deref(), Some("text/plain"));
+        assert_eq!(sim.counters().output_messages_sent, 2);
+        sim.stop().await;
+    }
+
     #[test]
     fn loads_the_fixture_app() {
         let lookup = |k: &str| (k == "VMRP_SCHEDULE").then(|| "0 0 3 * * *".to_string());

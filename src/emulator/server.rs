@@ -685,6 +685,109 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rest_sends_reach_the_handler_through_the_host_simulation() {
+        // A stand-in handler that records function names.
+        let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let seen2 = seen.clone();
+        let handler = Router::new().fallback(move |req: axum::extract::Request| {
+            let seen = seen2.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                    seen.lock().unwrap().push((path, v));
+                }
+                ([("content-type", "application/json")], "{}")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, handler).await });
+
+        let emu = start(EmulatorConfig::default()).await.unwrap();
+        let app_root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/functions-app");
+        let mut settings = emu.handler_settings();
+        settings.insert("VMRP_SCHEDULE".into(), "0 0 3 1 1 *".into());
+        emu.start_host_sim(HostSimConfig {
+            launch: super::super::host_sim::HandlerLaunch::External { port },
+            app_settings: settings,
+            ..HostSimConfig::new(app_root)
+        })
+        .await
+        .unwrap();
+        let http = client();
+        let sas = super::super::servicebus::sas_token(
+            "https://vmrp-emulator.servicebus.windows.net/rp-poll/messages",
+            &emu.sas_key_name,
+            &emu.sas_key,
+            OffsetDateTime::now_utc().unix_timestamp() + 600,
+        );
+        let resp = http
+            .post(format!("{}/rp-poll/messages", emu.urls.service_bus))
+            .header("authorization", format!("SharedAccessSignature {sas}"))
+            .header("brokerproperties", r#"{"MessageId":"m-1"}"#)
+            .body(r#"{"v":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let eg = http
+            .post(format!("{}/eventgrid", emu.urls.control))
+            .body(r#"{"eventType":"Microsoft.Resources.ResourceWriteSuccess","subject":"/subscriptions/s","data":{}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(eg.status(), 202);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.lock().unwrap().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "invocations did not arrive"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut paths: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
+        paths.sort();
+        assert_eq!(paths, ["/OnVmChanged", "/PollRestorePoint"]);
+        let poll = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| p == "/PollRestorePoint")
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(poll["Metadata"]["MessageId"], "\"m-1\"");
+        assert_eq!(
+            poll["Metadata"]["Client"]["FullyQualifiedNamespace"],
+            "vmrp-emulator.servicebus.windows.net"
+        );
+        let invocations: Value = http
+            .get(format!("{}/invocations", emu.urls.control))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(invocations.as_array().unwrap().len(), 2);
+        assert_eq!(
+            emu.dump()["hostSim"]["invocationsByFunction"]["PollRestorePoint"]["succeeded"],
+            1
+        );
+        emu.stop().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn rejects_a_bad_speed_naming_the_field() {
         let err = start(EmulatorConfig {
             speed: 0.0,
