@@ -14,6 +14,10 @@ use super::faults::FaultConfig;
 use super::host_sim::HostSimConfig;
 use super::server::{start, EmulatorConfig, EmulatorError};
 
+/// The app setting the timer's schedule comes from, and its default when unset.
+const SCHEDULE_SETTING: &str = "VMRP_SCHEDULE";
+const DEFAULT_SCHEDULE: &str = "0 0 */4 * * *";
+
 /// Run an emulated Azure (ARM Compute, Service Bus, managed identity, Functions host) locally.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmulateArgs {
@@ -192,6 +196,10 @@ pub async fn run_with(
     let emulator = start(config).await?;
     if let Some(root) = &args.app_root {
         let mut settings = emulator.handler_settings();
+        // The timer reads %VMRP_SCHEDULE%; default it like the handler's config does.
+        if std::env::var(SCHEDULE_SETTING).is_err() {
+            settings.insert(SCHEDULE_SETTING.into(), DEFAULT_SCHEDULE.into());
+        }
         settings.extend(extra_env);
         let sim_config = HostSimConfig {
             app_settings: settings,

@@ -1,6 +1,17 @@
 //! Composition: one listener on 127.0.0.1 serving ARM (`/subscriptions/...`, behind the token
 //! check), Service Bus (`/{queue}/messages`), the identity endpoint (`/msi/token`) and the
-//! control plane (`/_emulator/...`: state dump, clock, Event Grid injection, handler chaos).
+//! control plane:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /_emulator/state` | everything: ARM resources + counters, queues, messages, dead letters, identity, requests per service/status, host simulation (invocations, restarts) |
+//! | `GET /_emulator/clock` · `POST /_emulator/clock/advance` `{"seconds"\|"minutes"\|"hours": n}` | virtual clock |
+//! | `GET /_emulator/queues` · `GET /_emulator/queues/{q}/messages` · `GET /_emulator/queues/{q}/deadletters` | Service Bus inspection |
+//! | `POST /_emulator/eventgrid` | inject an event or array (Event Grid or CloudEvents schema) into the host simulation |
+//! | `GET /_emulator/invocations` | invocation records of the host simulation |
+//! | `POST /_emulator/handler/kill` | SIGKILL the custom handler (it is restarted) |
+//! | `POST /_emulator/timers/{function}/fire` | run a timer function now |
+//! | `PUT /_emulator/auth/arm` `{"required": bool}` | switch the ARM token check |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
