@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::arm::{ArmConfig, FleetSpec};
 use super::faults::FaultConfig;
 use super::host_sim::HostSimConfig;
-use super::server::{start, EmulatorConfig, EmulatorError};
+use super::server::{start, BusAuth, EmulatorConfig, EmulatorError};
 
 /// The app setting the timer's schedule comes from, and its default when unset.
 const SCHEDULE_SETTING: &str = "VMRP_SCHEDULE";
@@ -58,6 +58,10 @@ pub struct EmulateArgs {
     /// Extra app setting for the handler, KEY=VALUE (repeatable), e.g. VMRP_SCHEDULE=0 0 * * * *.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// How the handler authenticates to Service Bus: `sas` (connection string with the key) or
+    /// `identity` (tokens from the managed-identity endpoint).
+    #[arg(long, value_enum, default_value_t = BusAuth::Sas)]
+    pub bus_auth: BusAuth,
     /// Do not require a managed-identity token on ARM requests.
     #[arg(long)]
     pub no_arm_auth: bool,
@@ -199,7 +203,7 @@ pub async fn run_with(
     let extra_env = parse_env(&args.env)?;
     let emulator = start(config).await?;
     if let Some(root) = &args.app_root {
-        let mut settings = emulator.handler_settings();
+        let mut settings = emulator.handler_settings(args.bus_auth);
         // The timer reads %VMRP_SCHEDULE%; default it like the handler's config does.
         if std::env::var(SCHEDULE_SETTING).is_err() {
             settings.insert(SCHEDULE_SETTING.into(), DEFAULT_SCHEDULE.into());

@@ -118,6 +118,16 @@ impl Default for EmulatorConfig {
     }
 }
 
+/// How a handler authenticates to the emulated Service Bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BusAuth {
+    /// A connection string with the namespace's shared access key.
+    #[default]
+    Sas,
+    /// Entra tokens from the managed-identity endpoint (resource https://servicebus.azure.net).
+    Identity,
+}
+
 /// The base URLs of a running emulator.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -477,22 +487,39 @@ impl RunningEmulator {
         )
     }
 
-    /// The app settings a handler needs to use this emulator (ARM + SAS Service Bus + identity).
-    pub fn handler_settings(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+    /// The app settings a handler needs to use this emulator: ARM and Service Bus base URLs,
+    /// the managed-identity endpoint, and the `ServiceBusConnection` as a SAS connection string
+    /// or, with [`BusAuth::Identity`], as `__fullyQualifiedNamespace` + managed identity.
+    pub fn handler_settings(&self, bus_auth: BusAuth) -> BTreeMap<String, String> {
+        let mut settings = BTreeMap::from([
             ("VMRP_ARM_ENDPOINT".to_string(), self.urls.arm.clone()),
             (
                 "VMRP_SERVICEBUS_ENDPOINT".to_string(),
                 self.urls.service_bus.clone(),
             ),
-            (
-                "ServiceBusConnection".to_string(),
-                self.service_bus_connection_string(),
-            ),
             ("IDENTITY_ENDPOINT".to_string(), self.urls.identity.clone()),
             ("IDENTITY_HEADER".to_string(), self.identity_header.clone()),
             ("FUNCTIONS_WORKER_RUNTIME".to_string(), "custom".to_string()),
-        ])
+        ]);
+        match bus_auth {
+            BusAuth::Sas => {
+                settings.insert(
+                    "ServiceBusConnection".into(),
+                    self.service_bus_connection_string(),
+                );
+            }
+            BusAuth::Identity => {
+                settings.insert(
+                    "ServiceBusConnection__fullyQualifiedNamespace".into(),
+                    format!("{}.servicebus.windows.net", self.bus.config().namespace),
+                );
+                settings.insert(
+                    "ServiceBusConnection__credential".into(),
+                    "managedidentity".into(),
+                );
+            }
+        }
+        settings
     }
 
     /// The first stdout line of `vmrp emulate`.
@@ -681,6 +708,19 @@ mod tests {
         assert_eq!(state["requests"]["arm 401"], 1);
         assert_eq!(state["identity"]["tokensIssued"], 1);
 
+        let by_identity = emu.handler_settings(BusAuth::Identity);
+        assert_eq!(
+            by_identity["ServiceBusConnection__fullyQualifiedNamespace"],
+            "vmrp-emulator.servicebus.windows.net"
+        );
+        assert!(!by_identity.contains_key("ServiceBusConnection"));
+        let by_sas = emu.handler_settings(BusAuth::Sas);
+        assert_eq!(
+            by_sas["ServiceBusConnection"],
+            emu.service_bus_connection_string()
+        );
+        assert_eq!(by_sas["IDENTITY_HEADER"], emu.identity_header);
+
         let addr = emu.local_addr;
         emu.stop().await.unwrap();
         let written: Value =
@@ -721,7 +761,7 @@ mod tests {
 
         let emu = start(EmulatorConfig::default()).await.unwrap();
         let app_root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/functions-app");
-        let mut settings = emu.handler_settings();
+        let mut settings = emu.handler_settings(BusAuth::Sas);
         settings.insert("VMRP_SCHEDULE".into(), "0 0 3 1 1 *".into());
         emu.start_host_sim(HostSimConfig {
             launch: super::super::host_sim::HandlerLaunch::External { port },
