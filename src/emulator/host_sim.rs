@@ -2086,7 +2086,8 @@ mod tests {
             }
         });
         let (port, seen) = capture_server(responder).await;
-        let (bus, clock) = bus_and_clock(datetime!(2024-10-25 02:59:59 UTC), 1.0, 10);
+        // Start well before 03:00 so a slow start cannot miss the occurrence, then jump close.
+        let (bus, clock) = bus_and_clock(datetime!(2024-10-25 02:00 UTC), 1.0, 10);
         let sim = HostSim::start(
             HostSimConfig {
                 launch: HandlerLaunch::External { port },
@@ -2100,6 +2101,7 @@ mod tests {
         .await
         .unwrap();
 
+        clock.advance(datetime!(2024-10-25 02:59:59.5 UTC) - clock.now());
         let json_ref = payload("servicebus-json-body.json");
         let text_ref = payload("servicebus-text-body.json");
         let eg_ref = payload("eventgrid.json");
@@ -2228,6 +2230,7 @@ mod tests {
         wait_for("settlement", 5, || {
             bus.messages("rp-poll").unwrap().is_empty()
                 && bus.messages("rp-copy").unwrap().is_empty()
+                && sim.records().len() == 6
         })
         .await;
         let records = sim.records();
@@ -2529,13 +2532,20 @@ S(("127.0.0.1", port), H).serve_forever()
                 .collect()
         };
         clock.advance(time::Duration::minutes(10));
-        wait_for("past-due run", 5, || timers().len() == 1).await;
+        // The record lands after the reply is handled; only then is the next occurrence set.
+        wait_for("past-due run", 5, || {
+            timers().len() == 1 && sim.records().len() == 1
+        })
+        .await;
         let first = &timers()[0];
         assert_eq!(first["IsPastDue"], true);
         assert_eq!(first["ScheduleStatus"]["Next"], "2026-11-25T21:10:00+00:00");
         assert_eq!(first["ScheduleStatus"]["Last"], "0001-01-01T00:00:00+00:00");
         clock.advance(time::Duration::minutes(1));
-        wait_for("next run", 5, || timers().len() == 2).await;
+        wait_for("next run", 5, || {
+            timers().len() == 2 && sim.records().len() == 2
+        })
+        .await;
         let second = &timers()[1];
         assert_eq!(second["IsPastDue"], false);
         assert_eq!(

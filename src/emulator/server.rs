@@ -794,7 +794,8 @@ mod tests {
             .unwrap();
         assert_eq!(eg.status(), 202);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while seen.lock().unwrap().len() < 2 {
+        let sim = emu.host_sim().unwrap();
+        while seen.lock().unwrap().len() < 2 || sim.records().len() < 2 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "invocations did not arrive"
