@@ -2,6 +2,8 @@
 
 /// Everything that speaks HTTP to Azure: ARM client, credentials, Service Bus scheduler.
 pub mod azure;
+/// The command line: subcommands and exit codes.
+pub mod cli;
 /// Terminal commands: status, plan.
 pub mod commands;
 /// Settings from the environment → handler dependencies.
@@ -19,6 +21,9 @@ pub mod host;
 pub mod inventory;
 /// The handler contract: `Invocation<T>`, `Context`, `Outcome`.
 pub mod invocation;
+/// `vmrp local`: emulator + host simulation + this handler, one command.
+#[cfg(feature = "emulator")]
+pub mod local;
 /// tracing setup: JSON lines under the Functions host, readable lines in a terminal.
 pub mod logging;
 /// The versioned queue messages.

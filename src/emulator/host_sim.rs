@@ -818,6 +818,8 @@ pub struct HostSimConfig {
     /// Start this program instead of host.json's `defaultExecutablePath` (e.g. the freshly
     /// built `target/debug/vmrp` when running from the repository's `functions/`).
     pub executable_override: Option<PathBuf>,
+    /// Append every console line of the handler (stdout and stderr) to this file.
+    pub console_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HostSimConfig {
@@ -848,6 +850,7 @@ impl HostSimConfig {
                 .collect(),
             max_failed_starts: 5,
             executable_override: None,
+            console_log: None,
         }
     }
 }
@@ -1253,7 +1256,22 @@ impl HostSim {
         stderr: bool,
     ) {
         let sink = ConsoleSink(self.console_tail.clone());
+        let log_path = self.config.console_log.clone();
         tokio::spawn(async move {
+            let mut log_file = match &log_path {
+                Some(path) => match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), "cannot open the console log: {e}");
+                        None
+                    }
+                },
+                None => None,
+            };
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 // PROTOCOL §1: stdout → Information, stderr → Error (Warning if it says "warn").
@@ -1263,6 +1281,10 @@ impl HostSim {
                     tracing::warn!(target: "Host.Function.Console", "{line}");
                 } else {
                     tracing::info!(target: "Host.Function.Console", "{line}");
+                }
+                if let Some(f) = log_file.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
                 }
                 sink.push(line);
             }

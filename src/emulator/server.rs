@@ -493,6 +493,11 @@ impl RunningEmulator {
     pub fn handler_settings(&self, bus_auth: BusAuth) -> BTreeMap<String, String> {
         let mut settings = BTreeMap::from([
             ("VMRP_ARM_ENDPOINT".to_string(), self.urls.arm.clone()),
+            // ARM's token audience stays the public cloud's, whatever URL serves it.
+            (
+                "VMRP_ARM_AUDIENCE".to_string(),
+                "https://management.azure.com".to_string(),
+            ),
             (
                 "VMRP_SERVICEBUS_ENDPOINT".to_string(),
                 self.urls.service_bus.clone(),

@@ -1,0 +1,917 @@
+//! `vmrp local`: see it work in one command. Starts the emulator (ARM, Service Bus, identity),
+//! the Functions host simulation, and this very binary as the custom handler; runs a fleet for a
+//! few timer ticks on the virtual clock; then prints coverage per VM and exits non-zero when any
+//! expected point is missing.
+//!
+//! The same [`run_scenario`] drives the end-to-end, chaos and benchmark runs, so what the README
+//! shows is what the tests check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+use serde_json::{json, Value};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+use crate::azure::Queue;
+use crate::emulator::arm::{ArmConfig, FleetSpec, PointSummary};
+use crate::emulator::faults::FaultConfig;
+use crate::emulator::host_sim::{HostSim, HostSimConfig, InvocationStatus};
+use crate::emulator::server::{self, BusAuth, EmulatorConfig, RunningEmulator};
+use crate::inventory::normalize_region;
+use crate::names;
+use crate::policy::Policy;
+
+/// The app the host simulation loads: the repository's own host.json and function.json files,
+/// embedded so an installed binary runs `vmrp local` anywhere.
+const APP_FILES: &[(&str, &str)] = &[
+    ("host.json", include_str!("../host.json")),
+    (
+        "ScheduleRestorePoints/function.json",
+        include_str!("../functions/ScheduleRestorePoints/function.json"),
+    ),
+    (
+        "CreateRestorePoint/function.json",
+        include_str!("../functions/CreateRestorePoint/function.json"),
+    ),
+    (
+        "StartCrossRegionCopy/function.json",
+        include_str!("../functions/StartCrossRegionCopy/function.json"),
+    ),
+    (
+        "PollRestorePoint/function.json",
+        include_str!("../functions/PollRestorePoint/function.json"),
+    ),
+    (
+        "OnVmChanged/function.json",
+        include_str!("../functions/OnVmChanged/function.json"),
+    ),
+];
+
+/// A fixed virtual start shortly before a tick (15 virtual minutes leave the handler time to
+/// start even at high speed), so runs with the same seed are the same run.
+const VIRTUAL_START: OffsetDateTime = datetime!(2026-01-05 03:45:00 UTC);
+
+/// `vmrp local` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalArgs {
+    /// Number of VMs in the emulated fleet.
+    #[arg(long, default_value_t = 12)]
+    pub vms: usize,
+    /// Regions the VMs live in (comma-separated ARM names).
+    #[arg(long, value_delimiter = ',', default_value = "westeurope,northeurope")]
+    pub regions: Vec<String>,
+    /// Region(s) every point is copied to (comma-separated; empty for no copies).
+    #[arg(long, value_delimiter = ',', default_value = "swedencentral")]
+    pub copy_to: Vec<String>,
+    /// Timer ticks to run (the schedule fires every 4 h of virtual time by default).
+    #[arg(long, default_value_t = 3)]
+    pub ticks: u32,
+    /// Virtual seconds per real second (1200 = 20 minutes per second).
+    #[arg(long, default_value_t = 1200.0)]
+    pub speed: f64,
+    /// Fault injection file (the emulator's format, see `vmrp emulate --help`).
+    #[arg(long)]
+    pub faults: Option<PathBuf>,
+    /// Policy file (JSON or TOML); default: every VM tagged vmrp=on, copies to --copy-to.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Seed of the fleet and of every fault decision (same seed, same run).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Timer schedule (NCRONTAB, six fields).
+    #[arg(long, default_value = crate::config::DEFAULT_SCHEDULE)]
+    pub schedule: String,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write the handler's console (its log lines) here; default: a file in a temporary folder.
+    #[arg(long)]
+    pub handler_log: Option<PathBuf>,
+    /// Give up after this many real seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Leave the emulator running after the run (prints its URLs), until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+/// Everything a run needs; `LocalArgs` maps onto it, tests build it directly.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub fleet: FleetSpec,
+    pub copy_to: Vec<String>,
+    pub ticks: u32,
+    pub speed: f64,
+    pub faults: FaultConfig,
+    /// `None`: the default policy for the fleet (see [`default_policy`]).
+    pub policy: Option<Policy>,
+    pub seed: u64,
+    pub schedule: String,
+    pub timeout: Duration,
+    pub handler: PathBuf,
+    pub handler_log: Option<PathBuf>,
+    /// Kill the handler (SIGKILL) this many times at random moments during the run.
+    pub kills: u32,
+    pub show_progress: bool,
+}
+
+impl Scenario {
+    pub fn new(handler: PathBuf) -> Self {
+        Self {
+            fleet: FleetSpec {
+                count: 12,
+                tagged_fraction: 1.0,
+                ..FleetSpec::default()
+            },
+            copy_to: vec!["swedencentral".into()],
+            ticks: 3,
+            speed: 1200.0,
+            faults: FaultConfig::default(),
+            policy: None,
+            seed: 1,
+            schedule: crate::config::DEFAULT_SCHEDULE.into(),
+            timeout: Duration::from_secs(300),
+            handler,
+            handler_log: None,
+            kills: 0,
+            show_progress: false,
+        }
+    }
+}
+
+/// Why a run could not be carried out (as opposed to a run whose coverage is incomplete).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("emulator: {0}")]
+    Emulator(String),
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Counts for one role (local points or copies).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleCounts {
+    /// (VM, tick[, region]) combinations the policy asks for.
+    pub expected: usize,
+    /// Of those, how many had a settled point (seen at any moment of the run).
+    pub settled: usize,
+    /// Expected but never settled, each with the reason vmrp reported (or what was seen).
+    pub failed: Vec<Missing>,
+    /// Extra settled points for the same (VM, tick, region): should be 0.
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Missing {
+    pub vm: String,
+    pub region: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub tick: OffsetDateTime,
+    pub reason: String,
+}
+
+/// One row of the summary table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmRow {
+    pub vm: String,
+    pub region: String,
+    /// Points now in each region (own region first).
+    pub points_by_region: BTreeMap<String, usize>,
+    pub last_settled: Option<String>,
+    pub last_settled_age_minutes: Option<i64>,
+    pub failures: Vec<String>,
+}
+
+/// The report of a run (`--report FILE`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalReport {
+    pub vms: usize,
+    pub ticks: Vec<String>,
+    pub local: RoleCounts,
+    pub copies: RoleCounts,
+    pub dead_letters: Vec<Value>,
+    /// 429 answers the emulator served (what the handler received).
+    pub throttled_429: u64,
+    pub arm_requests_by_operation: BTreeMap<String, u64>,
+    pub arm_requests: u64,
+    pub invocations_by_function: BTreeMap<String, BTreeMap<String, u64>>,
+    pub handler_restarts: u64,
+    pub handler_kills: u64,
+    /// Points still in `Creating` at the end with no poll pending for them.
+    pub untracked_in_progress: Vec<String>,
+    pub virtual_seconds: i64,
+    pub real_seconds: f64,
+    pub complete: bool,
+    pub rows: Vec<VmRow>,
+    pub handler_log: Option<PathBuf>,
+}
+
+/// Runs `vmrp local`.
+pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    crate::logging::init(false);
+    let handler = std::env::current_exe()
+        .map_err(|e| LocalError::Io(format!("cannot find this executable: {e}")))?;
+    let mut scenario = Scenario::new(handler);
+    scenario.fleet.count = args.vms;
+    scenario.fleet.regions = args.regions.iter().map(|r| normalize_region(r)).collect();
+    scenario.fleet.seed = args.seed;
+    scenario.copy_to = args
+        .copy_to
+        .iter()
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| normalize_region(r))
+        .collect();
+    scenario.ticks = args.ticks;
+    scenario.speed = args.speed;
+    scenario.seed = args.seed;
+    scenario.schedule = args.schedule.clone();
+    scenario.timeout = Duration::from_secs(args.timeout_secs);
+    scenario.handler_log = args.handler_log.clone();
+    scenario.show_progress = true;
+    if let Some(path) = &args.faults {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LocalError::Io(format!("--faults {}: {e}", path.display())))?;
+        scenario.faults = FaultConfig::from_json(&text).map_err(LocalError::Io)?;
+    }
+    if let Some(path) = &args.policy {
+        scenario.policy =
+            Some(Policy::from_file(path).map_err(|e| LocalError::Policy(e.to_string()))?);
+    }
+
+    let (report, emulator) = run_scenario_keep(&scenario).await?;
+    println!("{}", render(&report));
+    println!("{}", summary_line(&report));
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        std::fs::write(path, text)
+            .map_err(|e| LocalError::Io(format!("--report {}: {e}", path.display())))?;
+        println!("report written to {}", path.display());
+    }
+    if args.keep_running {
+        println!("emulator still running: {}", emulator.announcement());
+        println!("press Ctrl-C to stop");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    emulator
+        .stop()
+        .await
+        .map_err(|e| LocalError::Emulator(e.to_string()))?;
+    Ok(if report.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The policy `vmrp local` uses without `--policy`: every VM of the emulated subscriptions
+/// tagged `vmrp=on`, keep 3 local points and 2 copies per copy region.
+pub fn default_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, &str)) -> Policy {
+    let copies: Vec<Value> = copy_to
+        .iter()
+        .map(|r| json!({"region": r, "retention": {"keepLast": 2}}))
+        .collect();
+    let doc = json!({"rules": [{
+        "name": "local-demo",
+        "targets": {"subscriptions": subscriptions, "tags": {tag.0: tag.1}},
+        "copies": copies,
+        "retention": {"keepLast": 3},
+        "deadlines": {"localMinutes": 120, "copyMinutes": 1440, "maxRetries": 2}
+    }]});
+    Policy::from_json_str(&doc.to_string()).expect("the default policy parses")
+}
+
+/// Runs a scenario to the end and stops the emulator.
+pub async fn run_scenario(scenario: &Scenario) -> Result<LocalReport, LocalError> {
+    let (report, emulator) = run_scenario_keep(scenario).await?;
+    emulator
+        .stop()
+        .await
+        .map_err(|e| LocalError::Emulator(e.to_string()))?;
+    Ok(report)
+}
+
+/// Runs a scenario and hands back the still-running emulator (for `--keep-running` and for
+/// tests that compare the report with the emulator's own state).
+pub async fn run_scenario_keep(
+    scenario: &Scenario,
+) -> Result<(LocalReport, RunningEmulator), LocalError> {
+    let started = Instant::now();
+    let arm = ArmConfig {
+        fleet: scenario.fleet.clone(),
+        ..ArmConfig::default()
+    };
+    let emulator = server::start(EmulatorConfig {
+        speed: scenario.speed,
+        start: VIRTUAL_START,
+        seed: scenario.seed,
+        faults: scenario.faults.clone(),
+        arm,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .map_err(|e| LocalError::Emulator(e.to_string()))?;
+
+    let policy = match &scenario.policy {
+        Some(p) => p.clone(),
+        None => default_policy(
+            &emulator.subscriptions,
+            &scenario.copy_to,
+            (&scenario.fleet.tag_key, &scenario.fleet.tag_value),
+        ),
+    };
+    if let Err(problems) = policy.validate_with_timer(&scenario.schedule) {
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(LocalError::Policy(lines.join("; ")));
+    }
+    let app_root = tempfile::Builder::new()
+        .prefix("vmrp-local-")
+        .tempdir()
+        .map_err(|e| LocalError::Io(e.to_string()))?;
+    write_app(app_root.path())?;
+    let handler_log = scenario
+        .handler_log
+        .clone()
+        .unwrap_or_else(|| app_root.path().join("handler.log"));
+
+    let mut settings = emulator.handler_settings(BusAuth::Sas);
+    settings.insert(
+        "VMRP_POLICY".into(),
+        serde_json::to_string(&policy).expect("policy serialises"),
+    );
+    settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
+    settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
+    settings.insert(
+        "RUST_LOG".into(),
+        std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+    );
+    let mut sim_config = HostSimConfig::new(app_root.path());
+    sim_config.app_settings = settings;
+    sim_config.timer_ticks = Some(scenario.ticks);
+    sim_config.executable_override = Some(scenario.handler.clone());
+    sim_config.console_log = Some(handler_log.clone());
+    let sim = emulator
+        .start_host_sim(sim_config)
+        .await
+        .map_err(|e| LocalError::Emulator(e.to_string()))?;
+    sim.wait_ready(Duration::from_secs(30))
+        .await
+        .map_err(LocalError::Emulator)?;
+
+    let timer = crate::schedule::Schedule::parse(&scenario.schedule)
+        .map_err(|e| LocalError::Policy(e.to_string()))?;
+    let ticks = timer.occurrences(
+        VIRTUAL_START,
+        VIRTUAL_START + time::Duration::days(3650),
+        scenario.ticks as usize,
+    );
+    let expected = expected_points(&emulator, &policy, &ticks, &timer);
+    let mut tracker = Tracker::default();
+    let progress = Progress::new(
+        scenario.show_progress,
+        expected.local.len() + expected.copies.len(),
+    );
+    let mut kill_plan = kill_moments(scenario, &ticks);
+    let deadline = started + scenario.timeout;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let points = emulator.arm.restore_points();
+        tracker.observe(&points);
+        let now = emulator.clock.now();
+        if kill_plan.first().is_some_and(|t| *t <= now) {
+            kill_plan.remove(0);
+            sim.kill_handler();
+        }
+        let done = tracker.settled_count(&expected);
+        let pending = pending_messages(&emulator);
+        progress.update(done, &tracker, &points, now, ticks.len(), &ticks);
+        let timer_done = ticks
+            .last()
+            .is_some_and(|t| now > *t + time::Duration::minutes(1));
+        if timer_done && pending == 0 && kill_plan.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(
+                "vmrp local: giving up after {:?} (real); {pending} messages still pending",
+                scenario.timeout
+            );
+            break;
+        }
+    }
+    progress.finish();
+    // Let the handler finish what it is writing before the final picture.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tracker.observe(&emulator.arm.restore_points());
+    let report = build_report(
+        &emulator,
+        &sim,
+        &expected,
+        &tracker,
+        &ticks,
+        started,
+        Some(handler_log),
+    );
+    // Keep the app folder alive as long as the emulator might restart the handler.
+    std::mem::forget(app_root);
+    Ok((report, emulator))
+}
+
+fn write_app(root: &Path) -> Result<(), LocalError> {
+    for (path, text) in APP_FILES {
+        let full = root.join(path);
+        if let Some(dir) = full.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LocalError::Io(e.to_string()))?;
+        }
+        std::fs::write(&full, text).map_err(|e| LocalError::Io(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Moments (virtual) to kill the handler: spread over the ticks, drawn from the seed.
+fn kill_moments(scenario: &Scenario, ticks: &[OffsetDateTime]) -> Vec<OffsetDateTime> {
+    let (Some(first), Some(last)) = (ticks.first(), ticks.last()) else {
+        return Vec::new();
+    };
+    let span = (*last - *first) + time::Duration::hours(1);
+    let dice = crate::emulator::faults::Dice::new(scenario.seed ^ 0x6b696c6c);
+    let mut out: Vec<OffsetDateTime> = (0..scenario.kills)
+        .map(|_| *first + span * dice.unit())
+        .collect();
+    out.sort();
+    out
+}
+
+fn pending_messages(emulator: &RunningEmulator) -> usize {
+    Queue::ALL
+        .iter()
+        .map(|q| {
+            emulator
+                .bus
+                .messages(q.name())
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// What the policy asks for: (vm, tick) locally and (vm, tick, region) copies.
+struct Expected {
+    local: BTreeSet<(String, OffsetDateTime)>,
+    copies: BTreeSet<(String, OffsetDateTime, String)>,
+    vm_region: BTreeMap<String, String>,
+}
+
+fn expected_points(
+    emulator: &RunningEmulator,
+    policy: &Policy,
+    ticks: &[OffsetDateTime],
+    timer: &crate::schedule::Schedule,
+) -> Expected {
+    let mut e = Expected {
+        local: BTreeSet::new(),
+        copies: BTreeSet::new(),
+        vm_region: BTreeMap::new(),
+    };
+    for vm in emulator.arm.list_vms() {
+        let Some(id) = vm.resource_id() else { continue };
+        let Some(rule) = policy.rule_for(&vm) else {
+            continue;
+        };
+        let name = id.name().unwrap_or_default().to_string();
+        e.vm_region.insert(
+            name.clone(),
+            normalize_region(vm.location.as_deref().unwrap_or_default()),
+        );
+        for tick in ticks {
+            if !rule.is_due(timer, *tick).unwrap_or(false) {
+                continue;
+            }
+            e.local.insert((name.clone(), *tick));
+            for c in rule.copy_regions() {
+                e.copies
+                    .insert((name.clone(), *tick, normalize_region(&c.region)));
+            }
+        }
+    }
+    e
+}
+
+/// Everything seen settled during the run (points can be pruned by retention before the end).
+#[derive(Default)]
+struct Tracker {
+    /// (vm, region, point id) → (tick, is copy)
+    settled: BTreeMap<(String, String, String), (OffsetDateTime, bool)>,
+}
+
+impl Tracker {
+    fn observe(&mut self, points: &[PointSummary]) {
+        for p in points {
+            let copy = p.source_restore_point.is_some();
+            let settled =
+                p.provisioning_state == "Succeeded" && (!copy || p.copy_percent == Some(100));
+            if !settled {
+                continue;
+            }
+            let point_name = p.id.rsplit('/').next().unwrap_or_default();
+            let Some((tick, _)) = names::parse_restore_point_name(point_name) else {
+                continue;
+            };
+            let vm = p.vm.rsplit('/').next().unwrap_or_default().to_string();
+            self.settled.insert(
+                (vm, normalize_region(&p.region), p.id.to_ascii_lowercase()),
+                (tick, copy),
+            );
+        }
+    }
+
+    /// Settled points per (vm, tick, region, role).
+    fn by_key(&self) -> BTreeMap<(String, OffsetDateTime, String, bool), usize> {
+        let mut out = BTreeMap::new();
+        for ((vm, region, _), (tick, copy)) in &self.settled {
+            *out.entry((vm.clone(), *tick, region.clone(), *copy))
+                .or_insert(0) += 1;
+        }
+        out
+    }
+
+    fn settled_count(&self, expected: &Expected) -> usize {
+        let keys = self.by_key();
+        let local = expected
+            .local
+            .iter()
+            .filter(|(vm, tick)| {
+                keys.contains_key(&(
+                    vm.clone(),
+                    *tick,
+                    expected.vm_region.get(vm).cloned().unwrap_or_default(),
+                    false,
+                ))
+            })
+            .count();
+        let copies = expected
+            .copies
+            .iter()
+            .filter(|(vm, tick, region)| {
+                keys.contains_key(&(vm.clone(), *tick, region.clone(), true))
+            })
+            .count();
+        local + copies
+    }
+}
+
+fn build_report(
+    emulator: &RunningEmulator,
+    sim: &Arc<HostSim>,
+    expected: &Expected,
+    tracker: &Tracker,
+    ticks: &[OffsetDateTime],
+    started: Instant,
+    handler_log: Option<PathBuf>,
+) -> LocalReport {
+    let keys = tracker.by_key();
+    let now = emulator.clock.now();
+    let points = emulator.arm.restore_points();
+    let records = sim.records();
+    // Reasons vmrp reported for points it gave up on, by VM name.
+    let mut reported: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut invocations: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for r in &records {
+        let status = match r.status {
+            InvocationStatus::Succeeded => r
+                .response
+                .as_ref()
+                .and_then(|v| v["ReturnValue"]["status"].as_str())
+                .unwrap_or("succeeded")
+                .to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        *invocations
+            .entry(r.function.clone())
+            .or_default()
+            .entry(status.clone())
+            .or_insert(0) += 1;
+        if status == "reported" {
+            if let Some(summary) = r
+                .response
+                .as_ref()
+                .and_then(|v| v["ReturnValue"]["summary"].as_str())
+            {
+                for vm in expected.vm_region.keys() {
+                    if summary.contains(&format!("/{vm}"))
+                        || summary.contains(&format!("-{vm}/"))
+                        || summary.contains(&format!(" {vm}"))
+                    {
+                        reported
+                            .entry(vm.clone())
+                            .or_default()
+                            .push(summary.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let reason_for = |vm: &str, region: &str, tick: OffsetDateTime, copy: bool| -> String {
+        let stem = names::restore_point_name(tick, 0);
+        if let Some(r) = reported
+            .get(vm)
+            .and_then(|rs| rs.iter().find(|s| s.contains(&stem)).or(rs.last()))
+        {
+            return r.clone();
+        }
+        let seen = points.iter().find(|p| {
+            p.vm.ends_with(&format!("/{vm}"))
+                && normalize_region(&p.region) == region
+                && p.source_restore_point.is_some() == copy
+                && p.id.contains(&stem)
+        });
+        match seen {
+            Some(p) => format!(
+                "point {} is {} (copy {}%)",
+                p.id.rsplit('/').next().unwrap_or_default(),
+                p.provisioning_state,
+                p.copy_percent.map(|c| c.to_string()).unwrap_or("-".into())
+            ),
+            None => "no restore point was created".into(),
+        }
+    };
+    let mut local = RoleCounts {
+        expected: expected.local.len(),
+        ..Default::default()
+    };
+    for (vm, tick) in &expected.local {
+        let region = expected.vm_region.get(vm).cloned().unwrap_or_default();
+        match keys.get(&(vm.clone(), *tick, region.clone(), false)) {
+            Some(n) => {
+                local.settled += 1;
+                local.duplicates += n - 1;
+            }
+            None => local.failed.push(Missing {
+                vm: vm.clone(),
+                region: region.clone(),
+                tick: *tick,
+                reason: reason_for(vm, &region, *tick, false),
+            }),
+        }
+    }
+    let mut copies = RoleCounts {
+        expected: expected.copies.len(),
+        ..Default::default()
+    };
+    for (vm, tick, region) in &expected.copies {
+        match keys.get(&(vm.clone(), *tick, region.clone(), true)) {
+            Some(n) => {
+                copies.settled += 1;
+                copies.duplicates += n - 1;
+            }
+            None => copies.failed.push(Missing {
+                vm: vm.clone(),
+                region: region.clone(),
+                tick: *tick,
+                reason: reason_for(vm, region, *tick, true),
+            }),
+        }
+    }
+    // Points in progress at the end must have a poll pending for them.
+    let pending_targets: BTreeSet<String> = emulator
+        .bus
+        .messages(Queue::Poll.name())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(&m.body).ok())
+        .filter_map(|v| v["target"].as_str().map(|t| t.to_ascii_lowercase()))
+        .collect();
+    let untracked_in_progress = points
+        .iter()
+        .filter(|p| {
+            p.provisioning_state != "Succeeded"
+                && p.provisioning_state != "Failed"
+                && p.provisioning_state != "Canceled"
+        })
+        .filter(|p| !pending_targets.contains(&p.id.to_ascii_lowercase()))
+        .map(|p| p.id.clone())
+        .collect();
+    let mut dead_letters = Vec::new();
+    for q in Queue::ALL {
+        for d in emulator.bus.dead_letters(q.name()).unwrap_or_default() {
+            dead_letters.push(json!({"queue": q.name(), "messageId": d.message.message_id, "reason": d.reason, "description": d.description, "body": d.message.body}));
+        }
+    }
+    let counters = emulator.arm.counters();
+    let sim_counters = sim.counters();
+    let rows = vm_rows(expected, &points, &local, &copies, now);
+    let complete = local.failed.is_empty() && copies.failed.is_empty();
+    LocalReport {
+        vms: expected.vm_region.len(),
+        ticks: ticks
+            .iter()
+            .map(|t| names::restore_point_name(*t, 0))
+            .collect(),
+        local,
+        copies,
+        dead_letters,
+        throttled_429: counters.responses_by_status.get(&429).copied().unwrap_or(0),
+        arm_requests_by_operation: counters.requests_by_operation.clone(),
+        arm_requests: counters.requests,
+        invocations_by_function: invocations,
+        handler_restarts: sim_counters.handler_restarts,
+        handler_kills: sim_counters.handler_kills,
+        untracked_in_progress,
+        virtual_seconds: (now - VIRTUAL_START).whole_seconds(),
+        real_seconds: started.elapsed().as_secs_f64(),
+        complete,
+        rows,
+        handler_log,
+    }
+}
+
+fn vm_rows(
+    expected: &Expected,
+    points: &[PointSummary],
+    local: &RoleCounts,
+    copies: &RoleCounts,
+    now: OffsetDateTime,
+) -> Vec<VmRow> {
+    expected
+        .vm_region
+        .iter()
+        .map(|(vm, region)| {
+            let mine: Vec<&PointSummary> = points
+                .iter()
+                .filter(|p| p.vm.rsplit('/').next() == Some(vm.as_str()))
+                .collect();
+            let mut points_by_region = BTreeMap::new();
+            for p in &mine {
+                *points_by_region
+                    .entry(normalize_region(&p.region))
+                    .or_insert(0) += 1;
+            }
+            let last = mine
+                .iter()
+                .filter(|p| p.source_restore_point.is_none() && p.provisioning_state == "Succeeded")
+                .max_by_key(|p| p.time_created);
+            let failures = local
+                .failed
+                .iter()
+                .chain(&copies.failed)
+                .filter(|m| &m.vm == vm)
+                .map(|m| {
+                    format!(
+                        "{} {}: {}",
+                        m.region,
+                        names::restore_point_name(m.tick, 0),
+                        m.reason
+                    )
+                })
+                .collect();
+            VmRow {
+                vm: vm.clone(),
+                region: region.clone(),
+                points_by_region,
+                last_settled: last.map(|p| p.id.rsplit('/').next().unwrap_or_default().to_string()),
+                last_settled_age_minutes: last.map(|p| (now - p.time_created).whole_minutes()),
+                failures,
+            }
+        })
+        .collect()
+}
+
+/// The summary table.
+pub fn render(report: &LocalReport) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "VM",
+        "region",
+        "points per region",
+        "last settled",
+        "age",
+        "failures",
+    ]);
+    for r in &report.rows {
+        let per_region: Vec<String> = r
+            .points_by_region
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        table.add_row([
+            r.vm.clone(),
+            r.region.clone(),
+            per_region.join(", "),
+            r.last_settled.clone().unwrap_or_else(|| "-".into()),
+            r.last_settled_age_minutes
+                .map(crate::commands::status::human_minutes)
+                .unwrap_or_else(|| "-".into()),
+            if r.failures.is_empty() {
+                "-".into()
+            } else {
+                r.failures.join("; ")
+            },
+        ]);
+    }
+    table.to_string()
+}
+
+/// One line: what was expected, what settled, what failed.
+pub fn summary_line(r: &LocalReport) -> String {
+    format!(
+        "{}: {} VMs × {} ticks — local {}/{} settled, copies {}/{} settled, {} duplicates, {} dead letters, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
+        if r.complete { "coverage complete" } else { "COVERAGE INCOMPLETE" },
+        r.vms,
+        r.ticks.len(),
+        r.local.settled,
+        r.local.expected,
+        r.copies.settled,
+        r.copies.expected,
+        r.local.duplicates + r.copies.duplicates,
+        r.dead_letters.len(),
+        r.throttled_429,
+        r.arm_requests,
+        r.handler_restarts,
+        r.virtual_seconds as f64 / 3600.0,
+        r.real_seconds,
+    )
+}
+
+/// Live progress on a terminal (hidden when stdout is not one).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(show: bool, total: usize) -> Self {
+        if !show {
+            return Self { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} settled  {msg}",
+            )
+            .expect("valid template"),
+        );
+        Self { bar: Some(bar) }
+    }
+
+    fn update(
+        &self,
+        done: usize,
+        _tracker: &Tracker,
+        points: &[PointSummary],
+        now: OffsetDateTime,
+        total_ticks: usize,
+        ticks: &[OffsetDateTime],
+    ) {
+        let Some(bar) = &self.bar else { return };
+        bar.set_position(done as u64);
+        let fired = ticks.iter().filter(|t| **t <= now).count();
+        let creating = points
+            .iter()
+            .filter(|p| p.provisioning_state == "Creating")
+            .count();
+        let failed = points
+            .iter()
+            .filter(|p| p.provisioning_state == "Failed")
+            .count();
+        let mut copy_pct: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for p in points
+            .iter()
+            .filter(|p| p.source_restore_point.is_some() && p.copy_percent.unwrap_or(100) < 100)
+        {
+            let e = copy_pct
+                .entry(normalize_region(&p.region))
+                .or_insert((0, 0));
+            e.0 += i64::from(p.copy_percent.unwrap_or(0));
+            e.1 += 1;
+        }
+        let copies: Vec<String> = copy_pct
+            .iter()
+            .map(|(r, (sum, n))| format!("{r} {}%", sum / n.max(&1)))
+            .collect();
+        bar.set_message(format!(
+            "tick {fired}/{total_ticks} | virtual {} | creating {creating} | copying {} | failed {failed}",
+            now.time(),
+            if copies.is_empty() { "-".to_string() } else { copies.join(", ") }
+        ));
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
