@@ -13,4 +13,11 @@ export VMRP_OAV="$TOOLS/oav/node_modules/.bin/oav"
 
 cargo test ${CARGO_TEST_FLAGS:-} --all-targets
 
+# The client's requests and the official examples' responses, recorded, checked against the swagger
+# (the emulator's own recorded traffic is checked inside its test suite with the same oav).
+rm -rf target/arm-traffic
+VMRP_TRAFFIC_DIR=target/arm-traffic cargo test ${CARGO_TEST_FLAGS:-} --test azure_arm example_ -q
+scripts/validate-traffic.sh target/arm-traffic
+
 infra/tests/run.sh
+infra/tests/check_deploy_build.sh
