@@ -239,33 +239,23 @@ pub fn normalize_region(region: &str) -> String {
         .collect()
 }
 
-/// Why each local point must survive retention for now: its copy to some region is still
-/// replicating, or it is the newest settled point and has not been copied to a region yet
-/// (DESIGN §6: never delete a source whose copy is not fully replicated).
+/// Why each local point must survive retention for now: a copy of it is still replicating
+/// (DESIGN §6). The same rule as `PollRestorePoint`'s pruning: a settled point whose copy has
+/// not started yet is not held (see `functions::poll_restore_point`), so the dry run shows what
+/// the poller will do.
 pub fn copy_holds(
     vm: &VmCoverage,
     copy_regions: &[String],
 ) -> std::collections::HashMap<ResourceId, String> {
     let mut holds = std::collections::HashMap::new();
-    let locals: Vec<&PointSummary> = vm
-        .collections
-        .iter()
-        .filter(|c| c.role == CollectionRole::Local)
-        .flat_map(|c| c.points.iter())
-        .collect();
-    let newest_settled = locals
-        .iter()
-        .filter(|p| p.status == PointStatus::Settled)
-        .max_by_key(|p| p.created);
     for region in copy_regions {
         let region = normalize_region(region);
-        let copies: Vec<&PointSummary> = vm
+        let copies = vm
             .collections
             .iter()
             .filter(|c| c.role == CollectionRole::Copy && c.region == region)
-            .flat_map(|c| c.points.iter())
-            .collect();
-        for copy in &copies {
+            .flat_map(|c| c.points.iter());
+        for copy in copies {
             if let (PointStatus::InProgress { percent }, Some(source)) =
                 (&copy.status, &copy.source)
             {
@@ -273,16 +263,6 @@ pub fn copy_holds(
                 holds
                     .entry(source.clone())
                     .or_insert_with(|| format!("copy to {region} still replicating{pct}"));
-            }
-        }
-        if let Some(newest) = newest_settled {
-            let copied = copies
-                .iter()
-                .any(|c| c.source.as_ref() == Some(&newest.id) && c.status != PointStatus::Failed);
-            if !copied {
-                holds
-                    .entry(newest.id.clone())
-                    .or_insert_with(|| format!("not yet copied to {region}"));
             }
         }
     }

@@ -103,6 +103,22 @@ pub struct PollRequest {
     pub target_region: Option<String>,
 }
 
+impl CreateRequest {
+    /// The create a scheduled tick asks for: the rule's own settings, first try.
+    pub fn for_tick(vm: ResourceId, tick: OffsetDateTime, rule: &str) -> Self {
+        Self {
+            vm,
+            tick,
+            rule: Some(rule.to_string()),
+            consistency_mode: None,
+            exclude_disks: None,
+            copy_to: None,
+            retry: 0,
+            attempt: 0,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

@@ -166,16 +166,7 @@ pub fn plan_tick(
             .or_insert(0);
         let offset = pacing.offset(*k);
         *k += 1;
-        let request = CreateRequest {
-            vm: vm.clone(),
-            tick,
-            rule: Some(rule.name.clone()),
-            consistency_mode: None,
-            exclude_disks: None,
-            copy_to: None,
-            retry: 0,
-            attempt: 0,
-        };
+        let request = CreateRequest::for_tick(vm.clone(), tick, &rule.name);
         items.push(PlanItem {
             vm: vm.clone(),
             rule: rule.name.clone(),

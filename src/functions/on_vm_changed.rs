@@ -147,16 +147,7 @@ async fn onboard(
             format!("{vm_id} onboarded; no tick yet for a first point"),
         ));
     };
-    let create = CreateRequest {
-        vm: vm_id.clone(),
-        tick,
-        rule: Some(rule.name.clone()),
-        consistency_mode: None,
-        exclude_disks: None,
-        copy_to: None,
-        retry: 0,
-        attempt: 0,
-    };
+    let create = CreateRequest::for_tick(vm_id.clone(), tick, &rule.name);
     let id = support::create_message_id(&create);
     let sent = support::send(deps, id, QueueMessage::Create(create), None).await?;
     tracing::info!(vm = %vm_id, rule = %rule.name, "onboarded: first restore point requested");
