@@ -69,7 +69,7 @@ pub async fn main() -> ExitCode {
         }
         #[cfg(feature = "emulator")]
         Command::Emulate(args) => {
-            crate::logging::init(false);
+            crate::logging::init_stderr();
             finish("vmrp emulate", crate::emulator::cli::run(args).await)
         }
         #[cfg(feature = "emulator")]
@@ -77,12 +77,12 @@ pub async fn main() -> ExitCode {
     }
 }
 
-/// Terminal tools print tables; only warnings and errors go to the log.
+/// Terminal tools print tables on stdout; only warnings and errors go to the log, on stderr.
 fn quiet_logging() {
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "warn");
     }
-    crate::logging::init(false);
+    crate::logging::init_stderr();
 }
 
 fn finish<E: Display>(what: &str, result: Result<ExitCode, E>) -> ExitCode {

@@ -223,7 +223,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "warn");
     }
-    crate::logging::init(false);
+    crate::logging::init_stderr();
     let handler = std::env::current_exe()
         .map_err(|e| LocalError::Io(format!("cannot find this executable: {e}")))?;
     let mut scenario = Scenario::new(handler);

@@ -12,12 +12,31 @@ pub fn wants_json(flag: bool) -> bool {
     flag || std::env::var_os(RUNTIME_VAR).is_some_and(|v| !v.is_empty())
 }
 
-/// Installs the global subscriber. A second call is a no-op (tests, embedded use).
+/// Installs the global subscriber writing to stdout (what `vmrp serve` needs under the host).
+/// A second call is a no-op (tests, embedded use).
 pub fn init(json: bool) {
+    init_with(json, false)
+}
+
+/// Terminal commands whose stdout is their output (`emulate`'s JSON first line, tables) log to
+/// stderr instead.
+pub fn init_stderr() {
+    init_with(false, true)
+}
+
+fn init_with(json: bool, stderr: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer =
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
+            if stderr {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            }
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let _ = if json {
         builder
             .json()
@@ -27,7 +46,11 @@ pub fn init(json: bool) {
             .try_init()
     } else {
         builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_ansi(if stderr {
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+            } else {
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+            })
             .try_init()
     };
 }

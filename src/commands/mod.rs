@@ -23,6 +23,10 @@ pub struct ArmArgs {
     /// ARM endpoint: the public cloud, a sovereign cloud, or `vmrp emulate`'s `arm` URL.
     #[arg(long, env = "VMRP_ARM_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub arm_endpoint: String,
+    /// Token audience for ARM; default the endpoint's origin. Against `vmrp emulate`, use
+    /// https://management.azure.com (the emulator plays the public cloud).
+    #[arg(long, env = "VMRP_ARM_AUDIENCE")]
+    pub arm_audience: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

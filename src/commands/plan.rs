@@ -174,8 +174,9 @@ fn plan_local_create(
             Action::Skip,
             "-",
             format!(
-                "the timer schedule {} has no occurrence before {at}",
-                timer.as_str()
+                "the timer schedule {} has no occurrence before {}",
+                timer.as_str(),
+                rfc3339(at)
             ),
         );
         return;
@@ -187,8 +188,9 @@ fn plan_local_create(
                 Action::Skip,
                 "-",
                 format!(
-                    "rule schedule {} has no occurrence at the tick {tick}",
-                    rule.schedule.as_deref().unwrap_or("-")
+                    "rule schedule {} has no occurrence at the tick {}",
+                    rule.schedule.as_deref().unwrap_or("-"),
+                    rfc3339(tick)
                 ),
             );
             return;
@@ -247,7 +249,7 @@ fn plan_local_create(
         return;
     }
     let excluded = rule.excluded_disks(&vm.vm, disks);
-    let mut reason = format!("tick {tick}: {} point", mode.as_str());
+    let mut reason = format!("tick {}: {} point", rfc3339(tick), mode.as_str());
     if !excluded.is_empty() {
         let list: Vec<String> = excluded
             .iter()
@@ -311,6 +313,11 @@ fn plan_copy(vm: &VmCoverage, region: &str, emit: &mut dyn FnMut(Action, &str, S
         &source.name,
         format!("newest settled local point, not yet in {region}"),
     );
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 /// The table people read.
