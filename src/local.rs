@@ -364,6 +364,9 @@ pub async fn run_scenario_keep(
     sim_config.timer_ticks = Some(scenario.ticks);
     sim_config.executable_override = Some(scenario.handler.clone());
     sim_config.console_log = Some(handler_log.clone());
+    // At thousands of virtual seconds per real second, functionTimeout would otherwise be a
+    // fraction of a real second: a handler busy on a 2-core machine is not a hung handler.
+    sim_config.min_real_function_timeout = Duration::from_secs(30);
     let sim = emulator
         .start_host_sim(sim_config)
         .await

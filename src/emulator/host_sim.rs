@@ -820,6 +820,11 @@ pub struct HostSimConfig {
     pub executable_override: Option<PathBuf>,
     /// Append every console line of the handler (stdout and stderr) to this file.
     pub console_log: Option<PathBuf>,
+    /// functionTimeout is virtual time, but the handler's own work runs in real time: at high
+    /// speeds (2400× makes 10 virtual minutes 0.25 real seconds) a busy but healthy handler would
+    /// be declared hung and restarted. An invocation times out only once this much real time has
+    /// passed as well. Zero: purely virtual (tests of the timeout itself).
+    pub min_real_function_timeout: Duration,
 }
 
 impl std::fmt::Debug for HostSimConfig {
@@ -851,6 +856,7 @@ impl HostSimConfig {
             max_failed_starts: 5,
             executable_override: None,
             console_log: None,
+            min_real_function_timeout: Duration::ZERO,
         }
     }
 }
@@ -1744,9 +1750,10 @@ impl HostSim {
         let timed = async {
             match deadline {
                 Some(d) => {
+                    let real_floor = tokio::time::sleep(self.config.min_real_function_timeout);
                     tokio::select! {
                         r = exchange => Some(r),
-                        _ = self.clock.sleep_until(d) => None,
+                        _ = async { tokio::join!(self.clock.sleep_until(d), real_floor) } => None,
                     }
                 }
                 None => Some(exchange.await),
