@@ -1574,20 +1574,40 @@ impl HostSim {
             &self.client,
             self.clock.now(),
         );
-        let record = self
-            .invoke(
-                f,
-                "serviceBus",
-                body,
-                Some(delivery.message.delivery_count),
-                Some(delivery.message.message_id.clone()),
-            )
-            .await;
+        let invocation = self.invoke(
+            f,
+            "serviceBus",
+            body,
+            Some(delivery.message.delivery_count),
+            Some(delivery.message.message_id.clone()),
+        );
+        let record = tokio::select! {
+            record = invocation => record,
+            never = self.renew_while_running(&delivery) => match never {},
+        };
         if record.status == InvocationStatus::Succeeded {
             self.bus.complete(&delivery.queue, &delivery.lock_token);
         } else {
             self.bus.abandon(&delivery.queue, &delivery.lock_token);
         }
+    }
+
+    /// Keeps the lock of a message whose invocation runs for as long as functionTimeout's real
+    /// floor ([`HostSimConfig::min_real_function_timeout`]): the initial renewal covers
+    /// maxAutoLockRenewalDuration of virtual time only, which at high speed is less than the
+    /// real time a busy handler needs, and a lost lock means a redelivery of a message that is
+    /// being handled (and a dead letter once DeliveryCount reaches the maximum). Never returns.
+    async fn renew_while_running(&self, delivery: &Delivery) -> std::convert::Infallible {
+        let real_start = Instant::now();
+        let virtual_until = self.clock.now() + self.app.host.max_auto_lock_renewal;
+        let lock_duration = self.bus.config().lock_duration;
+        while real_start.elapsed() < self.config.min_real_function_timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let until = virtual_until.max(self.clock.now() + lock_duration);
+            self.bus
+                .renew_lock(&delivery.queue, &delivery.lock_token, until);
+        }
+        std::future::pending().await
     }
 
     /// Injects Event Grid events (one invocation per event and eventGridTrigger function),
