@@ -355,6 +355,9 @@ pub async fn run_scenario_keep(
     );
     settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
     settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
+    // The emulator's Retry-After counts virtual seconds; slept in real time it would stall an
+    // invocation for many virtual hours (and past functionTimeout's real floor).
+    settings.insert(crate::config::MAX_RETRY_AFTER_VAR.into(), "1".into());
     settings.insert(
         "RUST_LOG".into(),
         std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
