@@ -197,3 +197,53 @@ async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reas
     }
     emulator.stop().await.unwrap();
 }
+
+/// One tick for `vms` VMs, no copies: the timer's pacing must keep every create under the ARM
+/// write bucket, so the emulator serves no 429 at all.
+async fn pacing_run(vms: usize) {
+    let started = Instant::now();
+    let mut s = scenario(vms, 1, 3000.0);
+    s.copy_to = Vec::new();
+    s.timeout = Duration::from_secs(600);
+    // Only VMs a point can be made of (no ephemeral OS disk, no shared/ultra/v2 disks that would
+    // leave nothing to restore), so "every VM got its point" is exact.
+    s.fleet.ephemeral_os_fraction = 0.0;
+    s.fleet.shared_disk_fraction = 0.0;
+    s.fleet.ultra_disk_fraction = 0.0;
+    s.fleet.premium_v2_fraction = 0.0;
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    println!(
+        "{} (test {:.1}s)",
+        vmrp::local::summary_line(&report),
+        started.elapsed().as_secs_f64()
+    );
+    let counters = emulator.arm.counters();
+    assert_eq!(report.local.expected, vms, "{why}");
+    assert_eq!(report.copies.expected, 0, "{why}");
+    assert_eq!(report.local.settled, vms, "{why}");
+    assert_eq!(
+        counters.responses_by_status.get(&429).copied().unwrap_or(0),
+        0,
+        "429s served: {:?} by class {:?}",
+        counters.responses_by_status,
+        counters.throttled_by_class
+    );
+    assert_eq!(report.throttled_429, 0, "{why}");
+    assert!(
+        counters
+            .requests_by_operation
+            .get("RestorePoints_Create")
+            .copied()
+            .unwrap_or(0)
+            >= vms as u64,
+        "{:?}",
+        counters.requests_by_operation
+    );
+    emulator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_keeps_a_1000_vm_tick_free_of_429s() {
+    pacing_run(1000).await;
+}

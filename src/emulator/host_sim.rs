@@ -1126,6 +1126,11 @@ impl HostSim {
         })
     }
 
+    /// Invocations running right now (sent to the handler, no outcome yet).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// SIGKILLs the handler (chaos tests); the supervisor restarts it on the same port.
     pub fn kill_handler(&self) {
         self.count(|c| c.handler_kills += 1);
