@@ -1799,10 +1799,15 @@ impl HostSim {
             Some(Ok(r)) => r,
         };
         if !(200..300).contains(&status) {
-            return fail(
-                "Response status code does not indicate success".to_string(),
-                Some(status),
-            );
+            // The host only reads the status, but keeping the handler's error body lets tests
+            // and the dump say why the invocation failed.
+            return Outcome {
+                response: serde_json::from_slice(&bytes).ok(),
+                ..fail(
+                    "Response status code does not indicate success".to_string(),
+                    Some(status),
+                )
+            };
         }
         let text = String::from_utf8_lossy(&bytes);
         if text.trim().is_empty() || text.trim() == "null" {
