@@ -309,6 +309,11 @@ async fn plan_and_status_read_the_emulator_and_explain_every_decision() {
     );
     let late: Vec<Value> = serde_json::from_str(&stdout).unwrap();
     assert!(late.iter().any(|r| r["coverage"] == "late"), "{stdout}");
+    // The manual point is still being created (the clock now runs in real time): in flight.
+    assert!(
+        late.iter().any(|r| r["inFlight"].to_string().contains("manual-1")),
+        "{stdout}"
+    );
 
     // Neither command wrote anything: same writes, only GETs added.
     let after = emulator.arm.counters();
