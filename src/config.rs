@@ -9,6 +9,7 @@
 //! | `ServiceBusConnection…` | the Service Bus connection, read like the trigger reads it |
 //! | `VMRP_SERVICEBUS_ENDPOINT` | send to this base URL instead of the namespace (the emulator) |
 //! | `VMRP_LOOPBACK_ONLY=1` | refuse every non-loopback URL before any I/O (`vmrp local`, tests) |
+//! | `VMRP_MAX_RETRY_AFTER_SECS` | longest in-call sleep on an ARM `Retry-After` (default 60; `vmrp local` sets 1 because the emulator's `Retry-After` is virtual time and the sleep is real) |
 //! | `VMRP_RECORD_TRAFFIC` | write every ARM request/response pair to this folder (oav format) |
 //!
 //! Every error names the setting and says what was expected.
@@ -30,6 +31,7 @@ use crate::schedule::Schedule;
 pub const DEFAULT_SCHEDULE: &str = crate::policy::check::DEFAULT_TIMER_SCHEDULE;
 pub const LOOPBACK_ONLY_VAR: &str = "VMRP_LOOPBACK_ONLY";
 pub const RECORD_TRAFFIC_VAR: &str = "VMRP_RECORD_TRAFFIC";
+pub const MAX_RETRY_AFTER_VAR: &str = "VMRP_MAX_RETRY_AFTER_SECS";
 /// The connection name in the Service Bus triggers' function.json.
 pub const SERVICE_BUS_CONNECTION: &str = "ServiceBusConnection";
 
@@ -94,6 +96,23 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
         allow_developer_tools: false,
         retry: Some(retry),
     };
+    // Checked before the credential so a bad value is named even without an identity.
+    let max_retry_after = match set(MAX_RETRY_AFTER_VAR) {
+        None => None,
+        Some(raw) => Some(
+            raw.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(std::time::Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    err(
+                        MAX_RETRY_AFTER_VAR,
+                        format!("{raw:?} is not a number of seconds (expected e.g. 1 or 0.5)"),
+                    )
+                })?,
+        ),
+    };
     let (credential, choice) =
         credential_from_env(env, &options).map_err(|e| err("IDENTITY_ENDPOINT", e))?;
     tracing::info!(credential = %choice, loopback_only, "credential chosen");
@@ -102,6 +121,9 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
         .map_err(|e| err("VMRP_ARM_ENDPOINT", e))?;
     arm_config.loopback_only = loopback_only;
     arm_config.record_traffic = set(RECORD_TRAFFIC_VAR).map(PathBuf::from);
+    if let Some(cap) = max_retry_after {
+        arm_config.retry.max_retry_after = cap;
+    }
     let arm = ArmClient::new(arm_config).map_err(|e| err("VMRP_ARM_ENDPOINT", e))?;
 
     let sb_options = ServiceBusOptions {
@@ -175,6 +197,10 @@ mod tests {
         assert!(error_for(&without("VMRP_POLICY")).starts_with("VMRP_POLICY: no policy"));
         assert!(error_for(&with("VMRP_POLICY", "{")).starts_with("VMRP_POLICY:"));
         assert!(error_for(&with("VMRP_SCHEDULE", "every hour")).starts_with("VMRP_SCHEDULE:"));
+        for bad in ["soon", "-1", "NaN"] {
+            assert!(error_for(&with("VMRP_MAX_RETRY_AFTER_SECS", bad))
+                .starts_with("VMRP_MAX_RETRY_AFTER_SECS:"));
+        }
         assert!(
             error_for(&without("IDENTITY_HEADER")).starts_with("IDENTITY_ENDPOINT:"),
             "{}",

@@ -315,8 +315,11 @@ pub async fn run_scenario_keep(
         fleet: scenario.fleet.clone(),
         ..ArmConfig::default()
     };
+    // Real time while the handler starts, so the first tick cannot pass before the timer
+    // listens (at 3000× the 15 virtual minutes before it are 0.3 real seconds); the scenario's
+    // speed from the moment the triggers run.
     let emulator = server::start(EmulatorConfig {
-        speed: scenario.speed,
+        speed: 1.0,
         start: VIRTUAL_START,
         seed: scenario.seed,
         faults: scenario.faults.clone(),
@@ -355,6 +358,9 @@ pub async fn run_scenario_keep(
     );
     settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
     settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
+    // The emulator's Retry-After counts virtual seconds; slept in real time it would stall an
+    // invocation for many virtual hours (and past functionTimeout's real floor).
+    settings.insert(crate::config::MAX_RETRY_AFTER_VAR.into(), "1".into());
     settings.insert(
         "RUST_LOG".into(),
         std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
@@ -364,6 +370,9 @@ pub async fn run_scenario_keep(
     sim_config.timer_ticks = Some(scenario.ticks);
     sim_config.executable_override = Some(scenario.handler.clone());
     sim_config.console_log = Some(handler_log.clone());
+    // At thousands of virtual seconds per real second, functionTimeout would otherwise be a
+    // fraction of a real second: a handler busy on a 2-core machine is not a hung handler.
+    sim_config.min_real_function_timeout = Duration::from_secs(30);
     let sim = emulator
         .start_host_sim(sim_config)
         .await
@@ -371,6 +380,7 @@ pub async fn run_scenario_keep(
     sim.wait_ready(Duration::from_secs(30))
         .await
         .map_err(LocalError::Emulator)?;
+    emulator.clock.set_speed(scenario.speed);
 
     let timer = crate::schedule::Schedule::parse(&scenario.schedule)
         .map_err(|e| LocalError::Policy(e.to_string()))?;
@@ -402,7 +412,16 @@ pub async fn run_scenario_keep(
         let timer_done = ticks
             .last()
             .is_some_and(|t| now > *t + time::Duration::minutes(1));
-        if timer_done && pending == 0 && kill_plan.is_empty() {
+        // Done only once every tick's timer invocation has finished and nothing it started is
+        // still running or queued (at high speed the minute after the last tick passes before
+        // the timer invocation has sent anything).
+        let timer_runs = sim
+            .records()
+            .iter()
+            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
+            .count();
+        let quiet = pending == 0 && sim.in_flight() == 0 && timer_runs >= ticks.len();
+        if timer_done && quiet && kill_plan.is_empty() {
             break;
         }
         if Instant::now() > deadline {

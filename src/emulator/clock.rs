@@ -49,6 +49,20 @@ impl VirtualClock {
         a.real = Instant::now();
     }
 
+    /// Changes the speed from now on, without a jump (`vmrp local` starts the handler at speed 1
+    /// so the first tick cannot pass while it is still starting, then speeds up). Ignores a
+    /// speed that is not a positive number.
+    pub fn set_speed(&self, speed: f64) {
+        if !(speed.is_finite() && speed > 0.0) {
+            return;
+        }
+        let now = self.now();
+        let mut a = self.inner.lock().expect("clock lock");
+        a.virtual_at_real = now;
+        a.real = Instant::now();
+        a.speed = speed;
+    }
+
     /// The real time to wait until virtual time reaches `t` (zero if already past).
     pub fn real_until(&self, t: OffsetDateTime) -> Duration {
         let left = t - self.now();
@@ -86,5 +100,23 @@ mod tests {
         c.advance(time::Duration::hours(1));
         assert!(c.now() >= datetime!(2026-01-01 01:00:30 UTC));
         assert!(c.real_until(c.now() + time::Duration::seconds(600)) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn set_speed_changes_the_rate_without_a_jump() {
+        let c = VirtualClock::new(datetime!(2026-01-01 00:00 UTC), 1.0);
+        std::thread::sleep(Duration::from_millis(20));
+        let before = c.now();
+        c.set_speed(3600.0);
+        let after = c.now();
+        assert!(after >= before && after - before < time::Duration::seconds(5));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            c.now() - after >= time::Duration::seconds(150),
+            "{}",
+            c.now()
+        );
+        c.set_speed(0.0); // ignored
+        assert_eq!(c.speed(), 3600.0);
     }
 }

@@ -820,6 +820,11 @@ pub struct HostSimConfig {
     pub executable_override: Option<PathBuf>,
     /// Append every console line of the handler (stdout and stderr) to this file.
     pub console_log: Option<PathBuf>,
+    /// functionTimeout is virtual time, but the handler's own work runs in real time: at high
+    /// speeds (2400× makes 10 virtual minutes 0.25 real seconds) a busy but healthy handler would
+    /// be declared hung and restarted. An invocation times out only once this much real time has
+    /// passed as well. Zero: purely virtual (tests of the timeout itself).
+    pub min_real_function_timeout: Duration,
 }
 
 impl std::fmt::Debug for HostSimConfig {
@@ -851,6 +856,7 @@ impl HostSimConfig {
             max_failed_starts: 5,
             executable_override: None,
             console_log: None,
+            min_real_function_timeout: Duration::ZERO,
         }
     }
 }
@@ -1118,6 +1124,11 @@ impl HostSim {
             "console": self.console_tail.lock().expect("console lock").iter().cloned().collect::<Vec<_>>(),
             "invocations": records,
         })
+    }
+
+    /// Invocations running right now (sent to the handler, no outcome yet).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// SIGKILLs the handler (chaos tests); the supervisor restarts it on the same port.
@@ -1568,20 +1579,40 @@ impl HostSim {
             &self.client,
             self.clock.now(),
         );
-        let record = self
-            .invoke(
-                f,
-                "serviceBus",
-                body,
-                Some(delivery.message.delivery_count),
-                Some(delivery.message.message_id.clone()),
-            )
-            .await;
+        let invocation = self.invoke(
+            f,
+            "serviceBus",
+            body,
+            Some(delivery.message.delivery_count),
+            Some(delivery.message.message_id.clone()),
+        );
+        let record = tokio::select! {
+            record = invocation => record,
+            never = self.renew_while_running(&delivery) => match never {},
+        };
         if record.status == InvocationStatus::Succeeded {
             self.bus.complete(&delivery.queue, &delivery.lock_token);
         } else {
             self.bus.abandon(&delivery.queue, &delivery.lock_token);
         }
+    }
+
+    /// Keeps the lock of a message whose invocation runs for as long as functionTimeout's real
+    /// floor ([`HostSimConfig::min_real_function_timeout`]): the initial renewal covers
+    /// maxAutoLockRenewalDuration of virtual time only, which at high speed is less than the
+    /// real time a busy handler needs, and a lost lock means a redelivery of a message that is
+    /// being handled (and a dead letter once DeliveryCount reaches the maximum). Never returns.
+    async fn renew_while_running(&self, delivery: &Delivery) -> std::convert::Infallible {
+        let real_start = Instant::now();
+        let virtual_until = self.clock.now() + self.app.host.max_auto_lock_renewal;
+        let lock_duration = self.bus.config().lock_duration;
+        while real_start.elapsed() < self.config.min_real_function_timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let until = virtual_until.max(self.clock.now() + lock_duration);
+            self.bus
+                .renew_lock(&delivery.queue, &delivery.lock_token, until);
+        }
+        std::future::pending().await
     }
 
     /// Injects Event Grid events (one invocation per event and eventGridTrigger function),
@@ -1744,9 +1775,10 @@ impl HostSim {
         let timed = async {
             match deadline {
                 Some(d) => {
+                    let real_floor = tokio::time::sleep(self.config.min_real_function_timeout);
                     tokio::select! {
                         r = exchange => Some(r),
-                        _ = self.clock.sleep_until(d) => None,
+                        _ = async { tokio::join!(self.clock.sleep_until(d), real_floor) } => None,
                     }
                 }
                 None => Some(exchange.await),
@@ -1767,10 +1799,15 @@ impl HostSim {
             Some(Ok(r)) => r,
         };
         if !(200..300).contains(&status) {
-            return fail(
-                "Response status code does not indicate success".to_string(),
-                Some(status),
-            );
+            // The host only reads the status, but keeping the handler's error body lets tests
+            // and the dump say why the invocation failed.
+            return Outcome {
+                response: serde_json::from_slice(&bytes).ok(),
+                ..fail(
+                    "Response status code does not indicate success".to_string(),
+                    Some(status),
+                )
+            };
         }
         let text = String::from_utf8_lossy(&bytes);
         if text.trim().is_empty() || text.trim() == "null" {

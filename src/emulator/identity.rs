@@ -108,6 +108,16 @@ impl IdentityEndpoint {
         self.arm_auth_required.store(required, Ordering::Relaxed);
     }
 
+    /// Every token issued so far (tests check that none of them shows up in a log).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.tokens
+            .lock()
+            .expect("token lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Issues a token for `resource` (also used in-process by tests).
     pub fn issue(&self, resource: &str, client_id: Option<&str>) -> TokenResponse {
         let token = format!(

@@ -1,0 +1,249 @@
+//! The lifecycle end to end (issue 5): the real `vmrp` binary as the custom handler behind the
+//! Functions host simulation, against the emulator, on a virtual clock. Every tick gives every VM
+//! exactly one settled local point and one fully replicated copy, retention keeps what the policy
+//! says, faults end in the same state or in reported reasons, and the timer's pacing stays under
+//! the ARM write bucket.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vmrp::emulator::arm::PointSummary;
+use vmrp::emulator::faults::FaultConfig;
+use vmrp::local::{run_scenario_keep, LocalReport, Scenario};
+use vmrp::policy::Policy;
+
+fn scenario(vms: usize, ticks: u32, speed: f64) -> Scenario {
+    let mut s = Scenario::new(PathBuf::from(env!("CARGO_BIN_EXE_vmrp")));
+    s.fleet.count = vms;
+    s.fleet.regions = vec!["westeurope".into(), "northeurope".into()];
+    s.copy_to = vec!["swedencentral".into()];
+    s.ticks = ticks;
+    s.speed = speed;
+    s.timeout = Duration::from_secs(180);
+    s.handler_log = std::env::var_os("E2E_HANDLER_LOG").map(PathBuf::from);
+    s
+}
+
+/// Everything that explains a failed run, for the assertion message.
+fn explain(report: &LocalReport) -> String {
+    let log = report
+        .handler_log
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    format!(
+        "{}\ninvocations: {:?}\nlocal failed: {:#?}\ncopies failed: {:#?}\ndead letters: {:#?}\nuntracked: {:?}\nhandler log tail (newest first):\n{}",
+        vmrp::local::summary_line(report),
+        report.invocations_by_function,
+        report.local.failed,
+        report.copies.failed,
+        report.dead_letters,
+        report.untracked_in_progress,
+        tail.join("\n")
+    )
+}
+
+/// The fleet's subscriptions, known before the emulator starts (the fleet is deterministic).
+fn subscriptions(s: &Scenario) -> Vec<String> {
+    vmrp::emulator::arm::fleet::generate(&s.fleet, time::OffsetDateTime::UNIX_EPOCH).subscriptions
+}
+
+/// Every tagged VM of the fleet, `keepLast` points locally and per copy in `copy_to`.
+fn keep_last_policy(s: &Scenario, keep_last: u32) -> Policy {
+    let copies: Vec<Value> = s
+        .copy_to
+        .iter()
+        .map(|r| json!({"region": r, "retention": {"keepLast": keep_last}}))
+        .collect();
+    let doc = json!({"rules": [{
+        "name": "e2e",
+        "targets": {"subscriptions": subscriptions(s), "tags": {"vmrp": "on"}},
+        "copies": copies,
+        "retention": {"keepLast": keep_last},
+        "deadlines": {"localMinutes": 120, "copyMinutes": 1440, "maxRetries": 2}
+    }]});
+    Policy::from_json_str(&doc.to_string()).expect("policy parses")
+}
+
+/// Settled points per collection, by point name.
+fn settled_by_collection(points: &[PointSummary]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in points {
+        let settled = p.provisioning_state == "Succeeded"
+            && (p.source_restore_point.is_none() || p.copy_percent == Some(100));
+        if settled {
+            let name = p.id.rsplit('/').next().unwrap_or_default().to_string();
+            out.entry(p.collection.to_ascii_lowercase())
+                .or_default()
+                .push(name);
+        }
+    }
+    for names in out.values_mut() {
+        names.sort();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_vm_gets_one_point_and_one_copy_per_tick_and_retention_keeps_the_policy() {
+    let started = Instant::now();
+    let mut s = scenario(50, 3, 2400.0);
+    // keepLast 1 over three ticks: the baseline (first tick) and the newest stay, the middle goes.
+    s.policy = Some(keep_last_policy(&s, 1));
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    assert_eq!(report.vms, 50, "{why}");
+    assert_eq!(report.local.expected, 150, "{why}");
+    assert_eq!(report.copies.expected, 150, "{why}");
+    assert_eq!(report.local.settled, report.local.expected, "{why}");
+    assert_eq!(report.copies.settled, report.copies.expected, "{why}");
+    assert_eq!(
+        report.local.duplicates + report.copies.duplicates,
+        0,
+        "{why}"
+    );
+    assert!(report.dead_letters.is_empty(), "{why}");
+    assert!(report.untracked_in_progress.is_empty(), "{why}");
+    assert!(report.complete, "{why}");
+
+    // Retention: every collection (50 local, 50 copy) holds baseline + newest, nothing else.
+    let ticks = &report.ticks;
+    let expected_names = vec![ticks[0].clone(), ticks[2].clone()];
+    let by_collection = settled_by_collection(&emulator.arm.restore_points());
+    assert_eq!(by_collection.len(), 100, "{by_collection:#?}");
+    for (collection, names) in &by_collection {
+        assert_eq!(names, &expected_names, "{collection}: {why}");
+    }
+    let deletes = emulator
+        .arm
+        .counters()
+        .requests_by_operation
+        .get("RestorePoints_Delete")
+        .copied();
+    assert!(
+        deletes.unwrap_or(0) >= 100,
+        "the middle point of each collection was deleted: {deletes:?}"
+    );
+    println!(
+        "{} (test {:.1}s)",
+        vmrp::local::summary_line(&report),
+        started.elapsed().as_secs_f64()
+    );
+    emulator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reason() {
+    let started = Instant::now();
+    let mut s = scenario(50, 2, 2400.0);
+    s.faults = FaultConfig::default();
+    s.faults.arm.server_error = 0.05;
+    s.faults.arm.throttle = 0.05;
+    s.faults.arm.failed_provisioning = 0.03;
+    s.faults.service_bus.duplicate_delivery = 0.1;
+    s.kills = 1;
+    s.seed = 7;
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    println!(
+        "{} (test {:.1}s)",
+        vmrp::local::summary_line(&report),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(report.handler_kills, 1, "{why}");
+    assert_eq!(report.local.expected, 100, "{why}");
+    assert_eq!(report.copies.expected, 100, "{why}");
+    // Faults were really injected (else this test proves nothing).
+    let faults = emulator.arm.counters().faults_injected;
+    for kind in ["5xx", "429", "failedProvisioning"] {
+        assert!(
+            faults.get(kind).copied().unwrap_or(0) > 0,
+            "{kind} injected: {faults:?}"
+        );
+    }
+    assert_eq!(
+        report.local.duplicates + report.copies.duplicates,
+        0,
+        "{why}"
+    );
+    for m in report.local.failed.iter().chain(&report.copies.failed) {
+        assert!(!m.reason.trim().is_empty(), "{m:?} has no reason");
+        assert_ne!(
+            m.reason, "no restore point was created",
+            "unexplained: {m:?}\n{why}"
+        );
+    }
+    assert_eq!(
+        report.local.settled + report.local.failed.len(),
+        report.local.expected,
+        "{why}"
+    );
+    assert_eq!(
+        report.copies.settled + report.copies.failed.len(),
+        report.copies.expected,
+        "{why}"
+    );
+    assert!(report.untracked_in_progress.is_empty(), "{why}");
+    for d in &report.dead_letters {
+        let reason = d["reason"].as_str().unwrap_or_default();
+        let description = d["description"].as_str().unwrap_or_default();
+        assert!(
+            !reason.is_empty() && !description.is_empty(),
+            "unexplained dead letter {d}"
+        );
+    }
+    emulator.stop().await.unwrap();
+}
+
+/// One tick for `vms` VMs, no copies: the timer's pacing must keep every create under the ARM
+/// write bucket, so the emulator serves no 429 at all.
+async fn pacing_run(vms: usize) {
+    let started = Instant::now();
+    let mut s = scenario(vms, 1, 3000.0);
+    s.copy_to = Vec::new();
+    s.timeout = Duration::from_secs(600);
+    // Only VMs a point can be made of (no ephemeral OS disk, no shared/ultra/v2 disks that would
+    // leave nothing to restore), so "every VM got its point" is exact.
+    s.fleet.ephemeral_os_fraction = 0.0;
+    s.fleet.shared_disk_fraction = 0.0;
+    s.fleet.ultra_disk_fraction = 0.0;
+    s.fleet.premium_v2_fraction = 0.0;
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    println!(
+        "{} (test {:.1}s)",
+        vmrp::local::summary_line(&report),
+        started.elapsed().as_secs_f64()
+    );
+    let counters = emulator.arm.counters();
+    assert_eq!(report.local.expected, vms, "{why}");
+    assert_eq!(report.copies.expected, 0, "{why}");
+    assert_eq!(report.local.settled, vms, "{why}");
+    assert_eq!(
+        counters.responses_by_status.get(&429).copied().unwrap_or(0),
+        0,
+        "429s served: {:?} by class {:?}",
+        counters.responses_by_status,
+        counters.throttled_by_class
+    );
+    assert_eq!(report.throttled_429, 0, "{why}");
+    assert!(
+        counters
+            .requests_by_operation
+            .get("RestorePoints_Create")
+            .copied()
+            .unwrap_or(0)
+            >= vms as u64,
+        "{:?}",
+        counters.requests_by_operation
+    );
+    emulator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_keeps_a_1000_vm_tick_free_of_429s() {
+    pacing_run(1000).await;
+}
