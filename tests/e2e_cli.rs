@@ -311,7 +311,8 @@ async fn plan_and_status_read_the_emulator_and_explain_every_decision() {
     assert!(late.iter().any(|r| r["coverage"] == "late"), "{stdout}");
     // The manual point is still being created (the clock now runs in real time): in flight.
     assert!(
-        late.iter().any(|r| r["inFlight"].to_string().contains("manual-1")),
+        late.iter()
+            .any(|r| r["inFlight"].to_string().contains("manual-1")),
         "{stdout}"
     );
 

@@ -69,6 +69,13 @@ fn every_routed_function_has_a_matching_function_json() {
     assert_eq!(timer["bindings"][0]["schedule"], "%VMRP_SCHEDULE%");
     assert_eq!(timer["bindings"][0]["runOnStartup"], false);
     assert_eq!(timer["bindings"][0]["useMonitor"], true);
+    // A failed timer run is not retried without a function-level policy (PROTOCOL §4.6): the
+    // tick would be lost for the whole fleet. The tick is named from the schedule, so a retry
+    // plans the same tick and its messages deduplicate.
+    assert_eq!(timer["retry"]["strategy"], "exponentialBackoff");
+    assert!(timer["retry"]["maxRetryCount"].as_u64().unwrap() >= 3);
+    // The retries must end well before the next tick (the schedule is hours apart).
+    assert_eq!(timer["retry"]["maximumInterval"], "00:05:00");
     let queues: Vec<Queue> = functions()
         .iter()
         .filter_map(|f| match f.trigger() {

@@ -93,6 +93,63 @@ pub struct FunctionDef {
     pub name: String,
     pub trigger: Trigger,
     pub outputs: Vec<OutputBinding>,
+    /// function.json `retry`: honoured for timers (the only trigger here that supports it,
+    /// PROTOCOL §4.6); every attempt then carries `Metadata.RetryContext`.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// A function-level retry strategy (`fixedDelay` or `exponentialBackoff`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max_retry_count: u32,
+    /// Delay before retry 1; doubles per retry for `exponentialBackoff`, up to `maximum`.
+    pub minimum: time::Duration,
+    pub maximum: time::Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1-based).
+    pub fn delay(&self, retry: u32) -> time::Duration {
+        let factor = 2f64.powi(retry.saturating_sub(1).min(30) as i32);
+        (self.minimum * factor).min(self.maximum)
+    }
+}
+
+fn load_retry(
+    json: &Value,
+    invalid: &dyn Fn(String) -> HostSimError,
+) -> Result<Option<RetryPolicy>, HostSimError> {
+    let Some(retry) = prop(json, "retry") else {
+        return Ok(None);
+    };
+    let field = |k: &str| prop(retry, k).and_then(Value::as_str);
+    let span = |k: &str| -> Result<time::Duration, HostSimError> {
+        let text = field(k).ok_or_else(|| invalid(format!("retry.{k} is required")))?;
+        parse_timespan(text)
+            .map_err(|e| invalid(format!("retry.{k}: {e}")))?
+            .ok_or_else(|| invalid(format!("retry.{k} must be a time span")))
+    };
+    let max_retry_count = prop(retry, "maxRetryCount")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| invalid("retry.maxRetryCount is required".into()))?
+        as u32;
+    let (minimum, maximum) = match field("strategy").map(str::to_ascii_lowercase).as_deref() {
+        Some("fixeddelay") => {
+            let d = span("delayInterval")?;
+            (d, d)
+        }
+        Some("exponentialbackoff") => (span("minimumInterval")?, span("maximumInterval")?),
+        other => {
+            return Err(invalid(format!(
+                "retry.strategy {other:?}: expected fixedDelay or exponentialBackoff"
+            )))
+        }
+    };
+    Ok(Some(RetryPolicy {
+        max_retry_count,
+        minimum,
+        maximum,
+    }))
 }
 
 /// The loaded app.
@@ -377,6 +434,7 @@ fn load_function(
         name: name.to_string(),
         trigger: trigger.ok_or_else(|| invalid("no trigger binding found".into()))?,
         outputs,
+        retry: load_retry(&json, &invalid)?,
     })
 }
 
@@ -555,6 +613,27 @@ pub fn timer_body(
     is_past_due: bool,
     now: OffsetDateTime,
 ) -> String {
+    timer_body_with_retry(function, binding, status, is_past_due, now, None)
+}
+
+/// `Metadata.RetryContext` of an attempt (PROTOCOL §4.6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryContext {
+    pub retry_count: u32,
+    pub max_retry_count: u32,
+    /// The previous attempt's failure.
+    pub exception: Option<String>,
+}
+
+/// The timer invocation body (§3.1), with the retry context when a retry policy is set.
+pub fn timer_body_with_retry(
+    function: &str,
+    binding: &str,
+    status: Option<ScheduleStatus>,
+    is_past_due: bool,
+    now: OffsetDateTime,
+    retry: Option<&RetryContext>,
+) -> String {
     let status = match status {
         Some(s) => obj(vec![
             ("Last", json(format_local_offset(s.last))),
@@ -568,10 +647,24 @@ pub fn timer_body(
         ("ScheduleStatus", status),
         ("IsPastDue", json(is_past_due)),
     ]);
-    envelope(
-        vec![(binding.to_string(), timer)],
-        vec![("sys".to_string(), sys_node(function, now))],
-    )
+    let mut metadata = vec![("sys".to_string(), sys_node(function, now))];
+    if let Some(r) = retry {
+        let exception = match &r.exception {
+            Some(message) => obj(vec![("Message", json(message.as_str()))]),
+            None => json(Value::Null),
+        };
+        metadata.push((
+            "RetryContext".to_string(),
+            obj(vec![
+                ("RetryCount", json(r.retry_count)),
+                ("MaxRetryCount", json(r.max_retry_count)),
+                ("Exception", exception),
+                ("Instance", json(Value::Null)),
+                ("State", obj(vec![])),
+            ]),
+        ));
+    }
+    envelope(vec![(binding.to_string(), timer)], metadata)
 }
 
 /// What the Service Bus invocation needs to know about the namespace client.
@@ -911,6 +1004,8 @@ pub struct InvocationRecord {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimCounters {
+    /// Failed timer runs retried under the function's retry policy.
+    pub timer_retries: u64,
     pub handler_starts: u64,
     pub handler_restarts: u64,
     pub handler_kills: u64,
@@ -1493,8 +1588,42 @@ impl HostSim {
             next: occurrence,
             last_updated: previous.last_updated,
         });
-        let body = timer_body(&f.name, binding, status, past_due, now);
-        let record = self.invoke(f, "timer", body, None, None).await;
+        // A failed run is retried only under a function-level retry policy (PROTOCOL §4.6);
+        // without one the tick is simply lost until the next occurrence, as on the real host.
+        let mut retry = f.retry.as_ref().map(|p| RetryContext {
+            retry_count: 0,
+            max_retry_count: p.max_retry_count,
+            exception: None,
+        });
+        let mut record;
+        loop {
+            let at = self.clock.now();
+            let body =
+                timer_body_with_retry(&f.name, binding, status, past_due, at, retry.as_ref());
+            record = self.invoke(f, "timer", body, None, None).await;
+            let (Some(policy), Some(ctx)) = (&f.retry, retry.as_mut()) else {
+                break;
+            };
+            if record.status == InvocationStatus::Succeeded
+                || ctx.retry_count >= policy.max_retry_count
+                || self.stopping()
+            {
+                break;
+            }
+            ctx.retry_count += 1;
+            ctx.exception = Some(
+                record
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("{:?}", record.status)),
+            );
+            self.count(|c| c.timer_retries += 1);
+            let mut stop_rx = self.stop_tx.subscribe();
+            tokio::select! {
+                _ = self.clock.sleep_until(self.clock.now() + policy.delay(ctx.retry_count)) => {}
+                _ = stop_rx.changed() => break,
+            }
+        }
         self.timers.lock().expect("timers lock").insert(
             f.name.clone(),
             TimerState {
@@ -1919,6 +2048,64 @@ impl ConsoleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_policies_parse_and_back_off() {
+        let invalid = |reason: String| HostSimError::BadEvent(reason);
+        let exp = serde_json::json!({"retry": {"strategy": "exponentialBackoff", "maxRetryCount": 5,
+            "minimumInterval": "00:00:10", "maximumInterval": "00:01:00"}});
+        let p = load_retry(&exp, &invalid).unwrap().unwrap();
+        assert_eq!(p.max_retry_count, 5);
+        let delays: Vec<i64> = (1..=5).map(|r| p.delay(r).whole_seconds()).collect();
+        assert_eq!(delays, vec![10, 20, 40, 60, 60]);
+        let fixed = serde_json::json!({"retry": {"strategy": "fixedDelay", "maxRetryCount": 2, "delayInterval": "00:00:05"}});
+        assert_eq!(
+            load_retry(&fixed, &invalid)
+                .unwrap()
+                .unwrap()
+                .delay(2)
+                .whole_seconds(),
+            5
+        );
+        assert!(load_retry(&serde_json::json!({}), &invalid)
+            .unwrap()
+            .is_none());
+        let bad = serde_json::json!({"retry": {"strategy": "sometimes", "maxRetryCount": 2}});
+        assert!(load_retry(&bad, &invalid).is_err());
+    }
+
+    #[test]
+    fn timer_retries_carry_a_retry_context() {
+        let now = time::macros::datetime!(2026-01-05 08:00 UTC);
+        let ctx = RetryContext {
+            retry_count: 2,
+            max_retry_count: 5,
+            exception: Some("HTTP 500".into()),
+        };
+        let body: Value = serde_json::from_str(&timer_body_with_retry(
+            "ScheduleRestorePoints",
+            "timer",
+            None,
+            false,
+            now,
+            Some(&ctx),
+        ))
+        .unwrap();
+        let rc = &body["Metadata"]["RetryContext"];
+        assert_eq!(rc["RetryCount"], 2);
+        assert_eq!(rc["MaxRetryCount"], 5);
+        assert_eq!(rc["Exception"]["Message"], "HTTP 500");
+        assert!(rc["Instance"].is_null());
+        let plain: Value = serde_json::from_str(&timer_body(
+            "ScheduleRestorePoints",
+            "timer",
+            None,
+            false,
+            now,
+        ))
+        .unwrap();
+        assert!(plain["Metadata"].get("RetryContext").is_none());
+    }
     use crate::emulator::faults::{Dice, FaultConfig};
     use crate::emulator::identity::IdentityEndpoint;
     use crate::emulator::servicebus::BusConfig;
