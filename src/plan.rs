@@ -32,6 +32,14 @@ pub struct Pacing {
     /// ticks simply finish early. Set 1 when collections are known to exist (onboarding creates
     /// them as VMs appear).
     pub writes_per_create: u32,
+    /// ARM's read bucket size and refill per second (per subscription).
+    pub read_burst: u32,
+    pub read_refill_per_sec: f64,
+    /// ARM reads one VM's create brings within the next minutes: the VM and disk GETs, the
+    /// collection GET on create and again on settle (retention), and ~2 polls. With ARM's
+    /// defaults reads, not writes, bound a large first tick when this exceeds
+    /// `2.5 × writes_per_create` (`vmrp bench` measures it: ~6).
+    pub reads_per_create: u32,
     /// Fraction of the bucket and the refill left for writes the plan does not know about
     /// (onboarding by OnVmChanged, redelivered creates). Copies are charged per VM instead, and
     /// deletes have their own bucket.
@@ -44,6 +52,9 @@ impl Default for Pacing {
             burst: 200,
             refill_per_sec: 10.0,
             writes_per_create: 2,
+            read_burst: 250,
+            read_refill_per_sec: 25.0,
+            reads_per_create: 6,
             reserve: 0.05,
         }
     }
@@ -70,6 +81,22 @@ impl Pacing {
     /// (the copy's collection and point PUTs, the collection only the first time).
     pub fn cost(&self, copy_regions: usize) -> f64 {
         f64::from(self.writes_per_create.max(1)) * (1 + copy_regions) as f64
+    }
+
+    /// The offset of create number `k` (0-based) of a subscription that spends `spent` write
+    /// tokens before it and `cost` itself: the later of the write and the read budgets.
+    pub fn offset_of(&self, k: usize, spent: f64, cost: f64) -> Duration {
+        let reads = f64::from(self.reads_per_create);
+        let read_capacity = f64::from(self.read_burst) * (1.0 - self.reserve.clamp(0.0, 1.0));
+        let read_rate = self.read_refill_per_sec * (1.0 - self.reserve.clamp(0.0, 0.99));
+        let read_needed = (k as f64 + 1.0) * reads - read_capacity;
+        let by_reads = if reads <= 0.0 || read_needed <= 0.0 {
+            Duration::ZERO
+        } else {
+            let secs = read_needed / read_rate.max(f64::MIN_POSITIVE);
+            Duration::from_millis((secs * 1000.0).ceil() as u64)
+        };
+        self.offset_after(spent, cost).max(by_reads)
     }
 
     /// The offset at which work costing `cost` may go when `spent` tokens were planned before it
@@ -183,7 +210,7 @@ pub fn plan_tick(
             .entry(vm.subscription().to_ascii_lowercase())
             .or_insert((0, 0.0));
         let cost = pacing.cost(rule.copies.len());
-        let offset = pacing.offset_after(*spent, cost);
+        let offset = pacing.offset_of(*k, *spent, cost);
         *k += 1;
         *spent += cost;
         let request = CreateRequest {
@@ -258,6 +285,7 @@ mod tests {
         let r = rule("r", 3);
         let pacing = Pacing {
             writes_per_create: 1,
+            reads_per_create: 0,
             reserve: 0.0,
             ..Pacing::default()
         };
@@ -282,7 +310,10 @@ mod tests {
     #[test]
     fn thousand_vms_never_overdraw_the_bucket() {
         let r = rule("r", 3);
-        let pacing = Pacing::default();
+        let pacing = Pacing {
+            reads_per_create: 0,
+            ..Pacing::default()
+        };
         let plan = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &pacing);
         let cost = f64::from(pacing.writes_per_create);
         let reserve_rate = pacing.refill_per_sec * pacing.reserve;
@@ -309,6 +340,38 @@ mod tests {
         );
     }
 
+    /// With ARM's defaults a create's ~6 reads outrun its 2 writes: the read bucket sets the pace
+    /// (25/s·95 % / 6 ≈ 3.96 creates/s), and replaying the reads never overdraws it.
+    #[test]
+    fn reads_bound_the_pace_when_they_outrun_writes() {
+        let r = rule("r", 3);
+        let pacing = Pacing::default();
+        let plan = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &pacing);
+        let mut offsets: Vec<Duration> = plan.creates().map(|i| i.offset.unwrap()).collect();
+        offsets.sort();
+        let reads = f64::from(pacing.reads_per_create);
+        let share = 1.0 - pacing.reserve;
+        let mut tokens = f64::from(pacing.read_burst) * share;
+        let mut last = Duration::ZERO;
+        for o in &offsets {
+            tokens += (*o - last).as_secs_f64() * pacing.read_refill_per_sec * share;
+            tokens -= reads;
+            assert!(tokens >= -1e-6, "reads overdrawn at {o:?}: {tokens}");
+            last = *o;
+        }
+        let ideal = (1000.0 * reads - f64::from(pacing.read_burst) * share)
+            / (pacing.read_refill_per_sec * share);
+        assert!((last.as_secs_f64() - ideal).abs() < 1.0, "{last:?} vs {ideal}");
+        // The write budget alone would have finished much sooner.
+        let writes_only = Pacing {
+            reads_per_create: 0,
+            ..Pacing::default()
+        };
+        let w = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &writes_only);
+        let w_last = w.creates().filter_map(|i| i.offset).max().unwrap();
+        assert!(w_last < last, "{w_last:?} vs {last:?}");
+    }
+
     /// A VM whose rule copies to two regions spends three creates' worth of writes, so the
     /// next create waits for them; VMs without copies keep the plain spacing.
     #[test]
@@ -326,6 +389,7 @@ mod tests {
         let pacing = Pacing {
             burst: 1,
             writes_per_create: 1,
+            reads_per_create: 0,
             reserve: 0.0,
             ..Pacing::default()
         };
@@ -348,6 +412,7 @@ mod tests {
         let pacing = Pacing {
             burst: 2,
             writes_per_create: 1,
+            reads_per_create: 0,
             reserve: 0.0,
             ..Pacing::default()
         };

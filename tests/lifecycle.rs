@@ -907,6 +907,8 @@ async fn a_late_timer_run_paces_from_now_with_the_same_ids() {
         refill_per_sec: 10.0,
         writes_per_create: 1,
         reserve: 0.0,
+        reads_per_create: 0,
+        ..vmrp::plan::Pacing::default()
     };
     w.arm.add_vm(VmBuilder::new("s1", "rg", "a").build());
     w.arm.add_vm(VmBuilder::new("s1", "rg", "b").build());
