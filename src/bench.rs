@@ -158,7 +158,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         let bytes = std::fs::metadata(path)
             .map_err(|e| format!("--deploy-binary {}: {e}", path.display()))?
             .len();
-        report["deployBinary"] = json!({"path": path, "bytes": bytes, "mib": bytes as f64 / 1048576.0});
+        report["deployBinary"] =
+            json!({"path": path, "bytes": bytes, "mib": bytes as f64 / 1048576.0});
     }
 
     let (table, all_met) = render(&report);
@@ -248,7 +249,8 @@ async fn per_invocation_figures(
             let mut child = spawn(c, &settings, &log)?;
             let result = wait_first_success(&client, &mut child, &envelope).await;
             let _ = child.process.kill().await;
-            let ms = result.map_err(|e| format!("{} cold start: {e} (log: {})", c.name, log.display()))?;
+            let ms = result
+                .map_err(|e| format!("{} cold start: {e} (log: {})", c.name, log.display()))?;
             eprintln!("  cold start {:>4}: {ms:7.1} ms", c.name);
             cold.entry(c.name).or_default().push(ms);
         }
@@ -276,7 +278,8 @@ async fn per_invocation_figures(
     let mut out = serde_json::Map::new();
     for c in contenders {
         let samples = loads.get(c.name).cloned().unwrap_or_default();
-        let field = |k: &str| -> Vec<f64> { samples.iter().filter_map(|s| s[k].as_f64()).collect() };
+        let field =
+            |k: &str| -> Vec<f64> { samples.iter().filter_map(|s| s[k].as_f64()).collect() };
         out.insert(
             c.name.to_string(),
             json!({
@@ -318,7 +321,10 @@ async fn create_points(emulator: &RunningEmulator) -> Result<Vec<PolledPoint>, S
             vm_id.resource_group().unwrap_or_default(),
             names::collection_name(&vm_name)
         );
-        let point = format!("{collection}/restorePoints/{}", names::restore_point_name(tick, 0));
+        let point = format!(
+            "{collection}/restorePoints/{}",
+            names::restore_point_name(tick, 0)
+        );
         let location = vm.location.clone().unwrap_or_default();
         for (url, body) in [
             (
@@ -482,12 +488,17 @@ async fn wait_first_success(
             Ok(rsp) => {
                 let status = rsp.status();
                 let text = rsp.text().await.unwrap_or_default();
-                last = format!("HTTP {status}: {}", text.chars().take(600).collect::<String>());
+                last = format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(600).collect::<String>()
+                );
             }
             Err(e) => last = e.to_string(),
         }
         if let Ok(Some(status)) = child.process.try_wait() {
-            return Err(format!("the handler exited ({status}); last answer: {last}"));
+            return Err(format!(
+                "the handler exited ({status}); last answer: {last}"
+            ));
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
@@ -525,7 +536,11 @@ async fn load_run(
     let mut child = spawn(c, settings, log)?;
     let warm = poll_envelope(emulator, &points[0], attempt_base + 1);
     wait_first_success(client, &mut child, &warm).await?;
-    let queued_before = emulator.bus.messages("rp-poll").map(|m| m.len()).unwrap_or(0);
+    let queued_before = emulator
+        .bus
+        .messages("rp-poll")
+        .map(|m| m.len())
+        .unwrap_or(0);
     // Envelopes are built before the clock starts: the harness's work is not the handler's.
     let envelopes: Arc<Vec<String>> = Arc::new(
         (0..invocations)
@@ -547,7 +562,9 @@ async fn load_run(
             let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(envelope) = envelopes.get(i) else { break };
+                let Some(envelope) = envelopes.get(i) else {
+                    break;
+                };
                 let key = match client
                     .post(&url)
                     .header("Content-Type", "application/json")
@@ -580,7 +597,11 @@ async fn load_run(
     let cpu_after = cpu_secs(child.pid)?;
     let peak = peak_rss_kib(child.pid)?;
     let _ = child.process.kill().await;
-    let queued_after = emulator.bus.messages("rp-poll").map(|m| m.len()).unwrap_or(0);
+    let queued_after = emulator
+        .bus
+        .messages("rp-poll")
+        .map(|m| m.len())
+        .unwrap_or(0);
     let rescheduled = statuses.get("rescheduled").copied().unwrap_or(0);
     if rescheduled != invocations as u64 {
         return Err(format!(
@@ -651,6 +672,7 @@ async fn fleet_tick(handler: &std::path::Path, vms: usize, speed: f64) -> Result
         "boundSecs": bound,
         "ratioToBound": if bound > 0.0 { span / bound } else { 0.0 },
         "throttled429": throttled,
+        "throttledByClass": counters.throttled_by_class,
         "armRequests": counters.requests,
         "armCallsPerVm": counters.requests as f64 / vms.max(1) as f64,
         "armRequestsByOperation": counters.requests_by_operation,
@@ -685,7 +707,11 @@ async fn polling_efficiency(handler: &std::path::Path) -> Result<Value, String> 
             .get("RestorePoints_Get")
             .copied()
             .unwrap_or(0);
-        let key = if with_copies { "withCopies" } else { "localOnly" };
+        let key = if with_copies {
+            "withCopies"
+        } else {
+            "localOnly"
+        };
         let mut v = json!({
             "vms": 30,
             "ticks": 2,
@@ -753,7 +779,8 @@ fn render(report: &Value) -> (String, bool) {
         peer: fmt_stat(&per["peer"]["coldStartMs"], "ms"),
         ratio: ratio_text(cold_ratio),
         goal: "< 20 ms and ≥ 30× faster",
-        met: median("vmrp", "coldStartMs").map(|v| v < 20.0 && cold_ratio.is_some_and(|r| r >= 30.0)),
+        met: median("vmrp", "coldStartMs")
+            .map(|v| v < 20.0 && cold_ratio.is_some_and(|r| r >= 30.0)),
     });
     let rss_ratio = ratio("peakRssMib");
     rows.push(Row {
