@@ -1,10 +1,10 @@
 //! vmrp: VM restore point automation for Azure, run as an Azure Functions custom handler.
 
+/// Everything that speaks HTTP to Azure: ARM client, credentials, Service Bus scheduler.
+pub mod azure;
 /// `vmrp bench`: issue 8's figures, vmrp beside a Python SDK peer on the emulator.
 #[cfg(feature = "emulator")]
 pub mod bench;
-/// Everything that speaks HTTP to Azure: ARM client, credentials, Service Bus scheduler.
-pub mod azure;
 /// The command line: subcommands and exit codes.
 pub mod cli;
 /// Terminal commands: status, plan.

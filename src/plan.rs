@@ -332,8 +332,8 @@ mod tests {
         }
         // And it does not dawdle: the last create goes within a second of the ideal time.
         let share = 1.0 - pacing.reserve;
-        let ideal = (1000.0 * cost - f64::from(pacing.burst) * share)
-            / (pacing.refill_per_sec * share);
+        let ideal =
+            (1000.0 * cost - f64::from(pacing.burst) * share) / (pacing.refill_per_sec * share);
         assert!(
             (last.as_secs_f64() - ideal).abs() < 1.0,
             "{last:?} vs {ideal}"
@@ -361,13 +361,21 @@ mod tests {
         }
         let ideal = (1000.0 * reads - f64::from(pacing.read_burst) * share)
             / (pacing.read_refill_per_sec * share);
-        assert!((last.as_secs_f64() - ideal).abs() < 1.0, "{last:?} vs {ideal}");
+        assert!(
+            (last.as_secs_f64() - ideal).abs() < 1.0,
+            "{last:?} vs {ideal}"
+        );
         // The write budget alone would have finished much sooner.
         let writes_only = Pacing {
             reads_per_create: 0,
             ..Pacing::default()
         };
-        let w = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &writes_only);
+        let w = plan_tick(
+            TICK,
+            &hourly_timer(),
+            &targets(1000, "s1", &r),
+            &writes_only,
+        );
         let w_last = w.creates().filter_map(|i| i.offset).max().unwrap();
         assert!(w_last < last, "{w_last:?} vs {last:?}");
     }
