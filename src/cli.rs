@@ -35,6 +35,9 @@ pub enum Command {
     /// See it work: emulator + Functions host simulation + this handler, a fleet, a few ticks.
     #[cfg(feature = "emulator")]
     Local(crate::local::LocalArgs),
+    /// Benchmarks: vmrp beside a Python SDK peer on the emulator (see docs/bench.md).
+    #[cfg(feature = "emulator")]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,11 @@ pub async fn main() -> ExitCode {
         }
         #[cfg(feature = "emulator")]
         Command::Local(args) => finish("vmrp local", crate::local::run(args).await),
+        #[cfg(feature = "emulator")]
+        Command::Bench(args) => {
+            quiet_logging();
+            finish("vmrp bench", crate::bench::run(args).await)
+        }
     }
 }
 

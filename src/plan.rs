@@ -1,6 +1,8 @@
 //! Tick planning for the timer (DESIGN §1, §7): one create message per target VM, spread over
 //! time so the creates fit ARM's write budget (a token bucket per subscription: 200 writes,
-//! refilled at 10/s) without 429s, leaving a reserve for polls, copies and deletes.
+//! refilled at 10/s) without 429s. A VM whose rule copies to other regions is charged its copies'
+//! writes too (they go through the same bucket once its point settles, while later creates of
+//! the tick are still going), so only a small reserve is kept for writes the plan cannot see.
 //!
 //! The plan is a pure function of (tick, targets, pacing): a past-due or repeated timer run plans
 //! the same items with the same message ids (Service Bus duplicate detection drops the repeats).
@@ -30,7 +32,17 @@ pub struct Pacing {
     /// ticks simply finish early. Set 1 when collections are known to exist (onboarding creates
     /// them as VMs appear).
     pub writes_per_create: u32,
-    /// Fraction of the bucket and the refill left for polls' follow-ups, copies and deletes.
+    /// ARM's read bucket size and refill per second (per subscription).
+    pub read_burst: u32,
+    pub read_refill_per_sec: f64,
+    /// ARM reads one VM's create brings within the next minutes: the VM and disk GETs, the
+    /// collection GET on create and again on settle (retention), and ~2 polls. With ARM's
+    /// defaults reads, not writes, bound a large first tick when this exceeds
+    /// `2.5 × writes_per_create` (`vmrp bench` measures it: ~6).
+    pub reads_per_create: u32,
+    /// Fraction of the bucket and the refill left for writes the plan does not know about
+    /// (onboarding by OnVmChanged, redelivered creates). Copies are charged per VM instead, and
+    /// deletes have their own bucket.
     pub reserve: f64,
 }
 
@@ -40,7 +52,10 @@ impl Default for Pacing {
             burst: 200,
             refill_per_sec: 10.0,
             writes_per_create: 2,
-            reserve: 0.25,
+            read_burst: 250,
+            read_refill_per_sec: 25.0,
+            reads_per_create: 6,
+            reserve: 0.05,
         }
     }
 }
@@ -58,8 +73,37 @@ impl Pacing {
     /// go: the moment the bucket, full at the start, holds enough tokens for it
     /// (`capacity + rate·t ≥ (k+1)·cost`), rounded up to the millisecond.
     pub fn offset(&self, k: usize) -> Duration {
-        let cost = f64::from(self.writes_per_create.max(1));
-        let needed = (k as f64 + 1.0) * cost - self.capacity();
+        let cost = self.cost(0);
+        self.offset_after(k as f64 * cost, cost)
+    }
+
+    /// ARM writes one VM's work of a tick costs: its create, and as much again per copy region
+    /// (the copy's collection and point PUTs, the collection only the first time).
+    pub fn cost(&self, copy_regions: usize) -> f64 {
+        f64::from(self.writes_per_create.max(1)) * (1 + copy_regions) as f64
+    }
+
+    /// The offset of create number `k` (0-based) of a subscription that spends `spent` write
+    /// tokens before it and `cost` itself: the later of the write and the read budgets.
+    pub fn offset_of(&self, k: usize, spent: f64, cost: f64) -> Duration {
+        let reads = f64::from(self.reads_per_create);
+        let read_capacity = f64::from(self.read_burst) * (1.0 - self.reserve.clamp(0.0, 1.0));
+        let read_rate = self.read_refill_per_sec * (1.0 - self.reserve.clamp(0.0, 0.99));
+        let read_needed = (k as f64 + 1.0) * reads - read_capacity;
+        let by_reads = if reads <= 0.0 || read_needed <= 0.0 {
+            Duration::ZERO
+        } else {
+            let secs = read_needed / read_rate.max(f64::MIN_POSITIVE);
+            Duration::from_millis((secs * 1000.0).ceil() as u64)
+        };
+        self.offset_after(spent, cost).max(by_reads)
+    }
+
+    /// The offset at which work costing `cost` may go when `spent` tokens were planned before it
+    /// in the same subscription: the moment the bucket, full at the start, holds enough
+    /// (`capacity + rate·t ≥ spent + cost`), rounded up to the millisecond.
+    pub fn offset_after(&self, spent: f64, cost: f64) -> Duration {
+        let needed = spent + cost - self.capacity();
         if needed <= 0.0 {
             return Duration::ZERO;
         }
@@ -141,7 +185,8 @@ pub fn plan_tick(
     }
     // Whether each rule's own schedule has an occurrence at this tick (parsed once per rule).
     let mut due: HashMap<&str, Result<(), String>> = HashMap::new();
-    let mut per_subscription: HashMap<String, usize> = HashMap::new();
+    // Per subscription: creates planned so far and the tokens they (and their copies) spend.
+    let mut per_subscription: HashMap<String, (usize, f64)> = HashMap::new();
     let mut items = Vec::with_capacity(by_vm.len());
     for (vm, rule) in by_vm {
         let verdict = due
@@ -161,11 +206,13 @@ pub fn plan_tick(
             });
             continue;
         }
-        let k = per_subscription
+        let (k, spent) = per_subscription
             .entry(vm.subscription().to_ascii_lowercase())
-            .or_insert(0);
-        let offset = pacing.offset(*k);
+            .or_insert((0, 0.0));
+        let cost = pacing.cost(rule.copies.len());
+        let offset = pacing.offset_of(*k, *spent, cost);
         *k += 1;
+        *spent += cost;
         let request = CreateRequest::for_tick(vm.clone(), tick, &rule.name);
         items.push(PlanItem {
             vm: vm.clone(),
@@ -174,12 +221,12 @@ pub fn plan_tick(
             offset: Some(offset),
             not_before: Some(tick + offset),
             reason: format!(
-                "create {} at +{:.1}s (create #{} in subscription {}; {} writes each, bucket {}·{:.0}% at {}/s)",
+                "create {} at +{:.1}s (create #{} in subscription {}; {} writes with its copies, bucket {}·{:.0}% at {}/s)",
                 names::restore_point_name(tick, 0),
                 offset.as_secs_f64(),
                 *k,
                 vm.subscription(),
-                pacing.writes_per_create,
+                cost,
                 pacing.burst,
                 (1.0 - pacing.reserve) * 100.0,
                 pacing.refill_per_sec
@@ -229,6 +276,7 @@ mod tests {
         let r = rule("r", 3);
         let pacing = Pacing {
             writes_per_create: 1,
+            reads_per_create: 0,
             reserve: 0.0,
             ..Pacing::default()
         };
@@ -253,7 +301,10 @@ mod tests {
     #[test]
     fn thousand_vms_never_overdraw_the_bucket() {
         let r = rule("r", 3);
-        let pacing = Pacing::default();
+        let pacing = Pacing {
+            reads_per_create: 0,
+            ..Pacing::default()
+        };
         let plan = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &pacing);
         let cost = f64::from(pacing.writes_per_create);
         let reserve_rate = pacing.refill_per_sec * pacing.reserve;
@@ -271,12 +322,87 @@ mod tests {
             last = *o;
         }
         // And it does not dawdle: the last create goes within a second of the ideal time.
+        let share = 1.0 - pacing.reserve;
         let ideal =
-            (1000.0 * cost - f64::from(pacing.burst) * 0.75) / (pacing.refill_per_sec * 0.75);
+            (1000.0 * cost - f64::from(pacing.burst) * share) / (pacing.refill_per_sec * share);
         assert!(
             (last.as_secs_f64() - ideal).abs() < 1.0,
             "{last:?} vs {ideal}"
         );
+    }
+
+    /// With ARM's defaults a create's ~6 reads outrun its 2 writes: the read bucket sets the pace
+    /// (25/s·95 % / 6 ≈ 3.96 creates/s), and replaying the reads never overdraws it.
+    #[test]
+    fn reads_bound_the_pace_when_they_outrun_writes() {
+        let r = rule("r", 3);
+        let pacing = Pacing::default();
+        let plan = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &pacing);
+        let mut offsets: Vec<Duration> = plan.creates().map(|i| i.offset.unwrap()).collect();
+        offsets.sort();
+        let reads = f64::from(pacing.reads_per_create);
+        let share = 1.0 - pacing.reserve;
+        let mut tokens = f64::from(pacing.read_burst) * share;
+        let mut last = Duration::ZERO;
+        for o in &offsets {
+            tokens += (*o - last).as_secs_f64() * pacing.read_refill_per_sec * share;
+            tokens -= reads;
+            assert!(tokens >= -1e-6, "reads overdrawn at {o:?}: {tokens}");
+            last = *o;
+        }
+        let ideal = (1000.0 * reads - f64::from(pacing.read_burst) * share)
+            / (pacing.read_refill_per_sec * share);
+        assert!(
+            (last.as_secs_f64() - ideal).abs() < 1.0,
+            "{last:?} vs {ideal}"
+        );
+        // The write budget alone would have finished much sooner.
+        let writes_only = Pacing {
+            reads_per_create: 0,
+            ..Pacing::default()
+        };
+        let w = plan_tick(
+            TICK,
+            &hourly_timer(),
+            &targets(1000, "s1", &r),
+            &writes_only,
+        );
+        let w_last = w.creates().filter_map(|i| i.offset).max().unwrap();
+        assert!(w_last < last, "{w_last:?} vs {last:?}");
+    }
+
+    /// A VM whose rule copies to two regions spends three creates' worth of writes, so the
+    /// next create waits for them; VMs without copies keep the plain spacing.
+    #[test]
+    fn copies_are_charged_to_their_vm() {
+        let plain = rule("plain", 3);
+        let mut copying = rule("copying", 3);
+        copying.copies = ["swedencentral", "norwayeast"]
+            .iter()
+            .map(|r| crate::policy::CopyTarget {
+                region: r.to_string(),
+                resource_group: None,
+                retention: None,
+            })
+            .collect();
+        let pacing = Pacing {
+            burst: 1,
+            writes_per_create: 1,
+            reads_per_create: 0,
+            reserve: 0.0,
+            ..Pacing::default()
+        };
+        assert_eq!(pacing.cost(0), 1.0);
+        assert_eq!(pacing.cost(2), 3.0);
+        let offsets = |r: &Rule| -> Vec<u128> {
+            plan_tick(TICK, &hourly_timer(), &targets(3, "s1", r), &pacing)
+                .creates()
+                .map(|i| i.offset.unwrap().as_millis())
+                .collect()
+        };
+        // Bucket of 1 at 10/s: each create waits for the tokens of everything before it.
+        assert_eq!(offsets(&plain), vec![0, 100, 200]);
+        assert_eq!(offsets(&copying), vec![200, 500, 800]);
     }
 
     #[test]
@@ -285,6 +411,7 @@ mod tests {
         let pacing = Pacing {
             burst: 2,
             writes_per_create: 1,
+            reads_per_create: 0,
             reserve: 0.0,
             ..Pacing::default()
         };

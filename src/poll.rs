@@ -2,7 +2,8 @@
 //! settled, retry a failed point, or give up. Pure: the handler does the one GET and acts on the
 //! [`PollDecision`].
 //!
-//! Delays: local points are polled after ~15 s, doubling up to a 5 min cap; copies after ~2 min,
+//! Delays: local points are polled after ~30 s (a restore point is rarely done sooner, so an
+//! earlier first look is a GET spent for nothing), doubling up to a 5 min cap; copies after ~2 min,
 //! then every ~10 min (Azure refreshes copy progress about every 10 min). Every delay gets a
 //! ±10 % jitter derived from a hash of the target and the attempt (no RNG), so a fleet created
 //! at one tick does not poll in lock-step, yet a replay computes the same delays. ARM's
@@ -35,7 +36,7 @@ pub struct Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Self {
-            local_first: Duration::from_secs(15),
+            local_first: Duration::from_secs(30),
             local_cap: Duration::from_secs(5 * 60),
             copy_first: Duration::from_secs(2 * 60),
             copy_every: Duration::from_secs(10 * 60),
@@ -287,24 +288,24 @@ mod tests {
         );
         let cases: Vec<Case> = vec![
             (
-                "creating, poll 1 → ~30 s",
+                "creating, poll 1 → ~60 s",
                 Role::Local,
                 "Creating",
                 vec![],
                 1,
                 0,
                 None,
-                Want::RequeueAbout(secs(30)),
+                Want::RequeueAbout(secs(60)),
             ),
             (
-                "creating, poll 3 → ~120 s",
+                "creating, poll 3 → ~240 s",
                 Role::Local,
                 "Creating",
                 vec![],
                 3,
                 0,
                 None,
-                Want::RequeueAbout(secs(120)),
+                Want::RequeueAbout(secs(240)),
             ),
             (
                 "creating, poll 9 → capped 5 min",
@@ -324,7 +325,7 @@ mod tests {
                 1,
                 0,
                 None,
-                Want::RequeueAbout(secs(30)),
+                Want::RequeueAbout(secs(60)),
             ),
             (
                 "local succeeded",
@@ -445,7 +446,7 @@ mod tests {
         let delays: Vec<Duration> = (1..=10)
             .map(|n| delay_before(Role::Local, n, &t, &b))
             .collect();
-        assert!(within_jitter(delays[0], Duration::from_secs(15)));
+        assert!(within_jitter(delays[0], Duration::from_secs(30)));
         for n in 1..5 {
             assert!(delays[n] > delays[n - 1], "poll {n} grows: {delays:?}");
         }

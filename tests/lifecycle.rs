@@ -153,7 +153,7 @@ async fn create_ensures_collection_once_then_skips_it() {
     assert_eq!(tags.get(TAG_RULE).map(String::as_str), Some("prod"));
     assert_eq!(tags.get(TAG_VM).map(String::as_str), Some(vm.as_str()));
 
-    // The first poll: local, attempt 1, ~15 s later, deterministic id.
+    // The first poll: local, attempt 1, ~30 s later, deterministic id.
     let sent = w.bus.take();
     let p = only_poll(&sent);
     assert_eq!(p.target, point(&vm, T0, 0));
@@ -161,9 +161,9 @@ async fn create_ensures_collection_once_then_skips_it() {
     assert_eq!(p.deadline, T0 + hours(2));
     assert!(about(
         sent[0].not_before.unwrap(),
-        T0 + Duration::from_secs(15),
+        T0 + Duration::from_secs(30),
         0.1,
-        Duration::from_secs(15)
+        Duration::from_secs(30)
     ));
     assert_eq!(
         sent[0].message_id,
@@ -907,6 +907,8 @@ async fn a_late_timer_run_paces_from_now_with_the_same_ids() {
         refill_per_sec: 10.0,
         writes_per_create: 1,
         reserve: 0.0,
+        reads_per_create: 0,
+        ..vmrp::plan::Pacing::default()
     };
     w.arm.add_vm(VmBuilder::new("s1", "rg", "a").build());
     w.arm.add_vm(VmBuilder::new("s1", "rg", "b").build());

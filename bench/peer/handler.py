@@ -34,6 +34,9 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage  # noqa: F401  
 ARM_ENDPOINT = os.environ.get("VMRP_ARM_ENDPOINT", "https://management.azure.com").rstrip("/")
 ARM_AUDIENCE = os.environ.get("VMRP_ARM_AUDIENCE", "https://management.azure.com")
 SB_ENDPOINT = os.environ.get("VMRP_SERVICEBUS_ENDPOINT")
+# The Compute API version vmrp speaks (azure::models::API_VERSION); the SDK's own default is newer
+# than what the emulator (and vmrp) implement.
+COMPUTE_API_VERSION = os.environ.get("VMRP_COMPUTE_API_VERSION", "2025-04-01")
 INSECURE = ARM_ENDPOINT.startswith("http://")
 
 _credential = ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID"))
@@ -45,7 +48,10 @@ def compute(subscription):
     client = _clients.get(subscription)
     if client is None:
         client = ComputeManagementClient(
-            _credential, subscription, base_url=ARM_ENDPOINT, credential_scopes=[ARM_AUDIENCE + "/.default"]
+            _credential,
+            subscription,
+            base_url=ARM_ENDPOINT,
+            credential_scopes=[ARM_AUDIENCE + "/.default"],
         )
         _clients[subscription] = client
     return client
@@ -104,7 +110,9 @@ def poll(msg, now):
     target = msg["target"]
     parts = target.strip("/").split("/")
     sub, rg, rpc, rp = parts[1], parts[3], parts[7], parts[9]
-    point = compute(sub).restore_points.get(rg, rpc, rp, expand="instanceView", enforce_https=not INSECURE)
+    point = compute(sub).restore_points.get(
+        rg, rpc, rp, expand="instanceView", api_version=COMPUTE_API_VERSION, enforce_https=not INSECURE
+    )
     state = point.provisioning_state or "Succeeded"
     percents = [
         (d.replication_status.completion_percent or 0)

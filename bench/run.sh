@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 8's benchmarks: vmrp beside a Python SDK peer (bench/peer) on the in-process emulator.
+#   bench/run.sh [--quick] [--json FILE] [any other `vmrp bench` flag]
+# Builds the release harness/handler and the deploy build (for its size), prepares the peer's
+# venv in ${VMRP_TOOLS:-~/.cache/vmrp-tools}/peer-venv, then runs `vmrp bench`. See docs/bench.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools="${VMRP_TOOLS:-$HOME/.cache/vmrp-tools}"
+venv="$tools/peer-venv"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum bench/peer/requirements.txt | cut -d' ' -f1)"
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "bench: preparing the peer's venv in $venv" >&2
+  mkdir -p "$tools"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/peer/requirements.txt
+  echo "$want" >"$stamp"
+fi
+
+# The deploy build (what ships) is measured for size only; it goes to its own target dir so it
+# does not evict the default-feature build the harness runs.
+echo "bench: cargo build --release --no-default-features (deploy build, for its size)" >&2
+cargo build --release --quiet --no-default-features --target-dir target/deploy
+deploy="target/deploy/release/vmrp"
+stripped="target/deploy/vmrp.stripped"
+cp "$deploy" "$stripped"
+strip "$stripped" 2>/dev/null || echo "bench: strip not found; sizing the unstripped binary" >&2
+
+echo "bench: cargo build --release (harness + handler)" >&2
+cargo build --release --quiet
+
+exec target/release/vmrp bench --deploy-binary "$stripped" --peer "$venv/bin/python bench/peer/handler.py" "$@"
