@@ -644,6 +644,22 @@ fn build_report(
             }
         }
     }
+    // A timer run that failed (e.g. the handler was killed mid-run) sent only part of a tick's
+    // creates; the points it never asked for are explained by it.
+    let failed_timer_run = |tick: OffsetDateTime| -> Option<String> {
+        records
+            .iter()
+            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
+            .filter(|r| r.status != InvocationStatus::Succeeded)
+            .find(|r| r.started >= tick && r.started < tick + time::Duration::hours(1))
+            .map(|r| {
+                format!(
+                    "{:?}: {}",
+                    r.status,
+                    r.error.clone().unwrap_or_else(|| "no reply".into())
+                )
+            })
+    };
     let reason_for = |vm: &str, region: &str, tick: OffsetDateTime, copy: bool| -> String {
         let stem = names::restore_point_name(tick, 0);
         if let Some(r) = reported
@@ -665,7 +681,12 @@ fn build_report(
                 p.provisioning_state,
                 p.copy_percent.map(|c| c.to_string()).unwrap_or("-".into())
             ),
-            None => "no restore point was created".into(),
+            None => match failed_timer_run(tick) {
+                Some(error) => format!(
+                    "no restore point was created: the timer run for this tick failed ({error}) and timer runs are not retried"
+                ),
+                None => "no restore point was created".into(),
+            },
         }
     };
     let mut local = RoleCounts {

@@ -658,6 +658,15 @@ async fn settled_local_point_fans_out_copies_and_prunes_but_keeps_held_source() 
         Some(&point(&vm, ticks[1], 0)),
         &[100, 60],
     );
+    // The copy of ticks[2] was attempted and failed: nothing holds its source any more (a
+    // local point with no copy attempt at all is held, see the next test).
+    w.arm.add_point(
+        &copy_point(&vm, "westus2", ticks[2]),
+        "Failed",
+        ticks[2],
+        Some(&point(&vm, ticks[2], 0)),
+        &[],
+    );
 
     let mut req = poll_req(&vm, &newest, Role::Local, ticks[3]);
     req.copy_to = vec!["westus2".into()];
@@ -1261,4 +1270,38 @@ async fn failed_and_given_up_points_are_reported_once_each() {
         outcomes,
         vec![("failed".into(), 3600), ("given_up".into(), 3 * 3600)]
     );
+}
+
+#[tokio::test]
+async fn a_settled_local_point_whose_copy_has_not_started_is_held_from_retention() {
+    let w = world(testing::policy(vec![rule_s1(1, &["westus2"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let src = collection(&vm);
+    w.arm.add_collection(&src, "eastus", &vm);
+    let ticks: Vec<OffsetDateTime> = (0..4).map(|h| T0 + hours(h * 4)).collect();
+    for t in &ticks {
+        w.arm
+            .add_point(&point(&vm, *t, 0), "Succeeded", *t, None, &[]);
+    }
+    // Only the baseline is copied; the copies of ticks[1] and ticks[2] are still queued (copies
+    // go one at a time per region), so their sources must stay.
+    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    w.arm.add_collection(&target_c, "westus2", &src);
+    w.arm.add_point(
+        &copy_point(&vm, "westus2", ticks[0]),
+        "Succeeded",
+        ticks[0],
+        Some(&point(&vm, ticks[0], 0)),
+        &[100, 100],
+    );
+    let newest = point(&vm, ticks[3], 0);
+    let mut req = poll_req(&vm, &newest, Role::Local, ticks[3]);
+    req.copy_to = vec!["westus2".into()];
+    let out = poll(&w, req, ticks[3] + time::Duration::minutes(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let left = w.arm.point_ids(&src);
+    for t in &ticks {
+        assert!(left.contains(&point(&vm, *t, 0)), "{t} kept");
+    }
+    assert_eq!(w.arm.count(op::DELETE_POINT), 0);
 }

@@ -315,9 +315,22 @@ async fn prune(
     let Some(c) = deps.arm.get_collection(collection, true).await? else {
         return Ok("collection gone, nothing to prune".to_string());
     };
-    let holds = match req.role {
+    let (holds, copied) = match req.role {
         Role::Local => copy_holds(deps, req, rule).await?,
-        Role::Copy => Vec::new(),
+        Role::Copy => (Vec::new(), Vec::new()),
+    };
+    // A settled local point whose copy to some region has not started yet (the copy message can
+    // lag behind the next tick under load) must stay until it has, or until the copy deadline
+    // gives up on it: deleting it would make that copy impossible.
+    let copy_deadline = time::Duration::minutes(i64::from(rule.deadlines.copy_minutes));
+    let uncopied_hold = |id: &ResourceId, created: time::OffsetDateTime| -> Option<String> {
+        if req.role != Role::Local || now - created > copy_deadline {
+            return None;
+        }
+        copied
+            .iter()
+            .find(|(_, sources)| !sources.contains(id))
+            .map(|(region, _)| format!("copy to {region} not started yet"))
     };
     let settled_at = c
         .restore_points()
@@ -346,6 +359,10 @@ async fn prune(
             let mut view = PointView::new(id.clone(), created, state);
             if let Some((_, why)) = holds.iter().find(|(h, _)| *h == id) {
                 view = view.held(why.clone());
+            } else if state == PointState::Settled {
+                if let Some(why) = uncopied_hold(&id, created) {
+                    view = view.held(why);
+                }
             }
             Some(view)
         })
@@ -380,20 +397,27 @@ async fn prune(
     ))
 }
 
-/// Local points that must stay because a copy of them is still replicating, with the reason.
-async fn copy_holds(
-    deps: &Deps,
-    req: &PollRequest,
-    rule: &Rule,
-) -> Result<Vec<(ResourceId, String)>, ArmError> {
+/// Local points that must stay because a copy of them is still replicating, with the reason;
+/// and per copy region, the local points that have a copy there (in any state).
+async fn copy_holds(deps: &Deps, req: &PollRequest, rule: &Rule) -> Result<CopyHolds, ArmError> {
     let mut holds = Vec::new();
+    let mut copied = Vec::new();
     for target in &rule.copies {
         let id =
             names::copy_collection_id(&req.vm, &target.region, target.resource_group.as_deref());
         let Some(c) = deps.arm.get_collection(&id, true).await? else {
+            copied.push((target.region.clone(), Vec::new()));
             continue;
         };
         let points = c.restore_points();
+        copied.push((
+            target.region.clone(),
+            points
+                .iter()
+                .filter_map(|p| p.source_restore_point())
+                .filter_map(|s| ResourceId::parse(s).ok())
+                .collect(),
+        ));
         let newest_succeeded = points
             .iter()
             .filter(|p| p.provisioning_state() == ProvisioningState::Succeeded)
@@ -437,5 +461,8 @@ async fn copy_holds(
             }
         }
     }
-    Ok(holds)
+    Ok((holds, copied))
 }
+
+/// Holds (point, why), and per copy region the sources that have a copy there.
+type CopyHolds = (Vec<(ResourceId, String)>, Vec<(String, Vec<ResourceId>)>);
