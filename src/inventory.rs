@@ -239,23 +239,26 @@ pub fn normalize_region(region: &str) -> String {
         .collect()
 }
 
-/// Why each local point must survive retention for now: a copy of it is still replicating
-/// (DESIGN §6). The same rule as `PollRestorePoint`'s pruning: a settled point whose copy has
-/// not started yet is not held (see `functions::poll_restore_point`), so the dry run shows what
-/// the poller will do.
+/// Why each local point must survive retention for now (DESIGN §6), by the same rules as
+/// `PollRestorePoint`'s pruning, so the dry run shows what the poller will do: a copy of it is
+/// still replicating; or it settled and has no copy yet in some region, and is younger than the
+/// copy deadline (deleting it would make that copy impossible).
 pub fn copy_holds(
     vm: &VmCoverage,
     copy_regions: &[String],
+    now: OffsetDateTime,
+    copy_deadline: time::Duration,
 ) -> std::collections::HashMap<ResourceId, String> {
     let mut holds = std::collections::HashMap::new();
     for region in copy_regions {
         let region = normalize_region(region);
-        let copies = vm
+        let copies: Vec<&PointSummary> = vm
             .collections
             .iter()
             .filter(|c| c.role == CollectionRole::Copy && c.region == region)
-            .flat_map(|c| c.points.iter());
-        for copy in copies {
+            .flat_map(|c| c.points.iter())
+            .collect();
+        for copy in &copies {
             if let (PointStatus::InProgress { percent }, Some(source)) =
                 (&copy.status, &copy.source)
             {
@@ -263,6 +266,20 @@ pub fn copy_holds(
                 holds
                     .entry(source.clone())
                     .or_insert_with(|| format!("copy to {region} still replicating{pct}"));
+            }
+        }
+        let locals = vm
+            .collections
+            .iter()
+            .filter(|c| c.role == CollectionRole::Local)
+            .flat_map(|c| c.points.iter());
+        for p in locals.filter(|p| p.status == PointStatus::Settled) {
+            let young = p.created.is_some_and(|c| now - c <= copy_deadline);
+            let copied = copies.iter().any(|c| c.source.as_ref() == Some(&p.id));
+            if young && !copied {
+                holds
+                    .entry(p.id.clone())
+                    .or_insert_with(|| format!("copy to {region} not started yet"));
             }
         }
     }

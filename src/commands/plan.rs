@@ -114,7 +114,7 @@ pub fn plan(
                 rows.push(row(region, a, t, Some(rule), r))
             });
         }
-        let holds = copy_holds(vm, &regions);
+        let holds = copy_holds(vm, &regions, at, rule.deadline(crate::messages::Role::Copy));
         for c in &vm.collections {
             let region = (c.role == CollectionRole::Copy).then_some(c.region.as_str());
             let retention = rule.retention_for_region(region);
@@ -529,14 +529,34 @@ mod tests {
                 None,
             ),
         ];
-        let a_copies = vec![point(
-            "vm-a",
-            "rpc-vm-a-westus2",
-            "rp-20261125T0400Z",
-            t(5),
-            PointStatus::InProgress { percent: Some(40) },
-            Some(&a_local[2].id),
-        )];
+        // Copies: the baseline and 00:00 are copied; 04:00's copy is still replicating; 08:00
+        // has no copy yet (held: "copy to westus2 not started yet").
+        let a_copies = vec![
+            point(
+                "vm-a",
+                "rpc-vm-a-westus2",
+                "rp-20261124T2000Z",
+                t(-3),
+                PointStatus::Settled,
+                Some(&a_local[0].id),
+            ),
+            point(
+                "vm-a",
+                "rpc-vm-a-westus2",
+                "rp-20261125T0000Z",
+                t(1),
+                PointStatus::Settled,
+                Some(&a_local[1].id),
+            ),
+            point(
+                "vm-a",
+                "rpc-vm-a-westus2",
+                "rp-20261125T0400Z",
+                t(5),
+                PointStatus::InProgress { percent: Some(40) },
+                Some(&a_local[2].id),
+            ),
+        ];
         // vm-b: a crash-free app-consistent point made 1 h ago (manual) → spacing wait.
         let b_local = vec![point(
             "vm-b",
@@ -618,22 +638,31 @@ mod tests {
                 )
             })
             .collect();
-        // The copy of rp-1 (an old point) is still replicating: rp-1 must not be deleted.
-        let copies = vec![point(
-            "vm-a",
-            "rpc-vm-a-westus2",
-            "rp-1",
-            t(5),
-            PointStatus::InProgress { percent: Some(90) },
-            Some(&local[1].id),
-        )];
+        // The copy of rp-1 (an old point) is still replicating: rp-1 must not be deleted. rp-4
+        // has no copy yet: held too. rp-0, rp-2 and rp-3 are copied.
+        let copy = |i: usize, status| {
+            point(
+                "vm-a",
+                "rpc-vm-a-westus2",
+                &format!("rp-{i}"),
+                t(i as i64 * 4 + 1),
+                status,
+                Some(&local[i].id),
+            )
+        };
+        let copies = vec![
+            copy(0, PointStatus::Settled),
+            copy(1, PointStatus::InProgress { percent: Some(90) }),
+            copy(2, PointStatus::Settled),
+            copy(3, PointStatus::Settled),
+        ];
         let inv = Inventory {
             vms: vec![coverage("vm-a", &[("backup", "on")], local, copies)],
         };
         let rows = plan(&inv, &policy(), &timer, t(17), &HashMap::new());
         let deleted: Vec<&str> = rows
             .iter()
-            .filter(|r| r.action == Action::Delete)
+            .filter(|r| r.action == Action::Delete && r.region == "eastus")
             .map(|r| r.target.as_str())
             .collect();
         assert_eq!(deleted, vec!["rp-2"], "{rows:#?}");
