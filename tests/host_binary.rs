@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::listeners_on;
+
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -343,29 +345,6 @@ fn non_loopback_ipv4() -> Vec<Ipv4Addr> {
         }
     }
     found
-}
-
-/// Listening sockets on `port` from /proc/net/tcp{,6}: (file, local address hex).
-fn listeners_on(port: u16) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(table) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in table.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
-                continue;
-            };
-            let Some((addr, port_hex)) = local.split_once(':') else {
-                continue;
-            };
-            if *state == "0A" && u16::from_str_radix(port_hex, 16) == Ok(port) {
-                out.push((file, addr.to_string()));
-            }
-        }
-    }
-    out
 }
 
 #[test]

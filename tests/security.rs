@@ -4,6 +4,8 @@
 //! connection string appears in the handler's log or in this process's own log output; every
 //! listener binds 127.0.0.1 only.
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use vmrp::emulator::server::BusAuth;
 use vmrp::local::{run_scenario_keep, summary_line, Scenario};
+
+use common::listeners_on;
 
 /// Everything this process logs through `tracing` (the emulator and the host simulation run
 /// in-process), kept for the secret scan.
@@ -26,29 +30,6 @@ impl Write for Captured {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// Listening sockets on `port` from /proc/net/tcp{,6}: (file, local address hex).
-fn listeners_on(port: u16) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(table) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in table.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
-                continue;
-            };
-            let Some((addr, port_hex)) = local.split_once(':') else {
-                continue;
-            };
-            if *state == "0A" && u16::from_str_radix(port_hex, 16) == Ok(port) {
-                out.push((file, addr.to_string()));
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -391,3 +391,26 @@ pub fn host_headers(invocation_id: &str) -> Vec<(&'static str, String)> {
         ),
     ]
 }
+
+/// Listening sockets on `port` from /proc/net/tcp{,6}: (file, local address hex).
+pub fn listeners_on(port: u16) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(table) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
+            let Some((addr, port_hex)) = local.split_once(':') else {
+                continue;
+            };
+            if *state == "0A" && u16::from_str_radix(port_hex, 16) == Ok(port) {
+                out.push((file, addr.to_string()));
+            }
+        }
+    }
+    out
+}
