@@ -27,7 +27,9 @@ stripped="target/deploy/vmrp.stripped"
 cp "$deploy" "$stripped"
 strip "$stripped" 2>/dev/null || echo "bench: strip not found; sizing the unstripped binary" >&2
 
-echo "bench: cargo build --release (harness + handler)" >&2
-cargo build --release --quiet
+# The harness build has the emulator: keep it out of target/release, which holds deploy builds
+# (`vmrp package --no-build` packages target/release/vmrp).
+echo "bench: cargo build --release (harness + handler, in target/bench)" >&2
+cargo build --release --quiet --target-dir target/bench
 
-exec target/release/vmrp bench --deploy-binary "$stripped" --peer "$venv/bin/python bench/peer/handler.py" "$@"
+exec target/bench/release/vmrp bench --deploy-binary "$stripped" --peer "$venv/bin/python bench/peer/handler.py" "$@"
