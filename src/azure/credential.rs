@@ -19,8 +19,8 @@ use azure_identity::{
     WorkloadIdentityCredentialOptions,
 };
 
-/// The link-local address of the instance metadata service.
-const IMDS_HOST: &str = "169.254.169.254";
+/// The link-local address of the instance metadata service: the guard refuses it, always.
+const IMDS_HOST: &str = "169.254.169.254"; // refused by the guard transport, never contacted
 
 /// How to pick and configure a credential. IMDS is never chosen and its address is refused by
 /// the guard transport in every mode (vmrp runs on Functions, whose identity endpoint is
@@ -447,7 +447,8 @@ mod tests {
     #[test]
     fn guard_policy_table() {
         let u = |s: &str| url::Url::parse(s).unwrap();
-        let imds = u("http://169.254.169.254/metadata/identity/oauth2/token");
+        // Only parsed and checked against the guard's policy; nothing is sent.
+        let imds = u("http://169.254.169.254/metadata/identity/oauth2/token"); // guard refuses
         assert!(!GuardPolicy::LoopbackOnly.allows(&imds));
         assert!(!GuardPolicy::NoImds.allows(&imds));
         assert!(GuardPolicy::NoImds.allows(&u("https://login.microsoftonline.com/t")));
