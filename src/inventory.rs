@@ -11,6 +11,7 @@ use crate::azure::models::{
     ProvisioningState, RestorePoint, RestorePointCollection, VirtualMachine,
 };
 use crate::azure::{Arm, ArmError, ResourceId, VmScope};
+use crate::policy::regions::canonical_region;
 
 /// Whether a collection holds a VM's own points or copies of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -154,7 +155,7 @@ pub async fn gather(arm: &dyn Arm, subscriptions: &[String]) -> Result<Inventory
             });
             Some(VmCoverage {
                 id,
-                location: normalize_region(vm.location.as_deref().unwrap_or_default()),
+                location: canonical_region(vm.location.as_deref().unwrap_or_default()),
                 vm,
                 collections,
             })
@@ -209,7 +210,7 @@ async fn read_collection(
     points.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     Ok(CollectionView {
         id: id.clone(),
-        region: normalize_region(
+        region: canonical_region(
             full.location
                 .as_deref()
                 .or(listed.location.as_deref())
@@ -230,15 +231,6 @@ pub fn copy_status(point: &RestorePoint) -> PointStatus {
     }
 }
 
-/// `West US 2` → `westus2` (ARM accepts both spellings; compare the short one).
-pub fn normalize_region(region: &str) -> String {
-    region
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
 /// Why each local point must survive retention for now (DESIGN §6), by the same rules as
 /// `PollRestorePoint`'s pruning, so the dry run shows what the poller will do: a copy of it is
 /// still replicating; or it settled and has no copy yet in some region, and is younger than the
@@ -251,7 +243,7 @@ pub fn copy_holds(
 ) -> std::collections::HashMap<ResourceId, String> {
     let mut holds = std::collections::HashMap::new();
     for region in copy_regions {
-        let region = normalize_region(region);
+        let region = canonical_region(region);
         let copies: Vec<&PointSummary> = vm
             .collections
             .iter()
@@ -330,11 +322,5 @@ mod tests {
             copy_status(&copy_point(&[])),
             PointStatus::InProgress { percent: None }
         );
-    }
-
-    #[test]
-    fn region_names_normalise() {
-        assert_eq!(normalize_region("West US 2"), "westus2");
-        assert_eq!(normalize_region("westus2"), "westus2");
     }
 }

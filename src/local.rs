@@ -6,6 +6,7 @@
 //! The same [`run_scenario`] drives the end-to-end, chaos and benchmark runs, so what the README
 //! shows is what the tests check.
 
+use crate::policy::regions::canonical_region;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,7 +24,6 @@ use crate::emulator::arm::{ArmConfig, FleetSpec, PointSummary};
 use crate::emulator::faults::FaultConfig;
 use crate::emulator::host_sim::{HostSim, HostSimConfig, InvocationStatus};
 use crate::emulator::server::{self, BusAuth, EmulatorConfig, RunningEmulator};
-use crate::inventory::normalize_region;
 use crate::names;
 use crate::policy::Policy;
 
@@ -228,13 +228,13 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         .map_err(|e| LocalError::Io(format!("cannot find this executable: {e}")))?;
     let mut scenario = Scenario::new(handler);
     scenario.fleet.count = args.vms;
-    scenario.fleet.regions = args.regions.iter().map(|r| normalize_region(r)).collect();
+    scenario.fleet.regions = args.regions.iter().map(|r| canonical_region(r)).collect();
     scenario.fleet.seed = args.seed;
     scenario.copy_to = args
         .copy_to
         .iter()
         .filter(|r| !r.trim().is_empty())
-        .map(|r| normalize_region(r))
+        .map(|r| canonical_region(r))
         .collect();
     scenario.ticks = args.ticks;
     scenario.speed = args.speed;
@@ -514,7 +514,7 @@ fn expected_points(
         let name = id.name().unwrap_or_default().to_string();
         e.vm_region.insert(
             name.clone(),
-            normalize_region(vm.location.as_deref().unwrap_or_default()),
+            canonical_region(vm.location.as_deref().unwrap_or_default()),
         );
         for tick in ticks {
             if !rule.is_due(timer, *tick).unwrap_or(false) {
@@ -523,7 +523,7 @@ fn expected_points(
             e.local.insert((name.clone(), *tick));
             for c in rule.copy_regions() {
                 e.copies
-                    .insert((name.clone(), *tick, normalize_region(&c.region)));
+                    .insert((name.clone(), *tick, canonical_region(&c.region)));
             }
         }
     }
@@ -552,7 +552,7 @@ impl Tracker {
             };
             let vm = p.vm.rsplit('/').next().unwrap_or_default().to_string();
             self.settled.insert(
-                (vm, normalize_region(&p.region), p.id.to_ascii_lowercase()),
+                (vm, canonical_region(&p.region), p.id.to_ascii_lowercase()),
                 (tick, copy),
             );
         }
@@ -670,7 +670,7 @@ fn build_report(
         }
         let seen = points.iter().find(|p| {
             p.vm.ends_with(&format!("/{vm}"))
-                && normalize_region(&p.region) == region
+                && canonical_region(&p.region) == region
                 && p.source_restore_point.is_some() == copy
                 && p.id.contains(&stem)
         });
@@ -797,7 +797,7 @@ fn vm_rows(
             let mut points_by_region = BTreeMap::new();
             for p in &mine {
                 *points_by_region
-                    .entry(normalize_region(&p.region))
+                    .entry(canonical_region(&p.region))
                     .or_insert(0) += 1;
             }
             let last = mine
@@ -933,7 +933,7 @@ impl Progress {
             .filter(|p| p.source_restore_point.is_some() && p.copy_percent.unwrap_or(100) < 100)
         {
             let e = copy_pct
-                .entry(normalize_region(&p.region))
+                .entry(canonical_region(&p.region))
                 .or_insert((0, 0));
             e.0 += i64::from(p.copy_percent.unwrap_or(0));
             e.1 += 1;

@@ -3,6 +3,7 @@
 //! gathers through `inventory` (GETs only) and decides with the same pure functions the handlers
 //! use (`policy`, `schedule`, `retention`, `names`).
 
+use crate::policy::regions::canonical_region;
 use std::collections::HashMap;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -12,8 +13,7 @@ use time::OffsetDateTime;
 use crate::azure::models::ConsistencyMode;
 use crate::azure::ResourceId;
 use crate::inventory::{
-    copy_holds, normalize_region, CollectionRole, CollectionView, Inventory, PointStatus,
-    VmCoverage,
+    copy_holds, CollectionRole, CollectionView, Inventory, PointStatus, VmCoverage,
 };
 use crate::names;
 use crate::policy::{DiskInfo, Policy, Rule, MIN_SPACING_APP, MIN_SPACING_CRASH};
@@ -107,7 +107,7 @@ pub fn plan(
         let regions: Vec<String> = rule
             .copy_regions()
             .iter()
-            .map(|c| normalize_region(&c.region))
+            .map(|c| canonical_region(&c.region))
             .collect();
         for region in &regions {
             plan_copy(vm, region, &mut |a, t, r| {

@@ -1,13 +1,14 @@
 //! `vmrp status`: coverage now — per VM and region the newest settled point and its age against
 //! the schedule (ok / late / missing), copies in flight with their percent, and failures.
 
+use crate::policy::regions::canonical_region;
 use std::collections::BTreeSet;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-use crate::inventory::{normalize_region, CollectionRole, Inventory, PointStatus};
+use crate::inventory::{CollectionRole, Inventory, PointStatus};
 use crate::policy::Policy;
 use crate::schedule::Schedule;
 
@@ -72,7 +73,7 @@ pub fn evaluate(
             regions.extend(
                 rule.copies
                     .iter()
-                    .map(|c| (true, normalize_region(&c.region))),
+                    .map(|c| (true, canonical_region(&c.region))),
             );
         }
         regions.extend(

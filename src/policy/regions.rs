@@ -63,31 +63,37 @@ pub const KNOWN_REGIONS: &[&str] = &[
     "westus3",
 ];
 
-/// `"West US 2"`, `"westus2"`, `" WestUS2 "` → `Some("westus2")`; unknown names → `None`.
-pub fn normalize_region(name: &str) -> Option<&'static str> {
-    let squashed: String = name
-        .chars()
+/// The short form ARM uses for a region name: `"West US 2"` → `"westus2"`. Any name, known or
+/// not (ARM accepts both spellings; compare this form).
+pub fn canonical_region(name: &str) -> String {
+    name.chars()
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_lowercase)
-        .collect();
+        .collect()
+}
+
+/// `"West US 2"`, `"westus2"`, `" WestUS2 "` → `Some("westus2")`; unknown names → `None`.
+pub fn normalize_region(name: &str) -> Option<&'static str> {
+    let squashed = canonical_region(name);
     KNOWN_REGIONS.iter().copied().find(|r| *r == squashed)
 }
 
 /// Whether two region spellings name the same region (`"West US 2"` = `"westus2"`). Unknown
 /// names compare by their squashed lowercase form, so a typo never equals a real region.
 pub fn same_region(a: &str, b: &str) -> bool {
-    let squash = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !c.is_whitespace())
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    squash(a) == squash(b)
+    canonical_region(a) == canonical_region(b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_form_of_any_region_name() {
+        assert_eq!(canonical_region("West US 2"), "westus2");
+        assert_eq!(canonical_region("westus2"), "westus2");
+        assert_eq!(canonical_region(" Not A Region "), "notaregion");
+    }
 
     #[test]
     fn display_names_and_arm_names_normalise_to_the_arm_name() {
