@@ -247,7 +247,8 @@ fn from_map<T: DeserializeOwned>(
     })
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// "a string", "an object", …: a JSON value's type, for error messages.
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

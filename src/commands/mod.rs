@@ -156,6 +156,23 @@ pub fn subscriptions_to_read(
     Ok(subs)
 }
 
+/// Prints rows as pretty JSON (`--json`) or as the command's table.
+pub(crate) fn print_rows<T: serde::Serialize>(
+    rows: &[T],
+    json: bool,
+    render: fn(&[T]) -> String,
+) -> Result<(), String> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", render(rows));
+    }
+    Ok(())
+}
+
 pub(crate) fn arm_failed(e: ArmError) -> String {
     format!("{e}\n  check the credential's access (Reader on the subscription is enough for this command)")
 }

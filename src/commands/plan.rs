@@ -368,14 +368,7 @@ pub async fn run(args: PlanArgs) -> Result<std::process::ExitCode, String> {
     let rows = plan_with(&arm, &policy, &timer, at, &subscriptions)
         .await
         .map_err(super::arm_failed)?;
-    if args.arm.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
-        );
-    } else {
-        println!("{}", render(&rows));
-    }
+    super::print_rows(&rows, args.arm.json, render)?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -330,14 +330,7 @@ pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
         now,
         Grace::default(),
     );
-    if args.arm.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
-        );
-    } else {
-        println!("{}", render(&rows));
-    }
+    super::print_rows(&rows, args.arm.json, render)?;
     let healthy = rows.iter().all(|r| r.coverage == Coverage::Ok);
     Ok(if healthy {
         std::process::ExitCode::SUCCESS

@@ -439,14 +439,7 @@ fn unquote(s: &str) -> String {
 
 /// A short description of a value for error messages: its JSON type and a preview.
 fn describe(v: &Value) -> String {
-    let kind = match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
+    let kind = crate::messages::json_type(v);
     match v {
         Value::Null => kind.to_string(),
         Value::String(s) => format!("{kind} {}", quote_preview(s)),
