@@ -324,20 +324,9 @@ pub fn get_collection(store: &Store, ctx: &Ctx<'_>, sub: &str, rg: &str, name: &
     if let Err(r) = check_rg(store, sub, rg) {
         return r;
     }
-    let expand = match ctx.query.get("$expand") {
-        None => false,
-        Some(e) if e.eq_ignore_ascii_case("restorePoints") => true,
-        Some(e) => {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                format!(
-                    "The value '{e}' of parameter '$expand' is not valid. Allowed value is \
-                'restorePoints'."
-                ),
-                "$expand",
-            )
-        }
+    let expand = match expand_flag(ctx, "restorePoints") {
+        Ok(flag) => flag,
+        Err(reply) => return reply,
     };
     match store
         .collections

@@ -408,6 +408,21 @@ fn is_dated_version(v: &str) -> bool {
     .is_ok()
 }
 
+/// `$expand`: absent → false, the one allowed value (any case) → true, anything else → ARM's
+/// 400 `InvalidParameter` (the spec's expand parameters are single-value enums).
+fn expand_flag(ctx: &Ctx<'_>, allowed: &str) -> Result<bool, Reply> {
+    match ctx.query.get("$expand") {
+        None => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case(allowed) => Ok(true),
+        Some(e) => Err(Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!("The value '{e}' of parameter '$expand' is not valid. Allowed value is '{allowed}'."),
+            "$expand",
+        )),
+    }
+}
+
 fn sub_not_found(sub: &str) -> Reply {
     Reply::error(
         404,

@@ -665,20 +665,9 @@ pub fn get_point(
     if let Err(r) = check_rg(store, sub, rg) {
         return r;
     }
-    let iv = match ctx.query.get("$expand") {
-        None => false,
-        Some(e) if e.eq_ignore_ascii_case("instanceView") => true,
-        Some(e) => {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                format!(
-                    "The value '{e}' of parameter '$expand' is not valid. Allowed value is \
-                'instanceView'."
-                ),
-                "$expand",
-            )
-        }
+    let iv = match expand_flag(ctx, "instanceView") {
+        Ok(flag) => flag,
+        Err(reply) => return reply,
     };
     let coll_id = compute_id(sub, rg, "restorePointCollections", coll);
     if !store.collections.contains_key(&coll_id) {

@@ -149,31 +149,19 @@ pub fn list_vms(store: &Store, ctx: &Ctx<'_>, route: &Route) -> Reply {
             }
         },
     };
-    let expand = if matches!(route, Route::VmListByLocation { .. }) {
-        None
-    } else {
-        ctx.query.get("$expand")
-    };
-    if let Some(e) = expand {
-        if !e.eq_ignore_ascii_case("instanceView") {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                format!(
-                    "The value '{e}' of parameter '$expand' is not valid. Allowed value is \
-                'instanceView'."
-                ),
-                "$expand",
-            );
-        }
-        if scale_set.is_none() {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                "$expand=instanceView can only be specified with a valid $filter.",
-                "$expand",
-            );
-        }
+    // List by location takes no `$expand`; the others allow only `instanceView`.
+    let expand = !matches!(route, Route::VmListByLocation { .. })
+        && match expand_flag(ctx, "instanceView") {
+            Ok(flag) => flag,
+            Err(reply) => return reply,
+        };
+    if expand && scale_set.is_none() {
+        return Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            "$expand=instanceView can only be specified with a valid $filter.",
+            "$expand",
+        );
     }
     let status_only = matches!(route, Route::VmListAll { .. })
         && ctx
@@ -218,7 +206,7 @@ pub fn list_vms(store: &Store, ctx: &Ctx<'_>, route: &Route) -> Reply {
                 "properties": {"instanceView": vm_instance_view(store, id, ctx.now)}})
         } else {
             let mut doc = rec.doc.clone();
-            if expand.is_some() {
+            if expand {
                 doc["properties"]["instanceView"] = vm_instance_view(store, id, ctx.now);
             }
             doc
