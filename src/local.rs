@@ -341,15 +341,18 @@ pub async fn run_scenario_keep(
         let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         return Err(LocalError::Policy(lines.join("; ")));
     }
+    // Kept on purpose: it holds the app files the host simulation restarts the handler from
+    // (after a kill) and the handler log the report names, which outlive this function.
     let app_root = tempfile::Builder::new()
         .prefix("vmrp-local-")
         .tempdir()
-        .map_err(|e| LocalError::Io(e.to_string()))?;
-    write_app(app_root.path())?;
+        .map_err(|e| LocalError::Io(e.to_string()))?
+        .keep();
+    write_app(&app_root)?;
     let handler_log = scenario
         .handler_log
         .clone()
-        .unwrap_or_else(|| app_root.path().join("handler.log"));
+        .unwrap_or_else(|| app_root.join("handler.log"));
 
     let mut settings = emulator.handler_settings(BusAuth::Sas);
     settings.insert(
@@ -365,7 +368,7 @@ pub async fn run_scenario_keep(
         "RUST_LOG".into(),
         std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
     );
-    let mut sim_config = HostSimConfig::new(app_root.path());
+    let mut sim_config = HostSimConfig::new(&app_root);
     sim_config.app_settings = settings;
     sim_config.timer_ticks = Some(scenario.ticks);
     sim_config.executable_override = Some(scenario.handler.clone());
@@ -445,8 +448,6 @@ pub async fn run_scenario_keep(
         started,
         Some(handler_log),
     );
-    // Keep the app folder alive as long as the emulator might restart the handler.
-    std::mem::forget(app_root);
     Ok((report, emulator))
 }
 
