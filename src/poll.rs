@@ -9,6 +9,7 @@
 //! at one tick does not poll in lock-step, yet a replay computes the same delays. ARM's
 //! `Retry-After` always wins. No delay reaches past the deadline, so the give-up is on time.
 
+use crate::schedule::rfc3339;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -202,11 +203,6 @@ fn failure_detail(point: &RestorePoint) -> Option<String> {
 
 fn non_negative(d: time::Duration) -> Duration {
     d.try_into().unwrap_or(Duration::ZERO)
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]

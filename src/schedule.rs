@@ -138,6 +138,12 @@ impl Schedule {
     }
 }
 
+/// RFC 3339 text of a timestamp (`2026-11-25T03:00:00Z`), for logs and reasons.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 fn to_chrono(t: OffsetDateTime) -> DateTime<Utc> {
     Utc.timestamp_opt(t.unix_timestamp(), t.nanosecond())
         .single()

@@ -4,6 +4,7 @@
 //! use (`policy`, `schedule`, `retention`, `names`).
 
 use crate::policy::regions::canonical_region;
+use crate::schedule::rfc3339;
 use std::collections::HashMap;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -313,11 +314,6 @@ fn plan_copy(vm: &VmCoverage, region: &str, emit: &mut dyn FnMut(Action, &str, S
         &source.name,
         format!("newest settled local point, not yet in {region}"),
     );
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 /// The table people read.

@@ -170,9 +170,7 @@ async fn mark_orphaned(
         Ok(c) => c,
         Err(e) => return arm_outcome("orphan marking: listing collections", vm, &e),
     };
-    let stamp = at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let stamp = crate::schedule::rfc3339(at);
     let mut marked = 0;
     for c in collections {
         let belongs = support::tag(c.tags.as_ref(), TAG_VM)

@@ -7,6 +7,7 @@
 //! de-duplicated, each VM under its first matching rule. A rule without any scope matches VMs
 //! found through other rules' scopes only: the handler cannot list "everything".
 
+use crate::schedule::rfc3339;
 use std::collections::{BTreeMap, BTreeSet};
 
 use time::OffsetDateTime;
@@ -281,9 +282,4 @@ async fn delete_expired_orphans(deps: &Deps, now: OffsetDateTime) -> String {
     } else {
         String::new()
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }

@@ -2,6 +2,7 @@
 //! [`FleetSpec`] (seed included) always yields the same subscriptions, resource groups, VMs,
 //! disks, ids and GUIDs. Also the deterministic hashing the emulator uses for GUIDs and jitter.
 
+pub use crate::schedule::rfc3339;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -478,12 +479,6 @@ impl VmSeed {
         }
         disk
     }
-}
-
-/// RFC 3339 text of a timestamp (UTC `Z` form).
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 /// A stable 64-bit hash of `(seed, text)`: FNV-1a then a splitmix64 finaliser (stable across
