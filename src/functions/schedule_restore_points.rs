@@ -22,8 +22,9 @@ use crate::plan::{self, PlanTarget};
 use crate::policy::Policy;
 use crate::schedule::Schedule;
 
-/// What a timer run at `now` would do: the tick, the plan, and what listing found. Used by the
-/// handler and by `vmrp plan` (read-only: only VM reads, no writes).
+/// What a timer run at `now` would do: the tick, the plan, and what listing found (computed with
+/// VM reads only; the handler then sends the plan). `vmrp plan` does not call this: it judges
+/// existing points too, from `inventory`, with the same pure rules (`policy`, `names`).
 #[derive(Debug, Clone)]
 pub struct TickPlan {
     pub tick: OffsetDateTime,
