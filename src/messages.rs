@@ -5,8 +5,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::azure::models::ConsistencyMode;
+use crate::azure::models::{ConsistencyMode, VirtualMachine};
 use crate::azure::{Queue, ResourceId};
+use crate::policy::DiskInfo;
 
 /// The message schema version this build reads and writes.
 pub const MESSAGE_VERSION: u64 = 1;
@@ -37,6 +38,40 @@ pub struct CreateRequest {
     /// create, 5xx); part of the rescheduled message's id, not of any resource name.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// What the timer's listings showed of the VM when it planned this create. Optional (other
+    /// senders leave it out): it spares the handler its VM, disk and collection reads, which
+    /// would otherwise bound a large tick's pace (ARM reads: 250 + 25/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed: Option<Box<ListedVm>>,
+}
+
+/// The timer's view of one VM, carried in its create message. The handler trusts it only while
+/// it is younger than `Tuning::listed_max_age`, and reads ARM again when a write based on it is
+/// refused for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListedVm {
+    /// When the listing was read (the timer run's `now`).
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The VM as the VM listing returned it.
+    pub vm: VirtualMachine,
+    /// The VM's data disks as the disk listing showed them; a disk missing here is read alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskInfo>,
+    /// The VM's local collection as the collection listing showed it; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<CollectionSeen>,
+}
+
+/// What the collection listing showed of a VM's local collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CollectionSeen {
+    /// It exists with this VM as its source and no orphan mark: nothing to ensure.
+    Ready,
+    /// It does not exist: create it without reading it first.
+    Missing,
 }
 
 /// "Copy this restore point to that region."
@@ -115,6 +150,7 @@ impl CreateRequest {
             copy_to: None,
             retry: 0,
             attempt: 0,
+            listed: None,
         }
     }
 }
@@ -277,6 +313,7 @@ mod tests {
             copy_to: Some(vec!["westus2".into()]),
             retry: 0,
             attempt: 0,
+            listed: None,
         }
     }
 

@@ -1,8 +1,10 @@
 //! Tick planning for the timer (DESIGN §1, §7): one create message per target VM, spread over
-//! time so the creates fit ARM's write budget (a token bucket per subscription: 200 writes,
-//! refilled at 10/s) without 429s. A VM whose rule copies to other regions is charged its copies'
-//! writes too (they go through the same bucket once its point settles, while later creates of
-//! the tick are still going), so only a small reserve is kept for writes the plan cannot see.
+//! time so the creates fit ARM's budgets (token buckets per subscription: 200 writes refilled at
+//! 10/s, 250 reads refilled at 25/s) without 429s. Each VM is charged what its create will cost,
+//! given what the timer's listings spared it (`Pacing::cost_of`); a VM whose rule copies to other
+//! regions is charged its copies' writes too (they go through the same bucket once its point
+//! settles, while later creates of the tick are still going), so only a small reserve is kept
+//! for work the plan cannot see.
 //!
 //! The plan is a pure function of (tick, targets, pacing): a past-due or repeated timer run plans
 //! the same items with the same message ids (Service Bus duplicate detection drops the repeats).
@@ -15,7 +17,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::azure::{OutgoingMessage, Queue, ResourceId};
-use crate::messages::{CreateRequest, QueueMessage};
+use crate::messages::{CollectionSeen, CreateRequest, ListedVm, QueueMessage};
 use crate::names;
 use crate::policy::Rule;
 use crate::schedule::Schedule;
@@ -27,20 +29,20 @@ pub struct Pacing {
     pub burst: u32,
     /// ARM's refill rate, writes per second.
     pub refill_per_sec: f64,
-    /// ARM writes one create costs: the point PUT, plus the collection PUT the first time a VM is
-    /// seen. Default 2, the worst case: a fleet's first tick creates every collection, and later
-    /// ticks simply finish early. Set 1 when collections are known to exist (onboarding creates
-    /// them as VMs appear).
+    /// ARM writes a create costs when the timer could not see its collection: the point PUT and
+    /// the collection PUT (a fleet's first tick creates every collection). A create whose
+    /// collection the listing showed ready costs one write.
     pub writes_per_create: u32,
-    /// ARM's read bucket size and refill per second (per subscription).
+    /// ARM's read bucket size and refill per second (per subscription). The handler lowers
+    /// `read_burst` to what ARM last reported remaining, since its listings spent some.
     pub read_burst: u32,
     pub read_refill_per_sec: f64,
-    /// ARM reads one VM's create brings within the next minutes: the VM and disk GETs, the
-    /// collection GET on create and again on settle (retention), and ~2 polls. With ARM's
-    /// defaults reads, not writes, bound a large first tick when this exceeds
-    /// `2.5 × writes_per_create` (`vmrp bench` measures it: ~6).
+    /// ARM reads every create brings within the next minutes, whatever the timer knew: about two
+    /// polls of the point and the collection read for retention when it settles (`vmrp bench`
+    /// measures them). Reads the timer's listing could not spare (VM, disks, collection) are
+    /// added per VM.
     pub reads_per_create: u32,
-    /// Fraction of the bucket and the refill left for writes the plan does not know about
+    /// Fraction of the bucket and the refill left for work the plan does not know about
     /// (onboarding by OnVmChanged, redelivered creates). Copies are charged per VM instead, and
     /// deletes have their own bucket.
     pub reserve: f64,
@@ -54,69 +56,89 @@ impl Default for Pacing {
             writes_per_create: 2,
             read_burst: 250,
             read_refill_per_sec: 25.0,
-            reads_per_create: 6,
+            reads_per_create: 3,
             reserve: 0.05,
         }
     }
 }
 
+/// What one VM's work of a tick spends from ARM's buckets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    pub writes: f64,
+    pub reads: f64,
+}
+
 impl Pacing {
-    /// Tokens creates may use at once.
-    fn capacity(&self) -> f64 {
-        f64::from(self.burst) * (1.0 - self.reserve.clamp(0.0, 1.0))
-    }
-    /// Tokens per second creates may use.
-    fn rate(&self) -> f64 {
-        self.refill_per_sec * (1.0 - self.reserve.clamp(0.0, 0.99))
-    }
-    /// The offset from the start at which the `k`-th create (0-based) of one subscription may
-    /// go: the moment the bucket, full at the start, holds enough tokens for it
-    /// (`capacity + rate·t ≥ (k+1)·cost`), rounded up to the millisecond.
-    pub fn offset(&self, k: usize) -> Duration {
-        let cost = self.cost(0);
-        self.offset_after(k as f64 * cost, cost)
+    /// The share of a bucket and of its refill the plan may use.
+    fn share(&self) -> f64 {
+        1.0 - self.reserve.clamp(0.0, 0.99)
     }
 
-    /// ARM writes one VM's work of a tick costs: its create, and as much again per copy region
-    /// (the copy's collection and point PUTs, the collection only the first time).
-    pub fn cost(&self, copy_regions: usize) -> f64 {
-        f64::from(self.writes_per_create.max(1)) * (1 + copy_regions) as f64
+    /// What `target`'s create costs, with its copies: its point PUT, its collection PUT unless
+    /// the listing showed the collection ready, as much again per copy region (the copy's
+    /// collection and point PUTs; copy collections are not listed); the reads every create
+    /// brings, plus those the listing did not spare: the VM GET, a GET per data disk the disk
+    /// listing did not show, the collection GET when its state is unknown.
+    pub fn cost_of(&self, target: &PlanTarget<'_>) -> Cost {
+        let unknown = f64::from(self.writes_per_create.max(1));
+        let listed = target.listed.as_ref();
+        let local_writes = match listed.and_then(|l| l.collection) {
+            Some(CollectionSeen::Ready) => 1.0,
+            _ => unknown,
+        };
+        let spared_not = match listed {
+            // The VM, its disks (one on average) and the collection.
+            None => 3,
+            Some(l) => {
+                let unlisted_disks =
+                    l.vm.disks()
+                        .into_iter()
+                        .filter(|d| d.lun.is_some())
+                        .filter_map(|d| d.managed_disk_id)
+                        .filter(|id| !l.disks.iter().any(|info| &info.id == id))
+                        .count();
+                unlisted_disks + usize::from(l.collection.is_none())
+            }
+        };
+        Cost {
+            writes: local_writes + unknown * target.rule.copies.len() as f64,
+            reads: f64::from(self.reads_per_create) + spared_not as f64,
+        }
     }
 
-    /// The offset of create number `k` (0-based) of a subscription that spends `spent` write
-    /// tokens before it and `cost` itself: the later of the write and the read budgets.
-    pub fn offset_of(&self, k: usize, spent: f64, cost: f64) -> Duration {
-        let reads = f64::from(self.reads_per_create);
-        let read_capacity = f64::from(self.read_burst) * (1.0 - self.reserve.clamp(0.0, 1.0));
-        let read_rate = self.read_refill_per_sec * (1.0 - self.reserve.clamp(0.0, 0.99));
-        let read_needed = (k as f64 + 1.0) * reads - read_capacity;
-        let by_reads = if reads <= 0.0 || read_needed <= 0.0 {
-            Duration::ZERO
-        } else {
-            let secs = read_needed / read_rate.max(f64::MIN_POSITIVE);
+    /// The offset at which work costing `cost` may go when `spent` was planned before it in the
+    /// same subscription: the later of the moments each bucket, full at the start, holds enough
+    /// (`capacity + rate·t ≥ spent + cost`), rounded up to the millisecond.
+    pub fn offset_after(&self, spent: Cost, cost: Cost) -> Duration {
+        let wait = |burst: u32, rate: f64, needed: f64| {
+            let missing = needed - f64::from(burst) * self.share();
+            if needed <= 0.0 || missing <= 0.0 {
+                return Duration::ZERO;
+            }
+            let secs = missing / (rate * self.share()).max(f64::MIN_POSITIVE);
             Duration::from_millis((secs * 1000.0).ceil() as u64)
         };
-        self.offset_after(spent, cost).max(by_reads)
-    }
-
-    /// The offset at which work costing `cost` may go when `spent` tokens were planned before it
-    /// in the same subscription: the moment the bucket, full at the start, holds enough
-    /// (`capacity + rate·t ≥ spent + cost`), rounded up to the millisecond.
-    pub fn offset_after(&self, spent: f64, cost: f64) -> Duration {
-        let needed = spent + cost - self.capacity();
-        if needed <= 0.0 {
-            return Duration::ZERO;
-        }
-        let secs = needed / self.rate().max(f64::MIN_POSITIVE);
-        Duration::from_millis((secs * 1000.0).ceil() as u64)
+        let by_writes = wait(self.burst, self.refill_per_sec, spent.writes + cost.writes);
+        let by_reads = if cost.reads > 0.0 {
+            wait(
+                self.read_burst,
+                self.read_refill_per_sec,
+                spent.reads + cost.reads,
+            )
+        } else {
+            Duration::ZERO
+        };
+        by_writes.max(by_reads)
     }
 }
 
-/// A VM and the rule that selected it.
+/// A VM, the rule that selected it, and what the timer's listings showed of it.
 #[derive(Debug, Clone)]
 pub struct PlanTarget<'a> {
     pub vm: ResourceId,
     pub rule: &'a Rule,
+    pub listed: Option<ListedVm>,
 }
 
 /// What the plan does for one VM.
@@ -179,16 +201,17 @@ pub fn plan_tick(
     targets: &[PlanTarget<'_>],
     pacing: &Pacing,
 ) -> Plan {
-    let mut by_vm: BTreeMap<&ResourceId, &Rule> = BTreeMap::new();
+    let mut by_vm: BTreeMap<&ResourceId, &PlanTarget<'_>> = BTreeMap::new();
     for t in targets {
-        by_vm.entry(&t.vm).or_insert(t.rule);
+        by_vm.entry(&t.vm).or_insert(t);
     }
     // Whether each rule's own schedule has an occurrence at this tick (parsed once per rule).
     let mut due: HashMap<&str, Result<(), String>> = HashMap::new();
-    // Per subscription: creates planned so far and the tokens they (and their copies) spend.
-    let mut per_subscription: HashMap<String, (usize, f64)> = HashMap::new();
+    // Per subscription: creates planned so far and what they (and their copies) spend.
+    let mut per_subscription: HashMap<String, (usize, Cost)> = HashMap::new();
     let mut items = Vec::with_capacity(by_vm.len());
-    for (vm, rule) in by_vm {
+    for (vm, target) in by_vm {
+        let rule = target.rule;
         let verdict = due
             .entry(rule.name.as_str())
             .or_insert_with(|| rule_due(rule, timer, tick))
@@ -208,12 +231,20 @@ pub fn plan_tick(
         }
         let (k, spent) = per_subscription
             .entry(vm.subscription().to_ascii_lowercase())
-            .or_insert((0, 0.0));
-        let cost = pacing.cost(rule.copies.len());
-        let offset = pacing.offset_of(*k, *spent, cost);
+            .or_insert((
+                0,
+                Cost {
+                    writes: 0.0,
+                    reads: 0.0,
+                },
+            ));
+        let cost = pacing.cost_of(target);
+        let offset = pacing.offset_after(*spent, cost);
         *k += 1;
-        *spent += cost;
-        let request = CreateRequest::for_tick(vm.clone(), tick, &rule.name);
+        spent.writes += cost.writes;
+        spent.reads += cost.reads;
+        let mut request = CreateRequest::for_tick(vm.clone(), tick, &rule.name);
+        request.listed = target.listed.clone().map(Box::new);
         items.push(PlanItem {
             vm: vm.clone(),
             rule: rule.name.clone(),
@@ -221,15 +252,19 @@ pub fn plan_tick(
             offset: Some(offset),
             not_before: Some(tick + offset),
             reason: format!(
-                "create {} at +{:.1}s (create #{} in subscription {}; {} writes with its copies, bucket {}·{:.0}% at {}/s)",
+                "create {} at +{:.1}s (create #{} in subscription {}; {} writes with its copies, \
+                 {} reads; buckets {:.0}% of {} + {}/s writes, {} + {}/s reads)",
                 names::restore_point_name(tick, 0),
                 offset.as_secs_f64(),
                 *k,
                 vm.subscription(),
-                cost,
+                cost.writes,
+                cost.reads,
+                pacing.share() * 100.0,
                 pacing.burst,
-                (1.0 - pacing.reserve) * 100.0,
-                pacing.refill_per_sec
+                pacing.refill_per_sec,
+                pacing.read_burst,
+                pacing.read_refill_per_sec,
             ),
             message_id: Some(names::message_id("create", vm.as_str(), tick, 0)),
             request: Some(request),
@@ -253,7 +288,9 @@ fn rule_due(rule: &Rule, timer: &Schedule, tick: OffsetDateTime) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{rule, vm_id};
+    use crate::azure::models::VirtualMachine;
+    use crate::policy::DiskInfo;
+    use crate::testing::{disk_id, rule, vm_id, VmBuilder};
     use time::macros::datetime;
 
     const TICK: OffsetDateTime = datetime!(2026-11-25 03:00:00 UTC);
@@ -262,13 +299,113 @@ mod tests {
         Schedule::parse("0 0 * * * *").unwrap()
     }
 
+    fn listed(vm: VirtualMachine, collection: Option<CollectionSeen>) -> Option<ListedVm> {
+        Some(ListedVm {
+            at: TICK,
+            vm,
+            disks: Vec::new(),
+            collection,
+        })
+    }
+
+    /// VMs without data disks whose collections the listing showed missing: each create costs
+    /// exactly `writes_per_create` writes and `reads_per_create` reads.
     fn targets<'a>(n: usize, sub: &str, r: &'a Rule) -> Vec<PlanTarget<'a>> {
         (0..n)
-            .map(|i| PlanTarget {
-                vm: vm_id(sub, "rg", &format!("vm{i:04}")),
-                rule: r,
+            .map(|i| {
+                let name = format!("vm{i:04}");
+                PlanTarget {
+                    vm: vm_id(sub, "rg", &name),
+                    rule: r,
+                    listed: listed(
+                        VmBuilder::new(sub, "rg", &name).build(),
+                        Some(CollectionSeen::Missing),
+                    ),
+                }
             })
             .collect()
+    }
+
+    /// What a create costs depends on what the timer's listing showed.
+    #[test]
+    fn cost_follows_what_the_listing_spared() {
+        let plain = rule("plain", 3);
+        let mut copying = rule("copying", 3);
+        copying.copies = ["swedencentral", "norwayeast"]
+            .iter()
+            .map(|r| crate::policy::CopyTarget {
+                region: r.to_string(),
+                resource_group: None,
+                retention: None,
+            })
+            .collect();
+        let (d1, d2) = (disk_id("s1", "rg", "d1"), disk_id("s1", "rg", "d2"));
+        let two_disks = VmBuilder::new("s1", "rg", "a")
+            .data_disk(0, &d1, "Premium_LRS")
+            .data_disk(1, &d2, "Premium_LRS")
+            .build();
+        let info = |id: &ResourceId| DiskInfo {
+            id: id.clone(),
+            tags: Default::default(),
+            max_shares: None,
+            sku: Some("Premium_LRS".into()),
+        };
+        let pacing = Pacing::default();
+        let cost = |rule: &Rule, listed: Option<ListedVm>| {
+            let c = pacing.cost_of(&PlanTarget {
+                vm: vm_id("s1", "rg", "a"),
+                rule,
+                listed,
+            });
+            (c.writes, c.reads)
+        };
+        let with_disks = |disks: Vec<DiskInfo>, collection| {
+            let mut l = listed(two_disks.clone(), collection).unwrap();
+            l.disks = disks;
+            Some(l)
+        };
+        let all = vec![info(&d1), info(&d2)];
+        let table: Vec<(&str, (f64, f64), (f64, f64))> = vec![
+            (
+                "nothing listed: VM, disks and collection read",
+                cost(&plain, None),
+                (2.0, 6.0),
+            ),
+            (
+                "all listed, collection ready",
+                cost(&plain, with_disks(all.clone(), Some(CollectionSeen::Ready))),
+                (1.0, 3.0),
+            ),
+            (
+                "all listed, collection missing",
+                cost(
+                    &plain,
+                    with_disks(all.clone(), Some(CollectionSeen::Missing)),
+                ),
+                (2.0, 3.0),
+            ),
+            (
+                "collection unknown",
+                cost(&plain, with_disks(all.clone(), None)),
+                (2.0, 4.0),
+            ),
+            (
+                "one disk not in the disk listing",
+                cost(
+                    &plain,
+                    with_disks(vec![info(&d1)], Some(CollectionSeen::Ready)),
+                ),
+                (1.0, 4.0),
+            ),
+            (
+                "two copies, collection ready",
+                cost(&copying, with_disks(all, Some(CollectionSeen::Ready))),
+                (5.0, 3.0),
+            ),
+        ];
+        for (case, got, want) in table {
+            assert_eq!(got, want, "{case}");
+        }
     }
 
     #[test]
@@ -331,12 +468,16 @@ mod tests {
         );
     }
 
-    /// With ARM's defaults a create's ~6 reads outrun its 2 writes: the read bucket sets the pace
-    /// (25/s·95 % / 6 ≈ 3.96 creates/s), and replaying the reads never overdraws it.
+    /// When a create's reads outrun its writes (6 reads, as without the timer's listing, against
+    /// 2 writes) the read bucket sets the pace (25/s·95 % / 6 ≈ 3.96 creates/s), and replaying
+    /// the reads never overdraws it.
     #[test]
     fn reads_bound_the_pace_when_they_outrun_writes() {
         let r = rule("r", 3);
-        let pacing = Pacing::default();
+        let pacing = Pacing {
+            reads_per_create: 6,
+            ..Pacing::default()
+        };
         let plan = plan_tick(TICK, &hourly_timer(), &targets(1000, "s1", &r), &pacing);
         let mut offsets: Vec<Duration> = plan.creates().map(|i| i.offset.unwrap()).collect();
         offsets.sort();
@@ -359,7 +500,7 @@ mod tests {
         // The write budget alone would have finished much sooner.
         let writes_only = Pacing {
             reads_per_create: 0,
-            ..Pacing::default()
+            ..pacing.clone()
         };
         let w = plan_tick(
             TICK,
@@ -392,8 +533,9 @@ mod tests {
             reserve: 0.0,
             ..Pacing::default()
         };
-        assert_eq!(pacing.cost(0), 1.0);
-        assert_eq!(pacing.cost(2), 3.0);
+        let cost = |r: &Rule| pacing.cost_of(&targets(1, "s1", r)[0]).writes;
+        assert_eq!(cost(&plain), 1.0);
+        assert_eq!(cost(&copying), 3.0);
         let offsets = |r: &Rule| -> Vec<u128> {
             plan_tick(TICK, &hourly_timer(), &targets(3, "s1", r), &pacing)
                 .creates()
@@ -463,14 +605,17 @@ mod tests {
             PlanTarget {
                 vm: vm_id("s1", "rg", "a"),
                 rule: &hourly,
+                listed: None,
             },
             PlanTarget {
                 vm: vm_id("s1", "rg", "b"),
                 rule: &nightly,
+                listed: None,
             },
             PlanTarget {
                 vm: vm_id("s1", "rg", "c"),
                 rule: &broken,
+                listed: None,
             },
         ];
         let at3 = plan_tick(TICK, &hourly_timer(), &t, &Pacing::default());

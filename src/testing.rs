@@ -21,7 +21,8 @@ use crate::azure::models::{
     VirtualMachineProperties,
 };
 use crate::azure::{
-    Accepted, Arm, ArmError, LroHandle, OutgoingMessage, ResourceId, Scheduler, SendError, VmScope,
+    Accepted, Arm, ArmError, LroHandle, OutgoingMessage, RateLimits, ResourceId, Scheduler,
+    SendError, VmScope,
 };
 use crate::messages::QueueMessage;
 use crate::policy::{Deadlines, Policy, Retention, Rule, Targets};
@@ -31,6 +32,7 @@ pub mod op {
     pub const GET_VM: &str = "GET virtualMachines";
     pub const LIST_VMS: &str = "LIST virtualMachines";
     pub const GET_DISK: &str = "GET disks";
+    pub const LIST_DISKS: &str = "LIST disks";
     pub const PUT_COLLECTION: &str = "PUT restorePointCollections";
     pub const GET_COLLECTION: &str = "GET restorePointCollections";
     pub const LIST_COLLECTIONS: &str = "LIST restorePointCollections";
@@ -51,6 +53,8 @@ pub struct Call {
 #[derive(Default)]
 struct ArmState {
     now: Option<OffsetDateTime>,
+    /// What `rate_limits` answers (headers a real response would carry).
+    limits: RateLimits,
     vms: BTreeMap<ResourceId, VirtualMachine>,
     disks: BTreeMap<ResourceId, Disk>,
     /// Collections without their points (points live in `points`).
@@ -114,6 +118,10 @@ impl FakeArm {
         let id = vm.resource_id().expect("fixture VM has an id");
         self.lock().vms.insert(id.clone(), vm);
         id
+    }
+    /// What the next `rate_limits` calls answer, as if the last response carried these headers.
+    pub fn report_rate_limits(&self, limits: RateLimits) {
+        self.lock().limits = limits;
     }
     pub fn remove_vm(&self, id: &ResourceId) {
         self.lock().vms.remove(id);
@@ -318,8 +326,37 @@ fn accepted<T>(status: u16) -> Accepted<T> {
     }
 }
 
+fn scope_label(scope: &VmScope) -> String {
+    match scope {
+        VmScope::Subscription(sub) => format!("/subscriptions/{sub}"),
+        VmScope::ResourceGroup {
+            subscription,
+            resource_group,
+        } => format!("/subscriptions/{subscription}/resourceGroups/{resource_group}"),
+    }
+}
+
+fn in_scope(scope: &VmScope, id: &ResourceId) -> bool {
+    match scope {
+        VmScope::Subscription(sub) => id.subscription().eq_ignore_ascii_case(sub),
+        VmScope::ResourceGroup {
+            subscription,
+            resource_group,
+        } => {
+            id.subscription().eq_ignore_ascii_case(subscription)
+                && id
+                    .resource_group()
+                    .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
+        }
+    }
+}
+
 #[async_trait]
 impl Arm for FakeArm {
+    fn rate_limits(&self) -> RateLimits {
+        self.lock().limits
+    }
+
     async fn get_vm(&self, id: &ResourceId) -> Result<Option<VirtualMachine>, ArmError> {
         let mut s = self.lock();
         self.enter(&mut s, op::GET_VM, id.as_str())?;
@@ -328,29 +365,21 @@ impl Arm for FakeArm {
 
     async fn list_vms(&self, scope: &VmScope) -> Result<Vec<VirtualMachine>, ArmError> {
         let mut s = self.lock();
-        let label = match scope {
-            VmScope::Subscription(sub) => format!("/subscriptions/{sub}"),
-            VmScope::ResourceGroup {
-                subscription,
-                resource_group,
-            } => format!("/subscriptions/{subscription}/resourceGroups/{resource_group}"),
-        };
-        self.enter(&mut s, op::LIST_VMS, &label)?;
+        self.enter(&mut s, op::LIST_VMS, &scope_label(scope))?;
         Ok(s.vms
             .iter()
-            .filter(|(id, _)| match scope {
-                VmScope::Subscription(sub) => id.subscription().eq_ignore_ascii_case(sub),
-                VmScope::ResourceGroup {
-                    subscription,
-                    resource_group,
-                } => {
-                    id.subscription().eq_ignore_ascii_case(subscription)
-                        && id
-                            .resource_group()
-                            .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
-                }
-            })
+            .filter(|(id, _)| in_scope(scope, id))
             .map(|(_, vm)| vm.clone())
+            .collect())
+    }
+
+    async fn list_disks(&self, scope: &VmScope) -> Result<Vec<Disk>, ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::LIST_DISKS, &scope_label(scope))?;
+        Ok(s.disks
+            .iter()
+            .filter(|(id, _)| in_scope(scope, id))
+            .map(|(_, disk)| disk.clone())
             .collect())
     }
 

@@ -2199,3 +2199,91 @@ async fn a_large_fleet_lists_completely_across_subscriptions() {
     assert_eq!(total, 2000);
     println!("listed 2000 VMs in 40 pages in {:?}", started.elapsed());
 }
+
+/// `Disks_List` and `Disks_ListByResourceGroup` page through the same documents `Disks_Get`
+/// returns, and count as disk reads.
+#[tokio::test]
+async fn disks_list_by_subscription_and_resource_group_page_like_get() {
+    let fleet = FleetSpec {
+        count: 120,
+        min_data_disks: 1,
+        max_data_disks: 2,
+        ..Default::default()
+    };
+    let h = start_with(
+        ArmConfig {
+            fleet,
+            ..Default::default()
+        },
+        FaultConfig::default(),
+    )
+    .await;
+    let list = |first: String| {
+        let h = &h;
+        async move {
+            let (mut url, mut docs, mut pages) = (first, Vec::new(), 0);
+            loop {
+                let r = h.get(&url).await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                pages += 1;
+                docs.extend(r.body["value"].as_array().unwrap().iter().cloned());
+                match r.body["nextLink"].as_str() {
+                    Some(n) => url = n.to_string(),
+                    None => return (docs, pages),
+                }
+            }
+        }
+    };
+    let sub = h.emu.subscriptions()[0].clone();
+    let (all, pages) = list(format!(
+        "/subscriptions/{sub}/providers/Microsoft.Compute/disks?api-version=2024-03-02"
+    ))
+    .await;
+    // Every VM has an OS disk and at least one data disk.
+    assert!(all.len() >= 240, "{} disks", all.len());
+    assert!(pages > 1, "paged");
+    let first = &all[0];
+    let id = first["id"].as_str().unwrap();
+    let got = h.get(&format!("{id}?api-version=2024-03-02")).await;
+    assert_eq!(&got.body, first, "a listed disk is what Disks_Get returns");
+    let rg = id.split('/').nth(4).unwrap();
+    let (in_rg, _) = list(format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks?api-version=2024-03-02"
+    ))
+    .await;
+    assert!(!in_rg.is_empty() && in_rg.len() < all.len());
+    assert!(in_rg.iter().all(|d| d["id"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains(&format!("/resourcegroups/{}/", rg.to_ascii_lowercase()))));
+    let counters = h.emu.counters();
+    assert_eq!(
+        counters.requests_by_operation.get("Disks_List").copied(),
+        Some(pages)
+    );
+    assert!(counters
+        .requests_by_operation
+        .contains_key("Disks_ListByResourceGroup"));
+}
+
+/// Every answer carries ARM's `Date`, from the virtual clock (the timer paces its sends from it).
+#[tokio::test]
+async fn responses_are_dated_by_the_virtual_clock() {
+    let h = start(RuleSwitches::default()).await;
+    h.clock.advance(time::Duration::seconds(3600 + 65));
+    let r = h
+        .get(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachines?{V}"
+        ))
+        .await;
+    let date = r.header("date").expect("a Date header");
+    let parsed =
+        time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc2822).unwrap();
+    let want = T0 + time::Duration::seconds(3665);
+    assert!(
+        (parsed - want).abs() < time::Duration::SECOND,
+        "{date} vs {want}"
+    );
+    assert!(date.ends_with(" GMT"), "IMF-fixdate: {date}");
+}

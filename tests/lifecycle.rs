@@ -12,7 +12,7 @@ use vmrp::azure::{OutgoingMessage, Queue, ResourceId};
 use vmrp::events::{EventSchema, ResourceEvent, TimerEvent};
 use vmrp::functions::{self, Deps, HandlerError, TAG_ORPHANED_AT, TAG_RULE, TAG_VM};
 use vmrp::invocation::{Context, Invocation, Outcome, Status};
-use vmrp::messages::{CopyRequest, CreateRequest, PollRequest, QueueMessage, Role};
+use vmrp::messages::{CollectionSeen, CopyRequest, CreateRequest, PollRequest, QueueMessage, Role};
 use vmrp::names;
 use vmrp::policy::{CopyTarget, Policy, Retention, Rule};
 use vmrp::testing::{self, disk, disk_id, op, vm_id, FakeArm, FakeScheduler, VmBuilder};
@@ -63,6 +63,7 @@ fn create_req(vm: &ResourceId, tick: OffsetDateTime) -> CreateRequest {
         copy_to: None,
         retry: 0,
         attempt: 0,
+        listed: None,
     }
 }
 
@@ -200,7 +201,19 @@ async fn replayed_create_does_not_duplicate() {
         .await
         .unwrap();
     assert_eq!(again.status, Status::Skipped, "{}", again.summary);
-    assert_eq!(w.arm.count(op::PUT_POINT), 1, "no second PUT");
+    // The replay PUTs without reading first; ARM refuses the existing point (409) and one GET
+    // confirms it, so the point is neither duplicated nor changed.
+    assert_eq!(
+        w.arm.count(op::PUT_POINT),
+        2,
+        "the replay's PUT was refused"
+    );
+    assert_eq!(w.arm.count(op::GET_POINT), 1, "one GET confirmed the point");
+    assert_eq!(
+        w.arm.point_ids(&collection(&vm)).len(),
+        1,
+        "still one point"
+    );
     assert_eq!(w.bus.sent().len(), 2, "the poll is re-sent…");
     assert_eq!(
         w.bus.delivered().len(),
@@ -1304,4 +1317,198 @@ async fn a_settled_local_point_whose_copy_has_not_started_is_held_from_retention
         assert!(left.contains(&point(&vm, *t, 0)), "{t} kept");
     }
     assert_eq!(w.arm.count(op::DELETE_POINT), 0);
+}
+
+// The timer's listing in create messages
+// ------------------------------------------------------------------------------------------
+
+/// The create the timer sent for `vm`.
+fn create_for(sent: &[OutgoingMessage], vm: &ResourceId) -> CreateRequest {
+    sent.iter()
+        .find_map(|m| match decode(m) {
+            QueueMessage::Create(c) if &c.vm == vm => Some(c),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no create for {vm}"))
+}
+
+/// Calls of the read operations a create would make without the listing.
+fn reads(w: &World) -> [usize; 4] {
+    [
+        w.arm.count(op::GET_VM),
+        w.arm.count(op::GET_DISK),
+        w.arm.count(op::GET_COLLECTION),
+        w.arm.count(op::GET_POINT),
+    ]
+}
+
+#[tokio::test]
+async fn timer_carries_its_listing_and_creates_then_read_nothing() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let shared = w.arm.add_disk(disk(
+        &disk_id("s1", "rg", "shared"),
+        "Premium_LRS",
+        Some(2),
+        &[],
+    ));
+    let plain = w.arm.add_disk(disk(
+        &disk_id("s1", "rg", "plain"),
+        "Premium_LRS",
+        None,
+        &[],
+    ));
+    let ready = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "ready")
+            .data_disk(0, &shared, "Premium_LRS")
+            .data_disk(1, &plain, "Premium_LRS")
+            .build(),
+    );
+    let fresh = w.arm.add_vm(VmBuilder::new("s1", "rg", "fresh").build());
+    let taken = w.arm.add_vm(VmBuilder::new("s1", "rg", "taken").build());
+    w.arm.add_collection(&collection(&ready), "eastus", &ready);
+    // A collection of the right name holding another VM's points: not "ready".
+    w.arm.add_collection(&collection(&taken), "eastus", &fresh);
+
+    timer(&w, T0).await;
+    let sent = w.bus.take();
+    assert_eq!(w.arm.count(op::LIST_DISKS), 1, "one disk listing per scope");
+    assert_eq!(w.arm.count(op::LIST_COLLECTIONS), 1, "one per subscription");
+    assert_eq!(
+        reads(&w),
+        [0, 0, 0, 0],
+        "the timer reads nothing one by one"
+    );
+
+    let listed = |vm: &ResourceId| *create_for(&sent, vm).listed.expect("listing carried");
+    let l = listed(&ready);
+    assert_eq!(l.at, T0);
+    assert_eq!(l.vm.resource_id().as_ref(), Some(&ready));
+    assert_eq!(l.collection, Some(CollectionSeen::Ready));
+    let mut disks: Vec<(ResourceId, Option<i32>)> = l
+        .disks
+        .iter()
+        .map(|d| (d.id.clone(), d.max_shares))
+        .collect();
+    disks.sort();
+    assert_eq!(
+        disks,
+        vec![(plain.clone(), None), (shared.clone(), Some(2))]
+    );
+    assert_eq!(listed(&fresh).collection, Some(CollectionSeen::Missing));
+    assert_eq!(listed(&taken).collection, None, "left to the full check");
+
+    // The create of a VM whose collection is ready: one PUT, no read; the shared disk, known
+    // only from the disk listing, is excluded.
+    w.arm.clear_calls();
+    let out = create(&w, create_for(&sent, &ready), T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(reads(&w), [0, 0, 0, 0]);
+    assert_eq!(w.arm.count(op::PUT_COLLECTION), 0);
+    assert_eq!(w.arm.count(op::PUT_POINT), 1);
+    let body = serde_json::to_value(w.arm.point(&point(&ready, T0, 0)).unwrap()).unwrap();
+    let excluded: Vec<&str> = body["properties"]["excludeDisks"]
+        .as_array()
+        .expect("excludeDisks")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(excluded, vec![shared.as_str()]);
+
+    // A VM whose collection is missing: created without reading it first.
+    w.arm.clear_calls();
+    let out = create(&w, create_for(&sent, &fresh), T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(reads(&w), [0, 0, 0, 0]);
+    assert_eq!(w.arm.count(op::PUT_COLLECTION), 1);
+
+    // Unknown state: the full check reads the collection and finds it is another VM's.
+    w.arm.clear_calls();
+    let out = create(&w, create_for(&sent, &taken), T0).await.unwrap();
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(
+        out.summary.contains("exists with source"),
+        "{}",
+        out.summary
+    );
+    assert_eq!(w.arm.count(op::GET_COLLECTION), 1);
+}
+
+#[tokio::test]
+async fn a_stale_listing_is_not_trusted() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    timer(&w, T0).await;
+    let mut req = create_for(&w.bus.take(), &vm);
+    req.listed.as_mut().unwrap().at = T0 - time::Duration::hours(2);
+    let out = create(&w, req, T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.count(op::GET_VM), 1, "read afresh");
+    assert_eq!(
+        w.arm.count(op::GET_COLLECTION),
+        1,
+        "collection checked afresh"
+    );
+}
+
+#[tokio::test]
+async fn a_write_refused_on_the_listing_is_tried_again_on_fresh_reads() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    timer(&w, T0).await;
+    let req = create_for(&w.bus.take(), &vm);
+    // The VM is deleted after the listing; ARM refuses the point for good.
+    w.arm.remove_vm(&vm);
+    w.arm.refuse_next(
+        op::PUT_POINT,
+        404,
+        "ResourceNotFound",
+        "The source VM was not found.",
+    );
+    let out = create(&w, req, T0 + time::Duration::minutes(3))
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    assert!(out.summary.contains("VM vanished"), "{}", out.summary);
+    assert_eq!(w.arm.count(op::GET_VM), 1, "the second try read the VM");
+    assert_eq!(w.arm.count(op::PUT_POINT), 1, "and did not PUT again");
+}
+
+#[tokio::test]
+async fn the_timer_paces_from_when_its_listings_ended() {
+    let mut w = world(testing::policy(vec![rule_s1(3, &[])]));
+    w.deps.tuning.pacing = vmrp::plan::Pacing {
+        burst: 1,
+        writes_per_create: 1,
+        reads_per_create: 0,
+        reserve: 0.0,
+        ..vmrp::plan::Pacing::default()
+    };
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "a").build());
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "b").build());
+    // The listings ended 90 s after the invocation started (ARM's clock, 1 s resolution).
+    w.arm.report_rate_limits(vmrp::azure::RateLimits {
+        date: Some(T0 + time::Duration::seconds(90)),
+        ..Default::default()
+    });
+    let out = timer(&w, T0).await;
+    let nb: Vec<_> = out.sent.iter().map(|s| s.not_before).collect();
+    assert_eq!(
+        nb,
+        vec![
+            None,
+            Some(T0 + Duration::from_secs(91) + Duration::from_millis(100))
+        ],
+        "paced from ARM's time plus its resolution, not from the start of the run"
+    );
+    // A Date older than the run (an earlier response) changes nothing.
+    w.arm.report_rate_limits(vmrp::azure::RateLimits {
+        date: Some(T0 - time::Duration::minutes(5)),
+        ..Default::default()
+    });
+    let out = timer(&w, T0).await;
+    assert_eq!(
+        out.sent[1].not_before,
+        Some(T0 + Duration::from_millis(100))
+    );
 }

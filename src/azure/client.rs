@@ -36,6 +36,7 @@ pub enum ArmOperation {
     GetVm,
     ListVms,
     GetDisk,
+    ListDisks,
     PutCollection,
     PatchCollection,
     GetCollection,
@@ -49,10 +50,11 @@ pub enum ArmOperation {
 }
 
 impl ArmOperation {
-    pub const ALL: [ArmOperation; 12] = [
+    pub const ALL: [ArmOperation; 13] = [
         Self::GetVm,
         Self::ListVms,
         Self::GetDisk,
+        Self::ListDisks,
         Self::PutCollection,
         Self::PatchCollection,
         Self::GetCollection,
@@ -77,7 +79,7 @@ impl ArmOperation {
     pub fn action(self) -> &'static str {
         match self {
             Self::GetVm | Self::ListVms => "Microsoft.Compute/virtualMachines/read",
-            Self::GetDisk => "Microsoft.Compute/disks/read",
+            Self::GetDisk | Self::ListDisks => "Microsoft.Compute/disks/read",
             Self::PutCollection | Self::PatchCollection => {
                 "Microsoft.Compute/restorePointCollections/write"
             }
@@ -102,6 +104,7 @@ impl ArmOperation {
             Self::GetVm => "GET virtualMachines",
             Self::ListVms => "LIST virtualMachines",
             Self::GetDisk => "GET disks",
+            Self::ListDisks => "LIST disks",
             Self::PutCollection => "PUT restorePointCollections",
             Self::PatchCollection => "PATCH restorePointCollections",
             Self::GetCollection => "GET restorePointCollections",
@@ -682,6 +685,26 @@ fn redact_query(url: &Url) -> String {
     u.to_string()
 }
 
+/// `/subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.Compute/{kind}` for a list.
+fn scope_path(op: ArmOperation, scope: &VmScope, kind: &str) -> Result<String, ArmError> {
+    Ok(match scope {
+        VmScope::Subscription(sub) => {
+            check_segment(op, "subscription", sub)?;
+            format!("/subscriptions/{sub}/providers/Microsoft.Compute/{kind}")
+        }
+        VmScope::ResourceGroup {
+            subscription,
+            resource_group,
+        } => {
+            check_segment(op, "subscription", subscription)?;
+            check_segment(op, "resource group", resource_group)?;
+            format!(
+                "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/{kind}"
+            )
+        }
+    })
+}
+
 #[async_trait]
 impl Arm for ArmClient {
     async fn get_vm(&self, id: &ResourceId) -> Result<Option<VirtualMachine>, ArmError> {
@@ -693,23 +716,15 @@ impl Arm for ArmClient {
 
     async fn list_vms(&self, scope: &VmScope) -> Result<Vec<VirtualMachine>, ArmError> {
         let op = ArmOperation::ListVms;
-        let path = match scope {
-            VmScope::Subscription(sub) => {
-                check_segment(op, "subscription", sub)?;
-                format!("/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines")
-            }
-            VmScope::ResourceGroup {
-                subscription,
-                resource_group,
-            } => {
-                check_segment(op, "subscription", subscription)?;
-                check_segment(op, "resource group", resource_group)?;
-                format!(
-                    "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/virtualMachines"
-                )
-            }
-        };
+        let path = scope_path(op, scope, "virtualMachines")?;
         self.list_all(op, self.url_for(&path, API_VERSION, &[]))
+            .await
+    }
+
+    async fn list_disks(&self, scope: &VmScope) -> Result<Vec<Disk>, ArmError> {
+        let op = ArmOperation::ListDisks;
+        let path = scope_path(op, scope, "disks")?;
+        self.list_all(op, self.url_for(&path, DISKS_API_VERSION, &[]))
             .await
     }
 

@@ -130,6 +130,12 @@ pub fn update_rate_limits(limits: &mut RateLimits, headers: &HeaderMap) {
     if let Some(v) = read("x-ms-ratelimit-remaining-subscription-deletes") {
         limits.remaining_deletes = Some(v);
     }
+    // HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) is RFC 2822 with the obsolete zone `GMT`.
+    if let Some(date) = header_str(headers, "date").and_then(|v| {
+        time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822).ok()
+    }) {
+        limits.date = Some(date);
+    }
 }
 
 /// Turns a non-success ARM response into an [`ArmError`], reading CloudError when the body is one.
@@ -378,6 +384,7 @@ mod tests {
             remaining_reads: Some(1),
             remaining_writes: Some(2),
             remaining_deletes: None,
+            date: None,
         };
         let mut h = HeaderMap::new();
         h.insert(
@@ -394,8 +401,16 @@ mod tests {
             RateLimits {
                 remaining_reads: Some(11999),
                 remaining_writes: Some(2),
-                remaining_deletes: Some(14)
+                remaining_deletes: Some(14),
+                date: None,
             }
+        );
+        // ARM's clock, from the HTTP-date of the response.
+        h.insert("date", "Wed, 25 Nov 2026 03:04:05 GMT".parse().unwrap());
+        update_rate_limits(&mut limits, &h);
+        assert_eq!(
+            limits.date,
+            Some(time::macros::datetime!(2026-11-25 03:04:05 UTC))
         );
     }
 

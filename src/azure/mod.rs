@@ -50,12 +50,15 @@ pub struct Accepted<T> {
     pub lro: LroHandle,
 }
 
-/// What the last responses said about the subscription's remaining ARM budget.
+/// What the last responses said about the subscription's remaining ARM budget, and ARM's clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
     pub remaining_reads: Option<u32>,
     pub remaining_writes: Option<u32>,
     pub remaining_deletes: Option<u32>,
+    /// The `Date` of the last response (1 s resolution): how late it is after a long listing,
+    /// for a handler that only knows when its invocation started.
+    pub date: Option<time::OffsetDateTime>,
 }
 
 /// The ARM Compute operations vmrp uses. Implemented by the reqwest client (`azure::client`)
@@ -67,6 +70,9 @@ pub trait Arm: Send + Sync {
     /// All VMs in the scope, following `nextLink`.
     async fn list_vms(&self, scope: &VmScope) -> Result<Vec<VirtualMachine>, ArmError>;
     async fn get_disk(&self, id: &ResourceId) -> Result<Option<Disk>, ArmError>;
+    /// All managed disks in the scope, following `nextLink` (the timer's one read for the
+    /// disk details of a whole fleet).
+    async fn list_disks(&self, scope: &VmScope) -> Result<Vec<Disk>, ArmError>;
 
     /// PUT a collection (not long-running: 200 existed / 201 created).
     async fn put_collection(

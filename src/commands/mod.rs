@@ -79,6 +79,9 @@ impl<A: Arm> Arm for ReadOnlyArm<A> {
     async fn get_disk(&self, id: &ResourceId) -> Result<Option<Disk>, ArmError> {
         self.0.get_disk(id).await
     }
+    async fn list_disks(&self, scope: &VmScope) -> Result<Vec<Disk>, ArmError> {
+        self.0.list_disks(scope).await
+    }
     async fn put_collection(
         &self,
         _: &ResourceId,

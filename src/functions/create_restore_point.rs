@@ -2,10 +2,14 @@
 //!
 //! Scope guard → VM (gone: skipped) → rule → exclusions and consistency → ensure the collection
 //! (once per process) → PUT the point under its deterministic name → schedule the first poll.
-//! Replays are harmless: an existing point is not PUT again, only its poll is (re)scheduled with
-//! the same message id. Transient refusals (429, 409 concurrent create, 5xx) put the same request
-//! back on the queue (`attempt + 1`) after `Retry-After` or a backoff; permanent ones are
-//! reported with ARM's code and message. Only a failure to schedule is an invocation error.
+//! A timer-planned create carries the timer's listing (VM, data disks, collection state) and
+//! reads nothing while it is fresh; if ARM refuses a write for good, the create runs once more
+//! on fresh reads, since the listing may have gone stale.
+//! Replays are harmless: a PUT of an existing point either answers as before or is refused
+//! with a conflict, after which a GET confirms the point and only its poll is (re)scheduled
+//! with the same message id. Transient refusals (429, 409 concurrent create, 5xx) put the same
+//! request back on the queue (`attempt + 1`) after `Retry-After` or a backoff; permanent ones
+//! are reported with ARM's code and message. Only a failure to schedule is an invocation error.
 
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use super::{Deps, HandlerError};
 use crate::azure::models::{RestorePoint, VirtualMachine};
 use crate::azure::{ArmError, ResourceId};
 use crate::invocation::{Invocation, Outcome, Sent, Status};
-use crate::messages::{CreateRequest, PollRequest, QueueMessage, Role};
+use crate::messages::{CreateRequest, ListedVm, PollRequest, QueueMessage, Role};
 use crate::names;
 use crate::policy::regions::same_region;
 use crate::policy::{DiskInfo, Rule};
@@ -27,37 +31,98 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
         tracing::warn!(vm = %req.vm, "create refused: VM outside every policy scope");
         return Err(HandlerError::OutOfScope { vm: req.vm });
     }
-    let vm = match deps.arm.get_vm(&req.vm).await {
-        Ok(Some(vm)) => vm,
-        Ok(None) => {
-            tracing::warn!(vm = %req.vm, "VM vanished before its restore point; nothing to do");
-            return Ok(Outcome::new(
-                Status::Skipped,
-                format!("VM vanished: {}", req.vm),
-            ));
+    let listed = req.listed.as_deref().filter(|l| {
+        let fresh = now - l.at <= deps.tuning.listed_max_age;
+        let same_vm = l.vm.resource_id().as_ref() == Some(&req.vm);
+        if !same_vm {
+            tracing::warn!(vm = %req.vm, "the message's listed VM is another VM; reading ARM instead");
         }
-        Err(e) => return transient_or_report(deps, &req, now, e, "reading the VM").await,
+        fresh && same_vm
+    });
+    match create(deps, &req, now, listed).await? {
+        Attempt::Finished(outcome) => Ok(outcome),
+        // A refusal for good may come from the listing being stale (VM deleted or changed,
+        // collection made meanwhile): once more with ARM's current state.
+        Attempt::Refused { what, error } if listed.is_some() => {
+            tracing::info!(vm = %req.vm, code = %error.code, "create: {what} refused with the timer's listing; again with fresh reads");
+            match create(deps, &req, now, None).await? {
+                Attempt::Finished(outcome) => Ok(outcome),
+                Attempt::Refused { what, error } => report(&req, error, &what),
+            }
+        }
+        Attempt::Refused { what, error } => report(&req, error, &what),
+    }
+}
+
+/// How one try at creating ended.
+enum Attempt {
+    Finished(Outcome),
+    /// ARM refused for good (not transient); `what` names the step.
+    Refused {
+        what: String,
+        error: ArmError,
+    },
+}
+
+/// One try: with `listed`, the VM, disk and collection reads it covers are skipped.
+async fn create(
+    deps: &Deps,
+    req: &CreateRequest,
+    now: time::OffsetDateTime,
+    listed: Option<&ListedVm>,
+) -> Result<Attempt, HandlerError> {
+    // Transient errors put the request back; permanent ones end the try.
+    macro_rules! arm_try {
+        ($result:expr, $what:expr) => {
+            match $result {
+                Ok(v) => v,
+                Err(e) if e.is_transient() => {
+                    return Ok(Attempt::Finished(
+                        reschedule(deps, req, now, &e, $what).await?,
+                    ))
+                }
+                Err(e) => {
+                    return Ok(Attempt::Refused {
+                        what: $what.to_string(),
+                        error: e,
+                    })
+                }
+            }
+        };
+    }
+    let finished = |status, text: String| Ok(Attempt::Finished(Outcome::new(status, text)));
+
+    let vm = match listed {
+        Some(l) => l.vm.clone(),
+        None => match arm_try!(deps.arm.get_vm(&req.vm).await, "reading the VM") {
+            Some(vm) => vm,
+            None => {
+                tracing::warn!(vm = %req.vm, "VM vanished before its restore point; nothing to do");
+                return finished(Status::Skipped, format!("VM vanished: {}", req.vm));
+            }
+        },
     };
     let rule = match support::rule_of(deps, req.rule.as_deref(), Some(&vm)) {
         Ok(rule) => rule,
         Err(why) => {
             tracing::error!(vm = %req.vm, "create refused: {why}");
-            return Ok(Outcome::new(Status::Reported, format!("{}: {why}", req.vm)));
+            return finished(Status::Reported, format!("{}: {why}", req.vm));
         }
     };
     let location = match support::vm_location(&vm) {
         Ok(l) => l.to_string(),
         Err(why) => {
             tracing::error!(vm = %req.vm, "create refused: {why}");
-            return Ok(Outcome::new(Status::Reported, format!("{}: {why}", req.vm)));
+            return finished(Status::Reported, format!("{}: {why}", req.vm));
         }
     };
 
     // Exclusions: the rule's (with the automatic ones) plus the message's.
-    let disk_info = match disk_info(deps, &vm, now).await {
-        Ok(d) => d,
-        Err(e) => return transient_or_report(deps, &req, now, e, "reading the VM's disks").await,
-    };
+    let listed_disks = listed.map(|l| l.disks.as_slice()).unwrap_or_default();
+    let disk_info = arm_try!(
+        disk_info(deps, &vm, listed_disks, now).await,
+        "reading the VM's disks"
+    );
     let mut excluded: Vec<ResourceId> = Vec::new();
     for (disk, reason) in rule.excluded_disks(&vm, &disk_info) {
         tracing::debug!(vm = %req.vm, disk = %disk, %reason, "disk excluded");
@@ -81,10 +146,10 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
         .count();
     if with_id > 0 && included == 0 {
         tracing::error!(vm = %req.vm, "create refused: every disk of the VM is excluded");
-        return Ok(Outcome::new(
+        return finished(
             Status::Reported,
             format!("{}: every disk is excluded, nothing to restore", req.vm),
-        ));
+        );
     }
     // The policy's per-VM checks: what Azure would refuse (crash-consistent points with Ultra /
     // Premium SSD v2 disks) is reported instead of sent; other problems (a copy to the VM's own
@@ -92,10 +157,7 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
     for problem in rule.check_vm(&vm, &disk_info) {
         if problem.field == "consistency" && req.consistency_mode.is_none() {
             tracing::error!(vm = %req.vm, "create refused: {problem}");
-            return Ok(Outcome::new(
-                Status::Reported,
-                format!("{}: {problem}", req.vm),
-            ));
+            return finished(Status::Reported, format!("{}: {problem}", req.vm));
         }
         tracing::warn!(vm = %req.vm, "{problem}");
     }
@@ -111,82 +173,90 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
     };
 
     let collection = support::local_collection(&req.vm, rule);
-    let ensured = match support::ensure_collection(
+    let ensured = support::ensure_listed_collection(
         deps,
         &collection,
         &location,
         &req.vm,
         support::collection_tags(&rule.name, &req.vm),
-        false,
+        listed.and_then(|l| l.collection),
     )
-    .await
-    {
-        Ok(e) => e,
+    .await;
+    match ensured {
+        Ok(()) => {}
         Err(EnsureError::Arm(e)) => {
-            return transient_or_report(deps, &req, now, e, "ensuring the collection").await
+            arm_try!(Err::<(), _>(e), "ensuring the collection");
         }
         Err(EnsureError::Foreign { id, source }) => {
             tracing::error!(collection = %id, %source, vm = %req.vm, "collection name taken by another source");
-            return Ok(Outcome::new(
+            return finished(
                 Status::Reported,
                 format!(
                     "collection {id} exists with source {source}, not {}",
                     req.vm
                 ),
-            ));
+            );
         }
-    };
+    }
 
+    // PUT first, without reading: replays are rare, and a read per create would bound a
+    // large tick's pace. A point that exists already (a replay) either answers the PUT as
+    // before (same input) or refuses it with a conflict; then a GET tells.
     let point = collection.child(
         "restorePoints",
         &names::restore_point_name(req.tick, req.retry),
     );
-    // Replay: a point of this name exists already (a fresh collection cannot hold one).
-    if !ensured.created {
-        match deps.arm.get_restore_point(&point, false).await {
-            Ok(Some(_)) => {
-                let sent = schedule_first_poll(deps, &req, rule, &vm, &point, now, None).await?;
-                return Ok(Outcome::new(
-                    Status::Skipped,
-                    format!("{point} exists already (replay); poll ensured"),
-                )
-                .with_sent(vec![sent]));
-            }
-            Ok(None) => {}
-            Err(e) => return transient_or_report(deps, &req, now, e, "reading the point").await,
-        }
-    }
-
     let body = RestorePoint::local(Some(consistency.clone()), &excluded);
-    match deps.arm.create_restore_point(&point, &body).await {
-        Ok(accepted) => {
-            tracing::info!(
-                vm = %req.vm, point = %point, consistency = consistency.as_str(),
-                excluded = excluded.len(), "restore point creation started"
-            );
-            let sent =
-                schedule_first_poll(deps, &req, rule, &vm, &point, now, accepted.lro.retry_after)
-                    .await?;
-            Ok(Outcome::new(
-                Status::Done,
-                format!("creating {point} ({})", consistency.as_str()),
-            )
-            .with_sent(vec![sent]))
-        }
+    let accepted = match deps.arm.create_restore_point(&point, &body).await {
+        Ok(accepted) => accepted,
         Err(e) if e.is_not_found() && e.code.eq_ignore_ascii_case("ParentResourceNotFound") => {
             // The cache said the collection exists, ARM says no (deleted meanwhile): forget it
             // and try again, which recreates it.
             deps.known.forget_collection(&collection);
-            reschedule(deps, &req, now, &e, "creating the point (collection gone)").await
+            let outcome = reschedule(deps, req, now, &e, "creating the point (collection gone)");
+            return Ok(Attempt::Finished(outcome.await?));
         }
-        Err(e) => transient_or_report(deps, &req, now, e, "creating the point").await,
-    }
+        Err(e) if e.status == Some(409) => {
+            match arm_try!(
+                deps.arm.get_restore_point(&point, false).await,
+                "reading the point"
+            ) {
+                Some(_) => {
+                    let sent = schedule_first_poll(deps, req, rule, &vm, &point, now, None).await?;
+                    return Ok(Attempt::Finished(
+                        Outcome::new(
+                            Status::Skipped,
+                            format!("{point} exists already (replay); poll ensured"),
+                        )
+                        .with_sent(vec![sent]),
+                    ));
+                }
+                None => arm_try!(Err(e), "creating the point"),
+            }
+        }
+        Err(e) => arm_try!(Err(e), "creating the point"),
+    };
+    tracing::info!(
+        vm = %req.vm, point = %point, consistency = consistency.as_str(),
+        excluded = excluded.len(), "restore point creation started"
+    );
+    let sent =
+        schedule_first_poll(deps, req, rule, &vm, &point, now, accepted.lro.retry_after).await?;
+    Ok(Attempt::Finished(
+        Outcome::new(
+            Status::Done,
+            format!("creating {point} ({})", consistency.as_str()),
+        )
+        .with_sent(vec![sent]),
+    ))
 }
 
-/// Disk details for the rule's exclusions: one Disk GET per managed data disk, cached.
+/// Disk details for the rule's exclusions: from the timer's listing, else one Disk GET per
+/// managed data disk, cached.
 async fn disk_info(
     deps: &Deps,
     vm: &VirtualMachine,
+    listed: &[DiskInfo],
     now: time::OffsetDateTime,
 ) -> Result<Vec<DiskInfo>, ArmError> {
     let ttl = deps.tuning.disk_cache_ttl;
@@ -195,6 +265,10 @@ async fn disk_info(
         let Some(id) = disk.managed_disk_id else {
             continue;
         };
+        if let Some(info) = listed.iter().find(|i| i.id == id) {
+            out.push(info.clone());
+            continue;
+        }
         let info = match deps.known.disk(&id, now, ttl) {
             Some(cached) => cached,
             None => {
@@ -252,23 +326,13 @@ async fn schedule_first_poll(
     Ok(support::send(deps, id, QueueMessage::Poll(poll), Some(now + delay)).await?)
 }
 
-/// Transient: put the same request back (`attempt + 1`) after `Retry-After` or a backoff.
-/// Permanent, or too many reschedules: report it.
-async fn transient_or_report(
-    deps: &Deps,
-    req: &CreateRequest,
-    now: time::OffsetDateTime,
-    e: ArmError,
-    what: &str,
-) -> Result<Outcome, HandlerError> {
-    if !e.is_transient() {
-        support::log_permanent(&format!("create: {what}"), &req.vm, &e);
-        return Ok(Outcome::new(
-            Status::Reported,
-            format!("{}: {what} failed: {} {}", req.vm, e.code, e.message),
-        ));
-    }
-    reschedule(deps, req, now, &e, what).await
+/// A refusal for good: reported with ARM's code and message.
+fn report(req: &CreateRequest, e: ArmError, what: &str) -> Result<Outcome, HandlerError> {
+    support::log_permanent(&format!("create: {what}"), &req.vm, &e);
+    Ok(Outcome::new(
+        Status::Reported,
+        format!("{}: {what} failed: {} {}", req.vm, e.code, e.message),
+    ))
 }
 
 /// Puts the same request back (`attempt + 1`) after `Retry-After` or a backoff; reports instead

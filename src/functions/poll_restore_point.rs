@@ -202,6 +202,7 @@ async fn send_retry(deps: &Deps, req: &PollRequest, retry: u32) -> Result<Sent, 
             copy_to: Some(req.copy_to.clone()),
             retry,
             attempt: 0,
+            listed: None,
         }),
         Role::Copy => {
             let (Some(source), Some(region)) = (req.source.clone(), req.target_region.clone())

@@ -8,18 +8,19 @@
 //! found through other rules' scopes only: the handler cannot list "everything".
 
 use crate::schedule::rfc3339;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use time::OffsetDateTime;
 
 use super::support::{self, TAG_ORPHANED_AT};
 use super::{Deps, HandlerError};
-use crate::azure::models::VirtualMachine;
+use crate::azure::models::{RestorePointCollection, VirtualMachine};
 use crate::azure::{ResourceId, VmScope};
 use crate::events::TimerEvent;
 use crate::invocation::{Invocation, Outcome, Sent, Status};
+use crate::messages::{CollectionSeen, ListedVm};
 use crate::plan::{self, PlanTarget};
-use crate::policy::Policy;
+use crate::policy::{DiskInfo, Policy, Rule};
 use crate::schedule::Schedule;
 
 /// What a timer run at `now` would do: the tick, the plan, and what listing found (computed with
@@ -46,6 +47,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         return Ok(None);
     };
     let (vms, failures) = list_targets(deps).await;
+    let seen = list_surroundings(deps, &vms).await;
     let mut unmatched = 0;
     let targets: Vec<PlanTarget<'_>> = vms
         .iter()
@@ -53,6 +55,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
             Some(rule) => Some(PlanTarget {
                 vm: id.clone(),
                 rule,
+                listed: Some(seen.listed_vm(id, vm, rule, now)),
             }),
             None => {
                 unmatched += 1;
@@ -60,7 +63,12 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
             }
         })
         .collect();
-    let plan = plan::plan_tick(tick, &timer, &targets, &deps.tuning.pacing);
+    // The listings spent reads: plan with what ARM last said is left.
+    let mut pacing = deps.tuning.pacing.clone();
+    if let Some(left) = deps.arm.rate_limits().remaining_reads {
+        pacing.read_burst = pacing.read_burst.min(left);
+    }
+    let plan = plan::plan_tick(tick, &timer, &targets, &pacing);
     Ok(Some(TickPlan {
         tick,
         plan,
@@ -96,8 +104,17 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     {
         tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "not due at this tick");
     }
-    // Offsets count from the start of this run, so a late run still paces its sends.
-    let start = now.max(tick);
+    // Offsets count from when the messages go out, so a late run still paces its sends. The
+    // listings may have taken minutes on a large fleet: creates planned for that time would
+    // otherwise all start at once, while ARM's buckets cannot have saved up more than a burst.
+    // The invocation only knows when it started; ARM's `Date` on the last listing tells how
+    // late it is now (rounded up past its 1 s resolution).
+    let sending_at = deps
+        .arm
+        .rate_limits()
+        .date
+        .map_or(now, |d| (d + time::Duration::SECOND).max(now));
+    let start = sending_at.max(tick);
     let messages = plan.messages(start);
     let sent: Vec<Sent> = messages
         .iter()
@@ -168,6 +185,96 @@ async fn list_targets(deps: &Deps) -> (BTreeMap<ResourceId, VirtualMachine>, Vec
         }
     }
     (vms, failures)
+}
+
+/// What the timer's other listings showed: disk details and restore point collections. Each
+/// listing may fail or be refused (a role scoped to resource groups cannot list a subscription's
+/// collections); the create handler then reads what is missing itself.
+#[derive(Default)]
+struct Surroundings {
+    disks: HashMap<ResourceId, DiskInfo>,
+    /// Subscriptions (lowercase) whose collections were listed completely.
+    collections_listed: HashSet<String>,
+    collections: HashMap<ResourceId, RestorePointCollection>,
+}
+
+impl Surroundings {
+    /// The create message's view of `vm`, listed at `now`.
+    fn listed_vm(
+        &self,
+        id: &ResourceId,
+        vm: &VirtualMachine,
+        rule: &Rule,
+        now: OffsetDateTime,
+    ) -> ListedVm {
+        let disks = vm
+            .disks()
+            .into_iter()
+            .filter(|d| d.lun.is_some())
+            .filter_map(|d| d.managed_disk_id)
+            .filter_map(|disk| self.disks.get(&disk).cloned())
+            .collect();
+        let collection_id = support::local_collection(id, rule);
+        let collection = if !self
+            .collections_listed
+            .contains(&collection_id.subscription().to_ascii_lowercase())
+        {
+            None
+        } else {
+            match self.collections.get(&collection_id) {
+                None => Some(CollectionSeen::Missing),
+                // Another source or an orphan mark: the handler's full check deals with it.
+                Some(c) => support::is_ready_for(c, id).then_some(CollectionSeen::Ready),
+            }
+        };
+        ListedVm {
+            at: now,
+            vm: vm.clone(),
+            disks,
+            collection,
+        }
+    }
+}
+
+/// Lists the disks of every scope and the collections of every subscription holding a target.
+async fn list_surroundings(
+    deps: &Deps,
+    vms: &BTreeMap<ResourceId, VirtualMachine>,
+) -> Surroundings {
+    let mut seen = Surroundings::default();
+    let (scopes, _) = scopes(&deps.policy);
+    for scope in &scopes {
+        match deps.arm.list_disks(scope).await {
+            Ok(disks) => seen.disks.extend(
+                disks
+                    .iter()
+                    .filter_map(DiskInfo::from_disk)
+                    .map(|info| (info.id.clone(), info)),
+            ),
+            Err(e) => {
+                tracing::warn!(scope = ?scope, code = %e.code, message = %e.message, "listing disks failed; creates will read their disks one by one")
+            }
+        }
+    }
+    let subscriptions: BTreeSet<String> = vms
+        .keys()
+        .map(|id| id.subscription().to_ascii_lowercase())
+        .collect();
+    for sub in subscriptions {
+        match deps.arm.list_collections(&sub).await {
+            Ok(list) => {
+                seen.collections.extend(list.into_iter().filter_map(|c| {
+                    let id = ResourceId::parse(c.id.as_deref()?).ok()?;
+                    Some((id, c))
+                }));
+                seen.collections_listed.insert(sub);
+            }
+            Err(e) => {
+                tracing::warn!(subscription = %sub, code = %e.code, message = %e.message, "listing collections failed; creates will read their collections")
+            }
+        }
+    }
+    seen
 }
 
 /// The scopes to list (a resource group inside a listed subscription is dropped) and explicit

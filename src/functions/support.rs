@@ -11,7 +11,7 @@ use super::Deps;
 use crate::azure::models::{RestorePoint, RestorePointCollection, Tags, VirtualMachine};
 use crate::azure::{ArmError, OutgoingMessage, ResourceId, SendError};
 use crate::invocation::Sent;
-use crate::messages::{CopyRequest, CreateRequest, QueueMessage, Role};
+use crate::messages::{CollectionSeen, CopyRequest, CreateRequest, QueueMessage, Role};
 use crate::names;
 use crate::plan::Pacing;
 use crate::policy::{DiskInfo, Rule};
@@ -47,6 +47,9 @@ pub struct Tuning {
     pub disk_cache_ttl: Duration,
     /// Expired orphan collections deleted per timer run.
     pub max_orphan_deletes_per_tick: usize,
+    /// How long a create trusts the timer's listing in its message (VM, disks, collection).
+    /// A tick of 10,000 VMs spreads its creates over about 35 minutes.
+    pub listed_max_age: Duration,
 }
 
 impl Default for Tuning {
@@ -61,6 +64,7 @@ impl Default for Tuning {
             onboard_first_point: true,
             disk_cache_ttl: Duration::from_secs(3600),
             max_orphan_deletes_per_tick: 20,
+            listed_max_age: Duration::from_secs(3600),
         }
     }
 }
@@ -118,10 +122,17 @@ pub fn tag<'a>(tags: Option<&'a Tags>, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Whether `existing` can take `source`'s points as it is: the same source, no orphan mark.
+pub fn is_ready_for(existing: &RestorePointCollection, source: &ResourceId) -> bool {
+    let same_source = existing
+        .source_id()
+        .and_then(|s| ResourceId::parse(s).ok())
+        .is_some_and(|s| &s == source);
+    same_source && tag(existing.tags.as_ref(), TAG_ORPHANED_AT).is_none()
+}
+
 /// A collection as the handler found or made it.
 pub struct Ensured {
-    /// True when this call created it (so it has no points yet).
-    pub created: bool,
     /// The collection's points, when it was read with `$expand=restorePoints` (not when the
     /// cache said it exists).
     pub points: Option<Vec<RestorePoint>>,
@@ -137,6 +148,39 @@ pub enum EnsureError {
     },
 }
 
+/// [`ensure_collection`] for a create, trusting what the timer's listing showed: `Ready` needs
+/// no request, `Missing` is created without reading it first (a PUT of the same body is harmless
+/// if it appeared meanwhile), unknown takes the full check.
+pub async fn ensure_listed_collection(
+    deps: &Deps,
+    id: &ResourceId,
+    location: &str,
+    source: &ResourceId,
+    tags: Tags,
+    seen: Option<CollectionSeen>,
+) -> Result<(), EnsureError> {
+    match seen {
+        _ if deps.known.collection_exists(id) => Ok(()),
+        Some(CollectionSeen::Ready) => {
+            deps.known.remember_collection(id);
+            Ok(())
+        }
+        Some(CollectionSeen::Missing) => {
+            let body = RestorePointCollection::for_source(location, source, tags);
+            deps.arm
+                .put_collection(id, &body)
+                .await
+                .map_err(EnsureError::Arm)?;
+            tracing::info!(collection = %id, %location, source = %source, "collection created");
+            deps.known.remember_collection(id);
+            Ok(())
+        }
+        None => ensure_collection(deps, id, location, source, tags, false)
+            .await
+            .map(|_| ()),
+    }
+}
+
 /// Makes sure the collection `id` exists with `source` as its source, in `location`. Skips ARM
 /// entirely when this process already knows it exists (unless `need_points`). An existing
 /// collection marked orphaned (the VM was re-created under the same id) gets the mark removed.
@@ -149,10 +193,7 @@ pub async fn ensure_collection(
     need_points: bool,
 ) -> Result<Ensured, EnsureError> {
     if !need_points && deps.known.collection_exists(id) {
-        return Ok(Ensured {
-            created: false,
-            points: None,
-        });
+        return Ok(Ensured { points: None });
     }
     let existing = deps
         .arm
@@ -181,7 +222,6 @@ pub async fn ensure_collection(
         }
         deps.known.remember_collection(id);
         return Ok(Ensured {
-            created: false,
             points: need_points.then(|| existing.restore_points().to_vec()),
         });
     }
@@ -193,7 +233,6 @@ pub async fn ensure_collection(
     tracing::info!(collection = %id, %location, source = %source, "collection created");
     deps.known.remember_collection(id);
     Ok(Ensured {
-        created: true,
         points: Some(Vec::new()),
     })
 }

@@ -15,14 +15,19 @@ use crate::schedule::{Schedule, ScheduleError};
 /// consistency. Not supported for crash consistency. Exclude these disks …", support matrix).
 pub(super) const CRASH_UNSUPPORTED_SKUS: &[&str] = &["UltraSSD_LRS", "PremiumV2_LRS"];
 
-/// What a Disk GET tells us about one of a VM's disks, beyond the VM's storage profile.
-#[derive(Debug, Clone, PartialEq)]
+/// What a Disk GET (or the timer's disk listing, carried in a create message) tells us about
+/// one of a VM's disks, beyond the VM's storage profile.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DiskInfo {
     pub id: ResourceId,
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
     pub tags: Tags,
     /// More than 1 means a shared disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_shares: Option<i32>,
     /// `sku.name`, e.g. `Premium_LRS`, `UltraSSD_LRS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sku: Option<String>,
 }
 

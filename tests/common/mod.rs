@@ -55,6 +55,9 @@ impl Arm for EmptyArm {
     async fn get_disk(&self, _: &ResourceId) -> Result<Option<Disk>, ArmError> {
         Ok(None)
     }
+    async fn list_disks(&self, _: &VmScope) -> Result<Vec<Disk>, ArmError> {
+        Ok(Vec::new())
+    }
     async fn put_collection(
         &self,
         _: &ResourceId,
@@ -151,6 +154,7 @@ pub fn create_request() -> CreateRequest {
         copy_to: Some(vec!["westeurope".into()]),
         retry: 0,
         attempt: 0,
+        listed: None,
     }
 }
 

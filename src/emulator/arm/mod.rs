@@ -508,7 +508,7 @@ impl ArmEmulator {
             dispatch(&mut store, &ctx, &route, &method, &body)
         };
 
-        let reply = self.finish(reply, &request_id, class, remaining, &headers);
+        let reply = self.finish(reply, &request_id, class, remaining, &headers, now);
         self.count(&reply, &method);
         if drop_connection {
             *lock(&self.counters)
@@ -544,8 +544,11 @@ impl ArmEmulator {
         class: OpClass,
         remaining: Option<u32>,
         req: &HeaderMap,
+        now: time::OffsetDateTime,
     ) -> Reply {
         let mut h = vec![
+            // ARM's clock is the virtual one here (hyper would stamp the real time).
+            ("date".to_string(), http_date(now)),
             ("x-ms-request-id".to_string(), request_id.to_string()),
             (
                 "x-ms-correlation-request-id".to_string(),
@@ -632,6 +635,8 @@ fn dispatch(
             routes::get_vm_instance_view(store, ctx, sub, rg, name)
         }
         (Route::Disk { sub, rg, name }, _) => routes::get_disk(store, sub, rg, name),
+        (Route::DiskListAll { sub }, _) => routes::list_disks(store, ctx, sub, None),
+        (Route::DiskList { sub, rg }, _) => routes::list_disks(store, ctx, sub, Some(rg)),
         (Route::CollectionListAll { sub }, _) => routes::list_collections(store, ctx, sub, None),
         (Route::CollectionList { sub, rg }, _) => {
             routes::list_collections(store, ctx, sub, Some(rg))
@@ -681,6 +686,16 @@ fn dispatch(
 
 /// Compute's own throttling answer (CONTRACT §6, DOC-CRP-THR): 429 `OperationNotAllowed` with a
 /// `TooManyRequests` detail naming the policy, and `x-ms-ratelimit-remaining-resource`.
+/// An HTTP-date (IMF-fixdate), e.g. `Wed, 25 Nov 2026 03:04:05 GMT`.
+fn http_date(at: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_default()
+}
+
 fn compute_throttle_fault(now: time::OffsetDateTime) -> Reply {
     let end = now + time::Duration::minutes(3);
     let detail = json!({

@@ -42,7 +42,7 @@ pub use collections::{
 };
 pub use operations::operation_status;
 pub use points::{delete_point, get_point, put_point};
-pub use vms::{get_disk, get_vm, get_vm_instance_view, list_vms, vm_instance_view};
+pub use vms::{get_disk, get_vm, get_vm_instance_view, list_disks, list_vms, vm_instance_view};
 
 /// A recognised ARM path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,13 @@ pub enum Route {
     },
     CollectionListAll {
         sub: String,
+    },
+    DiskListAll {
+        sub: String,
+    },
+    DiskList {
+        sub: String,
+        rg: String,
     },
     VmList {
         sub: String,
@@ -147,6 +154,7 @@ pub fn parse_route(path: &str) -> Route {
         ["providers", "microsoft.compute", "restorepointcollections"] => {
             Route::CollectionListAll { sub }
         }
+        ["providers", "microsoft.compute", "disks"] => Route::DiskListAll { sub },
         ["resourcegroups", _, "providers", "microsoft.compute", rest @ ..] => {
             let rg = s(3);
             match rest {
@@ -173,6 +181,7 @@ pub fn parse_route(path: &str) -> Route {
                     collection: s(7),
                     name: s(9),
                 },
+                ["disks"] => Route::DiskList { sub, rg },
                 ["disks", _] => Route::Disk {
                     sub,
                     rg,
@@ -192,6 +201,8 @@ impl Route {
             | Route::VmListAll { sub }
             | Route::VmListByLocation { sub, .. }
             | Route::CollectionListAll { sub }
+            | Route::DiskListAll { sub }
+            | Route::DiskList { sub, .. }
             | Route::VmList { sub, .. }
             | Route::Vm { sub, .. }
             | Route::VmInstanceView { sub, .. }
@@ -205,7 +216,9 @@ impl Route {
 
     pub fn api_version_rule(&self) -> ApiVersionRule {
         match self {
-            Route::Disk { .. } => ApiVersionRule::AnyDated,
+            Route::Disk { .. } | Route::DiskListAll { .. } | Route::DiskList { .. } => {
+                ApiVersionRule::AnyDated
+            }
             _ => ApiVersionRule::Compute,
         }
     }
@@ -271,6 +284,8 @@ impl Route {
                 ("RestorePoints_Delete", "DELETE restorePoints", true)
             }
             (Route::Disk { .. }, M::GET) => ("Disks_Get", "GET disks", false),
+            (Route::DiskListAll { .. }, M::GET) => ("Disks_List", "GET disks", false),
+            (Route::DiskList { .. }, M::GET) => ("Disks_ListByResourceGroup", "GET disks", false),
             _ => return None,
         })
     }
@@ -735,6 +750,17 @@ mod tests {
             }
         );
         assert_eq!(parse_route("/other"), Route::Unknown { sub: None });
+        assert_eq!(
+            parse_route("/subscriptions/s/providers/Microsoft.Compute/disks"),
+            Route::DiskListAll { sub: "s".into() }
+        );
+        assert_eq!(
+            parse_route("/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/disks"),
+            Route::DiskList {
+                sub: "s".into(),
+                rg: "r".into()
+            }
+        );
         assert_eq!(
             parse_route(
                 "/subscriptions/s/resourceGroups/my%20rg/providers/Microsoft.Compute/disks/d"

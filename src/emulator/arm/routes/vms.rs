@@ -234,6 +234,31 @@ pub fn get_disk(store: &Store, sub: &str, rg: &str, name: &str) -> Reply {
     }
 }
 
+/// `Disks_List` (subscription) and `Disks_ListByResourceGroup`: the disk documents as `Disks_Get`
+/// returns them, paged like the other lists.
+pub fn list_disks(store: &Store, ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Reply {
+    let check = match rg {
+        Some(rg) => check_rg(store, sub, rg),
+        None => check_sub(store, sub),
+    };
+    if let Err(r) = check {
+        return r;
+    }
+    let items: Vec<&Value> = store
+        .disks
+        .iter()
+        .filter(|(id, _)| {
+            id.subscription().eq_ignore_ascii_case(sub)
+                && rg.is_none_or(|rg| {
+                    id.resource_group()
+                        .is_some_and(|r| r.eq_ignore_ascii_case(rg))
+                })
+        })
+        .map(|(_, doc)| doc)
+        .collect();
+    page(ctx, items, |doc| doc.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
