@@ -365,7 +365,9 @@ mod tests {
             Some(l)
         };
         let all = vec![info(&d1), info(&d2)];
-        let table: Vec<(&str, (f64, f64), (f64, f64))> = vec![
+        // (case, (writes, reads) got, (writes, reads) wanted)
+        type Row<'a> = (&'a str, (f64, f64), (f64, f64));
+        let table: Vec<Row<'_>> = vec![
             (
                 "nothing listed: VM, disks and collection read",
                 cost(&plain, None),
