@@ -1044,6 +1044,46 @@ async fn paging_follows_next_links_across_three_pages() {
     );
 }
 
+/// A listing pauses between pages while ARM reports its read bucket nearly empty, and not
+/// otherwise.
+#[tokio::test]
+async fn a_listing_pauses_while_reads_run_low() {
+    let fake = Fake::start().await;
+    let first = format!("/subscriptions/{SUB}/providers/Microsoft.Compute/disks");
+    let page = |next: Option<String>, left: &str| {
+        let mut body = json!({"value": []});
+        if let Some(n) = next {
+            body["nextLink"] = json!(n);
+        }
+        Canned::json(200, &body).header("x-ms-ratelimit-remaining-subscription-reads", left)
+    };
+    fake.on(
+        "GET",
+        &first,
+        vec![page(Some(fake.url("/p2?api-version=2024-03-02")), "10")],
+    );
+    fake.on(
+        "GET",
+        "/p2",
+        vec![page(Some(fake.url("/p3?api-version=2024-03-02")), "900")],
+    );
+    fake.on("GET", "/p3", vec![page(None, "5")]);
+    let (client, _) = arm_client(&fake);
+    let started = std::time::Instant::now();
+    client
+        .list_disks(&VmScope::Subscription(SUB.into()))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(fake.seen().len(), 3);
+    // One pause (after page 1, 10 reads left); none after page 2 (900 left) or the last page.
+    assert!(
+        took >= std::time::Duration::from_millis(950)
+            && took < std::time::Duration::from_millis(1900),
+        "{took:?}"
+    );
+}
+
 #[tokio::test]
 async fn next_link_to_another_host_is_refused() {
     let fake = Fake::start().await;

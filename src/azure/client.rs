@@ -25,8 +25,14 @@ use super::{Accepted, Arm, LroHandle, RateLimits, ResourceId, VmScope};
 pub const DEFAULT_ENDPOINT: &str = "https://management.azure.com";
 /// `Microsoft.Compute/disks` is versioned separately from the rest of Compute.
 pub const DISKS_API_VERSION: &str = "2024-03-02";
-/// Guard against a server that hands out `nextLink`s forever.
-const MAX_PAGES: usize = 1000;
+/// Guard against a server that hands out `nextLink`s forever (a repeated link is caught
+/// earlier); a fleet of 100,000 VMs lists its disks in about 4,000 pages of 50.
+const MAX_PAGES: usize = 20_000;
+/// A listing pauses between pages while ARM reports fewer reads than this left for the
+/// subscription (two seconds of the 25/s refill): a long listing must not drain the bucket the
+/// handlers' reads share, nor run into 429s itself.
+const LISTING_READ_FLOOR: u32 = 50;
+const LISTING_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Every kind of request the client sends, with the RBAC action it needs. Every request goes
 /// through [`ArmClient::send`] with one of these, so this table is the complete list the custom
@@ -528,6 +534,14 @@ impl ArmClient {
             }
             let page: Page<T> = self.send(op, url, None).await?.json(op)?;
             out.extend(page.value);
+            if page.next_link.is_some()
+                && self
+                    .rate_limits()
+                    .remaining_reads
+                    .is_some_and(|left| left < LISTING_READ_FLOOR)
+            {
+                tokio::time::sleep(LISTING_PAUSE).await;
+            }
             if let Some(link) = page.next_link.filter(|l| !l.trim().is_empty()) {
                 let url = Url::parse(&link).map_err(|_| {
                     http::local_error(

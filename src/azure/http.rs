@@ -108,6 +108,16 @@ pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Durat
     })
 }
 
+/// An HTTP-date (IMF-fixdate, RFC 9110 §5.6.7) of `at`'s whole second in UTC, e.g.
+/// `Wed, 25 Nov 2026 03:04:05 GMT`.
+pub fn http_date(at: time::OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap_or_default()
+}
+
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

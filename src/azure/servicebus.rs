@@ -305,16 +305,20 @@ pub fn scheduler_from_env(
 }
 
 /// `ScheduledEnqueueTimeUtc` as Service Bus documents it: RFC 1123 with `GMT`
-/// (`Wed, 25 Nov 2026 21:30:15 GMT`). Converts to UTC first; refuses years it cannot write.
+/// (`Wed, 25 Nov 2026 21:30:15 GMT`). Converts to UTC and rounds up to the whole second: a
+/// message must not become visible before the time asked (the timer's pacing relies on it, and
+/// truncating moved up to a second of creates ahead of their tokens). Refuses years it cannot
+/// write.
 pub fn format_enqueue_time(at: OffsetDateTime) -> Result<String, String> {
     let utc = at.to_offset(time::UtcOffset::UTC);
+    let utc = match utc.nanosecond() {
+        0 => utc,
+        ns => utc + time::Duration::nanoseconds(1_000_000_000 - i64::from(ns)),
+    };
     if !(1900..=9999).contains(&utc.year()) {
         return Err(format!("scheduled time {at} is outside years 1900..=9999"));
     }
-    utc.format(time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    ))
-    .map_err(|e| format!("cannot format scheduled time {at}: {e}"))
+    Ok(super::http::http_date(utc))
 }
 
 /// The `BrokerProperties` JSON for one message (`MessageId`, optional `ScheduledEnqueueTimeUtc`).
@@ -935,7 +939,11 @@ mod tests {
         let cases = [
             (
                 datetime!(2026-11-25 21:30:15.123456 UTC),
-                Ok("Wed, 25 Nov 2026 21:30:15 GMT"),
+                Ok("Wed, 25 Nov 2026 21:30:16 GMT"),
+            ),
+            (
+                datetime!(2026-11-25 23:59:59.000001 UTC),
+                Ok("Thu, 26 Nov 2026 00:00:00 GMT"),
             ),
             (
                 datetime!(2026-11-25 23:30:15 +02:00),

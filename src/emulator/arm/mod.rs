@@ -548,7 +548,7 @@ impl ArmEmulator {
     ) -> Reply {
         let mut h = vec![
             // ARM's clock is the virtual one here (hyper would stamp the real time).
-            ("date".to_string(), http_date(now)),
+            ("date".to_string(), crate::azure::http::http_date(now)),
             ("x-ms-request-id".to_string(), request_id.to_string()),
             (
                 "x-ms-correlation-request-id".to_string(),
@@ -686,16 +686,6 @@ fn dispatch(
 
 /// Compute's own throttling answer (CONTRACT §6, DOC-CRP-THR): 429 `OperationNotAllowed` with a
 /// `TooManyRequests` detail naming the policy, and `x-ms-ratelimit-remaining-resource`.
-/// An HTTP-date (IMF-fixdate), e.g. `Wed, 25 Nov 2026 03:04:05 GMT`.
-fn http_date(at: time::OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    at.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_default()
-}
-
 fn compute_throttle_fault(now: time::OffsetDateTime) -> Reply {
     let end = now + time::Duration::minutes(3);
     let detail = json!({
