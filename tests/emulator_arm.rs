@@ -2208,7 +2208,10 @@ async fn a_repeated_copy_put_of_a_point_that_excludes_a_disk_is_idempotent() {
     let vm = h.vm("rg", "vm1", "westus", |s| s);
     h.collection("rg", "src", "westus", &vm).await;
     let excluded = json!({"excludeDisks": [{"id": disk_id("rg", "vm1_DataDisk_0")}]});
-    assert_eq!(h.point("rg", "src", "rp1", excluded.clone()).await.status, 201);
+    assert_eq!(
+        h.point("rg", "src", "rp1", excluded.clone()).await.status,
+        201
+    );
     assert_eq!(h.point("rg", "src", "rp2", excluded).await.status, 201);
     h.advance(120);
     h.collection("rg", "dst", "eastus", &rpc_id("rg", "src"))
