@@ -570,7 +570,7 @@ fn kill_moments(scenario: &Scenario, ticks: &[OffsetDateTime]) -> Vec<OffsetDate
 /// buckets (refilled in virtual time) still refill faster than the handler can drain them.
 const SLOWEST_FRACTION: f64 = 1.0 / 40.0;
 /// A message due this long ago (virtual) and not yet received means the handler is behind.
-const ALLOWED_LAG: time::Duration = time::Duration::seconds(60);
+const ALLOWED_LAG: time::Duration = time::Duration::minutes(5);
 /// How often the governor looks.
 const GOVERNOR_PERIOD: Duration = Duration::from_millis(25);
 
