@@ -5,6 +5,15 @@
 //!
 //! The same [`run_scenario`] drives the end-to-end, chaos and benchmark runs, so what the README
 //! shows is what the tests check.
+//!
+//! **Virtual time follows the handler.** At thousands of virtual seconds per real second, every
+//! real millisecond the handler spends is seconds of virtual time: a 500-VM fleet on a debug
+//! build fell days behind (polls delivered 60 virtual hours late, creates landing on the next
+//! tick), which real Azure Functions, whose handler is just as fast in real seconds, never sees.
+//! So while the handler is behind — a due message waits for a receiver, a timer run is going,
+//! or the handler is restarting — the clock slows down (to `speed / 40` at the slowest), and it
+//! speeds up again once the handler has caught up ([`governed_speed`]). Idle stretches (copies
+//! replicating, hours between ticks) still pass at full speed.
 
 use crate::policy::regions::canonical_region;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,9 +30,11 @@ use time::OffsetDateTime;
 
 use crate::azure::Queue;
 use crate::emulator::arm::{ArmConfig, FleetSpec, PointSummary};
+use crate::emulator::clock::VirtualClock;
 use crate::emulator::faults::FaultConfig;
-use crate::emulator::host_sim::{HostSim, HostSimConfig, InvocationStatus};
+use crate::emulator::host_sim::{HandlerState, HostSim, HostSimConfig, InvocationStatus};
 use crate::emulator::server::{self, BusAuth, EmulatorConfig, RunningEmulator};
+use crate::emulator::servicebus::ServiceBus;
 use crate::names;
 use crate::policy::Policy;
 
@@ -119,6 +130,9 @@ pub struct Scenario {
     /// Kill the handler (SIGKILL) this many times at random moments during the run.
     pub kills: u32,
     pub show_progress: bool,
+    /// Slow virtual time while the handler is behind (module doc); off only for tests of the
+    /// clock itself.
+    pub pace_to_handler: bool,
 }
 
 impl Scenario {
@@ -141,6 +155,7 @@ impl Scenario {
             handler_log: None,
             kills: 0,
             show_progress: false,
+            pace_to_handler: true,
         }
     }
 }
@@ -168,6 +183,42 @@ pub struct RoleCounts {
     pub failed: Vec<Missing>,
     /// Extra settled points for the same (VM, tick, region): should be 0.
     pub duplicates: usize,
+    /// `failed`, counted by [`Explanation`] class and reason class ([`reason_class`]), e.g.
+    /// `"reported: every disk excluded" → 300`.
+    pub failed_by_reason: BTreeMap<String, usize>,
+}
+
+impl RoleCounts {
+    /// Expected points that are neither settled nor explained: should be 0.
+    pub fn unexplained(&self) -> usize {
+        self.failed
+            .iter()
+            .filter(|m| m.explained_by == Explanation::Unexplained)
+            .count()
+    }
+
+    /// Expected points missing by design: the VM has nothing a restore point could hold
+    /// (every disk excluded), so vmrp reports instead of creating.
+    pub fn nothing_to_restore(&self) -> usize {
+        self.failed
+            .iter()
+            .filter(|m| m.explained_by == Explanation::Reported && reason_class(&m.reason).1)
+            .count()
+    }
+}
+
+/// Where the reason of a missing point comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Explanation {
+    /// vmrp itself reported the failure (an invocation outcome `reported` with its summary).
+    Reported,
+    /// The timer run of the tick failed (e.g. the handler was killed during it, every retry).
+    TimerRunFailed,
+    /// Only the emulator's state tells: the point exists but never settled.
+    PointState,
+    /// Nothing explains it.
+    Unexplained,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -178,6 +229,37 @@ pub struct Missing {
     #[serde(with = "time::serde::rfc3339")]
     pub tick: OffsetDateTime,
     pub reason: String,
+    pub explained_by: Explanation,
+}
+
+fn explanation_label(e: Explanation) -> &'static str {
+    match e {
+        Explanation::Reported => "reported",
+        Explanation::TimerRunFailed => "timer run failed",
+        Explanation::PointState => "seen in ARM",
+        Explanation::Unexplained => "unexplained",
+    }
+}
+
+/// A short class for a failure reason (for counting), and whether it is a failure by design:
+/// the VM has nothing a restore point could hold, so no point is the right outcome.
+pub fn reason_class(reason: &str) -> (&'static str, bool) {
+    const CLASSES: &[(&str, &str, bool)] = &[
+        ("every disk is excluded", "every disk excluded", true),
+        ("must be at least", "spacing refused by Azure", false),
+        ("superseded", "superseded by a newer copy", false),
+        ("gave up after", "gave up after reschedules", false),
+        ("timer run for this tick failed", "timer run failed", false),
+        ("already exists", "name already taken", false),
+        ("is Failed", "point Failed", false),
+        ("Creating", "still in progress at the end", false),
+        ("no restore point was created", "never created", false),
+    ];
+    CLASSES
+        .iter()
+        .find(|(needle, _, _)| reason.contains(needle))
+        .map(|(_, class, by_design)| (*class, *by_design))
+        .unwrap_or(("other", false))
 }
 
 /// One row of the summary table.
@@ -384,6 +466,9 @@ pub async fn run_scenario_keep(
         .await
         .map_err(LocalError::Emulator)?;
     emulator.clock.set_speed(scenario.speed);
+    let governor = scenario
+        .pace_to_handler
+        .then(|| spawn_governor(&emulator, &sim, scenario.speed));
 
     let timer = crate::schedule::Schedule::parse(&scenario.schedule)
         .map_err(|e| LocalError::Policy(e.to_string()))?;
@@ -436,6 +521,10 @@ pub async fn run_scenario_keep(
         }
     }
     progress.finish();
+    if let Some(g) = governor {
+        g.abort();
+        emulator.clock.set_speed(scenario.speed);
+    }
     // Let the handler finish what it is writing before the final picture.
     tokio::time::sleep(Duration::from_millis(200)).await;
     tracker.observe(&emulator.arm.restore_points());
@@ -474,6 +563,59 @@ fn kill_moments(scenario: &Scenario, ticks: &[OffsetDateTime]) -> Vec<OffsetDate
         .collect();
     out.sort();
     out
+}
+
+/// The slowest the governor lets the clock run, as a fraction of the scenario's speed: at 2400×
+/// a handler restart (about a real second) still costs only a virtual minute, and ARM's token
+/// buckets (refilled in virtual time) still refill faster than the handler can drain them.
+const SLOWEST_FRACTION: f64 = 1.0 / 40.0;
+/// A message due this long ago (virtual) and not yet received means the handler is behind.
+const ALLOWED_LAG: time::Duration = time::Duration::minutes(5);
+/// How often the governor looks.
+const GOVERNOR_PERIOD: Duration = Duration::from_millis(25);
+
+/// The next clock speed: halve while the handler is behind (down to `slowest`), grow by half
+/// while it keeps up (up to `target`).
+pub fn governed_speed(current: f64, target: f64, slowest: f64, behind: bool) -> f64 {
+    let slowest = slowest.min(target);
+    if behind {
+        (current / 2.0).max(slowest)
+    } else {
+        (current * 1.5).min(target)
+    }
+}
+
+/// Whether the handler is behind right now (see the module doc).
+fn handler_behind(clock: &VirtualClock, bus: &ServiceBus, sim: &HostSim) -> bool {
+    if sim.timers_in_flight() > 0 || sim.handler_state() != HandlerState::Ready {
+        return true;
+    }
+    let since = clock.now() - ALLOWED_LAG;
+    Queue::ALL
+        .iter()
+        .any(|q| bus.waiting_since(q.name(), since) > 0)
+}
+
+/// Runs [`governed_speed`] on the clock until aborted.
+fn spawn_governor(
+    emulator: &RunningEmulator,
+    sim: &Arc<HostSim>,
+    target: f64,
+) -> tokio::task::JoinHandle<()> {
+    let (clock, bus, sim) = (emulator.clock.clone(), emulator.bus.clone(), sim.clone());
+    tokio::spawn(async move {
+        let slowest = (target * SLOWEST_FRACTION).max(1.0);
+        let mut speed = target;
+        loop {
+            tokio::time::sleep(GOVERNOR_PERIOD).await;
+            let behind = handler_behind(&clock, &bus, &sim);
+            let next = governed_speed(speed, target, slowest, behind);
+            if next != speed {
+                clock.set_speed(next);
+                speed = next;
+            }
+        }
+    })
 }
 
 fn pending_messages(emulator: &RunningEmulator) -> usize {
@@ -607,8 +749,9 @@ fn build_report(
     let now = emulator.clock.now();
     let points = emulator.arm.restore_points();
     let records = sim.records();
-    // Reasons vmrp reported for points it gave up on, by VM name.
-    let mut reported: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Reasons vmrp reported for points it gave up on, by VM name: (function, virtual start,
+    // summary).
+    let mut reported: BTreeMap<String, Vec<(String, OffsetDateTime, String)>> = BTreeMap::new();
     let mut invocations: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for r in &records {
         let status = match r.status {
@@ -636,38 +779,76 @@ fn build_report(
                         || summary.contains(&format!("-{vm}/"))
                         || summary.contains(&format!(" {vm}"))
                     {
-                        reported
-                            .entry(vm.clone())
-                            .or_default()
-                            .push(summary.to_string());
+                        reported.entry(vm.clone()).or_default().push((
+                            r.function.clone(),
+                            r.started,
+                            summary.to_string(),
+                        ));
                     }
                 }
             }
         }
     }
-    // A timer run that failed (e.g. the handler was killed mid-run) sent only part of a tick's
-    // creates; the points it never asked for are explained by it.
+    // The tick window an invocation belongs to when its summary names no point: from its tick
+    // to the next one (the last tick's window stays open).
+    let window_of = |tick: OffsetDateTime| -> (OffsetDateTime, OffsetDateTime) {
+        let next =
+            ticks.iter().find(|t| **t > tick).copied().unwrap_or(
+                OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("year 9999"),
+            );
+        (tick, next)
+    };
+    // A tick whose timer run failed every time (the host retries it under the function's retry
+    // policy) sent only part of its creates; the points it never asked for are explained by it.
     let failed_timer_run = |tick: OffsetDateTime| -> Option<String> {
-        records
+        let (from, to) = window_of(tick);
+        let runs: Vec<&crate::emulator::host_sim::InvocationRecord> = records
             .iter()
             .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
-            .filter(|r| r.status != InvocationStatus::Succeeded)
-            .find(|r| r.started >= tick && r.started < tick + time::Duration::hours(1))
-            .map(|r| {
-                format!(
-                    "{:?}: {}",
-                    r.status,
-                    r.error.clone().unwrap_or_else(|| "no reply".into())
-                )
-            })
+            .filter(|r| r.started >= from && r.started < to)
+            .collect();
+        if runs.iter().any(|r| r.status == InvocationStatus::Succeeded) {
+            return None;
+        }
+        runs.last().map(|r| {
+            format!(
+                "{} run(s), the last {:?}: {}",
+                runs.len(),
+                r.status,
+                r.error.clone().unwrap_or_else(|| "no reply".into())
+            )
+        })
     };
-    let reason_for = |vm: &str, region: &str, tick: OffsetDateTime, copy: bool| -> String {
+    let reason_for = |vm: &str,
+                      region: &str,
+                      tick: OffsetDateTime,
+                      copy: bool|
+     -> (String, Explanation) {
         let stem = names::restore_point_name(tick, 0);
-        if let Some(r) = reported
+        let (from, to) = window_of(tick);
+        let candidates: Vec<&(String, OffsetDateTime, String)> = reported
             .get(vm)
-            .and_then(|rs| rs.iter().find(|s| s.contains(&stem)).or(rs.last()))
-        {
-            return r.clone();
+            .map(|rs| {
+                rs.iter()
+                    // A copy's report does not explain a missing local point.
+                    .filter(|(function, _, summary)| {
+                        copy || (function != crate::functions::START_CROSS_REGION_COPY
+                            && !summary.contains(&format!("rpc-{vm}-"))
+                            && !summary.starts_with("copy of"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A summary naming this tick's point; else one naming no point at all (a VM-level
+        // reason: every disk excluded, a refused create), reported during this tick's window.
+        let named = candidates.iter().find(|(_, _, s)| s.contains(&stem));
+        let vm_level = || {
+            candidates
+                .iter()
+                .find(|(_, at, s)| !s.contains("/restorePoints/rp-") && *at >= from && *at < to)
+        };
+        if let Some((_, _, summary)) = named.or_else(vm_level) {
+            return (summary.clone(), Explanation::Reported);
         }
         let seen = points.iter().find(|p| {
             p.vm.ends_with(&format!("/{vm}"))
@@ -676,19 +857,28 @@ fn build_report(
                 && p.id.contains(&stem)
         });
         match seen {
-            Some(p) => format!(
-                "point {} is {} (copy {}%)",
-                p.id.rsplit('/').next().unwrap_or_default(),
-                p.provisioning_state,
-                p.copy_percent.map(|c| c.to_string()).unwrap_or("-".into())
-            ),
-            None => match failed_timer_run(tick) {
-                Some(error) => format!(
-                    "no restore point was created: the timer run for this tick failed ({error}) and timer runs are not retried"
+                Some(p) => (
+                    format!(
+                        "point {} is {} (copy {}%)",
+                        p.id.rsplit('/').next().unwrap_or_default(),
+                        p.provisioning_state,
+                        p.copy_percent.map(|c| c.to_string()).unwrap_or("-".into())
+                    ),
+                    Explanation::PointState,
                 ),
-                None => "no restore point was created".into(),
-            },
-        }
+                None => match failed_timer_run(tick) {
+                    Some(error) => (
+                        format!(
+                            "no restore point was created: the timer run for this tick failed ({error})"
+                        ),
+                        Explanation::TimerRunFailed,
+                    ),
+                    None => (
+                        "no restore point was created".into(),
+                        Explanation::Unexplained,
+                    ),
+                },
+            }
     };
     let mut local = RoleCounts {
         expected: expected.local.len(),
@@ -701,12 +891,16 @@ fn build_report(
                 local.settled += 1;
                 local.duplicates += n - 1;
             }
-            None => local.failed.push(Missing {
-                vm: vm.clone(),
-                region: region.clone(),
-                tick: *tick,
-                reason: reason_for(vm, &region, *tick, false),
-            }),
+            None => {
+                let (reason, explained_by) = reason_for(vm, &region, *tick, false);
+                local.failed.push(Missing {
+                    vm: vm.clone(),
+                    region: region.clone(),
+                    tick: *tick,
+                    reason,
+                    explained_by,
+                })
+            }
         }
     }
     let mut copies = RoleCounts {
@@ -719,12 +913,26 @@ fn build_report(
                 copies.settled += 1;
                 copies.duplicates += n - 1;
             }
-            None => copies.failed.push(Missing {
-                vm: vm.clone(),
-                region: region.clone(),
-                tick: *tick,
-                reason: reason_for(vm, region, *tick, true),
-            }),
+            None => {
+                let (reason, explained_by) = reason_for(vm, region, *tick, true);
+                copies.failed.push(Missing {
+                    vm: vm.clone(),
+                    region: region.clone(),
+                    tick: *tick,
+                    reason,
+                    explained_by,
+                })
+            }
+        }
+    }
+    for role in [&mut local, &mut copies] {
+        for m in &role.failed {
+            let key = format!(
+                "{}: {}",
+                explanation_label(m.explained_by),
+                reason_class(&m.reason).0
+            );
+            *role.failed_by_reason.entry(key).or_insert(0) += 1;
         }
     }
     // Points in progress at the end must have a poll pending for them.
@@ -870,14 +1078,18 @@ pub fn render(report: &LocalReport) -> String {
 /// One line: what was expected, what settled, what failed.
 pub fn summary_line(r: &LocalReport) -> String {
     format!(
-        "{}: {} VMs × {} ticks — local {}/{} settled, copies {}/{} settled, {} duplicates, {} dead letters, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
+        "{}: {} VMs × {} ticks — local {}/{} settled ({} explained, {} unexplained), copies {}/{} settled ({} explained, {} unexplained), {} duplicates, {} dead letters, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
         if r.complete { "coverage complete" } else { "COVERAGE INCOMPLETE" },
         r.vms,
         r.ticks.len(),
         r.local.settled,
         r.local.expected,
+        r.local.failed.len() - r.local.unexplained(),
+        r.local.unexplained(),
         r.copies.settled,
         r.copies.expected,
+        r.copies.failed.len() - r.copies.unexplained(),
+        r.copies.unexplained(),
         r.local.duplicates + r.copies.duplicates,
         r.dead_letters.len(),
         r.throttled_429,
@@ -953,6 +1165,53 @@ impl Progress {
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_slows_while_behind_and_recovers() {
+        // (current, behind) → next, for a target of 2400 and a floor of 60.
+        let table = [
+            (2400.0, false, 2400.0),
+            (2400.0, true, 1200.0),
+            (100.0, true, 60.0),
+            (60.0, true, 60.0),
+            (60.0, false, 90.0),
+            (2000.0, false, 2400.0),
+        ];
+        for (current, behind, next) in table {
+            assert_eq!(
+                governed_speed(current, 2400.0, 60.0, behind),
+                next,
+                "{current} behind={behind}"
+            );
+        }
+        // A floor above the target never speeds the clock up past the target.
+        assert_eq!(governed_speed(10.0, 10.0, 60.0, true), 10.0);
+    }
+
+    #[test]
+    fn failure_reasons_fall_into_classes() {
+        let vm =
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1";
+        let table = [
+            (format!("{vm}: every disk is excluded, nothing to restore"), "every disk excluded", true),
+            (format!("{vm}: creating the point failed: OperationNotAllowed Restore points of VM 'vm1' that are application-consistent must be at least 180 minutes apart"), "spacing refused by Azure", false),
+            ("copy of x to swedencentral superseded: y is newer and already copied".to_string(), "superseded by a newer copy", false),
+            (format!("{vm}: gave up after 20 reschedules: 429"), "gave up after reschedules", false),
+            ("no restore point was created: the timer run for this tick failed (3 run(s))".to_string(), "timer run failed", false),
+            ("point rp-20260105T0400Z is Failed (copy -%)".to_string(), "point Failed", false),
+            ("point rp-20260105T0400Z is Creating (copy 40%)".to_string(), "still in progress at the end", false),
+            ("no restore point was created".to_string(), "never created", false),
+            ("something new".to_string(), "other", false),
+        ];
+        for (reason, class, by_design) in table {
+            assert_eq!(reason_class(&reason), (class, by_design), "{reason}");
         }
     }
 }

@@ -2287,3 +2287,42 @@ async fn responses_are_dated_by_the_virtual_clock() {
     );
     assert!(date.ends_with(" GMT"), "IMF-fixdate: {date}");
 }
+
+/// A copy inherits its source's excluded disks; a replay of the same copy PUT (a duplicate
+/// delivery racing the first) is idempotent, while naming another source is still refused.
+#[tokio::test]
+async fn a_repeated_copy_put_of_a_point_that_excludes_a_disk_is_idempotent() {
+    let h = start(RuleSwitches::all_off()).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    h.collection("rg", "src", "westus", &vm).await;
+    let excluded = json!({"excludeDisks": [{"id": disk_id("rg", "vm1_DataDisk_0")}]});
+    assert_eq!(
+        h.point("rg", "src", "rp1", excluded.clone()).await.status,
+        201
+    );
+    assert_eq!(h.point("rg", "src", "rp2", excluded).await.status, 201);
+    h.advance(120);
+    h.collection("rg", "dst", "eastus", &rpc_id("rg", "src"))
+        .await;
+    let copy = json!({"sourceRestorePoint": {"id": rp_id("rg", "src", "rp1")}});
+    let first = h.point("rg", "dst", "rp1", copy.clone()).await;
+    assert_eq!(first.status, 201, "{:#}", first.body);
+    assert_eq!(
+        first.body["properties"]["excludeDisks"][0]["id"]
+            .as_str()
+            .map(str::to_ascii_lowercase),
+        Some(disk_id("rg", "vm1_DataDisk_0").to_ascii_lowercase()),
+        "the copy shows the source's excluded disk"
+    );
+    let replay = h.point("rg", "dst", "rp1", copy).await;
+    assert_eq!(replay.status, 201, "{:#}", replay.body);
+    let other = h
+        .point(
+            "rg",
+            "dst",
+            "rp1",
+            json!({"sourceRestorePoint": {"id": rp_id("rg", "src", "rp2")}}),
+        )
+        .await;
+    assert_eq!((other.status, other.code()), (409, "OperationNotAllowed"));
+}

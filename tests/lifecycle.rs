@@ -1512,3 +1512,40 @@ async fn the_timer_paces_from_when_its_listings_ended() {
         Some(T0 + Duration::from_millis(100))
     );
 }
+
+/// Copies into a region go in creation order: once a newer tick's point is there, the older
+/// tick can never be copied, and that is reported (with the region and the newer point), not
+/// silently skipped, so the missing copy has its reason.
+#[tokio::test]
+async fn a_copy_overtaken_by_a_newer_one_is_reported_as_superseded() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let (t1, t2) = (T0, T0 + hours(1));
+    w.arm
+        .add_point(&point(&vm, t1, 0), "Succeeded", t1, None, &[]);
+    w.arm
+        .add_point(&point(&vm, t2, 0), "Succeeded", t2, None, &[]);
+    let newer = copy(&w, copy_req(&point(&vm, t2, 0), Some(&vm), "westus2"), t2).await;
+    assert_eq!(newer.status, Status::Done, "{}", newer.summary);
+    w.bus.take();
+
+    let late = copy(
+        &w,
+        copy_req(&point(&vm, t1, 0), Some(&vm), "westus2"),
+        t2 + hours(1),
+    )
+    .await;
+    assert_eq!(late.status, Status::Reported, "{}", late.summary);
+    assert!(late.summary.contains("superseded"), "{}", late.summary);
+    assert!(
+        late.summary.contains(point(&vm, t1, 0).as_str()),
+        "{}",
+        late.summary
+    );
+    assert!(late.summary.contains("westus2"), "{}", late.summary);
+    assert!(w.arm.point(&copy_point(&vm, "westus2", t1)).is_none());
+    assert!(w.bus.take().is_empty(), "nothing retried");
+}

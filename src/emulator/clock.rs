@@ -9,6 +9,9 @@ use time::OffsetDateTime;
 #[derive(Debug)]
 pub struct VirtualClock {
     inner: Mutex<Anchor>,
+    /// Woken on every speed change or jump, so sleepers re-compute their real wait at once
+    /// (a sleeper that slept through a speed-up would wake many virtual minutes late).
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +31,7 @@ impl VirtualClock {
                 virtual_at_real: start,
                 speed,
             }),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -47,6 +51,8 @@ impl VirtualClock {
         let mut a = self.inner.lock().expect("clock lock");
         a.virtual_at_real = now + by.max(time::Duration::ZERO);
         a.real = Instant::now();
+        drop(a);
+        self.changed.notify_waiters();
     }
 
     /// Changes the speed from now on, without a jump (`vmrp local` starts the handler at speed 1
@@ -61,6 +67,8 @@ impl VirtualClock {
         a.virtual_at_real = now;
         a.real = Instant::now();
         a.speed = speed;
+        drop(a);
+        self.changed.notify_waiters();
     }
 
     /// The real time to wait until virtual time reaches `t` (zero if already past).
@@ -75,12 +83,16 @@ impl VirtualClock {
     /// Sleeps (really) until virtual time reaches `t`.
     pub async fn sleep_until(&self, t: OffsetDateTime) {
         loop {
+            // Registered before reading the clock, so a change in between is not missed.
+            let changed = self.changed.notified();
             let wait = self.real_until(t);
             if wait.is_zero() {
                 return;
             }
-            // Re-check in case the clock was advanced meanwhile.
-            tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(Duration::from_millis(200))) => {}
+                _ = changed => {}
+            }
         }
     }
 }
@@ -118,5 +130,28 @@ mod tests {
         );
         c.set_speed(0.0); // ignored
         assert_eq!(c.speed(), 3600.0);
+    }
+
+    #[tokio::test]
+    async fn a_speed_up_wakes_sleepers_at_once() {
+        let c = std::sync::Arc::new(VirtualClock::new(datetime!(2026-01-01 00:00 UTC), 1.0));
+        let target = datetime!(2026-01-01 01:00 UTC);
+        let sleeper = {
+            let c = c.clone();
+            tokio::spawn(async move { c.sleep_until(target).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let real = Instant::now();
+        c.set_speed(3600.0 * 20.0); // the hour left now takes 50 ms
+        tokio::time::timeout(Duration::from_secs(2), sleeper)
+            .await
+            .expect("the sleeper woke")
+            .unwrap();
+        assert!(c.now() >= target);
+        assert!(
+            real.elapsed() < Duration::from_millis(130),
+            "woke {:?} after the speed-up, not after its old 200 ms nap",
+            real.elapsed()
+        );
     }
 }

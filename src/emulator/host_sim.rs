@@ -1048,6 +1048,7 @@ pub struct HostSim {
     supervisor: Mutex<Option<JoinHandle<()>>>,
     console_tail: Arc<Mutex<std::collections::VecDeque<String>>>,
     in_flight: AtomicU64,
+    timers_in_flight: AtomicU64,
 }
 
 impl std::fmt::Debug for HostSim {
@@ -1133,6 +1134,7 @@ impl HostSim {
             supervisor: Mutex::new(None),
             console_tail: Arc::new(Mutex::new(Default::default())),
             in_flight: AtomicU64::new(0),
+            timers_in_flight: AtomicU64::new(0),
         });
         match sim.config.launch {
             HandlerLaunch::Spawn => {
@@ -1224,6 +1226,12 @@ impl HostSim {
     /// Invocations running right now (sent to the handler, no outcome yet).
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Timer invocations running right now (a scenario runner slows virtual time meanwhile: a
+    /// timer run is seconds of real work, which must not become hours of virtual time).
+    pub fn timers_in_flight(&self) -> u64 {
+        self.timers_in_flight.load(Ordering::Relaxed)
     }
 
     /// SIGKILLs the handler (chaos tests); the supervisor restarts it on the same port.
@@ -1820,8 +1828,15 @@ impl HostSim {
         let invocation_id = uuid::Uuid::new_v4().to_string();
         let started = self.clock.now();
         let real_start = Instant::now();
+        let timer = trigger == "timer";
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if timer {
+            self.timers_in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         let outcome = self.call_handler(f, &invocation_id, body, started).await;
+        if timer {
+            self.timers_in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let record = InvocationRecord {
             invocation_id,

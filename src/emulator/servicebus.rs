@@ -370,6 +370,20 @@ impl ServiceBus {
         })
     }
 
+    /// Messages of `queue` that could have been received since `since` or earlier and still wait
+    /// for a receiver (not locked now): how far the receivers are behind.
+    pub fn waiting_since(&self, queue: &str, since: OffsetDateTime) -> usize {
+        let now = self.clock.now();
+        self.with_queue(queue, |q| {
+            q.messages
+                .values()
+                .filter(|m| m.available_at <= since && m.expires_at > now)
+                .filter(|m| m.locked_until.is_none_or(|l| l <= now))
+                .count()
+        })
+        .unwrap_or(0)
+    }
+
     /// When the next message of `queue` becomes receivable (for receivers that wait).
     pub fn next_available_at(&self, queue: &str) -> Option<OffsetDateTime> {
         self.with_queue(queue, |q| {

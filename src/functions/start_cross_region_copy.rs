@@ -159,10 +159,15 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             .and_then(names::parse_restore_point_name)
             .is_some_and(|(t, _)| t > our_tick)
     }) {
-        tracing::warn!(source = %req.source, newer = %newer, "copy skipped: a newer point was already copied");
+        // Reported, not skipped: this tick will never have a copy in that region, and the
+        // report is where an operator (and the chaos accounting) learns why.
+        tracing::warn!(source = %req.source, newer = %newer, "copy superseded: a newer point was already copied");
         return Ok(Outcome::new(
-            Status::Skipped,
-            format!("{newer} is newer and already copied; copies go in creation order"),
+            Status::Reported,
+            format!(
+                "copy of {} to {} superseded: {newer} is newer and already copied; copies go in creation order",
+                req.source, req.target_region
+            ),
         ));
     }
     match in_flight(deps, &existing).await {

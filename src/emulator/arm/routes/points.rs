@@ -176,8 +176,14 @@ fn re_put(store: &Store, ctx: &Ctx<'_>, existing: &PointRecord, input: &PointInp
             ),
         );
     }
-    let same = input.mode.as_ref().is_none_or(|m| *m == existing.mode)
-        && same_ids(&input.exclude, &existing.exclude_disks)
+    // A copy takes its consistency mode and excluded disks from its source (`create_copy`
+    // ignores them in the request), so a repeated copy PUT is compared on what it can carry:
+    // comparing the request's (empty) excludeDisks with the inherited ones refused identical
+    // replays of copies of points that exclude a disk.
+    let same_own_inputs = existing.is_copy()
+        || (input.mode.as_ref().is_none_or(|m| *m == existing.mode)
+            && same_ids(&input.exclude, &existing.exclude_disks));
+    let same = same_own_inputs
         && input
             .instant_access_minutes
             .is_none_or(|m| Some(m) == existing.instant_access_minutes)
