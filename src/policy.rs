@@ -21,9 +21,10 @@ mod resolve;
 mod validate;
 
 pub use load::{PolicyError, ENV_POLICY, ENV_POLICY_FILE, ENV_SCHEDULE};
-pub use resolve::{rule_due, DiskInfo};
+pub use resolve::{rule_due, superseded_by_next_tick, DiskInfo};
 pub use validate::{
-    PolicyProblem, IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP, MIN_SPACING_CRASH,
+    spacing_for, PolicyProblem, IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP,
+    MIN_SPACING_CRASH,
 };
 
 /// The whole policy.

@@ -1549,3 +1549,31 @@ async fn a_copy_overtaken_by_a_newer_one_is_reported_as_superseded() {
     assert!(w.arm.point(&copy_point(&vm, "westus2", t1)).is_none());
     assert!(w.bus.take().is_empty(), "nothing retried");
 }
+
+/// A create that comes within Azure's spacing of its rule's next tick gives way to it, instead
+/// of taking a point the next tick's create would then be refused for.
+#[tokio::test]
+async fn a_create_too_close_to_the_next_tick_is_superseded() {
+    let mut w = world(testing::policy(vec![rule_s1(3, &[])]));
+    w.deps.schedule = "0 0 */4 * * *".into();
+    // Ticks at 00:00, 04:00, …; the rule's points are crash-consistent (1 h spacing).
+    let tick = datetime!(2026-11-25 00:00:00 UTC);
+    let at = |minutes| tick + time::Duration::minutes(minutes);
+    let vm1 = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let vm2 = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm2").build());
+    // 50 min and 2 h 30 min late are fine; 3 h 10 min late is within 1 h of the 04:00 tick.
+    for (vm, minutes) in [(&vm1, 50), (&vm2, 150)] {
+        let out = create(&w, create_req(vm, tick), at(minutes)).await.unwrap();
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+    }
+    let vm3 = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm3").build());
+    let late = create(&w, create_req(&vm3, tick), at(190)).await.unwrap();
+    assert_eq!(late.status, Status::Reported, "{}", late.summary);
+    assert!(late.summary.contains("superseded"), "{}", late.summary);
+    assert!(
+        late.summary.contains("2026-11-25T04:00:00Z"),
+        "{}",
+        late.summary
+    );
+    assert_eq!(w.arm.count(op::PUT_POINT), 2, "no PUT for the late one");
+}

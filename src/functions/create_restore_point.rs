@@ -23,6 +23,7 @@ use crate::names;
 use crate::policy::regions::same_region;
 use crate::policy::{DiskInfo, Rule};
 use crate::poll;
+use crate::schedule::rfc3339;
 
 pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
     let req = inv.event;
@@ -171,6 +172,24 @@ async fn create(
             mode
         }
     };
+
+    // Too late (a long reschedule chain, a backlog): the next tick's point takes this one's
+    // place rather than be refused for coming too soon after it.
+    if let Some(next) = support::superseding_tick(deps, rule, req.tick, &consistency, now) {
+        tracing::warn!(vm = %req.vm, tick = %rfc3339(req.tick), next = %rfc3339(next), "create superseded by the next tick");
+        return finished(
+            Status::Reported,
+            format!(
+                "{}: the create for tick {} came at {}, too close to the next tick {} \
+                 (points {} apart at least): superseded by it",
+                req.vm,
+                rfc3339(req.tick),
+                rfc3339(now),
+                rfc3339(next),
+                crate::policy::spacing_for(&consistency)
+            ),
+        );
+    }
 
     let collection = support::local_collection(&req.vm, rule);
     let ensured = support::ensure_listed_collection(

@@ -147,6 +147,17 @@ async fn onboard(
             format!("{vm_id} onboarded; no tick yet for a first point"),
         ));
     };
+    let (consistency, _) = rule.consistency_for(&vm);
+    if let Some(next) = support::superseding_tick(deps, rule, tick, &consistency, now) {
+        return Ok(Outcome::new(
+            Status::Done,
+            format!(
+                "{vm_id} onboarded under rule {:?}; its first point comes with the tick at {}",
+                rule.name,
+                crate::schedule::rfc3339(next)
+            ),
+        ));
+    }
     let create = CreateRequest::for_tick(vm_id.clone(), tick, &rule.name);
     let id = support::create_message_id(&create);
     let sent = support::send(deps, id, QueueMessage::Create(create), None).await?;

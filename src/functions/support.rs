@@ -8,7 +8,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::Deps;
-use crate::azure::models::{RestorePoint, RestorePointCollection, Tags, VirtualMachine};
+use crate::azure::models::{
+    ConsistencyMode, RestorePoint, RestorePointCollection, Tags, VirtualMachine,
+};
 use crate::azure::{ArmError, OutgoingMessage, ResourceId, SendError};
 use crate::invocation::Sent;
 use crate::messages::{CollectionSeen, CopyRequest, CreateRequest, QueueMessage, Role};
@@ -16,6 +18,7 @@ use crate::names;
 use crate::plan::Pacing;
 use crate::policy::{DiskInfo, Rule};
 use crate::poll::{self, Backoff};
+use crate::schedule::Schedule;
 
 /// Tag on every collection vmrp creates: the policy rule that made it.
 pub const TAG_RULE: &str = "vmrp-rule";
@@ -129,6 +132,21 @@ pub fn is_ready_for(existing: &RestorePointCollection, source: &ResourceId) -> b
         .and_then(|s| ResourceId::parse(s).ok())
         .is_some_and(|s| &s == source);
     same_source && tag(existing.tags.as_ref(), TAG_ORPHANED_AT).is_none()
+}
+
+/// The rule's next tick, when a create for `tick` running at `now` has been overtaken by it
+/// (`policy::superseded_by_next_tick`): its point would crowd out that tick's.
+pub fn superseding_tick(
+    deps: &Deps,
+    rule: &Rule,
+    tick: OffsetDateTime,
+    consistency: &ConsistencyMode,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let timer = Schedule::parse(&deps.schedule).ok()?;
+    let next = rule.next_due_tick(&timer, tick).ok()??;
+    crate::policy::superseded_by_next_tick(tick, next, now, crate::policy::spacing_for(consistency))
+        .then_some(next)
 }
 
 /// A collection as the handler found or made it.

@@ -196,6 +196,40 @@ impl Rule {
             Some(expr) => Ok(rule_due(&Schedule::parse(expr)?, timer, tick)),
         }
     }
+
+    /// The first timer tick after `tick` at which this rule creates points (looking a year of
+    /// ticks ahead at most).
+    pub fn next_due_tick(
+        &self,
+        timer: &Schedule,
+        tick: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, ScheduleError> {
+        let own = self.schedule.as_deref().map(Schedule::parse).transpose()?;
+        let mut at = tick;
+        for _ in 0..10_000 {
+            let Some(next) = timer.next_after(at) else {
+                return Ok(None);
+            };
+            if own.as_ref().is_none_or(|s| rule_due(s, timer, next)) {
+                return Ok(Some(next));
+            }
+            at = next;
+        }
+        Ok(None)
+    }
+}
+
+/// Whether a create for `tick`, running at `now`, has been overtaken by the rule's next tick
+/// `next`: its point would come within Azure's `spacing` of that tick's point, which must not
+/// be crowded out (the next tick's create would be refused). Never when the ticks themselves
+/// are closer than the spacing (the policy check warns about such schedules instead).
+pub fn superseded_by_next_tick(
+    tick: OffsetDateTime,
+    next: OffsetDateTime,
+    now: OffsetDateTime,
+    spacing: time::Duration,
+) -> bool {
+    next - tick > spacing && now >= next - spacing
 }
 
 /// Whether `rule` has an occurrence in `(previous timer tick, tick]`.
@@ -210,6 +244,49 @@ pub fn rule_due(rule: &Schedule, timer: &Schedule, tick: OffsetDateTime) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn late_creates_are_superseded_only_near_the_next_tick() {
+        use time::macros::datetime;
+        let tick = datetime!(2026-11-25 00:00 UTC);
+        let h = time::Duration::hours;
+        let cases = [
+            // (hours between ticks, hours after the tick the create runs, spacing h, superseded)
+            (4, 0, 3, false),
+            (4, 0, 1, false),
+            (4, 1, 3, true), // 1 h after: within 3 h of the next tick (at 4 h)
+            (4, 2, 1, false),
+            (4, 3, 1, true),
+            (4, 5, 1, true), // after the next tick itself
+            (24, 20, 3, false),
+            (24, 21, 3, true),
+            (2, 5, 3, false), // ticks closer than the spacing: never
+        ];
+        for (every, late, spacing, want) in cases {
+            assert_eq!(
+                superseded_by_next_tick(tick, tick + h(every), tick + h(late), h(spacing)),
+                want,
+                "ticks {every} h apart, {late} h late, spacing {spacing} h"
+            );
+        }
+    }
+
+    #[test]
+    fn next_due_tick_follows_the_rules_own_schedule() {
+        use time::macros::datetime;
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let tick = datetime!(2026-11-25 04:00 UTC);
+        let mut r = crate::testing::rule("r", 3);
+        assert_eq!(
+            r.next_due_tick(&timer, tick).unwrap(),
+            Some(datetime!(2026-11-25 08:00 UTC))
+        );
+        r.schedule = Some("0 30 1 * * *".into()); // daily at 01:30: due at the 04:00 tick
+        assert_eq!(
+            r.next_due_tick(&timer, tick).unwrap(),
+            Some(datetime!(2026-11-26 04:00 UTC))
+        );
+    }
     use crate::azure::models::{
         DataDisk, DiffDiskSettings, DiskProperties, DiskSku, ManagedDiskParameters, OsDisk,
         StorageProfile, VirtualMachineProperties,

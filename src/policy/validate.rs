@@ -287,7 +287,8 @@ fn check_targets(rule: &Rule, p: &mut Problems) {
     }
 }
 
-fn spacing_for(mode: &ConsistencyMode) -> Duration {
+/// Azure's shortest supported interval between two points of a VM in `mode`.
+pub fn spacing_for(mode: &ConsistencyMode) -> Duration {
     match mode {
         ConsistencyMode::CrashConsistent => MIN_SPACING_CRASH,
         _ => MIN_SPACING_APP,
