@@ -125,12 +125,15 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         })
         .collect();
     let creates = messages.len();
+    let last = messages.iter().filter_map(|m| m.not_before).max();
     deps.scheduler.send_batch(messages).await?;
 
     let orphans = delete_expired_orphans(deps, now).await;
     let summary = format!(
-        "tick {}: {creates} creates sent for {listed} VMs ({} not due, {unmatched} without a rule){}{}",
+        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule){}{}",
         rfc3339(tick),
+        rfc3339(start),
+        last.map(|l| format!(" to {}", rfc3339(l))).unwrap_or_default(),
         plan.items.len() - creates,
         orphans,
         if failures.is_empty() {
