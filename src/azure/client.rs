@@ -311,7 +311,7 @@ impl ArmClient {
             })?),
             None => None,
         };
-        let http = reqwest::Client::builder()
+        let http = http::client_builder()
             .connect_timeout(config.timeouts.connect)
             .timeout(config.timeouts.request)
             // Never follow redirects: they would carry our bearer token to another URL.

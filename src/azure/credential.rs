@@ -201,7 +201,7 @@ pub fn credential_from_env(
 fn guarded_client_options(options: &CredentialOptions) -> ClientOptions {
     ClientOptions {
         transport: Some(Transport::new(Arc::new(HostGuard {
-            inner: azure_core::http::new_http_client(None),
+            inner: identity_http_client(),
             policy: if options.loopback_only {
                 GuardPolicy::LoopbackOnly
             } else {
@@ -210,6 +210,22 @@ fn guarded_client_options(options: &CredentialOptions) -> ClientOptions {
         }))),
         retry: options.retry.clone().unwrap_or_default(),
         ..Default::default()
+    }
+}
+
+/// The credential's HTTP client: azure_core's default reqwest settings (20 s connect, 60 s read
+/// timeouts, no redirects) on the process's shared TLS setup, so building it reads no root
+/// certificates ([`super::http::client_builder`]).
+fn identity_http_client() -> Arc<dyn HttpClient> {
+    match super::http::client_builder()
+        .connect_timeout(Duration::from_secs(20))
+        .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => Arc::new(client),
+        // Cannot really happen (nothing above can fail); azure_core's own client still works.
+        Err(_) => azure_core::http::new_http_client(None),
     }
 }
 

@@ -1,10 +1,16 @@
-//! HTTP plumbing shared by the ARM client and the Service Bus scheduler: host guards, timeouts,
-//! retry timing (`Retry-After`, backoff with jitter), CloudError parsing, ARM rate-limit headers,
-//! and the optional traffic recorder writing oav's `validate-traffic` format.
+//! HTTP plumbing shared by the ARM client and the Service Bus scheduler: one TLS setup for every
+//! client in the process ([`client_builder`]), host guards, timeouts, retry timing
+//! (`Retry-After`, backoff with jitter), CloudError parsing, ARM rate-limit headers, and the
+//! optional traffic recorder writing oav's `validate-traffic` format.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use reqwest::header::HeaderMap;
 use url::Url;
@@ -26,6 +32,95 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             request: Duration::from_secs(60),
         }
+    }
+}
+
+/// A `reqwest::ClientBuilder` with the process's shared TLS settings: what reqwest builds by
+/// default (rustls, TLS 1.2 and 1.3, the platform verifier with the system's root certificates,
+/// ALPN h2 then http/1.1), except that the roots are read once per process, on the first TLS
+/// handshake, instead of once per client at start-up. Reading them costs a few milliseconds
+/// per client (every file in /etc/ssl/certs), which was most of the handler's cold start, and
+/// none of it is needed when every endpoint is plain http (the emulator). Certificates are
+/// verified exactly as before; with no usable roots every HTTPS handshake fails.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tls_backend_preconfigured(shared_tls_config().clone())
+}
+
+fn shared_tls_config() -> &'static rustls::ClientConfig {
+    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        // The provider reqwest itself would use: a process default if one was installed, else
+        // aws-lc-rs (reqwest's `rustls` feature).
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .expect("the default provider supports TLS 1.2 and 1.3")
+            .dangerous() // only to plug in the platform verifier, as reqwest does
+            .with_custom_certificate_verifier(Arc::new(LazyPlatformVerifier {
+                provider,
+                verifier: OnceLock::new(),
+            }))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    })
+}
+
+/// `rustls_platform_verifier::Verifier` (what reqwest uses), created on first use.
+#[derive(Debug)]
+struct LazyPlatformVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: OnceLock<Result<rustls_platform_verifier::Verifier, rustls::Error>>,
+}
+
+impl LazyPlatformVerifier {
+    fn get(&self) -> Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.verifier
+            .get_or_init(|| rustls_platform_verifier::Verifier::new(self.provider.clone()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for LazyPlatformVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.get()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        // What the platform verifier answers too (its WebPKI verifier asks the provider), without
+        // reading the roots to say it.
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -310,6 +405,55 @@ impl TrafficRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate for `localhost` (no public CA issued it).
+    const SELF_SIGNED_LOCALHOST: &str = "MIIBlTCCATugAwIBAgIUUOnQfkPeadCyOVZyh5nui+YpOwUwCgYIKoZIzj0EAwIwFDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNTIzNTE0OVoYDzIxMjYxMTAxMjM1MTQ5WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAATKRec9gsTpVhSLW6RDJv6eT+4uUy8iBWYxpg23pUfWjKoBAYeqMc3OovmyGFDGyW5f11sVAngnscsBaeFpx9yZo2kwZzAdBgNVHQ4EFgQUyUgCuvmNK/xFImt5fkeXo8e6AoMwHwYDVR0jBBgwFoAUyUgCuvmNK/xFImt5fkeXo8e6AoMwDwYDVR0TAQH/BAUwAwEB/zAUBgNVHREEDTALgglsb2NhbGhvc3QwCgYIKoZIzj0EAwIDSAAwRQIhAOieyPvM0CKuBdMKDarSVIgeeZEcMptQYlm9vGYbWs4oAiBSgZrojso6Pr37QTDH3TMzQloxlcu8a8DSgeSXsd5rRw==";
+
+    #[test]
+    fn lazy_verifier_reads_no_roots_until_a_certificate_is_checked_and_then_rejects_untrusted_ones()
+    {
+        use base64::Engine;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let lazy = LazyPlatformVerifier {
+            provider: provider.clone(),
+            verifier: OnceLock::new(),
+        };
+        assert_eq!(
+            lazy.supported_verify_schemes(),
+            provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        );
+        assert!(lazy.verifier.get().is_none(), "no roots read yet");
+
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(SELF_SIGNED_LOCALHOST)
+            .unwrap();
+        let result = lazy.verify_server_cert(
+            &CertificateDer::from(der),
+            &[],
+            &ServerName::try_from("localhost").unwrap(),
+            &[],
+            UnixTime::now(),
+        );
+        // Untrusted issuer, or no roots on this machine at all: refused either way.
+        assert!(result.is_err(), "a self-signed certificate must be refused");
+        assert!(
+            lazy.verifier.get().is_some(),
+            "the platform verifier now exists"
+        );
+    }
+
+    #[test]
+    fn shared_tls_config_offers_what_reqwest_would() {
+        let config = shared_tls_config();
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert!(config.enable_sni);
+        assert!(client_builder().build().is_ok());
+    }
 
     #[test]
     fn retry_after_parses_seconds_and_dates() {

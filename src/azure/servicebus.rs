@@ -348,7 +348,7 @@ fn permanent(queue: Queue, message: String) -> SendError {
 }
 
 fn build_reqwest(options: &ServiceBusOptions) -> Result<reqwest::Client, ServiceBusConfigError> {
-    reqwest::Client::builder()
+    http::client_builder()
         .connect_timeout(options.timeouts.connect)
         .timeout(options.timeouts.request)
         .redirect(reqwest::redirect::Policy::none())
