@@ -69,6 +69,9 @@ pub struct BenchArgs {
     /// Skip the peer (vmrp figures only).
     #[arg(long)]
     pub no_peer: bool,
+    /// Per-invocation figures only: skip the fleet tick and polling efficiency (profiling runs).
+    #[arg(long)]
+    pub skip_fleet: bool,
 }
 
 /// The two handlers measured.
@@ -148,11 +151,13 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let per_invocation = per_invocation_figures(&contenders, runs, load_runs, invocations).await?;
     report["perInvocation"] = per_invocation;
 
-    eprintln!("bench: fleet tick with {fleet} VMs");
-    report["fleetTick"] = fleet_tick(&handler, fleet, args.fleet_speed).await?;
+    if !args.skip_fleet {
+        eprintln!("bench: fleet tick with {fleet} VMs");
+        report["fleetTick"] = fleet_tick(&handler, fleet, args.fleet_speed).await?;
 
-    eprintln!("bench: polling efficiency");
-    report["polling"] = polling_efficiency(&handler).await?;
+        eprintln!("bench: polling efficiency");
+        report["polling"] = polling_efficiency(&handler).await?;
+    }
 
     if let Some(path) = &args.deploy_binary {
         let bytes = std::fs::metadata(path)
