@@ -5,7 +5,10 @@
 //! stringified vs numeric counts, date formats) and strict where a wrong value means the
 //! invocation cannot be understood: every error names the field and what was expected.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -36,7 +39,8 @@ impl EnvelopeError {
     }
 }
 
-/// A parsed invocation request: the two top-level objects.
+/// A parsed invocation request: the two top-level objects. `metadata` holds the members the
+/// decoders read (`sys`, `DeliveryCount`, `MessageId`); the host's other metadata is skipped.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Envelope {
     pub data: Map<String, Value>,
@@ -57,19 +61,33 @@ impl Envelope {
     /// Parses the request body. `Data` is required (every trigger has one input); `Metadata` may
     /// be absent (then `sys.UtcNow` is reported missing by [`Envelope::utc_now`]).
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        // Fast path for a well-formed envelope: `Metadata` carries a dozen members vmrp never
+        // reads (and, for JSON bodies, a copy of the message's fields), so only
+        // [`METADATA_READ`] are built as values; the rest is syntax-checked and skipped.
+        // Anything the fast path does not accept goes through the full parse below, which
+        // produces the errors.
+        if let Ok(text) = std::str::from_utf8(body) {
+            if let Ok(FastTop(top)) = serde_json::from_str::<FastTop>(text) {
+                return Self::from_top(top);
+            }
+        }
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             EnvelopeError::new(
                 "body",
                 format!("expected the host's JSON envelope {{\"Data\":{{...}},\"Metadata\":{{...}}}}, but the body is not JSON ({e})"),
             )
         })?;
-        let Value::Object(mut top) = value else {
+        let Value::Object(top) = value else {
             return Err(EnvelopeError::expected(
                 "body",
                 "a JSON object {\"Data\":{...},\"Metadata\":{...}}",
                 &value,
             ));
         };
+        Self::from_top(top)
+    }
+
+    fn from_top(mut top: Map<String, Value>) -> Result<Self, EnvelopeError> {
         let data = match take_ci(&mut top, "Data") {
             None => {
                 return Err(EnvelopeError::new(
@@ -88,14 +106,19 @@ impl Envelope {
 
     /// `Metadata.sys.UtcNow`: the invocation's "now". Required: handlers never read the wall clock.
     pub fn utc_now(&self) -> Result<OffsetDateTime, EnvelopeError> {
+        let decoded;
         let sys = match get_ci(&self.metadata, "sys") {
             None | Some(Value::Null) => return Err(EnvelopeError::new(
                 "Metadata.sys",
                 "missing: expected {\"UtcNow\": \"<RFC 3339 time>\", ...} (the invocation's clock)",
             )),
-            Some(v) => into_object("Metadata.sys", v.clone())?,
+            Some(Value::Object(sys)) => sys,
+            Some(v) => {
+                decoded = into_object("Metadata.sys", v.clone())?;
+                &decoded
+            }
         };
-        match get_ci(&sys, "UtcNow") {
+        match get_ci(sys, "UtcNow") {
             None | Some(Value::Null) => Err(EnvelopeError::new(
                 "Metadata.sys.UtcNow",
                 "missing: expected an RFC 3339 time such as \"2024-10-25T03:00:05.4871236Z\"",
@@ -306,6 +329,71 @@ impl Envelope {
     }
 }
 
+/// The `Metadata` members the decoders read (matched ASCII case-insensitively, like
+/// [`get_ci`]): `sys` ([`Envelope::utc_now`]), `DeliveryCount`, `MessageId`.
+const METADATA_READ: [&str; 3] = ["sys", "DeliveryCount", "MessageId"];
+
+/// The envelope's top-level object, with `Metadata` (any case) cut down to [`METADATA_READ`].
+/// Fails on anything else (not an object, a `Metadata` that is not an object or null), which
+/// sends [`Envelope::parse`] down the full parse.
+struct FastTop(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for FastTop {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TopVisitor;
+        impl<'de> Visitor<'de> for TopVisitor {
+            type Value = FastTop;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<FastTop, A::Error> {
+                let mut top = Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    let value = if key.eq_ignore_ascii_case("Metadata") {
+                        access.next_value::<ReadMetadata>()?.0
+                    } else {
+                        access.next_value::<Value>()?
+                    };
+                    top.insert(key, value);
+                }
+                Ok(FastTop(top))
+            }
+        }
+        deserializer.deserialize_map(TopVisitor)
+    }
+}
+
+/// `Metadata` as an object holding only [`METADATA_READ`], or null.
+struct ReadMetadata(Value);
+
+impl<'de> Deserialize<'de> for ReadMetadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MetadataVisitor;
+        impl<'de> Visitor<'de> for MetadataVisitor {
+            type Value = ReadMetadata;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object or null")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<ReadMetadata, E> {
+                Ok(ReadMetadata(Value::Null))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<ReadMetadata, A::Error> {
+                let mut kept = Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if METADATA_READ.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+                        let value = access.next_value::<Value>()?;
+                        kept.insert(key, value);
+                    } else {
+                        access.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ReadMetadata(Value::Object(kept)))
+            }
+        }
+        deserializer.deserialize_any(MetadataVisitor)
+    }
+}
+
 /// The response envelope the host reads (PROTOCOL §4.1). Always serialised with all three keys,
 /// so the body is never empty (an empty 2xx body hangs the invocation, §4.2).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -473,6 +561,89 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap()
+    }
+
+    /// The full parse (what [`Envelope::parse`] falls back to), for comparison.
+    fn parse_fully(body: &[u8]) -> Envelope {
+        let Value::Object(top) = serde_json::from_slice(body).unwrap() else {
+            panic!("not an object")
+        };
+        Envelope::from_top(top).unwrap()
+    }
+
+    #[test]
+    fn fast_parse_keeps_only_the_metadata_it_reads_and_decodes_the_same() {
+        let payloads = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/functions-custom-handler/payloads"
+        );
+        let mut service_bus = 0;
+        for name in [
+            "servicebus-json-body.json",
+            "servicebus-text-body.json",
+            "timer.json",
+            "eventgrid.json",
+        ] {
+            let body = std::fs::read(format!("{payloads}/{name}")).unwrap();
+            let fast = Envelope::parse(&body).unwrap();
+            let full = parse_fully(&body);
+            assert_eq!(fast.data, full.data, "{name}");
+            for key in fast.metadata.keys() {
+                assert!(
+                    METADATA_READ.iter().any(|k| k.eq_ignore_ascii_case(key)),
+                    "{name}: {key}"
+                );
+            }
+            assert_eq!(fast.utc_now(), full.utc_now(), "{name}");
+            assert_eq!(fast.delivery_count(), full.delivery_count(), "{name}");
+            assert_eq!(fast.message_id(), full.message_id(), "{name}");
+            if name.starts_with("servicebus") {
+                service_bus += 1;
+                assert!(
+                    full.metadata.len() > fast.metadata.len(),
+                    "{name}: nothing skipped"
+                );
+                assert_eq!(fast.service_bus("msg"), full.service_bus("msg"), "{name}");
+                assert!(fast.message_id().unwrap().is_some(), "{name}");
+            }
+        }
+        assert_eq!(service_bus, 2);
+
+        // Case-insensitive names survive the cut; other members do not.
+        let env = envelope(
+            json!({"msg": "\"x\""}),
+            json!({"SYS": {"utcnow": "2024-10-25T03:00:05Z"}, "deliverycount": 4, "messageid": "\"m\"", "LockToken": "\"t\"", "attempt": {"deep": [1, 2]}}),
+        );
+        assert_eq!(env.metadata.len(), 3);
+        assert_eq!(env.delivery_count(), Ok(4));
+        assert_eq!(env.message_id(), Ok(Some("m".into())));
+        assert_eq!(env.utc_now(), Ok(datetime!(2024-10-25 03:00:05 UTC)));
+    }
+
+    #[test]
+    fn what_the_fast_parse_refuses_gets_the_full_parse_and_its_errors() {
+        // Metadata as a string holding JSON (old hosts): accepted by the full parse.
+        let body =
+            json!({"Data": {"msg": "x"}, "Metadata": "{\"DeliveryCount\": \"2\"}"}).to_string();
+        assert_eq!(
+            Envelope::parse(body.as_bytes()).unwrap().delivery_count(),
+            Ok(2)
+        );
+        // A syntax error in a skipped member is still an error, with the full parse's message.
+        let bad = br#"{"Data": {"msg": "x"}, "Metadata": {"Skipped": [1, }}"#;
+        let err = Envelope::parse(bad).unwrap_err();
+        assert_eq!(err.field, "body");
+        assert!(err.problem.contains("is not JSON"), "{err}");
+        // Not UTF-8 inside a skipped member: refused as before.
+        let mut raw = br#"{"Data": {"msg": "x"}, "Metadata": {"Skipped": "#.to_vec();
+        raw.extend_from_slice(b"\"\xff\"}}");
+        assert_eq!(Envelope::parse(&raw).unwrap_err().field, "body");
+        // Metadata of the wrong type: the same error as ever.
+        let body = json!({"Data": {"msg": "x"}, "Metadata": 7}).to_string();
+        assert_eq!(
+            Envelope::parse(body.as_bytes()).unwrap_err().field,
+            "Metadata"
+        );
     }
 
     #[test]
