@@ -1,6 +1,6 @@
-//! The Service Bus schedulers against a loopback fake: the SAS path (legacy crate over our
-//! HttpClient) with the signature recomputed independently, the Entra path with a bearer token
-//! and REST batches, the exact BrokerProperties header, retries and failures.
+//! The Service Bus schedulers against a loopback fake: the SAS path (REST POSTs signed like the
+//! legacy crate signed them) with the signature recomputed independently, the Entra path with a
+//! bearer token and REST batches, the exact BrokerProperties header, retries and failures.
 
 mod azure_support;
 

@@ -1,8 +1,9 @@
 //! Scheduled sends to vmrp's queues ([`Scheduler`]), configured from the same app settings the
 //! Functions Service Bus trigger uses for the connection `ServiceBusConnection` (PROTOCOL §7):
-//! a connection string with a shared access key goes through azure_messaging_servicebus 0.21
-//! driven by our own azure_core 0.21 `HttpClient` (timeouts, retries, base-URL override); an
-//! identity-based `__fullyQualifiedNamespace` goes through a plain REST POST with an Entra token.
+//! Service Bus REST "Send Message" POSTs over one reused `reqwest::Client` (timeouts, retries,
+//! base-URL override), authorised with a SAS token signed from a connection string's shared
+//! access key (as azure_messaging_servicebus 0.21 signed them, reused for a minute) or, for an
+//! identity-based `__fullyQualifiedNamespace`, with an Entra token.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,8 +11,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
-use azure_core_021 as az021;
-use azure_messaging_servicebus::service_bus::{QueueClient, SendMessageOptions};
 use futures::StreamExt;
 use time::OffsetDateTime;
 use url::Url;
@@ -151,7 +150,7 @@ impl ConnectionString {
         })
     }
 
-    /// The namespace label the legacy crate puts in front of `.servicebus.windows.net`.
+    /// The namespace label SAS tokens sign in front of `.servicebus.windows.net`.
     fn namespace_label(&self) -> &str {
         self.host.split(['.', ':']).next().unwrap_or(&self.host)
     }
@@ -373,99 +372,192 @@ fn retryable_status(status: u16) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SAS: azure_messaging_servicebus 0.21 over our own azure_core 0.21 HttpClient
+// The REST send both paths share
 // ---------------------------------------------------------------------------------------------
 
-/// An azure_core 0.21 `HttpClient` that sends the crate's requests to `base` (the crate
-/// hard-codes `https://{ns}.servicebus.windows.net`), with timeouts and bounded retries.
-#[derive(Debug)]
-struct RedirectClient {
+/// How long a signed SAS token is valid, as the legacy SDK signs them (crates.md §2.2).
+const SAS_VALIDITY_SECS: i64 = 3600;
+/// A SAS token is reused for this long, so it always has at least 59 minutes left.
+const SAS_REUSE_SECS: i64 = 60;
+
+/// What goes in the `Authorization` header.
+enum Authorization {
+    /// `SharedAccessSignature sr=…&sig=…&se=…&skn=…` for the connection string's key.
+    Sas(SasSigner),
+    /// `Bearer <Entra token>` for `https://servicebus.azure.net`.
+    Entra(Arc<dyn TokenCredential>),
+}
+
+/// Signs SAS tokens exactly as azure_messaging_servicebus 0.21 did (crates.md §2.2): `sr` is
+/// the form-urlencoded `https://{namespace}.servicebus.windows.net/{queue}/messages` (also
+/// when sending elsewhere), HMAC-SHA256 keyed with the key's UTF-8 bytes over `"{sr}\n{se}"`,
+/// `se` = now + 1 h. One token per queue is kept for a minute instead of signing every send.
+struct SasSigner {
+    key_name: String,
+    key: String,
+    /// `https://{namespace}.servicebus.windows.net`
+    resource_base: String,
+    /// Per queue: the header value and the unix time it was signed.
+    cache: std::sync::Mutex<HashMap<Queue, (String, i64)>>,
+}
+
+impl SasSigner {
+    fn new(connection: &ConnectionString) -> Self {
+        Self {
+            key_name: connection.key_name.clone(),
+            key: connection.key.clone(),
+            resource_base: format!(
+                "https://{}.servicebus.windows.net",
+                connection.namespace_label()
+            ),
+            cache: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn header(&self, queue: Queue, now_unix: i64) -> String {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((header, signed)) = cache.get(&queue) {
+            if (*signed..*signed + SAS_REUSE_SECS).contains(&now_unix) {
+                return header.clone();
+            }
+        }
+        let header = self.sign(queue, now_unix + SAS_VALIDITY_SECS);
+        cache.insert(queue, (header.clone(), now_unix));
+        header
+    }
+
+    fn sign(&self, queue: Queue, expiry_unix: i64) -> String {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let resource = format!("{}/{}/messages", self.resource_base, queue.name());
+        let sr: String = url::form_urlencoded::byte_serialize(resource.as_bytes()).collect();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.key.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(format!("{sr}\n{expiry_unix}").as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let sig: String = url::form_urlencoded::byte_serialize(sig.as_bytes()).collect();
+        format!(
+            "SharedAccessSignature sr={sr}&sig={sig}&se={expiry_unix}&skn={}",
+            self.key_name
+        )
+    }
+}
+
+/// POSTs to `{base}/{queue}/messages` with one reused `reqwest::Client`, retrying transient
+/// failures (Service Bus duplicate detection on the deterministic MessageId makes a repeated
+/// send harmless).
+struct RestSender {
     http: reqwest::Client,
     base: Url,
+    auth: Authorization,
     retry: RetryConfig,
     loopback_only: bool,
 }
 
-fn az_err(kind: az021::error::ErrorKind, message: String) -> az021::Error {
-    az021::Error::with_message(kind, move || message)
-}
+impl RestSender {
+    fn new(
+        base: Url,
+        auth: Authorization,
+        options: &ServiceBusOptions,
+    ) -> Result<Self, ServiceBusConfigError> {
+        check_base(&base, options)?;
+        Ok(Self {
+            http: build_reqwest(options)?,
+            base,
+            auth,
+            retry: options.retry,
+            loopback_only: options.loopback_only,
+        })
+    }
 
-#[async_trait]
-impl az021::HttpClient for RedirectClient {
-    async fn execute_request(&self, req: &az021::Request) -> az021::Result<az021::Response> {
+    fn messages_url(&self, queue: Queue) -> Url {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base_path}{}", req.url().path()));
-        url.set_query(req.url().query());
-        if self.loopback_only && !http::is_loopback(&url) {
-            return Err(az_err(
-                az021::error::ErrorKind::Other,
-                format!("refusing {} (loopback_only)", url.host_str().unwrap_or("?")),
-            ));
-        }
-        let method = reqwest::Method::from_bytes(req.method().as_ref().as_bytes())
-            .map_err(|e| az_err(az021::error::ErrorKind::DataConversion, e.to_string()))?;
-        let body = match req.body() {
-            az021::Body::Bytes(b) => b.clone(),
-            _ => {
-                return Err(az_err(
-                    az021::error::ErrorKind::Other,
-                    "streamed bodies are not supported".into(),
-                ))
+        url.set_path(&format!("{base_path}/{}/messages", queue.name()));
+        url
+    }
+
+    async fn authorization(&self, queue: Queue) -> Result<String, SendError> {
+        match &self.auth {
+            Authorization::Sas(signer) => {
+                Ok(signer.header(queue, OffsetDateTime::now_utc().unix_timestamp()))
             }
+            Authorization::Entra(credential) => credential
+                .get_token(&[SERVICEBUS_SCOPE], None)
+                .await
+                .map(|token| format!("Bearer {}", token.token.secret()))
+                .map_err(|e| SendError {
+                    queue: queue.name().to_string(),
+                    status: None,
+                    message: format!("getting a Service Bus token: {}", http::error_chain(&e)),
+                }),
+        }
+    }
+
+    async fn post(
+        &self,
+        queue: Queue,
+        content_type: &str,
+        broker_properties: Option<String>,
+        body: String,
+    ) -> Result<(), SendError> {
+        let url = self.messages_url(queue);
+        let fail = |status: Option<u16>, message: String| SendError {
+            queue: queue.name().to_string(),
+            status,
+            message,
         };
+        if self.loopback_only && !http::is_loopback(&url) {
+            return Err(fail(Some(400), format!("refusing {url} (loopback_only)")));
+        }
+        let body = bytes::Bytes::from(body);
         let mut attempt = 1;
         loop {
-            let mut rb = self.http.request(method.clone(), url.clone());
-            for (name, value) in req.headers().iter() {
-                rb = rb.header(name.as_str(), value.as_str());
+            let authorization = self.authorization(queue).await?;
+            let mut rb = self
+                .http
+                .post(url.clone())
+                .header("authorization", authorization)
+                .header("content-type", content_type)
+                .body(body.clone());
+            if let Some(bp) = &broker_properties {
+                rb = rb.header("BrokerProperties", bp.as_str());
             }
-            let result = rb.body(body.clone()).send().await;
-            let (retry, retry_after) = match &result {
-                Ok(rsp) => (
-                    retryable_status(rsp.status().as_u16()),
-                    http::retry_after_from(rsp.headers()),
-                ),
-                Err(_) => (true, None),
-            };
-            if retry && attempt < self.retry.max_attempts.max(1) {
-                let delay =
-                    self.retry
-                        .delay_before_retry(attempt, retry_after, rand::random::<f64>());
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-                continue;
-            }
-            let rsp =
-                result.map_err(|e| az_err(az021::error::ErrorKind::Io, http::error_chain(&e)))?;
-            let status = az021::StatusCode::try_from(rsp.status().as_u16()).map_err(|_| {
-                az_err(
-                    az021::error::ErrorKind::DataConversion,
-                    format!("unknown HTTP status {}", rsp.status()),
-                )
-            })?;
-            let mut headers = az021::headers::Headers::new();
-            for (k, v) in rsp.headers() {
-                if let Ok(v) = v.to_str() {
-                    headers.insert(k.as_str().to_owned(), v.to_owned());
+            let outcome = match rb.send().await {
+                Ok(rsp) if rsp.status().is_success() => return Ok(()),
+                Ok(rsp) => {
+                    let status = rsp.status().as_u16();
+                    let retry_after = http::retry_after_from(rsp.headers());
+                    let text = rsp.text().await.unwrap_or_default();
+                    (
+                        fail(Some(status), text.chars().take(300).collect()),
+                        retryable_status(status),
+                        retry_after,
+                    )
                 }
+                Err(e) => (fail(None, http::error_chain(&e)), true, None),
+            };
+            let (err, retryable, retry_after) = outcome;
+            if !retryable || attempt >= self.retry.max_attempts.max(1) {
+                return Err(err);
             }
-            let bytes = rsp
-                .bytes()
-                .await
-                .map_err(|e| az_err(az021::error::ErrorKind::Io, http::error_chain(&e)))?;
-            return Ok(az021::Response::new(
-                status,
-                headers,
-                Box::pin(az021::BytesStream::new(bytes)),
-            ));
+            let delay = self
+                .retry
+                .delay_before_retry(attempt, retry_after, rand::random::<f64>());
+            tokio::time::sleep(delay).await;
+            attempt += 1;
         }
     }
 }
 
-/// Sends with a shared access key through the legacy crate.
+// ---------------------------------------------------------------------------------------------
+// SAS: a shared access key from the connection string
+// ---------------------------------------------------------------------------------------------
+
+/// Sends with a shared access key, one REST POST per message (what the legacy
+/// azure_messaging_servicebus 0.21 crate sent, without building a client and signing per send).
 pub struct SasScheduler {
-    http: Arc<dyn az021::HttpClient>,
+    rest: RestSender,
     connection: ConnectionString,
     max_parallel: usize,
 }
@@ -499,72 +591,45 @@ impl SasScheduler {
                 })?
             }
         };
-        check_base(&base, &options)?;
         Ok(Self {
-            http: Arc::new(RedirectClient {
-                http: build_reqwest(&options)?,
+            rest: RestSender::new(
                 base,
-                retry: options.retry,
-                loopback_only: options.loopback_only,
-            }),
+                Authorization::Sas(SasSigner::new(&connection)),
+                &options,
+            )?,
             connection,
             max_parallel: options.max_parallel_sends.max(1),
         })
     }
 
-    fn client_for(&self, queue: Queue) -> Result<QueueClient, SendError> {
-        if let Some(entity) = &self.connection.entity_path {
-            if !entity.eq_ignore_ascii_case(queue.name()) {
-                return Err(permanent(
-                    queue,
-                    format!(
-                        "the connection string is scoped to EntityPath {entity:?}, not this queue"
-                    ),
-                ));
-            }
+    fn check_entity(&self, queue: Queue) -> Result<(), SendError> {
+        match &self.connection.entity_path {
+            Some(entity) if !entity.eq_ignore_ascii_case(queue.name()) => Err(permanent(
+                queue,
+                format!("the connection string is scoped to EntityPath {entity:?}, not this queue"),
+            )),
+            _ => Ok(()),
         }
-        QueueClient::new(
-            self.http.clone(),
-            self.connection.namespace_label(),
-            queue.name(),
-            self.connection.key_name.clone(),
-            self.connection.key.clone(),
-        )
-        .map_err(|e| permanent(queue, e.to_string()))
     }
 }
 
 #[async_trait]
 impl Scheduler for SasScheduler {
     async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
-        let client = self.client_for(message.queue)?;
-        // Our own BrokerProperties header replaces the crate's (crates.md §2.4): GMT date
-        // format, and the crate's panicking serialisation path is never taken.
+        self.check_entity(message.queue)?;
+        // BrokerProperties with the GMT date format Service Bus documents (crates.md §2.4).
         let props = broker_properties(&message, false)?;
-        let options = SendMessageOptions {
-            content_type: Some("application/json".into()),
-            broker_properties: None,
-            custom_properties: Some(HashMap::from([(
-                "BrokerProperties".to_string(),
-                props.to_string(),
-            )])),
-        };
-        client
-            .send_message(&message.body, Some(options))
+        self.rest
+            .post(
+                message.queue,
+                "application/json",
+                Some(props.to_string()),
+                message.body,
+            )
             .await
-            .map_err(|e| SendError {
-                queue: message.queue.name().to_string(),
-                status: match e.kind() {
-                    az021::error::ErrorKind::HttpResponse { status, .. } => {
-                        Some(u16::from(*status))
-                    }
-                    _ => None,
-                },
-                message: e.to_string(),
-            })
     }
 
-    /// The legacy crate has no batch send: concurrent single sends, bounded.
+    /// One POST per message, a bounded number at a time (the SAS path never used REST batches).
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), SendError> {
         let total = messages.len();
         let results: Vec<Result<(), SendError>> = futures::stream::iter(messages)
@@ -587,23 +652,19 @@ impl Scheduler for SasScheduler {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Entra: plain REST with a bearer token
+// Entra: a bearer token from the managed identity
 // ---------------------------------------------------------------------------------------------
 
 /// Sends with an Entra token (managed identity) to `https://{namespace}/{queue}/messages`.
 pub struct EntraScheduler {
-    http: reqwest::Client,
-    base: Url,
-    credential: Arc<dyn TokenCredential>,
-    retry: RetryConfig,
-    loopback_only: bool,
+    rest: RestSender,
     max_batch_messages: usize,
 }
 
 impl fmt::Debug for EntraScheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EntraScheduler")
-            .field("base", &self.base.as_str())
+            .field("base", &self.rest.base.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -623,87 +684,10 @@ impl EntraScheduler {
                 }
             })?,
         };
-        check_base(&base, &options)?;
         Ok(Self {
-            http: build_reqwest(&options)?,
-            base,
-            credential,
-            retry: options.retry,
-            loopback_only: options.loopback_only,
+            rest: RestSender::new(base, Authorization::Entra(credential), &options)?,
             max_batch_messages: options.max_batch_messages.max(1),
         })
-    }
-
-    fn messages_url(&self, queue: Queue) -> Url {
-        let mut url = self.base.clone();
-        let base_path = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base_path}/{}/messages", queue.name()));
-        url
-    }
-
-    /// POSTs with retries for transient failures (Service Bus duplicate detection on the
-    /// deterministic MessageId makes a repeated send harmless).
-    async fn post(
-        &self,
-        queue: Queue,
-        content_type: &str,
-        broker_properties: Option<String>,
-        body: String,
-    ) -> Result<(), SendError> {
-        let url = self.messages_url(queue);
-        let fail = |status: Option<u16>, message: String| SendError {
-            queue: queue.name().to_string(),
-            status,
-            message,
-        };
-        if self.loopback_only && !http::is_loopback(&url) {
-            return Err(fail(Some(400), format!("refusing {url} (loopback_only)")));
-        }
-        let mut attempt = 1;
-        loop {
-            let token = self
-                .credential
-                .get_token(&[SERVICEBUS_SCOPE], None)
-                .await
-                .map_err(|e| {
-                    fail(
-                        None,
-                        format!("getting a Service Bus token: {}", http::error_chain(&e)),
-                    )
-                })?;
-            let mut rb = self
-                .http
-                .post(url.clone())
-                .bearer_auth(token.token.secret())
-                .header("content-type", content_type)
-                .body(body.clone());
-            if let Some(bp) = &broker_properties {
-                rb = rb.header("BrokerProperties", bp.as_str());
-            }
-            let outcome = match rb.send().await {
-                Ok(rsp) if rsp.status().is_success() => return Ok(()),
-                Ok(rsp) => {
-                    let status = rsp.status().as_u16();
-                    let retry_after = http::retry_after_from(rsp.headers());
-                    let text = rsp.text().await.unwrap_or_default();
-                    (
-                        fail(Some(status), text.chars().take(300).collect()),
-                        retryable_status(status),
-                        retry_after,
-                    )
-                }
-                Err(e) => (fail(None, http::error_chain(&e)), true, None),
-            };
-            let (err, retryable, retry_after) = outcome;
-            if !retryable || attempt >= self.retry.max_attempts.max(1) {
-                return Err(err);
-            }
-            let delay = self
-                .retry
-                .delay_before_retry(attempt, retry_after, rand::random::<f64>());
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
     }
 }
 
@@ -736,13 +720,14 @@ fn batches(
 impl Scheduler for EntraScheduler {
     async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
         let props = broker_properties(&message, false)?;
-        self.post(
-            message.queue,
-            "application/json",
-            Some(props.to_string()),
-            message.body,
-        )
-        .await
+        self.rest
+            .post(
+                message.queue,
+                "application/json",
+                Some(props.to_string()),
+                message.body,
+            )
+            .await
     }
 
     /// Service Bus REST "Send Message Batch": one POST per queue chunk, a JSON array of
@@ -750,13 +735,14 @@ impl Scheduler for EntraScheduler {
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<(), SendError> {
         for (queue, items) in batches(messages, self.max_batch_messages)? {
             let body = serde_json::Value::Array(items).to_string();
-            self.post(
-                queue,
-                "application/vnd.microsoft.servicebus.json",
-                None,
-                body,
-            )
-            .await?;
+            self.rest
+                .post(
+                    queue,
+                    "application/vnd.microsoft.servicebus.json",
+                    None,
+                    body,
+                )
+                .await?;
         }
         Ok(())
     }
@@ -931,6 +917,36 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{sched:?}").contains(KEY));
+    }
+
+    #[test]
+    fn sas_tokens_are_reused_for_a_minute_per_queue_then_signed_afresh() {
+        let connection = ConnectionString::parse(
+            "S",
+            &format!("Endpoint=sb://MyNs.servicebus.windows.net/;SharedAccessKeyName=Send;SharedAccessKey={KEY}"),
+        )
+        .unwrap();
+        let signer = SasSigner::new(&connection);
+        let t = 1_795_642_158;
+        let first = signer.header(Queue::Poll, t);
+        assert_eq!(
+            first,
+            signer.sign(Queue::Poll, t + 3600),
+            "signed for an hour"
+        );
+        assert!(first.starts_with(
+            "SharedAccessSignature sr=https%3A%2F%2Fmyns.servicebus.windows.net%2Frp-poll%2Fmessages&sig="
+        ));
+        assert!(first.ends_with(&format!("&se={}&skn=Send", t + 3600)));
+        assert_eq!(signer.header(Queue::Poll, t + 59), first, "reused");
+        assert_ne!(signer.header(Queue::Create, t + 59), first, "per queue");
+        let later = signer.header(Queue::Poll, t + 60);
+        assert_eq!(later, signer.sign(Queue::Poll, t + 60 + 3600), "re-signed");
+        // A clock that went back does not keep a token signed "in the future".
+        assert_eq!(
+            signer.header(Queue::Poll, t),
+            signer.sign(Queue::Poll, t + 3600)
+        );
     }
 
     #[test]
