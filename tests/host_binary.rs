@@ -293,6 +293,32 @@ fn replays_payloads_over_tcp_like_the_host() {
             .contains("Metadata.DeliveryCount: expected"),
         "{line}"
     );
+
+    // A decoded queue invocation's span carries the message id and delivery count; a timer's
+    // span has neither.
+    let lines = serve.log_lines();
+    let queue_line = lines
+        .iter()
+        .find(|l| l["span"]["invocation_id"] == "q-1" && l["span"]["message_id"].is_string())
+        .unwrap_or_else(|| panic!("no queue invocation line with a message id: {lines:?}"));
+    assert_eq!(queue_line["span"]["message_id"], "m-1", "{queue_line}");
+    assert_eq!(queue_line["span"]["delivery_count"], 1, "{queue_line}");
+    let timer_line = lines
+        .iter()
+        .find(|l| l["span"]["invocation_id"] == "t-1")
+        .unwrap_or_else(|| panic!("no timer invocation line: {lines:?}"));
+    assert_eq!(
+        timer_line["span"]["function"], "ScheduleRestorePoints",
+        "{timer_line}"
+    );
+    assert!(
+        timer_line["span"].get("message_id").is_none(),
+        "{timer_line}"
+    );
+    assert!(
+        timer_line["span"].get("delivery_count").is_none(),
+        "{timer_line}"
+    );
 }
 
 #[test]

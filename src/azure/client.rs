@@ -457,7 +457,13 @@ impl ArmClient {
             .request(op.method(), url.clone())
             .bearer_auth(token.token.secret())
             .header("accept", "application/json")
-            .header("x-ms-client-request-id", uuid::Uuid::new_v4().to_string());
+            // A v4 UUID from the thread-local RNG: `Uuid::new_v4` asks the kernel every time.
+            .header(
+                "x-ms-client-request-id",
+                uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .to_string(),
+            );
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")

@@ -267,17 +267,37 @@ async fn invoke(
 ) -> Response {
     let name = uri.path().trim_start_matches('/').to_string();
     let invocation_id = invocation_id(&headers);
-    let span = tracing::info_span!(
-        "invocation",
-        function = %name,
-        invocation_id = %invocation_id,
-        message_id = tracing::field::Empty,
-        delivery_count = tracing::field::Empty,
-    );
     let started = Instant::now();
-    let result = run(&state, &name, invocation_id, body)
-        .instrument(span.clone())
-        .await;
+    // The envelope is decoded before the span exists, so the span gets every field at once:
+    // recording a field later makes the JSON subscriber format all of the span's fields again.
+    let (span, result) = match prepare(&state, &name, invocation_id.clone(), body) {
+        Ok((context, trigger, future)) => {
+            let span = tracing::info_span!(
+                "invocation",
+                function = %name,
+                invocation_id = %invocation_id,
+                message_id = context.message_id.as_deref(),
+                delivery_count = matches!(trigger, Trigger::Queue(_)).then_some(context.delivery_count),
+            );
+            let result = match AssertUnwindSafe(future)
+                .catch_unwind()
+                .instrument(span.clone())
+                .await
+            {
+                Ok(result) => result.map_err(InvocationError::from),
+                Err(payload) => Err(InvocationError::Panic(panic_message(payload.as_ref()))),
+            };
+            (span, result)
+        }
+        Err(err) => {
+            let span = tracing::info_span!(
+                "invocation",
+                function = %name,
+                invocation_id = %invocation_id,
+            );
+            (span, Err(err))
+        }
+    };
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -307,12 +327,13 @@ async fn invoke(
     }
 }
 
-async fn run(
+/// Finds the function, decodes the envelope and starts the handler (not yet polled).
+fn prepare(
     state: &AppState,
     name: &str,
     invocation_id: String,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Outcome, InvocationError> {
+) -> Result<(Context, Trigger, HandlerFuture), InvocationError> {
     let Some(function) = state.functions.get(name) else {
         return Err(unknown_function(state, name));
     };
@@ -334,17 +355,7 @@ async fn run(
     let (context, future) =
         std::panic::catch_unwind(AssertUnwindSafe(|| (function.call)(&envelope, seed, deps)))
             .map_err(|payload| InvocationError::Panic(panic_message(payload.as_ref())))??;
-    let span = tracing::Span::current();
-    if let Some(id) = &context.message_id {
-        span.record("message_id", id.as_str());
-    }
-    if matches!(function.trigger, Trigger::Queue(_)) {
-        span.record("delivery_count", context.delivery_count);
-    }
-    match AssertUnwindSafe(future).catch_unwind().await {
-        Ok(result) => Ok(result?),
-        Err(payload) => Err(InvocationError::Panic(panic_message(payload.as_ref()))),
-    }
+    Ok((context, function.trigger, future))
 }
 
 /// The host's id when it sent a sane one, else a fresh one (direct calls, tests).
@@ -355,7 +366,12 @@ fn invocation_id(headers: &HeaderMap) -> String {
         .map(str::trim)
         .filter(|id| !id.is_empty() && id.len() <= 128)
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        // A v4 UUID from the thread-local RNG (`Uuid::new_v4` asks the kernel every time).
+        .unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
+        })
 }
 
 fn unknown_function(state: &AppState, name: &str) -> InvocationError {
