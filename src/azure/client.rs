@@ -469,12 +469,13 @@ impl ArmClient {
                 .header("content-type", "application/json")
                 .body(b.to_vec());
         }
-        let rsp = req
+        let mut rsp = req
             .send()
             .await
             .map_err(|e| http::transport_error(op.label(), &e))?;
         let status = rsp.status().as_u16();
-        let headers = rsp.headers().clone();
+        // Taken, not cloned: the body no longer needs them (decoding was set up on arrival).
+        let headers = std::mem::take(rsp.headers_mut());
         let bytes = rsp
             .bytes()
             .await

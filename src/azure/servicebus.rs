@@ -449,6 +449,8 @@ impl SasSigner {
 struct RestSender {
     http: reqwest::Client,
     base: Url,
+    /// `{base}/{queue}/messages` for each queue, built once.
+    messages_urls: Vec<(Queue, Url)>,
     auth: Authorization,
     retry: RetryConfig,
     loopback_only: bool,
@@ -461,20 +463,32 @@ impl RestSender {
         options: &ServiceBusOptions,
     ) -> Result<Self, ServiceBusConfigError> {
         check_base(&base, options)?;
+        let base_path = base.path().trim_end_matches('/').to_string();
+        let messages_urls = Queue::ALL
+            .into_iter()
+            .map(|queue| {
+                let mut url = base.clone();
+                url.set_path(&format!("{base_path}/{}/messages", queue.name()));
+                (queue, url)
+            })
+            .collect();
         Ok(Self {
             http: build_reqwest(options)?,
             base,
+            messages_urls,
             auth,
             retry: options.retry,
             loopback_only: options.loopback_only,
         })
     }
 
-    fn messages_url(&self, queue: Queue) -> Url {
-        let mut url = self.base.clone();
-        let base_path = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base_path}/{}/messages", queue.name()));
-        url
+    fn messages_url(&self, queue: Queue) -> &Url {
+        &self
+            .messages_urls
+            .iter()
+            .find(|(q, _)| *q == queue)
+            .expect("a URL for every queue")
+            .1
     }
 
     async fn authorization(&self, queue: Queue) -> Result<String, SendError> {
