@@ -819,6 +819,8 @@ fn render(report: &Value) -> (String, bool) {
     let f = &report["fleetTick"];
     let fleet_ratio = f["ratioToBound"].as_f64();
     let throttled = f["throttled429"].as_u64();
+    // --skip-fleet: no fleet tick or polling figures to show.
+    let fleet_ran = !f.is_null();
     rows.push(Row {
         figure: format!("fleet tick, {} VMs: tick → last point / bound", f["vms"]),
         vmrp: format!(
@@ -866,6 +868,13 @@ fn render(report: &Value) -> (String, bool) {
             ratio: "-".into(),
             goal: "≤ 12 MB",
             met: Some(bytes as f64 <= 12.0 * 1_000_000.0),
+        });
+    }
+    if !fleet_ran {
+        rows.retain(|r| {
+            !(r.figure.starts_with("fleet tick")
+                || r.figure.starts_with("restore point GETs")
+                || r.figure.starts_with("copy GETs"))
         });
     }
     let mut table = Table::new();
