@@ -521,7 +521,7 @@ impl RestSender {
             status,
             message,
         };
-        if self.loopback_only && !http::is_loopback(&url) {
+        if self.loopback_only && !http::is_loopback(url) {
             return Err(fail(Some(400), format!("refusing {url} (loopback_only)")));
         }
         let body = bytes::Bytes::from(body);
