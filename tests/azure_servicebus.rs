@@ -113,9 +113,10 @@ async fn sas_send_signs_and_sets_broker_properties() {
     assert_eq!(req.header("content-type"), Some("application/json"));
     let props: Vec<_> = req.headers.get_all("brokerproperties").iter().collect();
     assert_eq!(props.len(), 1, "exactly one BrokerProperties header");
+    // 21:30:15.123456 rounds up: a scheduled message never shows before the time asked.
     assert_eq!(
         props[0].to_str().unwrap(),
-        r#"{"MessageId":"poll-42-attempt-3","ScheduledEnqueueTimeUtc":"Wed, 25 Nov 2026 21:30:15 GMT"}"#
+        r#"{"MessageId":"poll-42-attempt-3","ScheduledEnqueueTimeUtc":"Wed, 25 Nov 2026 21:30:16 GMT"}"#
     );
     assert_eq!(&req.body[..], poll_message().body.as_bytes());
     check_sas(
@@ -243,7 +244,7 @@ async fn entra_send_uses_bearer_token_and_same_broker_properties() {
     assert_eq!(
         req.header("brokerproperties"),
         Some(
-            r#"{"MessageId":"poll-42-attempt-3","ScheduledEnqueueTimeUtc":"Wed, 25 Nov 2026 21:30:15 GMT"}"#
+            r#"{"MessageId":"poll-42-attempt-3","ScheduledEnqueueTimeUtc":"Wed, 25 Nov 2026 21:30:16 GMT"}"#
         )
     );
     assert_eq!(&req.body[..], poll_message().body.as_bytes());
