@@ -326,10 +326,7 @@ mod tests {
             .collect()
     }
 
-    /// What a create costs depends on what the timer's listing showed.
-    #[test]
-    fn cost_follows_what_the_listing_spared() {
-        let plain = rule("plain", 3);
+    fn copying_to_two_regions() -> Rule {
         let mut copying = rule("copying", 3);
         copying.copies = ["swedencentral", "norwayeast"]
             .iter()
@@ -339,6 +336,14 @@ mod tests {
                 retention: None,
             })
             .collect();
+        copying
+    }
+
+    /// What a create costs depends on what the timer's listing showed.
+    #[test]
+    fn cost_follows_what_the_listing_spared() {
+        let plain = rule("plain", 3);
+        let copying = copying_to_two_regions();
         let (d1, d2) = (disk_id("s1", "rg", "d1"), disk_id("s1", "rg", "d2"));
         let two_disks = VmBuilder::new("s1", "rg", "a")
             .data_disk(0, &d1, "Premium_LRS")
@@ -519,15 +524,7 @@ mod tests {
     #[test]
     fn copies_are_charged_to_their_vm() {
         let plain = rule("plain", 3);
-        let mut copying = rule("copying", 3);
-        copying.copies = ["swedencentral", "norwayeast"]
-            .iter()
-            .map(|r| crate::policy::CopyTarget {
-                region: r.to_string(),
-                resource_group: None,
-                retention: None,
-            })
-            .collect();
+        let copying = copying_to_two_regions();
         let pacing = Pacing {
             burst: 1,
             writes_per_create: 1,

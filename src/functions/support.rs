@@ -183,16 +183,7 @@ pub async fn ensure_listed_collection(
             deps.known.remember_collection(id);
             Ok(())
         }
-        Some(CollectionSeen::Missing) => {
-            let body = RestorePointCollection::for_source(location, source, tags);
-            deps.arm
-                .put_collection(id, &body)
-                .await
-                .map_err(EnsureError::Arm)?;
-            tracing::info!(collection = %id, %location, source = %source, "collection created");
-            deps.known.remember_collection(id);
-            Ok(())
-        }
+        Some(CollectionSeen::Missing) => create_collection(deps, id, location, source, tags).await,
         None => ensure_collection(deps, id, location, source, tags, false)
             .await
             .map(|_| ()),
@@ -243,6 +234,20 @@ pub async fn ensure_collection(
             points: need_points.then(|| existing.restore_points().to_vec()),
         });
     }
+    create_collection(deps, id, location, source, tags).await?;
+    Ok(Ensured {
+        points: Some(Vec::new()),
+    })
+}
+
+/// PUTs a new collection for `source` and remembers it.
+async fn create_collection(
+    deps: &Deps,
+    id: &ResourceId,
+    location: &str,
+    source: &ResourceId,
+    tags: Tags,
+) -> Result<(), EnsureError> {
     let body = RestorePointCollection::for_source(location, source, tags);
     deps.arm
         .put_collection(id, &body)
@@ -250,9 +255,7 @@ pub async fn ensure_collection(
         .map_err(EnsureError::Arm)?;
     tracing::info!(collection = %id, %location, source = %source, "collection created");
     deps.known.remember_collection(id);
-    Ok(Ensured {
-        points: Some(Vec::new()),
-    })
+    Ok(())
 }
 
 /// The VM's local collection id under its rule.
