@@ -197,6 +197,12 @@ impl RoleCounts {
             .count()
     }
 
+    /// Every expected point settled, or is missing by design: VMs with nothing to restore are
+    /// reported by vmrp, as they must be, and are not a coverage gap.
+    pub fn covered(&self) -> bool {
+        self.failed.len() == self.nothing_to_restore()
+    }
+
     /// Expected points missing by design: the VM has nothing a restore point could hold
     /// (every disk excluded), so vmrp reports instead of creating.
     pub fn nothing_to_restore(&self) -> usize {
@@ -295,6 +301,7 @@ pub struct LocalReport {
     pub untracked_in_progress: Vec<String>,
     pub virtual_seconds: i64,
     pub real_seconds: f64,
+    /// Every expected point settled, or is missing by design (its VM has nothing to restore).
     pub complete: bool,
     pub rows: Vec<VmRow>,
     pub handler_log: Option<PathBuf>,
@@ -963,7 +970,7 @@ fn build_report(
     let counters = emulator.arm.counters();
     let sim_counters = sim.counters();
     let rows = vm_rows(expected, &points, &local, &copies, now);
-    let complete = local.failed.is_empty() && copies.failed.is_empty();
+    let complete = local.covered() && copies.covered();
     LocalReport {
         vms: expected.vm_region.len(),
         ticks: ticks
@@ -1078,17 +1085,19 @@ pub fn render(report: &LocalReport) -> String {
 /// One line: what was expected, what settled, what failed.
 pub fn summary_line(r: &LocalReport) -> String {
     format!(
-        "{}: {} VMs × {} ticks — local {}/{} settled ({} explained, {} unexplained), copies {}/{} settled ({} explained, {} unexplained), {} duplicates, {} dead letters, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
+        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
         if r.complete { "coverage complete" } else { "COVERAGE INCOMPLETE" },
         r.vms,
         r.ticks.len(),
         r.local.settled,
         r.local.expected,
-        r.local.failed.len() - r.local.unexplained(),
+        r.local.nothing_to_restore(),
+        r.local.failed.len() - r.local.unexplained() - r.local.nothing_to_restore(),
         r.local.unexplained(),
         r.copies.settled,
         r.copies.expected,
-        r.copies.failed.len() - r.copies.unexplained(),
+        r.copies.nothing_to_restore(),
+        r.copies.failed.len() - r.copies.unexplained() - r.copies.nothing_to_restore(),
         r.copies.unexplained(),
         r.local.duplicates + r.copies.duplicates,
         r.dead_letters.len(),
@@ -1193,6 +1202,33 @@ mod tests {
         }
         // A floor above the target never speeds the clock up past the target.
         assert_eq!(governed_speed(10.0, 10.0, 60.0, true), 10.0);
+    }
+
+    #[test]
+    fn nothing_to_restore_is_covered_anything_else_is_not() {
+        let missing = |reason: &str, explained_by| Missing {
+            vm: "vm1".into(),
+            region: "westeurope".into(),
+            tick: time::macros::datetime!(2026-01-05 04:00 UTC),
+            reason: reason.into(),
+            explained_by,
+        };
+        let by_design = missing(
+            "vm1: every disk is excluded, nothing to restore",
+            Explanation::Reported,
+        );
+        let mut counts = RoleCounts {
+            expected: 2,
+            settled: 1,
+            failed: vec![by_design],
+            ..RoleCounts::default()
+        };
+        assert!(counts.covered());
+        counts.failed.push(missing(
+            "vm1: gave up after 20 reschedules: 429",
+            Explanation::Reported,
+        ));
+        assert!(!counts.covered(), "explained is not covered");
     }
 
     #[test]
