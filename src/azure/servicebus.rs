@@ -388,9 +388,9 @@ enum Authorization {
     Entra(Arc<dyn TokenCredential>),
 }
 
-/// Signs SAS tokens exactly as azure_messaging_servicebus 0.21 did (crates.md §2.2): `sr` is
-/// the form-urlencoded `https://{namespace}.servicebus.windows.net/{queue}/messages` (also
-/// when sending elsewhere), HMAC-SHA256 keyed with the key's UTF-8 bytes over `"{sr}\n{se}"`,
+/// Signs SAS tokens as azure_messaging_servicebus 0.21 did (crates.md §2.2): `sr` is the
+/// form-urlencoded `https://{namespace host}/{queue}/messages` (also when sending elsewhere, e.g.
+/// to the emulator), HMAC-SHA256 keyed with the key's UTF-8 bytes over `"{sr}\n{se}"`,
 /// `se` = now + 1 h. One token per queue is kept for a minute instead of signing every send.
 struct SasSigner {
     key_name: String,
@@ -406,10 +406,17 @@ impl SasSigner {
         Self {
             key_name: connection.key_name.clone(),
             key: connection.key.clone(),
-            resource_base: format!(
-                "https://{}.servicebus.windows.net",
-                connection.namespace_label()
-            ),
+            // The namespace's own host, so sovereign clouds (`*.servicebus.chinacloudapi.cn`,
+            // `*.servicebus.usgovcloudapi.net`) sign the resource they send to; the legacy
+            // crate always signed `servicebus.windows.net`. The development emulator keeps that.
+            resource_base: if connection.development_emulator {
+                format!(
+                    "https://{}.servicebus.windows.net",
+                    connection.namespace_label()
+                )
+            } else {
+                format!("https://{}", connection.host)
+            },
             cache: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -960,6 +967,22 @@ mod tests {
         assert_eq!(
             signer.header(Queue::Poll, t),
             signer.sign(Queue::Poll, t + 3600)
+        );
+    }
+
+    #[test]
+    fn sas_signs_the_namespace_host_of_sovereign_clouds() {
+        let connection = ConnectionString::parse(
+            "S",
+            &format!("Endpoint=sb://ns1.servicebus.chinacloudapi.cn/;SharedAccessKeyName=Send;SharedAccessKey={KEY}"),
+        )
+        .unwrap();
+        let header = SasSigner::new(&connection).sign(Queue::Create, 1_795_642_158);
+        assert!(
+            header.starts_with(
+                "SharedAccessSignature sr=https%3A%2F%2Fns1.servicebus.chinacloudapi.cn%2Frp-create%2Fmessages&sig="
+            ),
+            "{header}"
         );
     }
 
