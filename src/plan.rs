@@ -42,6 +42,11 @@ pub struct Pacing {
     /// measures them). Reads the timer's listing could not spare (VM, disks, collection) are
     /// added per VM.
     pub reads_per_create: u32,
+    /// ARM reads each copy brings over its life: its start (the target collection with its
+    /// points, the previous copy's progress) and its polls (`vmrp bench`: ~7.4 per copy). They
+    /// spread over the copy's ~1.5 h, but in a tick long enough to matter they overlap the
+    /// later creates, and at 10,000 VMs they would take half the read refill uncharged.
+    pub reads_per_copy: u32,
     /// Fraction of the bucket and the refill left for work the plan does not know about
     /// (onboarding by OnVmChanged, redelivered creates). Copies are charged per VM instead, and
     /// deletes have their own bucket.
@@ -57,6 +62,7 @@ impl Default for Pacing {
             read_burst: 250,
             read_refill_per_sec: 25.0,
             reads_per_create: 3,
+            reads_per_copy: 9,
             reserve: 0.05,
         }
     }
@@ -78,8 +84,8 @@ impl Pacing {
     /// What `target`'s create costs, with its copies: its point PUT, its collection PUT unless
     /// the listing showed the collection ready, as much again per copy region (the copy's
     /// collection and point PUTs; copy collections are not listed); the reads every create
-    /// brings, plus those the listing did not spare: the VM GET, a GET per data disk the disk
-    /// listing did not show, the collection GET when its state is unknown.
+    /// brings, plus those the listing did not spare (the VM GET, a GET per data disk the disk
+    /// listing did not show, the collection GET when its state is unknown), plus each copy's.
     pub fn cost_of(&self, target: &PlanTarget<'_>) -> Cost {
         let unknown = f64::from(self.writes_per_create.max(1));
         let listed = target.listed.as_ref();
@@ -103,7 +109,9 @@ impl Pacing {
         };
         Cost {
             writes: local_writes + unknown * target.rule.copies.len() as f64,
-            reads: f64::from(self.reads_per_create) + spared_not as f64,
+            reads: f64::from(self.reads_per_create)
+                + spared_not as f64
+                + f64::from(self.reads_per_copy) * target.rule.copies.len() as f64,
         }
     }
 
@@ -405,9 +413,9 @@ mod tests {
                 (1.0, 4.0),
             ),
             (
-                "two copies, collection ready",
+                "two copies, collection ready: their writes and their 9 reads each",
                 cost(&copying, with_disks(all, Some(CollectionSeen::Ready))),
-                (5.0, 3.0),
+                (5.0, 21.0),
             ),
         ];
         for (case, got, want) in table {
@@ -529,6 +537,7 @@ mod tests {
             burst: 1,
             writes_per_create: 1,
             reads_per_create: 0,
+            reads_per_copy: 0,
             reserve: 0.0,
             ..Pacing::default()
         };
