@@ -91,6 +91,21 @@ async fn start(rules: RuleSwitches) -> Harness {
 }
 
 impl Harness {
+    /// Every item of a paged list, following `nextLink`, and how many pages it took.
+    async fn list_pages(&self, first: String) -> (Vec<Value>, usize) {
+        let (mut url, mut items, mut pages) = (first, Vec::new(), 0);
+        loop {
+            let r = self.get(&url).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            pages += 1;
+            items.extend(r.body["value"].as_array().unwrap().iter().cloned());
+            match r.body["nextLink"].as_str() {
+                Some(n) => url = n.to_string(),
+                None => return (items, pages),
+            }
+        }
+    }
+
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
         let url = if path.starts_with("http") {
             path.to_string()
@@ -2184,17 +2199,12 @@ async fn a_large_fleet_lists_completely_across_subscriptions() {
     let started = std::time::Instant::now();
     let mut total = 0;
     for sub in h.emu.subscriptions() {
-        let mut url =
-            format!("/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines?{V}");
-        loop {
-            let r = h.get(&url).await;
-            assert_eq!(r.status, 200);
-            total += r.body["value"].as_array().unwrap().len();
-            match r.body["nextLink"].as_str() {
-                Some(n) => url = n.to_string(),
-                None => break,
-            }
-        }
+        let (vms, _) = h
+            .list_pages(format!(
+                "/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines?{V}"
+            ))
+            .await;
+        total += vms.len();
     }
     assert_eq!(total, 2000);
     println!("listed 2000 VMs in 40 pages in {:?}", started.elapsed());
@@ -2218,27 +2228,12 @@ async fn disks_list_by_subscription_and_resource_group_page_like_get() {
         FaultConfig::default(),
     )
     .await;
-    let list = |first: String| {
-        let h = &h;
-        async move {
-            let (mut url, mut docs, mut pages) = (first, Vec::new(), 0);
-            loop {
-                let r = h.get(&url).await;
-                assert_eq!(r.status, 200, "{}", r.body);
-                pages += 1;
-                docs.extend(r.body["value"].as_array().unwrap().iter().cloned());
-                match r.body["nextLink"].as_str() {
-                    Some(n) => url = n.to_string(),
-                    None => return (docs, pages),
-                }
-            }
-        }
-    };
     let sub = h.emu.subscriptions()[0].clone();
-    let (all, pages) = list(format!(
-        "/subscriptions/{sub}/providers/Microsoft.Compute/disks?api-version=2024-03-02"
-    ))
-    .await;
+    let (all, pages) = h
+        .list_pages(format!(
+            "/subscriptions/{sub}/providers/Microsoft.Compute/disks?api-version=2024-03-02"
+        ))
+        .await;
     // Every VM has an OS disk and at least one data disk.
     assert!(all.len() >= 240, "{} disks", all.len());
     assert!(pages > 1, "paged");
@@ -2247,7 +2242,7 @@ async fn disks_list_by_subscription_and_resource_group_page_like_get() {
     let got = h.get(&format!("{id}?api-version=2024-03-02")).await;
     assert_eq!(&got.body, first, "a listed disk is what Disks_Get returns");
     let rg = id.split('/').nth(4).unwrap();
-    let (in_rg, _) = list(format!(
+    let (in_rg, _) = h.list_pages(format!(
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks?api-version=2024-03-02"
     ))
     .await;
@@ -2260,7 +2255,7 @@ async fn disks_list_by_subscription_and_resource_group_page_like_get() {
     let counters = h.emu.counters();
     assert_eq!(
         counters.requests_by_operation.get("Disks_List").copied(),
-        Some(pages)
+        Some(pages as u64)
     );
     assert!(counters
         .requests_by_operation

@@ -515,6 +515,19 @@ impl RestSender {
         }
     }
 
+    /// One message, with BrokerProperties in the GMT date format Service Bus documents
+    /// (crates.md §2.4).
+    async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
+        let props = broker_properties(&message, false)?;
+        self.post(
+            message.queue,
+            "application/json",
+            Some(props.to_string()),
+            message.body,
+        )
+        .await
+    }
+
     async fn post(
         &self,
         queue: Queue,
@@ -638,16 +651,7 @@ impl SasScheduler {
 impl Scheduler for SasScheduler {
     async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
         self.check_entity(message.queue)?;
-        // BrokerProperties with the GMT date format Service Bus documents (crates.md §2.4).
-        let props = broker_properties(&message, false)?;
-        self.rest
-            .post(
-                message.queue,
-                "application/json",
-                Some(props.to_string()),
-                message.body,
-            )
-            .await
+        self.rest.send(message).await
     }
 
     /// One POST per message, a bounded number at a time (the SAS path never used REST batches).
@@ -740,15 +744,7 @@ fn batches(
 #[async_trait]
 impl Scheduler for EntraScheduler {
     async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
-        let props = broker_properties(&message, false)?;
-        self.rest
-            .post(
-                message.queue,
-                "application/json",
-                Some(props.to_string()),
-                message.body,
-            )
-            .await
+        self.rest.send(message).await
     }
 
     /// Service Bus REST "Send Message Batch": one POST per queue chunk, a JSON array of
