@@ -98,10 +98,7 @@ impl Pacing {
             None => 3,
             Some(l) => {
                 let unlisted_disks =
-                    l.vm.disks()
-                        .into_iter()
-                        .filter(|d| d.lun.is_some())
-                        .filter_map(|d| d.managed_disk_id)
+                    l.vm.managed_data_disk_ids()
                         .filter(|id| !l.disks.iter().any(|info| &info.id == id))
                         .count();
                 unlisted_disks + usize::from(l.collection.is_none())

@@ -1000,10 +1000,17 @@ async fn timer_deletes_expired_orphan_collections_only() {
     }
     w.arm.remove_vm(&old_vm);
     w.arm.remove_vm(&new_vm);
+    // A live VM in the same subscription: the timer lists its collections for the creates anyway.
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "live").build());
     let out = timer(&w, T0).await;
     assert!(out.summary.contains("1 expired orphan"), "{}", out.summary);
     assert!(w.arm.collection(&collection(&old_vm)).is_none());
     assert!(w.arm.collection(&collection(&new_vm)).is_some());
+    assert_eq!(
+        w.arm.count(op::LIST_COLLECTIONS),
+        1,
+        "the cleanup reuses the timer's listing"
+    );
 }
 
 // ------------------------------------------------------------------------------------------

@@ -462,6 +462,13 @@ impl VirtualMachine {
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v.as_str())
     }
+    /// The managed data disks' ids, by LUN (the disks whose details exclusions need).
+    pub fn managed_data_disk_ids(&self) -> impl Iterator<Item = ResourceId> {
+        self.disks()
+            .into_iter()
+            .filter(|d| d.lun.is_some())
+            .filter_map(|d| d.managed_disk_id)
+    }
     /// OS disk first, then data disks by LUN.
     pub fn disks(&self) -> Vec<VmDisk> {
         let Some(sp) = self

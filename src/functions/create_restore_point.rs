@@ -280,10 +280,7 @@ async fn disk_info(
 ) -> Result<Vec<DiskInfo>, ArmError> {
     let ttl = deps.tuning.disk_cache_ttl;
     let mut out = Vec::new();
-    for disk in vm.disks().into_iter().filter(|d| d.lun.is_some()) {
-        let Some(id) = disk.managed_disk_id else {
-            continue;
-        };
+    for id in vm.managed_data_disk_ids() {
         if let Some(info) = listed.iter().find(|i| i.id == id) {
             out.push(info.clone());
             continue;

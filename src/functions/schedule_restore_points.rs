@@ -36,6 +36,8 @@ pub struct TickPlan {
     pub unmatched: usize,
     /// Scopes or VM ids whose listing failed.
     pub failures: Vec<String>,
+    /// What the disk and collection listings showed (orphan cleanup reuses the collections).
+    pub listings: Listings,
 }
 
 /// Plans the tick a timer run at `now` belongs to; `None` when the schedule has no occurrence
@@ -46,8 +48,9 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
     let Some(tick) = timer.latest_at_or_before(now) else {
         return Ok(None);
     };
-    let (vms, failures) = list_targets(deps).await;
-    let seen = list_surroundings(deps, &vms).await;
+    let (scopes, explicit) = scopes(&deps.policy);
+    let (vms, failures) = list_targets(deps, &scopes, explicit).await;
+    let seen = list_surroundings(deps, &scopes, &vms).await;
     let mut unmatched = 0;
     let targets: Vec<PlanTarget<'_>> = vms
         .iter()
@@ -75,6 +78,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         listed: vms.len(),
         unmatched,
         failures,
+        listings: seen,
     }))
 }
 
@@ -86,6 +90,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         listed,
         unmatched,
         failures,
+        listings,
     }) = plan_for(deps, now).await?
     else {
         return Ok(Outcome::new(
@@ -128,7 +133,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     let last = messages.iter().filter_map(|m| m.not_before).max();
     deps.scheduler.send_batch(messages).await?;
 
-    let orphans = delete_expired_orphans(deps, now).await;
+    let orphans = delete_expired_orphans(deps, &listings, now).await;
     let summary = format!(
         "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule){}{}",
         rfc3339(tick),
@@ -153,11 +158,14 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
 
 /// Every VM in any rule's scope, by id. Scopes that fail to list are named in the second value
 /// (logged; the rest of the fleet still gets its points).
-async fn list_targets(deps: &Deps) -> (BTreeMap<ResourceId, VirtualMachine>, Vec<String>) {
-    let (scopes, explicit) = scopes(&deps.policy);
+async fn list_targets(
+    deps: &Deps,
+    scopes: &[VmScope],
+    explicit: Vec<ResourceId>,
+) -> (BTreeMap<ResourceId, VirtualMachine>, Vec<String>) {
     let mut vms = BTreeMap::new();
     let mut failures = Vec::new();
-    for scope in &scopes {
+    for scope in scopes {
         match deps.arm.list_vms(scope).await {
             Ok(list) => {
                 for vm in list {
@@ -193,15 +201,15 @@ async fn list_targets(deps: &Deps) -> (BTreeMap<ResourceId, VirtualMachine>, Vec
 /// What the timer's other listings showed: disk details and restore point collections. Each
 /// listing may fail or be refused (a role scoped to resource groups cannot list a subscription's
 /// collections); the create handler then reads what is missing itself.
-#[derive(Default)]
-struct Surroundings {
+#[derive(Debug, Clone, Default)]
+pub struct Listings {
     disks: HashMap<ResourceId, DiskInfo>,
     /// Subscriptions (lowercase) whose collections were listed completely.
     collections_listed: HashSet<String>,
     collections: HashMap<ResourceId, RestorePointCollection>,
 }
 
-impl Surroundings {
+impl Listings {
     /// The create message's view of `vm`, listed at `now`.
     fn listed_vm(
         &self,
@@ -211,10 +219,7 @@ impl Surroundings {
         now: OffsetDateTime,
     ) -> ListedVm {
         let disks = vm
-            .disks()
-            .into_iter()
-            .filter(|d| d.lun.is_some())
-            .filter_map(|d| d.managed_disk_id)
+            .managed_data_disk_ids()
             .filter_map(|disk| self.disks.get(&disk).cloned())
             .collect();
         let collection_id = support::local_collection(id, rule);
@@ -237,16 +242,27 @@ impl Surroundings {
             collection,
         }
     }
+
+    /// The collections of `subscription` (lowercase), when its listing was complete.
+    fn collections_of(&self, subscription: &str) -> Option<Vec<RestorePointCollection>> {
+        self.collections_listed.contains(subscription).then(|| {
+            self.collections
+                .iter()
+                .filter(|(id, _)| id.subscription().eq_ignore_ascii_case(subscription))
+                .map(|(_, c)| c.clone())
+                .collect()
+        })
+    }
 }
 
 /// Lists the disks of every scope and the collections of every subscription holding a target.
 async fn list_surroundings(
     deps: &Deps,
+    scopes: &[VmScope],
     vms: &BTreeMap<ResourceId, VirtualMachine>,
-) -> Surroundings {
-    let mut seen = Surroundings::default();
-    let (scopes, _) = scopes(&deps.policy);
-    for scope in &scopes {
+) -> Listings {
+    let mut seen = Listings::default();
+    for scope in scopes {
         match deps.arm.list_disks(scope).await {
             Ok(disks) => seen.disks.extend(
                 disks
@@ -334,8 +350,9 @@ fn policy_lists(scopes: &[VmScope], vm: &ResourceId) -> bool {
 }
 
 /// Deletes collections tagged `vmrp-orphaned-at` longer ago than `orphans.expireAfterDays`
-/// (capped per run), in the subscriptions the policy names. Returns a summary fragment.
-async fn delete_expired_orphans(deps: &Deps, now: OffsetDateTime) -> String {
+/// (capped per run), in the subscriptions the policy names; a subscription the timer listed
+/// already is not listed again. Returns a summary fragment.
+async fn delete_expired_orphans(deps: &Deps, listings: &Listings, now: OffsetDateTime) -> String {
     let Some(days) = deps.policy.orphans.expire_after_days else {
         return String::new();
     };
@@ -354,7 +371,11 @@ async fn delete_expired_orphans(deps: &Deps, now: OffsetDateTime) -> String {
     }
     let mut deleted = 0;
     'subs: for sub in subs {
-        let collections = match deps.arm.list_collections(&sub).await {
+        let listed = match listings.collections_of(&sub) {
+            Some(c) => Ok(c),
+            None => deps.arm.list_collections(&sub).await,
+        };
+        let collections = match listed {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(subscription = %sub, code = %e.code, "listing collections for orphan cleanup failed");
