@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's benchmarks: vmrp beside a Python SDK peer (bench/peer) on the in-process emulator.
+# The benchmarks of docs/bench.md: vmrp beside a Python SDK peer (bench/peer) on the in-process emulator.
 #   bench/run.sh [--quick] [--json FILE] [any other `vmrp bench` flag]
 # Builds the release harness/handler and the deploy build (for its size), prepares the peer's
 # venv in ${VMRP_TOOLS:-~/.cache/vmrp-tools}/peer-venv, then runs `vmrp bench`. See docs/bench.md.

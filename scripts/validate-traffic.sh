@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Validates recorded ARM traffic (oav traffic files, one JSON per request/response pair) against
-# the copied Microsoft.Compute 2025-04-01 swagger, offline (shared/reference/arm/VALIDATING.md).
+# the vendored Microsoft.Compute 2025-04-01 swagger, offline (reference/arm/VALIDATING.md).
 #
 #   scripts/validate-traffic.sh DIR
 #
@@ -16,9 +16,8 @@ count=$(find "$dir" -name '*.json' | wc -l)
 [ "$count" -gt 0 ] || { echo "error: no traffic files in $dir" >&2; exit 2; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-shared="${VMRP_SHARED:-$here/../../shared}"
-spec="$shared/reference/arm/spec/specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2025-04-01"
-[ -d "$spec" ] || { echo "error: swagger not found at $spec (set VMRP_SHARED)" >&2; exit 2; }
+spec="$here/../reference/arm/spec/specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2025-04-01"
+[ -d "$spec" ] || { echo "error: swagger not found at $spec" >&2; exit 2; }
 
 tools="${VMRP_TOOLS:-$HOME/.cache/vmrp-tools}"
 oav="${VMRP_OAV:-$tools/oav/node_modules/.bin/oav}"

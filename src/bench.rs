@@ -1,4 +1,4 @@
-//! `vmrp bench`: issue 8's figures, vmrp side by side with a Python SDK peer
+//! `vmrp bench`: the figures of docs/bench.md, vmrp side by side with a Python SDK peer
 //! (`bench/peer/handler.py`) against the same in-process emulator, fed the same host envelopes.
 //!
 //! Per-invocation figures (cold start, peak RSS, CPU per invocation) use restore points that stay

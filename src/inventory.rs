@@ -231,7 +231,7 @@ pub fn copy_status(point: &RestorePoint) -> PointStatus {
     }
 }
 
-/// Why each local point must survive retention for now (DESIGN §6), by the same rules as
+/// Why each local point must survive retention for now (docs/lifecycle.md, retention), by the same rules as
 /// `PollRestorePoint`'s pruning, so the dry run shows what the poller will do: a copy of it is
 /// still replicating; or it settled and has no copy yet in some region, and is younger than the
 /// copy deadline (deleting it would make that copy impossible).

@@ -12,7 +12,7 @@ pub struct Context {
     /// The function's name, e.g. `PollRestorePoint`.
     pub function: String,
     /// The invocation's "now": the host's `sys.UtcNow`, or a virtual clock. Handlers never read
-    /// the wall clock (DESIGN §4).
+    /// the wall clock (docs/architecture.md).
     pub now: OffsetDateTime,
     /// Service Bus `DeliveryCount` (1 on first delivery); 1 for other triggers.
     pub delivery_count: u32,

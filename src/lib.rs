@@ -2,7 +2,7 @@
 
 /// Everything that speaks HTTP to Azure: ARM client, credentials, Service Bus scheduler.
 pub mod azure;
-/// `vmrp bench`: issue 8's figures, vmrp beside a Python SDK peer on the emulator.
+/// `vmrp bench`: the figures of docs/bench.md, vmrp beside a Python SDK peer on the emulator.
 #[cfg(feature = "emulator")]
 pub mod bench;
 /// The command line: subcommands and exit codes.

@@ -1,4 +1,4 @@
-//! The JSON messages on vmrp's queues (DESIGN §2): versioned (`"v": 1`), tagged by `"kind"`,
+//! The JSON messages on vmrp's queues (docs/lifecycle.md): versioned (`"v": 1`), tagged by `"kind"`,
 //! strict about unknown fields so a typo from another system is a clear error, not a silent default.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -17,7 +17,7 @@ pub const MESSAGE_VERSION: u64 = 1;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
     pub vm: ResourceId,
-    /// The schedule occurrence this point belongs to; names derive from it (DESIGN §3).
+    /// The schedule occurrence this point belongs to; names derive from it (docs/architecture.md, "Idempotency").
     #[serde(with = "time::serde::rfc3339")]
     pub tick: OffsetDateTime,
     /// Policy rule name; when absent, the rule that matches the VM applies.

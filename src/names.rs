@@ -1,4 +1,4 @@
-//! Deterministic names and message ids (DESIGN §3): everything derives from the VM and the tick,
+//! Deterministic names and message ids (docs/architecture.md, "Idempotency"): everything derives from the VM and the tick,
 //! never from the wall clock, so a retried or duplicated invocation addresses the same resources.
 
 use sha2::{Digest, Sha256};

@@ -1,4 +1,4 @@
-//! Tick planning for the timer (DESIGN §1, §7): one create message per target VM, spread over
+//! Tick planning for the timer (docs/architecture.md, "Flow"; docs/emulator-arm.md): one create message per target VM, spread over
 //! time so the creates fit ARM's budgets (token buckets per subscription: 200 writes refilled at
 //! 10/s, 250 reads refilled at 25/s) without 429s. Each VM is charged what its create will cost,
 //! given what the timer's listings spared it (`Pacing::cost_of`); a VM whose rule copies to other

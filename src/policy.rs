@@ -1,6 +1,6 @@
 //! The policy: which VMs get restore points, how often, how, where they are copied and how long
 //! they are kept. Loaded from `VMRP_POLICY` (inline JSON) or `VMRP_POLICY_FILE` (JSON or TOML),
-//! validated at load against the platform rules (DESIGN §7) with errors naming rule and field.
+//! validated at load against the platform rules (docs/emulator-arm.md) with errors naming rule and field.
 //!
 //! This module is pure: no I/O besides reading the policy file. Submodules: `load` (parsing, env),
 //! `validate` (policy-wide and per-VM checks), `resolve` (what a rule means for one VM),
@@ -120,7 +120,7 @@ pub struct CopyTarget {
     pub retention: Option<Retention>,
 }
 
-/// How many settled points to keep in one collection (DESIGN §6).
+/// How many settled points to keep in one collection (docs/lifecycle.md, retention).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retention {

@@ -1,4 +1,4 @@
-//! What to do after looking at a restore point once (DESIGN §5): poll again later, declare it
+//! What to do after looking at a restore point once (docs/architecture.md, "Errors"): poll again later, declare it
 //! settled, retry a failed point, or give up. Pure: the handler does the one GET and acts on the
 //! [`PollDecision`].
 //!

@@ -1,5 +1,5 @@
 //! Retention: which restore points of one collection (one region) to keep and which to delete,
-//! as a pure decision with a human reason for every point (DESIGN §6).
+//! as a pure decision with a human reason for every point (docs/lifecycle.md, retention).
 //!
 //! Rules, in the order they are checked for each point:
 //! 1. A point still in progress (Creating, or a copy below 100 % replication) is kept: deleting it

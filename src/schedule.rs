@@ -60,7 +60,7 @@ impl Schedule {
     }
 
     /// The latest occurrence at or before `t`: the tick a (possibly late or repeated) timer run
-    /// belongs to (DESIGN §3).
+    /// belongs to (docs/architecture.md, "Idempotency").
     pub fn latest_at_or_before(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
         // Walk forward from a window start; schedules are at most every second, so jump in
         // growing windows to avoid iterating a year of seconds.

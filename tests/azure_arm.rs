@@ -1,5 +1,5 @@
 //! The ARM client against a loopback fake: every official request/response example
-//! (`shared/reference/arm/examples/`), long-running operations, throttling, retries, paging,
+//! (`reference/arm/examples/`), long-running operations, throttling, retries, paging,
 //! CloudError parsing, origin checks, rate-limit headers. Set `VMRP_TRAFFIC_DIR` to record the
 //! traffic for `scripts/validate-traffic.sh`.
 

@@ -23,7 +23,7 @@ use vmrp::azure::servicebus::{scheduler_from_env, ServiceBusOptions};
 use vmrp::azure::{Arm, OutgoingMessage, Queue, ResourceId};
 
 // ---------------------------------------------------------------------------------------------
-// The loopback App Service token endpoint (crates.md §1.4)
+// The loopback App Service token endpoint (https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference)
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Chaos (issue 8): every fault kind at once, added latency, duplicate deliveries and repeated
+//! Chaos: every fault kind at once, added latency, duplicate deliveries and repeated
 //! SIGKILLs of the handler. At the end every (VM, tick) has exactly one settled point per region
 //! or a failure reported with its reason, nothing is left `Creating` without a poll pending, and
 //! every dead letter says why. The small run is part of `cargo test`; `bench/soak.sh` runs the

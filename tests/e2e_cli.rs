@@ -1,4 +1,4 @@
-//! The CLI end to end (issue 6): `vmrp local` writes a report that agrees with the emulator's
+//! The CLI end to end: `vmrp local` writes a report that agrees with the emulator's
 //! own state, exits 0 and says "coverage complete"; `vmrp plan` and `vmrp status` read the
 //! emulator (never write) and explain retention, copies, spacing and coverage.
 

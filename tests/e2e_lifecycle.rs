@@ -1,4 +1,4 @@
-//! The lifecycle end to end (issue 5): the real `vmrp` binary as the custom handler behind the
+//! The lifecycle end to end: the real `vmrp` binary as the custom handler behind the
 //! Functions host simulation, against the emulator, on a virtual clock. Every tick gives every VM
 //! exactly one settled local point and one fully replicated copy, retention keeps what the policy
 //! says, faults end in the same state or in reported reasons, and the timer's pacing stays under

@@ -21,11 +21,11 @@ const SUB: &str = "00000000-0000-0000-0000-000000000001";
 const T0: OffsetDateTime = datetime!(2026-03-01 00:00 UTC);
 const V: &str = "api-version=2025-04-01";
 
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))
+fn reference() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/reference"))
 }
 fn spec_dir() -> PathBuf {
-    shared().join("reference/arm/spec/specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2025-04-01")
+    reference().join("arm/spec/specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2025-04-01")
 }
 
 struct Harness {
@@ -193,7 +193,7 @@ fn disk_id(rg: &str, name: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 
 fn example(dir: &str, file: &str) -> Value {
-    let path = shared().join("reference/arm/examples").join(dir).join(file);
+    let path = reference().join("arm/examples").join(dir).join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text.replace("{subscription-id}", SUB)).unwrap()
 }
@@ -938,7 +938,7 @@ fn every_official_example_is_replayed() {
     ];
     let mut present = Vec::new();
     for dir in ["restore-points", "virtual-machines"] {
-        for e in std::fs::read_dir(shared().join("reference/arm/examples").join(dir)).unwrap() {
+        for e in std::fs::read_dir(reference().join("arm/examples").join(dir)).unwrap() {
             present.push(e.unwrap().file_name().to_string_lossy().into_owned());
         }
     }

@@ -176,7 +176,7 @@ fn reference_event_samples_decode_in_both_schemas() {
             "resource_delete_success.json",
             "resource_action_success.json",
         ] {
-            let path = format!("{SHARED}/reference/eventgrid/{dir}/{file}");
+            let path = format!("{REFERENCE}/eventgrid/{dir}/{file}");
             let sample: Value =
                 serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let env = Envelope::parse(
@@ -468,8 +468,7 @@ async fn timer_and_events_reach_handlers_with_their_context() {
     assert!(inv.event.is_past_due);
     assert_eq!(inv.event.last, None, "0001-01-01 means never");
 
-    let path =
-        format!("{SHARED}/reference/eventgrid/cloud-events-schema/resource_delete_success.json");
+    let path = format!("{REFERENCE}/eventgrid/cloud-events-schema/resource_delete_success.json");
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let (status, _) = post(
         &app,
@@ -530,8 +529,7 @@ async fn our_messages_succeed_on_the_real_functions() {
         assert_eq!(status, StatusCode::OK, "{function}: {body}");
         assert_success_body(&body);
     }
-    let path =
-        format!("{SHARED}/reference/eventgrid/event-grid-schema/resource_write_success.json");
+    let path = format!("{REFERENCE}/eventgrid/event-grid-schema/resource_write_success.json");
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let (status, body) = post(
         &app,

@@ -1,4 +1,4 @@
-//! Security end to end (issue 8), with the real `vmrp` binary behind the Functions host
+//! Security end to end, with the real `vmrp` binary behind the Functions host
 //! simulation: a message for a VM outside the policy is refused (`out_of_scope`) and ends in the
 //! dead-letter queue after maxDeliveryCount; no SAS key, bearer token, identity header or
 //! connection string appears in the handler's log or in this process's own log output; every

@@ -1,5 +1,5 @@
 // The Service Bus namespace and vmrp's three work queues. Standard tier because duplicate
-// detection (which makes the deterministic message ids of DESIGN §2 useful) needs Standard or
+// detection (which makes the deterministic message ids of docs/architecture.md, "Idempotency" useful) needs Standard or
 // Premium. SAS keys are disabled: senders and receivers authenticate with Entra ID only.
 
 param location string

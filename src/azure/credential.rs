@@ -1,7 +1,7 @@
 //! Choosing the Entra credential from the environment, explaining the choice, and never reaching
 //! the IMDS address when that would be wrong: a half-configured App Service identity
 //! (`IDENTITY_ENDPOINT` without `IDENTITY_HEADER`) is an error, not a silent IMDS fallback
-//! (azure_identity 1.0 would fall through to 169.254.169.254, crates.md §1.3).
+//! (azure_identity 1.0 would fall through to 169.254.169.254; see its ManagedIdentityCredential in https://github.com/Azure/azure-sdk-for-rust/tree/main/sdk/identity/azure_identity).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -288,7 +288,7 @@ impl GuardPolicy {
     }
 }
 
-/// An azure_core transport that refuses hosts before any I/O (crates.md §1.6). The error kind
+/// An azure_core transport that refuses hosts before any I/O. The error kind
 /// is `Other`, which the retry policy does not retry.
 #[derive(Debug)]
 pub struct HostGuard {

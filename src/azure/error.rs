@@ -28,7 +28,7 @@ pub struct ArmError {
 }
 
 impl ArmError {
-    /// The one classification function (DESIGN §5).
+    /// The one classification function (docs/architecture.md, "Errors").
     pub fn class(&self) -> ErrorClass {
         classify(self.status, &self.code, &self.message)
     }

@@ -327,7 +327,7 @@ const RECORDED_RESPONSE_HEADERS: &[&str] = &[
 ];
 
 /// Writes each request/response pair as one JSON file in oav's traffic format
-/// (`shared/reference/arm/VALIDATING.md`). Authorization headers are never written.
+/// (`reference/arm/VALIDATING.md`). Authorization headers are never written.
 #[derive(Debug)]
 pub struct TrafficRecorder {
     dir: PathBuf,

@@ -375,7 +375,7 @@ fn retryable_status(status: u16) -> bool {
 // The REST send both paths share
 // ---------------------------------------------------------------------------------------------
 
-/// How long a signed SAS token is valid, as the legacy SDK signs them (crates.md §2.2).
+/// How long a signed SAS token is valid, as the legacy SDK signs them (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-sas#generate-a-shared-access-signature-token).
 const SAS_VALIDITY_SECS: i64 = 3600;
 /// A SAS token is reused for this long, so it always has at least 59 minutes left.
 const SAS_REUSE_SECS: i64 = 60;
@@ -388,7 +388,7 @@ enum Authorization {
     Entra(Arc<dyn TokenCredential>),
 }
 
-/// Signs SAS tokens as azure_messaging_servicebus 0.21 did (crates.md §2.2): `sr` is the
+/// Signs SAS tokens as azure_messaging_servicebus 0.21 did (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-sas#generate-a-shared-access-signature-token): `sr` is the
 /// form-urlencoded `https://{namespace host}/{queue}/messages` (also when sending elsewhere, e.g.
 /// to the emulator), HMAC-SHA256 keyed with the key's UTF-8 bytes over `"{sr}\n{se}"`,
 /// `se` = now + 1 h. One token per queue is kept for a minute instead of signing every send.
@@ -516,7 +516,7 @@ impl RestSender {
     }
 
     /// One message, with BrokerProperties in the GMT date format Service Bus documents
-    /// (crates.md §2.4).
+    /// (https://learn.microsoft.com/rest/api/servicebus/send-message-to-queue).
     async fn send(&self, message: OutgoingMessage) -> Result<(), SendError> {
         let props = broker_properties(&message, false)?;
         self.post(

@@ -2130,7 +2130,7 @@ mod tests {
     const FIXTURE_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/functions-app");
     const PAYLOADS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/functions-custom-handler/payloads"
+        "/reference/functions-custom-handler/payloads"
     );
 
     fn payload(name: &str) -> Value {

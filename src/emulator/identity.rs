@@ -1,6 +1,6 @@
 //! The App Service managed-identity endpoint (`GET /msi/token`), as `azure_identity`'s
 //! `ManagedIdentityCredential` calls it when `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` are set
-//! (crates.md §1.3–1.4). Tokens are random opaque strings remembered per resource, so the ARM
+//! (https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference). Tokens are random opaque strings remembered per resource, so the ARM
 //! router ([`require_arm_token`]) and Service Bus can check that a caller really got one here.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use crate::azure::models::CloudError;
 pub const ARM_RESOURCE: &str = "https://management.azure.com";
 /// The resource Service Bus tokens are issued for.
 pub const SERVICE_BUS_RESOURCE: &str = "https://servicebus.azure.net";
-/// The only api-version the App Service endpoint speaks (crates.md §1.4).
+/// The only api-version the App Service endpoint speaks (https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference).
 pub const API_VERSION: &str = "2019-08-01";
 /// How long an issued token lives, in real seconds: above the 5 min refresh margin of
 /// `azure_identity`'s cache, so a client reuses it.

@@ -2,7 +2,7 @@
 //! Entra bearer, `BrokerProperties`, batches) and peek-lock delivery for the Functions host
 //! simulation (DeliveryCount, locks, abandon → immediate redelivery, `maxDeliveryCount` →
 //! dead-letter `MaxDeliveryCountExceeded`, duplicate detection, scheduled enqueue), all on the
-//! virtual clock. crates.md §2 describes the wire format this accepts.
+//! virtual clock. the Service Bus REST send API (https://learn.microsoft.com/rest/api/servicebus/send-message-to-queue) is the wire format this accepts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -687,7 +687,7 @@ pub fn sas_token(resource_url: &str, key_name: &str, key: &str, expiry_unix: i64
 
 /// Verifies a SAS token against the key, the expiry (real unix seconds) and the resource: `sr`
 /// may be the real namespace URL or this emulator's own address, for the whole namespace or the
-/// queue (crates.md §2.4: clients always sign the https URL).
+/// queue (clients sign the https URL: https://learn.microsoft.com/azure/service-bus-messaging/service-bus-sas#generate-a-shared-access-signature-token).
 pub fn verify_sas(
     token: &str,
     key_name: &str,

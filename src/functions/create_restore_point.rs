@@ -1,4 +1,4 @@
-//! CreateRestorePoint (queue `rp-create`): one restore point for one VM at one tick (DESIGN §1).
+//! CreateRestorePoint (queue `rp-create`): one restore point for one VM at one tick (docs/architecture.md, "Flow").
 //!
 //! Scope guard → VM (gone: skipped) → rule → exclusions and consistency → ensure the collection
 //! (once per process) → PUT the point under its deterministic name → schedule the first poll.

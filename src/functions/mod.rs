@@ -39,7 +39,7 @@ pub struct Deps {
     pub policy: Arc<Policy>,
     /// The timer's NCRONTAB schedule (`VMRP_SCHEDULE`), used to find the tick of a timer run.
     pub schedule: String,
-    /// Pacing, polling cadence and caps (defaults follow DESIGN §5, §7).
+    /// Pacing, polling cadence and caps (defaults explained in docs/lifecycle.md).
     pub tuning: Tuning,
     /// Process-wide knowledge that saves ARM calls (collections known to exist, disk details).
     pub known: Arc<KnownResources>,

@@ -1,5 +1,5 @@
 //! OnVmChanged (Event Grid): onboard a VM as soon as it is written with a matching rule, and mark
-//! a deleted VM's collections as orphans (DESIGN §1).
+//! a deleted VM's collections as orphans (docs/architecture.md, "Flow").
 //!
 //! - Events about anything but a VM itself (collections, extensions, other types) and
 //!   operations other than write/delete are acknowledged and skipped.

@@ -1,5 +1,5 @@
 //! PollRestorePoint (queue `rp-poll`): one GET with `$expand=instanceView`, then act on
-//! [`poll::decide`] (DESIGN §1, §5):
+//! [`poll::decide`] (docs/architecture.md, "Flow" and "Errors"):
 //! - still running → the next poll (`attempt + 1`) after the backoff (or `Retry-After`);
 //! - a local point settled → one copy message per copy region, then prune the local collection;
 //! - a copy settled (every disk at 100 %) → prune the target collection;

@@ -1,5 +1,5 @@
 //! ScheduleRestorePoints (timer): find the tick, list the target VMs, plan, send one paced create
-//! per VM (DESIGN §1), then delete orphan collections whose grace period has passed.
+//! per VM (docs/architecture.md, "Flow"), then delete orphan collections whose grace period has passed.
 //!
 //! The tick is the latest occurrence of `VMRP_SCHEDULE` at or before `now`, so a late or repeated
 //! run names the same points and sends the same message ids. Targets are the union of every

@@ -1,5 +1,5 @@
 //! StartCrossRegionCopy (queue `rp-copy`): copy one settled local point to another region
-//! (DESIGN §1, CONTRACT §8).
+//! (docs/architecture.md, "Flow"; reference/arm/CONTRACT.md §8).
 //!
 //! Scope guard (the VM from the message, else the source collection's `source.id`) → the source
 //! point (gone: skipped; a copy itself: refused, Azure copies no copies) → ensure the target

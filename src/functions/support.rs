@@ -30,7 +30,7 @@ pub const TAG_ORPHANED_AT: &str = "vmrp-orphaned-at";
 /// `tracing` target of the one structured event per settled, failed or given-up point.
 pub const REPORT_TARGET: &str = "vmrp::report";
 
-/// Knobs with defaults from DESIGN §5–§7.
+/// Knobs with defaults explained in docs/lifecycle.md.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tuning {
     pub pacing: Pacing,

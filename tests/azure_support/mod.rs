@@ -174,11 +174,11 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
     rsp
 }
 
-/// An official example (`shared/reference/arm/examples/<rel>`) with the subscription
+/// An official example (`reference/arm/examples/<rel>`) with the subscription
 /// placeholders replaced by [`SUB`].
 pub fn example(rel: &str) -> Value {
     let path = format!(
-        "{}/../shared/reference/arm/examples/{rel}",
+        "{}/reference/arm/examples/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

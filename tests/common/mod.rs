@@ -17,10 +17,11 @@ use vmrp::functions::Deps;
 use vmrp::messages::{CopyRequest, CreateRequest, PollRequest, QueueMessage, Role};
 use vmrp::policy::Policy;
 
-pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared");
+/// The reference material vendored in the repository (`reference/README.md` names each origin).
+pub const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/reference");
 
 pub fn payload_dir() -> String {
-    format!("{SHARED}/reference/functions-custom-handler/payloads")
+    format!("{REFERENCE}/functions-custom-handler/payloads")
 }
 
 /// A reference payload, parsed.

@@ -1,6 +1,6 @@
 //! The ARM Compute part of the emulator: restore point collections, restore points (local and
 //! cross-region copies), VMs, disks and Compute's operation status URL, faithful to the
-//! 2025-04-01 swagger and examples (`shared/reference/arm/`), on the shared virtual clock.
+//! 2025-04-01 swagger and examples (`reference/arm/`), on the shared virtual clock.
 //!
 //! Every request under `/subscriptions/...` goes through one pipeline:
 //! 1. `latencyMs` fault (a real sleep); then, if [`RuleSwitches::require_authorization`], 401

@@ -1,4 +1,4 @@
-//! The restore point platform rules (DESIGN.md §7, CONTRACT.md §7), each switchable, as pure
+//! The restore point platform rules (docs/emulator-arm.md, reference/arm/CONTRACT.md §7), each switchable, as pure
 //! decisions over plain facts so they can be table-tested. The HTTP status and code of each
 //! refusal are chosen here, in one place:
 //!
