@@ -15,7 +15,7 @@
 //! speeds up again once the handler has caught up ([`governed_speed`]). Idle stretches (copies
 //! replicating, hours between ticks) still pass at full speed.
 
-use crate::policy::regions::canonical_region;
+use crate::policy::regions::{canonical_region, known_region};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -317,14 +317,22 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         .map_err(|e| LocalError::Io(format!("cannot find this executable: {e}")))?;
     let mut scenario = Scenario::new(handler);
     scenario.fleet.count = args.vms;
-    scenario.fleet.regions = args.regions.iter().map(|r| canonical_region(r)).collect();
+    // Regions are checked before anything starts: the emulator would refuse a collection in a
+    // location ARM does not know, deep into the run.
+    let known = |flag: &str, regions: &[String]| -> Result<Vec<String>, LocalError> {
+        regions
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                known_region(r)
+                    .map(str::to_string)
+                    .map_err(|e| LocalError::Io(format!("{flag}: {e}")))
+            })
+            .collect()
+    };
+    scenario.fleet.regions = known("--regions", &args.regions)?;
     scenario.fleet.seed = args.seed;
-    scenario.copy_to = args
-        .copy_to
-        .iter()
-        .filter(|r| !r.trim().is_empty())
-        .map(|r| canonical_region(r))
-        .collect();
+    scenario.copy_to = known("--copy-to", &args.copy_to)?;
     scenario.ticks = args.ticks;
     scenario.speed = args.speed;
     scenario.seed = args.seed;
