@@ -13,12 +13,11 @@
 //!   `LocationNotAvailableForResourceType` at 3 a.m. A region Azure adds later needs one line
 //!   here.
 //!
-//! Sources: public regions from `az account list-locations` and
-//! <https://learn.microsoft.com/azure/reliability/regions-list>; US Government regions from
-//! <https://learn.microsoft.com/azure/azure-government/documentation-government-get-started-connect-with-cli>
-//! (`usgovvirginia`, `usgovarizona`, `usgovtexas`, `usdodeast`, `usdodcentral`); China regions
-//! from <https://learn.microsoft.com/azure/china/resources-developer-guide> (`chinaeast` …
-//! `chinanorth3`).
+//! Sources: public regions from <https://learn.microsoft.com/azure/reliability/regions-list>
+//! ("Programmatic name"); US Government and China location names from the Azure SDKs' region
+//! constants (`Azure.Core.AzureLocation`, <https://learn.microsoft.com/dotnet/api/azure.core.azurelocation>:
+//! `USGovVirginia`, `USGovArizona`, `USGovTexas`, `USDoDEast`, `USDoDCentral`; Java
+//! `com.azure.core.management.Region`: `CHINA_EAST` … `CHINA_NORTH3`).
 
 /// Longest location name accepted by [`region_name`] (the longest real one has 18 characters);
 /// it bounds the copy collection names built from it.
