@@ -1214,7 +1214,10 @@ mod tests {
     fn copy_collections_are_told_from_the_local_one_in_summaries() {
         for (text, copy) in [
             (".../rpc-vm1-0a1b2c3d/restorePoints/rp-1 failed", false),
-            (".../rpc-vm1-0a1b2c3d_westus2/restorePoints/rp-1 failed", true),
+            (
+                ".../rpc-vm1-0a1b2c3d_westus2/restorePoints/rp-1 failed",
+                true,
+            ),
             ("target collection rpc-vm1-westus2 exists", true),
             ("collection rpc-vm1-0a1b2c3d exists with source x", false),
             ("nothing here", false),

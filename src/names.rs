@@ -29,7 +29,10 @@ pub enum NameError {
 pub fn collection_name(vm: &ResourceId) -> String {
     let hash = vm_hash(vm);
     let keep = MAX_NAME - "rpc-".len() - 1 - HASH_HEX;
-    format!("rpc-{}-{hash}", readable(vm.name().unwrap_or_default(), keep))
+    format!(
+        "rpc-{}-{hash}",
+        readable(vm.name().unwrap_or_default(), keep)
+    )
 }
 
 /// The collection in `region` (an ARM location name, see `regions::region_name`) that holds
@@ -245,7 +248,10 @@ mod tests {
     /// ARM's rule for the names vmrp makes: 1-80 characters, alphanumerics, `_`, `.`, `-`,
     /// starting with an alphanumeric and ending with an alphanumeric or `_`.
     fn arm_name_ok(name: &str) -> bool {
-        let first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let first = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
         let last = name
             .chars()
             .last()
@@ -264,7 +270,10 @@ mod tests {
         let name = collection_name(&a);
         assert!(name.starts_with("rpc-vm-01-"), "{name}");
         assert_eq!(name.len(), "rpc-vm-01-".len() + HASH_HEX);
-        assert_eq!(name, collection_name(&vm("S1", "RG-A", "VM-01")).replace("VM", "vm"));
+        assert_eq!(
+            name,
+            collection_name(&vm("S1", "RG-A", "VM-01")).replace("VM", "vm")
+        );
         assert_eq!(
             copy_collection_name(&a, "westus2"),
             format!("{name}_westus2")

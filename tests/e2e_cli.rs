@@ -147,7 +147,10 @@ fn vmrp_local_refuses_unknown_regions_up_front() {
             stderr.contains(args[0]) && stderr.contains(args[1]),
             "{args:?}: {stderr}"
         );
-        assert!(started.elapsed() < Duration::from_secs(20), "refused up front");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "refused up front"
+        );
     }
     // Sovereign-cloud regions are regions.
     let out = Command::new(BIN)

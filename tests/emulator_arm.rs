@@ -1399,7 +1399,12 @@ async fn rule_consistency_mode_input_is_crash_consistent_or_absent() {
     }
     assert!(h.emu.restore_points().is_empty(), "nothing created");
     let crash = h
-        .point("rg", "c", "rp1", json!({"consistencyMode": "CrashConsistent"}))
+        .point(
+            "rg",
+            "c",
+            "rp1",
+            json!({"consistencyMode": "CrashConsistent"}),
+        )
         .await;
     assert_eq!(crash.status, 201);
     h.advance(4 * 3600);
@@ -1422,7 +1427,13 @@ async fn rule_collection_names_and_locations() {
     }))
     .await;
     let vm = h.vm("rg", "vm1", "westus", |s| s);
-    for bad in ["rpc-vm1-sweden%20central", "rpc-vm1-", "-rpc", "rpc.", "rpc%2Fx"] {
+    for bad in [
+        "rpc-vm1-sweden%20central",
+        "rpc-vm1-",
+        "-rpc",
+        "rpc.",
+        "rpc%2Fx",
+    ] {
         let r = h.collection("rg", bad, "westus", &vm).await;
         assert_eq!((r.status, r.code()), (400, "InvalidResourceName"), "{bad}");
     }
@@ -1449,11 +1460,18 @@ async fn rule_collection_names_and_locations() {
     let ok = h.collection("rg", "rpc-vm1-0a1b2c3d", "West US", &vm).await;
     assert_eq!(ok.status, 201, "{}", ok.body);
     let copy = h
-        .collection("rg", "rpc-vm1-0a1b2c3d_mars", "mars", &rpc_id("rg", "rpc-vm1-0a1b2c3d"))
+        .collection(
+            "rg",
+            "rpc-vm1-0a1b2c3d_mars",
+            "mars",
+            &rpc_id("rg", "rpc-vm1-0a1b2c3d"),
+        )
         .await;
     assert_eq!(copy.code(), "LocationNotAvailableForResourceType");
     let gov = h.vm("rg-gov", "vm2", "usgovvirginia", |s| s);
-    let gov_local = h.collection("rg-gov", "rpc-vm2-0a1b2c3d", "usgovvirginia", &gov).await;
+    let gov_local = h
+        .collection("rg-gov", "rpc-vm2-0a1b2c3d", "usgovvirginia", &gov)
+        .await;
     assert_eq!(gov_local.status, 201, "{}", gov_local.body);
     let gov_copy = h
         .collection(

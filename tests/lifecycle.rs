@@ -100,7 +100,8 @@ fn point(vm: &ResourceId, tick: OffsetDateTime, retry: u32) -> ResourceId {
 }
 
 fn copy_point(vm: &ResourceId, region: &str, tick: OffsetDateTime) -> ResourceId {
-    names::copy_collection_id(vm, region, None).unwrap()
+    names::copy_collection_id(vm, region, None)
+        .unwrap()
         .child("restorePoints", &names::restore_point_name(tick, 0))
 }
 
@@ -578,7 +579,9 @@ async fn copy_of_a_copy_is_refused_and_out_of_scope_copy_errors() {
     assert_eq!(w.arm.count(op::PUT_POINT), 0);
 
     let other = vm_id("s9", "rg", "vm9");
-    let src = names::collection_id(&other, None).unwrap().child("restorePoints", "rp-20261125T0300Z");
+    let src = names::collection_id(&other, None)
+        .unwrap()
+        .child("restorePoints", "rp-20261125T0300Z");
     let err = functions::start_cross_region_copy::handle(
         inv(
             copy_req(&src, Some(&other), "westus2"),
@@ -1601,7 +1604,11 @@ async fn application_consistency_is_asked_for_by_omitting_the_mode() {
     let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
     let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
     assert_eq!(out.status, Status::Done, "{}", out.summary);
-    assert!(out.summary.contains("ApplicationConsistent"), "{}", out.summary);
+    assert!(
+        out.summary.contains("ApplicationConsistent"),
+        "{}",
+        out.summary
+    );
     let sent = w.arm.point(&point(&vm, T0, 0)).unwrap();
     assert_eq!(
         sent.properties.unwrap().consistency_mode,
@@ -1647,7 +1654,10 @@ async fn same_named_vms_sharing_a_collection_group_both_get_points() {
     let b_collection = names::collection_id(&b, Some("rg-rp")).unwrap();
     assert_ne!(b_collection, legacy);
     assert_eq!(b_collection.resource_group(), Some("rg-rp"));
-    assert!(w.arm.point(&b_collection.child("restorePoints", &name)).is_some());
+    assert!(w
+        .arm
+        .point(&b_collection.child("restorePoints", &name))
+        .is_some());
     let made = w.arm.collection(&b_collection).expect("b's own collection");
     assert_eq!(made.source_id(), Some(b.as_str()));
     assert!(
@@ -1686,7 +1696,12 @@ async fn a_vm_named_like_anothers_copy_collection_does_not_block_its_copies() {
         assert_eq!(out.status, Status::Done, "{}", out.summary);
         w.arm.set_point_state(&point(vm, T0, 0), "Succeeded");
     }
-    let out = copy(&w, copy_req(&point(&app, T0, 0), Some(&app), "westus2"), T0 + hours(1)).await;
+    let out = copy(
+        &w,
+        copy_req(&point(&app, T0, 0), Some(&app), "westus2"),
+        T0 + hours(1),
+    )
+    .await;
     assert_eq!(out.status, Status::Done, "{}", out.summary);
     assert!(w.arm.point(&copy_point(&app, "westus2", T0)).is_some());
     let target = names::copy_collection_id(&app, "westus2", None).unwrap();
@@ -1732,7 +1747,10 @@ async fn legacy_named_collections_keep_being_used() {
     let t1 = T0 + hours(4);
     create(&w, create_req(&vm, t1), t1).await.unwrap();
     assert_eq!(w.arm.count(op::GET_COLLECTION), 0);
-    assert!(w.arm.point(&legacy.child("restorePoints", &names::restore_point_name(t1, 0))).is_some());
+    assert!(w
+        .arm
+        .point(&legacy.child("restorePoints", &names::restore_point_name(t1, 0)))
+        .is_some());
     w.bus.take();
 
     // The copy goes into the legacy copy collection.
@@ -1810,7 +1828,12 @@ async fn message_regions_are_checked_and_normalised_before_any_write() {
     w.arm.set_point_state(&point(&vm, T0, 0), "Succeeded");
     w.arm.clear_calls();
     for bad in ["sweden/central", "mars", ""] {
-        let out = copy(&w, copy_req(&point(&vm, T0, 0), Some(&vm), bad), T0 + hours(1)).await;
+        let out = copy(
+            &w,
+            copy_req(&point(&vm, T0, 0), Some(&vm), bad),
+            T0 + hours(1),
+        )
+        .await;
         assert_eq!(out.status, Status::Reported, "{bad:?}: {}", out.summary);
         assert!(out.summary.contains("targetRegion"), "{}", out.summary);
     }
@@ -1823,7 +1846,10 @@ async fn message_regions_are_checked_and_normalised_before_any_write() {
     .await;
     assert_eq!(out.status, Status::Done, "{}", out.summary);
     let target = names::copy_collection_id(&vm, "swedencentral", None).unwrap();
-    assert!(target.name().unwrap().ends_with("_swedencentral"), "{target}");
+    assert!(
+        target.name().unwrap().ends_with("_swedencentral"),
+        "{target}"
+    );
     let c = w.arm.collection(&target).expect("copy collection");
     assert_eq!(c.location.as_deref(), Some("swedencentral"));
 }

@@ -270,7 +270,12 @@ mod tests {
 
     #[test]
     fn new_in_group_refuses_a_slash_or_an_empty_component_instead_of_panicking() {
-        for (rg, name) in [("rg", "rpc-vm-a/b"), ("rg/x", "rpc"), ("", "rpc"), ("rg", "")] {
+        for (rg, name) in [
+            ("rg", "rpc-vm-a/b"),
+            ("rg/x", "rpc"),
+            ("", "rpc"),
+            ("rg", ""),
+        ] {
             let made = ResourceId::new_in_group(
                 "s1",
                 rg,

@@ -271,8 +271,14 @@ mod tests {
     #[test]
     fn sovereign_cloud_regions_pass_the_check() {
         for (copies, ok) in [
-            (r#"[{"region":"usgovvirginia"},{"region":"US Gov Arizona"}]"#, true),
-            (r#"[{"region":"chinaeast2"},{"region":"chinanorth3"}]"#, true),
+            (
+                r#"[{"region":"usgovvirginia"},{"region":"US Gov Arizona"}]"#,
+                true,
+            ),
+            (
+                r#"[{"region":"chinaeast2"},{"region":"chinanorth3"}]"#,
+                true,
+            ),
             (r#"[{"region":"mars"}]"#, false),
             (r#"[{"region":"sweden/central"}]"#, false),
         ] {

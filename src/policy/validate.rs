@@ -977,8 +977,7 @@ mod tests {
                 .rules
                 .remove(0);
             let info = DiskInfo {
-                id: ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "disks", "d")
-                    .unwrap(),
+                id: ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "disks", "d").unwrap(),
                 tags: Default::default(),
                 max_shares: None,
                 sku: Some("UltraSSD_LRS".into()),

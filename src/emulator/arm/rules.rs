@@ -454,7 +454,10 @@ pub fn check_consistency_input(mode: &ConsistencyMode) -> Result<(), Violation> 
 /// underscore. The code and message are those ARM gives for such names
 /// (`InvalidResourceName`).
 pub fn check_collection_name(name: &str) -> Result<(), Violation> {
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     let last_ok = name
         .chars()
         .last()
@@ -521,7 +524,13 @@ mod tests {
             assert_eq!(v.target.as_deref(), Some("properties.consistencyMode"));
             assert!(v.message.contains("consistencyMode"));
         }
-        for ok in ["rpc-vm1-0a1b2c3d", "rpc-vm1-0a1b2c3d_westus2", "a", "x_", &"x".repeat(80)] {
+        for ok in [
+            "rpc-vm1-0a1b2c3d",
+            "rpc-vm1-0a1b2c3d_westus2",
+            "a",
+            "x_",
+            &"x".repeat(80),
+        ] {
             assert!(check_collection_name(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -536,12 +545,23 @@ mod tests {
             let v = check_collection_name(bad).unwrap_err();
             assert_eq!((v.status, v.code), (400, "InvalidResourceName"), "{bad}");
         }
-        for ok in ["westus2", "West US 2", "usgovvirginia", "chinaeast2", "norwayeast"] {
+        for ok in [
+            "westus2",
+            "West US 2",
+            "usgovvirginia",
+            "chinaeast2",
+            "norwayeast",
+        ] {
             assert!(check_location(ok, "Microsoft.Compute/restorePointCollections").is_ok());
         }
         let v = check_location("mars", "Microsoft.Compute/restorePointCollections").unwrap_err();
-        assert_eq!((v.status, v.code), (400, "LocationNotAvailableForResourceType"));
-        assert!(v.message.starts_with("The provided location 'mars' is not available"));
+        assert_eq!(
+            (v.status, v.code),
+            (400, "LocationNotAvailableForResourceType")
+        );
+        assert!(v
+            .message
+            .starts_with("The provided location 'mars' is not available"));
     }
 
     const NOW: OffsetDateTime = datetime!(2026-01-01 12:00 UTC);
