@@ -319,12 +319,11 @@ async fn create_points(emulator: &RunningEmulator) -> Result<Vec<PolledPoint>, S
         let Some(vm_id) = vm.resource_id() else {
             continue;
         };
-        let vm_name = vm_id.name().unwrap_or_default().to_string();
         let collection = format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/restorePointCollections/{}",
             vm_id.subscription(),
             vm_id.resource_group().unwrap_or_default(),
-            names::collection_name(&vm_name)
+            names::collection_name(&vm_id)
         );
         let point = format!(
             "{collection}/restorePoints/{}",

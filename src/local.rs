@@ -15,7 +15,7 @@
 //! speeds up again once the handler has caught up ([`governed_speed`]). Idle stretches (copies
 //! replicating, hours between ticks) still pass at full speed.
 
-use crate::policy::regions::canonical_region;
+use crate::policy::regions::{canonical_region, known_region};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -317,14 +317,22 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         .map_err(|e| LocalError::Io(format!("cannot find this executable: {e}")))?;
     let mut scenario = Scenario::new(handler);
     scenario.fleet.count = args.vms;
-    scenario.fleet.regions = args.regions.iter().map(|r| canonical_region(r)).collect();
+    // Regions are checked before anything starts: the emulator would refuse a collection in a
+    // location ARM does not know, deep into the run.
+    let known = |flag: &str, regions: &[String]| -> Result<Vec<String>, LocalError> {
+        regions
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                known_region(r)
+                    .map(str::to_string)
+                    .map_err(|e| LocalError::Io(format!("{flag}: {e}")))
+            })
+            .collect()
+    };
+    scenario.fleet.regions = known("--regions", &args.regions)?;
     scenario.fleet.seed = args.seed;
-    scenario.copy_to = args
-        .copy_to
-        .iter()
-        .filter(|r| !r.trim().is_empty())
-        .map(|r| canonical_region(r))
-        .collect();
+    scenario.copy_to = known("--copy-to", &args.copy_to)?;
     scenario.ticks = args.ticks;
     scenario.speed = args.speed;
     scenario.seed = args.seed;
@@ -743,6 +751,25 @@ impl Tracker {
     }
 }
 
+/// Whether `text` names one of `vm`'s copy collections: `rpc-{vm}-{8 hex}_{region}`, or the
+/// pre-hash `rpc-{vm}-{region}`; its local collection `rpc-{vm}-{8 hex}` is not one.
+fn names_copy_collection(text: &str, vm: &str) -> bool {
+    let prefix = format!("rpc-{vm}-");
+    text.match_indices(&prefix).any(|(at, _)| {
+        let rest = &text[at + prefix.len()..];
+        let hex = rest
+            .chars()
+            .take(8)
+            .filter(|c| c.is_ascii_hexdigit())
+            .count();
+        match (hex, rest.chars().nth(8)) {
+            (8, Some('_')) => true,
+            (8, None | Some('/' | ' ' | ',' | ':' | ')')) => false,
+            _ => true,
+        }
+    })
+}
+
 fn build_report(
     emulator: &RunningEmulator,
     sim: &Arc<HostSim>,
@@ -784,6 +811,7 @@ fn build_report(
                 for vm in expected.vm_region.keys() {
                     if summary.contains(&format!("/{vm}"))
                         || summary.contains(&format!("-{vm}/"))
+                        || summary.contains(&format!("rpc-{vm}-"))
                         || summary.contains(&format!(" {vm}"))
                     {
                         reported.entry(vm.clone()).or_default().push((
@@ -840,7 +868,7 @@ fn build_report(
                     // A copy's report does not explain a missing local point.
                     .filter(|(function, _, summary)| {
                         copy || (function != crate::functions::START_CROSS_REGION_COPY
-                            && !summary.contains(&format!("rpc-{vm}-"))
+                            && !names_copy_collection(summary, vm)
                             && !summary.starts_with("copy of"))
                     })
                     .collect()
@@ -1181,6 +1209,22 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_collections_are_told_from_the_local_one_in_summaries() {
+        for (text, copy) in [
+            (".../rpc-vm1-0a1b2c3d/restorePoints/rp-1 failed", false),
+            (
+                ".../rpc-vm1-0a1b2c3d_westus2/restorePoints/rp-1 failed",
+                true,
+            ),
+            ("target collection rpc-vm1-westus2 exists", true),
+            ("collection rpc-vm1-0a1b2c3d exists with source x", false),
+            ("nothing here", false),
+        ] {
+            assert_eq!(names_copy_collection(text, "vm1"), copy, "{text}");
+        }
+    }
 
     #[test]
     fn the_clock_slows_while_behind_and_recovers() {

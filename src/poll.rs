@@ -281,6 +281,7 @@ mod tests {
             "restorePointCollections",
             name,
         )
+        .unwrap()
         .child("restorePoints", "rp-20261125T0300Z")
     }
 

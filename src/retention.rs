@@ -296,6 +296,7 @@ mod tests {
             "restorePointCollections",
             "rpc-vm1",
         )
+        .unwrap()
         .child("restorePoints", name)
     }
 

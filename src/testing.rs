@@ -668,11 +668,13 @@ impl Scheduler for FakeScheduler {
 /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}`.
 pub fn vm_id(sub: &str, rg: &str, name: &str) -> ResourceId {
     ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "virtualMachines", name)
+        .expect("fixture names form an id")
 }
 
 /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}`.
 pub fn disk_id(sub: &str, rg: &str, name: &str) -> ResourceId {
     ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "disks", name)
+        .expect("fixture names form an id")
 }
 
 /// Builds a [`VirtualMachine`] the way ARM returns it: a managed OS disk named `{name}-os`.
@@ -813,7 +815,7 @@ mod tests {
     fn setup() -> (FakeArm, ResourceId, ResourceId) {
         let arm = FakeArm::new();
         let vm = arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
-        let c = crate::names::collection_id(&vm, None);
+        let c = crate::names::collection_id(&vm, None).unwrap();
         arm.add_collection(&c, "eastus", &vm);
         (arm, vm, c)
     }
@@ -851,7 +853,7 @@ mod tests {
         assert_eq!(plain.provisioning_state(), ProvisioningState::Failed);
         assert!(plain.properties.as_ref().unwrap().instance_view.is_none());
         // A copy starts at 0 % per disk; progress shows only with the instance view.
-        let target = crate::names::copy_collection_id(&vm, "westus2", None);
+        let target = crate::names::copy_collection_id(&vm, "westus2", None).unwrap();
         arm.add_collection(&target, "westus2", &c);
         let copy = target.child("restorePoints", "rp-1");
         arm.create_restore_point(&copy, &RestorePoint::copy_of(&p))

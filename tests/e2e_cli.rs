@@ -126,6 +126,49 @@ fn vmrp_local_exits_0_says_coverage_complete_and_writes_the_json_report() {
     assert!(report["handlerLog"].is_string());
 }
 
+/// A region that is none is refused before anything starts (old main ran with VMs in `mars`).
+#[test]
+fn vmrp_local_refuses_unknown_regions_up_front() {
+    for args in [
+        ["--regions", "mars"],
+        ["--copy-to", "mars"],
+        ["--regions", "sweden/central"],
+    ] {
+        let started = Instant::now();
+        let out = Command::new(BIN)
+            .args(["local", "--vms", "2", "--ticks", "1", "--speed", "2400"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[0]) && stderr.contains(args[1]),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "refused up front"
+        );
+    }
+    // Sovereign-cloud regions are regions.
+    let out = Command::new(BIN)
+        .args(["local", "--vms", "2", "--ticks", "1", "--speed", "2400"])
+        .args(["--regions", "usgovvirginia", "--copy-to", "usgovarizona"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("coverage complete"), "{stdout}");
+}
+
 /// Runs `vmrp <args>` against the emulator with its identity settings; (exit code, stdout).
 fn run_cli(emulator: &RunningEmulator, args: &[&str]) -> (Option<i32>, String, String) {
     let settings = emulator.handler_settings(BusAuth::Sas);

@@ -1113,7 +1113,7 @@ async fn restore_point_lifecycle_and_operation_status() {
             "rg",
             "c",
             "rp1",
-            json!({"consistencyMode": "ApplicationConsistent"}),
+            json!({"consistencyMode": "CrashConsistent", "instantAccessDurationMinutes": 60}),
         )
         .await;
     assert_eq!(
@@ -1377,6 +1377,111 @@ async fn rule_500_points_per_vm() {
         vmrp::emulator::arm::RuleSwitches::default().max_points_per_vm,
         500
     );
+}
+
+/// Only `CrashConsistent` is accepted as `consistencyMode` input (2025-04-01
+/// `restorePoint.json`); other values are refused naming the property, before anything exists.
+#[tokio::test]
+async fn rule_consistency_mode_input_is_crash_consistent_or_absent() {
+    let h = start(only(|r| r.consistency_input_crash_only = true)).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    assert_eq!(h.collection("rg", "c", "westus", &vm).await.status, 201);
+    for mode in ["ApplicationConsistent", "FileSystemConsistent"] {
+        let r = h
+            .point("rg", "c", "rp1", json!({ "consistencyMode": mode }))
+            .await;
+        assert_eq!((r.status, r.code()), (400, "InvalidParameter"), "{mode}");
+        assert_eq!(r.body["error"]["target"], "properties.consistencyMode");
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("consistencyMode"));
+    }
+    assert!(h.emu.restore_points().is_empty(), "nothing created");
+    let crash = h
+        .point(
+            "rg",
+            "c",
+            "rp1",
+            json!({"consistencyMode": "CrashConsistent"}),
+        )
+        .await;
+    assert_eq!(crash.status, 201);
+    h.advance(4 * 3600);
+    // Absent: Azure's default (application-consistent on Windows).
+    let absent = h.point("rg", "c", "rp2", json!({})).await;
+    assert_eq!(absent.status, 201);
+    assert_eq!(
+        absent.body["properties"]["consistencyMode"],
+        "ApplicationConsistent"
+    );
+}
+
+/// Collection names follow ARM's naming rule and locations must be ones ARM offers
+/// (`LocationNotAvailableForResourceType`), sovereign-cloud regions included.
+#[tokio::test]
+async fn rule_collection_names_and_locations() {
+    let h = start(only(|r| {
+        r.collection_name_rules = true;
+        r.known_locations_only = true;
+    }))
+    .await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    for bad in [
+        "rpc-vm1-sweden%20central",
+        "rpc-vm1-",
+        "-rpc",
+        "rpc.",
+        "rpc%2Fx",
+    ] {
+        let r = h.collection("rg", bad, "westus", &vm).await;
+        assert_eq!((r.status, r.code()), (400, "InvalidResourceName"), "{bad}");
+    }
+    let long = "x".repeat(81);
+    let r = h.collection("rg", &long, "westus", &vm).await;
+    assert_eq!((r.status, r.code()), (400, "InvalidResourceName"));
+
+    let mars = h.collection("rg", "rpc-vm1", "mars", &vm).await;
+    assert_eq!(
+        (mars.status, mars.code()),
+        (400, "LocationNotAvailableForResourceType")
+    );
+    let message = mars.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "The provided location 'mars' is not available for resource type \
+             'Microsoft.Compute/restorePointCollections'. List of available regions"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("usgovvirginia") && message.contains("chinaeast2"));
+    assert!(h.emu.collections().is_empty(), "nothing created");
+
+    let ok = h.collection("rg", "rpc-vm1-0a1b2c3d", "West US", &vm).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let copy = h
+        .collection(
+            "rg",
+            "rpc-vm1-0a1b2c3d_mars",
+            "mars",
+            &rpc_id("rg", "rpc-vm1-0a1b2c3d"),
+        )
+        .await;
+    assert_eq!(copy.code(), "LocationNotAvailableForResourceType");
+    let gov = h.vm("rg-gov", "vm2", "usgovvirginia", |s| s);
+    let gov_local = h
+        .collection("rg-gov", "rpc-vm2-0a1b2c3d", "usgovvirginia", &gov)
+        .await;
+    assert_eq!(gov_local.status, 201, "{}", gov_local.body);
+    let gov_copy = h
+        .collection(
+            "rg-gov",
+            "rpc-vm2-0a1b2c3d_usgovarizona",
+            "usgovarizona",
+            &rpc_id("rg-gov", "rpc-vm2-0a1b2c3d"),
+        )
+        .await;
+    assert_eq!(gov_copy.status, 201, "{}", gov_copy.body);
 }
 
 #[tokio::test]

@@ -92,7 +92,7 @@ async fn copy(w: &World, req: CopyRequest, now: OffsetDateTime) -> Outcome {
 }
 
 fn collection(vm: &ResourceId) -> ResourceId {
-    names::collection_id(vm, None)
+    names::collection_id(vm, None).unwrap()
 }
 
 fn point(vm: &ResourceId, tick: OffsetDateTime, retry: u32) -> ResourceId {
@@ -101,6 +101,7 @@ fn point(vm: &ResourceId, tick: OffsetDateTime, retry: u32) -> ResourceId {
 
 fn copy_point(vm: &ResourceId, region: &str, tick: OffsetDateTime) -> ResourceId {
     names::copy_collection_id(vm, region, None)
+        .unwrap()
         .child("restorePoints", &names::restore_point_name(tick, 0))
 }
 
@@ -142,7 +143,8 @@ async fn create_ensures_collection_once_then_skips_it() {
 
     let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
     assert_eq!(out.status, Status::Done, "{}", out.summary);
-    assert_eq!(w.arm.count(op::GET_COLLECTION), 1);
+    // Today's name, then the pre-hash `rpc-vm1` (an upgrade keeps using it): neither is there.
+    assert_eq!(w.arm.count(op::GET_COLLECTION), 2);
     assert_eq!(w.arm.count(op::PUT_COLLECTION), 1);
     let c = w
         .arm
@@ -178,7 +180,7 @@ async fn create_ensures_collection_once_then_skips_it() {
     assert_eq!(out.status, Status::Done, "{}", out.summary);
     assert_eq!(
         w.arm.count(op::GET_COLLECTION),
-        1,
+        2,
         "collection not read again"
     );
     assert_eq!(
@@ -473,7 +475,7 @@ async fn copy_creates_target_collection_and_waits_for_an_in_flight_copy() {
     )
     .await;
     assert_eq!(out.status, Status::Done, "{}", out.summary);
-    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    let target_c = names::copy_collection_id(&vm, "westus2", None).unwrap();
     let c = w.arm.collection(&target_c).expect("target collection");
     assert_eq!(c.location.as_deref(), Some("westus2"));
     assert_eq!(
@@ -545,7 +547,7 @@ async fn copy_creates_target_collection_and_waits_for_an_in_flight_copy() {
 async fn copy_of_a_copy_is_refused_and_out_of_scope_copy_errors() {
     let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
     let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
-    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    let target_c = names::copy_collection_id(&vm, "westus2", None).unwrap();
     w.arm.add_collection(&collection(&vm), "eastus", &vm);
     w.arm.add_collection(&target_c, "westus2", &collection(&vm));
     w.arm
@@ -577,7 +579,9 @@ async fn copy_of_a_copy_is_refused_and_out_of_scope_copy_errors() {
     assert_eq!(w.arm.count(op::PUT_POINT), 0);
 
     let other = vm_id("s9", "rg", "vm9");
-    let src = names::collection_id(&other, None).child("restorePoints", "rp-20261125T0300Z");
+    let src = names::collection_id(&other, None)
+        .unwrap()
+        .child("restorePoints", "rp-20261125T0300Z");
     let err = functions::start_cross_region_copy::handle(
         inv(
             copy_req(&src, Some(&other), "westus2"),
@@ -655,7 +659,7 @@ async fn settled_local_point_fans_out_copies_and_prunes_but_keeps_held_source() 
     let newest = point(&vm, ticks[3], 0);
     w.arm.add_point(&newest, "Succeeded", ticks[3], None, &[]);
     // The copy of ticks[1] still replicates in westus2 (Succeeded only means started).
-    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    let target_c = names::copy_collection_id(&vm, "westus2", None).unwrap();
     w.arm.add_collection(&target_c, "westus2", &src);
     w.arm.add_point(
         &copy_point(&vm, "westus2", ticks[0]),
@@ -717,7 +721,7 @@ async fn settled_copy_prunes_the_target_region_with_its_own_retention() {
     let w = world(testing::policy(vec![rule]));
     let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
     let src = collection(&vm);
-    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    let target_c = names::copy_collection_id(&vm, "westus2", None).unwrap();
     w.arm.add_collection(&src, "eastus", &vm);
     w.arm.add_collection(&target_c, "westus2", &src);
     for h in 0..3 {
@@ -1305,7 +1309,7 @@ async fn a_settled_local_point_whose_copy_has_not_started_is_held_from_retention
     }
     // Only the baseline is copied; the copies of ticks[1] and ticks[2] are still queued (copies
     // go one at a time per region), so their sources must stay.
-    let target_c = names::copy_collection_id(&vm, "westus2", None);
+    let target_c = names::copy_collection_id(&vm, "westus2", None).unwrap();
     w.arm.add_collection(&target_c, "westus2", &src);
     w.arm.add_point(
         &copy_point(&vm, "westus2", ticks[0]),
@@ -1452,8 +1456,8 @@ async fn a_stale_listing_is_not_trusted() {
     assert_eq!(w.arm.count(op::GET_VM), 1, "read afresh");
     assert_eq!(
         w.arm.count(op::GET_COLLECTION),
-        1,
-        "collection checked afresh"
+        2,
+        "collection checked afresh: today's name, then the pre-hash one"
     );
 }
 
@@ -1583,4 +1587,269 @@ async fn a_create_too_close_to_the_next_tick_is_superseded() {
         late.summary
     );
     assert_eq!(w.arm.count(op::PUT_POINT), 2, "no PUT for the late one");
+}
+
+// ------------------------------------------------------------------------------------------
+// Names, regions and consistency input (issue 13 items 1, 2, 10)
+// ------------------------------------------------------------------------------------------
+
+/// Application consistency is what Azure does when `consistencyMode` is absent; only
+/// `CrashConsistent` is accepted as input (2025-04-01 spec). Old main sent
+/// `"ApplicationConsistent"` explicitly.
+#[tokio::test]
+async fn application_consistency_is_asked_for_by_omitting_the_mode() {
+    let mut rule = rule_s1(3, &[]);
+    rule.consistency = vmrp::azure::models::ConsistencyMode::ApplicationConsistent;
+    let w = world(testing::policy(vec![rule]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(
+        out.summary.contains("ApplicationConsistent"),
+        "{}",
+        out.summary
+    );
+    let sent = w.arm.point(&point(&vm, T0, 0)).unwrap();
+    assert_eq!(
+        sent.properties.unwrap().consistency_mode,
+        None,
+        "no consistencyMode in the PUT body"
+    );
+    // An explicit crash-consistent create still says so.
+    let mut req = create_req(&vm, T0 + hours(4));
+    req.consistency_mode = Some(vmrp::azure::models::ConsistencyMode::CrashConsistent);
+    w.arm.set_point_state(&point(&vm, T0, 0), "Succeeded");
+    create(&w, req, T0 + hours(4)).await.unwrap();
+    let crash = w.arm.point(&point(&vm, T0 + hours(4), 0)).unwrap();
+    assert_eq!(
+        crash.properties.unwrap().consistency_mode.unwrap().as_str(),
+        "CrashConsistent"
+    );
+}
+
+/// Two VMs named `web01` in two resource groups, one `collectionResourceGroup`: old main gave
+/// both `rpc-web01` and reported the second as "exists with source …" at every tick. The first
+/// VM's pre-upgrade `rpc-web01` keeps being used; the second gets its own collection.
+#[tokio::test]
+async fn same_named_vms_sharing_a_collection_group_both_get_points() {
+    let mut rule = rule_s1(3, &[]);
+    rule.collection_resource_group = Some("rg-rp".into());
+    let w = world(testing::policy(vec![rule]));
+    let a = w.arm.add_vm(VmBuilder::new("s1", "rg-a", "web01").build());
+    let b = w.arm.add_vm(VmBuilder::new("s1", "rg-b", "web01").build());
+    // What old main made for `a` before the upgrade.
+    let legacy = names::legacy_collection_id(&a, Some("rg-rp")).unwrap();
+    assert_eq!(legacy.name(), Some("rpc-web01"));
+    w.arm.add_collection(&legacy, "eastus", &a);
+
+    for vm in [&a, &b] {
+        let out = create(&w, create_req(vm, T0), T0).await.unwrap();
+        assert_eq!(out.status, Status::Done, "{vm}: {}", out.summary);
+    }
+    let name = names::restore_point_name(T0, 0);
+    assert!(
+        w.arm.point(&legacy.child("restorePoints", &name)).is_some(),
+        "a's history stays in its legacy collection"
+    );
+    let b_collection = names::collection_id(&b, Some("rg-rp")).unwrap();
+    assert_ne!(b_collection, legacy);
+    assert_eq!(b_collection.resource_group(), Some("rg-rp"));
+    assert!(w
+        .arm
+        .point(&b_collection.child("restorePoints", &name))
+        .is_some());
+    let made = w.arm.collection(&b_collection).expect("b's own collection");
+    assert_eq!(made.source_id(), Some(b.as_str()));
+    assert!(
+        w.arm
+            .collection(&names::collection_id(&a, Some("rg-rp")).unwrap())
+            .is_none(),
+        "no second collection for a"
+    );
+
+    // The timer's listing: `a` is left to the full check (legacy), `b` is ready.
+    w.bus.take();
+    timer(&w, T0 + hours(1)).await;
+    let sent = w.bus.take();
+    assert_eq!(create_for(&sent, &a).listed.unwrap().collection, None);
+    assert_eq!(
+        create_for(&sent, &b).listed.unwrap().collection,
+        Some(CollectionSeen::Ready)
+    );
+}
+
+/// `app`'s westus2 copies and a VM named `app-westus2` in the same group: old main named both
+/// `rpc-app-westus2`, and the copy was refused as the other VM's collection.
+#[tokio::test]
+async fn a_vm_named_like_anothers_copy_collection_does_not_block_its_copies() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let app = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "app").location("eastus").build());
+    let other = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "app-westus2")
+            .location("eastus")
+            .build(),
+    );
+    for vm in [&other, &app] {
+        let out = create(&w, create_req(vm, T0), T0).await.unwrap();
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+        w.arm.set_point_state(&point(vm, T0, 0), "Succeeded");
+    }
+    let out = copy(
+        &w,
+        copy_req(&point(&app, T0, 0), Some(&app), "westus2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.point(&copy_point(&app, "westus2", T0)).is_some());
+    let target = names::copy_collection_id(&app, "westus2", None).unwrap();
+    assert_ne!(target, collection(&other));
+    assert_eq!(
+        w.arm.collection(&target).unwrap().source_id(),
+        Some(collection(&app).as_str())
+    );
+}
+
+/// An upgrade keeps using `rpc-{vm}` and `rpc-{vm}-{region}` whose `source.id` is the VM (its
+/// local collection): points, copies and their retention holds stay where the history is.
+#[tokio::test]
+async fn legacy_named_collections_keep_being_used() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    let legacy = names::legacy_collection_id(&vm, None).unwrap();
+    let legacy_copy = names::legacy_copy_collection_id(&vm, "westus2", None).unwrap();
+    assert_eq!(
+        (legacy.name(), legacy_copy.name()),
+        (Some("rpc-vm1"), Some("rpc-vm1-westus2"))
+    );
+    w.arm.add_collection(&legacy, "eastus", &vm);
+    w.arm.add_collection(&legacy_copy, "westus2", &legacy);
+    let old = legacy.child("restorePoints", "rp-20261124T0300Z");
+    w.arm
+        .add_point(&old, "Succeeded", T0 - hours(24), None, &[]);
+
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let name = names::restore_point_name(T0, 0);
+    let local = legacy.child("restorePoints", &name);
+    assert!(w.arm.point(&local).is_some());
+    assert_eq!(w.arm.count(op::PUT_COLLECTION), 0, "no new collection");
+    let p = only_poll(&w.bus.take());
+    assert_eq!(p.target, local);
+
+    // The next create knows the legacy collection: no read.
+    w.arm.set_point_state(&local, "Succeeded");
+    w.arm.clear_calls();
+    let t1 = T0 + hours(4);
+    create(&w, create_req(&vm, t1), t1).await.unwrap();
+    assert_eq!(w.arm.count(op::GET_COLLECTION), 0);
+    assert!(w
+        .arm
+        .point(&legacy.child("restorePoints", &names::restore_point_name(t1, 0)))
+        .is_some());
+    w.bus.take();
+
+    // The copy goes into the legacy copy collection.
+    let out = copy(&w, copy_req(&local, Some(&vm), "westus2"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w
+        .arm
+        .point(&legacy_copy.child("restorePoints", &name))
+        .is_some());
+    assert_eq!(w.arm.count(op::PUT_COLLECTION), 0, "no new copy collection");
+    assert!(w
+        .arm
+        .collection(&names::copy_collection_id(&vm, "westus2", None).unwrap())
+        .is_none());
+
+    // Pruning sees the copy in the legacy copy collection: the replicating copy holds `local`.
+    let keep1 = {
+        let mut r = rule_s1(1, &["westus2"]);
+        // Past the copy deadline no point is held for a copy that never started: only a copy
+        // found in the legacy copy collection can hold `local`.
+        r.deadlines.copy_minutes = 60;
+        r
+    };
+    let w2 = World {
+        arm: w.arm.clone(),
+        bus: w.bus.clone(),
+        deps: Deps::new(
+            w.arm.clone(),
+            w.bus.clone(),
+            Arc::new(testing::policy(vec![keep1])),
+            HOURLY,
+        ),
+    };
+    let t1_point = legacy.child("restorePoints", &names::restore_point_name(t1, 0));
+    w2.arm.set_point_state(&t1_point, "Succeeded");
+    let mut req = poll_req(&vm, &t1_point, Role::Local, t1);
+    req.copy_to = Vec::new();
+    let out = poll(&w2, req, t1 + hours(1)).await;
+    assert!(
+        w2.arm.point(&local).is_some(),
+        "held by its copy still replicating: {}",
+        out.summary
+    );
+}
+
+/// `"copyTo": ["mars"]` is refused before anything is written; a display name is normalised.
+#[tokio::test]
+async fn message_regions_are_checked_and_normalised_before_any_write() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    for bad in ["mars", "sweden/central", "west-us"] {
+        let mut req = create_req(&vm, T0);
+        req.copy_to = Some(vec!["westus2".into(), bad.into()]);
+        let out = create(&w, req, T0).await.unwrap();
+        assert_eq!(out.status, Status::Reported, "{bad}: {}", out.summary);
+        assert!(out.summary.contains(bad), "{}", out.summary);
+        assert_eq!(
+            (w.arm.count(op::PUT_COLLECTION), w.arm.count(op::PUT_POINT)),
+            (0, 0),
+            "{bad}: nothing written"
+        );
+        assert!(w.bus.take().is_empty());
+    }
+
+    let mut req = create_req(&vm, T0);
+    req.copy_to = Some(vec!["Sweden Central".into()]);
+    let out = create(&w, req, T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let p = only_poll(&w.bus.take());
+    assert_eq!(p.copy_to, vec!["swedencentral".to_string()]);
+
+    // A copy message naming a region that is none: a clear refusal, no panic, no write.
+    w.arm.set_point_state(&point(&vm, T0, 0), "Succeeded");
+    w.arm.clear_calls();
+    for bad in ["sweden/central", "mars", ""] {
+        let out = copy(
+            &w,
+            copy_req(&point(&vm, T0, 0), Some(&vm), bad),
+            T0 + hours(1),
+        )
+        .await;
+        assert_eq!(out.status, Status::Reported, "{bad:?}: {}", out.summary);
+        assert!(out.summary.contains("targetRegion"), "{}", out.summary);
+    }
+    assert_eq!(w.arm.count(op::PUT_COLLECTION), 0);
+    let out = copy(
+        &w,
+        copy_req(&point(&vm, T0, 0), Some(&vm), "Sweden Central"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let target = names::copy_collection_id(&vm, "swedencentral", None).unwrap();
+    assert!(
+        target.name().unwrap().ends_with("_swedencentral"),
+        "{target}"
+    );
+    let c = w.arm.collection(&target).expect("copy collection");
+    assert_eq!(c.location.as_deref(), Some("swedencentral"));
 }

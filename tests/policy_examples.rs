@@ -66,7 +66,7 @@ fn a_policy_with_only_required_fields_round_trips() {
 }
 
 fn disk_id(sub: &str, rg: &str, name: &str) -> ResourceId {
-    ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "disks", name)
+    ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "disks", name).unwrap()
 }
 
 fn vm(sub: &str, rg: &str, tags: &[(&str, &str)], data: &[(i32, &str, &str)]) -> VirtualMachine {
@@ -77,6 +77,7 @@ fn vm(sub: &str, rg: &str, tags: &[(&str, &str)], data: &[(i32, &str, &str)]) ->
     VirtualMachine {
         id: Some(
             ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "virtualMachines", "vm-a")
+                .unwrap()
                 .to_string(),
         ),
         name: Some("vm-a".into()),
@@ -226,7 +227,8 @@ fn prod_retention_over_a_month_of_four_hourly_points() {
         "Microsoft.Compute",
         "restorePointCollections",
         "rpc-vm-a",
-    );
+    )
+    .unwrap();
     let start = datetime!(2026-11-01 00:00 UTC);
     let points: Vec<PointView> = (0..180)
         .map(|i| {

@@ -89,18 +89,28 @@ impl ResourceId {
         })
     }
 
-    /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}`.
+    /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}`. A component
+    /// that is empty or holds a `/` (a region or group name from a message, say) is an error, not
+    /// a different id.
     pub fn new_in_group(
         subscription: &str,
         resource_group: &str,
         namespace: &str,
         kind: &str,
         name: &str,
-    ) -> Self {
+    ) -> Result<Self, ResourceIdError> {
+        let parts = [subscription, resource_group, namespace, kind, name];
+        if parts.iter().any(|p| p.is_empty() || p.contains('/')) {
+            return Err(ResourceIdError {
+                id: format!(
+                    "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{namespace}/{kind}/{name}"
+                ),
+                reason: "a component is empty or contains '/'",
+            });
+        }
         Self::parse(&format!(
             "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{namespace}/{kind}/{name}"
         ))
-        .expect("components form a valid id")
     }
 
     /// A child of this resource: `{self}/{kind}/{name}`.
@@ -250,11 +260,31 @@ mod tests {
             "Microsoft.Compute",
             "restorePointCollections",
             "rpc-vm",
-        );
+        )
+        .unwrap();
         let rp = rpc.child("restorePoints", "rp-1");
         assert!(rp.is_type("Microsoft.Compute/restorePointCollections/restorePoints"));
         assert_eq!(rp.parent().unwrap(), rpc);
         assert_eq!(rpc.parent(), None);
+    }
+
+    #[test]
+    fn new_in_group_refuses_a_slash_or_an_empty_component_instead_of_panicking() {
+        for (rg, name) in [
+            ("rg", "rpc-vm-a/b"),
+            ("rg/x", "rpc"),
+            ("", "rpc"),
+            ("rg", ""),
+        ] {
+            let made = ResourceId::new_in_group(
+                "s1",
+                rg,
+                "Microsoft.Compute",
+                "restorePointCollections",
+                name,
+            );
+            assert!(made.is_err(), "{rg:?} {name:?}");
+        }
     }
 
     #[test]

@@ -239,11 +239,14 @@ impl ProvisioningState {
 }
 
 impl RestorePoint {
-    /// The PUT body for a local restore point.
+    /// The PUT body for a local restore point. `consistencyMode` is sent only for
+    /// `CrashConsistent`: the 2025-04-01 spec (`restorePoint.json`, `consistencyMode`) says "For
+    /// now, only CrashConsistent is accepted as a valid input", and application consistency
+    /// (file-system consistency on Linux) is what Azure does when the field is absent.
     pub fn local(consistency: Option<ConsistencyMode>, exclude_disks: &[ResourceId]) -> Self {
         Self {
             properties: Some(RestorePointProperties {
-                consistency_mode: consistency,
+                consistency_mode: consistency.filter(|c| *c == ConsistencyMode::CrashConsistent),
                 exclude_disks: (!exclude_disks.is_empty()).then(|| {
                     exclude_disks
                         .iter()

@@ -20,17 +20,33 @@ use crate::azure::{ArmError, ResourceId};
 use crate::invocation::{Invocation, Outcome, Sent, Status};
 use crate::messages::{CreateRequest, ListedVm, PollRequest, QueueMessage, Role};
 use crate::names;
-use crate::policy::regions::same_region;
+use crate::policy::regions::{known_region, same_region};
 use crate::policy::{DiskInfo, Rule};
 use crate::poll;
 use crate::schedule::rfc3339;
 
 pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let req = inv.event;
+    let mut req = inv.event;
     let now = inv.context.now;
     if !deps.policy.covers(&req.vm) {
         tracing::warn!(vm = %req.vm, "create refused: VM outside every policy scope");
         return Err(HandlerError::OutOfScope { vm: req.vm });
+    }
+    // The message's copy regions, as ARM names ("Sweden Central" → swedencentral), checked
+    // before anything is written: a region that is none would fail only after the point exists.
+    if let Some(regions) = req.copy_to.as_mut() {
+        for region in regions.iter_mut() {
+            match known_region(region) {
+                Ok(name) => *region = name.to_string(),
+                Err(e) => {
+                    tracing::error!(vm = %req.vm, "create refused: copyTo: {e}");
+                    return Ok(Outcome::new(
+                        Status::Reported,
+                        format!("{}: copyTo: {e}", req.vm),
+                    ));
+                }
+            }
+        }
     }
     let listed = req.listed.as_deref().filter(|l| {
         let fresh = now - l.at <= deps.tuning.listed_max_age;
@@ -191,20 +207,26 @@ async fn create(
         );
     }
 
-    let collection = support::local_collection(&req.vm, rule);
+    let names = match support::local_collection(&req.vm, rule) {
+        Ok(n) => n,
+        Err(why) => {
+            tracing::error!(vm = %req.vm, "create refused: {why}");
+            return finished(Status::Reported, format!("{}: {why}", req.vm));
+        }
+    };
     let ensured = support::ensure_listed_collection(
         deps,
-        &collection,
+        &names,
         &location,
         &req.vm,
         support::collection_tags(&rule.name, &req.vm),
         listed.and_then(|l| l.collection),
     )
     .await;
-    match ensured {
-        Ok(()) => {}
+    let collection = match ensured {
+        Ok(id) => id,
         Err(EnsureError::Arm(e)) => {
-            arm_try!(Err::<(), _>(e), "ensuring the collection");
+            arm_try!(Err::<ResourceId, _>(e), "ensuring the collection")
         }
         Err(EnsureError::Foreign { id, source }) => {
             tracing::error!(collection = %id, %source, vm = %req.vm, "collection name taken by another source");
@@ -216,7 +238,7 @@ async fn create(
                 ),
             );
         }
-    }
+    };
 
     // PUT first, without reading: replays are rare, and a read per create would bound a
     // large tick's pace. A point that exists already (a replay) either answers the PUT as
@@ -225,6 +247,8 @@ async fn create(
         "restorePoints",
         &names::restore_point_name(req.tick, req.retry),
     );
+    // Only `CrashConsistent` is accepted as input (see `RestorePoint::local`); the policy's
+    // application consistency is what Azure does when the field is absent.
     let body = RestorePoint::local(Some(consistency.clone()), &excluded);
     let accepted = match deps.arm.create_restore_point(&point, &body).await {
         Ok(accepted) => accepted,

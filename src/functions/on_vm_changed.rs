@@ -91,8 +91,8 @@ async fn onboard(
         .policy
         .rules
         .iter()
-        .map(|r| support::local_collection(vm_id, r))
-        .find(|c| deps.known.collection_exists(c));
+        .filter_map(|r| support::local_collection(vm_id, r).ok())
+        .find_map(|c| deps.known.resolved(&c));
     if let Some(c) = collection_guess {
         return Ok(skip(format!("{vm_id} already onboarded ({c} known)")));
     }
@@ -108,7 +108,10 @@ async fn onboard(
         Ok(l) => l.to_string(),
         Err(why) => return Ok(Outcome::new(Status::Reported, format!("{vm_id}: {why}"))),
     };
-    let collection = support::local_collection(vm_id, rule);
+    let collection = match support::local_collection(vm_id, rule) {
+        Ok(c) => c,
+        Err(why) => return Ok(Outcome::new(Status::Reported, why)),
+    };
     let ensured = match support::ensure_collection(
         deps,
         &collection,

@@ -403,10 +403,22 @@ async fn prune(
 async fn copy_holds(deps: &Deps, req: &PollRequest, rule: &Rule) -> Result<CopyHolds, ArmError> {
     let mut holds = Vec::new();
     let mut copied = Vec::new();
+    // Copies name the local collection as their collection's source (a legacy-named copy
+    // collection is recognised by it).
+    let local = req.target.parent();
     for target in &rule.copies {
-        let id =
-            names::copy_collection_id(&req.vm, &target.region, target.resource_group.as_deref());
-        let Some(c) = deps.arm.get_collection(&id, true).await? else {
+        let found = match (
+            support::copy_collection(&req.vm, &target.region, target.resource_group.as_deref()),
+            &local,
+        ) {
+            (Ok(names), Some(local)) => support::find_collection(deps, &names, local, true).await?,
+            (Err(why), _) => {
+                tracing::warn!(vm = %req.vm, "{why}");
+                None
+            }
+            (_, None) => None,
+        };
+        let Some((_, c)) = found else {
             copied.push((target.region.clone(), Vec::new()));
             continue;
         };

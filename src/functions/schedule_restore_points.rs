@@ -222,18 +222,32 @@ impl Listings {
             .managed_data_disk_ids()
             .filter_map(|disk| self.disks.get(&disk).cloned())
             .collect();
-        let collection_id = support::local_collection(id, rule);
-        let collection = if !self
-            .collections_listed
-            .contains(&collection_id.subscription().to_ascii_lowercase())
-        {
-            None
-        } else {
-            match self.collections.get(&collection_id) {
+        let collection = match support::local_collection(id, rule) {
+            // No name can be formed: the handler reports why.
+            Err(_) => None,
+            Ok(names)
+                if !self
+                    .collections_listed
+                    .contains(&names.id.subscription().to_ascii_lowercase()) =>
+            {
+                None
+            }
+            Ok(names) => match self.collections.get(&names.id) {
+                // A legacy-named collection of this VM's: the handler's full check adopts it.
+                None if names
+                    .legacy
+                    .as_ref()
+                    .and_then(|l| self.collections.get(l))
+                    .and_then(|c| c.source_id())
+                    .and_then(|s| ResourceId::parse(s).ok())
+                    .is_some_and(|s| &s == id) =>
+                {
+                    None
+                }
                 None => Some(CollectionSeen::Missing),
                 // Another source or an orphan mark: the handler's full check deals with it.
                 Some(c) => support::is_ready_for(c, id).then_some(CollectionSeen::Ready),
-            }
+            },
         };
         ListedVm {
             at: now,

@@ -18,12 +18,23 @@ use crate::azure::{ArmError, ResourceId};
 use crate::invocation::{Invocation, Outcome, Sent, Status};
 use crate::messages::{CopyRequest, PollRequest, QueueMessage, Role};
 use crate::names;
+use crate::policy::regions::known_region;
 use crate::policy::Rule;
 use crate::poll;
 
 pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
-    let req = inv.event;
+    let mut req = inv.event;
     let now = inv.context.now;
+    // The target region as its ARM name ("Sweden Central" → swedencentral), checked before
+    // anything is read or written; the poll and any reschedule carry the ARM name.
+    let region = match known_region(&req.target_region) {
+        Ok(r) => r.to_string(),
+        Err(e) => {
+            tracing::error!(source = %req.source, "copy refused: targetRegion: {e}");
+            return Ok(report(format!("copy of {}: targetRegion: {e}", req.source)));
+        }
+    };
+    req.target_region = region.clone();
     let source_collection = req.source.parent().ok_or_else(|| {
         HandlerError::Invalid(format!(
             "copy message field `source` must be a restore point id (…/restorePointCollections/{{c}}/restorePoints/{{p}}), got {}",
@@ -116,12 +127,14 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         rule.copy_to(&req.target_region)
             .and_then(|c| c.resource_group.clone())
     });
-    let target_collection =
-        names::copy_collection_id(&vm, &req.target_region, target_rg.as_deref());
+    let target_names = match support::copy_collection(&vm, &region, target_rg.as_deref()) {
+        Ok(n) => n,
+        Err(why) => return Ok(report(format!("copy of {}: {why}", req.source))),
+    };
     let ensured = match support::ensure_collection(
         deps,
-        &target_collection,
-        &req.target_region,
+        &target_names,
+        &region,
         &source_collection,
         support::collection_tags(&rule.name, &vm),
         true,
@@ -138,6 +151,7 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             )))
         }
     };
+    let target_collection = ensured.id.clone();
     let target = target_collection.child("restorePoints", &target_name(&req));
     let existing = ensured.points.unwrap_or_default();
 

@@ -77,6 +77,8 @@ impl Default for Tuning {
 #[derive(Debug, Default)]
 pub struct KnownResources {
     collections: Mutex<HashSet<ResourceId>>,
+    /// Collection id by today's naming → the legacy-named collection that takes its place.
+    aliases: Mutex<HashMap<ResourceId, ResourceId>>,
     disks: Mutex<HashMap<ResourceId, (OffsetDateTime, Option<DiskInfo>)>>,
 }
 
@@ -89,6 +91,21 @@ impl KnownResources {
     }
     pub fn forget_collection(&self, id: &ResourceId) {
         lock(&self.collections).remove(id);
+    }
+    /// The collection known to exist for `names`: the legacy one it resolved to, or its own id.
+    pub fn resolved(&self, names: &CollectionNames) -> Option<ResourceId> {
+        let collections = lock(&self.collections);
+        if let Some(legacy) = lock(&self.aliases).get(&names.id) {
+            if collections.contains(legacy) {
+                return Some(legacy.clone());
+            }
+        }
+        collections.contains(&names.id).then(|| names.id.clone())
+    }
+    /// Remembers that the legacy collection `actual` exists and stands for `names.id`.
+    pub fn remember_alias(&self, names: &CollectionNames, actual: &ResourceId) {
+        lock(&self.aliases).insert(names.id.clone(), actual.clone());
+        self.remember_collection(actual);
     }
     /// A cached Disk GET no older than `ttl` (`Some(None)` = the disk was not found).
     pub fn disk(
@@ -149,8 +166,27 @@ pub fn superseding_tick(
         .then_some(next)
 }
 
+/// Where a VM's collection (local, or copies in one region) lives: `id` under today's per-VM-id
+/// name (`names::collection_name`), and the name vmrp used before (`rpc-{vm}`, `rpc-{vm}-{region}`).
+/// A legacy collection whose `source.id` is the expected source keeps being used, so an upgrade
+/// orphans no history; one with another source (the collision today's names fix) is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionNames {
+    pub id: ResourceId,
+    pub legacy: Option<ResourceId>,
+}
+
+impl CollectionNames {
+    /// Whether `id` is one of the two names.
+    pub fn names(&self, id: &ResourceId) -> bool {
+        &self.id == id || self.legacy.as_ref() == Some(id)
+    }
+}
+
 /// A collection as the handler found or made it.
 pub struct Ensured {
+    /// The collection in use: `names.id`, or the legacy collection it resolved to.
+    pub id: ResourceId,
     /// The collection's points, when it was read with `$expand=restorePoints` (not when the
     /// cache said it exists).
     pub points: Option<Vec<RestorePoint>>,
@@ -166,50 +202,101 @@ pub enum EnsureError {
     },
 }
 
-/// [`ensure_collection`] for a create, trusting what the timer's listing showed: `Ready` needs
-/// no request, `Missing` is created without reading it first (a PUT of the same body is harmless
-/// if it appeared meanwhile), unknown takes the full check.
+/// [`ensure_collection`] for a create, trusting what the timer's listing showed: `Ready` (the
+/// collection under `names.id`) needs no request, `Missing` (neither name) is created without
+/// reading it first (a PUT of the same body is harmless if it appeared meanwhile), unknown takes
+/// the full check. Returns the collection in use.
 pub async fn ensure_listed_collection(
     deps: &Deps,
-    id: &ResourceId,
+    names: &CollectionNames,
     location: &str,
     source: &ResourceId,
     tags: Tags,
     seen: Option<CollectionSeen>,
-) -> Result<(), EnsureError> {
+) -> Result<ResourceId, EnsureError> {
+    if let Some(known) = deps.known.resolved(names) {
+        return Ok(known);
+    }
     match seen {
-        _ if deps.known.collection_exists(id) => Ok(()),
         Some(CollectionSeen::Ready) => {
-            deps.known.remember_collection(id);
-            Ok(())
+            deps.known.remember_collection(&names.id);
+            Ok(names.id.clone())
         }
-        Some(CollectionSeen::Missing) => create_collection(deps, id, location, source, tags).await,
-        None => ensure_collection(deps, id, location, source, tags, false)
+        Some(CollectionSeen::Missing) => {
+            create_collection(deps, &names.id, location, source, tags).await?;
+            Ok(names.id.clone())
+        }
+        None => ensure_collection(deps, names, location, source, tags, false)
             .await
-            .map(|_| ()),
+            .map(|e| e.id),
     }
 }
 
-/// Makes sure the collection `id` exists with `source` as its source, in `location`. Skips ARM
-/// entirely when this process already knows it exists (unless `need_points`). An existing
-/// collection marked orphaned (the VM was re-created under the same id) gets the mark removed.
+/// The collection `names` resolves to as ARM has it now: the one under `names.id` whatever its
+/// source, else the legacy one if its source is `source`. `None` when neither is there.
+pub async fn find_collection(
+    deps: &Deps,
+    names: &CollectionNames,
+    source: &ResourceId,
+    need_points: bool,
+) -> Result<Option<(ResourceId, RestorePointCollection)>, ArmError> {
+    // Known to resolve to its legacy collection: one read, not two.
+    if let Some(legacy) = deps.known.resolved(names).filter(|k| k != &names.id) {
+        match deps.arm.get_collection(&legacy, need_points).await? {
+            Some(c) if has_source(&c, source) => return Ok(Some((legacy, c))),
+            _ => deps.known.forget_collection(&legacy),
+        }
+    }
+    if let Some(c) = deps.arm.get_collection(&names.id, need_points).await? {
+        return Ok(Some((names.id.clone(), c)));
+    }
+    let Some(legacy) = &names.legacy else {
+        return Ok(None);
+    };
+    match deps.arm.get_collection(legacy, need_points).await? {
+        Some(c) if has_source(&c, source) => {
+            tracing::debug!(collection = %legacy, "using the collection under its pre-hash name");
+            deps.known.remember_alias(names, legacy);
+            Ok(Some((legacy.clone(), c)))
+        }
+        Some(c) => {
+            tracing::debug!(collection = %legacy, other = c.source_id().unwrap_or_default(),
+                "pre-hash name held by another source: not ours");
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+fn has_source(c: &RestorePointCollection, source: &ResourceId) -> bool {
+    c.source_id()
+        .and_then(|s| ResourceId::parse(s).ok())
+        .is_some_and(|s| &s == source)
+}
+
+/// Makes sure the collection for `names` exists with `source` as its source, in `location`:
+/// the one under `names.id`, else a legacy-named one of `source`'s, else a new one under
+/// `names.id`. Skips ARM entirely when this process already knows it (unless `need_points`). An
+/// existing collection marked orphaned (the VM was re-created under the same id) gets the mark
+/// removed.
 pub async fn ensure_collection(
     deps: &Deps,
-    id: &ResourceId,
+    names: &CollectionNames,
     location: &str,
     source: &ResourceId,
     tags: Tags,
     need_points: bool,
 ) -> Result<Ensured, EnsureError> {
-    if !need_points && deps.known.collection_exists(id) {
-        return Ok(Ensured { points: None });
+    if !need_points {
+        if let Some(id) = deps.known.resolved(names) {
+            return Ok(Ensured { id, points: None });
+        }
     }
-    let existing = deps
-        .arm
-        .get_collection(id, need_points)
+    let existing = find_collection(deps, names, source, need_points)
         .await
         .map_err(EnsureError::Arm)?;
-    if let Some(existing) = existing {
+    if let Some((id, existing)) = existing {
+        let id = &id;
         let existing_source = existing.source_id().unwrap_or_default();
         let same_source = ResourceId::parse(existing_source).is_ok_and(|s| &s == source);
         if !same_source {
@@ -231,11 +318,13 @@ pub async fn ensure_collection(
         }
         deps.known.remember_collection(id);
         return Ok(Ensured {
+            id: id.clone(),
             points: need_points.then(|| existing.restore_points().to_vec()),
         });
     }
-    create_collection(deps, id, location, source, tags).await?;
+    create_collection(deps, &names.id, location, source, tags).await?;
     Ok(Ensured {
+        id: names.id.clone(),
         points: Some(Vec::new()),
     })
 }
@@ -258,9 +347,31 @@ async fn create_collection(
     Ok(())
 }
 
-/// The VM's local collection id under its rule.
-pub fn local_collection(vm: &ResourceId, rule: &Rule) -> ResourceId {
-    names::collection_id(vm, rule.collection_resource_group.as_deref())
+/// The VM's local collection under its rule (an error names what forms no id, e.g. a
+/// `collectionResourceGroup` holding a `/`).
+pub fn local_collection(vm: &ResourceId, rule: &Rule) -> Result<CollectionNames, String> {
+    let rg = rule.collection_resource_group.as_deref();
+    let id = names::collection_id(vm, rg)
+        .map_err(|e| format!("no local collection name for {vm}: {e}"))?;
+    Ok(CollectionNames {
+        id,
+        legacy: names::legacy_collection_id(vm, rg),
+    })
+}
+
+/// The VM's copy collection in `region` (in `resource_group`, else the VM's group); an error
+/// when `region` is not a region name.
+pub fn copy_collection(
+    vm: &ResourceId,
+    region: &str,
+    resource_group: Option<&str>,
+) -> Result<CollectionNames, String> {
+    let id = names::copy_collection_id(vm, region, resource_group)
+        .map_err(|e| format!("no copy collection name for {vm} in {region:?}: {e}"))?;
+    Ok(CollectionNames {
+        id,
+        legacy: names::legacy_copy_collection_id(vm, region, resource_group),
+    })
 }
 
 /// The VM's region, or an error text naming the missing field.

@@ -266,6 +266,32 @@ mod tests {
         assert_eq!(v["rules"].as_array().unwrap().len(), 1);
     }
 
+    /// US Government and China regions are regions (`VMRP_ARM_ENDPOINT` reaches those clouds);
+    /// old main refused `usgovvirginia` and `chinaeast2` as unknown.
+    #[test]
+    fn sovereign_cloud_regions_pass_the_check() {
+        for (copies, ok) in [
+            (
+                r#"[{"region":"usgovvirginia"},{"region":"US Gov Arizona"}]"#,
+                true,
+            ),
+            (
+                r#"[{"region":"chinaeast2"},{"region":"chinanorth3"}]"#,
+                true,
+            ),
+            (r#"[{"region":"mars"}]"#, false),
+            (r#"[{"region":"sweden/central"}]"#, false),
+        ] {
+            let policy = Policy::from_json_str(&format!(
+                r#"{{"rules":[{{"name":"p","targets":{{}},"retention":{{"keepLast":1}},"copies":{copies}}}]}}"#
+            ))
+            .unwrap();
+            let report = check_policy(&policy, DEFAULT_TIMER_SCHEDULE);
+            let v: serde_json::Value = serde_json::from_str(&report.render(true)).unwrap();
+            assert_eq!(v["ok"], ok, "{copies}: {v}");
+        }
+    }
+
     #[tokio::test]
     async fn run_returns_exit_codes() {
         let dir = tempfile::tempdir().unwrap();

@@ -297,7 +297,7 @@ mod tests {
     const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
     fn disk_id(name: &str) -> ResourceId {
-        ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "disks", name)
+        ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "disks", name).unwrap()
     }
 
     fn data(lun: i32, name: &str, sku: &str) -> DataDisk {
@@ -320,6 +320,7 @@ mod tests {
         VirtualMachine {
             id: Some(
                 ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "virtualMachines", "vm1")
+                    .unwrap()
                     .to_string(),
             ),
             name: Some("vm1".into()),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use super::regions::{normalize_region, same_region};
+use super::regions::{known_region, same_region};
 use super::resolve::{describe_disk, disk_sku, CRASH_UNSUPPORTED_SKUS};
 use super::{DiskInfo, Policy, Retention, Rule};
 use crate::azure::models::{ConsistencyMode, VirtualMachine};
@@ -519,15 +519,9 @@ fn check_copies(rule: &Rule, p: &mut Problems) {
     let mut seen: Vec<(usize, &str)> = Vec::new();
     for (i, copy) in rule.copies.iter().enumerate() {
         let field = format!("copies[{i}].region");
-        match normalize_region(&copy.region) {
-            None => p.push(
-                &field,
-                format!(
-                    "{:?} is not an Azure region vmrp knows; use the ARM name (e.g. westus2) or the display name (e.g. \"West US 2\")",
-                    copy.region
-                ),
-            ),
-            Some(region) => {
+        match known_region(&copy.region) {
+            Err(e) => p.push(&field, e.to_string()),
+            Ok(region) => {
                 if let Some((first, _)) = seen.iter().find(|(_, r)| same_region(r, region)) {
                     p.push(
                         &field,
@@ -888,6 +882,7 @@ mod tests {
             let disk = |name: &str, sku: &str| ManagedDiskParameters {
                 id: Some(
                     ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "disks", name)
+                        .unwrap()
                         .to_string(),
                 ),
                 storage_account_type: Some(sku.to_string()),
@@ -901,6 +896,7 @@ mod tests {
                         "virtualMachines",
                         "vm1",
                     )
+                    .unwrap()
                     .to_string(),
                 ),
                 name: Some("vm1".into()),
@@ -981,7 +977,7 @@ mod tests {
                 .rules
                 .remove(0);
             let info = DiskInfo {
-                id: ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "disks", "d"),
+                id: ResourceId::new_in_group(SUB, "rg", "Microsoft.Compute", "disks", "d").unwrap(),
                 tags: Default::default(),
                 max_shares: None,
                 sku: Some("UltraSSD_LRS".into()),

@@ -90,6 +90,14 @@ impl FleetSpec {
             if self.regions.is_empty() || self.regions.iter().any(|r| r.trim().is_empty()) {
                 return Err("fleet.regions: expected at least one non-empty region name".into());
             }
+            if let Some(Err(e)) = self
+                .regions
+                .iter()
+                .map(|r| crate::policy::regions::known_region(r))
+                .find(Result::is_err)
+            {
+                return Err(format!("fleet.regions: {e}"));
+            }
             if self.subscriptions == 0 {
                 return Err("fleet.subscriptions: expected at least 1 when count > 0".into());
             }
@@ -611,6 +619,11 @@ mod tests {
             ..Default::default()
         };
         assert!(no_regions.validate().unwrap_err().contains("regions"));
+        let mars = FleetSpec {
+            regions: vec!["mars".into()],
+            ..FleetSpec::default()
+        };
+        assert!(mars.validate().unwrap_err().contains("mars"));
         assert!(FleetSpec::default().validate().is_ok());
         assert!(FleetSpec::empty().validate().is_ok());
     }

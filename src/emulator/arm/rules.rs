@@ -14,6 +14,9 @@
 //! | no copy of a copy | 400 `OperationNotAllowed` |
 //! | unsupported disks must be excluded | 400 `OperationNotAllowed` naming the disk |
 //! | target collection must reference the source collection | 400 `InvalidParameter` |
+//! | `consistencyMode` input only `CrashConsistent` | 400 `InvalidParameter`, target `properties.consistencyMode` |
+//! | collection names: 1-80 alphanumerics, `_`, `.`, `-`, start alphanumeric, end alphanumeric or `_` | 400 `InvalidResourceName` |
+//! | collection locations ARM knows | 400 `LocationNotAvailableForResourceType` |
 //!
 //! Unsupported disks follow the current support matrix (learn.microsoft.com
 //! `virtual-machines/concepts-restore-points`): ephemeral OS and shared disks are never
@@ -58,6 +61,12 @@ pub struct RuleSwitches {
     pub no_copy_of_copy: bool,
     pub unsupported_disks_excluded: bool,
     pub target_must_reference_source: bool,
+    /// Refuse a `consistencyMode` other than `CrashConsistent` in a create's input.
+    pub consistency_input_crash_only: bool,
+    /// Refuse collection names outside ARM's naming rule ([`check_collection_name`]).
+    pub collection_name_rules: bool,
+    /// Refuse collection locations outside [`KNOWN_LOCATIONS`].
+    pub known_locations_only: bool,
     /// Items per page of list responses (not a rule, a platform behaviour worth varying in tests).
     pub list_page_size: usize,
     /// Answer 401 `AuthenticationFailed` when a request has no `Authorization: Bearer …` header
@@ -84,6 +93,9 @@ impl Default for RuleSwitches {
             no_copy_of_copy: true,
             unsupported_disks_excluded: true,
             target_must_reference_source: true,
+            consistency_input_crash_only: true,
+            collection_name_rules: true,
+            known_locations_only: true,
             list_page_size: 50,
             require_authorization: false,
         }
@@ -103,6 +115,9 @@ impl RuleSwitches {
             no_copy_of_copy: false,
             unsupported_disks_excluded: false,
             target_must_reference_source: false,
+            consistency_input_crash_only: false,
+            collection_name_rules: false,
+            known_locations_only: false,
             ..Self::default()
         }
     }
@@ -409,10 +424,145 @@ pub fn check_target_references_source(
     Err(v)
 }
 
+/// Only `CrashConsistent` is accepted as input: the 2025-04-01 spec's `consistencyMode`
+/// (`Microsoft.Compute/ComputeRP/stable/2025-04-01/restorePoint.json`) says "For now, only
+/// CrashConsistent is accepted as a valid input"; other modes are what Azure chooses when the
+/// field is absent.
+pub fn check_consistency_input(mode: &ConsistencyMode) -> Result<(), Violation> {
+    if *mode == ConsistencyMode::CrashConsistent {
+        return Ok(());
+    }
+    let mut v = Violation::new(
+        "consistencyInputCrashOnly",
+        400,
+        "InvalidParameter",
+        format!(
+            "The value '{}' of parameter 'properties.consistencyMode' is not valid: only \
+             'CrashConsistent' is accepted as input. Omit the property for an \
+             application-consistent restore point.",
+            mode.as_str()
+        ),
+    );
+    v.target = Some("properties.consistencyMode".to_string());
+    Err(v)
+}
+
+/// ARM's naming rule for Compute resources of this kind (the `images`, `snapshots` and
+/// `availabilitySets` rows of <https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules>,
+/// which does not list `restorePointCollections`): 1-80 characters, alphanumerics, underscores,
+/// periods and hyphens, starting with an alphanumeric and ending with an alphanumeric or an
+/// underscore. The code and message are those ARM gives for such names
+/// (`InvalidResourceName`).
+pub fn check_collection_name(name: &str) -> Result<(), Violation> {
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let last_ok = name
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let chars_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if (1..=80).contains(&name.chars().count()) && first_ok && last_ok && chars_ok {
+        return Ok(());
+    }
+    Err(Violation::new(
+        "collectionNameRules",
+        400,
+        "InvalidResourceName",
+        format!(
+            "Resource name {name} is invalid. The name can be up to 80 characters long. It must \
+             begin with a word character, and it must end with a word character or with '_'. \
+             The name may contain word characters or '.', '-', '_'."
+        ),
+    ))
+}
+
+/// Locations the emulator's ARM knows: the public cloud, Azure US Government and Azure China
+/// (the emulator stands for whichever `VMRP_ARM_ENDPOINT` points at). The same list vmrp checks
+/// copy regions against, so a region vmrp accepts is one the emulator serves.
+pub const KNOWN_LOCATIONS: &[&str] = crate::policy::regions::KNOWN_REGIONS;
+
+/// A collection's location must be one ARM offers for the type, compared in ARM's name form
+/// ("West US 2" = westus2). Body shape and message as ARM answers them (e.g. the
+/// `LocationNotAvailableForResourceType` quoted in Azure/azure-rest-api-specs#8577).
+pub fn check_location(location: &str, resource_type: &str) -> Result<(), Violation> {
+    let canonical = crate::policy::regions::canonical_region(location);
+    if KNOWN_LOCATIONS.contains(&canonical.as_str()) {
+        return Ok(());
+    }
+    let mut v = Violation::new(
+        "knownLocationsOnly",
+        400,
+        "LocationNotAvailableForResourceType",
+        format!(
+            "The provided location '{location}' is not available for resource type \
+             '{resource_type}'. List of available regions for the resource type is '{}'.",
+            KNOWN_LOCATIONS.join(",")
+        ),
+    );
+    v.target = Some("location".to_string());
+    Err(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn consistency_input_name_and_location_rules() {
+        assert!(check_consistency_input(&ConsistencyMode::CrashConsistent).is_ok());
+        for mode in [
+            ConsistencyMode::ApplicationConsistent,
+            ConsistencyMode::FileSystemConsistent,
+        ] {
+            let v = check_consistency_input(&mode).unwrap_err();
+            assert_eq!((v.status, v.code), (400, "InvalidParameter"));
+            assert_eq!(v.target.as_deref(), Some("properties.consistencyMode"));
+            assert!(v.message.contains("consistencyMode"));
+        }
+        for ok in [
+            "rpc-vm1-0a1b2c3d",
+            "rpc-vm1-0a1b2c3d_westus2",
+            "a",
+            "x_",
+            &"x".repeat(80),
+        ] {
+            assert!(check_collection_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "rpc-vm1-sweden central",
+            "rpc-vm1-",
+            "-rpc",
+            "rpc.",
+            "",
+            "rpc#1",
+            &"x".repeat(81),
+        ] {
+            let v = check_collection_name(bad).unwrap_err();
+            assert_eq!((v.status, v.code), (400, "InvalidResourceName"), "{bad}");
+        }
+        for ok in [
+            "westus2",
+            "West US 2",
+            "usgovvirginia",
+            "chinaeast2",
+            "norwayeast",
+        ] {
+            assert!(check_location(ok, "Microsoft.Compute/restorePointCollections").is_ok());
+        }
+        let v = check_location("mars", "Microsoft.Compute/restorePointCollections").unwrap_err();
+        assert_eq!(
+            (v.status, v.code),
+            (400, "LocationNotAvailableForResourceType")
+        );
+        assert!(v
+            .message
+            .starts_with("The provided location 'mars' is not available"));
+    }
 
     const NOW: OffsetDateTime = datetime!(2026-01-01 12:00 UTC);
 

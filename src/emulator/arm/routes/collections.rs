@@ -85,6 +85,13 @@ pub fn put_collection(
                 "location",
             ));
         };
+        if ctx.rules.collection_name_rules {
+            rules::check_collection_name(name).map_err(Reply::from_violation)?;
+        }
+        if ctx.rules.known_locations_only {
+            rules::check_location(&location, "Microsoft.Compute/restorePointCollections")
+                .map_err(Reply::from_violation)?;
+        }
         let id = compute_id(sub, rg, "restorePointCollections", name);
         if let Some(existing) = store.collections.get_mut(&id) {
             // A PUT on an existing collection may change only tags.

@@ -491,7 +491,9 @@ fn check_rg(store: &Store, sub: &str, rg: &str) -> Result<(), Reply> {
 }
 
 fn compute_id(sub: &str, rg: &str, kind: &str, name: &str) -> ResourceId {
+    // The parts are segments of a request path split at '/': never empty, never holding '/'.
     ResourceId::new_in_group(sub, rg, "Microsoft.Compute", kind, name)
+        .expect("path segments form an id")
 }
 
 /// One page of `items` at `$skiptoken` (an offset), with an absolute `nextLink` on the

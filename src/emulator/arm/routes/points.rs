@@ -140,6 +140,11 @@ pub fn put_point(
         Ok(i) => i,
         Err(r) => return r,
     };
+    if let (true, Some(mode)) = (ctx.rules.consistency_input_crash_only, &input.mode) {
+        if let Err(v) = rules::check_consistency_input(mode) {
+            return Reply::from_violation(v);
+        }
+    }
     let coll_id = compute_id(sub, rg, "restorePointCollections", coll_name);
     let Some(coll) = store.collections.get(&coll_id).cloned() else {
         return resource_not_found("restorePointCollections", coll_name, rg);
