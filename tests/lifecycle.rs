@@ -987,6 +987,7 @@ async fn timer_deletes_expired_orphan_collections_only() {
         let id = collection(vm);
         w.arm.add_collection(&id, "eastus", vm);
         let mut tags = Tags::new();
+        tags.insert(TAG_VM.into(), vm.to_string());
         tags.insert(
             TAG_ORPHANED_AT.into(),
             (T0 - time::Duration::days(days))
@@ -1010,6 +1011,200 @@ async fn timer_deletes_expired_orphan_collections_only() {
         w.arm.count(op::LIST_COLLECTIONS),
         1,
         "the cleanup reuses the timer's listing"
+    );
+}
+
+/// Sets `tags` on an existing fixture collection (as a PUT would).
+async fn retag(w: &World, id: &ResourceId, tags: &[(&str, String)]) {
+    let c = w.arm.collection(id).expect("fixture collection");
+    let mut all = c.tags.clone().unwrap_or_default();
+    for (k, v) in tags {
+        all.insert(k.to_string(), v.clone());
+    }
+    let source = ResourceId::parse(c.source_id().unwrap()).unwrap();
+    let body = vmrp::azure::models::RestorePointCollection::for_source(
+        c.location.as_deref().unwrap(),
+        &source,
+        all,
+    );
+    vmrp::azure::Arm::put_collection(&*w.arm, id, &body)
+        .await
+        .unwrap();
+}
+
+fn stamp(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Issue 13 item 3: the orphan mark alone never deletes. A stale or forged mark on a live VM's
+/// collections (local and copy) is cleared and nothing is deleted; a local collection whose tag
+/// names a gone VM but whose `source.id` is a live VM is kept too; a future-dated mark is
+/// re-stamped with now; only the collection of a VM that answers 404 goes.
+#[tokio::test]
+async fn expired_orphan_marks_delete_only_when_the_vm_is_gone() {
+    let mut policy = testing::policy(vec![rule_s1(3, &["westus2"])]);
+    policy.orphans.expire_after_days = Some(7);
+    let w = world(policy);
+    let live = w.arm.add_vm(VmBuilder::new("s1", "rg", "live").build());
+    let gone = w.arm.add_vm(VmBuilder::new("s1", "rg", "gone").build());
+    let other = w.arm.add_vm(VmBuilder::new("s1", "rg", "other").build());
+    let old_mark = stamp(T0 - time::Duration::days(30));
+
+    // The live VM's local and copy collections, both marked a month ago.
+    let live_local = collection(&live);
+    let live_copy = names::copy_collection_id(&live, "westus2", None);
+    w.arm.add_collection(&live_local, "eastus", &live);
+    w.arm.add_collection(&live_copy, "westus2", &live_local);
+    w.arm.add_point(
+        &point(&live, T0 - hours(4), 0),
+        "Succeeded",
+        T0 - hours(4),
+        None,
+        &[],
+    );
+    for id in [&live_local, &live_copy] {
+        retag(
+            &w,
+            id,
+            &[
+                (TAG_VM, live.to_string()),
+                (TAG_ORPHANED_AT, old_mark.clone()),
+            ],
+        )
+        .await;
+    }
+    // Forged: the tag names a gone VM, but the collection's source is the live VM `other`.
+    let forged = names::collection_id(&other, Some("elsewhere"));
+    w.arm.add_collection(&forged, "eastus", &other);
+    let ghost = vm_id("s1", "rg", "ghost");
+    retag(
+        &w,
+        &forged,
+        &[
+            (TAG_VM, ghost.to_string()),
+            (TAG_ORPHANED_AT, old_mark.clone()),
+        ],
+    )
+    .await;
+    // Truly gone, marked long ago: deleted. Gone, marked "in 2099": re-stamped, kept.
+    let gone_local = collection(&gone);
+    w.arm.add_collection(&gone_local, "eastus", &gone);
+    retag(
+        &w,
+        &gone_local,
+        &[
+            (TAG_VM, gone.to_string()),
+            (TAG_ORPHANED_AT, old_mark.clone()),
+        ],
+    )
+    .await;
+    let future = vm_id("s1", "rg", "future");
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "future").build());
+    let future_local = collection(&future);
+    w.arm.add_collection(&future_local, "eastus", &future);
+    retag(
+        &w,
+        &future_local,
+        &[
+            (TAG_VM, future.to_string()),
+            (TAG_ORPHANED_AT, "2099-01-01T00:00:00Z".into()),
+        ],
+    )
+    .await;
+    w.arm.remove_vm(&gone);
+    w.arm.remove_vm(&future);
+
+    let out = timer(&w, T0).await;
+    assert_eq!(
+        w.arm.count(op::DELETE_COLLECTION),
+        1,
+        "only the gone VM's collection: {}",
+        out.summary
+    );
+    assert!(w.arm.collection(&gone_local).is_none());
+    for id in [&live_local, &live_copy, &forged] {
+        let c = w.arm.collection(id).expect("kept");
+        let tags = c.tags.unwrap_or_default();
+        assert!(!tags.contains_key(TAG_ORPHANED_AT), "{id}: mark cleared");
+    }
+    assert_eq!(
+        w.arm.point_ids(&live_local).len(),
+        1,
+        "the live VM's history is intact"
+    );
+    assert!(
+        out.summary.contains("3 orphan marks cleared"),
+        "{}",
+        out.summary
+    );
+    let tags = w.arm.collection(&future_local).unwrap().tags.unwrap();
+    assert_eq!(
+        tags.get(TAG_ORPHANED_AT).map(String::as_str),
+        Some("2026-11-25T03:00:00Z"),
+        "a future mark restarts from now"
+    );
+    // A later run past expiry deletes it once the VM is confirmed gone.
+    let out = timer(&w, T0 + time::Duration::days(8)).await;
+    assert!(w.arm.collection(&future_local).is_none(), "{}", out.summary);
+}
+
+/// Issue 13 item 4: the deploy assigns vmrp's role at resource groups. Orphan marking and the
+/// timer's cleanup list collections per resource group of the policy's scopes (and the copy
+/// group the policy names), never the whole subscription (403 `AuthorizationFailed`).
+#[tokio::test]
+async fn orphan_marking_and_cleanup_work_under_a_resource_group_scoped_role() {
+    let mut rule = testing::rule("prod", 3);
+    rule.targets.resource_groups = vec!["/subscriptions/s1/resourceGroups/rg".into()];
+    rule.copies = vec![CopyTarget {
+        region: "westus2".into(),
+        resource_group: Some("rp-copies".into()),
+        retention: None,
+    }];
+    let mut policy = testing::policy(vec![rule]);
+    policy.orphans.expire_after_days = Some(7);
+    let w = world(policy);
+    w.arm.set_role_scopes(&[
+        "/subscriptions/s1/resourceGroups/rg",
+        "/subscriptions/s1/resourceGroups/rp-copies",
+    ]);
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let local = collection(&vm);
+    let copies = names::copy_collection_id(&vm, "westus2", Some("rp-copies"));
+    w.arm.add_collection(&local, "eastus", &vm);
+    w.arm.add_collection(&copies, "westus2", &local);
+    for id in [&local, &copies] {
+        retag(&w, id, &[(TAG_VM, vm.to_string())]).await;
+    }
+    w.arm.remove_vm(&vm);
+
+    let out = on_event(&w, event("ResourceDeleteSuccess", &vm, "d1"), T0).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(
+        out.summary.contains("2 collections marked"),
+        "{}",
+        out.summary
+    );
+    for id in [&local, &copies] {
+        let tags = w.arm.collection(id).unwrap().tags.unwrap();
+        assert!(tags.contains_key(TAG_ORPHANED_AT), "{id} marked");
+    }
+
+    let out = timer(&w, T0 + time::Duration::days(8)).await;
+    assert!(
+        out.summary.contains("2 expired orphan collections deleted"),
+        "{}",
+        out.summary
+    );
+    assert!(w.arm.collection(&local).is_none() && w.arm.collection(&copies).is_none());
+    assert!(
+        w.arm
+            .calls()
+            .iter()
+            .filter(|c| c.op == op::LIST_COLLECTIONS)
+            .all(|c| c.target.to_ascii_lowercase().contains("/resourcegroups/")),
+        "collections are listed per resource group: {:?}",
+        w.arm.calls()
     );
 }
 
