@@ -985,7 +985,10 @@ async fn requests_outside_the_role_scopes_are_refused_403() {
     let vm = h.vm("rg", "vm1", "westus", |s| s);
     h.vm("other", "vm2", "westus", |s| s);
     assert_eq!(h.get(&format!("{vm}?{V}")).await.status, 200);
-    assert_eq!(h.collection("rg", "rpc-vm1", "westus", &vm).await.status, 201);
+    assert_eq!(
+        h.collection("rg", "rpc-vm1", "westus", &vm).await.status,
+        201
+    );
     let in_group = h
         .get(&format!(
             "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections?{V}"

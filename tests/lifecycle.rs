@@ -1407,6 +1407,79 @@ async fn timer_to_settled_copy_end_to_end() {
         .all(|f| f["vm"] == vm.as_str() && f["duration_s"].as_u64().is_some()));
 }
 
+/// Runs `ticks` hourly timer ticks from T0, each delivered to the end (as
+/// `timer_to_settled_copy_end_to_end`: ARM settles a point after one look and replicates a copy
+/// 50 % per look); no invocation may end `Reported`.
+async fn run_ticks(w: &World, ticks: i64) {
+    for k in 0..ticks {
+        let mut now = T0 + hours(k) + Duration::from_secs(5);
+        timer(w, now).await;
+        let mut queue: Vec<OutgoingMessage> = w.bus.take();
+        let mut steps = 0;
+        while let Some(m) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            steps += 1;
+            assert!(steps < 100, "tick {k}: the chain terminates");
+            now = now.max(m.not_before.unwrap_or(now));
+            w.arm.set_now(now);
+            let out = match decode(&m) {
+                QueueMessage::Create(c) => create(w, c, now).await.unwrap(),
+                QueueMessage::Copy(c) => copy(w, c, now).await,
+                QueueMessage::Poll(p) => {
+                    if p.attempt >= 2 {
+                        w.arm.set_point_state(&p.target, "Succeeded");
+                        if p.role == Role::Copy {
+                            let pct = (50 * (p.attempt as i32 - 1)).min(100);
+                            w.arm.set_replication(&p.target, &[pct, pct]);
+                        }
+                    }
+                    poll(w, p, now).await
+                }
+            };
+            assert_ne!(out.status, Status::Reported, "tick {k}: {}", out.summary);
+            queue.extend(w.bus.take());
+        }
+    }
+}
+
+/// Issue 13 item 11: a copy region keeping fewer points (2) than the local collection (3) must
+/// not stall local retention. Once the region's retention prunes a copy, its local source is
+/// "copied, since pruned", not "never copied". Over 8 ticks the local collection ends at
+/// keepLast + the baseline, the copy collection at its keepLast + its baseline.
+#[tokio::test]
+async fn local_retention_keeps_keep_last_when_copies_keep_fewer() {
+    let mut rule = rule_s1(3, &["westus2"]);
+    rule.copies[0].retention = Some(Retention::newest(2));
+    let w = world(testing::policy(vec![rule]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    run_ticks(&w, 8).await;
+    let local = w.arm.point_ids(&collection(&vm));
+    let copies = w
+        .arm
+        .point_ids(&names::copy_collection_id(&vm, "westus2", None));
+    assert_eq!(copies.len(), 3, "copies: keepLast 2 + baseline: {copies:?}");
+    assert_eq!(local.len(), 4, "local: keepLast 3 + baseline: {local:?}");
+    assert_eq!(
+        local,
+        [0, 5, 6, 7].map(|h| point(&vm, T0 + hours(h), 0)).to_vec()
+    );
+}
+
+/// Issue 13 item 5: a copy entry naming the VM's own region gets no copies (the create drops
+/// it), so it must not hold local points either: retention keeps keepLast (+ the baseline),
+/// not every point until `copyMinutes`.
+#[tokio::test]
+async fn a_copy_to_the_vms_own_region_does_not_stop_retention() {
+    let w = world(testing::policy(vec![rule_s1(2, &["East US"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    run_ticks(&w, 6).await;
+    let local = w.arm.point_ids(&collection(&vm));
+    assert_eq!(local.len(), 3, "keepLast 2 + baseline: {local:?}");
+    assert!(w
+        .arm
+        .collection(&names::copy_collection_id(&vm, "eastus", None))
+        .is_none());
+}
+
 /// Captures this test thread's `tracing` events as JSON lines. One global subscriber writes
 /// into a per-thread buffer: a thread-local default subscriber would race with tracing's global
 /// callsite cache while other tests run without one.
