@@ -231,10 +231,20 @@ pub fn copy_status(point: &RestorePoint) -> PointStatus {
     }
 }
 
+/// The tick of a vmrp-named point, else when it was created.
+fn tick_of(id: &ResourceId, created: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+    id.name()
+        .and_then(crate::names::parse_restore_point_name)
+        .map(|(t, _)| t)
+        .or(created)
+}
+
 /// Why each local point must survive retention for now (docs/lifecycle.md, retention), by the same rules as
 /// `PollRestorePoint`'s pruning, so the dry run shows what the poller will do: a copy of it is
-/// still replicating; or it settled and has no copy yet in some region, and is younger than the
-/// copy deadline (deleting it would make that copy impossible).
+/// still replicating; or it settled, has no copy yet in some region, is newer than every point
+/// copied there (an older one was copied and since pruned, or will never be copied:
+/// `retention::awaits_copy`), and is younger than the copy deadline (deleting it would make
+/// that copy impossible). `copy_regions` are the VM's effective ones (`Rule::copies_from`).
 pub fn copy_holds(
     vm: &VmCoverage,
     copy_regions: &[String],
@@ -265,10 +275,19 @@ pub fn copy_holds(
             .iter()
             .filter(|c| c.role == CollectionRole::Local)
             .flat_map(|c| c.points.iter());
+        let newest_copied = copies
+            .iter()
+            .filter_map(|c| match &c.source {
+                Some(s) => tick_of(s, None),
+                None => tick_of(&c.id, None),
+            })
+            .max();
         for p in locals.filter(|p| p.status == PointStatus::Settled) {
             let young = p.created.is_some_and(|c| now - c <= copy_deadline);
             let copied = copies.iter().any(|c| c.source.as_ref() == Some(&p.id));
-            if young && !copied {
+            let waits = tick_of(&p.id, p.created)
+                .is_some_and(|t| crate::retention::awaits_copy(t, copied, newest_copied));
+            if young && waits {
                 holds
                     .entry(p.id.clone())
                     .or_insert_with(|| format!("copy to {region} not started yet"));

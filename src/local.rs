@@ -392,6 +392,20 @@ pub fn default_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, 
     Policy::from_json_str(&doc.to_string()).expect("the default policy parses")
 }
 
+/// The scopes the deploy assigns vmrp's role at for `policy`, as ARM ids.
+pub fn role_scopes(policy: &Policy) -> Vec<String> {
+    crate::functions::collection_scopes(policy)
+        .into_iter()
+        .map(|scope| match scope {
+            crate::azure::VmScope::Subscription(sub) => format!("/subscriptions/{sub}"),
+            crate::azure::VmScope::ResourceGroup {
+                subscription,
+                resource_group,
+            } => format!("/subscriptions/{subscription}/resourceGroups/{resource_group}"),
+        })
+        .collect()
+}
+
 /// Runs a scenario to the end and stops the emulator.
 pub async fn run_scenario(scenario: &Scenario) -> Result<LocalReport, LocalError> {
     let (report, emulator) = run_scenario_keep(scenario).await?;
@@ -408,10 +422,25 @@ pub async fn run_scenario_keep(
     scenario: &Scenario,
 ) -> Result<(LocalReport, RunningEmulator), LocalError> {
     let started = Instant::now();
-    let arm = ArmConfig {
+    // The fleet is deterministic: its subscriptions are known before the emulator starts.
+    let subscriptions =
+        crate::emulator::arm::fleet::generate(&scenario.fleet, VIRTUAL_START).subscriptions;
+    let policy = match &scenario.policy {
+        Some(p) => p.clone(),
+        None => default_policy(
+            &subscriptions,
+            &scenario.copy_to,
+            (&scenario.fleet.tag_key, &scenario.fleet.tag_value),
+        ),
+    };
+    let mut arm = ArmConfig {
         fleet: scenario.fleet.clone(),
         ..ArmConfig::default()
     };
+    // vmrp's role holds what the deploy would assign for this policy (infra/main.bicep assigns
+    // at the target subscriptions and resource groups; docs/deploy.md lists the collection and
+    // copy groups among them): anything else is refused 403, as ARM does.
+    arm.rules.role_scopes = Some(role_scopes(&policy));
     // Real time while the handler starts, so the first tick cannot pass before the timer
     // listens (at 3000× the 15 virtual minutes before it are 0.3 real seconds); the scenario's
     // speed from the moment the triggers run.
@@ -426,14 +455,12 @@ pub async fn run_scenario_keep(
     .await
     .map_err(|e| LocalError::Emulator(e.to_string()))?;
 
-    let policy = match &scenario.policy {
-        Some(p) => p.clone(),
-        None => default_policy(
-            &emulator.subscriptions,
-            &scenario.copy_to,
-            (&scenario.fleet.tag_key, &scenario.fleet.tag_value),
-        ),
-    };
+    if emulator.subscriptions != subscriptions {
+        return Err(LocalError::Emulator(
+            "the fleet's subscriptions differ from the ones the role scopes were computed for"
+                .into(),
+        ));
+    }
     if let Err(problems) = policy.validate_with_timer(&scenario.schedule) {
         let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         return Err(LocalError::Policy(lines.join("; ")));

@@ -283,9 +283,51 @@ impl TierKeeps {
     }
 }
 
+/// Whether a settled local point must still wait for its copy to one region (the "copy not
+/// started yet" hold), from ARM's state only:
+/// - `has_copy`: a copy of it exists in that region (in any state): nothing to wait for.
+/// - `newest_copied`: the tick of the newest local point that has a copy there.
+///
+/// A point without a copy waits only while it is newer than every point copied there. An older
+/// one was either copied and its copy since pruned by the region's own retention ("copied, since
+/// pruned"), or skipped; either way no copy of it will start any more: copies into a region go
+/// in creation order, and StartCrossRegionCopy refuses (as superseded) a source older than a
+/// copy the region already holds, as the platform does. Holding it would only pile up local
+/// points until the copy deadline. So this never releases a point whose copy could still
+/// start. With no copy in the region at all, every point waits (until the copy deadline, which
+/// the caller applies).
+pub fn awaits_copy(
+    point_tick: OffsetDateTime,
+    has_copy: bool,
+    newest_copied: Option<OffsetDateTime>,
+) -> bool {
+    !has_copy && newest_copied.is_none_or(|newest| point_tick > newest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn awaits_copy_table() {
+        let t = |h: i64| time::macros::datetime!(2026-01-01 00:00 UTC) + time::Duration::hours(h);
+        let cases = [
+            // (point tick, has a copy, newest copied tick) → waits
+            (t(8), false, None, true),        // nothing copied there yet
+            (t(8), false, Some(t(4)), true),  // newer than the newest copy: its copy may come
+            (t(4), false, Some(t(8)), false), // copied and since pruned (or superseded)
+            (t(8), false, Some(t(8)), false), // same tick as the newest copy (a retry of it)
+            (t(8), true, None, false),        // has a copy
+            (t(12), true, Some(t(8)), false), // has a copy
+        ];
+        for (tick, has, newest, want) in cases {
+            assert_eq!(
+                awaits_copy(tick, has, newest),
+                want,
+                "{tick} {has} {newest:?}"
+            );
+        }
+    }
     use time::macros::datetime;
 
     fn rid(name: &str) -> ResourceId {

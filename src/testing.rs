@@ -66,6 +66,8 @@ struct ArmState {
     next_states: VecDeque<String>,
     calls: Vec<Call>,
     allow_concurrent_creates: bool,
+    /// Scopes the caller's role is assigned at; `None` = everything allowed.
+    role_scopes: Option<Vec<String>>,
 }
 
 /// An in-memory ARM Compute with scripted behaviour. All methods take `&self`.
@@ -215,6 +217,13 @@ impl FakeArm {
         self.fail_next(op, arm_error(op, status, code, message));
     }
     /// Lets a VM start a create while another is still `Creating` (off by default, like Azure).
+    /// Refuses every call outside `scopes` (subscription or resource group ids) with 403
+    /// `AuthorizationFailed`, as ARM answers a role assigned at those scopes only (the
+    /// emulator's `roleScopes` rule).
+    pub fn set_role_scopes(&self, scopes: &[&str]) {
+        self.lock().role_scopes = Some(scopes.iter().map(|s| s.to_string()).collect());
+    }
+
     pub fn allow_concurrent_creates(&self) {
         self.lock().allow_concurrent_creates = true;
     }
@@ -255,6 +264,23 @@ impl FakeArm {
             op,
             target: target.to_string(),
         });
+        if let Some(scopes) = &s.role_scopes {
+            let under = |scope: &str| {
+                let (t, sc) = (target.to_ascii_lowercase(), scope.to_ascii_lowercase());
+                t == sc || t.starts_with(&format!("{sc}/"))
+            };
+            if !scopes.iter().any(|sc| under(sc)) {
+                return Err(arm_error(
+                    op,
+                    403,
+                    "AuthorizationFailed",
+                    &format!(
+                        "The client 'fake' with object id 'fake' does not have authorization to \
+                         perform action '{op}' over scope '{target}' or the scope is invalid."
+                    ),
+                ));
+            }
+        }
         match s.errors.get_mut(op).and_then(VecDeque::pop_front) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -468,6 +494,24 @@ impl Arm for FakeArm {
         Ok(s.collections
             .iter()
             .filter(|(id, _)| id.subscription().eq_ignore_ascii_case(subscription))
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn list_collections_in_group(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+    ) -> Result<Vec<RestorePointCollection>, ArmError> {
+        let scope = VmScope::ResourceGroup {
+            subscription: subscription.to_string(),
+            resource_group: resource_group.to_string(),
+        };
+        let mut s = self.lock();
+        self.enter(&mut s, op::LIST_COLLECTIONS, &scope_label(&scope))?;
+        Ok(s.collections
+            .iter()
+            .filter(|(id, _)| in_scope(&scope, id))
             .map(|(_, c)| c.clone())
             .collect())
     }

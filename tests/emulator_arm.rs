@@ -971,6 +971,53 @@ async fn authorization_is_required_when_switched_on() {
     assert_eq!(r.status().as_u16(), 200);
 }
 
+/// Role scope (issue 13 item 4): with `roleScopes` set, a request outside the assigned scopes is
+/// refused as ARM's RBAC check refuses it: 403 `AuthorizationFailed`, naming the action and the
+/// scope (body shape of a real answer: github.com/Azure/ARO-RP/issues/66). A resource-group
+/// assignment covers that group only; a subscription-wide list is outside it.
+#[tokio::test]
+async fn requests_outside_the_role_scopes_are_refused_403() {
+    let rules = RuleSwitches {
+        role_scopes: Some(vec![format!("/subscriptions/{SUB}/resourceGroups/RG")]),
+        ..Default::default()
+    };
+    let h = start(rules).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    h.vm("other", "vm2", "westus", |s| s);
+    assert_eq!(h.get(&format!("{vm}?{V}")).await.status, 200);
+    assert_eq!(
+        h.collection("rg", "rpc-vm1", "westus", &vm).await.status,
+        201
+    );
+    let in_group = h
+        .get(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections?{V}"
+        ))
+        .await;
+    assert_eq!(in_group.status, 200);
+
+    let all = h
+        .get(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Compute/restorePointCollections?{V}"
+        ))
+        .await;
+    assert_eq!((all.status, all.code()), (403, "AuthorizationFailed"));
+    let message = all.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not have authorization to perform action 'Microsoft.Compute/restorePointCollections/read'")
+            && message.contains(&format!("over scope '/subscriptions/{SUB}'")),
+        "{message}"
+    );
+    let other = h.get(&format!("{}?{V}", vm_id("other", "vm2"))).await;
+    assert_eq!((other.status, other.code()), (403, "AuthorizationFailed"));
+    let delete = h.delete(&format!("{}?{V}", rpc_id("other", "x"))).await;
+    assert_eq!((delete.status, delete.code()), (403, "AuthorizationFailed"));
+    assert!(delete.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'Microsoft.Compute/restorePointCollections/delete'"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Protocol: api-version, 404s, headers, LRO status
 // ---------------------------------------------------------------------------------------------

@@ -991,6 +991,7 @@ async fn timer_deletes_expired_orphan_collections_only() {
         let id = collection(vm);
         w.arm.add_collection(&id, "eastus", vm);
         let mut tags = Tags::new();
+        tags.insert(TAG_VM.into(), vm.to_string());
         tags.insert(
             TAG_ORPHANED_AT.into(),
             (T0 - time::Duration::days(days))
@@ -1014,6 +1015,200 @@ async fn timer_deletes_expired_orphan_collections_only() {
         w.arm.count(op::LIST_COLLECTIONS),
         1,
         "the cleanup reuses the timer's listing"
+    );
+}
+
+/// Sets `tags` on an existing fixture collection (as a PUT would).
+async fn retag(w: &World, id: &ResourceId, tags: &[(&str, String)]) {
+    let c = w.arm.collection(id).expect("fixture collection");
+    let mut all = c.tags.clone().unwrap_or_default();
+    for (k, v) in tags {
+        all.insert(k.to_string(), v.clone());
+    }
+    let source = ResourceId::parse(c.source_id().unwrap()).unwrap();
+    let body = vmrp::azure::models::RestorePointCollection::for_source(
+        c.location.as_deref().unwrap(),
+        &source,
+        all,
+    );
+    vmrp::azure::Arm::put_collection(&*w.arm, id, &body)
+        .await
+        .unwrap();
+}
+
+fn stamp(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Issue 13 item 3: the orphan mark alone never deletes. A stale or forged mark on a live VM's
+/// collections (local and copy) is cleared and nothing is deleted; a local collection whose tag
+/// names a gone VM but whose `source.id` is a live VM is kept too; a future-dated mark is
+/// re-stamped with now; only the collection of a VM that answers 404 goes.
+#[tokio::test]
+async fn expired_orphan_marks_delete_only_when_the_vm_is_gone() {
+    let mut policy = testing::policy(vec![rule_s1(3, &["westus2"])]);
+    policy.orphans.expire_after_days = Some(7);
+    let w = world(policy);
+    let live = w.arm.add_vm(VmBuilder::new("s1", "rg", "live").build());
+    let gone = w.arm.add_vm(VmBuilder::new("s1", "rg", "gone").build());
+    let other = w.arm.add_vm(VmBuilder::new("s1", "rg", "other").build());
+    let old_mark = stamp(T0 - time::Duration::days(30));
+
+    // The live VM's local and copy collections, both marked a month ago.
+    let live_local = collection(&live);
+    let live_copy = names::copy_collection_id(&live, "westus2", None).unwrap();
+    w.arm.add_collection(&live_local, "eastus", &live);
+    w.arm.add_collection(&live_copy, "westus2", &live_local);
+    w.arm.add_point(
+        &point(&live, T0 - hours(4), 0),
+        "Succeeded",
+        T0 - hours(4),
+        None,
+        &[],
+    );
+    for id in [&live_local, &live_copy] {
+        retag(
+            &w,
+            id,
+            &[
+                (TAG_VM, live.to_string()),
+                (TAG_ORPHANED_AT, old_mark.clone()),
+            ],
+        )
+        .await;
+    }
+    // Forged: the tag names a gone VM, but the collection's source is the live VM `other`.
+    let forged = names::collection_id(&other, Some("elsewhere")).unwrap();
+    w.arm.add_collection(&forged, "eastus", &other);
+    let ghost = vm_id("s1", "rg", "ghost");
+    retag(
+        &w,
+        &forged,
+        &[
+            (TAG_VM, ghost.to_string()),
+            (TAG_ORPHANED_AT, old_mark.clone()),
+        ],
+    )
+    .await;
+    // Truly gone, marked long ago: deleted. Gone, marked "in 2099": re-stamped, kept.
+    let gone_local = collection(&gone);
+    w.arm.add_collection(&gone_local, "eastus", &gone);
+    retag(
+        &w,
+        &gone_local,
+        &[
+            (TAG_VM, gone.to_string()),
+            (TAG_ORPHANED_AT, old_mark.clone()),
+        ],
+    )
+    .await;
+    let future = vm_id("s1", "rg", "future");
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "future").build());
+    let future_local = collection(&future);
+    w.arm.add_collection(&future_local, "eastus", &future);
+    retag(
+        &w,
+        &future_local,
+        &[
+            (TAG_VM, future.to_string()),
+            (TAG_ORPHANED_AT, "2099-01-01T00:00:00Z".into()),
+        ],
+    )
+    .await;
+    w.arm.remove_vm(&gone);
+    w.arm.remove_vm(&future);
+
+    let out = timer(&w, T0).await;
+    assert_eq!(
+        w.arm.count(op::DELETE_COLLECTION),
+        1,
+        "only the gone VM's collection: {}",
+        out.summary
+    );
+    assert!(w.arm.collection(&gone_local).is_none());
+    for id in [&live_local, &live_copy, &forged] {
+        let c = w.arm.collection(id).expect("kept");
+        let tags = c.tags.unwrap_or_default();
+        assert!(!tags.contains_key(TAG_ORPHANED_AT), "{id}: mark cleared");
+    }
+    assert_eq!(
+        w.arm.point_ids(&live_local).len(),
+        1,
+        "the live VM's history is intact"
+    );
+    assert!(
+        out.summary.contains("3 orphan marks cleared"),
+        "{}",
+        out.summary
+    );
+    let tags = w.arm.collection(&future_local).unwrap().tags.unwrap();
+    assert_eq!(
+        tags.get(TAG_ORPHANED_AT).map(String::as_str),
+        Some("2026-11-25T03:00:00Z"),
+        "a future mark restarts from now"
+    );
+    // A later run past expiry deletes it once the VM is confirmed gone.
+    let out = timer(&w, T0 + time::Duration::days(8)).await;
+    assert!(w.arm.collection(&future_local).is_none(), "{}", out.summary);
+}
+
+/// Issue 13 item 4: the deploy assigns vmrp's role at resource groups. Orphan marking and the
+/// timer's cleanup list collections per resource group of the policy's scopes (and the copy
+/// group the policy names), never the whole subscription (403 `AuthorizationFailed`).
+#[tokio::test]
+async fn orphan_marking_and_cleanup_work_under_a_resource_group_scoped_role() {
+    let mut rule = testing::rule("prod", 3);
+    rule.targets.resource_groups = vec!["/subscriptions/s1/resourceGroups/rg".into()];
+    rule.copies = vec![CopyTarget {
+        region: "westus2".into(),
+        resource_group: Some("rp-copies".into()),
+        retention: None,
+    }];
+    let mut policy = testing::policy(vec![rule]);
+    policy.orphans.expire_after_days = Some(7);
+    let w = world(policy);
+    w.arm.set_role_scopes(&[
+        "/subscriptions/s1/resourceGroups/rg",
+        "/subscriptions/s1/resourceGroups/rp-copies",
+    ]);
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let local = collection(&vm);
+    let copies = names::copy_collection_id(&vm, "westus2", Some("rp-copies")).unwrap();
+    w.arm.add_collection(&local, "eastus", &vm);
+    w.arm.add_collection(&copies, "westus2", &local);
+    for id in [&local, &copies] {
+        retag(&w, id, &[(TAG_VM, vm.to_string())]).await;
+    }
+    w.arm.remove_vm(&vm);
+
+    let out = on_event(&w, event("ResourceDeleteSuccess", &vm, "d1"), T0).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(
+        out.summary.contains("2 collections marked"),
+        "{}",
+        out.summary
+    );
+    for id in [&local, &copies] {
+        let tags = w.arm.collection(id).unwrap().tags.unwrap();
+        assert!(tags.contains_key(TAG_ORPHANED_AT), "{id} marked");
+    }
+
+    let out = timer(&w, T0 + time::Duration::days(8)).await;
+    assert!(
+        out.summary.contains("2 expired orphan collections deleted"),
+        "{}",
+        out.summary
+    );
+    assert!(w.arm.collection(&local).is_none() && w.arm.collection(&copies).is_none());
+    assert!(
+        w.arm
+            .calls()
+            .iter()
+            .filter(|c| c.op == op::LIST_COLLECTIONS)
+            .all(|c| c.target.to_ascii_lowercase().contains("/resourcegroups/")),
+        "collections are listed per resource group: {:?}",
+        w.arm.calls()
     );
 }
 
@@ -1214,6 +1409,79 @@ async fn timer_to_settled_copy_end_to_end() {
     assert!(reports
         .iter()
         .all(|f| f["vm"] == vm.as_str() && f["duration_s"].as_u64().is_some()));
+}
+
+/// Runs `ticks` hourly timer ticks from T0, each delivered to the end (as
+/// `timer_to_settled_copy_end_to_end`: ARM settles a point after one look and replicates a copy
+/// 50 % per look); no invocation may end `Reported`.
+async fn run_ticks(w: &World, ticks: i64) {
+    for k in 0..ticks {
+        let mut now = T0 + hours(k) + Duration::from_secs(5);
+        timer(w, now).await;
+        let mut queue: Vec<OutgoingMessage> = w.bus.take();
+        let mut steps = 0;
+        while let Some(m) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            steps += 1;
+            assert!(steps < 100, "tick {k}: the chain terminates");
+            now = now.max(m.not_before.unwrap_or(now));
+            w.arm.set_now(now);
+            let out = match decode(&m) {
+                QueueMessage::Create(c) => create(w, c, now).await.unwrap(),
+                QueueMessage::Copy(c) => copy(w, c, now).await,
+                QueueMessage::Poll(p) => {
+                    if p.attempt >= 2 {
+                        w.arm.set_point_state(&p.target, "Succeeded");
+                        if p.role == Role::Copy {
+                            let pct = (50 * (p.attempt as i32 - 1)).min(100);
+                            w.arm.set_replication(&p.target, &[pct, pct]);
+                        }
+                    }
+                    poll(w, p, now).await
+                }
+            };
+            assert_ne!(out.status, Status::Reported, "tick {k}: {}", out.summary);
+            queue.extend(w.bus.take());
+        }
+    }
+}
+
+/// Issue 13 item 11: a copy region keeping fewer points (2) than the local collection (3) must
+/// not stall local retention. Once the region's retention prunes a copy, its local source is
+/// "copied, since pruned", not "never copied". Over 8 ticks the local collection ends at
+/// keepLast + the baseline, the copy collection at its keepLast + its baseline.
+#[tokio::test]
+async fn local_retention_keeps_keep_last_when_copies_keep_fewer() {
+    let mut rule = rule_s1(3, &["westus2"]);
+    rule.copies[0].retention = Some(Retention::newest(2));
+    let w = world(testing::policy(vec![rule]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    run_ticks(&w, 8).await;
+    let local = w.arm.point_ids(&collection(&vm));
+    let copies = w
+        .arm
+        .point_ids(&names::copy_collection_id(&vm, "westus2", None).unwrap());
+    assert_eq!(copies.len(), 3, "copies: keepLast 2 + baseline: {copies:?}");
+    assert_eq!(local.len(), 4, "local: keepLast 3 + baseline: {local:?}");
+    assert_eq!(
+        local,
+        [0, 5, 6, 7].map(|h| point(&vm, T0 + hours(h), 0)).to_vec()
+    );
+}
+
+/// Issue 13 item 5: a copy entry naming the VM's own region gets no copies (the create drops
+/// it), so it must not hold local points either: retention keeps keepLast (+ the baseline),
+/// not every point until `copyMinutes`.
+#[tokio::test]
+async fn a_copy_to_the_vms_own_region_does_not_stop_retention() {
+    let w = world(testing::policy(vec![rule_s1(2, &["East US"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    run_ticks(&w, 6).await;
+    let local = w.arm.point_ids(&collection(&vm));
+    assert_eq!(local.len(), 3, "keepLast 2 + baseline: {local:?}");
+    assert!(w
+        .arm
+        .collection(&names::copy_collection_id(&vm, "eastus", None).unwrap())
+        .is_none());
 }
 
 /// Captures this test thread's `tracing` events as JSON lines. One global subscriber writes

@@ -636,25 +636,6 @@ impl ArmClient {
             .json(op)
     }
 
-    /// All collections of one resource group.
-    pub async fn list_collections_in_group(
-        &self,
-        subscription: &str,
-        resource_group: &str,
-    ) -> Result<Vec<RestorePointCollection>, ArmError> {
-        let op = ArmOperation::ListCollections;
-        check_segment(op, "subscription", subscription)?;
-        check_segment(op, "resource group", resource_group)?;
-        let url = self.url_for(
-            &format!(
-                "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/restorePointCollections"
-            ),
-            API_VERSION,
-            &[],
-        );
-        self.list_all(op, url).await
-    }
-
     async fn delete(&self, op: ArmOperation, id: &ResourceId) -> Result<Accepted<()>, ArmError> {
         let url = self.url_for(id.as_str(), API_VERSION, &[]);
         match self.send(op, url, None).await {
@@ -794,6 +775,24 @@ impl Arm for ArmClient {
         let url = self.url_for(
             &format!(
                 "/subscriptions/{subscription}/providers/Microsoft.Compute/restorePointCollections"
+            ),
+            API_VERSION,
+            &[],
+        );
+        self.list_all(op, url).await
+    }
+
+    async fn list_collections_in_group(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+    ) -> Result<Vec<RestorePointCollection>, ArmError> {
+        let op = ArmOperation::ListCollections;
+        check_segment(op, "subscription", subscription)?;
+        check_segment(op, "resource group", resource_group)?;
+        let url = self.url_for(
+            &format!(
+                "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/restorePointCollections"
             ),
             API_VERSION,
             &[],

@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 
 use models::{Disk, RestorePoint, RestorePointCollection, VirtualMachine};
 
-/// Where to list VMs.
+/// Where to list VMs, disks or restore point collections: a subscription, or one resource group
+/// (all a role assigned at resource groups may list).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum VmScope {
     Subscription(String),
@@ -91,6 +92,45 @@ pub trait Arm: Send + Sync {
         &self,
         subscription: &str,
     ) -> Result<Vec<RestorePointCollection>, ArmError>;
+    /// All collections of one resource group, following `nextLink`: what a role assigned at
+    /// resource groups can list (a subscription-wide list needs the role on the subscription).
+    /// The default filters the subscription's list, for in-memory fakes only; the ARM client
+    /// lists the group itself.
+    async fn list_collections_in_group(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+    ) -> Result<Vec<RestorePointCollection>, ArmError> {
+        let all = self.list_collections(subscription).await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                c.id.as_deref()
+                    .and_then(|i| ResourceId::parse(i).ok())
+                    .and_then(|i| {
+                        i.resource_group()
+                            .map(|rg| rg.eq_ignore_ascii_case(resource_group))
+                    })
+                    .unwrap_or(false)
+            })
+            .collect())
+    }
+    /// The collections of `scope`: the subscription's or the resource group's list.
+    async fn list_collections_in(
+        &self,
+        scope: &VmScope,
+    ) -> Result<Vec<RestorePointCollection>, ArmError> {
+        match scope {
+            VmScope::Subscription(sub) => self.list_collections(sub).await,
+            VmScope::ResourceGroup {
+                subscription,
+                resource_group,
+            } => {
+                self.list_collections_in_group(subscription, resource_group)
+                    .await
+            }
+        }
+    }
     /// Start deleting a collection (long-running; returns once ARM accepted it).
     async fn delete_collection(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError>;
 

@@ -102,6 +102,15 @@ impl<A: Arm> Arm for ReadOnlyArm<A> {
     ) -> Result<Vec<RestorePointCollection>, ArmError> {
         self.0.list_collections(subscription).await
     }
+    async fn list_collections_in_group(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+    ) -> Result<Vec<RestorePointCollection>, ArmError> {
+        self.0
+            .list_collections_in_group(subscription, resource_group)
+            .await
+    }
     async fn delete_collection(&self, _: &ResourceId) -> Result<Accepted<()>, ArmError> {
         Err(refused("DELETE restorePointCollections"))
     }

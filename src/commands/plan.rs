@@ -86,7 +86,13 @@ pub fn plan(
                     .cloned()
             })
             .collect();
-        let problems = rule.check_vm(&vm.vm, &vm_disks);
+        // As the create: only what Azure would refuse stops the VM; a copy entry naming the
+        // VM's own region is dropped from its copies (a Skip row below), not a refusal.
+        let problems: Vec<_> = rule
+            .check_vm(&vm.vm, &vm_disks)
+            .into_iter()
+            .filter(|p| p.field == "consistency")
+            .collect();
         if !problems.is_empty() {
             let reason = problems
                 .iter()
@@ -105,11 +111,25 @@ pub fn plan(
         plan_local_create(vm, rule, timer, at, &vm_disks, &mut |a, t, r| {
             rows.push(row(&vm.location, a, t, Some(rule), r))
         });
+        // The same copy list as the create: none to the VM's own region.
         let regions: Vec<String> = rule
-            .copy_regions()
+            .copies_from(Some(&vm.location))
             .iter()
             .map(|c| canonical_region(&c.region))
             .collect();
+        for home in rule
+            .copy_regions()
+            .iter()
+            .filter(|c| !regions.contains(&canonical_region(&c.region)))
+        {
+            rows.push(row(
+                &canonical_region(&home.region),
+                Action::Skip,
+                "-",
+                Some(rule),
+                "no copy: the VM's own region (a copy needs another region)".to_string(),
+            ));
+        }
         for region in &regions {
             plan_copy(vm, region, &mut |a, t, r| {
                 rows.push(row(region, a, t, Some(rule), r))
@@ -655,5 +675,97 @@ mod tests {
             .map(|r| r.target.as_str())
             .collect();
         assert_eq!(deleted, vec!["rp-2"], "{rows:#?}");
+    }
+
+    fn keep_policy(copy_region: &str) -> Policy {
+        Policy::from_json_str(&format!(
+            r#"{{"rules": [{{"name": "prod", "targets": {{"subscriptions": ["{SUB}"], "tags": {{"backup": "on"}}}},
+                "retention": {{"keepLast": 3}},
+                "copies": [{{"region": "{copy_region}", "retention": {{"keepLast": 2}}}}]}}]}}"#
+        ))
+        .unwrap()
+    }
+
+    /// Six settled local points 4 h apart (rp-…0000Z to rp-…2000Z), as `vmrp plan` sees them.
+    fn six_local() -> Vec<PointSummary> {
+        (0..6)
+            .map(|i| {
+                point(
+                    "vm-a",
+                    "rpc-vm-a",
+                    &format!("rp-20261125T{:02}00Z", i * 4),
+                    datetime!(2026-11-25 00:00:30 UTC) + Duration::hours(i * 4),
+                    PointStatus::Settled,
+                    None,
+                )
+            })
+            .collect()
+    }
+
+    fn local_deletes(rows: &[PlanRow]) -> Vec<&str> {
+        rows.iter()
+            .filter(|r| r.action == Action::Delete && r.region == "eastus")
+            .map(|r| r.target.as_str())
+            .collect()
+    }
+
+    /// Issue 13 item 11: copies keep 2 (+ baseline) in westus2; the local points whose copies
+    /// westus2 has since pruned are "copied, since pruned", not held as "not started yet".
+    #[test]
+    fn plan_does_not_hold_local_points_whose_copies_were_pruned() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let local = six_local();
+        let copies = [0, 4, 5]
+            .iter()
+            .map(|&i| {
+                point(
+                    "vm-a",
+                    "rpc-vm-a-westus2",
+                    &format!("rp-20261125T{:02}00Z", i * 4),
+                    datetime!(2026-11-25 00:30 UTC) + Duration::hours(i as i64 * 4),
+                    PointStatus::Settled,
+                    Some(&local[i].id),
+                )
+            })
+            .collect();
+        let inv = Inventory {
+            vms: vec![coverage("vm-a", &[("backup", "on")], local, copies)],
+        };
+        let at = datetime!(2026-11-25 21:00 UTC);
+        let rows = plan(&inv, &keep_policy("westus2"), &timer, at, &HashMap::new());
+        assert_eq!(
+            local_deletes(&rows),
+            vec!["rp-20261125T0400Z", "rp-20261125T0800Z"],
+            "{rows:#?}"
+        );
+    }
+
+    /// Issue 13 item 5: a copy entry naming the VM's own region: no copy is planned, the row
+    /// says why, and local retention is not held for it.
+    #[test]
+    fn plan_drops_a_copy_to_the_vms_own_region() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let inv = Inventory {
+            vms: vec![coverage(
+                "vm-a",
+                &[("backup", "on")],
+                six_local(),
+                Vec::new(),
+            )],
+        };
+        let at = datetime!(2026-11-25 21:00 UTC);
+        let rows = plan(&inv, &keep_policy("East US"), &timer, at, &HashMap::new());
+        assert_eq!(
+            local_deletes(&rows),
+            vec!["rp-20261125T0400Z", "rp-20261125T0800Z"],
+            "{rows:#?}"
+        );
+        assert!(
+            rows.iter().any(|r| r.action == Action::Skip
+                && r.region == "eastus"
+                && r.reason.contains("own region")),
+            "{rows:#?}"
+        );
+        assert!(!rows.iter().any(|r| r.action == Action::Copy), "{rows:#?}");
     }
 }

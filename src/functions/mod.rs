@@ -9,7 +9,9 @@ pub mod schedule_restore_points;
 pub mod start_cross_region_copy;
 mod support;
 
-pub use support::{KnownResources, Tuning, REPORT_TARGET, TAG_ORPHANED_AT, TAG_RULE, TAG_VM};
+pub use support::{
+    collection_scopes, KnownResources, Tuning, REPORT_TARGET, TAG_ORPHANED_AT, TAG_RULE, TAG_VM,
+};
 
 use std::sync::Arc;
 

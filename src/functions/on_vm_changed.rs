@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::support::{self, EnsureError, TAG_ORPHANED_AT, TAG_VM};
 use super::{Deps, HandlerError};
 use crate::azure::models::RestorePointCollection;
-use crate::azure::ResourceId;
+use crate::azure::{ResourceId, VmScope};
 use crate::events::ResourceEvent;
 use crate::invocation::{Invocation, Outcome, Status};
 use crate::messages::{CreateRequest, QueueMessage};
@@ -180,10 +180,31 @@ async fn mark_orphaned(
     vm: &ResourceId,
     at: OffsetDateTime,
 ) -> Result<Outcome, HandlerError> {
-    let collections = match deps.arm.list_collections(vm.subscription()).await {
-        Ok(c) => c,
-        Err(e) => return arm_outcome("orphan marking: listing collections", vm, &e),
-    };
+    // Listed per scope the role holds (a role assigned at resource groups cannot list the
+    // subscription): the VM's collections live in its own group or in the groups the policy
+    // names for collections and copies.
+    let mut collections = Vec::new();
+    let mut refused = Vec::new();
+    for scope in support::collection_scopes(&deps.policy)
+        .into_iter()
+        .filter(|s| match s {
+            VmScope::Subscription(sub) => vm.subscription().eq_ignore_ascii_case(sub),
+            VmScope::ResourceGroup { subscription, .. } => {
+                vm.subscription().eq_ignore_ascii_case(subscription)
+            }
+        })
+    {
+        match deps.arm.list_collections_in(&scope).await {
+            Ok(c) => collections.extend(c),
+            // A collection group that does not exist (yet) holds nothing.
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_transient() => return Err(HandlerError::Arm(e)),
+            Err(e) => {
+                support::log_permanent("orphan marking: listing collections", vm, &e);
+                refused.push(format!("{scope:?}: {}", e.code));
+            }
+        }
+    }
     let stamp = crate::schedule::rfc3339(at);
     let mut marked = 0;
     for c in collections {
@@ -214,8 +235,13 @@ async fn mark_orphaned(
         None => "kept (orphans.expireAfterDays unset)".to_string(),
     };
     tracing::info!(vm = %vm, collections = marked, "VM deleted: its restore points are orphans, {fate}");
-    Ok(Outcome::new(
-        Status::Done,
-        format!("{vm} deleted: {marked} collections marked orphaned, {fate}"),
-    ))
+    let summary = format!("{vm} deleted: {marked} collections marked orphaned, {fate}");
+    if refused.is_empty() {
+        Ok(Outcome::new(Status::Done, summary))
+    } else {
+        Ok(Outcome::new(
+            Status::Reported,
+            format!("{summary}; listing refused for {}", refused.join(", ")),
+        ))
+    }
 }

@@ -10,12 +10,14 @@
 //!
 //! Pruning holds the source of every copy still replicating: copy points not final, and the
 //! newest `Succeeded` copy per region when a disk is below 100 % (copies into a region are
-//! serial, so only the newest can still be replicating: one GET per region). A local point that
-//! settled but whose copy has not started yet is not held; if retention drops it before its
-//! copy starts, that copy is skipped and the region gets the next, newer point. Holding every
-//! not-yet-copied point instead would pile up points (toward Azure's 500 per VM) whenever a
-//! region's copies fall behind. Deletes are capped per invocation (write budget); the rest goes
-//! at the collection's next settled point.
+//! serial, so only the newest can still be replicating: one GET per region). A settled local
+//! point newer than every point copied to a region, with no copy there yet, is held until the
+//! copy deadline (its copy message may lag behind). A point older than the region's newest copy
+//! is not held: its copy was made and since pruned by the region's own retention, or can never
+//! start (copies go in creation order), so holding it would only pile up local points
+//! (`retention::awaits_copy`). The copy regions are the rule's minus the VM's own region, as
+//! the create asks for them (`Rule::copies_from`). Deletes are capped per invocation (write
+//! budget); the rest goes at the collection's next settled point.
 
 use std::time::Duration;
 
@@ -317,21 +319,25 @@ async fn prune(
         return Ok("collection gone, nothing to prune".to_string());
     };
     let (holds, copied) = match req.role {
-        Role::Local => copy_holds(deps, req, rule).await?,
+        // The local collection is in the VM's region: no copies go there.
+        Role::Local => copy_holds(deps, req, rule, c.location.as_deref()).await?,
         Role::Copy => (Vec::new(), Vec::new()),
     };
     // A settled local point whose copy to some region has not started yet (the copy message can
     // lag behind the next tick under load) must stay until it has, or until the copy deadline
-    // gives up on it: deleting it would make that copy impossible.
+    // gives up on it: deleting it would make that copy impossible. A point older than the
+    // region's newest copy is not waiting: its copy was made and since pruned, or skipped for
+    // good (`retention::awaits_copy`).
     let copy_deadline = time::Duration::minutes(i64::from(rule.deadlines.copy_minutes));
     let uncopied_hold = |id: &ResourceId, created: time::OffsetDateTime| -> Option<String> {
         if req.role != Role::Local || now - created > copy_deadline {
             return None;
         }
+        let tick = point_tick(id).unwrap_or(created);
         copied
             .iter()
-            .find(|(_, sources)| !sources.contains(id))
-            .map(|(region, _)| format!("copy to {region} not started yet"))
+            .find(|c| retention::awaits_copy(tick, c.sources.contains(id), c.newest_copied))
+            .map(|c| format!("copy to {} not started yet", c.region))
     };
     let settled_at = c
         .restore_points()
@@ -398,15 +404,36 @@ async fn prune(
     ))
 }
 
+/// The tick a vmrp-named point belongs to (`rp-{tick}[-r{n}]`).
+fn point_tick(id: &ResourceId) -> Option<time::OffsetDateTime> {
+    id.name()
+        .and_then(names::parse_restore_point_name)
+        .map(|(t, _)| t)
+}
+
+/// What one copy region holds, for the "copy not started yet" hold.
+struct RegionCopies {
+    region: String,
+    /// Local points that have a copy there (in any state).
+    sources: Vec<ResourceId>,
+    /// The tick of the newest local point copied there.
+    newest_copied: Option<time::OffsetDateTime>,
+}
+
 /// Local points that must stay because a copy of them is still replicating, with the reason;
-/// and per copy region, the local points that have a copy there (in any state).
-async fn copy_holds(deps: &Deps, req: &PollRequest, rule: &Rule) -> Result<CopyHolds, ArmError> {
+/// and per copy region of a VM in `home` (`Rule::copies_from`), what was copied there.
+async fn copy_holds(
+    deps: &Deps,
+    req: &PollRequest,
+    rule: &Rule,
+    home: Option<&str>,
+) -> Result<CopyHolds, ArmError> {
     let mut holds = Vec::new();
     let mut copied = Vec::new();
     // Copies name the local collection as their collection's source (a legacy-named copy
     // collection is recognised by it).
     let local = req.target.parent();
-    for target in &rule.copies {
+    for target in rule.copies_from(home) {
         let found = match (
             support::copy_collection(&req.vm, &target.region, target.resource_group.as_deref()),
             &local,
@@ -419,18 +446,34 @@ async fn copy_holds(deps: &Deps, req: &PollRequest, rule: &Rule) -> Result<CopyH
             (_, None) => None,
         };
         let Some((_, c)) = found else {
-            copied.push((target.region.clone(), Vec::new()));
+            copied.push(RegionCopies {
+                region: target.region.clone(),
+                sources: Vec::new(),
+                newest_copied: None,
+            });
             continue;
         };
         let points = c.restore_points();
-        copied.push((
-            target.region.clone(),
-            points
-                .iter()
-                .filter_map(|p| p.source_restore_point())
-                .filter_map(|s| ResourceId::parse(s).ok())
-                .collect(),
-        ));
+        let sources: Vec<ResourceId> = points
+            .iter()
+            .filter_map(|p| p.source_restore_point())
+            .filter_map(|s| ResourceId::parse(s).ok())
+            .collect();
+        // By the source's tick, else the copy's own name (a copy is named after its source).
+        let newest_copied = points
+            .iter()
+            .filter_map(|p| {
+                p.source_restore_point()
+                    .and_then(|s| ResourceId::parse(s).ok())
+                    .and_then(|s| point_tick(&s))
+                    .or_else(|| point_id(p).and_then(|id| point_tick(&id)))
+            })
+            .max();
+        copied.push(RegionCopies {
+            region: target.region.clone(),
+            sources,
+            newest_copied,
+        });
         let newest_succeeded = points
             .iter()
             .filter(|p| p.provisioning_state() == ProvisioningState::Succeeded)
@@ -477,5 +520,5 @@ async fn copy_holds(deps: &Deps, req: &PollRequest, rule: &Rule) -> Result<CopyH
     Ok((holds, copied))
 }
 
-/// Holds (point, why), and per copy region the sources that have a copy there.
-type CopyHolds = (Vec<(ResourceId, String)>, Vec<(String, Vec<ResourceId>)>);
+/// Holds (point, why), and per copy region what was copied there.
+type CopyHolds = (Vec<(ResourceId, String)>, Vec<RegionCopies>);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use time::OffsetDateTime;
 
-use super::support::{self, TAG_ORPHANED_AT};
+use super::support::{self, TAG_ORPHANED_AT, TAG_VM};
 use super::{Deps, HandlerError};
 use crate::azure::models::{RestorePointCollection, VirtualMachine};
 use crate::azure::{ResourceId, VmScope};
@@ -204,8 +204,9 @@ async fn list_targets(
 #[derive(Debug, Clone, Default)]
 pub struct Listings {
     disks: HashMap<ResourceId, DiskInfo>,
-    /// Subscriptions (lowercase) whose collections were listed completely.
-    collections_listed: HashSet<String>,
+    /// Scopes (subscriptions or resource groups, lowercase) whose collections were listed
+    /// completely.
+    collections_listed: HashSet<VmScope>,
     collections: HashMap<ResourceId, RestorePointCollection>,
 }
 
@@ -228,7 +229,8 @@ impl Listings {
             Ok(names)
                 if !self
                     .collections_listed
-                    .contains(&names.id.subscription().to_ascii_lowercase()) =>
+                    .iter()
+                    .any(|scope| support::scope_contains(scope, &names.id)) =>
             {
                 None
             }
@@ -257,19 +259,21 @@ impl Listings {
         }
     }
 
-    /// The collections of `subscription` (lowercase), when its listing was complete.
-    fn collections_of(&self, subscription: &str) -> Option<Vec<RestorePointCollection>> {
-        self.collections_listed.contains(subscription).then(|| {
+    /// The collections of `scope`, when its listing was complete.
+    fn collections_in(&self, scope: &VmScope) -> Option<Vec<RestorePointCollection>> {
+        self.collections_listed.contains(scope).then(|| {
             self.collections
                 .iter()
-                .filter(|(id, _)| id.subscription().eq_ignore_ascii_case(subscription))
+                .filter(|(id, _)| support::scope_contains(scope, id))
                 .map(|(_, c)| c.clone())
                 .collect()
         })
     }
 }
 
-/// Lists the disks of every scope and the collections of every subscription holding a target.
+/// Lists the disks of every scope and the collections of every scope the role holds
+/// ([`support::collection_scopes`]: a role assigned at resource groups cannot list a
+/// subscription), when some target VM was found.
 async fn list_surroundings(
     deps: &Deps,
     scopes: &[VmScope],
@@ -289,21 +293,32 @@ async fn list_surroundings(
             }
         }
     }
-    let subscriptions: BTreeSet<String> = vms
-        .keys()
-        .map(|id| id.subscription().to_ascii_lowercase())
-        .collect();
-    for sub in subscriptions {
-        match deps.arm.list_collections(&sub).await {
+    let holds_target = |scope: &VmScope| {
+        vms.keys().any(|vm| {
+            vm.subscription().eq_ignore_ascii_case(match scope {
+                VmScope::Subscription(sub) => sub,
+                VmScope::ResourceGroup { subscription, .. } => subscription,
+            })
+        })
+    };
+    for scope in support::collection_scopes(&deps.policy)
+        .into_iter()
+        .filter(holds_target)
+    {
+        match deps.arm.list_collections_in(&scope).await {
             Ok(list) => {
                 seen.collections.extend(list.into_iter().filter_map(|c| {
                     let id = ResourceId::parse(c.id.as_deref()?).ok()?;
                     Some((id, c))
                 }));
-                seen.collections_listed.insert(sub);
+                seen.collections_listed.insert(scope);
+            }
+            // A collection group that does not exist yet holds no collections.
+            Err(e) if e.is_not_found() => {
+                seen.collections_listed.insert(scope);
             }
             Err(e) => {
-                tracing::warn!(subscription = %sub, code = %e.code, message = %e.message, "listing collections failed; creates will read their collections")
+                tracing::warn!(scope = ?scope, code = %e.code, message = %e.message, "listing collections failed; creates will read their collections")
             }
         }
     }
@@ -364,58 +379,76 @@ fn policy_lists(scopes: &[VmScope], vm: &ResourceId) -> bool {
 }
 
 /// Deletes collections tagged `vmrp-orphaned-at` longer ago than `orphans.expireAfterDays`
-/// (capped per run), in the subscriptions the policy names; a subscription the timer listed
-/// already is not listed again. Returns a summary fragment.
+/// (capped per run), in the scopes the role holds ([`support::collection_scopes`]); a scope the
+/// timer listed already is not listed again. The mark alone never deletes: the VM it names
+/// (`vmrp-vm`), and for a local collection its `source.id`, must answer 404 first. A mark on a
+/// live VM's collection (stale, forged, or left by a late delete event after a same-name
+/// re-create) is cleared with a warning. A mark dated in the future or unreadable is re-stamped
+/// with `now`, so it can neither hold a collection for good nor expire early. Returns a summary
+/// fragment.
 async fn delete_expired_orphans(deps: &Deps, listings: &Listings, now: OffsetDateTime) -> String {
     let Some(days) = deps.policy.orphans.expire_after_days else {
         return String::new();
     };
     let cutoff = now - time::Duration::days(i64::from(days));
-    let mut subs: BTreeSet<String> = BTreeSet::new();
-    for rule in &deps.policy.rules {
-        let t = &rule.targets;
-        subs.extend(t.subscriptions.iter().map(|s| s.to_ascii_lowercase()));
-        subs.extend(
-            t.resource_groups
-                .iter()
-                .filter_map(|rg| ResourceId::parse(rg).ok())
-                .map(|id| id.subscription().to_ascii_lowercase()),
-        );
-        subs.extend(t.vms.iter().map(|v| v.subscription().to_ascii_lowercase()));
-    }
     let mut deleted = 0;
-    'subs: for sub in subs {
-        let listed = match listings.collections_of(&sub) {
+    let mut cleared = 0;
+    'scopes: for scope in support::collection_scopes(&deps.policy) {
+        let listed = match listings.collections_in(&scope) {
             Some(c) => Ok(c),
-            None => deps.arm.list_collections(&sub).await,
+            None => deps.arm.list_collections_in(&scope).await,
         };
         let collections = match listed {
             Ok(c) => c,
+            Err(e) if e.is_not_found() => continue,
             Err(e) => {
-                tracing::warn!(subscription = %sub, code = %e.code, "listing collections for orphan cleanup failed");
+                tracing::warn!(scope = ?scope, code = %e.code, "listing collections for orphan cleanup failed");
                 continue;
             }
         };
         for c in collections {
-            let Some(orphaned_at) = support::tag(c.tags.as_ref(), TAG_ORPHANED_AT).and_then(|t| {
-                OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            }) else {
+            let Some(mark) = support::tag(c.tags.as_ref(), TAG_ORPHANED_AT) else {
                 continue;
+            };
+            let Some(id) = c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
+                continue;
+            };
+            let parsed =
+                OffsetDateTime::parse(mark, &time::format_description::well_known::Rfc3339).ok();
+            let orphaned_at = match parsed {
+                Some(t) if t <= now + MARK_CLOCK_SKEW => t,
+                _ => {
+                    tracing::warn!(collection = %id, mark, "orphan mark unreadable or in the future: re-stamped with now");
+                    let stamp = rfc3339(now);
+                    set_orphan_mark(deps, &id, &c, Some(&stamp)).await;
+                    continue;
+                }
             };
             if orphaned_at > cutoff {
                 continue;
             }
-            let Some(id) = c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
-                continue;
-            };
             if deleted >= deps.tuning.max_orphan_deletes_per_tick {
-                break 'subs;
+                break 'scopes;
+            }
+            match vm_gone(deps, &c).await {
+                Gone::Confirmed => {}
+                Gone::Live(vm) => {
+                    tracing::warn!(collection = %id, vm = %vm, mark, "orphan mark on a live VM's collection: mark cleared, nothing deleted");
+                    if set_orphan_mark(deps, &id, &c, None).await {
+                        cleared += 1;
+                    }
+                    continue;
+                }
+                Gone::Unknown(why) => {
+                    tracing::warn!(collection = %id, mark, "expired orphan kept: {why}");
+                    continue;
+                }
             }
             match deps.arm.delete_collection(&id).await {
                 Ok(_) => {
                     deleted += 1;
                     deps.known.forget_collection(&id);
-                    tracing::info!(collection = %id, orphaned_at = %rfc3339(orphaned_at), days, "orphan collection expired: deleting it and its points");
+                    tracing::info!(collection = %id, orphaned_at = %rfc3339(orphaned_at), days, "orphan collection expired and its VM is gone: deleting it and its points");
                 }
                 Err(e) => {
                     tracing::warn!(collection = %id, code = %e.code, message = %e.message, "deleting an expired orphan collection failed")
@@ -423,9 +456,83 @@ async fn delete_expired_orphans(deps: &Deps, listings: &Listings, now: OffsetDat
             }
         }
     }
+    let mut out = String::new();
     if deleted > 0 {
-        format!("; {deleted} expired orphan collections deleted")
-    } else {
-        String::new()
+        out.push_str(&format!("; {deleted} expired orphan collections deleted"));
+    }
+    if cleared > 0 {
+        out.push_str(&format!(
+            "; {cleared} orphan marks cleared (their VMs exist)"
+        ));
+    }
+    out
+}
+
+/// How far in the future an orphan mark may lie (clock skew between Event Grid and the timer)
+/// before it is treated as wrong.
+const MARK_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Whether the VM behind an orphaned collection is gone.
+enum Gone {
+    /// Every VM it names answered 404.
+    Confirmed,
+    /// This VM exists.
+    Live(ResourceId),
+    /// Could not tell (no `vmrp-vm` tag, or a read failed): keep the collection.
+    Unknown(String),
+}
+
+/// Reads the VM named by `vmrp-vm` and, for a local collection, its `source.id`: both must be
+/// 404 before an orphan may be deleted.
+async fn vm_gone(deps: &Deps, c: &RestorePointCollection) -> Gone {
+    let Some(tagged) =
+        support::tag(c.tags.as_ref(), TAG_VM).and_then(|v| ResourceId::parse(v).ok())
+    else {
+        return Gone::Unknown("no readable `vmrp-vm` tag names its VM".into());
+    };
+    let mut vms = vec![tagged];
+    if let Some(source) = c.source_id().and_then(|s| ResourceId::parse(s).ok()) {
+        if source.is_type("Microsoft.Compute/virtualMachines") && !vms.contains(&source) {
+            vms.push(source);
+        }
+    }
+    for vm in vms {
+        match deps.arm.get_vm(&vm).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return Gone::Live(vm),
+            Err(e) => {
+                return Gone::Unknown(format!("reading {vm} failed: {} {}", e.code, e.message))
+            }
+        }
+    }
+    Gone::Confirmed
+}
+
+/// PUTs `c` with the orphan mark set to `stamp`, or removed (`None`); `false` when ARM refused.
+async fn set_orphan_mark(
+    deps: &Deps,
+    id: &ResourceId,
+    c: &RestorePointCollection,
+    stamp: Option<&str>,
+) -> bool {
+    let (Some(location), Some(source)) = (
+        c.location.as_deref(),
+        c.source_id().and_then(|s| ResourceId::parse(s).ok()),
+    ) else {
+        tracing::warn!(collection = %id, "collection lacks location or source.id: orphan mark left as is");
+        return false;
+    };
+    let mut tags = c.tags.clone().unwrap_or_default();
+    tags.retain(|k, _| !k.eq_ignore_ascii_case(TAG_ORPHANED_AT));
+    if let Some(stamp) = stamp {
+        tags.insert(TAG_ORPHANED_AT.to_string(), stamp.to_string());
+    }
+    let body = RestorePointCollection::for_source(location, &source, tags);
+    match deps.arm.put_collection(id, &body).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(collection = %id, code = %e.code, message = %e.message, "updating the orphan mark failed");
+            false
+        }
     }
 }

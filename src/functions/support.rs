@@ -1,7 +1,7 @@
 //! What the handlers share: tuning, the process-wide cache of things known to exist, collection
 //! ensuring, deterministic message ids, sending, transient-retry delays and the report event.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,12 +11,12 @@ use super::Deps;
 use crate::azure::models::{
     ConsistencyMode, RestorePoint, RestorePointCollection, Tags, VirtualMachine,
 };
-use crate::azure::{ArmError, OutgoingMessage, ResourceId, SendError};
+use crate::azure::{ArmError, OutgoingMessage, ResourceId, SendError, VmScope};
 use crate::invocation::Sent;
 use crate::messages::{CollectionSeen, CopyRequest, CreateRequest, QueueMessage, Role};
 use crate::names;
 use crate::plan::Pacing;
-use crate::policy::{DiskInfo, Rule};
+use crate::policy::{DiskInfo, Policy, Rule};
 use crate::poll::{self, Backoff};
 use crate::schedule::Schedule;
 
@@ -372,6 +372,97 @@ pub fn copy_collection(
         id,
         legacy: names::legacy_copy_collection_id(vm, region, resource_group),
     })
+}
+
+/// Where vmrp's collections for the policy's VMs can live, as scopes its role holds: the rules'
+/// target subscriptions, and resource groups (target groups, the groups of explicit VM ids, and
+/// each rule's `collectionResourceGroup` and copy `resourceGroup`s in every subscription the rule
+/// targets). A group inside a listed subscription is dropped. The deploy assigns the role at the
+/// targets, and docs/deploy.md asks for the collection groups to be listed among them, so each
+/// scope here can be listed where a subscription-wide list would be refused (403).
+pub fn collection_scopes(policy: &Policy) -> Vec<VmScope> {
+    let mut subs: BTreeSet<String> = BTreeSet::new();
+    let mut groups: BTreeSet<(String, String)> = BTreeSet::new();
+    // Every subscription any rule reaches: a rule without scopes of its own takes VMs found
+    // through the other rules' scopes.
+    let all_subs: BTreeSet<String> = policy
+        .rules
+        .iter()
+        .flat_map(|r| {
+            let t = &r.targets;
+            t.subscriptions
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .chain(
+                    t.resource_groups
+                        .iter()
+                        .filter_map(|rg| ResourceId::parse(rg).ok())
+                        .chain(t.vms.iter().cloned())
+                        .map(|id| id.subscription().to_ascii_lowercase()),
+                )
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for rule in &policy.rules {
+        let t = &rule.targets;
+        let mut rule_subs: BTreeSet<String> = t
+            .subscriptions
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        subs.extend(rule_subs.iter().cloned());
+        let target_groups = t
+            .resource_groups
+            .iter()
+            .filter_map(|rg| ResourceId::parse(rg).ok())
+            .chain(t.vms.iter().cloned())
+            .filter_map(|id| {
+                Some((
+                    id.subscription().to_ascii_lowercase(),
+                    id.resource_group()?.to_ascii_lowercase(),
+                ))
+            });
+        for (sub, rg) in target_groups {
+            rule_subs.insert(sub.clone());
+            groups.insert((sub, rg));
+        }
+        if rule_subs.is_empty() {
+            rule_subs = all_subs.clone();
+        }
+        let named = rule
+            .collection_resource_group
+            .iter()
+            .chain(rule.copies.iter().filter_map(|c| c.resource_group.as_ref()));
+        for rg in named {
+            for sub in &rule_subs {
+                groups.insert((sub.clone(), rg.to_ascii_lowercase()));
+            }
+        }
+    }
+    let mut out: Vec<VmScope> = subs.iter().cloned().map(VmScope::Subscription).collect();
+    out.extend(groups.into_iter().filter(|(s, _)| !subs.contains(s)).map(
+        |(subscription, resource_group)| VmScope::ResourceGroup {
+            subscription,
+            resource_group,
+        },
+    ));
+    out
+}
+
+/// Whether the resource `id` lies in `scope`.
+pub fn scope_contains(scope: &VmScope, id: &ResourceId) -> bool {
+    match scope {
+        VmScope::Subscription(sub) => id.subscription().eq_ignore_ascii_case(sub),
+        VmScope::ResourceGroup {
+            subscription,
+            resource_group,
+        } => {
+            id.subscription().eq_ignore_ascii_case(subscription)
+                && id
+                    .resource_group()
+                    .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
+        }
+    }
 }
 
 /// The VM's region, or an error text naming the missing field.

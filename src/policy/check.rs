@@ -34,6 +34,9 @@ pub struct CheckReport {
     pub rules: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<PolicyProblem>,
+    /// What is valid but may surprise (printed, never failing the check).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Why the file could not be parsed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parse_error: Option<String>,
@@ -58,6 +61,9 @@ impl CheckReport {
             for r in &self.rules {
                 out.push_str(&format!("  {r}\n"));
             }
+            for w in &self.warnings {
+                out.push_str(&format!("warning: {w}\n"));
+            }
         } else {
             for p in &self.problems {
                 out.push_str(&p.to_string());
@@ -78,6 +84,7 @@ pub fn check_file(path: &Path, timer_schedule: &str) -> Result<CheckReport, Stri
                 ok: false,
                 rules: Vec::new(),
                 problems: Vec::new(),
+                warnings: Vec::new(),
                 parse_error: Some(e.to_string()),
             })
         }
@@ -96,8 +103,22 @@ pub fn check_policy(policy: &Policy, timer_schedule: &str) -> CheckReport {
             .map(|r| summarize(r, timer_schedule))
             .collect(),
         problems,
+        warnings: policy.rules.iter().filter_map(own_region_warning).collect(),
         parse_error: None,
     }
+}
+
+/// A rule whose copies all go to one region gives VMs located in that region no copy at all:
+/// the create drops a copy to the VM's own region (a copy needs another region), and pruning
+/// and `vmrp plan` do not wait for it. Only the VM's location tells, so the check warns.
+fn own_region_warning(rule: &Rule) -> Option<String> {
+    let [only] = rule.copies.as_slice() else {
+        return None;
+    };
+    Some(format!(
+        "rule {:?}: copies[0].region {}: VMs located in {} itself get no cross-region copy (a copy needs another region than the VM's); add a second copy region if they need one",
+        rule.name, only.region, only.region
+    ))
 }
 
 /// `prod: ApplicationConsistent (tag rp-consistency may override), at the timer "0 0 */4 * * *";
@@ -201,8 +222,10 @@ mod tests {
             report.render(false),
             "policy OK: 2 rules\n  \
              prod: ApplicationConsistent (tag rp-mode may override), every tick of the timer \"0 0 */4 * * *\"; keep keepLast 6, daily 7; copies to westus2 (keepLast 4); up to 23 points per VM\n  \
-             dev: CrashConsistent, schedule \"0 0 */2 * * *\" at the timer's ticks; keep keepLast 3; up to 6 points per VM\n"
+             dev: CrashConsistent, schedule \"0 0 */2 * * *\" at the timer's ticks; keep keepLast 3; up to 6 points per VM\n\
+             warning: rule \"prod\": copies[0].region westus2: VMs located in westus2 itself get no cross-region copy (a copy needs another region than the VM's); add a second copy region if they need one\n"
         );
+        assert!(report.ok, "a warning does not fail the check");
     }
 
     #[test]

@@ -164,6 +164,17 @@ impl Rule {
         self.copies.iter().collect()
     }
 
+    /// The copy targets of a VM in `home`: a copy needs another region than the VM's, so an
+    /// entry naming the VM's own region is dropped, as the create drops it from the copies it
+    /// asks for. Pruning and `vmrp plan` use this list too: a region that never gets copies must
+    /// not hold local points for them.
+    pub fn copies_from(&self, home: Option<&str>) -> Vec<&CopyTarget> {
+        self.copies
+            .iter()
+            .filter(|c| home.is_none_or(|h| h.is_empty() || !same_region(&c.region, h)))
+            .collect()
+    }
+
     /// The copy target for `region` (any spelling: `West US 2` = `westus2`).
     pub fn copy_to(&self, region: &str) -> Option<&CopyTarget> {
         self.copies.iter().find(|c| same_region(&c.region, region))

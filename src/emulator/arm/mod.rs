@@ -4,7 +4,8 @@
 //!
 //! Every request under `/subscriptions/...` goes through one pipeline:
 //! 1. `latencyMs` fault (a real sleep); then, if [`RuleSwitches::require_authorization`], 401
-//!    `AuthenticationFailed` without a bearer token;
+//!    `AuthenticationFailed` without a bearer token; then, if [`RuleSwitches::role_scopes`] is
+//!    set, 403 `AuthorizationFailed` for a request outside the role's assigned scopes;
 //! 2. ARM throttling: the token bucket of (subscription, ARM region, reads|writes|deletes) on
 //!    virtual time ([`throttle`]); a refused request is not processed (429 + `Retry-After`);
 //! 3. route and api-version checks (400 `MissingApiVersionParameter` / `InvalidApiVersionParameter`);
@@ -420,6 +421,22 @@ impl ArmEmulator {
                     "WWW-Authenticate",
                     "Bearer authorization_uri=\"https://login.microsoftonline.com/\"",
                 );
+            }
+            // RBAC: a role assigned at resource groups cannot list a subscription.
+            if let (Some(scopes), Some((action, scope))) = (
+                self.config.rules.role_scopes.as_deref(),
+                route.authorization(&method, uri.path()),
+            ) {
+                let path = urlencoding::decode(uri.path())
+                    .map(|p| p.into_owned())
+                    .unwrap_or_else(|_| uri.path().to_string());
+                if let Err(v) = rules::check_role_scope(scopes, &path, action, &scope) {
+                    *lock(&self.counters)
+                        .rule_refusals
+                        .entry(v.rule.to_string())
+                        .or_default() += 1;
+                    break 'reply Reply::error(v.status, v.code, v.message);
+                }
             }
             if let Some(sub) = route.subscription() {
                 let admission = lock(&self.throttle).admit(&self.config.throttle, sub, class, now);

@@ -17,6 +17,7 @@
 //! | `consistencyMode` input only `CrashConsistent` | 400 `InvalidParameter`, target `properties.consistencyMode` |
 //! | collection names: 1-80 alphanumerics, `_`, `.`, `-`, start alphanumeric, end alphanumeric or `_` | 400 `InvalidResourceName` |
 //! | collection locations ARM knows | 400 `LocationNotAvailableForResourceType` |
+//! | request inside the role's assigned scopes (when [`RuleSwitches::role_scopes`] is set) | 403 `AuthorizationFailed` (ARM's RBAC check; body shape from a real answer, github.com/Azure/ARO-RP/issues/66) |
 //!
 //! Unsupported disks follow the current support matrix (learn.microsoft.com
 //! `virtual-machines/concepts-restore-points`): ephemeral OS and shared disks are never
@@ -73,6 +74,13 @@ pub struct RuleSwitches {
     /// (as ARM does). Off by default so tools can poke the emulator without a token; the token's
     /// content is never checked.
     pub require_authorization: bool,
+    /// The scopes vmrp's role is assigned at (`/subscriptions/{sub}` or
+    /// `/subscriptions/{sub}/resourceGroups/{rg}`, any case). A request outside every one of
+    /// them is refused with 403 `AuthorizationFailed`, as ARM's RBAC check answers (an
+    /// assignment is inherited by everything below its scope). `None` (the default): every
+    /// request is authorized. `vmrp local` sets it to the scopes its policy would be assigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_scopes: Option<Vec<String>>,
 }
 
 impl Default for RuleSwitches {
@@ -98,6 +106,7 @@ impl Default for RuleSwitches {
             known_locations_only: true,
             list_page_size: 50,
             require_authorization: false,
+            role_scopes: None,
         }
     }
 }
@@ -146,6 +155,45 @@ impl Violation {
             retry_after_secs: None,
         }
     }
+}
+
+/// The principal the emulator names in authorization refusals (it never reads the token).
+pub const EMULATED_PRINCIPAL: &str = "00000000-0000-0000-0000-00000000e1e1";
+
+/// Role scope: `path` (the request's path, no query) must lie at or below one of `scopes`
+/// (segment-wise, case-insensitive, as ARM ids compare). `action` and `scope` name what the
+/// refusal reports, in ARM's message shape (a real body: github.com/Azure/ARO-RP/issues/66).
+pub fn check_role_scope(
+    scopes: &[String],
+    path: &str,
+    action: &str,
+    scope: &str,
+) -> Result<(), Violation> {
+    let segments = |s: &str| -> Vec<String> {
+        s.trim_matches('/')
+            .split('/')
+            .filter(|x| !x.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let requested = segments(path);
+    let granted = scopes.iter().any(|s| {
+        let s = segments(s);
+        !s.is_empty() && requested.len() >= s.len() && requested[..s.len()] == s[..]
+    });
+    if granted {
+        return Ok(());
+    }
+    Err(Violation::new(
+        "roleScope",
+        403,
+        "AuthorizationFailed",
+        format!(
+            "The client '{EMULATED_PRINCIPAL}' with object id '{EMULATED_PRINCIPAL}' does not have \
+             authorization to perform action '{action}' over scope '{scope}' or the scope is \
+             invalid. If access was recently granted, please refresh your credentials."
+        ),
+    ))
 }
 
 /// The documented message for an overlapping create (CONTRACT §7).
@@ -565,6 +613,48 @@ mod tests {
     }
 
     const NOW: OffsetDateTime = datetime!(2026-01-01 12:00 UTC);
+
+    #[test]
+    fn role_scope_table() {
+        let scopes = vec![
+            "/subscriptions/S1/resourceGroups/App".to_string(),
+            "/subscriptions/s2".to_string(),
+        ];
+        let rc = "providers/Microsoft.Compute/restorePointCollections";
+        let cases = [
+            // Below an assigned resource group, any case.
+            (format!("/subscriptions/s1/resourcegroups/app/{rc}"), true),
+            (
+                format!("/subscriptions/s1/resourceGroups/APP/{rc}/c1"),
+                true,
+            ),
+            // The subscription itself, or another group, is outside a group assignment.
+            (format!("/subscriptions/s1/{rc}"), false),
+            (format!("/subscriptions/s1/resourceGroups/app2/{rc}"), false),
+            (
+                format!("/subscriptions/s1/resourceGroups/other/{rc}/c1"),
+                false,
+            ),
+            // A subscription assignment covers every group in it.
+            (format!("/subscriptions/s2/{rc}"), true),
+            (
+                format!("/subscriptions/s2/resourceGroups/any/{rc}/c1"),
+                true,
+            ),
+            (format!("/subscriptions/s3/{rc}"), false),
+        ];
+        for (path, ok) in cases {
+            let got = check_role_scope(&scopes, &path, "a/read", "/x");
+            assert_eq!(got.is_ok(), ok, "{path}");
+            if let Err(v) = got {
+                assert_eq!((v.status, v.code), (403, "AuthorizationFailed"));
+                assert!(v
+                    .message
+                    .contains("perform action 'a/read' over scope '/x'"));
+            }
+        }
+        assert!(check_role_scope(&[], "/subscriptions/s1", "a", "b").is_err());
+    }
 
     #[test]
     fn hourly_limit_table() {

@@ -223,6 +223,68 @@ impl Route {
         }
     }
 
+    /// The RBAC action a request needs and the scope ARM names when refusing it: the resource's
+    /// own path, or for a list the subscription or resource group listed. `None` for what the
+    /// role-scope rule does not model: Compute's operation-status URL (vmrp's handlers never
+    /// poll it) and paths that are no operation (404 later).
+    pub fn authorization(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> Option<(&'static str, String)> {
+        use http::Method as M;
+        let write = matches!(*method, M::PUT | M::PATCH | M::POST);
+        let delete = *method == M::DELETE;
+        let rg_scope = |sub: &str, rg: &str| format!("/subscriptions/{sub}/resourceGroups/{rg}");
+        let path = path.trim_end_matches('/').to_string();
+        Some(match self {
+            Route::OperationStatus { .. } | Route::Unknown { .. } => return None,
+            Route::VmListAll { sub } | Route::VmListByLocation { sub, .. } => (
+                "Microsoft.Compute/virtualMachines/read",
+                format!("/subscriptions/{sub}"),
+            ),
+            Route::VmList { sub, rg } => {
+                ("Microsoft.Compute/virtualMachines/read", rg_scope(sub, rg))
+            }
+            Route::Vm { .. } | Route::VmInstanceView { .. } => {
+                ("Microsoft.Compute/virtualMachines/read", path)
+            }
+            Route::DiskListAll { sub } => (
+                "Microsoft.Compute/disks/read",
+                format!("/subscriptions/{sub}"),
+            ),
+            Route::DiskList { sub, rg } => ("Microsoft.Compute/disks/read", rg_scope(sub, rg)),
+            Route::Disk { .. } => ("Microsoft.Compute/disks/read", path),
+            Route::CollectionListAll { sub } => (
+                "Microsoft.Compute/restorePointCollections/read",
+                format!("/subscriptions/{sub}"),
+            ),
+            Route::CollectionList { sub, rg } => (
+                "Microsoft.Compute/restorePointCollections/read",
+                rg_scope(sub, rg),
+            ),
+            Route::Collection { .. } if delete => {
+                ("Microsoft.Compute/restorePointCollections/delete", path)
+            }
+            Route::Collection { .. } if write => {
+                ("Microsoft.Compute/restorePointCollections/write", path)
+            }
+            Route::Collection { .. } => ("Microsoft.Compute/restorePointCollections/read", path),
+            Route::Point { .. } if delete => (
+                "Microsoft.Compute/restorePointCollections/restorePoints/delete",
+                path,
+            ),
+            Route::Point { .. } if write => (
+                "Microsoft.Compute/restorePointCollections/restorePoints/write",
+                path,
+            ),
+            Route::Point { .. } => (
+                "Microsoft.Compute/restorePointCollections/restorePoints/read",
+                path,
+            ),
+        })
+    }
+
     /// `(operationId, fault key, in the copied swagger)` for a method on this route; `None` when
     /// the method is not supported (405).
     ///
