@@ -66,6 +66,9 @@ struct ArmState {
     next_states: VecDeque<String>,
     calls: Vec<Call>,
     allow_concurrent_creates: bool,
+    /// The next restore point PUT goes through, but its answer is lost and the client's retry
+    /// meets the point it just made (what a timeout after ARM accepted the PUT looks like).
+    lose_next_put_answer: bool,
 }
 
 /// An in-memory ARM Compute with scripted behaviour. All methods take `&self`.
@@ -213,6 +216,11 @@ impl FakeArm {
     /// The next call of `op` is refused permanently (`status`, `code`).
     pub fn refuse_next(&self, op: &'static str, status: u16, code: &str, message: &str) {
         self.fail_next(op, arm_error(op, status, code, message));
+    }
+    /// The next restore point PUT is applied, then its answer is lost: the caller sees what
+    /// its retry of the same PUT gets (409, the point exists).
+    pub fn lose_next_put_answer(&self) {
+        self.lock().lose_next_put_answer = true;
     }
     /// Lets a VM start a create while another is still `Creating` (off by default, like Azure).
     pub fn allow_concurrent_creates(&self) {
@@ -560,6 +568,15 @@ impl Arm for FakeArm {
         props.time_created = Some(s.now.unwrap_or_else(default_now));
         props.instance_view = Some(instance_view(id, &replication));
         s.points.insert(id.clone(), p.clone());
+        if std::mem::take(&mut s.lose_next_put_answer) {
+            // The retry of the same PUT: the point exists now.
+            return Err(arm_error(
+                op::PUT_POINT,
+                409,
+                "OperationNotAllowed",
+                "Properties of an existing restore point cannot be updated.",
+            ));
+        }
         let mut acc = accepted(201);
         acc.body = Some(without_instance_view(p));
         Ok(acc)

@@ -541,6 +541,54 @@ async fn copy_creates_target_collection_and_waits_for_an_in_flight_copy() {
     );
 }
 
+/// Issue 13 item 6: a copy PUT whose first try went through (answer lost, the client's retry
+/// meets the copy with a 409) is a replay: the copy is polled, not reported.
+#[tokio::test]
+async fn a_retried_copy_put_whose_first_try_went_through_is_polled() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w.arm
+        .add_point(&point(&vm, T0, 0), "Succeeded", T0, None, &[]);
+    w.arm.lose_next_put_answer();
+
+    let out = copy(
+        &w,
+        copy_req(&point(&vm, T0, 0), Some(&vm), "westus2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    assert!(out.summary.contains("replay"), "{}", out.summary);
+    let target = copy_point(&vm, "westus2", T0);
+    assert!(
+        w.arm.point(&target).is_some(),
+        "the first try's copy exists"
+    );
+    let p = only_poll(&w.bus.take());
+    assert_eq!((p.role, p.attempt, &p.target), (Role::Copy, 1, &target));
+    assert_eq!(p.source, Some(point(&vm, T0, 0)));
+
+    // A 409 on a point that is NOT our copy (another source) is still reported.
+    let other = VmBuilder::new("s1", "rg", "vm2").location("eastus").build();
+    let vm2 = w.arm.add_vm(other);
+    w.arm.add_collection(&collection(&vm2), "eastus", &vm2);
+    w.arm
+        .add_point(&point(&vm2, T0, 0), "Succeeded", T0, None, &[]);
+    w.arm
+        .refuse_next(op::PUT_POINT, 409, "OperationNotAllowed", "no");
+    let out = copy(
+        &w,
+        copy_req(&point(&vm2, T0, 0), Some(&vm2), "westus2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(w.bus.take().is_empty());
+}
+
 #[tokio::test]
 async fn copy_of_a_copy_is_refused_and_out_of_scope_copy_errors() {
     let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
