@@ -639,7 +639,7 @@ async fn malformed_input_is_a_failed_invocation_with_a_reason() {
             "unknown version",
             with("/Data/msg", json_string(r#"{"v":2,"kind":"create"}"#)),
             "bad_message",
-            "\"v\": 2 is not supported",
+            "\"v\": 2 is newer than this build reads",
         ),
         (
             "invalid field",
