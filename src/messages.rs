@@ -292,6 +292,8 @@ impl QueueMessage {
                 Queue::Create => "create",
                 Queue::Copy => "copy",
                 Queue::Poll => "poll",
+                // vmrp never consumes its parking queue; nothing belongs there as work.
+                Queue::Failed => "no",
             };
             return Err(MessageError::WrongQueue {
                 queue: queue.name(),

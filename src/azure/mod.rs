@@ -116,7 +116,8 @@ pub trait Arm: Send + Sync {
     }
 }
 
-/// The three queues vmrp consumes.
+/// vmrp's queues: the three it consumes, and the parking queue for messages that can never
+/// succeed (sent to, never consumed by vmrp: an operator reads it).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -127,15 +128,22 @@ pub enum Queue {
     Copy,
     #[serde(rename = "rp-poll")]
     Poll,
+    /// A message that failed for good, with its reason (see `host::park`).
+    #[serde(rename = "rp-failed")]
+    Failed,
 }
 
 impl Queue {
+    /// The queues vmrp consumes (each has a function triggered by it).
     pub const ALL: [Queue; 3] = [Queue::Create, Queue::Copy, Queue::Poll];
+    /// Every queue vmrp sends to: the consumed ones and the parking queue.
+    pub const SENT: [Queue; 4] = [Queue::Create, Queue::Copy, Queue::Poll, Queue::Failed];
     pub fn name(self) -> &'static str {
         match self {
             Queue::Create => "rp-create",
             Queue::Copy => "rp-copy",
             Queue::Poll => "rp-poll",
+            Queue::Failed => "rp-failed",
         }
     }
     pub fn from_name(name: &str) -> Option<Self> {

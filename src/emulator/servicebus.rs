@@ -60,7 +60,8 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             namespace: "vmrp-emulator".to_string(),
-            queues: crate::azure::Queue::ALL
+            // Every queue the deployment creates, the parking queue included.
+            queues: crate::azure::Queue::SENT
                 .iter()
                 .map(|q| q.name().to_string())
                 .collect(),
