@@ -24,6 +24,12 @@ use super::clock::VirtualClock;
 use super::faults::{Dice, FaultConfig};
 use super::identity::{IdentityEndpoint, SERVICE_BUS_RESOURCE};
 
+/// The duplicate detection window the deployment sets on every queue
+/// (infra/modules/servicebus.bicep `duplicateDetectionHistoryTimeWindow: 'P7D'`, the largest
+/// Service Bus allows). The emulator uses the deployed value so a late replay is judged as
+/// Azure would judge it; infra/tests/test_infra.py checks the two agree.
+pub const DUPLICATE_WINDOW: time::Duration = time::Duration::days(7);
+
 /// Static settings of the namespace.
 #[derive(Clone)]
 pub struct BusConfig {
@@ -68,7 +74,7 @@ impl Default for BusConfig {
             sas_key_name: "RootManageSharedAccessKey".to_string(),
             sas_key: "emulator-test-key".to_string(),
             max_delivery_count: 10,
-            duplicate_window: time::Duration::minutes(10),
+            duplicate_window: DUPLICATE_WINDOW,
             lock_duration: time::Duration::minutes(5),
             default_ttl: time::Duration::days(14),
         }
