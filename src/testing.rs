@@ -55,6 +55,8 @@ struct ArmState {
     now: Option<OffsetDateTime>,
     /// What `rate_limits` answers (headers a real response would carry).
     limits: RateLimits,
+    /// What `rate_limits_for` answers per (lowercase) subscription.
+    limits_by_subscription: BTreeMap<String, RateLimits>,
     vms: BTreeMap<ResourceId, VirtualMachine>,
     disks: BTreeMap<ResourceId, Disk>,
     /// Collections without their points (points live in `points`).
@@ -122,7 +124,15 @@ impl FakeArm {
         self.lock().vms.insert(id.clone(), vm);
         id
     }
-    /// What the next `rate_limits` calls answer, as if the last response carried these headers.
+    /// What `rate_limits_for(subscription)` answers, as if that subscription's last response
+    /// carried these headers.
+    pub fn report_rate_limits_for(&self, subscription: &str, limits: RateLimits) {
+        self.lock()
+            .limits_by_subscription
+            .insert(subscription.to_ascii_lowercase(), limits);
+    }
+    /// What the next `rate_limits` calls answer, as if the last response (whatever its
+    /// subscription) carried these headers.
     pub fn report_rate_limits(&self, limits: RateLimits) {
         self.lock().limits = limits;
     }
@@ -363,6 +373,14 @@ fn in_scope(scope: &VmScope, id: &ResourceId) -> bool {
 impl Arm for FakeArm {
     fn rate_limits(&self) -> RateLimits {
         self.lock().limits
+    }
+
+    fn rate_limits_for(&self, subscription: &str) -> RateLimits {
+        self.lock()
+            .limits_by_subscription
+            .get(&subscription.to_ascii_lowercase())
+            .copied()
+            .unwrap_or_default()
     }
 
     async fn get_vm(&self, id: &ResourceId) -> Result<Option<VirtualMachine>, ArmError> {

@@ -1568,6 +1568,55 @@ async fn the_timer_paces_from_when_its_listings_ended() {
     );
 }
 
+/// ARM's read buckets are per subscription: the timer paces each subscription by what ARM last
+/// reported left in THAT subscription. On the old code one reading (the last response's, here
+/// s2's full bucket) paced every subscription, so s1's creates went out at once into a nearly
+/// empty bucket.
+#[tokio::test]
+async fn the_timer_paces_each_subscription_by_its_own_read_budget() {
+    let mut rule = rule_s1(3, &[]);
+    rule.targets.subscriptions = vec!["s1".into(), "s2".into()];
+    let mut w = world(testing::policy(vec![rule]));
+    w.deps.tuning.pacing = vmrp::plan::Pacing {
+        burst: 1000,
+        reads_per_create: 5,
+        read_refill_per_sec: 1.0,
+        reserve: 0.0,
+        ..vmrp::plan::Pacing::default()
+    };
+    for sub in ["s1", "s2"] {
+        for name in ["a", "b", "c", "d"] {
+            w.arm.add_vm(VmBuilder::new(sub, "rg", name).build());
+        }
+    }
+    let limits = |left| vmrp::azure::RateLimits {
+        remaining_reads: Some(left),
+        ..Default::default()
+    };
+    w.arm.report_rate_limits_for("s1", limits(10));
+    w.arm.report_rate_limits_for("S2", limits(11_000));
+    // The last response came from s2.
+    w.arm.report_rate_limits(limits(11_000));
+    let out = timer(&w, T0).await;
+    assert_eq!(out.sent.len(), 8, "{}", out.summary);
+    let latest = |sub: &str| {
+        w.bus
+            .sent()
+            .iter()
+            .filter(|m| matches!(decode(m), QueueMessage::Create(c) if c.vm.subscription() == sub))
+            .map(|m| m.not_before.unwrap_or(T0))
+            .max()
+            .unwrap()
+    };
+    let (s1, s2) = (latest("s1"), latest("s2"));
+    // s2: 4 creates fit its full bucket; s1: 10 reads left, the rest waits for the refill.
+    assert!(s2 < T0 + Duration::from_secs(5), "s2 not slowed: {s2}");
+    assert!(
+        s1 >= T0 + Duration::from_secs(5),
+        "s1 paced by its own bucket: {s1}"
+    );
+}
+
 /// Copies into a region go in creation order: once a newer tick's point is there, the older
 /// tick can never be copied, and that is reported (with the region and the newer point), not
 /// silently skipped, so the missing copy has its reason.

@@ -50,7 +50,7 @@ pub struct Accepted<T> {
     pub lro: LroHandle,
 }
 
-/// What the last responses said about the subscription's remaining ARM budget, and ARM's clock.
+/// What the last responses said about a subscription's remaining ARM budget, and ARM's clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
     pub remaining_reads: Option<u32>,
@@ -110,8 +110,14 @@ pub trait Arm: Send + Sync {
     /// Start deleting a restore point (long-running; returns once ARM accepted it).
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError>;
 
-    /// The budget the last responses reported.
+    /// The budget the last response reported, whichever subscription it came from.
     fn rate_limits(&self) -> RateLimits {
+        RateLimits::default()
+    }
+    /// The budget the last response from `subscription` reported: ARM's buckets are per
+    /// subscription, so one subscription's headers say nothing about another's.
+    fn rate_limits_for(&self, subscription: &str) -> RateLimits {
+        let _ = subscription;
         RateLimits::default()
     }
 }
