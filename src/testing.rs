@@ -57,6 +57,8 @@ struct ArmState {
     limits: RateLimits,
     /// What `rate_limits_for` answers per (lowercase) subscription.
     limits_by_subscription: BTreeMap<String, RateLimits>,
+    /// `Retry-After` on the next successful restore point polls (front first).
+    poll_retry_after: VecDeque<Duration>,
     vms: BTreeMap<ResourceId, VirtualMachine>,
     disks: BTreeMap<ResourceId, Disk>,
     /// Collections without their points (points live in `points`).
@@ -199,6 +201,12 @@ impl FakeArm {
     /// The next call of `op` fails with `error` (scripted errors queue up per operation).
     pub fn fail_next(&self, op: &'static str, error: ArmError) {
         self.lock().errors.entry(op).or_default().push_back(error);
+    }
+    /// The next successful restore point poll (GET) carries `Retry-After: secs`.
+    pub fn retry_after_on_next_poll(&self, secs: u64) {
+        self.lock()
+            .poll_retry_after
+            .push_back(Duration::from_secs(secs));
     }
     /// The next call of `op` is throttled: 429 with `Retry-After: secs`.
     pub fn throttle_next(&self, op: &'static str, secs: u64) {
@@ -614,6 +622,15 @@ impl Arm for FakeArm {
                 without_instance_view(p)
             }
         }))
+    }
+
+    async fn poll_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<(Option<RestorePoint>, Option<Duration>), ArmError> {
+        let point = self.get_restore_point(id, instance_view).await?;
+        Ok((point, self.lock().poll_retry_after.pop_front()))
     }
 
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError> {

@@ -1188,6 +1188,43 @@ async fn rate_limits_are_kept_per_subscription() {
     assert_eq!(client.rate_limits().remaining_reads, Some(11999));
 }
 
+/// A poll's GET hands back ARM's `Retry-After` with the point (and none when absent; a 404 is
+/// no point).
+#[tokio::test]
+async fn a_poll_get_carries_retry_after() {
+    let fake = Fake::start().await;
+    let rp = rp_path();
+    fake.on(
+        "GET",
+        &rp,
+        vec![
+            Canned::json(
+                200,
+                &json!({"id": rp, "properties": {"provisioningState": "Creating"}}),
+            )
+            .header("retry-after", "120"),
+            Canned::json(200, &json!({"id": rp})),
+            Canned::json(
+                404,
+                &json!({"error": {"code": "NotFound", "message": "gone"}}),
+            ),
+        ],
+    );
+    let (client, _) = arm_client(&fake);
+    let (point, after) = client.poll_restore_point(&id(&rp), true).await.unwrap();
+    assert!(point.is_some());
+    assert_eq!(after, Some(Duration::from_secs(120)));
+    let (point, after) = client.poll_restore_point(&id(&rp), true).await.unwrap();
+    assert!(point.is_some());
+    assert_eq!(after, None);
+    let (point, after) = client.poll_restore_point(&id(&rp), true).await.unwrap();
+    assert!(point.is_none() && after.is_none());
+    assert!(fake.seen().iter().all(|s| s
+        .query
+        .as_deref()
+        .is_some_and(|q| q.contains("expand=instanceView"))));
+}
+
 #[tokio::test]
 async fn wrong_resource_type_is_refused_before_io() {
     let fake = Fake::start().await;

@@ -893,6 +893,29 @@ async fn throttled_poll_get_requeues_after_retry_after() {
     assert_eq!(sent[0].not_before, Some(T0 + Duration::from_secs(45)));
 }
 
+/// A successful poll whose answer carries `Retry-After` waits that long before the next poll
+/// (issue 13, Also: the old handler passed no Retry-After and used its own backoff).
+#[tokio::test]
+async fn a_successful_poll_honours_retry_after() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let target = point(&vm, T0, 0);
+    w.arm.add_point(&target, "Creating", T0, None, &[]);
+    w.arm.retry_after_on_next_poll(900);
+    let now = T0 + Duration::from_secs(30);
+    let out = poll(&w, poll_req(&vm, &target, Role::Local, T0), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let sent = w.bus.take();
+    assert_eq!(only_poll(&sent).attempt, 2);
+    assert_eq!(sent[0].not_before, Some(now + Duration::from_secs(900)));
+    // Without one, the backoff (minutes at most for the second poll) applies again.
+    let out = poll(&w, poll_req(&vm, &target, Role::Local, T0), now).await;
+    assert_eq!(out.status, Status::Rescheduled);
+    let sent = w.bus.take();
+    assert!(sent[0].not_before.unwrap() < now + Duration::from_secs(900));
+}
+
 // ------------------------------------------------------------------------------------------
 // ScheduleRestorePoints
 // ------------------------------------------------------------------------------------------

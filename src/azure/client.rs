@@ -881,6 +881,32 @@ impl Arm for ArmClient {
             .await
     }
 
+    async fn poll_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<(Option<RestorePoint>, Option<std::time::Duration>), ArmError> {
+        let op = ArmOperation::GetRestorePoint;
+        Self::expect_type(
+            op,
+            id,
+            "Microsoft.Compute/restorePointCollections/restorePoints",
+        )?;
+        let extra: &[(&str, &str)] = if instance_view {
+            &[("$expand", "instanceView")]
+        } else {
+            &[]
+        };
+        match self
+            .send(op, self.url_for(id.as_str(), API_VERSION, extra), None)
+            .await
+        {
+            Ok(rsp) => Ok((Some(rsp.json(op)?), http::retry_after_from(&rsp.headers))),
+            Err(e) if e.is_not_found() => Ok((None, None)),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError> {
         let op = ArmOperation::DeleteRestorePoint;
         Self::expect_type(

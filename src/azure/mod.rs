@@ -107,6 +107,16 @@ pub trait Arm: Send + Sync {
         id: &ResourceId,
         instance_view: bool,
     ) -> Result<Option<RestorePoint>, ArmError>;
+    /// GET a restore point to poll it: the point, and the `Retry-After` ARM put on that answer
+    /// if any (how long the poller should wait before asking again). Fakes without headers
+    /// keep the default.
+    async fn poll_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<(Option<RestorePoint>, Option<Duration>), ArmError> {
+        Ok((self.get_restore_point(id, instance_view).await?, None))
+    }
     /// Start deleting a restore point (long-running; returns once ARM accepted it).
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError>;
 
