@@ -505,7 +505,7 @@ impl ArmClient {
             .map_err(|e| http::transport_error(op.label(), &e))?;
         if let Ok(mut budgets) = self.inner.rate_limits.lock() {
             http::update_rate_limits(&mut budgets.last, &headers);
-            if let Some(sub) = subscription_of(&url) {
+            if let Some(sub) = subscription_of(url) {
                 let limits = budgets.by_subscription.entry(sub).or_default();
                 http::update_rate_limits(limits, &headers);
             }
