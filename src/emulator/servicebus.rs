@@ -1217,11 +1217,11 @@ mod tests {
             .unwrap()
         };
         assert!(!matches!(send("a"), SendOutcome::DuplicateDropped));
-        clock.advance(time::Duration::minutes(10) - time::Duration::milliseconds(500));
+        clock.advance(DUPLICATE_WINDOW - time::Duration::milliseconds(500));
         // Pruned now (more than a second since the last pruning); "a" is still in the window.
         assert!(!matches!(send("b"), SendOutcome::DuplicateDropped));
         assert!(matches!(send("a"), SendOutcome::DuplicateDropped));
-        // 0.7 s later: no pruning yet, but "a" is 10 min 0.2 s old and no longer a duplicate.
+        // 0.7 s later: no pruning yet, but "a" is the window + 0.2 s old: no longer a duplicate.
         clock.advance(time::Duration::milliseconds(700));
         assert!(!matches!(send("a"), SendOutcome::DuplicateDropped));
         assert!(matches!(send("b"), SendOutcome::DuplicateDropped));
@@ -1275,8 +1275,19 @@ mod tests {
         assert_eq!(d.message.delivery_count, 1);
         assert_eq!(d.message.enqueued_time, datetime!(2026-11-25 21:30:15 UTC));
         assert!(bus.complete("rp-poll", &d.lock_token));
-        // After the 10 minute window the same id is new again.
-        clock.advance(time::Duration::minutes(11));
+        // Inside the deployed window (7 days) the same id is still a duplicate...
+        clock.advance(time::Duration::days(6));
+        let again = r#"{"MessageId":"poll-1"}"#;
+        assert_eq!(
+            post(&bus, "/rp-poll/messages", &headers(again), "late replay")
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        assert!(bus.messages("rp-poll").unwrap().is_empty(), "dropped");
+        assert_eq!(bus.counters("rp-poll").unwrap().duplicates_dropped, 2);
+        // ...and after it the same id is new again.
+        clock.advance(DUPLICATE_WINDOW - time::Duration::days(6) + time::Duration::minutes(1));
         let plus0000 =
             r#"{"MessageId":"poll-1","ScheduledEnqueueTimeUtc":"Wed, 25 Nov 2026 21:30:15 +0000"}"#;
         assert_eq!(
