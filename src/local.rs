@@ -550,7 +550,7 @@ pub async fn run_scenario_keep(
     Ok((report, emulator))
 }
 
-pub fn write_app(root: &Path) -> Result<(), LocalError> {
+fn write_app(root: &Path) -> Result<(), LocalError> {
     for (path, text) in APP_FILES {
         let full = root.join(path);
         if let Some(dir) = full.parent() {
