@@ -4,7 +4,7 @@
 //   resource group  ── user-assigned identity (vmrp runs as it)
 //                   ── storage (host storage + deployment package + Event Grid dead letters)
 //                   ── Log Analytics + Application Insights
-//                   ── Service Bus Standard: rp-create, rp-copy, rp-poll
+//                   ── Service Bus Standard: rp-create, rp-copy, rp-poll, rp-failed (parking)
 //                   ── Flex Consumption plan + function app (custom handler)
 //                   ── Event Grid system topic on this subscription → OnVmChanged
 //   subscription    ── custom role "vmrp restore points" (ARM_ACTIONS only)

@@ -290,6 +290,9 @@ pub struct LocalReport {
     pub local: RoleCounts,
     pub copies: RoleCounts,
     pub dead_letters: Vec<Value>,
+    /// Messages parked on `rp-failed` (failed for good, each once, with its reason): what an
+    /// operator reads in the portal's Service Bus Explorer on a real deployment.
+    pub parked: Vec<Value>,
     /// 429 answers the emulator served (what the handler received).
     pub throttled_429: u64,
     pub arm_requests_by_operation: BTreeMap<String, u64>,
@@ -1022,6 +1025,13 @@ fn build_report(
             dead_letters.push(json!({"queue": q.name(), "messageId": d.message.message_id, "reason": d.reason, "description": d.description, "body": d.message.body}));
         }
     }
+    let parked = emulator
+        .bus
+        .messages(Queue::Failed.name())
+        .unwrap_or_default()
+        .iter()
+        .map(|m| serde_json::from_str(&m.body).unwrap_or_else(|_| Value::String(m.body.clone())))
+        .collect();
     let counters = emulator.arm.counters();
     let sim_counters = sim.counters();
     let rows = vm_rows(expected, &points, &local, &copies, now);
@@ -1035,6 +1045,7 @@ fn build_report(
         local,
         copies,
         dead_letters,
+        parked,
         throttled_429: counters.responses_by_status.get(&429).copied().unwrap_or(0),
         arm_requests_by_operation: counters.requests_by_operation.clone(),
         arm_requests: counters.requests,
@@ -1140,7 +1151,7 @@ pub fn render(report: &LocalReport) -> String {
 /// One line: what was expected, what settled, what failed.
 pub fn summary_line(r: &LocalReport) -> String {
     format!(
-        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
+        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} parked, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
         if r.complete { "coverage complete" } else { "COVERAGE INCOMPLETE" },
         r.vms,
         r.ticks.len(),
@@ -1156,6 +1167,7 @@ pub fn summary_line(r: &LocalReport) -> String {
         r.copies.unexplained(),
         r.local.duplicates + r.copies.duplicates,
         r.dead_letters.len(),
+        r.parked.len(),
         r.throttled_429,
         r.arm_requests,
         r.handler_restarts,

@@ -1,5 +1,10 @@
-//! The JSON messages on vmrp's queues (docs/lifecycle.md): versioned (`"v": 1`), tagged by `"kind"`,
-//! strict about unknown fields so a typo from another system is a clear error, not a silent default.
+//! The JSON messages on vmrp's queues (docs/lifecycle.md): versioned (`"v": 1`), tagged by `"kind"`.
+//!
+//! Schema evolution: a field this build does not know is accepted and logged at Warning, once
+//! per field (a typo from another system stays visible, and a message written by a newer build
+//! during a rolling deploy or a rollback is still processed instead of burning its deliveries);
+//! a message of a newer major version (`"v": 2`) is refused with a permanent reason, since its
+//! meaning may have changed. New fields are therefore optional (`#[serde(default)]`).
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -14,7 +19,7 @@ pub const MESSAGE_VERSION: u64 = 1;
 
 /// "A point for this VM now" (from the timer, OnVmChanged, or another system).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateRequest {
     pub vm: ResourceId,
     /// The schedule occurrence this point belongs to; names derive from it (docs/architecture.md, "Idempotency").
@@ -49,7 +54,7 @@ pub struct CreateRequest {
 /// it is younger than `Tuning::listed_max_age`, and reads ARM again when a write based on it is
 /// refused for good.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ListedVm {
     /// When the listing was read (the timer run's `now`).
     #[serde(with = "time::serde::rfc3339")]
@@ -76,7 +81,7 @@ pub enum CollectionSeen {
 
 /// "Copy this restore point to that region."
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CopyRequest {
     /// The source (local) restore point id.
     pub source: ResourceId,
@@ -107,7 +112,7 @@ pub enum Role {
 
 /// "Look at this restore point again" — scheduled by create/copy and by itself with backoff.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PollRequest {
     /// The restore point being watched.
     pub target: ResourceId,
@@ -180,6 +185,11 @@ pub enum MessageError {
         "message version \"v\": {0} is not supported (this build reads \"v\": {MESSAGE_VERSION})"
     )]
     UnsupportedVersion(String),
+    #[error(
+        "message version \"v\": {0} is newer than this build reads (\"v\": {MESSAGE_VERSION}); \
+         it was written by a newer vmrp and is not retried: deploy that version, then resend it"
+    )]
+    NewerVersion(u64),
     #[error("message has no \"kind\" field (expected one of \"create\", \"copy\", \"poll\")")]
     MissingKind,
     #[error("unknown message kind {0:?} (expected one of \"create\", \"copy\", \"poll\")")]
@@ -212,8 +222,20 @@ impl QueueMessage {
         }
     }
 
-    /// Parses a message body (the text Service Bus carried).
+    /// Parses a message body (the text Service Bus carried); each field this build does not
+    /// know is logged at Warning and otherwise ignored.
     pub fn decode(text: &str) -> Result<Self, MessageError> {
+        let (message, unknown) = Self::decode_lenient(text)?;
+        for field in &unknown {
+            tracing::warn!(kind = message.kind(), field = %field,
+                "message field unknown to this build ignored (a newer sender, or a typo)");
+        }
+        Ok(message)
+    }
+
+    /// Parses a message body and names the fields this build does not know (`listed.x` for
+    /// nested ones), without logging.
+    pub fn decode_lenient(text: &str) -> Result<(Self, Vec<String>), MessageError> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| MessageError::NotJson(e.to_string()))?;
         let Value::Object(mut map) = value else {
@@ -222,6 +244,9 @@ impl QueueMessage {
         match map.remove("v") {
             None => return Err(MessageError::MissingVersion),
             Some(Value::Number(n)) if n.as_u64() == Some(MESSAGE_VERSION) => {}
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v > MESSAGE_VERSION) => {
+                return Err(MessageError::NewerVersion(n.as_u64().unwrap_or_default()))
+            }
             Some(other) => return Err(MessageError::UnsupportedVersion(other.to_string())),
         }
         let kind = match map.remove("kind") {
@@ -229,12 +254,34 @@ impl QueueMessage {
             Some(Value::String(k)) => k,
             Some(other) => return Err(MessageError::UnknownKind(other.to_string())),
         };
-        match kind.as_str() {
-            "create" => from_map("create", map).map(Self::Create),
-            "copy" => from_map("copy", map).map(Self::Copy),
-            "poll" => from_map("poll", map).map(Self::Poll),
+        let mut unknown = Vec::new();
+        let message = match kind.as_str() {
+            "create" => {
+                unknown_fields::<CreateRequest>(&map, "", &mut unknown);
+                if let Some(Value::Object(listed)) = map.get("listed") {
+                    unknown_fields::<ListedVm>(listed, "listed.", &mut unknown);
+                    if let Some(Value::Array(disks)) = listed.get("disks") {
+                        for (i, disk) in disks.iter().enumerate() {
+                            if let Value::Object(disk) = disk {
+                                let prefix = format!("listed.disks[{i}].");
+                                unknown_fields::<DiskInfo>(disk, &prefix, &mut unknown);
+                            }
+                        }
+                    }
+                }
+                from_map("create", map).map(Self::Create)
+            }
+            "copy" => {
+                unknown_fields::<CopyRequest>(&map, "", &mut unknown);
+                from_map("copy", map).map(Self::Copy)
+            }
+            "poll" => {
+                unknown_fields::<PollRequest>(&map, "", &mut unknown);
+                from_map("poll", map).map(Self::Poll)
+            }
             _ => Err(MessageError::UnknownKind(kind)),
-        }
+        }?;
+        Ok((message, unknown))
     }
 
     /// Decodes and checks the message belongs on `queue`.
@@ -245,6 +292,8 @@ impl QueueMessage {
                 Queue::Create => "create",
                 Queue::Copy => "copy",
                 Queue::Poll => "poll",
+                // vmrp never consumes its parking queue; nothing belongs there as work.
+                Queue::Failed => "no",
             };
             return Err(MessageError::WrongQueue {
                 queue: queue.name(),
@@ -281,6 +330,51 @@ fn from_map<T: DeserializeOwned>(
         kind,
         detail: e.to_string(),
     })
+}
+
+/// Appends `prefix` + each key of `map` that `T` does not declare.
+fn unknown_fields<T: DeserializeOwned>(
+    map: &Map<String, Value>,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    let known = field_names::<T>();
+    out.extend(
+        map.keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .map(|k| format!("{prefix}{k}")),
+    );
+}
+
+/// The field names a derived `Deserialize` struct declares (after `rename_all`), asked from
+/// serde itself so the list cannot drift from the struct: a probe deserializer records the
+/// `fields` that `deserialize_struct` is called with and stops there.
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("field names recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
 }
 
 /// "a string", "an object", …: a JSON value's type, for error messages.
@@ -334,7 +428,15 @@ mod tests {
             ("not json", "not JSON"),
             ("[1]", "must be a JSON object, got an array"),
             (r#"{"kind":"create"}"#, "no \"v\" field"),
-            (r#"{"v":2,"kind":"create"}"#, "\"v\": 2 is not supported"),
+            (
+                r#"{"v":2,"kind":"create"}"#,
+                "\"v\": 2 is newer than this build reads",
+            ),
+            (r#"{"v":0,"kind":"create"}"#, "\"v\": 0 is not supported"),
+            (
+                r#"{"v":"1","kind":"create"}"#,
+                "\"v\": \"1\" is not supported",
+            ),
             (r#"{"v":1}"#, "no \"kind\" field"),
             (
                 r#"{"v":1,"kind":"explode"}"#,
@@ -348,15 +450,153 @@ mod tests {
                 r#"{"v":1,"kind":"create","vm":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1","tick":"yesterday"}"#,
                 "invalid create message",
             ),
-            (
-                r#"{"v":1,"kind":"create","vm":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1","tick":"2026-11-25T03:00:00Z","exludeDisks":[]}"#,
-                "unknown field `exludeDisks`",
-            ),
         ];
         for (input, want) in cases {
             let err = QueueMessage::decode(input).unwrap_err().to_string();
             assert!(err.contains(want), "{input}: {err}");
         }
+    }
+
+    /// The probe asks serde for the declared names; they must be exactly what a fully
+    /// populated message writes (so no known field is ever logged as unknown).
+    #[test]
+    fn declared_field_names_match_what_is_written() {
+        fn keys(v: Value) -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        }
+        fn names<T: DeserializeOwned>() -> Vec<String> {
+            let mut n: Vec<String> = field_names::<T>().iter().map(|s| s.to_string()).collect();
+            n.sort();
+            n
+        }
+        let vm: ResourceId =
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
+                .parse()
+                .unwrap();
+        let disk = DiskInfo {
+            id: vm.clone(),
+            tags: [("a".to_string(), "b".to_string())].into_iter().collect(),
+            max_shares: Some(2),
+            sku: Some("Premium_LRS".into()),
+        };
+        let listed = ListedVm {
+            at: datetime!(2026-11-25 03:00 UTC),
+            vm: VirtualMachine::default(),
+            disks: vec![disk.clone()],
+            collection: Some(CollectionSeen::Ready),
+        };
+        let full_create = CreateRequest {
+            consistency_mode: Some(ConsistencyMode::CrashConsistent),
+            exclude_disks: Some(vec![vm.clone()]),
+            retry: 1,
+            attempt: 1,
+            listed: Some(Box::new(listed.clone())),
+            ..create()
+        };
+        let copy = CopyRequest {
+            source: vm.clone(),
+            target_region: "westus2".into(),
+            target_resource_group: Some("rg".into()),
+            vm: Some(vm.clone()),
+            rule: Some("prod".into()),
+            retry: 1,
+            attempt: 1,
+        };
+        let poll = PollRequest {
+            target: vm.clone(),
+            role: Role::Copy,
+            attempt: 1,
+            first_seen: datetime!(2026-11-25 03:00 UTC),
+            deadline: datetime!(2026-11-25 03:00 UTC),
+            vm: vm.clone(),
+            tick: datetime!(2026-11-25 03:00 UTC),
+            rule: Some("prod".into()),
+            retry: 1,
+            copy_to: vec!["westus2".into()],
+            source: Some(vm.clone()),
+            target_region: Some("westus2".into()),
+        };
+        let cases = [
+            (
+                keys(serde_json::to_value(&full_create).unwrap()),
+                names::<CreateRequest>(),
+            ),
+            (
+                keys(serde_json::to_value(&listed).unwrap()),
+                names::<ListedVm>(),
+            ),
+            (
+                keys(serde_json::to_value(&disk).unwrap()),
+                names::<DiskInfo>(),
+            ),
+            (
+                keys(serde_json::to_value(&copy).unwrap()),
+                names::<CopyRequest>(),
+            ),
+            (
+                keys(serde_json::to_value(&poll).unwrap()),
+                names::<PollRequest>(),
+            ),
+        ];
+        for (written, declared) in cases {
+            assert_eq!(written, declared);
+        }
+    }
+
+    /// New on old: a message from another system (or a newer vmrp) with a field this build
+    /// does not know is processed, and the field is named for the Warning log.
+    #[test]
+    fn unknown_fields_are_accepted_and_named() {
+        let mut v: Value = serde_json::from_str(&QueueMessage::Create(create()).encode()).unwrap();
+        v["requestedBy"] = "ops-portal".into();
+        v["exludeDisks"] = Value::Array(vec![]);
+        let (msg, unknown) = QueueMessage::decode_lenient(&v.to_string()).unwrap();
+        assert_eq!(msg, QueueMessage::Create(create()));
+        assert_eq!(unknown, vec!["exludeDisks", "requestedBy"]);
+
+        let nested = r#"{"v":1,"kind":"create","vm":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1","tick":"2026-11-25T03:00:00Z","listed":{"at":"2026-11-25T03:00:00Z","vm":{},"seenBy":"x","disks":[{"id":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d","encrypted":true}]}}"#;
+        let (_, unknown) = QueueMessage::decode_lenient(nested).unwrap();
+        assert_eq!(unknown, vec!["listed.seenBy", "listed.disks[0].encrypted"]);
+
+        let poll = r#"{"v":1,"kind":"poll","target":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections/c/restorePoints/p","role":"local","attempt":2,"firstSeen":"2026-11-25T03:00:00Z","deadline":"2026-11-25T05:00:00Z","vm":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1","tick":"2026-11-25T03:00:00Z","chain":"abc"}"#;
+        let (msg, unknown) = QueueMessage::decode_lenient(poll).unwrap();
+        assert_eq!(msg.kind(), "poll");
+        assert_eq!(unknown, vec!["chain"]);
+    }
+
+    /// Old on new: v1 messages exactly as earlier builds wrote them still decode, with no
+    /// field reported unknown.
+    #[test]
+    fn messages_written_by_earlier_builds_still_decode() {
+        let old = [
+            r#"{"v":1,"kind":"create","vm":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1","tick":"2026-11-25T03:00:00Z","rule":"prod","copyTo":["westus2"]}"#,
+            r#"{"v":1,"kind":"copy","source":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections/rpc-vm1/restorePoints/rp-20261125T0300Z","targetRegion":"westus2","attempt":3}"#,
+            r#"{"v":1,"kind":"poll","target":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections/rpc-vm1/restorePoints/rp-20261125T0300Z","role":"local","attempt":1,"firstSeen":"2026-11-25T03:00:00Z","deadline":"2026-11-25T05:00:00Z","vm":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1","tick":"2026-11-25T03:00:00Z","rule":"prod","copyTo":["westus2"]}"#,
+        ];
+        for text in old {
+            let (msg, unknown) = QueueMessage::decode_lenient(text).unwrap();
+            assert!(unknown.is_empty(), "{text}: {unknown:?}");
+            let again: Value = serde_json::from_str(&msg.encode()).unwrap();
+            assert_eq!(
+                again,
+                serde_json::from_str::<Value>(text).unwrap(),
+                "round trip"
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_major_version_is_refused_for_good() {
+        let text = r#"{"v":2,"kind":"create","vm":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1","tick":"2026-11-25T03:00:00Z"}"#;
+        let err = QueueMessage::decode(text).unwrap_err();
+        assert_eq!(err, MessageError::NewerVersion(2));
+        let why = err.to_string();
+        assert!(
+            why.contains("newer vmrp") && why.contains("not retried"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -33,9 +33,13 @@ pub struct Pacing {
     /// the collection PUT (a fleet's first tick creates every collection). A create whose
     /// collection the listing showed ready costs one write.
     pub writes_per_create: u32,
-    /// ARM's read bucket size and refill per second (per subscription). The handler lowers
-    /// `read_burst` to what ARM last reported remaining, since its listings spent some.
+    /// ARM's read bucket size and refill per second (per subscription). The timer lowers a
+    /// subscription's burst to what ARM last reported remaining there (`remaining_reads`),
+    /// since its listings spent some.
     pub read_burst: u32,
+    /// What ARM last reported left in each subscription's read bucket (lowercase id): ARM's
+    /// buckets are per subscription, so each subscription is paced by its own reading.
+    pub remaining_reads: BTreeMap<String, u32>,
     pub read_refill_per_sec: f64,
     /// ARM reads every create brings within the next minutes, whatever the timer knew: about two
     /// polls of the point and the collection read for retention when it settles (`vmrp bench`
@@ -60,6 +64,7 @@ impl Default for Pacing {
             refill_per_sec: 10.0,
             writes_per_create: 2,
             read_burst: 250,
+            remaining_reads: BTreeMap::new(),
             read_refill_per_sec: 25.0,
             reads_per_create: 3,
             reads_per_copy: 9,
@@ -112,10 +117,23 @@ impl Pacing {
         }
     }
 
+    /// The read burst of `subscription`'s bucket: `read_burst`, lowered to what ARM last
+    /// reported left there.
+    pub fn read_burst_in(&self, subscription: &str) -> u32 {
+        self.remaining_reads
+            .get(&subscription.to_ascii_lowercase())
+            .map_or(self.read_burst, |left| self.read_burst.min(*left))
+    }
+
     /// The offset at which work costing `cost` may go when `spent` was planned before it in the
     /// same subscription: the later of the moments each bucket, full at the start, holds enough
     /// (`capacity + rate·t ≥ spent + cost`), rounded up to the millisecond.
     pub fn offset_after(&self, spent: Cost, cost: Cost) -> Duration {
+        self.offset_after_in(self.read_burst, spent, cost)
+    }
+
+    /// [`Pacing::offset_after`] with the subscription's read burst.
+    fn offset_after_in(&self, read_burst: u32, spent: Cost, cost: Cost) -> Duration {
         let wait = |burst: u32, rate: f64, needed: f64| {
             let missing = needed - f64::from(burst) * self.share();
             if needed <= 0.0 || missing <= 0.0 {
@@ -127,7 +145,7 @@ impl Pacing {
         let by_writes = wait(self.burst, self.refill_per_sec, spent.writes + cost.writes);
         let by_reads = if cost.reads > 0.0 {
             wait(
-                self.read_burst,
+                read_burst,
                 self.read_refill_per_sec,
                 spent.reads + cost.reads,
             )
@@ -244,7 +262,8 @@ pub fn plan_tick(
                 },
             ));
         let cost = pacing.cost_of(target);
-        let offset = pacing.offset_after(*spent, cost);
+        let read_burst = pacing.read_burst_in(vm.subscription());
+        let offset = pacing.offset_after_in(read_burst, *spent, cost);
         *k += 1;
         spent.writes += cost.writes;
         spent.reads += cost.reads;
@@ -268,7 +287,7 @@ pub fn plan_tick(
                 pacing.share() * 100.0,
                 pacing.burst,
                 pacing.refill_per_sec,
-                pacing.read_burst,
+                read_burst,
                 pacing.read_refill_per_sec,
             ),
             message_id: Some(names::message_id("create", vm.as_str(), tick, 0)),

@@ -55,6 +55,10 @@ struct ArmState {
     now: Option<OffsetDateTime>,
     /// What `rate_limits` answers (headers a real response would carry).
     limits: RateLimits,
+    /// What `rate_limits_for` answers per (lowercase) subscription.
+    limits_by_subscription: BTreeMap<String, RateLimits>,
+    /// `Retry-After` on the next successful restore point polls (front first).
+    poll_retry_after: VecDeque<Duration>,
     vms: BTreeMap<ResourceId, VirtualMachine>,
     disks: BTreeMap<ResourceId, Disk>,
     /// Collections without their points (points live in `points`).
@@ -68,6 +72,9 @@ struct ArmState {
     allow_concurrent_creates: bool,
     /// Scopes the caller's role is assigned at; `None` = everything allowed.
     role_scopes: Option<Vec<String>>,
+    /// The next restore point PUT goes through, but its answer is lost and the client's retry
+    /// meets the point it just made (what a timeout after ARM accepted the PUT looks like).
+    lose_next_put_answer: bool,
 }
 
 /// An in-memory ARM Compute with scripted behaviour. All methods take `&self`.
@@ -121,7 +128,15 @@ impl FakeArm {
         self.lock().vms.insert(id.clone(), vm);
         id
     }
-    /// What the next `rate_limits` calls answer, as if the last response carried these headers.
+    /// What `rate_limits_for(subscription)` answers, as if that subscription's last response
+    /// carried these headers.
+    pub fn report_rate_limits_for(&self, subscription: &str, limits: RateLimits) {
+        self.lock()
+            .limits_by_subscription
+            .insert(subscription.to_ascii_lowercase(), limits);
+    }
+    /// What the next `rate_limits` calls answer, as if the last response (whatever its
+    /// subscription) carried these headers.
     pub fn report_rate_limits(&self, limits: RateLimits) {
         self.lock().limits = limits;
     }
@@ -189,6 +204,12 @@ impl FakeArm {
     pub fn fail_next(&self, op: &'static str, error: ArmError) {
         self.lock().errors.entry(op).or_default().push_back(error);
     }
+    /// The next successful restore point poll (GET) carries `Retry-After: secs`.
+    pub fn retry_after_on_next_poll(&self, secs: u64) {
+        self.lock()
+            .poll_retry_after
+            .push_back(Duration::from_secs(secs));
+    }
     /// The next call of `op` is throttled: 429 with `Retry-After: secs`.
     pub fn throttle_next(&self, op: &'static str, secs: u64) {
         let mut e = arm_error(
@@ -216,7 +237,11 @@ impl FakeArm {
     pub fn refuse_next(&self, op: &'static str, status: u16, code: &str, message: &str) {
         self.fail_next(op, arm_error(op, status, code, message));
     }
-    /// Lets a VM start a create while another is still `Creating` (off by default, like Azure).
+    /// The next restore point PUT is applied, then its answer is lost: the caller sees what
+    /// its retry of the same PUT gets (409, the point exists).
+    pub fn lose_next_put_answer(&self) {
+        self.lock().lose_next_put_answer = true;
+    }
     /// Refuses every call outside `scopes` (subscription or resource group ids) with 403
     /// `AuthorizationFailed`, as ARM answers a role assigned at those scopes only (the
     /// emulator's `roleScopes` rule).
@@ -224,6 +249,7 @@ impl FakeArm {
         self.lock().role_scopes = Some(scopes.iter().map(|s| s.to_string()).collect());
     }
 
+    /// Lets a VM start a create while another is still `Creating` (off by default, like Azure).
     pub fn allow_concurrent_creates(&self) {
         self.lock().allow_concurrent_creates = true;
     }
@@ -381,6 +407,14 @@ fn in_scope(scope: &VmScope, id: &ResourceId) -> bool {
 impl Arm for FakeArm {
     fn rate_limits(&self) -> RateLimits {
         self.lock().limits
+    }
+
+    fn rate_limits_for(&self, subscription: &str) -> RateLimits {
+        self.lock()
+            .limits_by_subscription
+            .get(&subscription.to_ascii_lowercase())
+            .copied()
+            .unwrap_or_default()
     }
 
     async fn get_vm(&self, id: &ResourceId) -> Result<Option<VirtualMachine>, ArmError> {
@@ -604,6 +638,15 @@ impl Arm for FakeArm {
         props.time_created = Some(s.now.unwrap_or_else(default_now));
         props.instance_view = Some(instance_view(id, &replication));
         s.points.insert(id.clone(), p.clone());
+        if std::mem::take(&mut s.lose_next_put_answer) {
+            // The retry of the same PUT: the point exists now.
+            return Err(arm_error(
+                op::PUT_POINT,
+                409,
+                "OperationNotAllowed",
+                "Properties of an existing restore point cannot be updated.",
+            ));
+        }
         let mut acc = accepted(201);
         acc.body = Some(without_instance_view(p));
         Ok(acc)
@@ -623,6 +666,15 @@ impl Arm for FakeArm {
                 without_instance_view(p)
             }
         }))
+    }
+
+    async fn poll_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<(Option<RestorePoint>, Option<Duration>), ArmError> {
+        let point = self.get_restore_point(id, instance_view).await?;
+        Ok((point, self.lock().poll_retry_after.pop_front()))
     }
 
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError> {

@@ -1157,6 +1157,74 @@ async fn rate_limit_headers_are_exposed() {
     assert_eq!(limits.remaining_writes, None);
 }
 
+/// ARM's buckets are per subscription: one subscription's remaining-reads header must not
+/// overwrite what another's said (issue 13; the old client kept one value for all).
+#[tokio::test]
+async fn rate_limits_are_kept_per_subscription() {
+    let fake = Fake::start().await;
+    let vm_in = |sub: &str| {
+        format!("/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1")
+    };
+    let (a, b) = (vm_in("sub-a"), vm_in("SUB-B"));
+    fake.on(
+        "GET",
+        &a,
+        vec![Canned::json(200, &json!({"id": a}))
+            .header("x-ms-ratelimit-remaining-subscription-reads", "12")],
+    );
+    fake.on(
+        "GET",
+        &b,
+        vec![Canned::json(200, &json!({"id": b}))
+            .header("x-ms-ratelimit-remaining-subscription-reads", "11999")],
+    );
+    let (client, _) = arm_client(&fake);
+    client.get_vm(&id(&a)).await.unwrap();
+    client.get_vm(&id(&b)).await.unwrap();
+    assert_eq!(client.rate_limits_for("sub-a").remaining_reads, Some(12));
+    assert_eq!(client.rate_limits_for("sub-b").remaining_reads, Some(11999));
+    assert_eq!(client.rate_limits_for("sub-c").remaining_reads, None);
+    // The last response's reading, whatever its subscription.
+    assert_eq!(client.rate_limits().remaining_reads, Some(11999));
+}
+
+/// A poll's GET hands back ARM's `Retry-After` with the point (and none when absent; a 404 is
+/// no point).
+#[tokio::test]
+async fn a_poll_get_carries_retry_after() {
+    let fake = Fake::start().await;
+    let rp = rp_path();
+    fake.on(
+        "GET",
+        &rp,
+        vec![
+            Canned::json(
+                200,
+                &json!({"id": rp, "properties": {"provisioningState": "Creating"}}),
+            )
+            .header("retry-after", "120"),
+            Canned::json(200, &json!({"id": rp})),
+            Canned::json(
+                404,
+                &json!({"error": {"code": "NotFound", "message": "gone"}}),
+            ),
+        ],
+    );
+    let (client, _) = arm_client(&fake);
+    let (point, after) = client.poll_restore_point(&id(&rp), true).await.unwrap();
+    assert!(point.is_some());
+    assert_eq!(after, Some(Duration::from_secs(120)));
+    let (point, after) = client.poll_restore_point(&id(&rp), true).await.unwrap();
+    assert!(point.is_some());
+    assert_eq!(after, None);
+    let (point, after) = client.poll_restore_point(&id(&rp), true).await.unwrap();
+    assert!(point.is_none() && after.is_none());
+    assert!(fake.seen().iter().all(|s| s
+        .query
+        .as_deref()
+        .is_some_and(|q| q.contains("expand=instanceView"))));
+}
+
 #[tokio::test]
 async fn wrong_resource_type_is_refused_before_io() {
     let fake = Fake::start().await;

@@ -238,20 +238,20 @@ async fn replay_every_reference_payload_through_the_router() {
         (
             "servicebus-json-body.json",
             "StartCrossRegionCopy",
-            500,
-            Err(("bad_message", "message has no \"v\" field")),
+            200,
+            Err(("parked", "message has no \"v\" field")),
         ),
         (
             "servicebus-json-body.json",
             "CreateRestorePoint",
-            500,
-            Err(("bad_message", "message has no \"v\" field")),
+            200,
+            Err(("parked", "message has no \"v\" field")),
         ),
         (
             "servicebus-text-body.json",
             "PollRestorePoint",
-            500,
-            Err(("bad_message", "message body is not JSON")),
+            200,
+            Err(("parked", "message body is not JSON")),
         ),
         ("timer.json", "ScheduleRestorePoints", 200, Ok(())),
         (
@@ -273,6 +273,11 @@ async fn replay_every_reference_payload_through_the_router() {
         match expect {
             Ok(()) => {
                 assert_success_body(&body);
+            }
+            // Not a vmrp message, never will be: parked on rp-failed with the reason.
+            Err(("parked", part)) => {
+                let summary = assert_parked(&body);
+                assert!(summary.contains(part), "{file} → {function}: {summary}");
             }
             Err((kind, part)) => {
                 let message = assert_failure_body(&body, kind);
@@ -547,19 +552,188 @@ async fn a_message_on_the_wrong_queue_is_refused() {
     let text = QueueMessage::Create(create_request()).encode();
     let envelope = service_bus_envelope("PollRestorePoint", &text, 1, "m", "2024-10-25T03:00:05Z");
     let (status, body) = post(&app, "PollRestorePoint", &envelope).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    let message = assert_failure_body(&body, "bad_message");
+    // Refused for good: parked with its reason, the invocation answered (no redelivery).
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let summary = assert_parked(&body);
     assert!(
-        message.contains(Queue::Poll.name()) && message.contains("\"create\""),
-        "{message}"
+        summary.contains(Queue::Poll.name()) && summary.contains("\"create\""),
+        "{summary}"
     );
+}
+
+/// A parked invocation: success, `reported`, one message sent to `rp-failed`; the summary.
+fn assert_parked(body: &Value) -> String {
+    let rv = assert_success_body(body);
+    assert_eq!(rv["status"], "reported", "{body}");
+    assert_eq!(rv["sent"][0]["queue"], "rp-failed", "{body}");
+    let summary = rv["summary"].as_str().unwrap().to_string();
+    assert!(summary.starts_with("parked in rp-failed: "), "{summary}");
+    summary
+}
+
+/// Deps whose scheduler the test reads (or makes fail).
+fn deps_with(scheduler: Arc<dyn vmrp::azure::Scheduler>) -> vmrp::functions::Deps {
+    let mut d = deps();
+    d.scheduler = scheduler;
+    d
+}
+
+/// A Service Bus that refuses every send.
+struct DownBus;
+
+#[async_trait::async_trait]
+impl vmrp::azure::Scheduler for DownBus {
+    async fn send(&self, m: vmrp::azure::OutgoingMessage) -> Result<(), vmrp::azure::SendError> {
+        Err(vmrp::azure::SendError {
+            queue: m.queue.name().into(),
+            status: Some(503),
+            message: "unavailable".into(),
+        })
+    }
+}
+
+/// Issue 13 item 8: a message that can never succeed (here a poll for a VM outside every policy
+/// scope, as after a scope shrinks) is delivered once: the invocation succeeds, and the original
+/// message is on `rp-failed` with its reason. On the old code it failed the invocation, so
+/// Service Bus redelivered it 10 times before dead-lettering it.
+#[tokio::test]
+async fn a_permanent_failure_is_parked_once_with_its_reason() {
+    let bus = Arc::new(RecordingScheduler::default());
+    let app = app(deps_with(bus.clone()));
+    let mut poll = poll_request();
+    poll.vm = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/gone-from-policy"
+        .parse()
+        .unwrap();
+    let text = QueueMessage::Poll(poll).encode();
+    let envelope = service_bus_envelope(
+        "PollRestorePoint",
+        &text,
+        1,
+        "poll-42",
+        "2024-10-25T03:00:05Z",
+    );
+    let (status, body) = post(&app, "PollRestorePoint", &envelope).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let summary = assert_parked(&body);
+    assert!(summary.contains("outside every policy scope"), "{summary}");
+
+    let sent = bus.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "only the parked record: {sent:?}");
+    assert_eq!(sent[0].queue, Queue::Failed);
+    assert!(sent[0].not_before.is_none());
+    let parked: Value = serde_json::from_str(&sent[0].body).unwrap();
+    assert_eq!(parked["kind"], "parked");
+    assert_eq!(parked["queue"], "rp-poll");
+    assert_eq!(parked["function"], "PollRestorePoint");
+    assert_eq!(parked["messageId"], "poll-42");
+    assert_eq!(parked["deliveryCount"], 1);
+    assert_eq!(parked["errorKind"], "out_of_scope");
+    assert!(parked["reason"]
+        .as_str()
+        .unwrap()
+        .contains("gone-from-policy"));
+    assert_eq!(parked["parkedAt"], "2024-10-25T03:00:05Z");
+    assert_eq!(
+        parked["body"],
+        text.as_str(),
+        "the original message, verbatim"
+    );
+
+    // The same failure again (a redelivery after a lost completion): the same parked id, so
+    // Service Bus duplicate detection keeps one record.
+    let (status, _) = post(&app, "PollRestorePoint", &envelope).await;
+    assert_eq!(status, StatusCode::OK);
+    let sent = bus.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].message_id, sent[1].message_id);
+
+    // When the parking send fails, the invocation fails: Service Bus keeps the message.
+    let app = app_with(deps_with(Arc::new(DownBus)), vmrp::host::functions());
+    let (status, body) = post(&app, "PollRestorePoint", &envelope).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_failure_body(&body, "out_of_scope");
+}
+
+/// Transient failures are never parked: they fail the invocation and are retried.
+#[tokio::test]
+async fn transient_failures_are_not_parked() {
+    let bus = Arc::new(RecordingScheduler::default());
+    let functions = vec![Function::queue(
+        "Busy",
+        |_: Invocation<PollRequest>, _| async {
+            Err(HandlerError::Arm(ArmError {
+                operation: "GET restorePoints".into(),
+                status: Some(503),
+                code: "ServiceUnavailable".into(),
+                message: "later".into(),
+                request_id: None,
+                retry_after: None,
+            }))
+        },
+    )];
+    let app = app_with(deps_with(bus.clone()), functions);
+    let text = QueueMessage::Poll(poll_request()).encode();
+    let envelope = service_bus_envelope("Busy", &text, 1, "m", "2024-10-25T03:00:05Z");
+    let (status, body) = post(&app, "Busy", &envelope).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["transient"], true);
+    assert!(bus.sent.lock().unwrap().is_empty());
+}
+
+/// Issue 13 item 7: a message another system sends with one extra field is processed (the old
+/// code refused it for good), and the field is logged at Warning so a typo stays visible.
+#[tokio::test]
+async fn a_message_with_an_unknown_field_is_processed_and_warned_about() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let bus = Arc::new(RecordingScheduler::default());
+    let app = app(deps_with(bus.clone()));
+    let mut v: Value = serde_json::from_str(&QueueMessage::Poll(poll_request()).encode()).unwrap();
+    v["requestedBy"] = json!("ops-portal");
+    let envelope = service_bus_envelope(
+        "PollRestorePoint",
+        &v.to_string(),
+        1,
+        "m",
+        "2024-10-25T03:00:05Z",
+    );
+    let (status, body) = post(&app, "PollRestorePoint", &envelope).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rv = assert_success_body(&body);
+    assert_ne!(
+        rv["summary"].as_str().unwrap_or("").get(..9),
+        Some("parked in"),
+        "{body}"
+    );
+    assert!(
+        bus.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|m| m.queue != Queue::Failed),
+        "processed, not parked"
+    );
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["field"] == "requestedBy")
+        .unwrap_or_else(|| panic!("no warning naming the field in {text}"));
+    assert_eq!(line["level"], "WARN", "{line}");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Malformed input.
 
 #[tokio::test]
-async fn malformed_input_is_a_failed_invocation_with_a_reason() {
+async fn malformed_input_is_a_failed_invocation_or_parked_with_a_reason() {
     let app = app(deps());
     let good = || {
         service_bus_envelope(
@@ -637,7 +811,7 @@ async fn malformed_input_is_a_failed_invocation_with_a_reason() {
             "unknown version",
             with("/Data/msg", json_string(r#"{"v":2,"kind":"create"}"#)),
             "bad_message",
-            "\"v\": 2 is not supported",
+            "\"v\": 2 is newer than this build reads",
         ),
         (
             "invalid field",
@@ -699,6 +873,14 @@ async fn malformed_input_is_a_failed_invocation_with_a_reason() {
     ];
     for (what, body, kind, part) in cases {
         let (status, response) = send(&app, invoke_request("CreateRestorePoint", body)).await;
+        if kind == "bad_message" {
+            // A body that is not a vmrp message never will be: parked with the reason.
+            assert_eq!(status, StatusCode::OK, "{what}: {response}");
+            let summary = assert_parked(&response);
+            assert!(summary.contains(part), "{what}: {summary}");
+            continue;
+        }
+        // No message to park: the envelope itself is broken.
         assert_eq!(
             status,
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -543,6 +543,54 @@ async fn copy_creates_target_collection_and_waits_for_an_in_flight_copy() {
     );
 }
 
+/// Issue 13 item 6: a copy PUT whose first try went through (answer lost, the client's retry
+/// meets the copy with a 409) is a replay: the copy is polled, not reported.
+#[tokio::test]
+async fn a_retried_copy_put_whose_first_try_went_through_is_polled() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w.arm
+        .add_point(&point(&vm, T0, 0), "Succeeded", T0, None, &[]);
+    w.arm.lose_next_put_answer();
+
+    let out = copy(
+        &w,
+        copy_req(&point(&vm, T0, 0), Some(&vm), "westus2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    assert!(out.summary.contains("replay"), "{}", out.summary);
+    let target = copy_point(&vm, "westus2", T0);
+    assert!(
+        w.arm.point(&target).is_some(),
+        "the first try's copy exists"
+    );
+    let p = only_poll(&w.bus.take());
+    assert_eq!((p.role, p.attempt, &p.target), (Role::Copy, 1, &target));
+    assert_eq!(p.source, Some(point(&vm, T0, 0)));
+
+    // A 409 on a point that is NOT our copy (another source) is still reported.
+    let other = VmBuilder::new("s1", "rg", "vm2").location("eastus").build();
+    let vm2 = w.arm.add_vm(other);
+    w.arm.add_collection(&collection(&vm2), "eastus", &vm2);
+    w.arm
+        .add_point(&point(&vm2, T0, 0), "Succeeded", T0, None, &[]);
+    w.arm
+        .refuse_next(op::PUT_POINT, 409, "OperationNotAllowed", "no");
+    let out = copy(
+        &w,
+        copy_req(&point(&vm2, T0, 0), Some(&vm2), "westus2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(w.bus.take().is_empty());
+}
+
 #[tokio::test]
 async fn copy_of_a_copy_is_refused_and_out_of_scope_copy_errors() {
     let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
@@ -847,6 +895,29 @@ async fn throttled_poll_get_requeues_after_retry_after() {
     assert_eq!(out.status, Status::Rescheduled);
     let sent = w.bus.take();
     assert_eq!(sent[0].not_before, Some(T0 + Duration::from_secs(45)));
+}
+
+/// A successful poll whose answer carries `Retry-After` waits that long before the next poll
+/// (issue 13, Also: the old handler passed no Retry-After and used its own backoff).
+#[tokio::test]
+async fn a_successful_poll_honours_retry_after() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let target = point(&vm, T0, 0);
+    w.arm.add_point(&target, "Creating", T0, None, &[]);
+    w.arm.retry_after_on_next_poll(900);
+    let now = T0 + Duration::from_secs(30);
+    let out = poll(&w, poll_req(&vm, &target, Role::Local, T0), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let sent = w.bus.take();
+    assert_eq!(only_poll(&sent).attempt, 2);
+    assert_eq!(sent[0].not_before, Some(now + Duration::from_secs(900)));
+    // Without one, the backoff (minutes at most for the second poll) applies again.
+    let out = poll(&w, poll_req(&vm, &target, Role::Local, T0), now).await;
+    assert_eq!(out.status, Status::Rescheduled);
+    let sent = w.bus.take();
+    assert!(sent[0].not_before.unwrap() < now + Duration::from_secs(900));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1789,6 +1860,55 @@ async fn the_timer_paces_from_when_its_listings_ended() {
     assert_eq!(
         out.sent[1].not_before,
         Some(T0 + Duration::from_millis(100))
+    );
+}
+
+/// ARM's read buckets are per subscription: the timer paces each subscription by what ARM last
+/// reported left in THAT subscription. On the old code one reading (the last response's, here
+/// s2's full bucket) paced every subscription, so s1's creates went out at once into a nearly
+/// empty bucket.
+#[tokio::test]
+async fn the_timer_paces_each_subscription_by_its_own_read_budget() {
+    let mut rule = rule_s1(3, &[]);
+    rule.targets.subscriptions = vec!["s1".into(), "s2".into()];
+    let mut w = world(testing::policy(vec![rule]));
+    w.deps.tuning.pacing = vmrp::plan::Pacing {
+        burst: 1000,
+        reads_per_create: 5,
+        read_refill_per_sec: 1.0,
+        reserve: 0.0,
+        ..vmrp::plan::Pacing::default()
+    };
+    for sub in ["s1", "s2"] {
+        for name in ["a", "b", "c", "d"] {
+            w.arm.add_vm(VmBuilder::new(sub, "rg", name).build());
+        }
+    }
+    let limits = |left| vmrp::azure::RateLimits {
+        remaining_reads: Some(left),
+        ..Default::default()
+    };
+    w.arm.report_rate_limits_for("s1", limits(10));
+    w.arm.report_rate_limits_for("S2", limits(11_000));
+    // The last response came from s2.
+    w.arm.report_rate_limits(limits(11_000));
+    let out = timer(&w, T0).await;
+    assert_eq!(out.sent.len(), 8, "{}", out.summary);
+    let latest = |sub: &str| {
+        w.bus
+            .sent()
+            .iter()
+            .filter(|m| matches!(decode(m), QueueMessage::Create(c) if c.vm.subscription() == sub))
+            .map(|m| m.not_before.unwrap_or(T0))
+            .max()
+            .unwrap()
+    };
+    let (s1, s2) = (latest("s1"), latest("s2"));
+    // s2: 4 creates fit its full bucket; s1: 10 reads left, the rest waits for the refill.
+    assert!(s2 < T0 + Duration::from_secs(5), "s2 not slowed: {s2}");
+    assert!(
+        s1 >= T0 + Duration::from_secs(5),
+        "s1 paced by its own bucket: {s1}"
     );
 }
 

@@ -1,6 +1,7 @@
 //! Security end to end, with the real `vmrp` binary behind the Functions host
-//! simulation: a message for a VM outside the policy is refused (`out_of_scope`) and ends in the
-//! dead-letter queue after maxDeliveryCount; no SAS key, bearer token, identity header or
+//! simulation: a message for a VM outside the policy is refused (`out_of_scope`) after ONE
+//! delivery and parked on `rp-failed` with its reason (docs/lifecycle.md, "Failed
+//! messages are parked, once"); no SAS key, bearer token, identity header or
 //! connection string appears in the handler's log or in this process's own log output; every
 //! listener binds 127.0.0.1 only.
 
@@ -33,7 +34,7 @@ impl Write for Captured {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_scope_is_refused_and_dead_lettered_and_no_secret_is_logged_and_listeners_are_loopback(
+async fn out_of_scope_is_refused_once_and_parked_and_no_secret_is_logged_and_listeners_are_loopback(
 ) {
     let captured = Captured::default();
     let writer = captured.clone();
@@ -91,13 +92,19 @@ async fn out_of_scope_is_refused_and_dead_lettered_and_no_secret_is_logged_and_l
         )
         .unwrap();
     let started = Instant::now();
-    let dead = loop {
-        let dead = emulator.bus.dead_letters("rp-create").unwrap_or_default();
-        if let Some(d) = dead
+    let parked = loop {
+        let parked: Vec<Value> = emulator
+            .bus
+            .messages("rp-failed")
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| serde_json::from_str::<Value>(&m.body).ok())
+            .collect();
+        if let Some(p) = parked
             .into_iter()
-            .find(|d| d.message.message_id == "out-of-scope-1")
+            .find(|p| p["messageId"] == "out-of-scope-1")
         {
-            break d;
+            break p;
         }
         if started.elapsed() > Duration::from_secs(60) {
             let sim = emulator.host_sim().expect("the host simulation runs");
@@ -107,27 +114,53 @@ async fn out_of_scope_is_refused_and_dead_lettered_and_no_secret_is_logged_and_l
                 .filter(|r| r.message_id.as_deref() == Some("out-of-scope-1"))
                 .collect();
             panic!(
-                "never dead-lettered; invocations: {mine:#?}\nqueue: {:#?}",
-                emulator.bus.messages("rp-create")
+                "never parked; invocations: {mine:#?}\nqueue: {:#?}\ndead letters: {:#?}",
+                emulator.bus.messages("rp-create"),
+                emulator.bus.dead_letters("rp-create")
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(dead.reason, "MaxDeliveryCountExceeded");
+    assert_eq!(parked["queue"], "rp-create", "{parked}");
+    assert_eq!(parked["errorKind"], "out_of_scope", "{parked}");
+    assert_eq!(parked["deliveryCount"], 1, "{parked}");
+    assert!(
+        parked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside every policy scope"),
+        "{parked}"
+    );
+    assert_eq!(
+        parked["body"],
+        body.to_string(),
+        "the original message, verbatim"
+    );
+    // Give a redelivery the chance it would have had (the lock is 5 virtual minutes), then:
+    // one delivery, completed, nothing dead-lettered, nothing left on the queue.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let sim = emulator.host_sim().expect("the host simulation runs");
     let refusals: Vec<_> = sim
         .records()
         .into_iter()
         .filter(|r| r.message_id.as_deref() == Some("out-of-scope-1"))
         .collect();
-    let max_delivery = emulator.bus.config().max_delivery_count;
-    assert_eq!(refusals.len() as u32, max_delivery, "{refusals:#?}");
-    for r in &refusals {
-        assert_eq!(r.http_status, Some(500), "{r:#?}");
-        let body = r.response.clone().unwrap_or(Value::Null);
-        assert_eq!(body["error"]["kind"], "out_of_scope", "{r:#?}");
-        assert_eq!(body["error"]["transient"], false, "{r:#?}");
-    }
+    assert_eq!(refusals.len(), 1, "one delivery: {refusals:#?}");
+    assert_eq!(refusals[0].http_status, Some(200), "{refusals:#?}");
+    let answer = refusals[0].response.clone().unwrap_or(Value::Null);
+    assert_eq!(answer["ReturnValue"]["status"], "reported", "{answer}");
+    assert!(emulator
+        .bus
+        .dead_letters("rp-create")
+        .unwrap_or_default()
+        .iter()
+        .all(|d| d.message.message_id != "out-of-scope-1"));
+    assert!(emulator
+        .bus
+        .messages("rp-create")
+        .unwrap_or_default()
+        .iter()
+        .all(|m| m.message_id != "out-of-scope-1"));
     // Nothing was created for it.
     let name = outsider.rsplit('/').next().unwrap().to_string();
     assert!(

@@ -23,6 +23,8 @@ REPO = INFRA.parent
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 QUEUES = ["rp-create", "rp-copy", "rp-poll"]
+PARKING_QUEUE = "rp-failed"
+DUPLICATE_WINDOW = "P7D"
 FUNCTIONS = [
     "ScheduleRestorePoints",
     "CreateRestorePoint",
@@ -114,11 +116,33 @@ def test_three_queues_with_duplicate_detection(templates):
     assert "queueNames" not in body(templates["main.bicep"]["modules"]["serviceBus"])["params"]
     properties = body(queues)["properties"]
     assert properties["requiresDuplicateDetection"] is True
-    assert re.fullmatch(r"PT\d+[HM]", properties["duplicateDetectionHistoryTimeWindow"])
+    # The largest window Service Bus allows (7 days), so a create or copy replayed hours later
+    # cannot start a second poll chain; the emulator models the same value (issue 13 item 9).
+    assert properties["duplicateDetectionHistoryTimeWindow"] == DUPLICATE_WINDOW
     assert 1 < properties["maxDeliveryCount"] <= 100
     assert properties["deadLetteringOnMessageExpiration"] is True
     assert re.fullmatch(r"PT\d+[MS]", properties["lockDuration"])
     assert properties["requiresSession"] is False
+
+
+def test_parking_queue_keeps_each_failure_once(templates):
+    template = templates["modules/servicebus.bicep"]
+    parking = body(template["resources"]["parkingQueue"])
+    assert parking["name"] == PARKING_QUEUE
+    properties = parking["properties"]
+    assert properties["requiresDuplicateDetection"] is True
+    assert properties["duplicateDetectionHistoryTimeWindow"] == DUPLICATE_WINDOW
+    assert properties["deadLetteringOnMessageExpiration"] is True
+    # The handler sends to it through the same Rust sender (src/azure/mod.rs Queue::Failed).
+    rust = (REPO / "src/azure/mod.rs").read_text()
+    assert f'"{PARKING_QUEUE}"' in rust
+
+
+def test_emulator_models_the_deployed_duplicate_window():
+    rust = (REPO / "src/emulator/servicebus.rs").read_text()
+    match = re.search(r"pub const DUPLICATE_WINDOW: time::Duration = time::Duration::days\((\d+)\)", rust)
+    assert match, "the emulator's DUPLICATE_WINDOW constant"
+    assert f"P{match.group(1)}D" == DUPLICATE_WINDOW
 
 
 def test_custom_role_grants_exactly_the_arm_actions(templates):

@@ -284,7 +284,30 @@ struct Inner {
     retry: RetryConfig,
     loopback_only: bool,
     recorder: Option<TrafficRecorder>,
-    rate_limits: Mutex<RateLimits>,
+    rate_limits: Mutex<Budgets>,
+}
+
+/// What ARM's responses said about its budgets: per subscription (ARM's buckets are), and the
+/// last response's whatever its subscription.
+#[derive(Default)]
+struct Budgets {
+    last: RateLimits,
+    /// By lowercase subscription id.
+    by_subscription: std::collections::HashMap<String, RateLimits>,
+}
+
+/// The subscription a request URL addresses (`/subscriptions/{id}/...`), lowercase.
+fn subscription_of(url: &Url) -> Option<String> {
+    let mut segments = url.path_segments()?;
+    while let Some(s) = segments.next() {
+        if s.eq_ignore_ascii_case("subscriptions") {
+            return segments
+                .next()
+                .filter(|id| !id.is_empty())
+                .map(str::to_ascii_lowercase);
+        }
+    }
+    None
 }
 
 impl std::fmt::Debug for ArmClient {
@@ -334,7 +357,7 @@ impl ArmClient {
                 retry: config.retry,
                 loopback_only: config.loopback_only,
                 recorder,
-                rate_limits: Mutex::new(RateLimits::default()),
+                rate_limits: Mutex::new(Budgets::default()),
             }),
         })
     }
@@ -480,8 +503,12 @@ impl ArmClient {
             .bytes()
             .await
             .map_err(|e| http::transport_error(op.label(), &e))?;
-        if let Ok(mut limits) = self.inner.rate_limits.lock() {
-            http::update_rate_limits(&mut limits, &headers);
+        if let Ok(mut budgets) = self.inner.rate_limits.lock() {
+            http::update_rate_limits(&mut budgets.last, &headers);
+            if let Some(sub) = subscription_of(url) {
+                let limits = budgets.by_subscription.entry(sub).or_default();
+                http::update_rate_limits(limits, &headers);
+            }
         }
         if let Some(rec) = &self.inner.recorder {
             rec.record(&Exchange {
@@ -539,11 +566,13 @@ impl ArmClient {
                     ),
                 ));
             }
+            // The pause reads the bucket of the subscription being listed, not another's.
+            let subscription = subscription_of(&url);
             let page: Page<T> = self.send(op, url, None).await?.json(op)?;
             out.extend(page.value);
             if page.next_link.is_some()
-                && self
-                    .rate_limits()
+                && subscription
+                    .map_or_else(|| self.rate_limits(), |sub| self.rate_limits_for(&sub))
                     .remaining_reads
                     .is_some_and(|left| left < LISTING_READ_FLOOR)
             {
@@ -851,6 +880,32 @@ impl Arm for ArmClient {
             .await
     }
 
+    async fn poll_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<(Option<RestorePoint>, Option<std::time::Duration>), ArmError> {
+        let op = ArmOperation::GetRestorePoint;
+        Self::expect_type(
+            op,
+            id,
+            "Microsoft.Compute/restorePointCollections/restorePoints",
+        )?;
+        let extra: &[(&str, &str)] = if instance_view {
+            &[("$expand", "instanceView")]
+        } else {
+            &[]
+        };
+        match self
+            .send(op, self.url_for(id.as_str(), API_VERSION, extra), None)
+            .await
+        {
+            Ok(rsp) => Ok((Some(rsp.json(op)?), http::retry_after_from(&rsp.headers))),
+            Err(e) if e.is_not_found() => Ok((None, None)),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError> {
         let op = ArmOperation::DeleteRestorePoint;
         Self::expect_type(
@@ -865,7 +920,20 @@ impl Arm for ArmClient {
         self.inner
             .rate_limits
             .lock()
-            .map(|l| *l)
+            .map(|b| b.last)
+            .unwrap_or_default()
+    }
+
+    fn rate_limits_for(&self, subscription: &str) -> RateLimits {
+        self.inner
+            .rate_limits
+            .lock()
+            .ok()
+            .and_then(|b| {
+                b.by_subscription
+                    .get(&subscription.to_ascii_lowercase())
+                    .copied()
+            })
             .unwrap_or_default()
     }
 }

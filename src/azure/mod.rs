@@ -51,7 +51,7 @@ pub struct Accepted<T> {
     pub lro: LroHandle,
 }
 
-/// What the last responses said about the subscription's remaining ARM budget, and ARM's clock.
+/// What the last responses said about a subscription's remaining ARM budget, and ARM's clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
     pub remaining_reads: Option<u32>,
@@ -147,16 +147,33 @@ pub trait Arm: Send + Sync {
         id: &ResourceId,
         instance_view: bool,
     ) -> Result<Option<RestorePoint>, ArmError>;
+    /// GET a restore point to poll it: the point, and the `Retry-After` ARM put on that answer
+    /// if any (how long the poller should wait before asking again). Fakes without headers
+    /// keep the default.
+    async fn poll_restore_point(
+        &self,
+        id: &ResourceId,
+        instance_view: bool,
+    ) -> Result<(Option<RestorePoint>, Option<Duration>), ArmError> {
+        Ok((self.get_restore_point(id, instance_view).await?, None))
+    }
     /// Start deleting a restore point (long-running; returns once ARM accepted it).
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError>;
 
-    /// The budget the last responses reported.
+    /// The budget the last response reported, whichever subscription it came from.
     fn rate_limits(&self) -> RateLimits {
+        RateLimits::default()
+    }
+    /// The budget the last response from `subscription` reported: ARM's buckets are per
+    /// subscription, so one subscription's headers say nothing about another's.
+    fn rate_limits_for(&self, subscription: &str) -> RateLimits {
+        let _ = subscription;
         RateLimits::default()
     }
 }
 
-/// The three queues vmrp consumes.
+/// vmrp's queues: the three it consumes, and the parking queue for messages that can never
+/// succeed (sent to, never consumed by vmrp: an operator reads it).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -167,15 +184,22 @@ pub enum Queue {
     Copy,
     #[serde(rename = "rp-poll")]
     Poll,
+    /// A message that failed for good, with its reason (see `host::park`).
+    #[serde(rename = "rp-failed")]
+    Failed,
 }
 
 impl Queue {
+    /// The queues vmrp consumes (each has a function triggered by it).
     pub const ALL: [Queue; 3] = [Queue::Create, Queue::Copy, Queue::Poll];
+    /// Every queue vmrp sends to: the consumed ones and the parking queue.
+    pub const SENT: [Queue; 4] = [Queue::Create, Queue::Copy, Queue::Poll, Queue::Failed];
     pub fn name(self) -> &'static str {
         match self {
             Queue::Create => "rp-create",
             Queue::Copy => "rp-copy",
             Queue::Poll => "rp-poll",
+            Queue::Failed => "rp-failed",
         }
     }
     pub fn from_name(name: &str) -> Option<Self> {

@@ -471,7 +471,7 @@ impl RestSender {
     ) -> Result<Self, ServiceBusConfigError> {
         check_base(&base, options)?;
         let base_path = base.path().trim_end_matches('/').to_string();
-        let messages_urls = Queue::ALL
+        let messages_urls = Queue::SENT
             .into_iter()
             .map(|queue| {
                 let mut url = base.clone();

@@ -24,6 +24,12 @@ use super::clock::VirtualClock;
 use super::faults::{Dice, FaultConfig};
 use super::identity::{IdentityEndpoint, SERVICE_BUS_RESOURCE};
 
+/// The duplicate detection window the deployment sets on every queue
+/// (infra/modules/servicebus.bicep `duplicateDetectionHistoryTimeWindow: 'P7D'`, the largest
+/// Service Bus allows). The emulator uses the deployed value so a late replay is judged as
+/// Azure would judge it; infra/tests/test_infra.py checks the two agree.
+pub const DUPLICATE_WINDOW: time::Duration = time::Duration::days(7);
+
 /// Static settings of the namespace.
 #[derive(Clone)]
 pub struct BusConfig {
@@ -60,14 +66,15 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             namespace: "vmrp-emulator".to_string(),
-            queues: crate::azure::Queue::ALL
+            // Every queue the deployment creates, the parking queue included.
+            queues: crate::azure::Queue::SENT
                 .iter()
                 .map(|q| q.name().to_string())
                 .collect(),
             sas_key_name: "RootManageSharedAccessKey".to_string(),
             sas_key: "emulator-test-key".to_string(),
             max_delivery_count: 10,
-            duplicate_window: time::Duration::minutes(10),
+            duplicate_window: DUPLICATE_WINDOW,
             lock_duration: time::Duration::minutes(5),
             default_ttl: time::Duration::days(14),
         }
@@ -1210,11 +1217,11 @@ mod tests {
             .unwrap()
         };
         assert!(!matches!(send("a"), SendOutcome::DuplicateDropped));
-        clock.advance(time::Duration::minutes(10) - time::Duration::milliseconds(500));
+        clock.advance(DUPLICATE_WINDOW - time::Duration::milliseconds(500));
         // Pruned now (more than a second since the last pruning); "a" is still in the window.
         assert!(!matches!(send("b"), SendOutcome::DuplicateDropped));
         assert!(matches!(send("a"), SendOutcome::DuplicateDropped));
-        // 0.7 s later: no pruning yet, but "a" is 10 min 0.2 s old and no longer a duplicate.
+        // 0.7 s later: no pruning yet, but "a" is the window + 0.2 s old: no longer a duplicate.
         clock.advance(time::Duration::milliseconds(700));
         assert!(!matches!(send("a"), SendOutcome::DuplicateDropped));
         assert!(matches!(send("b"), SendOutcome::DuplicateDropped));
@@ -1268,8 +1275,19 @@ mod tests {
         assert_eq!(d.message.delivery_count, 1);
         assert_eq!(d.message.enqueued_time, datetime!(2026-11-25 21:30:15 UTC));
         assert!(bus.complete("rp-poll", &d.lock_token));
-        // After the 10 minute window the same id is new again.
-        clock.advance(time::Duration::minutes(11));
+        // Inside the deployed window (7 days) the same id is still a duplicate...
+        clock.advance(time::Duration::days(6));
+        let again = r#"{"MessageId":"poll-1"}"#;
+        assert_eq!(
+            post(&bus, "/rp-poll/messages", &headers(again), "late replay")
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        assert!(bus.messages("rp-poll").unwrap().is_empty(), "dropped");
+        assert_eq!(bus.counters("rp-poll").unwrap().duplicates_dropped, 2);
+        // ...and after it the same id is new again.
+        clock.advance(DUPLICATE_WINDOW - time::Duration::days(6) + time::Duration::minutes(1));
         let plus0000 =
             r#"{"MessageId":"poll-1","ScheduledEnqueueTimeUtc":"Wed, 25 Nov 2026 21:30:15 +0000"}"#;
         assert_eq!(

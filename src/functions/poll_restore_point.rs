@@ -47,8 +47,9 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         r.deadlines.max_retries
     });
 
-    let point = match deps.arm.get_restore_point(&req.target, true).await {
-        Ok(p) => p,
+    // ARM's Retry-After on a successful GET is honoured too: the next poll waits at least that.
+    let (point, retry_after) = match deps.arm.poll_restore_point(&req.target, true).await {
+        Ok(answer) => answer,
         Err(e) if e.is_transient() => {
             let after = e.retry_after.unwrap_or_else(|| {
                 poll::delay_before(req.role, req.attempt + 1, &req.target, &deps.tuning.backoff)
@@ -85,7 +86,7 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         now,
         &deps.tuning.backoff,
         max_retries,
-        None,
+        retry_after,
     ) {
         PollDecision::Requeue { after, reason } => {
             let sent = next_poll(deps, &req, now, after).await?;

@@ -66,10 +66,17 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
             }
         })
         .collect();
-    // The listings spent reads: plan with what ARM last said is left.
+    // The listings spent reads: plan each subscription with what ARM last said is left in
+    // that subscription's bucket (one subscription's headers say nothing of another's).
     let mut pacing = deps.tuning.pacing.clone();
-    if let Some(left) = deps.arm.rate_limits().remaining_reads {
-        pacing.read_burst = pacing.read_burst.min(left);
+    for target in &targets {
+        let sub = target.vm.subscription().to_ascii_lowercase();
+        if pacing.remaining_reads.contains_key(&sub) {
+            continue;
+        }
+        if let Some(left) = deps.arm.rate_limits_for(&sub).remaining_reads {
+            pacing.remaining_reads.insert(sub, left);
+        }
     }
     let plan = plan::plan_tick(tick, &timer, &targets, &pacing);
     Ok(Some(TickPlan {

@@ -226,8 +226,34 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             )
             .with_sent(vec![sent]))
         }
+        // A 409 may be our own earlier PUT (a retry whose first try went through, or a
+        // redelivery that raced it): as for creates, one GET decides. The same source means
+        // a replay: carry on and make sure the copy is polled.
+        Err(e) if e.status == Some(409) => match deps.arm.get_restore_point(&target, false).await {
+            Ok(Some(p)) if same_source(&p, &req.source) => {
+                tracing::info!(source = %req.source, target = %target, "copy PUT refused as a replay: the copy exists; poll ensured");
+                let sent = schedule_first_poll(deps, &req, rule, &vm, &target, now).await?;
+                Ok(Outcome::new(
+                    Status::Skipped,
+                    format!("{target} exists already (replay); poll ensured"),
+                )
+                .with_sent(vec![sent]))
+            }
+            Ok(_) => transient_or_report(deps, &req, now, e, "starting the copy").await,
+            Err(read) => {
+                transient_or_report(deps, &req, now, read, "reading the copy after a 409").await
+            }
+        },
         Err(e) => transient_or_report(deps, &req, now, e, "starting the copy").await,
     }
+}
+
+/// Whether an existing target point is the copy of `source` (ids compare case-insensitively).
+fn same_source(point: &RestorePoint, source: &ResourceId) -> bool {
+    point
+        .source_restore_point()
+        .and_then(|s| ResourceId::parse(s).ok())
+        .is_some_and(|s| &s == source)
 }
 
 /// The target point's name: the source's for a first try; a retry after `Failed` adds to the

@@ -4,10 +4,12 @@
 //! - [`envelope`]: `{"Data","Metadata"}` in, `{"Outputs","Logs","ReturnValue"}` out.
 //! - [`router`]: the axum router, one route per function, panics caught.
 //! - [`error`]: every transport failure and its status code, in one place.
+//! - [`park`]: a queue message that can never succeed goes to `rp-failed`, once, with its reason.
 //! - [`serve`]: `vmrp serve`, the process the host starts.
 
 pub mod envelope;
 pub mod error;
+pub mod park;
 pub mod router;
 pub mod serve;
 

@@ -23,10 +23,11 @@ use tracing::Instrument;
 
 use super::envelope::{Envelope, InvocationResponse};
 use super::error::{panic_message, InvocationError};
+use super::park;
 use crate::azure::Queue;
 use crate::events::{ResourceEvent, TimerEvent};
 use crate::functions::{Deps, HandlerError};
-use crate::invocation::{Context, Invocation, Outcome};
+use crate::invocation::{Context, Invocation, Outcome, Sent, Status};
 use crate::messages::{CopyRequest, CreateRequest, PollRequest, QueueMessage};
 
 /// The largest request body accepted. vmrp's messages are under 2 KiB and ARM events a few KiB;
@@ -268,6 +269,8 @@ async fn invoke(
     let name = uri.path().trim_start_matches('/').to_string();
     let invocation_id = invocation_id(&headers);
     let started = Instant::now();
+    // Kept (a cheap reference count) to park the message should the invocation fail for good.
+    let raw = body.as_ref().ok().cloned();
     // The envelope is decoded before the span exists, so the span gets every field at once:
     // recording a field later makes the JSON subscriber format all of the span's fields again.
     let (span, result) = match prepare(&state, &name, invocation_id.clone(), body) {
@@ -298,6 +301,20 @@ async fn invoke(
             (span, Err(err))
         }
     };
+    // A queue message that can never succeed is parked (recorded once, with its reason) and
+    // the invocation answered as reported, instead of failing it into blind redeliveries.
+    let result = match result {
+        Err(err) if park::parkable(&err) => {
+            match park_message(&state, &name, raw.as_ref(), &err)
+                .instrument(span.clone())
+                .await
+            {
+                Some(outcome) => Ok(outcome),
+                None => Err(err),
+            }
+        }
+        other => other,
+    };
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -323,6 +340,62 @@ async fn invoke(
                 tracing::error!(kind = err.kind(), transient = false, error = %err, elapsed_ms, "invocation failed");
             }
             err.into_response()
+        }
+    }
+}
+
+/// Sends the failed message with its reason to the parking queue. `None` when there is nothing
+/// to park (not a queue function, no message in the envelope) or the send failed: then the
+/// invocation fails as before and Service Bus keeps the message.
+async fn park_message(
+    state: &AppState,
+    function: &str,
+    raw: Option<&Bytes>,
+    err: &InvocationError,
+) -> Option<Outcome> {
+    let Trigger::Queue(queue) = state.functions.get(function)?.trigger else {
+        return None;
+    };
+    let envelope = Envelope::parse(raw?).ok()?;
+    let message = envelope.service_bus(QUEUE_BINDING).ok()?;
+    let parked = park::Parked {
+        v: 1,
+        kind: park::PARKED_KIND,
+        queue: queue.name(),
+        function: function.to_string(),
+        message_id: message.message_id,
+        delivery_count: message.delivery_count,
+        error_kind: err.kind(),
+        reason: err.to_string(),
+        // The host's clock (virtual under the emulator), else the wall clock.
+        parked_at: envelope
+            .utc_now()
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
+        body: message.body,
+    };
+    let outgoing = parked.to_message();
+    let message_id = outgoing.message_id.clone();
+    match state.deps.scheduler.send(outgoing).await {
+        Ok(()) => {
+            tracing::error!(kind = err.kind(), error = %err, parked = %message_id,
+                queue = park::PARKING_QUEUE.name(),
+                "message can never succeed: parked with its reason, not retried");
+            Some(
+                Outcome::new(
+                    Status::Reported,
+                    format!("parked in {}: {err}", park::PARKING_QUEUE.name()),
+                )
+                .with_sent(vec![Sent {
+                    queue: park::PARKING_QUEUE.name(),
+                    message_id,
+                    not_before: None,
+                }]),
+            )
+        }
+        Err(send) => {
+            tracing::error!(kind = err.kind(), error = %err, send_error = %send,
+                "could not park the message; failing the invocation so Service Bus keeps it");
+            None
         }
     }
 }

@@ -16,9 +16,10 @@ use crate::schedule::{Schedule, ScheduleError};
 pub(super) const CRASH_UNSUPPORTED_SKUS: &[&str] = &["UltraSSD_LRS", "PremiumV2_LRS"];
 
 /// What a Disk GET (or the timer's disk listing, carried in a create message) tells us about
-/// one of a VM's disks, beyond the VM's storage profile.
+/// one of a VM's disks, beyond the VM's storage profile. Unknown fields are accepted (and
+/// logged by `messages`): it travels in queue messages, which evolve.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DiskInfo {
     pub id: ResourceId,
     #[serde(default, skip_serializing_if = "Tags::is_empty")]
