@@ -38,6 +38,8 @@ pub struct TickPlan {
     pub failures: Vec<String>,
     /// What the disk and collection listings showed (orphan cleanup reuses the collections).
     pub listings: Listings,
+    /// Every VM a rule selects, with its region (the coverage signal's expected set).
+    pub targets: Vec<(ResourceId, String)>,
 }
 
 /// Plans the tick a timer run at `now` belongs to; `None` when the schedule has no occurrence
@@ -72,6 +74,17 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         pacing.read_burst = pacing.read_burst.min(left);
     }
     let plan = plan::plan_tick(tick, &timer, &targets, &pacing);
+    let targets = targets
+        .iter()
+        .map(|t| {
+            let region = vms
+                .get(&t.vm)
+                .and_then(|vm| vm.location.as_deref())
+                .map(crate::policy::regions::canonical_region)
+                .unwrap_or_default();
+            (t.vm.clone(), region)
+        })
+        .collect();
     Ok(Some(TickPlan {
         tick,
         plan,
@@ -79,6 +92,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         unmatched,
         failures,
         listings: seen,
+        targets,
     }))
 }
 
@@ -91,6 +105,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         unmatched,
         failures,
         listings,
+        targets,
     }) = plan_for(deps, now).await?
     else {
         return Ok(Outcome::new(
@@ -134,6 +149,15 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     deps.scheduler.send_batch(messages).await?;
 
     let orphans = delete_expired_orphans(deps, &listings, now).await;
+    measure_coverage(
+        deps,
+        &plan,
+        &targets,
+        &listings,
+        &timer_schedule(deps)?,
+        now,
+    )
+    .await;
     let summary = format!(
         "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule){}{}",
         rfc3339(tick),
@@ -154,6 +178,70 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     };
     tracing::info!(tick = %rfc3339(tick), creates, past_due = inv.event.is_past_due, "{summary}");
     Ok(Outcome::new(status, summary).with_sent(sent))
+}
+
+fn timer_schedule(deps: &Deps) -> Result<Schedule, HandlerError> {
+    Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))
+}
+
+/// The coverage signal of this run (src/coverage.rs): one `vmrp::coverage` event per rule,
+/// region and role, measured after the creates went out (they are paced into the future, so
+/// the reads share ARM's bucket with the first creates only).
+async fn measure_coverage(
+    deps: &Deps,
+    plan: &plan::Plan,
+    targets: &[(ResourceId, String)],
+    listings: &Listings,
+    timer: &Schedule,
+    now: OffsetDateTime,
+) {
+    use crate::coverage::{self, Role, VmRegionState};
+    let regions: HashMap<&ResourceId, &str> =
+        targets.iter().map(|(id, r)| (id, r.as_str())).collect();
+    let mut budget = deps.tuning.coverage_max_reads;
+    let mut states = Vec::new();
+    for item in &plan.items {
+        let Some(rule) = deps.policy.rule_named(&item.rule) else {
+            continue;
+        };
+        let schedule = rule
+            .schedule
+            .as_deref()
+            .and_then(|s| Schedule::parse(s).ok())
+            .unwrap_or_else(|| timer.clone());
+        let mut wanted = vec![(
+            Role::Local,
+            regions
+                .get(&item.vm)
+                .copied()
+                .unwrap_or_default()
+                .to_string(),
+            support::local_collection(&item.vm, rule),
+            rule.deadlines.local_minutes,
+        )];
+        for copy in &rule.copies {
+            let region = crate::policy::regions::canonical_region(&copy.region);
+            let id =
+                crate::names::copy_collection_id(&item.vm, &region, copy.resource_group.as_deref());
+            wanted.push((Role::Copy, region, id, rule.deadlines.copy_minutes));
+        }
+        for (role, region, collection, deadline) in wanted {
+            let newest_settled = if listings.proves_absent(&collection) {
+                Some(None)
+            } else {
+                coverage::newest_settled(deps.arm.as_ref(), &collection, role, &mut budget).await
+            };
+            states.push(VmRegionState {
+                rule: rule.name.clone(),
+                region,
+                role,
+                newest_settled,
+                due: coverage::due_tick(&schedule, now, deadline),
+            });
+        }
+    }
+    coverage::emit(&coverage::summarise(&states, now), plan.tick);
 }
 
 /// Every VM in any rule's scope, by id. Scopes that fail to list are named in the second value
@@ -241,6 +329,14 @@ impl Listings {
             disks,
             collection,
         }
+    }
+
+    /// Whether the listing shows that `collection` does not exist (its subscription was listed
+    /// completely and it was not in it).
+    fn proves_absent(&self, collection: &ResourceId) -> bool {
+        self.collections_listed
+            .contains(&collection.subscription().to_ascii_lowercase())
+            && !self.collections.contains_key(collection)
     }
 
     /// The collections of `subscription` (lowercase), when its listing was complete.
