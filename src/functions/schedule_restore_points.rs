@@ -38,8 +38,8 @@ pub struct TickPlan {
     pub failures: Vec<String>,
     /// What the disk and collection listings showed (orphan cleanup reuses the collections).
     pub listings: Listings,
-    /// Every VM a rule selects, with its region (the coverage signal's expected set).
-    pub targets: Vec<(ResourceId, String)>,
+    /// The coverage signal of this run, one line per rule, region and role (src/coverage.rs).
+    pub coverage: Vec<crate::coverage::CoverageLine>,
 }
 
 /// Plans the tick a timer run at `now` belongs to; `None` when the schedule has no occurrence
@@ -68,23 +68,14 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
             }
         })
         .collect();
+    // Measured before pacing: its reads come out of the same bucket as the creates'.
+    let coverage = measure_coverage(deps, &targets, &vms, &seen, &timer, now).await;
     // The listings spent reads: plan with what ARM last said is left.
     let mut pacing = deps.tuning.pacing.clone();
     if let Some(left) = deps.arm.rate_limits().remaining_reads {
         pacing.read_burst = pacing.read_burst.min(left);
     }
     let plan = plan::plan_tick(tick, &timer, &targets, &pacing);
-    let targets = targets
-        .iter()
-        .map(|t| {
-            let region = vms
-                .get(&t.vm)
-                .and_then(|vm| vm.location.as_deref())
-                .map(crate::policy::regions::canonical_region)
-                .unwrap_or_default();
-            (t.vm.clone(), region)
-        })
-        .collect();
     Ok(Some(TickPlan {
         tick,
         plan,
@@ -92,7 +83,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         unmatched,
         failures,
         listings: seen,
-        targets,
+        coverage,
     }))
 }
 
@@ -105,7 +96,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         unmatched,
         failures,
         listings,
-        targets,
+        coverage,
     }) = plan_for(deps, now).await?
     else {
         return Ok(Outcome::new(
@@ -149,15 +140,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     deps.scheduler.send_batch(messages).await?;
 
     let orphans = delete_expired_orphans(deps, &listings, now).await;
-    measure_coverage(
-        deps,
-        &plan,
-        &targets,
-        &listings,
-        &timer_schedule(deps)?,
-        now,
-    )
-    .await;
+    crate::coverage::emit(&coverage, tick);
     let summary = format!(
         "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule){}{}",
         rfc3339(tick),
@@ -180,68 +163,85 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     Ok(Outcome::new(status, summary).with_sent(sent))
 }
 
-fn timer_schedule(deps: &Deps) -> Result<Schedule, HandlerError> {
-    Schedule::parse(&deps.schedule)
-        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))
-}
-
-/// The coverage signal of this run (src/coverage.rs): one `vmrp::coverage` event per rule,
-/// region and role, measured after the creates went out (they are paced into the future, so
-/// the reads share ARM's bucket with the first creates only).
+/// The coverage signal (src/coverage.rs): per target VM and region, the newest settled point,
+/// read with `$expand=restorePoints` from collections the listing showed (a few at a time, up to
+/// `coverage_max_reads`); a collection the listing proved absent costs no read.
 async fn measure_coverage(
     deps: &Deps,
-    plan: &plan::Plan,
-    targets: &[(ResourceId, String)],
+    targets: &[PlanTarget<'_>],
+    vms: &BTreeMap<ResourceId, VirtualMachine>,
     listings: &Listings,
     timer: &Schedule,
     now: OffsetDateTime,
-) {
+) -> Vec<crate::coverage::CoverageLine> {
     use crate::coverage::{self, Role, VmRegionState};
-    let regions: HashMap<&ResourceId, &str> =
-        targets.iter().map(|(id, r)| (id, r.as_str())).collect();
-    let mut budget = deps.tuning.coverage_max_reads;
-    let mut states = Vec::new();
-    for item in &plan.items {
-        let Some(rule) = deps.policy.rule_named(&item.rule) else {
-            continue;
-        };
+    use futures::StreamExt;
+    let mut wanted = Vec::new();
+    for t in targets {
+        let rule = t.rule;
         let schedule = rule
             .schedule
             .as_deref()
             .and_then(|s| Schedule::parse(s).ok())
             .unwrap_or_else(|| timer.clone());
-        let mut wanted = vec![(
+        let region = vms
+            .get(&t.vm)
+            .and_then(|vm| vm.location.as_deref())
+            .map(crate::policy::regions::canonical_region)
+            .unwrap_or_default();
+        let due = |minutes| coverage::due_tick(&schedule, now, minutes);
+        wanted.push((
+            rule,
             Role::Local,
-            regions
-                .get(&item.vm)
-                .copied()
-                .unwrap_or_default()
-                .to_string(),
-            support::local_collection(&item.vm, rule),
-            rule.deadlines.local_minutes,
-        )];
+            region,
+            support::local_collection(&t.vm, rule),
+            due(rule.deadlines.local_minutes),
+        ));
         for copy in &rule.copies {
             let region = crate::policy::regions::canonical_region(&copy.region);
             let id =
-                crate::names::copy_collection_id(&item.vm, &region, copy.resource_group.as_deref());
-            wanted.push((Role::Copy, region, id, rule.deadlines.copy_minutes));
+                crate::names::copy_collection_id(&t.vm, &region, copy.resource_group.as_deref());
+            wanted.push((
+                rule,
+                Role::Copy,
+                region,
+                id,
+                due(rule.deadlines.copy_minutes),
+            ));
         }
-        for (role, region, collection, deadline) in wanted {
-            let newest_settled = if listings.proves_absent(&collection) {
+    }
+    // Each read takes its share of the budget up front, so the cap holds under concurrency.
+    let mut budget = deps.tuning.coverage_max_reads;
+    let arm = deps.arm.clone();
+    let mut reads = Vec::with_capacity(wanted.len());
+    for (rule, role, region, collection, due) in wanted {
+        let absent = listings.proves_absent(&collection);
+        // A copy may need a second read (its replication percents).
+        let share = match (absent, role) {
+            (true, _) => 0,
+            (false, Role::Local) => 1,
+            (false, Role::Copy) => 2,
+        };
+        let mut mine: usize = share.min(budget);
+        budget -= mine;
+        let (arm, rule) = (arm.clone(), rule.name.clone());
+        reads.push(async move {
+            let newest_settled = if absent {
                 Some(None)
             } else {
-                coverage::newest_settled(deps.arm.as_ref(), &collection, role, &mut budget).await
+                coverage::newest_settled(arm.as_ref(), &collection, role, &mut mine).await
             };
-            states.push(VmRegionState {
-                rule: rule.name.clone(),
+            VmRegionState {
+                rule,
                 region,
                 role,
                 newest_settled,
-                due: coverage::due_tick(&schedule, now, deadline),
-            });
-        }
+                due,
+            }
+        });
     }
-    coverage::emit(&coverage::summarise(&states, now), plan.tick);
+    let states: Vec<VmRegionState> = futures::stream::iter(reads).buffered(8).collect().await;
+    coverage::summarise(&states, now)
 }
 
 /// Every VM in any rule's scope, by id. Scopes that fail to list are named in the second value
