@@ -88,6 +88,10 @@ async fn given_up_points_reach_the_host_at_error_and_every_tick_reports_coverage
         assert_eq!(level, expected, "{v}");
     }
 
+    // infra/monitoring/fields.json (what the alert and workbook queries may name) is exactly
+    // what the binary logs: each event's own fields, the span's, and the values it writes.
+    check_fields_json(&lines);
+
     // 2. The coverage signal: each timer run emits one event per rule, region and role, whose
     // expected counts add up to the VMs the policy selects.
     let coverage: Vec<&Value> = lines
@@ -146,4 +150,59 @@ async fn given_up_points_reach_the_host_at_error_and_every_tick_reports_coverage
         .iter()
         .take(2)
         .any(|v| v["oldest_age_s"].as_i64().unwrap() >= 4 * 3600 - 600));
+}
+
+/// Every `vmrp::report` / `vmrp::coverage` line has exactly the fields fields.json lists (plus
+/// the common ones), span fields it lists, and only the values it lists; each event kind shows
+/// up at least once.
+fn check_fields_json(lines: &[(String, Value)]) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/infra/monitoring/fields.json"
+    ))
+    .unwrap();
+    let spec: Value = serde_json::from_str(&text).unwrap();
+    let strings = |v: &Value| -> std::collections::BTreeSet<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let common = strings(&spec["common"]);
+    let span = strings(&spec["span"]);
+    let events = spec["events"].as_object().unwrap();
+    for (target, event) in events {
+        let fields = strings(&event["fields"]);
+        let seen: Vec<&Value> = lines
+            .iter()
+            .filter(|(_, v)| v["target"] == target.as_str())
+            .map(|(_, v)| v)
+            .collect();
+        assert!(!seen.is_empty(), "no {target} event in the run");
+        for v in seen {
+            let keys: std::collections::BTreeSet<String> =
+                v.as_object().unwrap().keys().cloned().collect();
+            let own: std::collections::BTreeSet<String> =
+                keys.difference(&common).cloned().collect();
+            assert_eq!(
+                own, fields,
+                "{target}: fields.json says {fields:?}, vmrp logs {v}"
+            );
+            let span_keys: std::collections::BTreeSet<String> =
+                v["span"].as_object().unwrap().keys().cloned().collect();
+            assert!(
+                span_keys.is_subset(&span),
+                "{target}: span {span_keys:?} not in {span:?}"
+            );
+            for (field, values) in event["values"].as_object().unwrap() {
+                let allowed = strings(values);
+                let got = v[field.as_str()].as_str().unwrap();
+                assert!(
+                    allowed.contains(got),
+                    "{target}: {field} {got:?} not in {allowed:?}"
+                );
+            }
+        }
+    }
 }
