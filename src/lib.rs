@@ -22,6 +22,8 @@ pub mod events;
 pub mod functions;
 /// The custom-handler transport: envelope decoding, routing, error mapping.
 pub mod host;
+/// The self-contained HTML coverage report (`status --html`, `local --html`).
+pub mod html_report;
 /// Read-only coverage: VMs, their collections (by source.id) and points.
 pub mod inventory;
 /// The handler contract: `Invocation<T>`, `Context`, `Outcome`.
