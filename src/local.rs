@@ -314,7 +314,10 @@ pub struct LocalReport {
 /// Runs `vmrp local`.
 pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "warn");
+        // The handler's console is in its log file (--handler-log), each line with the level
+        // the host gives it; its WARN/ERROR lines (on stderr since issue 16) would otherwise
+        // scroll through the progress display.
+        std::env::set_var("RUST_LOG", "warn,Host.Function.Console=off");
     }
     crate::logging::init_stderr();
     let handler = std::env::current_exe()

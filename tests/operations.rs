@@ -206,3 +206,62 @@ fn check_fields_json(lines: &[(String, Value)]) {
         }
     }
 }
+
+/// `vmrp status --watch` redraws the table in place: every interval one frame that starts with
+/// "cursor home, clear screen", until stopped; `--html` is written as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_redraws_the_table_every_interval() {
+    use vmrp::emulator::arm::ArmConfig;
+    use vmrp::emulator::server::{self, BusAuth, EmulatorConfig};
+    let mut arm = ArmConfig::default();
+    arm.fleet.count = 3;
+    let emulator = server::start(EmulatorConfig {
+        arm,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("status.html");
+    let settings = emulator.handler_settings(BusAuth::Sas);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vmrp"));
+    cmd.args(["status", "--watch", "--interval", "1", "--arm-endpoint"])
+        .arg(&settings["VMRP_ARM_ENDPOINT"])
+        .args(["--subscription", &emulator.subscriptions[0], "--html"])
+        .arg(&html)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for k in ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "VMRP_ARM_AUDIENCE"] {
+        cmd.env(k, &settings[k]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        still_running,
+        "--watch keeps going: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<&str> = stdout.split(vmrp::commands::status::CLEAR).collect();
+    assert!(
+        frames[0].is_empty(),
+        "every frame starts by clearing: {stdout:?}"
+    );
+    assert!(
+        frames.len() - 1 >= 2,
+        "at least two frames in 3.5 s: {stdout}"
+    );
+    for frame in &frames[1..] {
+        assert!(frame.starts_with("vmrp status at "), "{frame}");
+        assert!(frame.contains("newest settled"), "the table: {frame}");
+    }
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("vmrp-data"));
+    emulator.stop().await.unwrap();
+}
