@@ -247,6 +247,7 @@ tr.group th{background:#f1f1f1}
 .b-ok{background:var(--ok)}.b-flight{background:var(--flight)}.b-failed{background:var(--missing)}
 .tick{display:flex;gap:.8rem;align-items:center;margin:2px 0}.tick code{min-width:12rem}
 progress{width:8rem;vertical-align:middle}
+td.reason{white-space:normal;max-width:60rem}
 "#;
 
 const JS: &str = r##"
@@ -342,10 +343,12 @@ function renderFlight() {
     rows.slice(0, 500).map(([vm, r, role, p, pc]) => `<tr data-flight="${esc(vm)}"><td>${esc(vm)}</td><td>${esc(r)}</td><td>${role}</td><td>${esc(p)}</td><td>${pc == null ? "⟳ started" : `<progress max="100" value="${pc}">${pc}%</progress> ${pc}%`}</td></tr>`).join("") + "</tbody>"
     : "<tbody><tr><td>Nothing in flight.</td></tr></tbody>";
 }
+// ARM ids in reasons shortened to their last segment (the full text is the cell's title).
+const shortIds = (s) => s.replace(/\/subscriptions\/[^\s:;,()']+\/([^\/\s:;,()']+)/g, "…/$1");
 function renderFailures() {
   const list = D.failures.filter((f) => !S.q || f.vm.toLowerCase().includes(S.q.toLowerCase()));
   $("failures").innerHTML = list.length ? "<thead><tr><th>VM</th><th>region</th><th>role</th><th>point / tick</th><th>reason</th></tr></thead><tbody>" +
-    list.slice(0, 1000).map((f) => `<tr data-failure="${esc(f.vm)}"><td>${esc(f.vm)}</td><td>${esc(f.region)}</td><td>${esc(f.role)}</td><td>${esc(f.what)}</td><td>✖ ${esc(f.reason)}</td></tr>`).join("") + "</tbody>"
+    list.slice(0, 1000).map((f) => `<tr data-failure="${esc(f.vm)}"><td>${esc(f.vm)}</td><td>${esc(f.region)}</td><td>${esc(f.role)}</td><td>${esc(f.what)}</td><td class="reason" title="${esc(f.reason)}">✖ ${esc(shortIds(f.reason))}</td></tr>`).join("") + "</tbody>"
     : "<tbody><tr><td>No failures.</td></tr></tbody>";
 }
 function renderTicks() {
