@@ -253,10 +253,7 @@ async fn status_watch_redraws_the_table_every_interval() {
         frames[0].is_empty(),
         "every frame starts by clearing: {stdout:?}"
     );
-    assert!(
-        frames.len() > 2,
-        "at least two frames in 3.5 s: {stdout}"
-    );
+    assert!(frames.len() > 2, "at least two frames in 3.5 s: {stdout}");
     for frame in &frames[1..] {
         assert!(frame.starts_with("vmrp status at "), "{frame}");
         assert!(frame.contains("newest settled"), "the table: {frame}");
