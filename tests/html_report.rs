@@ -197,3 +197,84 @@ fn the_report_page_renders_in_headless_chromium() {
         png.len()
     );
 }
+
+/// 5,000 VMs in three regions: the page opens on the late and missing ones (above 500 VMs),
+/// pages the rest 250 at a time, and the summary still counts every VM.
+#[test]
+fn five_thousand_vms_stay_readable() {
+    use vmrp::commands::status::{Coverage, StatusRow};
+    use vmrp::html_report::{render, Report};
+    use vmrp::inventory::CollectionRole;
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    let mut problems = 0;
+    for i in 0..5000 {
+        let home = ["westeurope", "northeurope"][i % 2];
+        let coverage = match i % 50 {
+            0 => Coverage::Missing,
+            1 => Coverage::Late,
+            _ => Coverage::Ok,
+        };
+        if coverage != Coverage::Ok {
+            problems += 1;
+        }
+        for (region, role) in [
+            (home, CollectionRole::Local),
+            ("swedencentral", CollectionRole::Copy),
+        ] {
+            rows.push(StatusRow {
+                vm: format!("vm-{i:05}"),
+                region: region.into(),
+                role,
+                newest_settled: (coverage != Coverage::Missing).then(|| "rp-20260105T0800Z".into()),
+                newest_created: None,
+                age_minutes: (coverage != Coverage::Missing).then_some(300),
+                coverage,
+                in_flight: vec![],
+                failed: vec![],
+            });
+        }
+    }
+    let report = Report {
+        title: "5000".into(),
+        generated_at: time::OffsetDateTime::UNIX_EPOCH,
+        schedule: "0 0 */4 * * *".into(),
+        rows,
+        failures: vec![],
+        ticks: vec![],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("big.html");
+    std::fs::write(&html, render(&report)).unwrap();
+    let profile = dir.path().join("profile");
+    let started = std::time::Instant::now();
+    let dom = browse(
+        &chromium,
+        &profile,
+        &["--dump-dom"],
+        &format!("file://{}", html.display()),
+    );
+    eprintln!(
+        "5,000 VMs rendered in {:.1}s (browser start included)",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(text_of(&dom, "n-vms"), "5000");
+    // Opens on late or missing: 200 of them, all on the first page.
+    assert_eq!(count(&dom, "<tr data-vm="), problems);
+    assert!(!dom.contains(r#"data-state="ok"><th"#));
+    // Everything: paged.
+    let all = browse(
+        &chromium,
+        &profile,
+        &["--dump-dom"],
+        &format!("file://{}#state=all", html.display()),
+    );
+    assert_eq!(count(&all, "<tr data-vm="), 250);
+    assert!(text_of(&all, "shown").starts_with("Showing 250 of 5000"));
+    assert!(
+        all.contains(r#"<button id="more" type="button">"#),
+        "a Show more button"
+    );
+}
