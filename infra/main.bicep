@@ -4,6 +4,7 @@
 //   resource group  ── user-assigned identity (vmrp runs as it)
 //                   ── storage (host storage + deployment package + Event Grid dead letters)
 //                   ── Log Analytics + Application Insights
+//                   ── action group, alerts (given up, coverage, timer, dead letters), workbook
 //                   ── Service Bus Standard: rp-create, rp-copy, rp-poll, rp-failed (parking)
 //                   ── Flex Consumption plan + function app (custom handler)
 //                   ── Event Grid system topic on this subscription → OnVmChanged
@@ -34,6 +35,14 @@ param policyJson string = ''
 
 @description('NCRONTAB (six fields, UTC) of the planning timer (VMRP_SCHEDULE).')
 param schedule string = '0 0 2 * * *'
+
+@description('Email address vmrp\'s alerts go to; empty: an action group without receivers.')
+param alertEmail string = ''
+
+@minValue(5)
+@maxValue(1440)
+@description('Minutes between two ticks of `schedule` (1440 for the daily default): how long coverage may stay below 100 % before the alert, and how long without a timer run.')
+param schedulePeriodMinutes int = 1440
 
 @description('RUST_LOG filter for the handler.')
 param rustLog string = 'info'
@@ -118,6 +127,20 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     logAnalyticsName: 'log-vmrp-${resourceToken}'
     applicationInsightsName: 'appi-vmrp-${resourceToken}'
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'vmrp-alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'vmrp-${resourceToken}'
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    serviceBusNamespaceId: serviceBus.outputs.id
+    alertEmail: alertEmail
+    schedulePeriodMinutes: schedulePeriodMinutes
   }
 }
 

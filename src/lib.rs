@@ -11,6 +11,8 @@ pub mod cli;
 pub mod commands;
 /// Settings from the environment → handler dependencies.
 pub mod config;
+/// The timer's coverage signal: VMs covered / expected per rule, region and role.
+pub mod coverage;
 /// The emulator of Azure and the Functions host (not in the deploy build).
 #[cfg(feature = "emulator")]
 pub mod emulator;
@@ -20,6 +22,8 @@ pub mod events;
 pub mod functions;
 /// The custom-handler transport: envelope decoding, routing, error mapping.
 pub mod host;
+/// The self-contained HTML coverage report (`status --html`, `local --html`).
+pub mod html_report;
 /// Read-only coverage: VMs, their collections (by source.id) and points.
 pub mod inventory;
 /// The handler contract: `Invocation<T>`, `Context`, `Outcome`.
@@ -27,7 +31,8 @@ pub mod invocation;
 /// `vmrp local`: emulator + host simulation + this handler, one command.
 #[cfg(feature = "emulator")]
 pub mod local;
-/// tracing setup: JSON lines under the Functions host, readable lines in a terminal.
+/// tracing setup: JSON lines under the Functions host (WARN/ERROR on stderr), readable lines in a
+/// terminal.
 pub mod logging;
 /// The versioned queue messages.
 pub mod messages;

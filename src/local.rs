@@ -110,6 +110,10 @@ pub struct LocalArgs {
     /// Leave the emulator running after the run (prints its URLs), until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// Also write the coverage at the end of the run as one self-contained HTML page, the same
+    /// page as `vmrp status --html` (src/html_report.rs).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Everything a run needs; `LocalArgs` maps onto it, tests build it directly.
@@ -313,7 +317,10 @@ pub struct LocalReport {
 /// Runs `vmrp local`.
 pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "warn");
+        // The handler's console is in its log file (--handler-log), each line with the level
+        // the host gives it; its WARN/ERROR lines (on stderr since issue 16) would otherwise
+        // scroll through the progress display.
+        std::env::set_var("RUST_LOG", "warn,Host.Function.Console=off");
     }
     crate::logging::init_stderr();
     let handler = std::env::current_exe()
@@ -362,6 +369,11 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
             .map_err(|e| LocalError::Io(format!("--report {}: {e}", path.display())))?;
         println!("report written to {}", path.display());
     }
+    if let Some(path) = &args.html {
+        let page = html_report(&emulator, &scenario, &report).await?;
+        crate::html_report::write(path, &page).map_err(LocalError::Io)?;
+        println!("HTML report written to {}", path.display());
+    }
     if args.keep_running {
         println!("emulator still running: {}", emulator.announcement());
         println!("press Ctrl-C to stop");
@@ -375,6 +387,77 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// The coverage page of a finished run: the emulator read through ARM exactly as `vmrp status`
+/// reads Azure (at the virtual now), plus the reasons the run found for every missing point.
+pub async fn html_report(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    report: &LocalReport,
+) -> Result<crate::html_report::Report, LocalError> {
+    use crate::azure::client::{ArmClient, ArmClientConfig};
+    // A token the emulator's identity endpoint issues in-process (the managed-identity
+    // credential reads its endpoint from the process environment, which this process lacks).
+    let token = emulator
+        .identity
+        .issue("https://management.azure.com", None);
+    let credential =
+        crate::azure::credential::StaticToken::new(&token.access_token, Duration::from_secs(3000));
+    let settings = emulator.handler_settings(BusAuth::Sas);
+    let env = |k: &str| settings.get(k).cloned();
+    let mut config = ArmClientConfig::from_env(&env, credential)
+        .map_err(|e| LocalError::Emulator(e.to_string()))?;
+    config.loopback_only = true;
+    let arm = ArmClient::new(config).map_err(|e| LocalError::Emulator(e.to_string()))?;
+    let policy = match &scenario.policy {
+        Some(p) => p.clone(),
+        None => default_policy(
+            &emulator.subscriptions,
+            &scenario.copy_to,
+            (&scenario.fleet.tag_key, &scenario.fleet.tag_value),
+        ),
+    };
+    let schedule = crate::schedule::Schedule::parse(&scenario.schedule)
+        .map_err(|e| LocalError::Policy(e.to_string()))?;
+    let inventory = crate::inventory::gather(&arm, &emulator.subscriptions)
+        .await
+        .map_err(|e| LocalError::Emulator(format!("reading the emulator for --html: {e}")))?;
+    let now = emulator.clock.now();
+    let rows = crate::commands::status::evaluate(
+        &inventory,
+        Some(&policy),
+        &schedule,
+        now,
+        crate::commands::status::Grace::default(),
+    );
+    let failures = [("local", &report.local), ("copy", &report.copies)]
+        .into_iter()
+        .flat_map(|(role, counts)| {
+            counts
+                .failed
+                .iter()
+                .map(move |m| crate::html_report::Failure {
+                    vm: m.vm.clone(),
+                    region: m.region.clone(),
+                    role: role.into(),
+                    what: crate::schedule::rfc3339(m.tick),
+                    reason: format!("{} ({})", m.reason, explanation_label(m.explained_by)),
+                })
+        })
+        .collect();
+    Ok(crate::html_report::Report {
+        title: format!(
+            "vmrp local: {} VMs, {} ticks",
+            report.vms,
+            report.ticks.len()
+        ),
+        generated_at: now,
+        schedule: scenario.schedule.clone(),
+        rows,
+        failures,
+        ticks: crate::html_report::ticks_from_inventory(&inventory, 12),
     })
 }
 

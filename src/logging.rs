@@ -1,7 +1,24 @@
-//! Logging for `vmrp`: tracing to stdout (the Functions host records each stdout line as
-//! Information and each stderr line as Error, PROTOCOL §1), filtered by `RUST_LOG` (default
-//! `info`). JSON lines under the host, readable lines in a terminal.
+//! Logging for `vmrp`, filtered by `RUST_LOG` (default `info`): JSON lines under the Functions
+//! host, readable lines in a terminal.
+//!
+//! **Severity that survives the host.** The host reads a custom handler's console and gives each
+//! line a level of its own (`WorkerProcess.cs` in Azure/azure-functions-host, category
+//! `Host.Function.Console`): every stdout line is Information; a stderr line is Warning when it
+//! contains "warn", Error when it contains "error", "fail" or "severe", else Information (all
+//! case-insensitive). So `vmrp serve` writes TRACE/DEBUG/INFO to stdout and WARN/ERROR to stderr,
+//! and makes sure the keyword the host looks for decides: a WARN JSON line carries
+//! `"level":"WARN"`, an ERROR line `"level":"ERROR"`, and any "warn" inside an ERROR line (a reason
+//! quoting an ARM warning) is written with a JSON escape (`w\u0061rn`, the same JSON value), so the
+//! host does not demote it to Warning. docs/operations.md explains why this and not the reply's
+//! `Logs` (always Information) or an exporter.
+//!
+//! Terminal commands whose stdout is their output (`emulate`'s JSON first line, tables) log
+//! everything to stderr instead ([`init_stderr`]).
 
+use std::io::Write;
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Set by the Functions host (and `local.settings.json`) for every worker it starts.
@@ -12,31 +29,124 @@ pub fn wants_json(flag: bool) -> bool {
     flag || std::env::var_os(RUNTIME_VAR).is_some_and(|v| !v.is_empty())
 }
 
-/// Installs the global subscriber writing to stdout (what `vmrp serve` needs under the host).
-/// A second call is a no-op (tests, embedded use).
+/// Installs the global subscriber of `vmrp serve`: INFO and below to stdout, WARN and ERROR to
+/// stderr (module doc). A second call is a no-op (tests, embedded use).
 pub fn init(json: bool) {
-    init_with(json, false)
+    init_with(json, Streams::ByLevel { json })
 }
 
 /// Terminal commands whose stdout is their output (`emulate`'s JSON first line, tables) log to
 /// stderr instead.
 pub fn init_stderr() {
-    init_with(false, true)
+    init_with(false, Streams::AllStderr)
 }
 
-fn init_with(json: bool, stderr: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer =
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
-            if stderr {
-                Box::new(std::io::stderr())
+/// Which stream a line goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The stream of a line at `level` under the host: the host records stderr lines above
+/// Information only (module doc).
+pub fn stream_for(level: Level) -> Stream {
+    if level <= Level::WARN {
+        Stream::Stderr
+    } else {
+        Stream::Stdout
+    }
+}
+
+/// An ERROR JSON line as the host must see it: every "warn" (any case) spelled with a JSON
+/// escape for its `a`, so the host's "warn" test does not make it a Warning. Only ever applied
+/// to JSON text: there "warn" can only occur inside a string, and `\u0061` decodes to `a`.
+pub fn keep_error_level(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let hit = |w: &[u8]| w.eq_ignore_ascii_case(b"warn");
+    if !line.windows(4).any(hit) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut i = 0;
+    while i < line.len() {
+        if i + 4 <= line.len() && hit(&line[i..i + 4]) {
+            out.push(line[i]);
+            out.extend_from_slice(if line[i + 1] == b'A' {
+                b"\\u0041"
             } else {
-                Box::new(std::io::stdout())
-            }
-        });
+                b"\\u0061"
+            });
+            out.extend_from_slice(&line[i + 2..i + 4]);
+            i += 4;
+        } else {
+            out.push(line[i]);
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Streams {
+    AllStderr,
+    ByLevel { json: bool },
+}
+
+/// One line's writer: the stream, and whether its text needs [`keep_error_level`].
+struct LineWriter {
+    stream: Stream,
+    escape_warn: bool,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The fmt layer formats a whole event into one buffer and writes it with one call.
+        let text = if self.escape_warn {
+            keep_error_level(buf)
+        } else {
+            std::borrow::Cow::Borrowed(buf)
+        };
+        match self.stream {
+            Stream::Stdout => std::io::stdout().lock().write_all(&text)?,
+            Stream::Stderr => std::io::stderr().lock().write_all(&text)?,
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.stream {
+            Stream::Stdout => std::io::stdout().flush(),
+            Stream::Stderr => std::io::stderr().flush(),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for Streams {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            stream: match self {
+                Streams::AllStderr => Stream::Stderr,
+                Streams::ByLevel { .. } => Stream::Stdout,
+            },
+            escape_warn: false,
+        }
+    }
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> LineWriter {
+        match *self {
+            Streams::AllStderr => self.make_writer(),
+            Streams::ByLevel { json } => LineWriter {
+                stream: stream_for(*meta.level()),
+                escape_warn: json && *meta.level() == Level::ERROR,
+            },
+        }
+    }
+}
+
+fn init_with(json: bool, streams: Streams) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(streams);
     let _ = if json {
         builder
             .json()
@@ -45,12 +155,48 @@ fn init_with(json: bool, stderr: bool) {
             .with_span_list(false)
             .try_init()
     } else {
-        builder
-            .with_ansi(if stderr {
-                std::io::IsTerminal::is_terminal(&std::io::stderr())
-            } else {
+        let ansi = match streams {
+            Streams::AllStderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            Streams::ByLevel { .. } => {
                 std::io::IsTerminal::is_terminal(&std::io::stdout())
-            })
-            .try_init()
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            }
+        };
+        builder.with_ansi(ansi).try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warn_and_error_go_to_stderr_the_rest_to_stdout() {
+        for (level, stream) in [
+            (Level::ERROR, Stream::Stderr),
+            (Level::WARN, Stream::Stderr),
+            (Level::INFO, Stream::Stdout),
+            (Level::DEBUG, Stream::Stdout),
+            (Level::TRACE, Stream::Stdout),
+        ] {
+            assert_eq!(stream_for(level), stream, "{level}");
+        }
+    }
+
+    #[test]
+    fn error_lines_lose_the_word_warn_but_not_their_json_value() {
+        let line = br#"{"level":"ERROR","reason":"ARM said: Warning, WARN and warned","n":1}"#;
+        let out = keep_error_level(line);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(!text.to_ascii_lowercase().contains("warn"), "{text}");
+        let before: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let after: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(before, after);
+        // Nothing to do: borrowed as is.
+        let plain = br#"{"level":"ERROR","reason":"gave up"}"#;
+        assert!(matches!(
+            keep_error_level(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

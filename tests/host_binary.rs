@@ -147,11 +147,12 @@ impl Serve {
         }
     }
 
-    /// stdout lines parsed as JSON (the host-mode log format).
+    /// stdout and stderr lines parsed as JSON (the host-mode log format; WARN and ERROR go to
+    /// stderr, where the host records them at Warning / Error).
     fn log_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lock()
-            .unwrap()
+        let mut lines = self.stdout.lock().unwrap().clone();
+        lines.extend(self.stderr.lock().unwrap().iter().cloned());
+        lines
             .iter()
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
@@ -258,7 +259,8 @@ fn replays_payloads_over_tcp_like_the_host() {
         assert_decoded(function, status, &body);
     }
 
-    // The failure log line on stdout names the field, the invocation and the function.
+    // The failure log line (on stderr: the host records it at Error) names the field, the
+    // invocation and the function.
     let mut envelope = service_bus_envelope(
         "CreateRestorePoint",
         &QueueMessage::Create(create_request()).encode(),
@@ -285,6 +287,15 @@ fn replays_payloads_over_tcp_like_the_host() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(
+        serve
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("inv-log-check") && l.contains("invocation failed")),
+        "the failure line is on stderr"
+    );
     assert_eq!(line["span"]["function"], "CreateRestorePoint", "{line}");
     assert!(
         line["error"]

@@ -346,3 +346,120 @@ def test_azure_yaml_deploys_the_packaged_zip_built_without_the_emulator():
     hooks = json.dumps(service["hooks"])
     assert "--no-default-features" in hooks
     assert "package" in hooks
+
+
+# ------------------------------------------------------------------------------------------
+# Alerts and workbook (issue 16): the queries name only fields vmrp logs.
+# ------------------------------------------------------------------------------------------
+
+MONITORING = INFRA / "monitoring"
+FIELDS = json.loads((MONITORING / "fields.json").read_text())
+
+
+# `actionGroup.id` as pycep parses it.
+ACTION_GROUP_ID = {
+    "operator": {
+        "type": "property_accessor",
+        "operands": {"operand_1": "actionGroup", "operand_2": "id"},
+    }
+}
+
+
+def load_text_path(value) -> str | None:
+    """`loadTextContent('x')` as pycep parses it → 'x'."""
+    if isinstance(value, dict) and value.get("function", {}).get("type") == "load_text_content":
+        return value["function"]["parameters"]["file_path"]
+    return None
+
+
+def logged_queries() -> dict[str, str]:
+    """Every KQL query infra/ deploys: the alert queries and the workbook's."""
+    queries = {p.name: p.read_text() for p in sorted(MONITORING.glob("*.kql"))}
+    workbook = json.loads((MONITORING / "workbook.json").read_text())
+    for item in workbook["items"]:
+        if item["type"] == 3:
+            queries[f"workbook:{item['name']}"] = item["content"]["query"]
+    return queries
+
+
+def kql_code(query: str) -> str:
+    """The query without // comments."""
+    return "\n".join(line.split("//", 1)[0] for line in query.splitlines())
+
+
+def test_queries_name_only_fields_vmrp_logs():
+    span = set(FIELDS["span"])
+    common = set(FIELDS["common"])
+    for name, query in logged_queries().items():
+        code = kql_code(query)
+        targets = re.findall(r'tostring\(e\.target\)\s*==\s*"([^"]+)"', code)
+        assert targets, f"{name}: filters on no vmrp event"
+        allowed = set(common)
+        for t in targets:
+            assert t in FIELDS["events"], f"{name}: {t} is not an event vmrp logs"
+            allowed |= set(FIELDS["events"][t]["fields"])
+        used_span = set(re.findall(r"\be\.span\.(\w+)", code))
+        assert used_span <= span, f"{name}: span fields {used_span - span} are not logged"
+        used = set(re.findall(r"\be\.(\w+)", code)) - {"span"}
+        assert used <= allowed, f"{name}: {sorted(used - allowed)} not logged by {targets}"
+        # Values compared against must be values vmrp writes.
+        for field, value in re.findall(r'tostring\(e\.(\w+)\)\s*(?:==|in)\s*\(?"([^"]+)"', code):
+            if field == "target":
+                continue
+            known = set()
+            for t in targets:
+                known |= set(FIELDS["events"][t].get("values", {}).get(field, []))
+            assert value in known, f"{name}: e.{field} is never {value!r}"
+        for field, values in re.findall(r"tostring\(e\.(\w+)\)\s+in\s+\(([^)]*)\)", code):
+            for value in re.findall(r'"([^"]+)"', values):
+                known = set()
+                for t in targets:
+                    known |= set(FIELDS["events"][t].get("values", {}).get(field, []))
+                assert value in known, f"{name}: e.{field} is never {value!r}"
+        assert 'Category) == "Host.Function.Console"' in code, f"{name}: not the handler's console"
+
+
+def test_the_field_check_catches_a_field_vmrp_does_not_log():
+    # The control: a query naming a field no event has fails the rule above.
+    code = 'tostring(e.target) == "vmrp::report" | where tostring(e.severity) == "x"'
+    used = set(re.findall(r"\be\.(\w+)", code)) - {"span"}
+    allowed = set(FIELDS["common"]) | set(FIELDS["events"]["vmrp::report"]["fields"])
+    assert used - allowed == {"severity"}
+
+
+def test_alerts_cover_given_up_coverage_timer_and_dead_letters(templates):
+    alerts = templates["modules/alerts.bicep"]["resources"]
+    rules = {n: r for n, r in alerts.items() if r["type"] == "Microsoft.Insights/scheduledQueryRules"}
+    loaded = {n: load_text_path(body(r)["properties"]["criteria"]["allOf"][0]["query"]) for n, r in rules.items()}
+    assert sorted(Path(p).name for p in loaded.values()) == [
+        "coverage-below-target.kql",
+        "given-up.kql",
+        "timer-runs.kql",
+    ]
+    for name, path in loaded.items():
+        assert (INFRA / "modules" / path).resolve().is_file(), f"{name}: {path} missing"
+        props = body(rules[name])["properties"]
+        assert props["actions"]["actionGroups"] == [ACTION_GROUP_ID], name
+        assert props["autoMitigate"] is True, name
+    timer = body(rules["timerSilent"])["properties"]["criteria"]["allOf"][0]
+    assert (timer["operator"], timer["threshold"]) == ("LessThan", 1)
+    dead = body(alerts["deadLetters"])
+    assert alerts["deadLetters"]["type"] == "Microsoft.Insights/metricAlerts"
+    assert dead["properties"]["criteria"]["allOf"][0]["metricName"] == "DeadletteredMessages"
+    assert dead["properties"]["actions"] == [{"actionGroupId": ACTION_GROUP_ID}]
+    # The email receiver is optional: no receiver without an address.
+    receivers = body(alerts["actionGroup"])["properties"]["emailReceivers"]
+    assert receivers["operator"]["type"] == "conditional"
+    assert receivers["operator"]["operands"]["true_value"] == []
+    assert templates["modules/alerts.bicep"]["parameters"]["alertEmail"]["default"] == ""
+
+
+def test_workbook_is_deployed_and_shows_coverage_failures_and_copy_lag(templates):
+    alerts = templates["modules/alerts.bicep"]["resources"]
+    wb = body(alerts["workbook"])
+    assert alerts["workbook"]["type"] == "Microsoft.Insights/workbooks"
+    assert load_text_path(wb["properties"]["serializedData"]) == "../monitoring/workbook.json"
+    items = {i["name"]: i for i in json.loads((MONITORING / "workbook.json").read_text())["items"]}
+    assert {"coverage-per-vm", "coverage-per-rule", "failures", "copy-lag"} <= items.keys()
+    main = templates["main.bicep"]["modules"]
+    assert main["alerts"]["detail"]["path"] == "modules/alerts.bicep"

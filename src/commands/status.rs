@@ -287,6 +287,27 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_frame_redraws_in_place_with_counts() {
+        let schedule = Schedule::parse("0 0 */4 * * *").unwrap();
+        let now = datetime!(2026-11-25 12:30 UTC);
+        let inv = coverage(
+            vec![point(
+                "rp-20261125T0800Z",
+                datetime!(2026-11-25 08:00:30 UTC),
+                PointStatus::Settled,
+            )],
+            vec![],
+        );
+        let rows = evaluate(&inv, None, &schedule, now, Grace::default());
+        let frame = watch_frame(&rows, now, 5);
+        assert!(frame.starts_with(CLEAR), "{frame:?}");
+        assert_eq!(frame.matches(CLEAR).count(), 1);
+        assert!(frame.contains("2026-11-25T12:30:00Z (every 5s"), "{frame}");
+        assert!(frame.contains("1 ok, 0 late, 1 missing"), "{frame}");
+        assert!(frame.contains("westus2"), "{frame}");
+    }
+
+    #[test]
     fn human_ages() {
         assert_eq!(human_minutes(5), "5m");
         assert_eq!(human_minutes(95), "1h35m");
@@ -308,6 +329,31 @@ pub struct StatusArgs {
     /// Judge coverage at this moment (RFC 3339) instead of now.
     #[arg(long)]
     pub at: Option<String>,
+    /// Also write the coverage as one self-contained HTML page (src/html_report.rs).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
+    /// Read again every --interval seconds and redraw the table in place, until Ctrl-C.
+    #[arg(long, conflicts_with_all = ["at", "json"])]
+    pub watch: bool,
+    /// Seconds between two reads with --watch.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+}
+
+/// ANSI: cursor home, clear the screen (the table is redrawn in place).
+pub const CLEAR: &str = "\x1b[H\x1b[2J";
+
+/// One frame of `--watch`: clear, a header line, the table.
+pub fn watch_frame(rows: &[StatusRow], now: OffsetDateTime, interval: u64) -> String {
+    let count = |c: Coverage| rows.iter().filter(|r| r.coverage == c).count();
+    format!(
+        "{CLEAR}vmrp status at {} (every {interval}s, Ctrl-C to stop): {} ok, {} late, {} missing\n{}\n",
+        crate::schedule::rfc3339(now),
+        count(Coverage::Ok),
+        count(Coverage::Late),
+        count(Coverage::Missing),
+        render(rows)
+    )
 }
 
 /// Runs `vmrp status`: exit 0 when every row is ok, 1 when something is late or missing.
@@ -317,24 +363,52 @@ pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
         None => None,
     };
     let schedule = Schedule::parse(&args.schedule).map_err(|e| e.to_string())?;
-    let now = super::parse_at(args.at.as_deref())?;
     let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, policy.as_ref())?;
     let arm = args.arm.client()?;
-    let inventory = crate::inventory::gather(&arm, &subscriptions)
-        .await
-        .map_err(super::arm_failed)?;
-    let rows = evaluate(
-        &inventory,
-        policy.as_ref(),
-        &schedule,
-        now,
-        Grace::default(),
-    );
-    super::print_rows(&rows, args.arm.json, render)?;
-    let healthy = rows.iter().all(|r| r.coverage == Coverage::Ok);
-    Ok(if healthy {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(1)
-    })
+    loop {
+        let now = super::parse_at(args.at.as_deref())?;
+        let inventory = crate::inventory::gather(&arm, &subscriptions)
+            .await
+            .map_err(super::arm_failed)?;
+        let rows = evaluate(
+            &inventory,
+            policy.as_ref(),
+            &schedule,
+            now,
+            Grace::default(),
+        );
+        if let Some(path) = &args.html {
+            crate::html_report::write(
+                path,
+                &crate::html_report::Report {
+                    title: "vmrp coverage".into(),
+                    generated_at: now,
+                    schedule: args.schedule.clone(),
+                    failures: crate::html_report::failures_from_rows(&rows),
+                    ticks: crate::html_report::ticks_from_inventory(&inventory, 12),
+                    rows: rows.clone(),
+                },
+            )?;
+        }
+        let healthy = rows.iter().all(|r| r.coverage == Coverage::Ok);
+        let code = if healthy {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::from(1)
+        };
+        if !args.watch {
+            super::print_rows(&rows, args.arm.json, render)?;
+            return Ok(code);
+        }
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(watch_frame(&rows, now, args.interval).as_bytes());
+            let _ = out.flush();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(args.interval)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(code),
+        }
+    }
 }

@@ -911,7 +911,8 @@ pub struct HostSimConfig {
     /// Start this program instead of host.json's `defaultExecutablePath` (e.g. the freshly
     /// built `target/debug/vmrp` when running from the repository's `functions/`).
     pub executable_override: Option<PathBuf>,
-    /// Append every console line of the handler (stdout and stderr) to this file.
+    /// Append every console line of the handler (stdout and stderr) to this file, each as
+    /// `{Level}\t{line}` with the level the host records it at ([`console_level`]).
     pub console_log: Option<PathBuf>,
     /// functionTimeout is virtual time, but the handler's own work runs in real time: at high
     /// speeds (2400× makes 10 virtual minutes 0.25 real seconds) a busy but healthy handler would
@@ -1046,7 +1047,7 @@ pub struct HostSim {
     event_grid_dead: Mutex<Vec<Value>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
-    console_tail: Arc<Mutex<std::collections::VecDeque<String>>>,
+    console_tail: Arc<Mutex<std::collections::VecDeque<ConsoleLine>>>,
     in_flight: AtomicU64,
     timers_in_flight: AtomicU64,
 }
@@ -1218,9 +1219,20 @@ impl HostSim {
             "inFlight": self.in_flight.load(Ordering::Relaxed),
             "invocationsByFunction": by_function,
             "eventGridDeadLetters": *self.event_grid_dead.lock().expect("eg lock"),
-            "console": self.console_tail.lock().expect("console lock").iter().cloned().collect::<Vec<_>>(),
+            "console": self.console_lines().into_iter().map(|l| l.message).collect::<Vec<_>>(),
+            "consoleLevels": self.console_lines().iter().map(|l| l.level.as_str()).collect::<Vec<_>>(),
             "invocations": records,
         })
+    }
+
+    /// The last console lines of the handler (up to 200), with the level the host gives each.
+    pub fn console_lines(&self) -> Vec<ConsoleLine> {
+        self.console_tail
+            .lock()
+            .expect("console lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Invocations running right now (sent to the handler, no outcome yet).
@@ -1388,19 +1400,29 @@ impl HostSim {
             };
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                // PROTOCOL §1: stdout → Information, stderr → Error (Warning if it says "warn").
-                if stderr && !line.to_ascii_lowercase().contains("warn") {
-                    tracing::error!(target: "Host.Function.Console", "{line}");
-                } else if stderr {
-                    tracing::warn!(target: "Host.Function.Console", "{line}");
-                } else {
-                    tracing::info!(target: "Host.Function.Console", "{line}");
+                let level = console_level(stderr, &line);
+                match level {
+                    ConsoleLevel::Error => {
+                        tracing::error!(target: "Host.Function.Console", "{line}")
+                    }
+                    ConsoleLevel::Warning => {
+                        tracing::warn!(target: "Host.Function.Console", "{line}")
+                    }
+                    ConsoleLevel::Information => {
+                        tracing::info!(target: "Host.Function.Console", "{line}")
+                    }
                 }
                 if let Some(f) = log_file.as_mut() {
                     use std::io::Write;
-                    let _ = writeln!(f, "{line}");
+                    // The level the host gives the line, then the line: what Application
+                    // Insights would show as severityLevel and message.
+                    let _ = writeln!(f, "{}\t{line}", level.as_str());
                 }
-                sink.push(line);
+                sink.push(ConsoleLine {
+                    level,
+                    stderr,
+                    message: line,
+                });
             }
         });
     }
@@ -2047,11 +2069,62 @@ impl HostSim {
     }
 }
 
+/// The level the Functions host logs a custom handler's console line at (category
+/// `Host.Function.Console`), as `WorkerProcess.cs` in Azure/azure-functions-host does
+/// (`OnOutputDataReceived`, `ParseErrorMessageAndLog`; `HttpWorkerProcess` leaves
+/// `useStdErrStreamForErrorsOnly` false): stdout is Information; stderr is Warning when the line
+/// contains "warn", else Error when it contains "error", "fail" or "severe", else Information
+/// (case-insensitive). Not modelled: lines starting `LanguageWorkerConsoleLog` go to the worker
+/// logger instead (vmrp never writes them).
+pub fn console_level(stderr: bool, line: &str) -> ConsoleLevel {
+    if !stderr {
+        return ConsoleLevel::Information;
+    }
+    let lower = line.to_ascii_lowercase();
+    if lower.contains("warn") {
+        ConsoleLevel::Warning
+    } else if ["error", "fail", "severe"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
+        ConsoleLevel::Error
+    } else {
+        ConsoleLevel::Information
+    }
+}
+
+/// The host's log levels a console line can get (Application Insights `severityLevel` 1–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ConsoleLevel {
+    Information,
+    Warning,
+    Error,
+}
+
+impl ConsoleLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Information => "Information",
+            Self::Warning => "Warning",
+            Self::Error => "Error",
+        }
+    }
+}
+
+/// One console line of the handler as the host records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsoleLine {
+    pub level: ConsoleLevel,
+    /// Read from stderr (else stdout).
+    pub stderr: bool,
+    pub message: String,
+}
+
 /// Console lines forwarded from the handler; shared by the forwarding tasks and the dump.
-struct ConsoleSink(Arc<Mutex<std::collections::VecDeque<String>>>);
+struct ConsoleSink(Arc<Mutex<std::collections::VecDeque<ConsoleLine>>>);
 
 impl ConsoleSink {
-    fn push(&self, line: String) {
+    fn push(&self, line: ConsoleLine) {
         let mut tail = self.0.lock().expect("console lock");
         if tail.len() >= CONSOLE_TAIL_LINES {
             tail.pop_front();
@@ -3012,6 +3085,35 @@ S(("127.0.0.1", port), H).serve_forever()
             err.contains("VMRP_SCHEDULE") && err.contains("schedule"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn console_lines_get_the_hosts_levels() {
+        let cases = [
+            (
+                false,
+                r#"{"level":"ERROR","fields":{"outcome":"given_up"}}"#,
+                ConsoleLevel::Information,
+            ),
+            (
+                true,
+                r#"{"level":"ERROR","fields":{"outcome":"given_up"}}"#,
+                ConsoleLevel::Error,
+            ),
+            (
+                true,
+                r#"{"level":"WARN","fields":{"message":"vanished"}}"#,
+                ConsoleLevel::Warning,
+            ),
+            (true, "ERROR: warning quoted", ConsoleLevel::Warning),
+            (true, "request failed", ConsoleLevel::Error),
+            (true, "SEVERE", ConsoleLevel::Error),
+            (true, "listening on 127.0.0.1", ConsoleLevel::Information),
+            (false, "error", ConsoleLevel::Information),
+        ];
+        for (stderr, line, level) in cases {
+            assert_eq!(console_level(stderr, line), level, "{stderr} {line}");
+        }
     }
 
     #[test]

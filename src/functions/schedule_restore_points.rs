@@ -38,6 +38,8 @@ pub struct TickPlan {
     pub failures: Vec<String>,
     /// What the disk and collection listings showed (orphan cleanup reuses the collections).
     pub listings: Listings,
+    /// The coverage signal of this run, one line per rule, region and role (src/coverage.rs).
+    pub coverage: Vec<crate::coverage::CoverageLine>,
 }
 
 /// Plans the tick a timer run at `now` belongs to; `None` when the schedule has no occurrence
@@ -66,6 +68,8 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
             }
         })
         .collect();
+    // Measured before pacing: its reads come out of the same bucket as the creates'.
+    let coverage = measure_coverage(deps, &targets, &vms, &seen, &timer, now).await;
     // The listings spent reads: plan each subscription with what ARM last said is left in
     // that subscription's bucket (one subscription's headers say nothing of another's).
     let mut pacing = deps.tuning.pacing.clone();
@@ -86,6 +90,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         unmatched,
         failures,
         listings: seen,
+        coverage,
     }))
 }
 
@@ -98,6 +103,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         unmatched,
         failures,
         listings,
+        coverage,
     }) = plan_for(deps, now).await?
     else {
         return Ok(Outcome::new(
@@ -141,6 +147,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     deps.scheduler.send_batch(messages).await?;
 
     let orphans = delete_expired_orphans(deps, &listings, now).await;
+    crate::coverage::emit(&coverage, tick);
     let summary = format!(
         "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule){}{}",
         rfc3339(tick),
@@ -161,6 +168,91 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     };
     tracing::info!(tick = %rfc3339(tick), creates, past_due = inv.event.is_past_due, "{summary}");
     Ok(Outcome::new(status, summary).with_sent(sent))
+}
+
+/// The coverage signal (src/coverage.rs): per target VM and region, the newest settled point,
+/// read with `$expand=restorePoints` from collections the listing showed (a few at a time, up to
+/// `coverage_max_reads`); a collection the listing proved absent costs no read.
+async fn measure_coverage(
+    deps: &Deps,
+    targets: &[PlanTarget<'_>],
+    vms: &BTreeMap<ResourceId, VirtualMachine>,
+    listings: &Listings,
+    timer: &Schedule,
+    now: OffsetDateTime,
+) -> Vec<crate::coverage::CoverageLine> {
+    use crate::coverage::{self, Role, VmRegionState};
+    use futures::StreamExt;
+    let mut wanted = Vec::new();
+    for t in targets {
+        let rule = t.rule;
+        let schedule = rule
+            .schedule
+            .as_deref()
+            .and_then(|s| Schedule::parse(s).ok())
+            .unwrap_or_else(|| timer.clone());
+        let region = vms
+            .get(&t.vm)
+            .and_then(|vm| vm.location.as_deref())
+            .map(crate::policy::regions::canonical_region)
+            .unwrap_or_default();
+        let due = |minutes| coverage::due_tick(&schedule, now, minutes);
+        // A name that cannot be formed is the handler's to report; coverage skips it.
+        if let Some(id) = listings.current_name(support::local_collection(&t.vm, rule)) {
+            wanted.push((
+                rule,
+                Role::Local,
+                region.clone(),
+                id,
+                due(rule.deadlines.local_minutes),
+            ));
+        }
+        for copy in rule.copies_from(Some(&region)) {
+            let region = crate::policy::regions::canonical_region(&copy.region);
+            let names = support::copy_collection(&t.vm, &region, copy.resource_group.as_deref());
+            if let Some(id) = listings.current_name(names) {
+                wanted.push((
+                    rule,
+                    Role::Copy,
+                    region,
+                    id,
+                    due(rule.deadlines.copy_minutes),
+                ));
+            }
+        }
+    }
+    // Each read takes its share of the budget up front, so the cap holds under concurrency.
+    let mut budget = deps.tuning.coverage_max_reads;
+    let arm = deps.arm.clone();
+    let mut reads = Vec::with_capacity(wanted.len());
+    for (rule, role, region, collection, due) in wanted {
+        let absent = listings.proves_absent(&collection);
+        // A copy may need a second read (its replication percents).
+        let share = match (absent, role) {
+            (true, _) => 0,
+            (false, Role::Local) => 1,
+            (false, Role::Copy) => 2,
+        };
+        let mut mine: usize = share.min(budget);
+        budget -= mine;
+        let (arm, rule) = (arm.clone(), rule.name.clone());
+        reads.push(async move {
+            let newest_settled = if absent {
+                Some(None)
+            } else {
+                coverage::newest_settled(arm.as_ref(), &collection, role, &mut mine).await
+            };
+            VmRegionState {
+                rule,
+                region,
+                role,
+                newest_settled,
+                due,
+            }
+        });
+    }
+    let states: Vec<VmRegionState> = futures::stream::iter(reads).buffered(8).collect().await;
+    coverage::summarise(&states, now)
 }
 
 /// Every VM in any rule's scope, by id. Scopes that fail to list are named in the second value
@@ -264,6 +356,30 @@ impl Listings {
             disks,
             collection,
         }
+    }
+
+    /// The name a VM's collection has now: its legacy name when only that one was listed (the
+    /// handlers adopt it by `source.id`), else today's; `None` when no name can be formed.
+    fn current_name(&self, names: Result<support::CollectionNames, String>) -> Option<ResourceId> {
+        let names = names.ok()?;
+        Some(match names.legacy {
+            Some(legacy)
+                if !self.collections.contains_key(&names.id)
+                    && self.collections.contains_key(&legacy) =>
+            {
+                legacy
+            }
+            _ => names.id,
+        })
+    }
+
+    /// Whether the listing shows that `collection` does not exist (a scope holding it was listed
+    /// completely and it was not in it).
+    fn proves_absent(&self, collection: &ResourceId) -> bool {
+        self.collections_listed
+            .iter()
+            .any(|scope| support::scope_contains(scope, collection))
+            && !self.collections.contains_key(collection)
     }
 
     /// The collections of `scope`, when its listing was complete.

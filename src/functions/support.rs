@@ -53,6 +53,9 @@ pub struct Tuning {
     /// How long a create trusts the timer's listing in its message (VM, disks, collection).
     /// A tick of 10,000 VMs spreads its creates over about 35 minutes.
     pub listed_max_age: Duration,
+    /// Reads the timer may spend per run on the coverage signal (src/coverage.rs): about one per
+    /// VM and region. VMs past the cap are reported as `unknown`.
+    pub coverage_max_reads: usize,
 }
 
 impl Default for Tuning {
@@ -68,6 +71,7 @@ impl Default for Tuning {
             disk_cache_ttl: Duration::from_secs(3600),
             max_orphan_deletes_per_tick: 20,
             listed_max_age: Duration::from_secs(3600),
+            coverage_max_reads: 2000,
         }
     }
 }
