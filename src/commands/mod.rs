@@ -45,9 +45,11 @@ impl ArmArgs {
             format!("no Azure credential: {e}\n  run `az login`, or set IDENTITY_ENDPOINT and IDENTITY_HEADER (managed identity)")
         })?;
         tracing::info!(credential = %choice, "credential chosen");
-        let mut config = ArmClientConfig::from_env(&env, credential).map_err(|e| e.to_string())?;
-        config.endpoint =
+        // The flags are the one source here: clap fills them from VMRP_ARM_ENDPOINT and
+        // VMRP_ARM_AUDIENCE when they are not given, so the environment is not read twice.
+        let endpoint =
             parse_endpoint("--arm-endpoint", &self.arm_endpoint).map_err(|e| e.to_string())?;
+        let config = ArmClientConfig::new(endpoint, self.arm_audience.clone(), credential);
         let client = ArmClient::new(config).map_err(|e| e.to_string())?;
         Ok(ReadOnlyArm(client))
     }
