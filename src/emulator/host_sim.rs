@@ -1327,6 +1327,13 @@ impl HostSim {
         } else {
             PathBuf::from(&exe)
         };
+        // A relative path names a file from where we were started; the child starts in the app
+        // root, where `pkg/vmrp` would name `pkg/pkg/vmrp`. A bare name stays a PATH lookup.
+        let program = if program.is_relative() && program.components().count() > 1 {
+            std::path::absolute(&program).unwrap_or(program)
+        } else {
+            program
+        };
         let args: Vec<String> = host
             .arguments
             .iter()
