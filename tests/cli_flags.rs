@@ -490,36 +490,39 @@ fn arm_audience_flag_without_env() {
 
 #[test]
 fn plan_and_status_talk_to_arm_endpoint() {
-    // A closed loopback port: the error names it, so the flag decided where to go.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let endpoint = format!("http://127.0.0.1:{closed}");
-    for command in ["plan", "status"] {
+    runtime().block_on(async {
+        // The emulator's identity, and ARM at a closed loopback port: the error names that
+        // port, so the flag decided where to go (the other tests here read the emulator's ARM).
+        let (emulator, _) = arm_emulator().await;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let endpoint = format!("http://127.0.0.1:{closed}");
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("p.json");
-        std::fs::write(&policy, policy_for("00000000-0000-0000-0000-000000000001")).unwrap();
-        let mut cmd = vmrp(&[
-            command,
-            "--arm-endpoint",
-            &endpoint,
-            "--arm-audience",
-            AUDIENCE,
-            "--policy",
-            policy.to_str().unwrap(),
-        ]);
-        // A managed identity that is not there either (also a closed loopback port).
-        cmd.env("IDENTITY_ENDPOINT", format!("{endpoint}/msi/token"))
-            .env("IDENTITY_HEADER", "x");
-        let (code, stdout, stderr) = run(&mut cmd);
-        assert_eq!(code, Some(1), "{command}: {stdout}\n{stderr}");
-        assert!(
-            stderr.contains(&format!("127.0.0.1:{closed}")),
-            "{command}: {stderr}"
-        );
-    }
-    // And the emulator's endpoint works (the other tests here).
+        std::fs::write(&policy, policy_for(&emulator.subscriptions[0])).unwrap();
+        for command in ["plan", "status"] {
+            let (code, stdout, stderr) = arm_cli(
+                &emulator,
+                &[
+                    command,
+                    "--arm-endpoint",
+                    &endpoint,
+                    "--arm-audience",
+                    AUDIENCE,
+                    "--policy",
+                    policy.to_str().unwrap(),
+                ],
+            );
+            assert_eq!(code, Some(1), "{command}: {stdout}\n{stderr}");
+            assert!(
+                stderr.contains(&format!("127.0.0.1:{closed}")),
+                "{command}: {stderr}"
+            );
+        }
+        emulator.stop().await.unwrap();
+    });
 }
 
 #[test]
