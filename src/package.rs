@@ -704,8 +704,9 @@ mod tests {
     fn only_a_folder_holding_exactly_an_earlier_package_is_replaced() {
         let root = app_root(&functions::ALL);
         let binary = fake_binary(root.path());
-        // (what the folder holds besides, expected to be refused)
-        let cases: [(&str, &[(&str, &str)], bool); 5] = [
+        // (what the folder holds, whether it is refused)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+        let cases: [Case; 5] = [
             (
                 "a project with a host.json",
                 &[
@@ -820,7 +821,11 @@ mod tests {
         object[16] = 1; // ET_REL: an object file
         let cases: [(&str, Vec<u8>, &str); 3] = [
             ("hostname", b"box\n".to_vec(), "not an executable ELF file"),
-            ("script", b"#!/bin/sh\necho hi\n".to_vec(), "starting \"#!/bin/s"),
+            (
+                "script",
+                b"#!/bin/sh\necho hi\n".to_vec(),
+                "starting \"#!/bin/s",
+            ),
             ("object", object, "ELF type 1"),
         ];
         for (name, bytes, shown) in cases {

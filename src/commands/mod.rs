@@ -270,6 +270,11 @@ pub(crate) fn report_failures(command: &str, failures: &[String]) -> bool {
     !failures.is_empty()
 }
 
+/// Keeps `Arc<dyn Arm>` users able to use the wrapper too.
+pub fn shared<A: Arm + 'static>(arm: A) -> Arc<dyn Arm> {
+    Arc::new(arm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,9 +308,4 @@ mod tests {
         let (_, note) = judge_moment(None, Some(local - time::Duration::minutes(116)), local);
         assert!(note.unwrap().contains("-116 min"));
     }
-}
-
-/// Keeps `Arc<dyn Arm>` users able to use the wrapper too.
-pub fn shared<A: Arm + 'static>(arm: A) -> Arc<dyn Arm> {
-    Arc::new(arm)
 }
