@@ -105,9 +105,11 @@ pub fn plan(
         plan_local_create(vm, rule, timer, at, &vm_disks, &mut |a, t, r| {
             rows.push(row(&vm.location, a, t, Some(rule), r))
         });
+        // A copy into the VM's own region is never made (the create handler skips it).
         let regions: Vec<String> = rule
             .copy_regions()
             .iter()
+            .filter(|c| !crate::policy::regions::same_region(&c.region, &vm.location))
             .map(|c| canonical_region(&c.region))
             .collect();
         for region in &regions {
