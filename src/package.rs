@@ -410,6 +410,8 @@ fn check_replaceable(out: &Path) -> Result<(), PackageError> {
     let marker = out.join(MARKER);
     let listed: Vec<String> = match fs::read_to_string(&marker) {
         Ok(text) => text.lines().map(str::to_string).collect(),
+        // A package from before the marker: exactly host.json, vmrp and <Name>/function.json.
+        Err(_) if is_unmarked_package(&found) => return Ok(()),
         Err(_) => {
             return Err(refuse(format!(
                 "it is not empty and holds no {MARKER} (the marker every vmrp package writes)"
@@ -429,6 +431,18 @@ fn check_replaceable(out: &Path) -> Result<(), PackageError> {
         )));
     }
     Ok(())
+}
+
+/// Whether `files` are exactly what a package without a marker (vmrp before the marker) held.
+fn is_unmarked_package(files: &[String]) -> bool {
+    files.iter().any(|f| f == "host.json")
+        && files.iter().any(|f| f == BINARY_NAME)
+        && files.iter().all(|f| {
+            f == "host.json"
+                || f == BINARY_NAME
+                || f.split_once('/')
+                    .is_some_and(|(dir, file)| !dir.is_empty() && file == "function.json")
+        })
 }
 
 /// Every file under `dir` (and every symlink or other non-folder), as `/`-joined relative paths.
@@ -706,7 +720,7 @@ mod tests {
         let binary = fake_binary(root.path());
         // (what the folder holds, whether it is refused)
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
-        let cases: [Case; 5] = [
+        let cases: [Case; 7] = [
             (
                 "a project with a host.json",
                 &[
@@ -727,6 +741,20 @@ mod tests {
                 true,
             ),
             ("an empty folder", &[], false),
+            (
+                "a package from before the marker",
+                &[
+                    ("host.json", "{}"),
+                    ("vmrp", "x"),
+                    ("OnVmChanged/function.json", "{}"),
+                ],
+                false,
+            ),
+            (
+                "an unmarked package with a file added",
+                &[("host.json", "{}"), ("vmrp", "x"), ("notes.txt", "mine")],
+                true,
+            ),
             (
                 "an earlier package",
                 &[
