@@ -15,7 +15,7 @@
 //! speeds up again once the handler has caught up ([`governed_speed`]). Idle stretches (copies
 //! replicating, hours between ticks) still pass at full speed.
 
-use crate::policy::regions::{canonical_region, known_region};
+use crate::policy::regions::{canonical_region, known_region, same_region};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -107,7 +107,7 @@ pub struct LocalArgs {
     /// Give up after this many real seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
-    /// Leave the emulator running after the run (prints its URLs), until Ctrl-C.
+    /// Leave the emulator running after the run (prints its URLs), until Ctrl-C or SIGTERM.
     #[arg(long)]
     pub keep_running: bool,
     /// Also write the coverage at the end of the run as one self-contained HTML page, the same
@@ -323,6 +323,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         std::env::set_var("RUST_LOG", "warn,Host.Function.Console=off");
     }
     crate::logging::init_stderr();
+    check_args(&args)?;
     let handler = std::env::current_exe()
         .map_err(|e| LocalError::Io(format!("cannot find this executable: {e}")))?;
     let mut scenario = Scenario::new(handler);
@@ -377,7 +378,9 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     if args.keep_running {
         println!("emulator still running: {}", emulator.announcement());
         println!("press Ctrl-C to stop");
-        let _ = tokio::signal::ctrl_c().await;
+        // SIGTERM too: `timeout`, CI runners and service managers send it, and the handler
+        // must stop with us (it also dies with us on a SIGKILL, see host_sim).
+        crate::emulator::cli::shutdown_signal().await;
     }
     emulator
         .stop()
@@ -459,6 +462,39 @@ pub async fn html_report(
         failures,
         ticks: crate::html_report::ticks_from_inventory(&inventory, 12),
     })
+}
+
+/// Refuses, before anything starts, flags that would only fail at the end of a run (or never
+/// finish): a speed that is not a positive number, and a `--report` or `--html` path
+/// that cannot be written.
+pub fn check_args(args: &LocalArgs) -> Result<(), LocalError> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        return Err(LocalError::Io(format!(
+            "--speed {}: must be a positive number of virtual seconds per real second (e.g. 1200)",
+            args.speed
+        )));
+    }
+    if let Some(path) = &args.report {
+        writable(path).map_err(|e| LocalError::Io(format!("--report {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &args.html {
+        writable(path).map_err(|e| LocalError::Io(format!("--html {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` can be written, checked by opening it for writing (and removing it again
+/// when it did not exist), so a run does not go to waste on a report it cannot save.
+fn writable(path: &Path) -> std::io::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// The policy `vmrp local` uses without `--policy`: every VM of the emulated subscriptions
@@ -549,7 +585,22 @@ pub async fn run_scenario_keep(
     }
     if let Err(problems) = policy.validate_with_timer(&scenario.schedule) {
         let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let _ = emulator.stop().await;
         return Err(LocalError::Policy(lines.join("; ")));
+    }
+    // A policy that selects nothing would "complete" with 0 VMs: say so before running.
+    let vms = emulator.arm.list_vms();
+    if !vms.iter().any(|vm| policy.rule_for(vm).is_some()) {
+        let message = format!(
+            "no rule selects any of the {} VMs of the emulated fleet (subscription(s) {}, tag {}={} on {:.0}% of them); nothing to run. Target those subscriptions, or leave out --policy for the default policy",
+            vms.len(),
+            emulator.subscriptions.join(", "),
+            scenario.fleet.tag_key,
+            scenario.fleet.tag_value,
+            scenario.fleet.tagged_fraction * 100.0
+        );
+        let _ = emulator.stop().await;
+        return Err(LocalError::Policy(message));
     }
     // Kept on purpose: it holds the app files the host simulation restarts the handler from
     // (after a kill) and the handler log the report names, which outlive this function.
@@ -792,13 +843,22 @@ fn expected_points(
                 continue;
             }
             e.local.insert((name.clone(), *tick));
-            for c in rule.copy_regions() {
-                e.copies
-                    .insert((name.clone(), *tick, canonical_region(&c.region)));
+            for region in copy_regions_of(rule, vm.location.as_deref()) {
+                e.copies.insert((name.clone(), *tick, region));
             }
         }
     }
     e
+}
+
+/// The regions a VM's points are copied to: the rule's, less the VM's own region, which the
+/// create handler leaves out (a copy needs another region, `create_restore_point.rs`).
+pub fn copy_regions_of(rule: &crate::policy::Rule, home: Option<&str>) -> Vec<String> {
+    rule.copy_regions()
+        .iter()
+        .filter(|c| !home.is_some_and(|h| same_region(&c.region, h)))
+        .map(|c| canonical_region(&c.region))
+        .collect()
 }
 
 /// Everything seen settled during the run (points can be pruned by retention before the end).
@@ -1259,6 +1319,12 @@ pub fn summary_line(r: &LocalReport) -> String {
     )
 }
 
+/// The virtual moment as the progress line shows it: to the second, no nanoseconds.
+pub fn virtual_label(now: OffsetDateTime) -> String {
+    let (h, m, s) = now.to_hms();
+    format!("{} {h:02}:{m:02}:{s:02}", now.date())
+}
+
 /// Live progress on a terminal (hidden when stdout is not one).
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -1316,7 +1382,7 @@ impl Progress {
             .collect();
         bar.set_message(format!(
             "tick {fired}/{total_ticks} | virtual {} | creating {creating} | copying {} | failed {failed}",
-            now.time(),
+            virtual_label(now),
             if copies.is_empty() { "-".to_string() } else { copies.join(", ") }
         ));
     }
@@ -1368,6 +1434,61 @@ mod tests {
         }
         // A floor above the target never speeds the clock up past the target.
         assert_eq!(governed_speed(10.0, 10.0, 60.0, true), 10.0);
+    }
+
+    #[test]
+    fn the_progress_line_shows_virtual_time_to_the_second() {
+        let at = time::macros::datetime!(2026-01-05 05:43:07.744708711 UTC);
+        assert_eq!(virtual_label(at), "2026-01-05 05:43:07");
+    }
+
+    /// Issue 19: `--copy-to westeurope` on a westeurope fleet counted the copies the handler
+    /// rightly skips as expected, and the report said COVERAGE INCOMPLETE.
+    #[test]
+    fn no_copy_is_expected_into_the_vms_own_region() {
+        let policy = default_policy(
+            &["00000000-0000-0000-0000-000000000001".to_string()],
+            &["westeurope".to_string(), "swedencentral".to_string()],
+            ("vmrp", "on"),
+        );
+        let rule = &policy.rules[0];
+        assert_eq!(
+            copy_regions_of(rule, Some("West Europe")),
+            ["swedencentral"]
+        );
+        assert_eq!(
+            copy_regions_of(rule, Some("northeurope")),
+            ["westeurope", "swedencentral"]
+        );
+    }
+
+    #[test]
+    fn speed_and_report_are_checked_before_the_run() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: LocalArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("report.json");
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["x"];
+            argv.extend_from_slice(extra);
+            Cli::parse_from(argv).args
+        };
+        for speed in ["0", "-5", "NaN", "inf"] {
+            let flag = format!("--speed={speed}");
+            let e = check_args(&args(&[flag.as_str()])).unwrap_err().to_string();
+            assert!(e.starts_with("--speed"), "{speed}: {e}");
+        }
+        let unwritable = dir.path().join("no-such-folder").join("r.json");
+        let e = check_args(&args(&["--report", unwritable.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--report"), "{e}");
+        check_args(&args(&["--report", ok.to_str().unwrap()])).unwrap();
+        assert!(!ok.exists(), "the check leaves no file behind");
     }
 
     #[test]

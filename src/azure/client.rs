@@ -181,15 +181,30 @@ impl ArmClientConfig {
         let raw = env("VMRP_ARM_ENDPOINT")
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-        Ok(Self {
-            endpoint: parse_endpoint("VMRP_ARM_ENDPOINT", &raw)?,
-            audience: env("VMRP_ARM_AUDIENCE").filter(|v| !v.trim().is_empty()),
+        Ok(Self::new(
+            parse_endpoint("VMRP_ARM_ENDPOINT", &raw)?,
+            env("VMRP_ARM_AUDIENCE"),
+            credential,
+        ))
+    }
+
+    /// Defaults for production with the endpoint and audience given (the CLI's `--arm-endpoint`
+    /// and `--arm-audience`, which clap already fills from the same variables). A blank
+    /// audience means the endpoint's origin.
+    pub fn new(
+        endpoint: Url,
+        audience: Option<String>,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Self {
+        Self {
+            endpoint,
+            audience: audience.filter(|v| !v.trim().is_empty()),
             credential,
             timeouts: Timeouts::default(),
             retry: RetryConfig::default(),
             loopback_only: false,
             record_traffic: None,
-        })
+        }
     }
 
     /// The OAuth scope for ARM tokens: `{audience}/.default`.

@@ -1,6 +1,10 @@
 //! Terminal commands that read a deployment: `status`, `plan`. Both authenticate like the
 //! functions do (managed identity when `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` are set), falling
 //! back to developer tools (`az login`) on a laptop, and only ever read ARM.
+//!
+//! Both judge time by ARM's clock (the `Date` header of its answers) unless `--at` is given,
+//! and say so when this machine's clock disagrees: ages measured against a laptop's clock are
+//! wrong against `vmrp emulate --speed` and whenever the laptop drifts.
 
 pub mod plan;
 pub mod status;
@@ -45,9 +49,11 @@ impl ArmArgs {
             format!("no Azure credential: {e}\n  run `az login`, or set IDENTITY_ENDPOINT and IDENTITY_HEADER (managed identity)")
         })?;
         tracing::info!(credential = %choice, "credential chosen");
-        let mut config = ArmClientConfig::from_env(&env, credential).map_err(|e| e.to_string())?;
-        config.endpoint =
+        // The flags are the one source here: clap fills them from VMRP_ARM_ENDPOINT and
+        // VMRP_ARM_AUDIENCE when they are not given, so the environment is not read twice.
+        let endpoint =
             parse_endpoint("--arm-endpoint", &self.arm_endpoint).map_err(|e| e.to_string())?;
+        let config = ArmClientConfig::new(endpoint, self.arm_audience.clone(), credential);
         let client = ArmClient::new(config).map_err(|e| e.to_string())?;
         Ok(ReadOnlyArm(client))
     }
@@ -194,20 +200,121 @@ pub(crate) fn wall_clock() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-pub(crate) fn parse_at(at: Option<&str>) -> Result<time::OffsetDateTime, String> {
-    match at {
-        None => Ok(wall_clock()),
-        Some(text) => time::OffsetDateTime::parse(
-            text,
-            &time::format_description::well_known::Rfc3339,
+pub(crate) fn parse_at(at: Option<&str>) -> Result<Option<time::OffsetDateTime>, String> {
+    at.map(|text| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+            |e| {
+                format!(
+                    "--at {text:?}: expected an RFC 3339 time such as 2026-11-25T03:00:00Z ({e})"
+                )
+            },
         )
-        .map_err(|e| {
-            format!("--at {text:?}: expected an RFC 3339 time such as 2026-11-25T03:00:00Z ({e})")
-        }),
+    })
+    .transpose()
+}
+
+/// How far this machine's clock may stray from ARM's before the commands say so (the `Date`
+/// header has whole seconds, and the listing takes a while).
+pub const CLOCK_TOLERANCE: time::Duration = time::Duration::minutes(2);
+
+/// The moment to judge by: `--at` when given, else ARM's clock (`server`, from its last `Date`
+/// header), else this machine's (`local`). The note says when ARM's and ours disagree.
+pub fn judge_moment(
+    at: Option<time::OffsetDateTime>,
+    server: Option<time::OffsetDateTime>,
+    local: time::OffsetDateTime,
+) -> (time::OffsetDateTime, Option<String>) {
+    use crate::schedule::rfc3339;
+    match (at, server) {
+        (Some(at), _) => (at, None),
+        (None, Some(server)) => {
+            let drift = server - local;
+            let note = (drift.abs() > CLOCK_TOLERANCE).then(|| {
+                format!(
+                    "ARM's clock (its Date header) reads {}, this machine's {} ({:+} min): judging by ARM's",
+                    rfc3339(server),
+                    rfc3339(local.replace_nanosecond(0).unwrap_or(local)),
+                    drift.whole_minutes()
+                )
+            });
+            (server, note)
+        }
+        (None, None) => (
+            local,
+            Some("ARM sent no Date header: judging by this machine's clock".into()),
+        ),
     }
+}
+
+/// Reads each subscription on its own: one that fails (a 404 for a subscription that is gone,
+/// a 403 without access) is named in the second value and the others still count, as the timer
+/// carries on. Only when every subscription fails is it an error.
+pub async fn gather_each(
+    arm: &dyn crate::azure::Arm,
+    subscriptions: &[String],
+) -> Result<(crate::inventory::Inventory, Vec<String>), ArmError> {
+    let mut inventory = crate::inventory::Inventory { vms: Vec::new() };
+    let mut failures = Vec::new();
+    let mut first_error = None;
+    for sub in subscriptions {
+        match crate::inventory::gather(arm, std::slice::from_ref(sub)).await {
+            Ok(part) => inventory.vms.extend(part.vms),
+            Err(e) => {
+                failures.push(format!("subscription {sub}: {e}"));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if failures.len() == subscriptions.len() => Err(e),
+        _ => Ok((inventory, failures)),
+    }
+}
+
+/// Prints what could not be read, after the output; exit 1 when anything was left out.
+pub(crate) fn report_failures(command: &str, failures: &[String]) -> bool {
+    for f in failures {
+        eprintln!("vmrp {command}: skipped {f}");
+    }
+    !failures.is_empty()
 }
 
 /// Keeps `Arc<dyn Arm>` users able to use the wrapper too.
 pub fn shared<A: Arm + 'static>(arm: A) -> Arc<dyn Arm> {
     Arc::new(arm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_moment_is_at_else_arms_clock_else_ours() {
+        let local = datetime!(2026-12-06 12:00 UTC);
+        let at = datetime!(2026-12-01 00:00 UTC);
+        let table = [
+            (Some(at), Some(local), at, false),
+            (
+                None,
+                Some(local + time::Duration::seconds(50)),
+                local + time::Duration::seconds(50),
+                false,
+            ),
+            (
+                None,
+                Some(local - time::Duration::minutes(116)),
+                local - time::Duration::minutes(116),
+                true,
+            ),
+            (None, None, local, true),
+        ];
+        for (given, server, want, noted) in table {
+            let (moment, note) = judge_moment(given, server, local);
+            assert_eq!(moment, want, "{given:?} {server:?}");
+            assert_eq!(note.is_some(), noted, "{note:?}");
+        }
+        let (_, note) = judge_moment(None, Some(local - time::Duration::minutes(116)), local);
+        assert!(note.unwrap().contains("-116 min"));
+    }
 }

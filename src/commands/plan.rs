@@ -381,22 +381,43 @@ pub async fn run(args: PlanArgs) -> Result<std::process::ExitCode, String> {
     let at = super::parse_at(args.at.as_deref())?;
     let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, Some(&policy))?;
     let arm = args.arm.client()?;
-    let rows = plan_with(&arm, &policy, &timer, at, &subscriptions)
+    let planned = plan_with(&arm, &policy, &timer, at, &subscriptions)
         .await
         .map_err(super::arm_failed)?;
-    super::print_rows(&rows, args.arm.json, render)?;
-    Ok(std::process::ExitCode::SUCCESS)
+    if let Some(note) = &planned.clock_note {
+        eprintln!("vmrp plan: {note}");
+    }
+    super::print_rows(&planned.rows, args.arm.json, render)?;
+    Ok(if super::report_failures("plan", &planned.skipped) {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
-/// Gathers what the plan needs through `arm` (reads only) and plans.
+/// A plan and what it was made of.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub rows: Vec<PlanRow>,
+    /// The moment planned: `--at`, else ARM's clock.
+    pub at: OffsetDateTime,
+    /// Said when ARM's clock and this machine's disagree (or ARM's is unknown).
+    pub clock_note: Option<String>,
+    /// Subscriptions that could not be read, with the error (the rest is planned).
+    pub skipped: Vec<String>,
+}
+
+/// Gathers what the plan needs through `arm` (reads only) and plans for `at`, or for ARM's
+/// clock when `at` is `None`.
 pub async fn plan_with(
     arm: &dyn crate::azure::Arm,
     policy: &Policy,
     timer: &Schedule,
-    at: OffsetDateTime,
+    at: Option<OffsetDateTime>,
     subscriptions: &[String],
-) -> Result<Vec<PlanRow>, crate::azure::ArmError> {
-    let inventory = crate::inventory::gather(arm, subscriptions).await?;
+) -> Result<Planned, crate::azure::ArmError> {
+    let (inventory, skipped) = super::gather_each(arm, subscriptions).await?;
+    let (at, clock_note) = super::judge_moment(at, arm.rate_limits().date, super::wall_clock());
     let mut disks = HashMap::new();
     for vm in inventory
         .vms
@@ -414,7 +435,12 @@ pub async fn plan_with(
             }
         }
     }
-    Ok(plan(&inventory, policy, timer, at, &disks))
+    Ok(Planned {
+        rows: plan(&inventory, policy, timer, at, &disks),
+        at,
+        clock_note,
+        skipped,
+    })
 }
 
 #[cfg(test)]
@@ -629,6 +655,60 @@ mod tests {
         );
         let table = render(&rows);
         assert!(table.contains("copy to westus2 waits"), "{table}");
+    }
+
+    /// Issue 19: one subscription answering 404 aborted the whole plan; and without `--at` the
+    /// plan used this machine's clock, not ARM's.
+    #[tokio::test]
+    async fn a_missing_subscription_is_skipped_and_arms_clock_is_the_moment() {
+        use crate::testing::{op, FakeArm};
+        const GONE: &str = "00000000-0000-0000-0000-00000000dead";
+        let arm = FakeArm::new();
+        let vm = coverage("vm-a", &[("backup", "on")], vec![], vec![]).vm;
+        arm.add_vm(vm);
+        arm.refuse_next(
+            op::LIST_VMS,
+            404,
+            "SubscriptionNotFound",
+            &format!("The subscription '{GONE}' could not be found."),
+        );
+        let server = datetime!(2026-11-25 12:05 UTC);
+        arm.report_rate_limits(crate::azure::RateLimits {
+            date: Some(server),
+            ..Default::default()
+        });
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+
+        let planned = plan_with(
+            &arm,
+            &policy(),
+            &timer,
+            None,
+            &[GONE.to_string(), SUB.to_string()],
+        )
+        .await
+        .expect("the other subscription is planned");
+
+        assert_eq!(planned.skipped.len(), 1, "{:?}", planned.skipped);
+        assert!(
+            planned.skipped[0].contains(GONE)
+                && planned.skipped[0].contains("SubscriptionNotFound")
+        );
+        assert_eq!(planned.at, server, "ARM's Date, not this machine's clock");
+        let create = planned
+            .rows
+            .iter()
+            .find(|r| r.action == Action::Create)
+            .unwrap();
+        assert_eq!(create.target, "rp-20261125T1200Z", "{:#?}", planned.rows);
+
+        // Every subscription failing is still an error.
+        arm.refuse_next(op::LIST_VMS, 404, "SubscriptionNotFound", "gone");
+        assert!(
+            plan_with(&arm, &policy(), &timer, None, &[GONE.to_string()])
+                .await
+                .is_err()
+        );
     }
 
     #[test]

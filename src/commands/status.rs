@@ -1,7 +1,11 @@
 //! `vmrp status`: coverage now — per VM and region the newest settled point and its age against
 //! the schedule (ok / late / missing), copies in flight with their percent, and failures.
+//!
+//! With a policy, only the VMs a rule selects are judged, each against the ticks its rule is
+//! due at (`Rule::is_due`, the test the timer and `plan` use), so a daily rule is not "late" at
+//! the timer's other ticks.
 
-use crate::policy::regions::canonical_region;
+use crate::policy::regions::{canonical_region, same_region};
 use std::collections::BTreeSet;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -9,7 +13,7 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
 use crate::inventory::{CollectionRole, Inventory, PointStatus};
-use crate::policy::Policy;
+use crate::policy::{Policy, Rule};
 use crate::schedule::Schedule;
 
 /// How a region of a VM stands.
@@ -56,8 +60,28 @@ impl Default for Grace {
     }
 }
 
+/// The latest timer tick at or before `t` at which `rule` creates points (every tick without a
+/// rule); looks back 10,000 ticks at most.
+pub fn latest_due_tick(
+    timer: &Schedule,
+    rule: Option<&Rule>,
+    t: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let mut at = t;
+    for _ in 0..10_000 {
+        let tick = timer.latest_at_or_before(at)?;
+        // The policy was validated first, so a rule schedule that does not parse cannot occur;
+        // should it, the rule is never due rather than always.
+        if rule.is_none_or(|r| r.is_due(timer, tick).unwrap_or(false)) {
+            return Some(tick);
+        }
+        at = tick - Duration::seconds(1);
+    }
+    None
+}
+
 /// One row per VM and region: its own region plus every copy region the policy names or that
-/// already holds copies.
+/// already holds copies. With a policy, VMs no rule selects are left out.
 pub fn evaluate(
     inventory: &Inventory,
     policy: Option<&Policy>,
@@ -67,12 +91,18 @@ pub fn evaluate(
 ) -> Vec<StatusRow> {
     let mut rows = Vec::new();
     for vm in &inventory.vms {
+        let rule = policy.and_then(|p| p.rule_for(&vm.vm));
+        if policy.is_some() && rule.is_none() {
+            continue;
+        }
         let mut regions: BTreeSet<(bool, String)> = BTreeSet::new();
         regions.insert((false, vm.location.clone()));
-        if let Some(rule) = policy.and_then(|p| p.rule_for(&vm.vm)) {
+        if let Some(rule) = rule {
+            // A copy into the VM's own region is never made (the create handler skips it).
             regions.extend(
                 rule.copies
                     .iter()
+                    .filter(|c| !same_region(&c.region, &vm.location))
                     .map(|c| (true, canonical_region(&c.region))),
             );
         }
@@ -98,7 +128,7 @@ pub fn evaluate(
                 .get(&region)
                 .filter(|_| points.iter().any(|p| p.status == PointStatus::Settled));
             let wait = if is_copy { grace.copy } else { grace.local };
-            let due_tick = schedule.latest_at_or_before(now - wait);
+            let due_tick = latest_due_tick(schedule, rule, now - wait);
             let coverage = match (best, due_tick) {
                 (None, _) => Coverage::Missing,
                 (Some(p), Some(tick)) if p.created.is_some_and(|c| c < tick) => Coverage::Late,
@@ -286,6 +316,60 @@ mod tests {
         );
     }
 
+    /// Issue 19: a rule with its own daily schedule was `late` at the timer's other ticks, and
+    /// VMs no rule selects were `missing`.
+    #[test]
+    fn a_rules_own_schedule_and_unselected_vms() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let policy = Policy::from_json_str(
+            r#"{"rules": [{"name": "daily", "schedule": "0 0 4 * * *",
+                "targets": {"subscriptions": ["s"], "tags": {"backup": "on"}},
+                "retention": {"keepLast": 3}}]}"#,
+        )
+        .unwrap();
+        let mut inv = coverage(
+            vec![point(
+                "rp-20261206T0400Z",
+                datetime!(2026-12-06 04:00:30 UTC),
+                PointStatus::Settled,
+            )],
+            vec![],
+        );
+        inv.vms[0].vm.tags = Some([("backup".to_string(), "on".to_string())].into());
+        let mut unselected = inv.vms[0].clone();
+        unselected.vm.tags = None;
+        unselected.id = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm2",
+        )
+        .unwrap();
+        inv.vms.push(unselected);
+        let at = |t| evaluate(&inv, Some(&policy), &timer, t, Grace::default());
+
+        // Noon: the timer's 08:00 tick is past its grace, but the rule is due at 04:00 only.
+        let rows = at(datetime!(2026-12-06 12:00 UTC));
+        assert!(
+            rows.iter().all(|r| r.vm == "vm1"),
+            "only the selected VM: {rows:#?}"
+        );
+        assert_eq!(rows[0].role, CollectionRole::Local);
+        assert_eq!(rows[0].coverage, Coverage::Ok, "{rows:#?}");
+        // The next morning, once 04:00 + grace has passed, the point is a day old: late.
+        let rows = at(datetime!(2026-12-07 06:30 UTC));
+        assert_eq!(rows[0].coverage, Coverage::Late, "{rows:#?}");
+        assert_eq!(
+            latest_due_tick(
+                &timer,
+                Some(&policy.rules[0]),
+                datetime!(2026-12-06 10:00 UTC)
+            ),
+            Some(datetime!(2026-12-06 04:00 UTC))
+        );
+        assert_eq!(
+            latest_due_tick(&timer, None, datetime!(2026-12-06 10:00 UTC)),
+            Some(datetime!(2026-12-06 08:00 UTC))
+        );
+    }
+
     #[test]
     fn a_watch_frame_redraws_in_place_with_counts() {
         let schedule = Schedule::parse("0 0 */4 * * *").unwrap();
@@ -356,20 +440,37 @@ pub fn watch_frame(rows: &[StatusRow], now: OffsetDateTime, interval: u64) -> St
     )
 }
 
-/// Runs `vmrp status`: exit 0 when every row is ok, 1 when something is late or missing.
+/// Runs `vmrp status`: exit 0 when every row is ok, 1 when something is late or missing or a
+/// subscription could not be read.
 pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
     let policy = match &args.policy {
-        Some(path) => Some(Policy::from_file(path).map_err(|e| e.to_string())?),
+        Some(path) => {
+            let policy = Policy::from_file(path).map_err(|e| e.to_string())?;
+            // The same check `plan` and the functions make, before anything is read.
+            if let Err(problems) = policy.validate_with_timer(&args.schedule) {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+                return Err(format!("the policy is invalid:\n{}", lines.join("\n")));
+            }
+            Some(policy)
+        }
         None => None,
     };
     let schedule = Schedule::parse(&args.schedule).map_err(|e| e.to_string())?;
+    let at = super::parse_at(args.at.as_deref())?;
     let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, policy.as_ref())?;
     let arm = args.arm.client()?;
     loop {
-        let now = super::parse_at(args.at.as_deref())?;
-        let inventory = crate::inventory::gather(&arm, &subscriptions)
+        let (inventory, failures) = super::gather_each(&arm, &subscriptions)
             .await
             .map_err(super::arm_failed)?;
+        let (now, note) = super::judge_moment(
+            at,
+            crate::azure::Arm::rate_limits(&arm).date,
+            super::wall_clock(),
+        );
+        if let Some(note) = note {
+            eprintln!("vmrp status: {note}");
+        }
         let rows = evaluate(
             &inventory,
             policy.as_ref(),
@@ -390,21 +491,23 @@ pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
                 },
             )?;
         }
-        let healthy = rows.iter().all(|r| r.coverage == Coverage::Ok);
+        if !args.watch {
+            super::print_rows(&rows, args.arm.json, render)?;
+        } else {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(watch_frame(&rows, now, args.interval).as_bytes());
+            let _ = out.flush();
+        }
+        let skipped = super::report_failures("status", &failures);
+        let healthy = !skipped && rows.iter().all(|r| r.coverage == Coverage::Ok);
         let code = if healthy {
             std::process::ExitCode::SUCCESS
         } else {
             std::process::ExitCode::from(1)
         };
         if !args.watch {
-            super::print_rows(&rows, args.arm.json, render)?;
             return Ok(code);
-        }
-        {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(watch_frame(&rows, now, args.interval).as_bytes());
-            let _ = out.flush();
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(args.interval)) => {}

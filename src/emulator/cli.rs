@@ -171,7 +171,8 @@ pub async fn run(args: EmulateArgs) -> Result<ExitCode, EmulateError> {
     run_with(args, std::io::stdout(), shutdown_signal()).await
 }
 
-async fn shutdown_signal() {
+/// SIGINT (Ctrl-C) or SIGTERM (`timeout`, CI runners, service managers), whichever comes first.
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -201,8 +202,26 @@ pub async fn run_with(
 ) -> Result<ExitCode, EmulateError> {
     let config = config_from_args(&args)?;
     let extra_env = parse_env(&args.env)?;
+    // Absolute from here on: the handler starts in the app root as its working directory, where
+    // a relative `pkg/vmrp` would name `pkg/pkg/vmrp`.
+    let absolute = |flag: &'static str, path: &PathBuf| {
+        std::path::absolute(path).map_err(|e| EmulateError::Arg {
+            flag,
+            reason: format!("{}: {e}", path.display()),
+        })
+    };
+    let app_root = args
+        .app_root
+        .as_ref()
+        .map(|p| absolute("app-root", p))
+        .transpose()?;
+    let handler = args
+        .handler
+        .as_ref()
+        .map(|p| absolute("handler", p))
+        .transpose()?;
     let emulator = start(config).await?;
-    if let Some(root) = &args.app_root {
+    if let Some(root) = &app_root {
         let mut settings = emulator.handler_settings(args.bus_auth);
         // The timer reads %VMRP_SCHEDULE%; default it like the handler's config does.
         if std::env::var(SCHEDULE_SETTING).is_err() {
@@ -212,7 +231,7 @@ pub async fn run_with(
         let sim_config = HostSimConfig {
             app_settings: settings,
             timer_ticks: args.timer_ticks,
-            executable_override: args.handler.clone(),
+            executable_override: handler,
             ..HostSimConfig::new(root.clone())
         };
         if let Err(e) = emulator.start_host_sim(sim_config).await {

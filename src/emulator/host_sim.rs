@@ -1339,6 +1339,13 @@ impl HostSim {
         } else {
             PathBuf::from(&exe)
         };
+        // A relative path names a file from where we were started; the child starts in the app
+        // root, where `pkg/vmrp` would name `pkg/pkg/vmrp`. A bare name stays a PATH lookup.
+        let program = if program.is_relative() && program.components().count() > 1 {
+            std::path::absolute(&program).unwrap_or(program)
+        } else {
+            program
+        };
         let args: Vec<String> = host
             .arguments
             .iter()
@@ -1364,6 +1371,7 @@ impl HostSim {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
@@ -2131,6 +2139,41 @@ impl ConsoleSink {
         }
         tail.push_back(line);
     }
+}
+
+/// The handler dies with this process, however this process ends: `kill_on_drop` and `stop()`
+/// cover an orderly exit, but a SIGKILL (or a SIGTERM nobody handles) runs no destructor, and
+/// the orphaned `vmrp serve` would keep its port. On Linux the kernel sends the child SIGKILL
+/// when the thread that spawned it exits; that is a tokio worker (or the test's thread), which
+/// lives as long as the runtime. Elsewhere only the orderly paths apply.
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl and
+        // getppid, both async-signal-safe; it touches no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl: then nobody would signal us.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the host simulation exited"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 #[cfg(test)]

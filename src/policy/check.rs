@@ -179,13 +179,30 @@ fn describe_retention(r: &super::Retention) -> String {
 
 /// `vmrp policy check`: prints the report on stdout; exit 0 when valid, 1 on problems.
 pub async fn run(args: PolicyCheckArgs) -> Result<ExitCode, String> {
-    let report = check_file(&args.file, &args.timer_schedule)?;
-    print!("{}", report.render(args.json));
-    Ok(if report.ok {
+    let (text, ok) = outcome(&args)?;
+    print!("{text}");
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What `vmrp policy check` prints on stdout, and whether the policy is fine. With `--json` a
+/// file that cannot be read is a JSON answer too (`{"ok": false, "readError": …}`), so a
+/// script parsing stdout never meets plain text; without, it is the `Err` for stderr.
+pub fn outcome(args: &PolicyCheckArgs) -> Result<(String, bool), String> {
+    match check_file(&args.file, &args.timer_schedule) {
+        Ok(report) => Ok((report.render(args.json), report.ok)),
+        Err(e) if args.json => {
+            let doc = serde_json::json!({"ok": false, "readError": e});
+            Ok((
+                serde_json::to_string_pretty(&doc).expect("JSON values serialise") + "\n",
+                false,
+            ))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +228,20 @@ mod tests {
          "copies":[{"region":"West US 2","retention":{"keepLast":4}}]},
         {"name":"dev","targets":{},"consistency":"CrashConsistent","schedule":"0 0 */2 * * *",
          "retention":{"keepLast":3}}]}"#;
+
+    /// Issue 19: `--json` printed a read error as plain text on stderr.
+    #[test]
+    fn a_read_error_is_json_with_json() {
+        let missing = "/nonexistent/policy.toml";
+        let json = Cli::parse_from(["x", missing, "--json"]).args;
+        let (text, ok) = outcome(&json).unwrap();
+        assert!(!ok);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["ok"], false);
+        assert!(v["readError"].as_str().unwrap().contains(missing), "{v}");
+        let plain = Cli::parse_from(["x", missing]).args;
+        assert!(outcome(&plain).unwrap_err().contains(missing));
+    }
 
     #[test]
     fn a_valid_file_prints_a_summary_per_rule() {
