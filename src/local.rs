@@ -133,6 +133,9 @@ pub struct Scenario {
     /// Slow virtual time while the handler is behind (module doc); off only for tests of the
     /// clock itself.
     pub pace_to_handler: bool,
+    /// Record every ARM request/response pair into this directory as oav traffic files
+    /// ([`crate::emulator::arm::traffic`]), so a whole run can be checked against the swagger.
+    pub record_traffic: Option<PathBuf>,
 }
 
 impl Scenario {
@@ -156,6 +159,7 @@ impl Scenario {
             kills: 0,
             show_progress: false,
             pace_to_handler: true,
+            record_traffic: None,
         }
     }
 }
@@ -307,6 +311,128 @@ pub struct LocalReport {
     pub handler_log: Option<PathBuf>,
 }
 
+/// A miss the plan makes on purpose, with its own reason: the VM has nothing a restore point
+/// could hold, or the point was superseded (a create too close to the next tick, a copy older
+/// than one already copied). Anything else under faults is a lost point.
+pub fn missing_by_design(m: &Missing) -> bool {
+    m.explained_by == Explanation::Reported
+        && (reason_class(&m.reason).1
+            // create_restore_point's and start_cross_region_copy's own wording.
+            || m.reason.contains("): superseded by it")
+            || m.reason.contains(" is newer and already copied"))
+}
+
+/// What a run under faults and handler kills must still end with (issue 20): every due point
+/// settled exactly once (due = expected − [`missing_by_design`]), no point left `Failed` or
+/// `Creating` (or a copy short of 100 %) in ARM, no dead letter, nothing in progress untracked,
+/// the kills really happened, and no more timer runs failed than there were kills (a kill can
+/// fail at most the run it lands in; the host retries it). `points` is ARM's final state.
+/// Empty when the contract holds; else one line per breach.
+pub fn fault_contract_violations(
+    report: &LocalReport,
+    points: &[PointSummary],
+    kills: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (role, counts) in [("local", &report.local), ("copies", &report.copies)] {
+        let by_design = counts
+            .failed
+            .iter()
+            .filter(|m| missing_by_design(m))
+            .count();
+        let due = counts.expected - by_design;
+        if counts.settled != due {
+            out.push(format!(
+                "{role}: {} settled, {due} due ({} expected − {by_design} missing by design)",
+                counts.settled, counts.expected
+            ));
+        }
+        for m in counts.failed.iter().filter(|m| !missing_by_design(m)) {
+            out.push(format!(
+                "{role}: {} {} {} lost: {} ({})",
+                m.vm,
+                m.region,
+                names::restore_point_name(m.tick, 0),
+                m.reason,
+                explanation_label(m.explained_by)
+            ));
+        }
+        if counts.duplicates != 0 {
+            out.push(format!("{role}: {} duplicates", counts.duplicates));
+        }
+    }
+    // Nothing to restore is a property of the VM, not of a tick or a role: a VM reported so
+    // for one tick and not for another was misreported once.
+    let nothing: Vec<BTreeSet<&str>> = [&report.local, &report.copies]
+        .iter()
+        .map(|c| {
+            c.failed
+                .iter()
+                .filter(|m| m.explained_by == Explanation::Reported && reason_class(&m.reason).1)
+                .map(|m| m.vm.as_str())
+                .collect()
+        })
+        .collect();
+    for vm in nothing.iter().flatten().collect::<BTreeSet<_>>() {
+        let local = report
+            .local
+            .failed
+            .iter()
+            .filter(|m| m.vm == *vm && reason_class(&m.reason).1)
+            .count();
+        if local != report.ticks.len() {
+            out.push(format!(
+                "{vm}: nothing to restore on {local} of {} ticks",
+                report.ticks.len()
+            ));
+        }
+        if report.copies.expected > 0 && !nothing[1].contains(vm) {
+            out.push(format!("{vm}: nothing to restore locally, yet copied"));
+        }
+    }
+    for p in points {
+        let copy = p.source_restore_point.is_some();
+        if p.provisioning_state != "Succeeded" || (copy && p.copy_percent != Some(100)) {
+            out.push(format!(
+                "{} left {} (copy {:?})",
+                p.id, p.provisioning_state, p.copy_percent
+            ));
+        }
+    }
+    if !report.dead_letters.is_empty() {
+        out.push(format!("{} dead letters", report.dead_letters.len()));
+    }
+    if !report.untracked_in_progress.is_empty() {
+        out.push(format!(
+            "in progress with no poll pending: {:?}",
+            report.untracked_in_progress
+        ));
+    }
+    if report.handler_kills != u64::from(kills) {
+        out.push(format!(
+            "{} handler kills, {kills} planned",
+            report.handler_kills
+        ));
+    }
+    let timer_failures: u64 = report
+        .invocations_by_function
+        .get(crate::functions::SCHEDULE_RESTORE_POINTS)
+        .map(|by| {
+            // build_report's labels for a host-side failure (`InvocationStatus`, lowercased).
+            by.iter()
+                .filter(|(s, _)| ["failed", "timedout", "protocolviolation"].contains(&s.as_str()))
+                .map(|(_, n)| n)
+                .sum()
+        })
+        .unwrap_or(0);
+    if timer_failures > u64::from(kills) {
+        out.push(format!(
+            "{timer_failures} timer runs failed with {kills} kills"
+        ));
+    }
+    out
+}
+
 /// Runs `vmrp local`.
 pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     if std::env::var_os("RUST_LOG").is_none() {
@@ -402,6 +528,7 @@ pub async fn run_scenario_keep(
     let started = Instant::now();
     let arm = ArmConfig {
         fleet: scenario.fleet.clone(),
+        record_traffic: scenario.record_traffic.clone(),
         ..ArmConfig::default()
     };
     // Real time while the handler starts, so the first tick cannot pass before the timer
