@@ -25,7 +25,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn chaos_scenario(vms: usize, ticks: u32, kills: u32, seed: u64) -> Scenario {
-    let mut s = Scenario::new(PathBuf::from(env!("CARGO_BIN_EXE_vmrp")));
+    // `VMRP_HANDLER_BIN`: run the same contract against another build (a release build for the
+    // long soak, or a deliberately broken one to see the contract fail).
+    let handler = std::env::var_os("VMRP_HANDLER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vmrp")));
+    let mut s = Scenario::new(handler);
     s.fleet.count = vms;
     s.fleet.regions = vec!["westeurope".into(), "northeurope".into()];
     s.copy_to = vec!["swedencentral".into()];
