@@ -136,6 +136,8 @@ pub struct Scenario {
     /// Record every ARM request/response pair into this directory as oav traffic files
     /// ([`crate::emulator::arm::traffic`]), so a whole run can be checked against the swagger.
     pub record_traffic: Option<PathBuf>,
+    /// The handler's `RUST_LOG`; `None`: `VMRP_HANDLER_LOG_LEVEL`, else `info`.
+    pub handler_log_level: Option<String>,
 }
 
 impl Scenario {
@@ -160,6 +162,7 @@ impl Scenario {
             show_progress: false,
             pace_to_handler: true,
             record_traffic: None,
+            handler_log_level: None,
         }
     }
 }
@@ -582,7 +585,9 @@ pub async fn run_scenario_keep(
     settings.insert(crate::config::MAX_RETRY_AFTER_VAR.into(), "1".into());
     settings.insert(
         "RUST_LOG".into(),
-        std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        scenario.handler_log_level.clone().unwrap_or_else(|| {
+            std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into())
+        }),
     );
     let mut sim_config = HostSimConfig::new(&app_root);
     sim_config.app_settings = settings;
