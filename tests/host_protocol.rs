@@ -524,9 +524,13 @@ async fn our_messages_succeed_on_the_real_functions() {
     let arm = Arc::new(FakeArm::new());
     arm.set_now(datetime!(2024-10-25 00:00:05 UTC));
     let vm = arm.add_vm(
-        VmBuilder::new("00000000-0000-0000-0000-000000000000", "rg-app", "vm-app-01")
-            .location("eastus")
-            .build(),
+        VmBuilder::new(
+            "00000000-0000-0000-0000-000000000000",
+            "rg-app",
+            "vm-app-01",
+        )
+        .location("eastus")
+        .build(),
     );
     assert_eq!(vm.as_str(), VM);
     let bus = Arc::new(FakeScheduler::new());
@@ -558,12 +562,14 @@ async fn our_messages_succeed_on_the_real_functions() {
         .map(|m| QueueMessage::decode(&m.body).unwrap())
         .filter(|m| matches!(m, QueueMessage::Copy(_)))
         .collect();
-    assert_eq!(copies.len(), 1, "the settled point fans out its copy: {copies:?}");
-    run("StartCrossRegionCopy", QueueMessage::Copy(copy_request())).await;
-    let copy = vmrp::names::copy_collection_id(&vm, "westeurope", None).child(
-        "restorePoints",
-        &vmrp::names::restore_point_name(TICK, 0),
+    assert_eq!(
+        copies.len(),
+        1,
+        "the settled point fans out its copy: {copies:?}"
     );
+    run("StartCrossRegionCopy", QueueMessage::Copy(copy_request())).await;
+    let copy = vmrp::names::copy_collection_id(&vm, "westeurope", None)
+        .child("restorePoints", &vmrp::names::restore_point_name(TICK, 0));
     assert!(arm.point(&copy).is_some(), "the copy PUT {copy}");
 
     let path =
