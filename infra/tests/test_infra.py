@@ -117,6 +117,7 @@ def test_three_queues_with_duplicate_detection(templates):
     assert 1 < properties["maxDeliveryCount"] <= 100
     assert properties["deadLetteringOnMessageExpiration"] is True
     assert re.fullmatch(r"PT\d+[MS]", properties["lockDuration"])
+    assert properties["requiresSession"] is False
     # The window must cover every replay of a send: the invocation that sent it is redelivered
     # at most maxDeliveryCount times, each holding the lock at most lockDuration (docs/deploy.md,
     # servicebus.bicep). Derived from the template's own values, so PT1M fails and a longer
@@ -147,7 +148,6 @@ def test_iso_seconds():
     for bad in ("1H", "PT", "P", "PTH", "PT1X"):
         with pytest.raises(AssertionError):
             iso_seconds(bad)
-    assert properties["requiresSession"] is False
 
 
 def test_custom_role_grants_exactly_the_arm_actions(templates):
