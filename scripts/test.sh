@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vmrp's test command: the Rust test suite (unit, protocol, client, emulator, lifecycle, chaos
-# and security tests), the ARM traffic check with oav, and the infra checks (pytest + checkov).
+# and security tests), the deploy build's unit tests and binary check, the ARM traffic check with
+# oav, and the infra checks (pytest + checkov).
 # Installs missing tools first when the registries are reachable (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +11,16 @@ if [ ! -x "$TOOLS/oav/node_modules/.bin/oav" ]; then
   scripts/setup.sh
 fi
 export VMRP_OAV="$TOOLS/oav/node_modules/.bin/oav"
+# Tests that validate traffic with oav fail, not skip, when it is missing.
+export VMRP_REQUIRE_OAV=1
 
+# Includes the CI-sized soak (tests/chaos.rs) and a whole scenario's ARM traffic checked by oav
+# (tests/e2e_cli.rs).
 cargo test ${CARGO_TEST_FLAGS:-} --all-targets
+
+# The deploy build (no emulator): its unit tests; infra/tests/check_deploy_build.sh below builds
+# and checks its binary.
+cargo test ${CARGO_TEST_FLAGS:-} --no-default-features --lib
 
 # The client's requests and the official examples' responses, recorded, checked against the swagger
 # (the emulator's own recorded traffic is checked inside its test suite with the same oav).

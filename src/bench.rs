@@ -109,6 +109,61 @@ pub fn pacing_bound_secs(writes: u64) -> f64 {
     ((writes as f64 - WRITE_BURST) / WRITE_REFILL_PER_SEC).max(0.0)
 }
 
+/// How close one tick's creates came to ARM's write budget (the fleet-tick figure; the pacing
+/// e2e test asserts the same figure).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WritePacing {
+    pub point_puts: u64,
+    pub collection_puts: u64,
+    /// Writes the tick needed: point PUTs + collection PUTs.
+    pub writes: u64,
+    /// Virtual seconds from the tick to the last restore point PUT accepted (max `timeCreated`).
+    pub span_secs: f64,
+    /// [`pacing_bound_secs`] of `writes`.
+    pub bound_secs: f64,
+}
+
+impl WritePacing {
+    /// `span / bound` (0 when the writes fit in the burst).
+    pub fn ratio_to_bound(&self) -> f64 {
+        if self.bound_secs > 0.0 {
+            self.span_secs / self.bound_secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// [`WritePacing`] of a one-tick run, from ARM's final points and counters. The tick is the
+/// earliest tick named by a point.
+pub fn write_pacing(
+    points: &[crate::emulator::arm::PointSummary],
+    counters: &crate::emulator::arm::ArmCounters,
+) -> Result<WritePacing, String> {
+    let op = |k: &str| counters.requests_by_operation.get(k).copied().unwrap_or(0);
+    let point_puts = op("RestorePoints_Create");
+    let collection_puts = op("RestorePointCollections_CreateOrUpdate");
+    let tick = points
+        .iter()
+        .filter_map(|p| names::parse_restore_point_name(p.id.rsplit('/').next()?))
+        .map(|(t, _)| t)
+        .min()
+        .ok_or("no restore point was created")?;
+    let last = points
+        .iter()
+        .map(|p| p.time_created)
+        .max()
+        .ok_or("no restore point was created")?;
+    let writes = point_puts + collection_puts;
+    Ok(WritePacing {
+        point_puts,
+        collection_puts,
+        writes,
+        span_secs: (last - tick).as_seconds_f64(),
+        bound_secs: pacing_bound_secs(writes),
+    })
+}
+
 /// Runs `vmrp bench`.
 pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let invocations = args
@@ -645,23 +700,14 @@ async fn fleet_tick(handler: &std::path::Path, vms: usize, speed: f64) -> Result
     let points = emulator.arm.restore_points();
     let counters = emulator.arm.counters();
     emulator.stop().await.map_err(|e| e.to_string())?;
-    let op = |k: &str| counters.requests_by_operation.get(k).copied().unwrap_or(0);
-    let point_puts = op("RestorePoints_Create");
-    let collection_puts = op("RestorePointCollections_CreateOrUpdate");
-    let tick = points
-        .iter()
-        .filter_map(|p| names::parse_restore_point_name(p.id.rsplit('/').next()?))
-        .map(|(t, _)| t)
-        .min()
-        .ok_or("fleet tick: no restore point was created")?;
-    let last = points
-        .iter()
-        .map(|p| p.time_created)
-        .max()
-        .ok_or("fleet tick: no restore point was created")?;
-    let span = (last - tick).as_seconds_f64();
-    let writes = point_puts + collection_puts;
-    let bound = pacing_bound_secs(writes);
+    let pacing = write_pacing(&points, &counters).map_err(|e| format!("fleet tick: {e}"))?;
+    let WritePacing {
+        point_puts,
+        collection_puts,
+        writes,
+        span_secs: span,
+        bound_secs: bound,
+    } = pacing;
     let throttled = counters.responses_by_status.get(&429).copied().unwrap_or(0);
     Ok(json!({
         "vms": vms,
@@ -674,7 +720,7 @@ async fn fleet_tick(handler: &std::path::Path, vms: usize, speed: f64) -> Result
         "writesNeeded": writes,
         "tickToLastPointSecs": span,
         "boundSecs": bound,
-        "ratioToBound": if bound > 0.0 { span / bound } else { 0.0 },
+        "ratioToBound": pacing.ratio_to_bound(),
         "throttled429": throttled,
         "throttledByClass": counters.throttled_by_class,
         "armRequests": counters.requests,

@@ -1382,7 +1382,10 @@ fn local_run_flags() {
     ]));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let page = std::fs::read_to_string(&html).expect("--html writes the page");
-    assert!(page.contains("vmrp local: 3 VMs, 1 ticks"), "--html: {page:.300}");
+    assert!(
+        page.contains("vmrp local: 3 VMs, 1 ticks"),
+        "--html: {page:.300}"
+    );
     assert!(
         stdout.contains("coverage complete: 3 VMs × 1 ticks"),
         "{stdout}"

@@ -13,6 +13,11 @@ use vmrp::local::{run_scenario_keep, summary_line, Scenario};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmrp");
 
+/// One fleet run at a time (as in e2e_lifecycle.rs): each run, in this process or in a `vmrp
+/// local` child, is sized for the 2-core CI machine on its own; runs in parallel starve each
+/// other's handler into timeouts that are about the machine, not vmrp.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn scenario(vms: usize, ticks: u32) -> Scenario {
     let mut s = Scenario::new(PathBuf::from(BIN));
     s.fleet.count = vms;
@@ -23,14 +28,38 @@ fn scenario(vms: usize, ticks: u32) -> Scenario {
     s
 }
 
+/// oav (`VMRP_OAV`), or `None` with a note when it may be skipped: outside CI (`CI` unset) and
+/// outside the README's test command (`VMRP_REQUIRE_OAV` unset). Where it is required, its
+/// absence fails the test instead of passing it unchecked.
+fn oav() -> Option<String> {
+    if let Ok(oav) = std::env::var("VMRP_OAV") {
+        return Some(oav);
+    }
+    let required =
+        std::env::var_os("CI").is_some() || std::env::var_os("VMRP_REQUIRE_OAV").is_some();
+    assert!(
+        !required,
+        "oav is required here (CI or VMRP_REQUIRE_OAV is set) but VMRP_OAV is not: run scripts/setup.sh and set VMRP_OAV to its oav"
+    );
+    println!("skipped oav validation: set VMRP_OAV to an oav 4.0.3 binary (scripts/setup.sh installs one)");
+    None
+}
+
+/// The copied Microsoft.Compute swagger the traffic is validated against.
+fn spec_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/reference")).join("arm/spec/specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2025-04-01")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_agrees_with_the_emulator_state() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let s = scenario(10, 2);
+    let traffic = tempfile::tempdir().unwrap();
+    let mut s = scenario(10, 2);
+    s.record_traffic = Some(traffic.path().to_path_buf());
     let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
     assert!(report.complete, "{}", summary_line(&report));
     let points = emulator.arm.restore_points();
-    let counters = emulator.arm.counters();
     // Points per (VM, region) in the report's rows = what the emulator holds.
     let mut held: BTreeMap<(String, String), usize> = BTreeMap::new();
     for p in &points {
@@ -56,15 +85,30 @@ async fn the_report_agrees_with_the_emulator_state() {
         .count();
     assert_eq!(settled_local, report.local.settled);
     assert_eq!(settled_copies, report.copies.settled);
-    // ARM traffic: the report's figures are the emulator's counters.
-    assert_eq!(
-        report.arm_requests,
-        report.arm_requests_by_operation.values().sum::<u64>()
-    );
-    assert!(counters.requests >= report.arm_requests);
-    assert_eq!(
-        report.throttled_429,
-        counters.responses_by_status.get(&429).copied().unwrap_or(0)
+    // ARM traffic: the report's figures against what ARM answered, as recorded on the wire
+    // (one traffic file per exchange, named `{n}-{method}-{operation}-{status}`), not against
+    // the counters the report copied them from. No fault in this run, so no connection was
+    // dropped before its answer was recorded.
+    let files: Vec<String> = std::fs::read_dir(traffic.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut on_the_wire: BTreeMap<String, u64> = BTreeMap::new();
+    let mut throttled = 0;
+    for f in &files {
+        let parts: Vec<&str> = f.split('.').next().unwrap().split('-').collect();
+        assert_eq!(parts.len(), 4, "{f}");
+        *on_the_wire.entry(parts[2].to_string()).or_default() += 1;
+        throttled += u64::from(parts[3] == "429");
+    }
+    assert_eq!(report.arm_requests_by_operation, on_the_wire);
+    assert_eq!(report.arm_requests, files.len() as u64);
+    assert_eq!(report.throttled_429, throttled);
+    // Every create of a point that settled went over the wire.
+    assert!(
+        on_the_wire["RestorePoints_Create"]
+            >= (report.local.settled + report.copies.settled) as u64,
+        "{on_the_wire:?}"
     );
     // The dump says the same.
     let dump = emulator.dump();
@@ -76,17 +120,40 @@ async fn the_report_agrees_with_the_emulator_state() {
         .iter()
         .map(|q| emulator.bus.dead_letters(q).map(|d| d.len()).unwrap_or(0))
         .sum();
-    assert_eq!(dead, report.dead_letters.len());
+    assert_eq!(dead, 0);
+    assert!(report.dead_letters.is_empty());
+    emulator.stop().await.unwrap();
+    // The whole run's traffic, valid per the swagger (docs/emulator-arm.md: "a full scenario").
+    let validatable = files.iter().filter(|f| f.ends_with(".json")).count();
+    assert!(validatable > 100, "{validatable} validatable exchanges");
+    if let Some(oav) = oav() {
+        let out = Command::new(&oav)
+            .arg("validate-traffic")
+            .arg(traffic.path())
+            .arg(spec_dir())
+            .args(["--report", ""])
+            .output()
+            .expect("run oav");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("No errors"),
+            "oav found errors in the scenario's traffic:\n{text}"
+        );
+    }
     println!(
         "{} (test {:.1}s)",
         summary_line(&report),
         started.elapsed().as_secs_f64()
     );
-    emulator.stop().await.unwrap();
 }
 
 #[test]
 fn vmrp_local_exits_0_says_coverage_complete_and_writes_the_json_report() {
+    let _one = ONE_RUN_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("out.json");
     let out = Command::new(BIN)
@@ -129,6 +196,7 @@ fn vmrp_local_exits_0_says_coverage_complete_and_writes_the_json_report() {
 /// A region that is none is refused before anything starts (old main ran with VMs in `mars`).
 #[test]
 fn vmrp_local_refuses_unknown_regions_up_front() {
+    let _one = ONE_RUN_AT_A_TIME.blocking_lock();
     for args in [
         ["--regions", "mars"],
         ["--copy-to", "mars"],
@@ -169,6 +237,75 @@ fn vmrp_local_refuses_unknown_regions_up_front() {
     assert!(stdout.contains("coverage complete"), "{stdout}");
 }
 
+#[test]
+fn vmrp_local_exits_1_when_coverage_is_incomplete() {
+    let _one = ONE_RUN_AT_A_TIME.blocking_lock();
+    // Every restore point ends Failed: the poll retries it (maxRetries 2 in the default policy),
+    // then reports it; the README promises a non-zero exit when an expected point is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let faults = dir.path().join("faults.json");
+    std::fs::write(&faults, r#"{"arm": {"failedProvisioning": 1.0}}"#).unwrap();
+    let report_path = dir.path().join("out.json");
+    let out = Command::new(BIN)
+        .args([
+            "local",
+            "--vms",
+            "2",
+            "--ticks",
+            "1",
+            "--copy-to",
+            "",
+            "--speed",
+            "2400",
+        ])
+        .arg("--faults")
+        .arg(&faults)
+        .arg("--report")
+        .arg(&report_path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("COVERAGE INCOMPLETE: 2 VMs × 1 ticks"),
+        "{stdout}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["complete"], false);
+    assert_eq!(report["local"]["expected"], 2);
+    assert_eq!(report["local"]["settled"], 0, "{report:#}");
+    // Each missing point says why: vmrp reported the Failed point after its retries.
+    for m in report["local"]["failed"].as_array().unwrap() {
+        assert_eq!(m["explainedBy"], "reported", "{m}");
+        assert!(m["reason"].as_str().unwrap().contains("Failed"), "{m}");
+    }
+}
+
+/// The README's `--faults examples/faults.json` is a file `FaultConfig` accepts (it rejects
+/// unknown fields), and it turns on every kind of fault it documents.
+#[test]
+fn the_example_faults_file_parses_and_injects_every_kind() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/faults.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let f = vmrp::emulator::faults::FaultConfig::from_json(&text).unwrap();
+    assert!(f.arm.server_error > 0.0, "{f:?}");
+    assert!(f.arm.throttle > 0.0, "{f:?}");
+    assert!(f.arm.failed_provisioning > 0.0, "{f:?}");
+    assert!(f.arm.drop > 0.0, "{f:?}");
+    assert!(f.arm.latency_ms > 0, "{f:?}");
+    assert!(f.service_bus.duplicate_delivery > 0.0, "{f:?}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("--faults examples/faults.json"));
+}
+
 /// Runs `vmrp <args>` against the emulator with its identity settings; (exit code, stdout).
 fn run_cli(emulator: &RunningEmulator, args: &[&str]) -> (Option<i32>, String, String) {
     let settings = emulator.handler_settings(BusAuth::Sas);
@@ -190,6 +327,7 @@ fn run_cli(emulator: &RunningEmulator, args: &[&str]) -> (Option<i32>, String, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_and_status_read_the_emulator_and_explain_every_decision() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
     let started = Instant::now();
     let mut s = scenario(8, 3);
     // A quarter of the fleet is not opted in: status shows those as missing.
@@ -303,6 +441,69 @@ async fn plan_and_status_read_the_emulator_and_explain_every_decision() {
         assert!(
             !r["reason"].as_str().unwrap_or("").is_empty(),
             "every row has a reason: {r}"
+        );
+    }
+    // Per VM, not "some row somewhere": the plan must say the right thing about each one.
+    let tagged: std::collections::BTreeSet<String> = emulator
+        .arm
+        .list_vms()
+        .iter()
+        .filter(|v| {
+            v.tags
+                .as_ref()
+                .and_then(|t| t.get("vmrp"))
+                .is_some_and(|t| t == "on")
+        })
+        .map(|v| v.name.clone().unwrap())
+        .collect();
+    let all: std::collections::BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["vm"].as_str().unwrap().to_string())
+        .collect();
+    let rows_of = |vm: &str| -> Vec<&Value> { rows.iter().filter(|r| r["vm"] == vm).collect() };
+    let manual_vm = vm.vm.rsplit('/').next().unwrap().to_string();
+    assert!(
+        tagged.contains(&manual_vm) && tagged.len() < all.len(),
+        "{tagged:?} {all:?}"
+    );
+    for name in &all {
+        let mine = rows_of(name);
+        let has = |action: &str, prefix: &str| {
+            mine.iter()
+                .any(|r| r["action"] == action && r["reason"].as_str().unwrap().starts_with(prefix))
+        };
+        if !tagged.contains(name) {
+            assert!(
+                mine.len() == 1 && has("skip", "not selected by any rule"),
+                "{name} is not opted in: {mine:#?}"
+            );
+            continue;
+        }
+        // The next tick is due for every opted-in VM: created, or (the manual point's VM only)
+        // waiting for Azure's spacing.
+        if *name == manual_vm {
+            assert!(has("wait", "spacing:"), "{name}: {mine:#?}");
+            assert!(!has("create", ""), "{name}: {mine:#?}");
+        } else {
+            assert!(has("create", ""), "{name}: {mine:#?}");
+            assert!(!has("wait", "spacing:"), "{name}: {mine:#?}");
+        }
+        // keepLast 1 over three settled ticks: something of each collection goes, only vmrp's
+        // own points, never the manual one.
+        let deletes: Vec<&&Value> = mine.iter().filter(|r| r["action"] == "delete").collect();
+        assert!(!deletes.is_empty(), "{name}: {mine:#?}");
+        for d in &deletes {
+            let target = d["target"].as_str().unwrap();
+            assert!(
+                target.contains("/restorePoints/rp-") || target.starts_with("rp-"),
+                "{name} deletes only vmrp's points: {d}"
+            );
+        }
+        // Every opted-in VM has a decision about its copy to swedencentral.
+        assert!(
+            mine.iter().any(|r| r["region"] == "swedencentral"
+                && ["copy", "wait", "skip", "delete"].contains(&r["action"].as_str().unwrap())),
+            "{name}: {mine:#?}"
         );
     }
 

@@ -19,7 +19,11 @@ use vmrp::policy::Policy;
 static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn scenario(vms: usize, ticks: u32, speed: f64) -> Scenario {
-    let mut s = Scenario::new(PathBuf::from(env!("CARGO_BIN_EXE_vmrp")));
+    // `VMRP_HANDLER_BIN`: the same checks against another build (e.g. a deliberately broken one).
+    let handler = std::env::var_os("VMRP_HANDLER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vmrp")));
+    let mut s = Scenario::new(handler);
     s.fleet.count = vms;
     s.fleet.regions = vec!["westeurope".into(), "northeurope".into()];
     s.copy_to = vec!["swedencentral".into()];
@@ -148,7 +152,9 @@ async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reas
     s.faults = FaultConfig::default();
     s.faults.arm.server_error = 0.05;
     s.faults.arm.throttle = 0.05;
-    s.faults.arm.failed_provisioning = 0.03;
+    // 8 %: about 8 of the ~100 creates end Failed (at 3 % one run in 20 drew none, and a run
+    // without a Failed point says nothing about retrying them).
+    s.faults.arm.failed_provisioning = 0.08;
     s.faults.service_bus.duplicate_delivery = 0.1;
     s.kills = 1;
     s.seed = 7;
@@ -170,37 +176,16 @@ async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reas
             "{kind} injected: {faults:?}"
         );
     }
-    assert_eq!(
-        report.local.duplicates + report.copies.duplicates,
-        0,
-        "{why}"
+    // The fault contract (as in tests/chaos.rs): every due point settled once, misses only by
+    // design with the plan's own reason, nothing left Failed/Creating, no dead letter, no more
+    // failed timer runs than kills.
+    let violations =
+        vmrp::local::fault_contract_violations(&report, &emulator.arm.restore_points(), 1);
+    assert!(
+        violations.is_empty(),
+        "the fault contract is broken:\n  {}\n{why}",
+        violations.join("\n  ")
     );
-    for m in report.local.failed.iter().chain(&report.copies.failed) {
-        assert!(!m.reason.trim().is_empty(), "{m:?} has no reason");
-        assert_ne!(
-            m.reason, "no restore point was created",
-            "unexplained: {m:?}\n{why}"
-        );
-    }
-    assert_eq!(
-        report.local.settled + report.local.failed.len(),
-        report.local.expected,
-        "{why}"
-    );
-    assert_eq!(
-        report.copies.settled + report.copies.failed.len(),
-        report.copies.expected,
-        "{why}"
-    );
-    assert!(report.untracked_in_progress.is_empty(), "{why}");
-    for d in &report.dead_letters {
-        let reason = d["reason"].as_str().unwrap_or_default();
-        let description = d["description"].as_str().unwrap_or_default();
-        assert!(
-            !reason.is_empty() && !description.is_empty(),
-            "unexplained dead letter {d}"
-        );
-    }
     emulator.stop().await.unwrap();
 }
 
@@ -209,7 +194,12 @@ async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reas
 async fn pacing_run(vms: usize) {
     let _one = ONE_RUN_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let mut s = scenario(vms, 1, 3000.0);
+    // 10× (as `vmrp bench`'s fleet tick), not thousands: the span below is virtual time, and
+    // at 3000× even the governor's floor (75×) asks a debug handler for ~750 creates per real
+    // second, so the span would measure the handler, not the plan. At 10× the floor is real
+    // time. The tick one virtual minute after the start (as in the bench), not 15.
+    let mut s = scenario(vms, 1, 10.0);
+    s.schedule = "0 46 3 * * *".into();
     s.copy_to = Vec::new();
     s.timeout = Duration::from_secs(600);
     // Only VMs a point can be made of (no ephemeral OS disk, no shared/ultra/v2 disks that would
@@ -226,6 +216,15 @@ async fn pacing_run(vms: usize) {
         started.elapsed().as_secs_f64()
     );
     let counters = emulator.arm.counters();
+    let pacing = vmrp::bench::write_pacing(&emulator.arm.restore_points(), &counters)
+        .expect("points were created");
+    println!(
+        "pacing: {} writes, tick → last create {:.0} s, bound {:.0} s, ratio {:.3}",
+        pacing.writes,
+        pacing.span_secs,
+        pacing.bound_secs,
+        pacing.ratio_to_bound()
+    );
     assert_eq!(report.local.expected, vms, "{why}");
     assert_eq!(report.copies.expected, 0, "{why}");
     assert_eq!(report.local.settled, vms, "{why}");
@@ -237,6 +236,21 @@ async fn pacing_run(vms: usize) {
         counters.throttled_by_class
     );
     assert_eq!(report.throttled_429, 0, "{why}");
+    // An upper bound too: no 429s and all settled also hold for pacing ten times too slow.
+    // The bench's figure (`vmrp bench`'s fleet tick, `bench::write_pacing`): virtual time from
+    // the tick to the last create accepted, against the bound `(writes − 200 burst) / 10 per s`.
+    // Allowed: the bench's goal for the plan itself (1.10 × bound; measured 1.08 at 10,000 VMs,
+    // docs/bench.md), plus `local::ALLOWED_LAG`: the governor lets a handler slower than the
+    // plan (this debug build on a shared 2-core machine) fall that far behind in virtual time
+    // before it slows the clock, plus a minute for the governor to react. At 1,000 VMs that is
+    // 198 + 300 + 60 s ≈ 3.1 × the bound: a plan paced at 1/10 of the refill (≈ 1,800 s) or
+    // even 1/4 (≈ 800 s) fails; measured 496–522 s at 10–100× on a machine at load 13.
+    let limit = 1.10 * pacing.bound_secs + vmrp::local::ALLOWED_LAG.as_seconds_f64() + 60.0;
+    assert!(
+        pacing.span_secs <= limit,
+        "creates paced too slowly: {pacing:?}: {:.0} s from the tick to the last create > {limit:.0} s",
+        pacing.span_secs
+    );
     assert!(
         counters
             .requests_by_operation

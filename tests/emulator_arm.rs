@@ -910,42 +910,25 @@ async fn example_virtual_machines() {
     );
 }
 
-/// Every example file under `examples/` is replayed by one of the tests above.
+/// Every example file under `examples/` is replayed by one of the tests above: the list comes
+/// from the directories (a new example cannot be missed), and each file must be named, as a
+/// string literal, by a replay in this file's source (every replay loads its example through
+/// `example(dir, "NAME.json")`, directly or from a list it loops over). This test names none.
 #[test]
 fn every_official_example_is_replayed() {
-    let replayed = [
-        "RestorePointCollection_CreateOrUpdate.json",
-        "RestorePointCollection_CreateOrUpdate_ForCrossRegionCopy.json",
-        "RestorePointCollection_Delete_MaximumSet_Gen.json",
-        "RestorePointCollection_Delete_MinimumSet_Gen.json",
-        "RestorePointCollection_Get.json",
-        "RestorePointCollection_Get_WithContainedRestorePoints.json",
-        "RestorePointCollection_ListByResourceGroup.json",
-        "RestorePointCollection_ListBySubscription.json",
-        "RestorePointCollection_Update_MaximumSet_Gen.json",
-        "RestorePointCollection_Update_MinimumSet_Gen.json",
-        "RestorePoint_Copy_BetweenRegions.json",
-        "RestorePoint_Create.json",
-        "RestorePoint_Delete_MaximumSet_Gen.json",
-        "RestorePoint_Delete_MinimumSet_Gen.json",
-        "RestorePoint_Get.json",
-        "RestorePoint_Get_WithInstanceView.json",
-        "VirtualMachine_Get.json",
-        "VirtualMachine_Get_InstanceView.json",
-        "VirtualMachine_ListAll_MinimumSet_Gen.json",
-        "VirtualMachine_ListBySubscription_ByLocation.json",
-        "VirtualMachine_List_MinimumSet_Gen.json",
-    ];
+    let source = include_str!("emulator_arm.rs");
     let mut present = Vec::new();
     for dir in ["restore-points", "virtual-machines"] {
         for e in std::fs::read_dir(reference().join("arm/examples").join(dir)).unwrap() {
             present.push(e.unwrap().file_name().to_string_lossy().into_owned());
         }
     }
-    present.sort();
-    let mut want: Vec<String> = replayed.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    assert_eq!(present, want, "an example was added or removed: replay it");
+    assert!(present.len() >= 20, "{present:?}");
+    let missing: Vec<&String> = present
+        .iter()
+        .filter(|name| !source.contains(&format!("\"{name}\"")))
+        .collect();
+    assert!(missing.is_empty(), "examples no test replays: {missing:?}");
 }
 
 #[tokio::test]
@@ -2311,6 +2294,12 @@ async fn recorded_traffic_is_valid_per_oav() {
         assert!(doc["liveResponse"]["statusCode"].is_string());
     }
     let Ok(oav) = std::env::var("VMRP_OAV") else {
+        // A skip that reports as a pass is a check that cannot fail: where the validation is
+        // required (GitHub sets CI; scripts/test.sh sets VMRP_REQUIRE_OAV), a missing oav fails.
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("VMRP_REQUIRE_OAV").is_none(),
+            "oav is required here (CI or VMRP_REQUIRE_OAV is set) but VMRP_OAV is not: run scripts/setup.sh and set VMRP_OAV to its oav"
+        );
         println!("skipped oav validation: set VMRP_OAV to an oav 4.0.3 binary (scripts/validate-traffic.sh installs one)");
         return;
     };

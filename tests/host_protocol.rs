@@ -518,22 +518,65 @@ async fn invocation_id_is_generated_when_the_header_is_absent() {
     assert_ne!(id, INVOCATION_ID);
 }
 
-/// Valid vmrp messages on the real functions: the handler runs and returns an Outcome.
+/// Valid vmrp messages on the real functions, against an ARM that holds the VM, so every handler
+/// acts instead of skipping: the create PUTs its point, the poll of the settled point fans out
+/// its copy, the copy PUTs the copy. Each answers `done` and leaves its mark in ARM.
 #[tokio::test]
 async fn our_messages_succeed_on_the_real_functions() {
-    let app = app(deps());
-    for (function, message) in queue_cases() {
-        let envelope = service_bus_envelope(
-            function,
-            &message.encode(),
-            1,
-            "id-1",
-            "2024-10-25T03:00:05.4871236Z",
-        );
-        let (status, body) = post(&app, function, &envelope).await;
-        assert_eq!(status, StatusCode::OK, "{function}: {body}");
-        assert_success_body(&body);
-    }
+    use vmrp::testing::{FakeArm, FakeScheduler, VmBuilder};
+    let now = "2024-10-25T00:00:05Z";
+    let arm = Arc::new(FakeArm::new());
+    arm.set_now(datetime!(2024-10-25 00:00:05 UTC));
+    let vm = arm.add_vm(
+        VmBuilder::new(
+            "00000000-0000-0000-0000-000000000000",
+            "rg-app",
+            "vm-app-01",
+        )
+        .location("eastus")
+        .build(),
+    );
+    assert_eq!(vm.as_str(), VM);
+    let bus = Arc::new(FakeScheduler::new());
+    let policy = deps().policy.clone();
+    let app = app(vmrp::functions::Deps::new(
+        arm.clone(),
+        bus.clone(),
+        policy,
+        "0 0 */4 * * *".to_string(),
+    ));
+    let point: vmrp::azure::ResourceId = POINT.parse().unwrap();
+    let run = |function: &'static str, message: QueueMessage| {
+        let app = app.clone();
+        async move {
+            let envelope = service_bus_envelope(function, &message.encode(), 1, "id-1", now);
+            let (status, body) = post(&app, function, &envelope).await;
+            assert_eq!(status, StatusCode::OK, "{function}: {body}");
+            let rv = assert_success_body(&body);
+            assert_eq!(rv["status"], "done", "{function} acted: {body}");
+        }
+    };
+    run("CreateRestorePoint", QueueMessage::Create(create_request())).await;
+    assert!(arm.point(&point).is_some(), "the create PUT {POINT}");
+    arm.set_point_state(&point, "Succeeded");
+    run("PollRestorePoint", QueueMessage::Poll(poll_request())).await;
+    let copies: Vec<QueueMessage> = bus
+        .take()
+        .iter()
+        .map(|m| QueueMessage::decode(&m.body).unwrap())
+        .filter(|m| matches!(m, QueueMessage::Copy(_)))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "the settled point fans out its copy: {copies:?}"
+    );
+    run("StartCrossRegionCopy", QueueMessage::Copy(copy_request())).await;
+    let copy = vmrp::names::copy_collection_id(&vm, "westeurope", None)
+        .unwrap()
+        .child("restorePoints", &vmrp::names::restore_point_name(TICK, 0));
+    assert!(arm.point(&copy).is_some(), "the copy PUT {copy}");
+
     let path = format!("{REFERENCE}/eventgrid/event-grid-schema/resource_write_success.json");
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let (status, body) = post(

@@ -2243,3 +2243,214 @@ async fn message_regions_are_checked_and_normalised_before_any_write() {
     let c = w.arm.collection(&target).expect("copy collection");
     assert_eq!(c.location.as_deref(), Some("swedencentral"));
 }
+
+// ------------------------------------------------------------------------------------------
+// Paths no other test takes
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_create_still_refused_after_its_last_reschedule_gives_up_and_reports() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    let max = w.deps.tuning.max_reschedules;
+    // The last reschedule allowed: attempt max − 1 goes back as attempt max.
+    let mut req = create_req(&vm, T0);
+    req.attempt = max - 1;
+    w.arm.throttle_next(op::PUT_POINT, 30);
+    let out = create(&w, req.clone(), T0).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let QueueMessage::Create(again) = decode(&only(&w.bus.take())) else {
+        panic!("a create")
+    };
+    assert_eq!(again.attempt, max);
+    // Refused once more: no further message, a report that says why.
+    w.arm.throttle_next(op::PUT_POINT, 30);
+    let out = create(&w, again, T0 + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(
+        out.summary
+            .contains(&format!("gave up after {max} reschedules")),
+        "{}",
+        out.summary
+    );
+    assert!(
+        w.bus.take().is_empty(),
+        "nothing rescheduled past the budget"
+    );
+    assert!(w.arm.point(&point(&vm, T0, 0)).is_none());
+}
+
+#[tokio::test]
+async fn a_copy_still_refused_after_its_last_reschedule_gives_up_and_reports() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w.arm
+        .add_point(&point(&vm, T0, 0), "Succeeded", T0, None, &[]);
+    let now = T0 + hours(1);
+    // Within the budget, a throttled copy start is rescheduled...
+    w.arm.throttle_next(op::PUT_POINT, 30);
+    let out = copy(&w, copy_req(&point(&vm, T0, 0), Some(&vm), "westus2"), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let QueueMessage::Copy(again) = decode(&only(&w.bus.take())) else {
+        panic!("a copy")
+    };
+    assert_eq!(again.attempt, 1);
+    // ...past it (the copy deadline's waits plus max_reschedules), it is reported.
+    let mut late = again.clone();
+    late.attempt = 100_000;
+    w.arm.throttle_next(op::PUT_POINT, 30);
+    let out = copy(&w, late, now).await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(
+        out.summary.contains("gave up after 100000 reschedules"),
+        "{}",
+        out.summary
+    );
+    assert!(w.bus.take().is_empty());
+    assert!(w.arm.point(&copy_point(&vm, "westus2", T0)).is_none());
+}
+
+#[tokio::test]
+async fn expired_orphan_deletes_are_capped_per_timer_run() {
+    let mut policy = testing::policy(vec![rule_s1(3, &[])]);
+    policy.orphans.expire_after_days = Some(7);
+    let w = world(policy);
+    let cap = w.deps.tuning.max_orphan_deletes_per_tick;
+    let mut orphans = Vec::new();
+    for i in 0..cap + 3 {
+        let vm = w
+            .arm
+            .add_vm(VmBuilder::new("s1", "rg", &format!("gone{i}")).build());
+        let id = collection(&vm);
+        let mut tags = Tags::new();
+        tags.insert(
+            TAG_ORPHANED_AT.into(),
+            (T0 - time::Duration::days(8))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+        );
+        let body = vmrp::azure::models::RestorePointCollection::for_source("eastus", &vm, tags);
+        vmrp::azure::Arm::put_collection(&*w.arm, &id, &body)
+            .await
+            .unwrap();
+        w.arm.remove_vm(&vm);
+        orphans.push(id);
+    }
+    w.arm.add_vm(VmBuilder::new("s1", "rg", "live").build());
+    let left = |w: &World| {
+        orphans
+            .iter()
+            .filter(|c| w.arm.collection(c).is_some())
+            .count()
+    };
+    let out = timer(&w, T0).await;
+    assert!(
+        out.summary
+            .contains(&format!("{cap} expired orphan collections deleted")),
+        "{}",
+        out.summary
+    );
+    assert_eq!(w.arm.count(op::DELETE_COLLECTION), cap);
+    assert_eq!(left(&w), 3, "the rest waits for the next run");
+    let out = timer(&w, T0 + hours(1)).await;
+    assert!(out.summary.contains("3 expired orphan"), "{}", out.summary);
+    assert_eq!(left(&w), 0);
+}
+
+#[tokio::test]
+async fn on_vm_changed_fails_the_invocation_on_a_transient_arm_error_and_reports_a_permanent_one() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    create(&w, create_req(&vm, T0), T0).await.unwrap();
+    w.arm.remove_vm(&vm);
+    // Transient (429): the invocation fails, so Event Grid redelivers with its own backoff.
+    w.arm.throttle_next(op::LIST_COLLECTIONS, 30);
+    let result = functions::on_vm_changed::handle(
+        inv(
+            event("ResourceDeleteSuccess", &vm, "d1"),
+            functions::ON_VM_CHANGED,
+            T0 + hours(1),
+        ),
+        &w.deps,
+    )
+    .await;
+    assert!(
+        matches!(result, Err(HandlerError::Arm(ref e)) if e.status == Some(429)),
+        "{result:?}"
+    );
+    let tags = w.arm.collection(&collection(&vm)).unwrap().tags.unwrap();
+    assert!(!tags.contains_key(TAG_ORPHANED_AT), "nothing marked yet");
+    // The redelivery goes through.
+    let out = on_event(&w, event("ResourceDeleteSuccess", &vm, "d1"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    // Permanent (403): reported, not retried for ever.
+    let other = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm2").build());
+    w.arm.remove_vm(&other);
+    let denied = vmrp::azure::ArmError {
+        operation: op::LIST_COLLECTIONS.into(),
+        status: Some(403),
+        code: "AuthorizationFailed".into(),
+        message: "no".into(),
+        request_id: None,
+        retry_after: None,
+    };
+    w.arm.fail_next(op::LIST_COLLECTIONS, denied);
+    let out = on_event(
+        &w,
+        event("ResourceDeleteSuccess", &other, "d2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(
+        out.summary.contains("AuthorizationFailed"),
+        "{}",
+        out.summary
+    );
+}
+
+#[tokio::test]
+async fn vm_delete_marks_its_copy_collections_orphaned_too() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    create(&w, create_req(&vm, T0), T0).await.unwrap();
+    w.arm.set_point_state(&point(&vm, T0, 0), "Succeeded");
+    w.bus.take();
+    let out = copy(
+        &w,
+        copy_req(&point(&vm, T0, 0), Some(&vm), "westus2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let copies = names::copy_collection_id(&vm, "westus2", None).unwrap();
+    assert!(w.arm.collection(&copies).is_some());
+    w.arm.remove_vm(&vm);
+    let out = on_event(&w, event("ResourceDeleteSuccess", &vm, "d1"), T0 + hours(2)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(
+        out.summary.contains("2 collections marked"),
+        "{}",
+        out.summary
+    );
+    for c in [collection(&vm), copies] {
+        let tags = w.arm.collection(&c).unwrap().tags.unwrap_or_default();
+        assert_eq!(
+            tags.get(TAG_ORPHANED_AT).map(String::as_str),
+            Some("2026-11-25T03:00:00Z"),
+            "{c}"
+        );
+    }
+}
+
+fn only(sent: &[OutgoingMessage]) -> OutgoingMessage {
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    sent[0].clone()
+}

@@ -2,7 +2,8 @@
 //! simulation: a message for a VM outside the policy is refused (`out_of_scope`) after ONE
 //! delivery and parked on `rp-failed` with its reason (docs/lifecycle.md, "Failed
 //! messages are parked, once"); no SAS key, bearer token, identity header or
-//! connection string appears in the handler's log or in this process's own log output; every
+//! connection string appears in the handler's log (at `debug`, every crate) or in this process's
+//! own log output, also on the 401 and send-failure paths with SAS and identity auth; every
 //! listener binds 127.0.0.1 only.
 
 mod common;
@@ -55,6 +56,8 @@ async fn out_of_scope_is_refused_once_and_parked_and_no_secret_is_logged_and_lis
     s.speed = 2400.0;
     s.timeout = Duration::from_secs(120);
     s.handler_log = Some(handler_log.clone());
+    // Every crate at debug: request and response logging included.
+    s.handler_log_level = Some("debug".into());
     let subs = vmrp::emulator::arm::fleet::generate(&s.fleet, time::OffsetDateTime::UNIX_EPOCH)
         .subscriptions;
     let policy = json!({"rules": [{
@@ -207,6 +210,9 @@ async fn out_of_scope_is_refused_once_and_parked_and_no_secret_is_logged_and_lis
         "the handler got tokens from the identity endpoint"
     );
     secrets.extend(tokens.into_iter().map(|t| ("bearer token", t)));
+    let signatures = emulator.bus.presented_sas_signatures();
+    assert!(!signatures.is_empty(), "the handler sent with SAS");
+    secrets.extend(signatures.into_iter().map(|s| ("SAS signature", s)));
     let handler_text = std::fs::read_to_string(&handler_log).unwrap();
     assert!(
         handler_text.lines().count() > 10,
@@ -237,6 +243,204 @@ async fn out_of_scope_is_refused_once_and_parked_and_no_secret_is_logged_and_lis
         assert!(
             !text.to_ascii_lowercase().contains("bearer vmrp-emu."),
             "a bearer token was logged"
+        );
+    }
+}
+
+/// One `vmrp serve` process with these app settings at `RUST_LOG=debug` (every crate), its
+/// stdout and stderr into `log`.
+struct Handler {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Handler {
+    fn start(settings: &std::collections::BTreeMap<String, String>, log: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = std::fs::File::create(log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vmrp"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(settings)
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("RUST_LOG", "debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self { child, port }
+    }
+
+    /// POSTs a host envelope (retrying while the handler starts); the HTTP status.
+    async fn invoke(&self, function: &str, envelope: &Value) -> u16 {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("http://127.0.0.1:{}/{function}", self.port);
+        let started = Instant::now();
+        loop {
+            match http.post(&url).json(envelope).send().await {
+                Ok(r) => return r.status().as_u16(),
+                Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the handler never answered: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The failure paths, where an error (and whatever request it came from) is most likely to be
+/// logged whole, at `debug` for every crate, with SAS and with identity auth: Service Bus
+/// refusing a SAS token signed with the wrong key (401, the send fails, the invocation fails),
+/// the identity endpoint refusing the identity header (401, no token, ARM never reached), ARM
+/// refusing a token issued for another audience (401 with a real bearer token on the request).
+/// No key, signature, identity header, token or connection string may appear in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_is_logged_at_debug_on_auth_and_send_failures() {
+    use vmrp::emulator::server::{self, EmulatorConfig};
+    let now = time::OffsetDateTime::now_utc();
+    let emulator = server::start(EmulatorConfig {
+        speed: 1.0,
+        start: now,
+        arm: vmrp::emulator::arm::ArmConfig {
+            fleet: vmrp::emulator::arm::FleetSpec {
+                count: 2,
+                tagged_fraction: 1.0,
+                ephemeral_os_fraction: 0.0,
+                shared_disk_fraction: 0.0,
+                ultra_disk_fraction: 0.0,
+                premium_v2_fraction: 0.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let policy = vmrp::local::default_policy(&emulator.subscriptions, &[], ("vmrp", "on"));
+    let vm = emulator.arm.list_vms()[0].id.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A key of the same shape as the real one, so a signature is made and sent, then refused.
+    let wrong_key = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=".to_string();
+    let wrong_header = "wrong-identity-header-0123456789".to_string();
+    let base = |auth: BusAuth| {
+        let mut s = emulator.handler_settings(auth);
+        s.insert(
+            "VMRP_POLICY".into(),
+            serde_json::to_string(&policy).unwrap(),
+        );
+        s.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
+        s
+    };
+    let mut sas_wrong_key = base(BusAuth::Sas);
+    sas_wrong_key.insert(
+        "ServiceBusConnection".into(),
+        emulator
+            .service_bus_connection_string()
+            .replace(&emulator.sas_key, &wrong_key),
+    );
+    let mut identity_wrong_header = base(BusAuth::Identity);
+    identity_wrong_header.insert("IDENTITY_HEADER".into(), wrong_header.clone());
+    let mut identity_wrong_audience = base(BusAuth::Identity);
+    identity_wrong_audience.insert(
+        "VMRP_ARM_AUDIENCE".into(),
+        "https://servicebus.azure.net".into(),
+    );
+    // (case, settings, the refusal the emulator serves, the invocation's HTTP status): a failed
+    // send fails the invocation (500, redelivered); a refused credential is reported (200).
+    let cases = [
+        ("sas-wrong-key", sas_wrong_key, "serviceBus 401", 500),
+        (
+            "identity-wrong-header",
+            identity_wrong_header,
+            "identity 401",
+            200,
+        ),
+        (
+            "identity-wrong-audience",
+            identity_wrong_audience,
+            "arm 401",
+            200,
+        ),
+    ];
+    let mut logs = Vec::new();
+    for (i, (name, settings, refusal, want)) in cases.iter().enumerate() {
+        let before = emulator.dump()["requests"][*refusal].as_u64().unwrap_or(0);
+        let log = dir.path().join(format!("{name}.log"));
+        let handler = Handler::start(settings, &log);
+        let tick = time::OffsetDateTime::now_utc()
+            .replace_second(0)
+            .unwrap()
+            .replace_nanosecond(0)
+            .unwrap()
+            - time::Duration::minutes(i as i64);
+        let body = json!({"v": 1, "kind": "create", "vm": vm,
+            "tick": tick.format(&time::format_description::well_known::Rfc3339).unwrap()});
+        let envelope = common::service_bus_envelope(
+            "CreateRestorePoint",
+            &body.to_string(),
+            1,
+            &format!("m-{name}"),
+            "2026-01-05T04:00:05Z",
+        );
+        let status = handler.invoke("CreateRestorePoint", &envelope).await;
+        drop(handler);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status, *want, "{name}\n{text}");
+        let after = emulator.dump()["requests"][*refusal].as_u64().unwrap_or(0);
+        assert!(after > before, "{name}: {refusal} served\n{text}");
+        assert!(
+            text.lines().any(|l| l.contains("DEBUG")),
+            "{name}: logged at debug\n{text}"
+        );
+        logs.push((*name, text));
+    }
+    let mut secrets = vec![
+        ("SAS key", emulator.sas_key.clone()),
+        ("wrong SAS key", wrong_key),
+        (
+            "connection string",
+            emulator.service_bus_connection_string(),
+        ),
+        ("identity header", emulator.identity_header.clone()),
+        ("wrong identity header", wrong_header),
+    ];
+    let tokens = emulator.identity.issued_tokens();
+    assert!(!tokens.is_empty(), "tokens were issued and used");
+    secrets.extend(tokens.into_iter().map(|t| ("bearer token", t)));
+    let signatures = emulator.bus.presented_sas_signatures();
+    assert!(!signatures.is_empty(), "a SAS token was signed and sent");
+    secrets.extend(signatures.into_iter().map(|s| ("SAS signature", s)));
+    emulator.stop().await.unwrap();
+    for (name, text) in &logs {
+        for (what, value) in &secrets {
+            assert!(value.len() >= 8, "{what} is a real secret");
+            assert!(
+                !text.contains(value.as_str()),
+                "{what} in the {name} log:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("SharedAccessSignature"),
+            "a SAS token in the {name} log"
+        );
+        assert!(!text.contains("sig="), "a SAS signature in the {name} log");
+        assert!(
+            !text.to_ascii_lowercase().contains("bearer "),
+            "a bearer token in the {name} log"
         );
     }
 }

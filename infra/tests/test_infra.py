@@ -117,12 +117,42 @@ def test_three_queues_with_duplicate_detection(templates):
     properties = body(queues)["properties"]
     assert properties["requiresDuplicateDetection"] is True
     # The largest window Service Bus allows (7 days), so a create or copy replayed hours later
-    # cannot start a second poll chain; the emulator models the same value (issue 13 item 9).
+    # cannot start a second poll chain; the emulator models the same value.
     assert properties["duplicateDetectionHistoryTimeWindow"] == DUPLICATE_WINDOW
     assert 1 < properties["maxDeliveryCount"] <= 100
     assert properties["deadLetteringOnMessageExpiration"] is True
     assert re.fullmatch(r"PT\d+[MS]", properties["lockDuration"])
     assert properties["requiresSession"] is False
+    # The window must cover every replay of a send: the invocation that sent it is redelivered
+    # at most maxDeliveryCount times, each holding the lock at most lockDuration (docs/deploy.md,
+    # servicebus.bicep). Derived from the template's own values, so PT1M fails and a longer
+    # window (or other queue settings) is judged on the same rule.
+    window = iso_seconds(properties["duplicateDetectionHistoryTimeWindow"])
+    replays = properties["maxDeliveryCount"] * iso_seconds(properties["lockDuration"])
+    assert window >= replays, (
+        f"duplicate detection window {properties['duplicateDetectionHistoryTimeWindow']} is shorter "
+        f"than maxDeliveryCount x lockDuration ({replays} s)"
+    )
+
+
+def iso_seconds(text: str) -> int:
+    """Seconds of an ISO 8601 duration of days, hours, minutes, seconds (`P1D`, `PT1H30M`, `PT10M`)."""
+    m = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", text)
+    assert m and text not in ("P", "PT") and not text.endswith("T"), f"not an ISO 8601 duration: {text}"
+    d, h, mi, s = (int(g or 0) for g in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def test_iso_seconds():
+    assert iso_seconds("PT1H") == 3600
+    assert iso_seconds("PT10M") == 600
+    assert iso_seconds("PT5M") == 300
+    assert iso_seconds("P1D") == 86400
+    assert iso_seconds("P14D") == 14 * 86400
+    assert iso_seconds("PT1H30M5S") == 5405
+    for bad in ("1H", "PT", "P", "PTH", "PT1X"):
+        with pytest.raises(AssertionError):
+            iso_seconds(bad)
 
 
 def test_parking_queue_keeps_each_failure_once(templates):

@@ -221,6 +221,9 @@ pub struct ServiceBus {
     /// Woken on every send/abandon so receivers need not poll fast.
     changed: tokio::sync::Notify,
     auth_failures: AtomicU64,
+    /// Every SAS `sig` presented (as sent, URL-encoded, and decoded), right or wrong: the
+    /// secret-leak tests look for them in logs, as they look for the identity's issued tokens.
+    presented_signatures: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for ServiceBus {
@@ -255,6 +258,7 @@ impl ServiceBus {
             queues: Mutex::new(queues),
             changed: tokio::sync::Notify::new(),
             auth_failures: AtomicU64::new(0),
+            presented_signatures: Mutex::new(Default::default()),
         })
     }
 
@@ -593,6 +597,16 @@ impl ServiceBus {
         summary
     }
 
+    /// The SAS signatures clients presented so far (see the field).
+    pub fn presented_sas_signatures(&self) -> Vec<String> {
+        self.presented_signatures
+            .lock()
+            .expect("bus lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Checks the `Authorization` header of a REST request for `queue`.
     pub fn authorize(&self, authorization: Option<&str>, queue: &str) -> Result<(), BusError> {
         let result = match authorization {
@@ -612,6 +626,13 @@ impl ServiceBus {
                         ))
                     }
                 } else if let Some(sas) = h.strip_prefix("SharedAccessSignature ") {
+                    if let Some(sig) = sas.split('&').find_map(|kv| kv.strip_prefix("sig=")) {
+                        let mut seen = self.presented_signatures.lock().expect("bus lock");
+                        seen.insert(sig.to_string());
+                        if let Ok(decoded) = urlencoding::decode(sig) {
+                            seen.insert(decoded.into_owned());
+                        }
+                    }
                     verify_sas(
                         sas,
                         &self.config.sas_key_name,
