@@ -1263,3 +1263,13 @@ async fn graceful_shutdown_finishes_in_flight_invocations() {
         "no longer listening"
     );
 }
+
+/// The fixtures' point is where the handlers put it (collection names carry the VM id's hash).
+#[test]
+fn the_shared_point_is_the_one_names_builds() {
+    let vm: vmrp::azure::ResourceId = VM.parse().unwrap();
+    let built = vmrp::names::collection_id(&vm, None)
+        .unwrap()
+        .child("restorePoints", &vmrp::names::restore_point_name(TICK, 0));
+    assert_eq!(built.as_str(), POINT);
+}

@@ -2328,6 +2328,8 @@ async fn expired_orphan_deletes_are_capped_per_timer_run() {
             .add_vm(VmBuilder::new("s1", "rg", &format!("gone{i}")).build());
         let id = collection(&vm);
         let mut tags = Tags::new();
+        // As OnVmChanged marks them: the VM it belonged to, and when it was found gone.
+        tags.insert(TAG_VM.into(), vm.to_string());
         tags.insert(
             TAG_ORPHANED_AT.into(),
             (T0 - time::Duration::days(8))

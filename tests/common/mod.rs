@@ -142,7 +142,9 @@ pub fn deps() -> Deps {
 
 pub const VM: &str =
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm-app-01";
-pub const POINT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-app/providers/Microsoft.Compute/restorePointCollections/rpc-vm-app-01/restorePoints/rp-20241025T0000Z";
+/// A point in the VM's collection as `names::collection_id` names it (`host_protocol`'s
+/// `the_shared_point_is_the_one_names_builds` checks the two agree).
+pub const POINT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-app/providers/Microsoft.Compute/restorePointCollections/rpc-vm-app-01-906cb9c7/restorePoints/rp-20241025T0000Z";
 pub const TICK: OffsetDateTime = datetime!(2024-10-25 00:00 UTC);
 
 pub fn create_request() -> CreateRequest {
