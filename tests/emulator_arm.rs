@@ -112,7 +112,11 @@ impl Harness {
         } else {
             format!("{}{}", self.base, path)
         };
-        let mut req = self.http.request(method, url);
+        // ARM refuses a request without a bearer token (the emulator too, by default).
+        let mut req = self
+            .http
+            .request(method, url)
+            .bearer_auth("emulator-test-token");
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -931,19 +935,20 @@ fn every_official_example_is_replayed() {
     assert!(missing.is_empty(), "examples no test replays: {missing:?}");
 }
 
+/// Authorization is on by default, as in Azure; switched off, tools may poke without a token.
 #[tokio::test]
-async fn authorization_is_required_when_switched_on() {
-    let rules = RuleSwitches {
-        require_authorization: true,
-        ..Default::default()
-    };
-    let h = start(rules).await;
+async fn authorization_is_required_by_default() {
+    let h = start(RuleSwitches::default()).await;
     let vm = h.vm("rg", "vm1", "westus", |s| s);
-    let anonymous = h.get(&format!("{vm}?{V}")).await;
-    assert_eq!(
-        (anonymous.status, anonymous.code()),
-        (401, "AuthenticationFailed")
-    );
+    let anonymous = h
+        .http
+        .get(format!("{}{vm}?{V}", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "AuthenticationFailed");
     let r = h
         .http
         .get(format!("{}{vm}?{V}", h.base))
@@ -952,6 +957,19 @@ async fn authorization_is_required_when_switched_on() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    let open = start(RuleSwitches {
+        require_authorization: false,
+        ..Default::default()
+    })
+    .await;
+    let vm = open.vm("rg", "vm1", "westus", |s| s);
+    let r = open
+        .http
+        .get(format!("{}{vm}?{V}", open.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "switched off");
 }
 
 /// Role scope (issue 13 item 4): with `roleScopes` set, a request outside the assigned scopes is
@@ -1962,6 +1980,7 @@ async fn fault_drop_processes_then_closes_the_connection() {
     let err = h
         .http
         .put(format!("{}{}", h.base, rpc("rg", "c")))
+        .bearer_auth("emulator-test-token")
         .json(&json!({"location": "westus", "properties": {"source": {"id": vm}}}))
         .send()
         .await

@@ -70,9 +70,10 @@ pub struct RuleSwitches {
     pub known_locations_only: bool,
     /// Items per page of list responses (not a rule, a platform behaviour worth varying in tests).
     pub list_page_size: usize,
-    /// Answer 401 `AuthenticationFailed` when a request has no `Authorization: Bearer …` header
-    /// (as ARM does). Off by default so tools can poke the emulator without a token; the token's
-    /// content is never checked.
+    /// Answer 401 `AuthenticationFailed` when a request has no `Authorization: Bearer …` header,
+    /// as ARM does. On by default, as in Azure: every scenario runs with it, so a client path that
+    /// forgets its token fails a test. The token's content is not checked here (the server checks
+    /// the audience of tokens its identity endpoint issued).
     pub require_authorization: bool,
     /// The scopes vmrp's role is assigned at (`/subscriptions/{sub}` or
     /// `/subscriptions/{sub}/resourceGroups/{rg}`, any case). A request outside every one of
@@ -105,7 +106,7 @@ impl Default for RuleSwitches {
             collection_name_rules: true,
             known_locations_only: true,
             list_page_size: 50,
-            require_authorization: false,
+            require_authorization: true,
             role_scopes: None,
         }
     }
