@@ -297,6 +297,8 @@ pub struct LocalReport {
     pub invocations_by_function: BTreeMap<String, BTreeMap<String, u64>>,
     pub handler_restarts: u64,
     pub handler_kills: u64,
+    /// Invocations the handler answered with a caught panic (`error.kind` = `panic`).
+    pub handler_panics: u64,
     /// Points still in `Creating` at the end with no poll pending for them.
     pub untracked_in_progress: Vec<String>,
     pub virtual_seconds: i64,
@@ -360,11 +362,19 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         .stop()
         .await
         .map_err(|e| LocalError::Emulator(e.to_string()))?;
-    Ok(if report.complete {
+    Ok(if report.clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+impl LocalReport {
+    /// Complete coverage, and nothing went wrong on the way: no handler panic, no dead letter
+    /// (a message that failed 10 deliveries is lost work even when a later tick covered it).
+    pub fn clean(&self) -> bool {
+        self.complete && self.handler_panics == 0 && self.dead_letters.is_empty()
+    }
 }
 
 /// The policy `vmrp local` uses without `--policy`: every VM of the emulated subscriptions
@@ -967,6 +977,14 @@ fn build_report(
             dead_letters.push(json!({"queue": q.name(), "messageId": d.message.message_id, "reason": d.reason, "description": d.description, "body": d.message.body}));
         }
     }
+    let handler_panics = records
+        .iter()
+        .filter(|r| {
+            r.response
+                .as_ref()
+                .is_some_and(|v| v["error"]["kind"] == "panic")
+        })
+        .count() as u64;
     let counters = emulator.arm.counters();
     let sim_counters = sim.counters();
     let rows = vm_rows(expected, &points, &local, &copies, now);
@@ -986,6 +1004,7 @@ fn build_report(
         invocations_by_function: invocations,
         handler_restarts: sim_counters.handler_restarts,
         handler_kills: sim_counters.handler_kills,
+        handler_panics,
         untracked_in_progress,
         virtual_seconds: (now - VIRTUAL_START).whole_seconds(),
         real_seconds: started.elapsed().as_secs_f64(),
@@ -1085,8 +1104,14 @@ pub fn render(report: &LocalReport) -> String {
 /// One line: what was expected, what settled, what failed.
 pub fn summary_line(r: &LocalReport) -> String {
     format!(
-        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
-        if r.complete { "coverage complete" } else { "COVERAGE INCOMPLETE" },
+        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} handler panics, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
+        if r.clean() {
+            "coverage complete"
+        } else if r.complete {
+            "FAILED (coverage complete, but work was dead-lettered or the handler panicked)"
+        } else {
+            "COVERAGE INCOMPLETE"
+        },
         r.vms,
         r.ticks.len(),
         r.local.settled,
@@ -1101,6 +1126,7 @@ pub fn summary_line(r: &LocalReport) -> String {
         r.copies.unexplained(),
         r.local.duplicates + r.copies.duplicates,
         r.dead_letters.len(),
+        r.handler_panics,
         r.throttled_429,
         r.arm_requests,
         r.handler_restarts,

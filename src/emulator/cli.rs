@@ -115,6 +115,16 @@ pub fn config_from_args(args: &EmulateArgs) -> Result<EmulatorConfig, EmulateErr
         })?,
         None => EmulatorConfig::default().start,
     };
+    if start > super::clock::LATEST {
+        return Err(arg(
+            "start",
+            format!(
+                "{:?} is too late: start before {} (the emulator's schedules and deadlines look years ahead)",
+                args.start.as_deref().unwrap_or_default(),
+                crate::schedule::rfc3339(super::clock::LATEST)
+            ),
+        ));
+    }
     let regions: Vec<String> = args
         .regions
         .iter()

@@ -978,6 +978,26 @@ async fn send_handler(
         Ok(m) => m,
         Err(e) => return bus_error_response(&e),
     };
+    // Standard tier's message size limit (docs/emulator-arm.md cites the quota): the whole
+    // send is refused with 403, as the REST Send Message operation answers a message too large.
+    if let Some(big) = messages
+        .iter()
+        .map(|m| m.body.len())
+        .find(|n| *n > crate::messages::MAX_MESSAGE_BYTES)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/xml; charset=utf-8",
+            )],
+            format!(
+                "<Error><Code>403</Code><Detail>The message of {big} bytes exceeds the maximum message size of {} bytes (Standard tier).</Detail></Error>",
+                crate::messages::MAX_MESSAGE_BYTES
+            ),
+        )
+            .into_response();
+    }
     for msg in messages {
         if let Err(e) = bus.send(&queue, msg) {
             return bus_error_response(&e);
@@ -1288,6 +1308,33 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("ScheduledEnqueueTimeUtc"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn messages_above_the_standard_tier_limit_are_refused_with_403() {
+        // The emulator took 300 KB and 2 MB messages; Standard tier refuses above 256 KB.
+        let (bus, _) = bus();
+        let auth = sas(
+            "https://contoso-sb.servicebus.windows.net/rp-create",
+            "Send",
+            "k3y",
+            in_an_hour(),
+        );
+        let headers = [("authorization", auth)];
+        let at_limit = "x".repeat(crate::messages::MAX_MESSAGE_BYTES);
+        assert_eq!(
+            post(&bus, "/rp-create/messages", &headers, &at_limit)
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        for size in [crate::messages::MAX_MESSAGE_BYTES + 1, 300 * 1024] {
+            let (status, text) =
+                post(&bus, "/rp-create/messages", &headers, &"x".repeat(size)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{size}");
+            assert!(text.contains("maximum message size"), "{text}");
+        }
+        assert_eq!(bus.messages("rp-create").unwrap().len(), 1);
     }
 
     #[tokio::test]

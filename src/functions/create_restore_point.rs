@@ -21,7 +21,7 @@ use crate::invocation::{Invocation, Outcome, Sent, Status};
 use crate::messages::{CreateRequest, ListedVm, PollRequest, QueueMessage, Role};
 use crate::names;
 use crate::policy::regions::same_region;
-use crate::policy::{DiskInfo, Rule};
+use crate::policy::{DiskInfo, Rule, TickKind};
 use crate::poll;
 use crate::schedule::rfc3339;
 
@@ -173,9 +173,32 @@ async fn create(
         }
     };
 
+    // The tick must be an occurrence of the rule's schedule, or a valid on-demand request
+    // (recent, and spaced from the rule's scheduled points): anything else would crowd out a
+    // scheduled point (Azure's spacing rule) or name a point for a time that has not come.
+    let timer = crate::schedule::Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
+    let kind = match rule.classify_tick(
+        &timer,
+        req.tick,
+        now,
+        crate::policy::spacing_for(&consistency),
+        req.retry > 0 || req.attempt > 0,
+    ) {
+        Ok(kind) => kind,
+        Err(why) => {
+            tracing::error!(vm = %req.vm, tick = %rfc3339(req.tick), "create refused: {why}");
+            return finished(Status::Reported, format!("{}: {why}", req.vm));
+        }
+    };
+
     // Too late (a long reschedule chain, a backlog): the next tick's point takes this one's
-    // place rather than be refused for coming too soon after it.
-    if let Some(next) = support::superseding_tick(deps, rule, req.tick, &consistency, now) {
+    // place rather than be refused for coming too soon after it. (An on-demand point passed
+    // its own spacing check against the next tick above.)
+    if let Some(next) = (kind == TickKind::Scheduled)
+        .then(|| support::superseding_tick(deps, rule, req.tick, &consistency, now))
+        .flatten()
+    {
         tracing::warn!(vm = %req.vm, tick = %rfc3339(req.tick), next = %rfc3339(next), "create superseded by the next tick");
         return finished(
             Status::Reported,
@@ -221,10 +244,11 @@ async fn create(
     // PUT first, without reading: replays are rare, and a read per create would bound a
     // large tick's pace. A point that exists already (a replay) either answers the PUT as
     // before (same input) or refuses it with a conflict; then a GET tells.
-    let point = collection.child(
-        "restorePoints",
-        &names::restore_point_name(req.tick, req.retry),
-    );
+    let name = match kind {
+        TickKind::Scheduled => names::restore_point_name(req.tick, req.retry),
+        TickKind::OnDemand => names::on_demand_point_name(req.tick, req.retry),
+    };
+    let point = collection.child("restorePoints", &name);
     let body = RestorePoint::local(Some(consistency.clone()), &excluded);
     let accepted = match deps.arm.create_restore_point(&point, &body).await {
         Ok(accepted) => accepted,
@@ -327,7 +351,7 @@ async fn schedule_first_poll(
         role: Role::Local,
         attempt: 1,
         first_seen: now,
-        deadline: now + rule.deadline(Role::Local),
+        deadline: now.saturating_add(rule.deadline(Role::Local)),
         vm: req.vm.clone(),
         tick: req.tick,
         rule: Some(rule.name.clone()),

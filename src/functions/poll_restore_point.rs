@@ -37,9 +37,14 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         tracing::warn!(vm = %req.vm, point = %req.target, "poll refused: VM outside every policy scope");
         return Err(HandlerError::OutOfScope { vm: req.vm });
     }
-    let rule = req.rule.as_deref().and_then(|n| deps.policy.rule_named(n));
+    // A named rule whose scopes do not include the VM is treated as gone: it must not prune
+    // (or retry into) a collection that is not its own.
+    let rule = req
+        .rule
+        .as_deref()
+        .and_then(|n| support::named_rule_for_id(deps, n, &req.vm).ok());
     if rule.is_none() {
-        tracing::warn!(point = %req.target, rule = ?req.rule, "rule not in the policy any more: default retries, no pruning");
+        tracing::warn!(point = %req.target, rule = ?req.rule, "rule not in the policy any more, or not selecting this VM: default retries, no pruning");
     }
     let max_retries = rule.map_or(Deadlines::default().max_retries, |r| {
         r.deadlines.max_retries

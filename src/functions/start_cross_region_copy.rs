@@ -76,7 +76,7 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         return Err(HandlerError::OutOfScope { vm });
     }
     let rule = match &req.rule {
-        Some(_) => support::rule_of(deps, req.rule.as_deref(), None),
+        Some(name) => support::named_rule_for_id(deps, name, &vm),
         None => match deps.arm.get_vm(&vm).await {
             Ok(found) => support::rule_of(deps, None, found.as_ref()),
             Err(e) => return transient_or_report(deps, &req, now, e, "reading the VM").await,
@@ -222,7 +222,13 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
 fn target_name(req: &CopyRequest) -> String {
     let source_name = req.source.name().unwrap_or_default();
     match names::parse_restore_point_name(source_name) {
-        Some((tick, source_retry)) => names::restore_point_name(tick, source_retry + req.retry),
+        // Both retry numbers come from input (a name, a message): saturate, never overflow.
+        Some((tick, source_retry)) if names::is_on_demand_name(source_name) => {
+            names::on_demand_point_name(tick, source_retry.saturating_add(req.retry))
+        }
+        Some((tick, source_retry)) => {
+            names::restore_point_name(tick, source_retry.saturating_add(req.retry))
+        }
         None if req.retry == 0 => source_name.to_string(),
         None => format!("{source_name}-r{}", req.retry),
     }
@@ -274,7 +280,7 @@ async fn schedule_first_poll(
         role: Role::Copy,
         attempt: 1,
         first_seen: now,
-        deadline: now + rule.deadline(Role::Copy),
+        deadline: now.saturating_add(rule.deadline(Role::Copy)),
         vm: vm.clone(),
         tick,
         rule: Some(rule.name.clone()),
