@@ -348,6 +348,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     println!("{}", render(&report));
     println!("{}", summary_line(&report));
     if let Some(path) = &args.report {
+        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
         std::fs::write(path, text)
             .map_err(|e| LocalError::Io(format!("--report {}: {e}", path.display())))?;
@@ -456,6 +457,7 @@ pub async fn run_scenario_keep(
     let mut settings = emulator.handler_settings(BusAuth::Sas);
     settings.insert(
         "VMRP_POLICY".into(),
+        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
         serde_json::to_string(&policy).expect("policy serialises"),
     );
     settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
@@ -1207,6 +1209,44 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `vmrp local` with a policy that made the handler panic said "coverage complete … 12 dead
+    /// letters" and exited 0: complete coverage with dead letters or panics is a failed run.
+    #[test]
+    fn dead_letters_or_panics_fail_a_complete_run() {
+        let report = |dead_letters: usize, handler_panics: u64| LocalReport {
+            vms: 1,
+            ticks: vec!["rp-20261125T0400Z".into()],
+            local: RoleCounts::default(),
+            copies: RoleCounts::default(),
+            dead_letters: vec![json!({"queue": "rp-create"}); dead_letters],
+            throttled_429: 0,
+            arm_requests_by_operation: BTreeMap::new(),
+            arm_requests: 0,
+            invocations_by_function: BTreeMap::new(),
+            handler_restarts: 0,
+            handler_kills: 0,
+            handler_panics,
+            untracked_in_progress: Vec::new(),
+            virtual_seconds: 0,
+            real_seconds: 0.0,
+            complete: true,
+            rows: Vec::new(),
+            handler_log: None,
+        };
+        assert!(report(0, 0).clean());
+        assert!(summary_line(&report(0, 0)).starts_with("coverage complete"));
+        for (dead, panics) in [(12, 0), (0, 1)] {
+            let r = report(dead, panics);
+            assert!(!r.clean());
+            let line = summary_line(&r);
+            assert!(line.starts_with("FAILED"), "{line}");
+            assert!(
+                line.contains(&format!("{dead} dead letters, {panics} handler panics")),
+                "{line}"
+            );
+        }
+    }
 
     #[test]
     fn the_clock_slows_while_behind_and_recovers() {

@@ -29,10 +29,15 @@ pub const LISTED_MAX_BYTES: usize = 192 * 1024;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
     pub vm: ResourceId,
-    /// The schedule occurrence this point belongs to; names derive from it (DESIGN §3).
+    /// The schedule occurrence this point belongs to; names derive from it (DESIGN §3). A tick
+    /// that is not an occurrence of the rule's schedule is an on-demand request ("a point now",
+    /// the time it was asked for): accepted when at most 1 h old and Azure's spacing away from
+    /// the rule's scheduled points, and named `rp-{tick}-od`; anything else, or a tick in the
+    /// future, is refused with a reason (docs/lifecycle.md, "Scheduled and on-demand creates").
     #[serde(with = "time::serde::rfc3339")]
     pub tick: OffsetDateTime,
-    /// Policy rule name; when absent, the rule that matches the VM applies.
+    /// Policy rule name; when absent, the rule that matches the VM applies. A named rule must
+    /// still select the VM (scopes, tags, `excludeTags`), or the create is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,6 +291,9 @@ impl QueueMessage {
             Self::Copy(m) => serde_json::to_value(m),
             Self::Poll(m) => serde_json::to_value(m),
         }
+        // Invariant: the fields are strings, numbers, ids and times; a time is either decoded
+        // from RFC 3339 (years 0000–9999) or a later instant saturated within `time`'s range,
+        // all of which RFC 3339 formats.
         .expect("message types serialise");
         let mut out = Map::new();
         out.insert("v".into(), Value::from(MESSAGE_VERSION));

@@ -22,6 +22,8 @@ pub fn copy_collection_name(vm_name: &str, region: &str) -> String {
 /// `rp-{yyyyMMddTHHmmZ}` for the tick, `-r{n}` for the n-th retry after `Failed`.
 pub fn restore_point_name(tick: OffsetDateTime, retry: u32) -> String {
     let t = tick.to_offset(UtcOffset::UTC);
+    // Invariant: a date-time has every component this description names, and formatting into a
+    // String does no I/O, so it cannot fail.
     let stamp = t
         .format(format_description!("[year][month][day]T[hour][minute]Z"))
         .expect("tick formats");

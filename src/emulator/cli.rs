@@ -230,6 +230,7 @@ pub async fn run_with(
             return Err(e.into());
         }
     }
+    // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
     let line = serde_json::to_string(&emulator.announcement()).expect("JSON values serialize");
     writeln!(out, "{line}")
         .and_then(|_| out.flush())

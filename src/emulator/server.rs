@@ -154,7 +154,10 @@ struct Control {
 
 impl Control {
     fn host_sim(&self) -> Option<Arc<HostSim>> {
-        self.host_sim.lock().expect("sim lock").clone()
+        self.host_sim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn dump(&self) -> Value {
@@ -164,7 +167,7 @@ impl Control {
             "armCounters": self.arm.counters(),
             "serviceBus": self.bus.dump(),
             "identity": self.identity.counters(),
-            "requests": *self.requests.lock().expect("requests lock"),
+            "requests": *self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             "hostSim": self.host_sim().map(|s| s.dump()),
         })
     }
@@ -359,7 +362,7 @@ async fn count_requests(
     *control
         .requests
         .lock()
-        .expect("requests lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .entry(key)
         .or_default() += 1;
     response
@@ -563,7 +566,11 @@ impl RunningEmulator {
         config: HostSimConfig,
     ) -> Result<Arc<HostSim>, EmulatorError> {
         let sim = HostSim::start(config, self.bus.clone(), self.clock.clone()).await?;
-        *self.control.host_sim.lock().expect("sim lock") = Some(sim.clone());
+        *self
+            .control
+            .host_sim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sim.clone());
         Ok(sim)
     }
 
@@ -594,6 +601,7 @@ impl RunningEmulator {
             }
         }
         if let Some(path) = &self.dump_state {
+            // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
             let text = serde_json::to_string_pretty(&dump).expect("JSON values serialize");
             std::fs::write(path, text).map_err(|e| EmulatorError::Dump {
                 path: path.clone(),

@@ -269,7 +269,10 @@ impl ServiceBus {
         queue: &str,
         f: impl FnOnce(&mut QueueState) -> R,
     ) -> Result<R, BusError> {
-        let mut queues = self.queues.lock().expect("bus lock");
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = queues
             .get_mut(&queue.to_ascii_lowercase())
             .ok_or_else(|| BusError::NoSuchQueue(queue.to_string()))?;
@@ -368,6 +371,7 @@ impl ServiceBus {
                     dead_letter_locked(q, seq, now, "MaxDeliveryCountExceeded", max);
                     continue;
                 }
+                // Invariant: `seq` was just found in this queue, under the same lock.
                 let m = q.messages.get_mut(&seq).expect("candidate exists");
                 let token = uuid::Uuid::new_v4().to_string();
                 m.delivery_count += 1;
@@ -430,6 +434,7 @@ impl ServiceBus {
                 let Some(seq) = Self::find_locked(q, lock_token) else {
                     return false;
                 };
+                // Invariant: `seq` was just found in this queue, under the same lock.
                 let m = q.messages.get_mut(&seq).expect("found");
                 if !m.duplicated && self.dice.roll(duplicate_p) {
                     m.duplicated = true;
@@ -462,6 +467,7 @@ impl ServiceBus {
                 if q.messages[&seq].delivery_count >= max {
                     dead_letter_locked(q, seq, now, "MaxDeliveryCountExceeded", max);
                 } else {
+                    // Invariant: `seq` was just found in this queue, under the same lock.
                     let m = q.messages.get_mut(&seq).expect("found");
                     m.lock_token = None;
                     m.locked_until = None;
@@ -478,6 +484,7 @@ impl ServiceBus {
     pub fn renew_lock(&self, queue: &str, lock_token: &str, until: OffsetDateTime) -> bool {
         self.with_queue(queue, |q| match Self::find_locked(q, lock_token) {
             Some(seq) => {
+                // Invariant: `seq` was just found in this queue, under the same lock.
                 let m = q.messages.get_mut(&seq).expect("found");
                 m.locked_until = Some(until);
                 true
@@ -500,6 +507,7 @@ impl ServiceBus {
             let Some(seq) = Self::find_locked(q, lock_token) else {
                 return false;
             };
+            // Invariant: `seq` was just found in this queue, under the same lock.
             let mut m = q.messages.remove(&seq).expect("found");
             m.lock_token = None;
             m.locked_until = None;
@@ -518,7 +526,7 @@ impl ServiceBus {
     pub fn queue_names(&self) -> Vec<String> {
         self.queues
             .lock()
-            .expect("bus lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys()
             .cloned()
             .collect()
@@ -540,7 +548,10 @@ impl ServiceBus {
     /// Summary per queue: counts and counters.
     pub fn summary(&self) -> Value {
         let now = self.clock.now();
-        let queues = self.queues.lock().expect("bus lock");
+        let queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let list: Vec<Value> = queues
             .iter()
             .map(|(name, q)| {
@@ -569,7 +580,10 @@ impl ServiceBus {
     /// Every message and dead letter of every queue (state dump).
     pub fn dump(&self) -> Value {
         let mut summary = self.summary();
-        let queues = self.queues.lock().expect("bus lock");
+        let queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let detail: Map<String, Value> = queues
             .iter()
             .map(|(name, q)| {
@@ -648,6 +662,7 @@ impl ServiceBus {
 }
 
 fn dead_letter_locked(q: &mut QueueState, seq: i64, now: OffsetDateTime, reason: &str, max: u32) {
+    // Invariant: `seq` was just found in this queue, under the same lock.
     let mut m = q.messages.remove(&seq).expect("present");
     let description = format!(
         "Message could not be consumed after {} delivery attempts (maxDeliveryCount {max}).",
@@ -668,6 +683,7 @@ fn dead_letter_locked(q: &mut QueueState, seq: i64, now: OffsetDateTime, reason:
 /// bytes). `sr` is the URL-encoded resource as it appears in the token.
 pub fn sas_signature(sr_encoded: &str, se: &str, key: &str) -> String {
     use base64::Engine;
+    // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(format!("{sr_encoded}\n{se}").as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())

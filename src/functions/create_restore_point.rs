@@ -363,7 +363,13 @@ async fn schedule_first_poll(
     let delay = poll::delay_before(Role::Local, 1, point, &deps.tuning.backoff)
         .max(retry_after.unwrap_or_default());
     let id = support::poll_message_id(point, req.tick, 1);
-    Ok(support::send(deps, id, QueueMessage::Poll(poll), Some(now + delay)).await?)
+    Ok(support::send(
+        deps,
+        id,
+        QueueMessage::Poll(poll),
+        Some(support::after(now, delay)),
+    )
+    .await?)
 }
 
 /// A refusal for good: reported with ARM's code and message.
@@ -393,13 +399,19 @@ async fn reschedule(
         ));
     }
     let mut again = req.clone();
-    again.attempt += 1;
+    again.attempt = again.attempt.saturating_add(1);
     let delay =
         support::reschedule_delay(&deps.tuning, req.vm.as_str(), again.attempt, e.retry_after);
     tracing::warn!(vm = %req.vm, attempt = again.attempt, delay_s = delay.as_secs(), code = %e.code,
         "create: {what} refused for now; rescheduled");
     let id = support::create_message_id(&again);
-    let sent = support::send(deps, id, QueueMessage::Create(again), Some(now + delay)).await?;
+    let sent = support::send(
+        deps,
+        id,
+        QueueMessage::Create(again),
+        Some(support::after(now, delay)),
+    )
+    .await?;
     Ok(Outcome::new(
         Status::Rescheduled,
         format!(

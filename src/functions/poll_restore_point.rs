@@ -54,7 +54,12 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         Ok(p) => p,
         Err(e) if e.is_transient() => {
             let after = e.retry_after.unwrap_or_else(|| {
-                poll::delay_before(req.role, req.attempt + 1, &req.target, &deps.tuning.backoff)
+                poll::delay_before(
+                    req.role,
+                    req.attempt.saturating_add(1),
+                    &req.target,
+                    &deps.tuning.backoff,
+                )
             });
             let sent = next_poll(deps, &req, now, after).await?;
             return Ok(Outcome::new(
@@ -97,7 +102,7 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
                 format!(
                     "{}: {reason}; poll {} in {}s",
                     req.target,
-                    req.attempt + 1,
+                    req.attempt.saturating_add(1),
                     after.as_secs()
                 ),
             )
@@ -190,9 +195,15 @@ async fn next_poll(
     after: Duration,
 ) -> Result<Sent, HandlerError> {
     let mut next = req.clone();
-    next.attempt += 1;
+    next.attempt = next.attempt.saturating_add(1);
     let id = support::poll_message_id(&next.target, next.tick, next.attempt);
-    Ok(support::send(deps, id, QueueMessage::Poll(next), Some(now + after)).await?)
+    Ok(support::send(
+        deps,
+        id,
+        QueueMessage::Poll(next),
+        Some(support::after(now, after)),
+    )
+    .await?)
 }
 
 /// A new create (local) or copy (copy) with the next retry number.
@@ -261,10 +272,11 @@ async fn settled(
             sent.push(support::send(deps, id, QueueMessage::Copy(copy), None).await?);
         }
     }
-    let pruned = match rule {
-        None => "not pruned (rule unknown)".to_string(),
-        Some(rule) => {
-            let collection = req.target.parent().expect("restore point id has a parent");
+    // The target comes from the message: an id without a parent names no collection to prune.
+    let pruned = match (rule, req.target.parent()) {
+        (None, _) => "not pruned (rule unknown)".to_string(),
+        (Some(_), None) => format!("not pruned ({} names no collection)", req.target),
+        (Some(rule), Some(collection)) => {
             let retention = match req.role {
                 Role::Local => rule.retention_for_region(None),
                 Role::Copy => rule.retention_for_region(req.target_region.as_deref()),
@@ -440,7 +452,7 @@ async fn copy_holds(deps: &Deps, req: &PollRequest, rule: &Rule) -> Result<CopyH
                     Some(format!("copy to {} still {state}", target.region))
                 }
                 ProvisioningState::Succeeded
-                    if std::ptr::eq(p, newest_succeeded.expect("a Succeeded point exists")) =>
+                    if newest_succeeded.is_some_and(|n| std::ptr::eq(p, n)) =>
                 {
                     let copy_id = point_id(p);
                     let full = match copy_id {

@@ -174,7 +174,7 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         Ok(None) => {}
         Ok(Some(busy)) => {
             let mut again = req.clone();
-            again.attempt += 1;
+            again.attempt = again.attempt.saturating_add(1);
             if again.attempt > max_attempts(deps, rule) {
                 return Ok(report(format!(
                     "copy of {} waited {} times for {busy}; giving up",
@@ -183,8 +183,13 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             }
             let delay = poll::delay_before(Role::Copy, 2, &req.source, &deps.tuning.backoff);
             let id = support::copy_message_id(&again);
-            let sent =
-                support::send(deps, id, QueueMessage::Copy(again), Some(now + delay)).await?;
+            let sent = support::send(
+                deps,
+                id,
+                QueueMessage::Copy(again),
+                Some(support::after(now, delay)),
+            )
+            .await?;
             tracing::info!(source = %req.source, busy = %busy, delay_s = delay.as_secs(),
                 "copy waits: an earlier copy into the same region is still replicating");
             return Ok(Outcome::new(
@@ -243,12 +248,11 @@ fn point_id(p: &RestorePoint) -> Option<ResourceId> {
 async fn in_flight(deps: &Deps, points: &[RestorePoint]) -> Result<Option<ResourceId>, ArmError> {
     let newest = points
         .iter()
-        .filter(|p| point_id(p).is_some())
-        .max_by_key(|p| (p.time_created(), p.name.clone()));
-    let Some(newest) = newest else {
+        .filter_map(|p| Some((point_id(p)?, p)))
+        .max_by_key(|(_, p)| (p.time_created(), p.name.clone()));
+    let Some((id, newest)) = newest else {
         return Ok(None);
     };
-    let id = point_id(newest).expect("filtered");
     match newest.provisioning_state() {
         ProvisioningState::InProgress(_) => Ok(Some(id)),
         ProvisioningState::Failed | ProvisioningState::Canceled => Ok(None),
@@ -291,7 +295,13 @@ async fn schedule_first_poll(
     };
     let delay = poll::delay_before(Role::Copy, 1, target, &deps.tuning.backoff);
     let id = support::poll_message_id(target, tick, 1);
-    Ok(support::send(deps, id, QueueMessage::Poll(poll), Some(now + delay)).await?)
+    Ok(support::send(
+        deps,
+        id,
+        QueueMessage::Poll(poll),
+        Some(support::after(now, delay)),
+    )
+    .await?)
 }
 
 /// A copy may wait for earlier copies (every ~10 min) as long as a copy may take, plus the
@@ -342,7 +352,7 @@ async fn transient_or_report(
         ));
     }
     let mut again = req.clone();
-    again.attempt += 1;
+    again.attempt = again.attempt.saturating_add(1);
     let delay = support::reschedule_delay(
         &deps.tuning,
         req.source.as_str(),
@@ -352,7 +362,13 @@ async fn transient_or_report(
     tracing::warn!(source = %req.source, attempt = again.attempt, delay_s = delay.as_secs(),
         code = %e.code, "copy: {what} refused for now; rescheduled");
     let id = support::copy_message_id(&again);
-    let sent = support::send(deps, id, QueueMessage::Copy(again), Some(now + delay)).await?;
+    let sent = support::send(
+        deps,
+        id,
+        QueueMessage::Copy(again),
+        Some(support::after(now, delay)),
+    )
+    .await?;
     Ok(Outcome::new(
         Status::Rescheduled,
         format!(

@@ -325,6 +325,12 @@ pub fn reschedule_delay(
     poll::jittered(base, key, attempt, tuning.backoff.jitter)
 }
 
+/// `now + delay`, saturating at the end of time: delays come from ARM's `Retry-After` and from
+/// backoffs over message fields, and an overflow must not panic the handler.
+pub fn after(now: OffsetDateTime, delay: Duration) -> OffsetDateTime {
+    time::Duration::try_from(delay).map_or(now, |d| now.saturating_add(d))
+}
+
 /// Sends one message and returns what to put in the outcome.
 pub async fn send(
     deps: &Deps,
