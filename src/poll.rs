@@ -95,8 +95,9 @@ pub fn decide(
                 Some(detail) => format!("provisioningState {state}: {detail}"),
                 None => format!("provisioningState {state}"),
             };
-            // `req.retry < max_retries` bounds it: no overflow.
-            let retry = (req.retry < max_retries).then_some(req.retry + 1);
+            // Lazily: `then_some` would compute `retry + 1` even for `retry` = u32::MAX from a
+            // message (a panic the handler property tests found); the guard bounds it.
+            let retry = (req.retry < max_retries).then(|| req.retry + 1);
             return PollDecision::Failed { reason, retry };
         }
         ProvisioningState::Succeeded => match req.role {

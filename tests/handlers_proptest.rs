@@ -184,8 +184,10 @@ fn policy() -> impl Strategy<Value = Policy> {
 /// Times a message may carry: near the run, the schedule's occurrences, and the ends of time.
 fn instant() -> impl Strategy<Value = OffsetDateTime> {
     prop_oneof![
-        3 => (-48i64 * 60..48 * 60).prop_map(|m| BASE + Duration::minutes(m)),
-        2 => (-12i64..12).prop_map(|h| BASE + Duration::hours(4 * h)),
+        2 => (-48i64 * 60..48 * 60).prop_map(|m| BASE + Duration::minutes(m)),
+        // The timer's recent occurrences, which a create for a selected VM takes.
+        4 => (-1i64..=0).prop_map(|n| BASE + Duration::hours(4 * n)),
+        1 => (-12i64..12).prop_map(|n| BASE + Duration::hours(4 * n)),
         1 => Just(datetime!(9999-12-31 23:59:59 UTC)),
         1 => Just(datetime!(0000-01-01 00:00:00 UTC)),
         1 => Just(OffsetDateTime::UNIX_EPOCH),
@@ -209,9 +211,9 @@ fn vm() -> impl Strategy<Value = ResourceId> {
 
 fn rule_name() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
-        2 => Just(None),
-        1 => Just(Some("first".to_string())),
-        1 => Just(Some("all".to_string())),
+        1 => Just(None),
+        2 => Just(Some("first".to_string())),
+        2 => Just(Some("all".to_string())),
         1 => Just(Some("nope".to_string())),
     ]
 }
@@ -470,11 +472,25 @@ fn check(
         }
         let selected = vms
             .get(&source)
-            .is_some_and(|vm| policy.rules.iter().any(|r| r.targets.matches(&vm)));
+            .is_some_and(|vm| policy.rules.iter().any(|r| r.targets.matches(vm)));
         prop_assert!(
             selected,
             "a point for {source}, which no rule selects ({input:?})"
         );
+        // A create that names a rule acts only when that rule selects the VM.
+        if let Input::Message(QueueMessage::Create(CreateRequest {
+            rule: Some(named), ..
+        })) = input
+        {
+            let by_named = policy
+                .rule_named(named)
+                .zip(vms.get(&source))
+                .is_some_and(|(r, vm)| r.targets.matches(vm));
+            prop_assert!(
+                by_named,
+                "a point for {source} under rule {named:?}, which does not select it ({input:?})"
+            );
+        }
         let name = point.name().unwrap_or_default();
         let (tick, _) = names::parse_restore_point_name(name)
             .ok_or_else(|| TestCaseError::fail(format!("point name {name} is not vmrp's")))?;
@@ -494,32 +510,70 @@ fn check(
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_global_rejects: 2_000, ..ProptestConfig::default() })]
-
-    #[test]
-    fn any_accepted_policy_and_any_decodable_message_never_panic_and_stay_within_the_policy(
-        policy in policy(),
-        inputs in proptest::collection::vec((input(), -60i64..6 * 60), 1..6),
-    ) {
-        // Only what `policy check` accepts (with the timer the handlers run with).
-        prop_assume!(policy.problems(Some(TIMER)).is_empty());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (arm, bus, deps, vms) = world(policy.clone());
-        for (input, offset) in inputs {
-            let now = BASE + Duration::minutes(offset);
-            // Through the wire format, as the host delivers it.
-            let input = match input {
-                Input::Message(m) => Input::Message(
-                    QueueMessage::decode(&m.encode()).map_err(|e| TestCaseError::reject(e.to_string()))?,
-                ),
-                other => other,
-            };
-            let calls_before = arm.calls().len();
-            let result = rt.block_on(run(&deps, input.clone(), now));
-            check(&policy, &vms, &arm, &bus, &input, &result, now, calls_before)?;
+/// Runs the property on a thread with a large stack: the strategies' value trees and the
+/// handlers' futures are deep in a debug build, past the test thread's 2 MB.
+#[test]
+fn any_accepted_policy_and_any_decodable_message_never_panic_and_stay_within_the_policy() {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let config = ProptestConfig {
+        cases,
+        max_global_rejects: 2_000,
+        // Failing inputs are saved under proptest-regressions/ and replayed first.
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    };
+    let property = move || {
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let inputs = proptest::collection::vec(
+            (input(), prop_oneof![3 => 0i64..120, 1 => -60i64..6 * 60]),
+            1..6,
+        );
+        let outcome = runner.run(&(policy(), inputs), |(policy, inputs)| {
+            // Only what `policy check` accepts (with the timer the handlers run with).
+            prop_assume!(policy.problems(Some(TIMER)).is_empty());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (arm, bus, deps, vms) = world(policy.clone());
+            for (input, offset) in inputs {
+                let now = BASE + Duration::minutes(offset);
+                // Through the wire format, as the host delivers it.
+                let input = match input {
+                    Input::Message(m) => Input::Message(
+                        QueueMessage::decode(&m.encode())
+                            .map_err(|e| TestCaseError::reject(e.to_string()))?,
+                    ),
+                    other => other,
+                };
+                let calls_before = arm.calls().len();
+                let result = rt.block_on(Box::pin(run(&deps, input.clone(), now)));
+                check(
+                    &policy,
+                    &vms,
+                    &arm,
+                    &bus,
+                    &input,
+                    &result,
+                    now,
+                    calls_before,
+                )?;
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
         }
-    }
+    };
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(property)
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 // Note: message regions here never contain `/`. A region with a `/` makes an invalid collection
