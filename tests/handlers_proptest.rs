@@ -233,6 +233,7 @@ fn point_name() -> impl Strategy<Value = String> {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // test inputs, built once each
 enum Input {
     Message(QueueMessage),
     Timer(OffsetDateTime),
