@@ -392,6 +392,7 @@ pub fn default_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, 
         "retention": {"keepLast": 3},
         "deadlines": {"localMinutes": 120, "copyMinutes": 1440, "maxRetries": 2}
     }]});
+    // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
     Policy::from_json_str(&doc.to_string()).expect("the default policy parses")
 }
 
@@ -811,10 +812,10 @@ fn build_report(
     // The tick window an invocation belongs to when its summary names no point: from its tick
     // to the next one (the last tick's window stays open).
     let window_of = |tick: OffsetDateTime| -> (OffsetDateTime, OffsetDateTime) {
-        let next =
-            ticks.iter().find(|t| **t > tick).copied().unwrap_or(
-                OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("year 9999"),
-            );
+        let next = ticks.iter().find(|t| **t > tick).copied().unwrap_or(
+            // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
+            OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("year 9999"),
+        );
         (tick, next)
     };
     // A tick whose timer run failed every time (the host retries it under the function's retry
@@ -1152,6 +1153,7 @@ impl Progress {
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} settled  {msg}",
             )
+            // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
             .expect("valid template"),
         );
         Self { bar: Some(bar) }
