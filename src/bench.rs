@@ -422,6 +422,7 @@ fn handler_settings(emulator: &RunningEmulator) -> BTreeMap<String, String> {
     let policy = crate::local::default_policy(&emulator.subscriptions, &[], ("vmrp", "on"));
     settings.insert(
         "VMRP_POLICY".into(),
+        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
         serde_json::to_string(&policy).expect("policy serialises"),
     );
     settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());

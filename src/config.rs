@@ -32,6 +32,8 @@ pub const DEFAULT_SCHEDULE: &str = crate::policy::check::DEFAULT_TIMER_SCHEDULE;
 pub const LOOPBACK_ONLY_VAR: &str = "VMRP_LOOPBACK_ONLY";
 pub const RECORD_TRAFFIC_VAR: &str = "VMRP_RECORD_TRAFFIC";
 pub const MAX_RETRY_AFTER_VAR: &str = "VMRP_MAX_RETRY_AFTER_SECS";
+/// The largest `VMRP_MAX_RETRY_AFTER_SECS` accepted: a day (ARM asks for seconds to minutes).
+pub const MAX_RETRY_AFTER_CAP: std::time::Duration = std::time::Duration::from_secs(86_400);
 /// The connection name in the Service Bus triggers' function.json.
 pub const SERVICE_BUS_CONNECTION: &str = "ServiceBusConnection";
 
@@ -104,12 +106,26 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
                 .parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(std::time::Duration::from_secs_f64)
                 .ok_or_else(|| {
                     err(
                         MAX_RETRY_AFTER_VAR,
                         format!("{raw:?} is not a number of seconds (expected e.g. 1 or 0.5)"),
                     )
+                })
+                .and_then(|secs| {
+                    // Checked: `from_secs_f64` panics past u64 seconds (1e300).
+                    std::time::Duration::try_from_secs_f64(secs)
+                        .ok()
+                        .filter(|d| *d <= MAX_RETRY_AFTER_CAP)
+                        .ok_or_else(|| {
+                            err(
+                                MAX_RETRY_AFTER_VAR,
+                                format!(
+                                    "{raw:?} is out of range: at most {} seconds (a day)",
+                                    MAX_RETRY_AFTER_CAP.as_secs()
+                                ),
+                            )
+                        })
                 })?,
         ),
     };
@@ -197,7 +213,8 @@ mod tests {
         assert!(error_for(&without("VMRP_POLICY")).starts_with("VMRP_POLICY: no policy"));
         assert!(error_for(&with("VMRP_POLICY", "{")).starts_with("VMRP_POLICY:"));
         assert!(error_for(&with("VMRP_SCHEDULE", "every hour")).starts_with("VMRP_SCHEDULE:"));
-        for bad in ["soon", "-1", "NaN"] {
+        // 1e300 panicked converting to a Duration; above a day is refused as out of range.
+        for bad in ["soon", "-1", "NaN", "1e300", "86401"] {
             assert!(error_for(&with("VMRP_MAX_RETRY_AFTER_SECS", bad))
                 .starts_with("VMRP_MAX_RETRY_AFTER_SECS:"));
         }

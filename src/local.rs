@@ -311,6 +311,8 @@ pub struct LocalReport {
     pub invocations_by_function: BTreeMap<String, BTreeMap<String, u64>>,
     pub handler_restarts: u64,
     pub handler_kills: u64,
+    /// Invocations the handler answered with a caught panic (`error.kind` = `panic`).
+    pub handler_panics: u64,
     /// Points still in `Creating` at the end with no poll pending for them.
     pub untracked_in_progress: Vec<String>,
     pub virtual_seconds: i64,
@@ -494,6 +496,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     println!("{}", render(&report));
     println!("{}", summary_line(&report));
     if let Some(path) = &args.report {
+        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
         std::fs::write(path, text)
             .map_err(|e| LocalError::Io(format!("--report {}: {e}", path.display())))?;
@@ -515,7 +518,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         .stop()
         .await
         .map_err(|e| LocalError::Emulator(e.to_string()))?;
-    Ok(if report.complete {
+    Ok(if report.clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -626,6 +629,18 @@ fn writable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+impl LocalReport {
+    /// Complete coverage, and nothing went wrong on the way: no handler panic, no dead letter
+    /// and nothing parked (a message that failed for good is lost work even when a later tick
+    /// covered it).
+    pub fn clean(&self) -> bool {
+        self.complete
+            && self.handler_panics == 0
+            && self.dead_letters.is_empty()
+            && self.parked.is_empty()
+    }
+}
+
 /// The policy `vmrp local` uses without `--policy`: every VM of the emulated subscriptions
 /// tagged `vmrp=on`, keep 3 local points and 2 copies per copy region.
 pub fn default_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, &str)) -> Policy {
@@ -640,6 +655,7 @@ pub fn default_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, 
         "retention": {"keepLast": 3},
         "deadlines": {"localMinutes": 120, "copyMinutes": 1440, "maxRetries": 2}
     }]});
+    // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
     Policy::from_json_str(&doc.to_string()).expect("the default policy parses")
 }
 
@@ -748,6 +764,7 @@ pub async fn run_scenario_keep(
     let mut settings = emulator.handler_settings(BusAuth::Sas);
     settings.insert(
         "VMRP_POLICY".into(),
+        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
         serde_json::to_string(&policy).expect("policy serialises"),
     );
     settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
@@ -1135,10 +1152,10 @@ fn build_report(
     // The tick window an invocation belongs to when its summary names no point: from its tick
     // to the next one (the last tick's window stays open).
     let window_of = |tick: OffsetDateTime| -> (OffsetDateTime, OffsetDateTime) {
-        let next =
-            ticks.iter().find(|t| **t > tick).copied().unwrap_or(
-                OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("year 9999"),
-            );
+        let next = ticks.iter().find(|t| **t > tick).copied().unwrap_or(
+            // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
+            OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("year 9999"),
+        );
         (tick, next)
     };
     // A tick whose timer run failed every time (the host retries it under the function's retry
@@ -1303,13 +1320,25 @@ fn build_report(
             dead_letters.push(json!({"queue": q.name(), "messageId": d.message.message_id, "reason": d.reason, "description": d.description, "body": d.message.body}));
         }
     }
-    let parked = emulator
+    let parked: Vec<Value> = emulator
         .bus
         .messages(Queue::Failed.name())
         .unwrap_or_default()
         .iter()
         .map(|m| serde_json::from_str(&m.body).unwrap_or_else(|_| Value::String(m.body.clone())))
         .collect();
+    // A panic in a queue function is parked (the invocation answers `reported`), one in the
+    // timer or Event Grid function fails the invocation: both count.
+    let parked_panics = parked.iter().filter(|p| p["errorKind"] == "panic").count() as u64;
+    let handler_panics = records
+        .iter()
+        .filter(|r| {
+            r.response
+                .as_ref()
+                .is_some_and(|v| v["error"]["kind"] == "panic")
+        })
+        .count() as u64
+        + parked_panics;
     let counters = emulator.arm.counters();
     let sim_counters = sim.counters();
     let rows = vm_rows(expected, &points, &local, &copies, now);
@@ -1330,6 +1359,7 @@ fn build_report(
         invocations_by_function: invocations,
         handler_restarts: sim_counters.handler_restarts,
         handler_kills: sim_counters.handler_kills,
+        handler_panics,
         untracked_in_progress,
         virtual_seconds: (now - VIRTUAL_START).whole_seconds(),
         real_seconds: started.elapsed().as_secs_f64(),
@@ -1429,8 +1459,14 @@ pub fn render(report: &LocalReport) -> String {
 /// One line: what was expected, what settled, what failed.
 pub fn summary_line(r: &LocalReport) -> String {
     format!(
-        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} parked, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
-        if r.complete { "coverage complete" } else { "COVERAGE INCOMPLETE" },
+        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} handler panics, {} parked, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
+        if r.clean() {
+            "coverage complete"
+        } else if r.complete {
+            "FAILED (coverage complete, but work was dead-lettered or parked, or the handler panicked)"
+        } else {
+            "COVERAGE INCOMPLETE"
+        },
         r.vms,
         r.ticks.len(),
         r.local.settled,
@@ -1445,6 +1481,7 @@ pub fn summary_line(r: &LocalReport) -> String {
         r.copies.unexplained(),
         r.local.duplicates + r.copies.duplicates,
         r.dead_letters.len(),
+        r.handler_panics,
         r.parked.len(),
         r.throttled_429,
         r.arm_requests,
@@ -1475,6 +1512,7 @@ impl Progress {
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} settled  {msg}",
             )
+            // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
             .expect("valid template"),
         );
         Self { bar: Some(bar) }
@@ -1532,6 +1570,45 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `vmrp local` with a policy that made the handler panic said "coverage complete … 12 dead
+    /// letters" and exited 0: complete coverage with dead letters or panics is a failed run.
+    #[test]
+    fn dead_letters_or_panics_fail_a_complete_run() {
+        let report = |dead_letters: usize, handler_panics: u64| LocalReport {
+            vms: 1,
+            ticks: vec!["rp-20261125T0400Z".into()],
+            local: RoleCounts::default(),
+            copies: RoleCounts::default(),
+            dead_letters: vec![json!({"queue": "rp-create"}); dead_letters],
+            parked: Vec::new(),
+            throttled_429: 0,
+            arm_requests_by_operation: BTreeMap::new(),
+            arm_requests: 0,
+            invocations_by_function: BTreeMap::new(),
+            handler_restarts: 0,
+            handler_kills: 0,
+            handler_panics,
+            untracked_in_progress: Vec::new(),
+            virtual_seconds: 0,
+            real_seconds: 0.0,
+            complete: true,
+            rows: Vec::new(),
+            handler_log: None,
+        };
+        assert!(report(0, 0).clean());
+        assert!(summary_line(&report(0, 0)).starts_with("coverage complete"));
+        for (dead, panics) in [(12, 0), (0, 1)] {
+            let r = report(dead, panics);
+            assert!(!r.clean());
+            let line = summary_line(&r);
+            assert!(line.starts_with("FAILED"), "{line}");
+            assert!(
+                line.contains(&format!("{dead} dead letters, {panics} handler panics")),
+                "{line}"
+            );
+        }
+    }
 
     #[test]
     fn copy_collections_are_told_from_the_local_one_in_summaries() {

@@ -17,15 +17,32 @@ use crate::policy::DiskInfo;
 /// The message schema version this build reads and writes.
 pub const MESSAGE_VERSION: u64 = 1;
 
+/// The largest message Service Bus Standard accepts: 256 KB ("Message size for a queue, topic
+/// or subscription entity: Standard tier 256 KB",
+/// https://learn.microsoft.com/azure/service-bus-messaging/service-bus-quotas). A send above it
+/// is refused (403, "Quota exceeded or message too large",
+/// https://learn.microsoft.com/rest/api/servicebus/send-message-to-queue).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The most a create's `listed` may take once encoded: what is left of [`MAX_MESSAGE_BYTES`]
+/// after the other fields (ids, tick, regions: a few KB) with a wide margin. A VM whose listing
+/// is larger (64 data disks with 50 long tags each) is sent without it and read by the handler.
+pub const LISTED_MAX_BYTES: usize = 192 * 1024;
+
 /// "A point for this VM now" (from the timer, OnVmChanged, or another system).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateRequest {
     pub vm: ResourceId,
-    /// The schedule occurrence this point belongs to; names derive from it (docs/architecture.md, "Idempotency").
+    /// The schedule occurrence this point belongs to; names derive from it (docs/architecture.md, "Idempotency"). A tick
+    /// that is not an occurrence of the rule's schedule is an on-demand request ("a point now",
+    /// the time it was asked for): accepted when at most 1 h old and Azure's spacing away from
+    /// the rule's scheduled points, and named `rp-{tick}-od`; anything else, or a tick in the
+    /// future, is refused with a reason (docs/lifecycle.md, "Scheduled and on-demand creates").
     #[serde(with = "time::serde::rfc3339")]
     pub tick: OffsetDateTime,
-    /// Policy rule name; when absent, the rule that matches the VM applies.
+    /// Policy rule name; when absent, the rule that matches the VM applies. A named rule must
+    /// still select the VM (scopes, tags, `excludeTags`), or the create is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +84,15 @@ pub struct ListedVm {
     /// The VM's local collection as the collection listing showed it; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<CollectionSeen>,
+}
+
+impl ListedVm {
+    /// `Some(self)` when it fits in a create message ([`LISTED_MAX_BYTES`] encoded), else `None`:
+    /// the create is sent without it and the handler reads ARM.
+    pub fn within_message_budget(self) -> Option<Self> {
+        let size = serde_json::to_vec(&self).map_or(usize::MAX, |v| v.len());
+        (size <= LISTED_MAX_BYTES).then_some(self)
+    }
 }
 
 /// What the collection listing showed of a VM's local collection.
@@ -236,6 +262,9 @@ impl QueueMessage {
     /// Parses a message body and names the fields this build does not know (`listed.x` for
     /// nested ones), without logging.
     pub fn decode_lenient(text: &str) -> Result<(Self, Vec<String>), MessageError> {
+        // A UTF-8 byte-order mark is not JSON, but senders (PowerShell, .NET encoders) add one
+        // before valid JSON: it is skipped, not a reason to dead-letter the message.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value =
             serde_json::from_str(text).map_err(|e| MessageError::NotJson(e.to_string()))?;
         let Value::Object(mut map) = value else {
@@ -311,6 +340,9 @@ impl QueueMessage {
             Self::Copy(m) => serde_json::to_value(m),
             Self::Poll(m) => serde_json::to_value(m),
         }
+        // Invariant: the fields are strings, numbers, ids and times; a time is either decoded
+        // from RFC 3339 (years 0000–9999) or a later instant saturated within `time`'s range,
+        // all of which RFC 3339 formats.
         .expect("message types serialise");
         let mut out = Map::new();
         out.insert("v".into(), Value::from(MESSAGE_VERSION));
@@ -597,6 +629,19 @@ mod tests {
             why.contains("newer vmrp") && why.contains("not retried"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_json_is_accepted() {
+        // Was "message body is not JSON", then 10 deliveries into the dead-letter queue.
+        let text = QueueMessage::Create(create()).encode();
+        let with_bom = format!("\u{feff}{text}");
+        assert_eq!(
+            QueueMessage::decode(&with_bom).unwrap(),
+            QueueMessage::Create(create())
+        );
+        // Only one, and only in front.
+        assert!(QueueMessage::decode(&format!("\u{feff}\u{feff}{text}")).is_err());
     }
 
     #[test]

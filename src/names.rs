@@ -96,6 +96,8 @@ fn readable(vm_name: &str, keep: usize) -> String {
 /// `rp-{yyyyMMddTHHmmZ}` for the tick, `-r{n}` for the n-th retry after `Failed`.
 pub fn restore_point_name(tick: OffsetDateTime, retry: u32) -> String {
     let t = tick.to_offset(UtcOffset::UTC);
+    // Invariant: a date-time has every component this description names, and formatting into a
+    // String does no I/O, so it cannot fail.
     let stamp = t
         .format(format_description!("[year][month][day]T[hour][minute]Z"))
         .expect("tick formats");
@@ -106,14 +108,39 @@ pub fn restore_point_name(tick: OffsetDateTime, retry: u32) -> String {
     }
 }
 
-/// The tick and retry number encoded in a name made by [`restore_point_name`]; `None` for names
-/// other tools chose.
+/// Marks the name of an on-demand point (a create whose tick is not a scheduled occurrence,
+/// see docs/lifecycle.md): `rp-{yyyyMMddTHHmmZ}-od`, `-od-r{n}` for retries.
+const ON_DEMAND: &str = "-od";
+
+/// `rp-{yyyyMMddTHHmmZ}-od` for an on-demand create at `tick`, `-od-r{n}` for its n-th retry:
+/// never equal to a scheduled point's name, so the two never collide.
+pub fn on_demand_point_name(tick: OffsetDateTime, retry: u32) -> String {
+    let scheduled = restore_point_name(tick, 0);
+    if retry == 0 {
+        format!("{scheduled}{ON_DEMAND}")
+    } else {
+        format!("{scheduled}{ON_DEMAND}-r{retry}")
+    }
+}
+
+/// Whether `name` is an on-demand point's ([`on_demand_point_name`]).
+pub fn is_on_demand_name(name: &str) -> bool {
+    parse_restore_point_name(name).is_some()
+        && name
+            .strip_prefix("rp-")
+            .and_then(|rest| rest.split_once('Z'))
+            .is_some_and(|(_, tail)| tail.starts_with(ON_DEMAND))
+}
+
+/// The tick and retry number encoded in a name made by [`restore_point_name`] or
+/// [`on_demand_point_name`]; `None` for names other tools chose.
 pub fn parse_restore_point_name(name: &str) -> Option<(OffsetDateTime, u32)> {
     let rest = name.strip_prefix("rp-")?;
     let (stamp, retry) = match rest.split_once("-r") {
         Some((s, r)) => (s, r.parse().ok()?),
         None => (rest, 0),
     };
+    let stamp = stamp.strip_suffix(ON_DEMAND).unwrap_or(stamp);
     let stamp = stamp.strip_suffix('Z')?;
     let t = PrimitiveDateTime::parse(
         stamp,
@@ -237,6 +264,16 @@ mod tests {
             Some((tick, 0))
         );
         assert_eq!(parse_restore_point_name("manual-point"), None);
+        assert_eq!(on_demand_point_name(tick, 0), "rp-20261125T0300Z-od");
+        assert_eq!(on_demand_point_name(tick, 2), "rp-20261125T0300Z-od-r2");
+        assert_eq!(
+            parse_restore_point_name("rp-20261125T0300Z-od-r2"),
+            Some((tick, 2))
+        );
+        assert!(is_on_demand_name("rp-20261125T0300Z-od"));
+        assert!(is_on_demand_name("rp-20261125T0300Z-od-r1"));
+        assert!(!is_on_demand_name("rp-20261125T0300Z-r1"));
+        assert!(!is_on_demand_name("rp-20261125T0300Z"));
     }
 
     fn vm(sub: &str, rg: &str, name: &str) -> ResourceId {

@@ -21,7 +21,10 @@ mod resolve;
 mod validate;
 
 pub use load::{PolicyError, ENV_POLICY, ENV_POLICY_FILE, ENV_SCHEDULE};
-pub use resolve::{rule_due, superseded_by_next_tick, DiskInfo};
+pub use resolve::{
+    rule_due, superseded_by_next_tick, DiskInfo, TickKind, ON_DEMAND_MAX_AGE,
+    ON_DEMAND_MAX_AGE_CONTINUED, TICK_SKEW,
+};
 pub use validate::{
     spacing_for, PolicyProblem, IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP,
     MIN_SPACING_CRASH,
@@ -157,11 +160,14 @@ impl Retention {
     /// The most settled points [`crate::retention::decide`] can keep in one collection: the newest
     /// `max(keepLast, floor)`, one per tier bucket, and the baseline.
     pub fn max_settled(&self) -> u32 {
-        self.keep_last.max(self.floor)
-            + self.daily.unwrap_or(0)
-            + self.weekly.unwrap_or(0)
-            + self.monthly.unwrap_or(0)
-            + 1
+        // Saturating: the counts come from the policy file (validation bounds them, but this
+        // must not wrap before it does).
+        self.keep_last
+            .max(self.floor)
+            .saturating_add(self.daily.unwrap_or(0))
+            .saturating_add(self.weekly.unwrap_or(0))
+            .saturating_add(self.monthly.unwrap_or(0))
+            .saturating_add(1)
     }
 }
 

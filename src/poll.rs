@@ -95,7 +95,9 @@ pub fn decide(
                 Some(detail) => format!("provisioningState {state}: {detail}"),
                 None => format!("provisioningState {state}"),
             };
-            let retry = (req.retry < max_retries).then_some(req.retry + 1);
+            // Lazily: `then_some` would compute `retry + 1` even for `retry` = u32::MAX from a
+            // message (a panic the handler property tests found); the guard bounds it.
+            let retry = (req.retry < max_retries).then(|| req.retry + 1);
             return PollDecision::Failed { reason, retry };
         }
         ProvisioningState::Succeeded => match req.role {
@@ -130,10 +132,15 @@ pub fn decide(
         (Role::Copy, Some(percent)) if req.attempt >= 1 => jittered(
             copy_delay(elapsed, percent, backoff),
             req.target.as_str(),
-            req.attempt + 1,
+            req.attempt.saturating_add(1),
             backoff.jitter,
         ),
-        _ => delay_before(req.role, req.attempt + 1, &req.target, backoff),
+        _ => delay_before(
+            req.role,
+            req.attempt.saturating_add(1),
+            &req.target,
+            backoff,
+        ),
     });
     // Never sleep past the deadline: the poll at the deadline reports on time.
     let until_deadline = non_negative(req.deadline - now).max(Duration::from_secs(1));
@@ -179,6 +186,7 @@ pub fn jittered(base: Duration, key: &str, attempt: u32, jitter: f64) -> Duratio
     h.update(key.to_ascii_lowercase().as_bytes());
     h.update(attempt.to_be_bytes());
     let digest = h.finalize();
+    // Invariant: a SHA-256 digest has 32 bytes, so its first 8 form a u64.
     let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
     let unit = n as f64 / u64::MAX as f64; // [0, 1]
     let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);

@@ -50,13 +50,14 @@ impl Schedule {
         &self.expr
     }
 
-    /// The first occurrence strictly after `t`.
+    /// The first occurrence strictly after `t`; `None` when there is none within the dates
+    /// `time` can hold (up to 9999-12-31: a tick of 9999-12-31T23:59:59Z has no next one).
     pub fn next_after(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
-        let from = to_chrono(t);
+        let from = to_chrono(t)?;
         self.cron
             .find_next_occurrence(&from, false)
             .ok()
-            .map(from_chrono)
+            .and_then(from_chrono)
     }
 
     /// The latest occurrence at or before `t`: the tick a (possibly late or repeated) timer run
@@ -66,13 +67,13 @@ impl Schedule {
         // growing windows to avoid iterating a year of seconds.
         let mut window = time::Duration::hours(1);
         loop {
-            let start = t - window;
+            // Checked: `t` may come from a message; before the earliest date there is nothing.
+            let start = t.checked_sub(window)?;
             let mut best = None;
             let mut cursor = start;
             // Occurrences at or after `start`.
-            if self
-                .cron
-                .is_time_matching(&to_chrono(start))
+            if to_chrono(start)
+                .and_then(|s| self.cron.is_time_matching(&s).ok())
                 .unwrap_or(false)
             {
                 best = Some(start);
@@ -121,7 +122,7 @@ impl Schedule {
     /// The smallest gap between consecutive occurrences over the year after `from` (used to check
     /// the platform's spacing rules). `None` when fewer than two occurrences exist.
     pub fn min_interval(&self, from: OffsetDateTime) -> Option<time::Duration> {
-        let until = from + time::Duration::days(366);
+        let until = from.saturating_add(time::Duration::days(366));
         let mut prev = self.next_after(from)?;
         let mut min: Option<time::Duration> = None;
         let mut count = 0;
@@ -144,15 +145,19 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-fn to_chrono(t: OffsetDateTime) -> DateTime<Utc> {
+/// `None` outside chrono's range (it is wider than `time`'s, so this does not happen today).
+fn to_chrono(t: OffsetDateTime) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(t.unix_timestamp(), t.nanosecond())
         .single()
-        .expect("in range")
 }
 
-fn from_chrono(t: DateTime<Utc>) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(t.timestamp()).expect("in range")
-        + time::Duration::nanoseconds(t.timestamp_subsec_nanos() as i64)
+/// `None` past `time`'s range (years beyond 9999): croner can find occurrences there.
+fn from_chrono(t: DateTime<Utc>) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(t.timestamp())
+        .ok()?
+        .checked_add(time::Duration::nanoseconds(i64::from(
+            t.timestamp_subsec_nanos(),
+        )))
 }
 
 #[cfg(test)]
@@ -219,6 +224,21 @@ mod tests {
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_end_of_time_is_no_panic() {
+        // Was a panic ("in range"): the next hour after 9999-12-31T23:59:59Z is in year 10000.
+        let s = Schedule::parse("0 0 * * * *").unwrap();
+        let end = datetime!(9999-12-31 23:59:59 UTC);
+        assert_eq!(s.next_after(end), None);
+        assert_eq!(
+            s.latest_at_or_before(end),
+            Some(datetime!(9999-12-31 23:00:00 UTC))
+        );
+        // At the other end, the look-back window cannot start before the earliest date.
+        let _ = s.latest_at_or_before(datetime!(-9999-01-01 00:00:00 UTC));
+        assert!(s.min_interval(end).is_none());
     }
 
     #[test]

@@ -305,6 +305,34 @@ fn replays_payloads_over_tcp_like_the_host() {
         "{line}"
     );
 
+    // A message whose body cannot be decoded: its failure line still names the message id and
+    // the delivery count (they were missing), so it can be matched with its dead letter.
+    let envelope = service_bus_envelope(
+        "CreateRestorePoint",
+        r#"{"v":1,"kind":"create","vm":"nope"}"#,
+        4,
+        "m-malformed",
+        "2024-10-25T03:00:05Z",
+    );
+    let (status, _) = serve.invoke("CreateRestorePoint", "inv-malformed", &compact(&envelope));
+    assert_eq!(status, 500);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let found = serve.log_lines().into_iter().find(|l| {
+            l["span"]["invocation_id"] == "inv-malformed" && l["message"] == "invocation failed"
+        });
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failure log line for the malformed message"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(line["span"]["message_id"], "m-malformed", "{line}");
+    assert_eq!(line["span"]["delivery_count"], 4, "{line}");
+
     // A decoded queue invocation's span carries the message id and delivery count; a timer's
     // span has neither.
     let lines = serve.log_lines();

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use time::macros::datetime;
 
 use serde_json::{json, Value};
 use vmrp::emulator::server::BusAuth;
@@ -381,12 +382,12 @@ async fn no_secret_is_logged_at_debug_on_auth_and_send_failures() {
         let before = emulator.dump()["requests"][*refusal].as_u64().unwrap_or(0);
         let log = dir.path().join(format!("{name}.log"));
         let handler = Handler::start(settings, &log);
-        let tick = time::OffsetDateTime::now_utc()
-            .replace_second(0)
-            .unwrap()
-            .replace_nanosecond(0)
-            .unwrap()
-            - time::Duration::minutes(i as i64);
+        // A scheduled tick (every 4 h) per case, invoked just after it, so each case is a fresh
+        // create the handler accepts and takes to ARM and Service Bus.
+        let tick = datetime!(2026-01-05 04:00 UTC) + time::Duration::hours(4 * i as i64);
+        let utc_now = (tick + time::Duration::seconds(5))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
         let body = json!({"v": 1, "kind": "create", "vm": vm,
             "tick": tick.format(&time::format_description::well_known::Rfc3339).unwrap()});
         let envelope = common::service_bus_envelope(
@@ -394,7 +395,7 @@ async fn no_secret_is_logged_at_debug_on_auth_and_send_failures() {
             &body.to_string(),
             1,
             &format!("m-{name}"),
-            "2026-01-05T04:00:05Z",
+            &utc_now,
         );
         let status = handler.invoke("CreateRestorePoint", &envelope).await;
         drop(handler);

@@ -55,6 +55,7 @@ fn shared_tls_config() -> &'static rustls::ClientConfig {
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
         let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            // Invariant: rustls's built-in providers support every version in ALL_VERSIONS.
             .with_protocol_versions(rustls::ALL_VERSIONS)
             .expect("the default provider supports TLS 1.2 and 1.3")
             .dangerous() // only to plug in the platform verifier, as reqwest does

@@ -438,6 +438,8 @@ impl SasSigner {
         use hmac::{Hmac, Mac};
         let resource = format!("{}/{}/messages", self.resource_base, queue.name());
         let sr: String = url::form_urlencoded::byte_serialize(resource.as_bytes()).collect();
+        // Invariant: HMAC accepts keys of any length (`new_from_slice` only fails for
+        // fixed-key-size MACs), so this cannot fail.
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.key.as_bytes())
             .expect("HMAC takes keys of any length");
         mac.update(format!("{sr}\n{expiry_unix}").as_bytes());
@@ -490,6 +492,7 @@ impl RestSender {
     }
 
     fn messages_url(&self, queue: Queue) -> &Url {
+        // Invariant: `messages_urls` is built with one entry per `Queue::ALL` at construction.
         &self
             .messages_urls
             .iter()

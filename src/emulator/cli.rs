@@ -115,6 +115,16 @@ pub fn config_from_args(args: &EmulateArgs) -> Result<EmulatorConfig, EmulateErr
         })?,
         None => EmulatorConfig::default().start,
     };
+    if start > super::clock::LATEST {
+        return Err(arg(
+            "start",
+            format!(
+                "{:?} is too late: start before {} (the emulator's schedules and deadlines look years ahead)",
+                args.start.as_deref().unwrap_or_default(),
+                crate::schedule::rfc3339(super::clock::LATEST)
+            ),
+        ));
+    }
     let regions: Vec<String> = args
         .regions
         .iter()
@@ -239,6 +249,7 @@ pub async fn run_with(
             return Err(e.into());
         }
     }
+    // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
     let line = serde_json::to_string(&emulator.announcement()).expect("JSON values serialize");
     writeln!(out, "{line}")
         .and_then(|_| out.flush())

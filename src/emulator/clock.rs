@@ -4,7 +4,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use time::macros::datetime;
 use time::OffsetDateTime;
+
+/// Virtual time stays before this instant: schedules, deadlines and retention look days to
+/// years ahead of `now`, and `time` ends at 9999-12-31, so a clock started or advanced near
+/// that end would overflow them. `--start` and `POST /_emulator/clock/advance` are refused past it.
+pub const LATEST: OffsetDateTime = datetime!(9000-01-01 00:00 UTC);
 
 #[derive(Debug)]
 pub struct VirtualClock {
@@ -35,21 +41,52 @@ impl VirtualClock {
         }
     }
 
+    /// The anchor. Nothing panics while holding the lock, but a poisoned lock is recovered
+    /// all the same: the anchor is plain data, valid at every write.
+    fn anchor(&self) -> std::sync::MutexGuard<'_, Anchor> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn now(&self) -> OffsetDateTime {
-        let a = *self.inner.lock().expect("clock lock");
+        let a = *self.anchor();
         let real = a.real.elapsed().as_secs_f64() * a.speed;
-        a.virtual_at_real + time::Duration::seconds_f64(real)
+        // Saturating: a clock left running for ages at a high speed stops at the end of time.
+        time::Duration::checked_seconds_f64(real).map_or(LATEST.max(a.virtual_at_real), |d| {
+            a.virtual_at_real.saturating_add(d)
+        })
     }
 
     pub fn speed(&self) -> f64 {
-        self.inner.lock().expect("clock lock").speed
+        self.anchor().speed
     }
 
-    /// Jumps virtual time forward by `by` (tests; never backwards).
+    /// Jumps virtual time forward by `by` (tests; never backwards), at most to [`LATEST`].
     pub fn advance(&self, by: time::Duration) {
         let now = self.now();
-        let mut a = self.inner.lock().expect("clock lock");
-        a.virtual_at_real = now + by.max(time::Duration::ZERO);
+        let target = now
+            .checked_add(by.max(time::Duration::ZERO))
+            .map_or(LATEST, |t| t.min(LATEST))
+            .max(now);
+        self.jump_to(target);
+    }
+
+    /// [`VirtualClock::advance`], refused (with a reason) when it would pass [`LATEST`].
+    pub fn try_advance(&self, by: time::Duration) -> Result<OffsetDateTime, String> {
+        let now = self.now();
+        match now.checked_add(by.max(time::Duration::ZERO)) {
+            Some(target) if target <= LATEST => {
+                self.jump_to(target);
+                Ok(target)
+            }
+            _ => Err(format!(
+                "advancing {by} from {now} would pass {LATEST}, the latest virtual time the emulator runs to"
+            )),
+        }
+    }
+
+    fn jump_to(&self, target: OffsetDateTime) {
+        let mut a = self.anchor();
+        a.virtual_at_real = target;
         a.real = Instant::now();
         drop(a);
         self.changed.notify_waiters();
@@ -63,7 +100,7 @@ impl VirtualClock {
             return;
         }
         let now = self.now();
-        let mut a = self.inner.lock().expect("clock lock");
+        let mut a = self.anchor();
         a.virtual_at_real = now;
         a.real = Instant::now();
         a.speed = speed;
@@ -77,7 +114,8 @@ impl VirtualClock {
         if left <= time::Duration::ZERO {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(left.as_seconds_f64() / self.speed())
+        // Saturating: a wait of centuries at speed 1 must not panic the sleeper.
+        Duration::try_from_secs_f64(left.as_seconds_f64() / self.speed()).unwrap_or(Duration::MAX)
     }
 
     /// Sleeps (really) until virtual time reaches `t`.
@@ -122,6 +160,22 @@ mod tests {
         c.advance(time::Duration::hours(1));
         assert!(c.now() >= datetime!(2026-01-01 01:00:30 UTC));
         assert!(c.real_until(c.now() + time::Duration::seconds(600)) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn advancing_past_the_end_is_refused_and_the_clock_keeps_working() {
+        // Was a panic inside the lock (`now + by` past 9999), which poisoned it for every
+        // later request.
+        let c = VirtualClock::new(datetime!(2026-01-01 00:00 UTC), 1.0);
+        let err = c
+            .try_advance(time::Duration::hours(100_000_000))
+            .unwrap_err();
+        assert!(err.contains("latest virtual time"), "{err}");
+        assert!(c.now() < datetime!(2026-01-02 00:00 UTC));
+        c.advance(time::Duration::hours(100_000_000)); // clamps
+        assert!(c.now() >= LATEST && c.now() < LATEST + time::Duration::minutes(1));
+        assert!(c.try_advance(time::Duration::hours(1)).is_err());
+        assert_eq!(c.speed(), 1.0);
     }
 
     #[test]

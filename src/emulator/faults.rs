@@ -121,11 +121,18 @@ impl Dice {
         if p <= 0.0 {
             return false;
         }
-        self.rng.lock().expect("dice lock").random::<f64>() < p
+        self.rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .random::<f64>()
+            < p
     }
     /// A uniform draw in `[0, 1)`.
     pub fn unit(&self) -> f64 {
-        self.rng.lock().expect("dice lock").random::<f64>()
+        self.rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .random::<f64>()
     }
 }
 

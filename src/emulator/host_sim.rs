@@ -482,6 +482,7 @@ fn json(v: impl Into<Value>) -> Node {
 /// §2.1 for a .NET string: JSON-encoded once more.
 fn encoded_string(s: &str) -> Node {
     Node::Json(Value::String(
+        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
         serde_json::to_string(s).expect("strings serialize"),
     ))
 }
@@ -589,6 +590,7 @@ fn envelope(data: Vec<(String, Node)>, metadata: Vec<(String, Node)>) -> String 
         ("Data".to_string(), Node::Object(data)),
         ("Metadata".to_string(), Node::Object(metadata)),
     ]);
+    // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
     serde_json::to_string(&body).expect("JSON values serialize")
 }
 
@@ -776,6 +778,7 @@ pub fn event_grid_body(
         Some(v @ Value::Object(_)) => meta.push(("data".to_string(), json(v.clone()))),
         Some(v) => meta.push((
             "data".to_string(),
+            // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
             json(serde_json::to_string(v).expect("serializes")),
         )),
     }
@@ -872,6 +875,7 @@ pub fn output_messages(value: &Value) -> Vec<String> {
 }
 
 fn pretty(v: &Value) -> String {
+    // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
     serde_json::to_string_pretty(v).expect("serializes")
 }
 
@@ -1140,7 +1144,9 @@ impl HostSim {
         match sim.config.launch {
             HandlerLaunch::Spawn => {
                 let s = sim.clone();
-                *sim.supervisor.lock().expect("supervisor lock") =
+                *sim.supervisor
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(tokio::spawn(async move { s.supervise().await }));
             }
             HandlerLaunch::External { .. } => {
@@ -1167,7 +1173,10 @@ impl HostSim {
     }
 
     fn track(&self, handle: JoinHandle<()>) {
-        let mut tasks = self.tasks.lock().expect("tasks lock");
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle);
     }
@@ -1186,15 +1195,24 @@ impl HostSim {
     }
 
     pub fn records(&self) -> Vec<InvocationRecord> {
-        self.records.lock().expect("records lock").clone()
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn counters(&self) -> SimCounters {
-        self.counters.lock().expect("counters lock").clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn count(&self, f: impl FnOnce(&mut SimCounters)) {
-        f(&mut self.counters.lock().expect("counters lock"));
+        f(&mut self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
     /// State dump: counters, handler state, invocations by function and status, every record.
@@ -1218,7 +1236,7 @@ impl HostSim {
             "counters": self.counters(),
             "inFlight": self.in_flight.load(Ordering::Relaxed),
             "invocationsByFunction": by_function,
-            "eventGridDeadLetters": *self.event_grid_dead.lock().expect("eg lock"),
+            "eventGridDeadLetters": *self.event_grid_dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             "console": self.console_lines().into_iter().map(|l| l.message).collect::<Vec<_>>(),
             "consoleLevels": self.console_lines().iter().map(|l| l.level.as_str()).collect::<Vec<_>>(),
             "invocations": records,
@@ -1255,10 +1273,19 @@ impl HostSim {
     /// Stops triggers and the handler.
     pub async fn stop(&self) {
         self.stop_tx.send_replace(true);
-        for task in std::mem::take(&mut *self.tasks.lock().expect("tasks lock")) {
+        for task in std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
             task.abort();
         }
-        let supervisor = self.supervisor.lock().expect("supervisor lock").take();
+        let supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(mut supervisor) = supervisor {
             // It reacts to the stop signal by killing and reaping its child.
             if tokio::time::timeout(Duration::from_secs(5), &mut supervisor)
@@ -1614,7 +1641,7 @@ impl HostSim {
         let previous = self
             .timers
             .lock()
-            .expect("timers lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&f.name)
             .copied()
             .unwrap_or(TimerState {
@@ -1662,13 +1689,16 @@ impl HostSim {
                 _ = stop_rx.changed() => break,
             }
         }
-        self.timers.lock().expect("timers lock").insert(
-            f.name.clone(),
-            TimerState {
-                last: Some(now),
-                last_updated: self.clock.now(),
-            },
-        );
+        self.timers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                f.name.clone(),
+                TimerState {
+                    last: Some(now),
+                    last_updated: self.clock.now(),
+                },
+            );
         record
     }
 
@@ -1833,7 +1863,7 @@ impl HostSim {
                     self.count(|c| c.event_grid_dead_lettered += 1);
                     self.event_grid_dead
                         .lock()
-                        .expect("eg lock")
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(serde_json::json!({
                             "function": f.name,
                             "event": event,
@@ -1886,7 +1916,7 @@ impl HostSim {
         }
         self.records
             .lock()
-            .expect("records lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(record.clone());
         record
     }
@@ -2133,7 +2163,10 @@ struct ConsoleSink(Arc<Mutex<std::collections::VecDeque<ConsoleLine>>>);
 
 impl ConsoleSink {
     fn push(&self, line: ConsoleLine) {
-        let mut tail = self.0.lock().expect("console lock");
+        let mut tail = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if tail.len() >= CONSOLE_TAIL_LINES {
             tail.pop_front();
         }

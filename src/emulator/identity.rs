@@ -112,7 +112,7 @@ impl IdentityEndpoint {
     pub fn issued_tokens(&self) -> Vec<String> {
         self.tokens
             .lock()
-            .expect("token lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys()
             .cloned()
             .collect()
@@ -127,14 +127,17 @@ impl IdentityEndpoint {
         );
         let expires_on = OffsetDateTime::now_utc().unix_timestamp() + TOKEN_LIFETIME_SECS;
         let resource = normalize_resource(resource);
-        self.tokens.lock().expect("token lock").insert(
-            token.clone(),
-            IssuedToken {
-                resource: resource.clone(),
-                client_id: client_id.map(str::to_string),
-                expires_on,
-            },
-        );
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                token.clone(),
+                IssuedToken {
+                    resource: resource.clone(),
+                    client_id: client_id.map(str::to_string),
+                    expires_on,
+                },
+            );
         self.issued.fetch_add(1, Ordering::Relaxed);
         TokenResponse {
             access_token: token,
@@ -146,7 +149,10 @@ impl IdentityEndpoint {
 
     /// True when `token` was issued here for `resource` and has not expired (real clock).
     pub fn verify_bearer(&self, token: &str, resource: &str) -> bool {
-        let tokens = self.tokens.lock().expect("token lock");
+        let tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match tokens.get(token) {
             Some(t) => {
                 t.resource == normalize_resource(resource)
@@ -160,7 +166,7 @@ impl IdentityEndpoint {
     pub fn client_id_of(&self, token: &str) -> Option<String> {
         self.tokens
             .lock()
-            .expect("token lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(token)
             .and_then(|t| t.client_id.clone())
     }

@@ -154,7 +154,10 @@ struct Control {
 
 impl Control {
     fn host_sim(&self) -> Option<Arc<HostSim>> {
-        self.host_sim.lock().expect("sim lock").clone()
+        self.host_sim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn dump(&self) -> Value {
@@ -164,7 +167,7 @@ impl Control {
             "armCounters": self.arm.counters(),
             "serviceBus": self.bus.dump(),
             "identity": self.identity.counters(),
-            "requests": *self.requests.lock().expect("requests lock"),
+            "requests": *self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             "hostSim": self.host_sim().map(|s| s.dump()),
         })
     }
@@ -228,6 +231,16 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         return Err(EmulatorError::Config {
             field: "bus.sas_key",
             reason: "SAS key name and key must not be empty".into(),
+        });
+    }
+    if config.start > super::clock::LATEST {
+        return Err(EmulatorError::Config {
+            field: "start",
+            reason: format!(
+                "{} is too late: the virtual clock must start before {} (schedules and deadlines look years ahead)",
+                crate::schedule::rfc3339(config.start),
+                crate::schedule::rfc3339(super::clock::LATEST)
+            ),
         });
     }
     let clock = Arc::new(VirtualClock::new(config.start, config.speed));
@@ -349,7 +362,7 @@ async fn count_requests(
     *control
         .requests
         .lock()
-        .expect("requests lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .entry(key)
         .or_default() += 1;
     response
@@ -395,7 +408,13 @@ async fn advance_handler(State(control): State<Arc<Control>>, body: axum::body::
             "the clock only moves forward: give a non-negative amount",
         );
     }
-    control.clock.advance(time::Duration::seconds_f64(total));
+    // Checked: a huge amount (`{"hours": 1e8}`) is a 400, not a panic holding the clock lock.
+    let advanced = time::Duration::checked_seconds_f64(total)
+        .ok_or_else(|| format!("{total} seconds is out of range"))
+        .and_then(|by| control.clock.try_advance(by));
+    if let Err(why) = advanced {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
     Json(clock_json(&control.clock)).into_response()
 }
 
@@ -547,7 +566,11 @@ impl RunningEmulator {
         config: HostSimConfig,
     ) -> Result<Arc<HostSim>, EmulatorError> {
         let sim = HostSim::start(config, self.bus.clone(), self.clock.clone()).await?;
-        *self.control.host_sim.lock().expect("sim lock") = Some(sim.clone());
+        *self
+            .control
+            .host_sim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sim.clone());
         Ok(sim)
     }
 
@@ -578,6 +601,7 @@ impl RunningEmulator {
             }
         }
         if let Some(path) = &self.dump_state {
+            // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
             let text = serde_json::to_string_pretty(&dump).expect("JSON values serialize");
             std::fs::write(path, text).map_err(|e| EmulatorError::Dump {
                 path: path.clone(),
@@ -671,6 +695,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(bad.status(), 400);
+        // Past the end of time: a 400 (was a panic that poisoned the clock), and the clock
+        // and ARM keep answering.
+        let far = http
+            .post(format!("{}/clock/advance", emu.urls.control))
+            .body(r#"{"hours": 100000000}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(far.status(), 400);
+        let again = http
+            .post(format!("{}/clock/advance", emu.urls.control))
+            .body(r#"{"seconds": 1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 200);
         let msgs: Value = http
             .get(format!("{}/queues/rp-create/messages", emu.urls.control))
             .send()
@@ -853,5 +893,17 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("speed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rejects_a_start_at_the_end_of_time() {
+        // `emulate --start 9999-12-31T23:59:00Z` panicked the clock.
+        let err = start(EmulatorConfig {
+            start: time::macros::datetime!(9999-12-31 23:59 UTC),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("start"), "{err}");
     }
 }

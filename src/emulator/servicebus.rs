@@ -280,7 +280,10 @@ impl ServiceBus {
         queue: &str,
         f: impl FnOnce(&mut QueueState) -> R,
     ) -> Result<R, BusError> {
-        let mut queues = self.queues.lock().expect("bus lock");
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = queues
             .get_mut(&queue.to_ascii_lowercase())
             .ok_or_else(|| BusError::NoSuchQueue(queue.to_string()))?;
@@ -379,6 +382,7 @@ impl ServiceBus {
                     dead_letter_locked(q, seq, now, "MaxDeliveryCountExceeded", max);
                     continue;
                 }
+                // Invariant: `seq` was just found in this queue, under the same lock.
                 let m = q.messages.get_mut(&seq).expect("candidate exists");
                 let token = uuid::Uuid::new_v4().to_string();
                 m.delivery_count += 1;
@@ -441,6 +445,7 @@ impl ServiceBus {
                 let Some(seq) = Self::find_locked(q, lock_token) else {
                     return false;
                 };
+                // Invariant: `seq` was just found in this queue, under the same lock.
                 let m = q.messages.get_mut(&seq).expect("found");
                 if !m.duplicated && self.dice.roll(duplicate_p) {
                     m.duplicated = true;
@@ -473,6 +478,7 @@ impl ServiceBus {
                 if q.messages[&seq].delivery_count >= max {
                     dead_letter_locked(q, seq, now, "MaxDeliveryCountExceeded", max);
                 } else {
+                    // Invariant: `seq` was just found in this queue, under the same lock.
                     let m = q.messages.get_mut(&seq).expect("found");
                     m.lock_token = None;
                     m.locked_until = None;
@@ -489,6 +495,7 @@ impl ServiceBus {
     pub fn renew_lock(&self, queue: &str, lock_token: &str, until: OffsetDateTime) -> bool {
         self.with_queue(queue, |q| match Self::find_locked(q, lock_token) {
             Some(seq) => {
+                // Invariant: `seq` was just found in this queue, under the same lock.
                 let m = q.messages.get_mut(&seq).expect("found");
                 m.locked_until = Some(until);
                 true
@@ -511,6 +518,7 @@ impl ServiceBus {
             let Some(seq) = Self::find_locked(q, lock_token) else {
                 return false;
             };
+            // Invariant: `seq` was just found in this queue, under the same lock.
             let mut m = q.messages.remove(&seq).expect("found");
             m.lock_token = None;
             m.locked_until = None;
@@ -529,7 +537,7 @@ impl ServiceBus {
     pub fn queue_names(&self) -> Vec<String> {
         self.queues
             .lock()
-            .expect("bus lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys()
             .cloned()
             .collect()
@@ -551,7 +559,10 @@ impl ServiceBus {
     /// Summary per queue: counts and counters.
     pub fn summary(&self) -> Value {
         let now = self.clock.now();
-        let queues = self.queues.lock().expect("bus lock");
+        let queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let list: Vec<Value> = queues
             .iter()
             .map(|(name, q)| {
@@ -580,7 +591,10 @@ impl ServiceBus {
     /// Every message and dead letter of every queue (state dump).
     pub fn dump(&self) -> Value {
         let mut summary = self.summary();
-        let queues = self.queues.lock().expect("bus lock");
+        let queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let detail: Map<String, Value> = queues
             .iter()
             .map(|(name, q)| {
@@ -676,6 +690,7 @@ impl ServiceBus {
 }
 
 fn dead_letter_locked(q: &mut QueueState, seq: i64, now: OffsetDateTime, reason: &str, max: u32) {
+    // Invariant: `seq` was just found in this queue, under the same lock.
     let mut m = q.messages.remove(&seq).expect("present");
     let description = format!(
         "Message could not be consumed after {} delivery attempts (maxDeliveryCount {max}).",
@@ -696,6 +711,7 @@ fn dead_letter_locked(q: &mut QueueState, seq: i64, now: OffsetDateTime, reason:
 /// bytes). `sr` is the URL-encoded resource as it appears in the token.
 pub fn sas_signature(sr_encoded: &str, se: &str, key: &str) -> String {
     use base64::Engine;
+    // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(format!("{sr_encoded}\n{se}").as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
@@ -1006,6 +1022,26 @@ async fn send_handler(
         Ok(m) => m,
         Err(e) => return bus_error_response(&e),
     };
+    // Standard tier's message size limit (docs/emulator-arm.md cites the quota): the whole
+    // send is refused with 403, as the REST Send Message operation answers a message too large.
+    if let Some(big) = messages
+        .iter()
+        .map(|m| m.body.len())
+        .find(|n| *n > crate::messages::MAX_MESSAGE_BYTES)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/xml; charset=utf-8",
+            )],
+            format!(
+                "<Error><Code>403</Code><Detail>The message of {big} bytes exceeds the maximum message size of {} bytes (Standard tier).</Detail></Error>",
+                crate::messages::MAX_MESSAGE_BYTES
+            ),
+        )
+            .into_response();
+    }
     for msg in messages {
         if let Err(e) = bus.send(&queue, msg) {
             return bus_error_response(&e);
@@ -1327,6 +1363,33 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("ScheduledEnqueueTimeUtc"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn messages_above_the_standard_tier_limit_are_refused_with_403() {
+        // The emulator took 300 KB and 2 MB messages; Standard tier refuses above 256 KB.
+        let (bus, _) = bus();
+        let auth = sas(
+            "https://contoso-sb.servicebus.windows.net/rp-create",
+            "Send",
+            "k3y",
+            in_an_hour(),
+        );
+        let headers = [("authorization", auth)];
+        let at_limit = "x".repeat(crate::messages::MAX_MESSAGE_BYTES);
+        assert_eq!(
+            post(&bus, "/rp-create/messages", &headers, &at_limit)
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        for size in [crate::messages::MAX_MESSAGE_BYTES + 1, 300 * 1024] {
+            let (status, text) =
+                post(&bus, "/rp-create/messages", &headers, &"x".repeat(size)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{size}");
+            assert!(text.contains("maximum message size"), "{text}");
+        }
+        assert_eq!(bus.messages("rp-create").unwrap().len(), 1);
     }
 
     #[tokio::test]

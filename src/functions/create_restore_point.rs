@@ -21,7 +21,7 @@ use crate::invocation::{Invocation, Outcome, Sent, Status};
 use crate::messages::{CreateRequest, ListedVm, PollRequest, QueueMessage, Role};
 use crate::names;
 use crate::policy::regions::{known_region, same_region};
-use crate::policy::{DiskInfo, Rule};
+use crate::policy::{DiskInfo, Rule, TickKind};
 use crate::poll;
 use crate::schedule::rfc3339;
 
@@ -189,9 +189,32 @@ async fn create(
         }
     };
 
+    // The tick must be an occurrence of the rule's schedule, or a valid on-demand request
+    // (recent, and spaced from the rule's scheduled points): anything else would crowd out a
+    // scheduled point (Azure's spacing rule) or name a point for a time that has not come.
+    let timer = crate::schedule::Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
+    let kind = match rule.classify_tick(
+        &timer,
+        req.tick,
+        now,
+        crate::policy::spacing_for(&consistency),
+        req.retry > 0 || req.attempt > 0,
+    ) {
+        Ok(kind) => kind,
+        Err(why) => {
+            tracing::error!(vm = %req.vm, tick = %rfc3339(req.tick), "create refused: {why}");
+            return finished(Status::Reported, format!("{}: {why}", req.vm));
+        }
+    };
+
     // Too late (a long reschedule chain, a backlog): the next tick's point takes this one's
-    // place rather than be refused for coming too soon after it.
-    if let Some(next) = support::superseding_tick(deps, rule, req.tick, &consistency, now) {
+    // place rather than be refused for coming too soon after it. (An on-demand point passed
+    // its own spacing check against the next tick above.)
+    if let Some(next) = (kind == TickKind::Scheduled)
+        .then(|| support::superseding_tick(deps, rule, req.tick, &consistency, now))
+        .flatten()
+    {
         tracing::warn!(vm = %req.vm, tick = %rfc3339(req.tick), next = %rfc3339(next), "create superseded by the next tick");
         return finished(
             Status::Reported,
@@ -243,10 +266,11 @@ async fn create(
     // PUT first, without reading: replays are rare, and a read per create would bound a
     // large tick's pace. A point that exists already (a replay) either answers the PUT as
     // before (same input) or refuses it with a conflict; then a GET tells.
-    let point = collection.child(
-        "restorePoints",
-        &names::restore_point_name(req.tick, req.retry),
-    );
+    let name = match kind {
+        TickKind::Scheduled => names::restore_point_name(req.tick, req.retry),
+        TickKind::OnDemand => names::on_demand_point_name(req.tick, req.retry),
+    };
+    let point = collection.child("restorePoints", &name);
     // Only `CrashConsistent` is accepted as input (see `RestorePoint::local`); the policy's
     // application consistency is what Azure does when the field is absent.
     let body = RestorePoint::local(Some(consistency.clone()), &excluded);
@@ -351,7 +375,7 @@ async fn schedule_first_poll(
         role: Role::Local,
         attempt: 1,
         first_seen: now,
-        deadline: now + rule.deadline(Role::Local),
+        deadline: now.saturating_add(rule.deadline(Role::Local)),
         vm: req.vm.clone(),
         tick: req.tick,
         rule: Some(rule.name.clone()),
@@ -363,7 +387,13 @@ async fn schedule_first_poll(
     let delay = poll::delay_before(Role::Local, 1, point, &deps.tuning.backoff)
         .max(retry_after.unwrap_or_default());
     let id = support::poll_message_id(point, req.tick, 1);
-    Ok(support::send(deps, id, QueueMessage::Poll(poll), Some(now + delay)).await?)
+    Ok(support::send(
+        deps,
+        id,
+        QueueMessage::Poll(poll),
+        Some(support::after(now, delay)),
+    )
+    .await?)
 }
 
 /// A refusal for good: reported with ARM's code and message.
@@ -393,13 +423,19 @@ async fn reschedule(
         ));
     }
     let mut again = req.clone();
-    again.attempt += 1;
+    again.attempt = again.attempt.saturating_add(1);
     let delay =
         support::reschedule_delay(&deps.tuning, req.vm.as_str(), again.attempt, e.retry_after);
     tracing::warn!(vm = %req.vm, attempt = again.attempt, delay_s = delay.as_secs(), code = %e.code,
         "create: {what} refused for now; rescheduled");
     let id = support::create_message_id(&again);
-    let sent = support::send(deps, id, QueueMessage::Create(again), Some(now + delay)).await?;
+    let sent = support::send(
+        deps,
+        id,
+        QueueMessage::Create(again),
+        Some(support::after(now, delay)),
+    )
+    .await?;
     Ok(Outcome::new(
         Status::Rescheduled,
         format!(

@@ -54,7 +54,9 @@ pub async fn handle(inv: Invocation<ResourceEvent>, deps: &Deps) -> Result<Outco
         return Ok(skip(format!("{vm} is outside every policy scope")));
     }
     if deleted {
-        mark_orphaned(deps, &vm, event.event_time.unwrap_or(now)).await
+        // An event time comes from the sender: one in the future (9999-12-31) would keep the
+        // mark from ever expiring, so it is clamped to now.
+        mark_orphaned(deps, &vm, event_time_at_most(event.event_time, now)).await
     } else {
         onboard(deps, &vm, now).await
     }
@@ -141,9 +143,13 @@ async fn onboard(
             format!("{vm_id} onboarded under rule {:?}", rule.name),
         ));
     }
-    let tick = Schedule::parse(&deps.schedule)
-        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?
-        .latest_at_or_before(now);
+    // The rule's latest occurrence (a timer tick at which the rule is due), so the create
+    // passes the handler's tick check as a scheduled point.
+    let timer = Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
+    let tick = rule
+        .latest_due_tick(&timer, now)
+        .map_err(|e| HandlerError::Invalid(format!("rule {:?}: {e}", rule.name)))?;
     let Some(tick) = tick else {
         return Ok(Outcome::new(
             Status::Done,
@@ -211,7 +217,7 @@ async fn mark_orphaned(
         let belongs = support::tag(c.tags.as_ref(), TAG_VM)
             .and_then(|v| ResourceId::parse(v).ok())
             .is_some_and(|v| &v == vm);
-        if !belongs || support::tag(c.tags.as_ref(), TAG_ORPHANED_AT).is_some() {
+        if !belongs || mark_stands(support::tag(c.tags.as_ref(), TAG_ORPHANED_AT), at) {
             continue;
         }
         let (Some(id), Some(location), Some(source)) = (
@@ -244,4 +250,19 @@ async fn mark_orphaned(
             format!("{summary}; listing refused for {}", refused.join(", ")),
         ))
     }
+}
+
+/// The event's time, or `now` when it has none or claims a later time.
+fn event_time_at_most(event_time: Option<OffsetDateTime>, now: OffsetDateTime) -> OffsetDateTime {
+    event_time.map_or(now, |t| t.min(now))
+}
+
+/// Whether an existing orphan mark stays as it is for a delete at `at`: a readable mark no later
+/// than `at` does (the first delete's time counts). A mark that is unreadable or later than this
+/// delete (a forged or clamped future time) is replaced, so a real delete corrects it.
+fn mark_stands(mark: Option<&str>, at: OffsetDateTime) -> bool {
+    mark.and_then(|m| {
+        OffsetDateTime::parse(m.trim(), &time::format_description::well_known::Rfc3339).ok()
+    })
+    .is_some_and(|marked| marked <= at)
 }

@@ -39,9 +39,14 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         tracing::warn!(vm = %req.vm, point = %req.target, "poll refused: VM outside every policy scope");
         return Err(HandlerError::OutOfScope { vm: req.vm });
     }
-    let rule = req.rule.as_deref().and_then(|n| deps.policy.rule_named(n));
+    // A named rule whose scopes do not include the VM is treated as gone: it must not prune
+    // (or retry into) a collection that is not its own.
+    let rule = req
+        .rule
+        .as_deref()
+        .and_then(|n| support::named_rule_for_id(deps, n, &req.vm).ok());
     if rule.is_none() {
-        tracing::warn!(point = %req.target, rule = ?req.rule, "rule not in the policy any more: default retries, no pruning");
+        tracing::warn!(point = %req.target, rule = ?req.rule, "rule not in the policy any more, or not selecting this VM: default retries, no pruning");
     }
     let max_retries = rule.map_or(Deadlines::default().max_retries, |r| {
         r.deadlines.max_retries
@@ -52,7 +57,12 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         Ok(answer) => answer,
         Err(e) if e.is_transient() => {
             let after = e.retry_after.unwrap_or_else(|| {
-                poll::delay_before(req.role, req.attempt + 1, &req.target, &deps.tuning.backoff)
+                poll::delay_before(
+                    req.role,
+                    req.attempt.saturating_add(1),
+                    &req.target,
+                    &deps.tuning.backoff,
+                )
             });
             let sent = next_poll(deps, &req, now, after).await?;
             return Ok(Outcome::new(
@@ -95,7 +105,7 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
                 format!(
                     "{}: {reason}; poll {} in {}s",
                     req.target,
-                    req.attempt + 1,
+                    req.attempt.saturating_add(1),
                     after.as_secs()
                 ),
             )
@@ -188,9 +198,15 @@ async fn next_poll(
     after: Duration,
 ) -> Result<Sent, HandlerError> {
     let mut next = req.clone();
-    next.attempt += 1;
+    next.attempt = next.attempt.saturating_add(1);
     let id = support::poll_message_id(&next.target, next.tick, next.attempt);
-    Ok(support::send(deps, id, QueueMessage::Poll(next), Some(now + after)).await?)
+    Ok(support::send(
+        deps,
+        id,
+        QueueMessage::Poll(next),
+        Some(support::after(now, after)),
+    )
+    .await?)
 }
 
 /// A new create (local) or copy (copy) with the next retry number.
@@ -259,10 +275,11 @@ async fn settled(
             sent.push(support::send(deps, id, QueueMessage::Copy(copy), None).await?);
         }
     }
-    let pruned = match rule {
-        None => "not pruned (rule unknown)".to_string(),
-        Some(rule) => {
-            let collection = req.target.parent().expect("restore point id has a parent");
+    // The target comes from the message: an id without a parent names no collection to prune.
+    let pruned = match (rule, req.target.parent()) {
+        (None, _) => "not pruned (rule unknown)".to_string(),
+        (Some(_), None) => format!("not pruned ({} names no collection)", req.target),
+        (Some(rule), Some(collection)) => {
             let retention = match req.role {
                 Role::Local => rule.retention_for_region(None),
                 Role::Copy => rule.retention_for_region(req.target_region.as_deref()),
@@ -491,7 +508,7 @@ async fn copy_holds(
                     Some(format!("copy to {} still {state}", target.region))
                 }
                 ProvisioningState::Succeeded
-                    if std::ptr::eq(p, newest_succeeded.expect("a Succeeded point exists")) =>
+                    if newest_succeeded.is_some_and(|n| std::ptr::eq(p, n)) =>
                 {
                     let copy_id = point_id(p);
                     let full = match copy_id {

@@ -60,7 +60,8 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
             Some(rule) => Some(PlanTarget {
                 vm: id.clone(),
                 rule,
-                listed: Some(seen.listed_vm(id, vm, rule, now)),
+                // A listing too large for a Service Bus message (256 KB) is left out.
+                listed: seen.listed_vm(id, vm, rule, now).within_message_budget(),
             }),
             None => {
                 unmatched += 1;
@@ -513,7 +514,10 @@ async fn delete_expired_orphans(deps: &Deps, listings: &Listings, now: OffsetDat
     let Some(days) = deps.policy.orphans.expire_after_days else {
         return String::new();
     };
-    let cutoff = now - time::Duration::days(i64::from(days));
+    // Checked: `days` comes from the policy; a cutoff before the earliest date expires nothing.
+    let Some(cutoff) = now.checked_sub(time::Duration::days(i64::from(days))) else {
+        return String::new();
+    };
     let mut deleted = 0;
     let mut cleared = 0;
     'scopes: for scope in support::collection_scopes(&deps.policy) {

@@ -87,7 +87,7 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         return Err(HandlerError::OutOfScope { vm });
     }
     let rule = match &req.rule {
-        Some(_) => support::rule_of(deps, req.rule.as_deref(), None),
+        Some(name) => support::named_rule_for_id(deps, name, &vm),
         None => match deps.arm.get_vm(&vm).await {
             Ok(found) => support::rule_of(deps, None, found.as_ref()),
             Err(e) => return transient_or_report(deps, &req, now, e, "reading the VM").await,
@@ -188,7 +188,7 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         Ok(None) => {}
         Ok(Some(busy)) => {
             let mut again = req.clone();
-            again.attempt += 1;
+            again.attempt = again.attempt.saturating_add(1);
             if again.attempt > max_attempts(deps, rule) {
                 return Ok(report(format!(
                     "copy of {} waited {} times for {busy}; giving up",
@@ -197,8 +197,13 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             }
             let delay = poll::delay_before(Role::Copy, 2, &req.source, &deps.tuning.backoff);
             let id = support::copy_message_id(&again);
-            let sent =
-                support::send(deps, id, QueueMessage::Copy(again), Some(now + delay)).await?;
+            let sent = support::send(
+                deps,
+                id,
+                QueueMessage::Copy(again),
+                Some(support::after(now, delay)),
+            )
+            .await?;
             tracing::info!(source = %req.source, busy = %busy, delay_s = delay.as_secs(),
                 "copy waits: an earlier copy into the same region is still replicating");
             return Ok(Outcome::new(
@@ -262,7 +267,13 @@ fn same_source(point: &RestorePoint, source: &ResourceId) -> bool {
 fn target_name(req: &CopyRequest) -> String {
     let source_name = req.source.name().unwrap_or_default();
     match names::parse_restore_point_name(source_name) {
-        Some((tick, source_retry)) => names::restore_point_name(tick, source_retry + req.retry),
+        // Both retry numbers come from input (a name, a message): saturate, never overflow.
+        Some((tick, source_retry)) if names::is_on_demand_name(source_name) => {
+            names::on_demand_point_name(tick, source_retry.saturating_add(req.retry))
+        }
+        Some((tick, source_retry)) => {
+            names::restore_point_name(tick, source_retry.saturating_add(req.retry))
+        }
         None if req.retry == 0 => source_name.to_string(),
         None => format!("{source_name}-r{}", req.retry),
     }
@@ -277,12 +288,11 @@ fn point_id(p: &RestorePoint) -> Option<ResourceId> {
 async fn in_flight(deps: &Deps, points: &[RestorePoint]) -> Result<Option<ResourceId>, ArmError> {
     let newest = points
         .iter()
-        .filter(|p| point_id(p).is_some())
-        .max_by_key(|p| (p.time_created(), p.name.clone()));
-    let Some(newest) = newest else {
+        .filter_map(|p| Some((point_id(p)?, p)))
+        .max_by_key(|(_, p)| (p.time_created(), p.name.clone()));
+    let Some((id, newest)) = newest else {
         return Ok(None);
     };
-    let id = point_id(newest).expect("filtered");
     match newest.provisioning_state() {
         ProvisioningState::InProgress(_) => Ok(Some(id)),
         ProvisioningState::Failed | ProvisioningState::Canceled => Ok(None),
@@ -314,7 +324,7 @@ async fn schedule_first_poll(
         role: Role::Copy,
         attempt: 1,
         first_seen: now,
-        deadline: now + rule.deadline(Role::Copy),
+        deadline: now.saturating_add(rule.deadline(Role::Copy)),
         vm: vm.clone(),
         tick,
         rule: Some(rule.name.clone()),
@@ -325,7 +335,13 @@ async fn schedule_first_poll(
     };
     let delay = poll::delay_before(Role::Copy, 1, target, &deps.tuning.backoff);
     let id = support::poll_message_id(target, tick, 1);
-    Ok(support::send(deps, id, QueueMessage::Poll(poll), Some(now + delay)).await?)
+    Ok(support::send(
+        deps,
+        id,
+        QueueMessage::Poll(poll),
+        Some(support::after(now, delay)),
+    )
+    .await?)
 }
 
 /// A copy may wait for earlier copies (every ~10 min) as long as a copy may take, plus the
@@ -376,7 +392,7 @@ async fn transient_or_report(
         ));
     }
     let mut again = req.clone();
-    again.attempt += 1;
+    again.attempt = again.attempt.saturating_add(1);
     let delay = support::reschedule_delay(
         &deps.tuning,
         req.source.as_str(),
@@ -386,7 +402,13 @@ async fn transient_or_report(
     tracing::warn!(source = %req.source, attempt = again.attempt, delay_s = delay.as_secs(),
         code = %e.code, "copy: {what} refused for now; rescheduled");
     let id = support::copy_message_id(&again);
-    let sent = support::send(deps, id, QueueMessage::Copy(again), Some(now + delay)).await?;
+    let sent = support::send(
+        deps,
+        id,
+        QueueMessage::Copy(again),
+        Some(support::after(now, delay)),
+    )
+    .await?;
     Ok(Outcome::new(
         Status::Rescheduled,
         format!(

@@ -531,6 +531,12 @@ pub fn reschedule_delay(
     poll::jittered(base, key, attempt, tuning.backoff.jitter)
 }
 
+/// `now + delay`, saturating at the end of time: delays come from ARM's `Retry-After` and from
+/// backoffs over message fields, and an overflow must not panic the handler.
+pub fn after(now: OffsetDateTime, delay: Duration) -> OffsetDateTime {
+    time::Duration::try_from(delay).map_or(now, |d| now.saturating_add(d))
+}
+
 /// Sends one message and returns what to put in the outcome.
 pub async fn send(
     deps: &Deps,
@@ -610,20 +616,51 @@ pub fn log_permanent(what: &str, subject: &ResourceId, e: &ArmError) {
     );
 }
 
-/// The rule a message names, else the rule that selects the VM.
+/// The rule a message names, else the rule that selects the VM. A named rule must still select
+/// the VM (scopes, required tags, `excludeTags` opt-outs): naming a rule chooses among the rules
+/// that apply, it never widens one. Without the VM (`vm` = `None`) only the named rule's
+/// existence is checked; callers that know the VM id check its scope with [`named_rule_for_id`].
 pub fn rule_of<'p>(
     deps: &'p Deps,
     named: Option<&str>,
     vm: Option<&VirtualMachine>,
 ) -> Result<&'p Rule, String> {
     match named {
-        Some(name) => deps
-            .policy
-            .rule_named(name)
-            .ok_or_else(|| format!("rule {name:?} named by the message is not in the policy")),
+        Some(name) => {
+            let rule = deps.policy.rule_named(name).ok_or_else(|| {
+                format!("rule {name:?} named by the message is not in the policy")
+            })?;
+            match vm.and_then(|vm| rule.targets.refusal(vm)) {
+                Some(why) => Err(format!(
+                    "rule {name:?} named by the message does not select this VM: {why}"
+                )),
+                None => Ok(rule),
+            }
+        }
         None => vm
             .and_then(|vm| deps.policy.rule_for(vm))
             .ok_or_else(|| "no policy rule selects this VM".to_string()),
+    }
+}
+
+/// The rule a message names, for a handler that knows the VM's id but not the VM itself (a
+/// copy, a poll): the rule must exist and its scopes include the VM. Tags need the VM, which
+/// the create that started the chain checked.
+pub fn named_rule_for_id<'p>(
+    deps: &'p Deps,
+    name: &str,
+    vm: &ResourceId,
+) -> Result<&'p Rule, String> {
+    let rule = deps
+        .policy
+        .rule_named(name)
+        .ok_or_else(|| format!("rule {name:?} named by the message is not in the policy"))?;
+    if rule.targets.in_scope(vm) {
+        Ok(rule)
+    } else {
+        Err(format!(
+            "rule {name:?} named by the message does not select this VM: the VM lies outside the rule's scopes"
+        ))
     }
 }
 

@@ -61,6 +61,8 @@ impl Envelope {
     /// Parses the request body. `Data` is required (every trigger has one input); `Metadata` may
     /// be absent (then `sys.UtcNow` is reported missing by [`Envelope::utc_now`]).
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        // A UTF-8 byte-order mark before the JSON is skipped (a proxy or test tool may add one).
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         // Fast path for a well-formed envelope: `Metadata` carries a dozen members vmrp never
         // reads (and, for JSON bodies, a copy of the message's fields), so only
         // [`METADATA_READ`] are built as values; the rest is syntax-checked and skipped.

@@ -292,11 +292,19 @@ async fn invoke(
             };
             (span, result)
         }
-        Err(err) => {
+        Err(Unprepared {
+            err,
+            message_id,
+            delivery_count,
+        }) => {
+            // A message that could not be decoded still names its id and delivery count, so
+            // its failure log can be matched with its dead letter.
             let span = tracing::info_span!(
                 "invocation",
                 function = %name,
                 invocation_id = %invocation_id,
+                message_id = message_id.as_deref(),
+                delivery_count,
             );
             (span, Err(err))
         }
@@ -400,15 +408,39 @@ async fn park_message(
     }
 }
 
+/// Why an invocation could not start, with the queue message's id and delivery count when the
+/// envelope was readable enough to carry them.
+struct Unprepared {
+    err: InvocationError,
+    message_id: Option<String>,
+    delivery_count: Option<u32>,
+}
+
+impl From<InvocationError> for Unprepared {
+    fn from(err: InvocationError) -> Self {
+        Self {
+            err,
+            message_id: None,
+            delivery_count: None,
+        }
+    }
+}
+
+impl From<super::envelope::EnvelopeError> for Unprepared {
+    fn from(err: super::envelope::EnvelopeError) -> Self {
+        InvocationError::from(err).into()
+    }
+}
+
 /// Finds the function, decodes the envelope and starts the handler (not yet polled).
 fn prepare(
     state: &AppState,
     name: &str,
     invocation_id: String,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(Context, Trigger, HandlerFuture), InvocationError> {
+) -> Result<(Context, Trigger, HandlerFuture), Unprepared> {
     let Some(function) = state.functions.get(name) else {
-        return Err(unknown_function(state, name));
+        return Err(unknown_function(state, name).into());
     };
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -425,10 +457,23 @@ fn prepare(
         function: function.name.clone(),
     };
     let deps = state.deps.clone();
-    let (context, future) =
+    let called =
         std::panic::catch_unwind(AssertUnwindSafe(|| (function.call)(&envelope, seed, deps)))
-            .map_err(|payload| InvocationError::Panic(panic_message(payload.as_ref())))??;
-    Ok((context, function.trigger, future))
+            .map_err(|payload| InvocationError::Panic(panic_message(payload.as_ref())))
+            .and_then(|r| r);
+    match called {
+        Ok((context, future)) => Ok((context, function.trigger, future)),
+        Err(err) => {
+            let queue = matches!(function.trigger, Trigger::Queue(_));
+            Err(Unprepared {
+                err,
+                message_id: queue
+                    .then(|| envelope.message_id().ok().flatten())
+                    .flatten(),
+                delivery_count: queue.then(|| envelope.delivery_count().ok()).flatten(),
+            })
+        }
+    }
 }
 
 /// The host's id when it sent a sane one, else a fresh one (direct calls, tests).

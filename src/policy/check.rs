@@ -46,6 +46,7 @@ impl CheckReport {
     /// The text `vmrp policy check` prints.
     pub fn render(&self, json: bool) -> String {
         if json {
+            // Invariant: the report is strings, numbers and lists; serde_json cannot fail on it.
             return serde_json::to_string_pretty(self).expect("report serialises") + "\n";
         }
         let mut out = String::new();

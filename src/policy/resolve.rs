@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::regions::same_region;
-use super::{CopyTarget, Retention, Rule};
+use super::{tag_matches, CopyTarget, Retention, Rule, Targets};
 use crate::azure::models::{ConsistencyMode, Disk, Tags, VirtualMachine, VmDisk};
 use crate::azure::ResourceId;
 use crate::messages::Role;
@@ -70,6 +70,37 @@ pub(super) fn describe_disk(disk: &VmDisk) -> String {
     match disk.lun {
         Some(lun) => format!("data disk {name} (LUN {lun})"),
         None => format!("OS disk {name}"),
+    }
+}
+
+impl Targets {
+    /// Why these targets do not select `vm` (out of every scope, a required tag missing, an
+    /// `excludeTags` opt-out), or `None` when they do. The same test as [`Targets::matches`],
+    /// with a reason for the report: a message naming a rule is held to that rule's targets.
+    pub fn refusal(&self, vm: &VirtualMachine) -> Option<String> {
+        let Some(id) = vm.resource_id() else {
+            return Some("the VM has no valid id".to_string());
+        };
+        if !self.in_scope(&id) {
+            return Some("the VM lies outside the rule's scopes".to_string());
+        }
+        if let Some((k, v)) = self
+            .tags
+            .iter()
+            .find(|(k, v)| !tag_matches(vm.tags.as_ref(), k, v))
+        {
+            return Some(format!("the VM lacks the rule's required tag {k}={v}"));
+        }
+        if let Some((k, v)) = self
+            .exclude_tags
+            .iter()
+            .find(|(k, v)| tag_matches(vm.tags.as_ref(), k, v))
+        {
+            return Some(format!(
+                "the VM opts out with the rule's excludeTags {k}={v}"
+            ));
+        }
+        None
     }
 }
 
@@ -228,6 +259,139 @@ impl Rule {
             at = next;
         }
         Ok(None)
+    }
+}
+
+/// How far past `now` a create's tick may lie: clock skew between the timer's instance and
+/// the handler's. A tick further ahead names a point for a time that has not come.
+pub const TICK_SKEW: time::Duration = time::Duration::minutes(5);
+/// How old the tick of an on-demand create may be when it is first handled (queue delay).
+pub const ON_DEMAND_MAX_AGE: time::Duration = time::Duration::hours(1);
+/// The same for a continuation of one (a reschedule after a transient refusal, a retry after
+/// `Failed`): those come back later by design, and the spacing check still holds them.
+pub const ON_DEMAND_MAX_AGE_CONTINUED: time::Duration = time::Duration::days(1);
+
+/// What a create's tick is, once checked against the rule's schedule ([`Rule::classify_tick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickKind {
+    /// An occurrence of the rule's schedule (a timer tick at which the rule is due): the point
+    /// is named `rp-{tick}`.
+    Scheduled,
+    /// Not an occurrence, but a valid request for a point now: recent, and at least Azure's
+    /// spacing away from the rule's previous and next scheduled points, so that it crowds out
+    /// neither. Named `rp-{tick}-od`.
+    OnDemand,
+}
+
+impl Rule {
+    /// The latest timer tick at or before `t` at which this rule is due ([`rule_due`]), looking
+    /// back as far as [`Schedule::latest_at_or_before`] does.
+    pub fn latest_due_tick(
+        &self,
+        timer: &Schedule,
+        t: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, ScheduleError> {
+        let Some(own) = self.schedule.as_deref().map(Schedule::parse).transpose()? else {
+            return Ok(timer.latest_at_or_before(t));
+        };
+        // The rule is due at the first timer tick at or after each of its own occurrences.
+        let mut cursor = t;
+        for _ in 0..1_000 {
+            let Some(occurrence) = own.latest_at_or_before(cursor) else {
+                return Ok(None);
+            };
+            let Some(before) = occurrence.checked_sub(time::Duration::nanoseconds(1)) else {
+                return Ok(None);
+            };
+            match timer.next_after(before) {
+                Some(tick) if tick <= t => return Ok(Some(tick)),
+                _ => {}
+            }
+            let Some(earlier) = occurrence.checked_sub(time::Duration::seconds(1)) else {
+                return Ok(None);
+            };
+            cursor = earlier;
+        }
+        Ok(None)
+    }
+
+    /// Checks a create's `tick` against this rule's schedule: a scheduled occurrence, a valid
+    /// on-demand request, or neither (the error says why). `continued` is a reschedule or a
+    /// retry of an earlier request (it may come back later than a first try). `spacing` is
+    /// Azure's minimum interval between two points of the VM in the point's consistency mode.
+    pub fn classify_tick(
+        &self,
+        timer: &Schedule,
+        tick: OffsetDateTime,
+        now: OffsetDateTime,
+        spacing: time::Duration,
+        continued: bool,
+    ) -> Result<TickKind, String> {
+        let at = crate::schedule::rfc3339;
+        let schedule_err = |e: ScheduleError| format!("rule {:?}: {e}", self.name);
+        if now.checked_add(TICK_SKEW).is_some_and(|limit| tick > limit) {
+            return Err(format!(
+                "tick {} lies in the future (now {}): a create is for a tick that has come",
+                at(tick),
+                at(now)
+            ));
+        }
+        let is_timer_tick = timer.latest_at_or_before(tick) == Some(tick);
+        let due = match self.schedule.as_deref() {
+            None => true,
+            Some(expr) => rule_due(&Schedule::parse(expr).map_err(schedule_err)?, timer, tick),
+        };
+        if is_timer_tick && due {
+            return Ok(TickKind::Scheduled);
+        }
+        let schedule = match self.schedule.as_deref() {
+            Some(own) => format!(
+                "rule schedule {own:?} at the ticks of the timer {:?}",
+                timer.as_str()
+            ),
+            None => format!("timer schedule {:?}", timer.as_str()),
+        };
+        let not_scheduled = format!(
+            "tick {} is not an occurrence of rule {:?} ({schedule})",
+            at(tick),
+            self.name
+        );
+        let max_age = if continued {
+            ON_DEMAND_MAX_AGE_CONTINUED
+        } else {
+            ON_DEMAND_MAX_AGE
+        };
+        if now - tick > max_age {
+            return Err(format!(
+                "{not_scheduled}, and as an on-demand create it is too old: an on-demand \
+                 create's tick is the time it was requested, at most {} min before it is handled",
+                max_age.whole_minutes()
+            ));
+        }
+        let next = self.next_due_tick(timer, now).map_err(schedule_err)?;
+        if let Some(next) = next.filter(|n| *n - now < spacing) {
+            return Err(format!(
+                "{not_scheduled}, and an on-demand point at {} would come within {} min of the \
+                 rule's next scheduled point at {}, which Azure would then refuse (points at \
+                 least {} min apart)",
+                at(now),
+                (next - now).whole_minutes(),
+                at(next),
+                spacing.whole_minutes()
+            ));
+        }
+        let previous = self.latest_due_tick(timer, now).map_err(schedule_err)?;
+        if let Some(previous) = previous.filter(|p| now - *p < spacing) {
+            return Err(format!(
+                "{not_scheduled}, and an on-demand point at {} would come {} min after the \
+                 rule's scheduled point at {}; Azure wants points at least {} min apart",
+                at(now),
+                (now - previous).whole_minutes(),
+                at(previous),
+                spacing.whole_minutes()
+            ));
+        }
+        Ok(TickKind::OnDemand)
     }
 }
 

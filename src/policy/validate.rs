@@ -38,6 +38,15 @@ pub const DISK_SKUS: &[&str] = &[
     "StandardSSD_ZRS",
     "PremiumV2_LRS",
 ];
+/// The longest `deadlines.localMinutes`: 7 days. A local point that has not settled by then
+/// will not; a larger value only keeps a dead poll chain alive (and far values overflow).
+pub const MAX_LOCAL_DEADLINE_MINUTES: u32 = 7 * 24 * 60;
+/// The longest `deadlines.copyMinutes`: 30 days (the default is 14).
+pub const MAX_COPY_DEADLINE_MINUTES: u32 = 30 * 24 * 60;
+/// The most retries after `Failed` (`deadlines.maxRetries`); each is a new point.
+pub const MAX_RETRIES: u32 = 10;
+/// The longest `orphans.expireAfterDays`: 10 years; omit the field to keep orphans forever.
+pub const MAX_ORPHAN_DAYS: u32 = 3650;
 /// Spacing is measured over a year from a fixed instant, so results never depend on the clock.
 const SPACING_FROM: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 /// Timer ticks examined when combining a rule schedule with the timer (about 69 days of
@@ -178,6 +187,16 @@ impl Policy {
         if self.rules.is_empty() {
             policy.push("rules", "empty: the policy selects no VM");
         }
+        if let Some(days) = self
+            .orphans
+            .expire_after_days
+            .filter(|d| *d > MAX_ORPHAN_DAYS)
+        {
+            policy.push(
+                "orphans.expireAfterDays",
+                format!("{days} is out of range: at most {MAX_ORPHAN_DAYS} (10 years); omit the field to keep orphans forever"),
+            );
+        }
         let timer = match timer_schedule.map(Schedule::parse) {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
@@ -224,6 +243,7 @@ impl Policy {
                 "collectionResourceGroup",
                 &mut p,
             );
+            check_deadline_ranges(rule, &mut p);
             if rule.deadlines.local_minutes == 0 {
                 p.push(
                     "deadlines.localMinutes",
@@ -475,12 +495,61 @@ fn check_disks(rule: &Rule, p: &mut Problems) {
     }
 }
 
+/// Upper bounds of the deadlines: values `policy check` would otherwise accept but no point
+/// needs, and whose far end overflows a date.
+fn check_deadline_ranges(rule: &Rule, p: &mut Problems) {
+    let d = &rule.deadlines;
+    for (field, value, max, what) in [
+        (
+            "deadlines.localMinutes",
+            d.local_minutes,
+            MAX_LOCAL_DEADLINE_MINUTES,
+            "7 days",
+        ),
+        (
+            "deadlines.copyMinutes",
+            d.copy_minutes,
+            MAX_COPY_DEADLINE_MINUTES,
+            "30 days",
+        ),
+        (
+            "deadlines.maxRetries",
+            d.max_retries,
+            MAX_RETRIES,
+            "each retry is a new point",
+        ),
+    ] {
+        if value > max {
+            p.push(
+                field,
+                format!("{value} is out of range: at most {max} ({what})"),
+            );
+        }
+    }
+}
+
 fn check_retention(r: &Retention, prefix: &str, p: &mut Problems) {
     let tiers = [
         ("daily", r.daily),
         ("weekly", r.weekly),
         ("monthly", r.monthly),
     ];
+    // Each count on its own: Azure keeps at most 500 points per VM, so a larger one can never
+    // be met (and sums of values near u32::MAX would wrap).
+    for (name, value) in [
+        ("keepLast", Some(r.keep_last)),
+        ("floor", Some(r.floor)),
+        ("daily", r.daily),
+        ("weekly", r.weekly),
+        ("monthly", r.monthly),
+    ] {
+        if let Some(v) = value.filter(|v| *v > MAX_POINTS_PER_VM) {
+            p.push(
+                format!("{prefix}.{name}"),
+                format!("{v} is out of range: at most {MAX_POINTS_PER_VM}, Azure's limit of restore points per VM"),
+            );
+        }
+    }
     for (name, value) in tiers {
         if value == Some(0) {
             p.push(
@@ -489,7 +558,10 @@ fn check_retention(r: &Retention, prefix: &str, p: &mut Problems) {
             );
         }
     }
-    let tier_total: u32 = tiers.iter().filter_map(|(_, v)| *v).sum();
+    let tier_total: u32 = tiers
+        .iter()
+        .filter_map(|(_, v)| *v)
+        .fold(0, u32::saturating_add);
     if r.keep_last == 0 && tier_total == 0 {
         p.push(
             format!("{prefix}.keepLast"),
@@ -551,16 +623,25 @@ fn check_resource_group_name(name: Option<&str>, field: &str, p: &mut Problems) 
 
 /// The most points one VM of this rule can have at once, local plus every copy region.
 fn check_point_budget(rule: &Rule, p: &mut Problems) {
-    let local = rule.retention.max_settled() + IN_FLIGHT_PER_COLLECTION;
+    // Saturating: counts come from the policy file, and a wrapped sum would pass the check.
+    let local = rule
+        .retention
+        .max_settled()
+        .saturating_add(IN_FLIGHT_PER_COLLECTION);
     let copies: Vec<(String, u32)> = rule
         .copies
         .iter()
         .map(|c| {
             let r = c.retention.as_ref().unwrap_or(&rule.retention);
-            (c.region.clone(), r.max_settled() + IN_FLIGHT_PER_COLLECTION)
+            (
+                c.region.clone(),
+                r.max_settled().saturating_add(IN_FLIGHT_PER_COLLECTION),
+            )
         })
         .collect();
-    let total = local + copies.iter().map(|(_, n)| n).sum::<u32>();
+    let total = copies
+        .iter()
+        .fold(local, |sum, (_, n)| sum.saturating_add(*n));
     if total > MAX_POINTS_PER_VM {
         let mut breakdown = format!("local {local}");
         for (region, n) in &copies {
@@ -672,6 +753,74 @@ mod tests {
 
     fn problems_of(p: &Policy, timer: Option<&str>) -> Vec<String> {
         p.problems(timer).iter().map(ToString::to_string).collect()
+    }
+
+    /// Values `policy check` accepted that then wrapped or panicked: keepLast near u32::MAX
+    /// passed the 500-point check by overflow ("up to 1 points per VM"), a far deadline made
+    /// CreateRestorePoint panic, a far orphan expiry made every timer run panic.
+    #[test]
+    fn out_of_range_numbers_are_refused_naming_the_field() {
+        let max = u32::MAX;
+        for (fields, want) in [
+            (
+                format!(r#""retention":{{"keepLast":{}}}"#, max - 2),
+                "rule \"prod\": retention.keepLast: 4294967293 is out of range: at most 500",
+            ),
+            (
+                format!(r#""retention":{{"keepLast":3,"daily":{max}}}"#),
+                "rule \"prod\": retention.daily: 4294967295 is out of range: at most 500",
+            ),
+            (
+                format!(r#""copies":[{{"region":"westus2","retention":{{"keepLast":{max}}}}}]"#),
+                "copies[0].retention.keepLast: 4294967295 is out of range",
+            ),
+            (
+                format!(r#""deadlines":{{"localMinutes":{max}}}"#),
+                "deadlines.localMinutes: 4294967295 is out of range: at most 10080",
+            ),
+            (
+                format!(r#""deadlines":{{"copyMinutes":{max}}}"#),
+                "deadlines.copyMinutes: 4294967295 is out of range: at most 43200",
+            ),
+            (
+                format!(r#""deadlines":{{"maxRetries":{max}}}"#),
+                "deadlines.maxRetries: 4294967295 is out of range: at most 10",
+            ),
+        ] {
+            let problems = problems_of(&policy_with(&fields), None);
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{fields}: {problems:?}"
+            );
+        }
+        // No overflow in the point budget either: the sum saturates and is reported.
+        let problems = problems_of(
+            &policy_with(&format!(
+                r#""retention":{{"keepLast":{max},"floor":{max}}}"#
+            )),
+            None,
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("restore points per VM")),
+            "{problems:?}"
+        );
+        let mut p = policy_with("");
+        p.orphans.expire_after_days = Some(max);
+        assert_eq!(
+            problems_of(&p, None),
+            vec!["orphans.expireAfterDays: 4294967295 is out of range: at most 3650 (10 years); omit the field to keep orphans forever"]
+        );
+        p.orphans.expire_after_days = Some(MAX_ORPHAN_DAYS);
+        p.rules[0].deadlines.local_minutes = MAX_LOCAL_DEADLINE_MINUTES;
+        p.rules[0].deadlines.copy_minutes = MAX_COPY_DEADLINE_MINUTES;
+        p.rules[0].deadlines.max_retries = MAX_RETRIES;
+        p.rules[0].retention.keep_last = 400;
+        p.rules[0].retention.floor = 400;
+        assert!(
+            problems_of(&p, None).is_empty(),
+            "{:?}",
+            problems_of(&p, None)
+        );
     }
 
     #[test]
