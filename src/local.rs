@@ -563,6 +563,9 @@ pub async fn run_scenario_keep(
     // at the target subscriptions and resource groups; docs/deploy.md lists the collection and
     // copy groups among them): anything else is refused 403, as ARM does.
     arm.rules.role_scopes = Some(role_scopes(&policy));
+    // ... and exactly the actions the deployed role grants (infra/modules/vm-role.bicep), so a
+    // run shows the whole lifecycle works under least privilege (issue 15 item 10).
+    arm.rules.role_actions = Some(crate::emulator::arm::rules::deployed_role_actions());
     // Real time while the handler starts, so the first tick cannot pass before the timer
     // listens (at 3000× the 15 virtual minutes before it are 0.3 real seconds); the scenario's
     // speed from the moment the triggers run.

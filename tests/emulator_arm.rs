@@ -971,6 +971,66 @@ async fn authorization_is_required_when_switched_on() {
     assert_eq!(r.status().as_u16(), 200);
 }
 
+/// Role actions (issue 15 item 10): by default the emulator grants exactly the role vmrp deploys
+/// (`ARM_ACTIONS`); a call whose RBAC action the role lacks is refused before the provider sees
+/// it, 403 `AuthorizationFailed` naming the action (ARM's body, github.com/Azure/ARO-RP/issues/66).
+/// A narrower role refuses what it drops; `roleActions: null` allows every action.
+#[tokio::test]
+async fn calls_outside_the_role_actions_are_refused_403() {
+    let h = start(RuleSwitches::default()).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    assert_eq!(h.get(&format!("{vm}?{V}")).await.status, 200);
+    // VM write is not in the deployed role any more: ARM answers 403, not the provider's 405.
+    let write = h.put(&format!("{vm}?{V}"), json!({"location": "westus"})).await;
+    assert_eq!((write.status, write.code()), (403, "AuthorizationFailed"));
+    let message = write.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("perform action 'Microsoft.Compute/virtualMachines/write'")
+            && message.contains(&format!("over scope '{vm}'")),
+        "{message}"
+    );
+    assert_eq!(
+        h.delete(&format!("{vm}?{V}")).await.code(),
+        "AuthorizationFailed"
+    );
+    let disk = format!("{}?{V}", disk_id("rg", "vm1_DataDisk_0"));
+    assert_eq!(h.get(&disk).await.status, 200);
+    assert_eq!(
+        h.put(&disk, json!({"location": "westus"})).await.code(),
+        "AuthorizationFailed"
+    );
+    // The whole restore point lifecycle is inside the deployed role.
+    assert_eq!(h.collection("rg", "c", "westus", &vm).await.status, 201);
+    assert_eq!(h.point("rg", "c", "p1", json!({})).await.status, 201);
+    assert_eq!(h.get(&rp("rg", "c", "p1")).await.status, 200);
+
+    // A role without restorePoints/delete cannot prune.
+    let mut narrow = RuleSwitches::default();
+    narrow
+        .role_actions
+        .as_mut()
+        .unwrap()
+        .retain(|a| !a.ends_with("restorePoints/delete"));
+    let h2 = start(narrow).await;
+    let vm2 = h2.vm("rg", "vm1", "westus", |s| s);
+    assert_eq!(h2.collection("rg", "c", "westus", &vm2).await.status, 201);
+    assert_eq!(h2.point("rg", "c", "p1", json!({})).await.status, 201);
+    let delete = h2.delete(&rp("rg", "c", "p1")).await;
+    assert_eq!((delete.status, delete.code()), (403, "AuthorizationFailed"));
+    assert!(delete.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'Microsoft.Compute/restorePointCollections/restorePoints/delete'"));
+    assert_eq!(h2.get(&rp("rg", "c", "p1")).await.status, 200, "not deleted");
+
+    // `roleActions: null` in a config: every action (the provider answers for itself).
+    let open: RuleSwitches = serde_json::from_value(json!({"roleActions": null})).unwrap();
+    assert_eq!(open.role_actions, None);
+    let h3 = start(open).await;
+    let vm3 = h3.vm("rg", "vm1", "westus", |s| s);
+    assert_eq!(h3.put(&format!("{vm3}?{V}"), json!({})).await.status, 405);
+}
+
 /// Role scope (issue 13 item 4): with `roleScopes` set, a request outside the assigned scopes is
 /// refused as ARM's RBAC check refuses it: 403 `AuthorizationFailed`, naming the action and the
 /// scope (body shape of a real answer: github.com/Azure/ARO-RP/issues/66). A resource-group

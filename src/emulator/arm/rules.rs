@@ -18,6 +18,7 @@
 //! | collection names: 1-80 alphanumerics, `_`, `.`, `-`, start alphanumeric, end alphanumeric or `_` | 400 `InvalidResourceName` |
 //! | collection locations ARM knows | 400 `LocationNotAvailableForResourceType` |
 //! | request inside the role's assigned scopes (when [`RuleSwitches::role_scopes`] is set) | 403 `AuthorizationFailed` (ARM's RBAC check; body shape from a real answer, github.com/Azure/ARO-RP/issues/66) |
+//! | request's action among the role's actions ([`RuleSwitches::role_actions`], default: vmrp's deployed role) | 403 `AuthorizationFailed` (same body) |
 //!
 //! Unsupported disks follow the current support matrix (learn.microsoft.com
 //! `virtual-machines/concepts-restore-points`): ephemeral OS and shared disks are never
@@ -81,6 +82,13 @@ pub struct RuleSwitches {
     /// request is authorized. `vmrp local` sets it to the scopes its policy would be assigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_scopes: Option<Vec<String>>,
+    /// The actions vmrp's role grants (`Microsoft.Compute/...`, compared case-insensitively,
+    /// as ARM compares action names). A request whose RBAC action is not among them is refused
+    /// with 403 `AuthorizationFailed`, as ARM refuses a call the caller's roles do not allow.
+    /// Default: exactly what infra/modules/vm-role.bicep deploys (`operations::ARM_ACTIONS`),
+    /// so a call the role would not allow fails here as it would in Azure. `None`: every action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_actions: Option<Vec<String>>,
 }
 
 impl Default for RuleSwitches {
@@ -107,6 +115,7 @@ impl Default for RuleSwitches {
             list_page_size: 50,
             require_authorization: false,
             role_scopes: None,
+            role_actions: Some(deployed_role_actions()),
         }
     }
 }
@@ -160,6 +169,37 @@ impl Violation {
 /// The principal the emulator names in authorization refusals (it never reads the token).
 pub const EMULATED_PRINCIPAL: &str = "00000000-0000-0000-0000-00000000e1e1";
 
+/// The actions of the role vmrp deploys (infra/modules/vm-role.bicep = `ARM_ACTIONS`).
+pub fn deployed_role_actions() -> Vec<String> {
+    crate::azure::operations::ARM_ACTIONS
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// ARM's RBAC refusal, in the shape of a real answer (github.com/Azure/ARO-RP/issues/66).
+fn authorization_failed(rule: &'static str, action: &str, scope: &str) -> Violation {
+    Violation::new(
+        rule,
+        403,
+        "AuthorizationFailed",
+        format!(
+            "The client '{EMULATED_PRINCIPAL}' with object id '{EMULATED_PRINCIPAL}' does not have \
+             authorization to perform action '{action}' over scope '{scope}' or the scope is \
+             invalid. If access was recently granted, please refresh your credentials."
+        ),
+    )
+}
+
+/// Role actions: `action` must be one the role grants (case-insensitive; no wildcards, as the
+/// deployed role has none). The refusal names the action and `scope` as ARM's does.
+pub fn check_role_action(actions: &[String], action: &str, scope: &str) -> Result<(), Violation> {
+    if actions.iter().any(|a| a.eq_ignore_ascii_case(action)) {
+        return Ok(());
+    }
+    Err(authorization_failed("roleActions", action, scope))
+}
+
 /// Role scope: `path` (the request's path, no query) must lie at or below one of `scopes`
 /// (segment-wise, case-insensitive, as ARM ids compare). `action` and `scope` name what the
 /// refusal reports, in ARM's message shape (a real body: github.com/Azure/ARO-RP/issues/66).
@@ -184,16 +224,7 @@ pub fn check_role_scope(
     if granted {
         return Ok(());
     }
-    Err(Violation::new(
-        "roleScope",
-        403,
-        "AuthorizationFailed",
-        format!(
-            "The client '{EMULATED_PRINCIPAL}' with object id '{EMULATED_PRINCIPAL}' does not have \
-             authorization to perform action '{action}' over scope '{scope}' or the scope is \
-             invalid. If access was recently granted, please refresh your credentials."
-        ),
-    ))
+    Err(authorization_failed("roleScope", action, scope))
 }
 
 /// The documented message for an overlapping create (CONTRACT §7).
@@ -654,6 +685,34 @@ mod tests {
             }
         }
         assert!(check_role_scope(&[], "/subscriptions/s1", "a", "b").is_err());
+    }
+
+    #[test]
+    fn role_action_table() {
+        let deployed = deployed_role_actions();
+        let rp = "Microsoft.Compute/restorePointCollections/restorePoints";
+        let cases = [
+            (format!("{rp}/write"), true),
+            (format!("{rp}/WRITE"), true),
+            ("Microsoft.Compute/virtualMachines/read".to_string(), true),
+            // Dropped from the role (issue 15 item 10): no source requires it.
+            ("Microsoft.Compute/virtualMachines/write".to_string(), false),
+            ("Microsoft.Compute/disks/write".to_string(), false),
+            (format!("{rp}/retrieveSasUris/action"), false),
+        ];
+        for (action, ok) in cases {
+            let got = check_role_action(&deployed, &action, "/s");
+            assert_eq!(got.is_ok(), ok, "{action}");
+            if let Err(v) = got {
+                assert_eq!(
+                    (v.status, v.code, v.rule),
+                    (403, "AuthorizationFailed", "roleActions")
+                );
+                assert!(v
+                    .message
+                    .contains(&format!("perform action '{action}' over scope '/s'")));
+            }
+        }
     }
 
     #[test]

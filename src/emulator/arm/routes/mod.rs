@@ -246,6 +246,10 @@ impl Route {
             Route::VmList { sub, rg } => {
                 ("Microsoft.Compute/virtualMachines/read", rg_scope(sub, rg))
             }
+            // A VM or disk write/delete is no operation here (405 later), but ARM checks its
+            // action first: vmrp's role does not grant it (403), as in Azure.
+            Route::Vm { .. } if delete => ("Microsoft.Compute/virtualMachines/delete", path),
+            Route::Vm { .. } if write => ("Microsoft.Compute/virtualMachines/write", path),
             Route::Vm { .. } | Route::VmInstanceView { .. } => {
                 ("Microsoft.Compute/virtualMachines/read", path)
             }
@@ -254,6 +258,8 @@ impl Route {
                 format!("/subscriptions/{sub}"),
             ),
             Route::DiskList { sub, rg } => ("Microsoft.Compute/disks/read", rg_scope(sub, rg)),
+            Route::Disk { .. } if delete => ("Microsoft.Compute/disks/delete", path),
+            Route::Disk { .. } if write => ("Microsoft.Compute/disks/write", path),
             Route::Disk { .. } => ("Microsoft.Compute/disks/read", path),
             Route::CollectionListAll { sub } => (
                 "Microsoft.Compute/restorePointCollections/read",
