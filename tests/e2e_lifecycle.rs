@@ -155,9 +155,14 @@ async fn the_whole_lifecycle_runs_under_exactly_the_deployed_role_actions() {
         .iter()
         .map(|a| a.to_string())
         .collect();
-    assert_eq!(granted, Some(deployed), "vmrp local enforces the deployed role");
-    assert!(!vmrp::azure::operations::ARM_ACTIONS
-        .contains(&"Microsoft.Compute/virtualMachines/write"));
+    assert_eq!(
+        granted,
+        Some(deployed),
+        "vmrp local enforces the deployed role"
+    );
+    assert!(
+        !vmrp::azure::operations::ARM_ACTIONS.contains(&"Microsoft.Compute/virtualMachines/write")
+    );
     assert!(report.complete, "{why}");
     assert_eq!(report.copies.settled, report.copies.expected, "{why}");
     let counters = emulator.arm.counters();
@@ -166,7 +171,11 @@ async fn the_whole_lifecycle_runs_under_exactly_the_deployed_role_actions() {
     }
     assert_eq!(counters.responses_by_status.get(&403), None, "{why}");
     let ops = &counters.requests_by_operation;
-    for op in ["RestorePoints_Create", "RestorePoints_Get", "RestorePoints_Delete"] {
+    for op in [
+        "RestorePoints_Create",
+        "RestorePoints_Get",
+        "RestorePoints_Delete",
+    ] {
         assert!(ops.get(op).copied().unwrap_or(0) > 0, "{op} ran: {ops:?}");
     }
     emulator.stop().await.unwrap();

@@ -981,7 +981,9 @@ async fn calls_outside_the_role_actions_are_refused_403() {
     let vm = h.vm("rg", "vm1", "westus", |s| s);
     assert_eq!(h.get(&format!("{vm}?{V}")).await.status, 200);
     // VM write is not in the deployed role any more: ARM answers 403, not the provider's 405.
-    let write = h.put(&format!("{vm}?{V}"), json!({"location": "westus"})).await;
+    let write = h
+        .put(&format!("{vm}?{V}"), json!({"location": "westus"}))
+        .await;
     assert_eq!((write.status, write.code()), (403, "AuthorizationFailed"));
     let message = write.body["error"]["message"].as_str().unwrap();
     assert!(
@@ -1021,7 +1023,11 @@ async fn calls_outside_the_role_actions_are_refused_403() {
         .as_str()
         .unwrap()
         .contains("'Microsoft.Compute/restorePointCollections/restorePoints/delete'"));
-    assert_eq!(h2.get(&rp("rg", "c", "p1")).await.status, 200, "not deleted");
+    assert_eq!(
+        h2.get(&rp("rg", "c", "p1")).await.status,
+        200,
+        "not deleted"
+    );
 
     // `roleActions: null` in a config: every action (the provider answers for itself).
     let open: RuleSwitches = serde_json::from_value(json!({"roleActions": null})).unwrap();
@@ -1451,7 +1457,13 @@ async fn rule_three_creates_per_vm_per_hour() {
         h.advance(600);
     }
     let fourth = h.point("rg", "c", "rp3", json!({})).await;
-    assert_eq!((fourth.status, fourth.code()), (429, "TooManyRequests"));
+    // Compute's throttling body (issue 15 item 6): `OperationNotAllowed` with the
+    // `TooManyRequests` detail, as the `429` fault answers.
+    assert_eq!((fourth.status, fourth.code()), (429, "OperationNotAllowed"));
+    assert_eq!(
+        fourth.body["error"]["details"][0]["code"],
+        "TooManyRequests"
+    );
     // The first create (at 0 s) leaves the window at 3600 s; now is 1800 s.
     assert_eq!(fourth.header("retry-after"), Some("1800"));
     h.advance(1800);
@@ -1825,7 +1837,11 @@ async fn rule_three_copies_per_collection_per_hour() {
             json!({"sourceRestorePoint": {"id": sources[3]}}),
         )
         .await;
-    assert_eq!((fourth.status, fourth.code()), (429, "TooManyRequests"));
+    assert_eq!((fourth.status, fourth.code()), (429, "OperationNotAllowed"));
+    assert_eq!(
+        fourth.body["error"]["details"][0]["code"],
+        "TooManyRequests"
+    );
     assert!(fourth.header("retry-after").is_some());
 }
 

@@ -5,8 +5,8 @@
 //! | Rule | Refusal |
 //! |---|---|
 //! | one create per VM at a time | 409 `VMRestorePointClientError` (CONTRACT §7 gives the code and message, no status: 409 is our assumption), or — with [`ConcurrentCreateMode::FailAsync`] — 201 then `Failed` |
-//! | ≤ N creates per VM per hour (3) | 429 `TooManyRequests` + `Retry-After` (assumption: no source gives the code) |
-//! | ≤ N copies per target collection per hour (3) | 429 `TooManyRequests` + `Retry-After` |
+//! | ≤ N creates per VM per hour (3) | 429 `OperationNotAllowed`, `details[0].code` `TooManyRequests` (Compute's throttling body) + `Retry-After` |
+//! | ≤ N copies per target collection per hour (3) | 429 `OperationNotAllowed` / `TooManyRequests` detail + `Retry-After` |
 //! | ≤ 500 points per VM across collections | 400 `VMRestorePointClientError` "maximum allowed snapshot limit … reached" |
 //! | spacing: app/file-system consistent ≥ 3 h, crash ≥ 1 h apart per VM | 400 `OperationNotAllowed` (assumption) |
 //! | copies into one target collection serial | 409 `OperationNotAllowed` "... in progress" (transient) |
@@ -151,6 +151,9 @@ pub struct Violation {
     pub message: String,
     pub target: Option<String>,
     pub retry_after_secs: Option<u64>,
+    /// Compute's throttling shape: the top-level code is `OperationNotAllowed` and this code
+    /// (`TooManyRequests`) is `details[0].code`, with the message repeated there.
+    pub detail_code: Option<&'static str>,
 }
 
 impl Violation {
@@ -162,7 +165,18 @@ impl Violation {
             message,
             target: None,
             retry_after_secs: None,
+            detail_code: None,
         }
+    }
+
+    /// Compute's 429: `OperationNotAllowed` with a `TooManyRequests` detail (the body Compute
+    /// answers when it throttles, learn.microsoft.com/troubleshoot/azure/virtual-machines/
+    /// linux/troubleshooting-throttling-errors; issue 15 item 6).
+    fn compute_throttled(rule: &'static str, message: String, retry_after_secs: u64) -> Self {
+        let mut v = Self::new(rule, 429, "OperationNotAllowed", message);
+        v.detail_code = Some("TooManyRequests");
+        v.retry_after_secs = Some(retry_after_secs);
+        v
     }
 }
 
@@ -258,14 +272,11 @@ pub fn check_hourly(
 ) -> Result<(), Violation> {
     let window_start = now - Duration::hours(1);
     if limit == 0 {
-        let mut v = Violation::new(
+        return Err(Violation::compute_throttled(
             rule,
-            429,
-            "TooManyRequests",
             format!("No {what} are allowed (limit 0 per hour)."),
-        );
-        v.retry_after_secs = Some(3600);
-        return Err(v);
+            3600,
+        ));
     }
     let mut recent: Vec<OffsetDateTime> = events
         .iter()
@@ -282,16 +293,13 @@ pub fn check_hourly(
         .as_seconds_f64()
         .ceil()
         .max(1.0) as u64;
-    let mut v = Violation::new(
+    Err(Violation::compute_throttled(
         rule,
-        429,
-        "TooManyRequests",
         format!(
             "The limit of {limit} {what} per hour has been reached; retry after {wait} seconds."
         ),
-    );
-    v.retry_after_secs = Some(wait);
-    Err(v)
+        wait,
+    ))
 }
 
 /// At most `cap` restore points kept per VM (all collections, resource groups and regions).

@@ -407,9 +407,16 @@ impl Reply {
         self
     }
     fn from_violation(v: Violation) -> Self {
-        let mut e = CloudError::new(v.code, v.message);
+        let mut e = CloudError::new(v.code, v.message.clone());
         if let Some(inner) = e.error.as_mut() {
             inner.target = v.target;
+            if let Some(code) = v.detail_code {
+                inner.details = Some(vec![crate::azure::models::ApiError {
+                    code: Some(code.into()),
+                    message: Some(v.message),
+                    ..Default::default()
+                }]);
+            }
         }
         let mut r = Self::json(v.status, e).event(format!("rule:{}", v.rule));
         if let Some(s) = v.retry_after_secs {
