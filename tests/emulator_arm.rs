@@ -1088,6 +1088,52 @@ async fn requests_outside_the_role_scopes_are_refused_403() {
 // Protocol: api-version, 404s, headers, LRO status
 // ---------------------------------------------------------------------------------------------
 
+/// API versions (issue 15 item 9): the emulator answers the 2025-04-01 it is built from and
+/// 2025-11-01 (what today's SDKs and CLI send), so a user's own tooling works against
+/// `vmrp emulate`; any other version is refused as ARM refuses it: 400
+/// `InvalidApiVersionParameter`, "The api-version '…' is invalid. The supported versions are
+/// '…'." (newest first, comma-separated: the shape of real answers quoted in docs/emulator-arm.md).
+#[tokio::test]
+async fn newer_sdk_api_versions_are_served_and_others_refused_as_arm_does() {
+    let h = start(RuleSwitches::default()).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    let v11 = "api-version=2025-11-01";
+    assert_eq!(h.get(&format!("{vm}?{v11}")).await.status, 200);
+    let created = h
+        .put(
+            &format!("{}?{v11}", rpc_id("rg", "c")),
+            json!({"location": "westus", "properties": {"source": {"id": vm}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let point = h
+        .put(
+            &format!("{}?{v11}", rp_id("rg", "c", "p1")),
+            json!({"properties": {}}),
+        )
+        .await;
+    assert_eq!(point.status, 201, "{}", point.body);
+    // The same resource, read with vmrp's own version.
+    assert_eq!(h.get(&rp("rg", "c", "p1")).await.status, 200);
+    for refused in ["2024-11-01", "2025-06-01", "2026-01-01", "latest"] {
+        let r = h
+            .get(&format!("{}?api-version={refused}", rpc_id("rg", "c")))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "InvalidApiVersionParameter"),
+            "{refused}"
+        );
+        assert_eq!(
+            r.body["error"]["message"],
+            format!(
+                "The api-version '{refused}' is invalid. The supported versions are \
+                 '2025-11-01,2025-04-01'."
+            )
+        );
+    }
+}
+
 #[tokio::test]
 async fn api_version_and_not_found_errors_are_cloud_errors() {
     let h = start(RuleSwitches::default()).await;
