@@ -264,6 +264,13 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
     const CLASSES: &[(&str, &str, bool)] = &[
         ("every disk is excluded", "every disk excluded", true),
         ("must be at least", "spacing refused by Azure", false),
+        // Azure's 500 points per VM across all collections (issue 15 item 6): `policy check`
+        // warns when a policy can reach it; other tools' points count too.
+        (
+            "maximum allowed snapshot limit",
+            "500 points per VM reached (Azure's limit)",
+            false,
+        ),
         ("superseded", "superseded by a newer copy", false),
         ("gave up after", "gave up after reschedules", false),
         ("timer run for this tick failed", "timer run failed", false),
@@ -709,6 +716,9 @@ pub async fn run_scenario_keep(
     // at the target subscriptions and resource groups; docs/deploy.md lists the collection and
     // copy groups among them): anything else is refused 403, as ARM does.
     arm.rules.role_scopes = Some(role_scopes(&policy));
+    // ... and exactly the actions the deployed role grants (infra/modules/vm-role.bicep), so a
+    // run shows the whole lifecycle works under least privilege (issue 15 item 10).
+    arm.rules.role_actions = Some(crate::emulator::arm::rules::deployed_role_actions());
     // Real time while the handler starts, so the first tick cannot pass before the timer
     // listens (at 3000× the 15 virtual minutes before it are 0.3 real seconds); the scenario's
     // speed from the moment the triggers run.
@@ -1738,6 +1748,7 @@ mod tests {
             (format!("{vm}: every disk is excluded, nothing to restore"), "every disk excluded", true),
             (format!("{vm}: creating the point failed: OperationNotAllowed Restore points of VM 'vm1' that are application-consistent must be at least 180 minutes apart"), "spacing refused by Azure", false),
             ("copy of x to swedencentral superseded: y is newer and already copied".to_string(), "superseded by a newer copy", false),
+            (format!("{vm}: creating the point failed: VMRestorePointClientError Restore point creation failed: the maximum allowed snapshot limit of 500 restore points has been reached for VM 'vm1'. Delete older restore points and retry."), "500 points per VM reached (Azure's limit)", false),
             (format!("{vm}: gave up after 20 reschedules: 429"), "gave up after reschedules", false),
             ("no restore point was created: the timer run for this tick failed (3 run(s))".to_string(), "timer run failed", false),
             ("point rp-20260105T0400Z is Failed (copy -%)".to_string(), "point Failed", false),

@@ -144,6 +144,47 @@ async fn every_vm_gets_one_point_and_one_copy_per_tick_and_retention_keeps_the_p
     emulator.stop().await.unwrap();
 }
 
+/// Least privilege (issue 15 item 10): `vmrp local` runs under exactly the role infra deploys
+/// (`ARM_ACTIONS`, without `virtualMachines/write`), and the whole lifecycle — discovery, create,
+/// cross-region copy, progress polls, pruning — needs nothing else: no call is refused 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_lifecycle_runs_under_exactly_the_deployed_role_actions() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = scenario(6, 3, 2400.0);
+    s.policy = Some(keep_last_policy(&s, 1));
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    let granted = emulator.arm.config().rules.role_actions.clone();
+    let deployed: Vec<String> = vmrp::azure::operations::ARM_ACTIONS
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(
+        granted,
+        Some(deployed),
+        "vmrp local enforces the deployed role"
+    );
+    assert!(
+        !vmrp::azure::operations::ARM_ACTIONS.contains(&"Microsoft.Compute/virtualMachines/write")
+    );
+    assert!(report.complete, "{why}");
+    assert_eq!(report.copies.settled, report.copies.expected, "{why}");
+    let counters = emulator.arm.counters();
+    for rule in ["roleActions", "roleScope"] {
+        assert_eq!(counters.rule_refusals.get(rule), None, "{rule}: {why}");
+    }
+    assert_eq!(counters.responses_by_status.get(&403), None, "{why}");
+    let ops = &counters.requests_by_operation;
+    for op in [
+        "RestorePoints_Create",
+        "RestorePoints_Get",
+        "RestorePoints_Delete",
+    ] {
+        assert!(ops.get(op).copied().unwrap_or(0) > 0, "{op} ran: {ops:?}");
+    }
+    emulator.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reason() {
     let _one = ONE_RUN_AT_A_TIME.lock().await;

@@ -972,6 +972,72 @@ async fn authorization_is_required_by_default() {
     assert_eq!(r.status().as_u16(), 200, "switched off");
 }
 
+/// Role actions (issue 15 item 10): by default the emulator grants exactly the role vmrp deploys
+/// (`ARM_ACTIONS`); a call whose RBAC action the role lacks is refused before the provider sees
+/// it, 403 `AuthorizationFailed` naming the action (ARM's body, github.com/Azure/ARO-RP/issues/66).
+/// A narrower role refuses what it drops; `roleActions: null` allows every action.
+#[tokio::test]
+async fn calls_outside_the_role_actions_are_refused_403() {
+    let h = start(RuleSwitches::default()).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    assert_eq!(h.get(&format!("{vm}?{V}")).await.status, 200);
+    // VM write is not in the deployed role any more: ARM answers 403, not the provider's 405.
+    let write = h
+        .put(&format!("{vm}?{V}"), json!({"location": "westus"}))
+        .await;
+    assert_eq!((write.status, write.code()), (403, "AuthorizationFailed"));
+    let message = write.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("perform action 'Microsoft.Compute/virtualMachines/write'")
+            && message.contains(&format!("over scope '{vm}'")),
+        "{message}"
+    );
+    assert_eq!(
+        h.delete(&format!("{vm}?{V}")).await.code(),
+        "AuthorizationFailed"
+    );
+    let disk = format!("{}?{V}", disk_id("rg", "vm1_DataDisk_0"));
+    assert_eq!(h.get(&disk).await.status, 200);
+    assert_eq!(
+        h.put(&disk, json!({"location": "westus"})).await.code(),
+        "AuthorizationFailed"
+    );
+    // The whole restore point lifecycle is inside the deployed role.
+    assert_eq!(h.collection("rg", "c", "westus", &vm).await.status, 201);
+    assert_eq!(h.point("rg", "c", "p1", json!({})).await.status, 201);
+    assert_eq!(h.get(&rp("rg", "c", "p1")).await.status, 200);
+
+    // A role without restorePoints/delete cannot prune.
+    let mut narrow = RuleSwitches::default();
+    narrow
+        .role_actions
+        .as_mut()
+        .unwrap()
+        .retain(|a| !a.ends_with("restorePoints/delete"));
+    let h2 = start(narrow).await;
+    let vm2 = h2.vm("rg", "vm1", "westus", |s| s);
+    assert_eq!(h2.collection("rg", "c", "westus", &vm2).await.status, 201);
+    assert_eq!(h2.point("rg", "c", "p1", json!({})).await.status, 201);
+    let delete = h2.delete(&rp("rg", "c", "p1")).await;
+    assert_eq!((delete.status, delete.code()), (403, "AuthorizationFailed"));
+    assert!(delete.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'Microsoft.Compute/restorePointCollections/restorePoints/delete'"));
+    assert_eq!(
+        h2.get(&rp("rg", "c", "p1")).await.status,
+        200,
+        "not deleted"
+    );
+
+    // `roleActions: null` in a config: every action (the provider answers for itself).
+    let open: RuleSwitches = serde_json::from_value(json!({"roleActions": null})).unwrap();
+    assert_eq!(open.role_actions, None);
+    let h3 = start(open).await;
+    let vm3 = h3.vm("rg", "vm1", "westus", |s| s);
+    assert_eq!(h3.put(&format!("{vm3}?{V}"), json!({})).await.status, 405);
+}
+
 /// Role scope (issue 13 item 4): with `roleScopes` set, a request outside the assigned scopes is
 /// refused as ARM's RBAC check refuses it: 403 `AuthorizationFailed`, naming the action and the
 /// scope (body shape of a real answer: github.com/Azure/ARO-RP/issues/66). A resource-group
@@ -1022,6 +1088,52 @@ async fn requests_outside_the_role_scopes_are_refused_403() {
 // ---------------------------------------------------------------------------------------------
 // Protocol: api-version, 404s, headers, LRO status
 // ---------------------------------------------------------------------------------------------
+
+/// API versions (issue 15 item 9): the emulator answers the 2025-04-01 it is built from and
+/// 2025-11-01 (what today's SDKs and CLI send), so a user's own tooling works against
+/// `vmrp emulate`; any other version is refused as ARM refuses it: 400
+/// `InvalidApiVersionParameter`, "The api-version '…' is invalid. The supported versions are
+/// '…'." (newest first, comma-separated: the shape of real answers quoted in docs/emulator-arm.md).
+#[tokio::test]
+async fn newer_sdk_api_versions_are_served_and_others_refused_as_arm_does() {
+    let h = start(RuleSwitches::default()).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    let v11 = "api-version=2025-11-01";
+    assert_eq!(h.get(&format!("{vm}?{v11}")).await.status, 200);
+    let created = h
+        .put(
+            &format!("{}?{v11}", rpc_id("rg", "c")),
+            json!({"location": "westus", "properties": {"source": {"id": vm}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let point = h
+        .put(
+            &format!("{}?{v11}", rp_id("rg", "c", "p1")),
+            json!({"properties": {}}),
+        )
+        .await;
+    assert_eq!(point.status, 201, "{}", point.body);
+    // The same resource, read with vmrp's own version.
+    assert_eq!(h.get(&rp("rg", "c", "p1")).await.status, 200);
+    for refused in ["2024-11-01", "2025-06-01", "2026-01-01", "latest"] {
+        let r = h
+            .get(&format!("{}?api-version={refused}", rpc_id("rg", "c")))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "InvalidApiVersionParameter"),
+            "{refused}"
+        );
+        assert_eq!(
+            r.body["error"]["message"],
+            format!(
+                "The api-version '{refused}' is invalid. The supported versions are \
+                 '2025-11-01,2025-04-01'."
+            )
+        );
+    }
+}
 
 #[tokio::test]
 async fn api_version_and_not_found_errors_are_cloud_errors() {
@@ -1392,7 +1504,13 @@ async fn rule_three_creates_per_vm_per_hour() {
         h.advance(600);
     }
     let fourth = h.point("rg", "c", "rp3", json!({})).await;
-    assert_eq!((fourth.status, fourth.code()), (429, "TooManyRequests"));
+    // Compute's throttling body (issue 15 item 6): `OperationNotAllowed` with the
+    // `TooManyRequests` detail, as the `429` fault answers.
+    assert_eq!((fourth.status, fourth.code()), (429, "OperationNotAllowed"));
+    assert_eq!(
+        fourth.body["error"]["details"][0]["code"],
+        "TooManyRequests"
+    );
     // The first create (at 0 s) leaves the window at 3600 s; now is 1800 s.
     assert_eq!(fourth.header("retry-after"), Some("1800"));
     h.advance(1800);
@@ -1766,7 +1884,11 @@ async fn rule_three_copies_per_collection_per_hour() {
             json!({"sourceRestorePoint": {"id": sources[3]}}),
         )
         .await;
-    assert_eq!((fourth.status, fourth.code()), (429, "TooManyRequests"));
+    assert_eq!((fourth.status, fourth.code()), (429, "OperationNotAllowed"));
+    assert_eq!(
+        fourth.body["error"]["details"][0]["code"],
+        "TooManyRequests"
+    );
     assert!(fourth.header("retry-after").is_some());
 }
 

@@ -1,6 +1,16 @@
 // The custom role vmrp's identity holds on the VMs it protects: exactly the ARM actions its
 // client performs (src/azure/operations.rs ARM_ACTIONS; infra/tests/test_infra.py keeps the two
 // equal). No wildcards, no data actions.
+//
+// Sources for the set (issue 15 item 10): Microsoft's Compute operation reference
+// (https://learn.microsoft.com/azure/role-based-access-control/permissions/compute) names the action
+// of each call vmrp makes; a cross-region copy is a restore point PUT in the target region
+// (restorePoints/write) and its progress that point's GET (restorePoints/read); the documented set
+// for a tool that creates, lists and deletes Azure VM restore points
+// (https://docs.cloud.google.com/migrate/virtual-machines/docs/5.0/reference/roles-reference) is
+// virtualMachines/read plus restorePointCollections[/restorePoints]/{read,write,delete}. No source
+// requires Microsoft.Compute/virtualMachines/write, which would let the identity change any VM in
+// scope: it is not granted.
 targetScope = 'subscription'
 
 param roleGuid string
@@ -17,7 +27,6 @@ var vmrpActions = [
   'Microsoft.Compute/restorePointCollections/restorePoints/read'
   'Microsoft.Compute/restorePointCollections/restorePoints/write'
   'Microsoft.Compute/restorePointCollections/restorePoints/delete'
-  'Microsoft.Compute/virtualMachines/write'
   'Microsoft.Compute/locations/operations/read'
 ]
 

@@ -969,6 +969,18 @@ mod tests {
         }
     }
 
+    /// Least privilege (issue 15 item 10): the role grants nothing the client never asks for
+    /// (the old role's `virtualMachines/write` fails this).
+    #[test]
+    fn every_granted_action_is_used_by_an_operation() {
+        for action in ARM_ACTIONS {
+            assert!(
+                ArmOperation::ALL.iter().any(|op| op.action() == *action),
+                "ARM_ACTIONS grants {action}, which no ARM operation needs"
+            );
+        }
+    }
+
     #[test]
     fn scope_follows_endpoint_or_audience() {
         let cred: Arc<dyn TokenCredential> =

@@ -1,17 +1,40 @@
 //! The ARM authorization actions vmrp's code needs: the custom role in `infra/` grants exactly
 //! these (a test compares the two), and the client's tests check each call maps to one of them.
+//!
+//! Sources (issue 15 item 10, least privilege):
+//! - Microsoft's operation reference for Microsoft.Compute
+//!   (https://learn.microsoft.com/azure/role-based-access-control/permissions/compute) names the
+//!   action of each call: `restorePointCollections/write` "Creates a new restore point collection
+//!   or updates an existing one", `restorePointCollections/restorePoints/write` "Creates a new
+//!   restore point", `…/read` and `…/delete` likewise, `locations/operations/read` "Gets
+//!   Operation Status". A cross-region copy is a restore point PUT into a collection in the target
+//!   region (`sourceRestorePoint` set; learn.microsoft.com
+//!   `virtual-machines/virtual-machines-restore-points-copy`), and its progress is the copy's GET
+//!   (`instanceView.diskRestorePoints[].replicationStatus`): the same write/read actions.
+//! - The documented permission set of a third-party tool that creates, lists and deletes Azure VM
+//!   restore points (Google "Migrate to Virtual Machines", Azure source,
+//!   https://docs.cloud.google.com/migrate/virtual-machines/docs/5.0/reference/roles-reference)
+//!   lists `virtualMachines/read` and the six `restorePointCollections[/restorePoints]/{read,write,
+//!   delete}` actions, and no `virtualMachines/write` (its `snapshots/*` and `diskRestorePoints/*`
+//!   actions are for reading disk data, which vmrp never does).
+//!
+//! No source says a restore point create needs `virtualMachines/write`, which would let the
+//! identity change any VM in scope, so the role no longer grants it.
 
-/// Every `Microsoft.*` action the ARM client can perform.
+/// Every `Microsoft.*` action the ARM client can perform, each needed by a call in
+/// `client::ArmOperation::action` (a test checks the mapping both ways).
 pub const ARM_ACTIONS: &[&str] = &[
+    // Fleet discovery (list/get VMs) and the VM a collection's `source.id` names.
     "Microsoft.Compute/virtualMachines/read",
+    // Disk facts for the support matrix (ephemeral/shared/Ultra/Premium SSD v2 exclusions).
     "Microsoft.Compute/disks/read",
     "Microsoft.Compute/restorePointCollections/read",
     "Microsoft.Compute/restorePointCollections/write",
     "Microsoft.Compute/restorePointCollections/delete",
     "Microsoft.Compute/restorePointCollections/restorePoints/read",
+    // Both a create and a cross-region copy (a PUT with `sourceRestorePoint`).
     "Microsoft.Compute/restorePointCollections/restorePoints/write",
     "Microsoft.Compute/restorePointCollections/restorePoints/delete",
-    // Creating a restore point acts on the VM and its disks' snapshots (documented RBAC for restore points).
-    "Microsoft.Compute/virtualMachines/write",
+    // Compute's operation status URL (`Azure-AsyncOperation`), polled by the LRO helper.
     "Microsoft.Compute/locations/operations/read",
 ];

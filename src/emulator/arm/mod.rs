@@ -5,7 +5,8 @@
 //! Every request under `/subscriptions/...` goes through one pipeline:
 //! 1. `latencyMs` fault (a real sleep); then, if [`RuleSwitches::require_authorization`], 401
 //!    `AuthenticationFailed` without a bearer token; then, if [`RuleSwitches::role_scopes`] is
-//!    set, 403 `AuthorizationFailed` for a request outside the role's assigned scopes;
+//!    set, 403 `AuthorizationFailed` for a request outside the role's assigned scopes, and if
+//!    [`RuleSwitches::role_actions`] is set (the default), for an action the role lacks;
 //! 2. ARM throttling: the token bucket of (subscription, ARM region, reads|writes|deletes) on
 //!    virtual time ([`throttle`]); a refused request is not processed (429 + `Retry-After`);
 //! 3. route and api-version checks (400 `MissingApiVersionParameter` / `InvalidApiVersionParameter`);
@@ -421,6 +422,19 @@ impl ArmEmulator {
                     "WWW-Authenticate",
                     "Bearer authorization_uri=\"https://login.microsoftonline.com/\"",
                 );
+            }
+            // RBAC: a call the role's actions do not include is refused wherever it lands.
+            if let (Some(actions), Some((action, scope))) = (
+                self.config.rules.role_actions.as_deref(),
+                route.authorization(&method, uri.path()),
+            ) {
+                if let Err(v) = rules::check_role_action(actions, action, &scope) {
+                    *lock(&self.counters)
+                        .rule_refusals
+                        .entry(v.rule.to_string())
+                        .or_default() += 1;
+                    break 'reply Reply::error(v.status, v.code, v.message);
+                }
             }
             // RBAC: a role assigned at resource groups cannot list a subscription.
             if let (Some(scopes), Some((action, scope))) = (

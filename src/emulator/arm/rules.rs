@@ -5,8 +5,8 @@
 //! | Rule | Refusal |
 //! |---|---|
 //! | one create per VM at a time | 409 `VMRestorePointClientError` (CONTRACT §7 gives the code and message, no status: 409 is our assumption), or — with [`ConcurrentCreateMode::FailAsync`] — 201 then `Failed` |
-//! | ≤ N creates per VM per hour (3) | 429 `TooManyRequests` + `Retry-After` (assumption: no source gives the code) |
-//! | ≤ N copies per target collection per hour (3) | 429 `TooManyRequests` + `Retry-After` |
+//! | ≤ N creates per VM per hour (3) | 429 `OperationNotAllowed`, `details[0].code` `TooManyRequests` (Compute's throttling body) + `Retry-After` |
+//! | ≤ N copies per target collection per hour (3) | 429 `OperationNotAllowed` / `TooManyRequests` detail + `Retry-After` |
 //! | ≤ 500 points per VM across collections | 400 `VMRestorePointClientError` "maximum allowed snapshot limit … reached" |
 //! | spacing: app/file-system consistent ≥ 3 h, crash ≥ 1 h apart per VM | 400 `OperationNotAllowed` (assumption) |
 //! | copies into one target collection serial | 409 `OperationNotAllowed` "... in progress" (transient) |
@@ -18,6 +18,7 @@
 //! | collection names: 1-80 alphanumerics, `_`, `.`, `-`, start alphanumeric, end alphanumeric or `_` | 400 `InvalidResourceName` |
 //! | collection locations ARM knows | 400 `LocationNotAvailableForResourceType` |
 //! | request inside the role's assigned scopes (when [`RuleSwitches::role_scopes`] is set) | 403 `AuthorizationFailed` (ARM's RBAC check; body shape from a real answer, github.com/Azure/ARO-RP/issues/66) |
+//! | request's action among the role's actions ([`RuleSwitches::role_actions`], default: vmrp's deployed role) | 403 `AuthorizationFailed` (same body) |
 //!
 //! Unsupported disks follow the current support matrix (learn.microsoft.com
 //! `virtual-machines/concepts-restore-points`): ephemeral OS and shared disks are never
@@ -82,6 +83,13 @@ pub struct RuleSwitches {
     /// request is authorized. `vmrp local` sets it to the scopes its policy would be assigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_scopes: Option<Vec<String>>,
+    /// The actions vmrp's role grants (`Microsoft.Compute/...`, compared case-insensitively,
+    /// as ARM compares action names). A request whose RBAC action is not among them is refused
+    /// with 403 `AuthorizationFailed`, as ARM refuses a call the caller's roles do not allow.
+    /// Default: exactly what infra/modules/vm-role.bicep deploys (`operations::ARM_ACTIONS`),
+    /// so a call the role would not allow fails here as it would in Azure. `None`: every action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_actions: Option<Vec<String>>,
 }
 
 impl Default for RuleSwitches {
@@ -108,6 +116,7 @@ impl Default for RuleSwitches {
             list_page_size: 50,
             require_authorization: true,
             role_scopes: None,
+            role_actions: Some(deployed_role_actions()),
         }
     }
 }
@@ -143,6 +152,9 @@ pub struct Violation {
     pub message: String,
     pub target: Option<String>,
     pub retry_after_secs: Option<u64>,
+    /// Compute's throttling shape: the top-level code is `OperationNotAllowed` and this code
+    /// (`TooManyRequests`) is `details[0].code`, with the message repeated there.
+    pub detail_code: Option<&'static str>,
 }
 
 impl Violation {
@@ -154,12 +166,54 @@ impl Violation {
             message,
             target: None,
             retry_after_secs: None,
+            detail_code: None,
         }
+    }
+
+    /// Compute's 429: `OperationNotAllowed` with a `TooManyRequests` detail (the body Compute
+    /// answers when it throttles, learn.microsoft.com/troubleshoot/azure/virtual-machines/
+    /// linux/troubleshooting-throttling-errors; issue 15 item 6).
+    fn compute_throttled(rule: &'static str, message: String, retry_after_secs: u64) -> Self {
+        let mut v = Self::new(rule, 429, "OperationNotAllowed", message);
+        v.detail_code = Some("TooManyRequests");
+        v.retry_after_secs = Some(retry_after_secs);
+        v
     }
 }
 
 /// The principal the emulator names in authorization refusals (it never reads the token).
 pub const EMULATED_PRINCIPAL: &str = "00000000-0000-0000-0000-00000000e1e1";
+
+/// The actions of the role vmrp deploys (infra/modules/vm-role.bicep = `ARM_ACTIONS`).
+pub fn deployed_role_actions() -> Vec<String> {
+    crate::azure::operations::ARM_ACTIONS
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// ARM's RBAC refusal, in the shape of a real answer (github.com/Azure/ARO-RP/issues/66).
+fn authorization_failed(rule: &'static str, action: &str, scope: &str) -> Violation {
+    Violation::new(
+        rule,
+        403,
+        "AuthorizationFailed",
+        format!(
+            "The client '{EMULATED_PRINCIPAL}' with object id '{EMULATED_PRINCIPAL}' does not have \
+             authorization to perform action '{action}' over scope '{scope}' or the scope is \
+             invalid. If access was recently granted, please refresh your credentials."
+        ),
+    )
+}
+
+/// Role actions: `action` must be one the role grants (case-insensitive; no wildcards, as the
+/// deployed role has none). The refusal names the action and `scope` as ARM's does.
+pub fn check_role_action(actions: &[String], action: &str, scope: &str) -> Result<(), Violation> {
+    if actions.iter().any(|a| a.eq_ignore_ascii_case(action)) {
+        return Ok(());
+    }
+    Err(authorization_failed("roleActions", action, scope))
+}
 
 /// Role scope: `path` (the request's path, no query) must lie at or below one of `scopes`
 /// (segment-wise, case-insensitive, as ARM ids compare). `action` and `scope` name what the
@@ -185,16 +239,7 @@ pub fn check_role_scope(
     if granted {
         return Ok(());
     }
-    Err(Violation::new(
-        "roleScope",
-        403,
-        "AuthorizationFailed",
-        format!(
-            "The client '{EMULATED_PRINCIPAL}' with object id '{EMULATED_PRINCIPAL}' does not have \
-             authorization to perform action '{action}' over scope '{scope}' or the scope is \
-             invalid. If access was recently granted, please refresh your credentials."
-        ),
-    ))
+    Err(authorization_failed("roleScope", action, scope))
 }
 
 /// The documented message for an overlapping create (CONTRACT §7).
@@ -228,14 +273,11 @@ pub fn check_hourly(
 ) -> Result<(), Violation> {
     let window_start = now - Duration::hours(1);
     if limit == 0 {
-        let mut v = Violation::new(
+        return Err(Violation::compute_throttled(
             rule,
-            429,
-            "TooManyRequests",
             format!("No {what} are allowed (limit 0 per hour)."),
-        );
-        v.retry_after_secs = Some(3600);
-        return Err(v);
+            3600,
+        ));
     }
     let mut recent: Vec<OffsetDateTime> = events
         .iter()
@@ -252,16 +294,13 @@ pub fn check_hourly(
         .as_seconds_f64()
         .ceil()
         .max(1.0) as u64;
-    let mut v = Violation::new(
+    Err(Violation::compute_throttled(
         rule,
-        429,
-        "TooManyRequests",
         format!(
             "The limit of {limit} {what} per hour has been reached; retry after {wait} seconds."
         ),
-    );
-    v.retry_after_secs = Some(wait);
-    Err(v)
+        wait,
+    ))
 }
 
 /// At most `cap` restore points kept per VM (all collections, resource groups and regions).
@@ -655,6 +694,34 @@ mod tests {
             }
         }
         assert!(check_role_scope(&[], "/subscriptions/s1", "a", "b").is_err());
+    }
+
+    #[test]
+    fn role_action_table() {
+        let deployed = deployed_role_actions();
+        let rp = "Microsoft.Compute/restorePointCollections/restorePoints";
+        let cases = [
+            (format!("{rp}/write"), true),
+            (format!("{rp}/WRITE"), true),
+            ("Microsoft.Compute/virtualMachines/read".to_string(), true),
+            // Dropped from the role (issue 15 item 10): no source requires it.
+            ("Microsoft.Compute/virtualMachines/write".to_string(), false),
+            ("Microsoft.Compute/disks/write".to_string(), false),
+            (format!("{rp}/retrieveSasUris/action"), false),
+        ];
+        for (action, ok) in cases {
+            let got = check_role_action(&deployed, &action, "/s");
+            assert_eq!(got.is_ok(), ok, "{action}");
+            if let Err(v) = got {
+                assert_eq!(
+                    (v.status, v.code, v.rule),
+                    (403, "AuthorizationFailed", "roleActions")
+                );
+                assert!(v
+                    .message
+                    .contains(&format!("perform action '{action}' over scope '/s'")));
+            }
+        }
     }
 
     #[test]

@@ -109,10 +109,16 @@ pub enum Route {
     },
 }
 
+/// The Compute api-versions the emulator answers (newest first, as ARM lists them): the
+/// 2025-04-01 swagger it is built from (vmrp's own version, `models::API_VERSION`) and
+/// 2025-11-01, which today's SDKs and CLI send and whose schema for these resources the emulator
+/// treats as unchanged (issue 15 item 9; docs/emulator-arm.md "API versions").
+pub const COMPUTE_API_VERSIONS: &[&str] = &["2025-11-01", API_VERSION];
+
 /// Which api-version rule applies to a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiVersionRule {
-    /// Must equal [`API_VERSION`].
+    /// One of [`COMPUTE_API_VERSIONS`].
     Compute,
     /// Any `YYYY-MM-DD[-preview]` (the disks API has its own versions, e.g. 2024-03-02).
     AnyDated,
@@ -246,6 +252,10 @@ impl Route {
             Route::VmList { sub, rg } => {
                 ("Microsoft.Compute/virtualMachines/read", rg_scope(sub, rg))
             }
+            // A VM or disk write/delete is no operation here (405 later), but ARM checks its
+            // action first: vmrp's role does not grant it (403), as in Azure.
+            Route::Vm { .. } if delete => ("Microsoft.Compute/virtualMachines/delete", path),
+            Route::Vm { .. } if write => ("Microsoft.Compute/virtualMachines/write", path),
             Route::Vm { .. } | Route::VmInstanceView { .. } => {
                 ("Microsoft.Compute/virtualMachines/read", path)
             }
@@ -254,6 +264,8 @@ impl Route {
                 format!("/subscriptions/{sub}"),
             ),
             Route::DiskList { sub, rg } => ("Microsoft.Compute/disks/read", rg_scope(sub, rg)),
+            Route::Disk { .. } if delete => ("Microsoft.Compute/disks/delete", path),
+            Route::Disk { .. } if write => ("Microsoft.Compute/disks/write", path),
             Route::Disk { .. } => ("Microsoft.Compute/disks/read", path),
             Route::CollectionListAll { sub } => (
                 "Microsoft.Compute/restorePointCollections/read",
@@ -401,9 +413,16 @@ impl Reply {
         self
     }
     fn from_violation(v: Violation) -> Self {
-        let mut e = CloudError::new(v.code, v.message);
+        let mut e = CloudError::new(v.code, v.message.clone());
         if let Some(inner) = e.error.as_mut() {
             inner.target = v.target;
+            if let Some(code) = v.detail_code {
+                inner.details = Some(vec![crate::azure::models::ApiError {
+                    code: Some(code.into()),
+                    message: Some(v.message),
+                    ..Default::default()
+                }]);
+            }
         }
         let mut r = Self::json(v.status, e).event(format!("rule:{}", v.rule));
         if let Some(s) = v.retry_after_secs {
@@ -458,14 +477,14 @@ pub fn check_api_version(rule: ApiVersionRule, query: &Query) -> Result<(), Repl
         ));
     };
     let ok = match rule {
-        ApiVersionRule::Compute => v == API_VERSION,
+        ApiVersionRule::Compute => COMPUTE_API_VERSIONS.contains(&v),
         ApiVersionRule::AnyDated => is_dated_version(v),
     };
     if ok {
         Ok(())
     } else {
         let supported = match rule {
-            ApiVersionRule::Compute => API_VERSION.to_string(),
+            ApiVersionRule::Compute => COMPUTE_API_VERSIONS.join(","),
             ApiVersionRule::AnyDated => "YYYY-MM-DD[-preview]".to_string(),
         };
         Err(Reply::error(
@@ -841,6 +860,7 @@ mod tests {
     fn api_version_rules() {
         let q = |s: &str| Query::parse(Some(s));
         assert!(check_api_version(ApiVersionRule::Compute, &q("api-version=2025-04-01")).is_ok());
+        assert!(check_api_version(ApiVersionRule::Compute, &q("api-version=2025-11-01")).is_ok());
         let missing = check_api_version(ApiVersionRule::Compute, &q("")).unwrap_err();
         assert_eq!(missing.status, 400);
         assert_eq!(
