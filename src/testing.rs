@@ -694,11 +694,20 @@ impl Arm for FakeArm {
 #[derive(Default)]
 struct SchedulerState {
     sent: Vec<OutgoingMessage>,
+    /// When each message in `sent` was sent (the scheduler's `now` then).
+    sent_at: Vec<OffsetDateTime>,
+    /// What "now" is for sends (moved by tests with [`FakeScheduler::set_now`]).
+    now: Option<OffsetDateTime>,
     /// Remaining sends to refuse with a transient 503.
     failures: u32,
 }
 
-/// Records sent messages. Service Bus duplicate detection is modelled by [`FakeScheduler::delivered`].
+/// The duplicate detection window vmrp's queues are deployed with (P7D in
+/// infra/modules/servicebus.bicep; the emulator's `DUPLICATE_WINDOW`, checked equal in a test).
+pub const DUPLICATE_DETECTION_WINDOW: time::Duration = time::Duration::days(7);
+
+/// Records sent messages. Service Bus duplicate detection is modelled by
+/// [`FakeScheduler::delivered`], within the deployed window as Azure applies it.
 #[derive(Default)]
 pub struct FakeScheduler {
     state: Mutex<SchedulerState>,
@@ -719,17 +728,33 @@ impl FakeScheduler {
     pub fn sent(&self) -> Vec<OutgoingMessage> {
         self.lock().sent.clone()
     }
-    /// What Service Bus would enqueue: the first message of each message id.
+    /// The moment later sends happen at (for the duplicate detection window); unset, every send
+    /// happens at one moment.
+    pub fn set_now(&self, now: OffsetDateTime) {
+        self.lock().now = Some(now);
+    }
+    /// What Service Bus would enqueue: a message is dropped when one with its id was enqueued
+    /// less than [`DUPLICATE_DETECTION_WINDOW`] before it; a later one is enqueued again.
     pub fn delivered(&self) -> Vec<OutgoingMessage> {
-        let mut seen = std::collections::HashSet::new();
-        self.sent()
-            .into_iter()
-            .filter(|m| seen.insert(m.message_id.clone()))
-            .collect()
+        let s = self.lock();
+        let mut accepted: std::collections::HashMap<&str, OffsetDateTime> = Default::default();
+        let mut out = Vec::new();
+        for (m, at) in s.sent.iter().zip(&s.sent_at) {
+            let duplicate = accepted
+                .get(m.message_id.as_str())
+                .is_some_and(|first| *at - *first < DUPLICATE_DETECTION_WINDOW);
+            if !duplicate {
+                accepted.insert(&m.message_id, *at);
+                out.push(m.clone());
+            }
+        }
+        out
     }
     /// Removes and returns everything sent so far.
     pub fn take(&self) -> Vec<OutgoingMessage> {
-        std::mem::take(&mut self.lock().sent)
+        let mut s = self.lock();
+        s.sent_at.clear();
+        std::mem::take(&mut s.sent)
     }
     /// Sent messages decoded, in order.
     pub fn messages(&self) -> Vec<QueueMessage> {
@@ -752,7 +777,9 @@ impl Scheduler for FakeScheduler {
                 message: "ServiceUnavailable (scripted)".into(),
             });
         }
+        let at = s.now.unwrap_or(OffsetDateTime::UNIX_EPOCH);
         s.sent.push(message);
+        s.sent_at.push(at);
         Ok(())
     }
 }
@@ -986,5 +1013,29 @@ mod tests {
         bus.send(msg("b")).await.unwrap();
         assert_eq!(bus.sent().len(), 3);
         assert_eq!(bus.delivered().len(), 2);
+        // Within the deployed window a replay is dropped; past it, it is enqueued again.
+        let t0 = time::macros::datetime!(2026-01-01 00:00 UTC);
+        let bus = FakeScheduler::new();
+        bus.set_now(t0);
+        bus.send(msg("a")).await.unwrap();
+        bus.set_now(t0 + time::Duration::hours(2));
+        bus.send(msg("a")).await.unwrap();
+        assert_eq!(bus.delivered().len(), 1, "a replay 2 h later is dropped");
+        bus.set_now(t0 + DUPLICATE_DETECTION_WINDOW);
+        bus.send(msg("a")).await.unwrap();
+        assert_eq!(
+            bus.delivered().len(),
+            2,
+            "a replay after the window is enqueued"
+        );
+    }
+
+    #[cfg(feature = "emulator")]
+    #[test]
+    fn the_fake_window_is_the_emulators_and_the_deployed_one() {
+        assert_eq!(
+            DUPLICATE_DETECTION_WINDOW,
+            crate::emulator::servicebus::DUPLICATE_WINDOW
+        );
     }
 }
