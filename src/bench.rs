@@ -369,6 +369,12 @@ async fn create_points(emulator: &RunningEmulator) -> Result<Vec<PolledPoint>, S
         .map_err(|e| e.to_string())?;
     let api = crate::azure::models::API_VERSION;
     let base = emulator.urls.arm.trim_end_matches('/');
+    // ARM (and the emulator) refuses a request without a bearer token: one from the emulator's
+    // own identity endpoint, for the audience the handlers use.
+    let token = emulator
+        .identity
+        .issue("https://management.azure.com", None)
+        .access_token;
     let mut out = Vec::new();
     for vm in emulator.arm.list_vms() {
         let Some(vm_id) = vm.resource_id() else {
@@ -394,6 +400,7 @@ async fn create_points(emulator: &RunningEmulator) -> Result<Vec<PolledPoint>, S
         ] {
             let rsp = http
                 .put(format!("{base}{url}?api-version={api}"))
+                .bearer_auth(&token)
                 .json(&body)
                 .send()
                 .await

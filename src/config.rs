@@ -11,6 +11,7 @@
 //! | `VMRP_LOOPBACK_ONLY=1` | refuse every non-loopback URL before any I/O (`vmrp local`, tests) |
 //! | `VMRP_MAX_RETRY_AFTER_SECS` | longest in-call sleep on an ARM `Retry-After` (default 60; `vmrp local` sets 1 because the emulator's `Retry-After` is virtual time and the sleep is real) |
 //! | `VMRP_RECORD_TRAFFIC` | write every ARM request/response pair to this folder (oav format) |
+//! | `VMRP_ARM_SHARE`, `VMRP_TICK_MARGIN_SECS`, … | the handlers' tuning (`functions::TUNING_SETTINGS`, docs/deploy.md) |
 //!
 //! Every error names the setting and says what was expected.
 
@@ -129,6 +130,8 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
                 })?,
         ),
     };
+    let tuning =
+        crate::functions::Tuning::from_settings(env).map_err(|e| err(e.setting, e.problem))?;
     let (credential, choice) =
         credential_from_env(env, &options).map_err(|e| err("IDENTITY_ENDPOINT", e))?;
     tracing::info!(credential = %choice, loopback_only, "credential chosen");
@@ -151,12 +154,9 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
 
     // Built once per process and cloned per invocation: `Deps` carries the "collection known
     // to exist" cache.
-    Ok(Deps::new(
-        Arc::new(arm),
-        scheduler,
-        Arc::new(policy),
-        schedule,
-    ))
+    let mut deps = Deps::new(Arc::new(arm), scheduler, Arc::new(policy), schedule);
+    deps.tuning = tuning;
+    Ok(deps)
 }
 
 #[cfg(test)]
@@ -217,6 +217,16 @@ mod tests {
         for bad in ["soon", "-1", "NaN", "1e300", "86401"] {
             assert!(error_for(&with("VMRP_MAX_RETRY_AFTER_SECS", bad))
                 .starts_with("VMRP_MAX_RETRY_AFTER_SECS:"));
+        }
+        // The tuning settings are checked before the credential, each named.
+        for (key, bad) in [
+            ("VMRP_ARM_SHARE", "0"),
+            ("VMRP_ARM_SHARE", "most"),
+            ("VMRP_TICK_MARGIN_SECS", "-1"),
+            ("VMRP_ONBOARD_FIRST_POINT", "maybe"),
+        ] {
+            let e = error_for(&with(key, bad));
+            assert!(e.starts_with(&format!("{key}:")), "{key}={bad}: {e}");
         }
         assert!(
             error_for(&without("IDENTITY_HEADER")).starts_with("IDENTITY_ENDPOINT:"),

@@ -264,11 +264,17 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
     const CLASSES: &[(&str, &str, bool)] = &[
         ("every disk is excluded", "every disk excluded", true),
         ("must be at least", "spacing refused by Azure", false),
-        // Azure's 500 points per VM across all collections (issue 15 item 6): `policy check`
+        // Azure's 500 points per VM across all collections: `policy check`
         // warns when a policy can reach it; other tools' points count too.
         (
             "maximum allowed snapshot limit",
             "500 points per VM reached (Azure's limit)",
+            false,
+        ),
+        // A create that came too late (create_restore_point.rs): the next tick takes its place.
+        (
+            "too close to the next tick",
+            "create superseded by the next tick",
             false,
         ),
         ("superseded", "superseded by a newer copy", false),
@@ -1749,6 +1755,7 @@ mod tests {
             (format!("{vm}: creating the point failed: OperationNotAllowed Restore points of VM 'vm1' that are application-consistent must be at least 180 minutes apart"), "spacing refused by Azure", false),
             ("copy of x to swedencentral superseded: y is newer and already copied".to_string(), "superseded by a newer copy", false),
             (format!("{vm}: creating the point failed: VMRestorePointClientError Restore point creation failed: the maximum allowed snapshot limit of 500 restore points has been reached for VM 'vm1'. Delete older restore points and retry."), "500 points per VM reached (Azure's limit)", false),
+            (format!("{vm}: the create for tick 2026-01-05T04:00:00Z came at 2026-01-05T05:10:00Z, too close to the next tick 2026-01-05T08:00:00Z (points 3h apart at least): superseded by it"), "create superseded by the next tick", false),
             (format!("{vm}: gave up after 20 reschedules: 429"), "gave up after reschedules", false),
             ("no restore point was created: the timer run for this tick failed (3 run(s))".to_string(), "timer run failed", false),
             ("point rp-20260105T0400Z is Failed (copy -%)".to_string(), "point Failed", false),

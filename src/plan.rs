@@ -10,17 +10,25 @@
 //! the same items with the same message ids (Service Bus duplicate detection drops the repeats).
 //! Delays are offsets from the tick; the handler re-bases them on `max(now, tick)` so a late run
 //! still paces its sends instead of releasing the whole fleet at once.
+//!
+//! The tick fits its window, or says so first: a create that would start after the moment the
+//! create handler reports it superseded by the rule's next tick ([`supersede_cutoff`], e.g. tick
+//! + 1 h for 4-hourly application-consistent points) is not sent; the plan marks it
+//! [`PlanAction::DoesNotFit`] with the reason, before the tick runs. The creates are paced in an
+//! order rotated from tick to tick (a hash of VM id and tick), so the VMs left out differ from
+//! one tick to the next while a replay of one tick plans the same order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::azure::models::ConsistencyMode;
 use crate::azure::{OutgoingMessage, Queue, ResourceId};
 use crate::messages::{CollectionSeen, CreateRequest, ListedVm, QueueMessage};
 use crate::names;
 use crate::policy::Rule;
-use crate::schedule::Schedule;
+use crate::schedule::{rfc3339, Schedule};
 
 /// How fast creates may go.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,8 +61,13 @@ pub struct Pacing {
     pub reads_per_copy: u32,
     /// Fraction of the bucket and the refill left for work the plan does not know about
     /// (onboarding by OnVmChanged, redelivered creates). Copies are charged per VM instead, and
-    /// deletes have their own bucket.
+    /// deletes have their own bucket. `VMRP_ARM_SHARE` sets it as the share vmrp may use
+    /// (`reserve = 1 - share`): other tools spend the same subscription's budget.
     pub reserve: f64,
+    /// How long before the supersede cut-off the last create must be planned: a create's
+    /// message waits in the queue and a refused one is retried, so one planned at the very
+    /// edge would be reported superseded.
+    pub window_margin: Duration,
 }
 
 impl Default for Pacing {
@@ -69,6 +82,7 @@ impl Default for Pacing {
             reads_per_create: 3,
             reads_per_copy: 9,
             reserve: 0.05,
+            window_margin: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -169,6 +183,9 @@ pub struct PlanTarget<'a> {
 pub enum PlanAction {
     Create,
     Skip,
+    /// Due, but its create would start after the supersede cut-off given the budget: not sent
+    /// this tick (the reason says when it would have gone and what the cut-off is).
+    DoesNotFit,
 }
 
 /// One VM's line of the plan, with the reason a person can read (`vmrp plan`).
@@ -187,7 +204,7 @@ pub struct PlanItem {
     pub message_id: Option<String>,
 }
 
-/// The plan of one tick, items sorted by VM id.
+/// The plan of one tick, items sorted by VM id (creates are paced in the tick's rotated order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub tick: OffsetDateTime,
@@ -197,6 +214,12 @@ pub struct Plan {
 impl Plan {
     pub fn creates(&self) -> impl Iterator<Item = &PlanItem> {
         self.items.iter().filter(|i| i.action == PlanAction::Create)
+    }
+    /// The due VMs whose creates do not fit before the supersede cut-off.
+    pub fn left_out(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items
+            .iter()
+            .filter(|i| i.action == PlanAction::DoesNotFit)
     }
     /// The create messages, scheduled at `start + offset` (`start` = `max(now, tick)`).
     pub fn messages(&self, start: OffsetDateTime) -> Vec<OutgoingMessage> {
@@ -215,11 +238,27 @@ impl Plan {
     }
 }
 
-/// Plans the timer tick `tick` of `timer` for `targets` (duplicates by VM id: the first wins).
-/// A rule with its own schedule gets creates at the first timer tick at or after each of its
-/// occurrences ([`Rule::is_due`]).
+/// Plans the timer tick `tick` of `timer` for `targets` (duplicates by VM id: the first wins),
+/// with the sends starting at the tick. See [`plan_tick_from`].
 pub fn plan_tick(
     tick: OffsetDateTime,
+    timer: &Schedule,
+    targets: &[PlanTarget<'_>],
+    pacing: &Pacing,
+) -> Plan {
+    plan_tick_from(tick, tick, timer, targets, pacing)
+}
+
+/// Plans the timer tick `tick` of `timer` for `targets` (duplicates by VM id: the first wins),
+/// the sends starting at `start` (`max(now, tick)`: offsets count from it, and a late start
+/// leaves less of the window). A rule with its own schedule gets creates at the first timer
+/// tick at or after each of its occurrences ([`Rule::is_due`]). Due VMs are paced in the
+/// tick's rotated order ([`rotation_key`]); one whose create would start within
+/// `pacing.window_margin` of its [`supersede_cutoff`] is left out ([`PlanAction::DoesNotFit`])
+/// and spends nothing, so a cheaper VM after it may still fit.
+pub fn plan_tick_from(
+    tick: OffsetDateTime,
+    start: OffsetDateTime,
     timer: &Schedule,
     targets: &[PlanTarget<'_>],
     pacing: &Pacing,
@@ -230,28 +269,50 @@ pub fn plan_tick(
     }
     // Whether each rule's own schedule has an occurrence at this tick (parsed once per rule).
     let mut due: HashMap<&str, Result<(), String>> = HashMap::new();
+    // Each rule's next tick (looked up once per rule).
+    let mut next_ticks: HashMap<&str, Option<OffsetDateTime>> = HashMap::new();
     // Per subscription: creates planned so far and what they (and their copies) spend.
     let mut per_subscription: HashMap<String, (usize, Cost)> = HashMap::new();
-    let mut items = Vec::with_capacity(by_vm.len());
+    let mut items: BTreeMap<&ResourceId, PlanItem> = BTreeMap::new();
+    let mut order = Vec::with_capacity(by_vm.len());
     for (vm, target) in by_vm {
         let rule = target.rule;
         let verdict = due
             .entry(rule.name.as_str())
             .or_insert_with(|| rule_due(rule, timer, tick))
             .clone();
-        if let Err(reason) = verdict {
-            items.push(PlanItem {
-                vm: vm.clone(),
-                rule: rule.name.clone(),
-                action: PlanAction::Skip,
-                offset: None,
-                not_before: None,
-                reason,
-                request: None,
-                message_id: None,
-            });
-            continue;
+        match verdict {
+            Ok(()) => order.push((rotation_key(vm, tick), vm, target)),
+            Err(reason) => {
+                items.insert(
+                    vm,
+                    PlanItem {
+                        vm: vm.clone(),
+                        rule: rule.name.clone(),
+                        action: PlanAction::Skip,
+                        offset: None,
+                        not_before: None,
+                        reason,
+                        request: None,
+                        message_id: None,
+                    },
+                );
+            }
         }
+    }
+    // The tick's order: stable for one tick, different from the next one's, so the VMs that do
+    // not fit are not always the same (sorting by VM id would leave the tail out every tick).
+    order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    for (_, vm, target) in order {
+        let rule = target.rule;
+        let next = *next_ticks
+            .entry(rule.name.as_str())
+            .or_insert_with(|| rule.next_due_tick(timer, tick).ok().flatten());
+        let consistency = target.listed.as_ref().map_or_else(
+            || rule.consistency.clone(),
+            |l| rule.consistency_for(&l.vm).0,
+        );
+        let cutoff = next.and_then(|next| cutoff_before(tick, next, &consistency));
         let (k, spent) = per_subscription
             .entry(vm.subscription().to_ascii_lowercase())
             .or_insert((
@@ -264,37 +325,117 @@ pub fn plan_tick(
         let cost = pacing.cost_of(target);
         let read_burst = pacing.read_burst_in(vm.subscription());
         let offset = pacing.offset_after_in(read_burst, *spent, cost);
+        if let (Some(cutoff), Some(next)) = (cutoff, next) {
+            let goes_at = start + offset;
+            if goes_at + pacing.window_margin >= cutoff {
+                items.insert(
+                    vm,
+                    PlanItem {
+                        vm: vm.clone(),
+                        rule: rule.name.clone(),
+                        action: PlanAction::DoesNotFit,
+                        offset: None,
+                        not_before: None,
+                        reason: format!(
+                            "does not fit this tick: its create would go at {} (+{:.0}s, after {} \
+                             creates in subscription {} paced at {:.0}% of ARM's budget), within \
+                             {} min of {}, after which the create is superseded by the next tick \
+                             {} ({} points {} h apart); the next tick's order differs",
+                            rfc3339(goes_at),
+                            offset.as_secs_f64(),
+                            *k,
+                            vm.subscription(),
+                            pacing.share() * 100.0,
+                            pacing.window_margin.as_secs() / 60,
+                            rfc3339(cutoff),
+                            rfc3339(next),
+                            consistency.as_str(),
+                            crate::policy::spacing_for(&consistency).whole_hours(),
+                        ),
+                        request: None,
+                        message_id: None,
+                    },
+                );
+                continue;
+            }
+        }
         *k += 1;
         spent.writes += cost.writes;
         spent.reads += cost.reads;
         let mut request = CreateRequest::for_tick(vm.clone(), tick, &rule.name);
         request.listed = target.listed.clone().map(Box::new);
-        items.push(PlanItem {
-            vm: vm.clone(),
-            rule: rule.name.clone(),
-            action: PlanAction::Create,
-            offset: Some(offset),
-            not_before: Some(tick + offset),
-            reason: format!(
-                "create {} at +{:.1}s (create #{} in subscription {}; {} writes with its copies, \
-                 {} reads; buckets {:.0}% of {} + {}/s writes, {} + {}/s reads)",
-                names::restore_point_name(tick, 0),
-                offset.as_secs_f64(),
-                *k,
-                vm.subscription(),
-                cost.writes,
-                cost.reads,
-                pacing.share() * 100.0,
-                pacing.burst,
-                pacing.refill_per_sec,
-                read_burst,
-                pacing.read_refill_per_sec,
-            ),
-            message_id: Some(names::message_id("create", vm.as_str(), tick, 0)),
-            request: Some(request),
-        });
+        items.insert(
+            vm,
+            PlanItem {
+                vm: vm.clone(),
+                rule: rule.name.clone(),
+                action: PlanAction::Create,
+                offset: Some(offset),
+                not_before: Some(tick + offset),
+                reason: format!(
+                    "create {} at +{:.1}s (create #{} in subscription {}; {} writes with its \
+                     copies, {} reads; buckets {:.0}% of {} + {}/s writes, {} + {}/s reads)",
+                    names::restore_point_name(tick, 0),
+                    offset.as_secs_f64(),
+                    *k,
+                    vm.subscription(),
+                    cost.writes,
+                    cost.reads,
+                    pacing.share() * 100.0,
+                    pacing.burst,
+                    pacing.refill_per_sec,
+                    read_burst,
+                    pacing.read_refill_per_sec,
+                ),
+                message_id: Some(names::message_id("create", vm.as_str(), tick, 0)),
+                request: Some(request),
+            },
+        );
     }
-    Plan { tick, items }
+    Plan {
+        tick,
+        items: items.into_values().collect(),
+    }
+}
+
+/// The moment after which a create for `tick` is reported superseded by the rule's next tick
+/// `next` (`policy::superseded_by_next_tick`, which the create handler applies): `next` minus
+/// Azure's spacing between points of `consistency`. `None` when the ticks are closer than the
+/// spacing (the create is then never superseded).
+pub fn cutoff_before(
+    tick: OffsetDateTime,
+    next: OffsetDateTime,
+    consistency: &ConsistencyMode,
+) -> Option<OffsetDateTime> {
+    let spacing = crate::policy::spacing_for(consistency);
+    (next - tick > spacing).then(|| next - spacing)
+}
+
+/// [`cutoff_before`] for `rule`'s next tick after `tick` (`None` when there is none, or when the
+/// rule's creates are never superseded).
+pub fn supersede_cutoff(
+    rule: &Rule,
+    timer: &Schedule,
+    tick: OffsetDateTime,
+    consistency: &ConsistencyMode,
+) -> Option<OffsetDateTime> {
+    let next = rule.next_due_tick(timer, tick).ok().flatten()?;
+    cutoff_before(tick, next, consistency)
+}
+
+/// Where `vm` goes in the pacing order of `tick`: the first 8 bytes of SHA-256 over the
+/// lowercase VM id and the tick (ARM ids are case-insensitive; SHA-256 is the same on every
+/// instance and build, unlike `std`'s hasher).
+pub fn rotation_key(vm: &ResourceId, tick: OffsetDateTime) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(vm.as_str().to_ascii_lowercase().as_bytes());
+    h.update(b"|");
+    h.update(tick.unix_timestamp().to_be_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 fn rule_due(rule: &Rule, timer: &Schedule, tick: OffsetDateTime) -> Result<(), String> {
@@ -312,6 +453,7 @@ fn rule_due(rule: &Rule, timer: &Schedule, tick: OffsetDateTime) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::models::ConsistencyMode;
     use crate::azure::models::VirtualMachine;
     use crate::policy::DiskInfo;
     use crate::testing::{disk_id, rule, vm_id, VmBuilder};
@@ -449,16 +591,21 @@ mod tests {
             ..Pacing::default()
         };
         let plan = plan_tick(TICK, &hourly_timer(), &targets(230, "s1", &r), &pacing);
-        let offsets: Vec<Duration> = plan.creates().map(|i| i.offset.unwrap()).collect();
+        // Paced in the tick's rotated order: sorted, the offsets are the bucket's schedule.
+        let mut offsets: Vec<Duration> = plan.creates().map(|i| i.offset.unwrap()).collect();
+        offsets.sort();
         assert_eq!(offsets.len(), 230);
         assert!(offsets[..200].iter().all(|o| o.is_zero()), "burst of 200");
         assert_eq!(offsets[200], Duration::from_millis(100));
         assert_eq!(offsets[201], Duration::from_millis(200));
         assert_eq!(offsets[229], Duration::from_secs(3));
         let msgs = plan.messages(TICK);
-        assert_eq!(msgs[0].not_before, None, "burst goes now");
+        let mut not_before: Vec<Option<OffsetDateTime>> =
+            msgs.iter().map(|m| m.not_before).collect();
+        not_before.sort();
+        assert_eq!(not_before[0], None, "burst goes now");
         assert_eq!(
-            msgs[229].not_before,
+            not_before[229],
             Some(TICK + Duration::from_secs(3)),
             "then 10/s"
         );
@@ -561,10 +708,12 @@ mod tests {
         assert_eq!(cost(&plain), 1.0);
         assert_eq!(cost(&copying), 3.0);
         let offsets = |r: &Rule| -> Vec<u128> {
-            plan_tick(TICK, &hourly_timer(), &targets(3, "s1", r), &pacing)
+            let mut o: Vec<u128> = plan_tick(TICK, &hourly_timer(), &targets(3, "s1", r), &pacing)
                 .creates()
                 .map(|i| i.offset.unwrap().as_millis())
-                .collect()
+                .collect();
+            o.sort();
+            o
         };
         // Bucket of 1 at 10/s: each create waits for the tokens of everything before it.
         assert_eq!(offsets(&plain), vec![0, 100, 200]);
@@ -584,11 +733,17 @@ mod tests {
         let mut t = targets(3, "s1", &r);
         t.extend(targets(3, "s2", &r));
         let plan = plan_tick(TICK, &hourly_timer(), &t, &pacing);
-        let offs: Vec<u128> = plan
-            .creates()
-            .map(|i| i.offset.unwrap().as_millis())
-            .collect();
-        assert_eq!(offs, vec![0, 0, 100, 0, 0, 100]);
+        let offs = |sub: &str| {
+            let mut o: Vec<u128> = plan
+                .creates()
+                .filter(|i| i.vm.subscription() == sub)
+                .map(|i| i.offset.unwrap().as_millis())
+                .collect();
+            o.sort();
+            o
+        };
+        assert_eq!(offs("s1"), vec![0, 0, 100]);
+        assert_eq!(offs("s2"), vec![0, 0, 100]);
     }
 
     #[test]
@@ -662,5 +817,208 @@ mod tests {
         );
         assert_eq!(at2.items[1].action, PlanAction::Create);
         assert_eq!(at2.messages(TICK).len(), 2);
+    }
+
+    fn four_hourly_timer() -> Schedule {
+        Schedule::parse("0 0 */4 * * *").unwrap()
+    }
+
+    const TICK4: OffsetDateTime = datetime!(2026-11-25 04:00:00 UTC);
+
+    /// One create per second, nothing else charged: the k-th create in the rotated order goes
+    /// at +(k-1) s, so how many fit is the window in seconds.
+    fn one_per_second(margin_secs: u64) -> Pacing {
+        Pacing {
+            burst: 1,
+            refill_per_sec: 1.0,
+            writes_per_create: 1,
+            reads_per_create: 0,
+            reads_per_copy: 0,
+            reserve: 0.0,
+            window_margin: Duration::from_secs(margin_secs),
+            ..Pacing::default()
+        }
+    }
+
+    fn consistent(mode: ConsistencyMode) -> Rule {
+        let mut r = rule(mode.as_str(), 3);
+        r.consistency = mode;
+        r
+    }
+
+    /// The tick fits its window or says so: with a 4-hourly timer, application-consistent
+    /// creates are superseded from tick + 1 h (3 h spacing before the next tick), crash-
+    /// consistent ones from tick + 3 h, hourly ones never. What would start at or after the
+    /// cut-off (less the margin) is left out with the reason, and spends nothing.
+    #[test]
+    fn creates_are_planned_only_before_the_supersede_cut_off() {
+        let app = consistent(ConsistencyMode::ApplicationConsistent);
+        let crash = consistent(ConsistencyMode::CrashConsistent);
+        let min = |m: i64| time::Duration::minutes(m);
+        // (case, rule, timer, VMs, margin s, start after the tick, creates wanted)
+        type Row<'a> = (
+            &'a str,
+            &'a Rule,
+            Schedule,
+            usize,
+            u64,
+            time::Duration,
+            usize,
+        );
+        let table: Vec<Row<'_>> = vec![
+            (
+                "few VMs: all fit",
+                &app,
+                four_hourly_timer(),
+                100,
+                0,
+                min(0),
+                100,
+            ),
+            (
+                "app: cut-off at +1 h",
+                &app,
+                four_hourly_timer(),
+                4000,
+                0,
+                min(0),
+                3600,
+            ),
+            (
+                "app, 5 min margin",
+                &app,
+                four_hourly_timer(),
+                4000,
+                300,
+                min(0),
+                3300,
+            ),
+            (
+                "app, sends start 30 min late",
+                &app,
+                four_hourly_timer(),
+                4000,
+                0,
+                min(30),
+                1800,
+            ),
+            (
+                "crash: cut-off at +3 h",
+                &crash,
+                four_hourly_timer(),
+                4000,
+                0,
+                min(0),
+                4000,
+            ),
+            (
+                "hourly app ticks are never superseded",
+                &app,
+                hourly_timer(),
+                4000,
+                0,
+                min(0),
+                4000,
+            ),
+        ];
+        for (case, r, timer, n, margin, late, want) in table {
+            let tick = timer.latest_at_or_before(TICK4).unwrap();
+            let pacing = one_per_second(margin);
+            let start = tick + late;
+            let plan = plan_tick_from(tick, start, &timer, &targets(n, "s1", r), &pacing);
+            assert_eq!(plan.creates().count(), want, "{case}: creates");
+            assert_eq!(plan.left_out().count(), n - want, "{case}: left out");
+            assert_eq!(plan.items.len(), n, "{case}: every VM has a line");
+            let next = r.next_due_tick(&timer, tick).unwrap().unwrap();
+            if let Some(cutoff) = cutoff_before(tick, next, &r.consistency) {
+                for c in plan.creates() {
+                    let goes = start + c.offset.unwrap() + pacing.window_margin;
+                    assert!(goes < cutoff, "{case}: {} goes at {goes}", c.vm);
+                }
+                for item in plan.left_out() {
+                    assert!(
+                        item.request.is_none() && item.message_id.is_none(),
+                        "{case}"
+                    );
+                    assert!(
+                        item.reason.contains("superseded by the next tick")
+                            && item.reason.contains(&rfc3339(cutoff)),
+                        "{case}: {}",
+                        item.reason
+                    );
+                }
+            }
+            // Nothing left out is sent.
+            assert_eq!(plan.messages(start).len(), want, "{case}: messages");
+        }
+    }
+
+    fn left_out_at(tick: OffsetDateTime, t: &[PlanTarget<'_>]) -> Vec<ResourceId> {
+        plan_tick(tick, &four_hourly_timer(), t, &one_per_second(0))
+            .left_out()
+            .map(|i| i.vm.clone())
+            .collect()
+    }
+
+    /// The pacing order rotates from tick to tick (so the VMs left out differ, and none is left
+    /// out every tick), while one tick always plans the same order, whatever the input order.
+    #[test]
+    fn rotation_differs_between_ticks_and_is_stable_for_one() {
+        let app = consistent(ConsistencyMode::ApplicationConsistent);
+        let t = targets(4000, "s1", &app);
+        let first = left_out_at(TICK4, &t);
+        assert_eq!(first.len(), 400);
+        let mut reversed = t.clone();
+        reversed.reverse();
+        assert_eq!(
+            left_out_at(TICK4, &reversed),
+            first,
+            "same tick, same VMs left out"
+        );
+        // Not the tail of the id order (what sorting by VM id left out every tick).
+        let tail: Vec<ResourceId> = t[3600..].iter().map(|x| x.vm.clone()).collect();
+        assert_ne!(first, tail);
+        let mut always: std::collections::BTreeSet<ResourceId> = first.iter().cloned().collect();
+        for k in 1..6 {
+            let tick = TICK4 + time::Duration::hours(4 * k);
+            let other = left_out_at(tick, &t);
+            assert_eq!(other.len(), 400, "tick {k}");
+            let overlap = other.iter().filter(|v| first.contains(v)).count();
+            assert!(overlap < 200, "tick {k}: {overlap} of 400 left out again");
+            always.retain(|v| other.contains(v));
+        }
+        assert!(always.is_empty(), "left out every tick: {always:?}");
+        // The key itself: case-insensitive in the VM id, different per tick.
+        let vm = vm_id("s1", "rg", "vm0001");
+        let upper = ResourceId::parse(&vm.as_str().to_ascii_uppercase()).unwrap();
+        assert_eq!(rotation_key(&vm, TICK4), rotation_key(&upper, TICK4));
+        assert_ne!(
+            rotation_key(&vm, TICK4),
+            rotation_key(&vm, TICK4 + time::Duration::hours(4))
+        );
+    }
+
+    /// A VM left out spends nothing: a cheaper VM after it in the order may still fit.
+    #[test]
+    fn a_vm_that_does_not_fit_leaves_its_budget_to_cheaper_ones() {
+        let app = consistent(ConsistencyMode::ApplicationConsistent);
+        let mut copying = copying_to_two_regions();
+        copying.consistency = ConsistencyMode::ApplicationConsistent;
+        // 3 writes per copying VM, 1 per plain one, 1 write/s, no burst to speak of: the
+        // window (3600 s) holds 3599 plain creates after the first, or a third as many copying.
+        let mut t = targets(3590, "s1", &app);
+        t.extend(targets(20, "s2", &copying).into_iter().map(|mut x| {
+            x.vm = vm_id("s1", "rg", &format!("copy{}", x.vm.name().unwrap()));
+            x
+        }));
+        let plan = plan_tick(TICK4, &four_hourly_timer(), &t, &one_per_second(0));
+        let spent: f64 = plan
+            .creates()
+            .map(|c| if c.rule == "copying" { 3.0 } else { 1.0 })
+            .sum();
+        assert!(plan.left_out().count() > 0);
+        // The budget up to the cut-off is used (within one copying VM's cost), not abandoned
+        // at the first VM that does not fit.
+        assert!(spent > 3600.0 - 3.0 && spent <= 3601.0, "{spent}");
     }
 }

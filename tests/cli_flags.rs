@@ -571,7 +571,21 @@ fn plan_flags_shape_the_plan() {
                 .map(|r| r["target"].as_str().unwrap().to_string())
         };
         assert_eq!(create(&json_rows).as_deref(), Some("rp-20260101T1200Z"), "{stdout}");
-        // --schedule: every 4 h at :30 moves the tick.
+        // --schedule: every 4 h at :30 moves the tick (08:35 → the 08:30 tick).
+        let (_, stdout, stderr) = plan(&[
+            "--json",
+            "--at",
+            "2026-01-01T08:35:00Z",
+            "--schedule",
+            "0 30 */4 * * *",
+        ]);
+        assert_eq!(
+            create(&rows(&stdout, &stderr)).as_deref(),
+            Some("rp-20260101T0830Z"),
+            "{stdout}"
+        );
+        // At 12:05 the 08:30 tick is past its supersede cut-off (09:30: application-consistent
+        // points 3 h before the 12:30 tick): the timer would not send it, and the plan says so.
         let (_, stdout, stderr) = plan(&[
             "--json",
             "--at",
@@ -579,9 +593,12 @@ fn plan_flags_shape_the_plan() {
             "--schedule",
             "0 30 */4 * * *",
         ]);
-        assert_eq!(
-            create(&rows(&stdout, &stderr)).as_deref(),
-            Some("rp-20260101T0830Z"),
+        let late = rows(&stdout, &stderr);
+        assert_eq!(create(&late), None, "{stdout}");
+        assert!(
+            late.iter().any(|r| r["action"] == "wait"
+                && r["target"] == "rp-20260101T0830Z"
+                && r["reason"].as_str().unwrap().contains("does not fit this tick")),
             "{stdout}"
         );
         // Without --json: the table.

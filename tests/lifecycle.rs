@@ -1019,7 +1019,12 @@ async fn a_late_timer_run_paces_from_now_with_the_same_ids() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(&on_time), ids(&late), "same tick, same messages");
-    let nb = |o: &Outcome| o.sent.iter().map(|s| s.not_before).collect::<Vec<_>>();
+    // Paced in the tick's rotated order: compare the schedules, not which VM goes first.
+    let nb = |o: &Outcome| {
+        let mut v = o.sent.iter().map(|s| s.not_before).collect::<Vec<_>>();
+        v.sort();
+        v
+    };
     assert_eq!(
         nb(&on_time),
         vec![None, Some(T0 + Duration::from_millis(100))]
@@ -1029,6 +1034,91 @@ async fn a_late_timer_run_paces_from_now_with_the_same_ids() {
         vec![None, Some(late_now + Duration::from_millis(100))],
         "paced from the late start"
     );
+}
+
+/// The tick fits its window, or says so first: with a 4-hourly timer and application-
+/// consistent points, a create that starts from tick + 1 h is reported superseded by the create
+/// handler. The timer sends only the creates that start before then (at the budget it counts
+/// on), names the rest in its summary, and leaves out other VMs at the next tick.
+#[tokio::test]
+async fn timer_sends_only_what_fits_before_the_supersede_cut_off() {
+    let tick = datetime!(2026-11-25 04:00:00 UTC);
+    let mut r = rule_s1(3, &[]);
+    r.consistency = vmrp::azure::models::ConsistencyMode::ApplicationConsistent;
+    let arm = Arc::new(FakeArm::new());
+    arm.set_now(tick);
+    let bus = Arc::new(FakeScheduler::new());
+    let mut deps = Deps::new(
+        arm.clone(),
+        bus.clone(),
+        Arc::new(testing::policy(vec![r])),
+        "0 0 */4 * * *",
+    );
+    // One create per 200 s: creates at +0, +200, ... +3400 s fit before +3600 s (18 of 25).
+    deps.tuning.pacing = vmrp::plan::Pacing {
+        burst: 1,
+        refill_per_sec: 0.005,
+        writes_per_create: 1,
+        reads_per_create: 0,
+        reads_per_copy: 0,
+        reserve: 0.0,
+        window_margin: Duration::ZERO,
+        ..vmrp::plan::Pacing::default()
+    };
+    let w = World { arm, bus, deps };
+    let vms: Vec<ResourceId> = (0..25)
+        .map(|i| {
+            w.arm
+                .add_vm(VmBuilder::new("s1", "rg", &format!("vm{i:02}")).build())
+        })
+        .collect();
+    let sent_creates = |w: &World| -> Vec<CreateRequest> {
+        w.bus
+            .take()
+            .iter()
+            .filter_map(|m| match decode(m) {
+                QueueMessage::Create(c) => Some(c),
+                _ => None, // the creates' polls
+            })
+            .collect()
+    };
+
+    let out = timer(&w, tick).await;
+    assert!(out.summary.contains("7 do not fit"), "{}", out.summary);
+    let first: Vec<ResourceId> = sent_creates(&w).into_iter().map(|c| c.vm).collect();
+    assert_eq!(first.len(), 18, "{}", out.summary);
+    let latest = out.sent.iter().filter_map(|s| s.not_before).max().unwrap();
+    assert_eq!(latest, tick + Duration::from_secs(3400));
+    // Every create sent, run when it is due, is made (none is superseded).
+    for s in &out.sent {
+        let vm = first
+            .iter()
+            .find(|vm| names::message_id("create", vm.as_str(), tick, 0) == s.message_id)
+            .unwrap();
+        let at = s.not_before.unwrap_or(tick);
+        let o = create(&w, create_req(vm, tick), at).await.unwrap();
+        assert!(!o.summary.contains("superseded"), "{}", o.summary);
+    }
+    // What the timer left out would have been superseded: the 19th create would go at +3600 s.
+    let left_out: Vec<&ResourceId> = vms.iter().filter(|vm| !first.contains(vm)).collect();
+    assert_eq!(left_out.len(), 7);
+    let o = create(
+        &w,
+        create_req(left_out[0], tick),
+        tick + Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    assert!(o.summary.contains("superseded by it"), "{}", o.summary);
+
+    // The next tick rotates its order: other VMs are left out.
+    let next = tick + hours(4);
+    w.arm.set_now(next);
+    let out = timer(&w, next).await;
+    let second: Vec<ResourceId> = sent_creates(&w).into_iter().map(|c| c.vm).collect();
+    assert_eq!(second.len(), 18, "{}", out.summary);
+    let left_again: Vec<&ResourceId> = vms.iter().filter(|vm| !second.contains(vm)).collect();
+    assert_ne!(left_out, left_again, "the same VMs lose every tick");
 }
 
 #[tokio::test]

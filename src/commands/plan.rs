@@ -16,7 +16,9 @@ use crate::azure::ResourceId;
 use crate::inventory::{
     copy_holds, CollectionRole, CollectionView, Inventory, PointStatus, VmCoverage,
 };
+use crate::messages::{CollectionSeen, ListedVm};
 use crate::names;
+use crate::plan::{Pacing, PlanTarget};
 use crate::policy::{DiskInfo, Policy, Rule, MIN_SPACING_APP, MIN_SPACING_CRASH};
 use crate::retention::{self, PointState, PointView};
 use crate::schedule::Schedule;
@@ -46,7 +48,7 @@ pub struct PlanRow {
     pub reason: String,
 }
 
-/// Plans one moment for every VM of the inventory.
+/// Plans one moment for every VM of the inventory, with the default pacing.
 pub fn plan(
     inventory: &Inventory,
     policy: &Policy,
@@ -54,6 +56,21 @@ pub fn plan(
     at: OffsetDateTime,
     disks: &HashMap<ResourceId, DiskInfo>,
 ) -> Vec<PlanRow> {
+    plan_paced(inventory, policy, timer, at, disks, &Pacing::default())
+}
+
+/// Plans one moment for every VM of the inventory; a create the timer would leave out of its
+/// tick (it would start after the supersede cut-off at `pacing`'s budget) is a `wait` row with
+/// the timer's reason.
+pub fn plan_paced(
+    inventory: &Inventory,
+    policy: &Policy,
+    timer: &Schedule,
+    at: OffsetDateTime,
+    disks: &HashMap<ResourceId, DiskInfo>,
+    pacing: &Pacing,
+) -> Vec<PlanRow> {
+    let left_out = tick_left_out(inventory, policy, timer, at, disks, pacing);
     let mut rows = Vec::new();
     for vm in &inventory.vms {
         let row =
@@ -108,7 +125,8 @@ pub fn plan(
             ));
             continue;
         }
-        plan_local_create(vm, rule, timer, at, &vm_disks, &mut |a, t, r| {
+        let unfit = left_out.get(&vm.id).map(String::as_str);
+        plan_local_create(vm, rule, timer, at, &vm_disks, unfit, &mut |a, t, r| {
             rows.push(row(&vm.location, a, t, Some(rule), r))
         });
         // The same copy list as the create: none to the VM's own region.
@@ -182,12 +200,60 @@ fn local_collection(vm: &VmCoverage) -> Option<&CollectionView> {
         .find(|c| c.role == CollectionRole::Local)
 }
 
+/// The VMs the timer would leave out of the tick of `at`, with its reason: the handler's own
+/// planner ([`crate::plan::plan_tick_from`]) over what the timer's listings would show (the
+/// VM, its disks, its local collection ready or missing), sends starting at `at`.
+fn tick_left_out(
+    inventory: &Inventory,
+    policy: &Policy,
+    timer: &Schedule,
+    at: OffsetDateTime,
+    disks: &HashMap<ResourceId, DiskInfo>,
+    pacing: &Pacing,
+) -> HashMap<ResourceId, String> {
+    let Some(tick) = timer.latest_at_or_before(at) else {
+        return HashMap::new();
+    };
+    let targets: Vec<PlanTarget<'_>> = inventory
+        .vms
+        .iter()
+        .filter_map(|vm| {
+            let rule = policy.rule_for(&vm.vm)?;
+            let vm_disks = vm
+                .vm
+                .managed_data_disk_ids()
+                .filter_map(|id| disks.get(&id).cloned())
+                .collect();
+            let collection = if local_collection(vm).is_some() {
+                CollectionSeen::Ready
+            } else {
+                CollectionSeen::Missing
+            };
+            Some(PlanTarget {
+                vm: vm.id.clone(),
+                rule,
+                listed: Some(ListedVm {
+                    at,
+                    vm: vm.vm.clone(),
+                    disks: vm_disks,
+                    collection: Some(collection),
+                }),
+            })
+        })
+        .collect();
+    crate::plan::plan_tick_from(tick, at.max(tick), timer, &targets, pacing)
+        .left_out()
+        .map(|item| (item.vm.clone(), item.reason.clone()))
+        .collect()
+}
+
 fn plan_local_create(
     vm: &VmCoverage,
     rule: &Rule,
     timer: &Schedule,
     at: OffsetDateTime,
     disks: &[DiskInfo],
+    left_out: Option<&str>,
     emit: &mut dyn FnMut(Action, &str, String),
 ) {
     let Some(tick) = timer.latest_at_or_before(at) else {
@@ -277,6 +343,11 @@ fn plan_local_create(
             .map(|(id, why)| format!("{} ({why})", id.name().unwrap_or_default()))
             .collect();
         reason.push_str(&format!(", excluding {}", list.join(", ")));
+    }
+    if let Some(why) = left_out {
+        // The timer's own verdict: it will not send this create this tick.
+        emit(Action::Wait, &name, why.to_string());
+        return;
     }
     emit(Action::Create, &name, reason);
 }
@@ -380,8 +451,12 @@ pub async fn run(args: PlanArgs) -> Result<std::process::ExitCode, String> {
     let timer = Schedule::parse(&args.schedule).map_err(|e| e.to_string())?;
     let at = super::parse_at(args.at.as_deref())?;
     let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, Some(&policy))?;
+    // The handlers' pacing, from the same app settings (VMRP_ARM_SHARE, VMRP_TICK_MARGIN_SECS).
+    let pacing = crate::functions::Tuning::from_settings(&|k: &str| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?
+        .pacing;
     let arm = args.arm.client()?;
-    let planned = plan_with(&arm, &policy, &timer, at, &subscriptions)
+    let planned = plan_with(&arm, &policy, &timer, at, &subscriptions, &pacing)
         .await
         .map_err(super::arm_failed)?;
     if let Some(note) = &planned.clock_note {
@@ -415,6 +490,7 @@ pub async fn plan_with(
     timer: &Schedule,
     at: Option<OffsetDateTime>,
     subscriptions: &[String],
+    pacing: &Pacing,
 ) -> Result<Planned, crate::azure::ArmError> {
     let (inventory, skipped) = super::gather_each(arm, subscriptions).await?;
     let (at, clock_note) = super::judge_moment(at, arm.rate_limits().date, super::wall_clock());
@@ -436,7 +512,7 @@ pub async fn plan_with(
         }
     }
     Ok(Planned {
-        rows: plan(&inventory, policy, timer, at, &disks),
+        rows: plan_paced(&inventory, policy, timer, at, &disks, pacing),
         at,
         clock_note,
         skipped,
@@ -685,6 +761,7 @@ mod tests {
             &timer,
             None,
             &[GONE.to_string(), SUB.to_string()],
+            &Pacing::default(),
         )
         .await
         .expect("the other subscription is planned");
@@ -704,11 +781,16 @@ mod tests {
 
         // Every subscription failing is still an error.
         arm.refuse_next(op::LIST_VMS, 404, "SubscriptionNotFound", "gone");
-        assert!(
-            plan_with(&arm, &policy(), &timer, None, &[GONE.to_string()])
-                .await
-                .is_err()
-        );
+        assert!(plan_with(
+            &arm,
+            &policy(),
+            &timer,
+            None,
+            &[GONE.to_string()],
+            &Pacing::default(),
+        )
+        .await
+        .is_err());
     }
 
     #[test]
@@ -847,5 +929,78 @@ mod tests {
             "{rows:#?}"
         );
         assert!(!rows.iter().any(|r| r.action == Action::Copy), "{rows:#?}");
+    }
+
+    /// `vmrp plan` shows the VMs the timer would leave out of its tick, with the timer's own
+    /// reason (the handler's planner, `plan::plan_tick_from`), as waits instead of creates.
+    #[test]
+    fn plan_shows_the_vms_that_do_not_fit_before_the_cut_off() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        // Tick 12:00, application-consistent: superseded from 13:00; sends start at 12:05.
+        let at = datetime!(2026-11-25 12:05 UTC);
+        let inv = Inventory {
+            vms: (0..25)
+                .map(|i| coverage(&format!("vm{i:02}"), &[("backup", "on")], vec![], vec![]))
+                .collect(),
+        };
+        // Two writes per VM (its point, its copy's collection... at one write per 100 s): the
+        // k-th create goes at +(2k-1)·100 s, so 16 start before 13:00.
+        let pacing = Pacing {
+            burst: 1,
+            refill_per_sec: 0.01,
+            writes_per_create: 1,
+            reads_per_create: 0,
+            reads_per_copy: 0,
+            reserve: 0.0,
+            window_margin: std::time::Duration::ZERO,
+            ..Pacing::default()
+        };
+        let rows = plan_paced(&inv, &policy(), &timer, at, &HashMap::new(), &pacing);
+        let local = |action: Action| -> Vec<String> {
+            rows.iter()
+                .filter(|r| r.region == "eastus" && r.action == action)
+                .map(|r| r.vm.clone())
+                .collect()
+        };
+        assert_eq!(local(Action::Create).len(), 16, "{rows:#?}");
+        let waits = local(Action::Wait);
+        assert_eq!(waits.len(), 9);
+        for r in rows.iter().filter(|r| r.action == Action::Wait) {
+            assert!(
+                r.reason.contains("does not fit this tick")
+                    && r.reason.contains("2026-11-25T13:00:00Z"),
+                "{}",
+                r.reason
+            );
+        }
+        // The same VMs the timer's planner leaves out.
+        let tick = datetime!(2026-11-25 12:00 UTC);
+        let p = policy();
+        let targets: Vec<PlanTarget<'_>> = inv
+            .vms
+            .iter()
+            .map(|vm| PlanTarget {
+                vm: vm.id.clone(),
+                rule: &p.rules[0],
+                listed: None,
+            })
+            .collect();
+        let mut timer_left: Vec<String> =
+            crate::plan::plan_tick_from(tick, at, &timer, &targets, &pacing)
+                .left_out()
+                .map(|i| i.vm.name().unwrap().to_string())
+                .collect();
+        let mut shown = waits.clone();
+        timer_left.sort();
+        shown.sort();
+        assert_eq!(shown, timer_left);
+        // At the default pacing all 25 fit.
+        let rows = plan(&inv, &policy(), &timer, at, &HashMap::new());
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r.action == Action::Create && r.region == "eastus")
+                .count(),
+            25
+        );
     }
 }

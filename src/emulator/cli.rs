@@ -62,7 +62,8 @@ pub struct EmulateArgs {
     /// `identity` (tokens from the managed-identity endpoint).
     #[arg(long, value_enum, default_value_t = BusAuth::Sas)]
     pub bus_auth: BusAuth,
-    /// Do not require a managed-identity token on ARM requests.
+    /// Do not require a token on ARM requests (any bearer token, and for tokens this emulator's
+    /// identity endpoint issued, the right audience): for poking at it by hand.
     #[arg(long)]
     pub no_arm_auth: bool,
     /// Service Bus maxDeliveryCount of every queue.
@@ -158,6 +159,8 @@ pub fn config_from_args(args: &EmulateArgs) -> Result<EmulatorConfig, EmulateErr
         ..Default::default()
     };
     config.bus.max_delivery_count = args.max_delivery_count;
+    // --no-arm-auth: ARM answers requests without any token too (on by default, as in Azure).
+    config.arm.rules.require_authorization = !args.no_arm_auth;
     Ok(config)
 }
 

@@ -10,7 +10,8 @@ pub mod start_cross_region_copy;
 mod support;
 
 pub use support::{
-    collection_scopes, KnownResources, Tuning, REPORT_TARGET, TAG_ORPHANED_AT, TAG_RULE, TAG_VM,
+    collection_scopes, KnownResources, Tuning, TuningError, ARM_SHARE_VAR, REPORT_TARGET,
+    TAG_ORPHANED_AT, TAG_RULE, TAG_VM, TUNING_SETTINGS,
 };
 
 use std::sync::Arc;

@@ -29,6 +29,11 @@ use crate::schedule::Schedule;
 #[derive(Debug, Clone)]
 pub struct TickPlan {
     pub tick: OffsetDateTime,
+    /// When the sends start (`max(now, tick)`, `now` read from ARM's last `Date` after the
+    /// listings): the plan's offsets count from it, and its window is what is left of the tick's.
+    pub start: OffsetDateTime,
+    /// The plan; VMs that do not fit before the supersede cut-off are its `left_out()` items,
+    /// each with the reason.
     pub plan: plan::Plan,
     /// VMs found in the policy's scopes.
     pub listed: usize,
@@ -83,9 +88,21 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
             pacing.remaining_reads.insert(sub, left);
         }
     }
-    let plan = plan::plan_tick(tick, &timer, &targets, &pacing);
+    // Offsets count from when the messages go out, so a late run still paces its sends. The
+    // listings may have taken minutes on a large fleet: creates planned for that time would
+    // otherwise all start at once, while ARM's buckets cannot have saved up more than a burst.
+    // The invocation only knows when it started; ARM's `Date` on the last listing tells how
+    // late it is now (rounded up past its 1 s resolution).
+    let sending_at = deps
+        .arm
+        .rate_limits()
+        .date
+        .map_or(now, |d| (d + time::Duration::SECOND).max(now));
+    let start = sending_at.max(tick);
+    let plan = plan::plan_tick_from(tick, start, &timer, &targets, &pacing);
     Ok(Some(TickPlan {
         tick,
+        start,
         plan,
         listed: vms.len(),
         unmatched,
@@ -99,6 +116,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     let now = inv.context.now;
     let Some(TickPlan {
         tick,
+        start,
         plan,
         listed,
         unmatched,
@@ -123,17 +141,24 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     {
         tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "not due at this tick");
     }
-    // Offsets count from when the messages go out, so a late run still paces its sends. The
-    // listings may have taken minutes on a large fleet: creates planned for that time would
-    // otherwise all start at once, while ARM's buckets cannot have saved up more than a burst.
-    // The invocation only knows when it started; ARM's `Date` on the last listing tells how
-    // late it is now (rounded up past its 1 s resolution).
-    let sending_at = deps
-        .arm
-        .rate_limits()
-        .date
-        .map_or(now, |d| (d + time::Duration::SECOND).max(now));
-    let start = sending_at.max(tick);
+    // Said before the tick runs, once per tick: which VMs will not get this tick's point and
+    // why (rather than a "superseded" report per VM an hour later).
+    let left_out: Vec<&plan::PlanItem> = plan.left_out().collect();
+    if let Some(first) = left_out.first() {
+        let sample: Vec<&str> = left_out.iter().take(5).map(|i| i.vm.as_str()).collect();
+        tracing::warn!(
+            tick = %rfc3339(tick),
+            left_out = left_out.len(),
+            sample = %sample.join(" "),
+            reason = %first.reason,
+            "{} due VMs do not fit before this tick's supersede cut-off and get no point this tick",
+            left_out.len()
+        );
+        for item in &left_out {
+            tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "does not fit this tick");
+        }
+    }
+    let left_out = left_out.len();
     let messages = plan.messages(start);
     let sent: Vec<Sent> = messages
         .iter()
@@ -150,11 +175,16 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     let orphans = delete_expired_orphans(deps, &listings, now).await;
     crate::coverage::emit(&coverage, tick);
     let summary = format!(
-        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule){}{}",
+        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}){}{}",
         rfc3339(tick),
         rfc3339(start),
         last.map(|l| format!(" to {}", rfc3339(l))).unwrap_or_default(),
-        plan.items.len() - creates,
+        plan.items.len() - creates - left_out,
+        if left_out > 0 {
+            format!(", {left_out} do not fit before the supersede cut-off")
+        } else {
+            String::new()
+        },
         orphans,
         if failures.is_empty() {
             String::new()
@@ -167,7 +197,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     } else {
         Status::Reported
     };
-    tracing::info!(tick = %rfc3339(tick), creates, past_due = inv.event.is_past_due, "{summary}");
+    tracing::info!(tick = %rfc3339(tick), creates, left_out, past_due = inv.event.is_past_due, "{summary}");
     Ok(Outcome::new(status, summary).with_sent(sent))
 }
 

@@ -76,6 +76,172 @@ impl Default for Tuning {
     }
 }
 
+/// The app settings that set [`Tuning`] (docs/deploy.md, "Tuning settings"): name, what it
+/// sets, its default. Unset or blank keeps the default.
+pub const TUNING_SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        ARM_SHARE_VAR,
+        "share of each subscription's ARM read and write budget vmrp plans on, 0.01 to 1 (other tools spend the rest)",
+        "0.95",
+    ),
+    (
+        "VMRP_TICK_MARGIN_SECS",
+        "seconds before the supersede cut-off by which a tick's last create must be planned",
+        "300",
+    ),
+    (
+        "VMRP_RESCHEDULE_FIRST_SECS",
+        "first delay before a transiently refused request is retried (doubles per attempt)",
+        "30",
+    ),
+    (
+        "VMRP_RESCHEDULE_CAP_SECS",
+        "longest delay between those retries (at least VMRP_RESCHEDULE_FIRST_SECS)",
+        "900",
+    ),
+    (
+        "VMRP_MAX_RESCHEDULES",
+        "transient refusals after which a request is reported instead of retried",
+        "20",
+    ),
+    (
+        "VMRP_MAX_DELETES_PER_INVOCATION",
+        "retention deletes per invocation",
+        "5",
+    ),
+    (
+        "VMRP_MAX_ORPHAN_DELETES_PER_TICK",
+        "expired orphan collections deleted per timer run",
+        "20",
+    ),
+    (
+        "VMRP_ONBOARD_FIRST_POINT",
+        "true/false: OnVmChanged sends a first create for a new VM without points",
+        "true",
+    ),
+    (
+        "VMRP_DISK_CACHE_TTL_SECS",
+        "how long a Disk GET's answer is trusted",
+        "3600",
+    ),
+    (
+        "VMRP_LISTED_MAX_AGE_SECS",
+        "how long a create trusts the timer's listing in its message",
+        "3600",
+    ),
+    (
+        "VMRP_COVERAGE_MAX_READS",
+        "reads the timer may spend per run on the coverage signal",
+        "2000",
+    ),
+];
+
+/// The app setting for the share of ARM's budget vmrp may use.
+pub const ARM_SHARE_VAR: &str = "VMRP_ARM_SHARE";
+
+/// A tuning setting that cannot be used; names the setting.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct TuningError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+impl Tuning {
+    /// The defaults, overridden by the app settings in [`TUNING_SETTINGS`] found through `env`.
+    /// A value that is not a number (or `true`/`false`), or out of its range, is refused with
+    /// the setting's name: a typo must not silently run with another budget.
+    pub fn from_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, TuningError> {
+        let mut t = Self::default();
+        let get = |k: &'static str| -> Option<(&'static str, String)> {
+            env(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .map(|v| (k, v))
+        };
+        let bad = |setting: &'static str, raw: &str, expected: &str| TuningError {
+            setting,
+            problem: format!("{raw:?} is not {expected}"),
+        };
+        let number = |k: &'static str, lo: f64, hi: f64, expected: &str| {
+            get(k)
+                .map(|(k, raw)| {
+                    raw.parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite() && *v >= lo && *v <= hi)
+                        .ok_or_else(|| bad(k, &raw, expected))
+                })
+                .transpose()
+        };
+        let count = |k: &'static str, lo: u64, hi: u64| {
+            get(k)
+                .map(|(k, raw)| {
+                    raw.parse::<u64>()
+                        .ok()
+                        .filter(|v| (lo..=hi).contains(v))
+                        .ok_or_else(|| bad(k, &raw, &format!("a whole number from {lo} to {hi}")))
+                })
+                .transpose()
+        };
+        let secs = |k: &'static str, lo: u64, hi: u64| {
+            count(k, lo, hi).map(|v| v.map(Duration::from_secs))
+        };
+        if let Some(share) = number(
+            ARM_SHARE_VAR,
+            0.01,
+            1.0,
+            "a share from 0.01 to 1 (e.g. 0.5)",
+        )? {
+            t.pacing.reserve = 1.0 - share;
+        }
+        if let Some(m) = secs("VMRP_TICK_MARGIN_SECS", 0, 3600)? {
+            t.pacing.window_margin = m;
+        }
+        if let Some(d) = secs("VMRP_RESCHEDULE_FIRST_SECS", 1, 3600)? {
+            t.reschedule_first = d;
+        }
+        if let Some(d) = secs("VMRP_RESCHEDULE_CAP_SECS", 1, 86_400)? {
+            t.reschedule_cap = d;
+        }
+        if t.reschedule_cap < t.reschedule_first {
+            return Err(TuningError {
+                setting: "VMRP_RESCHEDULE_CAP_SECS",
+                problem: format!(
+                    "{} s is shorter than VMRP_RESCHEDULE_FIRST_SECS ({} s)",
+                    t.reschedule_cap.as_secs(),
+                    t.reschedule_first.as_secs()
+                ),
+            });
+        }
+        if let Some(n) = count("VMRP_MAX_RESCHEDULES", 0, 1000)? {
+            t.max_reschedules = n as u32;
+        }
+        if let Some(n) = count("VMRP_MAX_DELETES_PER_INVOCATION", 0, 1000)? {
+            t.max_deletes_per_invocation = n as usize;
+        }
+        if let Some(n) = count("VMRP_MAX_ORPHAN_DELETES_PER_TICK", 0, 10_000)? {
+            t.max_orphan_deletes_per_tick = n as usize;
+        }
+        if let Some((k, raw)) = get("VMRP_ONBOARD_FIRST_POINT") {
+            t.onboard_first_point = match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(bad(k, &raw, "true or false")),
+            };
+        }
+        if let Some(d) = secs("VMRP_DISK_CACHE_TTL_SECS", 0, 86_400)? {
+            t.disk_cache_ttl = d;
+        }
+        if let Some(d) = secs("VMRP_LISTED_MAX_AGE_SECS", 0, 86_400)? {
+            t.listed_max_age = d;
+        }
+        if let Some(n) = count("VMRP_COVERAGE_MAX_READS", 0, 1_000_000)? {
+            t.coverage_max_reads = n as usize;
+        }
+        Ok(t)
+    }
+}
+
 /// What this process learned from ARM and may reuse: collections that exist ("create once, then
 /// skipped") and disk details. Losing it (a new instance) only costs a few reads.
 #[derive(Debug, Default)]
@@ -675,4 +841,95 @@ pub fn point_region(point: Option<&RestorePoint>) -> Option<String> {
         .get("location")?
         .as_str()
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tuning_settings_tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Tuning, TuningError> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Tuning::from_settings(&|k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn settings_override_the_defaults() {
+        assert_eq!(from(&[]).unwrap(), Tuning::default(), "none set");
+        assert_eq!(
+            from(&[(ARM_SHARE_VAR, "  ")]).unwrap(),
+            Tuning::default(),
+            "blank"
+        );
+        let t = from(&[
+            (ARM_SHARE_VAR, "0.5"),
+            ("VMRP_TICK_MARGIN_SECS", "60"),
+            ("VMRP_RESCHEDULE_FIRST_SECS", "10"),
+            ("VMRP_RESCHEDULE_CAP_SECS", "120"),
+            ("VMRP_MAX_RESCHEDULES", "3"),
+            ("VMRP_MAX_DELETES_PER_INVOCATION", "7"),
+            ("VMRP_MAX_ORPHAN_DELETES_PER_TICK", "0"),
+            ("VMRP_ONBOARD_FIRST_POINT", "False"),
+            ("VMRP_DISK_CACHE_TTL_SECS", "600"),
+            ("VMRP_LISTED_MAX_AGE_SECS", "1800"),
+            ("VMRP_COVERAGE_MAX_READS", "50"),
+        ])
+        .unwrap();
+        assert_eq!(t.pacing.reserve, 0.5);
+        assert_eq!(t.pacing.window_margin, Duration::from_secs(60));
+        assert_eq!(t.reschedule_first, Duration::from_secs(10));
+        assert_eq!(t.reschedule_cap, Duration::from_secs(120));
+        assert_eq!(t.max_reschedules, 3);
+        assert_eq!(t.max_deletes_per_invocation, 7);
+        assert_eq!(t.max_orphan_deletes_per_tick, 0);
+        assert!(!t.onboard_first_point);
+        assert_eq!(t.disk_cache_ttl, Duration::from_secs(600));
+        assert_eq!(t.listed_max_age, Duration::from_secs(1800));
+        assert_eq!(t.coverage_max_reads, 50);
+        // The whole budget is allowed.
+        assert_eq!(from(&[(ARM_SHARE_VAR, "1")]).unwrap().pacing.reserve, 0.0);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_settings_name() {
+        // (setting, value, words the error must hold)
+        let table = [
+            (ARM_SHARE_VAR, "95%", "0.01 to 1"),
+            (ARM_SHARE_VAR, "0", "0.01 to 1"),
+            (ARM_SHARE_VAR, "1.5", "0.01 to 1"),
+            (ARM_SHARE_VAR, "NaN", "0.01 to 1"),
+            ("VMRP_TICK_MARGIN_SECS", "-5", "0 to 3600"),
+            ("VMRP_MAX_RESCHEDULES", "ten", "whole number"),
+            ("VMRP_MAX_DELETES_PER_INVOCATION", "2.5", "whole number"),
+            ("VMRP_ONBOARD_FIRST_POINT", "yes", "true or false"),
+            ("VMRP_RESCHEDULE_FIRST_SECS", "0", "1 to 3600"),
+            ("VMRP_COVERAGE_MAX_READS", "1e9", "whole number"),
+        ];
+        for (setting, value, words) in table {
+            let e = from(&[(setting, value)]).unwrap_err();
+            assert_eq!(e.setting, setting, "{setting}={value}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with(setting) && text.contains(words) && text.contains(value),
+                "{setting}={value}: {text}"
+            );
+        }
+        let e = from(&[
+            ("VMRP_RESCHEDULE_FIRST_SECS", "600"),
+            ("VMRP_RESCHEDULE_CAP_SECS", "60"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.setting, "VMRP_RESCHEDULE_CAP_SECS", "{e}");
+        // Every setting the parser reads is in the documented table, with its default.
+        let docs = include_str!("../../docs/deploy.md");
+        for (name, _, default) in TUNING_SETTINGS {
+            assert!(from(&[(name, default)]).is_ok(), "{name}={default}");
+            assert!(
+                docs.contains(&format!("| `{name}` |")) && docs.contains(&format!("`{default}`")),
+                "{name} is not in docs/deploy.md's tuning table"
+            );
+        }
+    }
 }
