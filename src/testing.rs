@@ -389,18 +389,7 @@ fn scope_label(scope: &VmScope) -> String {
 }
 
 fn in_scope(scope: &VmScope, id: &ResourceId) -> bool {
-    match scope {
-        VmScope::Subscription(sub) => id.subscription().eq_ignore_ascii_case(sub),
-        VmScope::ResourceGroup {
-            subscription,
-            resource_group,
-        } => {
-            id.subscription().eq_ignore_ascii_case(subscription)
-                && id
-                    .resource_group()
-                    .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
-        }
-    }
+    scope.contains(id)
 }
 
 #[async_trait]

@@ -32,6 +32,24 @@ pub enum VmScope {
     },
 }
 
+impl VmScope {
+    /// Whether the resource `id` lies in this scope (ARM compares ids case-insensitively).
+    pub fn contains(&self, id: &ResourceId) -> bool {
+        match self {
+            VmScope::Subscription(sub) => id.subscription().eq_ignore_ascii_case(sub),
+            VmScope::ResourceGroup {
+                subscription,
+                resource_group,
+            } => {
+                id.subscription().eq_ignore_ascii_case(subscription)
+                    && id
+                        .resource_group()
+                        .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
+            }
+        }
+    }
+}
+
 /// How a long-running operation can be followed after ARM accepted it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LroHandle {

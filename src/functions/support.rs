@@ -621,18 +621,7 @@ pub fn collection_scopes(policy: &Policy) -> Vec<VmScope> {
 
 /// Whether the resource `id` lies in `scope`.
 pub fn scope_contains(scope: &VmScope, id: &ResourceId) -> bool {
-    match scope {
-        VmScope::Subscription(sub) => id.subscription().eq_ignore_ascii_case(sub),
-        VmScope::ResourceGroup {
-            subscription,
-            resource_group,
-        } => {
-            id.subscription().eq_ignore_ascii_case(subscription)
-                && id
-                    .resource_group()
-                    .is_some_and(|rg| rg.eq_ignore_ascii_case(resource_group))
-        }
-    }
+    scope.contains(id)
 }
 
 /// The VM's region, or an error text naming the missing field.
