@@ -347,7 +347,7 @@ pub fn missing_by_design(m: &Missing) -> bool {
             || m.reason.contains(" is newer and already copied"))
 }
 
-/// What a run under faults and handler kills must still end with (issue 20): every due point
+/// What a run under faults and handler kills must still end with: every due point
 /// settled exactly once (due = expected − [`missing_by_design`]), no point left `Failed` or
 /// `Creating` (or a copy short of 100 %) in ARM, no dead letter, nothing in progress untracked,
 /// the kills really happened, and no more timer runs failed than there were kills (a kill can
@@ -462,7 +462,7 @@ pub fn fault_contract_violations(
 pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     if std::env::var_os("RUST_LOG").is_none() {
         // The handler's console is in its log file (--handler-log), each line with the level
-        // the host gives it; its WARN/ERROR lines (on stderr since issue 16) would otherwise
+        // the host gives it; its WARN/ERROR lines (on stderr since the severity change (docs/operations.md)) would otherwise
         // scroll through the progress display.
         std::env::set_var("RUST_LOG", "warn,Host.Function.Console=off");
     }
@@ -723,7 +723,7 @@ pub async fn run_scenario_keep(
     // copy groups among them): anything else is refused 403, as ARM does.
     arm.rules.role_scopes = Some(role_scopes(&policy));
     // ... and exactly the actions the deployed role grants (infra/modules/vm-role.bicep), so a
-    // run shows the whole lifecycle works under least privilege (issue 15 item 10).
+    // run shows the whole lifecycle works under least privilege.
     arm.rules.role_actions = Some(crate::emulator::arm::rules::deployed_role_actions());
     // Real time while the handler starts, so the first tick cannot pass before the timer
     // listens (at 3000× the 15 virtual minutes before it are 0.3 real seconds); the scenario's
@@ -1670,7 +1670,7 @@ mod tests {
         assert_eq!(virtual_label(at), "2026-01-05 05:43:07");
     }
 
-    /// Issue 19: `--copy-to westeurope` on a westeurope fleet counted the copies the handler
+    /// Regression: `--copy-to westeurope` on a westeurope fleet counted the copies the handler
     /// rightly skips as expected, and the report said COVERAGE INCOMPLETE.
     #[test]
     fn no_copy_is_expected_into_the_vms_own_region() {

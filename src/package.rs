@@ -713,7 +713,7 @@ mod tests {
         );
     }
 
-    /// Issue 21: a folder holding a host.json among the user's own files was wiped.
+    /// Regression: a folder holding a host.json among the user's own files was wiped.
     #[test]
     fn only_a_folder_holding_exactly_an_earlier_package_is_replaced() {
         let root = app_root(&functions::ALL);
@@ -1048,7 +1048,7 @@ mod tests {
         );
     }
 
-    /// Issue 19: the deploy build replaced target/release/vmrp (with the emulator).
+    /// Regression: the deploy build replaced target/release/vmrp (with the emulator).
     #[test]
     fn the_deploy_build_has_its_own_target_dir() {
         assert_eq!(

@@ -1158,7 +1158,7 @@ async fn rate_limit_headers_are_exposed() {
 }
 
 /// ARM's buckets are per subscription: one subscription's remaining-reads header must not
-/// overwrite what another's said (issue 13; the old client kept one value for all).
+/// overwrite what another's said (the old client kept one value for all).
 #[tokio::test]
 async fn rate_limits_are_kept_per_subscription() {
     let fake = Fake::start().await;

@@ -144,7 +144,7 @@ async fn chaos_small_every_point_settles_once_or_is_reported() {
     chaos_run(60, 3, 10, 11).await;
 }
 
-/// The CI-sized soak (issue 20): the soak's contract at 100 VMs × 3 ticks, 3 kills, every fault
+/// The CI-sized soak: the soak's contract at 100 VMs × 3 ticks, 3 kills, every fault
 /// kind, in the README's test command (about a minute on 2 cores).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_ci_sized_every_due_point_settles_once() {

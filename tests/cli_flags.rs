@@ -1,4 +1,4 @@
-//! The command line's contract (issue 19): every flag of every subcommand, as clap defines it
+//! The command line's contract: every flag of every subcommand, as clap defines it
 //! (`Cli::command()`), is exercised by a test here that observes what the flag does, not only
 //! that it parses. A new flag without an entry in [`CONTRACT`] fails
 //! `every_flag_of_every_subcommand_has_a_test`.
@@ -450,7 +450,7 @@ const AUDIENCE: &str = "https://management.azure.com";
 // ---------------------------------------------------------------------------------------------
 // plan and status
 
-/// Issue 19: `--arm-audience` was parsed and never used; only VMRP_ARM_AUDIENCE worked.
+/// Regression: `--arm-audience` was parsed and never used; only VMRP_ARM_AUDIENCE worked.
 #[test]
 fn arm_audience_flag_without_env() {
     runtime().block_on(async {
@@ -627,7 +627,7 @@ fn plan_flags_shape_the_plan() {
     });
 }
 
-/// Also issue 19: `plan` aborted on one subscription answering 404.
+/// Regression: `plan` aborted on one subscription answering 404.
 #[test]
 fn plan_reads_the_given_subscriptions() {
     runtime().block_on(async {
@@ -710,7 +710,7 @@ fn status_reads_the_given_subscriptions() {
     });
 }
 
-/// Issue 19: status and plan judged ages by this machine's clock, not ARM's.
+/// Regression: status and plan judged ages by this machine's clock, not ARM's.
 /// `--html FILE` writes the page on every read; `--watch` redraws the table in place every
 /// `--interval` seconds until stopped.
 #[test]
@@ -821,7 +821,7 @@ fn status_flags_judge_coverage() {
     });
 }
 
-/// Issue 19: status listed unselected VMs as missing, and did not validate the policy.
+/// Regression: status listed unselected VMs as missing, and did not validate the policy.
 #[test]
 fn status_policy_selects_and_is_validated() {
     runtime().block_on(async {
@@ -909,7 +909,7 @@ fn policy_check_flags() {
     let (_, stdout, _) = run(&mut vmrp(&["policy", "check", &example, "--json"]));
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["ok"], true);
-    // Issue 19: a file that cannot be read is JSON too with --json.
+    // Regression: a file that cannot be read is JSON too with --json.
     let (code, stdout, stderr) = run(&mut vmrp(&[
         "policy",
         "check",
@@ -996,7 +996,7 @@ fn package_flags() {
     assert!(root.join("host.json").is_file());
 }
 
-/// Issue 19: the deploy build went to target/release and replaced the emulator build.
+/// Regression: the deploy build went to target/release and replaced the emulator build.
 #[test]
 fn package_build_flags() {
     let dir = tempfile::tempdir().unwrap();
@@ -1256,8 +1256,8 @@ fn emulate_flags() {
     assert!(dumped["arm"].is_object(), "--dump-state");
 }
 
-/// `--app-root` (relative, issue 19), `--handler`, `--env`, `--bus-auth`, `--timer-ticks`; and
-/// SIGTERM stops the handler with the emulator (issue 19).
+/// `--app-root` (relative), `--handler`, `--env`, `--bus-auth`, `--timer-ticks`; and
+/// SIGTERM stops the handler with the emulator.
 #[test]
 fn emulate_host_flags() {
     let dir = tempfile::tempdir().unwrap();
@@ -1333,7 +1333,7 @@ fn emulate_host_flags() {
     });
 }
 
-/// Issue 19: a parent killed outright (SIGKILL) left its `vmrp serve` running.
+/// Regression: a parent killed outright (SIGKILL) left its `vmrp serve` running.
 #[test]
 fn a_killed_emulate_takes_its_handler_with_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -1366,7 +1366,7 @@ fn a_killed_emulate_takes_its_handler_with_it() {
 // ---------------------------------------------------------------------------------------------
 // local
 
-/// `--copy-to` includes the fleet's own region (issue 19: counted as unexplained before).
+/// `--copy-to` includes the fleet's own region (counted as unexplained before).
 #[test]
 fn local_run_flags() {
     let dir = tempfile::tempdir().unwrap();
@@ -1510,7 +1510,7 @@ fn local_timeout_flag() {
     );
 }
 
-/// Issue 19: a policy matching nothing "completed" with 0 VMs, exit 0.
+/// Regression: a policy matching nothing "completed" with 0 VMs, exit 0.
 #[test]
 fn local_policy_and_seed_flags() {
     let dir = tempfile::tempdir().unwrap();
@@ -1575,7 +1575,7 @@ fn local_policy_and_seed_flags() {
     assert_eq!(r["vms"], 2, "{r:#}");
 }
 
-/// Issue 19: SIGTERM left `vmrp local --keep-running`'s `vmrp serve` running.
+/// Regression: SIGTERM left `vmrp local --keep-running`'s `vmrp serve` running.
 #[test]
 fn local_keep_running_stops_on_sigterm() {
     let mut cmd = vmrp(&[

@@ -144,7 +144,7 @@ async fn every_vm_gets_one_point_and_one_copy_per_tick_and_retention_keeps_the_p
     emulator.stop().await.unwrap();
 }
 
-/// Least privilege (issue 15 item 10): `vmrp local` runs under exactly the role infra deploys
+/// Least privilege: `vmrp local` runs under exactly the role infra deploys
 /// (`ARM_ACTIONS`, without `virtualMachines/write`), and the whole lifecycle — discovery, create,
 /// cross-region copy, progress polls, pruning — needs nothing else: no call is refused 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

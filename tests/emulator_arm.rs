@@ -972,7 +972,7 @@ async fn authorization_is_required_by_default() {
     assert_eq!(r.status().as_u16(), 200, "switched off");
 }
 
-/// Role actions (issue 15 item 10): by default the emulator grants exactly the role vmrp deploys
+/// Role actions: by default the emulator grants exactly the role vmrp deploys
 /// (`ARM_ACTIONS`); a call whose RBAC action the role lacks is refused before the provider sees
 /// it, 403 `AuthorizationFailed` naming the action (ARM's body, github.com/Azure/ARO-RP/issues/66).
 /// A narrower role refuses what it drops; `roleActions: null` allows every action.
@@ -1038,7 +1038,7 @@ async fn calls_outside_the_role_actions_are_refused_403() {
     assert_eq!(h3.put(&format!("{vm3}?{V}"), json!({})).await.status, 405);
 }
 
-/// Role scope (issue 13 item 4): with `roleScopes` set, a request outside the assigned scopes is
+/// Role scope: with `roleScopes` set, a request outside the assigned scopes is
 /// refused as ARM's RBAC check refuses it: 403 `AuthorizationFailed`, naming the action and the
 /// scope (body shape of a real answer: github.com/Azure/ARO-RP/issues/66). A resource-group
 /// assignment covers that group only; a subscription-wide list is outside it.
@@ -1089,7 +1089,7 @@ async fn requests_outside_the_role_scopes_are_refused_403() {
 // Protocol: api-version, 404s, headers, LRO status
 // ---------------------------------------------------------------------------------------------
 
-/// API versions (issue 15 item 9): the emulator answers the 2025-04-01 it is built from and
+/// API versions: the emulator answers the 2025-04-01 it is built from and
 /// 2025-11-01 (what today's SDKs and CLI send), so a user's own tooling works against
 /// `vmrp emulate`; any other version is refused as ARM refuses it: 400
 /// `InvalidApiVersionParameter`, "The api-version '…' is invalid. The supported versions are
@@ -1504,7 +1504,7 @@ async fn rule_three_creates_per_vm_per_hour() {
         h.advance(600);
     }
     let fourth = h.point("rg", "c", "rp3", json!({})).await;
-    // Compute's throttling body (issue 15 item 6): `OperationNotAllowed` with the
+    // Compute's throttling body: `OperationNotAllowed` with the
     // `TooManyRequests` detail, as the `429` fault answers.
     assert_eq!((fourth.status, fourth.code()), (429, "OperationNotAllowed"));
     assert_eq!(

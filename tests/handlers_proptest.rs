@@ -1,4 +1,4 @@
-//! Property tests over every handler (issue 21): any policy `policy check` accepts (generated
+//! Property tests over every handler: any policy `policy check` accepts (generated
 //! with extreme numbers, far schedules, odd regions, named rules), combined with any message the
 //! decoder accepts (far ticks, huge retry and attempt numbers, odd regions, unknown or foreign
 //! rule names), runs through the handlers against the fakes without a panic, and either acts
@@ -583,5 +583,5 @@ fn any_accepted_policy_and_any_decodable_message_never_panic_and_stay_within_the
 }
 
 // Note: message regions here never contain `/`. A region with a `/` makes an invalid collection
-// id (`ResourceId::new_in_group`), which the region validation of issue 13 (item 10) refuses
+// id (`ResourceId::new_in_group`), which the region validation (docs/lifecycle.md, "Regions") refuses
 // before any id is built; add `"a/b"` to `region()` once that lands.

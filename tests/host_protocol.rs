@@ -635,7 +635,7 @@ impl vmrp::azure::Scheduler for DownBus {
     }
 }
 
-/// Issue 13 item 8: a message that can never succeed (here a poll for a VM outside every policy
+/// Regression: a message that can never succeed (here a poll for a VM outside every policy
 /// scope, as after a scope shrinks) is delivered once: the invocation succeeds, and the original
 /// message is on `rp-failed` with its reason. On the old code it failed the invocation, so
 /// Service Bus redelivered it 10 times before dead-lettering it.
@@ -723,7 +723,7 @@ async fn transient_failures_are_not_parked() {
     assert!(bus.sent.lock().unwrap().is_empty());
 }
 
-/// Issue 13 item 7: a message another system sends with one extra field is processed (the old
+/// Regression: a message another system sends with one extra field is processed (the old
 /// code refused it for good), and the field is logged at Warning so a typo stays visible.
 #[tokio::test]
 async fn a_message_with_an_unknown_field_is_processed_and_warned_about() {

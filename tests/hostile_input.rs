@@ -1,4 +1,4 @@
-//! Careless or hostile input (issue 21): a message cannot get around the policy (a named rule
+//! Careless or hostile input: a message cannot get around the policy (a named rule
 //! still selects the VM; a tick is an occurrence or a valid on-demand request), a forged event
 //! time does not mark collections orphaned for good, far values are refused instead of
 //! panicking, and the largest message vmrp sends fits Service Bus.

@@ -1,4 +1,4 @@
-//! The HTML coverage report in a real browser (issue 16): `vmrp local --html` writes the page
+//! The HTML coverage report in a real browser: `vmrp local --html` writes the page
 //! after a small run, headless Chromium opens it, runs its script, and the test reads the DOM the
 //! script built (`--dump-dom`) and takes a screenshot. Filtering is checked through the browser
 //! too, by opening the page with a view in its URL fragment.

@@ -543,7 +543,7 @@ async fn copy_creates_target_collection_and_waits_for_an_in_flight_copy() {
     );
 }
 
-/// Issue 13 item 6: a copy PUT whose first try went through (answer lost, the client's retry
+/// Regression: a copy PUT whose first try went through (answer lost, the client's retry
 /// meets the copy with a 409) is a replay: the copy is polled, not reported.
 #[tokio::test]
 async fn a_retried_copy_put_whose_first_try_went_through_is_polled() {
@@ -898,7 +898,7 @@ async fn throttled_poll_get_requeues_after_retry_after() {
 }
 
 /// A successful poll whose answer carries `Retry-After` waits that long before the next poll
-/// (issue 13, Also: the old handler passed no Retry-After and used its own backoff).
+/// (the old handler passed no Retry-After and used its own backoff).
 #[tokio::test]
 async fn a_successful_poll_honours_retry_after() {
     let w = world(testing::policy(vec![rule_s1(3, &[])]));
@@ -1202,7 +1202,7 @@ fn stamp(t: OffsetDateTime) -> String {
         .unwrap()
 }
 
-/// Issue 13 item 3: the orphan mark alone never deletes. A stale or forged mark on a live VM's
+/// Regression: the orphan mark alone never deletes. A stale or forged mark on a live VM's
 /// collections (local and copy) is cleared and nothing is deleted; a local collection whose tag
 /// names a gone VM but whose `source.id` is a live VM is kept too; a future-dated mark is
 /// re-stamped with now; only the collection of a VM that answers 404 goes.
@@ -1314,7 +1314,7 @@ async fn expired_orphan_marks_delete_only_when_the_vm_is_gone() {
     assert!(w.arm.collection(&future_local).is_none(), "{}", out.summary);
 }
 
-/// Issue 13 item 4: the deploy assigns vmrp's role at resource groups. Orphan marking and the
+/// Regression: the deploy assigns vmrp's role at resource groups. Orphan marking and the
 /// timer's cleanup list collections per resource group of the policy's scopes (and the copy
 /// group the policy names), never the whole subscription (403 `AuthorizationFailed`).
 #[tokio::test]
@@ -1606,7 +1606,7 @@ async fn run_ticks(w: &World, ticks: i64) {
     }
 }
 
-/// Issue 13 item 11: a copy region keeping fewer points (2) than the local collection (3) must
+/// Regression: a copy region keeping fewer points (2) than the local collection (3) must
 /// not stall local retention. Once the region's retention prunes a copy, its local source is
 /// "copied, since pruned", not "never copied". Over 8 ticks the local collection ends at
 /// keepLast + the baseline, the copy collection at its keepLast + its baseline.
@@ -1629,7 +1629,7 @@ async fn local_retention_keeps_keep_last_when_copies_keep_fewer() {
     );
 }
 
-/// Issue 13 item 5: a copy entry naming the VM's own region gets no copies (the create drops
+/// Regression: a copy entry naming the VM's own region gets no copies (the create drops
 /// it), so it must not hold local points either: retention keeps keepLast (+ the baseline),
 /// not every point until `copyMinutes`.
 #[tokio::test]
@@ -2070,7 +2070,7 @@ async fn a_create_too_close_to_the_next_tick_is_superseded() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Names, regions and consistency input (issue 13 items 1, 2, 10)
+// Names, regions and consistency input
 // ------------------------------------------------------------------------------------------
 
 /// Application consistency is what Azure does when `consistencyMode` is absent; only

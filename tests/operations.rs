@@ -1,4 +1,4 @@
-//! Operating vmrp (issue 16), end to end: the real `vmrp` binary behind the Functions host
+//! Operating vmrp, end to end: the real `vmrp` binary behind the Functions host
 //! simulation, whose console capture gives each line the level the real host gives it
 //! (`WorkerProcess.cs`). A given-up point must reach the host's log at Error (severity alerts
 //! fire on it), and every timer run must emit the coverage signal.

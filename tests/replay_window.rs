@@ -1,4 +1,4 @@
-//! Issue 13 item 9: a create replayed hours later re-sends its first poll under the same message
+//! Regression: a create replayed hours later re-sends its first poll under the same message
 //! id; only Service Bus duplicate detection stops that from starting a second poll chain (double
 //! reads, double pruning). The handlers run against the emulator's Service Bus (its duplicate
 //! window is the deployed one, infra/modules/servicebus.bicep), on its virtual clock.

@@ -2,7 +2,7 @@
 // client performs (src/azure/operations.rs ARM_ACTIONS; infra/tests/test_infra.py keeps the two
 // equal). No wildcards, no data actions.
 //
-// Sources for the set (issue 15 item 10): Microsoft's Compute operation reference
+// Sources for the set: Microsoft's Compute operation reference
 // (https://learn.microsoft.com/azure/role-based-access-control/permissions/compute) names the action
 // of each call vmrp makes; a cross-region copy is a restore point PUT in the target region
 // (restorePoints/write) and its progress that point's GET (restorePoints/read); the documented set

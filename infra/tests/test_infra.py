@@ -186,7 +186,7 @@ def test_custom_role_grants_exactly_the_arm_actions(templates):
     assert len(actions) == len(set(actions)), "duplicate actions in the role"
     assert sorted(actions) == sorted(rust_actions)
     assert not any("*" in action for action in actions)
-    # Least privilege (issue 15 item 10): no documented source requires VM write for restore
+    # Least privilege: no documented source requires VM write for restore
     # points, and it would let the identity change any VM in scope.
     assert "Microsoft.Compute/virtualMachines/write" not in actions
     for empty in ("notActions", "dataActions", "notDataActions"):
@@ -382,7 +382,7 @@ def test_azure_yaml_deploys_the_packaged_zip_built_without_the_emulator():
 
 
 # ------------------------------------------------------------------------------------------
-# Alerts and workbook (issue 16): the queries name only fields vmrp logs.
+# Alerts and workbook: the queries name only fields vmrp logs.
 # ------------------------------------------------------------------------------------------
 
 MONITORING = INFRA / "monitoring"

@@ -969,7 +969,7 @@ mod tests {
         }
     }
 
-    /// Least privilege (issue 15 item 10): the role grants nothing the client never asks for
+    /// Least privilege: the role grants nothing the client never asks for
     /// (the old role's `virtualMachines/write` fails this).
     #[test]
     fn every_granted_action_is_used_by_an_operation() {

@@ -129,7 +129,7 @@ mod tests {
             (None, "CredentialUnavailable", "az not found", ErrorClass::Permanent),
             (None, "InvalidResponse", "bad json", ErrorClass::Permanent),
             (Some(429), "TooManyRequests", "", ErrorClass::Transient),
-            // Compute's own throttling body (issue 15 item 6): a 429 whatever its code says.
+            // Compute's own throttling body: a 429 whatever its code says.
             (Some(429), "OperationNotAllowed", "The server rejected the request because too many requests have been received for this subscription.", ErrorClass::Transient),
             (Some(500), "InternalServerError", "", ErrorClass::Transient),
             (Some(503), "ServiceUnavailable", "", ErrorClass::Transient),

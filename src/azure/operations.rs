@@ -1,7 +1,7 @@
 //! The ARM authorization actions vmrp's code needs: the custom role in `infra/` grants exactly
 //! these (a test compares the two), and the client's tests check each call maps to one of them.
 //!
-//! Sources (issue 15 item 10, least privilege):
+//! Sources (least privilege):
 //! - Microsoft's operation reference for Microsoft.Compute
 //!   (https://learn.microsoft.com/azure/role-based-access-control/permissions/compute) names the
 //!   action of each call: `restorePointCollections/write` "Creates a new restore point collection

@@ -733,7 +733,7 @@ mod tests {
         assert!(table.contains("copy to westus2 waits"), "{table}");
     }
 
-    /// Issue 19: one subscription answering 404 aborted the whole plan; and without `--at` the
+    /// Regression: one subscription answering 404 aborted the whole plan; and without `--at` the
     /// plan used this machine's clock, not ARM's.
     #[tokio::test]
     async fn a_missing_subscription_is_skipped_and_arms_clock_is_the_moment() {
@@ -871,7 +871,7 @@ mod tests {
             .collect()
     }
 
-    /// Issue 13 item 11: copies keep 2 (+ baseline) in westus2; the local points whose copies
+    /// Regression: copies keep 2 (+ baseline) in westus2; the local points whose copies
     /// westus2 has since pruned are "copied, since pruned", not held as "not started yet".
     #[test]
     fn plan_does_not_hold_local_points_whose_copies_were_pruned() {
@@ -902,7 +902,7 @@ mod tests {
         );
     }
 
-    /// Issue 13 item 5: a copy entry naming the VM's own region: no copy is planned, the row
+    /// Regression: a copy entry naming the VM's own region: no copy is planned, the row
     /// says why, and local retention is not held for it.
     #[test]
     fn plan_drops_a_copy_to_the_vms_own_region() {

@@ -316,7 +316,7 @@ mod tests {
         );
     }
 
-    /// Issue 19: a rule with its own daily schedule was `late` at the timer's other ticks, and
+    /// Regression: a rule with its own daily schedule was `late` at the timer's other ticks, and
     /// VMs no rule selects were `missing`.
     #[test]
     fn a_rules_own_schedule_and_unselected_vms() {

@@ -142,7 +142,7 @@ mod tests {
 
     // Real time is only bounded from below by a sleep: a busy 2-core machine may stall this
     // thread for any time, so upper bounds are taken from the real time measured around the
-    // reads (issue 20), never from a fixed allowance.
+    // reads, never from a fixed allowance.
 
     #[test]
     fn runs_faster_and_advances() {

@@ -230,7 +230,7 @@ mod tests {
         {"name":"dev","targets":{},"consistency":"CrashConsistent","schedule":"0 0 */2 * * *",
          "retention":{"keepLast":3}}]}"#;
 
-    /// Issue 19: `--json` printed a read error as plain text on stderr.
+    /// Regression: `--json` printed a read error as plain text on stderr.
     #[test]
     fn a_read_error_is_json_with_json() {
         let missing = "/nonexistent/policy.toml";

@@ -172,7 +172,7 @@ impl Violation {
 
     /// Compute's 429: `OperationNotAllowed` with a `TooManyRequests` detail (the body Compute
     /// answers when it throttles, learn.microsoft.com/troubleshoot/azure/virtual-machines/
-    /// linux/troubleshooting-throttling-errors; issue 15 item 6).
+    /// linux/troubleshooting-throttling-errors).
     fn compute_throttled(rule: &'static str, message: String, retry_after_secs: u64) -> Self {
         let mut v = Self::new(rule, 429, "OperationNotAllowed", message);
         v.detail_code = Some("TooManyRequests");
@@ -704,7 +704,7 @@ mod tests {
             (format!("{rp}/write"), true),
             (format!("{rp}/WRITE"), true),
             ("Microsoft.Compute/virtualMachines/read".to_string(), true),
-            // Dropped from the role (issue 15 item 10): no source requires it.
+            // Dropped from the role: no source requires it.
             ("Microsoft.Compute/virtualMachines/write".to_string(), false),
             ("Microsoft.Compute/disks/write".to_string(), false),
             (format!("{rp}/retrieveSasUris/action"), false),

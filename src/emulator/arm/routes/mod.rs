@@ -112,7 +112,7 @@ pub enum Route {
 /// The Compute api-versions the emulator answers (newest first, as ARM lists them): the
 /// 2025-04-01 swagger it is built from (vmrp's own version, `models::API_VERSION`) and
 /// 2025-11-01, which today's SDKs and CLI send and whose schema for these resources the emulator
-/// treats as unchanged (issue 15 item 9; docs/emulator-arm.md "API versions").
+/// treats as unchanged (docs/emulator-arm.md "API versions").
 pub const COMPUTE_API_VERSIONS: &[&str] = &["2025-11-01", API_VERSION];
 
 /// Which api-version rule applies to a route.
