@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::azure::models::{ProvisioningState, RestorePoint};
 use crate::azure::{Arm, ResourceId};
+use crate::policy::Rule;
 use crate::schedule::Schedule;
 
 /// `tracing` target of the coverage events.
@@ -112,13 +113,17 @@ pub fn summarise(states: &[VmRegionState], now: OffsetDateTime) -> Vec<CoverageL
     lines.into_values().collect()
 }
 
-/// The tick a point must be from to count at `now`, given the schedule and the deadline.
+/// The tick a point must be from to count at `now`: the latest tick at which the rule is due
+/// (`Rule::latest_due_tick`, as the handlers and `vmrp status` judge it) that is at least the
+/// deadline old.
 pub fn due_tick(
-    schedule: &Schedule,
+    rule: &Rule,
+    timer: &Schedule,
     now: OffsetDateTime,
     deadline_minutes: u32,
 ) -> Option<OffsetDateTime> {
-    schedule.latest_at_or_before(now - time::Duration::minutes(i64::from(deadline_minutes)))
+    let judged_at = now - time::Duration::minutes(i64::from(deadline_minutes));
+    rule.latest_due_tick(timer, judged_at).ok().flatten()
 }
 
 /// Logs one event per line at Information (a metric, not a failure: the alert decides).
@@ -266,13 +271,21 @@ mod tests {
     #[test]
     fn due_tick_leaves_the_deadline_to_the_newest_tick() {
         let s = Schedule::parse("0 0 */4 * * *").unwrap();
+        let every_tick = crate::testing::rule("r", 3);
         assert_eq!(
-            due_tick(&s, datetime!(2026-11-25 12:30 UTC), 120),
+            due_tick(&every_tick, &s, datetime!(2026-11-25 12:30 UTC), 120),
             Some(datetime!(2026-11-25 08:00 UTC))
         );
         assert_eq!(
-            due_tick(&s, datetime!(2026-11-25 14:00 UTC), 120),
+            due_tick(&every_tick, &s, datetime!(2026-11-25 14:00 UTC), 120),
             Some(datetime!(2026-11-25 12:00 UTC))
+        );
+        // A rule with its own daily schedule is due at the first timer tick after 04:00 only.
+        let mut daily = every_tick.clone();
+        daily.schedule = Some("0 0 4 * * *".into());
+        assert_eq!(
+            due_tick(&daily, &s, datetime!(2026-11-25 14:00 UTC), 120),
+            Some(datetime!(2026-11-25 04:00 UTC))
         );
     }
 }

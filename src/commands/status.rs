@@ -61,23 +61,18 @@ impl Default for Grace {
 }
 
 /// The latest timer tick at or before `t` at which `rule` creates points (every tick without a
-/// rule); looks back 10,000 ticks at most.
+/// rule): the handler's own notion of due (`Rule::latest_due_tick`). The policy was validated
+/// first, so a rule schedule that does not parse cannot occur; should it, the rule is never due
+/// rather than always.
 pub fn latest_due_tick(
     timer: &Schedule,
     rule: Option<&Rule>,
     t: OffsetDateTime,
 ) -> Option<OffsetDateTime> {
-    let mut at = t;
-    for _ in 0..10_000 {
-        let tick = timer.latest_at_or_before(at)?;
-        // The policy was validated first, so a rule schedule that does not parse cannot occur;
-        // should it, the rule is never due rather than always.
-        if rule.is_none_or(|r| r.is_due(timer, tick).unwrap_or(false)) {
-            return Some(tick);
-        }
-        at = tick - Duration::seconds(1);
+    match rule {
+        Some(rule) => rule.latest_due_tick(timer, t).ok().flatten(),
+        None => timer.latest_at_or_before(t),
     }
-    None
 }
 
 /// One row per VM and region: its own region plus every copy region the policy names or that

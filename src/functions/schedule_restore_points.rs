@@ -217,17 +217,12 @@ async fn measure_coverage(
     let mut wanted = Vec::new();
     for t in targets {
         let rule = t.rule;
-        let schedule = rule
-            .schedule
-            .as_deref()
-            .and_then(|s| Schedule::parse(s).ok())
-            .unwrap_or_else(|| timer.clone());
         let region = vms
             .get(&t.vm)
             .and_then(|vm| vm.location.as_deref())
             .map(crate::policy::regions::canonical_region)
             .unwrap_or_default();
-        let due = |minutes| coverage::due_tick(&schedule, now, minutes);
+        let due = |minutes| coverage::due_tick(rule, timer, now, minutes);
         // A name that cannot be formed is the handler's to report; coverage skips it.
         if let Some(id) = listings.current_name(support::local_collection(&t.vm, rule)) {
             wanted.push((
