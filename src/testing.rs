@@ -388,10 +388,6 @@ fn scope_label(scope: &VmScope) -> String {
     }
 }
 
-fn in_scope(scope: &VmScope, id: &ResourceId) -> bool {
-    scope.contains(id)
-}
-
 #[async_trait]
 impl Arm for FakeArm {
     fn rate_limits(&self) -> RateLimits {
@@ -417,7 +413,7 @@ impl Arm for FakeArm {
         self.enter(&mut s, op::LIST_VMS, &scope_label(scope))?;
         Ok(s.vms
             .iter()
-            .filter(|(id, _)| in_scope(scope, id))
+            .filter(|(id, _)| scope.contains(id))
             .map(|(_, vm)| vm.clone())
             .collect())
     }
@@ -427,7 +423,7 @@ impl Arm for FakeArm {
         self.enter(&mut s, op::LIST_DISKS, &scope_label(scope))?;
         Ok(s.disks
             .iter()
-            .filter(|(id, _)| in_scope(scope, id))
+            .filter(|(id, _)| scope.contains(id))
             .map(|(_, disk)| disk.clone())
             .collect())
     }
@@ -534,7 +530,7 @@ impl Arm for FakeArm {
         self.enter(&mut s, op::LIST_COLLECTIONS, &scope_label(&scope))?;
         Ok(s.collections
             .iter()
-            .filter(|(id, _)| in_scope(&scope, id))
+            .filter(|(id, _)| scope.contains(id))
             .map(|(_, c)| c.clone())
             .collect())
     }

@@ -355,7 +355,7 @@ impl Listings {
                 if !self
                     .collections_listed
                     .iter()
-                    .any(|scope| support::scope_contains(scope, &names.id)) =>
+                    .any(|scope| scope.contains(&names.id)) =>
             {
                 None
             }
@@ -404,7 +404,7 @@ impl Listings {
     fn proves_absent(&self, collection: &ResourceId) -> bool {
         self.collections_listed
             .iter()
-            .any(|scope| support::scope_contains(scope, collection))
+            .any(|scope| scope.contains(collection))
             && !self.collections.contains_key(collection)
     }
 
@@ -413,7 +413,7 @@ impl Listings {
         self.collections_listed.contains(scope).then(|| {
             self.collections
                 .iter()
-                .filter(|(id, _)| support::scope_contains(scope, id))
+                .filter(|(id, _)| scope.contains(id))
                 .map(|(_, c)| c.clone())
                 .collect()
         })

@@ -619,11 +619,6 @@ pub fn collection_scopes(policy: &Policy) -> Vec<VmScope> {
     out
 }
 
-/// Whether the resource `id` lies in `scope`.
-pub fn scope_contains(scope: &VmScope, id: &ResourceId) -> bool {
-    scope.contains(id)
-}
-
 /// The VM's region, or an error text naming the missing field.
 pub fn vm_location(vm: &VirtualMachine) -> Result<&str, String> {
     vm.location
