@@ -360,10 +360,25 @@ async fn loopback_only_never_picks_developer_tools() {
     );
 }
 
+/// A transport that must never be reached: the guard refuses first. Should the guard ever let
+/// the request through, this fails the test instead of sending anything to IMDS.
+#[derive(Debug)]
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for Unreachable {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        panic!("the guard let {} through", request.url());
+    }
+}
+
 #[tokio::test]
 async fn guard_transport_refuses_imds_before_io() {
     let guard = vmrp::azure::credential::HostGuard {
-        inner: azure_core::http::new_http_client(None),
+        inner: std::sync::Arc::new(Unreachable),
         policy: vmrp::azure::credential::GuardPolicy::NoImds,
     };
     let req = azure_core::http::Request::new(
