@@ -278,6 +278,12 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
             false,
         ),
         ("superseded", "superseded by a newer copy", false),
+        // Premium SSD v2 / Ultra snapshots copy only after their background data copy.
+        (
+            "background data copy",
+            "waiting for the source's background data copy",
+            false,
+        ),
         ("gave up after", "gave up after reschedules", false),
         ("timer run for this tick failed", "timer run failed", false),
         ("already exists", "name already taken", false),
@@ -1167,7 +1173,17 @@ fn build_report(
             .or_default()
             .entry(status.clone())
             .or_insert(0) += 1;
-        if status == "reported" {
+        // A copy still waiting for its source's background data copy when the run ends is
+        // explained by that wait (its last rescheduled outcome), not left unexplained.
+        let waiting = status == "rescheduled"
+            && r.function == crate::functions::START_CROSS_REGION_COPY
+            && r.response
+                .as_ref()
+                .and_then(|v| v["ReturnValue"]["summary"].as_str())
+                .is_some_and(|s| {
+                    s.contains(crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT)
+                });
+        if status == "reported" || waiting {
             if let Some(summary) = r
                 .response
                 .as_ref()

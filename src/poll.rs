@@ -101,7 +101,10 @@ pub fn decide(
             return PollDecision::Failed { reason, retry };
         }
         ProvisioningState::Succeeded => match req.role {
-            Role::Local => return PollDecision::Settled { duration: elapsed },
+            Role::Local => match restore_blocker(point) {
+                None => return PollDecision::Settled { duration: elapsed },
+                Some(why) => format!("provisioningState Succeeded, not restorable yet: {why}"),
+            },
             Role::Copy => match replication_progress(point) {
                 Replication::Complete => return PollDecision::Settled { duration: elapsed },
                 Replication::Partial { min, disks } => {
@@ -191,6 +194,45 @@ pub fn jittered(base: Duration, key: &str, attempt: u32, jitter: f64) -> Duratio
     let unit = n as f64 / u64::MAX as f64; // [0, 1]
     let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
     base.mul_f64(factor)
+}
+
+/// A disk restore point's `snapshotAccessState`, as Microsoft defines the states
+/// (learn.microsoft.com/azure/virtual-machines/disks-instant-access-snapshots, "Check snapshot
+/// access state"; restorePoint.json 2025-04-01 `SnapshotAccessState`): `Pending` can be neither
+/// restored nor copied; `InstantAccess` restores but does not copy; `Available` and
+/// `AvailableWithInstantAccess` do both. Other values (`Unknown`, absent: disks whose snapshots
+/// are usable at once) block nothing.
+fn blocks(state: &str, for_copy: bool) -> bool {
+    state.eq_ignore_ascii_case("Pending") || (for_copy && state.eq_ignore_ascii_case("InstantAccess"))
+}
+
+fn access_blocker(point: &RestorePoint, for_copy: bool) -> Option<String> {
+    let states = point.snapshot_access_states();
+    let blocked: Vec<(&str, &str)> = states
+        .iter()
+        .copied()
+        .filter(|(_, s)| blocks(s, for_copy))
+        .collect();
+    let (id, state) = blocked.first()?;
+    let name = id.rsplit('/').next().unwrap_or(id);
+    Some(format!(
+        "{} of {} disk restore points not {} (first: {name} is {state}): the snapshot's background data copy (Premium SSD v2 / Ultra disk) has not completed",
+        blocked.len(),
+        states.len(),
+        if for_copy { "copyable" } else { "restorable" },
+    ))
+}
+
+/// Why a `Succeeded` local point cannot be restored yet (a disk restore point `Pending`), or
+/// `None` when it can: the poller settles a local point only then.
+pub fn restore_blocker(point: &RestorePoint) -> Option<String> {
+    access_blocker(point, false)
+}
+
+/// Why a cross-region copy cannot start from this point yet (a disk restore point `Pending` or
+/// `InstantAccess`), or `None`. Needs the point read with `$expand=instanceView`.
+pub fn copy_blocker(point: &RestorePoint) -> Option<String> {
+    access_blocker(point, true)
 }
 
 enum Replication {

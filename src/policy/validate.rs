@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::regions::{known_region, same_region};
 use super::resolve::{describe_disk, disk_sku, CRASH_UNSUPPORTED_SKUS};
-use super::{DiskInfo, Policy, Retention, Rule};
+use super::{DiskInfo, InstantAccess, Policy, Retention, Rule};
 use crate::azure::models::{ConsistencyMode, VirtualMachine};
 use crate::azure::ResourceId;
 use crate::schedule::Schedule;
@@ -244,6 +244,7 @@ impl Policy {
                 &mut p,
             );
             check_deadline_ranges(rule, &mut p);
+            check_instant_access(rule, &mut p);
             if rule.deadlines.local_minutes == 0 {
                 p.push(
                     "deadlines.localMinutes",
@@ -461,6 +462,37 @@ fn effective_gap(rule: &Schedule, timer: &Schedule) -> EffectiveGap {
         (None, _) if covered_year => EffectiveGap::Never,
         (_, Some(gap)) => EffectiveGap::Min(gap),
         _ => EffectiveGap::Unknown,
+    }
+}
+
+/// `instantAccess`: the duration within Azure's 60-300 minutes, and only on rules whose points
+/// can hold a Premium SSD v2 / Ultra disk, i.e. application-consistent ones (crash-consistent
+/// points do not support those disks; support matrix, learn.microsoft.com/azure/
+/// virtual-machines/concepts-restore-points). A consistency tag that may pick crash
+/// consistency for some VMs is a `policy check` warning, not a problem.
+fn check_instant_access(rule: &Rule, p: &mut Problems) {
+    let Some(ia) = &rule.instant_access else {
+        return;
+    };
+    if let Some(m) = ia
+        .duration_minutes
+        .filter(|m| !(InstantAccess::MIN_MINUTES..=InstantAccess::MAX_MINUTES).contains(m))
+    {
+        p.push(
+            "instantAccess.durationMinutes",
+            format!(
+                "{m} is out of range: Azure keeps instant access between {} and {} minutes (omit it for {})",
+                InstantAccess::MIN_MINUTES,
+                InstantAccess::MAX_MINUTES,
+                InstantAccess::MAX_MINUTES
+            ),
+        );
+    }
+    if rule.consistency == ConsistencyMode::CrashConsistent && rule.consistency_tag.is_none() {
+        p.push(
+            "instantAccess",
+            "applies to application-consistent points only: crash-consistent points do not support the Premium SSD v2 / Ultra disks instant access is for; remove it or use ApplicationConsistent",
+        );
     }
 }
 
@@ -703,6 +735,21 @@ impl Rule {
                         ),
                     );
                 }
+            }
+        }
+        if self.instant_access.is_some() {
+            let excluded: Vec<ResourceId> = self
+                .excluded_disks(vm, disks)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            if self.instant_access_for(vm, disks, &excluded, &mode).is_none() {
+                p.push(
+                    "instantAccess",
+                    format!(
+                        "VM {vm_name}: instant access does not apply (it needs an application-consistent point holding a Premium SSD v2 or Ultra disk); its points are created without it"
+                    ),
+                );
             }
         }
         if let Some(location) = vm.location.as_deref() {
