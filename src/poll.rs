@@ -637,6 +637,58 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_access_states_decide_restorable_and_copyable() {
+        use crate::azure::models::DiskRestorePointInstanceView;
+        let with = |states: &[&str]| {
+            let mut p = point(Role::Local, "Succeeded", &[]);
+            p.properties.as_mut().unwrap().instance_view = Some(RestorePointInstanceView {
+                disk_restore_points: Some(
+                    states
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| DiskRestorePointInstanceView {
+                            id: Some(format!("x/diskRestorePoints/d{i}")),
+                            replication_status: None,
+                            snapshot_access_state: (!s.is_empty()).then(|| s.to_string()),
+                        })
+                        .collect(),
+                ),
+                statuses: None,
+            });
+            p
+        };
+        // (states, restorable, copyable)
+        let cases: &[(&[&str], bool, bool)] = &[
+            (&[], true, true),
+            (&["", "Unknown"], true, true),
+            (&["Available", "AvailableWithInstantAccess"], true, true),
+            (&["Available", "InstantAccess"], true, false),
+            (&["Available", "Pending"], false, false),
+            (&["pending"], false, false),
+        ];
+        for (states, restorable, copyable) in cases {
+            let p = with(states);
+            assert_eq!(restore_blocker(&p).is_none(), *restorable, "{states:?}");
+            assert_eq!(copy_blocker(&p).is_none(), *copyable, "{states:?}");
+        }
+        let why = copy_blocker(&with(&["Available", "InstantAccess", "Pending"])).unwrap();
+        assert!(why.starts_with("2 of 3 disk restore points not copyable (first: d1 is InstantAccess)"), "{why}");
+        // The poller: Succeeded but Pending is not settled; InstantAccess is.
+        let b = Backoff::default();
+        let req = req(Role::Local, 1, 0);
+        match decide(Some(&with(&["Pending"])), &req, T0, &b, 2, None) {
+            PollDecision::Requeue { reason, .. } => {
+                assert!(reason.contains("not restorable yet"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(Some(&with(&["InstantAccess"])), &req, T0, &b, 2, None),
+            PollDecision::Settled { .. }
+        ));
+    }
+
+    #[test]
     fn vanished_and_failure_detail() {
         let b = Backoff::default();
         assert_eq!(

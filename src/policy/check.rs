@@ -265,6 +265,30 @@ mod tests {
     }
 
     #[test]
+    fn instant_access_is_checked_and_warned_about() {
+        let policy: Policy = serde_json::from_str(
+            r#"{"rules":[{"name":"fast","targets":{},"consistencyTag":"rp-mode",
+                "instantAccess":{"durationMinutes":120},"retention":{"keepLast":3}}]}"#,
+        )
+        .unwrap();
+        let report = check_policy(&policy, DEFAULT_TIMER_SCHEDULE);
+        assert!(report.ok, "{:?}", report.problems);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].contains("Premium SSD v2 or Ultra"));
+        assert!(report.warnings[0].contains("rp-mode selects CrashConsistent"));
+        let bad: Policy = serde_json::from_str(
+            r#"{"rules":[{"name":"fast","targets":{},"instantAccess":{"durationMinutes":30},
+                "retention":{"keepLast":3}}]}"#,
+        )
+        .unwrap();
+        let report = check_policy(&bad, DEFAULT_TIMER_SCHEDULE);
+        assert!(!report.ok);
+        assert!(report.render(false).contains(
+            "instantAccess.durationMinutes: 30 is out of range: Azure keeps instant access between 60 and 300 minutes"
+        ), "{}", report.render(false));
+    }
+
+    #[test]
     fn a_valid_file_prints_a_summary_per_rule() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "p.json", GOOD);

@@ -871,6 +871,44 @@ mod tests {
     }
 
     #[test]
+    fn instant_access_duration_and_consistency_are_checked() {
+        let cases = [
+            (r#""instantAccess":{}"#, vec![]),
+            (r#""instantAccess":{"durationMinutes":60}"#, vec![]),
+            (r#""instantAccess":{"durationMinutes":300}"#, vec![]),
+            (
+                r#""instantAccess":{"durationMinutes":59}"#,
+                vec!["instantAccess.durationMinutes"],
+            ),
+            (
+                r#""instantAccess":{"durationMinutes":301}"#,
+                vec!["instantAccess.durationMinutes"],
+            ),
+            (
+                r#""consistency":"CrashConsistent","instantAccess":{}"#,
+                vec!["instantAccess"],
+            ),
+            // A tag may pick application consistency for some VMs: a warning, not a problem.
+            (
+                r#""consistency":"CrashConsistent","consistencyTag":"rp-mode","instantAccess":{}"#,
+                vec![],
+            ),
+        ];
+        for (fields, want) in cases {
+            let got: Vec<String> = policy_with(fields)
+                .problems(None)
+                .into_iter()
+                .map(|p| p.field)
+                .collect();
+            assert_eq!(got, want, "{fields}");
+        }
+        let bad: Result<Policy, _> = serde_json::from_str(
+            r#"{"rules":[{"name":"p","targets":{},"retention":{"keepLast":1},"instantAccess":{"minutes":5}}]}"#,
+        );
+        assert!(bad.is_err(), "unknown instantAccess fields are refused");
+    }
+
+    #[test]
     fn the_minimal_policy_is_valid() {
         assert_eq!(
             problems_of(&policy_with(""), Some("0 0 */4 * * *")),
@@ -1132,6 +1170,31 @@ mod tests {
                 .iter()
                 .map(ToString::to_string)
                 .collect()
+        }
+
+        #[test]
+        fn instant_access_applies_to_premium_v2_and_ultra_disks_of_application_consistent_points() {
+            let fast = vm("eastus", &[], &[(0, "v2", "PremiumV2_LRS")]);
+            let plain = vm("eastus", &[], &[(0, "std", "Premium_LRS")]);
+            let ia = r#""instantAccess":{"durationMinutes":120}"#;
+            assert!(check(ia, &fast).is_empty());
+            let got = check(ia, &plain);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(got[0].contains("instantAccess: VM") && got[0].contains("does not apply"), "{got:?}");
+            let rule = policy_with(ia).rules.remove(0);
+            let applies = |v: &VirtualMachine, mode: ConsistencyMode, excluded: &[ResourceId]| {
+                rule.instant_access_for(v, &[], excluded, &mode)
+                    .and_then(|i| i.duration_minutes)
+            };
+            assert_eq!(applies(&fast, ConsistencyMode::ApplicationConsistent, &[]), Some(120));
+            assert_eq!(applies(&fast, ConsistencyMode::CrashConsistent, &[]), None);
+            assert_eq!(applies(&plain, ConsistencyMode::ApplicationConsistent, &[]), None);
+            let v2_id = fast.disks()[1].managed_disk_id.clone().unwrap();
+            assert_eq!(
+                applies(&fast, ConsistencyMode::ApplicationConsistent, &[v2_id]),
+                None,
+                "an excluded disk gets no instant access"
+            );
         }
 
         #[test]

@@ -977,4 +977,37 @@ mod tests {
         assert_eq!((v.status, v.code), (409, "VMRestorePointClientError"));
         assert!(v.message.contains("concurrent"));
     }
+
+    #[test]
+    fn premium_v2_and_instant_access_rules() {
+        // 3 snapshots in progress per disk: the 4th is refused, retryable ("in progress").
+        assert!(check_fast_snapshots_in_progress("d", 2, 3).is_ok());
+        let v = check_fast_snapshots_in_progress("d", 3, 3).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
+        assert!(v.message.contains("in progress") && v.message.contains("'d'"));
+        // Copies need every disk copyable.
+        assert!(check_source_copyable("rp", None).is_ok());
+        let v = check_source_copyable("rp", Some(("d1", "InstantAccess"))).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
+        assert!(v.message.contains("'InstantAccess'") && v.message.contains("in progress"));
+        // 60-300 minutes.
+        for (m, ok) in [(59, false), (60, true), (300, true), (301, false), (0, false), (-5, false)] {
+            assert_eq!(check_instant_access_minutes(m).is_ok(), ok, "{m}");
+        }
+        let v = check_instant_access_minutes(1).unwrap_err();
+        assert_eq!(
+            v.target.as_deref(),
+            Some("properties.instantAccessDurationMinutes")
+        );
+        // 50 in flight per subscription and region.
+        assert!(check_instant_access_in_flight("s", "westus", 49, 50).is_ok());
+        let v = check_instant_access_in_flight("s", "westus", 50, 50).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
+        assert!(v.message.contains("concurrently"));
+        assert_eq!(
+            crate::azure::error::classify(Some(v.status), v.code, &v.message),
+            crate::azure::error::ErrorClass::Transient,
+            "vmrp retries it"
+        );
+    }
 }

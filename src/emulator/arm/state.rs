@@ -869,4 +869,53 @@ mod tests {
         assert!(same_location("West US", "westus"));
         assert!(!same_location("westus", "westus2"));
     }
+
+    #[test]
+    fn fast_disk_access_states_follow_background_copy_and_instant_access() {
+        assert_eq!(fast_disk_access_state(false, false), "Pending");
+        assert_eq!(fast_disk_access_state(true, false), "InstantAccess");
+        assert_eq!(fast_disk_access_state(true, true), "AvailableWithInstantAccess");
+        assert_eq!(fast_disk_access_state(false, true), "Available");
+        for (state, copyable) in [
+            ("Pending", false),
+            ("InstantAccess", false),
+            ("Available", true),
+            ("AvailableWithInstantAccess", true),
+            ("Unknown", false),
+        ] {
+            assert_eq!(copyable_access_state(state), copyable, "{state}");
+        }
+        // A local point: Creating → Pending; then per disk.
+        let mut p = copy_point(100);
+        p.source_point = None;
+        p.disks = vec![
+            DiskPoint {
+                id: "plain".into(),
+                ..Default::default()
+            },
+            DiskPoint {
+                id: "v2".into(),
+                background_done_at: Some(T0 + Duration::minutes(30)),
+                instant_access_until: Some(T0 + Duration::minutes(60)),
+                source_disk: Some("/d/v2".into()),
+                ..Default::default()
+            },
+        ];
+        let at = |m: i64| {
+            let now = T0 + Duration::minutes(m);
+            (
+                p.local_access_state(&p.disks[0], now),
+                p.local_access_state(&p.disks[1], now),
+                p.first_uncopyable_disk(now).map(|(d, _)| d.to_string()),
+            )
+        };
+        assert_eq!(at(1), ("Pending", "Pending", Some("plain".into())));
+        assert_eq!(at(5), ("Available", "InstantAccess", Some("v2".into())));
+        assert_eq!(at(30), ("Available", "AvailableWithInstantAccess", None));
+        assert_eq!(at(60), ("Available", "Available", None));
+        assert!(p.background_in_progress(&p.disks[1], T0 + Duration::minutes(29)));
+        assert!(!p.background_in_progress(&p.disks[1], T0 + Duration::minutes(30)));
+        assert!(!p.background_in_progress(&p.disks[0], T0));
+        assert_eq!(p.background_percent(&p.disks[1], T0 + Duration::minutes(20), 600.0), 66);
+    }
 }
