@@ -203,7 +203,8 @@ pub fn jittered(base: Duration, key: &str, attempt: u32, jitter: f64) -> Duratio
 /// `AvailableWithInstantAccess` do both. Other values (`Unknown`, absent: disks whose snapshots
 /// are usable at once) block nothing.
 fn blocks(state: &str, for_copy: bool) -> bool {
-    state.eq_ignore_ascii_case("Pending") || (for_copy && state.eq_ignore_ascii_case("InstantAccess"))
+    state.eq_ignore_ascii_case("Pending")
+        || (for_copy && state.eq_ignore_ascii_case("InstantAccess"))
 }
 
 fn access_blocker(point: &RestorePoint, for_copy: bool) -> Option<String> {
@@ -672,7 +673,10 @@ mod tests {
             assert_eq!(copy_blocker(&p).is_none(), *copyable, "{states:?}");
         }
         let why = copy_blocker(&with(&["Available", "InstantAccess", "Pending"])).unwrap();
-        assert!(why.starts_with("2 of 3 disk restore points not copyable (first: d1 is InstantAccess)"), "{why}");
+        assert!(
+            why.starts_with("2 of 3 disk restore points not copyable (first: d1 is InstantAccess)"),
+            "{why}"
+        );
         // The poller: Succeeded but Pending is not settled; InstantAccess is.
         let b = Backoff::default();
         let req = req(Role::Local, 1, 0);

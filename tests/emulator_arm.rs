@@ -2684,12 +2684,18 @@ async fn premium_v2_point_is_pending_until_its_background_copy_and_refuses_early
     assert_eq!(r.status, 409, "{:#}", r.body);
     assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
     let message = r.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("'Pending'") && message.contains("in progress"), "{message}");
+    assert!(
+        message.contains("'Pending'") && message.contains("in progress"),
+        "{message}"
+    );
 
     // 1 s before the copy completes (1600 s after the create): still Pending; then
     // Available, 100 %, and copyable.
     h.advance(600 + 1000 - 60 - 1);
-    assert_eq!(state_of(&access_states(&h, "src", "rp1").await, "vm1_v2"), "Pending");
+    assert_eq!(
+        state_of(&access_states(&h, "src", "rp1").await, "vm1_v2"),
+        "Pending"
+    );
     h.advance(1);
     let states = access_states(&h, "src", "rp1").await;
     assert_eq!(state_of(&states, "vm1_v2"), "Available");
@@ -2726,16 +2732,29 @@ async fn instant_access_restores_at_once_copies_only_after_the_background_copy()
     }
     for bad in [59, 301] {
         let r = h
-            .point("rg", "ia1", "rp0", json!({"instantAccessDurationMinutes": bad}))
+            .point(
+                "rg",
+                "ia1",
+                "rp0",
+                json!({"instantAccessDurationMinutes": bad}),
+            )
             .await;
         assert_eq!(r.status, 400, "{bad}: {:#}", r.body);
         assert_eq!(r.body["error"]["code"], "InvalidParameter");
-        assert_eq!(r.body["error"]["target"], "properties.instantAccessDurationMinutes");
+        assert_eq!(
+            r.body["error"]["target"],
+            "properties.instantAccessDurationMinutes"
+        );
     }
     assert_eq!(
-        h.point("rg", "ia1", "rp1", json!({"instantAccessDurationMinutes": 60}))
-            .await
-            .status,
+        h.point(
+            "rg",
+            "ia1",
+            "rp1",
+            json!({"instantAccessDurationMinutes": 60})
+        )
+        .await
+        .status,
         201
     );
     assert_eq!(h.point("rg", "ia2", "rp1", json!({})).await.status, 201);
@@ -2807,7 +2826,10 @@ async fn rule_three_premium_v2_snapshots_in_progress_per_disk() {
     assert_eq!(r.status, 409, "{:#}", r.body);
     assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
     let message = r.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("vm1_v2") && message.contains("in progress"), "{message}");
+    assert!(
+        message.contains("vm1_v2") && message.contains("in progress"),
+        "{message}"
+    );
     // A point that leaves the disk out is not limited by it.
     let r = h
         .point(

@@ -2566,15 +2566,24 @@ async fn copy_waits_for_the_sources_background_copy_then_copies() {
     for states in [["Available", "Pending"], ["Available", "InstantAccess"]] {
         w.arm.set_access_states(&source, &states);
         let out = copy(&w, req.clone(), now).await;
-        assert_eq!(out.status, Status::Rescheduled, "{states:?}: {}", out.summary);
+        assert_eq!(
+            out.status,
+            Status::Rescheduled,
+            "{states:?}: {}",
+            out.summary
+        );
         assert!(
-            out.summary.contains(
-                functions::start_cross_region_copy::BACKGROUND_COPY_WAIT
-            ) && out.summary.contains(states[1]),
+            out.summary
+                .contains(functions::start_cross_region_copy::BACKGROUND_COPY_WAIT)
+                && out.summary.contains(states[1]),
             "{}",
             out.summary
         );
-        assert_eq!(w.arm.count(op::PUT_POINT), 0, "no copy PUT while {states:?}");
+        assert_eq!(
+            w.arm.count(op::PUT_POINT),
+            0,
+            "no copy PUT while {states:?}"
+        );
         let sent = w.bus.take();
         let next = match sent.as_slice() {
             [m] => match decode(m) {
@@ -2609,7 +2618,11 @@ async fn local_point_settles_once_restorable_not_while_pending() {
     let now = T0 + Duration::from_secs(300);
     let out = poll(&w, req.clone(), now).await;
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
-    assert!(out.summary.contains("not restorable yet"), "{}", out.summary);
+    assert!(
+        out.summary.contains("not restorable yet"),
+        "{}",
+        out.summary
+    );
     let next = only_poll(&w.bus.take());
     // InstantAccess restores (Microsoft's definition): settled, and the copy is sent (it waits
     // for the background copy itself).
@@ -2652,7 +2665,10 @@ async fn create_sends_instant_access_only_where_it_applies() {
     let c = w.arm.collection(&collection(&fast)).unwrap();
     assert_eq!(c.properties.unwrap().instant_access, Some(true));
     let p = w.arm.point(&point(&fast, T0, 0)).unwrap();
-    assert_eq!(p.properties.unwrap().instant_access_duration_minutes, Some(120));
+    assert_eq!(
+        p.properties.unwrap().instant_access_duration_minutes,
+        Some(120)
+    );
     // No Premium SSD v2 / Ultra disk: neither property is sent.
     let c = w.arm.collection(&collection(&plain)).unwrap();
     assert_eq!(c.properties.unwrap().instant_access, None);

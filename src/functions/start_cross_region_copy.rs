@@ -130,7 +130,14 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
     // completed (`Pending` / `InstantAccess` are not copyable, and Azure refuses the copy):
     // wait for it, as for a busy target region, instead of failing.
     if let Some(why) = poll::copy_blocker(&source) {
-        return wait(deps, &req, rule, now, format!("{BACKGROUND_COPY_WAIT}: {why}")).await;
+        return wait(
+            deps,
+            &req,
+            rule,
+            now,
+            format!("{BACKGROUND_COPY_WAIT}: {why}"),
+        )
+        .await;
     }
 
     let target_rg = req.target_resource_group.clone().or_else(|| {

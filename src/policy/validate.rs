@@ -743,7 +743,10 @@ impl Rule {
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
-            if self.instant_access_for(vm, disks, &excluded, &mode).is_none() {
+            if self
+                .instant_access_for(vm, disks, &excluded, &mode)
+                .is_none()
+            {
                 p.push(
                     "instantAccess",
                     format!(
@@ -1180,15 +1183,24 @@ mod tests {
             assert!(check(ia, &fast).is_empty());
             let got = check(ia, &plain);
             assert_eq!(got.len(), 1, "{got:?}");
-            assert!(got[0].contains("instantAccess: VM") && got[0].contains("does not apply"), "{got:?}");
+            assert!(
+                got[0].contains("instantAccess: VM") && got[0].contains("does not apply"),
+                "{got:?}"
+            );
             let rule = policy_with(ia).rules.remove(0);
             let applies = |v: &VirtualMachine, mode: ConsistencyMode, excluded: &[ResourceId]| {
                 rule.instant_access_for(v, &[], excluded, &mode)
                     .and_then(|i| i.duration_minutes)
             };
-            assert_eq!(applies(&fast, ConsistencyMode::ApplicationConsistent, &[]), Some(120));
+            assert_eq!(
+                applies(&fast, ConsistencyMode::ApplicationConsistent, &[]),
+                Some(120)
+            );
             assert_eq!(applies(&fast, ConsistencyMode::CrashConsistent, &[]), None);
-            assert_eq!(applies(&plain, ConsistencyMode::ApplicationConsistent, &[]), None);
+            assert_eq!(
+                applies(&plain, ConsistencyMode::ApplicationConsistent, &[]),
+                None
+            );
             let v2_id = fast.disks()[1].managed_disk_id.clone().unwrap();
             assert_eq!(
                 applies(&fast, ConsistencyMode::ApplicationConsistent, &[v2_id]),

@@ -991,7 +991,14 @@ mod tests {
         assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
         assert!(v.message.contains("'InstantAccess'") && v.message.contains("in progress"));
         // 60-300 minutes.
-        for (m, ok) in [(59, false), (60, true), (300, true), (301, false), (0, false), (-5, false)] {
+        for (m, ok) in [
+            (59, false),
+            (60, true),
+            (300, true),
+            (301, false),
+            (0, false),
+            (-5, false),
+        ] {
             assert_eq!(check_instant_access_minutes(m).is_ok(), ok, "{m}");
         }
         let v = check_instant_access_minutes(1).unwrap_err();

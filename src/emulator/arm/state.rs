@@ -874,7 +874,10 @@ mod tests {
     fn fast_disk_access_states_follow_background_copy_and_instant_access() {
         assert_eq!(fast_disk_access_state(false, false), "Pending");
         assert_eq!(fast_disk_access_state(true, false), "InstantAccess");
-        assert_eq!(fast_disk_access_state(true, true), "AvailableWithInstantAccess");
+        assert_eq!(
+            fast_disk_access_state(true, true),
+            "AvailableWithInstantAccess"
+        );
         assert_eq!(fast_disk_access_state(false, true), "Available");
         for (state, copyable) in [
             ("Pending", false),
@@ -916,6 +919,9 @@ mod tests {
         assert!(p.background_in_progress(&p.disks[1], T0 + Duration::minutes(29)));
         assert!(!p.background_in_progress(&p.disks[1], T0 + Duration::minutes(30)));
         assert!(!p.background_in_progress(&p.disks[0], T0));
-        assert_eq!(p.background_percent(&p.disks[1], T0 + Duration::minutes(20), 600.0), 66);
+        assert_eq!(
+            p.background_percent(&p.disks[1], T0 + Duration::minutes(20), 600.0),
+            66
+        );
     }
 }

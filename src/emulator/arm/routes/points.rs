@@ -307,9 +307,10 @@ fn local_disk_points(
                     vm_disks
                         .iter()
                         .find(|v| {
-                            v.managed_disk_id.as_ref().zip(disk_id.as_deref()).is_some_and(
-                                |(a, b)| same_disk(a.as_str(), b),
-                            )
+                            v.managed_disk_id
+                                .as_ref()
+                                .zip(disk_id.as_deref())
+                                .is_some_and(|(a, b)| same_disk(a.as_str(), b))
                         })
                         .and_then(|v| v.storage_account_type.as_deref())
                 })
@@ -336,7 +337,10 @@ fn local_disk_points(
                 ctx.now + fixed + time::Duration::seconds_f64(per_gib)
             });
             let instant_access_until = (fast && instant_access).then(|| {
-                ctx.now + time::Duration::minutes(i64::from(input.instant_access_minutes.unwrap_or(300)))
+                ctx.now
+                    + time::Duration::minutes(i64::from(
+                        input.instant_access_minutes.unwrap_or(300),
+                    ))
             });
             DiskPoint {
                 id,
