@@ -1867,6 +1867,7 @@ mod tests {
             ("point rp-20260105T0400Z is Failed (copy -%)".to_string(), "point Failed", false),
             ("point rp-20260105T0400Z is Creating (copy 40%)".to_string(), "still in progress at the end", false),
             ("no restore point was created".to_string(), "never created", false),
+            (format!("copy of {vm}/rp-1 to swedencentral: {}: 1 of 2 disk restore points not copyable (first: d1 is InstantAccess): the snapshot's background data copy (Premium SSD v2 / Ultra disk) has not completed", crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT), "waiting for the source's background data copy", false),
             ("something new".to_string(), "other", false),
         ];
         for (reason, class, by_design) in table {
