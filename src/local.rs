@@ -278,6 +278,12 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
             false,
         ),
         ("superseded", "superseded by a newer copy", false),
+        // Premium SSD v2 / Ultra snapshots copy only after their background data copy.
+        (
+            "background data copy",
+            "waiting for the source's background data copy",
+            false,
+        ),
         ("gave up after", "gave up after reschedules", false),
         ("timer run for this tick failed", "timer run failed", false),
         ("already exists", "name already taken", false),
@@ -1167,7 +1173,17 @@ fn build_report(
             .or_default()
             .entry(status.clone())
             .or_insert(0) += 1;
-        if status == "reported" {
+        // A copy still waiting for its source's background data copy when the run ends is
+        // explained by that wait (its last rescheduled outcome), not left unexplained.
+        let waiting = status == "rescheduled"
+            && r.function == crate::functions::START_CROSS_REGION_COPY
+            && r.response
+                .as_ref()
+                .and_then(|v| v["ReturnValue"]["summary"].as_str())
+                .is_some_and(|s| {
+                    s.contains(crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT)
+                });
+        if status == "reported" || waiting {
             if let Some(summary) = r
                 .response
                 .as_ref()
@@ -1851,6 +1867,7 @@ mod tests {
             ("point rp-20260105T0400Z is Failed (copy -%)".to_string(), "point Failed", false),
             ("point rp-20260105T0400Z is Creating (copy 40%)".to_string(), "still in progress at the end", false),
             ("no restore point was created".to_string(), "never created", false),
+            (format!("copy of {vm}/rp-1 to swedencentral: {}: 1 of 2 disk restore points not copyable (first: d1 is InstantAccess): the snapshot's background data copy (Premium SSD v2 / Ultra disk) has not completed", crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT), "waiting for the source's background data copy", false),
             ("something new".to_string(), "other", false),
         ];
         for (reason, class, by_design) in table {

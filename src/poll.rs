@@ -101,7 +101,10 @@ pub fn decide(
             return PollDecision::Failed { reason, retry };
         }
         ProvisioningState::Succeeded => match req.role {
-            Role::Local => return PollDecision::Settled { duration: elapsed },
+            Role::Local => match restore_blocker(point) {
+                None => return PollDecision::Settled { duration: elapsed },
+                Some(why) => format!("provisioningState Succeeded, not restorable yet: {why}"),
+            },
             Role::Copy => match replication_progress(point) {
                 Replication::Complete => return PollDecision::Settled { duration: elapsed },
                 Replication::Partial { min, disks } => {
@@ -191,6 +194,46 @@ pub fn jittered(base: Duration, key: &str, attempt: u32, jitter: f64) -> Duratio
     let unit = n as f64 / u64::MAX as f64; // [0, 1]
     let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
     base.mul_f64(factor)
+}
+
+/// A disk restore point's `snapshotAccessState`, as Microsoft defines the states
+/// (learn.microsoft.com/azure/virtual-machines/disks-instant-access-snapshots, "Check snapshot
+/// access state"; restorePoint.json 2025-04-01 `SnapshotAccessState`): `Pending` can be neither
+/// restored nor copied; `InstantAccess` restores but does not copy; `Available` and
+/// `AvailableWithInstantAccess` do both. Other values (`Unknown`, absent: disks whose snapshots
+/// are usable at once) block nothing.
+fn blocks(state: &str, for_copy: bool) -> bool {
+    state.eq_ignore_ascii_case("Pending")
+        || (for_copy && state.eq_ignore_ascii_case("InstantAccess"))
+}
+
+fn access_blocker(point: &RestorePoint, for_copy: bool) -> Option<String> {
+    let states = point.snapshot_access_states();
+    let blocked: Vec<(&str, &str)> = states
+        .iter()
+        .copied()
+        .filter(|(_, s)| blocks(s, for_copy))
+        .collect();
+    let (id, state) = blocked.first()?;
+    let name = id.rsplit('/').next().unwrap_or(id);
+    Some(format!(
+        "{} of {} disk restore points not {} (first: {name} is {state}): the snapshot's background data copy (Premium SSD v2 / Ultra disk) has not completed",
+        blocked.len(),
+        states.len(),
+        if for_copy { "copyable" } else { "restorable" },
+    ))
+}
+
+/// Why a `Succeeded` local point cannot be restored yet (a disk restore point `Pending`), or
+/// `None` when it can: the poller settles a local point only then.
+pub fn restore_blocker(point: &RestorePoint) -> Option<String> {
+    access_blocker(point, false)
+}
+
+/// Why a cross-region copy cannot start from this point yet (a disk restore point `Pending` or
+/// `InstantAccess`), or `None`. Needs the point read with `$expand=instanceView`.
+pub fn copy_blocker(point: &RestorePoint) -> Option<String> {
+    access_blocker(point, true)
 }
 
 enum Replication {
@@ -590,6 +633,61 @@ mod tests {
         let done = point(Role::Local, "Succeeded", &[]);
         assert!(matches!(
             decide(Some(&done), &req(Role::Local, 9, 0), late, &b, 2, None),
+            PollDecision::Settled { .. }
+        ));
+    }
+
+    #[test]
+    fn snapshot_access_states_decide_restorable_and_copyable() {
+        use crate::azure::models::DiskRestorePointInstanceView;
+        let with = |states: &[&str]| {
+            let mut p = point(Role::Local, "Succeeded", &[]);
+            p.properties.as_mut().unwrap().instance_view = Some(RestorePointInstanceView {
+                disk_restore_points: Some(
+                    states
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| DiskRestorePointInstanceView {
+                            id: Some(format!("x/diskRestorePoints/d{i}")),
+                            replication_status: None,
+                            snapshot_access_state: (!s.is_empty()).then(|| s.to_string()),
+                        })
+                        .collect(),
+                ),
+                statuses: None,
+            });
+            p
+        };
+        // (states, restorable, copyable)
+        let cases: &[(&[&str], bool, bool)] = &[
+            (&[], true, true),
+            (&["", "Unknown"], true, true),
+            (&["Available", "AvailableWithInstantAccess"], true, true),
+            (&["Available", "InstantAccess"], true, false),
+            (&["Available", "Pending"], false, false),
+            (&["pending"], false, false),
+        ];
+        for (states, restorable, copyable) in cases {
+            let p = with(states);
+            assert_eq!(restore_blocker(&p).is_none(), *restorable, "{states:?}");
+            assert_eq!(copy_blocker(&p).is_none(), *copyable, "{states:?}");
+        }
+        let why = copy_blocker(&with(&["Available", "InstantAccess", "Pending"])).unwrap();
+        assert!(
+            why.starts_with("2 of 3 disk restore points not copyable (first: d1 is InstantAccess)"),
+            "{why}"
+        );
+        // The poller: Succeeded but Pending is not settled; InstantAccess is.
+        let b = Backoff::default();
+        let req = req(Role::Local, 1, 0);
+        match decide(Some(&with(&["Pending"])), &req, T0, &b, 2, None) {
+            PollDecision::Requeue { reason, .. } => {
+                assert!(reason.contains("not restorable yet"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(Some(&with(&["InstantAccess"])), &req, T0, &b, 2, None),
             PollDecision::Settled { .. }
         ));
     }

@@ -194,6 +194,27 @@ impl FakeArm {
             .get_or_insert_with(Default::default)
             .instance_view = Some(instance_view(id, percents));
     }
+    /// Sets a point's per-disk `snapshotAccessState` (one disk restore point per entry), as
+    /// Azure reports it for Premium SSD v2 / Ultra disks.
+    pub fn set_access_states(&self, id: &ResourceId, states: &[&str]) {
+        let mut s = self.lock();
+        let p = s.points.get_mut(id).expect("point exists");
+        let disks = states
+            .iter()
+            .enumerate()
+            .map(|(i, st)| DiskRestorePointInstanceView {
+                id: Some(format!("{id}/diskRestorePoints/disk{i}")),
+                replication_status: None,
+                snapshot_access_state: Some(st.to_string()),
+            })
+            .collect();
+        p.properties
+            .get_or_insert_with(Default::default)
+            .instance_view = Some(RestorePointInstanceView {
+            disk_restore_points: Some(disks),
+            statuses: None,
+        });
+    }
     /// The next created points get these provisioning states (in order), then `Creating`.
     pub fn script_next_states(&self, states: &[&str]) {
         self.lock()
@@ -904,6 +925,7 @@ pub fn rule(name: &str, keep_last: u32) -> Rule {
         retention: Retention::newest(keep_last),
         deadlines: Deadlines::default(),
         collection_resource_group: None,
+        instant_access: None,
     }
 }
 

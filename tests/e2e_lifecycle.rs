@@ -185,6 +185,46 @@ async fn the_whole_lifecycle_runs_under_exactly_the_deployed_role_actions() {
     emulator.stop().await.unwrap();
 }
 
+/// Premium SSD v2 disks with instant access: local points settle at once (`InstantAccess` is
+/// restorable), their copies wait for the background data copy (`InstantAccess` is not
+/// copyable) instead of failing, and every copy still settles. The emulator refuses an early copy
+/// (`copyNeedsCopyableSource`): vmrp never sends one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn premium_v2_copies_wait_for_the_background_copy_then_all_settle() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = scenario(6, 3, 2400.0);
+    s.fleet.premium_v2_fraction = 1.0;
+    s.fleet.ultra_disk_fraction = 0.0;
+    s.fleet.shared_disk_fraction = 0.0;
+    s.fleet.ephemeral_os_fraction = 0.0;
+    let mut policy = keep_last_policy(&s, 2);
+    policy.rules[0].instant_access = Some(vmrp::policy::InstantAccess {
+        duration_minutes: Some(60),
+    });
+    s.policy = Some(policy);
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    assert!(report.complete, "{why}");
+    assert_eq!(report.local.settled, report.local.expected, "{why}");
+    assert_eq!(report.copies.settled, report.copies.expected, "{why}");
+    let counters = emulator.arm.counters();
+    assert_eq!(
+        counters.rule_refusals.get("copyNeedsCopyableSource"),
+        None,
+        "{why}"
+    );
+    let copies = report
+        .invocations_by_function
+        .get(vmrp::functions::START_CROSS_REGION_COPY)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        copies.get("rescheduled").copied().unwrap_or(0) >= report.copies.expected as u64,
+        "every copy waited at least once for its source's background copy: {copies:?}; {why}"
+    );
+    emulator.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reason() {
     let _one = ONE_RUN_AT_A_TIME.lock().await;

@@ -2603,3 +2603,297 @@ async fn a_repeated_copy_put_of_a_point_that_excludes_a_disk_is_idempotent() {
         .await;
     assert_eq!((other.status, other.code()), (409, "OperationNotAllowed"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Premium SSD v2 / Ultra disks: snapshotAccessState, background copy, instant access
+// ---------------------------------------------------------------------------------------------
+
+/// The `snapshotAccessState` and `completionPercent` of each disk restore point, by disk name.
+async fn access_states(h: &Harness, coll: &str, point: &str) -> Vec<(String, String, i64)> {
+    let url = format!("{}&$expand=instanceView", rp("rg", coll, point));
+    let body = h.get(&url).await.body;
+    body["properties"]["instanceView"]["diskRestorePoints"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|d| {
+            let id = d["id"].as_str().unwrap();
+            let name = id.rsplit('/').next().unwrap();
+            // `{disk}_{guid}`: keep the disk's name.
+            let disk = name.rsplit_once('_').map_or(name, |(n, _)| n).to_string();
+            (
+                disk,
+                d["snapshotAccessState"].as_str().unwrap_or("-").to_string(),
+                d["replicationStatus"]["completionPercent"]
+                    .as_i64()
+                    .unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+fn state_of<'a>(states: &'a [(String, String, i64)], disk: &str) -> &'a str {
+    states
+        .iter()
+        .find(|(d, _, _)| d == disk)
+        .map(|(_, s, _)| s.as_str())
+        .unwrap_or_else(|| panic!("no disk restore point of {disk} in {states:?}"))
+}
+
+fn fast_disk_config(rules: RuleSwitches) -> ArmConfig {
+    ArmConfig {
+        fleet: FleetSpec::empty(),
+        rules,
+        timings: vmrp::emulator::arm::Timings {
+            local_create_secs: (60.0, 60.0),
+            background_copy_secs: (600.0, 600.0),
+            background_copy_secs_per_gib: 1.0,
+            copy_start_secs: (60.0, 60.0),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn premium_v2_point_is_pending_until_its_background_copy_and_refuses_early_copies() {
+    let h = start_with(
+        fast_disk_config(only(|r| r.copy_needs_copyable_source = true)),
+        FaultConfig::default(),
+    )
+    .await;
+    // 1000 GiB: the background copy takes 600 s + 1000 × 1 s.
+    let vm = h.vm("rg", "vm1", "westus", |s| {
+        s.with_data_disk_sku(1, "vm1_v2", "PremiumV2_LRS", 1000)
+    });
+    h.collection("rg", "src", "westus", &vm).await;
+    assert_eq!(h.point("rg", "src", "rp1", json!({})).await.status, 201);
+    let states = access_states(&h, "src", "rp1").await;
+    assert!(states.iter().all(|(_, s, _)| s == "Pending"), "{states:?}");
+    h.advance(60);
+    let states = access_states(&h, "src", "rp1").await;
+    // Premium SSD snapshots are usable at once; the Premium SSD v2 one waits for its copy.
+    assert_eq!(state_of(&states, "vm1_DataDisk_0"), "Available");
+    assert_eq!(state_of(&states, "vm1_v2"), "Pending");
+    assert!(states.iter().any(|(d, _, p)| d == "vm1_v2" && *p < 100));
+
+    h.collection("rg", "dst", "eastus", &rpc_id("rg", "src"))
+        .await;
+    let copy = json!({"sourceRestorePoint": {"id": rp_id("rg", "src", "rp1")}});
+    let r = h.point("rg", "dst", "rp1", copy.clone()).await;
+    assert_eq!(r.status, 409, "{:#}", r.body);
+    assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'Pending'") && message.contains("in progress"),
+        "{message}"
+    );
+
+    // 1 s before the copy completes (1600 s after the create): still Pending; then
+    // Available, 100 %, and copyable.
+    h.advance(600 + 1000 - 60 - 1);
+    assert_eq!(
+        state_of(&access_states(&h, "src", "rp1").await, "vm1_v2"),
+        "Pending"
+    );
+    h.advance(1);
+    let states = access_states(&h, "src", "rp1").await;
+    assert_eq!(state_of(&states, "vm1_v2"), "Available");
+    assert!(states.iter().all(|(_, _, p)| *p == 100), "{states:?}");
+    let r = h.point("rg", "dst", "rp1", copy).await;
+    assert_eq!(r.status, 201, "{:#}", r.body);
+}
+
+#[tokio::test]
+async fn instant_access_restores_at_once_copies_only_after_the_background_copy() {
+    let h = start_with(
+        fast_disk_config(only(|r| {
+            r.copy_needs_copyable_source = true;
+            r.instant_access_duration_range = true;
+        })),
+        FaultConfig::default(),
+    )
+    .await;
+    // vm1: 6600 GiB, copy 7200 s, instant access for 60 min; vm2: 100 GiB, copy 700 s, default.
+    let vm1 = h.vm("rg", "vm1", "westus", |s| {
+        s.with_data_disk_sku(1, "vm1_v2", "PremiumV2_LRS", 6600)
+    });
+    let vm2 = h.vm("rg", "vm2", "westus", |s| {
+        s.with_data_disk_sku(1, "vm2_ultra", "UltraSSD_LRS", 100)
+    });
+    for (coll, vm) in [("ia1", &vm1), ("ia2", &vm2)] {
+        let r = h
+            .put(
+                &rpc("rg", coll),
+                json!({"location": "westus", "properties": {"source": {"id": vm}, "instantAccess": true}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:#}", r.body);
+    }
+    for bad in [59, 301] {
+        let r = h
+            .point(
+                "rg",
+                "ia1",
+                "rp0",
+                json!({"instantAccessDurationMinutes": bad}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {:#}", r.body);
+        assert_eq!(r.body["error"]["code"], "InvalidParameter");
+        assert_eq!(
+            r.body["error"]["target"],
+            "properties.instantAccessDurationMinutes"
+        );
+    }
+    assert_eq!(
+        h.point(
+            "rg",
+            "ia1",
+            "rp1",
+            json!({"instantAccessDurationMinutes": 60})
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(h.point("rg", "ia2", "rp1", json!({})).await.status, 201);
+    h.advance(60);
+    assert_eq!(
+        state_of(&access_states(&h, "ia1", "rp1").await, "vm1_v2"),
+        "InstantAccess"
+    );
+    assert_eq!(
+        state_of(&access_states(&h, "ia2", "rp1").await, "vm2_ultra"),
+        "InstantAccess"
+    );
+    // Restorable, not copyable.
+    h.collection("rg", "dst1", "eastus", &rpc_id("rg", "ia1"))
+        .await;
+    let copy1 = json!({"sourceRestorePoint": {"id": rp_id("rg", "ia1", "rp1")}});
+    let r = h.point("rg", "dst1", "rp1", copy1.clone()).await;
+    assert_eq!(r.status, 409, "{:#}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'InstantAccess'"));
+    // vm2's copy is done at 700 s, within its 300 minutes of instant access.
+    h.advance(700);
+    assert_eq!(
+        state_of(&access_states(&h, "ia2", "rp1").await, "vm2_ultra"),
+        "AvailableWithInstantAccess"
+    );
+    h.collection("rg", "dst2", "eastus", &rpc_id("rg", "ia2"))
+        .await;
+    let copy2 = json!({"sourceRestorePoint": {"id": rp_id("rg", "ia2", "rp1")}});
+    assert_eq!(h.point("rg", "dst2", "rp1", copy2).await.status, 201);
+    // vm1: instant access lapses after 60 min with the copy still running: Pending again.
+    h.advance(3600 - 760 + 1);
+    assert_eq!(
+        state_of(&access_states(&h, "ia1", "rp1").await, "vm1_v2"),
+        "Pending"
+    );
+    h.advance(7200);
+    assert_eq!(
+        state_of(&access_states(&h, "ia1", "rp1").await, "vm1_v2"),
+        "Available"
+    );
+    assert_eq!(h.point("rg", "dst1", "rp1", copy1).await.status, 201);
+    // vm2 after its 300 minutes: Available.
+    h.advance(300 * 60);
+    assert_eq!(
+        state_of(&access_states(&h, "ia2", "rp1").await, "vm2_ultra"),
+        "Available"
+    );
+}
+
+#[tokio::test]
+async fn rule_three_premium_v2_snapshots_in_progress_per_disk() {
+    let mut config = fast_disk_config(only(|r| r.fast_disk_snapshot_limit = true));
+    config.timings.background_copy_secs = (7200.0, 7200.0);
+    config.timings.background_copy_secs_per_gib = 0.0;
+    let h = start_with(config, FaultConfig::default()).await;
+    let vm = h.vm("rg", "vm1", "westus", |s| {
+        s.with_data_disk_sku(1, "vm1_v2", "PremiumV2_LRS", 256)
+    });
+    h.collection("rg", "src", "westus", &vm).await;
+    for i in 1..=3 {
+        let r = h.point("rg", "src", &format!("rp{i}"), json!({})).await;
+        assert_eq!(r.status, 201, "rp{i}: {:#}", r.body);
+        h.advance(600);
+    }
+    let r = h.point("rg", "src", "rp4", json!({})).await;
+    assert_eq!(r.status, 409, "{:#}", r.body);
+    assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("vm1_v2") && message.contains("in progress"),
+        "{message}"
+    );
+    // A point that leaves the disk out is not limited by it.
+    let r = h
+        .point(
+            "rg",
+            "src",
+            "rp4-without",
+            json!({"excludeDisks": [{"id": disk_id("rg", "vm1_v2")}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:#}", r.body);
+    // Once rp1's copy completed (7200 s after it), a third slot is free again.
+    h.advance(7200 - 1800);
+    let r = h.point("rg", "src", "rp4", json!({})).await;
+    assert_eq!(r.status, 201, "{:#}", r.body);
+}
+
+#[tokio::test]
+async fn rule_instant_access_creates_in_flight_per_subscription_and_region() {
+    let h = start_with(
+        fast_disk_config(only(|r| {
+            r.instant_access_concurrency = true;
+            r.max_instant_access_in_flight = 2;
+        })),
+        FaultConfig::default(),
+    )
+    .await;
+    let mut colls = Vec::new();
+    for (i, (location, ia)) in [
+        ("westus", true),
+        ("westus", true),
+        ("westus", true),
+        ("eastus", true),
+        ("westus", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("vm{i}");
+        let vm = h.vm("rg", &name, location, |s| {
+            s.with_data_disk_sku(1, &format!("{name}_v2"), "PremiumV2_LRS", 64)
+        });
+        let coll = format!("c{i}");
+        let r = h
+            .put(
+                &rpc("rg", &coll),
+                json!({"location": location, "properties": {"source": {"id": vm}, "instantAccess": ia}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:#}", r.body);
+        colls.push(coll);
+    }
+    assert_eq!(h.point("rg", &colls[0], "rp", json!({})).await.status, 201);
+    assert_eq!(h.point("rg", &colls[1], "rp", json!({})).await.status, 201);
+    let r = h.point("rg", &colls[2], "rp", json!({})).await;
+    assert_eq!(r.status, 409, "{:#}", r.body);
+    assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("concurrently"));
+    // Another region, or no instant access: not counted.
+    assert_eq!(h.point("rg", &colls[3], "rp", json!({})).await.status, 201);
+    assert_eq!(h.point("rg", &colls[4], "rp", json!({})).await.status, 201);
+    // Once the first two are created, the third goes through.
+    h.advance(60);
+    assert_eq!(h.point("rg", &colls[2], "rp", json!({})).await.status, 201);
+}

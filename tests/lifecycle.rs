@@ -2546,3 +2546,147 @@ fn only(sent: &[OutgoingMessage]) -> OutgoingMessage {
     assert_eq!(sent.len(), 1, "{sent:?}");
     sent[0].clone()
 }
+
+// ------------------------------------------------------------------------------------------
+// Premium SSD v2 / Ultra disks: background copy, instant access
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn copy_waits_for_the_sources_background_copy_then_copies() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let source = point(&vm, T0, 0);
+    w.arm.add_point(&source, "Succeeded", T0, None, &[]);
+    let mut req = copy_req(&source, Some(&vm), "westus2");
+    let mut now = T0 + Duration::from_secs(120);
+    // Pending (no instant access) and InstantAccess (restorable, not copyable) both wait.
+    for states in [["Available", "Pending"], ["Available", "InstantAccess"]] {
+        w.arm.set_access_states(&source, &states);
+        let out = copy(&w, req.clone(), now).await;
+        assert_eq!(
+            out.status,
+            Status::Rescheduled,
+            "{states:?}: {}",
+            out.summary
+        );
+        assert!(
+            out.summary
+                .contains(functions::start_cross_region_copy::BACKGROUND_COPY_WAIT)
+                && out.summary.contains(states[1]),
+            "{}",
+            out.summary
+        );
+        assert_eq!(
+            w.arm.count(op::PUT_POINT),
+            0,
+            "no copy PUT while {states:?}"
+        );
+        let sent = w.bus.take();
+        let next = match sent.as_slice() {
+            [m] => match decode(m) {
+                QueueMessage::Copy(c) => c,
+                other => panic!("expected the copy again, got {other:?}"),
+            },
+            other => panic!("expected one message, got {other:?}"),
+        };
+        assert_eq!(next.attempt, req.attempt + 1);
+        let not_before = sent[0].not_before.expect("a delayed copy");
+        assert!(not_before > now, "waits before trying again");
+        req = next;
+        now = not_before;
+    }
+    w.arm
+        .set_access_states(&source, &["Available", "AvailableWithInstantAccess"]);
+    let out = copy(&w, req, now).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.count(op::PUT_POINT), 1);
+}
+
+#[tokio::test]
+async fn local_point_settles_once_restorable_not_while_pending() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let target = point(&vm, T0, 0);
+    w.arm.add_point(&target, "Succeeded", T0, None, &[]);
+    w.arm.set_access_states(&target, &["Available", "Pending"]);
+    let mut req = poll_req(&vm, &target, Role::Local, T0);
+    req.copy_to = vec!["westus2".into()];
+    let now = T0 + Duration::from_secs(300);
+    let out = poll(&w, req.clone(), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert!(
+        out.summary.contains("not restorable yet"),
+        "{}",
+        out.summary
+    );
+    let next = only_poll(&w.bus.take());
+    // InstantAccess restores (Microsoft's definition): settled, and the copy is sent (it waits
+    // for the background copy itself).
+    w.arm
+        .set_access_states(&target, &["Available", "InstantAccess"]);
+    let out = poll(&w, next, now + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let copies: Vec<CopyRequest> = w
+        .bus
+        .take()
+        .iter()
+        .filter_map(|m| match decode(m) {
+            QueueMessage::Copy(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies.len(), 1);
+}
+
+#[tokio::test]
+async fn create_sends_instant_access_only_where_it_applies() {
+    let mut rule = rule_s1(3, &[]);
+    rule.consistency = vmrp::azure::models::ConsistencyMode::ApplicationConsistent;
+    rule.instant_access = Some(vmrp::policy::InstantAccess {
+        duration_minutes: Some(120),
+    });
+    let w = world(testing::policy(vec![rule]));
+    let v2 = disk_id("s1", "rg", "v2");
+    w.arm.add_disk(disk(&v2, "PremiumV2_LRS", None, &[]));
+    let fast = w.arm.add_vm(
+        VmBuilder::new("s1", "rg", "vm1")
+            .data_disk(0, &v2, "PremiumV2_LRS")
+            .build(),
+    );
+    let plain = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm2").build());
+    for vm in [&fast, &plain] {
+        let out = create(&w, create_req(vm, T0), T0).await.unwrap();
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+    }
+    let c = w.arm.collection(&collection(&fast)).unwrap();
+    assert_eq!(c.properties.unwrap().instant_access, Some(true));
+    let p = w.arm.point(&point(&fast, T0, 0)).unwrap();
+    assert_eq!(
+        p.properties.unwrap().instant_access_duration_minutes,
+        Some(120)
+    );
+    // No Premium SSD v2 / Ultra disk: neither property is sent.
+    let c = w.arm.collection(&collection(&plain)).unwrap();
+    assert_eq!(c.properties.unwrap().instant_access, None);
+    let p = w.arm.point(&point(&plain, T0, 0)).unwrap();
+    assert_eq!(p.properties.unwrap().instant_access_duration_minutes, None);
+}
+
+#[tokio::test]
+async fn instant_access_creates_over_the_limit_are_rescheduled() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    // The emulator's refusal of a 51st concurrent instant-access create (rules.rs).
+    w.arm.refuse_next(
+        op::PUT_POINT,
+        409,
+        "OperationNotAllowed",
+        "50 instant access restore points are being created concurrently in subscription 's1' and region 'eastus'; at most 50 are supported. Retry once one of them completes.",
+    );
+    let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+}

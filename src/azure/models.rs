@@ -290,6 +290,26 @@ impl RestorePoint {
                 .as_str(),
         )
     }
+    /// Per-disk `snapshotAccessState` from the instance view, as (disk restore point id, state);
+    /// disks without the field are left out (empty without `$expand=instanceView`).
+    pub fn snapshot_access_states(&self) -> Vec<(&str, &str)> {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.instance_view.as_ref())
+            .and_then(|iv| iv.disk_restore_points.as_ref())
+            .map(|disks| {
+                disks
+                    .iter()
+                    .filter_map(|d| {
+                        Some((
+                            d.id.as_deref().unwrap_or("?"),
+                            d.snapshot_access_state.as_deref()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     /// Per-disk replication percentages from the instance view (empty without `$expand=instanceView`).
     pub fn replication_percents(&self) -> Vec<i32> {
         self.properties

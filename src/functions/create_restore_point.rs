@@ -230,6 +230,10 @@ async fn create(
         );
     }
 
+    // Instant access (Premium SSD v2 / Ultra disks of application-consistent points): the
+    // collection gets `instantAccess` when created, the point its duration; elsewhere it is
+    // not sent (Rule::instant_access_for).
+    let instant_access = rule.instant_access_for(&vm, &disk_info, &excluded, &consistency);
     let names = match support::local_collection(&req.vm, rule) {
         Ok(n) => n,
         Err(why) => {
@@ -244,6 +248,7 @@ async fn create(
         &req.vm,
         support::collection_tags(&rule.name, &req.vm),
         listed.and_then(|l| l.collection),
+        instant_access.is_some(),
     )
     .await;
     let collection = match ensured {
@@ -273,7 +278,13 @@ async fn create(
     let point = collection.child("restorePoints", &name);
     // Only `CrashConsistent` is accepted as input (see `RestorePoint::local`); the policy's
     // application consistency is what Azure does when the field is absent.
-    let body = RestorePoint::local(Some(consistency.clone()), &excluded);
+    let mut body = RestorePoint::local(Some(consistency.clone()), &excluded);
+    if let (Some(minutes), Some(p)) = (
+        instant_access.and_then(|ia| ia.duration_minutes),
+        body.properties.as_mut(),
+    ) {
+        p.instant_access_duration_minutes = i32::try_from(minutes).ok();
+    }
     let accepted = match deps.arm.create_restore_point(&point, &body).await {
         Ok(accepted) => accepted,
         Err(e) if e.is_not_found() && e.code.eq_ignore_ascii_case("ParentResourceNotFound") => {

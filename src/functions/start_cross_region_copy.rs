@@ -2,7 +2,9 @@
 //! (docs/architecture.md, "Flow"; reference/arm/CONTRACT.md §8).
 //!
 //! Scope guard (the VM from the message, else the source collection's `source.id`) → the source
-//! point (gone: skipped; a copy itself: refused, Azure copies no copies) → ensure the target
+//! point (gone: skipped; a copy itself: refused, Azure copies no copies; a Premium SSD v2 /
+//! Ultra disk snapshot still `Pending` / `InstantAccess`: wait for its background data copy,
+//! rescheduled like a busy region) → ensure the target
 //! collection (`location` = target region, `source.id` = the SOURCE COLLECTION) → wait while an
 //! earlier copy into it still replicates (copies into one region are serial and in creation
 //! order: asking anyway earns a 409) → PUT the target point with `sourceRestorePoint.id` →
@@ -99,7 +101,8 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
     };
 
     // The source must exist, be settled, and not be a copy itself.
-    let source = match deps.arm.get_restore_point(&req.source, false).await {
+    // With the instance view: its per-disk `snapshotAccessState` says whether Azure can copy it.
+    let source = match deps.arm.get_restore_point(&req.source, true).await {
         Ok(Some(p)) => p,
         Ok(None) => {
             tracing::warn!(source = %req.source, "source point vanished; copy skipped");
@@ -121,6 +124,20 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             "{} is not Succeeded; only settled points are copied",
             req.source
         )));
+    }
+
+    // Premium SSD v2 / Ultra disk snapshots copy only once their background data copy
+    // completed (`Pending` / `InstantAccess` are not copyable, and Azure refuses the copy):
+    // wait for it, as for a busy target region, instead of failing.
+    if let Some(why) = poll::copy_blocker(&source) {
+        return wait(
+            deps,
+            &req,
+            rule,
+            now,
+            format!("{BACKGROUND_COPY_WAIT}: {why}"),
+        )
+        .await;
     }
 
     let target_rg = req.target_resource_group.clone().or_else(|| {
@@ -187,30 +204,14 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
     match in_flight(deps, &existing).await {
         Ok(None) => {}
         Ok(Some(busy)) => {
-            let mut again = req.clone();
-            again.attempt = again.attempt.saturating_add(1);
-            if again.attempt > max_attempts(deps, rule) {
-                return Ok(report(format!(
-                    "copy of {} waited {} times for {busy}; giving up",
-                    req.source, req.attempt
-                )));
-            }
-            let delay = poll::delay_before(Role::Copy, 2, &req.source, &deps.tuning.backoff);
-            let id = support::copy_message_id(&again);
-            let sent = support::send(
+            return wait(
                 deps,
-                id,
-                QueueMessage::Copy(again),
-                Some(support::after(now, delay)),
-            )
-            .await?;
-            tracing::info!(source = %req.source, busy = %busy, delay_s = delay.as_secs(),
-                "copy waits: an earlier copy into the same region is still replicating");
-            return Ok(Outcome::new(
-                Status::Rescheduled,
+                &req,
+                rule,
+                now,
                 format!("waiting for {busy} to finish replicating"),
             )
-            .with_sent(vec![sent]));
+            .await;
         }
         Err(e) => {
             return transient_or_report(deps, &req, now, e, "checking copies in flight").await
@@ -251,6 +252,44 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         },
         Err(e) => transient_or_report(deps, &req, now, e, "starting the copy").await,
     }
+}
+
+/// The start of the reason of a copy that waits for its source's background data copy (`vmrp
+/// local` explains a copy still waiting at the end of a run by it).
+pub const BACKGROUND_COPY_WAIT: &str = "waiting for the source's background data copy";
+
+/// Sends the copy again after the copy backoff (`attempt + 1`), with `why` as the outcome;
+/// reports instead once the copy has waited as long as a copy may take.
+async fn wait(
+    deps: &Deps,
+    req: &CopyRequest,
+    rule: &Rule,
+    now: time::OffsetDateTime,
+    why: String,
+) -> Result<Outcome, HandlerError> {
+    let mut again = req.clone();
+    again.attempt = again.attempt.saturating_add(1);
+    if again.attempt > max_attempts(deps, rule) {
+        return Ok(report(format!(
+            "copy of {} waited {} times ({why}); giving up",
+            req.source, req.attempt
+        )));
+    }
+    let delay = poll::delay_before(Role::Copy, 2, &req.source, &deps.tuning.backoff);
+    let id = support::copy_message_id(&again);
+    let sent = support::send(
+        deps,
+        id,
+        QueueMessage::Copy(again),
+        Some(support::after(now, delay)),
+    )
+    .await?;
+    tracing::info!(source = %req.source, delay_s = delay.as_secs(), "copy waits: {why}");
+    Ok(Outcome::new(
+        Status::Rescheduled,
+        format!("copy of {} to {}: {why}", req.source, req.target_region),
+    )
+    .with_sent(vec![sent]))
 }
 
 /// Whether an existing target point is the copy of `source` (ids compare case-insensitively).

@@ -383,6 +383,7 @@ pub async fn ensure_listed_collection(
     source: &ResourceId,
     tags: Tags,
     seen: Option<CollectionSeen>,
+    instant_access: bool,
 ) -> Result<ResourceId, EnsureError> {
     if let Some(known) = deps.known.resolved(names) {
         return Ok(known);
@@ -393,10 +394,10 @@ pub async fn ensure_listed_collection(
             Ok(names.id.clone())
         }
         Some(CollectionSeen::Missing) => {
-            create_collection(deps, &names.id, location, source, tags).await?;
+            create_collection(deps, &names.id, location, source, tags, instant_access).await?;
             Ok(names.id.clone())
         }
-        None => ensure_collection(deps, names, location, source, tags, false)
+        None => ensure_collection_with(deps, names, location, source, tags, false, instant_access)
             .await
             .map(|e| e.id),
     }
@@ -457,6 +458,20 @@ pub async fn ensure_collection(
     tags: Tags,
     need_points: bool,
 ) -> Result<Ensured, EnsureError> {
+    ensure_collection_with(deps, names, location, source, tags, need_points, false).await
+}
+
+/// [`ensure_collection`]; a collection it creates gets `instantAccess: true` when asked (the
+/// property is set at creation only: an existing collection is used as it is).
+async fn ensure_collection_with(
+    deps: &Deps,
+    names: &CollectionNames,
+    location: &str,
+    source: &ResourceId,
+    tags: Tags,
+    need_points: bool,
+    instant_access: bool,
+) -> Result<Ensured, EnsureError> {
     if !need_points {
         if let Some(id) = deps.known.resolved(names) {
             return Ok(Ensured { id, points: None });
@@ -492,7 +507,7 @@ pub async fn ensure_collection(
             points: need_points.then(|| existing.restore_points().to_vec()),
         });
     }
-    create_collection(deps, &names.id, location, source, tags).await?;
+    create_collection(deps, &names.id, location, source, tags, instant_access).await?;
     Ok(Ensured {
         id: names.id.clone(),
         points: Some(Vec::new()),
@@ -506,8 +521,12 @@ async fn create_collection(
     location: &str,
     source: &ResourceId,
     tags: Tags,
+    instant_access: bool,
 ) -> Result<(), EnsureError> {
-    let body = RestorePointCollection::for_source(location, source, tags);
+    let mut body = RestorePointCollection::for_source(location, source, tags);
+    if let (true, Some(p)) = (instant_access, body.properties.as_mut()) {
+        p.instant_access = Some(true);
+    }
     deps.arm
         .put_collection(id, &body)
         .await

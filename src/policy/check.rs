@@ -104,7 +104,12 @@ pub fn check_policy(policy: &Policy, timer_schedule: &str) -> CheckReport {
             .map(|r| summarize(r, timer_schedule))
             .collect(),
         problems,
-        warnings: policy.rules.iter().filter_map(own_region_warning).collect(),
+        warnings: policy
+            .rules
+            .iter()
+            .filter_map(own_region_warning)
+            .chain(policy.rules.iter().filter_map(instant_access_warning))
+            .collect(),
         parse_error: None,
     }
 }
@@ -119,6 +124,21 @@ fn own_region_warning(rule: &Rule) -> Option<String> {
     Some(format!(
         "rule {:?}: copies[0].region {}: VMs located in {} itself get no cross-region copy (a copy needs another region than the VM's); add a second copy region if they need one",
         rule.name, only.region, only.region
+    ))
+}
+
+/// Instant access only helps the Premium SSD v2 / Ultra disks of application-consistent points,
+/// which the policy file alone cannot tell (`vmrp plan` and the create see each VM's disks):
+/// say so, and name a consistency tag that may make some VMs crash-consistent.
+fn instant_access_warning(rule: &Rule) -> Option<String> {
+    rule.instant_access.as_ref()?;
+    let tag = match &rule.consistency_tag {
+        Some(tag) => format!("; VMs whose tag {tag} selects CrashConsistent get none"),
+        None => String::new(),
+    };
+    Some(format!(
+        "rule {:?}: instantAccess applies only to VMs with Premium SSD v2 or Ultra disks (other VMs' points are created without it){tag}",
+        rule.name
     ))
 }
 
@@ -242,6 +262,30 @@ mod tests {
         assert!(v["readError"].as_str().unwrap().contains(missing), "{v}");
         let plain = Cli::parse_from(["x", missing]).args;
         assert!(outcome(&plain).unwrap_err().contains(missing));
+    }
+
+    #[test]
+    fn instant_access_is_checked_and_warned_about() {
+        let policy: Policy = serde_json::from_str(
+            r#"{"rules":[{"name":"fast","targets":{},"consistencyTag":"rp-mode",
+                "instantAccess":{"durationMinutes":120},"retention":{"keepLast":3}}]}"#,
+        )
+        .unwrap();
+        let report = check_policy(&policy, DEFAULT_TIMER_SCHEDULE);
+        assert!(report.ok, "{:?}", report.problems);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].contains("Premium SSD v2 or Ultra"));
+        assert!(report.warnings[0].contains("rp-mode selects CrashConsistent"));
+        let bad: Policy = serde_json::from_str(
+            r#"{"rules":[{"name":"fast","targets":{},"instantAccess":{"durationMinutes":30},
+                "retention":{"keepLast":3}}]}"#,
+        )
+        .unwrap();
+        let report = check_policy(&bad, DEFAULT_TIMER_SCHEDULE);
+        assert!(!report.ok);
+        assert!(report.render(false).contains(
+            "instantAccess.durationMinutes: 30 is out of range: Azure keeps instant access between 60 and 300 minutes"
+        ), "{}", report.render(false));
     }
 
     #[test]

@@ -136,6 +136,41 @@ impl Rule {
     /// order (OS disk first, then by LUN). Ephemeral OS disks and shared disks are always left
     /// out (Azure rejects points that include them); the rest comes from `excludeDisks`. A disk
     /// without a managed disk id cannot be named in `excludeDisks` and is skipped.
+    /// The instant access a create of `vm` asks for, when the rule has one and it applies: the
+    /// point is application-consistent (not `CrashConsistent`) and holds a Premium SSD v2 /
+    /// Ultra disk (not in `excluded`). `None` otherwise: the option is not sent.
+    pub fn instant_access_for(
+        &self,
+        vm: &VirtualMachine,
+        disk_info: &[DiskInfo],
+        excluded: &[ResourceId],
+        mode: &ConsistencyMode,
+    ) -> Option<&super::InstantAccess> {
+        let ia = self.instant_access.as_ref()?;
+        if *mode == ConsistencyMode::CrashConsistent {
+            return None;
+        }
+        vm.disks()
+            .iter()
+            .filter(|d| {
+                d.managed_disk_id
+                    .as_ref()
+                    .is_none_or(|id| !excluded.contains(id))
+            })
+            .any(|d| {
+                let info = d
+                    .managed_disk_id
+                    .as_ref()
+                    .and_then(|id| disk_info.iter().find(|i| &i.id == id));
+                disk_sku(d, info).is_some_and(|s| {
+                    CRASH_UNSUPPORTED_SKUS
+                        .iter()
+                        .any(|u| u.eq_ignore_ascii_case(s))
+                })
+            })
+            .then_some(ia)
+    }
+
     pub fn excluded_disks(
         &self,
         vm: &VirtualMachine,

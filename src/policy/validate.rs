@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::regions::{known_region, same_region};
 use super::resolve::{describe_disk, disk_sku, CRASH_UNSUPPORTED_SKUS};
-use super::{DiskInfo, Policy, Retention, Rule};
+use super::{DiskInfo, InstantAccess, Policy, Retention, Rule};
 use crate::azure::models::{ConsistencyMode, VirtualMachine};
 use crate::azure::ResourceId;
 use crate::schedule::Schedule;
@@ -244,6 +244,7 @@ impl Policy {
                 &mut p,
             );
             check_deadline_ranges(rule, &mut p);
+            check_instant_access(rule, &mut p);
             if rule.deadlines.local_minutes == 0 {
                 p.push(
                     "deadlines.localMinutes",
@@ -461,6 +462,37 @@ fn effective_gap(rule: &Schedule, timer: &Schedule) -> EffectiveGap {
         (None, _) if covered_year => EffectiveGap::Never,
         (_, Some(gap)) => EffectiveGap::Min(gap),
         _ => EffectiveGap::Unknown,
+    }
+}
+
+/// `instantAccess`: the duration within Azure's 60-300 minutes, and only on rules whose points
+/// can hold a Premium SSD v2 / Ultra disk, i.e. application-consistent ones (crash-consistent
+/// points do not support those disks; support matrix, learn.microsoft.com/azure/
+/// virtual-machines/concepts-restore-points). A consistency tag that may pick crash
+/// consistency for some VMs is a `policy check` warning, not a problem.
+fn check_instant_access(rule: &Rule, p: &mut Problems) {
+    let Some(ia) = &rule.instant_access else {
+        return;
+    };
+    if let Some(m) = ia
+        .duration_minutes
+        .filter(|m| !(InstantAccess::MIN_MINUTES..=InstantAccess::MAX_MINUTES).contains(m))
+    {
+        p.push(
+            "instantAccess.durationMinutes",
+            format!(
+                "{m} is out of range: Azure keeps instant access between {} and {} minutes (omit it for {})",
+                InstantAccess::MIN_MINUTES,
+                InstantAccess::MAX_MINUTES,
+                InstantAccess::MAX_MINUTES
+            ),
+        );
+    }
+    if rule.consistency == ConsistencyMode::CrashConsistent && rule.consistency_tag.is_none() {
+        p.push(
+            "instantAccess",
+            "applies to application-consistent points only: crash-consistent points do not support the Premium SSD v2 / Ultra disks instant access is for; remove it or use ApplicationConsistent",
+        );
     }
 }
 
@@ -705,6 +737,24 @@ impl Rule {
                 }
             }
         }
+        if self.instant_access.is_some() {
+            let excluded: Vec<ResourceId> = self
+                .excluded_disks(vm, disks)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            if self
+                .instant_access_for(vm, disks, &excluded, &mode)
+                .is_none()
+            {
+                p.push(
+                    "instantAccess",
+                    format!(
+                        "VM {vm_name}: instant access does not apply (it needs an application-consistent point holding a Premium SSD v2 or Ultra disk); its points are created without it"
+                    ),
+                );
+            }
+        }
         if let Some(location) = vm.location.as_deref() {
             for (i, copy) in self.copies.iter().enumerate() {
                 if same_region(&copy.region, location) {
@@ -821,6 +871,44 @@ mod tests {
             "{:?}",
             problems_of(&p, None)
         );
+    }
+
+    #[test]
+    fn instant_access_duration_and_consistency_are_checked() {
+        let cases = [
+            (r#""instantAccess":{}"#, vec![]),
+            (r#""instantAccess":{"durationMinutes":60}"#, vec![]),
+            (r#""instantAccess":{"durationMinutes":300}"#, vec![]),
+            (
+                r#""instantAccess":{"durationMinutes":59}"#,
+                vec!["instantAccess.durationMinutes"],
+            ),
+            (
+                r#""instantAccess":{"durationMinutes":301}"#,
+                vec!["instantAccess.durationMinutes"],
+            ),
+            (
+                r#""consistency":"CrashConsistent","instantAccess":{}"#,
+                vec!["instantAccess"],
+            ),
+            // A tag may pick application consistency for some VMs: a warning, not a problem.
+            (
+                r#""consistency":"CrashConsistent","consistencyTag":"rp-mode","instantAccess":{}"#,
+                vec![],
+            ),
+        ];
+        for (fields, want) in cases {
+            let got: Vec<String> = policy_with(fields)
+                .problems(None)
+                .into_iter()
+                .map(|p| p.field)
+                .collect();
+            assert_eq!(got, want, "{fields}");
+        }
+        let bad: Result<Policy, _> = serde_json::from_str(
+            r#"{"rules":[{"name":"p","targets":{},"retention":{"keepLast":1},"instantAccess":{"minutes":5}}]}"#,
+        );
+        assert!(bad.is_err(), "unknown instantAccess fields are refused");
     }
 
     #[test]
@@ -1085,6 +1173,40 @@ mod tests {
                 .iter()
                 .map(ToString::to_string)
                 .collect()
+        }
+
+        #[test]
+        fn instant_access_applies_to_premium_v2_and_ultra_disks_of_application_consistent_points() {
+            let fast = vm("eastus", &[], &[(0, "v2", "PremiumV2_LRS")]);
+            let plain = vm("eastus", &[], &[(0, "std", "Premium_LRS")]);
+            let ia = r#""instantAccess":{"durationMinutes":120}"#;
+            assert!(check(ia, &fast).is_empty());
+            let got = check(ia, &plain);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].contains("instantAccess: VM") && got[0].contains("does not apply"),
+                "{got:?}"
+            );
+            let rule = policy_with(ia).rules.remove(0);
+            let applies = |v: &VirtualMachine, mode: ConsistencyMode, excluded: &[ResourceId]| {
+                rule.instant_access_for(v, &[], excluded, &mode)
+                    .and_then(|i| i.duration_minutes)
+            };
+            assert_eq!(
+                applies(&fast, ConsistencyMode::ApplicationConsistent, &[]),
+                Some(120)
+            );
+            assert_eq!(applies(&fast, ConsistencyMode::CrashConsistent, &[]), None);
+            assert_eq!(
+                applies(&plain, ConsistencyMode::ApplicationConsistent, &[]),
+                None
+            );
+            let v2_id = fast.disks()[1].managed_disk_id.clone().unwrap();
+            assert_eq!(
+                applies(&fast, ConsistencyMode::ApplicationConsistent, &[v2_id]),
+                None,
+                "an excluded disk gets no instant access"
+            );
         }
 
         #[test]

@@ -323,6 +323,20 @@ impl VmSeed {
         self
     }
 
+    /// A data disk of another SKU and size, e.g. `PremiumV2_LRS` (whose restore points copy
+    /// their snapshot in the background for a time growing with `size_gb`).
+    pub fn with_data_disk_sku(mut self, lun: i32, name: &str, sku: &str, size_gb: i32) -> Self {
+        self.data_disks.push(DataDiskSeed {
+            lun,
+            name: name.into(),
+            resource_group: None,
+            storage_account_type: sku.into(),
+            size_gb,
+            max_shares: 1,
+        });
+        self
+    }
+
     fn disk_id(&self, rg: &str, name: &str) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}",

@@ -15,6 +15,10 @@
 //! | unsupported disks must be excluded | 400 `OperationNotAllowed` naming the disk |
 //! | target collection must reference the source collection | 400 `InvalidParameter` |
 //! | `consistencyMode` input only `CrashConsistent` | 400 `InvalidParameter`, target `properties.consistencyMode` |
+//! | ≤ 3 Premium SSD v2 / Ultra snapshots in progress per disk | 409 `OperationNotAllowed` "... in progress" (transient; code an assumption) |
+//! | copy only from a source whose disks are `Available` / `AvailableWithInstantAccess` | 409 `OperationNotAllowed` "... in progress" (transient; code an assumption) |
+//! | `instantAccessDurationMinutes` 60-300 | 400 `InvalidParameter`, target `properties.instantAccessDurationMinutes` |
+//! | ≤ 50 instant-access creates in flight per subscription and region | 409 `OperationNotAllowed` "... concurrent ..." (transient; code an assumption) |
 //! | collection names: 1-80 alphanumerics, `_`, `.`, `-`, start alphanumeric, end alphanumeric or `_` | 400 `InvalidResourceName` |
 //! | collection locations ARM knows | 400 `LocationNotAvailableForResourceType` |
 //! | request inside the role's assigned scopes (when [`RuleSwitches::role_scopes`] is set) | 403 `AuthorizationFailed` (ARM's RBAC check; body shape from a real answer, github.com/Azure/ARO-RP/issues/66) |
@@ -69,6 +73,19 @@ pub struct RuleSwitches {
     pub collection_name_rules: bool,
     /// Refuse collection locations outside [`KNOWN_LOCATIONS`].
     pub known_locations_only: bool,
+    /// Premium SSD v2 / Ultra disks: at most this many snapshots per disk whose background data
+    /// copy is in progress ([`check_fast_snapshots_in_progress`]).
+    pub fast_disk_snapshot_limit: bool,
+    pub max_fast_snapshots_in_progress: u32,
+    /// Refuse a cross-region copy of a point whose disk restore points are not all copyable
+    /// ([`check_source_copyable`]).
+    pub copy_needs_copyable_source: bool,
+    /// Refuse `instantAccessDurationMinutes` outside 60-300 ([`check_instant_access_minutes`]).
+    pub instant_access_duration_range: bool,
+    /// At most this many instant-access creates in flight per subscription and region
+    /// ([`check_instant_access_in_flight`]).
+    pub instant_access_concurrency: bool,
+    pub max_instant_access_in_flight: u32,
     /// Items per page of list responses (not a rule, a platform behaviour worth varying in tests).
     pub list_page_size: usize,
     /// Answer 401 `AuthenticationFailed` when a request has no `Authorization: Bearer …` header,
@@ -113,6 +130,12 @@ impl Default for RuleSwitches {
             consistency_input_crash_only: true,
             collection_name_rules: true,
             known_locations_only: true,
+            fast_disk_snapshot_limit: true,
+            max_fast_snapshots_in_progress: 3,
+            copy_needs_copyable_source: true,
+            instant_access_duration_range: true,
+            instant_access_concurrency: true,
+            max_instant_access_in_flight: 50,
             list_page_size: 50,
             require_authorization: true,
             role_scopes: None,
@@ -137,6 +160,10 @@ impl RuleSwitches {
             consistency_input_crash_only: false,
             collection_name_rules: false,
             known_locations_only: false,
+            fast_disk_snapshot_limit: false,
+            copy_needs_copyable_source: false,
+            instant_access_duration_range: false,
+            instant_access_concurrency: false,
             ..Self::default()
         }
     }
@@ -425,6 +452,105 @@ pub fn check_not_copy_of_copy(source: &str, source_is_copy: bool) -> Result<(), 
     );
     v.target = Some("properties.sourceRestorePoint.id".to_string());
     Err(v)
+}
+
+/// Premium SSD v2 / Ultra disks: "three in-progress snapshots per disk" (instant access snapshots
+/// count too; learn.microsoft.com/azure/virtual-machines/disks-instant-access-snapshots,
+/// Limitations). `in_progress` counts the disk's restore points whose background data copy has
+/// not completed. No document gives the refusal for restore points: 409 `OperationNotAllowed`
+/// is our assumption, worded "in progress" so that clients retry it later.
+pub fn check_fast_snapshots_in_progress(
+    disk: &str,
+    in_progress: usize,
+    limit: u32,
+) -> Result<(), Violation> {
+    if (in_progress as u64) < u64::from(limit) {
+        return Ok(());
+    }
+    Err(Violation::new(
+        "fastDiskSnapshotsInProgress",
+        409,
+        "OperationNotAllowed",
+        format!(
+            "Disk '{disk}' already has {in_progress} snapshots whose background data copy is in \
+             progress; Premium SSD v2 and Ultra disks allow at most {limit}. Retry once a copy \
+             completes."
+        ),
+    ))
+}
+
+/// A cross-region copy needs every disk restore point of its source to be copyable:
+/// `Pending` "can't be ... copied to another region", `InstantAccess` "can't be copied to
+/// another region" until the background data copy completes (`completionPercent` 100)
+/// (learn.microsoft.com/azure/virtual-machines/disks-instant-access-snapshots; the snapshot
+/// access states of restorePoint.json 2025-04-01 say the same). `blocking` is the first disk
+/// restore point that is not, with its state. The refusal's code is our assumption.
+pub fn check_source_copyable(
+    source: &str,
+    blocking: Option<(&str, &str)>,
+) -> Result<(), Violation> {
+    let Some((disk, state)) = blocking else {
+        return Ok(());
+    };
+    let mut v = Violation::new(
+        "copyNeedsCopyableSource",
+        409,
+        "OperationNotAllowed",
+        format!(
+            "Source restore point '{source}' cannot be copied to another region yet: disk \
+             restore point '{disk}' has snapshotAccessState '{state}' (its background data copy \
+             is in progress). Copy it once every disk restore point is Available."
+        ),
+    );
+    v.target = Some("properties.sourceRestorePoint.id".to_string());
+    Err(v)
+}
+
+/// `instantAccessDurationMinutes` "must be between 60 and 300 minutes"
+/// (learn.microsoft.com/azure/virtual-machines/disks-instant-access-snapshots, Limitations;
+/// Azure/MDCC-for-Premium-SSD-v2-and-Ultra-disks README: "configurable between 60 and 300
+/// minutes", though its table says 1-300: the stricter reading).
+pub fn check_instant_access_minutes(minutes: i32) -> Result<(), Violation> {
+    if (60..=300).contains(&minutes) {
+        return Ok(());
+    }
+    let mut v = Violation::new(
+        "instantAccessDurationRange",
+        400,
+        "InvalidParameter",
+        format!(
+            "The value {minutes} of properties.instantAccessDurationMinutes is out of range: \
+             instant access lasts between 60 and 300 minutes."
+        ),
+    );
+    v.target = Some("properties.instantAccessDurationMinutes".to_string());
+    Err(v)
+}
+
+/// "More than 50 restore points should not be created concurrently at a given time per
+/// subscription per region" (instant access restore points of Premium SSD v2 / Ultra disks;
+/// Azure/MDCC-for-Premium-SSD-v2-and-Ultra-disks README, Unsupported Configurations). The
+/// document names no refusal; refusing the 51st is the stricter reading, 409
+/// `OperationNotAllowed` worded "concurrent" our assumption (clients retry it later).
+pub fn check_instant_access_in_flight(
+    subscription: &str,
+    location: &str,
+    in_flight: usize,
+    limit: u32,
+) -> Result<(), Violation> {
+    if (in_flight as u64) < u64::from(limit) {
+        return Ok(());
+    }
+    Err(Violation::new(
+        "instantAccessInFlight",
+        409,
+        "OperationNotAllowed",
+        format!(
+            "{in_flight} instant access restore points are being created concurrently in \
+             subscription '{subscription}' and region '{location}'; at most {limit} are \
+             supported. Retry once one of them completes."
+        ),
+    ))
 }
 
 /// The facts about one disk that decide whether restore points support it.
@@ -850,5 +976,45 @@ mod tests {
         let v = check_one_create("vm", Some("rp1")).unwrap_err();
         assert_eq!((v.status, v.code), (409, "VMRestorePointClientError"));
         assert!(v.message.contains("concurrent"));
+    }
+
+    #[test]
+    fn premium_v2_and_instant_access_rules() {
+        // 3 snapshots in progress per disk: the 4th is refused, retryable ("in progress").
+        assert!(check_fast_snapshots_in_progress("d", 2, 3).is_ok());
+        let v = check_fast_snapshots_in_progress("d", 3, 3).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
+        assert!(v.message.contains("in progress") && v.message.contains("'d'"));
+        // Copies need every disk copyable.
+        assert!(check_source_copyable("rp", None).is_ok());
+        let v = check_source_copyable("rp", Some(("d1", "InstantAccess"))).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
+        assert!(v.message.contains("'InstantAccess'") && v.message.contains("in progress"));
+        // 60-300 minutes.
+        for (m, ok) in [
+            (59, false),
+            (60, true),
+            (300, true),
+            (301, false),
+            (0, false),
+            (-5, false),
+        ] {
+            assert_eq!(check_instant_access_minutes(m).is_ok(), ok, "{m}");
+        }
+        let v = check_instant_access_minutes(1).unwrap_err();
+        assert_eq!(
+            v.target.as_deref(),
+            Some("properties.instantAccessDurationMinutes")
+        );
+        // 50 in flight per subscription and region.
+        assert!(check_instant_access_in_flight("s", "westus", 49, 50).is_ok());
+        let v = check_instant_access_in_flight("s", "westus", 50, 50).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
+        assert!(v.message.contains("concurrently"));
+        assert_eq!(
+            crate::azure::error::classify(Some(v.status), v.code, &v.message),
+            crate::azure::error::ErrorClass::Transient,
+            "vmrp retries it"
+        );
     }
 }

@@ -36,6 +36,12 @@ pub struct Timings {
     pub delete_secs: (f64, f64),
     /// `Retry-After` sent with long-running operation answers.
     pub lro_retry_after_secs: u64,
+    /// The background data copy of a Premium SSD v2 / Ultra disk's snapshot (a local disk
+    /// restore point of such a disk): a fixed part picked in this range ...
+    pub background_copy_secs: (f64, f64),
+    /// ... plus this much per GiB of the disk, so larger disks take longer (their data is
+    /// copied to standard storage; learn.microsoft.com/azure/virtual-machines/disks-instant-access-snapshots).
+    pub background_copy_secs_per_gib: f64,
 }
 
 impl Default for Timings {
@@ -47,6 +53,8 @@ impl Default for Timings {
             copy_progress_step_secs: 600.0,
             delete_secs: (10.0, 30.0),
             lro_retry_after_secs: 10,
+            background_copy_secs: (300.0, 900.0),
+            background_copy_secs_per_gib: 2.0,
         }
     }
 }
@@ -176,11 +184,40 @@ pub enum Outcome {
 }
 
 /// One disk restore point of a point.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DiskPoint {
     pub id: String,
     /// For copies: when this disk's replication reaches 100 %.
     pub replicated_at: Option<OffsetDateTime>,
+    /// Local points of Premium SSD v2 / Ultra disks: when the snapshot's background data copy
+    /// completes (before it, `snapshotAccessState` is `Pending` or `InstantAccess`). `None`
+    /// for other disks, whose snapshots are usable at once.
+    pub background_done_at: Option<OffsetDateTime>,
+    /// Local points of Premium SSD v2 / Ultra disks in an `instantAccess` collection: when
+    /// instant access lapses (`instantAccessDurationMinutes` after creation, default 300).
+    pub instant_access_until: Option<OffsetDateTime>,
+    /// The managed disk this disk restore point was taken from (local points), for the
+    /// per-disk limit of snapshots in progress.
+    pub source_disk: Option<String>,
+}
+
+/// `snapshotAccessState` of a disk whose snapshot needs a background data copy (Premium SSD v2,
+/// Ultra), from whether instant access is still on and whether the copy completed
+/// (learn.microsoft.com/azure/virtual-machines/disks-instant-access-snapshots, "Check snapshot
+/// access state").
+pub fn fast_disk_access_state(instant_access: bool, copied: bool) -> &'static str {
+    match (instant_access, copied) {
+        (true, true) => "AvailableWithInstantAccess",
+        (true, false) => "InstantAccess",
+        (false, true) => "Available",
+        (false, false) => "Pending",
+    }
+}
+
+/// Whether a cross-region copy may start from a disk restore point in `state`: only once its
+/// background data copy completed (`InstantAccess` restores but does not copy).
+pub fn copyable_access_state(state: &str) -> bool {
+    matches!(state, "Available" | "AvailableWithInstantAccess")
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +311,59 @@ impl PointRecord {
         let step = step_secs.max(1.0);
         let stepped = (elapsed / step).floor() * step;
         ((stepped / total) * 100.0).floor().clamp(0.0, 99.0) as i32
+    }
+
+    /// `snapshotAccessState` of one disk restore point of a local point (any phase).
+    pub fn local_access_state(&self, disk: &DiskPoint, now: OffsetDateTime) -> &'static str {
+        match self.creation_phase(now) {
+            Phase::Creating => return "Pending",
+            Phase::Failed | Phase::Deleting => return "Unknown",
+            Phase::Succeeded => {}
+        }
+        let Some(done) = disk.background_done_at else {
+            // Snapshots of other disk types are usable at once.
+            return if self.instant_access_disks {
+                "AvailableWithInstantAccess"
+            } else {
+                "Available"
+            };
+        };
+        let instant = disk.instant_access_until.is_some_and(|t| now < t);
+        fast_disk_access_state(instant, now >= done)
+    }
+
+    /// The background data copy's percent of a local disk restore point (100 for disks
+    /// without one), in the same steps as copy progress.
+    pub fn background_percent(&self, disk: &DiskPoint, now: OffsetDateTime, step_secs: f64) -> i32 {
+        let Some(done) = disk.background_done_at else {
+            return 100;
+        };
+        if now >= done {
+            return 100;
+        }
+        let total = (done - self.created).as_seconds_f64().max(1.0);
+        let elapsed = (now - self.created).as_seconds_f64().max(0.0);
+        let step = step_secs.max(1.0);
+        let stepped = (elapsed / step).floor() * step;
+        ((stepped / total) * 100.0).floor().clamp(0.0, 99.0) as i32
+    }
+
+    /// True while a disk of this local point still copies its snapshot in the background
+    /// (a failed or deleted point holds no snapshot in progress).
+    pub fn background_in_progress(&self, disk: &DiskPoint, now: OffsetDateTime) -> bool {
+        !self.is_copy()
+            && self.deleting.is_none()
+            && !matches!(self.outcome, Outcome::Failed { .. })
+            && disk.background_done_at.is_some_and(|t| now < t)
+    }
+
+    /// The first disk restore point that a cross-region copy cannot start from yet, with its
+    /// `snapshotAccessState` (`None`: every disk is copyable).
+    pub fn first_uncopyable_disk(&self, now: OffsetDateTime) -> Option<(&str, &'static str)> {
+        self.disks.iter().find_map(|d| {
+            let state = self.local_access_state(d, now);
+            (!copyable_access_state(state)).then_some((d.id.as_str(), state))
+        })
     }
 
     /// For copies: the lowest disk percent (100 when every disk finished); `None` if failed.
@@ -376,15 +466,24 @@ impl PointRecord {
             } else {
                 match creation {
                     Phase::Succeeded => {
-                        view.snapshot_access_state = Some(access_ready.into());
+                        let pct = self.background_percent(d, now, step_secs);
+                        view.snapshot_access_state = Some(
+                            if d.background_done_at.is_some() {
+                                self.local_access_state(d, now)
+                            } else {
+                                access_ready
+                            }
+                            .into(),
+                        );
+                        // The background data copy's progress, as `completionPercent` (the
+                        // property Microsoft says to watch before copying such a snapshot).
                         view.replication_status = Some(DiskRestorePointReplicationStatus {
-                            status: Some(status(
-                                "ReplicationState/succeeded",
-                                "Info",
-                                "Succeeded",
-                                None,
-                            )),
-                            completion_percent: Some(100),
+                            status: Some(if pct >= 100 {
+                                status("ReplicationState/succeeded", "Info", "Succeeded", None)
+                            } else {
+                                status("ReplicationState/inProgress", "Info", "In progress", None)
+                            }),
+                            completion_percent: Some(pct),
                         });
                     }
                     Phase::Creating => view.snapshot_access_state = Some("Pending".into()),
@@ -716,6 +815,7 @@ mod tests {
             disks: vec![DiskPoint {
                 id: "d".into(),
                 replicated_at: Some(T0 + Duration::minutes(minutes_total)),
+                ..Default::default()
             }],
             source_metadata: json!({}),
             instant_access_disks: false,
@@ -768,5 +868,60 @@ mod tests {
         assert!(jitter(1, "x", (1e300, 1e300)) <= Duration::days(3651));
         assert!(same_location("West US", "westus"));
         assert!(!same_location("westus", "westus2"));
+    }
+
+    #[test]
+    fn fast_disk_access_states_follow_background_copy_and_instant_access() {
+        assert_eq!(fast_disk_access_state(false, false), "Pending");
+        assert_eq!(fast_disk_access_state(true, false), "InstantAccess");
+        assert_eq!(
+            fast_disk_access_state(true, true),
+            "AvailableWithInstantAccess"
+        );
+        assert_eq!(fast_disk_access_state(false, true), "Available");
+        for (state, copyable) in [
+            ("Pending", false),
+            ("InstantAccess", false),
+            ("Available", true),
+            ("AvailableWithInstantAccess", true),
+            ("Unknown", false),
+        ] {
+            assert_eq!(copyable_access_state(state), copyable, "{state}");
+        }
+        // A local point: Creating → Pending; then per disk.
+        let mut p = copy_point(100);
+        p.source_point = None;
+        p.disks = vec![
+            DiskPoint {
+                id: "plain".into(),
+                ..Default::default()
+            },
+            DiskPoint {
+                id: "v2".into(),
+                background_done_at: Some(T0 + Duration::minutes(30)),
+                instant_access_until: Some(T0 + Duration::minutes(60)),
+                source_disk: Some("/d/v2".into()),
+                ..Default::default()
+            },
+        ];
+        let at = |m: i64| {
+            let now = T0 + Duration::minutes(m);
+            (
+                p.local_access_state(&p.disks[0], now),
+                p.local_access_state(&p.disks[1], now),
+                p.first_uncopyable_disk(now).map(|(d, _)| d.to_string()),
+            )
+        };
+        assert_eq!(at(1), ("Pending", "Pending", Some("plain".into())));
+        assert_eq!(at(5), ("Available", "InstantAccess", Some("v2".into())));
+        assert_eq!(at(30), ("Available", "AvailableWithInstantAccess", None));
+        assert_eq!(at(60), ("Available", "Available", None));
+        assert!(p.background_in_progress(&p.disks[1], T0 + Duration::minutes(29)));
+        assert!(!p.background_in_progress(&p.disks[1], T0 + Duration::minutes(30)));
+        assert!(!p.background_in_progress(&p.disks[0], T0));
+        assert_eq!(
+            p.background_percent(&p.disks[1], T0 + Duration::minutes(20), 600.0),
+            66
+        );
     }
 }

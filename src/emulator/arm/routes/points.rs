@@ -145,6 +145,14 @@ pub fn put_point(
             return Reply::from_violation(v);
         }
     }
+    if let (true, Some(minutes)) = (
+        ctx.rules.instant_access_duration_range,
+        input.instant_access_minutes,
+    ) {
+        if let Err(v) = rules::check_instant_access_minutes(minutes) {
+            return Reply::from_violation(v);
+        }
+    }
     let coll_id = compute_id(sub, rg, "restorePointCollections", coll_name);
     let Some(coll) = store.collections.get(&coll_id).cloned() else {
         return resource_not_found("restorePointCollections", coll_name, rg);
@@ -257,6 +265,94 @@ fn is_fast_disk(d: &DiskFacts) -> bool {
     })
 }
 
+fn same_disk(a: &str, b: &str) -> bool {
+    a.trim_start_matches('/')
+        .eq_ignore_ascii_case(b.trim_start_matches('/'))
+}
+
+/// The disk restore points of a new local point, in `sourceMetadata` order (OS disk, then data
+/// disks). A Premium SSD v2 / Ultra disk's snapshot gets its background data copy, whose length
+/// is a seeded part plus a part per GiB, and, in an instant access collection, instant access
+/// for `instantAccessDurationMinutes` (default 300).
+fn local_disk_points(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    vm: &crate::emulator::arm::state::VmRecord,
+    meta: &Value,
+    disk_ids: Vec<String>,
+    instant_access: bool,
+    input: &PointInput,
+) -> Vec<DiskPoint> {
+    let sp = &meta["storageProfile"];
+    let entries: Vec<&Value> = sp
+        .get("osDisk")
+        .into_iter()
+        .chain(sp["dataDisks"].as_array().into_iter().flatten())
+        .collect();
+    let vm_disks = vm.typed().disks();
+    disk_ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let entry = entries.get(i).copied().unwrap_or(&Value::Null);
+            let disk_id = entry["managedDisk"]["id"].as_str().map(str::to_string);
+            let doc = disk_id
+                .as_deref()
+                .and_then(|d| ResourceId::parse(d).ok())
+                .and_then(|d| store.disks.get(&d));
+            let sku = entry["managedDisk"]["storageAccountType"]
+                .as_str()
+                .or_else(|| doc.and_then(|d| d["sku"]["name"].as_str()))
+                .or_else(|| {
+                    vm_disks
+                        .iter()
+                        .find(|v| {
+                            v.managed_disk_id
+                                .as_ref()
+                                .zip(disk_id.as_deref())
+                                .is_some_and(|(a, b)| same_disk(a.as_str(), b))
+                        })
+                        .and_then(|v| v.storage_account_type.as_deref())
+                })
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let fast = sku == "premiumv2_lrs" || sku == "ultrassd_lrs";
+            let gib = entry["diskSizeGB"]
+                .as_f64()
+                .or_else(|| doc.and_then(|d| d["properties"]["diskSizeGB"].as_f64()))
+                .unwrap_or(0.0)
+                .max(0.0);
+            let background_done_at = fast.then(|| {
+                let fixed = jitter(
+                    ctx.seed,
+                    &format!("{id}/backgroundCopy"),
+                    ctx.timings.background_copy_secs,
+                );
+                let per_gib = ctx.timings.background_copy_secs_per_gib.max(0.0) * gib;
+                let per_gib = if per_gib.is_finite() {
+                    per_gib.min(10.0 * 365.0 * 86_400.0)
+                } else {
+                    0.0
+                };
+                ctx.now + fixed + time::Duration::seconds_f64(per_gib)
+            });
+            let instant_access_until = (fast && instant_access).then(|| {
+                ctx.now
+                    + time::Duration::minutes(i64::from(
+                        input.instant_access_minutes.unwrap_or(300),
+                    ))
+            });
+            DiskPoint {
+                id,
+                replicated_at: None,
+                background_done_at,
+                instant_access_until,
+                source_disk: fast.then_some(disk_id).flatten(),
+            }
+        })
+        .collect()
+}
+
 fn create_local(
     store: &mut Store,
     ctx: &Ctx<'_>,
@@ -328,6 +424,10 @@ fn create_local(
         .collect();
     let r = ctx.rules;
     let now = ctx.now;
+    // Instant access applies when the collection enables it and the point holds a Premium SSD
+    // v2 / Ultra disk (the only disks whose snapshots need it).
+    let instant_access = coll.instant_access == Some(true) && included.iter().any(is_fast_disk);
+    let sub_of_coll = coll.id.subscription();
     let vm_points = store.points_of_vm(&vm_id);
     let creating = vm_points
         .iter()
@@ -373,6 +473,50 @@ fn create_local(
         if r.unsupported_disks_excluded {
             rules::check_disks(&vm_label, &mode, &included)?;
         }
+        if r.fast_disk_snapshot_limit {
+            for d in included.iter().filter(|d| is_fast_disk(d)) {
+                let in_progress = store
+                    .points
+                    .values()
+                    .filter(|p| {
+                        p.disks.iter().any(|dp| {
+                            dp.source_disk
+                                .as_deref()
+                                .is_some_and(|s| same_disk(s, &d.id))
+                                && p.background_in_progress(dp, now)
+                        })
+                    })
+                    .count();
+                rules::check_fast_snapshots_in_progress(
+                    &d.name,
+                    in_progress,
+                    r.max_fast_snapshots_in_progress,
+                )?;
+            }
+        }
+        if r.instant_access_concurrency && instant_access {
+            let in_flight = store
+                .points
+                .values()
+                .filter(|p| {
+                    !p.is_copy()
+                        && p.deleting.is_none()
+                        && p.instant_access_disks
+                        && p.creation_phase(now) == Phase::Creating
+                        && p.id.subscription().eq_ignore_ascii_case(sub_of_coll)
+                        && store
+                            .collections
+                            .get(&p.collection)
+                            .is_some_and(|c| same_location(&c.location, &coll.location))
+                })
+                .count();
+            rules::check_instant_access_in_flight(
+                sub_of_coll,
+                &coll.location,
+                in_flight,
+                r.max_instant_access_in_flight,
+            )?;
+        }
         Ok(())
     };
     if let Err(v) = checks() {
@@ -417,6 +561,7 @@ fn create_local(
         ready_at,
         error,
     );
+    let disks = local_disk_points(store, ctx, &vm, &meta, disk_ids, instant_access, &input);
     let rec = PointRecord {
         id: id.clone(),
         collection: coll.id.clone(),
@@ -429,16 +574,9 @@ fn create_local(
         created: now,
         ready_at,
         outcome,
-        disks: disk_ids
-            .into_iter()
-            .map(|id| DiskPoint {
-                id,
-                replicated_at: None,
-            })
-            .collect(),
+        disks,
         source_metadata: meta,
-        instant_access_disks: coll.instant_access == Some(true)
-            && included.iter().any(is_fast_disk),
+        instant_access_disks: instant_access,
         operation: op.id.clone(),
         deleting: None,
     };
@@ -539,6 +677,13 @@ fn create_copy(
             )
         }
     }
+    if r.copy_needs_copyable_source {
+        if let Err(v) =
+            rules::check_source_copyable(source_id.as_str(), source.first_uncopyable_disk(now))
+        {
+            return Reply::from_violation(v);
+        }
+    }
     let copies: Vec<&PointRecord> = store
         .points_of_collection(&coll.id)
         .into_iter()
@@ -623,6 +768,7 @@ fn create_copy(
             DiskPoint {
                 id: d,
                 replicated_at: Some(done),
+                ..Default::default()
             }
         })
         .collect();
