@@ -46,6 +46,8 @@ pub mod plan;
 pub mod policy;
 /// What to do after one look at a restore point: poll again, settled, retry, give up.
 pub mod poll;
+/// Restore planning: which point, and the ARM calls that bring its disks (and a VM) back.
+pub mod restore;
 /// Retention: which restore points of a collection to keep or delete, with reasons.
 pub mod retention;
 /// NCRONTAB schedules: next occurrence, the tick a run belongs to, spacing.
