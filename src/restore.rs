@@ -9,8 +9,10 @@
 //! "Create a disk using disk restore points"), then a VM that attaches them ("Restore a VM with a
 //! restore point": create a new VM and attach the restored disks), or, in place, what
 //! Microsoft's sample `Restore-VMFromRestorePoint.ps1` (Azure/basic-data-protection-for-Azure-VMs)
-//! does: deallocate, swap the OS disk, replace the data disks, start (an OS disk swap needs the
-//! VM deallocated: learn.microsoft.com `virtual-machines/os-disk-swap`).
+//! does: deallocate, swap the OS disk, replace the data disks, start. Azure would swap the OS
+//! disk of a running VM too (learn.microsoft.com `virtual-machines/windows/os-disk-swap`: "The
+//! VM does not need to be stopped\deallocated"); vmrp deallocates first, as the sample and that
+//! page's own example do, so the swap and the data disk changes land on a stopped guest.
 
 use serde::Serialize;
 use serde_json::{json, Value};

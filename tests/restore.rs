@@ -526,19 +526,12 @@ async fn in_place_swaps_the_disks_of_the_deallocated_vm_and_starts_it() {
         view.to_string().contains("PowerState/running"),
         "started again: {view}"
     );
+    let ops = e.emulator.arm.counters().requests_by_operation;
+    assert_eq!(ops.get("VirtualMachines_Deallocate"), Some(&1), "{ops:?}");
+    assert_eq!(ops.get("VirtualMachines_Start"), Some(&1), "{ops:?}");
     let (s, old) = e.get(&old_os, DISKS_API).await;
     assert_eq!(s, 200, "originals kept");
     assert!(old.get("managedBy").is_none(), "released: {old}");
-
-    // Running VM: a direct swap back is refused.
-    let mut body = vm.clone();
-    body["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"] = json!(old_os);
-    let (s, b) = e.put(&e.vm, API, body).await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (409, Some("OperationNotAllowed")),
-        "{b}"
-    );
 
     // Re-run: nothing to swap again, no new disk.
     let disks = e.emulator.arm.dump()["disks"].as_array().unwrap().len();
@@ -571,6 +564,46 @@ async fn in_place_swaps_the_disks_of_the_deallocated_vm_and_starts_it() {
         assert!(d.contains("-rp-p1"), "{d}");
         assert_eq!(e.get(d, DISKS_API).await.0, 404, "{d} deleted");
     }
+    // Azure swaps the OS disk of a running VM too (no deallocation needed), but never to
+    // another OS type.
+    let (_, vm) = e.get(&e.vm, API).await;
+    let os_type = vm["properties"]["storageProfile"]["osDisk"]["osType"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other_type = if os_type == "Linux" {
+        "Windows"
+    } else {
+        "Linux"
+    };
+    let foreign = format!(
+        "{}/providers/Microsoft.Compute/disks/foreign-os",
+        e.rg_path(&rg)
+    );
+    e.emulator
+        .arm
+        .add_disk(json!({"id": foreign, "name": "foreign-os", "location": HOME, "sku": {"name": "Premium_LRS"},
+            "properties": {"osType": other_type, "diskSizeGB": 30, "diskState": "Unattached"}}))
+        .unwrap();
+    let swap_to = |disk: &str| {
+        let mut body = vm.clone();
+        body["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"] = json!(disk);
+        body
+    };
+    let (s, b) = e.put(&e.vm, API, swap_to(&foreign)).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("OperationNotAllowed")),
+        "{b}"
+    );
+    let (_, view) = e.get(&format!("{}/instanceView", e.vm), API).await;
+    assert!(view.to_string().contains("PowerState/running"));
+    let (s, b) = e.put(&e.vm, API, swap_to(&old_os)).await;
+    assert_eq!(s, 200, "a running VM's OS disk swaps: {b}");
+    assert_eq!(
+        b["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"],
+        json!(old_os)
+    );
     e.emulator.stop().await.unwrap();
 }
 

@@ -377,7 +377,7 @@ fn reattach(store: &mut Store, vm: &ResourceId, before: &[String], after: &[Stri
 }
 
 /// `PUT …/virtualMachines/{name}`: a new VM from attached disks (`createOption: Attach`), or an
-/// update of an existing VM's disks (OS disk swap only while deallocated).
+/// update of an existing VM's disks (an OS disk swap keeps the OS type).
 pub fn put_vm(
     store: &mut Store,
     ctx: &Ctx<'_>,
@@ -425,17 +425,24 @@ pub fn put_vm(
             );
         }
         let (old_os, old_data) = attached(&rec.doc);
+        // An OS disk swap does not need the VM deallocated ("The VM does not need to be
+        // stopped\deallocated", learn.microsoft.com `virtual-machines/windows/os-disk-swap`), but
+        // the OS type cannot change (Azure SDK `VirtualMachine.UpdateStages.WithOSDisk`: "You
+        // cannot switch the OS Type of the VM").
         let swapping = old_os.as_deref().is_none_or(|o| !same_id(o, &new_os));
-        let deallocated = store
-            .power
-            .get(&id)
-            .is_some_and(|p| p.eq_ignore_ascii_case("deallocated"));
-        if swapping && !deallocated {
-            return conflict(
-                "OperationNotAllowed",
-                "The OS disk of a VM can be changed only while the VM is stopped (deallocated).",
-            )
-            .event("rule:osDiskSwapNeedsDeallocated".to_string());
+        let new_type = disk_entry(store, &new_os)
+            .and_then(|(_, d)| d["properties"]["osType"].as_str().map(str::to_string));
+        if let (true, Some(new_type), Some(vm_type)) = (swapping, new_type, rec.os_type()) {
+            if !new_type.eq_ignore_ascii_case(&vm_type) {
+                return conflict(
+                    "OperationNotAllowed",
+                    format!(
+                        "The OS type of the VM ('{vm_type}') cannot change: disk '{new_os}' \
+                        holds a '{new_type}' OS."
+                    ),
+                )
+                .event("rule:osDiskSwapKeepsOsType".to_string());
+            }
         }
         if let Err(r) = check_disks(store, &id, &location, &ids) {
             return r;
