@@ -13,6 +13,8 @@ pub mod commands;
 pub mod config;
 /// The timer's coverage signal: VMs covered / expected per rule, region and role.
 pub mod coverage;
+/// Restore drills: restore a point as disks into a drill group, time it, delete it.
+pub mod drill;
 /// The emulator of Azure and the Functions host (not in the deploy build).
 #[cfg(feature = "emulator")]
 pub mod emulator;

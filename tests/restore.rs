@@ -675,3 +675,59 @@ async fn the_deployed_role_cannot_restore() {
     );
     e.emulator.stop().await.unwrap();
 }
+
+/// A drill restores the newest settled point as disks into the drill group, times it and deletes
+/// what it made (the emulator's state proves it); without a settled point it fails with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_restores_then_cleans_up_and_a_failed_one_says_why() {
+    let e = operator_env().await;
+    let client = {
+        let endpoint = url::Url::parse(&e.emulator.urls.arm).unwrap();
+        let credential = vmrp::azure::credential::StaticToken::new(
+            &e.token,
+            std::time::Duration::from_secs(3600),
+        );
+        let mut config = vmrp::azure::client::ArmClientConfig::new(
+            endpoint,
+            Some("https://management.azure.com".into()),
+            credential,
+        );
+        config.loopback_only = true;
+        vmrp::azure::client::ArmClient::new(config).unwrap()
+    };
+    let vm = vmrp::azure::ResourceId::parse(&e.vm).unwrap();
+    let failed = vmrp::drill::drill_vm(&client, &vm, HOME, false, "dr").await;
+    assert!(!failed.passed);
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no settled point"),
+        "{failed:?}"
+    );
+    e.point("p1").await;
+    e.settle(time::Duration::minutes(10));
+    let w = writes(&e);
+    let passed = vmrp::drill::drill_vm(&client, &vm, HOME, false, "dr").await;
+    assert!(passed.passed && passed.cleaned, "{passed:?}");
+    assert_eq!(passed.disks.len(), 3);
+    assert!(passed.seconds_to_restore.is_some());
+    assert_eq!(writes(&e) - w, 3, "three disk PUTs");
+    assert!(e.disks_in("dr").is_empty(), "cleaned up");
+    // The VM and its collection are untouched.
+    let (_, vm_doc) = e.get(&e.vm, API).await;
+    assert!(
+        !vm_doc["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"]
+            .as_str()
+            .unwrap()
+            .contains("-rp-")
+    );
+    // No copy in swedencentral: failed, with the reason.
+    let copy = vmrp::drill::drill_vm(&client, &vm, DR, true, "dr").await;
+    assert!(
+        !copy.passed && copy.reason.as_deref().unwrap().contains("swedencentral"),
+        "{copy:?}"
+    );
+    e.emulator.stop().await.unwrap();
+}

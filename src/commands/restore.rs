@@ -149,49 +149,7 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
         return Err(format!("--in-place: VM {vm_id} is not found"));
     }
 
-    // The VM's collections in the region: its own (source = the VM) or copies of them.
-    let collections = client
-        .list_collections(vm_id.subscription())
-        .await
-        .map_err(failed("listing restore point collections"))?;
-    let local: Vec<String> = collections
-        .iter()
-        .filter(|c| c.source_id().is_some_and(|s| same_id(s, vm_id.as_str())))
-        .filter_map(|c| c.id.clone())
-        .collect();
-    let mut points = Vec::new();
-    for c in &collections {
-        let Some(cid) = c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
-            continue;
-        };
-        let mine = local.iter().any(|l| same_id(l, cid.as_str()))
-            || c.source_id()
-                .is_some_and(|s| local.iter().any(|l| same_id(l, s)));
-        let here = c
-            .location
-            .as_deref()
-            .is_some_and(|l| same_region(l, &region));
-        if !mine || !here {
-            continue;
-        }
-        let full = client
-            .get_collection(&cid, true)
-            .await
-            .map_err(failed("reading a restore point collection"))?
-            .unwrap_or_else(|| c.clone());
-        for p in full.restore_points() {
-            let Some(pid) = p.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
-                continue;
-            };
-            if let Some(detail) = client
-                .get_restore_point(&pid, true)
-                .await
-                .map_err(failed("reading a restore point"))?
-            {
-                points.push(detail);
-            }
-        }
-    }
+    let points = points_in_region(&client, &vm_id, &region).await?;
     let facts: Vec<PointFacts> = points
         .iter()
         .map(|p| PointFacts {
@@ -310,6 +268,59 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Every restore point of `vm` in `region`, read with its instance view: from the VM's own
+/// collections (`source.id` = the VM) there, or from copies of them (`source.id` = one of its
+/// collections). Works when the VM itself is gone.
+pub async fn points_in_region(
+    client: &ArmClient,
+    vm_id: &ResourceId,
+    region: &str,
+) -> Result<Vec<crate::azure::models::RestorePoint>, String> {
+    let collections = client
+        .list_collections(vm_id.subscription())
+        .await
+        .map_err(failed("listing restore point collections"))?;
+    let local: Vec<String> = collections
+        .iter()
+        .filter(|c| c.source_id().is_some_and(|s| same_id(s, vm_id.as_str())))
+        .filter_map(|c| c.id.clone())
+        .collect();
+    let mut points = Vec::new();
+    for c in &collections {
+        let Some(cid) = c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
+            continue;
+        };
+        let mine = local.iter().any(|l| same_id(l, cid.as_str()))
+            || c.source_id()
+                .is_some_and(|s| local.iter().any(|l| same_id(l, s)));
+        let here = c
+            .location
+            .as_deref()
+            .is_some_and(|l| same_region(l, region));
+        if !mine || !here {
+            continue;
+        }
+        let full = client
+            .get_collection(&cid, true)
+            .await
+            .map_err(failed("reading a restore point collection"))?
+            .unwrap_or_else(|| c.clone());
+        for p in full.restore_points() {
+            let Some(pid) = p.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
+                continue;
+            };
+            if let Some(detail) = client
+                .get_restore_point(&pid, true)
+                .await
+                .map_err(failed("reading a restore point"))?
+            {
+                points.push(detail);
+            }
+        }
+    }
+    Ok(points)
+}
+
 fn same_id(a: &str, b: &str) -> bool {
     a.trim_start_matches('/')
         .eq_ignore_ascii_case(b.trim_start_matches('/'))
@@ -328,7 +339,7 @@ fn parse(id: &str) -> Result<ResourceId, String> {
 }
 
 /// Sends one call, adopting what a previous run already did.
-async fn execute(
+pub async fn execute(
     client: &ArmClient,
     call: &Call,
     outcome: &mut Outcome,
