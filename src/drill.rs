@@ -81,7 +81,7 @@ pub async fn drill_vm(
             .map(|p| PointFacts {
                 name: p.name.clone().unwrap_or_default(),
                 created: p.time_created(),
-                state: restore::point_state(p, copy),
+                state: restore::point_state(p, copy || p.source_restore_point().is_some()),
             })
             .collect();
         let i = restore::choose(&facts, &Selector::Newest, &region)?;

@@ -465,6 +465,17 @@ async fn a_new_vm_from_the_newest_copy_in_another_region() {
         1,
         "only the NIC PUT (idempotent) is sent again"
     );
+    // Region down and the VM gone with it: the copy alone is enough, given --region.
+    assert!(e
+        .emulator
+        .arm
+        .remove_vm(&vmrp::azure::ResourceId::parse(&e.vm).unwrap()));
+    let (code, _, err) = e.restore(&["--resource-group", "restored"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("pass --region"), "{err}");
+    let out = e.restore_json(&["--resource-group", "restored", "--region", DR]);
+    assert_eq!(out["copy"], true);
+    assert_eq!(out["disks"].as_array().unwrap().len(), 3);
     e.emulator.stop().await.unwrap();
 }
 

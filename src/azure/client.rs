@@ -1017,7 +1017,12 @@ impl ArmClient {
         if handle.async_operation.is_some() || (rsp.status == 202 && handle.location.is_some()) {
             Self::finished(op, self.wait_for(&handle).await?)?;
             let read = self.url_for(id.as_str(), api_version, &[]);
-            return self.send(ArmOperation::GetDisk, read, None).await?.json(op);
+            let get = if id.is_type("Microsoft.Compute/disks") {
+                ArmOperation::GetDisk
+            } else {
+                ArmOperation::GetVm
+            };
+            return self.send(get, read, None).await?.json(get);
         }
         if rsp.body.is_empty() {
             return Ok(serde_json::Value::Null);

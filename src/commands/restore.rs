@@ -142,9 +142,6 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
             ))
         }
     };
-    let copy = vm_region
-        .as_deref()
-        .is_none_or(|r| !same_region(r, &region));
     if args.in_place && vm.is_none() {
         return Err(format!("--in-place: VM {vm_id} is not found"));
     }
@@ -155,11 +152,17 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
         .map(|p| PointFacts {
             name: p.name.clone().unwrap_or_default(),
             created: p.time_created(),
-            state: restore::point_state(p, copy),
+            // A copy is a point made from another (`sourceRestorePoint`): its `Succeeded` only
+            // means the copy started.
+            state: restore::point_state(p, p.source_restore_point().is_some()),
         })
         .collect();
     let chosen = restore::choose(&facts, &selector, &region)?;
     let point = &points[chosen];
+    let copy = point.source_restore_point().is_some()
+        || vm_region
+            .as_deref()
+            .is_none_or(|r| !same_region(r, &region));
     let point_name = facts[chosen].name.clone();
     let disks = restore::disks_of(point);
     let source_zones: Vec<String> = if copy {
