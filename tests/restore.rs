@@ -742,3 +742,89 @@ async fn a_drill_restores_then_cleans_up_and_a_failed_one_says_why() {
     );
     e.emulator.stop().await.unwrap();
 }
+
+/// A customer-managed-key disk: restored at home with the source's disk encryption set (the
+/// emulator copies it from the disk restore point); from a copy region only with a set named
+/// for that region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_sets_follow_the_source_at_home_and_must_be_named_in_a_copy_region() {
+    let e = operator_env().await;
+    let des = format!(
+        "{}/providers/Microsoft.Compute/diskEncryptionSets/des-home",
+        e.rg_path("restored")
+    );
+    let (_, mut vm) = e.get(&e.vm, API).await;
+    vm["properties"]["storageProfile"]["osDisk"]["managedDisk"]["diskEncryptionSet"] =
+        json!({ "id": des });
+    e.emulator.arm.add_vm(vm).unwrap();
+    let p1 = e.point("p1").await;
+    e.settle(time::Duration::minutes(10));
+    let out = e.restore_json(&["--resource-group", "restored"]);
+    let os = out["disks"][0]["id"].as_str().unwrap();
+    let (_, disk) = e.get(os, DISKS_API).await;
+    assert_eq!(
+        disk["properties"]["encryption"]["diskEncryptionSetId"],
+        json!(des)
+    );
+    assert_eq!(
+        disk["properties"]["encryption"]["type"],
+        "EncryptionAtRestWithCustomerKey"
+    );
+    let (_, data) = e
+        .get(out["disks"][1]["id"].as_str().unwrap(), DISKS_API)
+        .await;
+    assert_eq!(
+        data["properties"]["encryption"]["type"],
+        "EncryptionAtRestWithPlatformKey"
+    );
+
+    let copies = format!(
+        "{}/providers/Microsoft.Compute/restorePointCollections/rpc-dr",
+        e.rg_path("dr")
+    );
+    let (s, _) = e
+        .put(
+            &copies,
+            API,
+            json!({"location": DR, "properties": {"source": {"id": e.collection}}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = e
+        .put(
+            &format!("{copies}/restorePoints/p1-copy"),
+            API,
+            json!({"properties": {"sourceRestorePoint": {"id": p1}}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    e.settle(time::Duration::hours(3));
+    let (code, _, err) = e.restore(&["--resource-group", "dr", "--region", DR]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--disk-encryption-set") && err.contains(DR),
+        "{err}"
+    );
+    assert!(e.disks_in("dr").is_empty());
+    let des_dr = format!(
+        "{}/providers/Microsoft.Compute/diskEncryptionSets/des-dr",
+        e.rg_path("dr")
+    );
+    let out = e.restore_json(&[
+        "--resource-group",
+        "dr",
+        "--region",
+        DR,
+        "--disk-encryption-set",
+        &des_dr,
+    ]);
+    for d in out["disks"].as_array().unwrap() {
+        let (_, disk) = e.get(d["id"].as_str().unwrap(), DISKS_API).await;
+        assert_eq!(
+            disk["properties"]["encryption"]["diskEncryptionSetId"],
+            json!(des_dr)
+        );
+        assert_eq!(disk["location"], DR);
+    }
+    e.emulator.stop().await.unwrap();
+}
