@@ -1038,7 +1038,10 @@ async fn calls_outside_the_role_actions_are_refused_403() {
     // The provider answers for itself: a VM PUT (served since `vmrp restore`) without a
     // location is its own 400, not an authorization refusal.
     let open_put = h3.put(&format!("{vm3}?{V}"), json!({})).await;
-    assert_eq!((open_put.status, open_put.code()), (400, "LocationRequired"));
+    assert_eq!(
+        (open_put.status, open_put.code()),
+        (400, "LocationRequired")
+    );
 }
 
 /// Role scope: with `roleScopes` set, a request outside the assigned scopes is

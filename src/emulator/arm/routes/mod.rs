@@ -340,7 +340,9 @@ impl Route {
     /// Fault keys are `"{METHOD} {resource type}"` with the type's last segment:
     /// `PUT|PATCH|GET|DELETE restorePointCollections` (GET also covers both lists),
     /// `PUT|GET|DELETE restorePoints`, `GET virtualMachines` (get, instance view and the three
-    /// lists), `GET disks`, `GET operations` (operation status and Location polls).
+    /// lists), `GET disks`, `GET operations` (operation status and Location polls), and what a
+    /// restore writes: `PUT|DELETE disks`, `PUT virtualMachines`, `POST virtualMachines`
+    /// (deallocate, start), `PUT|GET networkInterfaces`.
     pub fn operation(&self, method: &http::Method) -> Option<(&'static str, &'static str, bool)> {
         use http::Method as M;
         let m = method.clone();
