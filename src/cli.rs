@@ -24,6 +24,8 @@ pub enum Command {
     Plan(crate::commands::plan::PlanArgs),
     /// Coverage now: newest settled point per VM and region, late or missing points, copies in flight.
     Status(crate::commands::status::StatusArgs),
+    /// Restore a VM's disks (and optionally a new VM, or the VM in place) from a restore point.
+    Restore(crate::commands::restore::RestoreArgs),
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -62,6 +64,10 @@ pub async fn main() -> ExitCode {
         Command::Status(args) => {
             quiet_logging();
             finish("vmrp status", crate::commands::status::run(args).await)
+        }
+        Command::Restore(args) => {
+            quiet_logging();
+            finish("vmrp restore", crate::commands::restore::run(args).await)
         }
         Command::Policy(PolicyCommand::Check(args)) => {
             finish("vmrp policy check", crate::policy::check::run(args).await)

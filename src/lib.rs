@@ -13,6 +13,8 @@ pub mod commands;
 pub mod config;
 /// The timer's coverage signal: VMs covered / expected per rule, region and role.
 pub mod coverage;
+/// Restore drills: restore a point as disks into a drill group, time it, delete it.
+pub mod drill;
 /// The emulator of Azure and the Functions host (not in the deploy build).
 #[cfg(feature = "emulator")]
 pub mod emulator;
@@ -46,6 +48,8 @@ pub mod plan;
 pub mod policy;
 /// What to do after one look at a restore point: poll again, settled, retry, give up.
 pub mod poll;
+/// Restore planning: which point, and the ARM calls that bring its disks (and a VM) back.
+pub mod restore;
 /// Retention: which restore points of a collection to keep or delete, with reasons.
 pub mod retention;
 /// NCRONTAB schedules: next occurrence, the tick a run belongs to, spacing.

@@ -63,6 +63,31 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("status", "--interval", status_html_watch_and_interval),
     ("local", "--html", local_run_flags),
     ("status", "--at", status_flags_judge_coverage),
+    ("restore", "--vm", restore_plan_flags),
+    ("restore", "--point", restore_plan_flags),
+    ("restore", "--at", restore_plan_flags),
+    ("restore", "--region", restore_plan_flags),
+    ("restore", "--resource-group", restore_plan_flags),
+    ("restore", "--plan", restore_plan_flags),
+    ("restore", "--new-vm", restore_plan_flags),
+    ("restore", "--subnet", restore_plan_flags),
+    ("restore", "--in-place", restore_plan_flags),
+    ("restore", "--delete-originals", restore_plan_flags),
+    ("restore", "--sku", restore_plan_flags),
+    ("restore", "--zone", restore_plan_flags),
+    ("restore", "--disk-encryption-set", restore_plan_flags),
+    ("restore", "--json", restore_plan_flags),
+    ("restore", "--yes", restore_confirmation_and_endpoint_flags),
+    (
+        "restore",
+        "--arm-endpoint",
+        restore_confirmation_and_endpoint_flags,
+    ),
+    (
+        "restore",
+        "--arm-audience",
+        restore_confirmation_and_endpoint_flags,
+    ),
     ("policy check", "<file>", policy_check_flags),
     ("policy check", "--timer-schedule", policy_check_flags),
     ("policy check", "--json", policy_check_flags),
@@ -884,6 +909,184 @@ fn status_policy_selects_and_is_validated() {
 
 // ---------------------------------------------------------------------------------------------
 // policy check
+
+// ---------------------------------------------------------------------------------------------
+// restore (its writes are tested against the operator's role in tests/restore.rs; here the
+// emulator plays the deployed role, so `--plan` shows each flag's effect without writing)
+
+fn restore_cli(
+    emulator: &RunningEmulator,
+    vm: &str,
+    extra: &[&str],
+) -> (Option<i32>, String, String) {
+    let arm = emulator.urls.arm.clone();
+    let mut args = vec![
+        "restore",
+        "--vm",
+        vm,
+        "--arm-endpoint",
+        &arm,
+        "--arm-audience",
+        AUDIENCE,
+    ];
+    args.extend(extra);
+    arm_cli(emulator, &args)
+}
+
+#[test]
+fn restore_plan_flags() {
+    runtime().block_on(async {
+        let (emulator, vms) = arm_emulator().await;
+        let vm = vms[0].as_str();
+        let plan = |extra: &[&str]| -> Value {
+            let mut all = vec!["--resource-group", "rg-restore", "--plan", "--json"];
+            all.extend(extra);
+            let (code, stdout, stderr) = restore_cli(&emulator, vm, &all);
+            assert_eq!(code, Some(0), "{extra:?}\n{stdout}\n{stderr}");
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        };
+        let refusal = |extra: &[&str]| -> String {
+            let mut all = vec!["--resource-group", "rg-restore", "--plan"];
+            all.extend(extra);
+            let (code, _, stderr) = restore_cli(&emulator, vm, &all);
+            // 1: refused by vmrp; 2: by clap (a flag that needs another).
+            assert!(matches!(code, Some(1) | Some(2)), "{extra:?}: {stderr}");
+            stderr
+        };
+        let bodies = |p: &Value, kind: &str| -> Vec<Value> {
+            p["calls"].as_array().unwrap().iter().filter(|c| c["kind"] == kind).map(|c| c["body"].clone()).collect()
+        };
+        // --plan --json --resource-group --vm: the newest settled point, disks in the group.
+        let p = plan(&[]);
+        assert_eq!(p["planned"], true);
+        assert!(p["point"].as_str().unwrap().ends_with("/manual-1"), "{p}");
+        assert!(p["vm"].as_str().unwrap().eq_ignore_ascii_case(vm));
+        let disks = bodies(&p, "createDisk");
+        assert!(!disks.is_empty());
+        assert!(p["calls"].as_array().unwrap().iter().all(|c| c["id"].as_str().unwrap().contains("/resourceGroups/rg-restore/")));
+        // Without --json: text, and still nothing written.
+        let (code, text, _) = restore_cli(&emulator, vm, &["--resource-group", "rg-restore", "--plan"]);
+        assert_eq!(code, Some(0));
+        assert!(text.contains("nothing written") && text.starts_with("restore of"), "{text}");
+        assert!(serde_json::from_str::<Value>(&text).is_err());
+        // --point and --at choose; unknown or too early refuse.
+        assert!(plan(&["--point", "manual-1"])["point"].as_str().unwrap().ends_with("/manual-1"));
+        assert!(refusal(&["--point", "nope"]).contains("no point named nope"));
+        assert!(refusal(&["--at", "2025-12-31T00:00:00Z"]).contains("created at or before"));
+        assert!(plan(&["--at", "2026-01-01T05:00:00Z"])["point"].as_str().unwrap().ends_with("/manual-1"));
+        // --region: the copy region has no copy here.
+        assert!(refusal(&["--region", "swedencentral"]).contains("no settled point in swedencentral"));
+        // --sku, --zone, --disk-encryption-set shape every disk.
+        let des = "/subscriptions/s/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des1";
+        let p = plan(&["--sku", "StandardSSD_LRS", "--zone", "2", "--disk-encryption-set", des]);
+        for b in bodies(&p, "createDisk") {
+            assert_eq!(b["sku"]["name"], "StandardSSD_LRS");
+            assert_eq!(b["zones"], json!(["2"]));
+            assert_eq!(b["properties"]["encryption"]["diskEncryptionSetId"], des);
+        }
+        // --new-vm --subnet: a NIC on the subnet and a VM attaching the disks.
+        let p = plan(&["--new-vm", "vm-new", "--subnet", "/subscriptions/s/resourceGroups/n/providers/Microsoft.Network/virtualNetworks/v/subnets/a"]);
+        let nic = &bodies(&p, "createNic")[0];
+        assert!(nic.to_string().contains("/subnets/a"));
+        let new_vm = &bodies(&p, "createVm")[0];
+        assert_eq!(new_vm["properties"]["storageProfile"]["osDisk"]["createOption"], "Attach");
+        assert!(refusal(&["--new-vm", "x"]).contains("--subnet"), "--new-vm needs --subnet");
+        // --in-place (planned: no --yes needed) and --delete-originals.
+        let kinds = |p: &Value| -> Vec<String> { p["calls"].as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap().to_string()).collect() };
+        let p = plan(&["--in-place"]);
+        assert!(kinds(&p).ends_with(&["deallocate".to_string(), "swapDisks".into(), "start".into()]), "{p}");
+        let p = plan(&["--in-place", "--delete-originals"]);
+        assert!(kinds(&p).iter().any(|k| k == "deleteDisk"), "{p}");
+        assert!(refusal(&["--delete-originals"]).contains("--in-place"));
+        // --vm must be a VM id.
+        let (code, _, stderr) = restore_cli(&emulator, "/subscriptions/x", &["--resource-group", "r", "--plan"]);
+        assert_eq!(code, Some(1));
+        assert!(stderr.contains("--vm"), "{stderr}");
+        assert_eq!(emulator.arm.counters().writes, 2, "only the setup's collection and point");
+        emulator.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn restore_confirmation_and_endpoint_flags() {
+    runtime().block_on(async {
+        let (emulator, vms) = arm_emulator().await;
+        let vm = vms[0].as_str();
+        let writes = emulator.arm.counters().writes;
+        // --in-place without --yes: refused before any request.
+        let requests = emulator.arm.counters().requests;
+        let (code, _, stderr) =
+            restore_cli(&emulator, vm, &["--resource-group", "r", "--in-place"]);
+        assert_eq!(code, Some(1));
+        assert!(stderr.contains("pass --yes"), "{stderr}");
+        assert_eq!(
+            emulator.arm.counters().requests,
+            requests,
+            "refused before reading ARM"
+        );
+        // With --yes it goes ahead: the deployed role (not the operator's) is refused the disk write.
+        let rg = vmrp::azure::ResourceId::parse(vm)
+            .unwrap()
+            .resource_group()
+            .unwrap()
+            .to_string();
+        let (code, _, stderr) = restore_cli(
+            &emulator,
+            vm,
+            &["--resource-group", &rg, "--in-place", "--yes"],
+        );
+        assert_eq!(code, Some(1));
+        assert!(
+            stderr.contains("AuthorizationFailed") && stderr.contains("disks/write"),
+            "{stderr}"
+        );
+        assert_eq!(emulator.arm.counters().writes, writes);
+        // --arm-endpoint decides where it goes; --arm-audience what the token is for.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = format!("http://127.0.0.1:{closed}");
+        let (code, _, stderr) = arm_cli(
+            &emulator,
+            &[
+                "restore",
+                "--vm",
+                vm,
+                "--resource-group",
+                "r",
+                "--plan",
+                "--arm-endpoint",
+                &endpoint,
+                "--arm-audience",
+                AUDIENCE,
+            ],
+        );
+        assert_eq!(code, Some(1));
+        assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
+        let arm = emulator.urls.arm.clone();
+        let (code, _, stderr) = arm_cli(
+            &emulator,
+            &[
+                "restore",
+                "--vm",
+                vm,
+                "--resource-group",
+                "r",
+                "--plan",
+                "--arm-endpoint",
+                &arm,
+            ],
+        );
+        assert_eq!(code, Some(1));
+        assert!(
+            stderr.contains("InvalidAuthenticationToken"),
+            "without --arm-audience: {stderr}"
+        );
+        emulator.stop().await.unwrap();
+    });
+}
 
 #[test]
 fn policy_check_flags() {

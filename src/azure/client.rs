@@ -53,6 +53,14 @@ pub enum ArmOperation {
     DeleteRestorePoint,
     /// GET on an `Azure-AsyncOperation` / `Location` URL (`.../locations/{region}/operations/{id}`).
     PollOperation,
+    // The operator's restore (`vmrp restore`), never sent by the functions: their actions are
+    // `operations::RESTORE_ACTIONS`, outside the deployed role (see [`ArmOperation::RESTORE`]).
+    PutDisk,
+    DeleteDisk,
+    PutVm,
+    DeallocateVm,
+    StartVm,
+    PutNic,
 }
 
 impl ArmOperation {
@@ -72,11 +80,26 @@ impl ArmOperation {
         Self::PollOperation,
     ];
 
+    /// What `vmrp restore` sends besides reads (run as the operator, not the app identity).
+    pub const RESTORE: [ArmOperation; 6] = [
+        Self::PutDisk,
+        Self::DeleteDisk,
+        Self::PutVm,
+        Self::DeallocateVm,
+        Self::StartVm,
+        Self::PutNic,
+    ];
+
     pub fn method(self) -> Method {
         match self {
-            Self::PutCollection | Self::PutRestorePoint => Method::PUT,
+            Self::PutCollection
+            | Self::PutRestorePoint
+            | Self::PutDisk
+            | Self::PutVm
+            | Self::PutNic => Method::PUT,
+            Self::DeallocateVm | Self::StartVm => Method::POST,
             Self::PatchCollection => Method::PATCH,
-            Self::DeleteCollection | Self::DeleteRestorePoint => Method::DELETE,
+            Self::DeleteCollection | Self::DeleteRestorePoint | Self::DeleteDisk => Method::DELETE,
             _ => Method::GET,
         }
     }
@@ -101,6 +124,12 @@ impl ArmOperation {
                 "Microsoft.Compute/restorePointCollections/restorePoints/delete"
             }
             Self::PollOperation => "Microsoft.Compute/locations/operations/read",
+            Self::PutDisk => "Microsoft.Compute/disks/write",
+            Self::DeleteDisk => "Microsoft.Compute/disks/delete",
+            Self::PutVm => "Microsoft.Compute/virtualMachines/write",
+            Self::DeallocateVm => "Microsoft.Compute/virtualMachines/deallocate/action",
+            Self::StartVm => "Microsoft.Compute/virtualMachines/start/action",
+            Self::PutNic => "Microsoft.Network/networkInterfaces/write",
         }
     }
 
@@ -120,6 +149,12 @@ impl ArmOperation {
             Self::GetRestorePoint => "GET restorePoints",
             Self::DeleteRestorePoint => "DELETE restorePoints",
             Self::PollOperation => "GET operation status",
+            Self::PutDisk => "PUT disks",
+            Self::DeleteDisk => "DELETE disks",
+            Self::PutVm => "PUT virtualMachines",
+            Self::DeallocateVm => "POST virtualMachines/deallocate",
+            Self::StartVm => "POST virtualMachines/start",
+            Self::PutNic => "PUT networkInterfaces",
         }
     }
 }
@@ -953,6 +988,90 @@ impl Arm for ArmClient {
     }
 }
 
+/// The operator's restore (`vmrp restore`): raw JSON documents, since a restore copies fields
+/// (security profile, hardware profile) the typed models do not carry.
+impl ArmClient {
+    /// GET any resource as JSON (`None` when it does not exist). `op` names the read's action.
+    pub async fn get_json(
+        &self,
+        op: ArmOperation,
+        id: &ResourceId,
+        api_version: &str,
+    ) -> Result<Option<serde_json::Value>, ArmError> {
+        self.get_optional(op, self.url_for(id.as_str(), api_version, &[]))
+            .await
+    }
+
+    /// PUT a document, waits for its operation when ARM answers 201/202 with one, and returns
+    /// the resource as ARM then holds it.
+    pub async fn put_json(
+        &self,
+        op: ArmOperation,
+        id: &ResourceId,
+        api_version: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError> {
+        let url = self.url_for(id.as_str(), api_version, &[]);
+        let rsp = self.send(op, url, Some(Self::body_of(op, body)?)).await?;
+        let handle = rsp.lro_handle();
+        if handle.async_operation.is_some() || (rsp.status == 202 && handle.location.is_some()) {
+            Self::finished(op, self.wait_for(&handle).await?)?;
+            let read = self.url_for(id.as_str(), api_version, &[]);
+            let get = if id.is_type("Microsoft.Compute/disks") {
+                ArmOperation::GetDisk
+            } else {
+                ArmOperation::GetVm
+            };
+            return self.send(get, read, None).await?.json(get);
+        }
+        if rsp.body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        rsp.json(op)
+    }
+
+    /// POST `{id}/{action}` (deallocate, start) and waits for its operation.
+    pub async fn post_action(
+        &self,
+        op: ArmOperation,
+        id: &ResourceId,
+        action: &str,
+    ) -> Result<(), ArmError> {
+        check_segment(op, "action", action)?;
+        let url = self.url_for(&format!("{}/{action}", id.as_str()), API_VERSION, &[]);
+        let rsp = self.send(op, url, None).await?;
+        Self::finished(op, self.wait_for(&rsp.lro_handle()).await?)
+    }
+
+    /// A failed or canceled operation as the error of `op`.
+    fn finished(op: ArmOperation, outcome: super::lro::LroOutcome) -> Result<(), ArmError> {
+        use super::lro::LroOutcome as O;
+        match outcome {
+            O::Succeeded => Ok(()),
+            O::Failed(e) | O::Canceled(e) => {
+                let e = e.unwrap_or_default();
+                Err(http::local_error(
+                    op.label(),
+                    e.code.as_deref().unwrap_or("OperationFailed"),
+                    e.message.unwrap_or_else(|| "the operation failed".into()),
+                ))
+            }
+        }
+    }
+
+    /// DELETE a disk and waits for it (a disk already gone counts as deleted).
+    pub async fn delete_disk(&self, id: &ResourceId) -> Result<(), ArmError> {
+        let op = ArmOperation::DeleteDisk;
+        Self::expect_type(op, id, "Microsoft.Compute/disks")?;
+        let url = self.url_for(id.as_str(), DISKS_API_VERSION, &[]);
+        match self.send(op, url, None).await {
+            Ok(rsp) => Self::finished(op, self.wait_for(&rsp.lro_handle()).await?),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -978,6 +1097,20 @@ mod tests {
                 ArmOperation::ALL.iter().any(|op| op.action() == *action),
                 "ARM_ACTIONS grants {action}, which no ARM operation needs"
             );
+        }
+    }
+
+    /// The restore's writes need the operator's actions, none of which the deployed role has.
+    #[test]
+    fn restore_operations_need_the_operators_actions_only() {
+        use crate::azure::operations::RESTORE_ACTIONS;
+        for op in ArmOperation::RESTORE {
+            assert!(RESTORE_ACTIONS.contains(&op.action()), "{op:?}");
+            assert!(
+                !ARM_ACTIONS.contains(&op.action()),
+                "{op:?} is in the app's role"
+            );
+            assert!(!ArmOperation::ALL.contains(&op));
         }
     }
 

@@ -38,3 +38,16 @@ pub const ARM_ACTIONS: &[&str] = &[
     // Compute's operation status URL (`Azure-AsyncOperation`), polled by the LRO helper.
     "Microsoft.Compute/locations/operations/read",
 ];
+
+/// What `vmrp restore` needs beyond reading, as the operator who runs it (never the app
+/// identity: the deployed role stays without disk or VM writes). Names from Microsoft's
+/// operation reference (https://learn.microsoft.com/azure/role-based-access-control/permissions/compute
+/// and `…/permissions/networking`). docs/restore.md lists which mode needs which.
+pub const RESTORE_ACTIONS: &[&str] = &[
+    "Microsoft.Compute/disks/write",
+    "Microsoft.Compute/disks/delete",
+    "Microsoft.Compute/virtualMachines/write",
+    "Microsoft.Compute/virtualMachines/deallocate/action",
+    "Microsoft.Compute/virtualMachines/start/action",
+    "Microsoft.Network/networkInterfaces/write",
+];

@@ -7,6 +7,7 @@
 //! wrong against `vmrp emulate --speed` and whenever the laptop drifts.
 
 pub mod plan;
+pub mod restore;
 pub mod status;
 
 use std::sync::Arc;
@@ -39,6 +40,14 @@ pub struct ArmArgs {
 impl ArmArgs {
     /// A read-only ARM client with the process's credential.
     pub fn client(&self) -> Result<ReadOnlyArm<ArmClient>, String> {
+        arm_client(&self.arm_endpoint, self.arm_audience.clone()).map(ReadOnlyArm)
+    }
+}
+
+/// An ARM client with the process's credential (managed identity, else developer tools); the
+/// read-only commands wrap it in [`ReadOnlyArm`], `restore` writes with it.
+pub fn arm_client(arm_endpoint: &str, arm_audience: Option<String>) -> Result<ArmClient, String> {
+    {
         let env = |k: &str| std::env::var(k).ok();
         let options = CredentialOptions {
             loopback_only: false,
@@ -51,11 +60,9 @@ impl ArmArgs {
         tracing::info!(credential = %choice, "credential chosen");
         // The flags are the one source here: clap fills them from VMRP_ARM_ENDPOINT and
         // VMRP_ARM_AUDIENCE when they are not given, so the environment is not read twice.
-        let endpoint =
-            parse_endpoint("--arm-endpoint", &self.arm_endpoint).map_err(|e| e.to_string())?;
-        let config = ArmClientConfig::new(endpoint, self.arm_audience.clone(), credential);
-        let client = ArmClient::new(config).map_err(|e| e.to_string())?;
-        Ok(ReadOnlyArm(client))
+        let endpoint = parse_endpoint("--arm-endpoint", arm_endpoint).map_err(|e| e.to_string())?;
+        let config = ArmClientConfig::new(endpoint, arm_audience, credential);
+        ArmClient::new(config).map_err(|e| e.to_string())
     }
 }
 

@@ -661,7 +661,27 @@ fn dispatch(
         (Route::VmListAll { .. } | Route::VmList { .. } | Route::VmListByLocation { .. }, _) => {
             routes::list_vms(store, ctx, route)
         }
+        (Route::Vm { sub, rg, name }, Method::PUT) => {
+            routes::put_vm(store, ctx, sub, rg, name, body)
+        }
         (Route::Vm { sub, rg, name }, _) => routes::get_vm(store, ctx, sub, rg, name),
+        (
+            Route::VmAction {
+                sub,
+                rg,
+                name,
+                action,
+            },
+            _,
+        ) => routes::vm_action(store, sub, rg, name, action),
+        (Route::Nic { sub, rg, name }, Method::PUT) => routes::put_nic(store, sub, rg, name, body),
+        (Route::Nic { sub, rg, name }, _) => routes::get_nic(store, sub, rg, name),
+        (Route::Disk { sub, rg, name }, Method::PUT) => {
+            routes::put_disk(store, ctx, sub, rg, name, body)
+        }
+        (Route::Disk { sub, rg, name }, Method::DELETE) => {
+            routes::delete_disk(store, sub, rg, name)
+        }
         (Route::VmInstanceView { sub, rg, name }, _) => {
             routes::get_vm_instance_view(store, ctx, sub, rg, name)
         }

@@ -219,6 +219,19 @@ pub fn deployed_role_actions() -> Vec<String> {
         .collect()
 }
 
+/// The operator's role for `vmrp restore` (docs/restore.md): the deployed role's reads plus the
+/// restore's writes (`operations::RESTORE_ACTIONS`). Tests of the restore run the emulator with
+/// it, as the operator runs restore with their own identity, never the app's.
+pub fn operator_role_actions() -> Vec<String> {
+    let mut actions = deployed_role_actions();
+    actions.extend(
+        crate::azure::operations::RESTORE_ACTIONS
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    actions
+}
+
 /// ARM's RBAC refusal, in the shape of a real answer (github.com/Azure/ARO-RP/issues/66).
 fn authorization_failed(rule: &'static str, action: &str, scope: &str) -> Violation {
     Violation::new(

@@ -556,6 +556,10 @@ pub struct Store {
     pub next_sweep: Option<OffsetDateTime>,
     /// Source points deleted while one of their copies was still replicating.
     pub sources_deleted_during_copy: u64,
+    /// Power state of VMs that are not running (`deallocated`); absent = running.
+    pub power: BTreeMap<ResourceId, String>,
+    /// Network interfaces created through the API (a restored VM's).
+    pub nics: BTreeMap<ResourceId, Value>,
 }
 
 impl Store {

@@ -35,6 +35,7 @@ use crate::emulator::faults::Dice;
 mod collections;
 mod operations;
 mod points;
+mod restore;
 mod vms;
 
 pub use collections::{
@@ -42,6 +43,7 @@ pub use collections::{
 };
 pub use operations::operation_status;
 pub use points::{delete_point, get_point, put_point};
+pub use restore::{delete_disk, get_nic, put_disk, put_nic, put_vm, vm_action};
 pub use vms::{get_disk, get_vm, get_vm_instance_view, list_disks, list_vms, vm_instance_view};
 
 /// A recognised ARM path.
@@ -99,6 +101,19 @@ pub enum Route {
         name: String,
     },
     Disk {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    /// `POST …/virtualMachines/{name}/{deallocate|start}`.
+    VmAction {
+        sub: String,
+        rg: String,
+        name: String,
+        action: String,
+    },
+    /// `…/Microsoft.Network/networkInterfaces/{name}` (what a restored VM needs).
+    Nic {
         sub: String,
         rg: String,
         name: String,
@@ -161,6 +176,13 @@ pub fn parse_route(path: &str) -> Route {
             Route::CollectionListAll { sub }
         }
         ["providers", "microsoft.compute", "disks"] => Route::DiskListAll { sub },
+        ["resourcegroups", _, "providers", "microsoft.network", "networkinterfaces", _] => {
+            Route::Nic {
+                sub,
+                rg: s(3),
+                name: s(7),
+            }
+        }
         ["resourcegroups", _, "providers", "microsoft.compute", rest @ ..] => {
             let rg = s(3);
             match rest {
@@ -174,6 +196,12 @@ pub fn parse_route(path: &str) -> Route {
                     sub,
                     rg,
                     name: s(7),
+                },
+                ["virtualmachines", _, action @ ("deallocate" | "start")] => Route::VmAction {
+                    sub,
+                    rg,
+                    name: s(7),
+                    action: action.to_string(),
                 },
                 ["restorepointcollections"] => Route::CollectionList { sub, rg },
                 ["restorepointcollections", _] => Route::Collection {
@@ -215,16 +243,19 @@ impl Route {
             | Route::CollectionList { sub, .. }
             | Route::Collection { sub, .. }
             | Route::Point { sub, .. }
-            | Route::Disk { sub, .. } => Some(sub),
+            | Route::Disk { sub, .. }
+            | Route::VmAction { sub, .. }
+            | Route::Nic { sub, .. } => Some(sub),
             Route::Unknown { sub } => sub.as_deref(),
         }
     }
 
     pub fn api_version_rule(&self) -> ApiVersionRule {
         match self {
-            Route::Disk { .. } | Route::DiskListAll { .. } | Route::DiskList { .. } => {
-                ApiVersionRule::AnyDated
-            }
+            Route::Disk { .. }
+            | Route::DiskListAll { .. }
+            | Route::DiskList { .. }
+            | Route::Nic { .. } => ApiVersionRule::AnyDated,
             _ => ApiVersionRule::Compute,
         }
     }
@@ -252,13 +283,19 @@ impl Route {
             Route::VmList { sub, rg } => {
                 ("Microsoft.Compute/virtualMachines/read", rg_scope(sub, rg))
             }
-            // A VM or disk write/delete is no operation here (405 later), but ARM checks its
-            // action first: vmrp's role does not grant it (403), as in Azure.
+            // VM and disk writes are what a restore does (as the operator): vmrp's deployed
+            // role does not grant them (403), as in Azure.
             Route::Vm { .. } if delete => ("Microsoft.Compute/virtualMachines/delete", path),
             Route::Vm { .. } if write => ("Microsoft.Compute/virtualMachines/write", path),
             Route::Vm { .. } | Route::VmInstanceView { .. } => {
                 ("Microsoft.Compute/virtualMachines/read", path)
             }
+            Route::VmAction { action, .. } if action == "deallocate" => {
+                ("Microsoft.Compute/virtualMachines/deallocate/action", path)
+            }
+            Route::VmAction { .. } => ("Microsoft.Compute/virtualMachines/start/action", path),
+            Route::Nic { .. } if write => ("Microsoft.Network/networkInterfaces/write", path),
+            Route::Nic { .. } => ("Microsoft.Network/networkInterfaces/read", path),
             Route::DiskListAll { sub } => (
                 "Microsoft.Compute/disks/read",
                 format!("/subscriptions/{sub}"),
@@ -303,7 +340,9 @@ impl Route {
     /// Fault keys are `"{METHOD} {resource type}"` with the type's last segment:
     /// `PUT|PATCH|GET|DELETE restorePointCollections` (GET also covers both lists),
     /// `PUT|GET|DELETE restorePoints`, `GET virtualMachines` (get, instance view and the three
-    /// lists), `GET disks`, `GET operations` (operation status and Location polls).
+    /// lists), `GET disks`, `GET operations` (operation status and Location polls), and what a
+    /// restore writes: `PUT|DELETE disks`, `PUT virtualMachines`, `POST virtualMachines`
+    /// (deallocate, start), `PUT|GET networkInterfaces`.
     pub fn operation(&self, method: &http::Method) -> Option<(&'static str, &'static str, bool)> {
         use http::Method as M;
         let m = method.clone();
@@ -358,6 +397,29 @@ impl Route {
                 ("RestorePoints_Delete", "DELETE restorePoints", true)
             }
             (Route::Disk { .. }, M::GET) => ("Disks_Get", "GET disks", false),
+            // Restore's writes: not validated by oav (DiskRP and Network swaggers are not
+            // vendored; the emulator's VM PUT answers a subset of the VirtualMachine model).
+            (Route::Disk { .. }, M::PUT) => ("Disks_CreateOrUpdate", "PUT disks", false),
+            (Route::Disk { .. }, M::DELETE) => ("Disks_Delete", "DELETE disks", false),
+            (Route::Vm { .. }, M::PUT) => (
+                "VirtualMachines_CreateOrUpdate",
+                "PUT virtualMachines",
+                false,
+            ),
+            (Route::VmAction { action, .. }, M::POST) if action == "deallocate" => {
+                ("VirtualMachines_Deallocate", "POST virtualMachines", false)
+            }
+            (Route::VmAction { .. }, M::POST) => {
+                ("VirtualMachines_Start", "POST virtualMachines", false)
+            }
+            (Route::Nic { .. }, M::PUT) => (
+                "NetworkInterfaces_CreateOrUpdate",
+                "PUT networkInterfaces",
+                false,
+            ),
+            (Route::Nic { .. }, M::GET) => {
+                ("NetworkInterfaces_Get", "GET networkInterfaces", false)
+            }
             (Route::DiskListAll { .. }, M::GET) => ("Disks_List", "GET disks", false),
             (Route::DiskList { .. }, M::GET) => ("Disks_ListByResourceGroup", "GET disks", false),
             _ => return None,

@@ -45,6 +45,11 @@ pub fn vm_instance_view(store: &Store, id: &ResourceId, now: OffsetDateTime) -> 
                 "displayStatus": "Provisioning succeeded", "time": created}]}));
         }
     }
+    let (power, power_text) = if store.power.get(id).is_some_and(|p| p == "deallocated") {
+        ("PowerState/deallocated", "VM deallocated")
+    } else {
+        ("PowerState/running", "VM running")
+    };
     json!({
         "platformUpdateDomain": 0,
         "platformFaultDomain": 0,
@@ -59,7 +64,7 @@ pub fn vm_instance_view(store: &Store, id: &ResourceId, now: OffsetDateTime) -> 
         "isVMInStandbyPool": false,
         "statuses": [
             {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "time": created},
-            {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"}
+            {"code": power, "level": "Info", "displayStatus": power_text}
         ]
     })
 }
