@@ -186,6 +186,10 @@ pub enum PlanAction {
     /// Due, but its create would start after the supersede cut-off given the budget: not sent
     /// this tick (the reason says when it would have gone and what the cut-off is).
     DoesNotFit,
+    /// Due, but its listing shows a VM Azure would refuse the create for (a confidential VM,
+    /// a crash-consistent point with disks or a size it does not support: `Rule::check_vm`):
+    /// no create is sent; the reason names the case.
+    Unsupported,
 }
 
 /// One VM's line of the plan, with the reason a person can read (`vmrp plan`).
@@ -220,6 +224,12 @@ impl Plan {
         self.items
             .iter()
             .filter(|i| i.action == PlanAction::DoesNotFit)
+    }
+    /// The due VMs Azure would refuse the create for ([`PlanAction::Unsupported`]).
+    pub fn unsupported(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items
+            .iter()
+            .filter(|i| i.action == PlanAction::Unsupported)
     }
     /// The create messages, scheduled at `start + offset` (`start` = `max(now, tick)`).
     pub fn messages(&self, start: OffsetDateTime) -> Vec<OutgoingMessage> {
@@ -281,6 +291,33 @@ pub fn plan_tick_from(
             .entry(rule.name.as_str())
             .or_insert_with(|| rule_due(rule, timer, tick))
             .clone();
+        // What Azure would refuse, seen in the listing: said here, once per VM and tick, rather
+        // than by a create that would be refused (and re-sent) at every tick.
+        let refused: Vec<String> = match (&verdict, &target.listed) {
+            (Ok(()), Some(listed)) => rule
+                .check_vm(&listed.vm, &listed.disks)
+                .into_iter()
+                .filter(|p| p.refuses_create())
+                .map(|p| p.message)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !refused.is_empty() {
+            items.insert(
+                vm,
+                PlanItem {
+                    vm: vm.clone(),
+                    rule: rule.name.clone(),
+                    action: PlanAction::Unsupported,
+                    offset: None,
+                    not_before: None,
+                    reason: format!("not supported by restore points: {}", refused.join("; ")),
+                    request: None,
+                    message_id: None,
+                },
+            );
+            continue;
+        }
         match verdict {
             Ok(()) => order.push((rotation_key(vm, tick), vm, target)),
             Err(reason) => {

@@ -16,6 +16,7 @@ use crate::azure::ResourceId;
 
 pub mod check;
 mod load;
+pub mod platform;
 pub mod regions;
 mod resolve;
 mod validate;
@@ -26,8 +27,8 @@ pub use resolve::{
     ON_DEMAND_MAX_AGE_CONTINUED, TICK_SKEW,
 };
 pub use validate::{
-    spacing_for, PolicyProblem, IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP,
-    MIN_SPACING_CRASH,
+    spacing_for, PolicyProblem, FIELD_CONSISTENCY, FIELD_CONSISTENCY_CAVEAT, FIELD_UNSUPPORTED,
+    IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP, MIN_SPACING_CRASH,
 };
 
 /// The whole policy.

@@ -844,6 +844,7 @@ impl VmBuilder {
                 storage_account_type: Some(storage.into()),
             }),
             disk_size_gb: Some(128),
+            ..Default::default()
         });
         self
     }

@@ -108,7 +108,7 @@ pub fn plan_paced(
         let problems: Vec<_> = rule
             .check_vm(&vm.vm, &vm_disks)
             .into_iter()
-            .filter(|p| p.field == "consistency")
+            .filter(|p| p.refuses_create())
             .collect();
         if !problems.is_empty() {
             let reason = problems

@@ -141,6 +141,11 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     {
         tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "not due at this tick");
     }
+    // VMs Azure would refuse the create for: one line each, instead of a refused create.
+    let unsupported = plan.unsupported().count();
+    for item in plan.unsupported() {
+        tracing::warn!(vm = %item.vm, rule = %item.rule, reason = %item.reason, tick = %rfc3339(tick), "no create sent: the VM is not supported by restore points as the policy asks");
+    }
     // Said before the tick runs, once per tick: which VMs will not get this tick's point and
     // why (rather than a "superseded" report per VM an hour later).
     let left_out: Vec<&plan::PlanItem> = plan.left_out().collect();
@@ -175,11 +180,16 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     let orphans = delete_expired_orphans(deps, &listings, now).await;
     crate::coverage::emit(&coverage, tick);
     let summary = format!(
-        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}){}{}",
+        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}{}){}{}",
         rfc3339(tick),
         rfc3339(start),
         last.map(|l| format!(" to {}", rfc3339(l))).unwrap_or_default(),
-        plan.items.len() - creates - left_out,
+        plan.items.len() - creates - left_out - unsupported,
+        if unsupported > 0 {
+            format!(", {unsupported} not supported by restore points")
+        } else {
+            String::new()
+        },
         if left_out > 0 {
             format!(", {left_out} do not fit before the supersede cut-off")
         } else {

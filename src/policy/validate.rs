@@ -12,6 +12,7 @@ use serde::Serialize;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
+use super::platform;
 use super::regions::{known_region, same_region};
 use super::resolve::{describe_disk, disk_sku, CRASH_UNSUPPORTED_SKUS};
 use super::{DiskInfo, Policy, Retention, Rule};
@@ -661,16 +662,46 @@ fn check_point_budget(rule: &Rule, p: &mut Problems) {
     }
 }
 
+impl PolicyProblem {
+    /// Whether this per-VM problem ([`Rule::check_vm`]) is one Azure would refuse the create
+    /// for: the create is not sent, and the VM is reported (and skipped by the timer's plan)
+    /// with this reason. Other per-VM problems are warnings.
+    pub fn refuses_create(&self) -> bool {
+        self.field == FIELD_CONSISTENCY || self.field == FIELD_UNSUPPORTED
+    }
+}
+
+/// [`Rule::check_vm`]'s field for what crash-consistent points do not support.
+pub const FIELD_CONSISTENCY: &str = "consistency";
+/// [`Rule::check_vm`]'s field for a VM restore points do not support at all.
+pub const FIELD_UNSUPPORTED: &str = "unsupported";
+/// [`Rule::check_vm`]'s field for a crash-consistent point Azure creates but may not make
+/// consistent across disks (a warning, not a refusal).
+pub const FIELD_CONSISTENCY_CAVEAT: &str = "consistencyCaveat";
+
 impl Rule {
-    /// The checks that need the VM and its disks (run by handlers before creating a point):
-    /// crash-consistent points cannot include Ultra / Premium SSD v2 disks, and a copy cannot
-    /// target the VM's own region. Empty when the VM can be served as the policy says.
+    /// The checks that need the VM and its disks (run by the timer's plan, `vmrp plan` and the
+    /// create handler; sources in src/policy/platform.rs and docs/policy.md): a confidential VM
+    /// is not supported at all; crash-consistent points cannot include Ultra / Premium SSD v2 /
+    /// write-accelerated disks, nor be taken of a size without Premium storage; a copy cannot
+    /// target the VM's own region. Warnings (`consistencyCaveat`): crash-consistent points of a
+    /// VM with ReadWrite-cached disks, or of an Intel v6+ / AMD v7+ size with more than one
+    /// data disk, may not be consistent across disks. Empty when the VM can be served as the
+    /// policy says.
     pub fn check_vm(&self, vm: &VirtualMachine, disks: &[DiskInfo]) -> Vec<PolicyProblem> {
         let mut p = Problems {
             rule: Some((0, &self.name)),
             out: Vec::new(),
         };
         let vm_name = vm.name.as_deref().unwrap_or("(unnamed)");
+        if platform::is_confidential(vm.security_type()) {
+            p.push(
+                FIELD_UNSUPPORTED,
+                format!(
+                    "VM {vm_name} is a confidential VM (securityType ConfidentialVM): restore points do not support confidential VMs, so it gets no points and no copies; leave it out of the rule's targets"
+                ),
+            );
+        }
         let (mode, _) = self.consistency_for(vm);
         if mode == ConsistencyMode::CrashConsistent {
             let excluded: Vec<ResourceId> = self
@@ -678,31 +709,83 @@ impl Rule {
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
-            for disk in vm.disks() {
-                if disk
-                    .managed_disk_id
-                    .as_ref()
-                    .is_some_and(|id| excluded.contains(id))
-                {
-                    continue;
-                }
+            let included: Vec<_> = vm
+                .disks()
+                .into_iter()
+                .filter(|d| {
+                    !d.managed_disk_id
+                        .as_ref()
+                        .is_some_and(|id| excluded.contains(id))
+                })
+                .collect();
+            if let Some(size) = vm
+                .vm_size()
+                .filter(|s| platform::premium_storage_capable(s) == Some(false))
+            {
+                p.push(
+                    FIELD_CONSISTENCY,
+                    format!(
+                        "VM {vm_name}: crash-consistent restore points need a VM size that supports Premium storage, and {size} does not; use ApplicationConsistent for it (consistencyTag) or resize it"
+                    ),
+                );
+            }
+            for disk in &included {
                 let info = disk
                     .managed_disk_id
                     .as_ref()
                     .and_then(|id| disks.iter().find(|i| &i.id == id));
-                if let Some(sku) = disk_sku(&disk, info).filter(|s| {
+                if let Some(sku) = disk_sku(disk, info).filter(|s| {
                     CRASH_UNSUPPORTED_SKUS
                         .iter()
                         .any(|u| u.eq_ignore_ascii_case(s))
                 }) {
                     p.push(
-                        "consistency",
+                        FIELD_CONSISTENCY,
                         format!(
                             "VM {vm_name}: crash-consistent restore points do not support {sku} disks, and {} is one; exclude it (excludeDisks.skus, names or luns) or use ApplicationConsistent",
-                            describe_disk(&disk)
+                            describe_disk(disk)
                         ),
                     );
                 }
+                if disk.write_accelerator {
+                    p.push(
+                        FIELD_CONSISTENCY,
+                        format!(
+                            "VM {vm_name}: crash-consistent restore points do not support write-accelerated disks, and {} is one; exclude it (excludeDisks.names or luns) or use ApplicationConsistent",
+                            describe_disk(disk)
+                        ),
+                    );
+                }
+            }
+            let read_write: Vec<String> = included
+                .iter()
+                .filter(|d| {
+                    d.caching
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case("ReadWrite"))
+                })
+                .map(describe_disk)
+                .collect();
+            if !read_write.is_empty() {
+                p.push(
+                    FIELD_CONSISTENCY_CAVEAT,
+                    format!(
+                        "VM {vm_name}: crash consistency cannot be guaranteed for disks with ReadWrite host caching ({}); Azure creates the point, but use ApplicationConsistent where consistency across disks matters",
+                        read_write.join(", ")
+                    ),
+                );
+            }
+            let data_disks = included.iter().filter(|d| d.lun.is_some()).count();
+            if let Some(size) = vm
+                .vm_size()
+                .filter(|s| data_disks > 1 && platform::boost_multi_disk_caveat(s))
+            {
+                p.push(
+                    FIELD_CONSISTENCY_CAVEAT,
+                    format!(
+                        "VM {vm_name}: crash-consistent points of Intel v6+ / AMD v7+ sizes ({size}) with more than one data disk ({data_disks} included) might not be consistent across disks; Azure creates the point, but use ApplicationConsistent where that matters"
+                    ),
+                );
             }
         }
         if let Some(location) = vm.location.as_deref() {
@@ -1069,6 +1152,7 @@ mod tests {
                                     name: Some(name.to_string()),
                                     managed_disk: Some(disk(name, sku)),
                                     disk_size_gb: None,
+                                    ..Default::default()
                                 })
                                 .collect(),
                         ),
