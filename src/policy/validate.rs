@@ -622,6 +622,17 @@ fn check_resource_group_name(name: Option<&str>, field: &str, p: &mut Problems) 
     }
 }
 
+impl Rule {
+    /// The most points vmrp keeps of one VM under this rule at once, local plus every copy
+    /// region (as [`check_point_budget`] counts them), saturating.
+    pub fn max_points_per_vm(&self) -> u32 {
+        let per = |r: &Retention| r.max_settled().saturating_add(IN_FLIGHT_PER_COLLECTION);
+        self.copies.iter().fold(per(&self.retention), |sum, c| {
+            sum.saturating_add(per(c.retention.as_ref().unwrap_or(&self.retention)))
+        })
+    }
+}
+
 /// The most points one VM of this rule can have at once, local plus every copy region.
 fn check_point_budget(rule: &Rule, p: &mut Problems) {
     // Saturating: counts come from the policy file, and a wrapped sum would pass the check.

@@ -803,7 +803,7 @@ fn dropped_response() -> Response {
 
 /// Azure Backup's collection of a Backup-protected fleet VM: in the Backup resource group
 /// (same subscription and region), [`fleet::BACKUP_POINTS_PER_VM`] daily points of the days
-/// before `start` (Succeeded, crash-consistent: what instant restore keeps), plus the
+/// before `start` (Succeeded, application-consistent: what instant restore keeps), plus the
 /// snapshot job of `start`'s day, `Creating` from 15 minutes before `start` to 30 minutes
 /// after it: a create vmrp sends for the VM meanwhile meets the one-create-per-VM rule, as it
 /// would meet Backup's job in Azure. Backup's points count against the VM's 500.
@@ -859,7 +859,8 @@ fn seed_backup_collection(
                 id: point_id.clone(),
                 collection: coll_id.clone(),
                 vm: vm_id.clone(),
-                mode: crate::azure::models::ConsistencyMode::CrashConsistent,
+                // Backup's snapshots are application-consistent where the VM agent can (VSS).
+                mode: crate::azure::models::ConsistencyMode::ApplicationConsistent,
                 exclude_disks: Vec::new(),
                 instant_access_minutes: None,
                 source_point: None,
