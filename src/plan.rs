@@ -999,6 +999,47 @@ mod tests {
 
     /// The pacing order rotates from tick to tick (so the VMs left out differ, and none is left
     /// out every tick), while one tick always plans the same order, whatever the input order.
+    /// A VM whose listing shows what Azure refuses (here a confidential VM) gets no create
+    /// message: an `Unsupported` item with the reason, once per tick, where the old planner
+    /// sent a create the handler then refused at every tick. Trusted Launch is planned.
+    #[test]
+    fn unsupported_vms_get_no_create_and_say_why() {
+        let r = rule("prod", 3);
+        let vm_of = |name: &str, security: &str| {
+            let mut vm = VmBuilder::new("s1", "rg", name).build();
+            vm.properties.as_mut().unwrap().security_profile =
+                Some(serde_json::json!({ "securityType": security }));
+            vm
+        };
+        let targets = vec![
+            PlanTarget {
+                vm: vm_id("s1", "rg", "cvm"),
+                rule: &r,
+                listed: listed(vm_of("cvm", "ConfidentialVM"), None),
+            },
+            PlanTarget {
+                vm: vm_id("s1", "rg", "tl"),
+                rule: &r,
+                listed: listed(vm_of("tl", "TrustedLaunch"), None),
+            },
+        ];
+        let plan = plan_tick(TICK, &hourly_timer(), &targets, &Pacing::default());
+        let unsupported: Vec<&PlanItem> = plan.unsupported().collect();
+        assert_eq!(unsupported.len(), 1);
+        assert_eq!(unsupported[0].vm, vm_id("s1", "rg", "cvm"));
+        assert!(unsupported[0].message_id.is_none() && unsupported[0].request.is_none());
+        assert!(
+            unsupported[0]
+                .reason
+                .starts_with("not supported by restore points: VM cvm is a confidential VM"),
+            "{}",
+            unsupported[0].reason
+        );
+        let creates: Vec<&ResourceId> = plan.creates().map(|i| &i.vm).collect();
+        assert_eq!(creates, vec![&vm_id("s1", "rg", "tl")]);
+        assert_eq!(plan.messages(TICK).len(), 1);
+    }
+
     #[test]
     fn rotation_differs_between_ticks_and_is_stable_for_one() {
         let app = consistent(ConsistencyMode::ApplicationConsistent);

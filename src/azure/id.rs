@@ -238,6 +238,23 @@ impl<'de> Deserialize<'de> for ResourceId {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn azure_backup_territory() {
+        let id = |s: &str| ResourceId::parse(s).unwrap();
+        let rpc = "providers/Microsoft.Compute/restorePointCollections";
+        for (raw, backup) in [
+            (format!("/subscriptions/s/resourceGroups/AzureBackupRG_westeurope_1/{rpc}/AzureBackup_vm1_123"), true),
+            (format!("/subscriptions/s/resourceGroups/azurebackuprg_westeurope_1/{rpc}/x"), true),
+            (format!("/subscriptions/s/resourceGroups/rg/{rpc}/AzureBackup_vm1_1/restorePoints/p"), true),
+            (format!("/subscriptions/s/resourceGroups/rg/{rpc}/rpc-vm1-abc/restorePoints/AzureBackup_1"), false),
+            (format!("/subscriptions/s/resourceGroups/rg-backup/{rpc}/rpc-vm1-abc"), false),
+            (format!("/subscriptions/s/resourceGroups/AzureBackupRG/{rpc}/c"), false),
+        ] {
+            assert_eq!(id(&raw).is_azure_backup(), backup, "{raw}");
+        }
+    }
+
     use super::*;
 
     const VM: &str =

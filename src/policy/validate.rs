@@ -1214,6 +1214,122 @@ mod tests {
             assert_eq!(check(r#""consistencyTag":"mode""#, &tagged).len(), 1);
         }
 
+        /// The support matrix's VM-level cases: confidential VMs are refused in any mode,
+        /// sizes without Premium storage and write-accelerated disks in crash mode only;
+        /// Trusted Launch is supported; ReadWrite caching and Intel v6+ sizes with several
+        /// data disks are caveats (warnings), not refusals. The old check_vm knew none of them.
+        #[test]
+        fn unsupported_vms_write_accelerated_disks_and_caveats() {
+            let with = |size: &str, security: Option<&str>, wa_lun0: bool| {
+                let mut v = vm(
+                    "eastus",
+                    &[],
+                    &[(0, "a", "Premium_LRS"), (1, "b", "Premium_LRS")],
+                );
+                let props = v.properties.as_mut().unwrap();
+                props.hardware_profile = Some(serde_json::json!({ "vmSize": size }));
+                props.security_profile = security.map(|t| serde_json::json!({ "securityType": t }));
+                let data = props
+                    .storage_profile
+                    .as_mut()
+                    .unwrap()
+                    .data_disks
+                    .as_mut()
+                    .unwrap();
+                data[0].write_accelerator_enabled = Some(wa_lun0);
+                v
+            };
+            let crash = r#""consistency":"CrashConsistent""#;
+            let refusing = |fields: &str, v: &VirtualMachine| -> Vec<String> {
+                let rule = policy_with(fields).rules.remove(0);
+                rule.check_vm(v, &[])
+                    .into_iter()
+                    .filter(PolicyProblem::refuses_create)
+                    .map(|p| p.to_string())
+                    .collect()
+            };
+            // (case, rule fields, VM, refusals wanted: substrings, in order)
+            let cases: Vec<(&str, &str, VirtualMachine, Vec<&str>)> = vec![
+                ("plain", crash, with("Standard_D4s_v5", None, false), vec![]),
+                (
+                    "trusted launch, crash",
+                    crash,
+                    with("Standard_D4s_v5", Some("TrustedLaunch"), false),
+                    vec![],
+                ),
+                (
+                    "trusted launch, app",
+                    "",
+                    with("Standard_D4s_v5", Some("TrustedLaunch"), false),
+                    vec![],
+                ),
+                (
+                    "confidential, app",
+                    "",
+                    with("Standard_DC4as_v5", Some("ConfidentialVM"), false),
+                    vec!["unsupported: VM vm1 is a confidential VM"],
+                ),
+                (
+                    "confidential, crash",
+                    crash,
+                    with("Standard_DC4as_v5", Some("ConfidentialVM"), false),
+                    vec!["unsupported: VM vm1 is a confidential VM"],
+                ),
+                (
+                    "no premium, crash",
+                    crash,
+                    with("Standard_D4_v5", None, false),
+                    vec!["consistency: VM vm1: crash-consistent restore points need a VM size that supports Premium storage, and Standard_D4_v5 does not"],
+                ),
+                ("no premium, app", "", with("Standard_D4_v5", None, false), vec![]),
+                (
+                    "write-accelerated, crash",
+                    crash,
+                    with("Standard_M8ms", None, true),
+                    vec!["consistency: VM vm1: crash-consistent restore points do not support write-accelerated disks, and data disk a (LUN 0) is one"],
+                ),
+                ("write-accelerated, app", "", with("Standard_M8ms", None, true), vec![]),
+                (
+                    "write-accelerated, excluded by LUN",
+                    r#""consistency":"CrashConsistent","excludeDisks":{"luns":[0]}"#,
+                    with("Standard_M8ms", None, true),
+                    vec![],
+                ),
+            ];
+            for (case, fields, v, want) in cases {
+                let got = refusing(fields, &v);
+                assert_eq!(got.len(), want.len(), "{case}: {got:?}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(g.contains(w), "{case}: {g}");
+                }
+            }
+            // Caveats: warnings only.
+            let mut v = with("Standard_D4s_v6", None, false);
+            v.properties
+                .as_mut()
+                .unwrap()
+                .storage_profile
+                .as_mut()
+                .unwrap()
+                .os_disk
+                .as_mut()
+                .unwrap()
+                .caching = Some("ReadWrite".into());
+            let rule = policy_with(crash).rules.remove(0);
+            let problems = rule.check_vm(&v, &[]);
+            assert!(problems.iter().all(|p| !p.refuses_create()), "{problems:?}");
+            let caveats: Vec<String> = problems
+                .iter()
+                .filter(|p| p.field == FIELD_CONSISTENCY_CAVEAT)
+                .map(|p| p.message.clone())
+                .collect();
+            assert_eq!(caveats.len(), 2, "{caveats:?}");
+            assert!(caveats[0].contains("ReadWrite host caching (OS disk os)"));
+            assert!(caveats[1].contains("Standard_D4s_v6") && caveats[1].contains("2 included"));
+            // One data disk on a v6 size: no multi-disk caveat; app mode: none at all.
+            assert!(policy_with("").rules.remove(0).check_vm(&v, &[]).is_empty());
+        }
+
         #[test]
         fn disk_get_sku_wins_over_the_vm_model() {
             let v = vm("eastus", &[], &[(0, "d", "Premium_LRS")]);
