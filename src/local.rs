@@ -1087,11 +1087,28 @@ fn expected_points(
         copies: BTreeSet::new(),
         vm_region: BTreeMap::new(),
     };
+    // VMs with an Azure Backup collection: a rule with skipBackupProtected expects none of theirs.
+    let backup_protected: BTreeSet<String> = emulator
+        .arm
+        .collections()
+        .iter()
+        .filter(|c| {
+            c.id.as_deref()
+                .and_then(|i| crate::azure::ResourceId::parse(i).ok())
+                .is_some_and(|i| i.is_azure_backup())
+        })
+        .filter_map(|c| c.source_id().map(|s| s.to_ascii_lowercase()))
+        .collect();
     for vm in emulator.arm.list_vms() {
         let Some(id) = vm.resource_id() else { continue };
         let Some(rule) = policy.rule_for(&vm) else {
             continue;
         };
+        if rule.skip_backup_protected
+            && backup_protected.contains(&id.as_str().to_ascii_lowercase())
+        {
+            continue;
+        }
         let name = id.name().unwrap_or_default().to_string();
         e.vm_region.insert(
             name.clone(),

@@ -68,6 +68,12 @@ pub struct Rule {
     /// Resource group for the local collection; default the VM's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection_resource_group: Option<String>,
+    /// Leave out VMs Azure Backup also protects (the timer's collection listing shows an
+    /// `AzureBackup_*` collection of the VM): their instant restore points already exist, and
+    /// Backup's points and vmrp's share the VM's 500. Needs `targets.subscriptions`, since
+    /// Backup's `AzureBackupRG_*` groups lie outside resource-group scopes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_backup_protected: bool,
 }
 
 fn default_consistency() -> ConsistencyMode {

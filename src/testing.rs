@@ -905,6 +905,7 @@ pub fn rule(name: &str, keep_last: u32) -> Rule {
         retention: Retention::newest(keep_last),
         deadlines: Deadlines::default(),
         collection_resource_group: None,
+        skip_backup_protected: false,
     }
 }
 

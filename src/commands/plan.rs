@@ -92,6 +92,17 @@ pub fn plan_paced(
             ));
             continue;
         };
+        if rule.skip_backup_protected && !vm.azure_backup.is_empty() {
+            rows.push(row(
+                &vm.location,
+                Action::Skip,
+                "-",
+                Some(rule),
+                "skipped: Azure Backup also protects this VM (the rule's skipBackupProtected)"
+                    .into(),
+            ));
+            continue;
+        }
         // Restore points of this VM that are not vmrp's count against Azure's 500 per VM too:
         // Azure Backup's collection, and the platform's periodic points (preview).
         for note in other_points_notes(vm, Some(rule)) {

@@ -236,6 +236,12 @@ impl Policy {
             check_targets(rule, &mut p);
             check_mode_and_schedule(rule, timer.as_ref(), &mut p);
             check_disks(rule, &mut p);
+            if rule.skip_backup_protected && rule.targets.subscriptions.is_empty() {
+                p.push(
+                    "skipBackupProtected",
+                    "needs targets.subscriptions: Azure Backup keeps its collections in AzureBackupRG_* resource groups, which resource-group and VM scopes do not list, so vmrp could not tell which VMs Backup protects",
+                );
+            }
             check_retention(&rule.retention, "retention", &mut p);
             check_copies(rule, &mut p);
             check_point_budget(rule, &mut p);
@@ -1328,6 +1334,25 @@ mod tests {
             assert!(caveats[1].contains("Standard_D4s_v6") && caveats[1].contains("2 included"));
             // One data disk on a v6 size: no multi-disk caveat; app mode: none at all.
             assert!(policy_with("").rules.remove(0).check_vm(&v, &[]).is_empty());
+        }
+
+        #[test]
+        fn skip_backup_protected_needs_subscription_targets() {
+            let rg = format!(
+                r#""targets":{{"resourceGroups":["/subscriptions/{SUB}/resourceGroups/rg"]}},"skipBackupProtected":true"#
+            );
+            let got = problems_of(&policy_with(&rg), None);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].starts_with(
+                    r#"rule "prod": skipBackupProtected: needs targets.subscriptions"#
+                ),
+                "{got:?}"
+            );
+            let sub =
+                format!(r#""targets":{{"subscriptions":["{SUB}"]}},"skipBackupProtected":true"#);
+            assert!(problems_of(&policy_with(&sub), None).is_empty());
+            assert!(policy_with(&sub).rules[0].skip_backup_protected);
         }
 
         #[test]
