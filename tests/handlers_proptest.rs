@@ -158,6 +158,7 @@ fn rule(name: &'static str) -> impl Strategy<Value = Rule> {
                     max_retries: deadlines.2,
                 },
                 collection_resource_group: None,
+                skip_backup_protected: false,
             },
         )
 }
