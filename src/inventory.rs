@@ -64,6 +64,10 @@ pub struct VmCoverage {
     #[serde(skip)]
     pub vm: VirtualMachine,
     pub collections: Vec<CollectionView>,
+    /// Azure Backup's collections of this VM ([`ResourceId::is_azure_backup`]): read, never
+    /// judged by retention nor written to; their points count against the VM's 500.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub azure_backup: Vec<CollectionView>,
 }
 
 impl VmCoverage {
@@ -117,6 +121,7 @@ pub async fn gather(arm: &dyn Arm, subscriptions: &[String]) -> Result<Inventory
     let mut owner_of_collection: HashMap<ResourceId, usize> = HashMap::new();
     let mut locals = Vec::new();
     let mut copies = Vec::new();
+    let mut backups = Vec::new();
     for c in collections {
         let (Some(id), Some(source)) = (
             c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()),
@@ -127,7 +132,10 @@ pub async fn gather(arm: &dyn Arm, subscriptions: &[String]) -> Result<Inventory
         let Ok(source) = ResourceId::parse(source) else {
             continue;
         };
-        if let Some(&vm) = vm_ids.get(&source) {
+        if let (true, Some(&vm)) = (id.is_azure_backup(), vm_ids.get(&source)) {
+            // Azure Backup's instant-restore collection: not one of vmrp's local collections.
+            backups.push((id, vm, c));
+        } else if let Some(&vm) = vm_ids.get(&source) {
             owner_of_collection.insert(id.clone(), vm);
             locals.push((id, vm, c));
         } else if source.is_type("Microsoft.Compute/restorePointCollections") {
@@ -135,6 +143,10 @@ pub async fn gather(arm: &dyn Arm, subscriptions: &[String]) -> Result<Inventory
         }
     }
     let mut by_vm: Vec<Vec<CollectionView>> = vec![Vec::new(); vms.len()];
+    let mut backup_by_vm: Vec<Vec<CollectionView>> = vec![Vec::new(); vms.len()];
+    for (id, vm, c) in backups {
+        backup_by_vm[vm].push(read_collection(arm, &id, &c, CollectionRole::Local).await?);
+    }
     for (id, vm, c) in locals {
         by_vm[vm].push(read_collection(arm, &id, &c, CollectionRole::Local).await?);
     }
@@ -146,8 +158,8 @@ pub async fn gather(arm: &dyn Arm, subscriptions: &[String]) -> Result<Inventory
     }
     let mut out: Vec<VmCoverage> = vms
         .into_iter()
-        .zip(by_vm)
-        .filter_map(|(vm, mut collections)| {
+        .zip(by_vm.into_iter().zip(backup_by_vm))
+        .filter_map(|(vm, (mut collections, azure_backup))| {
             let id = vm.resource_id()?;
             collections.sort_by(|a, b| {
                 (a.role != CollectionRole::Local, &a.region)
@@ -158,6 +170,7 @@ pub async fn gather(arm: &dyn Arm, subscriptions: &[String]) -> Result<Inventory
                 location: canonical_region(vm.location.as_deref().unwrap_or_default()),
                 vm,
                 collections,
+                azure_backup,
             })
         })
         .collect();

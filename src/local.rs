@@ -110,16 +110,63 @@ pub struct LocalArgs {
     /// Leave the emulator running after the run (prints its URLs), until Ctrl-C or SIGTERM.
     #[arg(long)]
     pub keep_running: bool,
+    /// The fleet's mix: `plain` (the default), or `mixed`, which adds Premium SSD v2 and Ultra
+    /// disks, CMK-encrypted disks, confidential, Trusted Launch and M-series VMs with a
+    /// write-accelerated disk, sizes without Premium storage, Azure Backup-protected VMs and
+    /// VMs with platform periodic restore points, under a crash-consistent default policy; the
+    /// report explains every VM without a point, as `vmrp plan` names them beforehand.
+    #[arg(long, value_enum, default_value_t = FleetMix::Plain)]
+    pub fleet: FleetMix,
     /// Also write the coverage at the end of the run as one self-contained HTML page, the same
     /// page as `vmrp status --html` (src/html_report.rs).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 }
 
+/// `vmrp local --fleet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FleetMix {
+    Plain,
+    Mixed,
+}
+
+impl FleetMix {
+    /// Sets the fractions of `--fleet mixed` (each case in a few VMs of a small fleet).
+    pub fn apply(self, fleet: &mut FleetSpec) {
+        if self == FleetMix::Plain {
+            return;
+        }
+        fleet.ultra_disk_fraction = 0.08;
+        fleet.premium_v2_fraction = 0.12;
+        fleet.cmk_fraction = 0.15;
+        fleet.confidential_fraction = 0.08;
+        fleet.trusted_launch_fraction = 0.2;
+        fleet.write_accelerated_fraction = 0.1;
+        fleet.no_premium_size_fraction = 0.08;
+        fleet.backup_fraction = 0.15;
+        fleet.periodic_restore_points_fraction = 0.1;
+        fleet.min_data_disks = fleet.min_data_disks.max(1);
+    }
+}
+
+/// The default policy of `--fleet mixed`: [`default_policy`], crash-consistent (the mode most
+/// of Azure's restrictions apply to), leaving Ultra and Premium SSD v2 disks out of the points
+/// (as the support matrix says to) rather than skipping their VMs.
+pub fn mixed_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, &str)) -> Policy {
+    let mut policy = default_policy(subscriptions, copy_to, tag);
+    for rule in &mut policy.rules {
+        rule.consistency = crate::azure::models::ConsistencyMode::CrashConsistent;
+        rule.exclude_disks.skus = vec!["UltraSSD_LRS".into(), "PremiumV2_LRS".into()];
+    }
+    policy
+}
+
 /// Everything a run needs; `LocalArgs` maps onto it, tests build it directly.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub fleet: FleetSpec,
+    /// Which default policy goes with the fleet when `policy` is `None`.
+    pub mix: FleetMix,
     pub copy_to: Vec<String>,
     pub ticks: u32,
     pub speed: f64,
@@ -152,6 +199,7 @@ impl Scenario {
                 tagged_fraction: 1.0,
                 ..FleetSpec::default()
             },
+            mix: FleetMix::Plain,
             copy_to: vec!["swedencentral".into()],
             ticks: 3,
             speed: 1200.0,
@@ -219,7 +267,10 @@ impl RoleCounts {
     pub fn nothing_to_restore(&self) -> usize {
         self.failed
             .iter()
-            .filter(|m| m.explained_by == Explanation::Reported && reason_class(&m.reason).1)
+            .filter(|m| {
+                m.explained_by == Explanation::Unsupported
+                    || m.explained_by == Explanation::Reported && reason_class(&m.reason).1
+            })
             .count()
     }
 }
@@ -234,6 +285,9 @@ pub enum Explanation {
     TimerRunFailed,
     /// Only the emulator's state tells: the point exists but never settled.
     PointState,
+    /// The VM is one restore points do not support as the policy asks (`Rule::check_vm`, the
+    /// check the timer's plan and `vmrp plan` run): no create was sent, by design.
+    Unsupported,
     /// Nothing explains it.
     Unexplained,
 }
@@ -254,6 +308,7 @@ fn explanation_label(e: Explanation) -> &'static str {
         Explanation::Reported => "reported",
         Explanation::TimerRunFailed => "timer run failed",
         Explanation::PointState => "seen in ARM",
+        Explanation::Unsupported => "unsupported, named by vmrp plan",
         Explanation::Unexplained => "unexplained",
     }
 }
@@ -263,6 +318,11 @@ fn explanation_label(e: Explanation) -> &'static str {
 pub fn reason_class(reason: &str) -> (&'static str, bool) {
     const CLASSES: &[(&str, &str, bool)] = &[
         ("every disk is excluded", "every disk excluded", true),
+        (
+            "not supported by restore points",
+            "not supported by restore points",
+            true,
+        ),
         ("must be at least", "spacing refused by Azure", false),
         // Azure's 500 points per VM across all collections: `policy check`
         // warns when a policy can reach it; other tools' points count too.
@@ -346,8 +406,9 @@ pub struct LocalReport {
 /// could hold, or the point was superseded (a create too close to the next tick, a copy older
 /// than one already copied). Anything else under faults is a lost point.
 pub fn missing_by_design(m: &Missing) -> bool {
-    m.explained_by == Explanation::Reported
-        && (reason_class(&m.reason).1
+    m.explained_by == Explanation::Unsupported
+        || m.explained_by == Explanation::Reported
+            && (reason_class(&m.reason).1
             // create_restore_point's and start_cross_region_copy's own wording.
             || m.reason.contains("): superseded by it")
             || m.reason.contains(" is newer and already copied"))
@@ -517,6 +578,8 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     };
     scenario.fleet.regions = known("--regions", &args.regions)?;
     scenario.fleet.seed = args.seed;
+    scenario.mix = args.fleet;
+    args.fleet.apply(&mut scenario.fleet);
     scenario.copy_to = known("--copy-to", &args.copy_to)?;
     scenario.ticks = args.ticks;
     scenario.speed = args.speed;
@@ -735,13 +798,14 @@ pub async fn run_scenario_keep(
     // The fleet is deterministic: its subscriptions are known before the emulator starts.
     let subscriptions =
         crate::emulator::arm::fleet::generate(&scenario.fleet, VIRTUAL_START).subscriptions;
-    let policy = match &scenario.policy {
-        Some(p) => p.clone(),
-        None => default_policy(
-            &subscriptions,
-            &scenario.copy_to,
-            (&scenario.fleet.tag_key, &scenario.fleet.tag_value),
-        ),
+    let tag = (
+        scenario.fleet.tag_key.as_str(),
+        scenario.fleet.tag_value.as_str(),
+    );
+    let policy = match (&scenario.policy, scenario.mix) {
+        (Some(p), _) => p.clone(),
+        (None, FleetMix::Plain) => default_policy(&subscriptions, &scenario.copy_to, tag),
+        (None, FleetMix::Mixed) => mixed_policy(&subscriptions, &scenario.copy_to, tag),
     };
     let mut arm = ArmConfig {
         fleet: scenario.fleet.clone(),
@@ -1010,6 +1074,8 @@ fn pending_messages(emulator: &RunningEmulator) -> usize {
 
 /// What the policy asks for: (vm, tick) locally and (vm, tick, region) copies.
 struct Expected {
+    /// VMs the policy's per-VM check refuses (as the timer's plan does), with the reason.
+    unsupported: BTreeMap<String, String>,
     local: BTreeSet<(String, OffsetDateTime)>,
     copies: BTreeSet<(String, OffsetDateTime, String)>,
     vm_region: BTreeMap<String, String>,
@@ -1022,20 +1088,56 @@ fn expected_points(
     timer: &crate::schedule::Schedule,
 ) -> Expected {
     let mut e = Expected {
+        unsupported: BTreeMap::new(),
         local: BTreeSet::new(),
         copies: BTreeSet::new(),
         vm_region: BTreeMap::new(),
     };
+    // VMs with an Azure Backup collection: a rule with skipBackupProtected expects none of theirs.
+    let backup_protected: BTreeSet<String> = emulator
+        .arm
+        .collections()
+        .iter()
+        .filter(|c| {
+            c.id.as_deref()
+                .and_then(|i| crate::azure::ResourceId::parse(i).ok())
+                .is_some_and(|i| i.is_azure_backup())
+        })
+        .filter_map(|c| c.source_id().map(|s| s.to_ascii_lowercase()))
+        .collect();
     for vm in emulator.arm.list_vms() {
         let Some(id) = vm.resource_id() else { continue };
         let Some(rule) = policy.rule_for(&vm) else {
             continue;
         };
+        if rule.skip_backup_protected
+            && backup_protected.contains(&id.as_str().to_ascii_lowercase())
+        {
+            continue;
+        }
         let name = id.name().unwrap_or_default().to_string();
         e.vm_region.insert(
             name.clone(),
             canonical_region(vm.location.as_deref().unwrap_or_default()),
         );
+        let disks: Vec<crate::policy::DiskInfo> = emulator
+            .arm
+            .disks_of(&vm)
+            .iter()
+            .filter_map(crate::policy::DiskInfo::from_disk)
+            .collect();
+        let refused: Vec<String> = rule
+            .check_vm(&vm, &disks)
+            .into_iter()
+            .filter(|p| p.refuses_create())
+            .map(|p| p.message)
+            .collect();
+        if !refused.is_empty() {
+            e.unsupported.insert(
+                name.clone(),
+                format!("not supported by restore points: {}", refused.join("; ")),
+            );
+        }
         for tick in ticks {
             if !rule.is_due(timer, *tick).unwrap_or(false) {
                 continue;
@@ -1265,6 +1367,9 @@ fn build_report(
         };
         if let Some((_, _, summary)) = named.or_else(vm_level) {
             return (summary.clone(), Explanation::Reported);
+        }
+        if let Some(reason) = expected.unsupported.get(vm) {
+            return (reason.clone(), Explanation::Unsupported);
         }
         let seen = points.iter().find(|p| {
             p.vm.ends_with(&format!("/{vm}"))

@@ -186,6 +186,10 @@ pub enum PlanAction {
     /// Due, but its create would start after the supersede cut-off given the budget: not sent
     /// this tick (the reason says when it would have gone and what the cut-off is).
     DoesNotFit,
+    /// Due, but its listing shows a VM Azure would refuse the create for (a confidential VM,
+    /// a crash-consistent point with disks or a size it does not support: `Rule::check_vm`):
+    /// no create is sent; the reason names the case.
+    Unsupported,
 }
 
 /// One VM's line of the plan, with the reason a person can read (`vmrp plan`).
@@ -220,6 +224,12 @@ impl Plan {
         self.items
             .iter()
             .filter(|i| i.action == PlanAction::DoesNotFit)
+    }
+    /// The due VMs Azure would refuse the create for ([`PlanAction::Unsupported`]).
+    pub fn unsupported(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items
+            .iter()
+            .filter(|i| i.action == PlanAction::Unsupported)
     }
     /// The create messages, scheduled at `start + offset` (`start` = `max(now, tick)`).
     pub fn messages(&self, start: OffsetDateTime) -> Vec<OutgoingMessage> {
@@ -281,6 +291,33 @@ pub fn plan_tick_from(
             .entry(rule.name.as_str())
             .or_insert_with(|| rule_due(rule, timer, tick))
             .clone();
+        // What Azure would refuse, seen in the listing: said here, once per VM and tick, rather
+        // than by a create that would be refused (and re-sent) at every tick.
+        let refused: Vec<String> = match (&verdict, &target.listed) {
+            (Ok(()), Some(listed)) => rule
+                .check_vm(&listed.vm, &listed.disks)
+                .into_iter()
+                .filter(|p| p.refuses_create())
+                .map(|p| p.message)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !refused.is_empty() {
+            items.insert(
+                vm,
+                PlanItem {
+                    vm: vm.clone(),
+                    rule: rule.name.clone(),
+                    action: PlanAction::Unsupported,
+                    offset: None,
+                    not_before: None,
+                    reason: format!("not supported by restore points: {}", refused.join("; ")),
+                    request: None,
+                    message_id: None,
+                },
+            );
+            continue;
+        }
         match verdict {
             Ok(()) => order.push((rotation_key(vm, tick), vm, target)),
             Err(reason) => {
@@ -962,6 +999,47 @@ mod tests {
 
     /// The pacing order rotates from tick to tick (so the VMs left out differ, and none is left
     /// out every tick), while one tick always plans the same order, whatever the input order.
+    /// A VM whose listing shows what Azure refuses (here a confidential VM) gets no create
+    /// message: an `Unsupported` item with the reason, once per tick, where the old planner
+    /// sent a create the handler then refused at every tick. Trusted Launch is planned.
+    #[test]
+    fn unsupported_vms_get_no_create_and_say_why() {
+        let r = rule("prod", 3);
+        let vm_of = |name: &str, security: &str| {
+            let mut vm = VmBuilder::new("s1", "rg", name).build();
+            vm.properties.as_mut().unwrap().security_profile =
+                Some(serde_json::json!({ "securityType": security }));
+            vm
+        };
+        let targets = vec![
+            PlanTarget {
+                vm: vm_id("s1", "rg", "cvm"),
+                rule: &r,
+                listed: listed(vm_of("cvm", "ConfidentialVM"), None),
+            },
+            PlanTarget {
+                vm: vm_id("s1", "rg", "tl"),
+                rule: &r,
+                listed: listed(vm_of("tl", "TrustedLaunch"), None),
+            },
+        ];
+        let plan = plan_tick(TICK, &hourly_timer(), &targets, &Pacing::default());
+        let unsupported: Vec<&PlanItem> = plan.unsupported().collect();
+        assert_eq!(unsupported.len(), 1);
+        assert_eq!(unsupported[0].vm, vm_id("s1", "rg", "cvm"));
+        assert!(unsupported[0].message_id.is_none() && unsupported[0].request.is_none());
+        assert!(
+            unsupported[0]
+                .reason
+                .starts_with("not supported by restore points: VM cvm is a confidential VM"),
+            "{}",
+            unsupported[0].reason
+        );
+        let creates: Vec<&ResourceId> = plan.creates().map(|i| &i.vm).collect();
+        assert_eq!(creates, vec![&vm_id("s1", "rg", "tl")]);
+        assert_eq!(plan.messages(TICK).len(), 1);
+    }
+
     #[test]
     fn rotation_differs_between_ticks_and_is_stable_for_one() {
         let app = consistent(ConsistencyMode::ApplicationConsistent);

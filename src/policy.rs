@@ -16,6 +16,7 @@ use crate::azure::ResourceId;
 
 pub mod check;
 mod load;
+pub mod platform;
 pub mod regions;
 mod resolve;
 mod validate;
@@ -26,8 +27,8 @@ pub use resolve::{
     ON_DEMAND_MAX_AGE_CONTINUED, TICK_SKEW,
 };
 pub use validate::{
-    spacing_for, PolicyProblem, IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP,
-    MIN_SPACING_CRASH,
+    spacing_for, PolicyProblem, FIELD_CONSISTENCY, FIELD_CONSISTENCY_CAVEAT, FIELD_UNSUPPORTED,
+    IN_FLIGHT_PER_COLLECTION, MAX_POINTS_PER_VM, MIN_SPACING_APP, MIN_SPACING_CRASH,
 };
 
 /// The whole policy.
@@ -67,6 +68,12 @@ pub struct Rule {
     /// Resource group for the local collection; default the VM's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection_resource_group: Option<String>,
+    /// Leave out VMs Azure Backup also protects (the timer's collection listing shows an
+    /// `AzureBackup_*` collection of the VM): their instant restore points already exist, and
+    /// Backup's points and vmrp's share the VM's 500. Needs `targets.subscriptions`, since
+    /// Backup's `AzureBackupRG_*` groups lie outside resource-group scopes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_backup_protected: bool,
     /// Instant access for the snapshots of Premium SSD v2 / Ultra disks (restorable at once,
     /// with fast restore performance, for `durationMinutes`). Applies to application-consistent
     /// points of VMs with such disks only; docs/policy.md.

@@ -865,6 +865,7 @@ impl VmBuilder {
                 storage_account_type: Some(storage.into()),
             }),
             disk_size_gb: Some(128),
+            ..Default::default()
         });
         self
     }
@@ -926,6 +927,7 @@ pub fn rule(name: &str, keep_last: u32) -> Rule {
         deadlines: Deadlines::default(),
         collection_resource_group: None,
         instant_access: None,
+        skip_backup_protected: false,
     }
 }
 

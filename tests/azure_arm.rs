@@ -1237,6 +1237,47 @@ async fn wrong_resource_type_is_refused_before_io() {
     assert_eq!(token.calls(), 0);
 }
 
+/// vmrp never writes to or deletes in Azure Backup's resource groups and collections: the
+/// client refuses before any request (no token, nothing sent), reads still go through.
+#[tokio::test]
+async fn azure_backup_collections_are_never_written_or_deleted() {
+    let fake = Fake::start().await;
+    let (client, token) = arm_client(&fake);
+    let sub = "/subscriptions/00000000-0000-0000-0000-000000000001";
+    let rpc = "providers/Microsoft.Compute/restorePointCollections";
+    let in_backup_rg = id(&format!(
+        "{sub}/resourceGroups/AzureBackupRG_westeurope_1/{rpc}/AzureBackup_vm1_12345678901"
+    ));
+    let backup_point = id(&format!("{in_backup_rg}/restorePoints/p1"));
+    let backup_name_elsewhere = id(&format!("{sub}/resourceGroups/rg/{rpc}/AzureBackup_vm1_1"));
+    let errors = [
+        client
+            .delete_restore_point(&backup_point)
+            .await
+            .unwrap_err(),
+        client
+            .create_restore_point(&backup_point, &RestorePoint::default())
+            .await
+            .unwrap_err(),
+        client.delete_collection(&in_backup_rg).await.unwrap_err(),
+        client
+            .delete_collection(&backup_name_elsewhere)
+            .await
+            .unwrap_err(),
+        client
+            .put_collection(&in_backup_rg, &RestorePointCollection::default())
+            .await
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.code, "InvalidRequest", "{err}");
+        assert!(err.message.contains("Azure Backup"), "{}", err.message);
+        assert!(!err.is_transient());
+    }
+    assert!(fake.seen().is_empty(), "nothing was sent");
+    assert_eq!(token.calls(), 0);
+}
+
 #[tokio::test]
 async fn traffic_recording_writes_oav_pairs_without_credentials() {
     let dir = tempfile::tempdir().unwrap();

@@ -122,6 +122,7 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("local", "--report", local_run_flags),
     ("local", "--handler-log", local_run_flags),
     ("local", "--faults", local_faults_flag),
+    ("local", "--fleet", local_fleet_mixed),
     ("local", "--timeout-secs", local_timeout_flag),
     ("local", "--policy", local_policy_and_seed_flags),
     ("local", "--seed", local_policy_and_seed_flags),
@@ -1568,6 +1569,61 @@ fn a_killed_emulate_takes_its_handler_with_it() {
 
 // ---------------------------------------------------------------------------------------------
 // local
+
+/// `--fleet mixed`: the fleet mixes in the cases Azure refuses or treats apart (confidential,
+/// write-accelerated, no Premium storage, Backup-protected, Premium SSD v2 ...); the run still
+/// ends "coverage complete" and every VM without a point is explained as unsupported, with the
+/// case named.
+#[test]
+fn local_fleet_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let (code, stdout, stderr) = run(&mut vmrp(&[
+        "local",
+        "--fleet",
+        "mixed",
+        "--vms",
+        "24",
+        "--ticks",
+        "2",
+        "--speed",
+        "3000",
+        "--report",
+        report.to_str().unwrap(),
+        "--timeout-secs",
+        "150",
+    ]));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("coverage complete: 24 VMs × 2 ticks"),
+        "{stdout}"
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let failed = r["local"]["failed"].as_array().unwrap();
+    assert!(
+        !failed.is_empty(),
+        "--fleet mixed has unsupported VMs: {r:#}"
+    );
+    for m in failed {
+        assert_eq!(m["explainedBy"], "unsupported", "{m}");
+        assert!(
+            m["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("not supported by restore points: "),
+            "{m}"
+        );
+    }
+    // The plain fleet (the default) has none of them.
+    assert!(<vmrp::cli::Cli as clap::Parser>::try_parse_from([
+        "vmrp", "local", "--fleet", "plain"
+    ])
+    .is_ok());
+    assert!(
+        <vmrp::cli::Cli as clap::Parser>::try_parse_from(["vmrp", "local", "--fleet", "odd"])
+            .is_err()
+    );
+}
 
 /// `--copy-to` includes the fleet's own region (counted as unexplained before).
 #[test]

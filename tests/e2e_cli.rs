@@ -594,3 +594,164 @@ async fn plan_and_status_read_the_emulator_and_explain_every_decision() {
     println!("plan/status test {:.1}s", started.elapsed().as_secs_f64());
     emulator.stop().await.unwrap();
 }
+
+/// `vmrp local --fleet mixed` (24 VMs × 2 ticks): every VM without a point is explained, the
+/// explanation is the one `vmrp plan` gives for the same VM (confidential, write-accelerated,
+/// no Premium storage), Trusted Launch VMs get their points, and Azure Backup's collections
+/// are read (plan and status say so) but never written to: their points are all still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_fleet_every_missing_point_is_explained_as_plan_names_it() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = scenario(24, 2);
+    s.mix = vmrp::local::FleetMix::Mixed;
+    s.mix.apply(&mut s.fleet);
+    s.fleet.tagged_fraction = 1.0;
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    assert!(report.complete, "{}", summary_line(&report));
+    assert_eq!(report.local.unexplained(), 0);
+    assert_eq!(report.copies.unexplained(), 0);
+    let unsupported: std::collections::BTreeSet<String> = report
+        .local
+        .failed
+        .iter()
+        .map(|m| {
+            assert_eq!(
+                m.explained_by,
+                vmrp::local::Explanation::Unsupported,
+                "{m:?}"
+            );
+            m.vm.clone()
+        })
+        .collect();
+    let reasons: Vec<&str> = report
+        .local
+        .failed
+        .iter()
+        .map(|m| m.reason.as_str())
+        .collect();
+    for case in ["confidential VM", "write-accelerated", "Premium storage"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(case)),
+            "no VM of the mixed fleet is {case}: {reasons:?}"
+        );
+    }
+    // No create was ever sent for them (the plan skipped them), so ARM holds none of theirs.
+    let points = emulator.arm.restore_points();
+    for vm in &unsupported {
+        assert!(
+            !points.iter().any(|p| p.vm.ends_with(&format!("/{vm}"))),
+            "{vm} has a point"
+        );
+    }
+    // Trusted Launch is supported: each such VM selected has its points.
+    let trusted: Vec<String> = emulator
+        .arm
+        .list_vms()
+        .into_iter()
+        .filter(|vm| vm.security_type() == Some("TrustedLaunch"))
+        .filter_map(|vm| vm.name)
+        .collect();
+    assert!(
+        !trusted.is_empty(),
+        "the mixed fleet has Trusted Launch VMs"
+    );
+    for vm in &trusted {
+        assert!(!unsupported.contains(vm), "{vm} is Trusted Launch");
+    }
+    // Azure Backup's collections: all their points still there, none of vmrp's in them.
+    let backup: Vec<_> = emulator
+        .arm
+        .collections()
+        .into_iter()
+        .filter(|c| c.name.as_deref().unwrap_or("").starts_with("AzureBackup_"))
+        .collect();
+    assert!(
+        !backup.is_empty(),
+        "the mixed fleet has Backup-protected VMs"
+    );
+    let per_vm = vmrp::emulator::arm::fleet::BACKUP_POINTS_PER_VM as usize + 1;
+    for c in &backup {
+        let pts = c.restore_points();
+        assert_eq!(pts.len(), per_vm, "{:?}", c.id);
+        assert!(pts
+            .iter()
+            .all(|p| p.name.as_deref().unwrap_or("").starts_with("AzureBackup_")));
+    }
+
+    // `vmrp plan` names the same VMs, with the same reasons, and notes Backup's collections.
+    let subscription = emulator.subscriptions[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    // vmrp local's policy for the mixed fleet (local::mixed_policy), as a file.
+    let doc = json!({"rules": [{
+        "name": "local-demo",
+        "targets": {"subscriptions": [subscription], "tags": {"vmrp": "on"}},
+        "consistency": "CrashConsistent",
+        "excludeDisks": {"skus": ["UltraSSD_LRS", "PremiumV2_LRS"]},
+        "copies": [{"region": "swedencentral", "retention": {"keepLast": 2}}],
+        "retention": {"keepLast": 3},
+        "deadlines": {"localMinutes": 120, "copyMinutes": 1440, "maxRetries": 2}
+    }]});
+    std::fs::write(&policy, doc.to_string()).unwrap();
+    let arm = emulator.urls.arm.clone();
+    let (code, stdout, stderr) = run_cli(
+        &emulator,
+        &[
+            "plan",
+            "--arm-endpoint",
+            &arm,
+            "--subscription",
+            &subscription,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let rows: Vec<Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let refused: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r["reason"].as_str().unwrap_or("").starts_with("refused: "))
+        .map(|r| r["vm"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        refused, unsupported,
+        "plan names the VMs the report explains"
+    );
+    let backup_notes = rows
+        .iter()
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Azure Backup also protects this VM")
+        })
+        .count();
+    assert_eq!(backup_notes, backup.len(), "{rows:#?}");
+    assert!(
+        !rows.iter().any(|r| r["action"] == "delete"
+            && r["target"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("AzureBackup_")),
+        "plan never deletes Backup's points"
+    );
+    let (_, stdout, stderr) = run_cli(
+        &emulator,
+        &[
+            "status",
+            "--arm-endpoint",
+            &arm,
+            "--subscription",
+            &subscription,
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        stdout.contains("Azure Backup also protects this VM"),
+        "{stdout}\n{stderr}"
+    );
+    emulator.stop().await.unwrap();
+}

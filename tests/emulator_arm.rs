@@ -1779,6 +1779,108 @@ async fn rule_unsupported_disks_must_be_excluded() {
     assert_eq!(h.point("rg", "u", "rp2", json!({})).await.status, 201);
 }
 
+/// The support matrix's VM-level rules (learn.microsoft.com virtual-machines/
+/// concepts-restore-points and virtual-machines-create-restore-points): no points of a
+/// confidential VM in any mode; crash-consistent points only on sizes with Premium storage and
+/// without write-accelerated disks; Trusted Launch VMs are supported. The emulator accepted all
+/// of these before.
+#[tokio::test]
+async fn rule_unsupported_vms_and_write_accelerated_disks() {
+    let h = start(only(|r| {
+        r.unsupported_vms = true;
+        r.unsupported_disks_excluded = true;
+    }))
+    .await;
+    // A VM from a seed, its document changed by `edit`.
+    let vm = |name: &str, edit: &dyn Fn(&mut Value)| -> String {
+        let seed =
+            VmSeed::new(SUB, "rg", name, "westus").with_data_disk(0, &format!("{name}_DataDisk_0"));
+        let (mut doc, disks) = seed.build();
+        edit(&mut doc);
+        for d in disks {
+            h.emu.add_disk(d).unwrap();
+        }
+        h.emu.add_vm(doc).unwrap().to_string()
+    };
+    let crash = json!({"consistencyMode": "CrashConsistent"});
+    // (VM, edit, crash refused, app refused, message part)
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, bool, bool, &str)> = vec![
+        (
+            "cvm",
+            Box::new(|d: &mut Value| {
+                d["properties"]["hardwareProfile"]["vmSize"] = json!("Standard_DC4as_v5");
+                d["properties"]["securityProfile"] = json!({"securityType": "ConfidentialVM"});
+            }),
+            true,
+            true,
+            "confidential",
+        ),
+        (
+            "tl",
+            Box::new(|d: &mut Value| {
+                d["properties"]["securityProfile"] = json!({"securityType": "TrustedLaunch",
+                    "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}});
+            }),
+            false,
+            false,
+            "",
+        ),
+        (
+            "nopremium",
+            Box::new(|d: &mut Value| {
+                d["properties"]["hardwareProfile"]["vmSize"] = json!("Standard_D4_v5");
+            }),
+            true,
+            false,
+            "Premium storage",
+        ),
+        (
+            "wa",
+            Box::new(|d: &mut Value| {
+                d["properties"]["hardwareProfile"]["vmSize"] = json!("Standard_M8ms");
+                d["properties"]["storageProfile"]["dataDisks"][0]["writeAcceleratorEnabled"] =
+                    json!(true);
+            }),
+            true,
+            false,
+            "write-accelerated",
+        ),
+    ];
+    for (name, edit, crash_refused, app_refused, part) in cases {
+        let id = vm(name, &*edit);
+        h.collection("rg", name, "westus", &id).await;
+        let r = h.point("rg", name, "crash", crash.clone()).await;
+        assert_eq!(r.status == 400, crash_refused, "{name} crash: {:?}", r.body);
+        if crash_refused {
+            assert_eq!(r.code(), "OperationNotAllowed", "{name}");
+            let message = r.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(part), "{name}: {message}");
+        } else {
+            assert_eq!(r.status, 201, "{name}: {:?}", r.body);
+        }
+        // Application-consistent, hours later (spacing).
+        h.advance(4 * 3600);
+        let r = h.point("rg", name, "app", json!({})).await;
+        assert_eq!(r.status == 400, app_refused, "{name} app: {:?}", r.body);
+        if !app_refused {
+            assert_eq!(r.status, 201, "{name}: {:?}", r.body);
+        }
+    }
+    // Excluding the write-accelerated disk makes the crash-consistent point possible.
+    h.advance(4 * 3600);
+    let r = h
+        .point(
+            "rg",
+            "wa",
+            "crash2",
+            json!({"consistencyMode": "CrashConsistent",
+                   "excludeDisks": [{"id": disk_id("rg", "wa_DataDisk_0")}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
 /// A source point `rg/src/{name}` that has succeeded, on a fresh VM per call.
 async fn source_point(h: &Harness, name: &str) -> String {
     h.point("rg", "src", name, json!({})).await;

@@ -159,6 +159,7 @@ fn rule(name: &'static str) -> impl Strategy<Value = Rule> {
                 },
                 collection_resource_group: None,
                 instant_access: None,
+                skip_backup_protected: false,
             },
         )
 }

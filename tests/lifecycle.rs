@@ -996,6 +996,60 @@ async fn timer_sends_one_create_per_target_vm_named_by_the_tick() {
     assert_eq!(first, again_sorted);
 }
 
+/// Azure Backup also protects VM `a` (its collection in `AzureBackupRG_eastus_1`) and VM `c`
+/// is confidential. The timer never sends a create for `c` (it says why, once, instead of a
+/// create refused at every tick) and, with `skipBackupProtected`, none for `a`; without it `a`
+/// gets its create. Backup's collection is never written to.
+#[tokio::test]
+async fn timer_skips_unsupported_and_optionally_backup_protected_vms() {
+    for skip in [false, true] {
+        let mut rule = rule_s1(3, &[]);
+        rule.skip_backup_protected = skip;
+        let w = world(testing::policy(vec![rule]));
+        let a = w.arm.add_vm(VmBuilder::new("s1", "rg", "a").build());
+        let b = w.arm.add_vm(VmBuilder::new("s1", "rg", "b").build());
+        let mut cvm = VmBuilder::new("s1", "rg", "c").build();
+        cvm.properties.as_mut().unwrap().security_profile =
+            Some(serde_json::json!({"securityType": "ConfidentialVM"}));
+        w.arm.add_vm(cvm);
+        let backup = ResourceId::parse(
+            "/subscriptions/s1/resourceGroups/AzureBackupRG_eastus_1/providers/Microsoft.Compute/restorePointCollections/AzureBackup_a_12345678901",
+        )
+        .unwrap();
+        w.arm.add_collection(&backup, "eastus", &a);
+        let out = timer(&w, T0 + time::Duration::minutes(7)).await;
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+        let mut got: Vec<ResourceId> = w
+            .bus
+            .take()
+            .iter()
+            .map(|m| match decode(m) {
+                QueueMessage::Create(c) => c.vm,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        got.sort();
+        let want = if skip {
+            vec![b.clone()]
+        } else {
+            vec![a.clone(), b.clone()]
+        };
+        assert_eq!(got, want, "skipBackupProtected = {skip}");
+        assert!(
+            out.summary.contains("1 not supported by restore points"),
+            "{}",
+            out.summary
+        );
+        assert_eq!(
+            out.summary
+                .contains("1 skipped as Azure Backup protects them"),
+            skip,
+            "{}",
+            out.summary
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_late_timer_run_paces_from_now_with_the_same_ids() {
     let mut w = world(testing::policy(vec![rule_s1(3, &[])]));

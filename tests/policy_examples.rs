@@ -101,6 +101,7 @@ fn vm(sub: &str, rg: &str, tags: &[(&str, &str)], data: &[(i32, &str, &str)]) ->
                             name: Some(name.to_string()),
                             managed_disk: Some(managed(name, sku)),
                             disk_size_gb: None,
+                            ..Default::default()
                         })
                         .collect(),
                 ),

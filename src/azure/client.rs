@@ -654,6 +654,20 @@ impl ArmClient {
         }
     }
 
+    /// vmrp never writes to or deletes in Azure Backup's resource groups and collections
+    /// ([`ResourceId::is_azure_backup`]): refused here, before any request, whatever a caller
+    /// decided (a retention bug, a hand-made message), so Backup's instant restore stays intact.
+    fn not_azure_backup(op: ArmOperation, id: &ResourceId) -> Result<(), ArmError> {
+        if id.is_azure_backup() {
+            return Err(http::local_error(
+                op.label(),
+                "InvalidRequest",
+                format!("{id} belongs to Azure Backup; vmrp does not write to or delete in Azure Backup's resource groups and collections"),
+            ));
+        }
+        Ok(())
+    }
+
     fn body_of<T: serde::Serialize>(op: ArmOperation, body: &T) -> Result<Vec<u8>, ArmError> {
         serde_json::to_vec(body)
             .map_err(|e| http::local_error(op.label(), "InvalidRequest", e.to_string()))
@@ -823,6 +837,7 @@ impl Arm for ArmClient {
     ) -> Result<RestorePointCollection, ArmError> {
         let op = ArmOperation::PutCollection;
         Self::expect_type(op, id, "Microsoft.Compute/restorePointCollections")?;
+        Self::not_azure_backup(op, id)?;
         let url = self.url_for(id.as_str(), API_VERSION, &[]);
         self.send(op, url, Some(Self::body_of(op, body)?))
             .await?
@@ -882,6 +897,7 @@ impl Arm for ArmClient {
     async fn delete_collection(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError> {
         let op = ArmOperation::DeleteCollection;
         Self::expect_type(op, id, "Microsoft.Compute/restorePointCollections")?;
+        Self::not_azure_backup(op, id)?;
         self.delete(op, id).await
     }
 
@@ -896,6 +912,7 @@ impl Arm for ArmClient {
             id,
             "Microsoft.Compute/restorePointCollections/restorePoints",
         )?;
+        Self::not_azure_backup(op, id)?;
         let url = self.url_for(id.as_str(), API_VERSION, &[]);
         let rsp = self.send(op, url, Some(Self::body_of(op, body)?)).await?;
         let point = if rsp.body.is_empty() {
@@ -963,6 +980,7 @@ impl Arm for ArmClient {
             id,
             "Microsoft.Compute/restorePointCollections/restorePoints",
         )?;
+        Self::not_azure_backup(op, id)?;
         self.delete(op, id).await
     }
 

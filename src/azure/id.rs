@@ -136,6 +136,22 @@ impl ResourceId {
     pub fn subscription(&self) -> &str {
         &self.subscription
     }
+    /// Whether this id lies in Azure Backup's territory: a resource group `AzureBackupRG_*`
+    /// (where Backup keeps its instant-restore collections) or a collection `AzureBackup_*`
+    /// (learn.microsoft.com/azure/backup/backup-during-vm-creation; the VM move limitations
+    /// page names the collection `AzureBackup_<VM name>_<number>`). vmrp reads these (their
+    /// points count against a VM's 500) and never writes or deletes there.
+    pub fn is_azure_backup(&self) -> bool {
+        let starts = |s: &str, prefix: &str| {
+            s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        self.resource_group()
+            .is_some_and(|rg| starts(rg, "AzureBackupRG_"))
+            || self.segments.iter().any(|(kind, name)| {
+                kind.eq_ignore_ascii_case("restorePointCollections") && starts(name, "AzureBackup_")
+            })
+    }
+
     pub fn resource_group(&self) -> Option<&str> {
         self.resource_group.as_deref()
     }
@@ -222,6 +238,23 @@ impl<'de> Deserialize<'de> for ResourceId {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn azure_backup_territory() {
+        let id = |s: &str| ResourceId::parse(s).unwrap();
+        let rpc = "providers/Microsoft.Compute/restorePointCollections";
+        for (raw, backup) in [
+            (format!("/subscriptions/s/resourceGroups/AzureBackupRG_westeurope_1/{rpc}/AzureBackup_vm1_123"), true),
+            (format!("/subscriptions/s/resourceGroups/azurebackuprg_westeurope_1/{rpc}/x"), true),
+            (format!("/subscriptions/s/resourceGroups/rg/{rpc}/AzureBackup_vm1_1/restorePoints/p"), true),
+            (format!("/subscriptions/s/resourceGroups/rg/{rpc}/rpc-vm1-abc/restorePoints/AzureBackup_1"), false),
+            (format!("/subscriptions/s/resourceGroups/rg-backup/{rpc}/rpc-vm1-abc"), false),
+            (format!("/subscriptions/s/resourceGroups/AzureBackupRG/{rpc}/c"), false),
+        ] {
+            assert_eq!(id(&raw).is_azure_backup(), backup, "{raw}");
+        }
+    }
+
     use super::*;
 
     const VM: &str =

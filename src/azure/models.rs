@@ -365,6 +365,14 @@ pub struct VirtualMachineProperties {
     pub hardware_profile: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_profile: Option<StorageProfile>,
+    /// `securityType` (`TrustedLaunch`, `ConfidentialVM`) decides whether restore points are
+    /// supported at all (confidential VMs: no).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_profile: Option<serde_json::Value>,
+    /// `periodicRestorePoints` (preview): the platform's own restore points of this VM, which
+    /// count against the 500 per VM too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resiliency_profile: Option<serde_json::Value>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option",
@@ -396,6 +404,12 @@ pub struct OsDisk {
     pub diff_disk_settings: Option<DiffDiskSettings>,
     #[serde(rename = "diskSizeGB", skip_serializing_if = "Option::is_none")]
     pub disk_size_gb: Option<i32>,
+    /// `None`, `ReadOnly`, `ReadWrite`: crash consistency is not guaranteed with `ReadWrite`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caching: Option<String>,
+    /// Write-accelerated disks are not supported by crash-consistent points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_accelerator_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -417,6 +431,12 @@ pub struct DataDisk {
     pub managed_disk: Option<ManagedDiskParameters>,
     #[serde(rename = "diskSizeGB", skip_serializing_if = "Option::is_none")]
     pub disk_size_gb: Option<i32>,
+    /// As [`OsDisk::caching`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caching: Option<String>,
+    /// As [`OsDisk::write_accelerator_enabled`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_accelerator_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -472,6 +492,10 @@ pub struct VmDisk {
     pub managed_disk_id: Option<ResourceId>,
     pub storage_account_type: Option<String>,
     pub ephemeral: bool,
+    /// `writeAcceleratorEnabled` of the storage profile entry.
+    pub write_accelerator: bool,
+    /// `caching` of the storage profile entry (`ReadWrite`, `ReadOnly`, `None`).
+    pub caching: Option<String>,
 }
 
 impl VirtualMachine {
@@ -484,6 +508,23 @@ impl VirtualMachine {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v.as_str())
+    }
+    /// `hardwareProfile.vmSize`, e.g. `Standard_D4s_v5`.
+    pub fn vm_size(&self) -> Option<&str> {
+        self.properties.as_ref()?.hardware_profile.as_ref()?["vmSize"].as_str()
+    }
+    /// `securityProfile.securityType`, e.g. `TrustedLaunch`, `ConfidentialVM`.
+    pub fn security_type(&self) -> Option<&str> {
+        self.properties.as_ref()?.security_profile.as_ref()?["securityType"].as_str()
+    }
+    /// Whether the platform takes periodic restore points of this VM
+    /// (`resiliencyProfile.periodicRestorePoints.isEnabled`, preview).
+    pub fn periodic_restore_points(&self) -> bool {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.resiliency_profile.as_ref())
+            .and_then(|r| r["periodicRestorePoints"]["isEnabled"].as_bool())
+            .unwrap_or(false)
     }
     /// The managed data disks' ids, by LUN (the disks whose details exclusions need).
     pub fn managed_data_disk_ids(&self) -> impl Iterator<Item = ResourceId> {
@@ -520,6 +561,8 @@ impl VirtualMachine {
                     .as_ref()
                     .and_then(|d| d.option.as_deref())
                     .is_some_and(|o| o.eq_ignore_ascii_case("Local")),
+                write_accelerator: os.write_accelerator_enabled.unwrap_or(false),
+                caching: os.caching.clone(),
             });
         }
         let mut data: Vec<&DataDisk> = sp.data_disks.iter().flatten().collect();
@@ -538,6 +581,8 @@ impl VirtualMachine {
                     .as_ref()
                     .and_then(|m| m.storage_account_type.clone()),
                 ephemeral: false,
+                write_accelerator: d.write_accelerator_enabled.unwrap_or(false),
+                caching: d.caching.clone(),
             });
         }
         out

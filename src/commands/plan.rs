@@ -92,6 +92,22 @@ pub fn plan_paced(
             ));
             continue;
         };
+        if rule.skip_backup_protected && !vm.azure_backup.is_empty() {
+            rows.push(row(
+                &vm.location,
+                Action::Skip,
+                "-",
+                Some(rule),
+                "skipped: Azure Backup also protects this VM (the rule's skipBackupProtected)"
+                    .into(),
+            ));
+            continue;
+        }
+        // Restore points of this VM that are not vmrp's count against Azure's 500 per VM too:
+        // Azure Backup's collection, and the platform's periodic points (preview).
+        for note in other_points_notes(vm, Some(rule)) {
+            rows.push(row(&vm.location, Action::Skip, "-", Some(rule), note));
+        }
         let vm_disks: Vec<DiskInfo> = vm
             .vm
             .disks()
@@ -108,7 +124,7 @@ pub fn plan_paced(
         let problems: Vec<_> = rule
             .check_vm(&vm.vm, &vm_disks)
             .into_iter()
-            .filter(|p| p.field == "consistency")
+            .filter(|p| p.refuses_create())
             .collect();
         if !problems.is_empty() {
             let reason = problems
@@ -176,6 +192,44 @@ pub fn plan_paced(
         }
     }
     rows
+}
+
+/// Most platform-managed periodic restore points kept per VM (preview: "Retention max = 10",
+/// github.com/Azure/basic-data-protection-for-Azure-VMs).
+pub const PERIODIC_POINTS_MAX: u32 = 10;
+
+/// The restore points of `vm` outside vmrp's collections, each as a plan note: Azure Backup's
+/// collections (which vmrp never writes to or deletes in) and platform periodic restore points
+/// (`resiliencyProfile.periodicRestorePoints`), with what they leave of Azure's 500 per VM.
+/// Also used by `vmrp status`.
+pub fn other_points_notes(vm: &VmCoverage, rule: Option<&Rule>) -> Vec<String> {
+    let backup: u32 = vm.azure_backup.iter().map(|c| c.points.len() as u32).sum();
+    let periodic = vm.vm.periodic_restore_points();
+    let mut notes = Vec::new();
+    if !vm.azure_backup.is_empty() {
+        let names: Vec<&str> = vm.azure_backup.iter().filter_map(|c| c.id.name()).collect();
+        notes.push(format!(
+            "Azure Backup also protects this VM: {} ({backup} points) counts against Azure's 500 restore points per VM; vmrp never writes to or deletes in it, and a create that meets Backup's snapshot job is retried later",
+            names.join(", ")
+        ));
+    }
+    if periodic {
+        notes.push(format!(
+            "platform-managed periodic restore points are on (resiliencyProfile.periodicRestorePoints, preview): up to {PERIODIC_POINTS_MAX} of them count against Azure's 500 restore points per VM"
+        ));
+    }
+    if let (true, Some(rule)) = (backup > 0 || periodic, rule) {
+        let others = backup + if periodic { PERIODIC_POINTS_MAX } else { 0 };
+        let ours = rule.max_points_per_vm();
+        let total = others.saturating_add(ours);
+        if total > crate::policy::MAX_POINTS_PER_VM {
+            notes.push(format!(
+                "{others} points outside vmrp's collections + up to {ours} of vmrp's = {total}, over Azure's {} per VM: creates fail once it is reached; lower retention",
+                crate::policy::MAX_POINTS_PER_VM
+            ));
+        }
+    }
+    notes
 }
 
 fn point_view(
@@ -587,6 +641,7 @@ mod tests {
                 coll(CollectionRole::Local, "eastus", local),
                 coll(CollectionRole::Copy, "westus2", copies),
             ],
+            azure_backup: Vec::new(),
         }
     }
 

@@ -157,6 +157,22 @@ pub fn evaluate(
     rows
 }
 
+/// `VM name: note` for each VM with restore points outside vmrp's collections (Azure Backup's,
+/// platform periodic ones): the same notes as `vmrp plan` (`other_points_notes`).
+pub fn other_points(inventory: &Inventory, policy: Option<&Policy>) -> Vec<String> {
+    let mut out = Vec::new();
+    for vm in &inventory.vms {
+        let rule = policy.and_then(|p| p.rule_for(&vm.vm));
+        if policy.is_some() && rule.is_none() {
+            continue;
+        }
+        for note in super::plan::other_points_notes(vm, rule) {
+            out.push(format!("VM {}: {note}", vm.id.name().unwrap_or_default()));
+        }
+    }
+    out
+}
+
 /// The table people read.
 pub fn render(rows: &[StatusRow]) -> String {
     let mut table = Table::new();
@@ -246,6 +262,7 @@ mod tests {
                     col(CollectionRole::Local, "eastus", local),
                     col(CollectionRole::Copy, "westus2", copies),
                 ],
+                azure_backup: Vec::new(),
             }],
         }
     }
@@ -488,6 +505,14 @@ pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
         }
         if !args.watch {
             super::print_rows(&rows, args.arm.json, render)?;
+            // Restore points that are not vmrp's but share the VM's 500 (Backup, periodic).
+            for note in other_points(&inventory, policy.as_ref()) {
+                if args.arm.json {
+                    eprintln!("vmrp status: {note}");
+                } else {
+                    println!("note: {note}");
+                }
+            }
         } else {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

@@ -168,15 +168,22 @@ async fn create(
             format!("{}: every disk is excluded, nothing to restore", req.vm),
         );
     }
-    // The policy's per-VM checks: what Azure would refuse (crash-consistent points with Ultra /
-    // Premium SSD v2 disks) is reported instead of sent; other problems (a copy to the VM's own
-    // region, dropped below) are logged.
+    // The policy's per-VM checks: what Azure would refuse (a confidential VM; crash-consistent
+    // points with Ultra / Premium SSD v2 / write-accelerated disks or of a size without Premium
+    // storage) is reported instead of sent (the timer's plan already skips such VMs when it
+    // listed them); caveats are logged at debug (`vmrp plan` shows them); other problems (a
+    // copy to the VM's own region, dropped below) are logged.
     for problem in rule.check_vm(&vm, &disk_info) {
-        if problem.field == "consistency" && req.consistency_mode.is_none() {
+        let consistency_only = problem.field == crate::policy::FIELD_CONSISTENCY;
+        if problem.refuses_create() && !(consistency_only && req.consistency_mode.is_some()) {
             tracing::error!(vm = %req.vm, "create refused: {problem}");
             return finished(Status::Reported, format!("{}: {problem}", req.vm));
         }
-        tracing::warn!(vm = %req.vm, "{problem}");
+        if problem.field == crate::policy::FIELD_CONSISTENCY_CAVEAT {
+            tracing::debug!(vm = %req.vm, "{problem}");
+        } else {
+            tracing::warn!(vm = %req.vm, "{problem}");
+        }
     }
     let consistency = match &req.consistency_mode {
         Some(mode) => mode.clone(),

@@ -39,6 +39,8 @@ pub struct TickPlan {
     pub listed: usize,
     /// VMs found but selected by no rule.
     pub unmatched: usize,
+    /// VMs left out because Azure Backup protects them and their rule says `skipBackupProtected`.
+    pub backup_skipped: usize,
     /// Scopes or VM ids whose listing failed.
     pub failures: Vec<String>,
     /// What the disk and collection listings showed (orphan cleanup reuses the collections).
@@ -59,9 +61,22 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
     let (vms, failures) = list_targets(deps, &scopes, explicit).await;
     let seen = list_surroundings(deps, &scopes, &vms).await;
     let mut unmatched = 0;
+    let mut backup_skipped = 0;
+    // VMs with an Azure Backup collection (its source is the VM), for `skipBackupProtected`.
+    let backup_protected: HashSet<ResourceId> = seen
+        .collections
+        .iter()
+        .filter(|(id, _)| id.is_azure_backup())
+        .filter_map(|(_, c)| ResourceId::parse(c.source_id()?).ok())
+        .collect();
     let targets: Vec<PlanTarget<'_>> = vms
         .iter()
         .filter_map(|(id, vm)| match deps.policy.rule_for(vm) {
+            Some(rule) if rule.skip_backup_protected && backup_protected.contains(id) => {
+                tracing::info!(vm = %id, rule = %rule.name, "skipped: Azure Backup also protects this VM (the rule's skipBackupProtected)");
+                backup_skipped += 1;
+                None
+            }
             Some(rule) => Some(PlanTarget {
                 vm: id.clone(),
                 rule,
@@ -106,6 +121,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         plan,
         listed: vms.len(),
         unmatched,
+        backup_skipped,
         failures,
         listings: seen,
         coverage,
@@ -120,6 +136,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         plan,
         listed,
         unmatched,
+        backup_skipped,
         failures,
         listings,
         coverage,
@@ -140,6 +157,11 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         .filter(|i| i.action == plan::PlanAction::Skip)
     {
         tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "not due at this tick");
+    }
+    // VMs Azure would refuse the create for: one line each, instead of a refused create.
+    let unsupported = plan.unsupported().count();
+    for item in plan.unsupported() {
+        tracing::warn!(vm = %item.vm, rule = %item.rule, reason = %item.reason, tick = %rfc3339(tick), "no create sent: the VM is not supported by restore points as the policy asks");
     }
     // Said before the tick runs, once per tick: which VMs will not get this tick's point and
     // why (rather than a "superseded" report per VM an hour later).
@@ -175,11 +197,20 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     let orphans = delete_expired_orphans(deps, &listings, now).await;
     crate::coverage::emit(&coverage, tick);
     let summary = format!(
-        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}){}{}",
+        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}{}){}{}",
         rfc3339(tick),
         rfc3339(start),
         last.map(|l| format!(" to {}", rfc3339(l))).unwrap_or_default(),
-        plan.items.len() - creates - left_out,
+        plan.items.len() - creates - left_out - unsupported,
+        if unsupported > 0 {
+            format!(", {unsupported} not supported by restore points")
+        } else {
+            String::new()
+        } + &if backup_skipped > 0 {
+            format!(", {backup_skipped} skipped as Azure Backup protects them")
+        } else {
+            String::new()
+        },
         if left_out > 0 {
             format!(", {left_out} do not fit before the supersede cut-off")
         } else {

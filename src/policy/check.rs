@@ -109,6 +109,7 @@ pub fn check_policy(policy: &Policy, timer_schedule: &str) -> CheckReport {
             .iter()
             .filter_map(own_region_warning)
             .chain(policy.rules.iter().filter_map(instant_access_warning))
+            .chain(policy.rules.iter().filter_map(crash_support_warning))
             .collect(),
         parse_error: None,
     }
@@ -140,6 +141,20 @@ fn instant_access_warning(rule: &Rule) -> Option<String> {
         "rule {:?}: instantAccess applies only to VMs with Premium SSD v2 or Ultra disks (other VMs' points are created without it){tag}",
         rule.name
     ))
+}
+
+/// A crash-consistent rule (or one whose tag may choose crash consistency) meets the support
+/// matrix's crash-only limits on VMs the check cannot see: said here, and `vmrp plan` names
+/// the VMs.
+fn crash_support_warning(rule: &Rule) -> Option<String> {
+    let crash = rule.consistency == crate::azure::models::ConsistencyMode::CrashConsistent
+        || rule.consistency_tag.is_some();
+    crash.then(|| {
+        format!(
+            "rule {:?}: crash-consistent points are not supported for confidential VMs (no points in any mode), VM sizes without Premium storage, or VMs with write-accelerated, Ultra or Premium SSD v2 disks that excludeDisks does not leave out: such VMs get no point (vmrp plan names them, the timer says so once per tick); points of VMs with ReadWrite-cached disks or of Intel v6+ / AMD v7+ sizes with more than one data disk may not be consistent across disks",
+            rule.name
+        )
+    })
 }
 
 /// `prod: ApplicationConsistent (tag rp-consistency may override), at the timer "0 0 */4 * * *";
@@ -273,9 +288,15 @@ mod tests {
         .unwrap();
         let report = check_policy(&policy, DEFAULT_TIMER_SCHEDULE);
         assert!(report.ok, "{:?}", report.problems);
-        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
-        assert!(report.warnings[0].contains("Premium SSD v2 or Ultra"));
-        assert!(report.warnings[0].contains("rp-mode selects CrashConsistent"));
+        // The consistency tag also draws the crash-consistent support warning; one is ours.
+        let instant: Vec<_> = report
+            .warnings
+            .iter()
+            .filter(|w| w.contains("instantAccess"))
+            .collect();
+        assert_eq!(instant.len(), 1, "{:?}", report.warnings);
+        assert!(instant[0].contains("Premium SSD v2 or Ultra"));
+        assert!(instant[0].contains("rp-mode selects CrashConsistent"));
         let bad: Policy = serde_json::from_str(
             r#"{"rules":[{"name":"fast","targets":{},"instantAccess":{"durationMinutes":30},
                 "retention":{"keepLast":3}}]}"#,
@@ -289,6 +310,25 @@ mod tests {
     }
 
     #[test]
+    fn crash_consistent_rules_warn_about_what_azure_does_not_support() {
+        let policy = |fields: &str| {
+            Policy::from_json_str(&format!(
+                r#"{{"rules":[{{"name":"r","targets":{{}},"retention":{{"keepLast":3}}{fields}}}]}}"#
+            ))
+            .unwrap()
+        };
+        let warned = |p: &Policy| {
+            check_policy(p, DEFAULT_TIMER_SCHEDULE)
+                .warnings
+                .iter()
+                .any(|w| w.contains("write-accelerated") && w.contains("confidential"))
+        };
+        assert!(warned(&policy(r#","consistency":"CrashConsistent""#)));
+        assert!(warned(&policy(r#","consistencyTag":"rp-mode""#)));
+        assert!(!warned(&policy("")));
+    }
+
+    #[test]
     fn a_valid_file_prints_a_summary_per_rule() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "p.json", GOOD);
@@ -299,7 +339,9 @@ mod tests {
             "policy OK: 2 rules\n  \
              prod: ApplicationConsistent (tag rp-mode may override), every tick of the timer \"0 0 */4 * * *\"; keep keepLast 6, daily 7; copies to westus2 (keepLast 4); up to 23 points per VM\n  \
              dev: CrashConsistent, schedule \"0 0 */2 * * *\" at the timer's ticks; keep keepLast 3; up to 6 points per VM\n\
-             warning: rule \"prod\": copies[0].region westus2: VMs located in westus2 itself get no cross-region copy (a copy needs another region than the VM's); add a second copy region if they need one\n"
+             warning: rule \"prod\": copies[0].region westus2: VMs located in westus2 itself get no cross-region copy (a copy needs another region than the VM's); add a second copy region if they need one\n\
+             warning: rule \"prod\": crash-consistent points are not supported for confidential VMs (no points in any mode), VM sizes without Premium storage, or VMs with write-accelerated, Ultra or Premium SSD v2 disks that excludeDisks does not leave out: such VMs get no point (vmrp plan names them, the timer says so once per tick); points of VMs with ReadWrite-cached disks or of Intel v6+ / AMD v7+ sizes with more than one data disk may not be consistent across disks\n\
+             warning: rule \"dev\": crash-consistent points are not supported for confidential VMs (no points in any mode), VM sizes without Premium storage, or VMs with write-accelerated, Ultra or Premium SSD v2 disks that excludeDisks does not leave out: such VMs get no point (vmrp plan names them, the timer says so once per tick); points of VMs with ReadWrite-cached disks or of Intel v6+ / AMD v7+ sizes with more than one data disk may not be consistent across disks\n"
         );
         assert!(report.ok, "a warning does not fail the check");
     }

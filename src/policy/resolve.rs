@@ -520,6 +520,7 @@ mod tests {
                 storage_account_type: Some(sku.to_string()),
             }),
             disk_size_gb: None,
+            ..Default::default()
         }
     }
 

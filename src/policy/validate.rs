@@ -12,6 +12,7 @@ use serde::Serialize;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
+use super::platform;
 use super::regions::{known_region, same_region};
 use super::resolve::{describe_disk, disk_sku, CRASH_UNSUPPORTED_SKUS};
 use super::{DiskInfo, InstantAccess, Policy, Retention, Rule};
@@ -235,6 +236,12 @@ impl Policy {
             check_targets(rule, &mut p);
             check_mode_and_schedule(rule, timer.as_ref(), &mut p);
             check_disks(rule, &mut p);
+            if rule.skip_backup_protected && rule.targets.subscriptions.is_empty() {
+                p.push(
+                    "skipBackupProtected",
+                    "needs targets.subscriptions: Azure Backup keeps its collections in AzureBackupRG_* resource groups, which resource-group and VM scopes do not list, so vmrp could not tell which VMs Backup protects",
+                );
+            }
             check_retention(&rule.retention, "retention", &mut p);
             check_copies(rule, &mut p);
             check_point_budget(rule, &mut p);
@@ -653,6 +660,17 @@ fn check_resource_group_name(name: Option<&str>, field: &str, p: &mut Problems) 
     }
 }
 
+impl Rule {
+    /// The most points vmrp keeps of one VM under this rule at once, local plus every copy
+    /// region (as [`check_point_budget`] counts them), saturating.
+    pub fn max_points_per_vm(&self) -> u32 {
+        let per = |r: &Retention| r.max_settled().saturating_add(IN_FLIGHT_PER_COLLECTION);
+        self.copies.iter().fold(per(&self.retention), |sum, c| {
+            sum.saturating_add(per(c.retention.as_ref().unwrap_or(&self.retention)))
+        })
+    }
+}
+
 /// The most points one VM of this rule can have at once, local plus every copy region.
 fn check_point_budget(rule: &Rule, p: &mut Problems) {
     // Saturating: counts come from the policy file, and a wrapped sum would pass the check.
@@ -693,16 +711,46 @@ fn check_point_budget(rule: &Rule, p: &mut Problems) {
     }
 }
 
+impl PolicyProblem {
+    /// Whether this per-VM problem ([`Rule::check_vm`]) is one Azure would refuse the create
+    /// for: the create is not sent, and the VM is reported (and skipped by the timer's plan)
+    /// with this reason. Other per-VM problems are warnings.
+    pub fn refuses_create(&self) -> bool {
+        self.field == FIELD_CONSISTENCY || self.field == FIELD_UNSUPPORTED
+    }
+}
+
+/// [`Rule::check_vm`]'s field for what crash-consistent points do not support.
+pub const FIELD_CONSISTENCY: &str = "consistency";
+/// [`Rule::check_vm`]'s field for a VM restore points do not support at all.
+pub const FIELD_UNSUPPORTED: &str = "unsupported";
+/// [`Rule::check_vm`]'s field for a crash-consistent point Azure creates but may not make
+/// consistent across disks (a warning, not a refusal).
+pub const FIELD_CONSISTENCY_CAVEAT: &str = "consistencyCaveat";
+
 impl Rule {
-    /// The checks that need the VM and its disks (run by handlers before creating a point):
-    /// crash-consistent points cannot include Ultra / Premium SSD v2 disks, and a copy cannot
-    /// target the VM's own region. Empty when the VM can be served as the policy says.
+    /// The checks that need the VM and its disks (run by the timer's plan, `vmrp plan` and the
+    /// create handler; sources in src/policy/platform.rs and docs/policy.md): a confidential VM
+    /// is not supported at all; crash-consistent points cannot include Ultra / Premium SSD v2 /
+    /// write-accelerated disks, nor be taken of a size without Premium storage; a copy cannot
+    /// target the VM's own region. Warnings (`consistencyCaveat`): crash-consistent points of a
+    /// VM with ReadWrite-cached disks, or of an Intel v6+ / AMD v7+ size with more than one
+    /// data disk, may not be consistent across disks. Empty when the VM can be served as the
+    /// policy says.
     pub fn check_vm(&self, vm: &VirtualMachine, disks: &[DiskInfo]) -> Vec<PolicyProblem> {
         let mut p = Problems {
             rule: Some((0, &self.name)),
             out: Vec::new(),
         };
         let vm_name = vm.name.as_deref().unwrap_or("(unnamed)");
+        if platform::is_confidential(vm.security_type()) {
+            p.push(
+                FIELD_UNSUPPORTED,
+                format!(
+                    "VM {vm_name} is a confidential VM (securityType ConfidentialVM): restore points do not support confidential VMs, so it gets no points and no copies; leave it out of the rule's targets"
+                ),
+            );
+        }
         let (mode, _) = self.consistency_for(vm);
         if mode == ConsistencyMode::CrashConsistent {
             let excluded: Vec<ResourceId> = self
@@ -710,31 +758,83 @@ impl Rule {
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
-            for disk in vm.disks() {
-                if disk
-                    .managed_disk_id
-                    .as_ref()
-                    .is_some_and(|id| excluded.contains(id))
-                {
-                    continue;
-                }
+            let included: Vec<_> = vm
+                .disks()
+                .into_iter()
+                .filter(|d| {
+                    !d.managed_disk_id
+                        .as_ref()
+                        .is_some_and(|id| excluded.contains(id))
+                })
+                .collect();
+            if let Some(size) = vm
+                .vm_size()
+                .filter(|s| platform::premium_storage_capable(s) == Some(false))
+            {
+                p.push(
+                    FIELD_CONSISTENCY,
+                    format!(
+                        "VM {vm_name}: crash-consistent restore points need a VM size that supports Premium storage, and {size} does not; use ApplicationConsistent for it (consistencyTag) or resize it"
+                    ),
+                );
+            }
+            for disk in &included {
                 let info = disk
                     .managed_disk_id
                     .as_ref()
                     .and_then(|id| disks.iter().find(|i| &i.id == id));
-                if let Some(sku) = disk_sku(&disk, info).filter(|s| {
+                if let Some(sku) = disk_sku(disk, info).filter(|s| {
                     CRASH_UNSUPPORTED_SKUS
                         .iter()
                         .any(|u| u.eq_ignore_ascii_case(s))
                 }) {
                     p.push(
-                        "consistency",
+                        FIELD_CONSISTENCY,
                         format!(
                             "VM {vm_name}: crash-consistent restore points do not support {sku} disks, and {} is one; exclude it (excludeDisks.skus, names or luns) or use ApplicationConsistent",
-                            describe_disk(&disk)
+                            describe_disk(disk)
                         ),
                     );
                 }
+                if disk.write_accelerator {
+                    p.push(
+                        FIELD_CONSISTENCY,
+                        format!(
+                            "VM {vm_name}: crash-consistent restore points do not support write-accelerated disks, and {} is one; exclude it (excludeDisks.names or luns) or use ApplicationConsistent",
+                            describe_disk(disk)
+                        ),
+                    );
+                }
+            }
+            let read_write: Vec<String> = included
+                .iter()
+                .filter(|d| {
+                    d.caching
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case("ReadWrite"))
+                })
+                .map(describe_disk)
+                .collect();
+            if !read_write.is_empty() {
+                p.push(
+                    FIELD_CONSISTENCY_CAVEAT,
+                    format!(
+                        "VM {vm_name}: crash consistency cannot be guaranteed for disks with ReadWrite host caching ({}); Azure creates the point, but use ApplicationConsistent where consistency across disks matters",
+                        read_write.join(", ")
+                    ),
+                );
+            }
+            let data_disks = included.iter().filter(|d| d.lun.is_some()).count();
+            if let Some(size) = vm
+                .vm_size()
+                .filter(|s| data_disks > 1 && platform::boost_multi_disk_caveat(s))
+            {
+                p.push(
+                    FIELD_CONSISTENCY_CAVEAT,
+                    format!(
+                        "VM {vm_name}: crash-consistent points of Intel v6+ / AMD v7+ sizes ({size}) with more than one data disk ({data_disks} included) might not be consistent across disks; Azure creates the point, but use ApplicationConsistent where that matters"
+                    ),
+                );
             }
         }
         if self.instant_access.is_some() {
@@ -1157,6 +1257,7 @@ mod tests {
                                     name: Some(name.to_string()),
                                     managed_disk: Some(disk(name, sku)),
                                     disk_size_gb: None,
+                                    ..Default::default()
                                 })
                                 .collect(),
                         ),
@@ -1239,6 +1340,141 @@ mod tests {
                 &[(0, "fast", "UltraSSD_LRS")],
             );
             assert_eq!(check(r#""consistencyTag":"mode""#, &tagged).len(), 1);
+        }
+
+        /// The support matrix's VM-level cases: confidential VMs are refused in any mode,
+        /// sizes without Premium storage and write-accelerated disks in crash mode only;
+        /// Trusted Launch is supported; ReadWrite caching and Intel v6+ sizes with several
+        /// data disks are caveats (warnings), not refusals. The old check_vm knew none of them.
+        #[test]
+        fn unsupported_vms_write_accelerated_disks_and_caveats() {
+            let with = |size: &str, security: Option<&str>, wa_lun0: bool| {
+                let mut v = vm(
+                    "eastus",
+                    &[],
+                    &[(0, "a", "Premium_LRS"), (1, "b", "Premium_LRS")],
+                );
+                let props = v.properties.as_mut().unwrap();
+                props.hardware_profile = Some(serde_json::json!({ "vmSize": size }));
+                props.security_profile = security.map(|t| serde_json::json!({ "securityType": t }));
+                let data = props
+                    .storage_profile
+                    .as_mut()
+                    .unwrap()
+                    .data_disks
+                    .as_mut()
+                    .unwrap();
+                data[0].write_accelerator_enabled = Some(wa_lun0);
+                v
+            };
+            let crash = r#""consistency":"CrashConsistent""#;
+            let refusing = |fields: &str, v: &VirtualMachine| -> Vec<String> {
+                let rule = policy_with(fields).rules.remove(0);
+                rule.check_vm(v, &[])
+                    .into_iter()
+                    .filter(PolicyProblem::refuses_create)
+                    .map(|p| p.to_string())
+                    .collect()
+            };
+            // (case, rule fields, VM, refusals wanted: substrings, in order)
+            let cases: Vec<(&str, &str, VirtualMachine, Vec<&str>)> = vec![
+                ("plain", crash, with("Standard_D4s_v5", None, false), vec![]),
+                (
+                    "trusted launch, crash",
+                    crash,
+                    with("Standard_D4s_v5", Some("TrustedLaunch"), false),
+                    vec![],
+                ),
+                (
+                    "trusted launch, app",
+                    "",
+                    with("Standard_D4s_v5", Some("TrustedLaunch"), false),
+                    vec![],
+                ),
+                (
+                    "confidential, app",
+                    "",
+                    with("Standard_DC4as_v5", Some("ConfidentialVM"), false),
+                    vec!["unsupported: VM vm1 is a confidential VM"],
+                ),
+                (
+                    "confidential, crash",
+                    crash,
+                    with("Standard_DC4as_v5", Some("ConfidentialVM"), false),
+                    vec!["unsupported: VM vm1 is a confidential VM"],
+                ),
+                (
+                    "no premium, crash",
+                    crash,
+                    with("Standard_D4_v5", None, false),
+                    vec!["consistency: VM vm1: crash-consistent restore points need a VM size that supports Premium storage, and Standard_D4_v5 does not"],
+                ),
+                ("no premium, app", "", with("Standard_D4_v5", None, false), vec![]),
+                (
+                    "write-accelerated, crash",
+                    crash,
+                    with("Standard_M8ms", None, true),
+                    vec!["consistency: VM vm1: crash-consistent restore points do not support write-accelerated disks, and data disk a (LUN 0) is one"],
+                ),
+                ("write-accelerated, app", "", with("Standard_M8ms", None, true), vec![]),
+                (
+                    "write-accelerated, excluded by LUN",
+                    r#""consistency":"CrashConsistent","excludeDisks":{"luns":[0]}"#,
+                    with("Standard_M8ms", None, true),
+                    vec![],
+                ),
+            ];
+            for (case, fields, v, want) in cases {
+                let got = refusing(fields, &v);
+                assert_eq!(got.len(), want.len(), "{case}: {got:?}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(g.contains(w), "{case}: {g}");
+                }
+            }
+            // Caveats: warnings only.
+            let mut v = with("Standard_D4s_v6", None, false);
+            v.properties
+                .as_mut()
+                .unwrap()
+                .storage_profile
+                .as_mut()
+                .unwrap()
+                .os_disk
+                .as_mut()
+                .unwrap()
+                .caching = Some("ReadWrite".into());
+            let rule = policy_with(crash).rules.remove(0);
+            let problems = rule.check_vm(&v, &[]);
+            assert!(problems.iter().all(|p| !p.refuses_create()), "{problems:?}");
+            let caveats: Vec<String> = problems
+                .iter()
+                .filter(|p| p.field == FIELD_CONSISTENCY_CAVEAT)
+                .map(|p| p.message.clone())
+                .collect();
+            assert_eq!(caveats.len(), 2, "{caveats:?}");
+            assert!(caveats[0].contains("ReadWrite host caching (OS disk os)"));
+            assert!(caveats[1].contains("Standard_D4s_v6") && caveats[1].contains("2 included"));
+            // One data disk on a v6 size: no multi-disk caveat; app mode: none at all.
+            assert!(policy_with("").rules.remove(0).check_vm(&v, &[]).is_empty());
+        }
+
+        #[test]
+        fn skip_backup_protected_needs_subscription_targets() {
+            let rg = format!(
+                r#""targets":{{"resourceGroups":["/subscriptions/{SUB}/resourceGroups/rg"]}},"skipBackupProtected":true"#
+            );
+            let got = problems_of(&policy_with(&rg), None);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].starts_with(
+                    r#"rule "prod": skipBackupProtected: needs targets.subscriptions"#
+                ),
+                "{got:?}"
+            );
+            let sub =
+                format!(r#""targets":{{"subscriptions":["{SUB}"]}},"skipBackupProtected":true"#);
+            assert!(problems_of(&policy_with(&sub), None).is_empty());
+            assert!(policy_with(&sub).rules[0].skip_backup_protected);
         }
 
         #[test]

@@ -32,6 +32,27 @@ pub struct FleetSpec {
     pub linux_fraction: f64,
     /// Fraction of VMs carrying the opt-in tag `tag_key = tag_value`.
     pub tagged_fraction: f64,
+    /// Fraction of VMs whose disks are encrypted with a customer-managed key (a disk
+    /// encryption set in the VM's resource group). The features from here on are drawn from
+    /// their own per-VM hash ([`unit`]), so a fleet with them at 0 is the fleet it was before.
+    pub cmk_fraction: f64,
+    /// Fraction of confidential VMs (`securityType: ConfidentialVM`, a DCasv5 size): restore
+    /// points do not support them.
+    pub confidential_fraction: f64,
+    /// Fraction of Trusted Launch VMs (`securityType: TrustedLaunch`): supported.
+    pub trusted_launch_fraction: f64,
+    /// Fraction of VMs (M-series) with a write-accelerated data disk.
+    pub write_accelerated_fraction: f64,
+    /// Fraction of VMs of a size without Premium storage (`Standard_D4_v5`); their disks are
+    /// Standard SSDs.
+    pub no_premium_size_fraction: f64,
+    /// Fraction of VMs Azure Backup also protects: a Backup collection
+    /// `AzureBackup_{vm}_{n}` in `AzureBackupRG_{region}_1` holding daily points (instant
+    /// restore snapshots), which count against the 500 per VM.
+    pub backup_fraction: f64,
+    /// Fraction of VMs with platform-managed periodic restore points
+    /// (`resiliencyProfile.periodicRestorePoints.isEnabled`, preview).
+    pub periodic_restore_points_fraction: f64,
     pub tag_key: String,
     pub tag_value: String,
     pub seed: u64,
@@ -52,6 +73,13 @@ impl Default for FleetSpec {
             premium_v2_fraction: 0.03,
             linux_fraction: 0.5,
             tagged_fraction: 0.8,
+            cmk_fraction: 0.0,
+            confidential_fraction: 0.0,
+            trusted_launch_fraction: 0.0,
+            write_accelerated_fraction: 0.0,
+            no_premium_size_fraction: 0.0,
+            backup_fraction: 0.0,
+            periodic_restore_points_fraction: 0.0,
             tag_key: "vmrp".to_string(),
             tag_value: "on".to_string(),
             seed: 1,
@@ -78,6 +106,16 @@ impl FleetSpec {
             ("premiumV2Fraction", self.premium_v2_fraction),
             ("linuxFraction", self.linux_fraction),
             ("taggedFraction", self.tagged_fraction),
+            ("cmkFraction", self.cmk_fraction),
+            ("confidentialFraction", self.confidential_fraction),
+            ("trustedLaunchFraction", self.trusted_launch_fraction),
+            ("writeAcceleratedFraction", self.write_accelerated_fraction),
+            ("noPremiumSizeFraction", self.no_premium_size_fraction),
+            ("backupFraction", self.backup_fraction),
+            (
+                "periodicRestorePointsFraction",
+                self.periodic_restore_points_fraction,
+            ),
         ];
         for (name, v) in fractions {
             if !(0.0..=1.0).contains(&v) {
@@ -133,6 +171,17 @@ impl FleetSpec {
         s.premium_v2_fraction = clamp(s.premium_v2_fraction);
         s.linux_fraction = clamp(s.linux_fraction);
         s.tagged_fraction = clamp(s.tagged_fraction);
+        for f in [
+            &mut s.cmk_fraction,
+            &mut s.confidential_fraction,
+            &mut s.trusted_launch_fraction,
+            &mut s.write_accelerated_fraction,
+            &mut s.no_premium_size_fraction,
+            &mut s.backup_fraction,
+            &mut s.periodic_restore_points_fraction,
+        ] {
+            *f = clamp(*f);
+        }
         s.regions.retain(|r| !r.trim().is_empty());
         if s.regions.is_empty() {
             s.regions.push("westeurope".into());
@@ -247,7 +296,8 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
                 max_shares: shares,
             });
         }
-        let (vm, vm_disks) = seed_vm.build();
+        let (mut vm, mut vm_disks) = seed_vm.build();
+        mix_in_features(spec, &mut vm, &mut vm_disks);
         vms.push(vm);
         disks.extend(vm_disks);
     }
@@ -257,6 +307,113 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
         vms,
         disks,
     }
+}
+
+/// Whether the VM `name` is drawn for `feature` (its own hash, independent of the fleet's RNG).
+pub fn drawn(spec: &FleetSpec, name: &str, feature: &str, fraction: f64) -> bool {
+    fraction > 0.0 && unit(spec.seed, &format!("{name}/{feature}")) < fraction
+}
+
+/// The features of [`FleetSpec`] drawn per VM by hash (see `cmk_fraction`): applied to the
+/// built documents. At most one of the size-changing ones (confidential, write-accelerated,
+/// no Premium storage) applies, in that order. The Backup collection is seeded by the
+/// emulator ([`backup_points_of`]), not here.
+fn mix_in_features(spec: &FleetSpec, vm: &mut Value, disks: &mut [Value]) {
+    let name = vm["name"].as_str().unwrap_or_default().to_string();
+    let props = &mut vm["properties"];
+    if drawn(spec, &name, "confidential", spec.confidential_fraction) {
+        props["hardwareProfile"]["vmSize"] = json!("Standard_DC4as_v5");
+        props["securityProfile"] = json!({
+            "securityType": "ConfidentialVM",
+            "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}
+        });
+    } else if drawn(
+        spec,
+        &name,
+        "writeAccelerated",
+        spec.write_accelerated_fraction,
+    ) && props["storageProfile"]["dataDisks"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty())
+    {
+        // Write Accelerator is an M-series feature, on Premium disks without ReadWrite caching.
+        props["hardwareProfile"]["vmSize"] = json!("Standard_M8ms");
+        let data = &mut props["storageProfile"]["dataDisks"][0];
+        if data["managedDisk"]["storageAccountType"] == json!("Premium_LRS") {
+            data["writeAcceleratorEnabled"] = json!(true);
+            data["caching"] = json!("None");
+        }
+    } else if drawn(spec, &name, "noPremiumSize", spec.no_premium_size_fraction) {
+        props["hardwareProfile"]["vmSize"] = json!("Standard_D4_v5");
+        props["storageProfile"]["osDisk"]["managedDisk"]["storageAccountType"] =
+            json!("StandardSSD_LRS");
+        for d in props["storageProfile"]["dataDisks"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            if d["managedDisk"]["storageAccountType"] == json!("Premium_LRS") {
+                d["managedDisk"]["storageAccountType"] = json!("StandardSSD_LRS");
+            }
+        }
+        for d in disks.iter_mut() {
+            if d["sku"]["name"] == json!("Premium_LRS") {
+                d["sku"] = json!({"name": "StandardSSD_LRS", "tier": "Standard"});
+            }
+        }
+    }
+    if drawn(spec, &name, "trustedLaunch", spec.trusted_launch_fraction)
+        && props.get("securityProfile").is_none()
+    {
+        props["securityProfile"] = json!({
+            "securityType": "TrustedLaunch",
+            "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}
+        });
+    }
+    if drawn(
+        spec,
+        &name,
+        "periodicRestorePoints",
+        spec.periodic_restore_points_fraction,
+    ) {
+        props["resiliencyProfile"] = json!({"periodicRestorePoints": {"isEnabled": true}});
+    }
+    if drawn(spec, &name, "cmk", spec.cmk_fraction) {
+        let vm_id = vm["id"].as_str().unwrap_or_default();
+        let rg_prefix = vm_id
+            .split("/providers/")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let des = format!("{rg_prefix}/providers/Microsoft.Compute/diskEncryptionSets/des-{name}");
+        for d in disks.iter_mut() {
+            d["properties"]["encryption"] = json!({
+                "type": "EncryptionAtRestWithCustomerKey",
+                "diskEncryptionSetId": des
+            });
+        }
+    }
+}
+
+/// How many Azure Backup points a Backup-protected VM has when the emulator starts: daily
+/// instant-restore snapshots kept 5 days (Standard policy; Enhanced keeps up to 30), so 5.
+pub const BACKUP_POINTS_PER_VM: u32 = 5;
+
+/// The Backup collection of a Backup-protected VM (`backup_fraction`): resource group
+/// `AzureBackupRG_{region}_1` and collection `AzureBackup_{vm}_{n}` (Azure Backup's naming,
+/// learn.microsoft.com/azure/backup/backup-during-vm-creation and the VM move limitations
+/// page), or `None` when the VM is not drawn.
+pub fn backup_points_of(spec: &FleetSpec, vm: &Value) -> Option<(String, String)> {
+    let name = vm["name"].as_str()?;
+    if !drawn(spec, name, "backup", spec.backup_fraction) {
+        return None;
+    }
+    let region = vm["location"].as_str()?;
+    let n = mix(spec.seed, &format!("{name}/backupCollection")) % 100_000_000_000;
+    Some((
+        format!("AzureBackupRG_{region}_1"),
+        format!("AzureBackup_{name}_{n:011}"),
+    ))
 }
 
 /// One data disk to attach in [`VmSeed`].

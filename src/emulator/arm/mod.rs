@@ -157,8 +157,12 @@ impl ArmEmulator {
         for d in generated.disks {
             let _ = insert_disk(&mut store, d);
         }
+        let start = clock.now();
         for vm in generated.vms {
-            let _ = insert_vm(&mut store, vm);
+            let backup = fleet::backup_points_of(&spec, &vm);
+            if let (Ok(vm_id), Some((rg, name))) = (insert_vm(&mut store, vm), backup) {
+                seed_backup_collection(&mut store, &vm_id, &rg, &name, start, spec.seed);
+            }
         }
         let recorder = config
             .record_traffic
@@ -207,6 +211,16 @@ impl ArmEmulator {
             .vms
             .values()
             .map(VmRecord::typed)
+            .collect()
+    }
+
+    /// The Disk documents of `vm`'s managed disks the emulator holds (typed as a Disk GET).
+    pub fn disks_of(&self, vm: &VirtualMachine) -> Vec<crate::azure::models::Disk> {
+        let store = lock(&self.store);
+        vm.disks()
+            .iter()
+            .filter_map(|d| store.disks.get(d.managed_disk_id.as_ref()?))
+            .filter_map(|doc| serde_json::from_value(doc.clone()).ok())
             .collect()
     }
 
@@ -805,6 +819,90 @@ fn dropped_response() -> Response {
         ))
     });
     Response::new(Body::from_stream(stream))
+}
+
+/// Azure Backup's collection of a Backup-protected fleet VM: in the Backup resource group
+/// (same subscription and region), [`fleet::BACKUP_POINTS_PER_VM`] daily points of the days
+/// before `start` (Succeeded, application-consistent: what instant restore keeps), plus the
+/// snapshot job of `start`'s day, `Creating` from 15 minutes before `start` to 30 minutes
+/// after it: a create vmrp sends for the VM meanwhile meets the one-create-per-VM rule, as it
+/// would meet Backup's job in Azure. Backup's points count against the VM's 500.
+fn seed_backup_collection(
+    store: &mut Store,
+    vm_id: &ResourceId,
+    rg: &str,
+    name: &str,
+    start: time::OffsetDateTime,
+    seed: u64,
+) {
+    let Some(vm) = store.vms.get(vm_id).cloned() else {
+        return;
+    };
+    let sub = vm_id.subscription().to_string();
+    let location = vm.location();
+    store.add_resource_group(&sub, rg, &location);
+    let Ok(coll_id) = ResourceId::new_in_group(
+        &sub,
+        rg,
+        "Microsoft.Compute",
+        "restorePointCollections",
+        name,
+    ) else {
+        return;
+    };
+    store.collections.insert(
+        coll_id.clone(),
+        state::CollectionRecord {
+            id: coll_id.clone(),
+            location: location.clone(),
+            tags: None,
+            source_id: vm_id.to_string(),
+            source_location: location.clone(),
+            is_copy_target: false,
+            instant_access: None,
+            guid: fleet::det_uuid(seed, &format!("{coll_id}/guid")),
+            deleting: None,
+        },
+    );
+    let job = start - time::Duration::minutes(15);
+    let days = i64::from(fleet::BACKUP_POINTS_PER_VM);
+    for day in (0..=days).rev() {
+        let created = job - time::Duration::days(day);
+        let point_id = coll_id.child(
+            "restorePoints",
+            &format!("AzureBackup_{}", created.unix_timestamp()),
+        );
+        let (meta, disk_ids) = state::source_metadata(&vm, &point_id, &[], seed);
+        store.points.insert(
+            point_id.clone(),
+            state::PointRecord {
+                id: point_id.clone(),
+                collection: coll_id.clone(),
+                vm: vm_id.clone(),
+                // Backup's snapshots are application-consistent where the VM agent can (VSS).
+                mode: crate::azure::models::ConsistencyMode::ApplicationConsistent,
+                exclude_disks: Vec::new(),
+                instant_access_minutes: None,
+                source_point: None,
+                source_created: None,
+                created,
+                ready_at: created + time::Duration::minutes(45),
+                outcome: state::Outcome::Succeeded,
+                disks: disk_ids
+                    .into_iter()
+                    .map(|id| state::DiskPoint {
+                        id,
+                        // Backup's snapshots here are settled (older than any background copy).
+                        ..Default::default()
+                    })
+                    .collect(),
+                source_metadata: meta,
+                instant_access_disks: false,
+                operation: String::new(),
+                deleting: None,
+            },
+        );
+    }
 }
 
 fn insert_vm(store: &mut Store, mut doc: Value) -> Result<ResourceId, String> {

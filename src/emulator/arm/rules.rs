@@ -12,7 +12,8 @@
 //! | copies into one target collection serial | 409 `OperationNotAllowed` "... in progress" (transient) |
 //! | copies in source creation order | 409 `OperationNotAllowed` (permanent) |
 //! | no copy of a copy | 400 `OperationNotAllowed` |
-//! | unsupported disks must be excluded | 400 `OperationNotAllowed` naming the disk |
+//! | unsupported disks must be excluded (ephemeral OS, shared; for crash consistency also Ultra, Premium SSD v2, write-accelerated) | 400 `OperationNotAllowed` naming the disk |
+//! | no points of a confidential VM; crash-consistent points only on sizes with Premium storage ([`check_vm_supported`]) | 400 `OperationNotAllowed` (code assumed: the documents give none) |
 //! | target collection must reference the source collection | 400 `InvalidParameter` |
 //! | `consistencyMode` input only `CrashConsistent` | 400 `InvalidParameter`, target `properties.consistencyMode` |
 //! | ≤ 3 Premium SSD v2 / Ultra snapshots in progress per disk | 409 `OperationNotAllowed` "... in progress" (transient; code an assumption) |
@@ -66,6 +67,8 @@ pub struct RuleSwitches {
     pub copies_serial_in_order: bool,
     pub no_copy_of_copy: bool,
     pub unsupported_disks_excluded: bool,
+    /// Refuse creates for VMs restore points do not support ([`check_vm_supported`]).
+    pub unsupported_vms: bool,
     pub target_must_reference_source: bool,
     /// Refuse a `consistencyMode` other than `CrashConsistent` in a create's input.
     pub consistency_input_crash_only: bool,
@@ -126,6 +129,7 @@ impl Default for RuleSwitches {
             copies_serial_in_order: true,
             no_copy_of_copy: true,
             unsupported_disks_excluded: true,
+            unsupported_vms: true,
             target_must_reference_source: true,
             consistency_input_crash_only: true,
             collection_name_rules: true,
@@ -156,6 +160,7 @@ impl RuleSwitches {
             copies_serial_in_order: false,
             no_copy_of_copy: false,
             unsupported_disks_excluded: false,
+            unsupported_vms: false,
             target_must_reference_source: false,
             consistency_input_crash_only: false,
             collection_name_rules: false,
@@ -574,6 +579,8 @@ pub struct DiskFacts {
     pub ephemeral_os: bool,
     pub max_shares: i32,
     pub storage_account_type: Option<String>,
+    /// `writeAcceleratorEnabled` in the VM's storage profile.
+    pub write_accelerator: bool,
 }
 
 /// Why restore points do not support `disk` in `mode` (None = supported).
@@ -596,7 +603,58 @@ pub fn unsupported_reason(disk: &DiskFacts, mode: &ConsistencyMode) -> Option<&'
             "an Ultra or Premium SSD v2 disk, which crash-consistent restore points do not support",
         );
     }
+    // "Ultra Disks, Premium SSD v2 disks, Write-accelerated disks, Ephemeral OS disks, and
+    // shared disks aren't supported for crash consistency mode" (virtual-machines-create-
+    // restore-points, Limitations).
+    if matches!(mode, ConsistencyMode::CrashConsistent) && disk.write_accelerator {
+        return Some(
+            "a write-accelerated disk, which crash-consistent restore points do not support",
+        );
+    }
     None
+}
+
+/// A VM restore points do not support, whatever its disks: a confidential VM ("Confidential
+/// VMs | No", support matrix), or — for a crash-consistent point — a size without Premium
+/// storage ("Crash consistency is supported for VM SKUs that support Premium storage"), as
+/// read from the size name by [`crate::policy::platform::premium_storage_capable`] (a size
+/// the name does not classify is accepted). The documents give no error code: 400
+/// `OperationNotAllowed`, as for the other unsupported configurations, is our assumption.
+pub fn check_vm_supported(
+    vm: &str,
+    security_type: Option<&str>,
+    vm_size: Option<&str>,
+    mode: &ConsistencyMode,
+) -> Result<(), Violation> {
+    use crate::policy::platform;
+    if platform::is_confidential(security_type) {
+        return Err(Violation::new(
+            "unsupportedVms",
+            400,
+            "OperationNotAllowed",
+            format!(
+                "VM '{vm}' is a confidential VM (securityType ConfidentialVM). Restore points \
+                 are not supported for confidential VMs."
+            ),
+        ));
+    }
+    if let (ConsistencyMode::CrashConsistent, Some(size)) = (mode, vm_size) {
+        if platform::premium_storage_capable(size) == Some(false) {
+            let mut v = Violation::new(
+                "unsupportedVms",
+                400,
+                "OperationNotAllowed",
+                format!(
+                    "Crash-consistent restore points are supported only for VM sizes that \
+                     support Premium storage; VM '{vm}' has size '{size}'. Omit \
+                     properties.consistencyMode for an application-consistent restore point."
+                ),
+            );
+            v.target = Some("properties.consistencyMode".to_string());
+            return Err(v);
+        }
+    }
+    Ok(())
 }
 
 /// Every included (not excluded) disk must be supported; the refusal names the first offender.
@@ -919,6 +977,7 @@ mod tests {
             ephemeral_os: eph,
             max_shares: shares,
             storage_account_type: Some(sku.into()),
+            write_accelerator: false,
         };
         let app = ConsistencyMode::ApplicationConsistent;
         let crash = ConsistencyMode::CrashConsistent;
@@ -940,6 +999,60 @@ mod tests {
         }
         let v = check_disks("vm", &app, &[disk(false, 3, "Premium_LRS")]).unwrap_err();
         assert!(v.message.contains("'d'") && v.message.contains("shared"));
+    }
+
+    #[test]
+    fn write_accelerated_disks_and_unsupported_vms() {
+        let app = ConsistencyMode::ApplicationConsistent;
+        let crash = ConsistencyMode::CrashConsistent;
+        let wa = DiskFacts {
+            id: "/d".into(),
+            name: "d".into(),
+            ephemeral_os: false,
+            max_shares: 1,
+            storage_account_type: Some("Premium_LRS".into()),
+            write_accelerator: true,
+        };
+        assert!(unsupported_reason(&wa, &app).is_none());
+        let v = check_disks("vm", &crash, &[wa]).unwrap_err();
+        assert_eq!((v.status, v.code), (400, "OperationNotAllowed"));
+        assert!(v.message.contains("write-accelerated"), "{}", v.message);
+        // (security type, size, mode, refused)
+        let cases = [
+            (
+                Some("ConfidentialVM"),
+                Some("Standard_DC4as_v5"),
+                &app,
+                true,
+            ),
+            (
+                Some("ConfidentialVM"),
+                Some("Standard_DC4as_v5"),
+                &crash,
+                true,
+            ),
+            (
+                Some("TrustedLaunch"),
+                Some("Standard_D4s_v5"),
+                &crash,
+                false,
+            ),
+            (Some("TrustedLaunch"), Some("Standard_D4s_v5"), &app, false),
+            (None, Some("Standard_D4_v5"), &crash, true),
+            (None, Some("Standard_D4_v5"), &app, false),
+            (None, Some("Standard_NC6"), &crash, false),
+            (None, None, &crash, false),
+        ];
+        for (security, size, mode, refused) in cases {
+            let got = check_vm_supported("vm", security, size, mode);
+            assert_eq!(got.is_err(), refused, "{security:?} {size:?} {mode:?}");
+            if let Err(v) = got {
+                assert_eq!(
+                    (v.status, v.code, v.rule),
+                    (400, "OperationNotAllowed", "unsupportedVms")
+                );
+            }
+        }
     }
 
     #[test]

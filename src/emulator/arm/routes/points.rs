@@ -254,6 +254,7 @@ fn disk_facts(store: &Store, vm: &crate::emulator::arm::state::VmRecord) -> Vec<
                 ephemeral_os: d.ephemeral,
                 max_shares,
                 storage_account_type: sku,
+                write_accelerator: d.write_accelerator,
             })
         })
         .collect()
@@ -469,6 +470,10 @@ fn create_local(
                 .map(|p| p.created)
                 .max();
             rules::check_spacing(r, &vm_label, &mode, last, now)?;
+        }
+        if r.unsupported_vms {
+            let typed = vm.typed();
+            rules::check_vm_supported(&vm_label, typed.security_type(), typed.vm_size(), &mode)?;
         }
         if r.unsupported_disks_excluded {
             rules::check_disks(&vm_label, &mode, &included)?;
