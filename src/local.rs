@@ -47,6 +47,10 @@ const APP_FILES: &[(&str, &str)] = &[
         include_str!("../functions/ScheduleRestorePoints/function.json"),
     ),
     (
+        "PlanRestorePoints/function.json",
+        include_str!("../functions/PlanRestorePoints/function.json"),
+    ),
+    (
         "CreateRestorePoint/function.json",
         include_str!("../functions/CreateRestorePoint/function.json"),
     ),
