@@ -964,6 +964,15 @@ fn handler_behind(clock: &VirtualClock, bus: &ServiceBus, sim: &HostSim) -> bool
     if sim.timers_in_flight() > 0 || sim.handler_state() != HandlerState::Ready {
         return true;
     }
+    // A tick's planning runs in PlanRestorePoints (rp-plan), not in the timer invocation: a
+    // plan message queued or being handled is the same seconds of real work (listings,
+    // coverage reads), which must not become hours of virtual time either.
+    if bus
+        .messages(Queue::Plan.name())
+        .is_ok_and(|m| !m.is_empty())
+    {
+        return true;
+    }
     let since = clock.now() - ALLOWED_LAG;
     Queue::ALL
         .iter()

@@ -6,6 +6,7 @@
 //! and say so when this machine's clock disagrees: ages measured against a laptop's clock are
 //! wrong against `vmrp emulate --speed` and whenever the laptop drifts.
 
+pub mod paced;
 pub mod plan;
 pub mod status;
 
@@ -34,6 +35,20 @@ pub struct ArmArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The share (0 < F ≤ 1) of each subscription's ARM read budget this command may use, read
+    /// from ARM's remaining-reads headers; the rest stays for vmrp's handlers and other tools.
+    #[arg(long, value_name = "F", default_value_t = paced::DEFAULT_READ_SHARE, value_parser = parse_share)]
+    pub read_share: f64,
+}
+
+/// `--read-share`: a number in (0, 1].
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "expected a share of ARM's read budget between 0 (exclusive) and 1, e.g. 0.5; got {text:?}"
+        )),
+    }
 }
 
 impl ArmArgs {
@@ -56,6 +71,18 @@ impl ArmArgs {
         let config = ArmClientConfig::new(endpoint, self.arm_audience.clone(), credential);
         let client = ArmClient::new(config).map_err(|e| e.to_string())?;
         Ok(ReadOnlyArm(client))
+    }
+
+    /// [`ArmArgs::client`] with its reads paced to `--read-share` of each subscription's
+    /// budget, and a progress bar on stderr when it is a terminal and the output is not JSON.
+    pub fn paced_client(&self) -> Result<paced::PacedArm<ReadOnlyArm<ArmClient>>, String> {
+        use std::io::IsTerminal;
+        let progress = !self.json && std::io::stderr().is_terminal();
+        Ok(paced::PacedArm::new(
+            self.client()?,
+            self.read_share,
+            progress,
+        ))
     }
 }
 
@@ -139,6 +166,9 @@ impl<A: Arm> Arm for ReadOnlyArm<A> {
     }
     fn rate_limits(&self) -> RateLimits {
         self.0.rate_limits()
+    }
+    fn rate_limits_for(&self, subscription: &str) -> RateLimits {
+        self.0.rate_limits_for(subscription)
     }
 }
 
