@@ -118,6 +118,7 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("bench", "--fleet-speed", bench_full_flags),
     ("bench", "--deploy-binary", bench_full_flags),
     ("bench", "--handler", bench_full_flags),
+    ("bench", "--estate", bench_full_flags),
 ];
 
 /// Every (subcommand path, flag) clap knows, help and version aside; positionals as `<id>`.
@@ -1711,6 +1712,8 @@ fn bench_full_flags() {
         BIN,
         "--handler",
         link.to_str().unwrap(),
+        "--estate",
+        "6:3",
         "--json",
         out.to_str().unwrap(),
     ]));
@@ -1728,6 +1731,14 @@ fn bench_full_flags() {
         "--handler"
     );
     assert_eq!(v["fleetTick"]["vms"], 4, "--fleet");
+    // --estate: one tick over three subscriptions, each planned by its own invocation.
+    assert_eq!(v["estateTick"]["subscriptions"], 3, "--estate");
+    assert_eq!(v["estateTick"]["planInvocations"], 3, "--estate");
+    assert_eq!(
+        v["estateTick"]["perSubscription"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(v["estateTick"]["throttled429"], 0);
     assert_eq!(v["fleetTick"]["speed"], 600.0, "--fleet-speed");
     assert_eq!(v["deployBinary"]["path"], BIN, "--deploy-binary");
     assert_eq!(

@@ -1,4 +1,4 @@
-//! The restore point lifecycle through the five handlers, against the in-memory FakeArm and
+//! The restore point lifecycle through the six handlers, against the in-memory FakeArm and
 //! FakeScheduler: each test calls handlers directly with an `Invocation` and a fixed `now`.
 
 use std::sync::Arc;
