@@ -5,7 +5,7 @@
 //                   ── storage (host storage + deployment package + Event Grid dead letters)
 //                   ── Log Analytics + Application Insights
 //                   ── action group, alerts (given up, coverage, timer, dead letters), workbook
-//                   ── Service Bus Standard: rp-create, rp-copy, rp-poll, rp-failed (parking)
+//                   ── Service Bus Standard: rp-create, rp-copy, rp-poll, rp-plan, rp-failed (parking)
 //                   ── Flex Consumption plan + function app (custom handler)
 //                   ── Event Grid system topic on this subscription → OnVmChanged
 //   subscription    ── custom role "vmrp restore points" (ARM_ACTIONS only)

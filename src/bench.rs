@@ -72,6 +72,23 @@ pub struct BenchArgs {
     /// Per-invocation figures only: skip the fleet tick and polling efficiency (profiling runs).
     #[arg(long)]
     pub skip_fleet: bool,
+    /// Also run the large-estate row: VMS VMs over SUBS subscriptions, one tick, each
+    /// subscription planned by its own PlanRestorePoints invocation (docs/bench.md; the full
+    /// row is `--estate 20000:10`).
+    #[arg(long, value_name = "VMS:SUBS", value_parser = parse_estate)]
+    pub estate: Option<(usize, usize)>,
+}
+
+/// `--estate VMS:SUBS`.
+fn parse_estate(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected VMS:SUBS with both at least 1, e.g. 20000:10; got {text:?}");
+    let (vms, subs) = text.split_once(':').ok_or_else(bad)?;
+    let vms: usize = vms.trim().parse().map_err(|_| bad())?;
+    let subs: usize = subs.trim().parse().map_err(|_| bad())?;
+    if vms == 0 || subs == 0 {
+        return Err(bad());
+    }
+    Ok((vms, subs))
 }
 
 /// The two handlers measured.
@@ -212,6 +229,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
 
         eprintln!("bench: polling efficiency");
         report["polling"] = polling_efficiency(&handler).await?;
+    }
+    if let Some((vms, subs)) = args.estate {
+        eprintln!("bench: estate tick with {vms} VMs over {subs} subscriptions");
+        report["estateTick"] = estate_tick(&handler, vms, subs, args.fleet_speed).await?;
     }
 
     if let Some(path) = &args.deploy_binary {
@@ -738,6 +759,95 @@ async fn fleet_tick(handler: &std::path::Path, vms: usize, speed: f64) -> Result
     }))
 }
 
+/// The large-estate row: one tick over `vms` VMs in `subs` subscriptions, no copies. Each
+/// subscription is planned by its own invocation and paced by its own write bucket, so the
+/// figure is the slowest subscription's time from the tick to its last create, against the
+/// bound of that subscription's writes ([`pacing_bound_secs`]); the whole estate in one bucket
+/// would take `serialBoundSecs`.
+async fn estate_tick(
+    handler: &std::path::Path,
+    vms: usize,
+    subs: usize,
+    speed: f64,
+) -> Result<Value, String> {
+    let mut scenario = Scenario::new(handler.to_path_buf());
+    scenario.fleet.count = vms;
+    scenario.fleet.subscriptions = subs;
+    scenario.fleet.seed = 9;
+    scenario.copy_to = Vec::new();
+    scenario.ticks = 1;
+    scenario.speed = speed;
+    scenario.seed = 9;
+    scenario.schedule = "0 46 3 * * *".into();
+    scenario.timeout = Duration::from_secs(3600);
+    let started = Instant::now();
+    let (report, emulator) = run_scenario_keep(&scenario)
+        .await
+        .map_err(|e| format!("estate tick: {e}"))?;
+    let real = started.elapsed().as_secs_f64();
+    let points = emulator.arm.restore_points();
+    let counters = emulator.arm.counters();
+    emulator.stop().await.map_err(|e| e.to_string())?;
+    let tick = points
+        .iter()
+        .filter_map(|p| names::parse_restore_point_name(p.id.rsplit('/').next()?))
+        .map(|(t, _)| t)
+        .min()
+        .ok_or("estate tick: no restore point was created")?;
+    // Per subscription: creates (each a collection PUT and a point PUT on a first tick) and the
+    // last create's time.
+    let mut per_sub: BTreeMap<String, (u64, OffsetDateTime)> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.source_restore_point.is_none()) {
+        let sub =
+            p.id.split('/')
+                .nth(2)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+        let e = per_sub.entry(sub).or_insert((0, p.time_created));
+        e.0 += 1;
+        e.1 = e.1.max(p.time_created);
+    }
+    let rows: Vec<Value> = per_sub
+        .iter()
+        .map(|(sub, (creates, last))| {
+            let span = (*last - tick).as_seconds_f64();
+            let bound = pacing_bound_secs(2 * creates);
+            json!({"subscription": sub, "creates": creates, "tickToLastPointSecs": span,
+                   "boundSecs": bound})
+        })
+        .collect();
+    let slowest = rows
+        .iter()
+        .max_by(|a, b| {
+            a["tickToLastPointSecs"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["tickToLastPointSecs"].as_f64().unwrap_or(0.0))
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    let plans = report
+        .invocations_by_function
+        .get(crate::functions::PLAN_RESTORE_POINTS)
+        .map(|m| m.values().sum::<u64>())
+        .unwrap_or(0);
+    let throttled = counters.responses_by_status.get(&429).copied().unwrap_or(0);
+    Ok(json!({
+        "vms": vms,
+        "subscriptions": subs,
+        "speed": speed,
+        "localSettled": report.local.settled,
+        "localExpected": report.local.expected,
+        "planInvocations": plans,
+        "slowestSubscription": slowest,
+        "serialBoundSecs": pacing_bound_secs(2 * report.local.expected as u64),
+        "perSubscription": rows,
+        "throttled429": throttled,
+        "armRequests": counters.requests,
+        "realSeconds": real,
+    }))
+}
+
 /// GETs of restore points per settled local point (no copies), then per copy (with copies).
 async fn polling_efficiency(handler: &std::path::Path) -> Result<Value, String> {
     let mut out = serde_json::Map::new();
@@ -889,6 +999,33 @@ fn render(report: &Value) -> (String, bool) {
         goal: "≤ 1.10 × bound, zero 429s",
         met: fleet_ratio.map(|r| r <= 1.10 && throttled == Some(0)),
     });
+    let e = &report["estateTick"];
+    if !e.is_null() {
+        let slow = &e["slowestSubscription"];
+        let span = slow["tickToLastPointSecs"].as_f64();
+        let bound = slow["boundSecs"].as_f64();
+        let throttled = e["throttled429"].as_u64();
+        rows.push(Row {
+            figure: format!(
+                "estate tick, {} VMs over {} subscriptions: slowest subscription's tick → last point / its bound",
+                e["vms"], e["subscriptions"]
+            ),
+            vmrp: format!(
+                "{:.0} s / {:.0} s (whole estate in one bucket: {:.0} s); {} plan invocations; {} × 429",
+                span.unwrap_or(f64::NAN),
+                bound.unwrap_or(f64::NAN),
+                e["serialBoundSecs"].as_f64().unwrap_or(f64::NAN),
+                e["planInvocations"],
+                throttled.unwrap_or(0)
+            ),
+            peer: "-".into(),
+            ratio: "-".into(),
+            goal: "≤ 1.10 × bound, zero 429s",
+            met: span.zip(bound).map(|(s, b)| {
+                (s <= 1.10 * b || s <= 60.0) && throttled == Some(0)
+            }),
+        });
+    }
     let p = &report["polling"];
     let per_point = p["localOnly"]["getsPerLocalPoint"].as_f64();
     rows.push(Row {

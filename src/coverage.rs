@@ -126,13 +126,18 @@ pub fn due_tick(
     rule.latest_due_tick(timer, judged_at).ok().flatten()
 }
 
-/// Logs one event per line at Information (a metric, not a failure: the alert decides).
-pub fn emit(lines: &[CoverageLine], tick: OffsetDateTime) {
+/// Logs one event per line at Information (a metric, not a failure: the alert decides). Each
+/// planning invocation measures one subscription (`subscription`; empty when one plan covered
+/// every subscription), so the alert groups by it too: two subscriptions' lines for one rule,
+/// region and role are two signals, not one.
+pub fn emit(lines: &[CoverageLine], tick: OffsetDateTime, subscription: Option<&str>) {
     let tick = crate::schedule::rfc3339(tick);
+    let subscription = subscription.unwrap_or_default();
     for l in lines {
         tracing::info!(
             target: "vmrp::coverage",
             tick = %tick,
+            subscription = %subscription,
             rule = %l.rule,
             region = %l.region,
             role = l.role.as_str(),

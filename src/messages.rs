@@ -169,6 +169,21 @@ pub struct PollRequest {
     pub target_region: Option<String>,
 }
 
+/// "Plan this subscription for this tick": one per subscription of the policy's scopes, sent by
+/// the timer (ScheduleRestorePoints) to `rp-plan` under a deterministic id (subscription and
+/// tick), and handled by PlanRestorePoints, which lists and plans that subscription alone and
+/// sends its creates (docs/architecture.md, "Fan-out per subscription").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRequest {
+    /// The subscription id (lowercase); the policy's subscription, resource group and VM scopes
+    /// inside it are planned.
+    pub subscription: String,
+    /// The timer tick planned: an occurrence of `VMRP_SCHEDULE`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub tick: OffsetDateTime,
+}
+
 impl CreateRequest {
     /// The create a scheduled tick asks for: the rule's own settings, first try.
     pub fn for_tick(vm: ResourceId, tick: OffsetDateTime, rule: &str) -> Self {
@@ -196,6 +211,7 @@ pub enum QueueMessage {
     Create(CreateRequest),
     Copy(CopyRequest),
     Poll(PollRequest),
+    Plan(PlanRequest),
 }
 
 /// Why a message body is not one we can process. Each names what was wrong and what was expected.
@@ -216,9 +232,13 @@ pub enum MessageError {
          it was written by a newer vmrp and is not retried: deploy that version, then resend it"
     )]
     NewerVersion(u64),
-    #[error("message has no \"kind\" field (expected one of \"create\", \"copy\", \"poll\")")]
+    #[error(
+        "message has no \"kind\" field (expected one of \"create\", \"copy\", \"poll\", \"plan\")"
+    )]
     MissingKind,
-    #[error("unknown message kind {0:?} (expected one of \"create\", \"copy\", \"poll\")")]
+    #[error(
+        "unknown message kind {0:?} (expected one of \"create\", \"copy\", \"poll\", \"plan\")"
+    )]
     UnknownKind(String),
     #[error("a {got:?} message arrived on queue {queue}, which takes {expected:?} messages")]
     WrongQueue {
@@ -236,6 +256,7 @@ impl QueueMessage {
             Self::Create(_) => "create",
             Self::Copy(_) => "copy",
             Self::Poll(_) => "poll",
+            Self::Plan(_) => "plan",
         }
     }
 
@@ -245,6 +266,7 @@ impl QueueMessage {
             Self::Create(_) => Queue::Create,
             Self::Copy(_) => Queue::Copy,
             Self::Poll(_) => Queue::Poll,
+            Self::Plan(_) => Queue::Plan,
         }
     }
 
@@ -308,6 +330,10 @@ impl QueueMessage {
                 unknown_fields::<PollRequest>(&map, "", &mut unknown);
                 from_map("poll", map).map(Self::Poll)
             }
+            "plan" => {
+                unknown_fields::<PlanRequest>(&map, "", &mut unknown);
+                from_map("plan", map).map(Self::Plan)
+            }
             _ => Err(MessageError::UnknownKind(kind)),
         }?;
         Ok((message, unknown))
@@ -321,6 +347,7 @@ impl QueueMessage {
                 Queue::Create => "create",
                 Queue::Copy => "copy",
                 Queue::Poll => "poll",
+                Queue::Plan => "plan",
                 // vmrp never consumes its parking queue; nothing belongs there as work.
                 Queue::Failed => "no",
             };
@@ -339,6 +366,7 @@ impl QueueMessage {
             Self::Create(m) => serde_json::to_value(m),
             Self::Copy(m) => serde_json::to_value(m),
             Self::Poll(m) => serde_json::to_value(m),
+            Self::Plan(m) => serde_json::to_value(m),
         }
         // Invariant: the fields are strings, numbers, ids and times; a time is either decoded
         // from RFC 3339 (years 0000–9999) or a later instant saturated within `time`'s range,

@@ -88,6 +88,8 @@ const CONTRACT: &[(&str, &str, fn())] = &[
         "--arm-audience",
         restore_confirmation_and_endpoint_flags,
     ),
+    ("status", "--read-share", read_share_is_validated_and_used),
+    ("plan", "--read-share", read_share_is_validated_and_used),
     ("policy check", "<file>", policy_check_flags),
     ("policy check", "--timer-schedule", policy_check_flags),
     ("policy check", "--json", policy_check_flags),
@@ -142,6 +144,7 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("bench", "--fleet-speed", bench_full_flags),
     ("bench", "--deploy-binary", bench_full_flags),
     ("bench", "--handler", bench_full_flags),
+    ("bench", "--estate", bench_full_flags),
 ];
 
 /// Every (subcommand path, flag) clap knows, help and version aside; positionals as `<id>`.
@@ -513,6 +516,48 @@ fn arm_audience_flag_without_env() {
                 stderr.contains("InvalidAuthenticationToken"),
                 "{command}: {stderr}"
             );
+        }
+        emulator.stop().await.unwrap();
+    });
+}
+
+/// `--read-share`: the share of ARM's read budget `status` and `plan` may use (their reads are
+/// paced from ARM's remaining-reads headers, tests/paced_reads.rs). Out of (0, 1] it is refused
+/// with the range; in it, the command reads and answers.
+#[test]
+fn read_share_is_validated_and_used() {
+    runtime().block_on(async {
+        let (emulator, _) = arm_emulator().await;
+        let sub = emulator.subscriptions[0].clone();
+        let arm = emulator.urls.arm.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("p.json");
+        std::fs::write(&policy, policy_for(&sub)).unwrap();
+        for command in ["status", "plan"] {
+            let args = |share: &'static str| {
+                vec![
+                    command,
+                    "--arm-endpoint",
+                    &arm,
+                    "--arm-audience",
+                    AUDIENCE,
+                    "--subscription",
+                    &sub,
+                    "--policy",
+                    policy.to_str().unwrap(),
+                    "--json",
+                    "--read-share",
+                    share,
+                ]
+            };
+            for bad in ["0", "1.5", "half"] {
+                let (code, _, stderr) = arm_cli(&emulator, &args(bad));
+                assert_eq!(code, Some(2), "{command} --read-share {bad}: {stderr}");
+                assert!(stderr.contains("between 0 (exclusive) and 1"), "{stderr}");
+            }
+            let (code, stdout, stderr) = arm_cli(&emulator, &args("0.2"));
+            assert!(matches!(code, Some(0) | Some(1)), "{command}: {stderr}");
+            assert!(!rows(&stdout, &stderr).is_empty(), "{command}: {stdout}");
         }
         emulator.stop().await.unwrap();
     });
@@ -1926,6 +1971,8 @@ fn bench_full_flags() {
         BIN,
         "--handler",
         link.to_str().unwrap(),
+        "--estate",
+        "6:3",
         "--json",
         out.to_str().unwrap(),
     ]));
@@ -1943,6 +1990,14 @@ fn bench_full_flags() {
         "--handler"
     );
     assert_eq!(v["fleetTick"]["vms"], 4, "--fleet");
+    // --estate: one tick over three subscriptions, each planned by its own invocation.
+    assert_eq!(v["estateTick"]["subscriptions"], 3, "--estate");
+    assert_eq!(v["estateTick"]["planInvocations"], 3, "--estate");
+    assert_eq!(
+        v["estateTick"]["perSubscription"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(v["estateTick"]["throttled429"], 0);
     assert_eq!(v["fleetTick"]["speed"], 600.0, "--fleet-speed");
     assert_eq!(v["deployBinary"]["path"], BIN, "--deploy-binary");
     assert_eq!(

@@ -392,7 +392,23 @@ fn inv<T>(event: T, function: &str, now: OffsetDateTime) -> Invocation<T> {
     Invocation::new(event, Context::new(function, now))
 }
 
-async fn run(deps: &Deps, input: Input, now: OffsetDateTime) -> Result<Outcome, HandlerError> {
+/// The messages `out` says it sent, read back from `bus`.
+fn sent_by(bus: &FakeScheduler, out: &Outcome) -> Vec<QueueMessage> {
+    let ids: std::collections::HashSet<&str> =
+        out.sent.iter().map(|s| s.message_id.as_str()).collect();
+    bus.sent()
+        .into_iter()
+        .filter(|m| ids.contains(m.message_id.as_str()))
+        .filter_map(|m| QueueMessage::decode(&m.body).ok())
+        .collect()
+}
+
+async fn run(
+    deps: &Deps,
+    bus: &FakeScheduler,
+    input: Input,
+    now: OffsetDateTime,
+) -> Result<Outcome, HandlerError> {
     match input {
         Input::Message(QueueMessage::Create(c)) => {
             functions::create_restore_point::handle(
@@ -418,8 +434,27 @@ async fn run(deps: &Deps, input: Input, now: OffsetDateTime) -> Result<Outcome, 
                 last: None,
                 next: None,
             };
-            functions::schedule_restore_points::handle(
+            let out = functions::schedule_restore_points::handle(
                 inv(event, functions::SCHEDULE_RESTORE_POINTS, at),
+                deps,
+            )
+            .await?;
+            // The timer fans out: run the plan messages it sent, as rp-plan would deliver them.
+            let plans: Vec<QueueMessage> = sent_by(bus, &out);
+            for m in plans {
+                if let QueueMessage::Plan(p) = m {
+                    functions::plan_restore_points::handle(
+                        inv(p, functions::PLAN_RESTORE_POINTS, at),
+                        deps,
+                    )
+                    .await?;
+                }
+            }
+            Ok(out)
+        }
+        Input::Message(QueueMessage::Plan(p)) => {
+            functions::plan_restore_points::handle(
+                inv(p, functions::PLAN_RESTORE_POINTS, now),
                 deps,
             )
             .await
@@ -558,7 +593,7 @@ fn any_accepted_policy_and_any_decodable_message_never_panic_and_stay_within_the
                     other => other,
                 };
                 let calls_before = arm.calls().len();
-                let result = rt.block_on(Box::pin(run(&deps, input.clone(), now)));
+                let result = rt.block_on(Box::pin(run(&deps, &bus, input.clone(), now)));
                 check(
                     &policy,
                     &vms,

@@ -408,6 +408,7 @@ async fn queue_messages_reach_handlers_with_their_context() {
                 assert_eq!(&inv.event, m);
                 inv.context
             }
+            QueueMessage::Plan(_) => unreachable!("queue_cases sends no plan message"),
         };
         assert_eq!(context.invocation_id, INVOCATION_ID);
         assert_eq!(context.function, function);

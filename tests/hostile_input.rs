@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use vmrp::azure::models::{ConsistencyMode, RestorePointCollection, Tags};
 use vmrp::azure::ResourceId;
-use vmrp::events::{EventSchema, ResourceEvent, TimerEvent};
+use vmrp::events::{EventSchema, ResourceEvent};
 use vmrp::functions::{self, Deps, TAG_ORPHANED_AT, TAG_VM};
 use vmrp::invocation::{Context, Invocation, Outcome, Status};
 use vmrp::messages::{CopyRequest, CreateRequest, QueueMessage, MAX_MESSAGE_BYTES};
@@ -470,14 +470,18 @@ async fn the_largest_create_message_fits_service_bus() {
             w.arm.add_disk(disk(&id, "Premium_LRS", None, &tag_refs));
         }
         w.arm.add_vm(b.build());
-        functions::schedule_restore_points::handle(
+        // The subscription's planning invocation (the timer's fan-out sends it this message).
+        let tick = vmrp::schedule::Schedule::parse(&w.deps.schedule)
+            .unwrap()
+            .latest_at_or_before(now)
+            .unwrap();
+        functions::plan_restore_points::handle(
             inv(
-                TimerEvent {
-                    is_past_due: false,
-                    last: None,
-                    next: None,
+                vmrp::messages::PlanRequest {
+                    subscription: "s1".into(),
+                    tick,
                 },
-                functions::SCHEDULE_RESTORE_POINTS,
+                functions::PLAN_RESTORE_POINTS,
                 now,
             ),
             &w.deps,

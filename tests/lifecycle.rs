@@ -1,4 +1,4 @@
-//! The restore point lifecycle through the five handlers, against the in-memory FakeArm and
+//! The restore point lifecycle through the six handlers, against the in-memory FakeArm and
 //! FakeScheduler: each test calls handlers directly with an `Invocation` and a fixed `now`.
 
 use std::sync::Arc;
@@ -12,7 +12,9 @@ use vmrp::azure::{OutgoingMessage, Queue, ResourceId};
 use vmrp::events::{EventSchema, ResourceEvent, TimerEvent};
 use vmrp::functions::{self, Deps, HandlerError, TAG_ORPHANED_AT, TAG_RULE, TAG_VM};
 use vmrp::invocation::{Context, Invocation, Outcome, Status};
-use vmrp::messages::{CollectionSeen, CopyRequest, CreateRequest, PollRequest, QueueMessage, Role};
+use vmrp::messages::{
+    CollectionSeen, CopyRequest, CreateRequest, PlanRequest, PollRequest, QueueMessage, Role,
+};
 use vmrp::names;
 use vmrp::policy::{CopyTarget, Policy, Retention, Rule};
 use vmrp::testing::{self, disk, disk_id, op, vm_id, FakeArm, FakeScheduler, VmBuilder};
@@ -924,7 +926,8 @@ async fn a_successful_poll_honours_retry_after() {
 // ScheduleRestorePoints
 // ------------------------------------------------------------------------------------------
 
-async fn timer(w: &World, now: OffsetDateTime) -> Outcome {
+/// The timer alone: its `rp-plan` messages stay on the bus.
+async fn timer_fan_out(w: &World, now: OffsetDateTime) -> Outcome {
     let event = TimerEvent {
         is_past_due: false,
         last: None,
@@ -936,6 +939,44 @@ async fn timer(w: &World, now: OffsetDateTime) -> Outcome {
     )
     .await
     .expect("timer succeeds")
+}
+
+async fn plan_sub(w: &World, req: PlanRequest, now: OffsetDateTime) -> Outcome {
+    functions::plan_restore_points::handle(inv(req, functions::PLAN_RESTORE_POINTS, now), &w.deps)
+        .await
+        .expect("planning succeeds")
+}
+
+/// A timer tick as the platform runs it: the timer's fan-out, then each `rp-plan` message it
+/// sent, delivered at `now` (taken off the bus; their creates stay on it). The outcome merges
+/// the planning invocations': the worst status, the summaries joined, every message sent.
+async fn timer(w: &World, now: OffsetDateTime) -> Outcome {
+    let fan_out = timer_fan_out(w, now).await;
+    assert!(fan_out.sent.iter().all(|s| s.queue == Queue::Plan.name()));
+    // Earlier messages (a previous tick's creates) stay on the bus, in order.
+    let mut plans = Vec::new();
+    for m in w.bus.take() {
+        match decode(&m) {
+            QueueMessage::Plan(req) => plans.push(req),
+            _ => vmrp::azure::Scheduler::send(&*w.bus, m).await.unwrap(),
+        }
+    }
+    let mut merged: Option<Outcome> = None;
+    for req in plans {
+        let out = plan_sub(w, req, now).await;
+        merged = Some(match merged {
+            None => out,
+            Some(mut acc) => {
+                if out.status == Status::Reported {
+                    acc.status = Status::Reported;
+                }
+                acc.summary = format!("{}; {}", acc.summary, out.summary);
+                acc.sent.extend(out.sent);
+                acc
+            }
+        });
+    }
+    merged.expect("the timer sent a plan message")
 }
 
 #[tokio::test]
@@ -1048,6 +1089,222 @@ async fn timer_skips_unsupported_and_optionally_backup_protected_vms() {
             out.summary
         );
     }
+}
+
+/// Three subscriptions with a VM without copies and one copying to two regions each, under
+/// two rules; a fourth subscription is named by an explicit VM only.
+fn three_subscriptions() -> World {
+    let mut plain = testing::rule("plain", 3);
+    plain.targets.subscriptions = vec!["s1".into(), "S2".into(), "s3".into()];
+    plain.targets.tags = [("copy".to_string(), "no".to_string())].into();
+    let mut copied = rule_s1(3, &["westeurope", "northeurope"]);
+    copied.name = "copied".into();
+    copied.targets.subscriptions = vec!["s1".into(), "s2".into(), "s3".into()];
+    copied.targets.vms = vec![vm_id("s4", "rg", "lone")];
+    let w = world(testing::policy(vec![plain, copied]));
+    for sub in ["s1", "s2", "s3"] {
+        for i in 0..3 {
+            w.arm.add_vm(
+                VmBuilder::new(sub, "rg", &format!("p{i}"))
+                    .tag("copy", "no")
+                    .build(),
+            );
+            w.arm
+                .add_vm(VmBuilder::new(sub, "rg", &format!("c{i}")).build());
+        }
+    }
+    w.arm.add_vm(VmBuilder::new("s4", "rg", "lone").build());
+    w
+}
+
+/// The timer hands each subscription its own planning invocation: one `rp-plan` message per
+/// subscription (id from subscription and tick), no ARM call of its own; the planning
+/// invocations together send exactly the creates one whole-estate plan sends (same ids, same
+/// bodies), each listing only its own subscription.
+#[tokio::test]
+async fn a_timer_tick_fans_out_one_plan_message_per_subscription_with_the_same_creates() {
+    let w = three_subscriptions();
+    let now = T0 + Duration::from_secs(5);
+    let whole = functions::schedule_restore_points::plan_for(&w.deps, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut want: Vec<(String, String)> = whole
+        .plan
+        .messages(whole.start)
+        .into_iter()
+        .map(|m| (m.message_id, m.body))
+        .collect();
+    want.sort();
+    assert_eq!(
+        want.len(),
+        19,
+        "6 VMs in each of 3 subscriptions, and the explicit one"
+    );
+    let calls_before = w.arm.calls().len();
+
+    let out = timer_fan_out(&w, now).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.calls().len(), calls_before, "the timer reads nothing");
+    let plans = w.bus.take();
+    let subs: Vec<String> = plans
+        .iter()
+        .map(|m| {
+            assert_eq!(m.queue, Queue::Plan);
+            assert_eq!(m.not_before, None);
+            match decode(m) {
+                QueueMessage::Plan(p) => {
+                    assert_eq!(p.tick, T0);
+                    assert_eq!(
+                        m.message_id,
+                        names::message_id("plan", &p.subscription, T0, 0)
+                    );
+                    p.subscription
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(subs, ["s1", "s2", "s3", "s4"]);
+
+    let mut got = Vec::new();
+    for m in plans {
+        let QueueMessage::Plan(req) = decode(&m) else {
+            unreachable!()
+        };
+        let sub = req.subscription.clone();
+        let lists_before = w.arm.count(op::LIST_VMS);
+        let out = plan_sub(&w, req, now).await;
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+        assert!(
+            out.summary.contains(&format!("subscription {sub}")),
+            "{}",
+            out.summary
+        );
+        // Only this subscription's scope is listed (s4 has an explicit VM: a GET, no listing).
+        let listed = w.arm.count(op::LIST_VMS) - lists_before;
+        assert_eq!(listed, usize::from(sub != "s4"), "{sub}: {}", out.summary);
+        for m in w.bus.take() {
+            match decode(&m) {
+                QueueMessage::Create(c) => {
+                    assert!(c.vm.subscription().eq_ignore_ascii_case(&sub));
+                    got.push((m.message_id, m.body));
+                }
+                other => panic!("a plan sends creates only: {other:?}"),
+            }
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got, want,
+        "the fan-out sends the whole-estate plan's creates"
+    );
+}
+
+/// At-least-once: a replayed timer run of the same tick, and a plan message delivered twice,
+/// enqueue nothing new within the duplicate detection window.
+#[tokio::test]
+async fn replaying_the_timer_or_a_plan_message_enqueues_no_duplicates() {
+    let w = three_subscriptions();
+    let now = T0 + Duration::from_secs(5);
+    w.bus.set_now(now);
+    timer_fan_out(&w, now).await;
+    let later = T0 + time::Duration::minutes(20);
+    w.bus.set_now(later);
+    // The same tick's timer run again (past due, or a second instance).
+    timer_fan_out(&w, later).await;
+    let plans: Vec<PlanRequest> = w
+        .bus
+        .delivered()
+        .iter()
+        .filter_map(|m| match decode(m) {
+            QueueMessage::Plan(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        plans.len(),
+        4,
+        "one plan message per subscription, kept once"
+    );
+    // Each delivered twice (a lock lost mid-invocation).
+    for p in plans.iter().chain(plans.iter()) {
+        plan_sub(&w, p.clone(), later).await;
+    }
+    let delivered = w.bus.delivered();
+    let creates = delivered
+        .iter()
+        .filter(|m| matches!(decode(m), QueueMessage::Create(_)))
+        .count();
+    assert_eq!(creates, 19, "one create per due VM");
+    let mut ids: Vec<&str> = delivered.iter().map(|m| m.message_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), delivered.len(), "no id enqueued twice");
+    assert_eq!(
+        w.bus.sent().len(),
+        2 * 4 + 2 * 19,
+        "what was sent, replays included"
+    );
+}
+
+/// A plan message vmrp did not send (or one from another deployment's schedule or policy) is
+/// refused with the reason, as a permanent error: it is parked, not retried.
+#[tokio::test]
+async fn a_plan_message_for_another_tick_or_subscription_is_refused() {
+    let w = three_subscriptions();
+    let now = T0 + Duration::from_secs(5);
+    let refused = |req: PlanRequest| {
+        let w = &w;
+        async move {
+            functions::plan_restore_points::handle(
+                inv(req, functions::PLAN_RESTORE_POINTS, now),
+                &w.deps,
+            )
+            .await
+            .expect_err("refused")
+        }
+    };
+    for (req, why) in [
+        (
+            PlanRequest {
+                subscription: "s1".into(),
+                tick: T0 + Duration::from_secs(60),
+            },
+            "not an occurrence",
+        ),
+        (
+            PlanRequest {
+                subscription: "s1".into(),
+                tick: T0 + hours(2),
+            },
+            "in the future",
+        ),
+        (
+            PlanRequest {
+                subscription: "s9".into(),
+                tick: T0,
+            },
+            "no rule of the policy names it",
+        ),
+    ] {
+        let e = refused(req).await;
+        assert!(e.to_string().contains(why), "{e}");
+        assert_eq!(e.class(), vmrp::azure::ErrorClass::Permanent);
+    }
+    assert!(w.bus.sent().is_empty());
+    assert_eq!(w.arm.count(op::LIST_VMS), 0);
+    // Upper-case subscription ids are the same subscription.
+    let out = plan_sub(
+        &w,
+        PlanRequest {
+            subscription: "S2".into(),
+            tick: T0,
+        },
+        now,
+    )
+    .await;
+    assert_eq!(out.sent.len(), 6, "{}", out.summary);
 }
 
 #[tokio::test]
@@ -1576,6 +1833,7 @@ async fn timer_to_settled_copy_end_to_end() {
                 }
                 poll(&w, p, now).await
             }
+            QueueMessage::Plan(p) => plan_sub(&w, p, now).await,
         };
         statuses.push((m.queue, out.status));
         queue.extend(w.bus.take());
@@ -1653,6 +1911,7 @@ async fn run_ticks(w: &World, ticks: i64) {
                     }
                     poll(w, p, now).await
                 }
+                QueueMessage::Plan(p) => plan_sub(w, p, now).await,
             };
             assert_ne!(out.status, Status::Reported, "tick {k}: {}", out.summary);
             queue.extend(w.bus.take());

@@ -1,4 +1,4 @@
-// The Service Bus namespace, vmrp's three work queues and its parking queue `rp-failed`. Standard tier because duplicate
+// The Service Bus namespace, vmrp's four work queues and its parking queue `rp-failed`. Standard tier because duplicate
 // detection (which makes the deterministic message ids of docs/architecture.md, "Idempotency" useful) needs Standard or
 // Premium. SAS keys are disabled: senders and receivers authenticate with Entra ID only.
 
@@ -10,6 +10,9 @@ param queueNames array = [
   'rp-create'
   'rp-copy'
   'rp-poll'
+  // The timer's fan-out: one "plan this subscription for this tick" message per subscription
+  // (docs/architecture.md, "Fan-out per subscription"). Deploy it before the code that sends to it.
+  'rp-plan'
 ]
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {

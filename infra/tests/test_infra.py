@@ -22,11 +22,12 @@ INFRA = Path(__file__).resolve().parent.parent
 REPO = INFRA.parent
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
-QUEUES = ["rp-create", "rp-copy", "rp-poll"]
+QUEUES = ["rp-create", "rp-copy", "rp-poll", "rp-plan"]
 PARKING_QUEUE = "rp-failed"
 DUPLICATE_WINDOW = "P7D"
 FUNCTIONS = [
     "ScheduleRestorePoints",
+    "PlanRestorePoints",
     "CreateRestorePoint",
     "StartCrossRegionCopy",
     "PollRestorePoint",

@@ -190,7 +190,7 @@ pub trait Arm: Send + Sync {
     }
 }
 
-/// vmrp's queues: the three it consumes, and the parking queue for messages that can never
+/// vmrp's queues: the four it consumes, and the parking queue for messages that can never
 /// succeed (sent to, never consumed by vmrp: an operator reads it).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -202,6 +202,10 @@ pub enum Queue {
     Copy,
     #[serde(rename = "rp-poll")]
     Poll,
+    /// "Plan this subscription for this tick": the timer's fan-out (docs/architecture.md,
+    /// "Fan-out per subscription").
+    #[serde(rename = "rp-plan")]
+    Plan,
     /// A message that failed for good, with its reason (see `host::park`).
     #[serde(rename = "rp-failed")]
     Failed,
@@ -209,14 +213,21 @@ pub enum Queue {
 
 impl Queue {
     /// The queues vmrp consumes (each has a function triggered by it).
-    pub const ALL: [Queue; 3] = [Queue::Create, Queue::Copy, Queue::Poll];
+    pub const ALL: [Queue; 4] = [Queue::Create, Queue::Copy, Queue::Poll, Queue::Plan];
     /// Every queue vmrp sends to: the consumed ones and the parking queue.
-    pub const SENT: [Queue; 4] = [Queue::Create, Queue::Copy, Queue::Poll, Queue::Failed];
+    pub const SENT: [Queue; 5] = [
+        Queue::Create,
+        Queue::Copy,
+        Queue::Poll,
+        Queue::Plan,
+        Queue::Failed,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Queue::Create => "rp-create",
             Queue::Copy => "rp-copy",
             Queue::Poll => "rp-poll",
+            Queue::Plan => "rp-plan",
             Queue::Failed => "rp-failed",
         }
     }

@@ -6,6 +6,7 @@
 //! and say so when this machine's clock disagrees: ages measured against a laptop's clock are
 //! wrong against `vmrp emulate --speed` and whenever the laptop drifts.
 
+pub mod paced;
 pub mod plan;
 pub mod restore;
 pub mod status;
@@ -35,6 +36,20 @@ pub struct ArmArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The share (0 < F ≤ 1) of each subscription's ARM read budget this command may use, read
+    /// from ARM's remaining-reads headers; the rest stays for vmrp's handlers and other tools.
+    #[arg(long, value_name = "F", default_value_t = paced::DEFAULT_READ_SHARE, value_parser = parse_share)]
+    pub read_share: f64,
+}
+
+/// `--read-share`: a number in (0, 1].
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "expected a share of ARM's read budget between 0 (exclusive) and 1, e.g. 0.5; got {text:?}"
+        )),
+    }
 }
 
 impl ArmArgs {
@@ -42,28 +57,38 @@ impl ArmArgs {
     pub fn client(&self) -> Result<ReadOnlyArm<ArmClient>, String> {
         arm_client(&self.arm_endpoint, self.arm_audience.clone()).map(ReadOnlyArm)
     }
+
+    /// [`ArmArgs::client`] with its reads paced to `--read-share` of each subscription's
+    /// budget, and a progress bar on stderr when it is a terminal and the output is not JSON.
+    pub fn paced_client(&self) -> Result<paced::PacedArm<ReadOnlyArm<ArmClient>>, String> {
+        use std::io::IsTerminal;
+        let progress = !self.json && std::io::stderr().is_terminal();
+        Ok(paced::PacedArm::new(
+            self.client()?,
+            self.read_share,
+            progress,
+        ))
+    }
 }
 
 /// An ARM client with the process's credential (managed identity, else developer tools); the
 /// read-only commands wrap it in [`ReadOnlyArm`], `restore` writes with it.
 pub fn arm_client(arm_endpoint: &str, arm_audience: Option<String>) -> Result<ArmClient, String> {
-    {
-        let env = |k: &str| std::env::var(k).ok();
-        let options = CredentialOptions {
-            loopback_only: false,
-            allow_developer_tools: true,
-            retry: None,
-        };
-        let (credential, choice) = credential_from_env(&env, &options).map_err(|e| {
+    let env = |k: &str| std::env::var(k).ok();
+    let options = CredentialOptions {
+        loopback_only: false,
+        allow_developer_tools: true,
+        retry: None,
+    };
+    let (credential, choice) = credential_from_env(&env, &options).map_err(|e| {
             format!("no Azure credential: {e}\n  run `az login`, or set IDENTITY_ENDPOINT and IDENTITY_HEADER (managed identity)")
         })?;
-        tracing::info!(credential = %choice, "credential chosen");
-        // The flags are the one source here: clap fills them from VMRP_ARM_ENDPOINT and
-        // VMRP_ARM_AUDIENCE when they are not given, so the environment is not read twice.
-        let endpoint = parse_endpoint("--arm-endpoint", arm_endpoint).map_err(|e| e.to_string())?;
-        let config = ArmClientConfig::new(endpoint, arm_audience, credential);
-        ArmClient::new(config).map_err(|e| e.to_string())
-    }
+    tracing::info!(credential = %choice, "credential chosen");
+    // The flags are the one source here: clap fills them from VMRP_ARM_ENDPOINT and
+    // VMRP_ARM_AUDIENCE when they are not given, so the environment is not read twice.
+    let endpoint = parse_endpoint("--arm-endpoint", arm_endpoint).map_err(|e| e.to_string())?;
+    let config = ArmClientConfig::new(endpoint, arm_audience, credential);
+    ArmClient::new(config).map_err(|e| e.to_string())
 }
 
 /// Wraps an [`Arm`] so that every write fails before reaching ARM: what `plan` and `status`
@@ -146,6 +171,9 @@ impl<A: Arm> Arm for ReadOnlyArm<A> {
     }
     fn rate_limits(&self) -> RateLimits {
         self.0.rate_limits()
+    }
+    fn rate_limits_for(&self, subscription: &str) -> RateLimits {
+        self.0.rate_limits_for(subscription)
     }
 }
 

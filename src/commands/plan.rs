@@ -509,10 +509,12 @@ pub async fn run(args: PlanArgs) -> Result<std::process::ExitCode, String> {
     let pacing = crate::functions::Tuning::from_settings(&|k: &str| std::env::var(k).ok())
         .map_err(|e| e.to_string())?
         .pacing;
-    let arm = args.arm.client()?;
-    let planned = plan_with(&arm, &policy, &timer, at, &subscriptions, &pacing)
-        .await
-        .map_err(super::arm_failed)?;
+    // Paced: at 5,000 VMs the collection and disk reads would drain the subscription's read
+    // bucket the handlers share (src/commands/paced.rs).
+    let arm = args.arm.paced_client()?;
+    let planned = plan_with(&arm, &policy, &timer, at, &subscriptions, &pacing).await;
+    arm.finish();
+    let planned = planned.map_err(super::arm_failed)?;
     if let Some(note) = &planned.clock_note {
         eprintln!("vmrp plan: {note}");
     }

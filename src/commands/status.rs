@@ -470,11 +470,13 @@ pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
     let schedule = Schedule::parse(&args.schedule).map_err(|e| e.to_string())?;
     let at = super::parse_at(args.at.as_deref())?;
     let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, policy.as_ref())?;
-    let arm = args.arm.client()?;
+    // Paced: at 5,000 VMs the collection reads would drain the subscription's read bucket the
+    // handlers share (src/commands/paced.rs).
+    let arm = args.arm.paced_client()?;
     loop {
-        let (inventory, failures) = super::gather_each(&arm, &subscriptions)
-            .await
-            .map_err(super::arm_failed)?;
+        let gathered = super::gather_each(&arm, &subscriptions).await;
+        arm.finish();
+        let (inventory, failures) = gathered.map_err(super::arm_failed)?;
         let (now, note) = super::judge_moment(
             at,
             crate::azure::Arm::rate_limits(&arm).date,

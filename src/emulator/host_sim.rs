@@ -3139,10 +3139,16 @@ S(("127.0.0.1", port), H).serve_forever()
             [
                 "CreateRestorePoint",
                 "OnVmChanged",
+                "PlanRestorePoints",
                 "PollRestorePoint",
                 "ScheduleRestorePoints",
                 "StartCrossRegionCopy"
             ]
+        );
+        // The timer's fan-out queue routes to the planning function.
+        assert!(
+            matches!(&app.function("PlanRestorePoints").unwrap().trigger,
+            Trigger::ServiceBus { binding, queue, binary: false } if binding == "msg" && queue == "rp-plan")
         );
         assert_eq!(app.host.function_timeout, Some(time::Duration::minutes(10)));
         assert_eq!(app.host.max_concurrent_calls, 16);

@@ -1,9 +1,10 @@
-//! The five functions. Each is `pub async fn handle(Invocation<T>, &Deps) -> Result<Outcome, HandlerError>`,
+//! The six functions. Each is `pub async fn handle(Invocation<T>, &Deps) -> Result<Outcome, HandlerError>`,
 //! with I/O only through [`Deps`], so the same code runs under the Functions host, under
 //! `vmrp local`, and in unit tests with fakes.
 
 pub mod create_restore_point;
 pub mod on_vm_changed;
+pub mod plan_restore_points;
 pub mod poll_restore_point;
 pub mod schedule_restore_points;
 pub mod start_cross_region_copy;
@@ -26,8 +27,10 @@ pub const CREATE_RESTORE_POINT: &str = "CreateRestorePoint";
 pub const START_CROSS_REGION_COPY: &str = "StartCrossRegionCopy";
 pub const POLL_RESTORE_POINT: &str = "PollRestorePoint";
 pub const ON_VM_CHANGED: &str = "OnVmChanged";
-pub const ALL: [&str; 5] = [
+pub const PLAN_RESTORE_POINTS: &str = "PlanRestorePoints";
+pub const ALL: [&str; 6] = [
     SCHEDULE_RESTORE_POINTS,
+    PLAN_RESTORE_POINTS,
     CREATE_RESTORE_POINT,
     START_CROSS_REGION_COPY,
     POLL_RESTORE_POINT,

@@ -245,7 +245,9 @@ async fn send_retry(deps: &Deps, req: &PollRequest, retry: u32) -> Result<Sent, 
     let id = match &message {
         QueueMessage::Create(c) => support::create_message_id(c),
         QueueMessage::Copy(c) => support::copy_message_id(c),
-        QueueMessage::Poll(_) => unreachable!("retries are creates or copies"),
+        QueueMessage::Poll(_) | QueueMessage::Plan(_) => {
+            unreachable!("retries are creates or copies")
+        }
     };
     Ok(support::send(deps, id, message, None).await?)
 }

@@ -1,5 +1,8 @@
-//! ScheduleRestorePoints (timer): find the tick, list the target VMs, plan, send one paced create
-//! per VM (docs/architecture.md, "Flow"), then delete orphan collections whose grace period has passed.
+//! ScheduleRestorePoints (timer) and the planning it fans out to: the timer finds the tick and
+//! sends one `rp-plan` message per subscription of the policy's scopes; PlanRestorePoints
+//! (src/functions/plan_restore_points.rs) then lists that subscription's target VMs, plans,
+//! sends one paced create per VM (docs/architecture.md, "Flow" and "Fan-out per subscription"),
+//! and deletes that subscription's orphan collections whose grace period has passed.
 //!
 //! The tick is the latest occurrence of `VMRP_SCHEDULE` at or before `now`, so a late or repeated
 //! run names the same points and sends the same message ids. Targets are the union of every
@@ -15,10 +18,11 @@ use time::OffsetDateTime;
 use super::support::{self, TAG_ORPHANED_AT, TAG_VM};
 use super::{Deps, HandlerError};
 use crate::azure::models::{RestorePointCollection, VirtualMachine};
+use crate::azure::{OutgoingMessage, Queue};
 use crate::azure::{ResourceId, VmScope};
 use crate::events::TimerEvent;
 use crate::invocation::{Invocation, Outcome, Sent, Status};
-use crate::messages::{CollectionSeen, ListedVm};
+use crate::messages::{CollectionSeen, ListedVm, PlanRequest, QueueMessage};
 use crate::plan::{self, PlanTarget};
 use crate::policy::{DiskInfo, Policy, Rule};
 use crate::schedule::Schedule;
@@ -49,15 +53,41 @@ pub struct TickPlan {
     pub coverage: Vec<crate::coverage::CoverageLine>,
 }
 
-/// Plans the tick a timer run at `now` belongs to; `None` when the schedule has no occurrence
-/// at or before `now`.
+/// Plans the tick a timer run at `now` belongs to, over the whole estate (every subscription
+/// in one plan: `vmrp bench` and tests compare it with the fan-out); `None` when the schedule
+/// has no occurrence at or before `now`.
 pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPlan>, HandlerError> {
-    let timer = Schedule::parse(&deps.schedule)
-        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
+    let timer = timer_schedule(deps)?;
     let Some(tick) = timer.latest_at_or_before(now) else {
         return Ok(None);
     };
-    let (scopes, explicit) = scopes(&deps.policy);
+    plan_tick_in(deps, &timer, tick, now, None).await.map(Some)
+}
+
+/// The timer's schedule (`VMRP_SCHEDULE`), parsed.
+pub(crate) fn timer_schedule(deps: &Deps) -> Result<Schedule, HandlerError> {
+    Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))
+}
+
+/// Plans `tick` for the policy's scopes inside `subscription` (lowercase; every scope when
+/// `None`): lists them, measures their coverage, and paces the creates from that
+/// subscription's bucket. ARM's buckets are per subscription and the planner paces each
+/// subscription on its own, so the union of the per-subscription plans is the whole-estate
+/// plan (same items, same message ids); only `start` differs, each invocation counting from
+/// its own listings.
+pub async fn plan_tick_in(
+    deps: &Deps,
+    timer: &Schedule,
+    tick: OffsetDateTime,
+    now: OffsetDateTime,
+    subscription: Option<&str>,
+) -> Result<TickPlan, HandlerError> {
+    let (mut scopes, mut explicit) = scopes(&deps.policy);
+    if let Some(sub) = subscription {
+        scopes.retain(|s| scope_subscription(s).eq_ignore_ascii_case(sub));
+        explicit.retain(|vm| vm.subscription().eq_ignore_ascii_case(sub));
+    }
     let (vms, failures) = list_targets(deps, &scopes, explicit).await;
     let seen = list_surroundings(deps, &scopes, &vms).await;
     let mut unmatched = 0;
@@ -90,7 +120,7 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         })
         .collect();
     // Measured before pacing: its reads come out of the same bucket as the creates'.
-    let coverage = measure_coverage(deps, &targets, &vms, &seen, &timer, now).await;
+    let coverage = measure_coverage(deps, &targets, &vms, &seen, timer, now).await;
     // The listings spent reads: plan each subscription with what ARM last said is left in
     // that subscription's bucket (one subscription's headers say nothing of another's).
     let mut pacing = deps.tuning.pacing.clone();
@@ -114,8 +144,8 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         .date
         .map_or(now, |d| (d + time::Duration::SECOND).max(now));
     let start = sending_at.max(tick);
-    let plan = plan::plan_tick_from(tick, start, &timer, &targets, &pacing);
-    Ok(Some(TickPlan {
+    let plan = plan::plan_tick_from(tick, start, timer, &targets, &pacing);
+    Ok(TickPlan {
         tick,
         start,
         plan,
@@ -125,23 +155,41 @@ pub async fn plan_for(deps: &Deps, now: OffsetDateTime) -> Result<Option<TickPla
         failures,
         listings: seen,
         coverage,
-    }))
+    })
 }
 
+/// The subscriptions the policy's scopes reach (lowercase, sorted): one planning invocation
+/// each. A resource group or an explicit VM brings its subscription.
+pub fn subscriptions(policy: &Policy) -> BTreeSet<String> {
+    let (scopes, explicit) = scopes(policy);
+    scopes
+        .iter()
+        .map(|s| scope_subscription(s).to_ascii_lowercase())
+        .chain(
+            explicit
+                .iter()
+                .map(|vm| vm.subscription().to_ascii_lowercase()),
+        )
+        .collect()
+}
+
+fn scope_subscription(scope: &VmScope) -> &str {
+    match scope {
+        VmScope::Subscription(sub) => sub,
+        VmScope::ResourceGroup { subscription, .. } => subscription,
+    }
+}
+
+/// The timer: finds the tick and hands each subscription of the policy's scopes its own
+/// planning invocation (one `rp-plan` message per subscription, id from subscription and
+/// tick, so a replayed or repeated run of the tick enqueues nothing new within Service Bus's
+/// duplicate detection window). It reads nothing from ARM: the listings, pacing and creates run
+/// per subscription in PlanRestorePoints, in parallel on the platform's instances, and no
+/// process holds the whole estate (docs/architecture.md, "Fan-out per subscription").
 pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome, HandlerError> {
     let now = inv.context.now;
-    let Some(TickPlan {
-        tick,
-        start,
-        plan,
-        listed,
-        unmatched,
-        backup_skipped,
-        failures,
-        listings,
-        coverage,
-    }) = plan_for(deps, now).await?
-    else {
+    let timer = timer_schedule(deps)?;
+    let Some(tick) = timer.latest_at_or_before(now) else {
         return Ok(Outcome::new(
             Status::Skipped,
             format!(
@@ -151,6 +199,67 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
             ),
         ));
     };
+    let subs = subscriptions(&deps.policy);
+    let messages: Vec<OutgoingMessage> = subs.iter().map(|sub| plan_message(sub, tick)).collect();
+    let sent: Vec<Sent> = messages
+        .iter()
+        .map(|m| Sent {
+            queue: m.queue.name(),
+            message_id: m.message_id.clone(),
+            not_before: m.not_before,
+        })
+        .collect();
+    deps.scheduler.send_batch(messages).await?;
+    let summary = if subs.is_empty() {
+        format!(
+            "tick {}: the policy names no subscription, resource group or VM: nothing to plan",
+            rfc3339(tick)
+        )
+    } else {
+        format!(
+            "tick {}: {} subscription(s) handed to {} ({})",
+            rfc3339(tick),
+            subs.len(),
+            super::PLAN_RESTORE_POINTS,
+            subs.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    tracing::info!(tick = %rfc3339(tick), subscriptions = subs.len(), past_due = inv.event.is_past_due, "{summary}");
+    Ok(Outcome::new(Status::Done, summary).with_sent(sent))
+}
+
+/// The `rp-plan` message for `subscription` and `tick`, sent now under an id derived from both.
+pub fn plan_message(subscription: &str, tick: OffsetDateTime) -> OutgoingMessage {
+    let subscription = subscription.to_ascii_lowercase();
+    OutgoingMessage {
+        queue: Queue::Plan,
+        message_id: crate::names::message_id("plan", &subscription, tick, 0),
+        body: QueueMessage::Plan(PlanRequest { subscription, tick }).encode(),
+        not_before: None,
+    }
+}
+
+/// Plans `tick` for `subscription` and sends its creates (PlanRestorePoints' work once the
+/// message is checked), then deletes that subscription's expired orphan collections and
+/// emits its coverage signal.
+pub(crate) async fn plan_and_send(
+    deps: &Deps,
+    timer: &Schedule,
+    tick: OffsetDateTime,
+    now: OffsetDateTime,
+    subscription: &str,
+) -> Result<Outcome, HandlerError> {
+    let TickPlan {
+        tick,
+        start,
+        plan,
+        listed,
+        unmatched,
+        backup_skipped,
+        failures,
+        listings,
+        coverage,
+    } = plan_tick_in(deps, timer, tick, now, Some(subscription)).await?;
     for item in plan
         .items
         .iter()
@@ -170,6 +279,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         let sample: Vec<&str> = left_out.iter().take(5).map(|i| i.vm.as_str()).collect();
         tracing::warn!(
             tick = %rfc3339(tick),
+            subscription,
             left_out = left_out.len(),
             sample = %sample.join(" "),
             reason = %first.reason,
@@ -194,10 +304,10 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     let last = messages.iter().filter_map(|m| m.not_before).max();
     deps.scheduler.send_batch(messages).await?;
 
-    let orphans = delete_expired_orphans(deps, &listings, now).await;
-    crate::coverage::emit(&coverage, tick);
+    let orphans = delete_expired_orphans(deps, &listings, now, subscription).await;
+    crate::coverage::emit(&coverage, tick, Some(subscription));
     let summary = format!(
-        "tick {}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}{}){}{}",
+        "tick {} in subscription {subscription}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}{}){}{}",
         rfc3339(tick),
         rfc3339(start),
         last.map(|l| format!(" to {}", rfc3339(l))).unwrap_or_default(),
@@ -228,7 +338,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     } else {
         Status::Reported
     };
-    tracing::info!(tick = %rfc3339(tick), creates, left_out, past_due = inv.event.is_past_due, "{summary}");
+    tracing::info!(tick = %rfc3339(tick), subscription, creates, left_out, "{summary}");
     Ok(Outcome::new(status, summary).with_sent(sent))
 }
 
@@ -566,7 +676,12 @@ fn policy_lists(scopes: &[VmScope], vm: &ResourceId) -> bool {
 /// re-create) is cleared with a warning. A mark dated in the future or unreadable is re-stamped
 /// with `now`, so it can neither hold a collection for good nor expire early. Returns a summary
 /// fragment.
-async fn delete_expired_orphans(deps: &Deps, listings: &Listings, now: OffsetDateTime) -> String {
+async fn delete_expired_orphans(
+    deps: &Deps,
+    listings: &Listings,
+    now: OffsetDateTime,
+    subscription: &str,
+) -> String {
     let Some(days) = deps.policy.orphans.expire_after_days else {
         return String::new();
     };
@@ -576,7 +691,10 @@ async fn delete_expired_orphans(deps: &Deps, listings: &Listings, now: OffsetDat
     };
     let mut deleted = 0;
     let mut cleared = 0;
-    'scopes: for scope in support::collection_scopes(&deps.policy) {
+    'scopes: for scope in support::collection_scopes(&deps.policy)
+        .into_iter()
+        .filter(|s| scope_subscription(s).eq_ignore_ascii_case(subscription))
+    {
         let listed = match listings.collections_in(&scope) {
             Some(c) => Ok(c),
             None => deps.arm.list_collections_in(&scope).await,

@@ -28,7 +28,7 @@ use crate::azure::Queue;
 use crate::events::{ResourceEvent, TimerEvent};
 use crate::functions::{Deps, HandlerError};
 use crate::invocation::{Context, Invocation, Outcome, Sent, Status};
-use crate::messages::{CopyRequest, CreateRequest, PollRequest, QueueMessage};
+use crate::messages::{CopyRequest, CreateRequest, PlanRequest, PollRequest, QueueMessage};
 
 /// The largest request body accepted. vmrp's messages are under 2 KiB and ARM events a few KiB;
 /// Service Bus standard caps messages at 256 KiB. Anything bigger is not ours.
@@ -92,6 +92,16 @@ impl QueueBody for CopyRequest {
     fn from_message(message: QueueMessage) -> Option<Self> {
         match message {
             QueueMessage::Copy(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+impl QueueBody for PlanRequest {
+    const QUEUE: Queue = Queue::Plan;
+    fn from_message(message: QueueMessage) -> Option<Self> {
+        match message {
+            QueueMessage::Plan(m) => Some(m),
             _ => None,
         }
     }
@@ -201,12 +211,15 @@ impl Function {
     }
 }
 
-/// vmrp's five functions, wired to their handlers.
+/// vmrp's six functions, wired to their handlers.
 pub fn functions() -> Vec<Function> {
     use crate::functions::*;
     vec![
         Function::timer(SCHEDULE_RESTORE_POINTS, |inv, deps| async move {
             schedule_restore_points::handle(inv, &deps).await
+        }),
+        Function::queue(PLAN_RESTORE_POINTS, |inv, deps| async move {
+            plan_restore_points::handle(inv, &deps).await
         }),
         Function::queue(CREATE_RESTORE_POINT, |inv, deps| async move {
             create_restore_point::handle(inv, &deps).await
@@ -228,7 +241,7 @@ struct AppState {
     functions: BTreeMap<String, Function>,
 }
 
-/// The router for vmrp's five functions.
+/// The router for vmrp's six functions.
 pub fn app(deps: Deps) -> Router {
     app_with(deps, functions())
 }
