@@ -234,6 +234,9 @@ pub enum Explanation {
     TimerRunFailed,
     /// Only the emulator's state tells: the point exists but never settled.
     PointState,
+    /// The timer's plan said before the tick that the VM does not fit before the tick's
+    /// supersede cut-off (`Plan::left_out`, carried in the timer's outcome as `leftOut`).
+    LeftOutByPlan,
     /// Nothing explains it.
     Unexplained,
 }
@@ -254,6 +257,7 @@ fn explanation_label(e: Explanation) -> &'static str {
         Explanation::Reported => "reported",
         Explanation::TimerRunFailed => "timer run failed",
         Explanation::PointState => "seen in ARM",
+        Explanation::LeftOutByPlan => "planned beforehand",
         Explanation::Unexplained => "unexplained",
     }
 }
@@ -278,6 +282,11 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
             false,
         ),
         ("superseded", "superseded by a newer copy", false),
+        (
+            "did not fit the tick's window",
+            "did not fit the tick's window (planned beforehand)",
+            false,
+        ),
         ("gave up after", "gave up after reschedules", false),
         ("timer run for this tick failed", "timer run failed", false),
         ("already exists", "name already taken", false),
@@ -340,8 +349,9 @@ pub struct LocalReport {
 /// could hold, or the point was superseded (a create too close to the next tick, a copy older
 /// than one already copied). Anything else under faults is a lost point.
 pub fn missing_by_design(m: &Missing) -> bool {
-    m.explained_by == Explanation::Reported
-        && (reason_class(&m.reason).1
+    m.explained_by == Explanation::LeftOutByPlan
+        || m.explained_by == Explanation::Reported
+            && (reason_class(&m.reason).1
             // create_restore_point's and start_cross_region_copy's own wording.
             || m.reason.contains("): superseded by it")
             || m.reason.contains(" is newer and already copied"))
@@ -1189,6 +1199,31 @@ fn build_report(
             }
         }
     }
+    // VMs the timer's plan left out of a tick (its outcome's `leftOut`), by (VM name, tick).
+    let mut left_out: BTreeMap<(String, OffsetDateTime), String> = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
+    {
+        let items = r
+            .response
+            .as_ref()
+            .and_then(|v| v["ReturnValue"]["leftOut"].as_array().cloned())
+            .unwrap_or_default();
+        for item in items {
+            let (Some(vm), Some(tick), Some(reason)) = (
+                item["vm"].as_str(),
+                item["tick"].as_str().and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                }),
+                item["reason"].as_str(),
+            ) else {
+                continue;
+            };
+            let name = vm.rsplit('/').next().unwrap_or(vm).to_string();
+            left_out.insert((name, tick), reason.to_string());
+        }
+    }
     // The tick window an invocation belongs to when its summary names no point: from its tick
     // to the next one (the last tick's window stays open).
     let window_of = |tick: OffsetDateTime| -> (OffsetDateTime, OffsetDateTime) {
@@ -1224,6 +1259,13 @@ fn build_report(
                       tick: OffsetDateTime,
                       copy: bool|
      -> (String, Explanation) {
+        // Said before the tick ran: the VM's point (and so its copies) did not fit the window.
+        if let Some(why) = left_out.get(&(vm.to_string(), tick)) {
+            return (
+                format!("did not fit the tick's window (planned beforehand): {why}"),
+                Explanation::LeftOutByPlan,
+            );
+        }
         let stem = names::restore_point_name(tick, 0);
         let (from, to) = window_of(tick);
         let candidates: Vec<&(String, OffsetDateTime, String)> = reported

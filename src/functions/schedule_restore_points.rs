@@ -158,6 +158,14 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
             tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "does not fit this tick");
         }
     }
+    let left_out_records: Vec<crate::invocation::LeftOut> = left_out
+        .iter()
+        .map(|i| crate::invocation::LeftOut {
+            vm: i.vm.to_string(),
+            tick,
+            reason: i.reason.clone(),
+        })
+        .collect();
     let left_out = left_out.len();
     let messages = plan.messages(start);
     let sent: Vec<Sent> = messages
@@ -198,7 +206,9 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         Status::Reported
     };
     tracing::info!(tick = %rfc3339(tick), creates, left_out, past_due = inv.event.is_past_due, "{summary}");
-    Ok(Outcome::new(status, summary).with_sent(sent))
+    Ok(Outcome::new(status, summary)
+        .with_sent(sent)
+        .with_left_out(left_out_records))
 }
 
 /// The coverage signal (src/coverage.rs): per target VM and region, the newest settled point,
