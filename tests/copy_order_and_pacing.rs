@@ -398,3 +398,122 @@ async fn a_copy_reschedules_instead_of_calling_when_the_write_budget_is_low() {
     let again = the_copy(&w.bus.take());
     assert_eq!(again.attempt, 1);
 }
+
+// ------------------------------------------------------------------------------------------
+// The cache is an optimisation: a stale entry on one instance costs at most a read.
+// ------------------------------------------------------------------------------------------
+
+fn vm_event(kind: &str, subject: &ResourceId, id: &str) -> vmrp::events::ResourceEvent {
+    vmrp::events::ResourceEvent {
+        schema: vmrp::events::EventSchema::EventGrid,
+        id: id.into(),
+        event_type: format!("Microsoft.Resources.{kind}"),
+        subject: subject.to_string(),
+        event_time: Some(T0),
+        operation_name: None,
+        data: serde_json::Value::Null,
+    }
+}
+
+async fn on_event(deps: &Deps, e: vmrp::events::ResourceEvent, now: OffsetDateTime) -> Outcome {
+    functions::on_vm_changed::handle(
+        Invocation::new(e, Context::new(functions::ON_VM_CHANGED, now)),
+        deps,
+    )
+    .await
+    .expect("event handled")
+}
+
+fn orphan_mark(arm: &FakeArm, id: &ResourceId) -> Option<String> {
+    arm.collection(id)
+        .and_then(|c| c.tags)
+        .and_then(|t| t.get(functions::TAG_ORPHANED_AT).cloned())
+}
+
+/// Regression: instance B onboarded a VM (its cache knows the collection); the VM is deleted
+/// and instance A marks the collection orphaned; the VM is re-created under the same id and B
+/// gets the event. On the old code B skipped it ("already onboarded", from its cache): the
+/// re-created VM kept an orphan-marked collection. Now B reads the collection (one read) and,
+/// finding the mark, onboards again, which removes it.
+#[tokio::test]
+async fn an_orphan_mark_set_on_another_instance_is_not_hidden_by_the_cache() {
+    let w = world(rule_s1(&[]));
+    let build = || VmBuilder::new("s1", "rg", "vm1").location("eastus").build();
+    let vm = w.arm.add_vm(build());
+    let out = on_event(&w.b, vm_event("ResourceWriteSuccess", &vm, "e1"), T0).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.collection(&collection(&vm)).is_some());
+    w.bus.take();
+
+    w.arm.remove_vm(&vm);
+    let out = on_event(&w.a, vm_event("ResourceDeleteSuccess", &vm, "e2"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(orphan_mark(&w.arm, &collection(&vm)).is_some(), "marked");
+
+    w.arm.add_vm(build());
+    let out = on_event(&w.b, vm_event("ResourceWriteSuccess", &vm, "e3"), T0 + hours(2)).await;
+    assert_ne!(out.status, Status::Skipped, "{}", out.summary);
+    assert_eq!(
+        orphan_mark(&w.arm, &collection(&vm)),
+        None,
+        "the re-created VM's collection is no orphan"
+    );
+
+    // A fresh entry still saves the onboarding work: one collection read, no VM read, no write.
+    w.arm.clear_calls();
+    let out = on_event(&w.b, vm_event("ResourceWriteSuccess", &vm, "e4"), T0 + hours(3)).await;
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    let ops: Vec<&str> = w.arm.calls().iter().map(|c| c.op).collect();
+    assert_eq!(ops, vec![op::GET_COLLECTION]);
+}
+
+/// Regression: instance B's cache knows the VM's collection; it is deleted meanwhile (on
+/// another instance, or by hand) and the timer's listing, in B's next create, says it is
+/// missing. On the old code B believed its cache: the point PUT was refused (parent not found)
+/// and the create rescheduled. Now the listing wins: the collection is made again and the point
+/// created in the same invocation.
+#[tokio::test]
+async fn a_collection_the_listing_shows_missing_is_not_taken_from_the_cache() {
+    use vmrp::messages::{CollectionSeen, CreateRequest, ListedVm};
+    let w = world(rule_s1(&[]));
+    let built = VmBuilder::new("s1", "rg", "vm1").location("eastus").build();
+    let vm = w.arm.add_vm(built.clone());
+    let create = |tick: OffsetDateTime, listed: Option<CollectionSeen>| CreateRequest {
+        vm: vm.clone(),
+        tick,
+        rule: None,
+        consistency_mode: None,
+        exclude_disks: None,
+        copy_to: None,
+        retry: 0,
+        attempt: 0,
+        listed: listed.map(|collection| {
+            Box::new(ListedVm {
+                at: tick,
+                vm: built.clone(),
+                disks: Vec::new(),
+                collection: Some(collection),
+            })
+        }),
+    };
+    let run = |req: CreateRequest, now: OffsetDateTime| {
+        functions::create_restore_point::handle(
+            Invocation::new(req, Context::new(functions::CREATE_RESTORE_POINT, now)),
+            &w.b,
+        )
+    };
+    let out = run(create(T0, None), T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    w.arm.set_point_state(&point(&vm, T0), "Succeeded");
+    w.bus.take();
+
+    vmrp::azure::Arm::delete_collection(w.arm.as_ref(), &collection(&vm))
+        .await
+        .unwrap();
+    let t1 = T0 + hours(1);
+    let out = run(create(t1, Some(CollectionSeen::Missing)), t1)
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.point(&point(&vm, t1)).is_some());
+}

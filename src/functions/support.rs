@@ -402,7 +402,15 @@ pub async fn ensure_listed_collection(
     tags: Tags,
     seen: Option<CollectionSeen>,
 ) -> Result<ResourceId, EnsureError> {
-    if let Some(known) = deps.known.resolved(names) {
+    // The listing showed neither name: an entry this process still holds is stale (the
+    // collection was deleted, e.g. on another instance) and would only earn a refused point PUT
+    // and a reschedule. The listing wins; the PUT below is harmless if the cache was right.
+    if seen == Some(CollectionSeen::Missing) {
+        if let Some(stale) = deps.known.resolved(names) {
+            tracing::debug!(collection = %stale, "cached collection not in the timer's listing: ensured again");
+            deps.known.forget_collection(&stale);
+        }
+    } else if let Some(known) = deps.known.resolved(names) {
         return Ok(known);
     }
     match seen {
