@@ -154,7 +154,8 @@ async fn copies_handled_newest_first_on_two_instances_still_go_in_creation_order
     let waiting = the_copy(&sent);
     assert_eq!(waiting.source, point(&vm, t2));
     assert!(
-        sent.iter().any(|m| matches!(decode(m), QueueMessage::Poll(p)
+        sent.iter()
+            .any(|m| matches!(decode(m), QueueMessage::Poll(p)
             if p.target == copy_point(&vm, "westus2", t1) && p.role == Role::Copy)),
         "t1's copy is polled: {sent:?}"
     );
@@ -232,8 +233,9 @@ fn older_uncopied_picks_the_oldest_settled_point_between_the_newest_copy_and_our
     let local = |tick: OffsetDateTime, state: &str| {
         let mut p = RestorePoint::local(None, &[]);
         p.id = Some(point(&vm, tick).to_string());
-        p.properties.get_or_insert_with(Default::default).provisioning_state =
-            Some(state.into());
+        p.properties
+            .get_or_insert_with(Default::default)
+            .provisioning_state = Some(state.into());
         p
     };
     let copied = |tick: OffsetDateTime| {
@@ -245,11 +247,25 @@ fn older_uncopied_picks_the_oldest_settled_point_between_the_newest_copy_and_our
     let now = t(30);
     let ours = point(&vm, t(29));
     // (case, source points, target points, want)
-    let table: Vec<(&str, Vec<RestorePoint>, Vec<RestorePoint>, Option<OffsetDateTime>)> = vec![
-        ("nothing older", vec![local(t(29), "Succeeded")], vec![], None),
+    let table: Vec<(
+        &str,
+        Vec<RestorePoint>,
+        Vec<RestorePoint>,
+        Option<OffsetDateTime>,
+    )> = vec![
+        (
+            "nothing older",
+            vec![local(t(29), "Succeeded")],
+            vec![],
+            None,
+        ),
         (
             "two older uncopied: the oldest",
-            vec![local(t(27), "Succeeded"), local(t(28), "Succeeded"), local(t(29), "Succeeded")],
+            vec![
+                local(t(27), "Succeeded"),
+                local(t(28), "Succeeded"),
+                local(t(29), "Succeeded"),
+            ],
             vec![],
             Some(t(27)),
         ),
@@ -265,7 +281,12 @@ fn older_uncopied_picks_the_oldest_settled_point_between_the_newest_copy_and_our
             vec![copied(t(28))],
             None,
         ),
-        ("Failed: not copied", vec![local(t(28), "Failed")], vec![], None),
+        (
+            "Failed: not copied",
+            vec![local(t(28), "Failed")],
+            vec![],
+            None,
+        ),
         (
             "still creating: not copied",
             vec![local(t(28), "Creating")],
@@ -323,7 +344,8 @@ async fn a_poll_reschedules_instead_of_reading_when_the_read_budget_is_low() {
         .arm
         .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
     let target = copy_point(&vm, "westus2", T0);
-    w.arm.add_point(&target, "Creating", T0, Some(&point(&vm, T0)), &[10]);
+    w.arm
+        .add_point(&target, "Creating", T0, Some(&point(&vm, T0)), &[10]);
     let now = T0 + hours(1);
     w.arm.report_rate_limits_for(
         "s1",
@@ -336,7 +358,11 @@ async fn a_poll_reschedules_instead_of_reading_when_the_read_budget_is_low() {
     let out = poll(&w.a, copy_poll(&vm, &target, T0), now).await;
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
     assert!(out.summary.contains("budget"), "{}", out.summary);
-    assert_eq!(w.arm.count(op::GET_POINT), 0, "no GET while the bucket is low");
+    assert_eq!(
+        w.arm.count(op::GET_POINT),
+        0,
+        "no GET while the bucket is low"
+    );
     let sent = w.bus.take();
     assert_eq!(sent.len(), 1);
     let QueueMessage::Poll(next) = decode(&sent[0]) else {
@@ -446,12 +472,22 @@ async fn an_orphan_mark_set_on_another_instance_is_not_hidden_by_the_cache() {
     w.bus.take();
 
     w.arm.remove_vm(&vm);
-    let out = on_event(&w.a, vm_event("ResourceDeleteSuccess", &vm, "e2"), T0 + hours(1)).await;
+    let out = on_event(
+        &w.a,
+        vm_event("ResourceDeleteSuccess", &vm, "e2"),
+        T0 + hours(1),
+    )
+    .await;
     assert_eq!(out.status, Status::Done, "{}", out.summary);
     assert!(orphan_mark(&w.arm, &collection(&vm)).is_some(), "marked");
 
     w.arm.add_vm(build());
-    let out = on_event(&w.b, vm_event("ResourceWriteSuccess", &vm, "e3"), T0 + hours(2)).await;
+    let out = on_event(
+        &w.b,
+        vm_event("ResourceWriteSuccess", &vm, "e3"),
+        T0 + hours(2),
+    )
+    .await;
     assert_ne!(out.status, Status::Skipped, "{}", out.summary);
     assert_eq!(
         orphan_mark(&w.arm, &collection(&vm)),
@@ -461,7 +497,12 @@ async fn an_orphan_mark_set_on_another_instance_is_not_hidden_by_the_cache() {
 
     // A fresh entry still saves the onboarding work: one collection read, no VM read, no write.
     w.arm.clear_calls();
-    let out = on_event(&w.b, vm_event("ResourceWriteSuccess", &vm, "e4"), T0 + hours(3)).await;
+    let out = on_event(
+        &w.b,
+        vm_event("ResourceWriteSuccess", &vm, "e4"),
+        T0 + hours(3),
+    )
+    .await;
     assert_eq!(out.status, Status::Skipped, "{}", out.summary);
     let ops: Vec<&str> = w.arm.calls().iter().map(|c| c.op).collect();
     assert_eq!(ops, vec![op::GET_COLLECTION]);
