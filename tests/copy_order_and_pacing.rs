@@ -247,12 +247,13 @@ fn older_uncopied_picks_the_oldest_settled_point_between_the_newest_copy_and_our
     let now = t(30);
     let ours = point(&vm, t(29));
     // (case, source points, target points, want)
-    let table: Vec<(
-        &str,
+    type Case = (
+        &'static str,
         Vec<RestorePoint>,
         Vec<RestorePoint>,
         Option<OffsetDateTime>,
-    )> = vec![
+    );
+    let table: Vec<Case> = vec![
         (
             "nothing older",
             vec![local(t(29), "Succeeded")],
