@@ -441,19 +441,8 @@ impl ArmClient {
             match result {
                 Ok(rsp) => return Ok(rsp),
                 Err(e) if e.is_transient() && attempt < retry.max_attempts.max(1) => {
-                    let Some(delay) =
-                        retry.in_call_delay(attempt, e.retry_after, rand::random::<f64>())
-                    else {
-                        // Longer than an invocation should sleep: the handler puts its message
-                        // back for after ARM's Retry-After instead (the error carries it).
-                        tracing::info!(
-                            operation = op.label(),
-                            attempt,
-                            retry_after_s = e.retry_after.map(|d| d.as_secs()),
-                            "transient ARM failure; the wait is left to the caller"
-                        );
-                        return Err(e);
-                    };
+                    let delay =
+                        retry.delay_before_retry(attempt, e.retry_after, rand::random::<f64>());
                     tracing::warn!(
                         operation = op.label(),
                         attempt,

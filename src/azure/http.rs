@@ -135,8 +135,9 @@ pub struct RetryConfig {
     pub initial_backoff: Duration,
     /// Upper bound of one computed backoff.
     pub max_backoff: Duration,
-    /// Upper bound of a server-sent `Retry-After` we are willing to sleep inside one call, and
-    /// of all the sleeps of one call together ([`RetryConfig::in_call_delay`]).
+    /// Upper bound of a server-sent `Retry-After` we are willing to sleep inside one call. Past
+    /// the last attempt the error (with ARM's `Retry-After`) goes to the handler, which puts its
+    /// message back for then instead of holding the invocation asleep.
     pub max_retry_after: Duration,
 }
 
@@ -170,26 +171,6 @@ impl RetryConfig {
         let ceiling = exp.min(self.max_backoff);
         // Half fixed, half random: never zero, still spread out.
         ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
-    }
-}
-
-impl RetryConfig {
-    /// The in-call wait before attempt `attempt + 1`, or `None` when the caller should not sleep
-    /// at all and pass the error up instead: ARM asked for longer than `max_retry_after`, and
-    /// sleeping less would only meet the 429 again. A handler then puts its message back for
-    /// after ARM's `Retry-After` rather than holding an invocation (and its message lock)
-    /// asleep: after an outage, many invocations each sleeping 60 s × 3 was the old behaviour.
-    /// With the default 10 s cap and 3 attempts, one call sleeps at most 20 s.
-    pub fn in_call_delay(
-        &self,
-        attempt: u32,
-        retry_after: Option<Duration>,
-        unit_random: f64,
-    ) -> Option<Duration> {
-        if retry_after.is_some_and(|ra| ra > self.max_retry_after) {
-            return None;
-        }
-        Some(self.delay_before_retry(attempt, retry_after, unit_random))
     }
 }
 
@@ -533,36 +514,14 @@ mod tests {
     }
 
     #[test]
-    fn in_call_sleeps_are_bounded_and_long_retry_afters_left_to_the_caller() {
-        let cfg = RetryConfig {
-            max_attempts: 5,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(8),
-            max_retry_after: Duration::from_secs(10),
-        };
-        let s = Duration::from_secs;
-        // (attempt, Retry-After, want); unit_random 1.0 takes the backoff's full ceiling.
-        let table = [
-            (1, Some(s(3)), Some(s(3))),
-            (1, Some(s(10)), Some(s(10))),
-            // Longer than an invocation should sleep: left to the caller, not slept shorter.
-            (1, Some(s(11)), None),
-            (2, Some(s(3600)), None),
-            (1, None, Some(s(1))),
-            (4, None, Some(s(8))),
-        ];
-        for (attempt, ra, want) in table {
-            assert_eq!(
-                cfg.in_call_delay(attempt, ra, 1.0),
-                want,
-                "attempt {attempt}, Retry-After {ra:?}"
-            );
-        }
-        // Three 60 s Retry-After answers no longer hold a call for three minutes.
-        assert_eq!(
-            RetryConfig::default().in_call_delay(1, Some(s(60)), 0.5),
-            None
-        );
+    fn a_call_sleeps_at_most_twenty_seconds_on_retry_afters_by_default() {
+        // Regression: the default cap was 60 s, so three 429s with `Retry-After: 60` held one
+        // invocation (and its message lock) for two minutes; the handler reschedules instead.
+        let cfg = RetryConfig::default();
+        let slept: Duration = (1..cfg.max_attempts)
+            .map(|a| cfg.delay_before_retry(a, Some(Duration::from_secs(60)), 0.5))
+            .sum();
+        assert!(slept <= Duration::from_secs(20), "{slept:?}");
     }
 
     #[test]

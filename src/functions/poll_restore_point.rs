@@ -357,17 +357,14 @@ async fn prune(
     retention: &Retention,
     now: time::OffsetDateTime,
 ) -> Result<String, ArmError> {
-    // Pruning can always wait for the collection's next settled point: with the subscription's
-    // delete (or read) bucket low, as ARM last reported it, it is left for then.
+    // Pruning can wait for the collection's next settled point: with the subscription's delete
+    // bucket low, as ARM last reported it, it is left for then. (Not on a low read bucket: the
+    // poll that got here has just read, and a Failed point left behind waits for a newer one.)
     use super::pace::{Bucket, Pace};
     let cap = u32::try_from(deps.tuning.max_deletes_per_invocation).unwrap_or(u32::MAX);
     let key = support::poll_message_id(&req.target, req.tick, req.attempt);
     let sub = collection.subscription();
-    if cap > 0
-        && [(Bucket::Reads, 3), (Bucket::Deletes, cap)]
-            .into_iter()
-            .any(|(b, cost)| support::pace(deps, now, sub, b, cost, &key) != Pace::Go)
-    {
+    if cap > 0 && support::pace(deps, now, sub, Bucket::Deletes, cap, &key) != Pace::Go {
         return Ok("ARM budget low: pruning left for the next settled point".to_string());
     }
     let Some(c) = deps.arm.get_collection(collection, true).await? else {
