@@ -82,6 +82,21 @@ pub struct Outcome {
     pub summary: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sent: Vec<Sent>,
+    /// The timer's VMs that do not fit before the tick's supersede cut-off and get no point this
+    /// tick (`Plan::left_out`), said before the tick runs: a record a reader of the outcome (the
+    /// host simulation's report) can match, not only a log line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A VM the timer's plan left out of its tick, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftOut {
+    pub vm: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub tick: OffsetDateTime,
+    pub reason: String,
 }
 
 impl Outcome {
@@ -90,10 +105,15 @@ impl Outcome {
             status,
             summary: summary.into(),
             sent: Vec::new(),
+            left_out: Vec::new(),
         }
     }
     pub fn with_sent(mut self, sent: Vec<Sent>) -> Self {
         self.sent = sent;
+        self
+    }
+    pub fn with_left_out(mut self, left_out: Vec<LeftOut>) -> Self {
+        self.left_out = left_out;
         self
     }
 }

@@ -292,6 +292,9 @@ pub enum Explanation {
     /// The VM is one restore points do not support as the policy asks (`Rule::check_vm`, the
     /// check the timer's plan and `vmrp plan` run): no create was sent, by design.
     Unsupported,
+    /// The timer's plan said before the tick that the VM does not fit before the tick's
+    /// supersede cut-off (`Plan::left_out`, carried in the timer's outcome as `leftOut`).
+    LeftOutByPlan,
     /// Nothing explains it.
     Unexplained,
 }
@@ -313,6 +316,7 @@ fn explanation_label(e: Explanation) -> &'static str {
         Explanation::TimerRunFailed => "timer run failed",
         Explanation::PointState => "seen in ARM",
         Explanation::Unsupported => "unsupported, named by vmrp plan",
+        Explanation::LeftOutByPlan => "planned beforehand",
         Explanation::Unexplained => "unexplained",
     }
 }
@@ -346,6 +350,11 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
         (
             "background data copy",
             "waiting for the source's background data copy",
+            false,
+        ),
+        (
+            "did not fit the tick's window",
+            "did not fit the tick's window (planned beforehand)",
             false,
         ),
         ("gave up after", "gave up after reschedules", false),
@@ -411,6 +420,7 @@ pub struct LocalReport {
 /// than one already copied). Anything else under faults is a lost point.
 pub fn missing_by_design(m: &Missing) -> bool {
     m.explained_by == Explanation::Unsupported
+        || m.explained_by == Explanation::LeftOutByPlan
         || m.explained_by == Explanation::Reported
             && (reason_class(&m.reason).1
             // create_restore_point's and start_cross_region_copy's own wording.
@@ -534,20 +544,25 @@ pub fn fault_contract_violations(
             report.handler_kills
         ));
     }
-    let timer_failures: u64 = report
-        .invocations_by_function
-        .get(crate::functions::SCHEDULE_RESTORE_POINTS)
-        .map(|by| {
-            // build_report's labels for a host-side failure (`InvocationStatus`, lowercased).
-            by.iter()
-                .filter(|(s, _)| ["failed", "timedout", "protocolviolation"].contains(&s.as_str()))
-                .map(|(_, n)| n)
-                .sum()
-        })
-        .unwrap_or(0);
+    // The timer and the per-subscription planning it fans out to: a kill fails at most the run
+    // it lands in.
+    let timer_failures: u64 = [
+        crate::functions::SCHEDULE_RESTORE_POINTS,
+        crate::functions::PLAN_RESTORE_POINTS,
+    ]
+    .iter()
+    .filter_map(|f| report.invocations_by_function.get(*f))
+    .map(|by| {
+        // build_report's labels for a host-side failure (`InvocationStatus`, lowercased).
+        by.iter()
+            .filter(|(s, _)| ["failed", "timedout", "protocolviolation"].contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    })
+    .sum();
     if timer_failures > u64::from(kills) {
         out.push(format!(
-            "{timer_failures} timer runs failed with {kills} kills"
+            "{timer_failures} timer and planning runs failed with {kills} kills"
         ));
     }
     out
@@ -1320,6 +1335,32 @@ fn build_report(
             }
         }
     }
+    // VMs the tick's plan left out (PlanRestorePoints' outcome `leftOut`; a timer of the
+    // version before the fan-out planned in-process), by (VM name, tick).
+    let mut left_out: BTreeMap<(String, OffsetDateTime), String> = BTreeMap::new();
+    for r in records.iter().filter(|r| {
+        r.function == crate::functions::PLAN_RESTORE_POINTS
+            || r.function == crate::functions::SCHEDULE_RESTORE_POINTS
+    }) {
+        let items = r
+            .response
+            .as_ref()
+            .and_then(|v| v["ReturnValue"]["leftOut"].as_array().cloned())
+            .unwrap_or_default();
+        for item in items {
+            let (Some(vm), Some(tick), Some(reason)) = (
+                item["vm"].as_str(),
+                item["tick"].as_str().and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                }),
+                item["reason"].as_str(),
+            ) else {
+                continue;
+            };
+            let name = vm.rsplit('/').next().unwrap_or(vm).to_string();
+            left_out.insert((name, tick), reason.to_string());
+        }
+    }
     // The tick window an invocation belongs to when its summary names no point: from its tick
     // to the next one (the last tick's window stays open).
     let window_of = |tick: OffsetDateTime| -> (OffsetDateTime, OffsetDateTime) {
@@ -1355,6 +1396,13 @@ fn build_report(
                       tick: OffsetDateTime,
                       copy: bool|
      -> (String, Explanation) {
+        // Said before the tick ran: the VM's point (and so its copies) did not fit the window.
+        if let Some(why) = left_out.get(&(vm.to_string(), tick)) {
+            return (
+                format!("did not fit the tick's window (planned beforehand): {why}"),
+                Explanation::LeftOutByPlan,
+            );
+        }
         let stem = names::restore_point_name(tick, 0);
         let (from, to) = window_of(tick);
         let candidates: Vec<&(String, OffsetDateTime, String)> = reported

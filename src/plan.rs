@@ -96,7 +96,7 @@ pub struct Cost {
 
 impl Pacing {
     /// The share of a bucket and of its refill the plan may use.
-    fn share(&self) -> f64 {
+    pub fn share(&self) -> f64 {
         1.0 - self.reserve.clamp(0.0, 0.99)
     }
 

@@ -2319,7 +2319,9 @@ async fn the_timer_paces_each_subscription_by_its_own_read_budget() {
 
 /// Copies into a region go in creation order: once a newer tick's point is there, the older
 /// tick can never be copied, and that is reported (with the region and the newer point), not
-/// silently skipped, so the missing copy has its reason.
+/// silently skipped, so the missing copy has its reason. (An older point settled when the newer
+/// one's copy starts is copied first instead: tests/copy_order_and_pacing.rs; here t1 settles
+/// only after t2's copy started, e.g. a late retry.)
 #[tokio::test]
 async fn a_copy_overtaken_by_a_newer_one_is_reported_as_superseded() {
     let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
@@ -2329,12 +2331,12 @@ async fn a_copy_overtaken_by_a_newer_one_is_reported_as_superseded() {
     w.arm.add_collection(&collection(&vm), "eastus", &vm);
     let (t1, t2) = (T0, T0 + hours(1));
     w.arm
-        .add_point(&point(&vm, t1, 0), "Succeeded", t1, None, &[]);
-    w.arm
         .add_point(&point(&vm, t2, 0), "Succeeded", t2, None, &[]);
     let newer = copy(&w, copy_req(&point(&vm, t2, 0), Some(&vm), "westus2"), t2).await;
     assert_eq!(newer.status, Status::Done, "{}", newer.summary);
     w.bus.take();
+    w.arm
+        .add_point(&point(&vm, t1, 0), "Succeeded", t1, None, &[]);
 
     let late = copy(
         &w,

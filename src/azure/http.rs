@@ -135,7 +135,9 @@ pub struct RetryConfig {
     pub initial_backoff: Duration,
     /// Upper bound of one computed backoff.
     pub max_backoff: Duration,
-    /// Upper bound of a server-sent `Retry-After` we are willing to sleep inside one call.
+    /// Upper bound of a server-sent `Retry-After` we are willing to sleep inside one call. Past
+    /// the last attempt the error (with ARM's `Retry-After`) goes to the handler, which puts its
+    /// message back for then instead of holding the invocation asleep.
     pub max_retry_after: Duration,
 }
 
@@ -145,7 +147,7 @@ impl Default for RetryConfig {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(800),
             max_backoff: Duration::from_secs(20),
-            max_retry_after: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(10),
         }
     }
 }
@@ -509,6 +511,17 @@ mod tests {
             Duration::from_millis(300),
             "backoff is capped"
         );
+    }
+
+    #[test]
+    fn a_call_sleeps_at_most_twenty_seconds_on_retry_afters_by_default() {
+        // Regression: the default cap was 60 s, so three 429s with `Retry-After: 60` held one
+        // invocation (and its message lock) for two minutes; the handler reschedules instead.
+        let cfg = RetryConfig::default();
+        let slept: Duration = (1..cfg.max_attempts)
+            .map(|a| cfg.delay_before_retry(a, Some(Duration::from_secs(60)), 0.5))
+            .sum();
+        assert!(slept <= Duration::from_secs(20), "{slept:?}");
     }
 
     #[test]

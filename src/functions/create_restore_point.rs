@@ -48,6 +48,13 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
             }
         }
     }
+    // The timer paces the first tries it plans; every other create (a retry, a reschedule, an
+    // onboarding create from OnVmChanged) paces itself from the subscription's budget.
+    if req.attempt > 0 || req.retry > 0 || req.listed.is_none() {
+        if let Some(outcome) = paced(deps, &req, now).await? {
+            return Ok(outcome);
+        }
+    }
     let listed = req.listed.as_deref().filter(|l| {
         let fresh = now - l.at <= deps.tuning.listed_max_age;
         let same_vm = l.vm.resource_id().as_ref() == Some(&req.vm);
@@ -420,6 +427,48 @@ fn report(req: &CreateRequest, e: ArmError, what: &str) -> Result<Outcome, Handl
     Ok(Outcome::new(
         Status::Reported,
         format!("{}: {what} failed: {} {}", req.vm, e.code, e.message),
+    ))
+}
+
+/// Puts the create back (`attempt + 1`, the id any reschedule gets) when the subscription's
+/// buckets, as ARM last reported them, have no room for it (`functions::pace`): about four
+/// reads (VM, disks, collection) and two writes (collection, point).
+async fn paced(
+    deps: &Deps,
+    req: &CreateRequest,
+    now: time::OffsetDateTime,
+) -> Result<Option<Outcome>, HandlerError> {
+    use super::pace::{Bucket, Pace};
+    let key = support::create_message_id(req);
+    let sub = req.vm.subscription();
+    let wait = [(Bucket::Reads, 4), (Bucket::Writes, 2)]
+        .into_iter()
+        .filter_map(
+            |(bucket, cost)| match support::pace(deps, now, sub, bucket, cost, &key) {
+                Pace::Wait(d) => Some(d),
+                Pace::Go => None,
+            },
+        )
+        .max();
+    let Some(delay) = wait else {
+        return Ok(None);
+    };
+    let mut again = req.clone();
+    again.attempt = again.attempt.saturating_add(1);
+    let id = support::create_message_id(&again);
+    let sent = support::send(
+        deps,
+        id,
+        QueueMessage::Create(again),
+        Some(support::after(now, delay)),
+    )
+    .await?;
+    Ok(Some(
+        Outcome::new(
+            Status::Rescheduled,
+            format!("{}: ARM budget low; again in {}s", req.vm, delay.as_secs()),
+        )
+        .with_sent(vec![sent]),
     ))
 }
 

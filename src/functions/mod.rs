@@ -4,6 +4,7 @@
 
 pub mod create_restore_point;
 pub mod on_vm_changed;
+pub mod pace;
 pub mod plan_restore_points;
 pub mod poll_restore_point;
 pub mod schedule_restore_points;
@@ -11,8 +12,8 @@ pub mod start_cross_region_copy;
 mod support;
 
 pub use support::{
-    collection_scopes, KnownResources, Tuning, TuningError, ARM_SHARE_VAR, REPORT_TARGET,
-    TAG_ORPHANED_AT, TAG_RULE, TAG_VM, TUNING_SETTINGS,
+    collection_scopes, KnownResources, Tuning, TuningError, ARM_SHARE_VAR, PACE_INSTANCES_VAR,
+    REPORT_TARGET, TAG_ORPHANED_AT, TAG_RULE, TAG_VM, TUNING_SETTINGS,
 };
 
 use std::sync::Arc;

@@ -95,8 +95,20 @@ async fn onboard(
         .iter()
         .filter_map(|r| support::local_collection(vm_id, r).ok())
         .find_map(|c| deps.known.resolved(&c));
+    // The cache only saves work: another instance may have marked the collection orphaned (the
+    // VM was deleted, and this event is its re-creation) or deleted it. One read confirms it is
+    // there, of this VM and unmarked, before the event is skipped; otherwise onboarding runs.
     if let Some(c) = collection_guess {
-        return Ok(skip(format!("{vm_id} already onboarded ({c} known)")));
+        match deps.arm.get_collection(&c, false).await {
+            Ok(Some(found)) if support::is_ready_for(&found, vm_id) => {
+                return Ok(skip(format!("{vm_id} already onboarded ({c} known)")));
+            }
+            Ok(_) => {
+                tracing::info!(collection = %c, vm = %vm_id, "cached collection gone or marked orphaned: onboarding again");
+                deps.known.forget_collection(&c);
+            }
+            Err(e) => return arm_outcome("onboarding: reading the collection", vm_id, &e),
+        }
     }
     let vm = match deps.arm.get_vm(vm_id).await {
         Ok(Some(vm)) => vm,

@@ -52,6 +52,30 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         r.deadlines.max_retries
     });
 
+    // Paced like every ARM caller: when the subscription's read bucket, as ARM last reported
+    // it, has no room beside other tools' share and the other instances, the poll goes back on
+    // the queue (the next poll's id, as any requeue) instead of reading.
+    let key = support::poll_message_id(&req.target, req.tick, req.attempt);
+    if let super::pace::Pace::Wait(after) = support::pace(
+        deps,
+        now,
+        req.target.subscription(),
+        super::pace::Bucket::Reads,
+        1,
+        &key,
+    ) {
+        let sent = next_poll(deps, &req, now, after).await?;
+        return Ok(Outcome::new(
+            Status::Rescheduled,
+            format!(
+                "{}: ARM read budget low; poll {} in {}s",
+                req.target,
+                req.attempt.saturating_add(1),
+                after.as_secs()
+            ),
+        )
+        .with_sent(vec![sent]));
+    }
     // ARM's Retry-After on a successful GET is honoured too: the next poll waits at least that.
     let (point, retry_after) = match deps.arm.poll_restore_point(&req.target, true).await {
         Ok(answer) => answer,
@@ -335,6 +359,16 @@ async fn prune(
     retention: &Retention,
     now: time::OffsetDateTime,
 ) -> Result<String, ArmError> {
+    // Pruning can wait for the collection's next settled point: with the subscription's delete
+    // bucket low, as ARM last reported it, it is left for then. (Not on a low read bucket: the
+    // poll that got here has just read, and a Failed point left behind waits for a newer one.)
+    use super::pace::{Bucket, Pace};
+    let cap = u32::try_from(deps.tuning.max_deletes_per_invocation).unwrap_or(u32::MAX);
+    let key = support::poll_message_id(&req.target, req.tick, req.attempt);
+    let sub = collection.subscription();
+    if cap > 0 && support::pace(deps, now, sub, Bucket::Deletes, cap, &key) != Pace::Go {
+        return Ok("ARM budget low: pruning left for the next settled point".to_string());
+    }
     let Some(c) = deps.arm.get_collection(collection, true).await? else {
         return Ok("collection gone, nothing to prune".to_string());
     };

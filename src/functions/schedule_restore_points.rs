@@ -290,6 +290,14 @@ pub(crate) async fn plan_and_send(
             tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "does not fit this tick");
         }
     }
+    let left_out_records: Vec<crate::invocation::LeftOut> = left_out
+        .iter()
+        .map(|i| crate::invocation::LeftOut {
+            vm: i.vm.to_string(),
+            tick,
+            reason: i.reason.clone(),
+        })
+        .collect();
     let left_out = left_out.len();
     let messages = plan.messages(start);
     let sent: Vec<Sent> = messages
@@ -339,7 +347,9 @@ pub(crate) async fn plan_and_send(
         Status::Reported
     };
     tracing::info!(tick = %rfc3339(tick), subscription, creates, left_out, "{summary}");
-    Ok(Outcome::new(status, summary).with_sent(sent))
+    Ok(Outcome::new(status, summary)
+        .with_sent(sent)
+        .with_left_out(left_out_records))
 }
 
 /// The coverage signal (src/coverage.rs): per target VM and region, the newest settled point,

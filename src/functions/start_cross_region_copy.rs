@@ -37,6 +37,9 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         }
     };
     req.target_region = region.clone();
+    if let Some(outcome) = paced(deps, &req, now).await? {
+        return Ok(outcome);
+    }
     let source_collection = req.source.parent().ok_or_else(|| {
         HandlerError::Invalid(format!(
             "copy message field `source` must be a restore point id (…/restorePointCollections/{{c}}/restorePoints/{{p}}), got {}",
@@ -218,6 +221,21 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         }
     }
 
+    if let Some(outcome) = copy_oldest_first(
+        deps,
+        &req,
+        rule,
+        &vm,
+        &source_collection,
+        &target_collection,
+        &existing,
+        now,
+    )
+    .await?
+    {
+        return Ok(outcome);
+    }
+
     match deps
         .arm
         .create_restore_point(&target, &RestorePoint::copy_of(&req.source))
@@ -267,29 +285,219 @@ async fn wait(
     now: time::OffsetDateTime,
     why: String,
 ) -> Result<Outcome, HandlerError> {
-    let mut again = req.clone();
-    again.attempt = again.attempt.saturating_add(1);
-    if again.attempt > max_attempts(deps, rule) {
+    if req.attempt.saturating_add(1) > max_attempts(deps, rule) {
         return Ok(report(format!(
             "copy of {} waited {} times ({why}); giving up",
             req.source, req.attempt
         )));
     }
     let delay = poll::delay_before(Role::Copy, 2, &req.source, &deps.tuning.backoff);
-    let id = support::copy_message_id(&again);
-    let sent = support::send(
-        deps,
-        id,
-        QueueMessage::Copy(again),
-        Some(support::after(now, delay)),
-    )
-    .await?;
+    let sent = send_again(deps, req, now, delay).await?;
     tracing::info!(source = %req.source, delay_s = delay.as_secs(), "copy waits: {why}");
     Ok(Outcome::new(
         Status::Rescheduled,
         format!("copy of {} to {}: {why}", req.source, req.target_region),
     )
     .with_sent(vec![sent]))
+}
+
+/// How far back a copy looks for older settled points not copied yet. A copy message lags its
+/// point by the waits for earlier copies and transient reschedules (hours at most); an older
+/// uncopied point is one whose copy was given up or never asked for (copies configured later),
+/// and copying a day of such history first would only delay today's copy.
+const OLDER_LOOKBACK: time::Duration = time::Duration::hours(24);
+
+/// The oldest settled point of the source collection that has to be copied before `ours`:
+/// vmrp-named, `Succeeded`, of a tick older than ours but newer than every copy in the region
+/// (an older one can never be copied: copies go in creation order), not the source of a copy
+/// there yet, and of a tick no older than `OLDER_LOOKBACK`. `None`: ours is next.
+///
+/// This is what keeps copies in creation order across handler instances: whichever copy
+/// message an instance takes, it starts the oldest uncopied point first, so a message for a
+/// newer tick that arrives (or runs) before an older one's never makes the older one
+/// "superseded"; the older one's own message then finds its copy made (a replay).
+pub fn older_uncopied(
+    ours: &ResourceId,
+    source_points: &[RestorePoint],
+    target_points: &[RestorePoint],
+    now: time::OffsetDateTime,
+) -> Option<ResourceId> {
+    let tick_of = |id: &ResourceId| {
+        id.name()
+            .and_then(names::parse_restore_point_name)
+            .map(|(t, _)| t)
+    };
+    let our_tick = tick_of(ours)?;
+    let newest_copied = target_points
+        .iter()
+        .filter_map(point_id)
+        .filter_map(|id| tick_of(&id))
+        .max();
+    let copied: Vec<ResourceId> = target_points
+        .iter()
+        .filter_map(|p| ResourceId::parse(p.source_restore_point()?).ok())
+        .collect();
+    source_points
+        .iter()
+        .filter(|p| {
+            p.provisioning_state() == ProvisioningState::Succeeded
+                && p.source_restore_point().is_none()
+        })
+        .filter_map(|p| {
+            let id = point_id(p)?;
+            let tick = tick_of(&id)?;
+            let wanted = tick < our_tick
+                && newest_copied.is_none_or(|n| tick > n)
+                && now - tick <= OLDER_LOOKBACK
+                && !copied.contains(&id);
+            wanted.then_some((tick, id))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_str().cmp(b.1.as_str())))
+        .map(|(_, id)| id)
+}
+
+/// When the source collection holds an older settled point not copied to the region yet
+/// ([`older_uncopied`]), starts that copy (and its poll) instead of ours, and puts ours back to
+/// wait for it; `None` when ours is next. One more read: the source collection with its points.
+#[allow(clippy::too_many_arguments)]
+async fn copy_oldest_first(
+    deps: &Deps,
+    req: &CopyRequest,
+    rule: &Rule,
+    vm: &ResourceId,
+    source_collection: &ResourceId,
+    target_collection: &ResourceId,
+    existing: &[RestorePoint],
+    now: time::OffsetDateTime,
+) -> Result<Option<Outcome>, HandlerError> {
+    let source_points = match deps.arm.get_collection(source_collection, true).await {
+        Ok(Some(c)) => c.restore_points().to_vec(),
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            return transient_or_report(deps, req, now, e, "reading the source collection")
+                .await
+                .map(Some)
+        }
+    };
+    let Some(older) = older_uncopied(&req.source, &source_points, existing, now) else {
+        return Ok(None);
+    };
+    let first = CopyRequest {
+        source: older.clone(),
+        retry: 0,
+        attempt: 0,
+        ..req.clone()
+    };
+    let target = target_collection.child("restorePoints", &target_name(&first));
+    match deps
+        .arm
+        .create_restore_point(&target, &RestorePoint::copy_of(&older))
+        .await
+    {
+        Ok(_) => {}
+        // Another instance started the same copy: a replay, as for our own PUT.
+        Err(e) if e.status == Some(409) => match deps.arm.get_restore_point(&target, false).await {
+            Ok(Some(p)) if same_source(&p, &older) => {}
+            Ok(_) => {
+                return transient_or_report(deps, req, now, e, "copying an older point first")
+                    .await
+                    .map(Some)
+            }
+            Err(read) => {
+                return transient_or_report(
+                    deps,
+                    req,
+                    now,
+                    read,
+                    "reading the older point's copy after a 409",
+                )
+                .await
+                .map(Some)
+            }
+        },
+        Err(e) => {
+            return transient_or_report(deps, req, now, e, "copying an older point first")
+                .await
+                .map(Some)
+        }
+    }
+    tracing::info!(source = %req.source, older = %older, target = %target, region = %req.target_region,
+        "an older point was not copied yet: its copy goes first (creation order)");
+    let poll = schedule_first_poll(deps, &first, rule, vm, &target, now).await?;
+    let delay = poll::delay_before(Role::Copy, 2, &req.source, &deps.tuning.backoff);
+    let ours = send_again(deps, req, now, delay).await?;
+    Ok(Some(
+        Outcome::new(
+            Status::Rescheduled,
+            format!(
+                "copy of {} waits: the older {older} was not copied to {} yet and goes first",
+                req.source, req.target_region
+            ),
+        )
+        .with_sent(vec![poll, ours]),
+    ))
+}
+
+/// Reads a copy start spends (the source collection with its points, the source point, the
+/// target collection with its points, the newest copy's progress) and writes (the target
+/// collection and point PUTs).
+const COPY_READS: u32 = 5;
+const COPY_WRITES: u32 = 2;
+
+/// Puts the copy back (`attempt + 1`, the id any reschedule gets) when the subscription's
+/// buckets, as ARM last reported them, have no room for it (`functions::pace`).
+async fn paced(
+    deps: &Deps,
+    req: &CopyRequest,
+    now: time::OffsetDateTime,
+) -> Result<Option<Outcome>, HandlerError> {
+    use super::pace::{Bucket, Pace};
+    let key = support::copy_message_id(req);
+    let sub = req.source.subscription();
+    let wait = [(Bucket::Reads, COPY_READS), (Bucket::Writes, COPY_WRITES)]
+        .into_iter()
+        .filter_map(
+            |(bucket, cost)| match support::pace(deps, now, sub, bucket, cost, &key) {
+                Pace::Wait(d) => Some(d),
+                Pace::Go => None,
+            },
+        )
+        .max();
+    let Some(delay) = wait else {
+        return Ok(None);
+    };
+    let sent = send_again(deps, req, now, delay).await?;
+    Ok(Some(
+        Outcome::new(
+            Status::Rescheduled,
+            format!(
+                "copy of {}: ARM budget low; again in {}s",
+                req.source,
+                delay.as_secs()
+            ),
+        )
+        .with_sent(vec![sent]),
+    ))
+}
+
+/// Puts the copy back on its queue after `delay`, as `attempt + 1` (the id every reschedule of
+/// this copy gets, so a replayed invocation sends nothing new).
+async fn send_again(
+    deps: &Deps,
+    req: &CopyRequest,
+    now: time::OffsetDateTime,
+    delay: std::time::Duration,
+) -> Result<Sent, crate::azure::SendError> {
+    let mut again = req.clone();
+    again.attempt = again.attempt.saturating_add(1);
+    let id = support::copy_message_id(&again);
+    support::send(
+        deps,
+        id,
+        QueueMessage::Copy(again),
+        Some(support::after(now, delay)),
+    )
+    .await
 }
 
 /// Whether an existing target point is the copy of `source` (ids compare case-insensitively).

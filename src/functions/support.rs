@@ -20,6 +20,8 @@ use crate::policy::{DiskInfo, Policy, Rule};
 use crate::poll::{self, Backoff};
 use crate::schedule::Schedule;
 
+use super::pace::{self, Bucket, Pace, PaceInput};
+
 /// Tag on every collection vmrp creates: the policy rule that made it.
 pub const TAG_RULE: &str = "vmrp-rule";
 /// Tag on every collection vmrp creates: the VM id whose points it holds.
@@ -56,6 +58,10 @@ pub struct Tuning {
     /// Reads the timer may spend per run on the coverage signal (src/coverage.rs): about one per
     /// VM and region. VMs past the cap are reported as `unknown`.
     pub coverage_max_reads: usize,
+    /// How many handler instances may act on one subscription's budget reading at once: each
+    /// handler leaves that many calls of headroom above the floor other tools keep
+    /// (`functions::pace`).
+    pub pace_instances: u32,
 }
 
 impl Default for Tuning {
@@ -72,6 +78,7 @@ impl Default for Tuning {
             max_orphan_deletes_per_tick: 20,
             listed_max_age: Duration::from_secs(3600),
             coverage_max_reads: 2000,
+            pace_instances: 8,
         }
     }
 }
@@ -134,7 +141,15 @@ pub const TUNING_SETTINGS: &[(&str, &str, &str)] = &[
         "reads the timer may spend per run on the coverage signal",
         "2000",
     ),
+    (
+        PACE_INSTANCES_VAR,
+        "handler instances that may act on one subscription's ARM budget reading at once (headroom each handler leaves)",
+        "8",
+    ),
 ];
+
+/// The app setting for how many instances may act on one budget reading at once.
+pub const PACE_INSTANCES_VAR: &str = "VMRP_PACE_INSTANCES";
 
 /// The app setting for the share of ARM's budget vmrp may use.
 pub const ARM_SHARE_VAR: &str = "VMRP_ARM_SHARE";
@@ -237,6 +252,9 @@ impl Tuning {
         }
         if let Some(n) = count("VMRP_COVERAGE_MAX_READS", 0, 1_000_000)? {
             t.coverage_max_reads = n as usize;
+        }
+        if let Some(n) = count(PACE_INSTANCES_VAR, 1, 1000)? {
+            t.pace_instances = n as u32;
         }
         Ok(t)
     }
@@ -385,7 +403,15 @@ pub async fn ensure_listed_collection(
     seen: Option<CollectionSeen>,
     instant_access: bool,
 ) -> Result<ResourceId, EnsureError> {
-    if let Some(known) = deps.known.resolved(names) {
+    // The listing showed neither name: an entry this process still holds is stale (the
+    // collection was deleted, e.g. on another instance) and would only earn a refused point PUT
+    // and a reschedule. The listing wins; the PUT below is harmless if the cache was right.
+    if seen == Some(CollectionSeen::Missing) {
+        if let Some(stale) = deps.known.resolved(names) {
+            tracing::debug!(collection = %stale, "cached collection not in the timer's listing: ensured again");
+            deps.known.forget_collection(&stale);
+        }
+    } else if let Some(known) = deps.known.resolved(names) {
         return Ok(known);
     }
     match seen {
@@ -706,6 +732,35 @@ pub fn after(now: OffsetDateTime, delay: Duration) -> OffsetDateTime {
     time::Duration::try_from(delay).map_or(now, |d| now.saturating_add(d))
 }
 
+/// Whether a step about to spend `cost` calls of `bucket` in `subscription` may call ARM now,
+/// from the budget ARM last reported there ([`pace::decide`]); `key` (the message id) spreads
+/// the waits. Logged when it says wait.
+pub fn pace(
+    deps: &Deps,
+    now: OffsetDateTime,
+    subscription: &str,
+    bucket: Bucket,
+    cost: u32,
+    key: &str,
+) -> Pace {
+    let limits = deps.arm.rate_limits_for(subscription);
+    let input = PaceInput {
+        bucket,
+        remaining: bucket.remaining(&limits),
+        reported_at: limits.date,
+        now,
+        share: deps.tuning.pacing.share(),
+        instances: deps.tuning.pace_instances,
+        cost,
+    };
+    let decision = pace::decide(&input, key);
+    if let Pace::Wait(d) = decision {
+        tracing::info!(subscription, bucket = bucket.name(), remaining = ?input.remaining,
+            wait_s = d.as_secs(), "ARM budget low: message put back instead of calling ARM");
+    }
+    decision
+}
+
 /// Sends one message and returns what to put in the outcome.
 pub async fn send(
     deps: &Deps,
@@ -878,6 +933,7 @@ mod tuning_settings_tests {
             ("VMRP_DISK_CACHE_TTL_SECS", "600"),
             ("VMRP_LISTED_MAX_AGE_SECS", "1800"),
             ("VMRP_COVERAGE_MAX_READS", "50"),
+            (PACE_INSTANCES_VAR, "40"),
         ])
         .unwrap();
         assert_eq!(t.pacing.reserve, 0.5);
@@ -891,6 +947,7 @@ mod tuning_settings_tests {
         assert_eq!(t.disk_cache_ttl, Duration::from_secs(600));
         assert_eq!(t.listed_max_age, Duration::from_secs(1800));
         assert_eq!(t.coverage_max_reads, 50);
+        assert_eq!(t.pace_instances, 40);
         // The whole budget is allowed.
         assert_eq!(from(&[(ARM_SHARE_VAR, "1")]).unwrap().pacing.reserve, 0.0);
     }
@@ -909,6 +966,7 @@ mod tuning_settings_tests {
             ("VMRP_ONBOARD_FIRST_POINT", "yes", "true or false"),
             ("VMRP_RESCHEDULE_FIRST_SECS", "0", "1 to 3600"),
             ("VMRP_COVERAGE_MAX_READS", "1e9", "whole number"),
+            (PACE_INSTANCES_VAR, "0", "1 to 1000"),
         ];
         for (setting, value, words) in table {
             let e = from(&[(setting, value)]).unwrap_err();

@@ -1,0 +1,561 @@
+//! Correct across handler instances (issue "correct at scale"): every ARM caller paces itself
+//! from the budget ARM reported, copies into a region stay in creation order whichever instance
+//! handles which copy message, and the per-process cache is only an optimisation. Two `Deps`
+//! with separate caches over one FakeArm stand for two instances.
+
+use std::sync::Arc;
+
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+use vmrp::azure::{OutgoingMessage, RateLimits, ResourceId};
+use vmrp::functions::{self, Deps};
+use vmrp::invocation::{Context, Invocation, Outcome, Status};
+use vmrp::messages::{CopyRequest, PollRequest, QueueMessage, Role};
+use vmrp::names;
+use vmrp::policy::{CopyTarget, Rule};
+use vmrp::testing::{self, op, FakeArm, FakeScheduler, VmBuilder};
+
+const T0: OffsetDateTime = datetime!(2026-11-25 03:00:00 UTC);
+const HOURLY: &str = "0 0 * * * *";
+
+struct World {
+    arm: Arc<FakeArm>,
+    bus: Arc<FakeScheduler>,
+    /// Two handler instances: same ARM and queues, each its own cache.
+    a: Deps,
+    b: Deps,
+}
+
+fn rule_s1(copies: &[&str]) -> Rule {
+    let mut r = testing::rule("prod", 3);
+    r.targets.subscriptions = vec!["s1".into()];
+    r.copies = copies
+        .iter()
+        .map(|region| CopyTarget {
+            region: region.to_string(),
+            resource_group: None,
+            retention: None,
+        })
+        .collect();
+    r
+}
+
+fn world(rule: Rule) -> World {
+    let arm = Arc::new(FakeArm::new());
+    arm.set_now(T0);
+    let bus = Arc::new(FakeScheduler::new());
+    let policy = Arc::new(testing::policy(vec![rule]));
+    let a = Deps::new(arm.clone(), bus.clone(), policy.clone(), HOURLY);
+    let b = Deps::new(arm.clone(), bus.clone(), policy, HOURLY);
+    World { arm, bus, a, b }
+}
+
+fn hours(n: i64) -> time::Duration {
+    time::Duration::hours(n)
+}
+
+fn collection(vm: &ResourceId) -> ResourceId {
+    names::collection_id(vm, None).unwrap()
+}
+
+fn point(vm: &ResourceId, tick: OffsetDateTime) -> ResourceId {
+    collection(vm).child("restorePoints", &names::restore_point_name(tick, 0))
+}
+
+fn copy_point(vm: &ResourceId, region: &str, tick: OffsetDateTime) -> ResourceId {
+    names::copy_collection_id(vm, region, None)
+        .unwrap()
+        .child("restorePoints", &names::restore_point_name(tick, 0))
+}
+
+fn copy_req(source: &ResourceId, vm: &ResourceId, region: &str) -> CopyRequest {
+    CopyRequest {
+        source: source.clone(),
+        target_region: region.into(),
+        target_resource_group: None,
+        vm: Some(vm.clone()),
+        rule: Some("prod".into()),
+        retry: 0,
+        attempt: 0,
+    }
+}
+
+async fn copy(deps: &Deps, req: CopyRequest, now: OffsetDateTime) -> Outcome {
+    functions::start_cross_region_copy::handle(
+        Invocation::new(req, Context::new(functions::START_CROSS_REGION_COPY, now)),
+        deps,
+    )
+    .await
+    .expect("copy handler succeeds")
+}
+
+async fn poll(deps: &Deps, req: PollRequest, now: OffsetDateTime) -> Outcome {
+    functions::poll_restore_point::handle(
+        Invocation::new(req, Context::new(functions::POLL_RESTORE_POINT, now)),
+        deps,
+    )
+    .await
+    .expect("poll handler succeeds")
+}
+
+fn decode(m: &OutgoingMessage) -> QueueMessage {
+    QueueMessage::decode(&m.body).expect("valid message")
+}
+
+fn the_copy(sent: &[OutgoingMessage]) -> CopyRequest {
+    let copies: Vec<CopyRequest> = sent
+        .iter()
+        .filter_map(|m| match decode(m) {
+            QueueMessage::Copy(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "one copy message: {sent:?}");
+    copies.into_iter().next().unwrap()
+}
+
+/// The order the copies were PUT in.
+fn copy_puts(arm: &FakeArm) -> Vec<String> {
+    arm.calls()
+        .into_iter()
+        .filter(|c| c.op == op::PUT_POINT)
+        .map(|c| c.target)
+        .collect()
+}
+
+/// Regression: two copy messages for two ticks of one VM and region, the newer handled first
+/// (another instance took it first): on the old code t2 was copied at once and t1's copy was
+/// then reported "superseded" for good. Now the newer message copies t1 first and waits; t1's
+/// own message (on the other instance, whose cache knows nothing) finds its copy made; t2 goes
+/// when t1 has replicated. Both end copied, in creation order, nothing reported.
+#[tokio::test]
+async fn copies_handled_newest_first_on_two_instances_still_go_in_creation_order() {
+    let w = world(rule_s1(&["westus2"]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let (t1, t2) = (T0, T0 + hours(1));
+    w.arm.add_point(&point(&vm, t1), "Succeeded", t1, None, &[]);
+    w.arm.add_point(&point(&vm, t2), "Succeeded", t2, None, &[]);
+    let now = t2 + time::Duration::minutes(10);
+
+    // Instance B takes t2's message first.
+    let out = copy(&w.b, copy_req(&point(&vm, t2), &vm, "westus2"), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert!(out.summary.contains("goes first"), "{}", out.summary);
+    assert_eq!(
+        copy_puts(&w.arm),
+        vec![copy_point(&vm, "westus2", t1).to_string()],
+        "t1's copy started first"
+    );
+    let sent = w.bus.take();
+    let waiting = the_copy(&sent);
+    assert_eq!(waiting.source, point(&vm, t2));
+    assert!(
+        sent.iter()
+            .any(|m| matches!(decode(m), QueueMessage::Poll(p)
+            if p.target == copy_point(&vm, "westus2", t1) && p.role == Role::Copy)),
+        "t1's copy is polled: {sent:?}"
+    );
+
+    // Instance A takes t1's own message: a replay, polled, not reported.
+    let out = copy(&w.a, copy_req(&point(&vm, t1), &vm, "westus2"), now).await;
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    w.bus.take();
+
+    // t2's message comes back while t1 still replicates: it waits.
+    w.arm
+        .set_replication(&copy_point(&vm, "westus2", t1), &[100, 40]);
+    w.arm
+        .set_point_state(&copy_point(&vm, "westus2", t1), "Succeeded");
+    let out = copy(&w.a, waiting, now + time::Duration::minutes(10)).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let waiting = the_copy(&w.bus.take());
+
+    // Replicated: t2 goes, after t1.
+    w.arm
+        .set_replication(&copy_point(&vm, "westus2", t1), &[100, 100]);
+    let out = copy(&w.b, waiting, now + time::Duration::minutes(20)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(
+        copy_puts(&w.arm),
+        vec![
+            copy_point(&vm, "westus2", t1).to_string(),
+            copy_point(&vm, "westus2", t2).to_string()
+        ],
+        "creation order"
+    );
+}
+
+/// Both messages handled at once on two instances (interleaved: both see an empty target):
+/// both start the oldest point's copy, one of them as a replay; nothing is superseded.
+#[tokio::test]
+async fn interleaved_copies_on_two_instances_lose_no_copy() {
+    let w = world(rule_s1(&["westus2"]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let (t1, t2) = (T0, T0 + hours(1));
+    w.arm.add_point(&point(&vm, t1), "Succeeded", t1, None, &[]);
+    w.arm.add_point(&point(&vm, t2), "Succeeded", t2, None, &[]);
+    let now = t2 + time::Duration::minutes(10);
+    let (o2, o1) = tokio::join!(
+        copy(&w.b, copy_req(&point(&vm, t2), &vm, "westus2"), now),
+        copy(&w.a, copy_req(&point(&vm, t1), &vm, "westus2"), now),
+    );
+    for o in [&o1, &o2] {
+        assert_ne!(o.status, Status::Reported, "{}", o.summary);
+        assert!(!o.summary.contains("superseded"), "{}", o.summary);
+    }
+    assert!(w.arm.point(&copy_point(&vm, "westus2", t1)).is_some());
+    // t2 is copied once t1 has replicated.
+    let waiting = the_copy(&w.bus.take());
+    assert_eq!(waiting.source, point(&vm, t2));
+    w.arm
+        .set_point_state(&copy_point(&vm, "westus2", t1), "Succeeded");
+    w.arm
+        .set_replication(&copy_point(&vm, "westus2", t1), &[100]);
+    let out = copy(&w.a, waiting, now + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.point(&copy_point(&vm, "westus2", t2)).is_some());
+}
+
+/// An older point outside the lookback, or older than the region's newest copy, is not copied
+/// first (it can never be, or was never asked for); a Failed one neither.
+#[test]
+fn older_uncopied_picks_the_oldest_settled_point_between_the_newest_copy_and_ours() {
+    use vmrp::azure::models::RestorePoint;
+    use vmrp::functions::start_cross_region_copy::older_uncopied;
+    let vm = testing::vm_id("s1", "rg", "vm1");
+    let local = |tick: OffsetDateTime, state: &str| {
+        let mut p = RestorePoint::local(None, &[]);
+        p.id = Some(point(&vm, tick).to_string());
+        p.properties
+            .get_or_insert_with(Default::default)
+            .provisioning_state = Some(state.into());
+        p
+    };
+    let copied = |tick: OffsetDateTime| {
+        let mut p = RestorePoint::copy_of(&point(&vm, tick));
+        p.id = Some(copy_point(&vm, "westus2", tick).to_string());
+        p
+    };
+    let t = |h: i64| T0 + hours(h);
+    let now = t(30);
+    let ours = point(&vm, t(29));
+    // (case, source points, target points, want)
+    type Case = (
+        &'static str,
+        Vec<RestorePoint>,
+        Vec<RestorePoint>,
+        Option<OffsetDateTime>,
+    );
+    let table: Vec<Case> = vec![
+        (
+            "nothing older",
+            vec![local(t(29), "Succeeded")],
+            vec![],
+            None,
+        ),
+        (
+            "two older uncopied: the oldest",
+            vec![
+                local(t(27), "Succeeded"),
+                local(t(28), "Succeeded"),
+                local(t(29), "Succeeded"),
+            ],
+            vec![],
+            Some(t(27)),
+        ),
+        (
+            "older than the newest copy: never",
+            vec![local(t(26), "Succeeded"), local(t(28), "Succeeded")],
+            vec![copied(t(27))],
+            Some(t(28)),
+        ),
+        (
+            "already copied",
+            vec![local(t(28), "Succeeded")],
+            vec![copied(t(28))],
+            None,
+        ),
+        (
+            "Failed: not copied",
+            vec![local(t(28), "Failed")],
+            vec![],
+            None,
+        ),
+        (
+            "still creating: not copied",
+            vec![local(t(28), "Creating")],
+            vec![],
+            None,
+        ),
+        (
+            "older than the lookback",
+            vec![local(t(4), "Succeeded")],
+            vec![],
+            None,
+        ),
+        (
+            "newer than ours: not before ours",
+            vec![local(t(30), "Succeeded")],
+            vec![],
+            None,
+        ),
+    ];
+    for (case, source, target, want) in table {
+        assert_eq!(
+            older_uncopied(&ours, &source, &target, now),
+            want.map(|tick| point(&vm, tick)),
+            "{case}"
+        );
+    }
+}
+
+fn copy_poll(vm: &ResourceId, target: &ResourceId, tick: OffsetDateTime) -> PollRequest {
+    PollRequest {
+        target: target.clone(),
+        role: Role::Copy,
+        attempt: 3,
+        first_seen: tick,
+        deadline: tick + time::Duration::days(14),
+        vm: vm.clone(),
+        tick,
+        rule: Some("prod".into()),
+        retry: 0,
+        copy_to: Vec::new(),
+        source: Some(point(vm, tick)),
+        target_region: Some("westus2".into()),
+    }
+}
+
+/// A poll paces itself: when ARM last reported the subscription's read bucket nearly empty (below
+/// what other tools keep plus the other instances' headroom), the poll goes back on the queue,
+/// with the next poll's deterministic id and a delay from its message id, instead of reading
+/// (on the old code it read anyway, into a 429). Once the bucket has refilled (time passes
+/// since ARM's reading), it reads.
+#[tokio::test]
+async fn a_poll_reschedules_instead_of_reading_when_the_read_budget_is_low() {
+    let w = world(rule_s1(&["westus2"]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    let target = copy_point(&vm, "westus2", T0);
+    w.arm
+        .add_point(&target, "Creating", T0, Some(&point(&vm, T0)), &[10]);
+    let now = T0 + hours(1);
+    w.arm.report_rate_limits_for(
+        "s1",
+        RateLimits {
+            remaining_reads: Some(3),
+            date: Some(now),
+            ..Default::default()
+        },
+    );
+    let out = poll(&w.a, copy_poll(&vm, &target, T0), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert!(out.summary.contains("budget"), "{}", out.summary);
+    assert_eq!(
+        w.arm.count(op::GET_POINT),
+        0,
+        "no GET while the bucket is low"
+    );
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1);
+    let QueueMessage::Poll(next) = decode(&sent[0]) else {
+        panic!("a poll")
+    };
+    assert_eq!(next.attempt, 4);
+    assert_eq!(
+        sent[0].message_id,
+        names::message_id("poll", target.as_str(), T0, 4),
+        "the next poll's id, as any requeue: a replay is dropped by duplicate detection"
+    );
+    let at = sent[0].not_before.expect("scheduled");
+    assert!(at > now && at <= now + time::Duration::seconds(61), "{at}");
+    // A replay of the same message schedules the same thing.
+    let again = poll(&w.b, copy_poll(&vm, &target, T0), now).await;
+    assert_eq!(again.sent, out.sent);
+    w.bus.take();
+
+    // When it comes back, the same reading has aged: the bucket has refilled, it reads.
+    let out = poll(&w.a, next, at).await;
+    assert_eq!(w.arm.count(op::GET_POINT), 1, "{}", out.summary);
+
+    // A full bucket never holds a poll back.
+    w.arm.report_rate_limits_for(
+        "s1",
+        RateLimits {
+            remaining_reads: Some(250),
+            date: Some(now),
+            ..Default::default()
+        },
+    );
+    poll(&w.a, copy_poll(&vm, &target, T0), now).await;
+    assert_eq!(w.arm.count(op::GET_POINT), 2);
+}
+
+/// A copy paces itself too: a nearly empty write bucket puts it back (same id scheme as any
+/// reschedule), without a read or a write.
+#[tokio::test]
+async fn a_copy_reschedules_instead_of_calling_when_the_write_budget_is_low() {
+    let w = world(rule_s1(&["westus2"]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w.arm.add_point(&point(&vm, T0), "Succeeded", T0, None, &[]);
+    let now = T0 + hours(1);
+    w.arm.report_rate_limits_for(
+        "s1",
+        RateLimits {
+            remaining_reads: Some(250),
+            remaining_writes: Some(5),
+            date: Some(now),
+            ..Default::default()
+        },
+    );
+    let out = copy(&w.a, copy_req(&point(&vm, T0), &vm, "westus2"), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert!(w.arm.calls().is_empty(), "{:?}", w.arm.calls());
+    let again = the_copy(&w.bus.take());
+    assert_eq!(again.attempt, 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// The cache is an optimisation: a stale entry on one instance costs at most a read.
+// ------------------------------------------------------------------------------------------
+
+fn vm_event(kind: &str, subject: &ResourceId, id: &str) -> vmrp::events::ResourceEvent {
+    vmrp::events::ResourceEvent {
+        schema: vmrp::events::EventSchema::EventGrid,
+        id: id.into(),
+        event_type: format!("Microsoft.Resources.{kind}"),
+        subject: subject.to_string(),
+        event_time: Some(T0),
+        operation_name: None,
+        data: serde_json::Value::Null,
+    }
+}
+
+async fn on_event(deps: &Deps, e: vmrp::events::ResourceEvent, now: OffsetDateTime) -> Outcome {
+    functions::on_vm_changed::handle(
+        Invocation::new(e, Context::new(functions::ON_VM_CHANGED, now)),
+        deps,
+    )
+    .await
+    .expect("event handled")
+}
+
+fn orphan_mark(arm: &FakeArm, id: &ResourceId) -> Option<String> {
+    arm.collection(id)
+        .and_then(|c| c.tags)
+        .and_then(|t| t.get(functions::TAG_ORPHANED_AT).cloned())
+}
+
+/// Regression: instance B onboarded a VM (its cache knows the collection); the VM is deleted
+/// and instance A marks the collection orphaned; the VM is re-created under the same id and B
+/// gets the event. On the old code B skipped it ("already onboarded", from its cache): the
+/// re-created VM kept an orphan-marked collection. Now B reads the collection (one read) and,
+/// finding the mark, onboards again, which removes it.
+#[tokio::test]
+async fn an_orphan_mark_set_on_another_instance_is_not_hidden_by_the_cache() {
+    let w = world(rule_s1(&[]));
+    let build = || VmBuilder::new("s1", "rg", "vm1").location("eastus").build();
+    let vm = w.arm.add_vm(build());
+    let out = on_event(&w.b, vm_event("ResourceWriteSuccess", &vm, "e1"), T0).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.collection(&collection(&vm)).is_some());
+    w.bus.take();
+
+    w.arm.remove_vm(&vm);
+    let out = on_event(
+        &w.a,
+        vm_event("ResourceDeleteSuccess", &vm, "e2"),
+        T0 + hours(1),
+    )
+    .await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(orphan_mark(&w.arm, &collection(&vm)).is_some(), "marked");
+
+    w.arm.add_vm(build());
+    let out = on_event(
+        &w.b,
+        vm_event("ResourceWriteSuccess", &vm, "e3"),
+        T0 + hours(2),
+    )
+    .await;
+    assert_ne!(out.status, Status::Skipped, "{}", out.summary);
+    assert_eq!(
+        orphan_mark(&w.arm, &collection(&vm)),
+        None,
+        "the re-created VM's collection is no orphan"
+    );
+
+    // A fresh entry still saves the onboarding work: one collection read, no VM read, no write.
+    w.arm.clear_calls();
+    let out = on_event(
+        &w.b,
+        vm_event("ResourceWriteSuccess", &vm, "e4"),
+        T0 + hours(3),
+    )
+    .await;
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    let ops: Vec<&str> = w.arm.calls().iter().map(|c| c.op).collect();
+    assert_eq!(ops, vec![op::GET_COLLECTION]);
+}
+
+/// Regression: instance B's cache knows the VM's collection; it is deleted meanwhile (on
+/// another instance, or by hand) and the timer's listing, in B's next create, says it is
+/// missing. On the old code B believed its cache: the point PUT was refused (parent not found)
+/// and the create rescheduled. Now the listing wins: the collection is made again and the point
+/// created in the same invocation.
+#[tokio::test]
+async fn a_collection_the_listing_shows_missing_is_not_taken_from_the_cache() {
+    use vmrp::messages::{CollectionSeen, CreateRequest, ListedVm};
+    let w = world(rule_s1(&[]));
+    let built = VmBuilder::new("s1", "rg", "vm1").location("eastus").build();
+    let vm = w.arm.add_vm(built.clone());
+    let create = |tick: OffsetDateTime, listed: Option<CollectionSeen>| CreateRequest {
+        vm: vm.clone(),
+        tick,
+        rule: None,
+        consistency_mode: None,
+        exclude_disks: None,
+        copy_to: None,
+        retry: 0,
+        attempt: 0,
+        listed: listed.map(|collection| {
+            Box::new(ListedVm {
+                at: tick,
+                vm: built.clone(),
+                disks: Vec::new(),
+                collection: Some(collection),
+            })
+        }),
+    };
+    let run = |req: CreateRequest, now: OffsetDateTime| {
+        functions::create_restore_point::handle(
+            Invocation::new(req, Context::new(functions::CREATE_RESTORE_POINT, now)),
+            &w.b,
+        )
+    };
+    let out = run(create(T0, None), T0).await.unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    w.arm.set_point_state(&point(&vm, T0), "Succeeded");
+    w.bus.take();
+
+    vmrp::azure::Arm::delete_collection(w.arm.as_ref(), &collection(&vm))
+        .await
+        .unwrap();
+    let t1 = T0 + hours(1);
+    let out = run(create(t1, Some(CollectionSeen::Missing)), t1)
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.point(&point(&vm, t1)).is_some());
+}
