@@ -163,3 +163,34 @@ async fn soak_every_point_settles_once_or_is_reported() {
     )
     .await;
 }
+
+/// Several instances under chaos: every instance got work (a Flex Consumption app's instances
+/// compete for messages), each kill hit exactly the instance the seed chose (counted per
+/// instance by the contract), and the contract holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_the_work_and_each_kill_hits_one() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = chaos_scenario(24, 2, 3, 21);
+    s.instances = 3;
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    println!(
+        "{}\ninvocations by instance: {:?}\nkills by instance: {:?}",
+        summary_line(&report),
+        report.invocations_by_instance,
+        report.handler_kills_by_instance
+    );
+    assert_eq!(report.instances, 3);
+    assert_eq!(report.invocations_by_instance.len(), 3);
+    assert!(
+        report.invocations_by_instance.iter().all(|n| *n > 0),
+        "every instance took work: {:?}",
+        report.invocations_by_instance
+    );
+    assert_eq!(report.handler_kills_by_instance.iter().sum::<u64>(), 3);
+    assert_eq!(
+        report.handler_kills_by_instance, report.planned_kills_by_instance,
+        "each kill hit the planned instance"
+    );
+    assert_accounted_for(&report, &emulator.arm.restore_points(), 24, 2, 3);
+    emulator.stop().await.unwrap();
+}

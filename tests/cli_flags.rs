@@ -88,6 +88,8 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("emulate", "--env", emulate_host_flags),
     ("emulate", "--bus-auth", emulate_host_flags),
     ("emulate", "--timer-ticks", emulate_host_flags),
+    ("emulate", "--instances", emulate_host_flags),
+    ("local", "--instances", local_run_flags),
     ("local", "--vms", local_run_flags),
     ("local", "--regions", local_run_flags),
     ("local", "--copy-to", local_run_flags),
@@ -1274,6 +1276,8 @@ fn emulate_host_flags() {
         "identity",
         "--timer-ticks",
         "1",
+        "--instances",
+        "3",
         "--speed",
         "3600",
         "--start",
@@ -1303,6 +1307,21 @@ fn emulate_host_flags() {
             .into_owned();
     let vars: Vec<&str> = environ.split('\0').collect();
     assert!(vars.contains(&"VMRP_SCHEDULE=0 0 */4 * * *"), "--env");
+    // --instances 3: three handler processes, each told its own port.
+    let mut ports = BTreeSet::new();
+    wait_until(Duration::from_secs(30), "three handler instances", || {
+        ports = children_of(parent.0.id())
+            .into_iter()
+            .filter_map(|c| {
+                let env = std::fs::read(format!("/proc/{c}/environ")).ok()?;
+                String::from_utf8_lossy(&env)
+                    .split('\0')
+                    .find_map(|v| v.strip_prefix("FUNCTIONS_CUSTOMHANDLER_PORT="))
+                    .map(str::to_string)
+            })
+            .collect();
+        ports.len() == 3
+    });
     assert!(
         vars.iter()
             .any(|v| v.starts_with("ServiceBusConnection__fullyQualifiedNamespace="))
@@ -1396,6 +1415,8 @@ fn local_run_flags() {
         log.to_str().unwrap(),
         "--timeout-secs",
         "120",
+        "--instances",
+        "3",
     ]));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let page = std::fs::read_to_string(&html).expect("--html writes the page");
@@ -1409,6 +1430,19 @@ fn local_run_flags() {
     );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["vms"], 3, "--vms");
+    assert_eq!(r["instances"], 3, "--instances");
+    let by_instance: Vec<u64> = r["invocationsByInstance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(by_instance.len(), 3, "--instances: {by_instance:?}");
+    assert!(
+        by_instance.iter().filter(|n| **n > 0).count() > 1,
+        "--instances: the instances share the work: {by_instance:?}"
+    );
+    assert!(stdout.contains("3 handler instances"), "{stdout}");
     assert_eq!(
         r["ticks"],
         json!(["rp-20260105T0430Z"]),
@@ -1436,6 +1470,12 @@ fn local_run_flags() {
         "{virtual_secs} virtual s in {real_secs} s"
     );
     // --speed 0 and an unwritable --report are refused before anything starts.
+    let (code, _, stderr) = run(&mut vmrp(&["local", "--instances", "0"]));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("--instances 0: must be between 1 and 16"),
+        "{stderr}"
+    );
     let (code, _, stderr) = run(&mut vmrp(&["local", "--speed", "0"]));
     assert_eq!(code, Some(1));
     assert!(
