@@ -125,6 +125,12 @@ pub struct LocalArgs {
     pub html: Option<PathBuf>,
 }
 
+/// The `VMRP_ARM_SHARE` `vmrp local --background-load F` gives the handler: `0.95 × (1 − F)`
+/// (what other tools leave, less the default 5 % reserve).
+pub fn told_share(load: BackgroundLoad) -> f64 {
+    0.95 * (1.0 - load.share)
+}
+
 /// `--background-load F[:bursty]` (also `vmrp emulate`'s).
 pub fn parse_background_load(text: &str) -> Result<BackgroundLoad, String> {
     BackgroundLoad::parse(text)
@@ -160,6 +166,8 @@ pub struct Scenario {
     pub instances: usize,
     /// The share of ARM's buckets other tools spend (`--background-load`).
     pub background_load: BackgroundLoad,
+    /// Further app settings for the handler (e.g. `VMRP_ARM_SHARE`), over the run's own.
+    pub app_settings: BTreeMap<String, String>,
     pub show_progress: bool,
     /// Slow virtual time while the handler is behind (module doc); off only for tests of the
     /// clock itself.
@@ -192,6 +200,7 @@ impl Scenario {
             kills: 0,
             instances: DEFAULT_INSTANCES,
             background_load: BackgroundLoad::default(),
+            app_settings: BTreeMap::new(),
             show_progress: false,
             pace_to_handler: true,
             record_traffic: None,
@@ -563,6 +572,15 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     scenario.handler_log = args.handler_log.clone();
     scenario.instances = args.instances;
     scenario.background_load = args.background_load;
+    // The operator of a subscription other tools share tells vmrp its share
+    // (`VMRP_ARM_SHARE`, docs/deploy.md): what is left, less the default 5 % reserve for work
+    // the plan does not know about.
+    if args.background_load.share > 0.0 {
+        scenario.app_settings.insert(
+            crate::functions::ARM_SHARE_VAR.into(),
+            format!("{:.2}", told_share(args.background_load)),
+        );
+    }
     scenario.show_progress = true;
     if let Some(path) = &args.faults {
         let text = std::fs::read_to_string(path)
@@ -871,6 +889,7 @@ pub async fn run_scenario_keep(
     );
     settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
     settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
+    settings.extend(scenario.app_settings.clone());
     // The emulator's Retry-After counts virtual seconds; slept in real time it would stall an
     // invocation for many virtual hours (and past functionTimeout's real floor).
     settings.insert(crate::config::MAX_RETRY_AFTER_VAR.into(), "1".into());

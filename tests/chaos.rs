@@ -194,3 +194,30 @@ async fn three_instances_share_the_work_and_each_kill_hits_one() {
     assert_accounted_for(&report, &emulator.arm.restore_points(), 24, 2, 3);
     emulator.stop().await.unwrap();
 }
+
+/// An ARM outage of 20 virtual minutes while the first tick's creates settle and its copies
+/// start (03:45 start, tick 04:00, outage 04:45–05:05): every ARM call in it is answered 503,
+/// then ARM recovers. The polls and starts refused during it are retried after it and settle:
+/// the fault contract holds with no allowance for the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arm_outage_between_ticks_ends_with_every_point_settled() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = chaos_scenario(24, 2, 1, 3);
+    s.faults = FaultConfig::from_json(r#"{"arm": {"outage": {"at": "PT1H", "for": "PT20M"}}}"#)
+        .unwrap();
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let counters = emulator.arm.counters();
+    println!(
+        "{}\noutage answers: {:?}\nARM by status: {:?}",
+        summary_line(&report),
+        counters.faults_injected.get("outage"),
+        counters.responses_by_status
+    );
+    assert!(
+        counters.faults_injected.get("outage").copied().unwrap_or(0) > 0,
+        "the outage met ARM calls: {:?}",
+        counters.faults_injected
+    );
+    assert_accounted_for(&report, &emulator.arm.restore_points(), 24, 2, 1);
+    emulator.stop().await.unwrap();
+}

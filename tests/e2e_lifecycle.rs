@@ -309,3 +309,40 @@ async fn pacing_run(vms: usize) {
 async fn pacing_keeps_a_1000_vm_tick_free_of_429s() {
     pacing_run(1000).await;
 }
+
+/// Other tools spend 30 % of the subscription's ARM budget (`--background-load 0.3`, the
+/// emulator's buckets keep 70 %): vmrp told its share (`VMRP_ARM_SHARE`, docs/deploy.md, as
+/// `vmrp local --background-load` does) paces a 400-VM tick (twice the write burst) without a
+/// single 429, on two handler instances, and every VM gets its point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn told_its_share_a_tick_under_a_30_percent_background_load_meets_no_429() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let vms = 400;
+    let mut s = scenario(vms, 1, 10.0);
+    s.schedule = "0 46 3 * * *".into();
+    s.copy_to = Vec::new();
+    s.timeout = Duration::from_secs(600);
+    s.fleet.ephemeral_os_fraction = 0.0;
+    s.fleet.shared_disk_fraction = 0.0;
+    s.fleet.ultra_disk_fraction = 0.0;
+    s.fleet.premium_v2_fraction = 0.0;
+    s.background_load = vmrp::emulator::arm::throttle::BackgroundLoad {
+        share: 0.3,
+        bursty: false,
+    };
+    let share = vmrp::local::told_share(s.background_load);
+    s.app_settings
+        .insert("VMRP_ARM_SHARE".into(), format!("{share:.2}"));
+    assert_eq!(s.instances, 2, "the lifecycle runs on more than one instance");
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    println!("{}", vmrp::local::summary_line(&report));
+    let counters = emulator.arm.counters();
+    assert_eq!(report.local.settled, vms, "{why}");
+    assert_eq!(
+        report.throttled_429, 0,
+        "429s: {:?} by class {:?}\n{why}",
+        counters.responses_by_status, counters.throttled_by_class
+    );
+    emulator.stop().await.unwrap();
+}
