@@ -364,6 +364,10 @@ pub struct LocalReport {
     pub handler_kills: u64,
     /// Handler instances that ran.
     pub instances: usize,
+    /// The share of ARM's buckets other tools spent (`--background-load`), and the
+    /// `VMRP_ARM_SHARE` the handler was given, if any.
+    pub background_load: BackgroundLoad,
+    pub arm_share_told: Option<f64>,
     /// Invocations sent to each instance (by index).
     pub invocations_by_instance: Vec<u64>,
     /// Kills each instance received, and the kills the run planned for it.
@@ -992,6 +996,11 @@ pub async fn run_scenario_keep(
         Some(handler_log),
     );
     report.planned_kills_by_instance = planned_kills_by_instance;
+    report.background_load = scenario.background_load;
+    report.arm_share_told = scenario
+        .app_settings
+        .get(crate::functions::ARM_SHARE_VAR)
+        .and_then(|v| v.parse().ok());
     Ok((report, emulator))
 }
 
@@ -1501,8 +1510,10 @@ fn build_report(
             .map(|c| c.invocations)
             .collect(),
         handler_kills_by_instance: sim.instance_counters().iter().map(|c| c.kills).collect(),
-        // Filled in by the run, which knows its kill plan.
+        // Filled in by the run, which knows its kill plan and settings.
         planned_kills_by_instance: vec![0; sim.instance_count()],
+        background_load: BackgroundLoad::default(),
+        arm_share_told: None,
         handler_panics,
         untracked_in_progress,
         virtual_seconds: (now - VIRTUAL_START).whole_seconds(),
@@ -1766,6 +1777,8 @@ mod tests {
                 invocations_by_instance: vec![0],
                 handler_kills_by_instance: vec![0],
                 planned_kills_by_instance: vec![0],
+                background_load: BackgroundLoad::default(),
+                arm_share_told: None,
                 handler_panics: 0,
                 untracked_in_progress: Vec::new(),
                 virtual_seconds: 0,
@@ -1807,6 +1820,8 @@ mod tests {
             invocations_by_instance: vec![0],
             handler_kills_by_instance: vec![0],
             planned_kills_by_instance: vec![0],
+            background_load: BackgroundLoad::default(),
+            arm_share_told: None,
             handler_panics,
             untracked_in_progress: Vec::new(),
             virtual_seconds: 0,

@@ -89,7 +89,9 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("emulate", "--bus-auth", emulate_host_flags),
     ("emulate", "--timer-ticks", emulate_host_flags),
     ("emulate", "--instances", emulate_host_flags),
+    ("emulate", "--background-load", emulate_flags),
     ("local", "--instances", local_run_flags),
+    ("local", "--background-load", local_run_flags),
     ("local", "--vms", local_run_flags),
     ("local", "--regions", local_run_flags),
     ("local", "--copy-to", local_run_flags),
@@ -1189,6 +1191,8 @@ fn emulate_flags() {
         "--no-arm-auth",
         "--faults",
         faults.to_str().unwrap(),
+        "--background-load",
+        "0.3",
     ]);
     cmd.stdout(Stdio::piped());
     let mut child = Guard(cmd.spawn().unwrap());
@@ -1219,14 +1223,18 @@ fn emulate_flags() {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let api = vmrp::azure::models::API_VERSION;
         // --no-arm-auth: no token needed. --fleet / --regions: 3 VMs in northeurope.
-        let vms: Value = http
+        let rsp = http
             .get(format!("{arm}/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines?api-version={api}"))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        // --background-load 0.3: the first read of a 250-token bucket leaves 174, not 249.
+        assert_eq!(
+            rsp.headers()["x-ms-ratelimit-remaining-subscription-reads"],
+            "174",
+            "--background-load"
+        );
+        let vms: Value = rsp.json().await.unwrap();
         let list = vms["value"].as_array().unwrap();
         assert_eq!(list.len(), 3, "--fleet: {vms}");
         assert!(list.iter().all(|vm| vm["location"] == "northeurope"), "--regions");
@@ -1417,6 +1425,8 @@ fn local_run_flags() {
         "120",
         "--instances",
         "3",
+        "--background-load",
+        "0.2:bursty",
     ]));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let page = std::fs::read_to_string(&html).expect("--html writes the page");
@@ -1444,6 +1454,13 @@ fn local_run_flags() {
     );
     assert!(stdout.contains("3 handler instances"), "{stdout}");
     assert_eq!(
+        r["backgroundLoad"],
+        json!({"share": 0.2, "bursty": true}),
+        "--background-load"
+    );
+    // ... and the handler was told its share: 0.95 × (1 − 0.2).
+    assert_eq!(r["armShareTold"], json!(0.76), "--background-load");
+    assert_eq!(
         r["ticks"],
         json!(["rp-20260105T0430Z"]),
         "--ticks and --schedule"
@@ -1470,6 +1487,9 @@ fn local_run_flags() {
         "{virtual_secs} virtual s in {real_secs} s"
     );
     // --speed 0 and an unwritable --report are refused before anything starts.
+    let (code, _, stderr) = run(&mut vmrp(&["local", "--background-load", "1"]));
+    assert_eq!(code, Some(2), "clap refuses it");
+    assert!(stderr.contains("below 1"), "{stderr}");
     let (code, _, stderr) = run(&mut vmrp(&["local", "--instances", "0"]));
     assert_eq!(code, Some(1));
     assert!(

@@ -8,14 +8,19 @@
 //! (default `"local"`), whatever the resource's location. Buckets are therefore effectively per
 //! (subscription, class); the region stays in the key to keep the model honest.
 //!
-//! **Other tools share the budget** ([`BackgroundLoad`], `--background-load F`). ARM's buckets
-//! belong to the subscription (per security principal and ARM instance), not to one app: Azure
-//! Policy, Defender, Terraform, Azure Backup and the portal spend the same tokens
-//! (<https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling>,
-//! "Subscription and tenant limits"). With a share F, each bucket keeps `1 − F` of its capacity and
-//! refill for vmrp, so the `x-ms-ratelimit-remaining-subscription-*` headers report less and 429s
-//! come earlier. Bursty load (`F:bursty`, F ≤ 0.5) spends `2F` for the first half of every
-//! [`BURST_PERIOD_SECS`] virtual seconds and nothing in the second half (the same F on average):
+//! **Other tools share the budget** ([`BackgroundLoad`], `--background-load F`). ARM applies the
+//! subscription limits "per subscription, per service principal, and per operation type", plus
+//! global subscription limits of 15 times those "across all service principals"; a request is
+//! throttled when either is exceeded
+//! (<https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling>).
+//! The emulator keeps one bucket per subscription and class (vmrp's principal); F stands for what
+//! others take from what vmrp can count on: work under the same identity, or the subscription's
+//! global bucket running low when Azure Policy, Defender, Terraform and Backup are busy. How the
+//! two buckets interact in detail is not documented; this model is the simple reading: each
+//! bucket keeps `1 − F` of its capacity and refill for vmrp, so the
+//! `x-ms-ratelimit-remaining-subscription-*` headers report less and 429s come earlier. Bursty
+//! load (`F:bursty`, F ≤ 0.5) spends `2F` for the first half of every [`BURST_PERIOD_SECS`]
+//! virtual seconds and nothing in the second half (the same F on average):
 //! when a burst starts, the tokens above the smaller capacity are gone.
 
 use std::collections::HashMap;
