@@ -316,6 +316,7 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
             false,
         ),
         ("superseded", "superseded by a newer copy", false),
+        ("listing failed", "the timer's listing failed", false),
         ("gave up after", "gave up after reschedules", false),
         ("timer run for this tick failed", "timer run failed", false),
         ("already exists", "name already taken", false),
@@ -1323,6 +1324,31 @@ fn build_report(
             )
         })
     };
+    // A tick whose timer run succeeded but reported that a subscription's listing failed (an
+    // ARM outage at the tick): the VMs it could not list got no create. Not by design: vmrp
+    // could list again once ARM is back, within the tick's window.
+    let outage = emulator.arm.outage_window();
+    let listing_failed = |tick: OffsetDateTime| -> Option<String> {
+        let (from, to) = window_of(tick);
+        records
+            .iter()
+            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
+            .filter(|r| r.started >= from && r.started < to)
+            .filter_map(|r| {
+                let summary = r.response.as_ref()?["ReturnValue"]["summary"].as_str()?;
+                summary.contains("listing failed").then(|| {
+                    let during = outage
+                        .is_some_and(|(a, b)| a <= r.started && r.started < b)
+                        .then_some(", during the ARM outage")
+                        .unwrap_or_default();
+                    format!(
+                        "timer run at {}{during}",
+                        crate::schedule::rfc3339(r.started)
+                    )
+                })
+            })
+            .next_back()
+    };
     let reason_for = |vm: &str,
                       region: &str,
                       tick: OffsetDateTime,
@@ -1377,10 +1403,16 @@ fn build_report(
                         ),
                         Explanation::TimerRunFailed,
                     ),
-                    None => (
-                        "no restore point was created".into(),
-                        Explanation::Unexplained,
-                    ),
+                    None => match listing_failed(tick) {
+                        Some(why) => (
+                            format!("no restore point was created: the timer's listing failed ({why})"),
+                            Explanation::Reported,
+                        ),
+                        None => (
+                            "no restore point was created".into(),
+                            Explanation::Unexplained,
+                        ),
+                    },
                 },
             }
     };

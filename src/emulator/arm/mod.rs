@@ -378,6 +378,11 @@ impl ArmEmulator {
         c
     }
 
+    /// The `arm.outage` fault's window of virtual time, if one is configured.
+    pub fn outage_window(&self) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+        self.outage
+    }
+
     /// Where traffic is being recorded, if it is.
     pub fn traffic_dir(&self) -> Option<PathBuf> {
         self.recorder.as_ref().map(|r| r.dir().to_path_buf())
