@@ -1337,10 +1337,11 @@ fn build_report(
             .filter_map(|r| {
                 let summary = r.response.as_ref()?["ReturnValue"]["summary"].as_str()?;
                 summary.contains("listing failed").then(|| {
-                    let during = outage
-                        .is_some_and(|(a, b)| a <= r.started && r.started < b)
-                        .then_some(", during the ARM outage")
-                        .unwrap_or_default();
+                    let during = if outage.is_some_and(|(a, b)| a <= r.started && r.started < b) {
+                        ", during the ARM outage"
+                    } else {
+                        ""
+                    };
                     format!(
                         "timer run at {}{during}",
                         crate::schedule::rfc3339(r.started)
