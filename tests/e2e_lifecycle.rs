@@ -333,7 +333,10 @@ async fn told_its_share_a_tick_under_a_30_percent_background_load_meets_no_429()
     let share = vmrp::local::told_share(s.background_load);
     s.app_settings
         .insert("VMRP_ARM_SHARE".into(), format!("{share:.2}"));
-    assert_eq!(s.instances, 2, "the lifecycle runs on more than one instance");
+    assert_eq!(
+        s.instances, 2,
+        "the lifecycle runs on more than one instance"
+    );
     let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
     let why = explain(&report);
     println!("{}", vmrp::local::summary_line(&report));
