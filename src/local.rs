@@ -29,6 +29,7 @@ use time::macros::datetime;
 use time::OffsetDateTime;
 
 use crate::azure::Queue;
+use crate::emulator::arm::throttle::BackgroundLoad;
 use crate::emulator::arm::{ArmConfig, FleetSpec, PointSummary};
 use crate::emulator::clock::VirtualClock;
 use crate::emulator::faults::FaultConfig;
@@ -111,6 +112,14 @@ pub struct LocalArgs {
     /// Give up after this many real seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Handler instances (separate processes, each with its own port and in-memory cache) that
+    /// compete for the invocations, as a scaled-out Flex Consumption app's do (1 to 16).
+    #[arg(long, default_value_t = DEFAULT_INSTANCES)]
+    pub instances: usize,
+    /// Share of every ARM throttling bucket that other tools (Azure Policy, Defender, Terraform,
+    /// Backup) spend, 0 <= F < 1: `F` steadily, or `F:bursty` (twice F half of the time, F <= 0.5).
+    #[arg(long, value_name = "F", default_value = "0", value_parser = parse_background_load)]
+    pub background_load: BackgroundLoad,
     /// Leave the emulator running after the run (prints its URLs), until Ctrl-C or SIGTERM.
     #[arg(long)]
     pub keep_running: bool,
@@ -164,6 +173,24 @@ pub fn mixed_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, &s
     }
     policy
 }
+/// The `VMRP_ARM_SHARE` `vmrp local --background-load F` gives the handler: `0.95 × (1 − F)`
+/// (what other tools leave, less the default 5 % reserve).
+pub fn told_share(load: BackgroundLoad) -> f64 {
+    0.95 * (1.0 - load.share)
+}
+
+/// `--background-load F[:bursty]` (also `vmrp emulate`'s).
+pub fn parse_background_load(text: &str) -> Result<BackgroundLoad, String> {
+    BackgroundLoad::parse(text)
+}
+
+/// Handler instances of `vmrp local`, `vmrp emulate` and the lifecycle tests: more than one,
+/// so the suite sees what a scaled-out app sees (each instance its own cache), and few enough
+/// that the README's demo stays fast.
+pub const DEFAULT_INSTANCES: usize = 2;
+/// The most instances `--instances` accepts: each is a process on a machine that runs the
+/// emulator too.
+pub const MAX_INSTANCES: usize = 16;
 
 /// Everything a run needs; `LocalArgs` maps onto it, tests build it directly.
 #[derive(Debug, Clone)]
@@ -182,8 +209,15 @@ pub struct Scenario {
     pub timeout: Duration,
     pub handler: PathBuf,
     pub handler_log: Option<PathBuf>,
-    /// Kill the handler (SIGKILL) this many times at random moments during the run.
+    /// Kill a handler instance (SIGKILL) this many times at random moments during the run; which
+    /// instance is drawn from the seed too.
     pub kills: u32,
+    /// Handler instances ([`DEFAULT_INSTANCES`]).
+    pub instances: usize,
+    /// The share of ARM's buckets other tools spend (`--background-load`).
+    pub background_load: BackgroundLoad,
+    /// Further app settings for the handler (e.g. `VMRP_ARM_SHARE`), over the run's own.
+    pub app_settings: BTreeMap<String, String>,
     pub show_progress: bool,
     /// Slow virtual time while the handler is behind (module doc); off only for tests of the
     /// clock itself.
@@ -215,6 +249,9 @@ impl Scenario {
             handler,
             handler_log: None,
             kills: 0,
+            instances: DEFAULT_INSTANCES,
+            background_load: BackgroundLoad::default(),
+            app_settings: BTreeMap::new(),
             show_progress: false,
             pace_to_handler: true,
             record_traffic: None,
@@ -357,6 +394,7 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
             "did not fit the tick's window (planned beforehand)",
             false,
         ),
+        ("listing failed", "the timer's listing failed", false),
         ("gave up after", "gave up after reschedules", false),
         ("timer run for this tick failed", "timer run failed", false),
         ("already exists", "name already taken", false),
@@ -403,6 +441,17 @@ pub struct LocalReport {
     pub invocations_by_function: BTreeMap<String, BTreeMap<String, u64>>,
     pub handler_restarts: u64,
     pub handler_kills: u64,
+    /// Handler instances that ran.
+    pub instances: usize,
+    /// The share of ARM's buckets other tools spent (`--background-load`), and the
+    /// `VMRP_ARM_SHARE` the handler was given, if any.
+    pub background_load: BackgroundLoad,
+    pub arm_share_told: Option<f64>,
+    /// Invocations sent to each instance (by index).
+    pub invocations_by_instance: Vec<u64>,
+    /// Kills each instance received, and the kills the run planned for it.
+    pub handler_kills_by_instance: Vec<u64>,
+    pub planned_kills_by_instance: Vec<u64>,
     /// Invocations the handler answered with a caught panic (`error.kind` = `panic`).
     pub handler_panics: u64,
     /// Points still in `Creating` at the end with no poll pending for them.
@@ -544,6 +593,13 @@ pub fn fault_contract_violations(
             report.handler_kills
         ));
     }
+    // Each kill hits one instance: the one the seed chose, not another and not all.
+    if report.handler_kills_by_instance != report.planned_kills_by_instance {
+        out.push(format!(
+            "kills by instance {:?}, planned {:?}",
+            report.handler_kills_by_instance, report.planned_kills_by_instance
+        ));
+    }
     // The timer and the per-subscription planning it fans out to: a kill fails at most the run
     // it lands in.
     let timer_failures: u64 = [
@@ -606,6 +662,17 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     scenario.schedule = args.schedule.clone();
     scenario.timeout = Duration::from_secs(args.timeout_secs);
     scenario.handler_log = args.handler_log.clone();
+    scenario.instances = args.instances;
+    scenario.background_load = args.background_load;
+    // The operator of a subscription other tools share tells vmrp its share
+    // (`VMRP_ARM_SHARE`, docs/deploy.md): what is left, less the default 5 % reserve for work
+    // the plan does not know about.
+    if args.background_load.share > 0.0 {
+        scenario.app_settings.insert(
+            crate::functions::ARM_SHARE_VAR.into(),
+            format!("{:.2}", told_share(args.background_load)),
+        );
+    }
     scenario.show_progress = true;
     if let Some(path) = &args.faults {
         let text = std::fs::read_to_string(path)
@@ -731,6 +798,7 @@ pub fn check_args(args: &LocalArgs) -> Result<(), LocalError> {
             args.speed
         )));
     }
+    check_instances(args.instances).map_err(LocalError::Io)?;
     if let Some(path) = &args.report {
         writable(path).map_err(|e| LocalError::Io(format!("--report {}: {e}", path.display())))?;
     }
@@ -738,6 +806,17 @@ pub fn check_args(args: &LocalArgs) -> Result<(), LocalError> {
         writable(path).map_err(|e| LocalError::Io(format!("--html {}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+/// `--instances N`: 1 to [`MAX_INSTANCES`] (`vmrp local` and `vmrp emulate`).
+pub fn check_instances(n: usize) -> Result<(), String> {
+    if (1..=MAX_INSTANCES).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--instances {n}: must be between 1 and {MAX_INSTANCES} handler instances"
+        ))
+    }
 }
 
 /// Whether `path` can be written, checked by opening it for writing (and removing it again
@@ -831,6 +910,11 @@ pub async fn run_scenario_keep(
         record_traffic: scenario.record_traffic.clone(),
         ..ArmConfig::default()
     };
+    scenario
+        .background_load
+        .validate()
+        .map_err(|e| LocalError::Io(format!("--background-load: {e}")))?;
+    arm.throttle.background = scenario.background_load;
     // vmrp's role holds what the deploy would assign for this policy (infra/main.bicep assigns
     // at the target subscriptions and resource groups; docs/deploy.md lists the collection and
     // copy groups among them): anything else is refused 403, as ARM does.
@@ -898,6 +982,7 @@ pub async fn run_scenario_keep(
     );
     settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
     settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
+    settings.extend(scenario.app_settings.clone());
     // The emulator's Retry-After counts virtual seconds; slept in real time it would stall an
     // invocation for many virtual hours (and past functionTimeout's real floor).
     settings.insert(crate::config::MAX_RETRY_AFTER_VAR.into(), "1".into());
@@ -915,6 +1000,7 @@ pub async fn run_scenario_keep(
     // At thousands of virtual seconds per real second, functionTimeout would otherwise be a
     // fraction of a real second: a handler busy on a 2-core machine is not a hung handler.
     sim_config.min_real_function_timeout = Duration::from_secs(30);
+    sim_config.instances = scenario.instances;
     let sim = emulator
         .start_host_sim(sim_config)
         .await
@@ -941,15 +1027,19 @@ pub async fn run_scenario_keep(
         expected.local.len() + expected.copies.len(),
     );
     let mut kill_plan = kill_moments(scenario, &ticks);
+    let mut planned_kills_by_instance = vec![0u64; scenario.instances.max(1)];
+    for (_, instance) in &kill_plan {
+        planned_kills_by_instance[*instance] += 1;
+    }
     let deadline = started + scenario.timeout;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let points = emulator.arm.restore_points();
         tracker.observe(&points);
         let now = emulator.clock.now();
-        if kill_plan.first().is_some_and(|t| *t <= now) {
-            kill_plan.remove(0);
-            sim.kill_handler();
+        if kill_plan.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, instance) = kill_plan.remove(0);
+            sim.kill_instance(instance);
         }
         let done = tracker.settled_count(&expected);
         let pending = pending_messages(&emulator);
@@ -985,7 +1075,7 @@ pub async fn run_scenario_keep(
     // Let the handler finish what it is writing before the final picture.
     tokio::time::sleep(Duration::from_millis(200)).await;
     tracker.observe(&emulator.arm.restore_points());
-    let report = build_report(
+    let mut report = build_report(
         &emulator,
         &sim,
         &expected,
@@ -994,6 +1084,12 @@ pub async fn run_scenario_keep(
         started,
         Some(handler_log),
     );
+    report.planned_kills_by_instance = planned_kills_by_instance;
+    report.background_load = scenario.background_load;
+    report.arm_share_told = scenario
+        .app_settings
+        .get(crate::functions::ARM_SHARE_VAR)
+        .and_then(|v| v.parse().ok());
     Ok((report, emulator))
 }
 
@@ -1008,15 +1104,23 @@ fn write_app(root: &Path) -> Result<(), LocalError> {
     Ok(())
 }
 
-/// Moments (virtual) to kill the handler: spread over the ticks, drawn from the seed.
-fn kill_moments(scenario: &Scenario, ticks: &[OffsetDateTime]) -> Vec<OffsetDateTime> {
+/// Moments (virtual) to kill a handler instance, and which one: spread over the ticks, drawn
+/// from the seed (the instance from a dice of its own, so the moments stay those of a
+/// one-instance run with the same seed).
+pub fn kill_moments(scenario: &Scenario, ticks: &[OffsetDateTime]) -> Vec<(OffsetDateTime, usize)> {
     let (Some(first), Some(last)) = (ticks.first(), ticks.last()) else {
         return Vec::new();
     };
     let span = (*last - *first) + time::Duration::hours(1);
     let dice = crate::emulator::faults::Dice::new(scenario.seed ^ 0x6b696c6c);
-    let mut out: Vec<OffsetDateTime> = (0..scenario.kills)
-        .map(|_| *first + span * dice.unit())
+    let which = crate::emulator::faults::Dice::new(scenario.seed ^ 0x696e7374);
+    let n = scenario.instances.max(1);
+    let mut out: Vec<(OffsetDateTime, usize)> = (0..scenario.kills)
+        .map(|_| {
+            let at = *first + span * dice.unit();
+            let instance = ((which.unit() * n as f64) as usize).min(n - 1);
+            (at, instance)
+        })
         .collect();
     out.sort();
     out
@@ -1391,6 +1495,32 @@ fn build_report(
             )
         })
     };
+    // A tick whose timer run succeeded but reported that a subscription's listing failed (an
+    // ARM outage at the tick): the VMs it could not list got no create. Not by design: vmrp
+    // could list again once ARM is back, within the tick's window.
+    let outage = emulator.arm.outage_window();
+    let listing_failed = |tick: OffsetDateTime| -> Option<String> {
+        let (from, to) = window_of(tick);
+        records
+            .iter()
+            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
+            .filter(|r| r.started >= from && r.started < to)
+            .filter_map(|r| {
+                let summary = r.response.as_ref()?["ReturnValue"]["summary"].as_str()?;
+                summary.contains("listing failed").then(|| {
+                    let during = if outage.is_some_and(|(a, b)| a <= r.started && r.started < b) {
+                        ", during the ARM outage"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "timer run at {}{during}",
+                        crate::schedule::rfc3339(r.started)
+                    )
+                })
+            })
+            .next_back()
+    };
     let reason_for = |vm: &str,
                       region: &str,
                       tick: OffsetDateTime,
@@ -1455,10 +1585,16 @@ fn build_report(
                         ),
                         Explanation::TimerRunFailed,
                     ),
-                    None => (
-                        "no restore point was created".into(),
-                        Explanation::Unexplained,
-                    ),
+                    None => match listing_failed(tick) {
+                        Some(why) => (
+                            format!("no restore point was created: the timer's listing failed ({why})"),
+                            Explanation::Reported,
+                        ),
+                        None => (
+                            "no restore point was created".into(),
+                            Explanation::Unexplained,
+                        ),
+                    },
                 },
             }
     };
@@ -1581,6 +1717,17 @@ fn build_report(
         invocations_by_function: invocations,
         handler_restarts: sim_counters.handler_restarts,
         handler_kills: sim_counters.handler_kills,
+        instances: sim.instance_count(),
+        invocations_by_instance: sim
+            .instance_counters()
+            .iter()
+            .map(|c| c.invocations)
+            .collect(),
+        handler_kills_by_instance: sim.instance_counters().iter().map(|c| c.kills).collect(),
+        // Filled in by the run, which knows its kill plan and settings.
+        planned_kills_by_instance: vec![0; sim.instance_count()],
+        background_load: BackgroundLoad::default(),
+        arm_share_told: None,
         handler_panics,
         untracked_in_progress,
         virtual_seconds: (now - VIRTUAL_START).whole_seconds(),
@@ -1681,7 +1828,7 @@ pub fn render(report: &LocalReport) -> String {
 /// One line: what was expected, what settled, what failed.
 pub fn summary_line(r: &LocalReport) -> String {
     format!(
-        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} handler panics, {} parked, {} × 429, {} ARM requests, {} handler restarts; {:.0} h virtual in {:.1} s",
+        "{}: {} VMs × {} ticks — local {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), copies {}/{} settled ({} nothing to restore, {} otherwise explained, {} unexplained), {} duplicates, {} dead letters, {} handler panics, {} parked, {} × 429, {} ARM requests, {} handler instances, {} handler restarts; {:.0} h virtual in {:.1} s",
         if r.clean() {
             "coverage complete"
         } else if r.complete {
@@ -1707,6 +1854,7 @@ pub fn summary_line(r: &LocalReport) -> String {
         r.parked.len(),
         r.throttled_429,
         r.arm_requests,
+        r.instances,
         r.handler_restarts,
         r.virtual_seconds as f64 / 3600.0,
         r.real_seconds,
@@ -1839,6 +1987,12 @@ mod tests {
                 invocations_by_function: BTreeMap::new(),
                 handler_restarts: 0,
                 handler_kills: 0,
+                instances: 1,
+                invocations_by_instance: vec![0],
+                handler_kills_by_instance: vec![0],
+                planned_kills_by_instance: vec![0],
+                background_load: BackgroundLoad::default(),
+                arm_share_told: None,
                 handler_panics: 0,
                 untracked_in_progress: Vec::new(),
                 virtual_seconds: 0,
@@ -1876,6 +2030,12 @@ mod tests {
             invocations_by_function: BTreeMap::new(),
             handler_restarts: 0,
             handler_kills: 0,
+            instances: 1,
+            invocations_by_instance: vec![0],
+            handler_kills_by_instance: vec![0],
+            planned_kills_by_instance: vec![0],
+            background_load: BackgroundLoad::default(),
+            arm_share_told: None,
             handler_panics,
             untracked_in_progress: Vec::new(),
             virtual_seconds: 0,

@@ -163,3 +163,155 @@ async fn soak_every_point_settles_once_or_is_reported() {
     )
     .await;
 }
+
+/// Several instances under chaos: every instance got work (a Flex Consumption app's instances
+/// compete for messages), each kill hit exactly the instance the seed chose (counted per
+/// instance by the contract), and the contract holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_the_work_and_each_kill_hits_one() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = chaos_scenario(24, 2, 3, 21);
+    s.instances = 3;
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    println!(
+        "{}\ninvocations by instance: {:?}\nkills by instance: {:?}",
+        summary_line(&report),
+        report.invocations_by_instance,
+        report.handler_kills_by_instance
+    );
+    assert_eq!(report.instances, 3);
+    assert_eq!(report.invocations_by_instance.len(), 3);
+    assert!(
+        report.invocations_by_instance.iter().all(|n| *n > 0),
+        "every instance took work: {:?}",
+        report.invocations_by_instance
+    );
+    assert_eq!(report.handler_kills_by_instance.iter().sum::<u64>(), 3);
+    assert_eq!(
+        report.handler_kills_by_instance, report.planned_kills_by_instance,
+        "each kill hit the planned instance"
+    );
+    assert_accounted_for(&report, &emulator.arm.restore_points(), 24, 2, 3);
+    emulator.stop().await.unwrap();
+}
+
+/// An ARM outage of 20 virtual minutes while the first tick's creates settle and its copies
+/// start (03:45 start, tick 04:00, outage 04:45–05:05): every ARM call in it is answered 503,
+/// then ARM recovers. The polls and starts refused during it are retried after it and settle:
+/// the fault contract holds with no allowance for the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arm_outage_between_ticks_ends_with_every_point_settled() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = chaos_scenario(24, 2, 1, 3);
+    s.faults =
+        FaultConfig::from_json(r#"{"arm": {"outage": {"at": "PT1H", "for": "PT20M"}}}"#).unwrap();
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let counters = emulator.arm.counters();
+    println!(
+        "{}\noutage answers: {:?}\nARM by status: {:?}",
+        summary_line(&report),
+        counters.faults_injected.get("outage"),
+        counters.responses_by_status
+    );
+    assert!(
+        counters.faults_injected.get("outage").copied().unwrap_or(0) > 0,
+        "the outage met ARM calls: {:?}",
+        counters.faults_injected
+    );
+    assert_accounted_for(&report, &emulator.arm.restore_points(), 24, 2, 1);
+    emulator.stop().await.unwrap();
+}
+
+/// An ARM outage over a tick (03:55–04:15, tick 04:00): the timer's listings meet 503s. Every
+/// point of the tick either settles (vmrp lists again once ARM is back) or its miss is explained
+/// by the timer's own report of the failed listing during the outage, never "unexplained". Such
+/// a miss is not by design (the tick's window outlasts the outage): the fault contract counts
+/// it, so this test asserts the explanation, not the contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arm_outage_over_a_tick_leaves_no_miss_unexplained() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = chaos_scenario(12, 2, 0, 3);
+    s.faults =
+        FaultConfig::from_json(r#"{"arm": {"outage": {"at": "PT10M", "for": "PT20M"}}}"#).unwrap();
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    println!(
+        "{}\nlocal missing by reason: {:?}",
+        summary_line(&report),
+        report.local.failed_by_reason
+    );
+    for m in report.local.failed.iter().chain(&report.copies.failed) {
+        let tick = vmrp::names::restore_point_name(m.tick, 0);
+        assert!(
+            tick == "rp-20260105T0400Z" && m.reason.contains("during the ARM outage"),
+            "a miss the outage does not explain: {m:?}"
+        );
+    }
+    // The next tick, after the outage, is whole.
+    assert_eq!(report.local.settled + report.local.failed.len(), 24);
+    assert!(report.local.settled >= 12, "{}", summary_line(&report));
+    emulator.stop().await.unwrap();
+}
+
+/// The issue's first "done when" measurement (ignored: long; `VMS`, `TICKS`, `KILLS`, `SEED`,
+/// `SPEED` overrides, `VMRP_HANDLER_BIN` for a release build): 4 handler instances, two copy
+/// regions, 30 % of ARM's budget spent by other tools, kills, and a 20-minute ARM outage during
+/// the first tick's copies. Prints coverage, duplicates, copies lost to ordering, the 429 share
+/// and the fault contract's breaches; asserts only that the run was carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: the at-scale measurement (docs/bench.md)"]
+async fn measure_instances_background_load_and_outage_at_scale() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let vms = env_or("VMS", 2000);
+    let ticks = env_or("TICKS", 3);
+    let kills = env_or("KILLS", 3);
+    let mut s = chaos_scenario(vms, ticks, kills, env_or("SEED", 5));
+    s.instances = 4;
+    s.copy_to = vec!["swedencentral".into(), "francecentral".into()];
+    s.background_load = vmrp::emulator::arm::throttle::BackgroundLoad {
+        share: 0.3,
+        bursty: false,
+    };
+    s.app_settings.insert(
+        "VMRP_ARM_SHARE".into(),
+        format!("{:.2}", vmrp::local::told_share(s.background_load)),
+    );
+    s.faults =
+        FaultConfig::from_json(r#"{"arm": {"outage": {"at": "PT1H", "for": "PT20M"}}}"#).unwrap();
+    s.timeout = Duration::from_secs(env_or("TIMEOUT_SECS", 3600));
+    let started = Instant::now();
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let points = emulator.arm.restore_points();
+    let counters = emulator.arm.counters();
+    let lost_to_ordering = report
+        .copies
+        .failed
+        .iter()
+        // A copy refused because a newer one was already copied, not a copy whose create was
+        // superseded by the next tick.
+        .filter(|m| vmrp::local::reason_class(&m.reason).0 == "superseded by a newer copy")
+        .count();
+    let violations = fault_contract_violations(&report, &points, kills);
+    println!(
+        "{}\ninstances {} invocations by instance {:?} kills by instance {:?}\nlocal {}/{} copies {}/{} duplicates {} copies lost to ordering {}\n429 {} of {} ARM requests = {:.3} %; outage answers {:?}\nlocal missing by reason {:?}\ncopies missing by reason {:?}\ncontract breaches ({}): {:?}\nreal {:.0} s",
+        summary_line(&report),
+        report.instances,
+        report.invocations_by_instance,
+        report.handler_kills_by_instance,
+        report.local.settled,
+        report.local.expected,
+        report.copies.settled,
+        report.copies.expected,
+        report.local.duplicates + report.copies.duplicates,
+        lost_to_ordering,
+        report.throttled_429,
+        report.arm_requests,
+        100.0 * report.throttled_429 as f64 / report.arm_requests.max(1) as f64,
+        counters.faults_injected.get("outage"),
+        report.local.failed_by_reason,
+        report.copies.failed_by_reason,
+        violations.len(),
+        violations.iter().take(10).collect::<Vec<_>>(),
+        started.elapsed().as_secs_f64()
+    );
+    emulator.stop().await.unwrap();
+}

@@ -115,6 +115,10 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("emulate", "--env", emulate_host_flags),
     ("emulate", "--bus-auth", emulate_host_flags),
     ("emulate", "--timer-ticks", emulate_host_flags),
+    ("emulate", "--instances", emulate_host_flags),
+    ("emulate", "--background-load", emulate_flags),
+    ("local", "--instances", local_run_flags),
+    ("local", "--background-load", local_run_flags),
     ("local", "--vms", local_run_flags),
     ("local", "--regions", local_run_flags),
     ("local", "--copy-to", local_run_flags),
@@ -1436,6 +1440,8 @@ fn emulate_flags() {
         "--no-arm-auth",
         "--faults",
         faults.to_str().unwrap(),
+        "--background-load",
+        "0.3",
     ]);
     cmd.stdout(Stdio::piped());
     let mut child = Guard(cmd.spawn().unwrap());
@@ -1466,14 +1472,18 @@ fn emulate_flags() {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let api = vmrp::azure::models::API_VERSION;
         // --no-arm-auth: no token needed. --fleet / --regions: 3 VMs in northeurope.
-        let vms: Value = http
+        let rsp = http
             .get(format!("{arm}/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines?api-version={api}"))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        // --background-load 0.3: the first read of a 250-token bucket leaves 174, not 249.
+        assert_eq!(
+            rsp.headers()["x-ms-ratelimit-remaining-subscription-reads"],
+            "174",
+            "--background-load"
+        );
+        let vms: Value = rsp.json().await.unwrap();
         let list = vms["value"].as_array().unwrap();
         assert_eq!(list.len(), 3, "--fleet: {vms}");
         assert!(list.iter().all(|vm| vm["location"] == "northeurope"), "--regions");
@@ -1523,6 +1533,8 @@ fn emulate_host_flags() {
         "identity",
         "--timer-ticks",
         "1",
+        "--instances",
+        "3",
         "--speed",
         "3600",
         "--start",
@@ -1552,6 +1564,21 @@ fn emulate_host_flags() {
             .into_owned();
     let vars: Vec<&str> = environ.split('\0').collect();
     assert!(vars.contains(&"VMRP_SCHEDULE=0 0 */4 * * *"), "--env");
+    // --instances 3: three handler processes, each told its own port.
+    let mut ports = BTreeSet::new();
+    wait_until(Duration::from_secs(30), "three handler instances", || {
+        ports = children_of(parent.0.id())
+            .into_iter()
+            .filter_map(|c| {
+                let env = std::fs::read(format!("/proc/{c}/environ")).ok()?;
+                String::from_utf8_lossy(&env)
+                    .split('\0')
+                    .find_map(|v| v.strip_prefix("FUNCTIONS_CUSTOMHANDLER_PORT="))
+                    .map(str::to_string)
+            })
+            .collect();
+        ports.len() == 3
+    });
     assert!(
         vars.iter()
             .any(|v| v.starts_with("ServiceBusConnection__fullyQualifiedNamespace="))
@@ -1700,6 +1727,10 @@ fn local_run_flags() {
         log.to_str().unwrap(),
         "--timeout-secs",
         "120",
+        "--instances",
+        "3",
+        "--background-load",
+        "0.2:bursty",
     ]));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let page = std::fs::read_to_string(&html).expect("--html writes the page");
@@ -1713,6 +1744,26 @@ fn local_run_flags() {
     );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["vms"], 3, "--vms");
+    assert_eq!(r["instances"], 3, "--instances");
+    let by_instance: Vec<u64> = r["invocationsByInstance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(by_instance.len(), 3, "--instances: {by_instance:?}");
+    assert!(
+        by_instance.iter().filter(|n| **n > 0).count() > 1,
+        "--instances: the instances share the work: {by_instance:?}"
+    );
+    assert!(stdout.contains("3 handler instances"), "{stdout}");
+    assert_eq!(
+        r["backgroundLoad"],
+        json!({"share": 0.2, "bursty": true}),
+        "--background-load"
+    );
+    // ... and the handler was told its share: 0.95 × (1 − 0.2).
+    assert_eq!(r["armShareTold"], json!(0.76), "--background-load");
     assert_eq!(
         r["ticks"],
         json!(["rp-20260105T0430Z"]),
@@ -1740,6 +1791,15 @@ fn local_run_flags() {
         "{virtual_secs} virtual s in {real_secs} s"
     );
     // --speed 0 and an unwritable --report are refused before anything starts.
+    let (code, _, stderr) = run(&mut vmrp(&["local", "--background-load", "1"]));
+    assert_eq!(code, Some(2), "clap refuses it");
+    assert!(stderr.contains("below 1"), "{stderr}");
+    let (code, _, stderr) = run(&mut vmrp(&["local", "--instances", "0"]));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("--instances 0: must be between 1 and 16"),
+        "{stderr}"
+    );
     let (code, _, stderr) = run(&mut vmrp(&["local", "--speed", "0"]));
     assert_eq!(code, Some(1));
     assert!(

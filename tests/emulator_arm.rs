@@ -3005,3 +3005,87 @@ async fn rule_instant_access_creates_in_flight_per_subscription_and_region() {
     h.advance(60);
     assert_eq!(h.point("rg", &colls[2], "rp", json!({})).await.status, 201);
 }
+
+/// `--background-load 0.3`: other tools spend 30 % of every bucket, so the remaining-count
+/// header vmrp paces by reports less from the first request on, and the 429 comes after 175
+/// reads instead of 250 (source in docs/emulator-arm.md, "Shared budget").
+#[tokio::test]
+async fn background_load_reports_less_remaining_and_throttles_earlier() {
+    let mut reads_before_429 = Vec::new();
+    for share in [0.0, 0.3] {
+        let config = ArmConfig {
+            fleet: FleetSpec::empty(),
+            throttle: ThrottleConfig {
+                background: vmrp::emulator::arm::throttle::BackgroundLoad {
+                    share,
+                    bursty: false,
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let h = start_with(config, FaultConfig::default()).await;
+        h.vm("rg", "vm1", "westus", |s| s);
+        let path = format!("{}?{V}", vm_id("rg", "vm1"));
+        let first = h.get(&path).await;
+        assert_eq!(first.status, 200);
+        let want = if share == 0.0 { "249" } else { "174" };
+        assert_eq!(
+            first.header("x-ms-ratelimit-remaining-subscription-reads"),
+            Some(want),
+            "share {share}"
+        );
+        let mut n = 1;
+        loop {
+            let r = h.get(&path).await;
+            if r.status == 429 {
+                assert_eq!(r.code(), "SubscriptionRequestsThrottled");
+                break;
+            }
+            n += 1;
+            assert!(n <= 300, "never throttled");
+        }
+        reads_before_429.push(n);
+    }
+    assert_eq!(reads_before_429, vec![250, 175]);
+}
+
+/// The `arm.outage` fault: every ARM request in the window is answered 503 ServiceUnavailable
+/// with Retry-After and is not processed (no token taken, nothing created); before and after
+/// it ARM serves as usual.
+#[tokio::test]
+async fn an_outage_answers_503_for_its_window_then_recovers() {
+    let faults =
+        FaultConfig::from_json(r#"{"arm": {"outage": {"at": "PT1H", "for": "PT10M"}}}"#).unwrap();
+    let h = start_with(
+        ArmConfig {
+            fleet: FleetSpec::empty(),
+            ..Default::default()
+        },
+        faults,
+    )
+    .await;
+    let vm = h.vm("rg", "vm1", "westus", |s| s);
+    let path = format!("{}?{V}", vm_id("rg", "vm1"));
+    assert_eq!(h.get(&path).await.status, 200);
+    h.advance(3600);
+    let down = h.get(&path).await;
+    assert_eq!((down.status, down.code()), (503, "ServiceUnavailable"));
+    assert_eq!(down.header("retry-after"), Some("10"));
+    assert_eq!(
+        down.header("x-ms-ratelimit-remaining-subscription-reads"),
+        None,
+        "ARM answered before metering"
+    );
+    assert_eq!(h.collection("rg", "c", "westus", &vm).await.status, 503);
+    h.advance(599);
+    assert_eq!(h.get(&path).await.status, 503, "still inside the window");
+    h.advance(1);
+    let up = h.get(&path).await;
+    assert_eq!(up.status, 200, "recovered at the end of the window");
+    assert!(up
+        .header("x-ms-ratelimit-remaining-subscription-reads")
+        .is_some());
+    assert_eq!(h.collection("rg", "c", "westus", &vm).await.status, 201);
+    assert_eq!(h.emu.counters().faults_injected["outage"], 3);
+}

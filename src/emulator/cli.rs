@@ -72,6 +72,14 @@ pub struct EmulateArgs {
     /// Fire each timer at most N times (host simulation).
     #[arg(long, value_name = "N")]
     pub timer_ticks: Option<u32>,
+    /// Handler instances the host simulation starts (each its own process, port and in-memory
+    /// cache, competing for invocations like Flex Consumption instances; 1 to 16).
+    #[arg(long, value_name = "N", default_value_t = crate::local::DEFAULT_INSTANCES)]
+    pub instances: usize,
+    /// Share of every ARM throttling bucket that other tools spend, 0 <= F < 1: `F` steadily,
+    /// or `F:bursty` (twice F half of the time, F <= 0.5).
+    #[arg(long, value_name = "F", default_value = "0", value_parser = crate::local::parse_background_load)]
+    pub background_load: super::arm::throttle::BackgroundLoad,
 }
 
 /// What `vmrp emulate` can fail with (each names the flag or file at fault).
@@ -159,6 +167,7 @@ pub fn config_from_args(args: &EmulateArgs) -> Result<EmulatorConfig, EmulateErr
         ..Default::default()
     };
     config.bus.max_delivery_count = args.max_delivery_count;
+    config.arm.throttle.background = args.background_load;
     // --no-arm-auth: ARM answers requests without any token too (on by default, as in Azure).
     config.arm.rules.require_authorization = !args.no_arm_auth;
     Ok(config)
@@ -214,6 +223,10 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<ExitCode, EmulateError> {
     let config = config_from_args(&args)?;
+    crate::local::check_instances(args.instances).map_err(|e| EmulateError::Arg {
+        flag: "instances",
+        reason: e.trim_start_matches("--instances ").to_string(),
+    })?;
     let extra_env = parse_env(&args.env)?;
     // Absolute from here on: the handler starts in the app root as its working directory, where
     // a relative `pkg/vmrp` would name `pkg/pkg/vmrp`.
@@ -245,6 +258,7 @@ pub async fn run_with(
             app_settings: settings,
             timer_ticks: args.timer_ticks,
             executable_override: handler,
+            instances: args.instances,
             ..HostSimConfig::new(root.clone())
         };
         if let Err(e) = emulator.start_host_sim(sim_config).await {

@@ -6,11 +6,20 @@
 //!
 //! Differences from the real host, on purpose: the handler is restarted after every crash
 //! (the real host stops itself after the 3rd error within 30 min); reqwest adds `accept: */*`.
+//!
+//! **Several instances.** Flex Consumption scales an app out over many instances, each its own
+//! host and handler process with its own memory, and Service Bus, timers and Event Grid hand
+//! each invocation to whichever instance takes it
+//! (<https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan>, "Concurrency" and
+//! "Instance scaling"). [`HostSimConfig::instances`] starts that many handler processes, each on
+//! its own port; every invocation goes to the least busy ready instance (ties in turn), so a
+//! redelivered message may land on another instance than the one that failed it. Kills and
+//! restarts hit one instance; the others keep serving.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -923,6 +932,10 @@ pub struct HostSimConfig {
     /// be declared hung and restarted. An invocation times out only once this much real time has
     /// passed as well. Zero: purely virtual (tests of the timeout itself).
     pub min_real_function_timeout: Duration,
+    /// Handler instances (separate processes, own ports, own memory) that compete for
+    /// invocations, as a scaled-out Flex Consumption app's instances do (module doc). At least 1;
+    /// [`HandlerLaunch::External`] serves exactly one.
+    pub instances: usize,
 }
 
 impl std::fmt::Debug for HostSimConfig {
@@ -936,6 +949,7 @@ impl std::fmt::Debug for HostSimConfig {
                 &self.app_settings.keys().collect::<Vec<_>>(),
             )
             .field("timer_ticks", &self.timer_ticks)
+            .field("instances", &self.instances)
             .finish_non_exhaustive()
     }
 }
@@ -955,6 +969,7 @@ impl HostSimConfig {
             executable_override: None,
             console_log: None,
             min_real_function_timeout: Duration::ZERO,
+            instances: 1,
         }
     }
 }
@@ -988,6 +1003,8 @@ pub struct InvocationRecord {
     pub invocation_id: String,
     pub function: String,
     pub trigger: &'static str,
+    /// The handler instance (0-based) the invocation went to.
+    pub instance: usize,
     pub status: InvocationStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
@@ -1020,6 +1037,81 @@ pub struct SimCounters {
     pub output_messages_sent: u64,
 }
 
+/// What one handler instance went through (the dump, `vmrp local`'s report).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceCounters {
+    pub port: u16,
+    /// Invocations sent to this instance (any outcome).
+    pub invocations: u64,
+    pub starts: u64,
+    pub restarts: u64,
+    pub kills: u64,
+}
+
+/// One handler process and what the simulation knows of it.
+struct Instance {
+    index: usize,
+    port: u16,
+    state_tx: watch::Sender<HandlerState>,
+    kill: Notify,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// Invocations sent to it and not answered yet (the dispatcher picks the least busy).
+    in_flight: AtomicU64,
+    counters: Mutex<InstanceCounters>,
+}
+
+impl Instance {
+    fn state(&self) -> HandlerState {
+        self.state_tx.borrow().clone()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut InstanceCounters)) {
+        f(&mut self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// Waits until this instance is ready; Err when it stopped for good or `limit` passed.
+    async fn wait_ready(&self, limit: Duration) -> Result<(), String> {
+        let mut rx = self.state_tx.subscribe();
+        let deadline = Instant::now() + limit;
+        loop {
+            match &*rx.borrow_and_update() {
+                HandlerState::Ready => return Ok(()),
+                HandlerState::Stopped(why) => return Err(format!("handler not running: {why}")),
+                HandlerState::Starting => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("handler not ready after {limit:?}"));
+            }
+            if tokio::time::timeout(left, rx.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return Err("host stopped".into());
+            }
+        }
+    }
+}
+
+/// The instance an invocation goes to: the ready one with the fewest invocations in flight,
+/// ties broken in turn from `turn`; when none is ready, the next one in turn that has not
+/// stopped for good (the invocation then waits for it), else instance `turn`.
+/// `loads[i]` = (ready, stopped, in flight).
+fn pick_instance(loads: &[(bool, bool, u64)], turn: usize) -> usize {
+    let n = loads.len().max(1);
+    let order = (0..n).map(|k| (turn + k) % n);
+    order
+        .clone()
+        .filter(|&i| loads.get(i).is_some_and(|l| l.0))
+        .min_by_key(|&i| loads[i].2)
+        .or_else(|| order.clone().find(|&i| loads.get(i).is_some_and(|l| !l.1)))
+        .unwrap_or(turn % n)
+}
+
 struct Outcome {
     status: InvocationStatus,
     http_status: Option<u16>,
@@ -1040,17 +1132,16 @@ pub struct HostSim {
     bus: Arc<ServiceBus>,
     clock: Arc<VirtualClock>,
     http: reqwest::Client,
-    port: u16,
+    instances: Vec<Arc<Instance>>,
+    /// Whose turn it is among equally busy instances.
+    turn: AtomicUsize,
     client: ClientInfo,
-    state_tx: watch::Sender<HandlerState>,
     stop_tx: watch::Sender<bool>,
-    kill: Notify,
     records: Mutex<Vec<InvocationRecord>>,
     counters: Mutex<SimCounters>,
     timers: Mutex<BTreeMap<String, TimerState>>,
     event_grid_dead: Mutex<Vec<Value>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
     console_tail: Arc<Mutex<std::collections::VecDeque<ConsoleLine>>>,
     in_flight: AtomicU64,
     timers_in_flight: AtomicU64,
@@ -1060,7 +1151,10 @@ impl std::fmt::Debug for HostSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostSim")
             .field("config", &self.config)
-            .field("port", &self.port)
+            .field(
+                "ports",
+                &self.instances.iter().map(|i| i.port).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -1083,17 +1177,51 @@ impl HostSim {
                 .or_else(|| std::env::var(name).ok())
         };
         let app = FunctionApp::load(&config.app_root, &lookup)?;
-        let port = match config.launch {
-            HandlerLaunch::External { port } => port,
+        if config.instances == 0 {
+            return Err(HostSimError::Handler(
+                "instances: at least one handler instance is needed".into(),
+            ));
+        }
+        let ports = match config.launch {
+            HandlerLaunch::External { port } if config.instances == 1 => vec![port],
+            HandlerLaunch::External { .. } => {
+                return Err(HostSimError::Handler(format!(
+                    "instances: an external handler is one instance, {} asked for",
+                    config.instances
+                )))
+            }
             HandlerLaunch::Spawn => {
                 // Chosen once like the host: bind 127.0.0.1:0, read, release; kept for restarts.
-                let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+                // All listeners are held until every port is read, so no two instances share one.
+                let listeners = (0..config.instances)
+                    .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| HostSimError::Handler(format!("cannot pick a port: {e}")))?;
-                l.local_addr()
+                listeners
+                    .iter()
+                    .map(|l| l.local_addr().map(|a| a.port()))
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| HostSimError::Handler(e.to_string()))?
-                    .port()
             }
         };
+        let instances = ports
+            .into_iter()
+            .enumerate()
+            .map(|(index, port)| {
+                Arc::new(Instance {
+                    index,
+                    port,
+                    state_tx: watch::channel(HandlerState::Starting).0,
+                    kill: Notify::new(),
+                    supervisor: Mutex::new(None),
+                    in_flight: AtomicU64::new(0),
+                    counters: Mutex::new(InstanceCounters {
+                        port,
+                        ..Default::default()
+                    }),
+                })
+            })
+            .collect();
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -1103,7 +1231,6 @@ impl HostSim {
             identifier: format!("{namespace}-{}", uuid::Uuid::new_v4()),
             fully_qualified_namespace: namespace,
         };
-        let (state_tx, _) = watch::channel(HandlerState::Starting);
         let (stop_tx, _) = watch::channel(false);
         let now = clock.now();
         let timers = app
@@ -1126,39 +1253,40 @@ impl HostSim {
             bus,
             clock,
             http,
-            port,
+            instances,
+            turn: AtomicUsize::new(0),
             client,
-            state_tx,
             stop_tx,
-            kill: Notify::new(),
             records: Mutex::new(Vec::new()),
             counters: Mutex::new(SimCounters::default()),
             timers: Mutex::new(timers),
             event_grid_dead: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
-            supervisor: Mutex::new(None),
             console_tail: Arc::new(Mutex::new(Default::default())),
             in_flight: AtomicU64::new(0),
             timers_in_flight: AtomicU64::new(0),
         });
         match sim.config.launch {
             HandlerLaunch::Spawn => {
-                let s = sim.clone();
-                *sim.supervisor
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(tokio::spawn(async move { s.supervise().await }));
+                for inst in &sim.instances {
+                    let (s, i) = (sim.clone(), inst.clone());
+                    *inst
+                        .supervisor
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(tokio::spawn(async move { s.supervise(i).await }));
+                }
             }
-            HandlerLaunch::External { .. } => {
+            HandlerLaunch::External { port } => {
                 let ready = sim
-                    .probe_until_ready(sim.app.host.initialization_timeout)
+                    .probe_until_ready(port, sim.app.host.initialization_timeout)
                     .await;
                 if !ready {
                     return Err(HostSimError::Handler(format!(
                         "nothing answers on 127.0.0.1:{port}"
                     )));
                 }
-                sim.state_tx.send_replace(HandlerState::Ready);
+                sim.instances[0].state_tx.send_replace(HandlerState::Ready);
             }
         }
         if let Err(e) = sim
@@ -1185,13 +1313,52 @@ impl HostSim {
         &self.app
     }
 
-    /// The port the handler listens on (`FUNCTIONS_CUSTOMHANDLER_PORT`).
+    /// The port the (first) handler instance listens on (`FUNCTIONS_CUSTOMHANDLER_PORT`).
     pub fn handler_port(&self) -> u16 {
-        self.port
+        self.instances[0].port
     }
 
+    /// Every instance's port, by instance index.
+    pub fn handler_ports(&self) -> Vec<u16> {
+        self.instances.iter().map(|i| i.port).collect()
+    }
+
+    /// How many handler instances run.
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// The app's state: `Ready` when every instance is, `Stopped` (with the first reason) when
+    /// every instance stopped for good, else `Starting` (at least one is (re)starting).
     pub fn handler_state(&self) -> HandlerState {
-        self.state_tx.borrow().clone()
+        let states: Vec<HandlerState> = self.instances.iter().map(|i| i.state()).collect();
+        if states.iter().all(|s| *s == HandlerState::Ready) {
+            return HandlerState::Ready;
+        }
+        if let Some(HandlerState::Stopped(why)) = states.first() {
+            if states.iter().all(|s| matches!(s, HandlerState::Stopped(_))) {
+                return HandlerState::Stopped(why.clone());
+            }
+        }
+        HandlerState::Starting
+    }
+
+    /// One instance's state (`None` past the last instance).
+    pub fn instance_state(&self, index: usize) -> Option<HandlerState> {
+        self.instances.get(index).map(|i| i.state())
+    }
+
+    /// Per instance: port, invocations, starts, restarts, kills.
+    pub fn instance_counters(&self) -> Vec<InstanceCounters> {
+        self.instances
+            .iter()
+            .map(|i| {
+                i.counters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .collect()
     }
 
     pub fn records(&self) -> Vec<InvocationRecord> {
@@ -1231,7 +1398,8 @@ impl HostSim {
                 .or_default() += 1;
         }
         serde_json::json!({
-            "handlerPort": self.port,
+            "handlerPort": self.handler_port(),
+            "instances": self.instance_counters(),
             "handlerState": format!("{:?}", self.handler_state()),
             "counters": self.counters(),
             "inFlight": self.in_flight.load(Ordering::Relaxed),
@@ -1264,10 +1432,22 @@ impl HostSim {
         self.timers_in_flight.load(Ordering::Relaxed)
     }
 
-    /// SIGKILLs the handler (chaos tests); the supervisor restarts it on the same port.
+    /// SIGKILLs the first handler instance (chaos tests); the supervisor restarts it on the
+    /// same port.
     pub fn kill_handler(&self) {
+        self.kill_instance(0);
+    }
+
+    /// SIGKILLs one handler instance; its supervisor restarts it on the same port while the
+    /// other instances keep serving. False (and nothing counted) past the last instance.
+    pub fn kill_instance(&self, index: usize) -> bool {
+        let Some(inst) = self.instances.get(index) else {
+            return false;
+        };
         self.count(|c| c.handler_kills += 1);
-        self.kill.notify_one();
+        inst.count(|c| c.kills += 1);
+        inst.kill.notify_one();
+        true
     }
 
     /// Stops triggers and the handler.
@@ -1281,53 +1461,62 @@ impl HostSim {
         ) {
             task.abort();
         }
-        let supervisor = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(mut supervisor) = supervisor {
-            // It reacts to the stop signal by killing and reaping its child.
-            if tokio::time::timeout(Duration::from_secs(5), &mut supervisor)
-                .await
-                .is_err()
-            {
-                supervisor.abort();
+        for inst in &self.instances {
+            let supervisor = inst
+                .supervisor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(mut supervisor) = supervisor {
+                // It reacts to the stop signal by killing and reaping its child.
+                if tokio::time::timeout(Duration::from_secs(5), &mut supervisor)
+                    .await
+                    .is_err()
+                {
+                    supervisor.abort();
+                }
             }
+            inst.state_tx
+                .send_replace(HandlerState::Stopped("host stopped".into()));
         }
-        self.state_tx
-            .send_replace(HandlerState::Stopped("host stopped".into()));
     }
 
-    /// Waits until the handler is ready; Err when it stopped for good or `limit` passed.
+    /// Waits until every handler instance is ready; Err when one stopped for good or `limit`
+    /// passed.
     pub async fn wait_ready(&self, limit: Duration) -> Result<(), String> {
-        let mut rx = self.state_tx.subscribe();
         let deadline = Instant::now() + limit;
-        loop {
-            match &*rx.borrow_and_update() {
-                HandlerState::Ready => return Ok(()),
-                HandlerState::Stopped(why) => return Err(format!("handler not running: {why}")),
-                HandlerState::Starting => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!("handler not ready after {limit:?}"));
-            }
-            if tokio::time::timeout(left, rx.changed())
+        for inst in &self.instances {
+            inst.wait_ready(deadline.saturating_duration_since(Instant::now()))
                 .await
-                .is_ok_and(|r| r.is_err())
-            {
-                return Err("host stopped".into());
-            }
+                .map_err(|e| format!("instance {}: {e}", inst.index))?;
         }
+        Ok(())
+    }
+
+    /// The instance the next invocation goes to ([`pick_instance`]).
+    fn dispatch(&self) -> Arc<Instance> {
+        let loads: Vec<(bool, bool, u64)> = self
+            .instances
+            .iter()
+            .map(|i| {
+                let state = i.state();
+                (
+                    state == HandlerState::Ready,
+                    matches!(state, HandlerState::Stopped(_)),
+                    i.in_flight.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        self.instances[pick_instance(&loads, turn)].clone()
     }
 
     fn stopping(&self) -> bool {
         *self.stop_tx.borrow()
     }
 
-    async fn probe_until_ready(&self, limit: Duration) -> bool {
-        let url = format!("http://127.0.0.1:{}/", self.port);
+    async fn probe_until_ready(&self, port: u16, limit: Duration) -> bool {
+        let url = format!("http://127.0.0.1:{port}/");
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             // Any HTTP answer, 404 included, means ready (PROTOCOL §1).
@@ -1348,7 +1537,7 @@ impl HostSim {
         false
     }
 
-    fn spawn_child(&self) -> Result<tokio::process::Child, String> {
+    fn spawn_child(&self, port: u16) -> Result<tokio::process::Child, String> {
         let host = &self.app.host;
         let settings = &self.config.app_settings;
         let lookup = |name: &str| {
@@ -1389,8 +1578,8 @@ impl HostSim {
         cmd.args(&args)
             .current_dir(&cwd)
             .envs(settings)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", self.port.to_string())
-            .env("FUNCTIONS_HTTPWORKER_PORT", self.port.to_string())
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
             .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", &worker_id)
             .env("FUNCTIONS_HTTPWORKER_ID", &worker_id)
             .env("FUNCTIONS_APP_ROOT_PATH", &self.app.root)
@@ -1462,27 +1651,31 @@ impl HostSim {
         });
     }
 
-    /// Starts the handler, restarts it after crashes and kills, stops it on `stop()`.
-    async fn supervise(self: Arc<Self>) {
+    /// Starts one handler instance, restarts it after crashes and kills, stops it on `stop()`.
+    async fn supervise(self: Arc<Self>, inst: Arc<Instance>) {
         let mut stop_rx = self.stop_tx.subscribe();
         let mut failed_starts = 0u32;
         loop {
             if self.stopping() {
                 break;
             }
-            self.state_tx.send_replace(HandlerState::Starting);
-            let mut child = match self.spawn_child() {
+            inst.state_tx.send_replace(HandlerState::Starting);
+            let mut child = match self.spawn_child(inst.port) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("custom handler: {e}");
-                    self.state_tx.send_replace(HandlerState::Stopped(e));
+                    inst.state_tx.send_replace(HandlerState::Stopped(e));
                     return;
                 }
             };
             self.count(|c| c.handler_starts += 1);
+            inst.count(|c| c.starts += 1);
             let probe = {
-                let s = self.clone();
-                async move { s.probe_until_ready(s.app.host.initialization_timeout).await }
+                let (s, port) = (self.clone(), inst.port);
+                async move {
+                    s.probe_until_ready(port, s.app.host.initialization_timeout)
+                        .await
+                }
             };
             tokio::pin!(probe);
             let mut probing = true;
@@ -1495,14 +1688,14 @@ impl HostSim {
                         if ready {
                             became_ready = true;
                             failed_starts = 0;
-                            self.state_tx.send_replace(HandlerState::Ready);
+                            inst.state_tx.send_replace(HandlerState::Ready);
                         } else {
                             tracing::error!("custom handler not ready after {:?}; restarting", self.app.host.initialization_timeout);
                             let _ = child.start_kill();
                         }
                     }
                     status = child.wait() => break status.ok(),
-                    _ = self.kill.notified() => {
+                    _ = inst.kill.notified() => {
                         killed = true;
                         let _ = child.start_kill();
                     }
@@ -1517,11 +1710,11 @@ impl HostSim {
                 return;
             }
             let code = status.and_then(|s| s.code());
-            tracing::warn!(exit_code = ?code, killed, "custom handler exited");
+            tracing::warn!(exit_code = ?code, killed, instance = inst.index, "custom handler exited");
             if !became_ready {
                 failed_starts += 1;
                 if failed_starts >= self.config.max_failed_starts {
-                    self.state_tx.send_replace(HandlerState::Stopped(format!(
+                    inst.state_tx.send_replace(HandlerState::Stopped(format!(
                         "{failed_starts} consecutive starts never became ready"
                     )));
                     return;
@@ -1530,12 +1723,15 @@ impl HostSim {
             match code {
                 Some(0) if !killed => {
                     // Exit 0: the host does not restart; later invocations fail.
-                    self.state_tx
+                    inst.state_tx
                         .send_replace(HandlerState::Stopped("handler exited with code 0".into()));
                     return;
                 }
                 Some(200) if !killed => {} // intentional restart, not an error
-                _ => self.count(|c| c.handler_restarts += 1),
+                _ => {
+                    self.count(|c| c.handler_restarts += 1);
+                    inst.count(|c| c.restarts += 1);
+                }
             }
         }
     }
@@ -1719,7 +1915,10 @@ impl HostSim {
             return;
         };
         let queue = queue.clone();
-        let permits = Arc::new(Semaphore::new(self.app.host.max_concurrent_calls));
+        // maxConcurrentCalls is per instance: N instances take up to N times as many at once.
+        let permits = Arc::new(Semaphore::new(
+            self.app.host.max_concurrent_calls * self.instances.len(),
+        ));
         let f = Arc::new(f);
         loop {
             if self.stopping() {
@@ -1889,19 +2088,26 @@ impl HostSim {
         let started = self.clock.now();
         let real_start = Instant::now();
         let timer = trigger == "timer";
+        let inst = self.dispatch();
+        inst.count(|c| c.invocations += 1);
+        inst.in_flight.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         if timer {
             self.timers_in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        let outcome = self.call_handler(f, &invocation_id, body, started).await;
+        let outcome = self
+            .call_handler(f, &inst, &invocation_id, body, started)
+            .await;
         if timer {
             self.timers_in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        inst.in_flight.fetch_sub(1, Ordering::Relaxed);
         let record = InvocationRecord {
             invocation_id,
             function: f.name.clone(),
             trigger,
+            instance: inst.index,
             status: outcome.status,
             http_status: outcome.http_status,
             error: outcome.error,
@@ -1924,6 +2130,7 @@ impl HostSim {
     async fn call_handler(
         &self,
         f: &FunctionDef,
+        inst: &Instance,
         invocation_id: &str,
         body: String,
         started: OffsetDateTime,
@@ -1934,14 +2141,14 @@ impl HostSim {
             error: Some(error),
             response: None,
         };
-        if let Err(e) = self
+        if let Err(e) = inst
             .wait_ready(self.app.host.initialization_timeout * 4)
             .await
         {
             return fail(e, None);
         }
         let deadline = self.app.host.function_timeout.map(|t| started + t);
-        let url = format!("http://127.0.0.1:{}/{}", self.port, f.name);
+        let url = format!("http://127.0.0.1:{}/{}", inst.port, f.name);
         // A one-chunk stream: no Content-Length, so HTTP/1.1 goes chunked like the host's.
         let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
         let request = self
@@ -1991,7 +2198,7 @@ impl HostSim {
         let (status, content_type, bytes) = match timed.await {
             None => {
                 self.count(|c| c.timeouts += 1);
-                self.restart_after_timeout();
+                self.restart_after_timeout(inst);
                 return Outcome {
                     status: InvocationStatus::TimedOut,
                     http_status: None,
@@ -2021,7 +2228,7 @@ impl HostSim {
             if let Some(d) = deadline {
                 self.clock.sleep_until(d).await;
                 self.count(|c| c.timeouts += 1);
-                self.restart_after_timeout();
+                self.restart_after_timeout(inst);
             }
             return Outcome {
                 status: InvocationStatus::ProtocolViolation,
@@ -2100,9 +2307,9 @@ impl HostSim {
         Ok(())
     }
 
-    fn restart_after_timeout(&self) {
+    fn restart_after_timeout(&self, inst: &Instance) {
         if self.config.launch == HandlerLaunch::Spawn {
-            self.kill.notify_one();
+            inst.kill.notify_one();
         }
     }
 }
@@ -2274,6 +2481,7 @@ mod tests {
     use crate::emulator::identity::IdentityEndpoint;
     use crate::emulator::servicebus::BusConfig;
     use axum::http::HeaderMap;
+    use std::collections::BTreeSet;
     use time::macros::datetime;
 
     const FIXTURE_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/functions-app");
@@ -2912,6 +3120,127 @@ S(("127.0.0.1", port), H).serve_forever()
             .unwrap()
             .iter()
             .any(|l| l == "handler listening"));
+        sim.stop().await;
+        assert!(matches!(sim.handler_state(), HandlerState::Stopped(_)));
+    }
+
+    #[test]
+    fn invocations_go_to_the_least_busy_ready_instance_in_turn() {
+        // (ready, stopped, in flight)
+        let idle = (true, false, 0);
+        // Equally idle: in turn.
+        assert_eq!(pick_instance(&[idle, idle, idle], 0), 0);
+        assert_eq!(pick_instance(&[idle, idle, idle], 1), 1);
+        assert_eq!(pick_instance(&[idle, idle, idle], 5), 2);
+        // The least busy wins whatever the turn.
+        assert_eq!(
+            pick_instance(&[(true, false, 3), (true, false, 1), (true, false, 2)], 0),
+            1
+        );
+        // A restarting instance gets nothing while another is ready, however busy.
+        assert_eq!(pick_instance(&[(false, false, 0), (true, false, 9)], 0), 1);
+        // None ready: the next in turn that is not stopped for good (the invocation waits).
+        assert_eq!(pick_instance(&[(false, true, 0), (false, false, 0)], 0), 1);
+        // All stopped: anything (the invocation fails with the stop reason).
+        assert_eq!(pick_instance(&[(false, true, 0), (false, true, 0)], 1), 1);
+    }
+
+    #[tokio::test]
+    async fn several_instances_each_own_port_share_the_work_and_a_kill_hits_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        write_app(
+            &root,
+            r#"{"version":"2.0","functionTimeout":"00:10:00",
+                "customHandler":{"description":{"defaultExecutablePath":"python3",
+                  "arguments":["handler.py"]}}}"#,
+        );
+        std::fs::write(root.join("handler.py"), PY_HANDLER).unwrap();
+        // No crash on the first invocation: this test is about kills.
+        std::fs::write(root.join("crashed"), "").unwrap();
+        let (bus, clock) = bus_and_clock(datetime!(2026-11-25 21:00 UTC), 1.0, 10);
+        let sim = HostSim::start(
+            HostSimConfig {
+                instances: 3,
+                ..HostSimConfig::new(&root)
+            },
+            bus.clone(),
+            clock,
+        )
+        .await
+        .unwrap();
+        assert_eq!(sim.instance_count(), 3);
+        let ports = sim.handler_ports();
+        assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), 3, "{ports:?}");
+        let send = |n: usize| {
+            for _ in 0..n {
+                bus.send(
+                    "rp-create",
+                    NewMessage {
+                        body: "{}".into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            }
+        };
+        send(12);
+        wait_for("12 successes", 20, || {
+            sim.records()
+                .iter()
+                .filter(|r| r.status == InvocationStatus::Succeeded)
+                .count()
+                == 12
+        })
+        .await;
+        let used: BTreeSet<usize> = sim.records().iter().map(|r| r.instance).collect();
+        assert!(used.len() > 1, "one instance took everything: {used:?}");
+        let per: Vec<u64> = sim
+            .instance_counters()
+            .iter()
+            .map(|c| c.invocations)
+            .collect();
+        assert_eq!(per.iter().sum::<u64>(), 12, "{per:?}");
+
+        assert!(sim.kill_instance(1));
+        assert!(!sim.kill_instance(3), "no fourth instance to kill");
+        send(12);
+        wait_for("12 more successes and instance 1 back", 20, || {
+            sim.records()
+                .iter()
+                .filter(|r| r.status == InvocationStatus::Succeeded)
+                .count()
+                == 24
+                && sim.handler_state() == HandlerState::Ready
+        })
+        .await;
+        let counters = sim.instance_counters();
+        assert_eq!(
+            counters
+                .iter()
+                .map(|c| (c.kills, c.starts))
+                .collect::<Vec<_>>(),
+            vec![(0, 1), (1, 2), (0, 1)],
+            "only instance 1 was killed and restarted"
+        );
+        assert_eq!(sim.counters().handler_kills, 1);
+        // The others kept serving: nothing they were sent failed.
+        assert!(sim
+            .records()
+            .iter()
+            .filter(|r| r.instance != 1)
+            .all(|r| r.status == InvocationStatus::Succeeded));
+        // Each process was told its own port (FUNCTIONS_CUSTOMHANDLER_PORT).
+        let started: BTreeSet<u64> = std::fs::read_to_string(root.join("starts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["port"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(started, ports.iter().map(|p| u64::from(*p)).collect());
         sim.stop().await;
         assert!(matches!(sim.handler_state(), HandlerState::Stopped(_)));
     }

@@ -122,6 +122,8 @@ pub struct ArmEmulator {
     throttle: Mutex<Throttle>,
     counters: Mutex<ArmCounters>,
     recorder: Option<traffic::Recorder>,
+    /// The `arm.outage` fault's window of virtual time, from the clock at start.
+    outage: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,7 +176,13 @@ impl ArmEmulator {
                     None
                 }
             });
+        let outage = faults.arm.outage.as_ref().and_then(|o| {
+            o.window(clock.now())
+                .map_err(|e| tracing::warn!(error = %e, "ignoring the ARM outage fault"))
+                .ok()
+        });
         Arc::new(Self {
+            outage,
             config,
             clock,
             dice,
@@ -384,6 +392,11 @@ impl ArmEmulator {
         c
     }
 
+    /// The `arm.outage` fault's window of virtual time, if one is configured.
+    pub fn outage_window(&self) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+        self.outage
+    }
+
     /// Where traffic is being recorded, if it is.
     pub fn traffic_dir(&self) -> Option<PathBuf> {
         self.recorder.as_ref().map(|r| r.dir().to_path_buf())
@@ -416,6 +429,24 @@ impl ArmEmulator {
         let mut drop_connection = false;
 
         let reply: Reply = 'reply: {
+            // An outage (faults.rs): ARM's front door answers 503 before anything else, with
+            // the ServiceUnavailable CloudError of the `5xx` fault; its end is unknown to the
+            // caller, so Retry-After is the fault's usual 10 s.
+            if self
+                .outage
+                .is_some_and(|(from, until)| from <= now && now < until)
+            {
+                *lock(&self.counters)
+                    .faults_injected
+                    .entry("outage".into())
+                    .or_default() += 1;
+                break 'reply Reply::error(
+                    503,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable. Please retry later.",
+                )
+                .header("Retry-After", "10");
+            }
             if self.config.rules.require_authorization
                 && !headers
                     .get(http::header::AUTHORIZATION)

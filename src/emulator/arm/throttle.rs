@@ -7,6 +7,21 @@
 //! so the emulator charges every request of a subscription to [`ThrottleConfig::arm_region`]
 //! (default `"local"`), whatever the resource's location. Buckets are therefore effectively per
 //! (subscription, class); the region stays in the key to keep the model honest.
+//!
+//! **Other tools share the budget** ([`BackgroundLoad`], `--background-load F`). ARM applies the
+//! subscription limits "per subscription, per service principal, and per operation type", plus
+//! global subscription limits of 15 times those "across all service principals"; a request is
+//! throttled when either is exceeded
+//! (<https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling>).
+//! The emulator keeps one bucket per subscription and class (vmrp's principal); F stands for what
+//! others take from what vmrp can count on: work under the same identity, or the subscription's
+//! global bucket running low when Azure Policy, Defender, Terraform and Backup are busy. How the
+//! two buckets interact in detail is not documented; this model is the simple reading: each
+//! bucket keeps `1 − F` of its capacity and refill for vmrp, so the
+//! `x-ms-ratelimit-remaining-subscription-*` headers report less and 429s come earlier. Bursty
+//! load (`F:bursty`, F ≤ 0.5) spends `2F` for the first half of every [`BURST_PERIOD_SECS`]
+//! virtual seconds and nothing in the second half (the same F on average):
+//! when a burst starts, the tokens above the smaller capacity are gone.
 
 use std::collections::HashMap;
 
@@ -64,6 +79,87 @@ pub struct BucketSpec {
     pub refill_per_sec: f64,
 }
 
+impl BucketSpec {
+    /// This spec with `factor` of its capacity and refill (what vmrp keeps of a shared bucket).
+    pub fn scaled(self, factor: f64) -> Self {
+        Self {
+            capacity: self.capacity * factor,
+            refill_per_sec: self.refill_per_sec * factor,
+        }
+    }
+}
+
+/// The length (virtual seconds) of one burst cycle of [`BackgroundLoad::bursty`]: other tools
+/// spend twice their share for the first half, nothing for the second.
+pub const BURST_PERIOD_SECS: i64 = 120;
+
+/// The share of every bucket that other tools spend (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackgroundLoad {
+    /// Average share of capacity and refill spent by others, `0 <= share < 1`.
+    pub share: f64,
+    /// Spent in bursts (twice the share half of the time) instead of steadily.
+    pub bursty: bool,
+}
+
+impl BackgroundLoad {
+    /// `F` (steady) or `F:bursty` / `F:steady`, `0 <= F < 1` (bursty: `F <= 0.5`, since twice
+    /// the share cannot exceed the whole bucket).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (number, mode) = match text.split_once(':') {
+            Some((n, m)) => (n.trim(), m.trim()),
+            None => (text.trim(), "steady"),
+        };
+        let share: f64 = number.parse().map_err(|_| {
+            format!(
+                "{text:?}: give the share other tools spend as a number, e.g. 0.3 or 0.3:bursty"
+            )
+        })?;
+        let bursty = match mode {
+            "steady" => false,
+            "bursty" => true,
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown mode {other:?} (steady or bursty)"
+                ))
+            }
+        };
+        let load = Self { share, bursty };
+        load.validate().map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(load)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.share.is_finite() && (0.0..1.0).contains(&self.share)) {
+            return Err(format!(
+                "the share must be at least 0 and below 1, got {}",
+                self.share
+            ));
+        }
+        if self.bursty && self.share > 0.5 {
+            return Err(format!(
+                "bursty load spends twice its share half of the time: at most 0.5, got {}",
+                self.share
+            ));
+        }
+        Ok(())
+    }
+
+    /// The share other tools spend at virtual `now`.
+    pub fn share_at(&self, now: OffsetDateTime) -> f64 {
+        if !self.bursty {
+            return self.share;
+        }
+        let phase = now.unix_timestamp().rem_euclid(BURST_PERIOD_SECS);
+        if phase < BURST_PERIOD_SECS / 2 {
+            (2.0 * self.share).min(1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Throttling settings (defaults = ARM's documented limits since 2024).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -74,6 +170,8 @@ pub struct ThrottleConfig {
     pub deletes: BucketSpec,
     /// The ARM instance region every request is charged to (see the module doc).
     pub arm_region: String,
+    /// The share of every bucket other tools spend (module doc); 0 by default.
+    pub background: BackgroundLoad,
 }
 
 impl Default for ThrottleConfig {
@@ -93,6 +191,7 @@ impl Default for ThrottleConfig {
                 refill_per_sec: 10.0,
             },
             arm_region: "local".to_string(),
+            background: BackgroundLoad::default(),
         }
     }
 }
@@ -172,7 +271,8 @@ impl Throttle {
         class: OpClass,
         now: OffsetDateTime,
     ) -> Admission {
-        let spec = config.spec(class);
+        let share = config.background.share_at(now);
+        let spec = config.spec(class).scaled(1.0 - share);
         let key = (
             subscription.to_ascii_lowercase(),
             config.arm_region.to_ascii_lowercase(),
@@ -256,6 +356,99 @@ mod tests {
             t.admit(&cfg, "s1", OpClass::Reads, T0),
             Admission::Admitted { remaining: 249 }
         );
+    }
+
+    #[test]
+    fn background_load_leaves_less_remaining_and_throttles_earlier() {
+        let cfg = |share: f64| ThrottleConfig {
+            background: BackgroundLoad {
+                share,
+                bursty: false,
+            },
+            ..Default::default()
+        };
+        // Writes: 200 + 10/s alone; with 30 % spent by others 140 + 7/s.
+        let admitted_at_once = |share: f64| {
+            let (cfg, mut t) = (cfg(share), Throttle::default());
+            let first = t.admit(&cfg, "s", OpClass::Writes, T0);
+            let mut n = 1;
+            while matches!(
+                t.admit(&cfg, "s", OpClass::Writes, T0),
+                Admission::Admitted { .. }
+            ) {
+                n += 1;
+            }
+            (first, n)
+        };
+        assert_eq!(
+            admitted_at_once(0.0),
+            (Admission::Admitted { remaining: 199 }, 200)
+        );
+        assert_eq!(
+            admitted_at_once(0.3),
+            (Admission::Admitted { remaining: 139 }, 140)
+        );
+        // Refill at 7/s: 10 s later 70 tokens, not 100.
+        let (cfg, mut t) = (cfg(0.3), Throttle::default());
+        while matches!(
+            t.admit(&cfg, "s", OpClass::Writes, T0),
+            Admission::Admitted { .. }
+        ) {}
+        assert_eq!(
+            t.admit(&cfg, "s", OpClass::Writes, T0 + time::Duration::seconds(10)),
+            Admission::Admitted { remaining: 69 }
+        );
+    }
+
+    #[test]
+    fn bursty_load_spends_twice_the_share_half_of_the_time() {
+        let load = BackgroundLoad {
+            share: 0.3,
+            bursty: true,
+        };
+        // T0 is a multiple of the period: the burst half first.
+        assert_eq!(load.share_at(T0), 0.6);
+        assert_eq!(load.share_at(T0 + time::Duration::seconds(59)), 0.6);
+        assert_eq!(load.share_at(T0 + time::Duration::seconds(60)), 0.0);
+        assert_eq!(load.share_at(T0 + time::Duration::seconds(120)), 0.6);
+        let cfg = ThrottleConfig {
+            background: load,
+            ..Default::default()
+        };
+        let mut t = Throttle::default();
+        // In a burst a full read bucket shows 40 % of 250.
+        assert_eq!(
+            t.admit(&cfg, "s", OpClass::Reads, T0),
+            Admission::Admitted { remaining: 99 }
+        );
+        // Out of it, the bucket refills towards all 250.
+        assert_eq!(
+            t.admit(&cfg, "s", OpClass::Reads, T0 + time::Duration::seconds(65)),
+            Admission::Admitted { remaining: 249 }
+        );
+    }
+
+    #[test]
+    fn background_load_parses_and_is_validated() {
+        assert_eq!(
+            BackgroundLoad::parse("0.3").unwrap(),
+            BackgroundLoad {
+                share: 0.3,
+                bursty: false
+            }
+        );
+        assert_eq!(
+            BackgroundLoad::parse("0.25:bursty").unwrap(),
+            BackgroundLoad {
+                share: 0.25,
+                bursty: true
+            }
+        );
+        assert!(BackgroundLoad::parse("0").is_ok());
+        for bad in ["1", "-0.1", "NaN", "x", "0.3:sometimes", "0.6:bursty"] {
+            assert!(BackgroundLoad::parse(bad).is_err(), "{bad}");
+        }
+        assert!(BackgroundLoad::parse("1").unwrap_err().contains("below 1"));
     }
 
     #[test]
