@@ -182,6 +182,10 @@ pub struct PlanRequest {
     /// The timer tick planned: an occurrence of `VMRP_SCHEDULE`.
     #[serde(with = "time::serde::rfc3339")]
     pub tick: OffsetDateTime,
+    /// 0 for the timer's message; n for the n-th re-plan after a listing failed transiently
+    /// (an ARM outage during the tick), each under its own id.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 impl CreateRequest {

@@ -480,6 +480,7 @@ async fn the_largest_create_message_fits_service_bus() {
                 vmrp::messages::PlanRequest {
                     subscription: "s1".into(),
                     tick,
+                    attempt: 0,
                 },
                 functions::PLAN_RESTORE_POINTS,
                 now,

@@ -1270,6 +1270,7 @@ async fn a_plan_message_for_another_tick_or_subscription_is_refused() {
             PlanRequest {
                 subscription: "s1".into(),
                 tick: T0 + Duration::from_secs(60),
+                attempt: 0,
             },
             "not an occurrence",
         ),
@@ -1277,6 +1278,7 @@ async fn a_plan_message_for_another_tick_or_subscription_is_refused() {
             PlanRequest {
                 subscription: "s1".into(),
                 tick: T0 + hours(2),
+                attempt: 0,
             },
             "in the future",
         ),
@@ -1284,6 +1286,7 @@ async fn a_plan_message_for_another_tick_or_subscription_is_refused() {
             PlanRequest {
                 subscription: "s9".into(),
                 tick: T0,
+                attempt: 0,
             },
             "no rule of the policy names it",
         ),
@@ -1300,6 +1303,7 @@ async fn a_plan_message_for_another_tick_or_subscription_is_refused() {
         PlanRequest {
             subscription: "S2".into(),
             tick: T0,
+            attempt: 0,
         },
         now,
     )
@@ -1450,6 +1454,65 @@ async fn timer_lists_what_it_can_when_one_scope_fails() {
     let sent = w.bus.take();
     assert_eq!(sent.len(), 1);
     assert!(matches!(decode(&sent[0]), QueueMessage::Create(c) if c.vm == b));
+}
+
+/// An ARM outage during the tick (503 on the listing) does not cost the tick: the planning
+/// invocation sends itself again a minute later under its own id, and that re-plan sends the
+/// creates. After `MAX_REPLANS`, or on a permanent refusal, it reports instead.
+#[tokio::test]
+async fn a_transient_listing_failure_plans_the_subscription_again_within_the_tick() {
+    use functions::schedule_restore_points::{replan_delay, MAX_REPLANS};
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let a = w.arm.add_vm(VmBuilder::new("s1", "rg", "a").build());
+    let b = w.arm.add_vm(VmBuilder::new("s1", "rg", "b").build());
+    let now = T0 + Duration::from_secs(5);
+    w.arm
+        .refuse_next(op::LIST_VMS, 503, "ServiceUnavailable", "ARM is down");
+    let out = timer(&w, now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert!(out.summary.contains("planned again in 1 min"), "{}", out.summary);
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1, "only the re-plan: the listing showed no VM");
+    let QueueMessage::Plan(again) = decode(&sent[0]) else {
+        panic!("{:?}", sent[0])
+    };
+    assert_eq!(again.attempt, 1);
+    assert_eq!(sent[0].message_id, names::message_id("plan", "s1", T0, 1));
+    let at = sent[0].not_before.expect("scheduled");
+    assert!(at >= now + replan_delay(1), "{at}");
+
+    let out = plan_sub(&w, again, at).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let mut got: Vec<ResourceId> = w
+        .bus
+        .take()
+        .iter()
+        .filter_map(|m| match decode(m) {
+            QueueMessage::Create(c) => Some(c.vm),
+            _ => None,
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, [a, b], "the re-plan reaches every VM");
+
+    // The last re-plan reports instead of planning again; so does a permanent refusal.
+    for (attempt, status, code) in [
+        (MAX_REPLANS, 503, "ServiceUnavailable"),
+        (0, 403, "AuthorizationFailed"),
+    ] {
+        w.arm.refuse_next(op::LIST_VMS, status, code, "no");
+        let req = PlanRequest {
+            subscription: "s1".into(),
+            tick: T0,
+            attempt,
+        };
+        let out = plan_sub(&w, req, at).await;
+        assert_eq!(out.status, Status::Reported, "{code}: {}", out.summary);
+        assert!(
+            w.bus.take().iter().all(|m| m.queue != Queue::Plan),
+            "{code}: no re-plan"
+        );
+    }
 }
 
 #[tokio::test]

@@ -24,10 +24,15 @@ const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 pub async fn handle(inv: Invocation<PlanRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
     let now = inv.context.now;
-    let PlanRequest { subscription, tick } = inv.event;
+    let PlanRequest {
+        subscription,
+        tick,
+        attempt,
+    } = inv.event;
     let timer = timer_schedule(deps)?;
     check(&timer, &subscription, tick, now, deps)?;
-    plan_and_send(deps, &timer, tick, now, &subscription.to_ascii_lowercase()).await
+    let subscription = subscription.to_ascii_lowercase();
+    plan_and_send(deps, &timer, tick, now, &subscription, attempt).await
 }
 
 /// Why a plan message cannot be carried out, if it cannot: its tick must be an occurrence of the

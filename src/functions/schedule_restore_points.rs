@@ -47,6 +47,9 @@ pub struct TickPlan {
     pub backup_skipped: usize,
     /// Scopes or VM ids whose listing failed.
     pub failures: Vec<String>,
+    /// Some listing failed with a transient error (throttling, 5xx, an ARM outage): planning
+    /// again later may still reach those VMs within the tick's window.
+    pub listing_transient: bool,
     /// What the disk and collection listings showed (orphan cleanup reuses the collections).
     pub listings: Listings,
     /// The coverage signal of this run, one line per rule, region and role (src/coverage.rs).
@@ -88,7 +91,7 @@ pub async fn plan_tick_in(
         scopes.retain(|s| scope_subscription(s).eq_ignore_ascii_case(sub));
         explicit.retain(|vm| vm.subscription().eq_ignore_ascii_case(sub));
     }
-    let (vms, failures) = list_targets(deps, &scopes, explicit).await;
+    let (vms, failures, listing_transient) = list_targets(deps, &scopes, explicit).await;
     let seen = list_surroundings(deps, &scopes, &vms).await;
     let mut unmatched = 0;
     let mut backup_skipped = 0;
@@ -153,6 +156,7 @@ pub async fn plan_tick_in(
         unmatched,
         backup_skipped,
         failures,
+        listing_transient,
         listings: seen,
         coverage,
     })
@@ -200,7 +204,10 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         ));
     };
     let subs = subscriptions(&deps.policy);
-    let messages: Vec<OutgoingMessage> = subs.iter().map(|sub| plan_message(sub, tick)).collect();
+    let messages: Vec<OutgoingMessage> = subs
+        .iter()
+        .map(|sub| plan_message(sub, tick, 0, None))
+        .collect();
     let sent: Vec<Sent> = messages
         .iter()
         .map(|m| Sent {
@@ -228,15 +235,38 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
     Ok(Outcome::new(Status::Done, summary).with_sent(sent))
 }
 
-/// The `rp-plan` message for `subscription` and `tick`, sent now under an id derived from both.
-pub fn plan_message(subscription: &str, tick: OffsetDateTime) -> OutgoingMessage {
+/// The `rp-plan` message for `subscription` and `tick`: the timer's (`attempt` 0, sent now), or
+/// the `attempt`-th re-plan after a transient listing failure, sent at `not_before`; its id
+/// derives from all three, so a replay sends nothing new.
+pub fn plan_message(
+    subscription: &str,
+    tick: OffsetDateTime,
+    attempt: u32,
+    not_before: Option<OffsetDateTime>,
+) -> OutgoingMessage {
     let subscription = subscription.to_ascii_lowercase();
     OutgoingMessage {
         queue: Queue::Plan,
-        message_id: crate::names::message_id("plan", &subscription, tick, 0),
-        body: QueueMessage::Plan(PlanRequest { subscription, tick }).encode(),
-        not_before: None,
+        message_id: crate::names::message_id("plan", &subscription, tick, attempt),
+        body: QueueMessage::Plan(PlanRequest {
+            subscription,
+            tick,
+            attempt,
+        })
+        .encode(),
+        not_before,
     }
+}
+
+/// Re-plans after a transient listing failure: this many times at most, after
+/// [`replan_delay`]; 1+2+4+8+10+10 minutes reach about 35 minutes past the first try, inside an
+/// application-consistent tick's hour and past a typical ARM incident's first minutes.
+pub const MAX_REPLANS: u32 = 6;
+
+/// How long the `attempt`-th re-plan (1-based) waits: doubling from one minute, at most ten.
+pub fn replan_delay(attempt: u32) -> std::time::Duration {
+    let minutes = 1u64 << attempt.saturating_sub(1).min(4);
+    std::time::Duration::from_secs(minutes.min(10) * 60)
 }
 
 /// Plans `tick` for `subscription` and sends its creates (PlanRestorePoints' work once the
@@ -248,6 +278,7 @@ pub(crate) async fn plan_and_send(
     tick: OffsetDateTime,
     now: OffsetDateTime,
     subscription: &str,
+    attempt: u32,
 ) -> Result<Outcome, HandlerError> {
     let TickPlan {
         tick,
@@ -257,6 +288,7 @@ pub(crate) async fn plan_and_send(
         unmatched,
         backup_skipped,
         failures,
+        listing_transient,
         listings,
         coverage,
     } = plan_tick_in(deps, timer, tick, now, Some(subscription)).await?;
@@ -341,12 +373,30 @@ pub(crate) async fn plan_and_send(
             format!("; listing failed for {}", failures.join(", "))
         }
     );
-    let status = if failures.is_empty() {
-        Status::Done
+    let mut sent = sent;
+    let (status, summary) = if failures.is_empty() {
+        (Status::Done, summary)
+    } else if listing_transient && attempt < MAX_REPLANS {
+        // A transient listing failure (an ARM outage, throttling): the VMs it hid may still get
+        // this tick's point, so plan the subscription again a little later; creates already
+        // sent keep their ids, and the re-plan's duplicates are dropped by Service Bus.
+        let again = attempt + 1;
+        let delay = replan_delay(again);
+        let message = plan_message(subscription, tick, again, Some(support::after(now, delay)));
+        sent.push(Sent {
+            queue: message.queue.name(),
+            message_id: message.message_id.clone(),
+            not_before: message.not_before,
+        });
+        deps.scheduler.send_batch(vec![message]).await?;
+        (
+            Status::Rescheduled,
+            format!("{summary}; planned again in {} min", delay.as_secs() / 60),
+        )
     } else {
-        Status::Reported
+        (Status::Reported, summary)
     };
-    tracing::info!(tick = %rfc3339(tick), subscription, creates, left_out, "{summary}");
+    tracing::info!(tick = %rfc3339(tick), subscription, creates, left_out, attempt, "{summary}");
     Ok(Outcome::new(status, summary)
         .with_sent(sent)
         .with_left_out(left_out_records))
@@ -433,14 +483,16 @@ async fn measure_coverage(
 }
 
 /// Every VM in any rule's scope, by id. Scopes that fail to list are named in the second value
-/// (logged; the rest of the fleet still gets its points).
+/// (logged; the rest of the fleet still gets its points); the third says whether any of those
+/// failures was transient.
 async fn list_targets(
     deps: &Deps,
     scopes: &[VmScope],
     explicit: Vec<ResourceId>,
-) -> (BTreeMap<ResourceId, VirtualMachine>, Vec<String>) {
+) -> (BTreeMap<ResourceId, VirtualMachine>, Vec<String>, bool) {
     let mut vms = BTreeMap::new();
     let mut failures = Vec::new();
+    let mut transient = false;
     for scope in scopes {
         match deps.arm.list_vms(scope).await {
             Ok(list) => {
@@ -452,6 +504,7 @@ async fn list_targets(
             }
             Err(e) => {
                 tracing::error!(scope = ?scope, code = %e.code, message = %e.message, "listing VMs failed");
+                transient |= e.is_transient();
                 failures.push(format!("{scope:?}"));
             }
         }
@@ -467,11 +520,12 @@ async fn list_targets(
             Ok(None) => tracing::warn!(vm = %id, "VM named in the policy does not exist"),
             Err(e) => {
                 tracing::error!(vm = %id, code = %e.code, message = %e.message, "reading VM failed");
+                transient |= e.is_transient();
                 failures.push(id.to_string());
             }
         }
     }
-    (vms, failures)
+    (vms, failures, transient)
 }
 
 /// What the timer's other listings showed: disk details and restore point collections. Each
@@ -845,5 +899,20 @@ async fn set_orphan_mark(
             tracing::warn!(collection = %id, code = %e.code, message = %e.message, "updating the orphan mark failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replans_wait_doubling_from_a_minute_up_to_ten() {
+        let minutes: Vec<u64> = (1..=MAX_REPLANS + 2)
+            .map(|a| replan_delay(a).as_secs() / 60)
+            .collect();
+        assert_eq!(minutes, [1, 2, 4, 8, 10, 10, 10, 10]);
+        let total: u64 = (1..=MAX_REPLANS).map(|a| replan_delay(a).as_secs()).sum();
+        assert!(total <= 40 * 60, "re-plans stay inside the tick's hour: {total} s");
     }
 }
