@@ -1470,7 +1470,11 @@ async fn a_transient_listing_failure_plans_the_subscription_again_within_the_tic
         .refuse_next(op::LIST_VMS, 503, "ServiceUnavailable", "ARM is down");
     let out = timer(&w, now).await;
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
-    assert!(out.summary.contains("planned again in 1 min"), "{}", out.summary);
+    assert!(
+        out.summary.contains("planned again in 1 min"),
+        "{}",
+        out.summary
+    );
     let sent = w.bus.take();
     assert_eq!(sent.len(), 1, "only the re-plan: the listing showed no VM");
     let QueueMessage::Plan(again) = decode(&sent[0]) else {
