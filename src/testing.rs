@@ -194,6 +194,28 @@ impl FakeArm {
             .get_or_insert_with(Default::default)
             .instance_view = Some(instance_view(id, percents));
     }
+    /// Marks a copy's disk `disk` as Azure shows a failed (or terminated) disk restore point
+    /// copy: replication status `Failed`, no message, no percent.
+    pub fn fail_replication(&self, id: &ResourceId, disk: usize) {
+        let mut s = self.lock();
+        let p = s.points.get_mut(id).expect("point exists");
+        let iv = p
+            .properties
+            .get_or_insert_with(Default::default)
+            .instance_view
+            .get_or_insert_with(|| instance_view(id, &[0]));
+        let d = &mut iv.disk_restore_points.get_or_insert_with(Vec::new)[disk];
+        d.replication_status = Some(DiskRestorePointReplicationStatus {
+            status: Some(crate::azure::models::InstanceViewStatus {
+                code: Some("ReplicationState/failed".into()),
+                level: Some("Error".into()),
+                display_status: Some("Failed".into()),
+                message: None,
+                time: None,
+            }),
+            completion_percent: None,
+        });
+    }
     /// The next created points get these provisioning states (in order), then `Creating`.
     pub fn script_next_states(&self, states: &[&str]) {
         self.lock()
@@ -812,6 +834,7 @@ impl VmBuilder {
                             managed_disk: Some(ManagedDiskParameters {
                                 id: Some(os_disk.to_string()),
                                 storage_account_type: Some("Premium_LRS".into()),
+                                disk_encryption_set: None,
                             }),
                             ..Default::default()
                         }),
@@ -842,6 +865,7 @@ impl VmBuilder {
             managed_disk: Some(ManagedDiskParameters {
                 id: Some(disk.to_string()),
                 storage_account_type: Some(storage.into()),
+                disk_encryption_set: None,
             }),
             disk_size_gb: Some(128),
         });

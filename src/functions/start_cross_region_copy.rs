@@ -300,6 +300,10 @@ async fn in_flight(deps: &Deps, points: &[RestorePoint]) -> Result<Option<Resour
             let Some(full) = deps.arm.get_restore_point(&id, true).await? else {
                 return Ok(None);
             };
+            // A failed (or terminated) replication is over, not in flight: it shows no percent.
+            if full.replication_failed() {
+                return Ok(None);
+            }
             let percents = full.replication_percents();
             if percents.is_empty() || percents.iter().any(|p| *p < 100) {
                 Ok(Some(id))

@@ -483,6 +483,7 @@ mod tests {
             managed_disk: Some(ManagedDiskParameters {
                 id: Some(disk_id(name).to_string()),
                 storage_account_type: Some(sku.to_string()),
+                disk_encryption_set: None,
             }),
             disk_size_gb: None,
         }
@@ -513,6 +514,7 @@ mod tests {
                         managed_disk: Some(ManagedDiskParameters {
                             id: Some(disk_id("vm1-os").to_string()),
                             storage_account_type: Some("Premium_LRS".into()),
+                            disk_encryption_set: None,
                         }),
                         diff_disk_settings: ephemeral_os.then(|| DiffDiskSettings {
                             option: Some("Local".into()),

@@ -1035,6 +1035,7 @@ mod tests {
                         .to_string(),
                 ),
                 storage_account_type: Some(sku.to_string()),
+                disk_encryption_set: None,
             };
             VirtualMachine {
                 id: Some(

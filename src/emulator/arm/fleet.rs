@@ -29,6 +29,12 @@ pub struct FleetSpec {
     pub shared_disk_fraction: f64,
     pub ultra_disk_fraction: f64,
     pub premium_v2_fraction: f64,
+    /// Fraction of VMs whose managed disks are encrypted with a customer-managed key: each such
+    /// disk names its region's disk encryption set (`managedDisk.diskEncryptionSet.id`), and
+    /// every (subscription, region) gets one set, `des-{region}` in `rg-{region}-1`. Drawn from
+    /// its own random stream, so 0 (the default) leaves every other draw, and so the fleet, as
+    /// it was.
+    pub cmk_fraction: f64,
     pub linux_fraction: f64,
     /// Fraction of VMs carrying the opt-in tag `tag_key = tag_value`.
     pub tagged_fraction: f64,
@@ -50,6 +56,7 @@ impl Default for FleetSpec {
             shared_disk_fraction: 0.05,
             ultra_disk_fraction: 0.03,
             premium_v2_fraction: 0.03,
+            cmk_fraction: 0.0,
             linux_fraction: 0.5,
             tagged_fraction: 0.8,
             tag_key: "vmrp".to_string(),
@@ -76,6 +83,7 @@ impl FleetSpec {
             ("sharedDiskFraction", self.shared_disk_fraction),
             ("ultraDiskFraction", self.ultra_disk_fraction),
             ("premiumV2Fraction", self.premium_v2_fraction),
+            ("cmkFraction", self.cmk_fraction),
             ("linuxFraction", self.linux_fraction),
             ("taggedFraction", self.tagged_fraction),
         ];
@@ -131,6 +139,7 @@ impl FleetSpec {
         s.shared_disk_fraction = clamp(s.shared_disk_fraction);
         s.ultra_disk_fraction = clamp(s.ultra_disk_fraction);
         s.premium_v2_fraction = clamp(s.premium_v2_fraction);
+        s.cmk_fraction = clamp(s.cmk_fraction);
         s.linux_fraction = clamp(s.linux_fraction);
         s.tagged_fraction = clamp(s.tagged_fraction);
         s.regions.retain(|r| !r.trim().is_empty());
@@ -158,6 +167,33 @@ pub struct Fleet {
     pub resource_groups: Vec<(String, String, String)>,
     pub vms: Vec<Value>,
     pub disks: Vec<Value>,
+    /// Disk encryption set documents (`Microsoft.Compute/diskEncryptionSets`), one per
+    /// (subscription, region) when `cmk_fraction` > 0.
+    pub encryption_sets: Vec<Value>,
+}
+
+/// The id of the fleet's disk encryption set for `region` in `subscription`.
+pub fn encryption_set_id(subscription: &str, region: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/rg-{region}-1/providers/Microsoft.Compute/diskEncryptionSets/des-{region}"
+    )
+}
+
+/// A disk encryption set document (the shape of `DiskEncryptionSet_Get`, trimmed).
+pub fn encryption_set_doc(id: &str, location: &str, seed: u64) -> Value {
+    let name = id.rsplit('/').next().unwrap_or_default();
+    json!({
+        "id": id,
+        "name": name,
+        "type": "Microsoft.Compute/diskEncryptionSets",
+        "location": location,
+        "identity": {"type": "SystemAssigned", "principalId": det_uuid(seed, &format!("{id}/principal")), "tenantId": det_uuid(seed, "tenant")},
+        "properties": {
+            "encryptionType": "EncryptionAtRestWithCustomerKey",
+            "activeKey": {"keyUrl": format!("https://kv-{location}.vault.azure.net/keys/{name}/{}", det_uuid(seed, &format!("{id}/key")).replace('-', ""))},
+            "provisioningState": "Succeeded"
+        }
+    })
 }
 
 const VM_SIZES: &[&str] = &[
@@ -184,6 +220,20 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
     }
     let mut vms = Vec::new();
     let mut disks = Vec::new();
+    // Its own stream: drawing from `rng` would shift every later draw of existing fleets.
+    let mut cmk_rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, "cmk"));
+    let encryption_sets = if spec.cmk_fraction > 0.0 {
+        subscriptions
+            .iter()
+            .flat_map(|s| {
+                spec.regions
+                    .iter()
+                    .map(|r| encryption_set_doc(&encryption_set_id(s, r), r, spec.seed))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     for i in 0..spec.count {
         let sub = &subscriptions[i % subscriptions.len()];
         let region = &spec.regions[rng.random_range(0..spec.regions.len())];
@@ -236,6 +286,7 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
             zones: (zone > 0).then(|| vec![zone.to_string()]),
             seed: spec.seed,
             created,
+            disk_encryption_set: None,
         };
         for (lun, (sku, shares)) in data_kinds.into_iter().enumerate() {
             seed_vm.data_disks.push(DataDiskSeed {
@@ -247,6 +298,9 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
                 max_shares: shares,
             });
         }
+        if spec.cmk_fraction > 0.0 && cmk_rng.random::<f64>() < spec.cmk_fraction {
+            seed_vm.disk_encryption_set = Some(encryption_set_id(sub, region));
+        }
         let (vm, vm_disks) = seed_vm.build();
         vms.push(vm);
         disks.extend(vm_disks);
@@ -256,6 +310,7 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
         resource_groups,
         vms,
         disks,
+        encryption_sets,
     }
 }
 
@@ -288,6 +343,8 @@ pub struct VmSeed {
     pub zones: Option<Vec<String>>,
     pub seed: u64,
     pub created: OffsetDateTime,
+    /// Customer-managed keys: every managed disk of the VM names this disk encryption set.
+    pub disk_encryption_set: Option<String>,
 }
 
 impl VmSeed {
@@ -307,6 +364,7 @@ impl VmSeed {
             zones: None,
             seed: 0,
             created: time::macros::datetime!(2026-01-01 00:00 UTC),
+            disk_encryption_set: None,
         }
     }
 
@@ -321,6 +379,15 @@ impl VmSeed {
             max_shares: 1,
         });
         self
+    }
+
+    /// A storage profile's `managedDisk`, with the encryption set when the VM uses CMK.
+    fn managed_disk(&self, sku: &str, id: &str) -> Value {
+        let mut md = json!({"storageAccountType": sku, "id": id});
+        if let Some(des) = &self.disk_encryption_set {
+            md["diskEncryptionSet"] = json!({ "id": des });
+        }
+        md
     }
 
     fn disk_id(&self, rg: &str, name: &str) -> String {
@@ -349,7 +416,7 @@ impl VmSeed {
             "name": os_name,
             "createOption": "FromImage",
             "caching": "ReadWrite",
-            "managedDisk": {"storageAccountType": "Premium_LRS", "id": os_disk_id},
+            "managedDisk": self.managed_disk("Premium_LRS", &os_disk_id),
             "deleteOption": "Delete",
             "diskSizeGB": self.os_disk_size_gb
         });
@@ -378,7 +445,7 @@ impl VmSeed {
                 "name": d.name,
                 "createOption": "Attach",
                 "caching": if d.storage_account_type.starts_with("Premium_") { "ReadOnly" } else { "None" },
-                "managedDisk": {"storageAccountType": d.storage_account_type, "id": id},
+                "managedDisk": self.managed_disk(&d.storage_account_type, &id),
                 "deleteOption": "Detach",
                 "diskSizeGB": d.size_gb,
                 "toBeDetached": false
@@ -467,6 +534,10 @@ impl VmSeed {
         });
         if max_shares > 1 {
             props["maxShares"] = json!(max_shares);
+        }
+        if let Some(des) = &self.disk_encryption_set {
+            props["encryption"] =
+                json!({"type": "EncryptionAtRestWithCustomerKey", "diskEncryptionSetId": des});
         }
         if let Some(os) = os_type {
             props["osType"] = json!(os);
@@ -640,5 +711,62 @@ mod tests {
         );
         let u = unit(3, "x");
         assert!((0.0..1.0).contains(&u));
+    }
+
+    #[test]
+    fn cmk_fraction_encrypts_some_vms_and_leaves_the_rest_of_the_fleet_alone() {
+        let plain = FleetSpec {
+            count: 60,
+            subscriptions: 2,
+            ..Default::default()
+        };
+        let base = generate(&plain, T);
+        assert!(base.encryption_sets.is_empty());
+        assert!(base
+            .disks
+            .iter()
+            .all(|d| d["properties"]["encryption"].is_null()));
+        let cmk = generate(
+            &FleetSpec {
+                cmk_fraction: 0.5,
+                ..plain.clone()
+            },
+            T,
+        );
+        // One set per (subscription, region), in that region.
+        assert_eq!(cmk.encryption_sets.len(), 2 * plain.regions.len());
+        for des in &cmk.encryption_sets {
+            let id = des["id"].as_str().unwrap();
+            assert!(id.ends_with(&format!("des-{}", des["location"].as_str().unwrap())));
+        }
+        let mut encrypted = 0;
+        for (a, b) in base.vms.iter().zip(&cmk.vms) {
+            // Same VM otherwise: names, regions, sizes and disk layout do not move.
+            assert_eq!(a["id"], b["id"]);
+            assert_eq!(a["location"], b["location"]);
+            assert_eq!(
+                a["properties"]["hardwareProfile"],
+                b["properties"]["hardwareProfile"]
+            );
+            let des = &b["properties"]["storageProfile"]["osDisk"]["managedDisk"]
+                ["diskEncryptionSet"]["id"];
+            if let Some(des) = des.as_str() {
+                encrypted += 1;
+                let sub = b["id"].as_str().unwrap().split('/').nth(2).unwrap();
+                assert_eq!(des, encryption_set_id(sub, b["location"].as_str().unwrap()));
+                for d in b["properties"]["storageProfile"]["dataDisks"]
+                    .as_array()
+                    .unwrap()
+                {
+                    assert_eq!(
+                        d["managedDisk"]["diskEncryptionSet"]["id"].as_str(),
+                        Some(des)
+                    );
+                }
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+        assert!((15..=45).contains(&encrypted), "{encrypted} of 60");
     }
 }
