@@ -194,6 +194,14 @@ impl FakeArm {
             .get_or_insert_with(Default::default)
             .instance_view = Some(instance_view(id, percents));
     }
+    /// Replaces a point's `sourceMetadata` (e.g. disks with a disk encryption set).
+    pub fn set_source_metadata(&self, id: &ResourceId, metadata: serde_json::Value) {
+        let mut s = self.lock();
+        let p = s.points.get_mut(id).expect("point exists");
+        p.properties
+            .get_or_insert_with(Default::default)
+            .source_metadata = Some(metadata);
+    }
     /// Marks a copy's disk `disk` as Azure shows a failed (or terminated) disk restore point
     /// copy: replication status `Failed`, no message, no percent.
     pub fn fail_replication(&self, id: &ResourceId, disk: usize) {
@@ -641,7 +649,10 @@ impl Arm for FakeArm {
         p.name = id.name().map(str::to_string);
         let props = p.properties.get_or_insert_with(Default::default);
         props.provisioning_state = Some(state);
-        props.source_metadata = metadata;
+        // A copy's request may carry per-disk encryption in `sourceMetadata`: kept, so tests
+        // can read what was asked for.
+        props.source_metadata =
+            metadata.or_else(|| body.properties.as_ref()?.source_metadata.clone());
         props.time_created = Some(s.now.unwrap_or_else(default_now));
         props.instance_view = Some(instance_view(id, &replication));
         s.points.insert(id.clone(), p.clone());

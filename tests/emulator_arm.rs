@@ -2804,8 +2804,7 @@ fn cmk_copy_body(source: &str, os_set: Option<&str>, data_set: Option<&str>) -> 
         Some(id) => json!({"diskRestorePoint": {"encryption": {"diskEncryptionSet": {"id": id}}}}),
         None => json!({}),
     };
-    let mut data = enc(data_set);
-    data["lun"] = json!(0);
+    let data = enc(data_set);
     json!({
         "sourceRestorePoint": {"id": source},
         "sourceMetadata": {"storageProfile": {"osDisk": enc(os_set), "dataDisks": [data]}}

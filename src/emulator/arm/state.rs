@@ -207,7 +207,7 @@ pub struct PointRecord {
     /// Copies: when the platform terminates a copy still replicating (two weeks after it
     /// started, docs/emulator-arm.md); `None`: never.
     pub terminate_at: Option<OffsetDateTime>,
-    /// Copies: the target encryption set each disk was asked for, by disk (`os`, `lun:{n}`).
+    /// Copies: the target encryption set each disk was asked for, by disk (`os`, `data:{i}` by position).
     pub encryption: BTreeMap<String, String>,
 }
 

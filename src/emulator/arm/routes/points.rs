@@ -17,15 +17,14 @@ struct PointInput {
     encryption: BTreeMap<String, String>,
 }
 
-/// How a copy request and a source's metadata name the same disk: `os`, or `lun:{n}` for a data
-/// disk (by position when the entry carries no LUN).
-fn disk_key(entry: &Value, data_index: Option<usize>) -> String {
+/// How a copy request and a source's metadata name the same disk: `os`, or `data:{i}` for the
+/// i-th data disk. By position, as the Azure CLI's `az restore-point create
+/// --data-disk-restore-point-encryption-set` lists them: a data disk's `lun` is read-only in
+/// `RestorePointSourceVMDataDisk` (restorePoint.json), so a request cannot name it.
+fn disk_key(_entry: &Value, data_index: Option<usize>) -> String {
     match data_index {
         None => "os".to_string(),
-        Some(i) => match entry.get("lun").and_then(Value::as_i64) {
-            Some(lun) => format!("lun:{lun}"),
-            None => format!("index:{i}"),
-        },
+        Some(i) => format!("data:{i}"),
     }
 }
 
