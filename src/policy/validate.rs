@@ -637,7 +637,7 @@ fn check_encryption_sets(map: &BTreeMap<String, String>, field: &str, p: &mut Pr
         }
         if !is_set(target) {
             p.push(
-                &format!("{field}[{source:?}]"),
+                format!("{field}[{source:?}]"),
                 format!("{target:?} is not a disk encryption set id (/subscriptions/…/providers/Microsoft.Compute/diskEncryptionSets/NAME)"),
             );
         }
