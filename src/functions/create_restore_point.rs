@@ -438,19 +438,16 @@ async fn paced(
     req: &CreateRequest,
     now: time::OffsetDateTime,
 ) -> Result<Option<Outcome>, HandlerError> {
-    use super::pace::{Bucket, Pace};
+    use super::pace::Bucket;
     let key = support::create_message_id(req);
     let sub = req.vm.subscription();
-    let wait = [(Bucket::Reads, 4), (Bucket::Writes, 2)]
-        .into_iter()
-        .filter_map(
-            |(bucket, cost)| match support::pace(deps, now, sub, bucket, cost, &key) {
-                Pace::Wait(d) => Some(d),
-                Pace::Go => None,
-            },
-        )
-        .max();
-    let Some(delay) = wait else {
+    let Some(delay) = support::pace_all(
+        deps,
+        now,
+        sub,
+        &[(Bucket::Reads, 4), (Bucket::Writes, 2)],
+        &key,
+    ) else {
         return Ok(None);
     };
     let mut again = req.clone();

@@ -208,14 +208,7 @@ pub async fn handle(inv: Invocation<TimerEvent>, deps: &Deps) -> Result<Outcome,
         .iter()
         .map(|sub| plan_message(sub, tick, 0, None))
         .collect();
-    let sent: Vec<Sent> = messages
-        .iter()
-        .map(|m| Sent {
-            queue: m.queue.name(),
-            message_id: m.message_id.clone(),
-            not_before: m.not_before,
-        })
-        .collect();
+    let sent: Vec<Sent> = messages.iter().map(support::sent).collect();
     deps.scheduler.send_batch(messages).await?;
     let summary = if subs.is_empty() {
         format!(
@@ -332,14 +325,7 @@ pub(crate) async fn plan_and_send(
         .collect();
     let left_out = left_out.len();
     let messages = plan.messages(start);
-    let sent: Vec<Sent> = messages
-        .iter()
-        .map(|m| Sent {
-            queue: m.queue.name(),
-            message_id: m.message_id.clone(),
-            not_before: m.not_before,
-        })
-        .collect();
+    let sent: Vec<Sent> = messages.iter().map(support::sent).collect();
     let creates = messages.len();
     let last = messages.iter().filter_map(|m| m.not_before).max();
     deps.scheduler.send_batch(messages).await?;
@@ -383,11 +369,7 @@ pub(crate) async fn plan_and_send(
         let again = attempt + 1;
         let delay = replan_delay(again);
         let message = plan_message(subscription, tick, again, Some(support::after(now, delay)));
-        sent.push(Sent {
-            queue: message.queue.name(),
-            message_id: message.message_id.clone(),
-            not_before: message.not_before,
-        });
+        sent.push(support::sent(&message));
         deps.scheduler.send_batch(vec![message]).await?;
         (
             Status::Rescheduled,

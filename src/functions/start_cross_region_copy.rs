@@ -518,19 +518,16 @@ async fn paced(
     req: &CopyRequest,
     now: time::OffsetDateTime,
 ) -> Result<Option<Outcome>, HandlerError> {
-    use super::pace::{Bucket, Pace};
+    use super::pace::Bucket;
     let key = support::copy_message_id(req);
     let sub = req.source.subscription();
-    let wait = [(Bucket::Reads, COPY_READS), (Bucket::Writes, COPY_WRITES)]
-        .into_iter()
-        .filter_map(
-            |(bucket, cost)| match support::pace(deps, now, sub, bucket, cost, &key) {
-                Pace::Wait(d) => Some(d),
-                Pace::Go => None,
-            },
-        )
-        .max();
-    let Some(delay) = wait else {
+    let Some(delay) = support::pace_all(
+        deps,
+        now,
+        sub,
+        &[(Bucket::Reads, COPY_READS), (Bucket::Writes, COPY_WRITES)],
+        &key,
+    ) else {
         return Ok(None);
     };
     let sent = send_again(deps, req, now, delay).await?;

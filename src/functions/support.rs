@@ -761,6 +761,26 @@ pub fn pace(
     decision
 }
 
+/// [`pace`] for a step that spends several buckets: the longest wait any of them asks for, or
+/// `None` when every bucket has room.
+pub fn pace_all(
+    deps: &Deps,
+    now: OffsetDateTime,
+    subscription: &str,
+    costs: &[(Bucket, u32)],
+    key: &str,
+) -> Option<std::time::Duration> {
+    costs
+        .iter()
+        .filter_map(
+            |&(bucket, cost)| match pace(deps, now, subscription, bucket, cost, key) {
+                Pace::Wait(d) => Some(d),
+                Pace::Go => None,
+            },
+        )
+        .max()
+}
+
 /// Sends one message and returns what to put in the outcome.
 pub async fn send(
     deps: &Deps,
@@ -775,12 +795,18 @@ pub async fn send(
         body: message.encode(),
         not_before,
     };
+    let sent = sent(&outgoing);
     deps.scheduler.send(outgoing).await?;
-    Ok(Sent {
-        queue: queue.name(),
-        message_id,
-        not_before,
-    })
+    Ok(sent)
+}
+
+/// What the outcome records of a message it sends.
+pub fn sent(message: &OutgoingMessage) -> Sent {
+    Sent {
+        queue: message.queue.name(),
+        message_id: message.message_id.clone(),
+        not_before: message.not_before,
+    }
 }
 
 /// How a point ended, for the one report event.
