@@ -936,6 +936,7 @@ pub fn policy(rules: Vec<Rule>) -> Policy {
     Policy {
         rules,
         orphans: Default::default(),
+        drills: None,
     }
 }
 

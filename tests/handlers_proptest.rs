@@ -177,6 +177,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 orphans: OrphanRule {
                     expire_after_days: expire,
                 },
+                drills: None,
             };
             p.normalize();
             p
