@@ -73,14 +73,21 @@ impl Drills {
         }
     }
 
-    /// The regions to drill for a VM: `(region, copy)`, `"local"` resolved to `home`.
+    /// The regions to drill for a VM: `(region, copy)`, `"local"` resolved to `home`. A copy
+    /// region equal to the VM's own is left out: a VM has no copy in its own region (the
+    /// create drops it), and `"local"` drills that region.
     pub fn targets(&self, home: &str) -> Vec<(String, bool)> {
+        let home = crate::policy::regions::canonical_region(home);
         let mut out: Vec<(String, bool)> = Vec::new();
         for r in &self.regions {
             let t = if r.eq_ignore_ascii_case(LOCAL) {
-                (crate::policy::regions::canonical_region(home), false)
+                (home.clone(), false)
             } else {
-                (crate::policy::regions::canonical_region(r), true)
+                let region = crate::policy::regions::canonical_region(r);
+                if region == home {
+                    continue;
+                }
+                (region, true)
             };
             if !out.contains(&t) {
                 out.push(t);
@@ -176,6 +183,18 @@ impl Drills {
             );
         }
         out
+    }
+
+    /// The role assignments the drill role gets for a fleet in `subscriptions`: disk write and
+    /// delete at the drill group (one per subscription for a group given by name), as ARM ids.
+    pub fn role_scopes(&self, subscriptions: &[String]) -> Vec<String> {
+        if self.resource_group.starts_with('/') {
+            return vec![self.resource_group.clone()];
+        }
+        subscriptions
+            .iter()
+            .map(|s| format!("/subscriptions/{s}/resourceGroups/{}", self.resource_group))
+            .collect()
     }
 
     /// The line `vmrp policy check` prints, and a warning when the goal cannot be met.
