@@ -912,7 +912,8 @@ pub async fn drill_demo(
         ),
     };
     let drills = drill_section(&policy, &scenario.copy_to);
-    // The deploy creates the drill group (infra/main.bicep, beside the drill role's assignment).
+    // The drill group exists before a drill (the operator creates it; infra/main.bicep assigns
+    // the drill role there), so the demo creates it in the emulator.
     let location = scenario
         .fleet
         .regions
