@@ -155,13 +155,17 @@ pub async fn drill_vm_into(
     let started = Instant::now();
     let mut swapped = false;
     let mut failure = None;
+    // How many calls were sent: after a timeout, the one in flight may still create its disk.
+    let mut sent = 0;
     let restored = tokio::time::timeout(restore_within, async {
         for call in &calls {
+            sent += 1;
             execute(client, call, &mut outcome, &mut swapped).await?;
         }
         Ok::<_, String>(())
     })
     .await;
+    let timed_out = restored.is_err();
     match restored {
         Ok(Ok(())) => {}
         Ok(Err(e)) => failure = Some(e),
@@ -173,6 +177,16 @@ pub async fn drill_vm_into(
         }
     }
     result.disks = outcome.disks.iter().map(|d| d.id.clone()).collect();
+    if timed_out {
+        // The call cut off by the bound may have created its disk after all (ARM finishes a PUT
+        // whose caller went away): delete it too (a DELETE of a disk that does not exist is 404,
+        // which counts as deleted). Only calls that were sent: a later disk name is untouched.
+        for call in calls.iter().take(sent) {
+            if call.kind == restore::CallKind::CreateDisk && !result.disks.contains(&call.id) {
+                result.disks.push(call.id.clone());
+            }
+        }
+    }
     if failure.is_none() {
         result.seconds_to_restore = Some(started.elapsed().as_secs_f64());
     }

@@ -125,3 +125,63 @@ async fn a_failed_drill_says_why_and_still_leaves_the_drill_group_empty() {
     );
     emulator.stop().await.unwrap();
 }
+
+/// A restore slower than the drill's bound fails "timed out" instead of holding the run, and
+/// the disk whose PUT was cut off is deleted too: the drill group ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_restore_times_out_honestly_and_is_still_cleaned_up() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = scenario(1);
+    s.copy_to = Vec::new();
+    s.faults = FaultConfig::from_json(r#"{"arm":{"operations":{"PUT disks":{"latencyMs":2500}}}}"#)
+        .unwrap();
+    let (report, emulator) = run_scenario_keep(&s).await.unwrap();
+    assert!(report.clean(), "{}", vmrp::local::summary_line(&report));
+    let group = format!("/resourcegroups/{DEMO_DRILL_GROUP}/");
+    let in_group = || -> Vec<String> {
+        emulator.arm.dump()["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["id"].as_str())
+            .filter(|id| id.to_ascii_lowercase().contains(&group))
+            .map(str::to_string)
+            .collect()
+    };
+    let arm = vmrp::local::app_arm_client(&emulator).unwrap();
+    let sub = emulator.subscriptions[0].clone();
+    emulator
+        .arm
+        .add_resource_group(&sub, DEMO_DRILL_GROUP, "westeurope");
+    let vms = vmrp::azure::Arm::list_vms(&arm, &vmrp::azure::VmScope::Subscription(sub))
+        .await
+        .unwrap();
+    let vm = vmrp::azure::ResourceId::parse(vms[0].id.as_deref().unwrap()).unwrap();
+    let home = vms[0].location.clone().unwrap();
+    let group_of = vmrp::policy::drills::DrillGroup {
+        subscription: vm.subscription().to_string(),
+        name: DEMO_DRILL_GROUP.into(),
+    };
+    let started = std::time::Instant::now();
+    let r = vmrp::drill::drill_vm_into(&arm, &vm, &home, false, &group_of, Duration::from_secs(1))
+        .await;
+    assert!(!r.passed, "{r:?}");
+    assert!(
+        r.reason.as_deref().unwrap().starts_with("timed out"),
+        "{r:?}"
+    );
+    assert!(r.seconds_to_restore.is_none());
+    assert!(
+        !r.disks.is_empty(),
+        "the cut-off disk is on the cleanup list: {r:?}"
+    );
+    // Bounded: the restore phase stopped at 1 s (cleanup DELETEs are not slowed).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(in_group().is_empty(), "left behind: {:?}", in_group());
+    emulator.stop().await.unwrap();
+}
