@@ -860,7 +860,15 @@ impl DrillReport {
             } else {
                 format!("still holds {} disks", self.left_in_drill_group.len())
             }
-        );
+       );
+        if let Some(slowest) = self
+            .results
+            .iter()
+            .filter_map(|r| r.seconds_to_restore)
+            .max_by(f64::total_cmp)
+        {
+            out.insert_str(out.len() - 1, &format!("; slowest restore {slowest:.2} s"));
+        }
         for r in self.results.iter().filter(|r| !r.passed) {
             out.push_str(&format!(
                 "  drill failed: {} {} ({}): {}\n",
