@@ -169,14 +169,54 @@ impl FleetMix {
 
 /// The default policy of `--fleet mixed`: [`default_policy`], crash-consistent (the mode most
 /// of Azure's restrictions apply to), leaving Ultra and Premium SSD v2 disks out of the points
-/// (as the support matrix says to) rather than skipping their VMs.
-pub fn mixed_policy(subscriptions: &[String], copy_to: &[String], tag: (&str, &str)) -> Policy {
+/// (as the support matrix says to) rather than skipping their VMs, and mapping each fleet
+/// region's disk encryption set to the copy region's ([`copy_region_encryption_sets`]), so the
+/// customer-managed-key disks are copied encrypted with a key of the target region.
+pub fn mixed_policy(
+    subscriptions: &[String],
+    regions: &[String],
+    copy_to: &[String],
+    tag: (&str, &str),
+) -> Policy {
+    use crate::emulator::arm::fleet::encryption_set_id;
     let mut policy = default_policy(subscriptions, copy_to, tag);
     for rule in &mut policy.rules {
         rule.consistency = crate::azure::models::ConsistencyMode::CrashConsistent;
         rule.exclude_disks.skus = vec!["UltraSSD_LRS".into(), "PremiumV2_LRS".into()];
+        for copy in &mut rule.copies {
+            for sub in subscriptions {
+                for region in regions {
+                    copy.encryption_sets.insert(
+                        encryption_set_id(sub, region),
+                        encryption_set_id(sub, &copy.region),
+                    );
+                }
+            }
+        }
     }
     policy
+}
+
+/// The disk encryption sets `--fleet mixed` needs in its copy regions (the fleet seeds one per
+/// subscription and fleet region only): one per subscription and copy region, named as the
+/// fleet names its own.
+fn copy_region_encryption_sets(scenario: &Scenario, subscriptions: &[String]) -> Vec<Value> {
+    use crate::emulator::arm::fleet::{encryption_set_doc, encryption_set_id};
+    if scenario.mix != FleetMix::Mixed {
+        return Vec::new();
+    }
+    subscriptions
+        .iter()
+        .flat_map(|sub| {
+            scenario
+                .copy_to
+                .iter()
+                .filter(|r| !scenario.fleet.regions.contains(r))
+                .map(move |region| {
+                    encryption_set_doc(&encryption_set_id(sub, region), region, scenario.seed)
+                })
+        })
+        .collect()
 }
 /// The `VMRP_ARM_SHARE` `vmrp local --background-load F` gives the handler: `0.95 × (1 − F)`
 /// (what other tools leave, less the default 5 % reserve).
@@ -1105,7 +1145,12 @@ pub async fn run_scenario_keep(
     let policy = match (&scenario.policy, scenario.mix) {
         (Some(p), _) => p.clone(),
         (None, FleetMix::Plain) => default_policy(&subscriptions, &scenario.copy_to, tag),
-        (None, FleetMix::Mixed) => mixed_policy(&subscriptions, &scenario.copy_to, tag),
+        (None, FleetMix::Mixed) => mixed_policy(
+            &subscriptions,
+            &scenario.fleet.regions,
+            &scenario.copy_to,
+            tag,
+        ),
     };
     let mut arm = ArmConfig {
         fleet: scenario.fleet.clone(),
@@ -1158,6 +1203,12 @@ pub async fn run_scenario_keep(
             "the fleet's subscriptions differ from the ones the role scopes were computed for"
                 .into(),
         ));
+    }
+    for set in copy_region_encryption_sets(scenario, &subscriptions) {
+        emulator
+            .arm
+            .add_encryption_set(set)
+            .map_err(LocalError::Emulator)?;
     }
     if let Err(problems) = policy.validate_with_timer(&scenario.schedule) {
         let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();

@@ -401,6 +401,16 @@ pub fn plan_tick_from(
         spent.reads += cost.reads;
         let mut request = CreateRequest::for_tick(vm.clone(), tick, &rule.name);
         request.listed = target.listed.clone().map(Box::new);
+        // Copies this VM will not get: disks with customer-managed keys whose encryption set
+        // the copy region does not map (the copy handler reports them again, per point).
+        let no_copy: String = target
+            .listed
+            .as_ref()
+            .map(|l| rule.unmapped_encryption_sets(&l.vm))
+            .unwrap_or_default()
+            .iter()
+            .map(|u| format!("; no copy to {}: {u}", u.region))
+            .collect();
         items.insert(
             vm,
             PlanItem {
@@ -423,7 +433,7 @@ pub fn plan_tick_from(
                     pacing.refill_per_sec,
                     read_burst,
                     pacing.read_refill_per_sec,
-                ),
+                ) + &no_copy,
                 message_id: Some(names::message_id("create", vm.as_str(), tick, 0)),
                 request: Some(request),
             },
@@ -537,9 +547,76 @@ mod tests {
                 region: r.to_string(),
                 resource_group: None,
                 retention: None,
+                encryption_sets: Default::default(),
             })
             .collect();
         copying
+    }
+
+    /// A VM whose disks use customer-managed keys: a copy region that maps no target set for
+    /// them is named in the plan (that copy will not be made), a mapped one is not.
+    #[test]
+    fn the_plan_names_copies_that_customer_managed_keys_prevent() {
+        let des = "/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des-east";
+        let mut copying = copying_to_two_regions();
+        copying.copies[1].encryption_sets.insert(
+            des.to_ascii_uppercase(),
+            "/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des-norway".into(),
+        );
+        let mut vm = VmBuilder::new("s1", "rg", "cmk").location("eastus").build();
+        let os = vm
+            .properties
+            .as_mut()
+            .unwrap()
+            .storage_profile
+            .as_mut()
+            .unwrap();
+        os.os_disk
+            .as_mut()
+            .unwrap()
+            .managed_disk
+            .as_mut()
+            .unwrap()
+            .disk_encryption_set = Some(crate::azure::models::IdRef { id: des.into() });
+        let targets = vec![
+            PlanTarget {
+                vm: vm_id("s1", "rg", "cmk"),
+                rule: &copying,
+                listed: listed(vm, Some(CollectionSeen::Missing)),
+            },
+            PlanTarget {
+                vm: vm_id("s1", "rg", "plain"),
+                rule: &copying,
+                listed: listed(
+                    VmBuilder::new("s1", "rg", "plain")
+                        .location("eastus")
+                        .build(),
+                    Some(CollectionSeen::Missing),
+                ),
+            },
+        ];
+        let plan = plan_tick(TICK, &hourly_timer(), &targets, &Pacing::default());
+        let item = |name: &str| {
+            plan.items
+                .iter()
+                .find(|i| i.vm.name() == Some(name))
+                .unwrap()
+                .clone()
+        };
+        let cmk = item("cmk");
+        assert_eq!(cmk.action, PlanAction::Create);
+        assert!(
+            cmk.reason.contains("no copy to swedencentral"),
+            "{}",
+            cmk.reason
+        );
+        assert!(cmk.reason.contains(des), "{}", cmk.reason);
+        assert!(
+            !cmk.reason.contains("no copy to norwayeast"),
+            "{}",
+            cmk.reason
+        );
+        assert!(!item("plain").reason.contains("no copy"));
     }
 
     /// What a create costs depends on what the timer's listing showed.

@@ -154,6 +154,76 @@ pub struct CopyTarget {
     /// Retention in the target region; default the rule's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// Customer-managed keys: source disk encryption set id → the disk encryption set of this
+    /// region that copies of its disks are encrypted with (ids compare case-insensitively). A
+    /// copy of a disk whose set is not mapped is not made: it is reported, never downgraded to
+    /// platform keys (docs/policy.md, "Customer-managed keys").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encryption_sets: BTreeMap<String, String>,
+}
+
+impl CopyTarget {
+    /// A copy target for `region` with the defaults (VM's resource group, rule's retention, no
+    /// encryption sets).
+    pub fn to(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            resource_group: None,
+            retention: None,
+            encryption_sets: BTreeMap::new(),
+        }
+    }
+}
+
+/// The disk encryption set that copies of disks encrypted with `source` are encrypted with,
+/// from a copy target's `encryptionSets` map (keys compare as resource ids: case-insensitively,
+/// leading slash optional). `None`: no mapping, so such a disk cannot be copied there with a
+/// customer-managed key. Pure: the copy handler, `vmrp plan` and restore ask it.
+pub fn mapped_encryption_set<'a>(
+    map: &'a BTreeMap<String, String>,
+    source: &str,
+) -> Option<&'a str> {
+    let norm = |s: &str| s.trim().trim_start_matches('/').to_ascii_lowercase();
+    let want = norm(source);
+    map.iter()
+        .find(|(k, _)| norm(k) == want)
+        .map(|(_, v)| v.as_str())
+}
+
+/// One disk of a VM (or of a restore point's metadata) that uses a customer-managed key and
+/// that a copy to some region cannot encrypt: its set has no mapping there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmappedEncryptionSet {
+    pub region: String,
+    /// `OS disk` / `LUN 2`, with the disk's name when known.
+    pub disk: String,
+    pub encryption_set: String,
+}
+
+impl std::fmt::Display for UnmappedEncryptionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is encrypted with customer-managed keys (disk encryption set {}) and the copy to {} maps no encryption set for it (copies[].encryptionSets): not copied there, never downgraded to platform keys",
+            self.disk, self.encryption_set, self.region
+        )
+    }
+}
+
+/// The CMK disks among `disks` (label, set id) that a copy to `copy.region` cannot encrypt.
+pub fn unmapped_encryption_sets<'a>(
+    copy: &CopyTarget,
+    disks: impl IntoIterator<Item = (String, &'a str)>,
+) -> Vec<UnmappedEncryptionSet> {
+    disks
+        .into_iter()
+        .filter(|(_, set)| mapped_encryption_set(&copy.encryption_sets, set).is_none())
+        .map(|(disk, set)| UnmappedEncryptionSet {
+            region: copy.region.clone(),
+            disk,
+            encryption_set: set.to_string(),
+        })
+        .collect()
 }
 
 /// How many settled points to keep in one collection (docs/lifecycle.md, retention).
@@ -302,5 +372,42 @@ impl Policy {
     /// scope are refused.
     pub fn covers(&self, vm: &ResourceId) -> bool {
         self.rules.iter().any(|r| r.targets.in_scope(vm))
+    }
+}
+
+#[cfg(test)]
+mod cmk_tests {
+    use super::*;
+
+    #[test]
+    fn encryption_set_lookup_compares_ids_case_insensitively() {
+        let mut map = BTreeMap::new();
+        map.insert(
+            "/subscriptions/S1/resourceGroups/K/providers/Microsoft.Compute/diskEncryptionSets/des-East".to_string(),
+            "target".to_string(),
+        );
+        let cases: &[(&str, Option<&str>)] = &[
+            ("/subscriptions/s1/resourcegroups/k/providers/microsoft.compute/diskencryptionsets/des-east", Some("target")),
+            ("subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des-east", Some("target")),
+            ("/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des-west", None),
+            ("", None),
+        ];
+        for (source, want) in cases {
+            assert_eq!(mapped_encryption_set(&map, source), *want, "{source}");
+        }
+        let mut copy = CopyTarget::to("westus2");
+        copy.encryption_sets = map;
+        let gaps = unmapped_encryption_sets(
+            &copy,
+            [
+                ("OS disk".to_string(), "/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des-east"),
+                ("LUN 0".to_string(), "/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/other"),
+            ],
+        );
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].disk, "LUN 0");
+        assert!(gaps[0]
+            .to_string()
+            .contains("never downgraded to platform keys"));
     }
 }

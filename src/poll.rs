@@ -100,6 +100,20 @@ pub fn decide(
             let retry = (req.retry < max_retries).then(|| req.retry + 1);
             return PollDecision::Failed { reason, retry };
         }
+        // A copy whose disk replication failed (or was terminated after two weeks) reports no
+        // detail and no percent: a failure, not "0 %, still replicating" until the deadline.
+        ProvisioningState::Succeeded | ProvisioningState::InProgress(_)
+            if req.role == Role::Copy && point.replication_failed() =>
+        {
+            let retry = (req.retry < max_retries).then(|| req.retry + 1);
+            return PollDecision::Failed {
+                reason: "copy replication failed (Azure reports no detail and no percent for a \
+                    failed disk restore point copy; copies still replicating after two weeks are \
+                    terminated)"
+                    .to_string(),
+                retry,
+            };
+        }
         ProvisioningState::Succeeded => match req.role {
             Role::Local => match restore_blocker(point) {
                 None => return PollDecision::Settled { duration: elapsed },
@@ -402,6 +416,30 @@ mod tests {
         );
         // Never past the deadline (2 h after the first poll).
         assert!(after(105, 50, 5) <= min(15));
+    }
+
+    /// A copy whose disk replication failed shows no percent and no detail: it is a failure
+    /// (retried while the budget lasts), not "0 %, still replicating" polled until the deadline.
+    #[test]
+    fn a_failed_replication_without_percent_is_a_failure_not_progress() {
+        let b = Backoff::default();
+        let arm = FakeArm::new();
+        let id = target(Role::Copy);
+        arm.add_point(&id, "Succeeded", T0, Some(&id), &[100, 40]);
+        arm.fail_replication(&id, 1);
+        let p = arm.point(&id).unwrap();
+        let now = T0 + time::Duration::minutes(30);
+        match decide(Some(&p), &req(Role::Copy, 3, 0), now, &b, 3, None) {
+            PollDecision::Failed { reason, retry } => {
+                assert_eq!(retry, Some(1));
+                assert!(reason.contains("replication failed"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match decide(Some(&p), &req(Role::Copy, 3, 3), now, &b, 3, None) {
+            PollDecision::Failed { retry: None, .. } => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

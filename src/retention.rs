@@ -100,7 +100,10 @@ pub fn decide(points: &[PointView], retention: &Retention) -> Vec<(ResourceId, V
         .filter(|p| p.state == PointState::Settled)
         .collect();
     let baseline = settled_newest_first.last().map(|p| &p.id);
-    let newest_settled = settled_newest_first.first().map(|p| p.created);
+    // "Newer" is the (created, id) order, not the time alone: a copy shows its source's
+    // `timeCreated` (docs/emulator-arm.md), so a failed copy and the retry that settled after it
+    // (`rp-…-r1`, same source) have the same time and only their names order them.
+    let newest_settled = settled_newest_first.first().map(|p| (p.created, &p.id));
     let newest_failed = ordered
         .iter()
         .rev()
@@ -134,10 +137,10 @@ pub fn decide(points: &[PointView], retention: &Retention) -> Vec<(ResourceId, V
 fn failed_verdict(
     point: &PointView,
     newest_failed: Option<&ResourceId>,
-    newest_settled: Option<OffsetDateTime>,
+    newest_settled: Option<(OffsetDateTime, &ResourceId)>,
 ) -> Verdict {
     let is_newest_failed = newest_failed == Some(&point.id);
-    let superseded = newest_settled.is_some_and(|s| s > point.created);
+    let superseded = newest_settled.is_some_and(|s| s > (point.created, &point.id));
     if is_newest_failed && !superseded {
         Verdict::Keep("latest failure: kept as evidence until a newer point settles".to_string())
     } else if superseded {
@@ -375,6 +378,30 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// Regression (chaos, seed of tests/chaos.rs): copies show their source's `timeCreated`, so a
+    /// failed copy and its settled retry `-r1` of the same source tie on time; the failed one was
+    /// kept for ever as "latest failure" because nothing settled *after* its time.
+    #[test]
+    fn a_failed_copy_is_superseded_by_its_settled_retry_with_the_same_time() {
+        let t = datetime!(2026-01-05 12:00 UTC);
+        let points = vec![
+            settled("rp-20260105T0800Z", t - time::Duration::hours(4)),
+            PointView::new(rid("rp-20260105T1200Z"), t, PointState::Failed),
+            settled("rp-20260105T1200Z-r1", t),
+        ];
+        let out = decide(&points, &retention(3));
+        assert_eq!(
+            verdict_of(&out, "rp-20260105T1200Z").reason(),
+            "failed, and a newer point has settled"
+        );
+        // A failure newer than every settled point is still kept as evidence.
+        let points = vec![
+            settled("rp-20260105T0800Z", t - time::Duration::hours(4)),
+            PointView::new(rid("rp-20260105T1200Z"), t, PointState::Failed),
+        ];
+        assert!(!decide(&points, &retention(3))[1].1.is_delete());
     }
 
     #[test]

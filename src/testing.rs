@@ -215,6 +215,36 @@ impl FakeArm {
             statuses: None,
         });
     }
+    /// Replaces a point's `sourceMetadata` (e.g. disks with a disk encryption set).
+    pub fn set_source_metadata(&self, id: &ResourceId, metadata: serde_json::Value) {
+        let mut s = self.lock();
+        let p = s.points.get_mut(id).expect("point exists");
+        p.properties
+            .get_or_insert_with(Default::default)
+            .source_metadata = Some(metadata);
+    }
+    /// Marks a copy's disk `disk` as Azure shows a failed (or terminated) disk restore point
+    /// copy: replication status `Failed`, no message, no percent.
+    pub fn fail_replication(&self, id: &ResourceId, disk: usize) {
+        let mut s = self.lock();
+        let p = s.points.get_mut(id).expect("point exists");
+        let iv = p
+            .properties
+            .get_or_insert_with(Default::default)
+            .instance_view
+            .get_or_insert_with(|| instance_view(id, &[0]));
+        let d = &mut iv.disk_restore_points.get_or_insert_with(Vec::new)[disk];
+        d.replication_status = Some(DiskRestorePointReplicationStatus {
+            status: Some(crate::azure::models::InstanceViewStatus {
+                code: Some("ReplicationState/failed".into()),
+                level: Some("Error".into()),
+                display_status: Some("Failed".into()),
+                message: None,
+                time: None,
+            }),
+            completion_percent: None,
+        });
+    }
     /// The next created points get these provisioning states (in order), then `Creating`.
     pub fn script_next_states(&self, states: &[&str]) {
         self.lock()
@@ -640,7 +670,10 @@ impl Arm for FakeArm {
         p.name = id.name().map(str::to_string);
         let props = p.properties.get_or_insert_with(Default::default);
         props.provisioning_state = Some(state);
-        props.source_metadata = metadata;
+        // A copy's request may carry per-disk encryption in `sourceMetadata`: kept, so tests
+        // can read what was asked for.
+        props.source_metadata =
+            metadata.or_else(|| body.properties.as_ref()?.source_metadata.clone());
         props.time_created = Some(s.now.unwrap_or_else(default_now));
         props.instance_view = Some(instance_view(id, &replication));
         s.points.insert(id.clone(), p.clone());
@@ -833,6 +866,7 @@ impl VmBuilder {
                             managed_disk: Some(ManagedDiskParameters {
                                 id: Some(os_disk.to_string()),
                                 storage_account_type: Some("Premium_LRS".into()),
+                                disk_encryption_set: None,
                             }),
                             ..Default::default()
                         }),
@@ -863,6 +897,7 @@ impl VmBuilder {
             managed_disk: Some(ManagedDiskParameters {
                 id: Some(disk.to_string()),
                 storage_account_type: Some(storage.into()),
+                disk_encryption_set: None,
             }),
             disk_size_gb: Some(128),
             ..Default::default()

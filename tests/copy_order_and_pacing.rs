@@ -36,6 +36,7 @@ fn rule_s1(copies: &[&str]) -> Rule {
             region: region.to_string(),
             resource_group: None,
             retention: None,
+            encryption_sets: Default::default(),
         })
         .collect();
     r

@@ -3089,3 +3089,328 @@ async fn an_outage_answers_503_for_its_window_then_recovers() {
     assert_eq!(h.collection("rg", "c", "westus", &vm).await.status, 201);
     assert_eq!(h.emu.counters().faults_injected["outage"], 3);
 }
+
+// ---- Copy rules (learn.microsoft.com virtual-machines/virtual-machines-restore-points-copy,
+// Limitations; docs/emulator-arm.md) ----
+
+/// A harness with a VM in westus, its collection `src` with point `rp1` settled, and an
+/// eastus copy collection `dst`.
+async fn copy_setup(config: ArmConfig, customise: impl FnOnce(VmSeed) -> VmSeed) -> Harness {
+    let h = start_with(config, FaultConfig::default()).await;
+    let vm = h.vm("rg", "vm1", "westus", customise);
+    assert_eq!(h.collection("rg", "src", "westus", &vm).await.status, 201);
+    assert_eq!(h.point("rg", "src", "rp1", json!({})).await.status, 201);
+    h.advance(600);
+    assert_eq!(
+        h.collection("rg", "dst", "eastus", &rpc_id("rg", "src"))
+            .await
+            .status,
+        201
+    );
+    h
+}
+
+fn copy_body(source: &str) -> Value {
+    json!({"sourceRestorePoint": {"id": source}})
+}
+
+fn empty_fleet() -> ArmConfig {
+    ArmConfig {
+        fleet: FleetSpec::empty(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_source_is_copied_into_a_region_once_and_the_copy_shows_its_creation_time() {
+    let h = copy_setup(empty_fleet(), |s| s).await;
+    let source = rp_id("rg", "src", "rp1");
+    let source_created = h.get(&rp("rg", "src", "rp1")).await.body["properties"]["timeCreated"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = h.point("rg", "dst", "rp1", copy_body(&source)).await;
+    assert_eq!(first.status, 201, "{:#}", first.body);
+    // The target shows the source's creation time, not when the copy was made (10 min later).
+    assert_eq!(
+        first.body["properties"]["timeCreated"].as_str(),
+        Some(source_created.as_str())
+    );
+    // The same PUT again is a replay (idempotent), not a second copy.
+    assert_eq!(
+        h.point("rg", "dst", "rp1", copy_body(&source)).await.status,
+        201
+    );
+    // Under another name, in the same collection or another one of the same region: refused
+    // for good, naming the existing copy.
+    let again = h.point("rg", "dst", "rp1-again", copy_body(&source)).await;
+    assert_eq!(
+        (again.status, again.code()),
+        (409, "OperationNotAllowed"),
+        "{:#}",
+        again.body
+    );
+    let msg = again.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("only once") && msg.contains("/restorePoints/rp1"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("in progress"),
+        "a transient-looking message would be retried: {msg}"
+    );
+    h.advance(3 * 3600);
+    assert_eq!(
+        h.collection("rg", "dst2", "eastus", &rpc_id("rg", "src"))
+            .await
+            .status,
+        201
+    );
+    let other = h.point("rg", "dst2", "rp1", copy_body(&source)).await;
+    assert_eq!((other.status, other.code()), (409, "OperationNotAllowed"));
+    // Another region is another matter.
+    assert_eq!(
+        h.collection("rg", "dst3", "northeurope", &rpc_id("rg", "src"))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        h.point("rg", "dst3", "rp1", copy_body(&source))
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_copy_does_not_block_a_new_copy_of_its_source() {
+    let h = copy_setup(empty_fleet(), |s| s).await;
+    let source = rp_id("rg", "src", "rp1");
+    assert_eq!(
+        h.point("rg", "dst", "rp1", copy_body(&source)).await.status,
+        201
+    );
+    h.advance(3 * 3600);
+    assert_eq!(h.delete(&rp("rg", "dst", "rp1")).await.status, 202);
+    h.advance(600);
+    let retry = h.point("rg", "dst", "rp1-r1", copy_body(&source)).await;
+    assert_eq!(retry.status, 201, "{:#}", retry.body);
+}
+
+#[tokio::test]
+async fn copies_in_flight_per_subscription_and_region_are_limited_by_disks() {
+    let mut config = empty_fleet();
+    // Two disks per point (OS + one data disk); room for 3 disks in flight.
+    config.rules.copies_in_flight_per_region = 3;
+    config.timings.copy_duration_secs = (7200.0, 7200.0);
+    let h = copy_setup(config, |s| s).await;
+    let first = h
+        .point("rg", "dst", "rp1", copy_body(&rp_id("rg", "src", "rp1")))
+        .await;
+    assert_eq!(first.status, 201, "{:#}", first.body);
+    // A second VM's copy into the same region would make 4 disks in flight: throttled.
+    let vm2 = h.vm("rg", "vm2", "westus", |s| s);
+    h.collection("rg", "src2", "westus", &vm2).await;
+    h.point("rg", "src2", "rp1", json!({})).await;
+    h.advance(600);
+    h.collection("rg", "dst2", "eastus", &rpc_id("rg", "src2"))
+        .await;
+    let second = h
+        .point("rg", "dst2", "rp1", copy_body(&rp_id("rg", "src2", "rp1")))
+        .await;
+    assert_eq!(
+        (second.status, second.code()),
+        (429, "OperationNotAllowed"),
+        "{:#}",
+        second.body
+    );
+    assert_eq!(
+        second.body["error"]["details"][0]["code"],
+        "TooManyRequests"
+    );
+    assert!(second.header("retry-after").is_some());
+    // Another region has its own budget.
+    h.collection("rg", "dst2w", "northeurope", &rpc_id("rg", "src2"))
+        .await;
+    assert_eq!(
+        h.point("rg", "dst2w", "rp1", copy_body(&rp_id("rg", "src2", "rp1")))
+            .await
+            .status,
+        201
+    );
+    // Once the first copy has replicated, the eastus copy goes through.
+    h.advance(7200);
+    let later = h
+        .point("rg", "dst2", "rp1", copy_body(&rp_id("rg", "src2", "rp1")))
+        .await;
+    assert_eq!(later.status, 201, "{:#}", later.body);
+}
+
+#[tokio::test]
+async fn a_copy_replicating_longer_than_two_weeks_is_terminated() {
+    let mut config = empty_fleet();
+    config.timings.copy_duration_secs = (20.0 * 86400.0, 20.0 * 86400.0);
+    let h = copy_setup(config, |s| s).await;
+    assert_eq!(
+        h.point("rg", "dst", "rp1", copy_body(&rp_id("rg", "src", "rp1")))
+            .await
+            .status,
+        201
+    );
+    let url = format!("{}&$expand=instanceView", rp("rg", "dst", "rp1"));
+    h.advance(13 * 86400);
+    let b = h.get(&url).await.body;
+    let d = &b["properties"]["instanceView"]["diskRestorePoints"][0]["replicationStatus"];
+    assert_eq!(d["status"]["code"], "ReplicationState/inProgress");
+    assert!(d["completionPercent"].as_i64().unwrap() < 100);
+    h.advance(86400);
+    let b = h.get(&url).await.body;
+    for d in b["properties"]["instanceView"]["diskRestorePoints"]
+        .as_array()
+        .unwrap()
+    {
+        let rs = &d["replicationStatus"];
+        assert_eq!(rs["status"]["code"], "ReplicationState/failed", "{rs:#}");
+        // No detail and no partial percent for a failed disk restore point copy.
+        assert!(rs["completionPercent"].is_null(), "{rs:#}");
+        assert!(rs["status"]["message"].is_null(), "{rs:#}");
+    }
+    assert_eq!(
+        b["properties"]["instanceView"]["statuses"][0]["code"],
+        "ReplicationState/failed"
+    );
+}
+
+const DES_W: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/keys/providers/Microsoft.Compute/diskEncryptionSets/des-westus";
+const DES_E: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/keys/providers/Microsoft.Compute/diskEncryptionSets/des-eastus";
+
+fn cmk_copy_body(source: &str, os_set: Option<&str>, data_set: Option<&str>) -> Value {
+    let enc = |s: Option<&str>| match s {
+        Some(id) => json!({"diskRestorePoint": {"encryption": {"diskEncryptionSet": {"id": id}}}}),
+        None => json!({}),
+    };
+    let data = enc(data_set);
+    json!({
+        "sourceRestorePoint": {"id": source},
+        "sourceMetadata": {"storageProfile": {"osDisk": enc(os_set), "dataDisks": [data]}}
+    })
+}
+
+#[tokio::test]
+async fn a_copy_of_a_cmk_disk_names_an_encryption_set_of_the_target_region() {
+    let h = copy_setup(empty_fleet(), |mut s| {
+        s.disk_encryption_set = Some(DES_W.to_string());
+        s
+    })
+    .await;
+    for (id, loc) in [(DES_W, "westus"), (DES_E, "eastus")] {
+        h.emu
+            .add_encryption_set(json!({"id": id, "location": loc}))
+            .unwrap();
+    }
+    let source = rp_id("rg", "src", "rp1");
+    // The source point records the disks' set.
+    let src = h.get(&rp("rg", "src", "rp1")).await.body;
+    assert_eq!(
+        src["properties"]["sourceMetadata"]["storageProfile"]["osDisk"]["managedDisk"]
+            ["diskEncryptionSet"]["id"],
+        DES_W
+    );
+    // No target set: refused (no silent downgrade to platform keys), naming the disk's field.
+    let none = h.point("rg", "dst", "rp1", copy_body(&source)).await;
+    assert_eq!(
+        (none.status, none.code()),
+        (400, "InvalidParameter"),
+        "{:#}",
+        none.body
+    );
+    assert_eq!(
+        none.body["error"]["target"],
+        "properties.sourceMetadata.storageProfile.osDisk.diskRestorePoint.encryption"
+    );
+    // The data disk still lacks one.
+    let half = h
+        .point(
+            "rg",
+            "dst",
+            "rp1",
+            cmk_copy_body(&source, Some(DES_E), None),
+        )
+        .await;
+    assert_eq!(half.status, 400);
+    assert!(half.body["error"]["target"]
+        .as_str()
+        .unwrap()
+        .contains("dataDisks[0]"));
+    // A set of another region (the source's) does not do.
+    let wrong = h
+        .point(
+            "rg",
+            "dst",
+            "rp1",
+            cmk_copy_body(&source, Some(DES_W), Some(DES_W)),
+        )
+        .await;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not found in region"));
+    // Both disks name the eastus set: copied, and the copy records its encryption per disk.
+    let ok = h
+        .point(
+            "rg",
+            "dst",
+            "rp1",
+            cmk_copy_body(&source, Some(DES_E), Some(DES_E)),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{:#}", ok.body);
+    let copy = h.get(&rp("rg", "dst", "rp1")).await.body;
+    let sp = &copy["properties"]["sourceMetadata"]["storageProfile"];
+    for disk in [&sp["osDisk"], &sp["dataDisks"][0]] {
+        let enc = &disk["diskRestorePoint"]["encryption"];
+        assert_eq!(enc["diskEncryptionSet"]["id"], DES_E, "{disk:#}");
+        assert_eq!(enc["type"], "EncryptionAtRestWithCustomerKey");
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_with_cmk_fraction_seeds_encrypted_disks_and_their_sets() {
+    let config = ArmConfig {
+        fleet: FleetSpec {
+            count: 10,
+            cmk_fraction: 1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let h = start_with(config, FaultConfig::default()).await;
+    let vms = h.emu.list_vms();
+    assert_eq!(vms.len(), 10);
+    for vm in vms {
+        let des = vm
+            .properties
+            .as_ref()
+            .unwrap()
+            .storage_profile
+            .as_ref()
+            .unwrap()
+            .os_disk
+            .as_ref()
+            .unwrap()
+            .managed_disk
+            .as_ref()
+            .unwrap()
+            .disk_encryption_set
+            .as_ref()
+            .map(|d| d.id.clone());
+        let region = vm.location.clone().unwrap();
+        assert!(
+            des.as_deref()
+                .is_some_and(|d| d.ends_with(&format!("des-{region}"))),
+            "{des:?}"
+        );
+    }
+}

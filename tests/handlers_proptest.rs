@@ -149,6 +149,7 @@ fn rule(name: &'static str) -> impl Strategy<Value = Rule> {
                         region,
                         resource_group: None,
                         retention,
+                        encryption_sets: Default::default(),
                     })
                     .collect(),
                 retention,

@@ -133,6 +133,7 @@ async fn a_copy_naming_a_rule_outside_whose_scopes_the_vm_lies_is_refused() {
         region: "westus2".into(),
         resource_group: None,
         retention: None,
+        encryption_sets: Default::default(),
     }];
     let mut own = testing::rule("own", 3);
     own.targets.subscriptions = vec!["s1".into()];

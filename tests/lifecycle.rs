@@ -46,6 +46,7 @@ fn rule_s1(keep_last: u32, copies: &[&str]) -> Rule {
             region: region.to_string(),
             resource_group: None,
             retention: None,
+            encryption_sets: Default::default(),
         })
         .collect();
     r
@@ -1470,7 +1471,11 @@ async fn a_transient_listing_failure_plans_the_subscription_again_within_the_tic
         .refuse_next(op::LIST_VMS, 503, "ServiceUnavailable", "ARM is down");
     let out = timer(&w, now).await;
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
-    assert!(out.summary.contains("planned again in 1 min"), "{}", out.summary);
+    assert!(
+        out.summary.contains("planned again in 1 min"),
+        "{}",
+        out.summary
+    );
     let sent = w.bus.take();
     assert_eq!(sent.len(), 1, "only the re-plan: the listing showed no VM");
     let QueueMessage::Plan(again) = decode(&sent[0]) else {
@@ -1699,6 +1704,7 @@ async fn orphan_marking_and_cleanup_work_under_a_resource_group_scoped_role() {
         region: "westus2".into(),
         resource_group: Some("rp-copies".into()),
         retention: None,
+        encryption_sets: Default::default(),
     }];
     let mut policy = testing::policy(vec![rule]);
     policy.orphans.expire_after_days = Some(7);
@@ -3067,4 +3073,168 @@ async fn instant_access_creates_over_the_limit_are_rescheduled() {
     );
     let out = create(&w, create_req(&vm, T0), T0).await.unwrap();
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+}
+
+// ------------------------------------------------------------------------------------------
+// Customer-managed keys and the copy rules (docs/lifecycle.md, "Cross-region copy rules")
+// ------------------------------------------------------------------------------------------
+
+const DES_EAST: &str =
+    "/subscriptions/s1/resourceGroups/keys/providers/Microsoft.Compute/diskEncryptionSets/des-eastus";
+const DES_WEST: &str =
+    "/subscriptions/s1/resourceGroups/keys/providers/Microsoft.Compute/diskEncryptionSets/des-westus2";
+
+/// A source point whose OS disk and LUN 1 use `DES_EAST` (LUN 0 uses platform keys).
+fn cmk_metadata() -> serde_json::Value {
+    serde_json::json!({"storageProfile": {
+        "osDisk": {"name": "vm1-os", "managedDisk": {"id": "os", "diskEncryptionSet": {"id": DES_EAST}}},
+        "dataDisks": [
+            {"lun": 0, "name": "vm1-data0", "managedDisk": {"id": "d0"}},
+            {"lun": 1, "name": "vm1-data1", "managedDisk": {"id": "d1", "diskEncryptionSet": {"id": DES_EAST}}}
+        ]
+    }})
+}
+
+/// Regression: a copy of a point whose disks use customer-managed keys was PUT without a target
+/// encryption set (Azure refuses it, or by one reading encrypts it with platform keys). Now an
+/// unmapped set is reported and nothing is PUT; a mapped one is named per disk in the PUT.
+#[tokio::test]
+async fn a_copy_of_cmk_disks_names_the_mapped_set_per_disk_and_an_unmapped_set_is_reported() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let src = point(&vm, T0, 0);
+    w.arm.add_point(&src, "Succeeded", T0, None, &[]);
+    w.arm.set_source_metadata(&src, cmk_metadata());
+
+    let out = copy(&w, copy_req(&src, Some(&vm), "westus2"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    for part in [
+        "OS disk (vm1-os)",
+        "LUN 1 (vm1-data1)",
+        DES_EAST,
+        "encryptionSets",
+        "westus2",
+    ] {
+        assert!(out.summary.contains(part), "{part}: {}", out.summary);
+    }
+    assert!(!out.summary.contains("LUN 0"), "{}", out.summary);
+    assert_eq!(
+        w.arm.count(op::PUT_POINT),
+        0,
+        "never copied with platform keys"
+    );
+    assert!(w.bus.take().is_empty());
+
+    // Mapped (the key in another case): each CMK disk names the westus2 set, by position.
+    let mut rule = rule_s1(3, &["westus2"]);
+    rule.copies[0]
+        .encryption_sets
+        .insert(DES_EAST.to_ascii_uppercase(), DES_WEST.into());
+    let w2 = world(testing::policy(vec![rule]));
+    w2.arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w2.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w2.arm.add_point(&src, "Succeeded", T0, None, &[]);
+    w2.arm.set_source_metadata(&src, cmk_metadata());
+    let out = copy(&w2, copy_req(&src, Some(&vm), "westus2"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let made = w2.arm.point(&copy_point(&vm, "westus2", T0)).unwrap();
+    let meta = made.properties.unwrap().source_metadata.unwrap();
+    let sp = &meta["storageProfile"];
+    let enc = |d: &serde_json::Value| d["diskRestorePoint"]["encryption"].clone();
+    assert_eq!(enc(&sp["osDisk"])["diskEncryptionSet"]["id"], DES_WEST);
+    assert_eq!(
+        enc(&sp["osDisk"])["type"],
+        "EncryptionAtRestWithCustomerKey"
+    );
+    assert!(
+        enc(&sp["dataDisks"][0]).is_null(),
+        "LUN 0 uses platform keys"
+    );
+    assert_eq!(
+        enc(&sp["dataDisks"][1])["diskEncryptionSet"]["id"],
+        DES_WEST
+    );
+    assert!(
+        sp["dataDisks"][1]["lun"].is_null(),
+        "lun is read-only: not sent"
+    );
+}
+
+/// Azure copies a source into a region once: a copy already made under another name (here a
+/// retry's `-r1` that did not fail after all) is the copy, polled, not a second PUT.
+#[tokio::test]
+async fn a_source_already_copied_under_another_name_is_not_copied_again() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let src = point(&vm, T0, 0);
+    w.arm.add_point(&src, "Succeeded", T0, None, &[]);
+    let target_c = names::copy_collection_id(&vm, "westus2", None).unwrap();
+    w.arm.add_collection(&target_c, "westus2", &collection(&vm));
+    let earlier = target_c.child("restorePoints", &names::restore_point_name(T0, 1));
+    w.arm
+        .add_point(&earlier, "Succeeded", T0, Some(&src), &[100, 100]);
+
+    let out = copy(&w, copy_req(&src, Some(&vm), "westus2"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    assert!(out.summary.contains("already copied"), "{}", out.summary);
+    assert_eq!(
+        w.arm.count(op::PUT_POINT),
+        0,
+        "no second copy of the source"
+    );
+    let p = only_poll(&w.bus.take());
+    assert_eq!(p.target, earlier);
+
+    // A failed earlier copy does not count: the copy is made.
+    w.arm.set_point_state(&earlier, "Failed");
+    let out = copy(&w, copy_req(&src, Some(&vm), "westus2"), T0 + hours(2)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.count(op::PUT_POINT), 1);
+    w.bus.take();
+
+    // Nor does a copy whose replication failed (terminated after two weeks: still Succeeded).
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    w.arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w.arm.add_point(&src, "Succeeded", T0, None, &[]);
+    w.arm.add_collection(&target_c, "westus2", &collection(&vm));
+    w.arm
+        .add_point(&earlier, "Succeeded", T0, Some(&src), &[100, 30]);
+    w.arm.fail_replication(&earlier, 1);
+    let out = copy(&w, copy_req(&src, Some(&vm), "westus2"), T0 + hours(1)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+}
+
+/// The per-region limit of copies in flight answers 429: transient, rescheduled after ARM's
+/// Retry-After, never reported.
+#[tokio::test]
+async fn a_copy_refused_by_the_in_flight_limit_is_rescheduled() {
+    let w = world(testing::policy(vec![rule_s1(3, &["westus2"])]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let src = point(&vm, T0, 0);
+    w.arm.add_point(&src, "Succeeded", T0, None, &[]);
+    w.arm.throttle_next(op::PUT_POINT, 600);
+    let now = T0 + hours(1);
+    let out = copy(&w, copy_req(&src, Some(&vm), "westus2"), now).await;
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let sent = w.bus.take();
+    let [m] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    let QueueMessage::Copy(again) = decode(m) else {
+        panic!("a copy")
+    };
+    assert_eq!((again.attempt, again.retry), (1, 0), "same copy, same name");
+    assert!(m.not_before.unwrap() >= now + Duration::from_secs(600));
 }

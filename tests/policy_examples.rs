@@ -73,6 +73,7 @@ fn vm(sub: &str, rg: &str, tags: &[(&str, &str)], data: &[(i32, &str, &str)]) ->
     let managed = |name: &str, sku: &str| ManagedDiskParameters {
         id: Some(disk_id(sub, rg, name).to_string()),
         storage_account_type: Some(sku.to_string()),
+        disk_encryption_set: None,
     };
     VirtualMachine {
         id: Some(

@@ -790,11 +790,29 @@ async fn encryption_sets_follow_the_source_at_home_and_must_be_named_in_a_copy_r
         )
         .await;
     assert_eq!(s, 201);
+    // The copy of a CMK disk names a set of the target region (as vmrp's copy does from
+    // `copies[].encryptionSets`); the emulator refuses it otherwise.
+    let des_dr = format!(
+        "{}/providers/Microsoft.Compute/diskEncryptionSets/des-dr",
+        e.rg_path("dr")
+    );
+    e.emulator
+        .arm
+        .add_encryption_set(vmrp::emulator::arm::fleet::encryption_set_doc(
+            &des_dr, DR, 1,
+        ))
+        .unwrap();
     let (s, _) = e
         .put(
             &format!("{copies}/restorePoints/p1-copy"),
             API,
-            json!({"properties": {"sourceRestorePoint": {"id": p1}}}),
+            json!({"properties": {
+                "sourceRestorePoint": {"id": p1},
+                "sourceMetadata": {"storageProfile": {"osDisk": {"diskRestorePoint": {"encryption": {
+                    "diskEncryptionSet": {"id": des_dr},
+                    "type": "EncryptionAtRestWithCustomerKey"
+                }}}}}
+            }}),
         )
         .await;
     assert_eq!(s, 201);
@@ -806,10 +824,6 @@ async fn encryption_sets_follow_the_source_at_home_and_must_be_named_in_a_copy_r
         "{err}"
     );
     assert!(e.disks_in("dr").is_empty());
-    let des_dr = format!(
-        "{}/providers/Microsoft.Compute/diskEncryptionSets/des-dr",
-        e.rg_path("dr")
-    );
     let out = e.restore_json(&[
         "--resource-group",
         "dr",

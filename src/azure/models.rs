@@ -329,6 +329,31 @@ impl RestorePoint {
             })
             .unwrap_or_default()
     }
+    /// True when a disk restore point's replication (a copy's) reports `Failed`: Azure gives no
+    /// detail and no percent for it (virtual-machines-restore-points-copy, Limitations), so the
+    /// missing percent must not read as "0 %, still replicating". A copy terminated after two
+    /// weeks shows this way while its `provisioningState` stays `Succeeded`.
+    pub fn replication_failed(&self) -> bool {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.instance_view.as_ref())
+            .and_then(|iv| iv.disk_restore_points.as_ref())
+            .is_some_and(|disks| {
+                disks.iter().any(|d| {
+                    d.replication_status
+                        .as_ref()
+                        .and_then(|r| r.status.as_ref())
+                        .is_some_and(|s| {
+                            s.level
+                                .as_deref()
+                                .is_some_and(|l| l.eq_ignore_ascii_case("Error"))
+                                || s.code
+                                    .as_deref()
+                                    .is_some_and(|c| c.to_ascii_lowercase().ends_with("/failed"))
+                        })
+                })
+            })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,6 +472,10 @@ pub struct ManagedDiskParameters {
     /// e.g. `Premium_LRS`, `UltraSSD_LRS`, `PremiumV2_LRS`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_account_type: Option<String>,
+    /// Set when the disk is encrypted with a customer-managed key (server-side encryption
+    /// with a disk encryption set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_encryption_set: Option<IdRef>,
 }
 
 /// A managed disk (`Microsoft.Compute/disks`), read only to learn whether it is shared.
@@ -496,6 +525,13 @@ pub struct VmDisk {
     pub write_accelerator: bool,
     /// `caching` of the storage profile entry (`ReadWrite`, `ReadOnly`, `None`).
     pub caching: Option<String>,
+    /// `managedDisk.diskEncryptionSet.id`: the disk uses a customer-managed key.
+    pub disk_encryption_set: Option<ResourceId>,
+}
+
+/// The disk encryption set a storage profile's `managedDisk` names, if a valid id.
+fn des_of(m: Option<&ManagedDiskParameters>) -> Option<ResourceId> {
+    ResourceId::parse(&m?.disk_encryption_set.as_ref()?.id).ok()
 }
 
 impl VirtualMachine {
@@ -556,6 +592,7 @@ impl VirtualMachine {
                     .managed_disk
                     .as_ref()
                     .and_then(|m| m.storage_account_type.clone()),
+                disk_encryption_set: des_of(os.managed_disk.as_ref()),
                 ephemeral: os
                     .diff_disk_settings
                     .as_ref()
@@ -570,6 +607,7 @@ impl VirtualMachine {
         for d in data {
             out.push(VmDisk {
                 lun: Some(d.lun),
+                disk_encryption_set: des_of(d.managed_disk.as_ref()),
                 name: d.name.clone(),
                 managed_disk_id: d
                     .managed_disk

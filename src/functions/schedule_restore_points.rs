@@ -913,6 +913,9 @@ mod tests {
             .collect();
         assert_eq!(minutes, [1, 2, 4, 8, 10, 10, 10, 10]);
         let total: u64 = (1..=MAX_REPLANS).map(|a| replan_delay(a).as_secs()).sum();
-        assert!(total <= 40 * 60, "re-plans stay inside the tick's hour: {total} s");
+        assert!(
+            total <= 40 * 60,
+            "re-plans stay inside the tick's hour: {total} s"
+        );
     }
 }

@@ -10,6 +10,16 @@
 //! order: asking anyway earns a 409) → PUT the target point with `sourceRestorePoint.id` →
 //! schedule the first poll (~2 min).
 //!
+//! Customer-managed keys: a disk of the source encrypted with a disk encryption set is copied
+//! only with the target region's set that `copies[].encryptionSets` maps it to, named per disk in
+//! the PUT (`sourceMetadata.storageProfile.{osDisk,dataDisks[]}.diskRestorePoint.encryption`).
+//! With no mapping the copy is not made and is reported: Azure either refuses it or (one reading
+//! of its documents) encrypts it with platform keys, and vmrp never downgrades silently.
+//!
+//! Copy rules (docs/lifecycle.md): a source is copied into a region at most once, so before the
+//! PUT an existing copy of the same source under another name counts as "already copied" (and
+//! so does Azure's refusal of a second copy); an in-flight-limit refusal (429) is transient.
+//!
 //! Only the newest point of the target collection can be in flight (serial copies), so the
 //! in-flight check costs one extra GET at most.
 
@@ -21,7 +31,7 @@ use crate::invocation::{Invocation, Outcome, Sent, Status};
 use crate::messages::{CopyRequest, PollRequest, QueueMessage, Role};
 use crate::names;
 use crate::policy::regions::known_region;
-use crate::policy::Rule;
+use crate::policy::{mapped_encryption_set, CopyTarget, Rule, UnmappedEncryptionSet};
 use crate::poll;
 
 pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
@@ -186,6 +196,27 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         )
         .with_sent(vec![sent]));
     }
+    // At most one copy of a source per region: a copy of it under another name (a retry whose
+    // earlier copy did not fail after all, or another vmrp version's name) is the copy.
+    let other = match live_copy(deps, &existing, &req.source).await {
+        Ok(o) => o,
+        Err(e) => {
+            return transient_or_report(deps, &req, now, e, "checking earlier copies of the source")
+                .await
+        }
+    };
+    if let Some(other) = other {
+        tracing::info!(source = %req.source, copy = %other, "source already copied into this region; poll ensured");
+        let sent = schedule_first_poll(deps, &req, rule, &vm, &other, now).await?;
+        return Ok(Outcome::new(
+            Status::Skipped,
+            format!(
+                "{} already copied to {} as {other}; poll ensured",
+                req.source, req.target_region
+            ),
+        )
+        .with_sent(vec![sent]));
+    }
     // In creation order: never copy a point older than one already copied.
     let our_tick = support::source_tick(&req.source);
     if let Some(newer) = existing.iter().filter_map(point_id).find(|p| {
@@ -221,6 +252,21 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         }
     }
 
+    let body = match copy_body(&source, &req.source, rule.copy_to(&region)) {
+        Ok(b) => b,
+        Err(unmapped) => {
+            let why: Vec<String> = unmapped.iter().map(ToString::to_string).collect();
+            tracing::error!(source = %req.source, region = %region, "copy not made: customer-managed key without a target encryption set");
+            return Ok(Outcome::new(
+                Status::Reported,
+                format!(
+                    "copy of {} to {region} not made: {}",
+                    req.source,
+                    why.join("; ")
+                ),
+            ));
+        }
+    };
     if let Some(outcome) = copy_oldest_first(
         deps,
         &req,
@@ -236,11 +282,7 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         return Ok(outcome);
     }
 
-    match deps
-        .arm
-        .create_restore_point(&target, &RestorePoint::copy_of(&req.source))
-        .await
-    {
+    match deps.arm.create_restore_point(&target, &body).await {
         Ok(_) => {
             tracing::info!(source = %req.source, target = %target, region = %req.target_region, "cross-region copy started");
             let sent = schedule_first_poll(deps, &req, rule, &vm, &target, now).await?;
@@ -263,7 +305,26 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
                 )
                 .with_sent(vec![sent]))
             }
-            Ok(_) => transient_or_report(deps, &req, now, e, "starting the copy").await,
+            // Refused because the source was copied into this region under another name (Azure
+            // copies a source once per region): that copy is ours to watch.
+            Ok(_) => match deps.arm.get_collection(&target_collection, true).await {
+                Ok(Some(c)) => match live_copy(deps, c.restore_points(), &req.source).await {
+                    Ok(Some(other)) => {
+                        tracing::info!(source = %req.source, copy = %other, "copy refused: already copied under another name; poll ensured");
+                        let sent = schedule_first_poll(deps, &req, rule, &vm, &other, now).await?;
+                        Ok(Outcome::new(
+                            Status::Skipped,
+                            format!(
+                                "{} already copied to {} as {other}; poll ensured",
+                                req.source, req.target_region
+                            ),
+                        )
+                        .with_sent(vec![sent]))
+                    }
+                    _ => transient_or_report(deps, &req, now, e, "starting the copy").await,
+                },
+                _ => transient_or_report(deps, &req, now, e, "starting the copy").await,
+            },
             Err(read) => {
                 transient_or_report(deps, &req, now, read, "reading the copy after a 409").await
             }
@@ -389,11 +450,17 @@ async fn copy_oldest_first(
         ..req.clone()
     };
     let target = target_collection.child("restorePoints", &target_name(&first));
-    match deps
-        .arm
-        .create_restore_point(&target, &RestorePoint::copy_of(&older))
-        .await
-    {
+    // The older point's disks may need their target encryption sets too; one that cannot be
+    // copied (an unmapped customer-managed key) does not hold ours back.
+    let older_point = source_points
+        .iter()
+        .find(|p| point_id(p).as_ref() == Some(&older));
+    let Some(Ok(body)) =
+        older_point.map(|p| copy_body(p, &older, rule.copy_to(&req.target_region)))
+    else {
+        return Ok(None);
+    };
+    match deps.arm.create_restore_point(&target, &body).await {
         Ok(_) => {}
         // Another instance started the same copy: a replay, as for our own PUT.
         Err(e) if e.status == Some(409) => match deps.arm.get_restore_point(&target, false).await {
@@ -500,6 +567,114 @@ async fn send_again(
     .await
 }
 
+/// A copy of `source` among `points` that has not failed (a failed copy does not count: its
+/// retry makes a new one). A `Succeeded` candidate is read once with its instance view, as a
+/// copy terminated after two weeks stays `Succeeded` with failed replication. Rare: only when
+/// the source already has a copy under another name.
+async fn live_copy(
+    deps: &Deps,
+    points: &[RestorePoint],
+    source: &ResourceId,
+) -> Result<Option<ResourceId>, ArmError> {
+    for p in points.iter().filter(|p| same_source(p, source)) {
+        let Some(id) = point_id(p) else { continue };
+        match p.provisioning_state() {
+            ProvisioningState::Failed | ProvisioningState::Canceled => continue,
+            ProvisioningState::InProgress(_) => return Ok(Some(id)),
+            ProvisioningState::Succeeded => {
+                let full = match p.properties.as_ref().and_then(|q| q.instance_view.as_ref()) {
+                    Some(_) => Some(p.clone()),
+                    None => deps.arm.get_restore_point(&id, true).await?,
+                };
+                if full.is_some_and(|f| !f.replication_failed()) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The copy PUT for `source` (the source point as read): plain `sourceRestorePoint`, plus, for
+/// each disk encrypted with a customer-managed key, the target set `copy.encryptionSets` maps
+/// its set to (`…diskRestorePoint.encryption`; data disks by position, their `lun` being
+/// read-only). `Err`: the disks whose set has no mapping (the copy must not be made).
+pub fn copy_body(
+    source: &RestorePoint,
+    source_id: &ResourceId,
+    copy: Option<&CopyTarget>,
+) -> Result<RestorePoint, Vec<UnmappedEncryptionSet>> {
+    let mut body = RestorePoint::copy_of(source_id);
+    let meta = source
+        .properties
+        .as_ref()
+        .and_then(|p| p.source_metadata.as_ref());
+    let sp = meta.map(|m| &m["storageProfile"]);
+    let empty = std::collections::BTreeMap::new();
+    let map = copy.map_or(&empty, |c| &c.encryption_sets);
+    let region = copy.map(|c| c.region.clone()).unwrap_or_default();
+    let mut unmapped = Vec::new();
+    let mut any = false;
+    let mut entry = |disk: &serde_json::Value, label: String| -> serde_json::Value {
+        let Some(set) = disk["managedDisk"]["diskEncryptionSet"]["id"].as_str() else {
+            return serde_json::json!({});
+        };
+        match mapped_encryption_set(map, set) {
+            Some(target) => {
+                any = true;
+                serde_json::json!({"diskRestorePoint": {"encryption": {
+                    "diskEncryptionSet": {"id": target},
+                    "type": "EncryptionAtRestWithCustomerKey"
+                }}})
+            }
+            None => {
+                unmapped.push(UnmappedEncryptionSet {
+                    region: region.clone(),
+                    disk: label,
+                    encryption_set: set.to_string(),
+                });
+                serde_json::json!({})
+            }
+        }
+    };
+    let label = |d: &serde_json::Value, what: String| match d["name"].as_str() {
+        Some(n) => format!("{what} ({n})"),
+        None => what,
+    };
+    let os = sp
+        .map(|sp| &sp["osDisk"])
+        .filter(|d| d.is_object())
+        .map(|d| entry(d, label(d, "OS disk".to_string())));
+    let data: Vec<serde_json::Value> = sp
+        .and_then(|sp| sp["dataDisks"].as_array())
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, d)| {
+            let what = d["lun"]
+                .as_i64()
+                .map_or_else(|| format!("data disk {i}"), |l| format!("LUN {l}"));
+            entry(d, label(d, what))
+        })
+        .collect();
+    if !unmapped.is_empty() {
+        return Err(unmapped);
+    }
+    if any {
+        let mut storage = serde_json::Map::new();
+        if let Some(os) = os {
+            storage.insert("osDisk".into(), os);
+        }
+        if !data.is_empty() {
+            storage.insert("dataDisks".into(), serde_json::Value::Array(data));
+        }
+        if let Some(p) = body.properties.as_mut() {
+            p.source_metadata = Some(serde_json::json!({ "storageProfile": storage }));
+        }
+    }
+    Ok(body)
+}
+
 /// Whether an existing target point is the copy of `source` (ids compare case-insensitively).
 fn same_source(point: &RestorePoint, source: &ResourceId) -> bool {
     point
@@ -547,6 +722,10 @@ async fn in_flight(deps: &Deps, points: &[RestorePoint]) -> Result<Option<Resour
             let Some(full) = deps.arm.get_restore_point(&id, true).await? else {
                 return Ok(None);
             };
+            // A failed (or terminated) replication is over, not in flight: it shows no percent.
+            if full.replication_failed() {
+                return Ok(None);
+            }
             let percents = full.replication_percents();
             if percents.is_empty() || percents.iter().any(|p| *p < 100) {
                 Ok(Some(id))

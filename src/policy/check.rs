@@ -122,6 +122,7 @@ pub fn check_policy(policy: &Policy, timer_schedule: &str) -> CheckReport {
             .filter_map(own_region_warning)
             .chain(policy.rules.iter().filter_map(instant_access_warning))
             .chain(policy.rules.iter().filter_map(crash_support_warning))
+            .chain(policy.rules.iter().flat_map(cmk_warnings))
             .chain(drills.and_then(|(_, warning)| warning))
             .collect(),
         parse_error: None,
@@ -168,6 +169,33 @@ fn crash_support_warning(rule: &Rule) -> Option<String> {
             rule.name
         )
     })
+}
+
+/// Copies of disks encrypted with customer-managed keys need a target encryption set per
+/// source set (`copies[].encryptionSets`); without a mapping such a disk is not copied (Azure's
+/// copy documentation keeps CMK copies on CMK, docs/emulator-arm.md). The file does not know the
+/// VMs' disks, so the check says per copy region which sets it can encrypt; `vmrp plan` names
+/// the VMs whose disks use another set.
+fn cmk_warnings(rule: &Rule) -> Vec<String> {
+    rule.copies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.encryption_sets.is_empty() {
+                format!(
+                    "rule {:?}: copies[{i}] ({}) maps no disk encryption sets: a VM whose disks use customer-managed keys gets no copy in {} (reported per VM by vmrp plan and the copy, never downgraded to platform keys); map each source set in copies[{i}].encryptionSets",
+                    rule.name, c.region, c.region
+                )
+            } else {
+                format!(
+                    "rule {:?}: copies[{i}] ({}) encrypts copies of disks with {} mapped disk encryption set(s); a disk using any other set is not copied there (reported per VM by vmrp plan)",
+                    rule.name,
+                    c.region,
+                    c.encryption_sets.len()
+                )
+            }
+        })
+        .collect()
 }
 
 /// `prod: ApplicationConsistent (tag rp-consistency may override), at the timer "0 0 */4 * * *";
@@ -380,9 +408,66 @@ mod tests {
              dev: CrashConsistent, schedule \"0 0 */2 * * *\" at the timer's ticks; keep keepLast 3; up to 6 points per VM\n\
              warning: rule \"prod\": copies[0].region westus2: VMs located in westus2 itself get no cross-region copy (a copy needs another region than the VM's); add a second copy region if they need one\n\
              warning: rule \"prod\": crash-consistent points are not supported for confidential VMs (no points in any mode), VM sizes without Premium storage, or VMs with write-accelerated, Ultra or Premium SSD v2 disks that excludeDisks does not leave out: such VMs get no point (vmrp plan names them, the timer says so once per tick); points of VMs with ReadWrite-cached disks or of Intel v6+ / AMD v7+ sizes with more than one data disk may not be consistent across disks\n\
-             warning: rule \"dev\": crash-consistent points are not supported for confidential VMs (no points in any mode), VM sizes without Premium storage, or VMs with write-accelerated, Ultra or Premium SSD v2 disks that excludeDisks does not leave out: such VMs get no point (vmrp plan names them, the timer says so once per tick); points of VMs with ReadWrite-cached disks or of Intel v6+ / AMD v7+ sizes with more than one data disk may not be consistent across disks\n"
+             warning: rule \"dev\": crash-consistent points are not supported for confidential VMs (no points in any mode), VM sizes without Premium storage, or VMs with write-accelerated, Ultra or Premium SSD v2 disks that excludeDisks does not leave out: such VMs get no point (vmrp plan names them, the timer says so once per tick); points of VMs with ReadWrite-cached disks or of Intel v6+ / AMD v7+ sizes with more than one data disk may not be consistent across disks\n\
+             warning: rule \"prod\": copies[0] (westus2) maps no disk encryption sets: a VM whose disks use customer-managed keys gets no copy in westus2 (reported per VM by vmrp plan and the copy, never downgraded to platform keys); map each source set in copies[0].encryptionSets\n"
         );
         assert!(report.ok, "a warning does not fail the check");
+    }
+
+    /// `copies[].encryptionSets`: ids checked, the mapping counted in the warning.
+    #[test]
+    fn encryption_set_mappings_are_checked_and_summarised() {
+        let des = |n: &str| {
+            format!("/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/{n}")
+        };
+        let policy = |map: &str| {
+            format!(
+                r#"{{"rules":[{{"name":"prod","targets":{{}},"retention":{{"keepLast":3}},
+                "copies":[{{"region":"westus2","encryptionSets":{map}}},{{"region":"northeurope"}}]}}]}}"#
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ok = write(
+            &dir,
+            "ok.json",
+            &policy(&format!(r#"{{"{}":"{}"}}"#, des("east"), des("west2"))),
+        );
+        let report = check_file(&ok, DEFAULT_TIMER_SCHEDULE).unwrap();
+        assert!(report.ok, "{report:?}");
+        let text = report.render(false);
+        assert!(
+            text.contains(
+                "copies[0] (westus2) encrypts copies of disks with 1 mapped disk encryption set(s)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("copies[1] (northeurope) maps no disk encryption sets"),
+            "{text}"
+        );
+        let bad = write(
+            &dir,
+            "bad.json",
+            &policy(&format!(
+                r#"{{"{}":"not-an-id","/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/disks/d":"{}","{}":"{}"}}"#,
+                des("east"),
+                des("west2"),
+                des("EAST"),
+                des("west2")
+            )),
+        );
+        let report = check_file(&bad, DEFAULT_TIMER_SCHEDULE).unwrap();
+        assert!(!report.ok);
+        let text = report.render(false);
+        assert!(
+            text.contains("\"not-an-id\" is not a disk encryption set id"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Microsoft.Compute/disks/d\" is not a disk encryption set id"),
+            "{text}"
+        );
+        assert!(text.contains("mapped twice"), "{text}");
     }
 
     #[test]

@@ -242,6 +242,31 @@ impl Rule {
             .collect()
     }
 
+    /// The disks of `vm` encrypted with customer-managed keys whose encryption set a copy
+    /// region of this rule does not map: those copies are not made (reported, never made with
+    /// platform keys). One entry per (region, disk).
+    pub fn unmapped_encryption_sets(
+        &self,
+        vm: &VirtualMachine,
+    ) -> Vec<super::UnmappedEncryptionSet> {
+        let disks = vm.disks();
+        let cmk: Vec<(String, String)> = disks
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    describe_disk(d),
+                    d.disk_encryption_set.as_ref()?.to_string(),
+                ))
+            })
+            .collect();
+        self.copies_from(vm.location.as_deref())
+            .into_iter()
+            .flat_map(|c| {
+                super::unmapped_encryption_sets(c, cmk.iter().map(|(l, s)| (l.clone(), s.as_str())))
+            })
+            .collect()
+    }
+
     /// The copy target for `region` (any spelling: `West US 2` = `westus2`).
     pub fn copy_to(&self, region: &str) -> Option<&CopyTarget> {
         self.copies.iter().find(|c| same_region(&c.region, region))
@@ -518,6 +543,7 @@ mod tests {
             managed_disk: Some(ManagedDiskParameters {
                 id: Some(disk_id(name).to_string()),
                 storage_account_type: Some(sku.to_string()),
+                disk_encryption_set: None,
             }),
             disk_size_gb: None,
             ..Default::default()
@@ -549,6 +575,7 @@ mod tests {
                         managed_disk: Some(ManagedDiskParameters {
                             id: Some(disk_id("vm1-os").to_string()),
                             storage_account_type: Some("Premium_LRS".into()),
+                            disk_encryption_set: None,
                         }),
                         diff_disk_settings: ephemeral_os.then(|| DiffDiskSettings {
                             option: Some("Local".into()),

@@ -5,7 +5,7 @@
 //!
 //! The rules and their Azure sources are listed in `docs/policy.md`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::Serialize;
@@ -656,6 +656,43 @@ fn check_copies(rule: &Rule, p: &mut Problems) {
         if let Some(r) = &copy.retention {
             check_retention(r, &format!("copies[{i}].retention"), p);
         }
+        check_encryption_sets(
+            &copy.encryption_sets,
+            &format!("copies[{i}].encryptionSets"),
+            p,
+        );
+    }
+}
+
+/// Both sides of each mapping are disk encryption set ids, and no source set is mapped twice
+/// (keys differing only in case would make the lookup ambiguous).
+fn check_encryption_sets(map: &BTreeMap<String, String>, field: &str, p: &mut Problems) {
+    let is_set = |s: &str| {
+        ResourceId::parse(s.trim())
+            .is_ok_and(|id| id.is_type("Microsoft.Compute/diskEncryptionSets"))
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (source, target) in map {
+        if !is_set(source) {
+            p.push(
+                field,
+                format!("key {source:?} is not a disk encryption set id (/subscriptions/…/providers/Microsoft.Compute/diskEncryptionSets/NAME)"),
+            );
+        }
+        if !is_set(target) {
+            p.push(
+                format!("{field}[{source:?}]"),
+                format!("{target:?} is not a disk encryption set id (/subscriptions/…/providers/Microsoft.Compute/diskEncryptionSets/NAME)"),
+            );
+        }
+        let norm = source.trim().trim_start_matches('/').to_ascii_lowercase();
+        if seen.contains(&norm) {
+            p.push(
+                field,
+                format!("{source} is mapped twice (ids compare case-insensitively)"),
+            );
+        }
+        seen.push(norm);
     }
 }
 
@@ -1228,6 +1265,7 @@ mod tests {
                         .to_string(),
                 ),
                 storage_account_type: Some(sku.to_string()),
+                disk_encryption_set: None,
             };
             VirtualMachine {
                 id: Some(

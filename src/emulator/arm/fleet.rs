@@ -29,13 +29,17 @@ pub struct FleetSpec {
     pub shared_disk_fraction: f64,
     pub ultra_disk_fraction: f64,
     pub premium_v2_fraction: f64,
+    /// Fraction of VMs whose managed disks are encrypted with a customer-managed key: each such
+    /// disk names its region's disk encryption set (`managedDisk.diskEncryptionSet.id`), and
+    /// every (subscription, region) gets one set, `des-{region}` in `rg-{region}-1`. Drawn from
+    /// its own random stream, so 0 (the default) leaves every other draw, and so the fleet, as
+    /// it was.
+    pub cmk_fraction: f64,
     pub linux_fraction: f64,
     /// Fraction of VMs carrying the opt-in tag `tag_key = tag_value`.
     pub tagged_fraction: f64,
-    /// Fraction of VMs whose disks are encrypted with a customer-managed key (a disk
-    /// encryption set in the VM's resource group). The features from here on are drawn from
-    /// their own per-VM hash ([`unit`]), so a fleet with them at 0 is the fleet it was before.
-    pub cmk_fraction: f64,
+    /// The features from here on are drawn from their own per-VM hash ([`unit`]), so a fleet
+    /// with them at 0 is the fleet it was before.
     /// Fraction of confidential VMs (`securityType: ConfidentialVM`, a DCasv5 size): restore
     /// points do not support them.
     pub confidential_fraction: f64,
@@ -71,9 +75,9 @@ impl Default for FleetSpec {
             shared_disk_fraction: 0.05,
             ultra_disk_fraction: 0.03,
             premium_v2_fraction: 0.03,
+            cmk_fraction: 0.0,
             linux_fraction: 0.5,
             tagged_fraction: 0.8,
-            cmk_fraction: 0.0,
             confidential_fraction: 0.0,
             trusted_launch_fraction: 0.0,
             write_accelerated_fraction: 0.0,
@@ -104,9 +108,9 @@ impl FleetSpec {
             ("sharedDiskFraction", self.shared_disk_fraction),
             ("ultraDiskFraction", self.ultra_disk_fraction),
             ("premiumV2Fraction", self.premium_v2_fraction),
+            ("cmkFraction", self.cmk_fraction),
             ("linuxFraction", self.linux_fraction),
             ("taggedFraction", self.tagged_fraction),
-            ("cmkFraction", self.cmk_fraction),
             ("confidentialFraction", self.confidential_fraction),
             ("trustedLaunchFraction", self.trusted_launch_fraction),
             ("writeAcceleratedFraction", self.write_accelerated_fraction),
@@ -169,10 +173,10 @@ impl FleetSpec {
         s.shared_disk_fraction = clamp(s.shared_disk_fraction);
         s.ultra_disk_fraction = clamp(s.ultra_disk_fraction);
         s.premium_v2_fraction = clamp(s.premium_v2_fraction);
+        s.cmk_fraction = clamp(s.cmk_fraction);
         s.linux_fraction = clamp(s.linux_fraction);
         s.tagged_fraction = clamp(s.tagged_fraction);
         for f in [
-            &mut s.cmk_fraction,
             &mut s.confidential_fraction,
             &mut s.trusted_launch_fraction,
             &mut s.write_accelerated_fraction,
@@ -207,6 +211,33 @@ pub struct Fleet {
     pub resource_groups: Vec<(String, String, String)>,
     pub vms: Vec<Value>,
     pub disks: Vec<Value>,
+    /// Disk encryption set documents (`Microsoft.Compute/diskEncryptionSets`), one per
+    /// (subscription, region) when `cmk_fraction` > 0.
+    pub encryption_sets: Vec<Value>,
+}
+
+/// The id of the fleet's disk encryption set for `region` in `subscription`.
+pub fn encryption_set_id(subscription: &str, region: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/rg-{region}-1/providers/Microsoft.Compute/diskEncryptionSets/des-{region}"
+    )
+}
+
+/// A disk encryption set document (the shape of `DiskEncryptionSet_Get`, trimmed).
+pub fn encryption_set_doc(id: &str, location: &str, seed: u64) -> Value {
+    let name = id.rsplit('/').next().unwrap_or_default();
+    json!({
+        "id": id,
+        "name": name,
+        "type": "Microsoft.Compute/diskEncryptionSets",
+        "location": location,
+        "identity": {"type": "SystemAssigned", "principalId": det_uuid(seed, &format!("{id}/principal")), "tenantId": det_uuid(seed, "tenant")},
+        "properties": {
+            "encryptionType": "EncryptionAtRestWithCustomerKey",
+            "activeKey": {"keyUrl": format!("https://kv-{location}.vault.azure.net/keys/{name}/{}", det_uuid(seed, &format!("{id}/key")).replace('-', ""))},
+            "provisioningState": "Succeeded"
+        }
+    })
 }
 
 const VM_SIZES: &[&str] = &[
@@ -233,6 +264,20 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
     }
     let mut vms = Vec::new();
     let mut disks = Vec::new();
+    // Its own stream: drawing from `rng` would shift every later draw of existing fleets.
+    let mut cmk_rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, "cmk"));
+    let encryption_sets = if spec.cmk_fraction > 0.0 {
+        subscriptions
+            .iter()
+            .flat_map(|s| {
+                spec.regions
+                    .iter()
+                    .map(|r| encryption_set_doc(&encryption_set_id(s, r), r, spec.seed))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     for i in 0..spec.count {
         let sub = &subscriptions[i % subscriptions.len()];
         let region = &spec.regions[rng.random_range(0..spec.regions.len())];
@@ -285,6 +330,7 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
             zones: (zone > 0).then(|| vec![zone.to_string()]),
             seed: spec.seed,
             created,
+            disk_encryption_set: None,
         };
         for (lun, (sku, shares)) in data_kinds.into_iter().enumerate() {
             seed_vm.data_disks.push(DataDiskSeed {
@@ -296,6 +342,9 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
                 max_shares: shares,
             });
         }
+        if spec.cmk_fraction > 0.0 && cmk_rng.random::<f64>() < spec.cmk_fraction {
+            seed_vm.disk_encryption_set = Some(encryption_set_id(sub, region));
+        }
         let (mut vm, mut vm_disks) = seed_vm.build();
         mix_in_features(spec, &mut vm, &mut vm_disks);
         vms.push(vm);
@@ -306,6 +355,7 @@ pub fn generate(spec: &FleetSpec, created: OffsetDateTime) -> Fleet {
         resource_groups,
         vms,
         disks,
+        encryption_sets,
     }
 }
 
@@ -314,7 +364,7 @@ pub fn drawn(spec: &FleetSpec, name: &str, feature: &str, fraction: f64) -> bool
     fraction > 0.0 && unit(spec.seed, &format!("{name}/{feature}")) < fraction
 }
 
-/// The features of [`FleetSpec`] drawn per VM by hash (see `cmk_fraction`): applied to the
+/// The features of [`FleetSpec`] drawn per VM by hash (see `confidential_fraction`): applied to the
 /// built documents. At most one of the size-changing ones (confidential, write-accelerated,
 /// no Premium storage) applies, in that order. The Backup collection is seeded by the
 /// emulator ([`backup_points_of`]), not here.
@@ -378,21 +428,6 @@ fn mix_in_features(spec: &FleetSpec, vm: &mut Value, disks: &mut [Value]) {
     ) {
         props["resiliencyProfile"] = json!({"periodicRestorePoints": {"isEnabled": true}});
     }
-    if drawn(spec, &name, "cmk", spec.cmk_fraction) {
-        let vm_id = vm["id"].as_str().unwrap_or_default();
-        let rg_prefix = vm_id
-            .split("/providers/")
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let des = format!("{rg_prefix}/providers/Microsoft.Compute/diskEncryptionSets/des-{name}");
-        for d in disks.iter_mut() {
-            d["properties"]["encryption"] = json!({
-                "type": "EncryptionAtRestWithCustomerKey",
-                "diskEncryptionSetId": des
-            });
-        }
-    }
 }
 
 /// How many Azure Backup points a Backup-protected VM has when the emulator starts: daily
@@ -445,6 +480,8 @@ pub struct VmSeed {
     pub zones: Option<Vec<String>>,
     pub seed: u64,
     pub created: OffsetDateTime,
+    /// Customer-managed keys: every managed disk of the VM names this disk encryption set.
+    pub disk_encryption_set: Option<String>,
 }
 
 impl VmSeed {
@@ -464,6 +501,7 @@ impl VmSeed {
             zones: None,
             seed: 0,
             created: time::macros::datetime!(2026-01-01 00:00 UTC),
+            disk_encryption_set: None,
         }
     }
 
@@ -494,6 +532,15 @@ impl VmSeed {
         self
     }
 
+    /// A storage profile's `managedDisk`, with the encryption set when the VM uses CMK.
+    fn managed_disk(&self, sku: &str, id: &str) -> Value {
+        let mut md = json!({"storageAccountType": sku, "id": id});
+        if let Some(des) = &self.disk_encryption_set {
+            md["diskEncryptionSet"] = json!({ "id": des });
+        }
+        md
+    }
+
     fn disk_id(&self, rg: &str, name: &str) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}",
@@ -520,7 +567,7 @@ impl VmSeed {
             "name": os_name,
             "createOption": "FromImage",
             "caching": "ReadWrite",
-            "managedDisk": {"storageAccountType": "Premium_LRS", "id": os_disk_id},
+            "managedDisk": self.managed_disk("Premium_LRS", &os_disk_id),
             "deleteOption": "Delete",
             "diskSizeGB": self.os_disk_size_gb
         });
@@ -549,7 +596,7 @@ impl VmSeed {
                 "name": d.name,
                 "createOption": "Attach",
                 "caching": if d.storage_account_type.starts_with("Premium_") { "ReadOnly" } else { "None" },
-                "managedDisk": {"storageAccountType": d.storage_account_type, "id": id},
+                "managedDisk": self.managed_disk(&d.storage_account_type, &id),
                 "deleteOption": "Detach",
                 "diskSizeGB": d.size_gb,
                 "toBeDetached": false
@@ -638,6 +685,10 @@ impl VmSeed {
         });
         if max_shares > 1 {
             props["maxShares"] = json!(max_shares);
+        }
+        if let Some(des) = &self.disk_encryption_set {
+            props["encryption"] =
+                json!({"type": "EncryptionAtRestWithCustomerKey", "diskEncryptionSetId": des});
         }
         if let Some(os) = os_type {
             props["osType"] = json!(os);
@@ -811,5 +862,62 @@ mod tests {
         );
         let u = unit(3, "x");
         assert!((0.0..1.0).contains(&u));
+    }
+
+    #[test]
+    fn cmk_fraction_encrypts_some_vms_and_leaves_the_rest_of_the_fleet_alone() {
+        let plain = FleetSpec {
+            count: 60,
+            subscriptions: 2,
+            ..Default::default()
+        };
+        let base = generate(&plain, T);
+        assert!(base.encryption_sets.is_empty());
+        assert!(base
+            .disks
+            .iter()
+            .all(|d| d["properties"]["encryption"].is_null()));
+        let cmk = generate(
+            &FleetSpec {
+                cmk_fraction: 0.5,
+                ..plain.clone()
+            },
+            T,
+        );
+        // One set per (subscription, region), in that region.
+        assert_eq!(cmk.encryption_sets.len(), 2 * plain.regions.len());
+        for des in &cmk.encryption_sets {
+            let id = des["id"].as_str().unwrap();
+            assert!(id.ends_with(&format!("des-{}", des["location"].as_str().unwrap())));
+        }
+        let mut encrypted = 0;
+        for (a, b) in base.vms.iter().zip(&cmk.vms) {
+            // Same VM otherwise: names, regions, sizes and disk layout do not move.
+            assert_eq!(a["id"], b["id"]);
+            assert_eq!(a["location"], b["location"]);
+            assert_eq!(
+                a["properties"]["hardwareProfile"],
+                b["properties"]["hardwareProfile"]
+            );
+            let des = &b["properties"]["storageProfile"]["osDisk"]["managedDisk"]
+                ["diskEncryptionSet"]["id"];
+            if let Some(des) = des.as_str() {
+                encrypted += 1;
+                let sub = b["id"].as_str().unwrap().split('/').nth(2).unwrap();
+                assert_eq!(des, encryption_set_id(sub, b["location"].as_str().unwrap()));
+                for d in b["properties"]["storageProfile"]["dataDisks"]
+                    .as_array()
+                    .unwrap()
+                {
+                    assert_eq!(
+                        d["managedDisk"]["diskEncryptionSet"]["id"].as_str(),
+                        Some(des)
+                    );
+                }
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+        assert!((15..=45).contains(&encrypted), "{encrypted} of 60");
     }
 }

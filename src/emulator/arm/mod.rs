@@ -166,6 +166,9 @@ impl ArmEmulator {
                 seed_backup_collection(&mut store, &vm_id, &rg, &name, start, spec.seed);
             }
         }
+        for des in generated.encryption_sets {
+            let _ = insert_encryption_set(&mut store, des);
+        }
         let recorder = config
             .record_traffic
             .as_ref()
@@ -247,6 +250,11 @@ impl ArmEmulator {
             insert_disk(&mut store, d)?;
         }
         insert_vm(&mut store, vm)
+    }
+
+    /// Adds (or replaces) a disk encryption set from its ARM document (`id`, `location`).
+    pub fn add_encryption_set(&self, doc: Value) -> Result<ResourceId, String> {
+        insert_encryption_set(&mut lock(&self.store), doc)
     }
 
     /// Adds (or replaces) a disk from its ARM document.
@@ -943,6 +951,8 @@ fn seed_backup_collection(
                 instant_access_disks: false,
                 operation: String::new(),
                 deleting: None,
+                terminate_at: None,
+                encryption: Default::default(),
             },
         );
     }
@@ -979,6 +989,23 @@ fn insert_vm(store: &mut Store, mut doc: Value) -> Result<ResourceId, String> {
         .to_string();
     store.add_resource_group(id.subscription(), &rg, &location);
     store.vms.insert(id.clone(), VmRecord { doc, user_data });
+    Ok(id)
+}
+
+fn insert_encryption_set(store: &mut Store, doc: Value) -> Result<ResourceId, String> {
+    let id = doc["id"]
+        .as_str()
+        .ok_or("disk encryption set document: 'id' (string) is required")
+        .and_then(|t| ResourceId::parse(t).map_err(|_| "disk encryption set document: bad 'id'"))?;
+    if !id.is_type("Microsoft.Compute/diskEncryptionSets") {
+        return Err(format!(
+            "{id} is not a Microsoft.Compute/diskEncryptionSets id"
+        ));
+    }
+    if doc["location"].as_str().is_none_or(str::is_empty) {
+        return Err(format!("disk encryption set {id}: 'location' is required"));
+    }
+    store.encryption_sets.insert(id.clone(), doc);
     Ok(id)
 }
 

@@ -14,6 +14,10 @@
 //! | no copy of a copy | 400 `OperationNotAllowed` |
 //! | unsupported disks must be excluded (ephemeral OS, shared; for crash consistency also Ultra, Premium SSD v2, write-accelerated) | 400 `OperationNotAllowed` naming the disk |
 //! | no points of a confidential VM; crash-consistent points only on sizes with Premium storage ([`check_vm_supported`]) | 400 `OperationNotAllowed` (code assumed: the documents give none) |
+//! | a source point copied into a region at most once | 409 `OperationNotAllowed` "already copied" (permanent; no documented code: our assumption) |
+//! | ≤ 100 disk restore point copies in flight per subscription and target region | 429 `OperationNotAllowed` / `TooManyRequests` detail + `Retry-After` (the incremental snapshot copy limit, applied to the disk snapshots a copy makes: the stricter reading) |
+//! | a copy replicating longer than 2 weeks is terminated | replication `Failed`, no percent, no detail |
+//! | a copy of a customer-managed-key disk names an existing encryption set in the target region | 400 `InvalidParameter`, target the disk's `diskRestorePoint.encryption` (the stricter reading of two documents, docs/emulator-arm.md) |
 //! | target collection must reference the source collection | 400 `InvalidParameter` |
 //! | `consistencyMode` input only `CrashConsistent` | 400 `InvalidParameter`, target `properties.consistencyMode` |
 //! | ≤ 3 Premium SSD v2 / Ultra snapshots in progress per disk | 409 `OperationNotAllowed` "... in progress" (transient; code an assumption) |
@@ -66,6 +70,17 @@ pub struct RuleSwitches {
     pub crash_consistent_spacing_secs: i64,
     pub copies_serial_in_order: bool,
     pub no_copy_of_copy: bool,
+    /// A source point is copied into a target region at most once (a live, not-failed copy in
+    /// any collection of that region blocks a second one under another name).
+    pub one_copy_per_region: bool,
+    /// Disk restore point copies replicating at once per subscription and target region
+    /// (0 = no limit).
+    pub copies_in_flight_per_region: u32,
+    /// Days a copy may replicate before the platform terminates it (0 = never).
+    pub copy_max_days: u32,
+    /// A copy of a disk encrypted with a disk encryption set must name an encryption set that
+    /// exists in the target region.
+    pub cmk_copy_needs_target_set: bool,
     pub unsupported_disks_excluded: bool,
     /// Refuse creates for VMs restore points do not support ([`check_vm_supported`]).
     pub unsupported_vms: bool,
@@ -151,6 +166,10 @@ impl Default for RuleSwitches {
             crash_consistent_spacing_secs: 3600,
             copies_serial_in_order: true,
             no_copy_of_copy: true,
+            one_copy_per_region: true,
+            copies_in_flight_per_region: 100,
+            copy_max_days: 14,
+            cmk_copy_needs_target_set: true,
             unsupported_disks_excluded: true,
             unsupported_vms: true,
             target_must_reference_source: true,
@@ -183,6 +202,10 @@ impl RuleSwitches {
             spacing: false,
             copies_serial_in_order: false,
             no_copy_of_copy: false,
+            one_copy_per_region: false,
+            copies_in_flight_per_region: 0,
+            copy_max_days: 0,
+            cmk_copy_needs_target_set: false,
             unsupported_disks_excluded: false,
             unsupported_vms: false,
             target_must_reference_source: false,
@@ -593,6 +616,96 @@ pub fn check_instant_access_in_flight(
              supported. Retry once one of them completes."
         ),
     ))
+}
+
+/// A source point is copied into one region at most once
+/// (learn.microsoft.com `virtual-machines/virtual-machines-restore-points-copy`, Limitations:
+/// "A single restore point in the source region can be copied only once to a target region").
+/// `existing` names a live copy of the same source already in that region. No error code is
+/// documented: 409 `OperationNotAllowed`, permanent (the message says neither "in progress" nor
+/// "concurrent", so clients do not retry it).
+pub fn check_copied_once(
+    source: &str,
+    region: &str,
+    existing: Option<&str>,
+) -> Result<(), Violation> {
+    match existing {
+        None => Ok(()),
+        Some(copy) => {
+            let mut v = Violation::new(
+                "oneCopyPerRegion",
+                409,
+                "OperationNotAllowed",
+                format!(
+                    "Restore point '{source}' has already been copied to region '{region}' \
+                    as '{copy}'; a restore point can be copied only once to a target region."
+                ),
+            );
+            v.target = Some("properties.sourceRestorePoint.id".to_string());
+            Err(v)
+        }
+    }
+}
+
+/// At most `limit` disk restore point copies replicating at once per subscription and target
+/// region. The documented limit is for incremental snapshot copies (learn.microsoft.com
+/// `virtual-machines/disks-copy-incremental-snapshot-across-regions`, Restrictions: "100
+/// incremental snapshots in parallel at the same time per subscription per region"); a restore
+/// point copy copies one snapshot per disk, so the emulator counts disks (the stricter reading).
+/// Refused as Compute throttles: 429 with `Retry-After` one progress step away.
+pub fn check_copies_in_flight(
+    region: &str,
+    in_flight_disks: usize,
+    new_disks: usize,
+    limit: u32,
+    retry_after_secs: u64,
+) -> Result<(), Violation> {
+    if limit == 0 || in_flight_disks + new_disks <= limit as usize {
+        return Ok(());
+    }
+    Err(Violation::compute_throttled(
+        "copiesInFlightPerRegion",
+        format!(
+            "The limit of {limit} disk restore point copies in progress per subscription in \
+            region '{region}' has been reached ({in_flight_disks} in progress, this copy adds \
+            {new_disks}); retry after {retry_after_secs} seconds."
+        ),
+        retry_after_secs,
+    ))
+}
+
+/// A copy of a disk encrypted with a customer-managed key (a disk encryption set) must name an
+/// encryption set that exists in the target region. The copy documentation says such a copy "is
+/// encrypted by using CMK in the target region" (learn.microsoft.com
+/// `virtual-machines/virtual-machines-restore-points-copy`), while the REST spec calls the
+/// per-disk `encryption` "an optional property" (azure-rest-api-specs
+/// `ComputeRP/stable/2025-04-01/restorePoint.json`, `RestorePointEncryption`), which leaves a
+/// fallback to platform keys open. The emulator takes the stricter reading: a copy of a CMK disk
+/// without a target set, or with a set that does not exist in the target region, is refused.
+/// `target_set`: what the request named; `target_exists`: that set exists in `region`.
+pub fn check_cmk_copy(
+    disk: &str,
+    source_set: &str,
+    region: &str,
+    target_set: Option<&str>,
+    target_exists: bool,
+    field: &str,
+) -> Result<(), Violation> {
+    let message = match target_set {
+        None => format!(
+            "Disk restore point of disk '{disk}' is encrypted with customer-managed keys (disk \
+            encryption set '{source_set}'); the copy to region '{region}' must name a disk \
+            encryption set of that region in {field}.diskEncryptionSet.id."
+        ),
+        Some(set) if !target_exists => format!(
+            "Disk encryption set '{set}' named for disk '{disk}' was not found in region \
+            '{region}'; a copy is encrypted with a disk encryption set of its target region."
+        ),
+        Some(_) => return Ok(()),
+    };
+    let mut v = Violation::new("cmkCopyNeedsTargetSet", 400, "InvalidParameter", message);
+    v.target = Some(field.to_string());
+    Err(v)
 }
 
 /// The facts about one disk that decide whether restore points support it.
@@ -1166,5 +1279,51 @@ mod tests {
             crate::azure::error::ErrorClass::Transient,
             "vmrp retries it"
         );
+    }
+
+    #[test]
+    fn copied_once_per_region_is_a_permanent_refusal() {
+        assert!(check_copied_once("rp1", "westus2", None).is_ok());
+        let v = check_copied_once("rp1", "westus2", Some("rp1-again")).unwrap_err();
+        assert_eq!((v.status, v.code), (409, "OperationNotAllowed"));
+        assert!(v.message.contains("only once") && v.message.contains("rp1-again"));
+        // vmrp's classifier must not take it for "wait and retry".
+        assert_eq!(
+            crate::azure::error::classify(Some(v.status), v.code, &v.message),
+            crate::azure::ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn copies_in_flight_count_disks_against_the_limit() {
+        let cases: &[(usize, usize, u32, bool)] = &[
+            (0, 3, 100, true),
+            (97, 3, 100, true),
+            (98, 3, 100, false),
+            (100, 1, 100, false),
+            (5000, 1, 0, true), // 0 = no limit
+        ];
+        for (busy, new, limit, ok) in cases {
+            let got = check_copies_in_flight("westus2", *busy, *new, *limit, 600);
+            assert_eq!(got.is_ok(), *ok, "{busy}+{new} of {limit}");
+            if let Err(v) = got {
+                assert_eq!((v.status, v.code), (429, "OperationNotAllowed"));
+                assert_eq!(v.detail_code, Some("TooManyRequests"));
+                assert_eq!(v.retry_after_secs, Some(600));
+            }
+        }
+    }
+
+    #[test]
+    fn cmk_copies_need_an_existing_target_set() {
+        let f = "properties.sourceMetadata.storageProfile.osDisk.diskRestorePoint.encryption";
+        assert!(check_cmk_copy("os", "des-src", "westus2", Some("des-dst"), true, f).is_ok());
+        let none = check_cmk_copy("os", "des-src", "westus2", None, false, f).unwrap_err();
+        assert_eq!((none.status, none.code), (400, "InvalidParameter"));
+        assert_eq!(none.target.as_deref(), Some(f));
+        assert!(none.message.contains("des-src"));
+        let missing =
+            check_cmk_copy("os", "des-src", "westus2", Some("des-x"), false, f).unwrap_err();
+        assert!(missing.message.contains("des-x") && missing.message.contains("not found"));
     }
 }

@@ -241,6 +241,11 @@ pub struct PointRecord {
     pub instant_access_disks: bool,
     pub operation: String,
     pub deleting: Option<Deletion>,
+    /// Copies: when the platform terminates a copy still replicating (two weeks after it
+    /// started, docs/emulator-arm.md); `None`: never.
+    pub terminate_at: Option<OffsetDateTime>,
+    /// Copies: the target encryption set each disk was asked for, by disk (`os`, `data:{i}` by position).
+    pub encryption: BTreeMap<String, String>,
 }
 
 /// A point's state at one instant.
@@ -366,9 +371,25 @@ impl PointRecord {
         })
     }
 
-    /// For copies: the lowest disk percent (100 when every disk finished); `None` if failed.
+    /// True once a copy that had not finished replicating was terminated by the platform
+    /// ("If the copy time exceeds two weeks, the copy operation is terminated automatically").
+    pub fn terminated(&self, now: OffsetDateTime) -> bool {
+        self.terminate_at.is_some_and(|t| {
+            now >= t
+                && self
+                    .disks
+                    .iter()
+                    .any(|d| d.replicated_at.is_some_and(|done| done > t))
+        })
+    }
+
+    /// For copies: the lowest disk percent (100 when every disk finished); `None` if failed
+    /// (a failed copy shows no intermediate percent).
     pub fn copy_percent(&self, now: OffsetDateTime, step_secs: f64) -> Option<i32> {
         if matches!(self.outcome, Outcome::Failed { .. }) && now >= self.ready_at {
+            return None;
+        }
+        if self.terminated(now) {
             return None;
         }
         Some(
@@ -402,7 +423,10 @@ impl PointRecord {
                 source_metadata: Some(self.source_metadata.clone()),
                 provisioning_state: Some(phase.as_str().into()),
                 consistency_mode: Some(self.mode.clone()),
-                time_created: Some(self.created),
+                // A copy shows its source's creation time ("The target restore point only
+                // shows the creation time when the source restore point was created",
+                // virtual-machines-restore-points-copy, Limitations).
+                time_created: Some(self.source_created.unwrap_or(self.created)),
                 source_restore_point: self
                     .source_point
                     .as_ref()
@@ -432,7 +456,8 @@ impl PointRecord {
                 snapshot_access_state: None,
             };
             if self.is_copy() {
-                let (st, pct) = if failed.is_some() {
+                // Failed or terminated: no detail and no partial percent (Limitations).
+                let (st, pct) = if failed.is_some() || self.terminated(now) {
                     (
                         status("ReplicationState/failed", "Error", "Failed", None),
                         None,
@@ -507,6 +532,9 @@ impl PointRecord {
                     None,
                 )]
             }
+            _ if self.is_copy() && self.terminated(now) => {
+                vec![status("ReplicationState/failed", "Error", "Failed", None)]
+            }
             _ => {
                 let done =
                     !self.is_copy() || self.copy_percent(now, step_secs).is_some_and(|p| p >= 100);
@@ -543,6 +571,8 @@ pub struct Store {
     pub resource_groups: BTreeMap<(String, String), ResourceGroup>,
     pub vms: BTreeMap<ResourceId, VmRecord>,
     pub disks: BTreeMap<ResourceId, Value>,
+    /// Disk encryption sets (`Microsoft.Compute/diskEncryptionSets`) by id.
+    pub encryption_sets: BTreeMap<ResourceId, Value>,
     pub collections: BTreeMap<ResourceId, CollectionRecord>,
     pub points: BTreeMap<ResourceId, PointRecord>,
     /// Keyed by lower-case operation id.
@@ -825,6 +855,8 @@ mod tests {
             instant_access_disks: false,
             operation: "op".into(),
             deleting: None,
+            terminate_at: None,
+            encryption: BTreeMap::new(),
         }
     }
 
@@ -858,6 +890,63 @@ mod tests {
         let rendered = p.render(later, true, 600.0);
         let iv = rendered.properties.unwrap().instance_view.unwrap();
         assert_eq!(iv.statuses.unwrap()[0].level.as_deref(), Some("Error"));
+    }
+
+    #[test]
+    fn low_churn_copy_jumps_from_0_to_100() {
+        // Replication done within one progress step: only 0 and 100 are ever seen.
+        let p = copy_point(7);
+        for m in 0..7 {
+            assert_eq!(p.copy_percent(T0 + Duration::minutes(m), 600.0), Some(0));
+        }
+        assert_eq!(p.copy_percent(T0 + Duration::minutes(7), 600.0), Some(100));
+    }
+
+    #[test]
+    fn a_copy_shows_its_source_creation_time() {
+        let mut p = copy_point(100);
+        p.source_created = Some(T0 - Duration::hours(5));
+        let shown = p.render(T0, false, 600.0).properties.unwrap().time_created;
+        assert_eq!(shown, Some(T0 - Duration::hours(5)));
+    }
+
+    #[test]
+    fn a_copy_longer_than_two_weeks_is_terminated_without_detail_or_percent() {
+        let mut p = copy_point(20 * 24 * 60);
+        p.terminate_at = Some(T0 + Duration::days(14));
+        let before = T0 + Duration::days(13);
+        assert!(p.copy_percent(before, 600.0).is_some_and(|x| x < 100));
+        assert!(p.copy_in_flight(before, 600.0));
+        let after = T0 + Duration::days(14);
+        assert!(p.terminated(after));
+        assert_eq!(p.copy_percent(after, 600.0), None);
+        assert!(!p.copy_in_flight(after, 600.0));
+        let iv = p
+            .render(after, true, 600.0)
+            .properties
+            .unwrap()
+            .instance_view
+            .unwrap();
+        let disk = &iv.disk_restore_points.unwrap()[0];
+        let rs = disk.replication_status.as_ref().unwrap();
+        assert_eq!(rs.completion_percent, None);
+        assert_eq!(
+            rs.status.as_ref().unwrap().code.as_deref(),
+            Some("ReplicationState/failed")
+        );
+        assert_eq!(rs.status.as_ref().unwrap().message, None);
+        assert_eq!(
+            iv.statuses.unwrap()[0].code.as_deref(),
+            Some("ReplicationState/failed")
+        );
+        // A copy that finishes in time is never terminated.
+        let mut quick = copy_point(100);
+        quick.terminate_at = Some(T0 + Duration::days(14));
+        assert!(!quick.terminated(T0 + Duration::days(15)));
+        assert_eq!(
+            quick.copy_percent(T0 + Duration::days(15), 600.0),
+            Some(100)
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use super::*;
 
+use std::collections::BTreeMap;
+
 /// The effective input of a restore point PUT, for the "cannot be updated" comparison.
 #[derive(Debug, PartialEq)]
 struct PointInput {
@@ -9,6 +11,79 @@ struct PointInput {
     exclude: Vec<String>,
     instant_access_minutes: Option<i32>,
     source: Option<String>,
+    /// A copy's per-disk target encryption set
+    /// (`sourceMetadata.storageProfile.{osDisk,dataDisks[]}.diskRestorePoint.encryption.diskEncryptionSet.id`),
+    /// keyed by [`disk_key`].
+    encryption: BTreeMap<String, String>,
+}
+
+/// How a copy request and a source's metadata name the same disk: `os`, or `data:{i}` for the
+/// i-th data disk. By position, as the Azure CLI's `az restore-point create
+/// --data-disk-restore-point-encryption-set` lists them: a data disk's `lun` is read-only in
+/// `RestorePointSourceVMDataDisk` (restorePoint.json), so a request cannot name it.
+fn disk_key(_entry: &Value, data_index: Option<usize>) -> String {
+    match data_index {
+        None => "os".to_string(),
+        Some(i) => format!("data:{i}"),
+    }
+}
+
+/// The disk entries of a `sourceMetadata.storageProfile`: (key, JSON path, entry).
+fn storage_disks(meta: &Value) -> Vec<(String, String, &Value)> {
+    let sp = &meta["storageProfile"];
+    let mut out = Vec::new();
+    if let Some(os) = sp.get("osDisk").filter(|v| v.is_object()) {
+        out.push((
+            disk_key(os, None),
+            "properties.sourceMetadata.storageProfile.osDisk.diskRestorePoint.encryption"
+                .to_string(),
+            os,
+        ));
+    }
+    for (i, d) in sp["dataDisks"].as_array().into_iter().flatten().enumerate() {
+        out.push((
+            disk_key(d, Some(i)),
+            format!(
+                "properties.sourceMetadata.storageProfile.dataDisks[{i}].diskRestorePoint.encryption"
+            ),
+            d,
+        ));
+    }
+    out
+}
+
+fn parse_encryption(meta: &Value) -> Result<BTreeMap<String, String>, Reply> {
+    let mut out = BTreeMap::new();
+    for (key, path, entry) in storage_disks(meta) {
+        let enc = &entry["diskRestorePoint"]["encryption"];
+        if enc.is_null() {
+            continue;
+        }
+        let des = &enc["diskEncryptionSet"]["id"];
+        match des {
+            Value::Null => {}
+            Value::String(id) => match ResourceId::parse(id) {
+                Ok(r) if r.is_type("Microsoft.Compute/diskEncryptionSets") => {
+                    out.insert(key, id.clone());
+                }
+                _ => {
+                    return Err(Reply::error_with_target(
+                        400,
+                        "InvalidParameter",
+                        format!("{path}.diskEncryptionSet.id '{id}' is not a disk encryption set resource id."),
+                        &format!("{path}.diskEncryptionSet.id"),
+                    ))
+                }
+            },
+            _ => {
+                return Err(invalid_content(
+                    &format!("{path}.diskEncryptionSet.id"),
+                    "a string",
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn parse_point_input(body: &[u8]) -> Result<PointInput, Reply> {
@@ -24,6 +99,7 @@ fn parse_point_input(body: &[u8]) -> Result<PointInput, Reply> {
         exclude: Vec::new(),
         instant_access_minutes: None,
         source: None,
+        encryption: BTreeMap::new(),
     };
     let Some(p) = object_member(&obj, "properties", "properties")? else {
         return Ok(input);
@@ -108,6 +184,11 @@ fn parse_point_input(body: &[u8]) -> Result<PointInput, Reply> {
     }
     if let Some(src) = object_member(p, "sourceRestorePoint", "properties.sourceRestorePoint")? {
         input.source = string_member(src, "id", "properties.sourceRestorePoint.id")?;
+    }
+    // The rest of sourceMetadata is read-only and ignored; a copy's per-disk encryption is the
+    // one input it carries (restorePoint.json, `DiskRestorePointAttributes.encryption`).
+    if let Some(meta) = member(p, "sourceMetadata") {
+        input.encryption = parse_encryption(meta)?;
     }
     Ok(input)
 }
@@ -197,6 +278,7 @@ fn re_put(store: &Store, ctx: &Ctx<'_>, existing: &PointRecord, input: &PointInp
         || (input.mode.as_ref().is_none_or(|m| *m == existing.mode)
             && same_ids(&input.exclude, &existing.exclude_disks));
     let same = same_own_inputs
+        && (input.encryption.is_empty() || input.encryption == existing.encryption)
         && input
             .instant_access_minutes
             .is_none_or(|m| Some(m) == existing.instant_access_minutes)
@@ -584,6 +666,8 @@ fn create_local(
         instant_access_disks: instant_access,
         operation: op.id.clone(),
         deleting: None,
+        terminate_at: None,
+        encryption: BTreeMap::new(),
     };
     store.create_log.entry(vm_id).or_default().push(now);
     let body = rec.render(now, false, ctx.timings.copy_progress_step_secs);
@@ -695,6 +779,14 @@ fn create_copy(
         .filter(|p| p.is_copy() && p.deleting.is_none())
         .collect();
     let more_checks = || -> Result<(), Violation> {
+        // First: a second copy of the same source is refused for good, whatever else is busy.
+        if r.one_copy_per_region {
+            rules::check_copied_once(
+                source_id.as_str(),
+                &coll.location,
+                live_copy_in_region(store, &source_id, &coll.location, now, step).as_deref(),
+            )?;
+        }
         if r.copies_serial_in_order {
             let busy = copies.iter().find(|p| p.copy_in_flight(now, step));
             rules::check_copy_serial(
@@ -734,10 +826,53 @@ fn create_copy(
                 r.max_points_per_vm,
             )?;
         }
+        if r.copies_in_flight_per_region > 0 {
+            rules::check_copies_in_flight(
+                &coll.location,
+                disks_in_flight(store, coll.id.subscription(), &coll.location, now, step),
+                source.disks.len(),
+                r.copies_in_flight_per_region,
+                step.max(1.0).ceil() as u64,
+            )?;
+        }
         Ok(())
     };
     if let Err(v) = more_checks() {
         return Reply::from_violation(v);
+    }
+    // Customer-managed keys: each CMK disk names a set of the target region (stricter reading).
+    let mut encryption = BTreeMap::new();
+    for (key, path, entry) in storage_disks(&source.source_metadata) {
+        let source_set = entry["managedDisk"]["diskEncryptionSet"]["id"].as_str();
+        let target_set = input.encryption.get(&key).map(String::as_str);
+        if let (true, Some(source_set)) = (r.cmk_copy_needs_target_set, source_set) {
+            let exists = target_set.is_some_and(|t| {
+                ResourceId::parse(t)
+                    .ok()
+                    .and_then(|id| store.encryption_sets.get(&id))
+                    .is_some_and(|doc| {
+                        doc["location"]
+                            .as_str()
+                            .is_some_and(|l| same_location(l, &coll.location))
+                    })
+            });
+            let disk = entry["name"].as_str().unwrap_or(&key);
+            if let Err(v) =
+                rules::check_cmk_copy(disk, source_set, &coll.location, target_set, exists, &path)
+            {
+                return Reply::from_violation(v);
+            }
+        }
+        // What the copy is encrypted with, recorded per disk (and shown in its metadata): the
+        // named set, else platform keys (only reachable with the rule off: a CMK disk copied
+        // without a target set is the silent downgrade the rule exists to refuse).
+        let recorded = match target_set {
+            Some(t) => {
+                json!({"diskEncryptionSet": {"id": t}, "type": "EncryptionAtRestWithCustomerKey"})
+            }
+            None => json!({"type": "EncryptionAtRestWithPlatformKey"}),
+        };
+        encryption.insert(key, recorded);
     }
     let mut events = vec!["copyStarted".to_string()];
     let outcome = if ctx.dice.roll(ctx.failed_provisioning) {
@@ -759,7 +894,12 @@ fn create_copy(
             &format!("{id}/copyStart"),
             ctx.timings.copy_start_secs,
         );
-    let (meta, disk_ids) = copy_metadata(&source, id, ctx.seed);
+    let (mut meta, disk_ids) = copy_metadata(&source, id, ctx.seed);
+    for (key, _, entry) in storage_disks_mut(&mut meta) {
+        if let Some(e) = encryption.get(&key) {
+            entry["diskRestorePoint"]["encryption"] = e.clone();
+        }
+    }
     let disks = disk_ids
         .into_iter()
         .map(|d| {
@@ -807,6 +947,10 @@ fn create_copy(
         instant_access_disks: false,
         operation: op.id.clone(),
         deleting: None,
+        // "If the copy time exceeds two weeks, the copy operation is terminated automatically."
+        terminate_at: (r.copy_max_days > 0)
+            .then(|| now + time::Duration::days(i64::from(r.copy_max_days))),
+        encryption: input.encryption.clone(),
     };
     store.copy_log.entry(coll.id.clone()).or_default().push(now);
     let body = rec.render(now, false, step);
@@ -814,6 +958,86 @@ fn create_copy(
     let mut reply = lro_headers(Reply::json(201, body), ctx, &op);
     reply.events.extend(events);
     reply
+}
+
+/// The live copy (not failed, not terminated, not being deleted) of `source` in any collection
+/// located in `region`, if one exists: its name.
+fn live_copy_in_region(
+    store: &Store,
+    source: &ResourceId,
+    region: &str,
+    now: OffsetDateTime,
+    step: f64,
+) -> Option<String> {
+    store
+        .points
+        .values()
+        .filter(|p| p.source_point.as_ref() == Some(source) && p.deleting.is_none())
+        .filter(|p| p.copy_percent(now, step).is_some())
+        .find(|p| {
+            store
+                .collections
+                .get(&p.collection)
+                .is_some_and(|c| same_location(&c.location, region))
+        })
+        .map(|p| p.id.to_string())
+}
+
+/// Disk restore point copies still replicating in `subscription` into `region`.
+fn disks_in_flight(
+    store: &Store,
+    subscription: &str,
+    region: &str,
+    now: OffsetDateTime,
+    step: f64,
+) -> usize {
+    store
+        .points
+        .values()
+        .filter(|p| p.deleting.is_none() && p.copy_in_flight(now, step))
+        .filter(|p| p.id.subscription().eq_ignore_ascii_case(subscription))
+        .filter(|p| {
+            store
+                .collections
+                .get(&p.collection)
+                .is_some_and(|c| same_location(&c.location, region))
+        })
+        .map(|p| {
+            p.disks
+                .iter()
+                .filter(|d| p.disk_percent(d, now, step) < 100)
+                .count()
+        })
+        .sum()
+}
+
+/// [`storage_disks`] over a mutable metadata document: (key, path, entry).
+fn storage_disks_mut(meta: &mut Value) -> Vec<(String, String, &mut Value)> {
+    let mut out = Vec::new();
+    let Some(sp) = meta
+        .get_mut("storageProfile")
+        .and_then(Value::as_object_mut)
+    else {
+        return out;
+    };
+    let mut os = None;
+    let mut data = None;
+    for (k, v) in sp.iter_mut() {
+        match k.as_str() {
+            "osDisk" => os = Some(v),
+            "dataDisks" => data = Some(v),
+            _ => {}
+        }
+    }
+    if let Some(os) = os.filter(|v| v.is_object()) {
+        out.push((disk_key(os, None), String::new(), os));
+    }
+    if let Some(Value::Array(items)) = data {
+        for (i, d) in items.iter_mut().enumerate() {
+            out.push((disk_key(d, Some(i)), String::new(), d));
+        }
+    }
+    out
 }
 
 pub fn get_point(
@@ -933,7 +1157,8 @@ mod tests {
                 mode: None,
                 exclude: vec![],
                 instant_access_minutes: None,
-                source: None
+                source: None,
+                encryption: BTreeMap::new(),
             }
         );
     }
