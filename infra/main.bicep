@@ -10,6 +10,8 @@
 //                   ── Event Grid system topic on this subscription → OnVmChanged
 //   subscription    ── custom role "vmrp restore points" (ARM_ACTIONS only)
 //   each target     ── that role assigned to the identity
+//   drill group     ── custom role "vmrp drills" (DRILL_ACTIONS: disk write/delete) assigned there
+//                      only, when `drillResourceGroupId` is set (docs/restore.md, drills)
 targetScope = 'subscription'
 
 @minLength(1)
@@ -30,6 +32,8 @@ param targetSubscriptionIds string = ''
 @description('Comma-separated resource group ids (/subscriptions/<id>/resourceGroups/<name>) whose VMs vmrp protects.')
 param targetResourceGroupIds string = ''
 
+@description('The restore drills\' resource group id (/subscriptions/<id>/resourceGroups/<name>, an existing group; the policy\'s drills.resourceGroup). Empty: no drill role.')
+param drillResourceGroupId string = ''
 @description('The vmrp policy as JSON (VMRP_POLICY). Empty: daily points for VMs tagged vmrp=enabled in the target scopes, keep the last 7.')
 param policyJson string = ''
 
@@ -252,6 +256,30 @@ module resourceGroupAssignments 'modules/vm-role-assignment-rg.bicep' = [for res
     principalId: identity.outputs.principalId
   }
 }]
+
+// The drill role: disk write/delete, assignable and assigned at the drill group only.
+var drillRoleGuid = guid(subscription().id, 'vmrp-drills', environmentName)
+
+module drillRole 'modules/drill-role.bicep' = if (!empty(drillResourceGroupId)) {
+  name: 'vmrp-drill-role'
+  params: {
+    roleGuid: drillRoleGuid
+    roleName: 'vmrp drills (${environmentName}-${take(resourceToken, 6)})'
+    drillResourceGroupId: drillResourceGroupId
+  }
+}
+
+module drillAssignment 'modules/vm-role-assignment-rg.bicep' = if (!empty(drillResourceGroupId)) {
+  name: 'vmrp-drill-role-${uniqueString(drillResourceGroupId, environmentName)}'
+  scope: resourceGroup(split(drillResourceGroupId, '/')[2], last(split(drillResourceGroupId, '/')))
+  params: {
+    roleGuid: drillRoleGuid
+    principalId: identity.outputs.principalId
+  }
+  dependsOn: [
+    drillRole
+  ]
+}
 
 // Names and ids only: no keys, connection strings or tokens.
 output AZURE_LOCATION string = location

@@ -134,6 +134,11 @@ pub struct LocalArgs {
     /// page as `vmrp status --html` (src/html_report.rs).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// After the run, drill every VM once: restore its newest local and copy points as disks
+    /// into the drill group (the policy's `drills`, else `rg-vmrp-drill`), time it, delete
+    /// them, and report each drill (exit 1 when one failed or left a disk behind).
+    #[arg(long)]
+    pub drill: bool,
 }
 
 /// `vmrp local --fleet`.
@@ -256,6 +261,8 @@ pub struct Scenario {
     pub instances: usize,
     /// The share of ARM's buckets other tools spend (`--background-load`).
     pub background_load: BackgroundLoad,
+    /// `--drill`: the app identity also holds the drill role at the drill group ([`drill_demo`]).
+    pub drill: bool,
     /// Further app settings for the handler (e.g. `VMRP_ARM_SHARE`), over the run's own.
     pub app_settings: BTreeMap<String, String>,
     pub show_progress: bool,
@@ -291,6 +298,7 @@ impl Scenario {
             kills: 0,
             instances: DEFAULT_INSTANCES,
             background_load: BackgroundLoad::default(),
+            drill: false,
             app_settings: BTreeMap::new(),
             show_progress: false,
             pace_to_handler: true,
@@ -704,6 +712,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
     scenario.handler_log = args.handler_log.clone();
     scenario.instances = args.instances;
     scenario.background_load = args.background_load;
+    scenario.drill = args.drill;
     // The operator of a subscription other tools share tells vmrp its share
     // (`VMRP_ARM_SHARE`, docs/deploy.md): what is left, less the default 5 % reserve for work
     // the plan does not know about.
@@ -734,6 +743,12 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
             .map_err(|e| LocalError::Io(format!("--report {}: {e}", path.display())))?;
         println!("report written to {}", path.display());
     }
+    let mut drills_ok = true;
+    if args.drill {
+        let drilled = drill_demo(&emulator, &scenario).await?;
+        print!("{}", drilled.render());
+        drills_ok = drilled.ok();
+    }
     if let Some(path) = &args.html {
         let page = html_report(&emulator, &scenario, &report).await?;
         crate::html_report::write(path, &page).map_err(LocalError::Io)?;
@@ -750,7 +765,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, LocalError> {
         .stop()
         .await
         .map_err(|e| LocalError::Emulator(e.to_string()))?;
-    Ok(if report.clean() {
+    Ok(if report.clean() && drills_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -825,6 +840,193 @@ pub async fn html_report(
         rows,
         failures,
         ticks: crate::html_report::ticks_from_inventory(&inventory, 12),
+    })
+}
+
+/// The drill group `vmrp local --drill` uses when the policy names none.
+pub const DEMO_DRILL_GROUP: &str = "rg-vmrp-drill";
+
+/// The policy's `drills`, or for a policy without one: [`DEMO_DRILL_GROUP`], four VMs per run,
+/// the VM's own region and every copy region.
+pub fn drill_section(policy: &Policy, copy_to: &[String]) -> crate::policy::drills::Drills {
+    policy
+        .drills
+        .clone()
+        .unwrap_or_else(|| crate::policy::drills::Drills {
+            schedule: crate::policy::drills::DEFAULT_DRILL_SCHEDULE.into(),
+            vms_per_run: 4,
+            regions: std::iter::once(crate::policy::drills::LOCAL.to_string())
+                .chain(copy_to.iter().cloned())
+                .collect(),
+            resource_group: DEMO_DRILL_GROUP.into(),
+            cover_within_days: None,
+        })
+}
+
+/// What `vmrp local --drill` did: every drill, how many runs it took to cover the fleet, and
+/// the disks the emulator still holds in the drill group afterwards (none, when cleanup worked).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillReport {
+    pub vms: usize,
+    pub runs: u64,
+    pub results: Vec<crate::drill::DrillResult>,
+    /// VMs with at least one drill (every VM, when the rotation covered the fleet).
+    pub covered: usize,
+    pub left_in_drill_group: Vec<String>,
+}
+
+impl DrillReport {
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|r| r.passed).count()
+    }
+    pub fn ok(&self) -> bool {
+        self.passed() == self.results.len()
+            && self.left_in_drill_group.is_empty()
+            && self.covered == self.vms
+    }
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "drills: {} VMs in {} runs, {} drills: {} passed, {} failed; {}/{} VMs drilled; drill group {}\n",
+            self.vms,
+            self.runs,
+            self.results.len(),
+            self.passed(),
+            self.results.len() - self.passed(),
+            self.covered,
+            self.vms,
+            if self.left_in_drill_group.is_empty() {
+                "empty".to_string()
+            } else {
+                format!("still holds {} disks", self.left_in_drill_group.len())
+            }
+       );
+        if let Some(slowest) = self
+            .results
+            .iter()
+            .filter_map(|r| r.seconds_to_restore)
+            .max_by(f64::total_cmp)
+        {
+            out.insert_str(out.len() - 1, &format!("; slowest restore {slowest:.2} s"));
+        }
+        for r in self.results.iter().filter(|r| !r.passed) {
+            out.push_str(&format!(
+                "  drill failed: {} {} ({}): {}\n",
+                r.vm,
+                r.region,
+                if r.copy { "copy" } else { "local" },
+                r.reason.as_deref().unwrap_or("no reason")
+            ));
+        }
+        out
+    }
+}
+
+/// An ARM client for the emulator with the app's identity (a token the emulator's identity
+/// endpoint issues in-process), loopback only: what a drill in the function app would use.
+pub fn app_arm_client(
+    emulator: &RunningEmulator,
+) -> Result<crate::azure::client::ArmClient, LocalError> {
+    use crate::azure::client::{ArmClient, ArmClientConfig};
+    let token = emulator
+        .identity
+        .issue("https://management.azure.com", None);
+    let credential =
+        crate::azure::credential::StaticToken::new(&token.access_token, Duration::from_secs(3000));
+    let settings = emulator.handler_settings(BusAuth::Sas);
+    let env = |k: &str| settings.get(k).cloned();
+    let mut config = ArmClientConfig::from_env(&env, credential)
+        .map_err(|e| LocalError::Emulator(e.to_string()))?;
+    config.loopback_only = true;
+    ArmClient::new(config).map_err(|e| LocalError::Emulator(e.to_string()))
+}
+
+/// `vmrp local --drill`: after the run, drills the fleet with the app identity (the deployed
+/// role plus the drill role at the drill group) over as many consecutive drill runs as cover
+/// every VM (`drill::runs_to_cover`), then reads the emulator's own state for disks left in the
+/// drill group.
+pub async fn drill_demo(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+) -> Result<DrillReport, LocalError> {
+    use crate::azure::Arm;
+    let arm = app_arm_client(emulator)?;
+    let policy = match &scenario.policy {
+        Some(p) => p.clone(),
+        None => default_policy(
+            &emulator.subscriptions,
+            &scenario.copy_to,
+            (&scenario.fleet.tag_key, &scenario.fleet.tag_value),
+        ),
+    };
+    let drills = drill_section(&policy, &scenario.copy_to);
+    // The drill group exists before a drill (the operator creates it; infra/main.bicep assigns
+    // the drill role there), so the demo creates it in the emulator.
+    let location = scenario
+        .fleet
+        .regions
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "westeurope".into());
+    for scope in drills.role_scopes(&emulator.subscriptions) {
+        if let Ok(id) = crate::azure::ResourceId::parse(&scope) {
+            emulator.arm.add_resource_group(
+                id.subscription(),
+                id.resource_group().unwrap_or_default(),
+                &location,
+            );
+        }
+    }
+    let mut vms = Vec::new();
+    for sub in &emulator.subscriptions {
+        vms.extend(
+            arm.list_vms(&crate::azure::VmScope::Subscription(sub.clone()))
+                .await
+                .map_err(|e| LocalError::Emulator(format!("listing VMs for --drill: {e}")))?,
+        );
+    }
+    let fleet = crate::drill::fleet(&policy, &vms);
+    let runs = crate::drill::runs_to_cover(fleet.len(), drills.vms_per_run as usize);
+    let schedule = crate::schedule::Schedule::parse(&drills.schedule)
+        .map_err(|e| LocalError::Policy(format!("drills.schedule: {e}")))?;
+    let mut tick = emulator.clock.now();
+    let mut results = Vec::new();
+    for _ in 0..runs {
+        tick = schedule
+            .next_after(tick)
+            .ok_or_else(|| LocalError::Policy("drills.schedule has no next run".into()))?;
+        results.extend(
+            crate::drill::run(&arm, &drills, &fleet, tick, crate::drill::Bounds::default())
+                .await
+                .map_err(LocalError::Policy)?,
+        );
+    }
+    let covered = fleet
+        .iter()
+        .filter(|(id, _)| results.iter().any(|r| r.vm == id.to_string()))
+        .count();
+    let groups: Vec<String> = drills
+        .role_scopes(&emulator.subscriptions)
+        .iter()
+        .map(|g| format!("{}/", g.to_ascii_lowercase()))
+        .collect();
+    let left_in_drill_group = emulator.arm.dump()["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str())
+        .filter(|id| {
+            let id = id.to_ascii_lowercase();
+            groups.iter().any(|g| id.starts_with(g))
+        })
+        .map(str::to_string)
+        .collect();
+    Ok(DrillReport {
+        vms: fleet.len(),
+        runs,
+        results,
+        covered,
+        left_in_drill_group,
     })
 }
 
@@ -967,6 +1169,21 @@ pub async fn run_scenario_keep(
     // ... and exactly the actions the deployed role grants (infra/modules/vm-role.bicep), so a
     // run shows the whole lifecycle works under least privilege.
     arm.rules.role_actions = Some(crate::emulator::arm::rules::deployed_role_actions());
+    // With --drill, the drill role too: disk write/delete at the drill group only
+    // (infra/modules/drill-role.bicep), so a drill writing anywhere else is refused 403.
+    if scenario.drill {
+        arm.rules.role_grants = drill_section(&policy, &scenario.copy_to)
+            .role_scopes(&subscriptions)
+            .into_iter()
+            .map(|scope| crate::emulator::arm::rules::RoleGrant {
+                scope,
+                actions: crate::azure::operations::DRILL_ACTIONS
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            })
+            .collect();
+    }
     // Real time while the handler starts, so the first tick cannot pass before the timer
     // listens (at 3000× the 15 virtual minutes before it are 0.3 real seconds); the scenario's
     // speed from the moment the triggers run.

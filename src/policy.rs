@@ -15,6 +15,7 @@ use crate::azure::models::{ConsistencyMode, VirtualMachine};
 use crate::azure::ResourceId;
 
 pub mod check;
+pub mod drills;
 mod load;
 pub mod platform;
 pub mod regions;
@@ -39,6 +40,9 @@ pub struct Policy {
     /// What to do with the points of a VM that was deleted.
     #[serde(default)]
     pub orphans: OrphanRule,
+    /// Restore drills (docs/restore.md, drills); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drills: Option<drills::Drills>,
 }
 
 /// One rule: a target selection and what to do for it. The first matching rule wins.

@@ -971,6 +971,7 @@ pub fn policy(rules: Vec<Rule>) -> Policy {
     Policy {
         rules,
         orphans: Default::default(),
+        drills: None,
     }
 }
 

@@ -62,6 +62,7 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("status", "--watch", status_html_watch_and_interval),
     ("status", "--interval", status_html_watch_and_interval),
     ("local", "--html", local_run_flags),
+    ("local", "--drill", local_drill),
     ("status", "--at", status_flags_judge_coverage),
     ("restore", "--vm", restore_plan_flags),
     ("restore", "--point", restore_plan_flags),
@@ -1694,6 +1695,32 @@ fn local_fleet_mixed() {
     assert!(
         <vmrp::cli::Cli as clap::Parser>::try_parse_from(["vmrp", "local", "--fleet", "odd"])
             .is_err()
+    );
+}
+
+/// `vmrp local --drill`: after the run, every VM drilled (local and copy), the drill group empty.
+#[test]
+fn local_drill() {
+    let (code, stdout, stderr) = run(&mut vmrp(&[
+        "local",
+        "--vms",
+        "2",
+        "--regions",
+        "westeurope",
+        "--copy-to",
+        "swedencentral",
+        "--ticks",
+        "1",
+        "--speed",
+        "3000",
+        "--timeout-secs",
+        "120",
+        "--drill",
+    ]));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("drills: 2 VMs in 1 runs, 4 drills: 4 passed, 0 failed; 2/2 VMs drilled; drill group empty"),
+        "--drill: {stdout}"
     );
 }
 

@@ -178,6 +178,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 orphans: OrphanRule {
                     expire_after_days: expire,
                 },
+                drills: None,
             };
             p.normalize();
             p

@@ -195,6 +195,36 @@ def test_custom_role_grants_exactly_the_arm_actions(templates):
     assert role["properties"]["type"] == "CustomRole"
 
 
+def rust_const_actions(name: str) -> list[str]:
+    source = (REPO / "src" / "azure" / "operations.rs").read_text()
+    match = re.search(rf"pub const {name}: &\[&str\] = &\[(.*?)\];", source, re.S)
+    assert match, f"{name} not found in src/azure/operations.rs"
+    return re.findall(r'"([^"]+)"', re.sub(r"//[^\n]*", "", match.group(1)))
+
+
+def test_drill_role_grants_disk_write_and_delete_at_the_drill_group_only(templates):
+    template = templates["modules/drill-role.bicep"]
+    role = body(template["resources"]["role"])
+    permissions = role["properties"]["permissions"]
+    assert len(permissions) == 1
+    actions = resolve(template, permissions[0]["actions"])
+    assert sorted(actions) == sorted(rust_const_actions("DRILL_ACTIONS"))
+    assert sorted(actions) == ["Microsoft.Compute/disks/delete", "Microsoft.Compute/disks/write"]
+    for empty in ("notActions", "dataActions", "notDataActions"):
+        assert permissions[0][empty] == []
+    assert role["properties"]["assignableScopes"] == ["drillResourceGroupId"]
+    # The main role stays without disk writes.
+    main_role = resolve(templates["modules/vm-role.bicep"], body(templates["modules/vm-role.bicep"]["resources"]["role"])["properties"]["permissions"][0]["actions"])
+    assert not any(a.startswith("Microsoft.Compute/disks/") and not a.endswith("/read") for a in main_role)
+    modules = templates["main.bicep"]["modules"]
+    assignment = modules["drillAssignment"]
+    assert assignment["detail"]["path"] == "modules/vm-role-assignment-rg.bicep"
+    assert body(assignment)["scope"]["function"]["type"] == "resource_group"
+    assert set(body(assignment)["params"]) == {"roleGuid", "principalId"}
+    assert body(assignment)["params"]["roleGuid"] == "drillRoleGuid"
+    assert body(modules["drillRole"])["params"]["drillResourceGroupId"] == "drillResourceGroupId"
+
+
 def test_role_is_assigned_at_subscription_and_resource_group_scopes(templates):
     main = templates["main.bicep"]
     assert main["globals"]["scope"]["value"] == "subscription"

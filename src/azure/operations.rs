@@ -51,3 +51,11 @@ pub const RESTORE_ACTIONS: &[&str] = &[
     "Microsoft.Compute/virtualMachines/start/action",
     "Microsoft.Network/networkInterfaces/write",
 ];
+
+/// What a restore drill needs beyond the deployed role's reads: disk write and delete, granted by
+/// its own role (infra/modules/drill-role.bicep) at the drill resource group only, so the app
+/// identity can create and delete disks there and nowhere else (docs/restore.md, drills).
+pub const DRILL_ACTIONS: &[&str] = &[
+    "Microsoft.Compute/disks/write",
+    "Microsoft.Compute/disks/delete",
+];

@@ -40,6 +40,9 @@ pub struct CheckReport {
     /// Why the file could not be parsed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parse_error: Option<String>,
+    /// The drills section's summary with its stated coverage period (docs/policy.md, drills).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drills: Option<String>,
 }
 
 impl CheckReport {
@@ -61,6 +64,9 @@ impl CheckReport {
             ));
             for r in &self.rules {
                 out.push_str(&format!("  {r}\n"));
+            }
+            if let Some(d) = &self.drills {
+                out.push_str(&format!("  {d}\n"));
             }
             for w in &self.warnings {
                 out.push_str(&format!("warning: {w}\n"));
@@ -87,6 +93,7 @@ pub fn check_file(path: &Path, timer_schedule: &str) -> Result<CheckReport, Stri
                 problems: Vec::new(),
                 warnings: Vec::new(),
                 parse_error: Some(e.to_string()),
+                drills: None,
             })
         }
     };
@@ -96,7 +103,12 @@ pub fn check_file(path: &Path, timer_schedule: &str) -> Result<CheckReport, Stri
 /// Validates a parsed policy against the timer schedule.
 pub fn check_policy(policy: &Policy, timer_schedule: &str) -> CheckReport {
     let problems = policy.problems(Some(timer_schedule));
+    let drills = policy
+        .drills
+        .as_ref()
+        .map(|d| d.summary(time::OffsetDateTime::now_utc()));
     CheckReport {
+        drills: drills.as_ref().map(|(line, _)| line.clone()),
         ok: problems.is_empty(),
         rules: policy
             .rules
@@ -111,6 +123,7 @@ pub fn check_policy(policy: &Policy, timer_schedule: &str) -> CheckReport {
             .chain(policy.rules.iter().filter_map(instant_access_warning))
             .chain(policy.rules.iter().filter_map(crash_support_warning))
             .chain(policy.rules.iter().flat_map(cmk_warnings))
+            .chain(drills.and_then(|(_, warning)| warning))
             .collect(),
         parse_error: None,
     }
@@ -273,6 +286,32 @@ pub fn outcome(args: &PolicyCheckArgs) -> Result<(String, bool), String> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn the_check_states_the_drill_coverage_period_and_checks_the_section() {
+        let rules = r#""rules":[{"name":"all","targets":{},"retention":{"keepLast":3}}]"#;
+        let ok: Policy = serde_json::from_str(&format!(
+            r#"{{{rules},"drills":{{"resourceGroup":"rg-drill","vmsPerRun":2,"regions":["local","swedencentral"]}}}}"#
+        ))
+        .unwrap();
+        let report = check_policy(&ok, DEFAULT_TIMER_SCHEDULE);
+        assert!(report.ok, "{report:?}");
+        let text = report.render(false);
+        assert!(
+            text.contains("drills: 2 VMs per run") && text.contains("100 VMs within 50 d"),
+            "{text}"
+        );
+        let bad: Policy = serde_json::from_str(&format!(
+            r#"{{{rules},"drills":{{"resourceGroup":"rg-drill","vmsPerRun":0}}}}"#
+        ))
+        .unwrap();
+        let report = check_policy(&bad, DEFAULT_TIMER_SCHEDULE);
+        assert!(!report.ok);
+        assert!(
+            report.render(false).contains("drills.vmsPerRun"),
+            "{report:?}"
+        );
+    }
 
     #[derive(Parser)]
     struct Cli {

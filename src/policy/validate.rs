@@ -125,7 +125,7 @@ fn is_guid(s: &str) -> bool {
 }
 
 /// Azure resource group names: 1–90 letters, digits, `_ - . ( )`, not ending in a period.
-fn resource_group_name_problem(name: &str) -> Option<String> {
+pub(super) fn resource_group_name_problem(name: &str) -> Option<String> {
     if name.is_empty() || name.chars().count() > 90 {
         return Some(format!(
             "{name:?} is not a resource group name: 1 to 90 characters"
@@ -148,7 +148,7 @@ fn resource_group_name_problem(name: &str) -> Option<String> {
 }
 
 /// A `/subscriptions/{guid}/resourceGroups/{name}` scope id, or why not.
-fn resource_group_id_problem(text: &str) -> Option<String> {
+pub(super) fn resource_group_id_problem(text: &str) -> Option<String> {
     let id = match ResourceId::parse(text) {
         Ok(id) => id,
         Err(e) => return Some(e.to_string()),
@@ -197,6 +197,11 @@ impl Policy {
                 "orphans.expireAfterDays",
                 format!("{days} is out of range: at most {MAX_ORPHAN_DAYS} (10 years); omit the field to keep orphans forever"),
             );
+        }
+        if let Some(d) = &self.drills {
+            for (field, message) in d.problems() {
+                policy.push(field, message);
+            }
         }
         let timer = match timer_schedule.map(Schedule::parse) {
             Some(Ok(s)) => Some(s),

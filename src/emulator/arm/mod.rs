@@ -476,33 +476,45 @@ impl ArmEmulator {
                     "Bearer authorization_uri=\"https://login.microsoftonline.com/\"",
                 );
             }
-            // RBAC: a call the role's actions do not include is refused wherever it lands.
-            if let (Some(actions), Some((action, scope))) = (
-                self.config.rules.role_actions.as_deref(),
-                route.authorization(&method, uri.path()),
-            ) {
-                if let Err(v) = rules::check_role_action(actions, action, &scope) {
-                    *lock(&self.counters)
-                        .rule_refusals
-                        .entry(v.rule.to_string())
-                        .or_default() += 1;
-                    break 'reply Reply::error(v.status, v.code, v.message);
-                }
-            }
-            // RBAC: a role assigned at resource groups cannot list a subscription.
-            if let (Some(scopes), Some((action, scope))) = (
-                self.config.rules.role_scopes.as_deref(),
-                route.authorization(&method, uri.path()),
-            ) {
+            // RBAC: the main role (its actions at its scopes) or one further assignment
+            // (`role_grants`: its actions at its scope) must allow the call.
+            if let Some((action, scope)) = route.authorization(&method, uri.path()) {
                 let path = urlencoding::decode(uri.path())
                     .map(|p| p.into_owned())
                     .unwrap_or_else(|_| uri.path().to_string());
-                if let Err(v) = rules::check_role_scope(scopes, &path, action, &scope) {
-                    *lock(&self.counters)
-                        .rule_refusals
-                        .entry(v.rule.to_string())
-                        .or_default() += 1;
-                    break 'reply Reply::error(v.status, v.code, v.message);
+                // A call the role's actions do not include is refused wherever it lands; a
+                // role assigned at resource groups cannot list a subscription.
+                let main = self
+                    .config
+                    .rules
+                    .role_actions
+                    .as_deref()
+                    .map_or(Ok(()), |actions| {
+                        rules::check_role_action(actions, action, &scope)
+                    })
+                    .and_then(|()| {
+                        self.config
+                            .rules
+                            .role_scopes
+                            .as_deref()
+                            .map_or(Ok(()), |scopes| {
+                                rules::check_role_scope(scopes, &path, action, &scope)
+                            })
+                    });
+                if let Err(v) = main {
+                    let granted = self
+                        .config
+                        .rules
+                        .role_grants
+                        .iter()
+                        .any(|g| g.allows(&path, action));
+                    if !granted {
+                        *lock(&self.counters)
+                            .rule_refusals
+                            .entry(v.rule.to_string())
+                            .or_default() += 1;
+                        break 'reply Reply::error(v.status, v.code, v.message);
+                    }
                 }
             }
             if let Some(sub) = route.subscription() {

@@ -125,6 +125,29 @@ pub struct RuleSwitches {
     /// so a call the role would not allow fails here as it would in Azure. `None`: every action.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_actions: Option<Vec<String>>,
+    /// Further role assignments of the same identity, each its own actions at its own scope
+    /// (the drill role: disk write/delete at the drill resource group only,
+    /// infra/modules/drill-role.bicep). A request the main role (`roleActions` at `roleScopes`)
+    /// refuses is allowed when one grant covers both its action and its path: RBAC is the union
+    /// of a principal's assignments, each limited to its scope.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub role_grants: Vec<RoleGrant>,
+}
+
+/// One role assignment: `actions` granted at `scope` and below.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleGrant {
+    pub scope: String,
+    pub actions: Vec<String>,
+}
+
+impl RoleGrant {
+    /// Whether this assignment allows `action` on `path`.
+    pub fn allows(&self, path: &str, action: &str) -> bool {
+        self.actions.iter().any(|a| a.eq_ignore_ascii_case(action))
+            && check_role_scope(std::slice::from_ref(&self.scope), path, action, "").is_ok()
+    }
 }
 
 impl Default for RuleSwitches {
@@ -163,6 +186,7 @@ impl Default for RuleSwitches {
             require_authorization: true,
             role_scopes: None,
             role_actions: Some(deployed_role_actions()),
+            role_grants: Vec::new(),
         }
     }
 }

@@ -1,0 +1,187 @@
+//! Restore drills over a `vmrp local` fleet (docs/restore.md, drills): the rotation covers every
+//! VM, each drill restores the newest local and copy points as disks into the drill group and
+//! deletes them (the emulator's state proves the group empty), an injected failure is a failed
+//! drill with its reason, drills leave the VMs and their points alone, and the app identity may
+//! write disks in the drill group only (403 elsewhere).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use vmrp::emulator::faults::FaultConfig;
+use vmrp::local::{drill_demo, run_scenario_keep, Scenario, DEMO_DRILL_GROUP};
+
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn scenario(vms: usize) -> Scenario {
+    let mut s = Scenario::new(PathBuf::from(env!("CARGO_BIN_EXE_vmrp")));
+    s.fleet.count = vms;
+    s.fleet.regions = vec!["westeurope".into(), "northeurope".into()];
+    s.copy_to = vec!["swedencentral".into()];
+    s.ticks = 1;
+    s.speed = 3000.0;
+    s.timeout = Duration::from_secs(180);
+    s.drill = true;
+    s
+}
+
+/// Every restore point id in the emulator.
+fn point_ids(dump: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = dump["restorePointCollections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["properties"]["restorePoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p["id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_run_covers_the_fleet_cleans_up_and_never_touches_vms_or_points() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let s = scenario(5);
+    let (report, emulator) = run_scenario_keep(&s).await.unwrap();
+    assert!(report.clean(), "{}", vmrp::local::summary_line(&report));
+    let before = emulator.arm.dump();
+    let drilled = drill_demo(&emulator, &s).await.unwrap();
+    let after = emulator.arm.dump();
+    // Four VMs per run: two runs cover five VMs, each in its own region and swedencentral.
+    assert_eq!(drilled.runs, 2, "{drilled:?}");
+    assert_eq!(drilled.covered, 5, "{}", drilled.render());
+    assert!(drilled.ok(), "{}", drilled.render());
+    let copies = drilled.results.iter().filter(|r| r.copy).count();
+    assert!(copies >= 5, "a copy drill per VM: {}", drilled.render());
+    for r in &drilled.results {
+        assert!(r.cleaned && r.seconds_to_restore.is_some(), "{r:?}");
+        assert!(!r.disks.is_empty(), "{r:?}");
+        assert!(
+            r.disks.iter().all(|d| d
+                .to_ascii_lowercase()
+                .contains(&format!("/resourcegroups/{}/", DEMO_DRILL_GROUP))),
+            "disks only in the drill group: {r:?}"
+        );
+    }
+    assert!(drilled.left_in_drill_group.is_empty());
+    assert!(
+        drilled.render().contains("drill group empty"),
+        "{}",
+        drilled.render()
+    );
+    // The VMs are exactly as before, and every point that existed still does.
+    assert_eq!(before["virtualMachines"], after["virtualMachines"]);
+    let (was, is) = (point_ids(&before), point_ids(&after));
+    assert!(
+        was.iter().all(|p| is.contains(p)),
+        "a drill removed a point"
+    );
+    // The app identity may write disks in the drill group only: elsewhere 403.
+    let arm = vmrp::local::app_arm_client(&emulator).unwrap();
+    let vm = vmrp::azure::ResourceId::parse(&drilled.results[0].vm).unwrap();
+    let outside =
+        vmrp::drill::drill_vm(&arm, &vm, &drilled.results[0].region, false, "elsewhere").await;
+    assert!(!outside.passed, "{outside:?}");
+    let reason = outside.reason.unwrap();
+    assert!(
+        reason.contains("AuthorizationFailed") || reason.contains("403"),
+        "{reason}"
+    );
+    assert!(reason.contains("Microsoft.Compute/disks/write"), "{reason}");
+    emulator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_drill_says_why_and_still_leaves_the_drill_group_empty() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = scenario(2);
+    // Every disk PUT fails (the lifecycle writes no disks): each drill fails at its first disk.
+    s.faults =
+        FaultConfig::from_json(r#"{"arm":{"operations":{"PUT disks":{"5xx":1.0}}}}"#).unwrap();
+    let (report, emulator) = run_scenario_keep(&s).await.unwrap();
+    assert!(report.clean(), "{}", vmrp::local::summary_line(&report));
+    let drilled = drill_demo(&emulator, &s).await.unwrap();
+    assert!(!drilled.ok());
+    assert_eq!(drilled.passed(), 0, "{}", drilled.render());
+    assert_eq!(drilled.covered, 2);
+    for r in &drilled.results {
+        let reason = r.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("creating a disk") && reason.contains("HTTP 5"),
+            "{r:?}"
+        );
+        assert!(r.seconds_to_restore.is_none(), "{r:?}");
+    }
+    assert!(drilled.left_in_drill_group.is_empty(), "{drilled:?}");
+    assert!(
+        drilled.render().contains("drill failed:"),
+        "{}",
+        drilled.render()
+    );
+    emulator.stop().await.unwrap();
+}
+
+/// A restore slower than the drill's bound fails "timed out" instead of holding the run, and
+/// the disk whose PUT was cut off is deleted too: the drill group ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_restore_times_out_honestly_and_is_still_cleaned_up() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = scenario(1);
+    s.copy_to = Vec::new();
+    s.faults = FaultConfig::from_json(r#"{"arm":{"operations":{"PUT disks":{"latencyMs":2500}}}}"#)
+        .unwrap();
+    let (report, emulator) = run_scenario_keep(&s).await.unwrap();
+    assert!(report.clean(), "{}", vmrp::local::summary_line(&report));
+    let group = format!("/resourcegroups/{DEMO_DRILL_GROUP}/");
+    let in_group = || -> Vec<String> {
+        emulator.arm.dump()["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["id"].as_str())
+            .filter(|id| id.to_ascii_lowercase().contains(&group))
+            .map(str::to_string)
+            .collect()
+    };
+    let arm = vmrp::local::app_arm_client(&emulator).unwrap();
+    let sub = emulator.subscriptions[0].clone();
+    emulator
+        .arm
+        .add_resource_group(&sub, DEMO_DRILL_GROUP, "westeurope");
+    let vms = vmrp::azure::Arm::list_vms(&arm, &vmrp::azure::VmScope::Subscription(sub))
+        .await
+        .unwrap();
+    let vm = vmrp::azure::ResourceId::parse(vms[0].id.as_deref().unwrap()).unwrap();
+    let home = vms[0].location.clone().unwrap();
+    let group_of = vmrp::policy::drills::DrillGroup {
+        subscription: vm.subscription().to_string(),
+        name: DEMO_DRILL_GROUP.into(),
+    };
+    let started = std::time::Instant::now();
+    let r = vmrp::drill::drill_vm_into(&arm, &vm, &home, false, &group_of, Duration::from_secs(1))
+        .await;
+    assert!(!r.passed, "{r:?}");
+    assert!(
+        r.reason.as_deref().unwrap().starts_with("timed out"),
+        "{r:?}"
+    );
+    assert!(r.seconds_to_restore.is_none());
+    assert!(
+        !r.disks.is_empty(),
+        "the cut-off disk is on the cleanup list: {r:?}"
+    );
+    // Bounded: the restore phase stopped at 1 s (cleanup DELETEs are not slowed).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(in_group().is_empty(), "left behind: {:?}", in_group());
+    emulator.stop().await.unwrap();
+}
