@@ -889,14 +889,17 @@ async fn window_ticks(handler: &std::path::Path, vms: usize) -> Result<Value, St
                 .filter(|m| m.explained_by == crate::local::Explanation::LeftOutByPlan)
                 .map(|m| m.vm.as_str())
                 .collect();
+            // The rest: VMs with nothing to restore (by design, reported), and anything else.
+            let mut nothing_to_restore = 0;
             let mut other: BTreeMap<String, usize> = BTreeMap::new();
             for m in missing
                 .iter()
                 .filter(|m| m.explained_by != crate::local::Explanation::LeftOutByPlan)
             {
-                *other
-                    .entry(crate::local::reason_class(&m.reason).0.to_string())
-                    .or_default() += 1;
+                match crate::local::reason_class(&m.reason) {
+                    (_, true) => nothing_to_restore += 1,
+                    (class, false) => *other.entry(class.to_string()).or_default() += 1,
+                }
             }
             let copies_missing = report.copies.failed.iter().filter(at).count();
             let settled = vms.saturating_sub(missing.len());
@@ -906,6 +909,7 @@ async fn window_ticks(handler: &std::path::Path, vms: usize) -> Result<Value, St
                 "coveredShare": settled as f64 / vms.max(1) as f64,
                 "leftOutByPlan": left_out.len(),
                 "leftOutVms": left_out,
+                "nothingToRestore": nothing_to_restore,
                 "otherMissing": other,
                 "copiesExpected": 2 * vms,
                 "copiesMissing": copies_missing,
@@ -1129,9 +1133,10 @@ fn render(report: &Value) -> (String, bool) {
             .iter()
             .map(|t| {
                 format!(
-                    "{:.1} % (+{} left out by plan)",
+                    "{:.1} % (+{} left out by plan, {} nothing to restore)",
                     100.0 * t["coveredShare"].as_f64().unwrap_or(f64::NAN),
-                    t["leftOutByPlan"]
+                    t["leftOutByPlan"],
+                    t["nothingToRestore"]
                 )
             })
             .collect();
