@@ -424,6 +424,14 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
             "500 points per VM reached (Azure's limit)",
             false,
         ),
+        // Said by the plan before the tick (`Plan::left_out`): its reason names the next tick
+        // that would supersede the create, so it must be classed before the two "superseded"
+        // classes below, or a VM left out is counted as a copy lost to ordering.
+        (
+            "did not fit the tick's window",
+            "did not fit the tick's window (planned beforehand)",
+            false,
+        ),
         // A create that came too late (create_restore_point.rs): the next tick takes its place.
         (
             "too close to the next tick",
@@ -435,11 +443,6 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
         (
             "background data copy",
             "waiting for the source's background data copy",
-            false,
-        ),
-        (
-            "did not fit the tick's window",
-            "did not fit the tick's window (planned beforehand)",
             false,
         ),
         ("listing failed", "the timer's listing failed", false),
@@ -2462,6 +2465,9 @@ mod tests {
             ("point rp-20260105T0400Z is Creating (copy 40%)".to_string(), "still in progress at the end", false),
             ("no restore point was created".to_string(), "never created", false),
             (format!("copy of {vm}/rp-1 to swedencentral: {}: 1 of 2 disk restore points not copyable (first: d1 is InstantAccess): the snapshot's background data copy (Premium SSD v2 / Ultra disk) has not completed", crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT), "waiting for the source's background data copy", false),
+            // The plan's left-out reason names the next tick that would supersede the create:
+            // still a VM left out beforehand, not a copy lost to ordering.
+            ("did not fit the tick's window (planned beforehand): does not fit this tick: its create would go at 2026-01-05T05:01:00Z (+3660s, after 900 creates in subscription s paced at 67% of ARM's budget), within 60 min of 2026-01-05T08:00:00Z, after which the create is superseded by the next tick 2026-01-05T08:00:00Z (2 points 3 h apart); the next tick's order differs".to_string(), "did not fit the tick's window (planned beforehand)", false),
             ("something new".to_string(), "other", false),
         ];
         for (reason, class, by_design) in table {

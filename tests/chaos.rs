@@ -311,5 +311,26 @@ async fn measure_instances_background_load_and_outage_at_scale() {
         violations.iter().take(10).collect::<Vec<_>>(),
         started.elapsed().as_secs_f64()
     );
+    // Per tick, the local misses by reason class, and what was dead-lettered: where a tick's
+    // points went when the totals do not add up.
+    let mut by_tick: std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>> =
+        Default::default();
+    for m in &report.local.failed {
+        let class = format!(
+            "{:?}: {}",
+            m.explained_by,
+            vmrp::local::reason_class(&m.reason).0
+        );
+        *by_tick
+            .entry(vmrp::names::restore_point_name(m.tick, 0))
+            .or_default()
+            .entry(class)
+            .or_default() += 1;
+    }
+    println!("local missing by tick {by_tick:#?}");
+    for d in report.dead_letters.iter().take(3) {
+        let text = d.to_string();
+        println!("dead letter: {}", &text[..text.len().min(1500)]);
+    }
     emulator.stop().await.unwrap();
 }

@@ -150,6 +150,7 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("bench", "--deploy-binary", bench_full_flags),
     ("bench", "--handler", bench_full_flags),
     ("bench", "--estate", bench_full_flags),
+    ("bench", "--window", bench_full_flags),
 ];
 
 /// Every (subcommand path, flag) clap knows, help and version aside; positionals as `<id>`.
@@ -2060,6 +2061,8 @@ fn bench_full_flags() {
         link.to_str().unwrap(),
         "--estate",
         "6:3",
+        "--window",
+        "4",
         "--json",
         out.to_str().unwrap(),
     ]));
@@ -2085,6 +2088,14 @@ fn bench_full_flags() {
         3
     );
     assert_eq!(v["estateTick"]["throttled429"], 0);
+    // --window: two ticks over four VMs, each tick with its own coverage line.
+    assert_eq!(v["windowTicks"]["vms"], 4, "--window");
+    assert_eq!(
+        v["windowTicks"]["ticks"].as_array().unwrap().len(),
+        2,
+        "--window"
+    );
+    assert_eq!(v["windowTicks"]["copiesExpected"], 16, "--window");
     assert_eq!(v["fleetTick"]["speed"], 600.0, "--fleet-speed");
     assert_eq!(v["deployBinary"]["path"], BIN, "--deploy-binary");
     assert_eq!(
