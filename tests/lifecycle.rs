@@ -3238,3 +3238,48 @@ async fn a_copy_refused_by_the_in_flight_limit_is_rescheduled() {
     assert_eq!((again.attempt, again.retry), (1, 0), "same copy, same name");
     assert!(m.not_before.unwrap() >= now + Duration::from_secs(600));
 }
+
+/// Regression (CI, chaos `three_instances_share_the_work_and_each_kill_hits_one`: a kill made one
+/// VM's 04:00 point land at 05:18, and its 08:00 create, refused by Azure's 3 h spacing, was
+/// reported lost): a create refused because the VM's previous point is too recent waits until
+/// the spacing allows it, when that is before this tick's supersede cut-off; after it, reports.
+#[tokio::test]
+async fn a_create_refused_for_spacing_waits_for_the_previous_point_when_the_tick_allows() {
+    let tick = datetime!(2026-11-25 04:00:00 UTC);
+    for (previous_at, waits) in [
+        (datetime!(2026-11-25 01:18:00 UTC), true),
+        (datetime!(2026-11-25 02:30:00 UTC), false),
+    ] {
+        let mut rule = rule_s1(3, &[]);
+        rule.schedule = Some("0 0 */4 * * *".into());
+        rule.consistency = vmrp::azure::models::ConsistencyMode::ApplicationConsistent;
+        let w = world(testing::policy(vec![rule]));
+        w.arm.set_now(tick);
+        let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+        w.arm.add_collection(&collection(&vm), "eastus", &vm);
+        let previous = point(&vm, tick - hours(4), 0);
+        w.arm
+            .add_point(&previous, "Succeeded", previous_at, None, &[]);
+        w.arm.refuse_next(
+            op::PUT_POINT,
+            400,
+            "OperationNotAllowed",
+            "Restore points of VM 'vm1' must be at least 180 minutes apart",
+        );
+        let now = tick + Duration::from_secs(60);
+        let out = create(&w, create_req(&vm, tick), now).await.unwrap();
+        let sent = w.bus.take();
+        if waits {
+            assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+            assert_eq!(sent.len(), 1);
+            assert_eq!(
+                sent[0].not_before,
+                Some(previous_at + hours(3) + time::Duration::MINUTE),
+                "sent again once the spacing allows it"
+            );
+        } else {
+            assert_eq!(out.status, Status::Reported, "{}", out.summary);
+            assert!(sent.is_empty(), "past the cut-off: nothing to wait for");
+        }
+    }
+}

@@ -326,6 +326,35 @@ async fn create(
                 None => arm_try!(Err(e), "creating the point"),
             }
         }
+        // Azure's spacing rule: the VM's previous point (the last tick's, if it came late) is too
+        // recent. When that point allows ours before this tick's supersede cut-off, wait for it
+        // instead of losing the tick.
+        Err(e) if e.status == Some(400) && e.code.eq_ignore_ascii_case("OperationNotAllowed") => {
+            let wait = arm_try!(
+                spacing_wait(deps, &collection, &consistency, now).await,
+                "reading the collection after a refused create"
+            );
+            match wait {
+                Some(wait)
+                    if support::superseding_tick(
+                        deps,
+                        rule,
+                        req.tick,
+                        &consistency,
+                        now + wait,
+                    )
+                    .is_none() =>
+                {
+                    let mut e = e;
+                    e.retry_after = Some(wait);
+                    let what = "creating the point (too soon after the VM's previous point)";
+                    return Ok(Attempt::Finished(
+                        reschedule(deps, req, now, &e, what).await?,
+                    ));
+                }
+                _ => arm_try!(Err(e), "creating the point"),
+            }
+        }
         Err(e) => arm_try!(Err(e), "creating the point"),
     };
     tracing::info!(
@@ -341,6 +370,31 @@ async fn create(
         )
         .with_sent(vec![sent]),
     ))
+}
+
+/// How long until Azure's spacing rule allows a new point of `consistency` in `collection`: the
+/// newest point that has not failed, plus the spacing, plus a minute for clock skew; `None` when
+/// no point holds the next one back (the refusal was for something else).
+async fn spacing_wait(
+    deps: &Deps,
+    collection: &ResourceId,
+    consistency: &crate::azure::models::ConsistencyMode,
+    now: time::OffsetDateTime,
+) -> Result<Option<std::time::Duration>, ArmError> {
+    let Some(found) = deps.arm.get_collection(collection, true).await? else {
+        return Ok(None);
+    };
+    let newest = found
+        .restore_points()
+        .iter()
+        .filter(|p| p.provisioning_state() != crate::azure::models::ProvisioningState::Failed)
+        .filter_map(|p| p.time_created())
+        .max();
+    let allowed =
+        newest.map(|t| t + crate::policy::spacing_for(consistency) + time::Duration::MINUTE);
+    Ok(allowed
+        .filter(|a| *a > now)
+        .and_then(|a| std::time::Duration::try_from(a - now).ok()))
 }
 
 /// Disk details for the rule's exclusions: from the timer's listing, else one Disk GET per
