@@ -3283,3 +3283,32 @@ async fn a_create_refused_for_spacing_waits_for_the_previous_point_when_the_tick
         }
     }
 }
+
+/// Regression (CI, chaos: a 04:00 create whose reads and in-call retries carried it to 06:06 PUT
+/// its point there, and the VM's 08:00 point was refused by Azure's spacing): the supersede
+/// cut-off is checked again just before the write, on ARM's clock.
+#[tokio::test]
+async fn a_create_past_its_cut_off_by_the_time_of_its_write_is_superseded_not_written() {
+    let tick = datetime!(2026-11-25 04:00:00 UTC);
+    let mut rule = rule_s1(3, &[]);
+    rule.schedule = Some("0 0 */4 * * *".into());
+    rule.consistency = vmrp::azure::models::ConsistencyMode::ApplicationConsistent;
+    let w = world(testing::policy(vec![rule]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    // The invocation starts inside the window; ARM's clock (its `Date` on the last answer) has
+    // passed the 05:00 cut-off.
+    w.arm.report_rate_limits(vmrp::azure::RateLimits {
+        date: Some(tick + hours(2)),
+        ..Default::default()
+    });
+    let out = create(&w, create_req(&vm, tick), tick + Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(out.summary.contains("superseded by it"), "{}", out.summary);
+    assert_eq!(
+        w.arm.count(op::PUT_POINT),
+        0,
+        "nothing written past the cut-off"
+    );
+}

@@ -299,6 +299,28 @@ async fn create(
     ) {
         p.instant_access_duration_minutes = i32::try_from(minutes).ok();
     }
+    // Checked again just before the write, on ARM's clock (its `Date` on the last answer): the
+    // reads above, with their in-call retries, may have carried the create past the cut-off
+    // after which its point would crowd out the next tick's.
+    let arm_now = deps.arm.rate_limits().date.map_or(now, |d| d.max(now));
+    if let Some(next) = (kind == TickKind::Scheduled)
+        .then(|| support::superseding_tick(deps, rule, req.tick, &consistency, arm_now))
+        .flatten()
+    {
+        tracing::warn!(vm = %req.vm, tick = %rfc3339(req.tick), next = %rfc3339(next), "create superseded by the next tick before its write");
+        return finished(
+            Status::Reported,
+            format!(
+                "{}: the create for tick {} reached its write at {}, too close to the next tick {} \
+                 (points {} apart at least): superseded by it",
+                req.vm,
+                rfc3339(req.tick),
+                rfc3339(arm_now),
+                rfc3339(next),
+                crate::policy::spacing_for(&consistency)
+            ),
+        );
+    }
     let accepted = match deps.arm.create_restore_point(&point, &body).await {
         Ok(accepted) => accepted,
         Err(e) if e.is_not_found() && e.code.eq_ignore_ascii_case("ParentResourceNotFound") => {
