@@ -526,16 +526,7 @@ async fn paced(
     ) else {
         return Ok(None);
     };
-    let mut again = req.clone();
-    again.attempt = again.attempt.saturating_add(1);
-    let id = support::create_message_id(&again);
-    let sent = support::send(
-        deps,
-        id,
-        QueueMessage::Create(again),
-        Some(support::after(now, delay)),
-    )
-    .await?;
+    let sent = send_again(deps, req, now, delay).await?;
     Ok(Some(
         Outcome::new(
             Status::Rescheduled,
@@ -547,6 +538,26 @@ async fn paced(
 
 /// Puts the same request back (`attempt + 1`) after `Retry-After` or a backoff; reports instead
 /// once the reschedule budget is spent.
+/// Puts the create back on its queue after `delay`, as `attempt + 1` (the id every reschedule of
+/// this create gets, so a replayed invocation sends nothing new).
+async fn send_again(
+    deps: &Deps,
+    req: &CreateRequest,
+    now: time::OffsetDateTime,
+    delay: std::time::Duration,
+) -> Result<crate::invocation::Sent, crate::azure::SendError> {
+    let mut again = req.clone();
+    again.attempt = again.attempt.saturating_add(1);
+    let id = support::create_message_id(&again);
+    support::send(
+        deps,
+        id,
+        QueueMessage::Create(again),
+        Some(support::after(now, delay)),
+    )
+    .await
+}
+
 async fn reschedule(
     deps: &Deps,
     req: &CreateRequest,
@@ -562,20 +573,11 @@ async fn reschedule(
             format!("{}: gave up after {} reschedules: {e}", req.vm, req.attempt),
         ));
     }
-    let mut again = req.clone();
-    again.attempt = again.attempt.saturating_add(1);
-    let delay =
-        support::reschedule_delay(&deps.tuning, req.vm.as_str(), again.attempt, e.retry_after);
-    tracing::warn!(vm = %req.vm, attempt = again.attempt, delay_s = delay.as_secs(), code = %e.code,
+    let attempt = req.attempt.saturating_add(1);
+    let delay = support::reschedule_delay(&deps.tuning, req.vm.as_str(), attempt, e.retry_after);
+    tracing::warn!(vm = %req.vm, attempt, delay_s = delay.as_secs(), code = %e.code,
         "create: {what} refused for now; rescheduled");
-    let id = support::create_message_id(&again);
-    let sent = support::send(
-        deps,
-        id,
-        QueueMessage::Create(again),
-        Some(support::after(now, delay)),
-    )
-    .await?;
+    let sent = send_again(deps, req, now, delay).await?;
     Ok(Outcome::new(
         Status::Rescheduled,
         format!(
