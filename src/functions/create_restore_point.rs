@@ -225,23 +225,8 @@ async fn create(
     // Too late (a long reschedule chain, a backlog): the next tick's point takes this one's
     // place rather than be refused for coming too soon after it. (An on-demand point passed
     // its own spacing check against the next tick above.)
-    if let Some(next) = (kind == TickKind::Scheduled)
-        .then(|| support::superseding_tick(deps, rule, req.tick, &consistency, now))
-        .flatten()
-    {
-        tracing::warn!(vm = %req.vm, tick = %rfc3339(req.tick), next = %rfc3339(next), "create superseded by the next tick");
-        return finished(
-            Status::Reported,
-            format!(
-                "{}: the create for tick {} came at {}, too close to the next tick {} \
-                 (points {} apart at least): superseded by it",
-                req.vm,
-                rfc3339(req.tick),
-                rfc3339(now),
-                rfc3339(next),
-                crate::policy::spacing_for(&consistency)
-            ),
-        );
+    if let Some(outcome) = superseded(deps, req, rule, kind, &consistency, now, "came") {
+        return Ok(Attempt::Finished(outcome));
     }
 
     // Instant access (Premium SSD v2 / Ultra disks of application-consistent points): the
@@ -303,23 +288,16 @@ async fn create(
     // reads above, with their in-call retries, may have carried the create past the cut-off
     // after which its point would crowd out the next tick's.
     let arm_now = deps.arm.rate_limits().date.map_or(now, |d| d.max(now));
-    if let Some(next) = (kind == TickKind::Scheduled)
-        .then(|| support::superseding_tick(deps, rule, req.tick, &consistency, arm_now))
-        .flatten()
-    {
-        tracing::warn!(vm = %req.vm, tick = %rfc3339(req.tick), next = %rfc3339(next), "create superseded by the next tick before its write");
-        return finished(
-            Status::Reported,
-            format!(
-                "{}: the create for tick {} reached its write at {}, too close to the next tick {} \
-                 (points {} apart at least): superseded by it",
-                req.vm,
-                rfc3339(req.tick),
-                rfc3339(arm_now),
-                rfc3339(next),
-                crate::policy::spacing_for(&consistency)
-            ),
-        );
+    if let Some(outcome) = superseded(
+        deps,
+        req,
+        rule,
+        kind,
+        &consistency,
+        arm_now,
+        "reached its write",
+    ) {
+        return Ok(Attempt::Finished(outcome));
     }
     let accepted = match deps.arm.create_restore_point(&point, &body).await {
         Ok(accepted) => accepted,
@@ -391,6 +369,36 @@ async fn create(
             format!("creating {point} ({})", consistency.as_str()),
         )
         .with_sent(vec![sent]),
+    ))
+}
+
+/// The report of a scheduled create that, at `at`, is past its tick's supersede cut-off: the
+/// rule's next tick takes its place (`support::superseding_tick`). `None` while it may go on.
+fn superseded(
+    deps: &Deps,
+    req: &CreateRequest,
+    rule: &Rule,
+    kind: TickKind,
+    consistency: &crate::azure::models::ConsistencyMode,
+    at: time::OffsetDateTime,
+    what: &str,
+) -> Option<Outcome> {
+    if kind != TickKind::Scheduled {
+        return None;
+    }
+    let next = support::superseding_tick(deps, rule, req.tick, consistency, at)?;
+    tracing::warn!(vm = %req.vm, tick = %rfc3339(req.tick), next = %rfc3339(next), "create superseded by the next tick ({what} at {})", rfc3339(at));
+    Some(Outcome::new(
+        Status::Reported,
+        format!(
+            "{}: the create for tick {} {what} at {}, too close to the next tick {} \
+             (points {} apart at least): superseded by it",
+            req.vm,
+            rfc3339(req.tick),
+            rfc3339(at),
+            rfc3339(next),
+            crate::policy::spacing_for(consistency)
+        ),
     ))
 }
 
