@@ -482,6 +482,7 @@ fn poll_envelope(emulator: &RunningEmulator, point: &PolledPoint, attempt: u32) 
         copy_to: Vec::new(),
         source: None,
         target_region: None,
+        prune_again: 0,
     };
     let body = QueueMessage::Poll(msg).encode();
     let message = StoredMessage {

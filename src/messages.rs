@@ -167,6 +167,12 @@ pub struct PollRequest {
     /// Copies: the region copied to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_region: Option<String>,
+    /// Non-zero on a prune follow-up: `target` has settled (and was reported), but its pruning
+    /// was cut short while its failed predecessor was still there; this message only prunes
+    /// again (the n-th follow-up). A handler that predates the field polls the point as usual:
+    /// it reports the settle again and re-sends copies under their deterministic ids.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prune_again: u32,
 }
 
 /// "Plan this subscription for this tick": one per subscription of the policy's scopes, sent by
@@ -581,6 +587,7 @@ mod tests {
             copy_to: vec!["westus2".into()],
             source: Some(vm.clone()),
             target_region: Some("westus2".into()),
+            prune_again: 0,
         };
         let cases = [
             (

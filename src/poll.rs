@@ -364,6 +364,7 @@ mod tests {
             copy_to: Vec::new(),
             source: None,
             target_region: None,
+            prune_again: 0,
         }
     }
 

@@ -331,6 +331,7 @@ fn copy_poll(vm: &ResourceId, target: &ResourceId, tick: OffsetDateTime) -> Poll
         copy_to: Vec::new(),
         source: Some(point(vm, tick)),
         target_region: Some("westus2".into()),
+        prune_again: 0,
     }
 }
 

@@ -264,6 +264,7 @@ fn poll_message() -> impl Strategy<Value = QueueMessage> {
                     copy_to,
                     source,
                     target_region,
+                    prune_again: 0,
                 })
             },
         )

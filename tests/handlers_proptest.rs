@@ -325,6 +325,7 @@ fn input() -> impl Strategy<Value = Input> {
                     copy_to,
                     source: (!local).then(|| point_of(&vm, &name)),
                     target_region: (!local).then_some(to),
+                    prune_again: 0,
                 }))
             },
         );

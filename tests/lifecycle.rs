@@ -664,6 +664,7 @@ fn poll_req(vm: &ResourceId, target: &ResourceId, role: Role, tick: OffsetDateTi
         copy_to: Vec::new(),
         source: None,
         target_region: None,
+        prune_again: 0,
     }
 }
 
@@ -2105,6 +2106,90 @@ async fn failed_and_given_up_points_are_reported_once_each() {
         outcomes,
         vec![("failed".into(), 3600), ("given_up".into(), 3 * 3600)]
     );
+}
+
+/// A settled retry deletes the failed try it replaced. When that delete is refused for now, the
+/// failed point is not left for the next tick's prune (hours later, or never after the last
+/// tick): the poll sends a prune follow-up, which deletes it and reports nothing again.
+#[tokio::test]
+async fn a_settled_retry_whose_prune_is_cut_short_prunes_again_until_the_failed_try_is_gone() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let failed = point(&vm, T0, 0);
+    let retry = point(&vm, T0, 1);
+    w.arm.add_point(&failed, "Failed", T0, None, &[]);
+    w.arm.add_point(
+        &retry,
+        "Succeeded",
+        T0 + time::Duration::minutes(20),
+        None,
+        &[],
+    );
+    let log = CapturedLog::install();
+    let mut req = poll_req(&vm, &retry, Role::Local, T0);
+    req.retry = 1;
+    let now = T0 + hours(1);
+    w.arm.throttle_next(op::DELETE_POINT, 40);
+    let out = poll(&w, req, now).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.arm.point_ids(&collection(&vm)).contains(&failed));
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1, "one prune follow-up: {}", out.summary);
+    assert_eq!(
+        sent[0].not_before,
+        Some(now + time::Duration::seconds(40)),
+        "after ARM's Retry-After"
+    );
+    let QueueMessage::Poll(follow_up) = decode(&sent[0]) else {
+        panic!("a poll message")
+    };
+    assert_eq!((follow_up.prune_again, &follow_up.target), (1, &retry));
+
+    // The follow-up deletes the failed try, keeps the retry, and sends nothing more.
+    let gets = w.arm.count(op::GET_POINT);
+    let out = poll(&w, follow_up, now + time::Duration::seconds(40)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.point_ids(&collection(&vm)), vec![retry.clone()]);
+    assert!(w.bus.take().is_empty(), "{}", out.summary);
+    assert_eq!(
+        w.arm.count(op::GET_POINT),
+        gets,
+        "the point is not read again"
+    );
+    assert_eq!(log.reports().len(), 1, "the settle is reported once");
+}
+
+/// The follow-ups are bounded: a delete refused every time stops after the last follow-up,
+/// leaving the failed point to the collection's next settled point.
+#[tokio::test]
+async fn prune_follow_ups_stop_after_the_last_one() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let retry = point(&vm, T0, 1);
+    w.arm.add_point(&point(&vm, T0, 0), "Failed", T0, None, &[]);
+    w.arm.add_point(&retry, "Succeeded", T0, None, &[]);
+    let mut req = poll_req(&vm, &retry, Role::Local, T0);
+    req.retry = 1;
+    let mut follow_ups = 0;
+    loop {
+        w.arm.throttle_next(op::DELETE_POINT, 10);
+        poll(&w, req.clone(), T0 + hours(1)).await;
+        match w.bus.take().as_slice() {
+            [] => break,
+            [one] => {
+                let QueueMessage::Poll(next) = decode(one) else {
+                    panic!("a poll message")
+                };
+                follow_ups += 1;
+                assert!(follow_ups <= 3, "unbounded follow-ups");
+                req = next;
+            }
+            more => panic!("one follow-up at a time, got {}", more.len()),
+        }
+    }
+    assert_eq!(follow_ups, 3);
 }
 
 #[tokio::test]

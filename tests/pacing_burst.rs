@@ -174,6 +174,7 @@ async fn burst(n: usize, paced: bool) -> Burst {
             copy_to: Vec::new(),
             source: None,
             target_region: None,
+            prune_again: 0,
         };
         queue.insert((due, i), poll);
     }

@@ -492,6 +492,7 @@ async fn schedule_first_poll(
         copy_to,
         source: None,
         target_region: None,
+        prune_again: 0,
     };
     let delay = poll::delay_before(Role::Local, 1, point, &deps.tuning.backoff)
         .max(retry_after.unwrap_or_default());

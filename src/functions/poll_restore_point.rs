@@ -4,7 +4,9 @@
 //! - a local point settled → one copy message per copy region, then prune the local collection;
 //! - a copy settled (every disk at 100 %) → prune the target collection;
 //! - failed → a new create/copy with `retry + 1` (name `-r{n}`) while the budget lasts, else report;
-//! - past the deadline → report; vanished → skipped.
+//! - past the deadline → report; vanished → skipped;
+//! - a prune follow-up (`pruneAgain`) → prune only: sent when a settled retry's prune could not
+//!   delete the failed try it replaced, which would otherwise wait for the next tick.
 //!
 //! Every settled, failed or given-up point emits one `vmrp::report` event.
 //!
@@ -51,6 +53,9 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
     let max_retries = rule.map_or(Deadlines::default().max_retries, |r| {
         r.deadlines.max_retries
     });
+    if req.prune_again > 0 {
+        return prune_follow_up(deps, &req, rule, now).await;
+    }
 
     // Paced like every ARM caller: when the subscription's read bucket, as ARM last reported
     // it, has no room beside other tools' share and the other instances, the poll goes back on
@@ -301,35 +306,99 @@ async fn settled(
             sent.push(support::send(deps, id, QueueMessage::Copy(copy), None).await?);
         }
     }
+    let copies = sent.len();
+    let (pruned, follow_up) = prune_settled(deps, req, rule, now).await?;
+    sent.extend(follow_up);
+    Ok(Outcome::new(
+        Status::Done,
+        format!(
+            "{} settled in {}s; {copies} copies sent; {pruned}",
+            req.target,
+            duration.as_secs(),
+        ),
+    )
+    .with_sent(sent))
+}
+
+/// How many prune follow-ups one settled point may send ([`PollRequest::prune_again`]).
+const MAX_PRUNE_FOLLOW_UPS: u32 = 3;
+/// How long a prune follow-up waits when ARM named no time (pacing or `Retry-After` do).
+const PRUNE_FOLLOW_UP_DELAY: Duration = Duration::from_secs(300);
+
+/// A prune follow-up ([`PollRequest::prune_again`]): the point settled and was reported; only
+/// its collection is pruned again.
+async fn prune_follow_up(
+    deps: &Deps,
+    req: &PollRequest,
+    rule: Option<&Rule>,
+    now: time::OffsetDateTime,
+) -> Result<Outcome, HandlerError> {
+    let (pruned, follow_up) = prune_settled(deps, req, rule, now).await?;
+    Ok(Outcome::new(
+        Status::Done,
+        format!(
+            "{} settled earlier; prune follow-up {}: {pruned}",
+            req.target, req.prune_again
+        ),
+    )
+    .with_sent(follow_up.into_iter().collect()))
+}
+
+/// Prunes the settled point's collection. A failed predecessor of this point that the prune
+/// could not delete (ARM's delete budget low, a delete refused for now, the listing failed) is
+/// not left for the collection's next settled point, hours away: a prune follow-up is sent for
+/// it, at most [`MAX_PRUNE_FOLLOW_UPS`] times. Expired settled points can wait for that point.
+async fn prune_settled(
+    deps: &Deps,
+    req: &PollRequest,
+    rule: Option<&Rule>,
+    now: time::OffsetDateTime,
+) -> Result<(String, Option<Sent>), HandlerError> {
     // The target comes from the message: an id without a parent names no collection to prune.
-    let pruned = match (rule, req.target.parent()) {
-        (None, _) => "not pruned (rule unknown)".to_string(),
-        (Some(_), None) => format!("not pruned ({} names no collection)", req.target),
+    let (summary, cut_short) = match (rule, req.target.parent()) {
+        (None, _) => ("not pruned (rule unknown)".to_string(), None),
+        (Some(_), None) => (
+            format!("not pruned ({} names no collection)", req.target),
+            None,
+        ),
         (Some(rule), Some(collection)) => {
             let retention = match req.role {
                 Role::Local => rule.retention_for_region(None),
                 Role::Copy => rule.retention_for_region(req.target_region.as_deref()),
             };
             match prune(deps, req, rule, &collection, retention, now).await {
-                Ok(summary) => summary,
+                Ok(pruned) => (pruned.summary, pruned.failed_left),
                 Err(e) => {
                     tracing::warn!(collection = %collection, code = %e.code, message = %e.message,
-                        "pruning failed; the next settled point retries it");
-                    format!("pruning failed ({})", e.code)
+                        "pruning failed; retried by a follow-up if a failed point awaits it, else by the next settled point");
+                    // A retry has a failed predecessor in the collection (the try it replaced).
+                    let wait =
+                        (req.retry > 0).then(|| e.retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY));
+                    (format!("pruning failed ({})", e.code), wait)
                 }
             }
         }
     };
-    Ok(Outcome::new(
-        Status::Done,
-        format!(
-            "{} settled in {}s; {} copies sent; {pruned}",
-            req.target,
-            duration.as_secs(),
-            sent.len()
-        ),
+    let Some(after) = cut_short.filter(|_| req.prune_again < MAX_PRUNE_FOLLOW_UPS) else {
+        return Ok((summary, None));
+    };
+    let mut next = req.clone();
+    next.prune_again += 1;
+    let id = names::message_id("prune", next.target.as_str(), next.tick, next.prune_again);
+    let sent = support::send(
+        deps,
+        id,
+        QueueMessage::Poll(next),
+        Some(support::after(now, after)),
     )
-    .with_sent(sent))
+    .await?;
+    Ok((
+        format!(
+            "{summary}; failed point left: prune follow-up in {}s",
+            after.as_secs()
+        ),
+        Some(sent),
+    ))
 }
 
 fn point_id(p: &RestorePoint) -> Option<ResourceId> {
@@ -358,7 +427,7 @@ async fn prune(
     collection: &ResourceId,
     retention: &Retention,
     now: time::OffsetDateTime,
-) -> Result<String, ArmError> {
+) -> Result<Pruned, ArmError> {
     // Pruning can wait for the collection's next settled point: with the subscription's delete
     // bucket low, as ARM last reported it, it is left for then. (Not on a low read bucket: the
     // poll that got here has just read, and a Failed point left behind waits for a newer one.)
@@ -366,11 +435,20 @@ async fn prune(
     let cap = u32::try_from(deps.tuning.max_deletes_per_invocation).unwrap_or(u32::MAX);
     let key = support::poll_message_id(&req.target, req.tick, req.attempt);
     let sub = collection.subscription();
-    if cap > 0 && support::pace(deps, now, sub, Bucket::Deletes, cap, &key) != Pace::Go {
-        return Ok("ARM budget low: pruning left for the next settled point".to_string());
+    if cap > 0 {
+        if let Pace::Wait(after) = support::pace(deps, now, sub, Bucket::Deletes, cap, &key) {
+            return Ok(Pruned {
+                summary: "ARM budget low: pruning left for later".to_string(),
+                // A retry has a failed predecessor in the collection (the try it replaced).
+                failed_left: (req.retry > 0).then_some(after),
+            });
+        }
     }
     let Some(c) = deps.arm.get_collection(collection, true).await? else {
-        return Ok("collection gone, nothing to prune".to_string());
+        return Ok(Pruned {
+            summary: "collection gone, nothing to prune".to_string(),
+            failed_left: None,
+        });
     };
     let (holds, copied) = match req.role {
         // The local collection is in the VM's region: no copies go there.
@@ -431,31 +509,49 @@ async fn prune(
     let verdicts = retention::decide(&views, retention);
     let doomed: Vec<_> = verdicts.iter().filter(|(_, v)| v.is_delete()).collect();
     let cap = deps.tuning.max_deletes_per_invocation;
-    let mut deleted = 0;
+    let mut deleted = Vec::new();
+    let mut retry_after = None;
     for (id, verdict) in doomed.iter().take(cap) {
         match deps.arm.delete_restore_point(id).await {
             Ok(_) => {
-                deleted += 1;
+                deleted.push(id);
                 tracing::info!(point = %id, reason = verdict.reason(), "retention: deleting");
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(point = %id, code = %e.code, "retention delete refused for now; left for the next prune");
+                retry_after = e.retry_after;
                 break;
             }
             Err(e) => support::log_permanent("retention delete", id, &e),
         }
     }
-    let left = doomed.len() - deleted;
-    Ok(format!(
-        "pruned {deleted} of {} expired ({} kept{})",
-        doomed.len(),
-        verdicts.len() - doomed.len(),
-        if left > 0 {
-            format!(", {left} left for later")
-        } else {
-            String::new()
-        }
-    ))
+    let failed_left = views.iter().any(|v| {
+        v.state == PointState::Failed
+            && doomed.iter().any(|(id, _)| *id == v.id)
+            && !deleted.contains(&&v.id)
+    });
+    let left = doomed.len() - deleted.len();
+    Ok(Pruned {
+        summary: format!(
+            "pruned {} of {} expired ({} kept{})",
+            deleted.len(),
+            doomed.len(),
+            verdicts.len() - doomed.len(),
+            if left > 0 {
+                format!(", {left} left for later")
+            } else {
+                String::new()
+            }
+        ),
+        failed_left: failed_left.then(|| retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY)),
+    })
+}
+
+/// What a prune did, and whether a failed point it meant to delete is still there (with how
+/// long to wait before trying again).
+struct Pruned {
+    summary: String,
+    failed_left: Option<Duration>,
 }
 
 /// The tick a vmrp-named point belongs to (`rp-{tick}[-r{n}]`).

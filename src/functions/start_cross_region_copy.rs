@@ -755,6 +755,7 @@ async fn schedule_first_poll(
         copy_to: Vec::new(),
         source: Some(req.source.clone()),
         target_region: Some(req.target_region.clone()),
+        prune_again: 0,
     };
     let delay = poll::delay_before(Role::Copy, 1, target, &deps.tuning.backoff);
     let id = support::poll_message_id(target, tick, 1);

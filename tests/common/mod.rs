@@ -187,6 +187,7 @@ pub fn poll_request() -> PollRequest {
         copy_to: vec!["westeurope".into()],
         source: None,
         target_region: None,
+        prune_again: 0,
     }
 }
 
