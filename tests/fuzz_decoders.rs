@@ -264,7 +264,8 @@ fn poll_message() -> impl Strategy<Value = QueueMessage> {
                     copy_to,
                     source,
                     target_region,
-                    prune_again: 0,
+                    // Drawn from the attempt: 0 mostly (an ordinary poll), a follow-up else.
+                    prune_again: attempt % 4,
                 })
             },
         )
