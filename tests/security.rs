@@ -311,10 +311,12 @@ impl Drop for Handler {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_is_logged_at_debug_on_auth_and_send_failures() {
     use vmrp::emulator::server::{self, EmulatorConfig};
-    let now = time::OffsetDateTime::now_utc();
+    // ARM's clock (the emulator's) starts at the first case's tick: a create re-checks its
+    // tick's cut-off on ARM's clock before writing, so a real-time emulator would call these
+    // January ticks superseded and never reach Service Bus.
     let emulator = server::start(EmulatorConfig {
         speed: 1.0,
-        start: now,
+        start: datetime!(2026-01-05 04:00:01 UTC),
         arm: vmrp::emulator::arm::ArmConfig {
             fleet: vmrp::emulator::arm::FleetSpec {
                 count: 2,
