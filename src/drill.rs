@@ -516,7 +516,7 @@ async fn sweep(
         let disks = match arm.list_disks(&scope).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(target: "vmrp::drill", group = %g.name, subscription = %g.subscription, error = %e, "could not list the drill group for leftover drill disks");
+                tracing::warn!(group = %g.name, subscription = %g.subscription, error = %e, "could not list the drill group for leftover drill disks");
                 report
                     .sweep_failures
                     .push(format!("listing {}/{}: {e}", g.subscription, g.name));
@@ -539,7 +539,7 @@ async fn sweep(
             }
             match arm.delete_disk(&id).await {
                 Ok(()) => {
-                    tracing::info!(target: "vmrp::drill", disk = %id, "deleted a disk an earlier drill left behind");
+                    tracing::info!(disk = %id, "deleted a disk an earlier drill left behind");
                     report.swept.push(id.to_string());
                 }
                 Err(e) => report.sweep_failures.push(format!("deleting {id}: {e}")),

@@ -193,7 +193,10 @@ async fn a_slow_restore_times_out_honestly_and_is_still_cleaned_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registered_timer_function_drills_through_the_host_and_leaves_nothing() {
     let _one = ONE_RUN_AT_A_TIME.lock().await;
-    let s = scenario(5);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("handler.log");
+    let mut s = scenario(5);
+    s.handler_log = Some(log.clone());
     let (report, emulator) = run_scenario_keep(&s).await.unwrap();
     assert!(report.clean(), "{}", vmrp::local::summary_line(&report));
     let before = emulator.arm.dump();
@@ -239,5 +242,51 @@ async fn the_registered_timer_function_drills_through_the_host_and_leaves_nothin
         was.iter().all(|p| is.contains(p)),
         "a drill removed a point"
     );
+    // One `vmrp::drill` event per VM and region, each with exactly the fields
+    // infra/monitoring/fields.json lists (what the monitoring queries may name), inside the
+    // RunRestoreDrills invocation's span.
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/infra/monitoring/fields.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let names = |v: &Value| -> std::collections::BTreeSet<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let common = names(&spec["common"]);
+    let event = &spec["events"]["vmrp::drill"];
+    let fields = names(&event["fields"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let drills: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.split_once('\t')?.1).ok())
+        .filter(|v| v["target"] == "vmrp::drill")
+        .collect();
+    // Two runs of four VMs, each in its own region and swedencentral.
+    assert_eq!(drills.len(), 16, "{drills:?}");
+    for v in &drills {
+        let own: std::collections::BTreeSet<String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !common.contains(*k))
+            .cloned()
+            .collect();
+        assert_eq!(own, fields, "fields.json vs {v}");
+        assert_eq!(v["outcome"], "passed", "{v}");
+        assert_eq!(v["span"]["function"], "RunRestoreDrills", "{v}");
+        assert!(v["seconds_to_restore"].as_f64().unwrap() >= 0.0, "{v}");
+        for (field, values) in event["values"].as_object().unwrap() {
+            let got = v[field.as_str()].as_str().unwrap();
+            assert!(names(values).contains(got), "{field} {got:?}");
+        }
+    }
     emulator.stop().await.unwrap();
 }

@@ -77,7 +77,7 @@ pub async fn handle_within(
             report.not_started.len(),
             bounds.run.as_secs()
         ));
-        tracing::warn!(target: "vmrp::drill", tick = %rfc3339(tick), not_started = report.not_started.len(), "drills not started: the run's budget ran out (lower drills.vmsPerRun)");
+        tracing::warn!(tick = %rfc3339(tick), not_started = report.not_started.len(), "drills not started: the run's budget ran out (lower drills.vmsPerRun)");
     }
     if !report.swept.is_empty() {
         summary.push_str(&format!(
@@ -102,7 +102,7 @@ pub async fn handle_within(
     } else {
         Status::Reported
     };
-    tracing::info!(target: "vmrp::drill", tick = %rfc3339(tick), run = report.run, passed, failed, "{summary}");
+    tracing::info!(tick = %rfc3339(tick), run = report.run, passed, failed, "{summary}");
     Ok(Outcome::new(status, summary))
 }
 
