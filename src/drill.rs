@@ -50,7 +50,7 @@ pub fn runs_to_cover(vms: usize, per_run: usize) -> u64 {
 }
 
 /// One drill's result (the `drill` event's payload).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrillResult {
     pub vm: String,

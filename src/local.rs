@@ -956,7 +956,10 @@ pub fn app_arm_client(
 /// `vmrp local --drill`: after the run, drills the fleet with the app identity (the deployed
 /// role plus the drill role at the drill group) over as many consecutive drill runs as cover
 /// every VM (`drill::runs_to_cover`), then reads the emulator's own state for disks left in the
-/// drill group.
+/// drill group. With the host simulation up and `--drill` (the app's policy then carries the
+/// drills section), each run is the registered RunRestoreDrills function fired through the
+/// host's timer path ([`drill_through_host`]), its drills read from the invocation's outcome;
+/// otherwise the same `drill::run`, called directly.
 pub async fn drill_demo(
     emulator: &RunningEmulator,
     scenario: &Scenario,
@@ -985,17 +988,32 @@ pub async fn drill_demo(
     let runs = crate::drill::runs_to_cover(fleet.len(), drills.vms_per_run as usize);
     let schedule = crate::schedule::Schedule::parse(&drills.schedule)
         .map_err(|e| LocalError::Policy(format!("drills.schedule: {e}")))?;
-    let mut tick = emulator.clock.now();
     let mut results = Vec::new();
-    for _ in 0..runs {
-        tick = schedule
-            .next_after(tick)
-            .ok_or_else(|| LocalError::Policy("drills.schedule has no next run".into()))?;
-        results.extend(
-            crate::drill::run(&arm, &drills, &fleet, tick, crate::drill::Bounds::default())
-                .await
-                .map_err(LocalError::Policy)?,
-        );
+    if scenario.drill && emulator.host_sim().is_some() {
+        // The registered RunRestoreDrills function, fired through the host's timer path: the
+        // app's policy carries this drills section (run_scenario_keep with --drill).
+        for run in drill_through_host(emulator, scenario, runs).await? {
+            if run.status != "succeeded" {
+                return Err(LocalError::Emulator(format!(
+                    "RunRestoreDrills at {}: invocation {}: {}",
+                    run.fired_at, run.status, run.outcome
+                )));
+            }
+            results.extend(run.drills);
+        }
+    } else {
+        // No host (a caller's own emulator): the same run, called directly.
+        let mut tick = emulator.clock.now();
+        for _ in 0..runs {
+            tick = schedule
+                .next_after(tick)
+                .ok_or_else(|| LocalError::Policy("drills.schedule has no next run".into()))?;
+            results.extend(
+                crate::drill::run(&arm, &drills, &fleet, tick, crate::drill::Bounds::default())
+                    .await
+                    .map_err(LocalError::Policy)?,
+            );
+        }
     }
     let covered = fleet
         .iter()
@@ -1034,8 +1052,10 @@ pub struct HostDrillRun {
     pub fired_at: String,
     /// The invocation's status as the host recorded it (`succeeded`, `failed`, ...).
     pub status: String,
-    /// The handler's `ReturnValue` (its `Outcome`: status and summary).
+    /// The handler's `ReturnValue` (its `Outcome`: status, summary, each drill).
     pub outcome: serde_json::Value,
+    /// The run's drills, from the outcome.
+    pub drills: Vec<crate::drill::DrillResult>,
 }
 
 /// The registered RunRestoreDrills function, run through the host simulation's timer path
@@ -1079,10 +1099,18 @@ pub async fn drill_through_host(
             .await
             .map_err(|e| LocalError::Emulator(e.to_string()))?;
         let record = serde_json::to_value(&record).unwrap_or_default();
+        let outcome = record["response"]["ReturnValue"].clone();
+        let drills = match outcome.get("drills") {
+            Some(d) => serde_json::from_value(d.clone()).map_err(|e| {
+                LocalError::Emulator(format!("RunRestoreDrills answered unreadable drills: {e}"))
+            })?,
+            None => Vec::new(),
+        };
         out.push(HostDrillRun {
             fired_at: record["started"].as_str().unwrap_or_default().to_string(),
             status: record["status"].as_str().unwrap_or_default().to_string(),
-            outcome: record["response"]["ReturnValue"].clone(),
+            outcome,
+            drills,
         });
     }
     Ok(out)

@@ -103,7 +103,7 @@ pub async fn handle_within(
         Status::Reported
     };
     tracing::info!(tick = %rfc3339(tick), run = report.run, passed, failed, "{summary}");
-    Ok(Outcome::new(status, summary))
+    Ok(Outcome::new(status, summary).with_drills(report.results))
 }
 
 #[cfg(test)]
