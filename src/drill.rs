@@ -10,7 +10,13 @@
 //! ([`run_number`], so a replay of the same tick drills the same VMs), each VM drilled in every
 //! configured region, one `vmrp::drill` event per VM and region ([`emit`]). The restore phase of
 //! each drill is bounded ([`Bounds::restore`]); a drill that takes longer is reported failed
-//! ("timed out"), and its disks are still deleted.
+//! ("timed out"), and its disks are still deleted; the whole run is bounded too ([`Bounds::run`]).
+//!
+//! Every ARM call goes through the handlers' [`Arm`] trait, so the registered timer function
+//! (src/functions/run_restore_drills.rs) and `vmrp local --drill` run this code, and unit tests
+//! run it against `testing::FakeArm`. Each disk a drill makes carries its run's tick
+//! ([`TAG_DRILL`]) and a deterministic name; [`run_within`] sweeps the drill groups before and
+//! after, so a run killed mid-drill leaves nothing past its redelivery or the next run.
 
 use std::time::{Duration, Instant};
 

@@ -97,7 +97,11 @@ pub async fn handle_within(
             failures.join(", ")
         ));
     }
-    let status = if failed == 0 && report.sweep_failures.is_empty() && failures.is_empty() {
+    let status = if failed == 0
+        && report.not_started.is_empty()
+        && report.sweep_failures.is_empty()
+        && failures.is_empty()
+    {
         Status::Done
     } else {
         Status::Reported
@@ -305,19 +309,43 @@ mod tests {
         );
         assert!(arm.disk_ids().is_empty(), "left: {:?}", arm.disk_ids());
 
-        // Killed again; this time no redelivery: the next day's run sweeps the leftover.
+        // Killed again, one VM per run, and no redelivery: the next day's run drills the other
+        // VM (its disk names differ), so only its sweep can find the leftover.
+        let d = deps(&arm, &["local"], 1);
         arm.stall_next_disk_put();
         let _ = tokio::time::timeout(
             Duration::from_millis(200),
             handle(timer_at(TICK + time::Duration::days(1)), &d),
         )
         .await;
-        assert_eq!(arm.disk_ids().len(), 1);
+        let leaked = arm.disk_ids();
+        assert_eq!(leaked.len(), 1);
+        arm.clear_calls();
         let out = handle(timer_at(TICK + time::Duration::days(2)), &d)
             .await
             .unwrap();
+        assert!(
+            !disk_puts(&arm).contains(&leaked[0].to_string()),
+            "the next run drills the other VM: {:?}",
+            disk_puts(&arm)
+        );
         assert!(out.summary.contains("swept 1 disk(s)"), "{}", out.summary);
         assert!(arm.disk_ids().is_empty(), "left: {:?}", arm.disk_ids());
+    }
+
+    #[tokio::test]
+    async fn drills_the_budget_leaves_no_time_for_are_named_not_failed() {
+        let (arm, _) = world(2);
+        let d = deps(&arm, &["local"], 2);
+        let bounds = Bounds {
+            restore: Duration::from_secs(120),
+            run: Duration::ZERO,
+        };
+        let out = handle_within(timer_at(TICK), &d, bounds).await.unwrap();
+        assert_eq!(out.status, Status::Reported, "{}", out.summary);
+        assert!(out.summary.contains("0 drills of 2 VMs"), "{}", out.summary);
+        assert!(out.summary.contains("2 not started"), "{}", out.summary);
+        assert!(disk_puts(&arm).is_empty());
     }
 
     #[tokio::test]
