@@ -40,6 +40,9 @@ param policyJson string = ''
 @description('NCRONTAB (six fields, UTC) of the planning timer (VMRP_SCHEDULE).')
 param schedule string = '0 0 2 * * *'
 
+@description('NCRONTAB (six fields, UTC) of the restore drill timer (VMRP_DRILL_SCHEDULE): the policy\'s drills.schedule, whose default this is. Without a drills section the timer only logs a skip.')
+param drillSchedule string = '0 30 2 * * *'
+
 @description('Email address vmrp\'s alerts go to; empty: an action group without receivers.')
 param alertEmail string = ''
 
@@ -197,6 +200,7 @@ module functionApp 'modules/functionapp.bicep' = {
     serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     schedule: schedule
+    drillSchedule: drillSchedule
     policyJson: policy
     armEndpoint: armEndpoint
     rustLog: rustLog

@@ -10,7 +10,13 @@
 //! ([`run_number`], so a replay of the same tick drills the same VMs), each VM drilled in every
 //! configured region, one `vmrp::drill` event per VM and region ([`emit`]). The restore phase of
 //! each drill is bounded ([`Bounds::restore`]); a drill that takes longer is reported failed
-//! ("timed out"), and its disks are still deleted.
+//! ("timed out"), and its disks are still deleted; the whole run is bounded too ([`Bounds::run`]).
+//!
+//! Every ARM call goes through the handlers' [`Arm`] trait, so the registered timer function
+//! (src/functions/run_restore_drills.rs) and `vmrp local --drill` run this code, and unit tests
+//! run it against `testing::FakeArm`. Each disk a drill makes carries its run's tick
+//! ([`TAG_DRILL`]) and a deterministic name; [`run_within`] sweeps the drill groups before and
+//! after, so a run killed mid-drill leaves nothing past its redelivery or the next run.
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +24,9 @@ use time::OffsetDateTime;
 
 use serde::Serialize;
 
-use crate::azure::client::ArmClient;
-use crate::azure::ResourceId;
-use crate::commands::restore::{execute, points_in_region, Outcome};
+use crate::azure::models::Disk;
+use crate::azure::{Arm, ResourceId, VmScope};
+use crate::commands::restore::points_in_region;
 use crate::policy::drills::{DrillGroup, Drills};
 use crate::policy::regions::canonical_region;
 use crate::policy::Policy;
@@ -50,7 +56,7 @@ pub fn runs_to_cover(vms: usize, per_run: usize) -> u64 {
 }
 
 /// One drill's result (the `drill` event's payload).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrillResult {
     pub vm: String,
@@ -67,10 +73,17 @@ pub struct DrillResult {
     pub cleaned: bool,
 }
 
+/// Tag on every disk a drill creates, its value the run's tick (RFC 3339; `unscheduled` for a
+/// drill outside a run). A run deletes tagged disks of other ticks before it starts and every
+/// tagged disk of its own tick when it ends, so a drill cut off by the invocation's timeout
+/// leaves nothing behind past the next run (or its own redelivery). Untagged disks in the drill
+/// group are never touched.
+pub const TAG_DRILL: &str = "vmrp-drill";
+
 /// Drills `vm` in `region`: restores its newest settled point there as disks into
 /// `drill_group` (same subscription), then deletes them. Never fails: the outcome says why.
 pub async fn drill_vm(
-    client: &ArmClient,
+    arm: &dyn Arm,
     vm: &ResourceId,
     region: &str,
     copy: bool,
@@ -80,18 +93,39 @@ pub async fn drill_vm(
         subscription: vm.subscription().to_string(),
         name: drill_group.to_string(),
     };
-    drill_vm_into(client, vm, region, copy, &group, Bounds::default().restore).await
+    drill_vm_into(arm, vm, region, copy, &group, Bounds::default().restore).await
 }
 
 /// [`drill_vm`] into a drill group of any subscription, the restore phase bounded by
 /// `restore_within`: past it the drill fails "timed out" (what it made is still deleted).
 pub async fn drill_vm_into(
-    client: &ArmClient,
+    arm: &dyn Arm,
     vm: &ResourceId,
     region: &str,
     copy: bool,
     group: &DrillGroup,
     restore_within: Duration,
+) -> DrillResult {
+    drill_one(arm, vm, region, copy, group, restore_within, None).await
+}
+
+/// The value of [`TAG_DRILL`] for a run at `tick`.
+fn tick_tag(tick: Option<OffsetDateTime>) -> String {
+    tick.map_or_else(|| "unscheduled".to_string(), crate::schedule::rfc3339)
+}
+
+/// One drill, I/O only through [`Arm`]: choose the newest settled point in `region`, plan its
+/// disks into the drill group (the same `restore::plan` as `vmrp restore`, tagged with the
+/// run's tick), create each (adopting one a previous delivery of this run already made from
+/// the same disk restore point), read it back until ARM says `Succeeded`, then delete them all.
+async fn drill_one(
+    arm: &dyn Arm,
+    vm: &ResourceId,
+    region: &str,
+    copy: bool,
+    group: &DrillGroup,
+    restore_within: Duration,
+    tick: Option<OffsetDateTime>,
 ) -> DrillResult {
     let region = canonical_region(region);
     let mut result = DrillResult {
@@ -106,7 +140,7 @@ pub async fn drill_vm_into(
         cleaned: true,
     };
     let planned = async {
-        let points = points_in_region(client, vm, &region).await?;
+        let points = points_in_region(arm, vm, &region).await?;
         let facts: Vec<PointFacts> = points
             .iter()
             .map(|p| PointFacts {
@@ -130,7 +164,16 @@ pub async fn drill_vm_into(
             source_metadata: serde_json::Value::Null,
             mode: Mode::Disks,
         };
-        let calls = restore::plan(&restore::disks_of(point), &options)?;
+        let mut calls = restore::plan(&restore::disks_of(point), &options)?;
+        let salt = drill_salt(vm, &region);
+        for call in &mut calls {
+            if call.kind == restore::CallKind::CreateDisk {
+                call.id = salted(&call.id, &salt);
+            }
+            if let Some(body) = call.body.as_mut() {
+                body["tags"] = serde_json::json!({ TAG_DRILL: tick_tag(tick) });
+            }
+        }
         Ok::<_, String>((point.id.clone().unwrap_or_default(), calls))
     }
     .await;
@@ -141,33 +184,24 @@ pub async fn drill_vm_into(
             return result;
         }
     };
-    result.point = Some(point.clone());
-    let mut outcome = Outcome {
-        vm: vm.to_string(),
-        point,
-        region,
-        copy,
-        planned: false,
-        disks: Vec::new(),
-        new_vm: None,
-        calls: calls.clone(),
-    };
+    result.point = Some(point);
     let started = Instant::now();
-    let mut swapped = false;
     let mut failure = None;
-    // How many calls were sent: after a timeout, the one in flight may still create its disk.
-    let mut sent = 0;
+    // Every disk whose PUT was sent: after a timeout, the one in flight may still be created.
+    let mut sent: Vec<String> = Vec::new();
     let restored = tokio::time::timeout(restore_within, async {
-        for call in &calls {
-            sent += 1;
-            execute(client, call, &mut outcome, &mut swapped).await?;
+        for call in calls
+            .iter()
+            .filter(|c| c.kind == restore::CallKind::CreateDisk)
+        {
+            sent.push(call.id.clone());
+            restore_disk(arm, call).await?;
         }
         Ok::<_, String>(())
     })
     .await;
-    let timed_out = restored.is_err();
     match restored {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => result.seconds_to_restore = Some(started.elapsed().as_secs_f64()),
         Ok(Err(e)) => failure = Some(e),
         Err(_) => {
             failure = Some(format!(
@@ -176,24 +210,12 @@ pub async fn drill_vm_into(
             ))
         }
     }
-    result.disks = outcome.disks.iter().map(|d| d.id.clone()).collect();
-    if timed_out {
-        // The call cut off by the bound may have created its disk after all (ARM finishes a PUT
-        // whose caller went away): delete it too (a DELETE of a disk that does not exist is 404,
-        // which counts as deleted). Only calls that were sent: a later disk name is untouched.
-        for call in calls.iter().take(sent) {
-            if call.kind == restore::CallKind::CreateDisk && !result.disks.contains(&call.id) {
-                result.disks.push(call.id.clone());
-            }
-        }
-    }
-    if failure.is_none() {
-        result.seconds_to_restore = Some(started.elapsed().as_secs_f64());
-    }
-    // Clean up whatever was made, even after a failure; a disk left behind fails the drill.
+    // Clean up whatever may exist, even after a failure (a DELETE of a disk that is not there
+    // counts as deleted); a disk left behind fails the drill.
+    result.disks = sent;
     for id in &result.disks {
         let deleted = match ResourceId::parse(id) {
-            Ok(rid) => client.delete_disk(&rid).await.map_err(|e| e.to_string()),
+            Ok(rid) => arm.delete_disk(&rid).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = deleted {
@@ -206,20 +228,103 @@ pub async fn drill_vm_into(
     result
 }
 
+/// Eight hex digits of the VM's id and the region: the drill group is shared by every VM and
+/// region, and `restore::disk_name` (`{disk}-rp-{point}`) alone collides when two VMs' disks
+/// share a name, or a VM's local and copy points share theirs.
+fn drill_salt(vm: &ResourceId, region: &str) -> String {
+    use sha2::Digest;
+    let key = format!("{}|{}", vm.as_str().to_ascii_lowercase(), region);
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `id` with `-{salt}` on its last segment, kept to Azure's 80 characters (`disk_name` already
+/// left only ASCII letters, digits, `-`, `_` and `.`).
+fn salted(id: &str, salt: &str) -> String {
+    let (parent, name) = id.rsplit_once('/').unwrap_or(("", id));
+    let keep = restore::MAX_DISK_NAME - salt.len() - 1;
+    let name = if name.len() > keep {
+        name[..keep].trim_end_matches(['-', '.'])
+    } else {
+        name
+    };
+    format!("{parent}/{name}-{salt}")
+}
+
+/// One disk of a drill: adopt it when it exists from the same disk restore point (a replayed
+/// run), else create it, then read it back: a drill passes only on a disk ARM reports
+/// `Succeeded`.
+async fn restore_disk(arm: &dyn Arm, call: &restore::Call) -> Result<(), String> {
+    let id = ResourceId::parse(&call.id).map_err(|e| format!("{}: {e}", call.id))?;
+    let source = call.source.clone().unwrap_or_default();
+    let made_from = |d: &Disk| {
+        d.properties
+            .as_ref()
+            .and_then(|p| p.creation_data.as_ref())
+            .and_then(|c| c.source_resource_id.clone())
+    };
+    let same = |s: &str| {
+        s.trim_start_matches('/')
+            .eq_ignore_ascii_case(source.trim_start_matches('/'))
+    };
+    let existing = arm
+        .get_disk(&id)
+        .await
+        .map_err(|e| format!("reading a disk: {e}"))?;
+    match existing {
+        Some(d) if made_from(&d).is_some_and(|s| same(&s)) => {}
+        Some(d) => {
+            return Err(format!(
+                "disk {id} exists and was not made from {source} (its source: {})",
+                made_from(&d).unwrap_or_else(|| "none".into())
+            ))
+        }
+        None => {
+            let body = call.body.clone().unwrap_or_default();
+            arm.create_disk(&id, &body)
+                .await
+                .map_err(|e| format!("creating a disk from its disk restore point: {e}"))?;
+        }
+    }
+    let disk = arm
+        .get_disk(&id)
+        .await
+        .map_err(|e| format!("reading the restored disk: {e}"))?
+        .ok_or_else(|| format!("disk {id} is not there after its create"))?;
+    let state = disk
+        .properties
+        .as_ref()
+        .and_then(|p| p.provisioning_state.clone())
+        .unwrap_or_else(|| "unknown".into());
+    if !state.eq_ignore_ascii_case("Succeeded") {
+        return Err(format!(
+            "disk {id} is '{state}' after its create, not 'Succeeded'"
+        ));
+    }
+    Ok(())
+}
+
 /// How long one drill may take: the restore phase (disk PUTs until each disk exists); cleanup
 /// always runs after it.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub restore: Duration,
+    /// The whole run: no drill starts past it, and each drill's restore ends by it (cleanup
+    /// runs after). Drills not started are named in the run's report, not failed.
+    pub run: Duration,
 }
 
 impl Default for Bounds {
-    /// Two minutes per VM and region: a run of `vmsPerRun` (at most 50) VMs in two regions stays
-    /// far below the Functions Consumption/Flex default timeout only with few VMs per run, which
-    /// is why docs/policy.md keeps the default at 1.
+    /// Two minutes per VM and region, and eight minutes per run: host.json's `functionTimeout`
+    /// is ten, and the last drill's cleanup and the final sweep need the rest. A run of many
+    /// VMs in two regions does not fit; docs/policy.md keeps `vmsPerRun` at 1 by default.
     fn default() -> Self {
         Self {
             restore: Duration::from_secs(120),
+            run: Duration::from_secs(8 * 60),
         }
     }
 }
@@ -322,25 +427,131 @@ pub fn plan_run(
         .collect()
 }
 
-/// One drill run at `tick`: plans it, drills each VM and region in turn (one at a time: a drill
-/// is a probe, not a load), emits one event per drill, and returns the results.
+/// What one run did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    /// The run's number ([`run_number`]): which slice of the rotation it drilled.
+    pub run: u64,
+    pub results: Vec<DrillResult>,
+    /// `(vm, region)` the run's budget left no time for (drilled again when the rotation
+    /// comes back to them).
+    pub not_started: Vec<(String, String)>,
+    /// Tagged disks of this or earlier runs the sweeps deleted (left by a run cut off by its
+    /// invocation's timeout, or by a drill whose own cleanup failed).
+    pub swept: Vec<String>,
+    /// Sweeps that could not list or delete (the next run tries again).
+    pub sweep_failures: Vec<String>,
+}
+
+/// One drill run at `tick`: [`run_within`], the results only.
 pub async fn run(
-    client: &ArmClient,
+    arm: &dyn Arm,
     drills: &Drills,
     fleet: &[(ResourceId, String)],
     tick: OffsetDateTime,
     bounds: Bounds,
 ) -> Result<Vec<DrillResult>, String> {
+    run_within(arm, drills, fleet, tick, bounds)
+        .await
+        .map(|r| r.results)
+}
+
+/// One drill run at `tick`: sweeps what earlier runs left in the drill groups, drills each VM
+/// and region of the run's slice of the rotation in turn (one at a time: a drill is a probe,
+/// not a load) within `bounds`, emits one event per drill, then sweeps this run's own tag.
+pub async fn run_within(
+    arm: &dyn Arm,
+    drills: &Drills,
+    fleet: &[(ResourceId, String)],
+    tick: OffsetDateTime,
+    bounds: Bounds,
+) -> Result<RunReport, String> {
     let schedule = Schedule::parse(&drills.schedule).map_err(|e| e.to_string())?;
-    let n = run_number(&schedule, tick);
-    let mut out = Vec::new();
-    for (vm, region, copy) in plan_run(drills, fleet, n) {
-        let group = drills.group_for(&vm);
-        let result = drill_vm_into(client, &vm, &region, copy, &group, bounds.restore).await;
-        emit(&result, tick);
-        out.push(result);
+    let started = Instant::now();
+    let mut report = RunReport {
+        run: run_number(&schedule, tick),
+        ..RunReport::default()
+    };
+    // Every group the fleet's drills use (one per subscription for a group given by name), so
+    // a disk leaked by a run over other VMs is still found.
+    let mut groups: Vec<DrillGroup> = Vec::new();
+    for (vm, _) in fleet {
+        let g = drills.group_for(vm);
+        if !groups.iter().any(|x| {
+            x.subscription.eq_ignore_ascii_case(&g.subscription)
+                && x.name.eq_ignore_ascii_case(&g.name)
+        }) {
+            groups.push(g);
+        }
     }
-    Ok(out)
+    let this = tick_tag(Some(tick));
+    // Before: disks of other runs (this run's own, from an earlier delivery, are adopted).
+    sweep(arm, &groups, |t| t != this, &mut report).await;
+    for (vm, region, copy) in plan_run(drills, fleet, report.run) {
+        let left = bounds.run.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            report.not_started.push((vm.to_string(), region));
+            continue;
+        }
+        let group = drills.group_for(&vm);
+        let within = bounds.restore.min(left);
+        let result = drill_one(arm, &vm, &region, copy, &group, within, Some(tick)).await;
+        emit(&result, tick);
+        report.results.push(result);
+    }
+    // After: anything of this run still there (a drill whose cleanup failed, a disk made by a
+    // killed delivery from a point that is no longer the newest).
+    sweep(arm, &groups, |t| t == this, &mut report).await;
+    Ok(report)
+}
+
+/// Deletes the disks in `groups` whose [`TAG_DRILL`] value `pick` selects. Disks without the
+/// tag are someone else's: never touched.
+async fn sweep(
+    arm: &dyn Arm,
+    groups: &[DrillGroup],
+    pick: impl Fn(&str) -> bool,
+    report: &mut RunReport,
+) {
+    for g in groups {
+        let scope = VmScope::ResourceGroup {
+            subscription: g.subscription.clone(),
+            resource_group: g.name.clone(),
+        };
+        let disks = match arm.list_disks(&scope).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(group = %g.name, subscription = %g.subscription, error = %e, "could not list the drill group for leftover drill disks");
+                report
+                    .sweep_failures
+                    .push(format!("listing {}/{}: {e}", g.subscription, g.name));
+                continue;
+            }
+        };
+        for d in disks {
+            let tagged = d
+                .tags
+                .as_ref()
+                .and_then(|t| t.get(TAG_DRILL))
+                .is_some_and(|t| pick(t));
+            let Some(id) = d.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
+                continue;
+            };
+            // Only what lies in the drill group (a listing is scoped, but an id is checked
+            // before a delete anyway).
+            if !tagged || !scope.contains(&id) {
+                continue;
+            }
+            match arm.delete_disk(&id).await {
+                Ok(()) => {
+                    tracing::info!(disk = %id, "deleted a disk an earlier drill left behind");
+                    report.swept.push(id.to_string());
+                }
+                Err(e) => report.sweep_failures.push(format!("deleting {id}: {e}")),
+            }
+        }
+    }
 }
 
 /// Logs one drill's event: Information when passed, Error when failed (an operator acts on it,
@@ -372,6 +583,33 @@ mod tests {
                 .unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn drill_disk_names_differ_per_vm_and_region_and_stay_within_80_characters() {
+        let v = vms(2);
+        let id = "/subscriptions/s/resourceGroups/rg-drill/providers/Microsoft.Compute/disks/osdisk-rp-rp-1";
+        let a = salted(id, &drill_salt(&v[0], "westeurope"));
+        let b = salted(id, &drill_salt(&v[1], "westeurope"));
+        let c = salted(id, &drill_salt(&v[0], "swedencentral"));
+        assert!(a != b && a != c && b != c, "{a} {b} {c}");
+        assert_eq!(
+            a,
+            salted(id, &drill_salt(&v[0], "westeurope")),
+            "deterministic"
+        );
+        assert!(a.starts_with("/subscriptions/s/resourceGroups/rg-drill/providers/Microsoft.Compute/disks/osdisk-rp-rp-1-"));
+        let long = format!(
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks/{}",
+            "x".repeat(80)
+        );
+        let name = salted(&long, "0123abcd")
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(name.len(), restore::MAX_DISK_NAME);
+        assert!(name.ends_with("-0123abcd"));
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct Outcome {
     /// host simulation's report) can match, not only a log line.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<LeftOut>,
+    /// RunRestoreDrills: each drill's result (the `vmrp::drill` events' content), so a reader of
+    /// the outcome (`vmrp local --drill` through the host) sees every drill, not only counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<crate::drill::DrillResult>,
 }
 
 /// A VM the timer's plan left out of its tick, and why.
@@ -106,7 +110,12 @@ impl Outcome {
             summary: summary.into(),
             sent: Vec::new(),
             left_out: Vec::new(),
+            drills: Vec::new(),
         }
+    }
+    pub fn with_drills(mut self, drills: Vec<crate::drill::DrillResult>) -> Self {
+        self.drills = drills;
+        self
     }
     pub fn with_sent(mut self, sent: Vec<Sent>) -> Self {
         self.sent = sent;

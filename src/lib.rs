@@ -20,7 +20,7 @@ pub mod drill;
 pub mod emulator;
 /// Typed trigger events (timer, VM change events).
 pub mod events;
-/// The six functions and their dependencies.
+/// The seven functions and their dependencies.
 pub mod functions;
 /// The custom-handler transport: envelope decoding, routing, error mapping.
 pub mod host;

@@ -67,7 +67,16 @@ const APP_FILES: &[(&str, &str)] = &[
         "OnVmChanged/function.json",
         include_str!("../functions/OnVmChanged/function.json"),
     ),
+    (
+        "RunRestoreDrills/function.json",
+        include_str!("../functions/RunRestoreDrills/function.json"),
+    ),
 ];
+
+/// `VMRP_DRILL_SCHEDULE` in `vmrp local`: once a year on 1 January, outside any scenario (they
+/// start on 5 January), so a run's own timers stay the lifecycle's; `--drill` fires
+/// RunRestoreDrills itself through the host ([`drill_through_host`]).
+pub const LOCAL_DRILL_SCHEDULE: &str = "0 30 2 1 1 *";
 
 /// A fixed virtual start shortly before a tick (15 virtual minutes leave the handler time to
 /// start even at high speed), so runs with the same seed are the same run.
@@ -947,7 +956,10 @@ pub fn app_arm_client(
 /// `vmrp local --drill`: after the run, drills the fleet with the app identity (the deployed
 /// role plus the drill role at the drill group) over as many consecutive drill runs as cover
 /// every VM (`drill::runs_to_cover`), then reads the emulator's own state for disks left in the
-/// drill group.
+/// drill group. With the host simulation up and `--drill` (the app's policy then carries the
+/// drills section), each run is the registered RunRestoreDrills function fired through the
+/// host's timer path ([`drill_through_host`]), its drills read from the invocation's outcome;
+/// otherwise the same `drill::run`, called directly.
 pub async fn drill_demo(
     emulator: &RunningEmulator,
     scenario: &Scenario,
@@ -963,23 +975,7 @@ pub async fn drill_demo(
         ),
     };
     let drills = drill_section(&policy, &scenario.copy_to);
-    // The drill group exists before a drill (the operator creates it; infra/main.bicep assigns
-    // the drill role there), so the demo creates it in the emulator.
-    let location = scenario
-        .fleet
-        .regions
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "westeurope".into());
-    for scope in drills.role_scopes(&emulator.subscriptions) {
-        if let Ok(id) = crate::azure::ResourceId::parse(&scope) {
-            emulator.arm.add_resource_group(
-                id.subscription(),
-                id.resource_group().unwrap_or_default(),
-                &location,
-            );
-        }
-    }
+    ensure_drill_groups(emulator, scenario, &drills);
     let mut vms = Vec::new();
     for sub in &emulator.subscriptions {
         vms.extend(
@@ -992,17 +988,32 @@ pub async fn drill_demo(
     let runs = crate::drill::runs_to_cover(fleet.len(), drills.vms_per_run as usize);
     let schedule = crate::schedule::Schedule::parse(&drills.schedule)
         .map_err(|e| LocalError::Policy(format!("drills.schedule: {e}")))?;
-    let mut tick = emulator.clock.now();
     let mut results = Vec::new();
-    for _ in 0..runs {
-        tick = schedule
-            .next_after(tick)
-            .ok_or_else(|| LocalError::Policy("drills.schedule has no next run".into()))?;
-        results.extend(
-            crate::drill::run(&arm, &drills, &fleet, tick, crate::drill::Bounds::default())
-                .await
-                .map_err(LocalError::Policy)?,
-        );
+    if scenario.drill && emulator.host_sim().is_some() {
+        // The registered RunRestoreDrills function, fired through the host's timer path: the
+        // app's policy carries this drills section (run_scenario_keep with --drill).
+        for run in drill_through_host(emulator, scenario, runs).await? {
+            if run.status != "succeeded" {
+                return Err(LocalError::Emulator(format!(
+                    "RunRestoreDrills at {}: invocation {}: {}",
+                    run.fired_at, run.status, run.outcome
+                )));
+            }
+            results.extend(run.drills);
+        }
+    } else {
+        // No host (a caller's own emulator): the same run, called directly.
+        let mut tick = emulator.clock.now();
+        for _ in 0..runs {
+            tick = schedule
+                .next_after(tick)
+                .ok_or_else(|| LocalError::Policy("drills.schedule has no next run".into()))?;
+            results.extend(
+                crate::drill::run(&arm, &drills, &fleet, tick, crate::drill::Bounds::default())
+                    .await
+                    .map_err(LocalError::Policy)?,
+            );
+        }
     }
     let covered = fleet
         .iter()
@@ -1031,6 +1042,102 @@ pub async fn drill_demo(
         covered,
         left_in_drill_group,
     })
+}
+
+/// What one RunRestoreDrills invocation through the host answered.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostDrillRun {
+    /// When the host fired the timer (virtual).
+    pub fired_at: String,
+    /// The invocation's status as the host recorded it (`succeeded`, `failed`, ...).
+    pub status: String,
+    /// The handler's `ReturnValue` (its `Outcome`: status, summary, each drill).
+    pub outcome: serde_json::Value,
+    /// The run's drills, from the outcome.
+    pub drills: Vec<crate::drill::DrillResult>,
+}
+
+/// The registered RunRestoreDrills function, run through the host simulation's timer path
+/// (the host's "run now" of a timer function, as the control endpoint offers): creates the
+/// drill group(s), then fires the timer once per run needed to cover the fleet, moving the
+/// virtual clock to the drill schedule's next occurrence before each, so each firing is the
+/// next run of the rotation. Needs a run started with `--drill` (its app policy carries the
+/// drills section) whose emulator is still up ([`run_scenario_keep`]).
+pub async fn drill_through_host(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    runs: u64,
+) -> Result<Vec<HostDrillRun>, LocalError> {
+    let sim = emulator
+        .host_sim()
+        .ok_or_else(|| LocalError::Emulator("the host simulation is not running".into()))?;
+    let policy = match &scenario.policy {
+        Some(p) => p.clone(),
+        None => default_policy(
+            &emulator.subscriptions,
+            &scenario.copy_to,
+            (&scenario.fleet.tag_key, &scenario.fleet.tag_value),
+        ),
+    };
+    let drills = drill_section(&policy, &scenario.copy_to);
+    ensure_drill_groups(emulator, scenario, &drills);
+    let schedule = crate::schedule::Schedule::parse(&drills.schedule)
+        .map_err(|e| LocalError::Policy(format!("drills.schedule: {e}")))?;
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let now = emulator.clock.now();
+        let next = schedule
+            .next_after(now)
+            .ok_or_else(|| LocalError::Policy("drills.schedule has no next run".into()))?;
+        emulator
+            .clock
+            .try_advance(next - now)
+            .map_err(LocalError::Emulator)?;
+        let record = sim
+            .fire_timer(crate::functions::RUN_RESTORE_DRILLS)
+            .await
+            .map_err(|e| LocalError::Emulator(e.to_string()))?;
+        let record = serde_json::to_value(&record).unwrap_or_default();
+        let outcome = record["response"]["ReturnValue"].clone();
+        let drills = match outcome.get("drills") {
+            Some(d) => serde_json::from_value(d.clone()).map_err(|e| {
+                LocalError::Emulator(format!("RunRestoreDrills answered unreadable drills: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        out.push(HostDrillRun {
+            fired_at: record["started"].as_str().unwrap_or_default().to_string(),
+            status: record["status"].as_str().unwrap_or_default().to_string(),
+            outcome,
+            drills,
+        });
+    }
+    Ok(out)
+}
+
+/// The drill group exists before a drill (the operator creates it; infra/main.bicep assigns the
+/// drill role there), so the demo creates it in the emulator.
+fn ensure_drill_groups(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    drills: &crate::policy::drills::Drills,
+) {
+    let location = scenario
+        .fleet
+        .regions
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "westeurope".into());
+    for scope in drills.role_scopes(&emulator.subscriptions) {
+        if let Ok(id) = crate::azure::ResourceId::parse(&scope) {
+            emulator.arm.add_resource_group(
+                id.subscription(),
+                id.resource_group().unwrap_or_default(),
+                &location,
+            );
+        }
+    }
 }
 
 /// Refuses, before anything starts, flags that would only fail at the end of a run (or never
@@ -1246,10 +1353,20 @@ pub async fn run_scenario_keep(
         .unwrap_or_else(|| app_root.join("handler.log"));
 
     let mut settings = emulator.handler_settings(BusAuth::Sas);
+    // With --drill the app's policy carries the drills section the demo drills with, so the
+    // registered RunRestoreDrills function drills exactly what `drill_demo` does.
+    let mut app_policy = policy.clone();
+    if scenario.drill {
+        app_policy.drills = Some(drill_section(&policy, &scenario.copy_to));
+    }
     settings.insert(
         "VMRP_POLICY".into(),
         // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
-        serde_json::to_string(&policy).expect("policy serialises"),
+        serde_json::to_string(&app_policy).expect("policy serialises"),
+    );
+    settings.insert(
+        crate::functions::run_restore_drills::DRILL_SCHEDULE_SETTING.into(),
+        LOCAL_DRILL_SCHEDULE.into(),
     );
     settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
     settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());

@@ -40,6 +40,8 @@ pub mod op {
     pub const PUT_POINT: &str = "PUT restorePoints";
     pub const GET_POINT: &str = "GET restorePoints";
     pub const DELETE_POINT: &str = "DELETE restorePoints";
+    pub const PUT_DISK: &str = "PUT disks";
+    pub const DELETE_DISK: &str = "DELETE disks";
 }
 
 /// One recorded ARM call.
@@ -75,6 +77,9 @@ struct ArmState {
     /// The next restore point PUT goes through, but its answer is lost and the client's retry
     /// meets the point it just made (what a timeout after ARM accepted the PUT looks like).
     lose_next_put_answer: bool,
+    /// The next disk PUT creates its disk and then never answers (an invocation killed while
+    /// it waited: what the host's functionTimeout does to a slow drill).
+    stall_next_disk_put: bool,
 }
 
 /// An in-memory ARM Compute with scripted behaviour. All methods take `&self`.
@@ -292,6 +297,14 @@ impl FakeArm {
     /// its retry of the same PUT gets (409, the point exists).
     pub fn lose_next_put_answer(&self) {
         self.lock().lose_next_put_answer = true;
+    }
+    /// The next disk PUT creates the disk, then hangs forever (the caller is killed meanwhile).
+    pub fn stall_next_disk_put(&self) {
+        self.lock().stall_next_disk_put = true;
+    }
+    /// Every managed disk the fake holds (ids).
+    pub fn disk_ids(&self) -> Vec<ResourceId> {
+        self.lock().disks.keys().cloned().collect()
     }
     /// Refuses every call outside `scopes` (subscription or resource group ids) with 403
     /// `AuthorizationFailed`, as ARM answers a role assigned at those scopes only (the
@@ -724,6 +737,112 @@ impl Arm for FakeArm {
             None => Ok(accepted(204)),
         }
     }
+
+    /// Azure's rules for a restored disk, as the emulator models them (docs/emulator-arm.md):
+    /// `Restore` from a disk restore point of a point that succeeded and, for a copy, has fully
+    /// replicated; an existing disk of the same source is the same disk (200), another source is
+    /// a `creationData` change (409).
+    async fn create_disk(&self, id: &ResourceId, body: &serde_json::Value) -> Result<(), ArmError> {
+        let stall = {
+            let mut s = self.lock();
+            self.enter(&mut s, op::PUT_DISK, id.as_str())?;
+            let cd = &body["properties"]["creationData"];
+            let source = cd["sourceResourceId"].as_str().unwrap_or_default();
+            let refuse =
+                |status, code, msg: String| Err(arm_error(op::PUT_DISK, status, code, &msg));
+            if let Some(existing) = s.disks.get(id) {
+                let same = existing
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.creation_data.as_ref())
+                    .and_then(|c| c.source_resource_id.as_deref())
+                    .is_some_and(|x| x.eq_ignore_ascii_case(source));
+                return if same {
+                    Ok(())
+                } else {
+                    refuse(
+                        409,
+                        "PropertyChangeNotAllowed",
+                        "Changing property 'creationData' is not allowed.".into(),
+                    )
+                };
+            }
+            if !cd["createOption"]
+                .as_str()
+                .is_some_and(|o| o.eq_ignore_ascii_case("Restore"))
+            {
+                return refuse(
+                    400,
+                    "InvalidParameter",
+                    "createOption must be 'Restore'".into(),
+                );
+            }
+            let point_id = source
+                .to_ascii_lowercase()
+                .find("/diskrestorepoints/")
+                .and_then(|i| ResourceId::parse(&source[..i]).ok());
+            let Some(point) = point_id.as_ref().and_then(|p| s.points.get(p)) else {
+                return refuse(
+                    404,
+                    "ResourceNotFound",
+                    format!("The disk restore point '{source}' was not found."),
+                );
+            };
+            let props = point.properties.clone().unwrap_or_default();
+            let state = props.provisioning_state.clone().unwrap_or_default();
+            if !state.eq_ignore_ascii_case("Succeeded") {
+                return refuse(409, "OperationNotAllowed", format!(
+                    "The restore point '{}' is in state '{state}': a disk can be restored only from a restore point that succeeded.",
+                    point_id.as_ref().map(ResourceId::as_str).unwrap_or_default()
+                ));
+            }
+            let lowest = props
+                .instance_view
+                .as_ref()
+                .and_then(|iv| iv.disk_restore_points.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.replication_status.as_ref()?.completion_percent)
+                .min();
+            if let Some(pct) = lowest.filter(|p| *p < 100) {
+                return refuse(409, "OperationNotAllowed", format!(
+                    "The restore point is still being copied ({pct}%): it can be used to restore only after every disk restore point has replicated."
+                ));
+            }
+            let disk = Disk {
+                id: Some(id.to_string()),
+                name: id.name().map(str::to_string),
+                location: body["location"].as_str().map(str::to_string),
+                tags: serde_json::from_value(body["tags"].clone()).ok(),
+                sku: body["sku"]["name"]
+                    .as_str()
+                    .map(|n| crate::azure::models::DiskSku {
+                        name: Some(n.to_string()),
+                    }),
+                properties: Some(DiskProperties {
+                    creation_data: Some(crate::azure::models::DiskCreationData {
+                        create_option: Some("Restore".into()),
+                        source_resource_id: Some(source.to_string()),
+                    }),
+                    provisioning_state: Some("Succeeded".into()),
+                    ..Default::default()
+                }),
+            };
+            s.disks.insert(id.clone(), disk);
+            std::mem::take(&mut s.stall_next_disk_put)
+        };
+        if stall {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    async fn delete_disk(&self, id: &ResourceId) -> Result<(), ArmError> {
+        let mut s = self.lock();
+        self.enter(&mut s, op::DELETE_DISK, id.as_str())?;
+        s.disks.remove(id);
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,6 +1062,7 @@ pub fn disk(id: &ResourceId, sku: &str, max_shares: Option<i32>, tags: &[(&str, 
         properties: Some(DiskProperties {
             max_shares,
             disk_size_gb: Some(128),
+            ..Default::default()
         }),
     }
 }

@@ -185,3 +185,108 @@ async fn a_slow_restore_times_out_honestly_and_is_still_cleaned_up() {
     assert!(in_group().is_empty(), "left behind: {:?}", in_group());
     emulator.stop().await.unwrap();
 }
+
+/// The registered RunRestoreDrills function, fired through the host simulation's timer path
+/// (not a side call): two runs cover five VMs, each run's invocation succeeds with every drill
+/// passed, disks were created in the drill group and deleted again (the emulator's state and
+/// counters prove both), and the VMs are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registered_timer_function_drills_through_the_host_and_leaves_nothing() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("handler.log");
+    let mut s = scenario(5);
+    s.handler_log = Some(log.clone());
+    let (report, emulator) = run_scenario_keep(&s).await.unwrap();
+    assert!(report.clean(), "{}", vmrp::local::summary_line(&report));
+    let before = emulator.arm.dump();
+    let disk_puts = |c: &vmrp::emulator::arm::ArmCounters| {
+        c.requests_by_operation
+            .get("Disks_CreateOrUpdate")
+            .copied()
+            .unwrap_or(0)
+    };
+    let puts_before = disk_puts(&emulator.arm.counters());
+    let runs = vmrp::local::drill_through_host(&emulator, &s, 2)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    let mut numbers = Vec::new();
+    for r in &runs {
+        assert_eq!(r.status, "succeeded", "{r:?}");
+        assert_eq!(r.outcome["status"], "done", "{r:?}");
+        let summary = r.outcome["summary"].as_str().unwrap();
+        assert!(summary.contains(", 0 failed"), "{summary}");
+        // Four VMs per run, each in its own region and swedencentral: 8, then 2 (wrapping: 8).
+        assert!(summary.contains("drills of 5 VMs"), "{summary}");
+        numbers.push(summary.split_whitespace().nth(2).unwrap().to_string());
+    }
+    assert_ne!(numbers[0], numbers[1], "consecutive runs: {numbers:?}");
+    assert!(
+        disk_puts(&emulator.arm.counters()) > puts_before,
+        "the drills created disks"
+    );
+    let after = emulator.arm.dump();
+    let group = format!("/resourcegroups/{DEMO_DRILL_GROUP}/");
+    let left: Vec<&str> = after["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .filter(|id| id.to_ascii_lowercase().contains(&group))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(before["virtualMachines"], after["virtualMachines"]);
+    let (was, is) = (point_ids(&before), point_ids(&after));
+    assert!(
+        was.iter().all(|p| is.contains(p)),
+        "a drill removed a point"
+    );
+    // One `vmrp::drill` event per VM and region, each with exactly the fields
+    // infra/monitoring/fields.json lists (what the monitoring queries may name), inside the
+    // RunRestoreDrills invocation's span.
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/infra/monitoring/fields.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let names = |v: &Value| -> std::collections::BTreeSet<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let common = names(&spec["common"]);
+    let event = &spec["events"]["vmrp::drill"];
+    let fields = names(&event["fields"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let drills: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.split_once('\t')?.1).ok())
+        .filter(|v| v["target"] == "vmrp::drill")
+        .collect();
+    // Two runs of four VMs, each in its own region and swedencentral.
+    assert_eq!(drills.len(), 16, "{drills:?}");
+    for v in &drills {
+        let own: std::collections::BTreeSet<String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !common.contains(*k))
+            .cloned()
+            .collect();
+        assert_eq!(own, fields, "fields.json vs {v}");
+        assert_eq!(v["outcome"], "passed", "{v}");
+        assert_eq!(v["span"]["function"], "RunRestoreDrills", "{v}");
+        assert!(v["seconds_to_restore"].as_f64().unwrap() >= 0.0, "{v}");
+        for (field, values) in event["values"].as_object().unwrap() {
+            let got = v[field.as_str()].as_str().unwrap();
+            assert!(names(values).contains(got), "{field} {got:?}");
+        }
+    }
+    emulator.stop().await.unwrap();
+}

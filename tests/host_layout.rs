@@ -76,6 +76,13 @@ fn every_routed_function_has_a_matching_function_json() {
     assert!(timer["retry"]["maxRetryCount"].as_u64().unwrap() >= 3);
     // The retries must end well before the next tick (the schedule is hours apart).
     assert_eq!(timer["retry"]["maximumInterval"], "00:05:00");
+    // The drill timer has its own schedule setting (the policy's drills.schedule); a retried
+    // run drills the same VMs into the same disk names (src/functions/run_restore_drills.rs).
+    let drills = read("functions/RunRestoreDrills/function.json");
+    assert_eq!(drills["bindings"][0]["type"], "timerTrigger");
+    assert_eq!(drills["bindings"][0]["schedule"], "%VMRP_DRILL_SCHEDULE%");
+    assert_eq!(drills["bindings"][0]["runOnStartup"], false);
+    assert_eq!(drills["retry"]["strategy"], "exponentialBackoff");
     let queues: Vec<Queue> = functions()
         .iter()
         .filter_map(|f| match f.trigger() {

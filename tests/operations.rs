@@ -173,6 +173,11 @@ fn check_fields_json(lines: &[(String, Value)]) {
     let span = strings(&spec["span"]);
     let events = spec["events"].as_object().unwrap();
     for (target, event) in events {
+        // Drill events come from RunRestoreDrills, which this lifecycle run does not fire:
+        // tests/drills.rs checks them against the same list.
+        if target == "vmrp::drill" {
+            continue;
+        }
         let fields = strings(&event["fields"]);
         let seen: Vec<&Value> = lines
             .iter()

@@ -1,4 +1,4 @@
-// The custom role of vmrp's restore drills: disk write and delete, nothing else
+// The custom role of vmrp's restore drills: disk read, write and delete, nothing else
 // (src/azure/operations.rs DRILL_ACTIONS; infra/tests/test_infra.py keeps the two equal). It is
 // assignable and assigned at the drill resource group only (main.bicep `drillResourceGroupId`),
 // so the identity can create and delete disks there and nowhere else; the main role
@@ -13,6 +13,9 @@ param roleName string
 param drillResourceGroupId string
 
 var drillActions = [
+  // Reading the drill group's disks: the read-back of a restored disk and the sweep's list
+  // (the main role reads disks only where the policy's targets are).
+  'Microsoft.Compute/disks/read'
   'Microsoft.Compute/disks/write'
   'Microsoft.Compute/disks/delete'
 ]
@@ -21,7 +24,7 @@ resource role 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: roleGuid
   properties: {
     roleName: roleName
-    description: 'vmrp drills: create and delete restored disks in the drill resource group (nothing else).'
+    description: 'vmrp drills: create, read and delete restored disks in the drill resource group (nothing else).'
     type: 'CustomRole'
     permissions: [
       {

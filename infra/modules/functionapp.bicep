@@ -18,6 +18,8 @@ param serviceBusFullyQualifiedNamespace string
 param applicationInsightsConnectionString string
 @description('NCRONTAB (six fields) of the timer that plans restore points.')
 param schedule string
+@description('NCRONTAB (six fields) of the restore drill timer, RunRestoreDrills (VMRP_DRILL_SCHEDULE): the policy\'s drills.schedule.')
+param drillSchedule string = '0 30 2 * * *'
 @description('The vmrp policy as inline JSON (VMRP_POLICY).')
 param policyJson string
 @description('Override of the ARM endpoint (sovereign clouds); empty = public cloud default.')
@@ -51,6 +53,7 @@ var baseAppSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   // vmrp itself.
   VMRP_SCHEDULE: schedule
+  VMRP_DRILL_SCHEDULE: drillSchedule
   VMRP_POLICY: policyJson
   RUST_LOG: rustLog
 }

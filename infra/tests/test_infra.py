@@ -40,6 +40,7 @@ REQUIRED_APP_SETTINGS = {
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "VMRP_SCHEDULE",
+    "VMRP_DRILL_SCHEDULE",
     "VMRP_POLICY",
     "ServiceBusConnection__fullyQualifiedNamespace",
     "ServiceBusConnection__credential",
@@ -209,7 +210,7 @@ def test_drill_role_grants_disk_write_and_delete_at_the_drill_group_only(templat
     assert len(permissions) == 1
     actions = resolve(template, permissions[0]["actions"])
     assert sorted(actions) == sorted(rust_const_actions("DRILL_ACTIONS"))
-    assert sorted(actions) == ["Microsoft.Compute/disks/delete", "Microsoft.Compute/disks/write"]
+    assert sorted(actions) == ["Microsoft.Compute/disks/delete", "Microsoft.Compute/disks/read", "Microsoft.Compute/disks/write"]
     for empty in ("notActions", "dataActions", "notDataActions"):
         assert permissions[0][empty] == []
     assert role["properties"]["assignableScopes"] == ["drillResourceGroupId"]

@@ -984,6 +984,19 @@ impl Arm for ArmClient {
         self.delete(op, id).await
     }
 
+    async fn create_disk(&self, id: &ResourceId, body: &serde_json::Value) -> Result<(), ArmError> {
+        let op = ArmOperation::PutDisk;
+        Self::expect_type(op, id, "Microsoft.Compute/disks")?;
+        self.put_json(op, id, DISKS_API_VERSION, body)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_disk(&self, id: &ResourceId) -> Result<(), ArmError> {
+        // The inherent method (one DELETE path for `vmrp restore` and the drills).
+        ArmClient::delete_disk(self, id).await
+    }
+
     fn rate_limits(&self) -> RateLimits {
         self.inner
             .rate_limits

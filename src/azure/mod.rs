@@ -178,6 +178,20 @@ pub trait Arm: Send + Sync {
     /// Start deleting a restore point (long-running; returns once ARM accepted it).
     async fn delete_restore_point(&self, id: &ResourceId) -> Result<Accepted<()>, ArmError>;
 
+    /// PUT a managed disk (a restore drill's: `creationData.createOption: Restore` from a disk
+    /// restore point) and wait for ARM's operation to finish. The body is the document
+    /// `restore::plan` builds, so the drill and `vmrp restore` send the same request.
+    /// The default refuses: only the ARM client and `testing::FakeArm` write disks (a test
+    /// double that never drills needs neither).
+    async fn create_disk(&self, id: &ResourceId, body: &serde_json::Value) -> Result<(), ArmError> {
+        let _ = body;
+        Err(no_disk_writes("PUT disks", id))
+    }
+    /// DELETE a managed disk and wait for it; a disk already gone counts as deleted.
+    async fn delete_disk(&self, id: &ResourceId) -> Result<(), ArmError> {
+        Err(no_disk_writes("DELETE disks", id))
+    }
+
     /// The budget the last response reported, whichever subscription it came from.
     fn rate_limits(&self) -> RateLimits {
         RateLimits::default()
@@ -187,6 +201,18 @@ pub trait Arm: Send + Sync {
     fn rate_limits_for(&self, subscription: &str) -> RateLimits {
         let _ = subscription;
         RateLimits::default()
+    }
+}
+
+/// The refusal of an [`Arm`] that does not write disks.
+fn no_disk_writes(operation: &str, id: &ResourceId) -> ArmError {
+    ArmError {
+        operation: operation.to_string(),
+        status: Some(501),
+        code: "NotImplemented".into(),
+        message: format!("this ARM implementation does not write disks ({id})"),
+        request_id: None,
+        retry_after: None,
     }
 }
 

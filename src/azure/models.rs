@@ -510,6 +510,22 @@ pub struct DiskProperties {
     pub max_shares: Option<i32>,
     #[serde(rename = "diskSizeGB", skip_serializing_if = "Option::is_none")]
     pub disk_size_gb: Option<i32>,
+    /// How the disk was made (a restored disk names its disk restore point here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creation_data: Option<DiskCreationData>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// `properties.creationData` of a disk: `createOption` and its source (for `Restore`, the disk
+/// restore point).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskCreationData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_option: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_resource_id: Option<String>,
 }
 
 /// One disk of a VM, flattened from the storage profile for planning (exclusions, mode checks).

@@ -52,10 +52,13 @@ pub const RESTORE_ACTIONS: &[&str] = &[
     "Microsoft.Network/networkInterfaces/write",
 ];
 
-/// What a restore drill needs beyond the deployed role's reads: disk write and delete, granted by
+/// What a restore drill needs in the drill group: disk read, write and delete, granted by
 /// its own role (infra/modules/drill-role.bicep) at the drill resource group only, so the app
 /// identity can create and delete disks there and nowhere else (docs/restore.md, drills).
 pub const DRILL_ACTIONS: &[&str] = &[
+    // The drill group's disks: read back after a create, and listed by the run's sweep (the
+    // deployed role reads disks only in the policy's target scopes).
+    "Microsoft.Compute/disks/read",
     "Microsoft.Compute/disks/write",
     "Microsoft.Compute/disks/delete",
 ];

@@ -275,7 +275,7 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
 /// collections (`source.id` = the VM) there, or from copies of them (`source.id` = one of its
 /// collections). Works when the VM itself is gone.
 pub async fn points_in_region(
-    client: &ArmClient,
+    client: &dyn Arm,
     vm_id: &ResourceId,
     region: &str,
 ) -> Result<Vec<crate::azure::models::RestorePoint>, String> {

@@ -253,6 +253,14 @@ pub async fn run_with(
         if std::env::var(SCHEDULE_SETTING).is_err() {
             settings.insert(SCHEDULE_SETTING.into(), DEFAULT_SCHEDULE.into());
         }
+        // RunRestoreDrills reads %VMRP_DRILL_SCHEDULE%: the policy's default drill schedule.
+        let drill = crate::functions::run_restore_drills::DRILL_SCHEDULE_SETTING;
+        if std::env::var(drill).is_err() {
+            settings.insert(
+                drill.into(),
+                crate::policy::drills::DEFAULT_DRILL_SCHEDULE.into(),
+            );
+        }
         settings.extend(extra_env);
         let sim_config = HostSimConfig {
             app_settings: settings,

@@ -1,4 +1,4 @@
-//! The six functions. Each is `pub async fn handle(Invocation<T>, &Deps) -> Result<Outcome, HandlerError>`,
+//! The seven functions. Each is `pub async fn handle(Invocation<T>, &Deps) -> Result<Outcome, HandlerError>`,
 //! with I/O only through [`Deps`], so the same code runs under the Functions host, under
 //! `vmrp local`, and in unit tests with fakes.
 
@@ -7,6 +7,7 @@ pub mod on_vm_changed;
 pub mod pace;
 pub mod plan_restore_points;
 pub mod poll_restore_point;
+pub mod run_restore_drills;
 pub mod schedule_restore_points;
 pub mod start_cross_region_copy;
 mod support;
@@ -29,13 +30,15 @@ pub const START_CROSS_REGION_COPY: &str = "StartCrossRegionCopy";
 pub const POLL_RESTORE_POINT: &str = "PollRestorePoint";
 pub const ON_VM_CHANGED: &str = "OnVmChanged";
 pub const PLAN_RESTORE_POINTS: &str = "PlanRestorePoints";
-pub const ALL: [&str; 6] = [
+pub const RUN_RESTORE_DRILLS: &str = "RunRestoreDrills";
+pub const ALL: [&str; 7] = [
     SCHEDULE_RESTORE_POINTS,
     PLAN_RESTORE_POINTS,
     CREATE_RESTORE_POINT,
     START_CROSS_REGION_COPY,
     POLL_RESTORE_POINT,
     ON_VM_CHANGED,
+    RUN_RESTORE_DRILLS,
 ];
 
 /// What handlers may touch.

@@ -467,7 +467,7 @@ async fn measure_coverage(
 /// Every VM in any rule's scope, by id. Scopes that fail to list are named in the second value
 /// (logged; the rest of the fleet still gets its points); the third says whether any of those
 /// failures was transient.
-async fn list_targets(
+pub(crate) async fn list_targets(
     deps: &Deps,
     scopes: &[VmScope],
     explicit: Vec<ResourceId>,
@@ -663,7 +663,7 @@ async fn list_surroundings(
 
 /// The scopes to list (a resource group inside a listed subscription is dropped) and explicit
 /// VM ids outside them.
-fn scopes(policy: &Policy) -> (Vec<VmScope>, Vec<ResourceId>) {
+pub(crate) fn scopes(policy: &Policy) -> (Vec<VmScope>, Vec<ResourceId>) {
     let mut subs: BTreeSet<String> = BTreeSet::new();
     let mut groups: BTreeSet<(String, String)> = BTreeSet::new();
     let mut vms: BTreeSet<ResourceId> = BTreeSet::new();

@@ -211,7 +211,7 @@ impl Function {
     }
 }
 
-/// vmrp's six functions, wired to their handlers.
+/// vmrp's seven functions, wired to their handlers.
 pub fn functions() -> Vec<Function> {
     use crate::functions::*;
     vec![
@@ -233,6 +233,9 @@ pub fn functions() -> Vec<Function> {
         Function::event_grid(ON_VM_CHANGED, |inv, deps| async move {
             on_vm_changed::handle(inv, &deps).await
         }),
+        Function::timer(RUN_RESTORE_DRILLS, |inv, deps| async move {
+            run_restore_drills::handle(inv, &deps).await
+        }),
     ]
 }
 
@@ -241,7 +244,7 @@ struct AppState {
     functions: BTreeMap<String, Function>,
 }
 
-/// The router for vmrp's six functions.
+/// The router for vmrp's seven functions.
 pub fn app(deps: Deps) -> Router {
     app_with(deps, functions())
 }

@@ -744,6 +744,7 @@ mod tests {
             properties: Some(DiskProperties {
                 max_shares: Some(3),
                 disk_size_gb: None,
+                ..Default::default()
             }),
             ..Default::default()
         };
