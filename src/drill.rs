@@ -41,13 +41,8 @@ pub fn rotation(vms: &[ResourceId], per_run: usize, run: u64) -> Vec<ResourceId>
     (0..k).map(|i| vms[(start + i) % n].clone()).collect()
 }
 
-/// How many runs cover every VM at least once: the period the policy states.
-pub fn runs_to_cover(vms: usize, per_run: usize) -> u64 {
-    if vms == 0 {
-        return 0;
-    }
-    vms.div_ceil(per_run.max(1)) as u64
-}
+/// How many runs cover every VM at least once (in vmrp-core: the policy's check states it).
+pub use crate::policy::drills::runs_to_cover;
 
 /// One drill's result (the `drill` event's payload).
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1093,7 +1093,7 @@ impl ArmClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::azure::operations::ARM_ACTIONS;
+    use crate::operations::ARM_ACTIONS;
 
     #[test]
     fn every_operation_maps_to_a_granted_action() {
@@ -1121,7 +1121,7 @@ mod tests {
     /// The restore's writes need the operator's actions, none of which the deployed role has.
     #[test]
     fn restore_operations_need_the_operators_actions_only() {
-        use crate::azure::operations::RESTORE_ACTIONS;
+        use crate::operations::RESTORE_ACTIONS;
         for op in ArmOperation::RESTORE {
             assert!(RESTORE_ACTIONS.contains(&op.action()), "{op:?}");
             assert!(
@@ -1135,7 +1135,7 @@ mod tests {
     #[test]
     fn scope_follows_endpoint_or_audience() {
         let cred: Arc<dyn TokenCredential> =
-            crate::azure::credential::StaticToken::new("t", std::time::Duration::from_secs(3600));
+            crate::credential::StaticToken::new("t", std::time::Duration::from_secs(3600));
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| {
                 pairs
@@ -1184,7 +1184,7 @@ mod tests {
     #[test]
     fn urls_are_built_under_the_endpoint_with_api_version() {
         let cred: Arc<dyn TokenCredential> =
-            crate::azure::credential::StaticToken::new("t", std::time::Duration::from_secs(3600));
+            crate::credential::StaticToken::new("t", std::time::Duration::from_secs(3600));
         for base in ["http://127.0.0.1:9/arm/", "http://127.0.0.1:9/arm"] {
             let client = ArmClient::new(ArmClientConfig {
                 endpoint: Url::parse(base).unwrap(),
@@ -1211,7 +1211,7 @@ mod tests {
     #[test]
     fn loopback_only_refuses_a_remote_endpoint_at_construction() {
         let cred: Arc<dyn TokenCredential> =
-            crate::azure::credential::StaticToken::new("t", std::time::Duration::from_secs(3600));
+            crate::credential::StaticToken::new("t", std::time::Duration::from_secs(3600));
         let err = ArmClient::new(ArmClientConfig {
             endpoint: Url::parse(DEFAULT_ENDPOINT).unwrap(),
             audience: None,

@@ -448,7 +448,7 @@ fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
 }
 
 /// "a string", "an object", …: a JSON value's type, for error messages.
-pub(crate) fn json_type(v: &Value) -> &'static str {
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -2477,17 +2477,17 @@ mod tests {
         .unwrap();
         assert!(plain["Metadata"].get("RetryContext").is_none());
     }
-    use crate::emulator::faults::{Dice, FaultConfig};
-    use crate::emulator::identity::IdentityEndpoint;
-    use crate::emulator::servicebus::BusConfig;
+    use crate::faults::{Dice, FaultConfig};
+    use crate::identity::IdentityEndpoint;
+    use crate::servicebus::BusConfig;
     use axum::http::HeaderMap;
     use std::collections::BTreeSet;
     use time::macros::datetime;
 
-    const FIXTURE_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/functions-app");
+    const FIXTURE_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/functions-app");
     const PAYLOADS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/reference/functions-custom-handler/payloads"
+        "/../../reference/functions-custom-handler/payloads"
     );
 
     fn payload(name: &str) -> Value {

@@ -1523,4 +1523,11 @@ mod tests {
             .unwrap_err()
             .contains("ScheduledEnqueueTimeUtc"));
     }
+
+    /// Moved from vmrp-testing (it needs both crates): the fake scheduler's duplicate-detection
+    /// window is the emulator's, and the deployed queue's.
+    #[test]
+    fn the_fake_window_is_the_emulators_and_the_deployed_one() {
+        assert_eq!(vmrp_testing::DUPLICATE_DETECTION_WINDOW, DUPLICATE_WINDOW);
+    }
 }

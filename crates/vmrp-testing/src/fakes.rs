@@ -1074,13 +1074,4 @@ mod tests {
             "a replay after the window is enqueued"
         );
     }
-
-    #[cfg(feature = "emulator")]
-    #[test]
-    fn the_fake_window_is_the_emulators_and_the_deployed_one() {
-        assert_eq!(
-            DUPLICATE_DETECTION_WINDOW,
-            crate::emulator::servicebus::DUPLICATE_WINDOW
-        );
-    }
 }

@@ -1,15 +1,9 @@
 //! Everything that speaks HTTP to Azure: the ARM Compute client, credentials, and the Service Bus
 //! scheduler. Handlers see only the [`Arm`] and [`Scheduler`] traits defined here.
 
-pub mod client;
-pub mod credential;
 pub mod error;
-pub mod http;
 pub mod id;
-pub mod lro;
 pub mod models;
-pub mod operations;
-pub mod servicebus;
 
 pub use error::{ArmError, ErrorClass, SendError};
 pub use id::ResourceId;

@@ -1,4 +1,4 @@
-//! The policy's `drills` section: when restore drills run ([`crate::drill`]), how many VMs each
+//! The policy's `drills` section: when restore drills run (`vmrp::drill`), how many VMs each
 //! run drills, in which regions (`"local"`: the VM's own points; a region name: the copies there)
 //! and into which resource group (the only place drills write, and the only scope the drill role
 //! grants disk write/delete on). The coverage period is derived, not configured: a fleet of `F`
@@ -118,7 +118,7 @@ impl Drills {
     /// The stated coverage period for a fleet of `vms`: ⌈vms / vmsPerRun⌉ runs × the longest
     /// gap between runs.
     pub fn coverage_period(&self, vms: usize, from: OffsetDateTime) -> Option<Duration> {
-        let runs = crate::drill::runs_to_cover(vms, self.vms_per_run as usize);
+        let runs = runs_to_cover(vms, self.vms_per_run as usize);
         let gap = self.run_interval(from)?;
         Some(gap * (runs.min(i32::MAX as u64) as i32))
     }
@@ -245,6 +245,14 @@ fn human(d: Duration) -> String {
         parts.push(format!("{m} min"));
     }
     parts.join(" ")
+}
+
+/// How many runs cover every VM at least once: the period the policy states.
+pub fn runs_to_cover(vms: usize, per_run: usize) -> u64 {
+    if vms == 0 {
+        return 0;
+    }
+    vms.div_ceil(per_run.max(1)) as u64
 }
 
 #[cfg(test)]

@@ -50,8 +50,8 @@ pub use throttle::ThrottleConfig;
 
 use crate::azure::id::ResourceId;
 use crate::azure::models::{RestorePoint, RestorePointCollection, Tags, VirtualMachine};
-use crate::emulator::clock::VirtualClock;
-use crate::emulator::faults::{Dice, FaultConfig};
+use crate::clock::VirtualClock;
+use crate::faults::{Dice, FaultConfig};
 use routes::{Ctx, Query, Reply, Route};
 use state::{Phase, Store, VmRecord};
 use throttle::{Admission, OpClass, Throttle};

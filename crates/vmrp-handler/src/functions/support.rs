@@ -1010,7 +1010,7 @@ mod tuning_settings_tests {
         .unwrap_err();
         assert_eq!(e.setting, "VMRP_RESCHEDULE_CAP_SECS", "{e}");
         // Every setting the parser reads is in the documented table, with its default.
-        let docs = include_str!("../../docs/deploy.md");
+        let docs = include_str!("../../../../docs/deploy.md");
         for (name, _, default) in TUNING_SETTINGS {
             assert!(from(&[(name, default)]).is_ok(), "{name}={default}");
             assert!(

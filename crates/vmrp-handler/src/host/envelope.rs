@@ -577,7 +577,7 @@ mod tests {
     fn fast_parse_keeps_only_the_metadata_it_reads_and_decodes_the_same() {
         let payloads = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/reference/functions-custom-handler/payloads"
+            "/../../reference/functions-custom-handler/payloads"
         );
         let mut service_bus = 0;
         for name in [

@@ -30,7 +30,7 @@ use super::state::{
 };
 use crate::azure::id::ResourceId;
 use crate::azure::models::{CloudError, ConsistencyMode, Tags, API_VERSION};
-use crate::emulator::faults::Dice;
+use crate::faults::Dice;
 
 mod collections;
 mod operations;

@@ -313,7 +313,7 @@ fn re_put(store: &Store, ctx: &Ctx<'_>, existing: &PointRecord, input: &PointInp
     }
 }
 
-fn disk_facts(store: &Store, vm: &crate::emulator::arm::state::VmRecord) -> Vec<DiskFacts> {
+fn disk_facts(store: &Store, vm: &crate::arm::state::VmRecord) -> Vec<DiskFacts> {
     vm.typed()
         .disks()
         .into_iter()
@@ -360,7 +360,7 @@ fn same_disk(a: &str, b: &str) -> bool {
 fn local_disk_points(
     store: &Store,
     ctx: &Ctx<'_>,
-    vm: &crate::emulator::arm::state::VmRecord,
+    vm: &crate::arm::state::VmRecord,
     meta: &Value,
     disk_ids: Vec<String>,
     instant_access: bool,

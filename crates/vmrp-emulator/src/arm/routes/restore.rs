@@ -7,7 +7,7 @@
 //! 200 for each of them, and vmrp's client follows an operation URL only when one is sent.
 
 use super::*;
-use crate::emulator::arm::state::VmRecord;
+use crate::arm::state::VmRecord;
 
 /// The states of a disk restore point's snapshot in which it can be read (DiskRP's
 /// `snapshotAccessState` enum): only these may source a disk.
@@ -245,7 +245,7 @@ pub fn put_disk(
             "creationData": {"createOption": "Restore", "sourceResourceId": source},
             "diskState": "Unattached",
             "provisioningState": "Succeeded",
-            "timeCreated": crate::emulator::arm::fleet::rfc3339(ctx.now),
+            "timeCreated": crate::arm::fleet::rfc3339(ctx.now),
             "uniqueId": det_uuid(ctx.seed, &format!("disk/{id}")),
             "encryption": match &des {
                 Some(d) => json!({"type": "EncryptionAtRestWithCustomerKey", "diskEncryptionSetId": d}),
@@ -516,7 +516,7 @@ pub fn put_vm(
         },
         "networkProfile": body_doc["properties"]["networkProfile"],
         "provisioningState": "Succeeded",
-        "timeCreated": crate::emulator::arm::fleet::rfc3339(ctx.now),
+        "timeCreated": crate::arm::fleet::rfc3339(ctx.now),
     });
     for k in ["securityProfile", "diagnosticsProfile", "licenseType"] {
         if let Some(v) = body_doc["properties"].get(k).filter(|v| !v.is_null()) {

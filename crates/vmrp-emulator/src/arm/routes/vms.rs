@@ -58,7 +58,7 @@ pub fn vm_instance_view(store: &Store, id: &ResourceId, now: OffsetDateTime) -> 
         "osVersion": if linux { "24.04" } else { "Microsoft Windows NT 10.0.20348.0" },
         "vmAgent": {"vmAgentVersion": "2.7.41491.1102", "statuses": [{"code": "ProvisioningState/succeeded",
             "level": "Info", "displayStatus": "Ready", "message": "GuestAgent is running and processing the extensions.",
-            "time": crate::emulator::arm::fleet::rfc3339(now)}]},
+            "time": crate::arm::fleet::rfc3339(now)}]},
         "disks": disks,
         "hyperVGeneration": "V2",
         "isVMInStandbyPool": false,
