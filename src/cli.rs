@@ -73,12 +73,12 @@ pub async fn main() -> ExitCode {
             quiet_logging();
             finish("vmrp package", crate::package::run(args).await)
         }
-            Command::Emulate(args) => {
+        Command::Emulate(args) => {
             crate::logging::init_stderr();
             finish("vmrp emulate", crate::emulator::cli::run(args).await)
         }
-            Command::Local(args) => finish("vmrp local", crate::local::run(args).await),
-            Command::Bench(args) => {
+        Command::Local(args) => finish("vmrp local", crate::local::run(args).await),
+        Command::Bench(args) => {
             quiet_logging();
             finish("vmrp bench", crate::bench::run(args).await)
         }

@@ -1031,7 +1031,10 @@ mod tests {
     #[test]
     fn release_binary_path_follows_cargo_layout() {
         let dir = Path::new("/t");
-        assert_eq!(release_binary_path(dir, None), Path::new("/t/release/vmrp-handler"));
+        assert_eq!(
+            release_binary_path(dir, None),
+            Path::new("/t/release/vmrp-handler")
+        );
         assert_eq!(
             release_binary_path(dir, Some("x86_64-unknown-linux-gnu")),
             Path::new("/t/x86_64-unknown-linux-gnu/release/vmrp-handler")

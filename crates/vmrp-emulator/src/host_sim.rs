@@ -2484,7 +2484,10 @@ mod tests {
     use std::collections::BTreeSet;
     use time::macros::datetime;
 
-    const FIXTURE_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/functions-app");
+    const FIXTURE_APP: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/functions-app"
+    );
     const PAYLOADS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../reference/functions-custom-handler/payloads"

@@ -805,7 +805,10 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, handler).await });
 
         let emu = start(EmulatorConfig::default()).await.unwrap();
-        let app_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/functions-app");
+        let app_root = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/functions-app"
+        );
         let mut settings = emu.handler_settings(BusAuth::Sas);
         settings.insert("VMRP_SCHEDULE".into(), "0 0 3 1 1 *".into());
         emu.start_host_sim(HostSimConfig {

@@ -9,11 +9,9 @@
 
 /// Everything that speaks HTTP to Azure (vmrp-azure, with vmrp-core's wire types).
 pub use vmrp_azure as azure;
+pub use vmrp_core::{events, invocation, messages, names, plan, policy, poll, retention, schedule};
 #[cfg(test)]
 use vmrp_testing as testing;
-pub use vmrp_core::{
-    events, invocation, messages, names, plan, policy, poll, retention, schedule,
-};
 
 /// Settings from the environment → handler dependencies.
 pub mod config;

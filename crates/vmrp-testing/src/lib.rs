@@ -5,9 +5,9 @@
 //! The fakes live in `fakes.rs`, written against `crate::azure`, `crate::policy`, ... so that
 //! vmrp-core's own unit tests can compile the same file (see vmrp-core's `lib.rs`).
 
-use vmrp_core::{azure, messages, policy};
 #[cfg(test)]
 use vmrp_core::names;
+use vmrp_core::{azure, messages, policy};
 
 mod fakes;
 pub use fakes::*;
