@@ -587,7 +587,7 @@ mod tests {
             copy_to: vec!["westus2".into()],
             source: Some(vm.clone()),
             target_region: Some("westus2".into()),
-            prune_again: 0,
+            prune_again: 1,
         };
         let cases = [
             (
