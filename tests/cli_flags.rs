@@ -1313,7 +1313,7 @@ fn package_build_flags() {
     std::fs::create_dir_all(&triple_bin).unwrap();
     let mut marked = std::fs::read(SMALL_ELF).unwrap();
     marked.extend_from_slice(b"TRIPLE");
-    std::fs::write(triple_bin.join("vmrp"), &marked).unwrap();
+    std::fs::write(triple_bin.join("vmrp-handler"), &marked).unwrap();
     let out = dir.path().join("out3");
     let (code, _, stderr) = package(&["--no-build", "--target", triple], out.to_str().unwrap());
     assert_eq!(code, Some(0), "{stderr}");
