@@ -20,10 +20,10 @@ fi
 
 # The deploy build (what ships) is measured for size only; it goes to its own target dir so it
 # does not evict the default-feature build the harness runs.
-echo "bench: cargo build --release --no-default-features (deploy build, for its size)" >&2
-cargo build --release --quiet --no-default-features --target-dir target/deploy
-deploy="target/deploy/release/vmrp"
-stripped="target/deploy/vmrp.stripped"
+echo "bench: cargo build --release -p vmrp-handler (deploy build, for its size)" >&2
+cargo build --release --quiet -p vmrp-handler --bin vmrp-handler --target-dir target/deploy
+deploy="target/deploy/release/vmrp-handler"
+stripped="target/deploy/vmrp-handler.stripped"
 cp "$deploy" "$stripped"
 strip "$stripped" 2>/dev/null || echo "bench: strip not found; sizing the unstripped binary" >&2
 

@@ -14,13 +14,10 @@ export VMRP_OAV="$TOOLS/oav/node_modules/.bin/oav"
 # Tests that validate traffic with oav fail, not skip, when it is missing.
 export VMRP_REQUIRE_OAV=1
 
-# Includes the CI-sized soak (tests/chaos.rs) and a whole scenario's ARM traffic checked by oav
-# (tests/e2e_cli.rs).
-cargo test ${CARGO_TEST_FLAGS:-} --all-targets
-
-# The deploy build (no emulator): its unit tests; infra/tests/check_deploy_build.sh below builds
-# and checks its binary.
-cargo test ${CARGO_TEST_FLAGS:-} --no-default-features --lib
+# Every crate of the workspace (the deploy binary's, crates/vmrp-handler, included). Includes the
+# CI-sized soak (tests/chaos.rs) and a whole scenario's ARM traffic checked by oav
+# (tests/e2e_cli.rs); infra/tests/check_deploy_build.sh below builds and checks the deploy binary.
+cargo test ${CARGO_TEST_FLAGS:-} --workspace --all-targets
 
 # The client's requests and the official examples' responses, recorded, checked against the swagger
 # (the emulator's own recorded traffic is checked inside its test suite with the same oav).

@@ -57,7 +57,7 @@ pub struct BenchArgs {
     /// Cold-start runs per handler (default 10; --quick 5); memory/CPU runs are half that (≥ 1).
     #[arg(long)]
     pub runs: Option<usize>,
-    /// The stripped deploy binary (`cargo build --release --no-default-features`) to size.
+    /// The stripped deploy binary (`cargo build --release -p vmrp-handler`) to size.
     #[arg(long)]
     pub deploy_binary: Option<PathBuf>,
     /// The vmrp handler binary (default: this executable).

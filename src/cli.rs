@@ -32,13 +32,10 @@ pub enum Command {
     /// Assemble the deployable Functions package (host.json, function folders, the binary).
     Package(crate::package::PackageArgs),
     /// Run an emulated Azure (ARM, Service Bus, managed identity, Functions host) on 127.0.0.1.
-    #[cfg(feature = "emulator")]
     Emulate(crate::emulator::cli::EmulateArgs),
     /// See it work: emulator + Functions host simulation + this handler, a fleet, a few ticks.
-    #[cfg(feature = "emulator")]
     Local(crate::local::LocalArgs),
     /// Benchmarks: vmrp beside a Python SDK peer on the emulator (see docs/bench.md).
-    #[cfg(feature = "emulator")]
     Bench(crate::bench::BenchArgs),
 }
 
@@ -76,14 +73,11 @@ pub async fn main() -> ExitCode {
             quiet_logging();
             finish("vmrp package", crate::package::run(args).await)
         }
-        #[cfg(feature = "emulator")]
         Command::Emulate(args) => {
             crate::logging::init_stderr();
             finish("vmrp emulate", crate::emulator::cli::run(args).await)
         }
-        #[cfg(feature = "emulator")]
         Command::Local(args) => finish("vmrp local", crate::local::run(args).await),
-        #[cfg(feature = "emulator")]
         Command::Bench(args) => {
             quiet_logging();
             finish("vmrp bench", crate::bench::run(args).await)

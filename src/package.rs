@@ -21,6 +21,9 @@ use crate::functions;
 
 /// The file name the package gives the handler; `host.json` must start this.
 pub const BINARY_NAME: &str = "vmrp";
+/// The deploy binary's package and binary (crates/vmrp-handler): the handler without the
+/// emulator, the fakes or the ops tools, by construction. The package ships it as [`BINARY_NAME`].
+pub const DEPLOY_BIN: &str = "vmrp-handler";
 /// The file every package writes, listing the package's files; only a folder whose content
 /// this lists (and nothing else) is replaced by a later package.
 pub const MARKER: &str = ".vmrp-package";
@@ -40,11 +43,11 @@ pub struct PackageArgs {
     #[arg(long)]
     pub zip: bool,
     /// The handler binary to package (an executable ELF file). Default: build it with
-    /// `cargo build --release --no-default-features --target-dir target/deploy` (the deploy
-    /// build, without the emulator, kept apart from target/release).
+    /// `cargo build --release -p vmrp-handler --bin vmrp-handler --target-dir target/deploy`
+    /// (the deploy build, without the emulator, kept apart from target/release).
     #[arg(long)]
     pub binary: Option<PathBuf>,
-    /// Do not build: package --binary, or the existing deploy build target/deploy/release/vmrp.
+    /// Do not build: package --binary, or the existing deploy build target/deploy/release/vmrp-handler.
     #[arg(long)]
     pub no_build: bool,
     /// Target triple to build for (e.g. x86_64-unknown-linux-gnu); default: the host's.
@@ -99,14 +102,13 @@ pub struct PackageReport {
     pub binary_bytes: u64,
 }
 
-/// The `cargo` arguments of the deploy build: release, emulator left out, into `target_dir`
+/// The `cargo` arguments of the deploy build: release, the handler crate only, into `target_dir`
 /// (the deploy folder, see [`deploy_target_dir`]).
 pub fn deploy_build_args(target: Option<&str>, target_dir: &Path) -> Vec<String> {
-    let mut args: Vec<String> = ["build", "--release", "--no-default-features", "--bin"]
+    let mut args: Vec<String> = ["build", "--release", "-p", DEPLOY_BIN, "--bin", DEPLOY_BIN]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    args.push(BINARY_NAME.to_string());
     args.push("--target-dir".to_string());
     args.push(target_dir.display().to_string());
     if let Some(target) = target {
@@ -122,7 +124,7 @@ pub fn release_binary_path(target_dir: &Path, target: Option<&str>) -> PathBuf {
     if let Some(target) = target {
         path.push(target);
     }
-    path.join("release").join(BINARY_NAME)
+    path.join("release").join(DEPLOY_BIN)
 }
 
 /// `vmrp package`.
@@ -987,16 +989,17 @@ mod tests {
     }
 
     #[test]
-    fn the_deploy_build_leaves_out_default_features() {
+    fn the_deploy_build_is_the_handler_crate() {
         let cases: [(Option<&str>, &[&str]); 2] = [
             (
                 None,
                 &[
                     "build",
                     "--release",
-                    "--no-default-features",
+                    "-p",
+                    "vmrp-handler",
                     "--bin",
-                    "vmrp",
+                    "vmrp-handler",
                 ],
             ),
             (
@@ -1004,9 +1007,10 @@ mod tests {
                 &[
                     "build",
                     "--release",
-                    "--no-default-features",
+                    "-p",
+                    "vmrp-handler",
                     "--bin",
-                    "vmrp",
+                    "vmrp-handler",
                     "--target",
                     "x86_64-unknown-linux-gnu",
                 ],
@@ -1027,10 +1031,13 @@ mod tests {
     #[test]
     fn release_binary_path_follows_cargo_layout() {
         let dir = Path::new("/t");
-        assert_eq!(release_binary_path(dir, None), Path::new("/t/release/vmrp"));
+        assert_eq!(
+            release_binary_path(dir, None),
+            Path::new("/t/release/vmrp-handler")
+        );
         assert_eq!(
             release_binary_path(dir, Some("x86_64-unknown-linux-gnu")),
-            Path::new("/t/x86_64-unknown-linux-gnu/release/vmrp")
+            Path::new("/t/x86_64-unknown-linux-gnu/release/vmrp-handler")
         );
     }
 
@@ -1057,7 +1064,7 @@ mod tests {
         );
         assert_eq!(
             release_binary_path(&deploy_target_dir(Path::new("/repo/target")), None),
-            Path::new("/repo/target/deploy/release/vmrp")
+            Path::new("/repo/target/deploy/release/vmrp-handler")
         );
     }
 
@@ -1068,7 +1075,7 @@ mod tests {
         fs::create_dir_all(target_dir.join("release")).unwrap();
         let mut build = elf_header();
         build.extend_from_slice(b"release build");
-        fs::write(target_dir.join("release").join("vmrp"), &build).unwrap();
+        fs::write(target_dir.join("release").join(DEPLOY_BIN), &build).unwrap();
         let args = PackageArgs {
             out: root.path().join("out"),
             zip: false,

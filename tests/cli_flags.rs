@@ -1264,7 +1264,7 @@ fn package_build_flags() {
     std::fs::write(
         &fake_cargo,
         format!(
-            "#!/bin/sh\necho \"$@\" > {args}\nwhile [ \"$1\" != \"--target-dir\" ]; do shift; done\nmkdir -p \"$2/release\" && cp {SMALL_ELF} \"$2/release/vmrp\"\n",
+            "#!/bin/sh\necho \"$@\" > {args}\nwhile [ \"$1\" != \"--target-dir\" ]; do shift; done\nmkdir -p \"$2/release\" && cp {SMALL_ELF} \"$2/release/vmrp-handler\"\n",
             args = args_file.display()
         ),
     )
@@ -1291,7 +1291,7 @@ fn package_build_flags() {
     let cargo_args = std::fs::read_to_string(&args_file).unwrap();
     assert!(
         cargo_args.contains(&format!("--target-dir {}/deploy", target_dir.display()))
-            && cargo_args.contains("--no-default-features"),
+            && cargo_args.contains("-p vmrp-handler --bin vmrp-handler"),
         "{cargo_args}"
     );
     assert!(
@@ -1313,7 +1313,7 @@ fn package_build_flags() {
     std::fs::create_dir_all(&triple_bin).unwrap();
     let mut marked = std::fs::read(SMALL_ELF).unwrap();
     marked.extend_from_slice(b"TRIPLE");
-    std::fs::write(triple_bin.join("vmrp"), &marked).unwrap();
+    std::fs::write(triple_bin.join("vmrp-handler"), &marked).unwrap();
     let out = dir.path().join("out3");
     let (code, _, stderr) = package(&["--no-build", "--target", triple], out.to_str().unwrap());
     assert_eq!(code, Some(0), "{stderr}");

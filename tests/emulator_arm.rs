@@ -1,7 +1,6 @@
 //! The ARM emulator over real HTTP on 127.0.0.1: every official example replayed, each platform
 //! rule and fault kind enforced, throttling, paging, seeding, and recorded traffic validated
 //! with oav (when `VMRP_OAV` points at an oav 4.0.3 binary).
-#![cfg(feature = "emulator")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -77,7 +77,7 @@ fn every_routed_function_has_a_matching_function_json() {
     // The retries must end well before the next tick (the schedule is hours apart).
     assert_eq!(timer["retry"]["maximumInterval"], "00:05:00");
     // The drill timer has its own schedule setting (the policy's drills.schedule); a retried
-    // run drills the same VMs into the same disk names (src/functions/run_restore_drills.rs).
+    // run drills the same VMs into the same disk names (crates/vmrp-handler/src/functions/run_restore_drills.rs).
     let drills = read("functions/RunRestoreDrills/function.json");
     assert_eq!(drills["bindings"][0]["type"], "timerTrigger");
     assert_eq!(drills["bindings"][0]["schedule"], "%VMRP_DRILL_SCHEDULE%");

@@ -69,7 +69,7 @@ fn nothing_reads_the_folder_beside_the_repository() {
     let needle = format!("{}/{}", "..", "shared");
     let mut files = vec![Path::new(ROOT).join("README.md")];
     for dir in [
-        "src", "tests", "scripts", "bench", "infra", "fuzz", "docs", "examples",
+        "src", "crates", "tests", "scripts", "bench", "infra", "fuzz", "docs", "examples",
     ] {
         files_below(&Path::new(ROOT).join(dir), &mut files);
     }

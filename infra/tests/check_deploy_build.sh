@@ -1,46 +1,66 @@
 #!/usr/bin/env bash
-# Checks that the deploy build (`cargo build --release --no-default-features`) leaves out the
-# emulator, in two ways:
-#   1. feature graph (no build needed): without default features nothing turns on vmrp's
-#      `emulator` feature; with them it is on (the control, so the check cannot pass vacuously);
-#   2. the binary (built here when no path is given): strings only the emulator contains are absent from the deploy
-#      binary, and its --help lists no emulator command. If the default build is at hand and
-#      contains those strings, that is reported as the control.
+# Checks that the deploy binary (crates/vmrp-handler, `cargo build --release -p vmrp-handler`)
+# leaves out the emulator, the fakes and the ops tools, in two ways:
+#   1. dependency graph (no build needed): `cargo tree -p vmrp-handler -e normal` names none of
+#      FORBIDDEN; the control: the ops package's graph (`cargo tree -p vmrp -e normal,dev`) names
+#      every one of them, so a renamed crate or a broken `cargo tree` cannot let the check pass
+#      vacuously;
+#   2. the binary (built here when no path is given): strings only the emulator contains are
+#      absent from the deploy binary, and its --help lists no emulator or ops command. If the
+#      default build is at hand and contains those strings, that is reported as the control.
 # Usage: infra/tests/check_deploy_build.sh [DEPLOY_BIN] [DEFAULT_BIN]
-#   DEPLOY_BIN   default target/deploy/release/vmrp (where `vmrp package` builds it), built first (a given path that is missing fails)
+#   DEPLOY_BIN   default target/deploy/release/vmrp-handler (where `vmrp package` builds it),
+#                built first (a given path that is missing fails)
 #   DEFAULT_BIN  default target/debug/vmrp
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DEPLOY_BIN="${1:-target/deploy/release/vmrp}"
+DEPLOY_BIN="${1:-target/deploy/release/vmrp-handler}"
 DEFAULT_BIN="${2:-target/debug/vmrp}"
-# Literals that live only in src/emulator (control routes, fault-file errors).
+# Crates the deploy binary must not link: the emulator, the fakes, the ops package, bench
+# (procfs), tables, progress bars, packaging (zip), property tests. Not (yet) listed: toml (the
+# handler reads VMRP_POLICY_FILE=*.toml, docs/policy.md) and rand_chacha (rand's ThreadRng,
+# behind the retry jitter): issue 17's later phases.
+FORBIDDEN=(vmrp vmrp-emulator vmrp-testing procfs indicatif comfy-table zip proptest)
+# Literals that live only in crates/vmrp-emulator (control routes, fault-file errors).
 MARKERS=("/_emulator/" "invalid faults file")
 
 fail() { echo "check_deploy_build: FAIL: $*" >&2; exit 1; }
 
-features_with() { cargo tree --offline -e features -i vmrp "$@" 2>/dev/null || cargo tree -e features -i vmrp "$@"; }
-features_with | grep -q 'vmrp feature "emulator"' \
-  || fail "control: the default build does not enable the emulator feature (did its name change?)"
-if features_with --no-default-features | grep -q 'vmrp feature "emulator"'; then
-  fail "the deploy build (--no-default-features) still enables the emulator feature"
-fi
-echo "check_deploy_build: feature graph ok (emulator on by default, off in the deploy build)"
+# Crate names of a package's graph, one a line.
+crates_of() {
+  local out
+  out="$(cargo tree --offline "$@" --prefix none 2>/dev/null || cargo tree "$@" --prefix none)" \
+    || fail "cargo tree $* failed"
+  sed -E 's/ v[0-9].*//' <<<"$out" | sort -u
+}
+deploy_graph="$(crates_of -p vmrp-handler -e normal)"
+ops_graph="$(crates_of -p vmrp -e normal,dev)"
+grep -qx vmrp-handler <<<"$deploy_graph" || fail "control: vmrp-handler's graph does not name vmrp-handler"
+for crate in "${FORBIDDEN[@]}"; do
+  grep -qx -- "$crate" <<<"$ops_graph" \
+    || fail "control: the ops package's graph has no $crate (renamed? then update FORBIDDEN)"
+  if grep -qx -- "$crate" <<<"$deploy_graph"; then
+    fail "the deploy binary's graph (cargo tree -p vmrp-handler -e normal) contains $crate"
+  fi
+done
+echo "check_deploy_build: dependency graph ok (vmrp-handler has none of ${FORBIDDEN[*]}; the ops package has all)"
 
 if [[ $# -eq 0 ]]; then
   # The default path: (re)build it, so the binary checked is this tree's deploy build; a no-op
   # when it is up to date. Never skipped: a check that passes without its subject proves nothing.
-  cargo build --offline --release --no-default-features --bin vmrp --target-dir target/deploy 2>/dev/null \
-    || cargo build --release --no-default-features --bin vmrp --target-dir target/deploy
+  cargo build --offline --release -p vmrp-handler --bin vmrp-handler --target-dir target/deploy 2>/dev/null \
+    || cargo build --release -p vmrp-handler --bin vmrp-handler --target-dir target/deploy
 fi
-[[ -f "$DEPLOY_BIN" ]] || fail "$DEPLOY_BIN does not exist (cargo build --release --no-default-features)"
+[[ -f "$DEPLOY_BIN" ]] || fail "$DEPLOY_BIN does not exist (cargo build --release -p vmrp-handler)"
 for marker in "${MARKERS[@]}"; do
   if grep -aqF -- "$marker" "$DEPLOY_BIN"; then
     fail "$DEPLOY_BIN contains emulator-only text: $marker"
   fi
 done
-if "$DEPLOY_BIN" --help 2>&1 | grep -qiE '^\s+(emulate|local)\b'; then
-  fail "$DEPLOY_BIN --help lists an emulator command"
+if "$DEPLOY_BIN" --help 2>&1 | grep -qiE '^\s+(emulate|local|bench|package|plan|status)\b'; then
+  fail "$DEPLOY_BIN --help lists an emulator or ops command"
 fi
+"$DEPLOY_BIN" --help 2>&1 | grep -qiE '^\s+serve\b' || fail "$DEPLOY_BIN --help lists no serve command"
 echo "check_deploy_build: $DEPLOY_BIN ($(stat -c %s "$DEPLOY_BIN") bytes) has no emulator text or command"
 
 if [[ -f "$DEFAULT_BIN" ]]; then

@@ -409,7 +409,8 @@ def test_azure_yaml_deploys_the_packaged_zip_built_without_the_emulator():
     assert service["language"] == "custom"
     assert service["dist"].endswith(".zip")
     hooks = json.dumps(service["hooks"])
-    assert "--no-default-features" in hooks
+    # The deploy binary is the handler crate's (crates/vmrp-handler: no emulator by construction).
+    assert "-p vmrp-handler" in hooks
     assert "package" in hooks
 
 

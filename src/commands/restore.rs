@@ -15,9 +15,11 @@ use serde_json::Value;
 
 use crate::azure::client::{ArmClient, ArmOperation, DEFAULT_ENDPOINT, DISKS_API_VERSION};
 use crate::azure::models::API_VERSION;
-use crate::azure::{Arm, ResourceId};
+use crate::azure::ResourceId;
 use crate::policy::regions::{canonical_region, same_region};
-use crate::restore::{self, Call, CallKind, Mode, Options, PointFacts, Selector};
+use crate::restore::{
+    self, points_in_region, same_id, Call, CallKind, Mode, Options, PointFacts, Selector,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
@@ -269,64 +271,6 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Every restore point of `vm` in `region`, read with its instance view: from the VM's own
-/// collections (`source.id` = the VM) there, or from copies of them (`source.id` = one of its
-/// collections). Works when the VM itself is gone.
-pub async fn points_in_region(
-    client: &dyn Arm,
-    vm_id: &ResourceId,
-    region: &str,
-) -> Result<Vec<crate::azure::models::RestorePoint>, String> {
-    let collections = client
-        .list_collections(vm_id.subscription())
-        .await
-        .map_err(failed("listing restore point collections"))?;
-    let local: Vec<String> = collections
-        .iter()
-        .filter(|c| c.source_id().is_some_and(|s| same_id(s, vm_id.as_str())))
-        .filter_map(|c| c.id.clone())
-        .collect();
-    let mut points = Vec::new();
-    for c in &collections {
-        let Some(cid) = c.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
-            continue;
-        };
-        let mine = local.iter().any(|l| same_id(l, cid.as_str()))
-            || c.source_id()
-                .is_some_and(|s| local.iter().any(|l| same_id(l, s)));
-        let here = c
-            .location
-            .as_deref()
-            .is_some_and(|l| same_region(l, region));
-        if !mine || !here {
-            continue;
-        }
-        let full = client
-            .get_collection(&cid, true)
-            .await
-            .map_err(failed("reading a restore point collection"))?
-            .unwrap_or_else(|| c.clone());
-        for p in full.restore_points() {
-            let Some(pid) = p.id.as_deref().and_then(|i| ResourceId::parse(i).ok()) else {
-                continue;
-            };
-            if let Some(detail) = client
-                .get_restore_point(&pid, true)
-                .await
-                .map_err(failed("reading a restore point"))?
-            {
-                points.push(detail);
-            }
-        }
-    }
-    Ok(points)
-}
-
-fn same_id(a: &str, b: &str) -> bool {
-    a.trim_start_matches('/')
-        .eq_ignore_ascii_case(b.trim_start_matches('/'))
 }
 
 fn print_json(outcome: &Outcome) -> Result<(), String> {
