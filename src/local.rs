@@ -1454,10 +1454,14 @@ fn handler_lag(clock: &VirtualClock, bus: &ServiceBus, sim: &HostSim) -> Handler
     // A tick's planning runs in PlanRestorePoints (rp-plan) after the timer's fan-out: a timer
     // run or a plan message queued or being handled is real work that must cost the tick's
     // window what it would cost in Azure ([`PLANNING_SPEED`]).
+    // Only a plan being handled or due now: a replan scheduled for later (after an outage's
+    // 503s) is not planning, and the clock must carry the outage at its usual pace.
+    let now = clock.now();
     if sim.timers_in_flight() > 0
-        || bus
-            .messages(Queue::Plan.name())
-            .is_ok_and(|m| !m.is_empty())
+        || bus.messages(Queue::Plan.name()).is_ok_and(|m| {
+            m.iter()
+                .any(|m| m.lock_token.is_some() || m.available_at <= now)
+        })
     {
         return HandlerLag::Planning;
     }
