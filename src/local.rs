@@ -1410,7 +1410,7 @@ pub const ALLOWED_LAG: time::Duration = time::Duration::minutes(5);
 /// How often the governor looks.
 const GOVERNOR_PERIOD: Duration = Duration::from_millis(25);
 /// The clock's speed while a tick is being planned (a timer run, or a PlanRestorePoints message
-/// queued or being handled): real time. Planning is seconds to a minute of real work (listings
+/// due or being handled): real time. Planning is seconds to a minute of real work (listings
 /// with their pauses, up to `coverage_max_reads` coverage reads, 8 at a time), which in Azure
 /// costs that many seconds of the tick's window. At `speed / 40` (60× for the soak's 2400×) a
 /// 40-s plan of 2,000 VMs cost 40 virtual minutes: it passed the host's functionTimeout
@@ -1452,7 +1452,7 @@ pub fn governed_speed(current: f64, target: f64, slowest: f64, behind: bool) -> 
 /// How the handler stands right now (see the module doc).
 fn handler_lag(clock: &VirtualClock, bus: &ServiceBus, sim: &HostSim) -> HandlerLag {
     // A tick's planning runs in PlanRestorePoints (rp-plan) after the timer's fan-out: a timer
-    // run or a plan message queued or being handled is real work that must cost the tick's
+    // run or a plan message due or being handled is real work that must cost the tick's
     // window what it would cost in Azure ([`PLANNING_SPEED`]).
     // Only a plan being handled or due now: a replan scheduled for later (after an outage's
     // 503s) is not planning, and the clock must carry the outage at its usual pace.
