@@ -10,9 +10,11 @@
 //! real millisecond the handler spends is seconds of virtual time: a 500-VM fleet on a debug
 //! build fell days behind (polls delivered 60 virtual hours late, creates landing on the next
 //! tick), which real Azure Functions, whose handler is just as fast in real seconds, never sees.
-//! So while the handler is behind — a due message waits for a receiver, a timer run is going,
-//! or the handler is restarting — the clock slows down (to `speed / 40` at the slowest), and it
-//! speeds up again once the handler has caught up ([`governed_speed`]). Idle stretches (copies
+//! So while the handler is behind — a due message waits for a receiver, or the handler is
+//! restarting — the clock slows down (to `speed / 40` at the slowest), while a tick is planned
+//! (a timer run, a PlanRestorePoints message) to real time ([`PLANNING_SPEED`]: planning costs
+//! the tick's window its real seconds, as in Azure), and it speeds up again once the handler
+//! has caught up ([`governed_speed`]). Idle stretches (copies
 //! replicating, hours between ticks) still pass at full speed.
 
 use crate::policy::regions::{canonical_region, known_region, same_region};
@@ -1524,6 +1526,34 @@ const SLOWEST_FRACTION: f64 = 1.0 / 40.0;
 pub const ALLOWED_LAG: time::Duration = time::Duration::minutes(5);
 /// How often the governor looks.
 const GOVERNOR_PERIOD: Duration = Duration::from_millis(25);
+/// The clock's speed while a tick is being planned (a timer run, or a PlanRestorePoints message
+/// due or being handled): real time. Planning is seconds to a minute of real work (listings
+/// with their pauses, up to `coverage_max_reads` coverage reads, 8 at a time), which in Azure
+/// costs that many seconds of the tick's window. At `speed / 40` (60× for the soak's 2400×) a
+/// 40-s plan of 2,000 VMs cost 40 virtual minutes: it passed the host's functionTimeout
+/// (10 virtual minutes, once 30 real seconds had passed too), was timed out, its instance
+/// restarted, the message redelivered, again and again, and the tick's plan ran after the
+/// supersede cut-off or never (bench.md, "Correct at scale (session 5)").
+pub const PLANNING_SPEED: f64 = 1.0;
+
+/// How the handler stands, for the governor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerLag {
+    /// Nothing due waits: the clock may run at the scenario's speed.
+    UpToDate,
+    /// A due message waits, or an instance is restarting: slow down to `speed / 40`.
+    Behind,
+    /// A tick is being planned: slow down to [`PLANNING_SPEED`].
+    Planning,
+}
+
+/// The slowest the governor lets the clock run for `lag`, given the scenario's speed.
+pub fn governor_floor(target: f64, lag: HandlerLag) -> f64 {
+    match lag {
+        HandlerLag::Planning => PLANNING_SPEED.min(target),
+        HandlerLag::UpToDate | HandlerLag::Behind => (target * SLOWEST_FRACTION).max(1.0),
+    }
+}
 
 /// The next clock speed: halve while the handler is behind (down to `slowest`), grow by half
 /// while it keeps up (up to `target`).
@@ -1536,24 +1566,34 @@ pub fn governed_speed(current: f64, target: f64, slowest: f64, behind: bool) -> 
     }
 }
 
-/// Whether the handler is behind right now (see the module doc).
-fn handler_behind(clock: &VirtualClock, bus: &ServiceBus, sim: &HostSim) -> bool {
-    if sim.timers_in_flight() > 0 || sim.handler_state() != HandlerState::Ready {
-        return true;
-    }
-    // A tick's planning runs in PlanRestorePoints (rp-plan), not in the timer invocation: a
-    // plan message queued or being handled is the same seconds of real work (listings,
-    // coverage reads), which must not become hours of virtual time either.
-    if bus
-        .messages(Queue::Plan.name())
-        .is_ok_and(|m| !m.is_empty())
+/// How the handler stands right now (see the module doc).
+fn handler_lag(clock: &VirtualClock, bus: &ServiceBus, sim: &HostSim) -> HandlerLag {
+    // A tick's planning runs in PlanRestorePoints (rp-plan) after the timer's fan-out: a timer
+    // run or a plan message due or being handled is real work that must cost the tick's
+    // window what it would cost in Azure ([`PLANNING_SPEED`]).
+    // Only a plan being handled or due now: a replan scheduled for later (after an outage's
+    // 503s) is not planning, and the clock must carry the outage at its usual pace.
+    let now = clock.now();
+    if sim.timers_in_flight() > 0
+        || bus.messages(Queue::Plan.name()).is_ok_and(|m| {
+            m.iter()
+                .any(|m| m.lock_token.is_some() || m.available_at <= now)
+        })
     {
-        return true;
+        return HandlerLag::Planning;
+    }
+    if sim.handler_state() != HandlerState::Ready {
+        return HandlerLag::Behind;
     }
     let since = clock.now() - ALLOWED_LAG;
-    Queue::ALL
+    if Queue::ALL
         .iter()
         .any(|q| bus.waiting_since(q.name(), since) > 0)
+    {
+        HandlerLag::Behind
+    } else {
+        HandlerLag::UpToDate
+    }
 }
 
 /// Runs [`governed_speed`] on the clock until aborted.
@@ -1564,13 +1604,13 @@ fn spawn_governor(
 ) -> tokio::task::JoinHandle<()> {
     let (clock, bus, sim) = (emulator.clock.clone(), emulator.bus.clone(), sim.clone());
     let target = scenario.speed;
-    let slowest = (target * SLOWEST_FRACTION).max(1.0);
     tokio::spawn(async move {
         let mut speed = target;
         loop {
             tokio::time::sleep(GOVERNOR_PERIOD).await;
-            let behind = handler_behind(&clock, &bus, &sim);
-            let next = governed_speed(speed, target, slowest, behind);
+            let lag = handler_lag(&clock, &bus, &sim);
+            let slowest = governor_floor(target, lag);
+            let next = governed_speed(speed, target, slowest, lag != HandlerLag::UpToDate);
             if next != speed {
                 clock.set_speed(next);
                 speed = next;
@@ -2482,6 +2522,46 @@ mod tests {
         }
         // A floor above the target never speeds the clock up past the target.
         assert_eq!(governed_speed(10.0, 10.0, 60.0, true), 10.0);
+    }
+
+    /// Regression (the 2,000-VM soak's 08:00 tick, all left out): the governor slowed the
+    /// clock to `speed / 40` whatever the handler was doing, so a plan taking 40 real seconds
+    /// (listings and coverage reads at 2,000 VMs on a loaded machine) cost 40 virtual minutes
+    /// at 2400×: past functionTimeout (timed out, restarted, redelivered) and past most of the
+    /// tick's window. While a tick is planned the clock now runs at real time.
+    #[test]
+    fn a_plan_costs_the_tick_its_real_time_not_forty_times_more() {
+        // (target, lag) → floor
+        let table = [
+            (2400.0, HandlerLag::Planning, PLANNING_SPEED),
+            (2400.0, HandlerLag::Behind, 60.0),
+            (2400.0, HandlerLag::UpToDate, 60.0),
+            (10.0, HandlerLag::Behind, 1.0),
+            (0.5, HandlerLag::Planning, 0.5),
+        ];
+        for (target, lag, floor) in table {
+            assert_eq!(governor_floor(target, lag), floor, "{target} {lag:?}");
+        }
+        // The governor's loop over a 40-s plan at 2400×: the virtual time it lets pass.
+        let plan_real_s = 40.0;
+        let period = GOVERNOR_PERIOD.as_secs_f64();
+        let (mut speed, mut virtual_s) = (2400.0, 0.0);
+        for _ in 0..(plan_real_s / period) as usize {
+            speed = governed_speed(
+                speed,
+                2400.0,
+                governor_floor(2400.0, HandlerLag::Planning),
+                true,
+            );
+            virtual_s += speed * period;
+        }
+        // The slowdown's first periods (halving from 2400×) cost about a minute; then real time.
+        assert!(
+            virtual_s < 3.0 * 60.0,
+            "a 40-s plan cost {virtual_s:.0} virtual seconds"
+        );
+        // functionTimeout (10 virtual minutes) is not reached by a plan shorter than that.
+        assert!(virtual_s < 600.0);
     }
 
     #[test]

@@ -537,6 +537,7 @@ async fn a_collection_the_listing_shows_missing_is_not_taken_from_the_cache() {
                 vm: built.clone(),
                 disks: Vec::new(),
                 collection: Some(collection),
+                planned_for: None,
             })
         }),
     };

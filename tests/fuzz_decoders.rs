@@ -159,6 +159,7 @@ fn listed() -> impl Strategy<Value = ListedVm> {
                 vm: b.build(),
                 disks: infos,
                 collection,
+                planned_for: None,
             }
         })
 }

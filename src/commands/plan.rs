@@ -291,6 +291,7 @@ fn tick_left_out(
                     vm: vm.vm.clone(),
                     disks: vm_disks,
                     collection: Some(collection),
+                    planned_for: None,
                 }),
             })
         })

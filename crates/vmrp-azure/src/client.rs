@@ -1005,6 +1005,17 @@ impl Arm for ArmClient {
             .unwrap_or_default()
     }
 
+    fn debit(&self, subscription: &str, reads: u32, writes: u32, deletes: u32) {
+        if let Ok(mut b) = self.inner.rate_limits.lock() {
+            if let Some(limits) = b
+                .by_subscription
+                .get_mut(&subscription.to_ascii_lowercase())
+            {
+                limits.debit(reads, writes, deletes);
+            }
+        }
+    }
+
     fn rate_limits_for(&self, subscription: &str) -> RateLimits {
         self.inner
             .rate_limits

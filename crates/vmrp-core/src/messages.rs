@@ -84,6 +84,16 @@ pub struct ListedVm {
     /// The VM's local collection as the collection listing showed it; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<CollectionSeen>,
+    /// When the plan scheduled this create (its message's `ScheduledEnqueueTimeUtc`): the
+    /// plan's pacing holds only while creates run at their slots. One handled well after its
+    /// slot (handlers catching up a backlog) runs together with the creates planned after it,
+    /// so it paces itself from ARM's readings like any other create. Absent: not planned.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub planned_for: Option<OffsetDateTime>,
 }
 
 impl ListedVm {
@@ -556,6 +566,7 @@ mod tests {
             vm: VirtualMachine::default(),
             disks: vec![disk.clone()],
             collection: Some(CollectionSeen::Ready),
+            planned_for: Some(datetime!(2026-11-25 03:00:30 UTC)),
         };
         let full_create = CreateRequest {
             consistency_mode: Some(ConsistencyMode::CrashConsistent),

@@ -400,7 +400,12 @@ pub fn plan_tick_from(
         spent.writes += cost.writes;
         spent.reads += cost.reads;
         let mut request = CreateRequest::for_tick(vm.clone(), tick, &rule.name);
-        request.listed = target.listed.clone().map(Box::new);
+        // Its slot: a create handled well after it no longer follows this pacing and paces
+        // itself (`create_restore_point::paces_itself`).
+        request.listed = target.listed.clone().map(|mut l| {
+            l.planned_for = Some(start + offset);
+            Box::new(l)
+        });
         // Copies this VM will not get: disks with customer-managed keys whose encryption set
         // the copy region does not map (the copy handler reports them again, per point).
         let no_copy: String = target
@@ -518,6 +523,7 @@ mod tests {
             vm,
             disks: Vec::new(),
             collection,
+            planned_for: None,
         })
     }
 

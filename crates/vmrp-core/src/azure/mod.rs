@@ -196,6 +196,27 @@ pub trait Arm: Send + Sync {
         let _ = subscription;
         RateLimits::default()
     }
+    /// Takes calls a handler of this process has decided to make off `subscription`'s reading
+    /// ([`RateLimits::debit`]) until ARM's next response there replaces it, so the invocations
+    /// running at once in one process do not all spend the same remaining count.
+    fn debit(&self, subscription: &str, reads: u32, writes: u32, deletes: u32) {
+        let _ = (subscription, reads, writes, deletes);
+    }
+}
+
+impl RateLimits {
+    /// The reading less calls about to be made (saturating; a bucket without a reading stays
+    /// without one).
+    pub fn debit(&mut self, reads: u32, writes: u32, deletes: u32) {
+        let take = |left: &mut Option<u32>, n: u32| {
+            if let Some(l) = left.as_mut() {
+                *l = l.saturating_sub(n);
+            }
+        };
+        take(&mut self.remaining_reads, reads);
+        take(&mut self.remaining_writes, writes);
+        take(&mut self.remaining_deletes, deletes);
+    }
 }
 
 /// The refusal of an [`Arm`] that does not write disks.
@@ -281,5 +302,26 @@ pub trait Scheduler: Send + Sync {
             self.send(m).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::RateLimits;
+
+    /// Calls decided on are taken off the reading, never below zero, and a bucket without a
+    /// reading stays unknown (no reading means "go", not "empty").
+    #[test]
+    fn a_debit_lowers_the_reading_it_has() {
+        let mut l = RateLimits {
+            remaining_reads: Some(10),
+            remaining_writes: Some(1),
+            remaining_deletes: None,
+            date: None,
+        };
+        l.debit(3, 2, 5);
+        assert_eq!(l.remaining_reads, Some(7));
+        assert_eq!(l.remaining_writes, Some(0));
+        assert_eq!(l.remaining_deletes, None);
     }
 }

@@ -48,9 +48,10 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
             }
         }
     }
-    // The timer paces the first tries it plans; every other create (a retry, a reschedule, an
-    // onboarding create from OnVmChanged) paces itself from the subscription's budget.
-    if req.attempt > 0 || req.retry > 0 || req.listed.is_none() {
+    // The timer paces the first tries it plans while they run at their slots; every other
+    // create (a retry, a reschedule, an onboarding create from OnVmChanged, a planned one
+    // handled late) paces itself from the subscription's budget.
+    if paces_itself(&req, now) {
         if let Some(outcome) = paced(deps, &req, now).await? {
             return Ok(outcome);
         }
@@ -75,6 +76,28 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
             }
         }
         Attempt::Refused { what, error } => report(&req, error, &what),
+    }
+}
+
+/// How long after its planned slot a timer-planned create still counts as on time. The plan
+/// spaced the creates by ARM's refill, so one handled later than this runs beside the creates
+/// planned after it (handlers catching up a backlog: a redelivery, a slow or restarted
+/// instance), which together would spend the bucket faster than it refills. A few seconds
+/// cover the queue's own delivery delay.
+pub const PLANNED_SLOT_SLACK: time::Duration = time::Duration::seconds(10);
+
+/// Whether a create asks ARM's readings (`functions::pace`) before it spends: every create
+/// but a timer-planned first try at its slot, which the plan paced already.
+pub fn paces_itself(req: &CreateRequest, now: time::OffsetDateTime) -> bool {
+    if req.attempt > 0 || req.retry > 0 {
+        return true;
+    }
+    match req.listed.as_deref() {
+        None => true,
+        // Planned, but without a slot (an older timer's message): on time, as before.
+        Some(l) => l
+            .planned_for
+            .is_some_and(|slot| now > slot + PLANNED_SLOT_SLACK),
     }
 }
 
@@ -515,24 +538,42 @@ fn report(req: &CreateRequest, e: ArmError, what: &str) -> Result<Outcome, Handl
     ))
 }
 
+/// What a create is about to spend, per bucket: without a listing about four reads (VM,
+/// disks, collection) and two writes (collection, point); with one, the reads it did not
+/// spare and the collection PUT only when the listing did not show it ready.
+pub fn cost(req: &CreateRequest) -> [(super::pace::Bucket, u32); 2] {
+    use super::pace::Bucket;
+    match req.listed.as_deref() {
+        None => [(Bucket::Reads, 4), (Bucket::Writes, 2)],
+        Some(l) => {
+            let unlisted_disks =
+                l.vm.managed_data_disk_ids()
+                    .filter(|id| !l.disks.iter().any(|info| &info.id == id))
+                    .count();
+            let (reads, writes) = match l.collection {
+                Some(crate::messages::CollectionSeen::Ready) => (0, 1),
+                Some(crate::messages::CollectionSeen::Missing) => (0, 2),
+                None => (1, 2),
+            };
+            let reads = u32::try_from(unlisted_disks)
+                .unwrap_or(u32::MAX)
+                .saturating_add(reads);
+            [(Bucket::Reads, reads), (Bucket::Writes, writes)]
+        }
+    }
+}
+
 /// Puts the create back (`attempt + 1`, the id any reschedule gets) when the subscription's
-/// buckets, as ARM last reported them, have no room for it (`functions::pace`): about four
-/// reads (VM, disks, collection) and two writes (collection, point).
+/// buckets, as ARM last reported them, have no room for what it is about to spend ([`cost`]).
 async fn paced(
     deps: &Deps,
     req: &CreateRequest,
     now: time::OffsetDateTime,
 ) -> Result<Option<Outcome>, HandlerError> {
-    use super::pace::Bucket;
     let key = support::create_message_id(req);
     let sub = req.vm.subscription();
-    let Some(delay) = support::pace_all(
-        deps,
-        now,
-        sub,
-        &[(Bucket::Reads, 4), (Bucket::Writes, 2)],
-        &key,
-    ) else {
+    let costs: Vec<_> = cost(req).into_iter().filter(|(_, n)| *n > 0).collect();
+    let Some(delay) = support::pace_all(deps, now, sub, &costs, &key) else {
         return Ok(None);
     };
     let sent = send_again(deps, req, now, delay).await?;
@@ -597,4 +638,120 @@ async fn reschedule(
         ),
     )
     .with_sent(vec![sent]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::functions::pace::Bucket;
+    use crate::messages::{CollectionSeen, ListedVm};
+    use crate::testing::{vm_id, VmBuilder};
+    use time::macros::datetime;
+    use time::OffsetDateTime;
+
+    const TICK: OffsetDateTime = datetime!(2026-12-06 08:00 UTC);
+
+    fn planned(slot: Option<OffsetDateTime>, collection: Option<CollectionSeen>) -> CreateRequest {
+        let mut req = CreateRequest::for_tick(vm_id("s1", "rg", "vm1"), TICK, "prod");
+        req.listed = Some(Box::new(ListedVm {
+            at: TICK,
+            vm: VmBuilder::new("s1", "rg", "vm1").build(),
+            disks: Vec::new(),
+            collection,
+            planned_for: slot,
+        }));
+        req
+    }
+
+    /// Regression (the estate row's 429s): a timer-planned first try handled long after its
+    /// slot, as when two instances catch up a backlog of creates together, went without asking
+    /// ARM's readings (only retries and unplanned creates did) and met the buckets at once.
+    #[test]
+    fn a_planned_create_paces_itself_once_it_is_late() {
+        let slot = TICK + time::Duration::minutes(3);
+        let s = time::Duration::seconds;
+        // (case, request, now, paces itself?)
+        let table: Vec<(&str, CreateRequest, OffsetDateTime, bool)> = vec![
+            (
+                "planned, at its slot",
+                planned(Some(slot), None),
+                slot,
+                false,
+            ),
+            (
+                "planned, within the slack",
+                planned(Some(slot), None),
+                slot + PLANNED_SLOT_SLACK,
+                false,
+            ),
+            (
+                "planned, handled 11 s late",
+                planned(Some(slot), None),
+                slot + PLANNED_SLOT_SLACK + s(1),
+                true,
+            ),
+            (
+                "planned, handled 4 min late",
+                planned(Some(slot), None),
+                slot + s(240),
+                true,
+            ),
+            (
+                "planned by an older timer (no slot)",
+                planned(None, None),
+                slot + s(240),
+                false,
+            ),
+            (
+                "not planned (no listing)",
+                CreateRequest::for_tick(vm_id("s1", "rg", "vm1"), TICK, "prod"),
+                TICK,
+                true,
+            ),
+            (
+                "a put-back",
+                CreateRequest {
+                    attempt: 1,
+                    ..planned(Some(slot), None)
+                },
+                slot,
+                true,
+            ),
+            (
+                "a retry after a failed point",
+                CreateRequest {
+                    retry: 1,
+                    ..planned(Some(slot), None)
+                },
+                slot,
+                true,
+            ),
+        ];
+        for (case, req, now, want) in table {
+            assert_eq!(paces_itself(&req, now), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_create_asks_for_what_its_listing_did_not_spare() {
+        let unlisted = CreateRequest::for_tick(vm_id("s1", "rg", "vm1"), TICK, "prod");
+        let table = [
+            (unlisted, [(Bucket::Reads, 4), (Bucket::Writes, 2)]),
+            (
+                planned(None, Some(CollectionSeen::Ready)),
+                [(Bucket::Reads, 0), (Bucket::Writes, 1)],
+            ),
+            (
+                planned(None, Some(CollectionSeen::Missing)),
+                [(Bucket::Reads, 0), (Bucket::Writes, 2)],
+            ),
+            (
+                planned(None, None),
+                [(Bucket::Reads, 1), (Bucket::Writes, 2)],
+            ),
+        ];
+        for (req, want) in table {
+            assert_eq!(cost(&req), want, "{:?}", req.listed.map(|l| l.collection));
+        }
+    }
 }

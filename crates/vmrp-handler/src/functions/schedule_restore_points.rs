@@ -568,6 +568,7 @@ impl Listings {
             vm: vm.clone(),
             disks,
             collection,
+            planned_for: None,
         }
     }
 

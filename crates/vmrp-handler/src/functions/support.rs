@@ -734,8 +734,25 @@ pub fn after(now: OffsetDateTime, delay: Duration) -> OffsetDateTime {
 
 /// Whether a step about to spend `cost` calls of `bucket` in `subscription` may call ARM now,
 /// from the budget ARM last reported there ([`pace::decide`]); `key` (the message id) spreads
-/// the waits. Logged when it says wait.
+/// the waits. Logged when it says wait; when it says go, the cost is taken off this process's
+/// reading ([`debit`]).
 pub fn pace(
+    deps: &Deps,
+    now: OffsetDateTime,
+    subscription: &str,
+    bucket: Bucket,
+    cost: u32,
+    key: &str,
+) -> Pace {
+    let decision = decide_one(deps, now, subscription, bucket, cost, key);
+    if decision == Pace::Go {
+        debit(deps, subscription, &[(bucket, cost)]);
+    }
+    decision
+}
+
+/// [`pace`]'s decision, without taking the cost off the reading.
+fn decide_one(
     deps: &Deps,
     now: OffsetDateTime,
     subscription: &str,
@@ -761,6 +778,24 @@ pub fn pace(
     decision
 }
 
+/// Takes a step's costs off this process's reading of `subscription` once it decided to go
+/// (`Arm::debit`): the invocations running beside it then see what it is about to spend.
+fn debit(deps: &Deps, subscription: &str, costs: &[(Bucket, u32)]) {
+    let of = |b: Bucket| {
+        costs
+            .iter()
+            .filter(|(x, _)| *x == b)
+            .map(|(_, n)| *n)
+            .sum::<u32>()
+    };
+    deps.arm.debit(
+        subscription,
+        of(Bucket::Reads),
+        of(Bucket::Writes),
+        of(Bucket::Deletes),
+    );
+}
+
 /// [`pace`] for a step that spends several buckets: the longest wait any of them asks for, or
 /// `None` when every bucket has room.
 pub fn pace_all(
@@ -770,15 +805,19 @@ pub fn pace_all(
     costs: &[(Bucket, u32)],
     key: &str,
 ) -> Option<std::time::Duration> {
-    costs
+    let wait = costs
         .iter()
-        .filter_map(
-            |&(bucket, cost)| match pace(deps, now, subscription, bucket, cost, key) {
+        .filter_map(|&(bucket, cost)| {
+            match decide_one(deps, now, subscription, bucket, cost, key) {
                 Pace::Wait(d) => Some(d),
                 Pace::Go => None,
-            },
-        )
-        .max()
+            }
+        })
+        .max();
+    if wait.is_none() {
+        debit(deps, subscription, costs);
+    }
+    wait
 }
 
 /// Sends one message and returns what to put in the outcome.
