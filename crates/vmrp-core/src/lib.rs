@@ -30,6 +30,6 @@ pub mod schedule;
 /// vmrp-testing would not do: it depends on this crate, so its fakes would speak a second copy
 /// of these types (cargo builds the crate under test apart from the library the fakes link).
 #[cfg(test)]
-#[path = "../../vmrp-testing/src/fakes.rs"]
+#[path = "../../vmrp-testing/src/fakes/mod.rs"]
 #[allow(dead_code)]
 mod testing;

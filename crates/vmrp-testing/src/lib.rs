@@ -2,7 +2,7 @@
 //! A dev-dependency of the handler crate (never a normal one: the deploy binary cannot contain
 //! it); the ops package (`vmrp`) re-exports it as `vmrp::testing` for tests/.
 //!
-//! The fakes live in `fakes.rs`, written against `crate::azure`, `crate::policy`, ... so that
+//! The fakes live in `fakes/`, written against `crate::azure`, `crate::policy`, ... so that
 //! vmrp-core's own unit tests can compile the same file (see vmrp-core's `lib.rs`).
 
 #[cfg(test)]
