@@ -759,4 +759,44 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// A copy's first poll comes after `copy_first`, every later one after `copy_every`
+    /// (mutation testing: the `attempt <= 1` guard forced either way went unseen).
+    #[test]
+    fn copy_delays_first_then_every() {
+        let b = Backoff::default();
+        let t = target(Role::Copy);
+        // (poll number, base delay)
+        let cases = [
+            (0, b.copy_first),
+            (1, b.copy_first),
+            (2, b.copy_every),
+            (7, b.copy_every),
+        ];
+        for (attempt, base) in cases {
+            let got = delay_before(Role::Copy, attempt, &t, &b);
+            assert!(
+                within_jitter(got, base),
+                "poll {attempt}: {got:?}, want ~{base:?}"
+            );
+        }
+    }
+
+    /// A copy request at attempt 0 (before its first poll) waits `copy_first` even when the
+    /// point already shows progress: the progress-predicted delay is for polls after the first
+    /// (mutation testing: the `req.attempt >= 1` guard forced true went unseen).
+    #[test]
+    fn a_copy_poll_before_the_first_ignores_progress() {
+        let b = Backoff::default();
+        let p = point(Role::Copy, "Creating", &[40]);
+        // 60 min at 40 %: progress predicts 90 min left (capped at 30); the first poll is ~2 min.
+        let now = T0 + time::Duration::minutes(60);
+        let after =
+            |attempt: u32| match decide(Some(&p), &req(Role::Copy, attempt, 0), now, &b, 2, None) {
+                PollDecision::Requeue { after, .. } => after,
+                other => panic!("{other:?}"),
+            };
+        assert!(within_jitter(after(0), b.copy_first), "{:?}", after(0));
+        assert!(within_jitter(after(1), b.copy_cap), "{:?}", after(1));
+    }
 }
