@@ -4,7 +4,7 @@ The templates are parsed with pycep (the Bicep parser checkov itself uses), so e
 looks at a parsed resource, variable or output rather than at raw text. What is checked is what
 matters for running vmrp safely: Entra-only access (no SAS, no shared keys), duplicate detection
 on the three queues, the custom role equal to the ARM actions the code performs
-(src/azure/operations.rs ARM_ACTIONS), the Event Grid filter, the app settings the binary reads,
+(crates/vmrp-azure/src/operations.rs ARM_ACTIONS), the Event Grid filter, the app settings the binary reads,
 a user-assigned identity, and no secrets in outputs.
 """
 
@@ -82,9 +82,9 @@ def resolve(template: dict, value):
 
 
 def arm_actions_from_rust() -> list[str]:
-    source = (REPO / "src" / "azure" / "operations.rs").read_text()
+    source = (REPO / "crates/vmrp-azure/src/operations.rs").read_text()
     match = re.search(r"pub const ARM_ACTIONS: &\[&str\] = &\[(.*?)\];", source, re.S)
-    assert match, "ARM_ACTIONS not found in src/azure/operations.rs"
+    assert match, "ARM_ACTIONS not found in crates/vmrp-azure/src/operations.rs"
     without_comments = re.sub(r"//[^\n]*", "", match.group(1))
     return re.findall(r'"([^"]+)"', without_comments)
 
@@ -165,13 +165,13 @@ def test_parking_queue_keeps_each_failure_once(templates):
     assert properties["requiresDuplicateDetection"] is True
     assert properties["duplicateDetectionHistoryTimeWindow"] == DUPLICATE_WINDOW
     assert properties["deadLetteringOnMessageExpiration"] is True
-    # The handler sends to it through the same Rust sender (src/azure/mod.rs Queue::Failed).
-    rust = (REPO / "src/azure/mod.rs").read_text()
+    # The handler sends to it through the same Rust sender (crates/vmrp-core/src/azure/mod.rs Queue::Failed).
+    rust = (REPO / "crates/vmrp-core/src/azure/mod.rs").read_text()
     assert f'"{PARKING_QUEUE}"' in rust
 
 
 def test_emulator_models_the_deployed_duplicate_window():
-    rust = (REPO / "src/emulator/servicebus.rs").read_text()
+    rust = (REPO / "crates/vmrp-emulator/src/servicebus/mod.rs").read_text()
     match = re.search(r"pub const DUPLICATE_WINDOW: time::Duration = time::Duration::days\((\d+)\)", rust)
     assert match, "the emulator's DUPLICATE_WINDOW constant"
     assert f"P{match.group(1)}D" == DUPLICATE_WINDOW
@@ -197,9 +197,9 @@ def test_custom_role_grants_exactly_the_arm_actions(templates):
 
 
 def rust_const_actions(name: str) -> list[str]:
-    source = (REPO / "src" / "azure" / "operations.rs").read_text()
+    source = (REPO / "crates/vmrp-azure/src/operations.rs").read_text()
     match = re.search(rf"pub const {name}: &\[&str\] = &\[(.*?)\];", source, re.S)
-    assert match, f"{name} not found in src/azure/operations.rs"
+    assert match, f"{name} not found in crates/vmrp-azure/src/operations.rs"
     return re.findall(r'"([^"]+)"', re.sub(r"//[^\n]*", "", match.group(1)))
 
 
