@@ -3,7 +3,7 @@
 # binary behind the Functions host simulation, against the emulator with every fault kind on.
 #   VMS=500 TICKS=5 KILLS=12 SEED=5 SPEED=2400 TIMEOUT_SECS=1200 bench/soak.sh
 # Prints the run's figures (coverage, missing points by reason, invocations, faults injected,
-# 429s, dead letters, kills, real time). Virtual time follows the handler (src/local.rs), so the
+# 429s, dead letters, kills, real time). Virtual time follows the handler (src/local/), so the
 # run takes as long as the handler needs: about 8 minutes for the defaults on 2 cores (debug).
 # HANDLER_LOG=/tmp/soak-handler.log keeps the handler's console for debugging.
 set -euo pipefail
