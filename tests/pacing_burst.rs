@@ -124,20 +124,7 @@ async fn burst(n: usize, paced: bool) -> Burst {
     let addr = listener.local_addr().unwrap();
     let router = emu.router();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let client = ArmClient::new(ArmClientConfig {
-        endpoint: Url::parse(&format!("http://{addr}/")).unwrap(),
-        audience: Some("https://management.azure.com".into()),
-        credential: StaticToken::new("test-token", Duration::from_secs(3600)),
-        timeouts: Timeouts::default(),
-        // No in-call retry: each refusal is counted once and goes back on the queue.
-        retry: RetryConfig {
-            max_attempts: 1,
-            ..RetryConfig::default()
-        },
-        loopback_only: true,
-        record_traffic: None,
-    })
-    .unwrap();
+    let client = single_try_client(addr);
     let arm: Arc<dyn Arm> = if paced {
         Arc::new(client)
     } else {
@@ -287,20 +274,7 @@ async fn planned_backlog(n: usize, late: time::Duration, slots: bool) -> Backlog
     rule.targets.subscriptions = vec![sub.clone()];
     let policy = Arc::new(testing::policy(vec![rule.clone()]));
     let instance = || {
-        let client = ArmClient::new(ArmClientConfig {
-            endpoint: Url::parse(&format!("http://{addr}/")).unwrap(),
-            audience: Some("https://management.azure.com".into()),
-            credential: StaticToken::new("test-token", Duration::from_secs(3600)),
-            timeouts: Timeouts::default(),
-            // No in-call retry: each refusal is counted once and goes back on the queue.
-            retry: RetryConfig {
-                max_attempts: 1,
-                ..RetryConfig::default()
-            },
-            loopback_only: true,
-            record_traffic: None,
-        })
-        .unwrap();
+        let client = single_try_client(addr);
         let bus = Arc::new(FakeScheduler::new());
         let deps = Deps::new(Arc::new(client), bus.clone(), policy.clone(), "0 0 * * * *");
         (deps, bus)
@@ -424,4 +398,22 @@ async fn a_late_backlog_of_planned_creates_meets_no_429() {
     // 1,200 writes at ARM's refill after its burst: about 100 s; the spread of the put-backs
     // (a minute at least) adds to it.
     assert!(after.last_create_s <= 300 + 240, "{after:?}");
+}
+
+/// An ARM client on the emulator at `addr` with no in-call retry: each refusal is counted once
+/// and goes back on the queue.
+fn single_try_client(addr: std::net::SocketAddr) -> ArmClient {
+    ArmClient::new(ArmClientConfig {
+        endpoint: Url::parse(&format!("http://{addr}/")).unwrap(),
+        audience: Some("https://management.azure.com".into()),
+        credential: StaticToken::new("test-token", Duration::from_secs(3600)),
+        timeouts: Timeouts::default(),
+        retry: RetryConfig {
+            max_attempts: 1,
+            ..RetryConfig::default()
+        },
+        loopback_only: true,
+        record_traffic: None,
+    })
+    .unwrap()
 }
