@@ -371,10 +371,11 @@ async fn prune_settled(
                 Err(e) => {
                     tracing::warn!(collection = %collection, code = %e.code, message = %e.message,
                         "pruning failed; retried by a follow-up if a failed point awaits it, else by the next settled point");
-                    // A retry has a failed predecessor in the collection (the try it replaced).
-                    let wait =
-                        (req.retry > 0).then(|| e.retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY));
-                    (format!("pruning failed ({})", e.code), wait)
+                    let wait = e.retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY);
+                    (
+                        format!("pruning failed ({})", e.code),
+                        predecessor_left(req, wait),
+                    )
                 }
             }
         }
@@ -439,8 +440,7 @@ async fn prune(
         if let Pace::Wait(after) = support::pace(deps, now, sub, Bucket::Deletes, cap, &key) {
             return Ok(Pruned {
                 summary: "ARM budget low: pruning left for later".to_string(),
-                // A retry has a failed predecessor in the collection (the try it replaced).
-                failed_left: (req.retry > 0).then_some(after),
+                failed_left: predecessor_left(req, after),
             });
         }
     }
@@ -545,6 +545,12 @@ async fn prune(
         ),
         failed_left: failed_left.then(|| retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY)),
     })
+}
+
+/// For a prune that never listed the collection: a retry has a failed predecessor there (the
+/// try it replaced), so it is left, and a follow-up waits `after`; a first try has none.
+fn predecessor_left(req: &PollRequest, after: Duration) -> Option<Duration> {
+    (req.retry > 0).then_some(after)
 }
 
 /// What a prune did, and whether a failed point it meant to delete is still there (with how
