@@ -271,10 +271,35 @@ async fn with_faults_and_a_kill_every_point_settles_or_is_reported_with_its_reas
         vmrp::local::fault_contract_violations(&report, &emulator.arm.restore_points(), 1);
     assert!(
         violations.is_empty(),
-        "the fault contract is broken:\n  {}\n{why}",
-        violations.join("\n  ")
+        "the fault contract is broken:\n  {}\n{why}\nthe handler log of the VMs named above:\n{}",
+        violations.join("\n  "),
+        log_of_vms_in(&report, &violations)
     );
     emulator.stop().await.unwrap();
+}
+
+/// Every handler log line about the VMs whose collections `violations` name
+/// (`…/restorePointCollections/rpc-{vm}-{hash}…`): the whole story of a broken point, which a
+/// log tail rarely holds.
+fn log_of_vms_in(report: &LocalReport, violations: &[String]) -> String {
+    let vms: Vec<&str> = violations
+        .iter()
+        .filter_map(|v| {
+            let collection = v.split("/restorePointCollections/rpc-").nth(1)?;
+            let collection = collection.split(['/', ' ']).next()?;
+            Some(collection.rsplit_once('-')?.0)
+        })
+        .collect();
+    let log = report
+        .handler_log
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    log.lines()
+        .filter(|line| vms.iter().any(|vm| line.contains(vm)))
+        .take(400)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One tick for `vms` VMs, no copies: the timer's pacing must keep every create under the ARM

@@ -227,6 +227,57 @@ async fn replayed_create_does_not_duplicate() {
     );
 }
 
+/// A create redelivered after its point failed, was retried and pruned once the retry settled
+/// (the first delivery's completion lost, or its handler killed) does not make the pruned try
+/// anew: in CI's fault e2e that left a Failed point nothing pruned; had the new try succeeded,
+/// it would have been a duplicate. A redelivery with no later try goes on as before.
+#[tokio::test]
+async fn a_create_redelivered_after_its_retry_was_made_does_not_make_the_try_again() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    // rp-T0 failed; its retry -r1 settled and pruned it.
+    let retry = point(&vm, T0, 1);
+    w.arm.add_point(
+        &retry,
+        "Succeeded",
+        T0 + time::Duration::minutes(20),
+        None,
+        &[],
+    );
+    let redelivered = |req: CreateRequest, now| {
+        let mut i = inv(req, functions::CREATE_RESTORE_POINT, now);
+        i.context.delivery_count = 2;
+        functions::create_restore_point::handle(i, &w.deps)
+    };
+    let now = T0 + time::Duration::minutes(30);
+    let out = redelivered(create_req(&vm, T0), now).await.unwrap();
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    assert!(
+        out.summary.contains("rp-20261125T0300Z-r1"),
+        "{}",
+        out.summary
+    );
+    assert_eq!(w.arm.point_ids(&collection(&vm)), vec![retry.clone()]);
+    assert_eq!(w.arm.count(op::PUT_POINT), 0, "nothing written");
+    assert!(
+        w.bus.sent().is_empty(),
+        "no poll for a try that is not made"
+    );
+
+    // The retry's own redelivery finds no later try: it goes on (a replay of an existing point).
+    let mut again = create_req(&vm, T0);
+    again.retry = 1;
+    let out = redelivered(again, now).await.unwrap();
+    assert_eq!(out.status, Status::Skipped, "{}", out.summary);
+    assert!(
+        out.summary.contains("exists already (replay)"),
+        "{}",
+        out.summary
+    );
+    assert_eq!(w.arm.count(op::PUT_POINT), 1, "the replay's PUT");
+}
+
 #[tokio::test]
 async fn throttled_create_is_rescheduled_after_retry_after() {
     let w = world(testing::policy(vec![rule_s1(3, &[])]));

@@ -64,13 +64,14 @@ pub async fn handle(inv: Invocation<CreateRequest>, deps: &Deps) -> Result<Outco
         }
         fresh && same_vm
     });
-    match create(deps, &req, now, listed).await? {
+    let redelivered = inv.context.delivery_count > 1;
+    match create(deps, &req, now, listed, redelivered).await? {
         Attempt::Finished(outcome) => Ok(outcome),
         // A refusal for good may come from the listing being stale (VM deleted or changed,
         // collection made meanwhile): once more with ARM's current state.
         Attempt::Refused { what, error } if listed.is_some() => {
             tracing::info!(vm = %req.vm, code = %error.code, "create: {what} refused with the timer's listing; again with fresh reads");
-            match create(deps, &req, now, None).await? {
+            match create(deps, &req, now, None, redelivered).await? {
                 Attempt::Finished(outcome) => Ok(outcome),
                 Attempt::Refused { what, error } => report(&req, error, &what),
             }
@@ -111,12 +112,14 @@ enum Attempt {
     },
 }
 
-/// One try: with `listed`, the VM, disk and collection reads it covers are skipped.
+/// One try: with `listed`, the VM, disk and collection reads it covers are skipped;
+/// `redelivered` (Service Bus `DeliveryCount` > 1) reads the collection before the PUT.
 async fn create(
     deps: &Deps,
     req: &CreateRequest,
     now: time::OffsetDateTime,
     listed: Option<&ListedVm>,
+    redelivered: bool,
 ) -> Result<Attempt, HandlerError> {
     // Transient errors put the request back; permanent ones end the try.
     macro_rules! arm_try {
@@ -322,6 +325,23 @@ async fn create(
     ) {
         return Ok(Attempt::Finished(outcome));
     }
+    // A redelivered create (its first delivery's completion lost, or its handler killed) can
+    // come after its point failed, was retried under the next name and pruned once the retry
+    // settled: PUT again, the pruned try would be made anew, a duplicate of the retry or a
+    // Failed point nothing prunes. One read of the collection tells; first deliveries, which
+    // cannot come after their own point, read nothing.
+    if redelivered {
+        if let Some(later) = arm_try!(
+            later_try(deps, &collection, &name).await,
+            "reading the collection of a redelivered create"
+        ) {
+            tracing::info!(vm = %req.vm, point = %point, later = %later, "redelivered create: a later try of its tick exists; nothing to do");
+            return finished(
+                Status::Skipped,
+                format!("{point}: redelivered after its retry {later} was made; nothing to do"),
+            );
+        }
+    }
     let accepted = match deps.arm.create_restore_point(&point, &body).await {
         Ok(accepted) => accepted,
         Err(e) if e.is_not_found() && e.code.eq_ignore_ascii_case("ParentResourceNotFound") => {
@@ -393,6 +413,34 @@ async fn create(
         )
         .with_sent(vec![sent]),
     ))
+}
+
+/// The name of a later try of the same tick as `name` (same kind, higher retry number) in
+/// `collection`, if there is one.
+async fn later_try(
+    deps: &Deps,
+    collection: &ResourceId,
+    name: &str,
+) -> Result<Option<String>, ArmError> {
+    let Some((tick, retry)) = names::parse_restore_point_name(name) else {
+        return Ok(None);
+    };
+    let on_demand = names::is_on_demand_name(name);
+    let Some(c) = deps.arm.get_collection(collection, true).await? else {
+        return Ok(None);
+    };
+    Ok(c.restore_points()
+        .iter()
+        .filter_map(|p| {
+            ResourceId::parse(p.id.as_deref()?)
+                .ok()?
+                .name()
+                .map(str::to_string)
+        })
+        .find(|other| {
+            names::parse_restore_point_name(other).is_some_and(|(t, r)| t == tick && r > retry)
+                && names::is_on_demand_name(other) == on_demand
+        }))
 }
 
 /// The report of a scheduled create that, at `at`, is past its tick's supersede cut-off: the
