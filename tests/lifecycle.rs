@@ -2211,6 +2211,37 @@ async fn a_settled_retry_whose_prune_is_cut_short_prunes_again_until_the_failed_
     assert_eq!(log.reports().len(), 1, "the settle is reported once");
 }
 
+/// A first try's prune that could not list its collection cannot know whether a failed point
+/// waits there (here an older tick's try whose own prune was cut short): it sends a follow-up
+/// too. Before, only a retry did, and such a failed point stayed until the collection's next
+/// settled point, or for good after the last tick (CI's fault e2e, "left Failed").
+#[tokio::test]
+async fn a_first_try_whose_prune_could_not_list_prunes_again() {
+    let w = world(testing::policy(vec![rule_s1(3, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let older_failed = point(&vm, T0, 0);
+    let settled = point(&vm, T0 + hours(4), 0);
+    w.arm.add_point(&older_failed, "Failed", T0, None, &[]);
+    w.arm
+        .add_point(&settled, "Succeeded", T0 + hours(4), None, &[]);
+    let now = T0 + hours(5);
+    w.arm.throttle_next(op::GET_COLLECTION, 40);
+    let out = poll(&w, poll_req(&vm, &settled, Role::Local, T0 + hours(4)), now).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1, "one prune follow-up: {}", out.summary);
+    assert_eq!(sent[0].not_before, Some(now + time::Duration::seconds(40)));
+    let QueueMessage::Poll(follow_up) = decode(&sent[0]) else {
+        panic!("a poll message")
+    };
+    assert_eq!(follow_up.prune_again, 1);
+    let out = poll(&w, follow_up, now + time::Duration::seconds(40)).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.point_ids(&collection(&vm)), vec![settled]);
+    assert!(w.bus.take().is_empty(), "{}", out.summary);
+}
+
 /// The follow-ups are bounded: a delete refused every time stops after the last follow-up,
 /// leaving the failed point to the collection's next settled point.
 #[tokio::test]

@@ -344,10 +344,10 @@ async fn prune_follow_up(
     .with_sent(follow_up.into_iter().collect()))
 }
 
-/// Prunes the settled point's collection. A failed predecessor of this point that the prune
-/// could not delete (ARM's delete budget low, a delete refused for now, the listing failed) is
-/// not left for the collection's next settled point, hours away: a prune follow-up is sent for
-/// it, at most [`MAX_PRUNE_FOLLOW_UPS`] times. Expired settled points can wait for that point.
+/// Prunes the settled point's collection. A failed point the prune could not delete (a delete
+/// refused for now), or may not have seen (ARM's delete budget low, the listing failed), is not
+/// left for the collection's next settled point, hours away: a prune follow-up is sent for it,
+/// at most [`MAX_PRUNE_FOLLOW_UPS`] times. Expired settled points alone can wait for that point.
 async fn prune_settled(
     deps: &Deps,
     req: &PollRequest,
@@ -371,11 +371,9 @@ async fn prune_settled(
                 Err(e) => {
                     tracing::warn!(collection = %collection, code = %e.code, message = %e.message,
                         "pruning failed; retried by a follow-up if a failed point awaits it, else by the next settled point");
+                    // Never listed: a failed point may be there unseen (see `prune`).
                     let wait = e.retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY);
-                    (
-                        format!("pruning failed ({})", e.code),
-                        predecessor_left(req, wait),
-                    )
+                    (format!("pruning failed ({})", e.code), Some(wait))
                 }
             }
         }
@@ -438,9 +436,13 @@ async fn prune(
     let sub = collection.subscription();
     if cap > 0 {
         if let Pace::Wait(after) = support::pace(deps, now, sub, Bucket::Deletes, cap, &key) {
+            // Not listed, so a failed point may be there (the try a retry replaced, an older
+            // tick's failed try whose own prune was cut short): nothing else would delete it
+            // before the collection's next settled point, hours away or never after the last
+            // tick, so it counts as left.
             return Ok(Pruned {
                 summary: "ARM budget low: pruning left for later".to_string(),
-                failed_left: predecessor_left(req, after),
+                failed_left: Some(after),
             });
         }
     }
@@ -545,12 +547,6 @@ async fn prune(
         ),
         failed_left: failed_left.then(|| retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY)),
     })
-}
-
-/// For a prune that never listed the collection: a retry has a failed predecessor there (the
-/// try it replaced), so it is left, and a follow-up waits `after`; a first try has none.
-fn predecessor_left(req: &PollRequest, after: Duration) -> Option<Duration> {
-    (req.retry > 0).then_some(after)
 }
 
 /// What a prune did, and whether a failed point it meant to delete is still there (with how
