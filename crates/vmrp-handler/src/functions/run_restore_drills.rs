@@ -9,7 +9,9 @@
 //! Nothing leaks past the next run: every disk a drill makes carries the run's tick
 //! (`drill::TAG_DRILL`); a run first deletes tagged disks of other ticks (a run the host killed
 //! at its `functionTimeout`), adopts its own tick's (its own earlier delivery), and deletes its
-//! own tick's again at the end. I/O only through `Deps::arm`; writes only in the drill group
+//! own tick's again at the end. Each drill's result is kept in `Deps::drill_ledger` (the drill
+//! table) right after the drill; a failure to keep it is reported, it does not fail the drill.
+//! I/O only through `Deps::arm` and `Deps::drill_ledger`; ARM writes only in the drill group
 //! (the function's identity holds the drill role there and nowhere else,
 //! infra/modules/drill-role.bicep).
 
@@ -59,9 +61,16 @@ pub async fn handle_within(
     let (vms, failures, _) = list_targets(deps, &scopes, explicit).await;
     let vms: Vec<_> = vms.into_values().collect();
     let fleet = drill::fleet(&deps.policy, &vms);
-    let report = drill::run_within(&*deps.arm, drills, &fleet, tick, bounds)
-        .await
-        .map_err(HandlerError::Invalid)?;
+    let report = drill::run_within(
+        &*deps.arm,
+        drills,
+        &fleet,
+        tick,
+        bounds,
+        deps.drill_ledger.as_deref(),
+    )
+    .await
+    .map_err(HandlerError::Invalid)?;
     let passed = report.results.iter().filter(|r| r.passed).count();
     let failed = report.results.len() - passed;
     let mut summary = format!(
@@ -97,9 +106,26 @@ pub async fn handle_within(
             failures.join(", ")
         ));
     }
+    // Where the results went: the drill table, or nowhere but the events.
+    if deps.drill_ledger.is_none() {
+        summary.push_str(&format!(
+            "; results not kept ({} is not set)",
+            crate::azure::table::DRILL_TABLE_SETTING
+        ));
+    } else if !report.results.is_empty() {
+        summary.push_str(&format!("; recorded {}", report.recorded));
+    }
+    if !report.record_failures.is_empty() {
+        summary.push_str(&format!(
+            "; recording failed for {}: {}",
+            report.record_failures.len(),
+            report.record_failures.join("; ")
+        ));
+    }
     let status = if failed == 0
         && report.not_started.is_empty()
         && report.sweep_failures.is_empty()
+        && report.record_failures.is_empty()
         && failures.is_empty()
     {
         Status::Done

@@ -1,0 +1,336 @@
+//! Azure Table storage, as much as the drill ledger uses (`vmrp_azure::table`), path-style like
+//! Azurite (`/table/{account}/…`, the account in the path instead of the host): Create Table,
+//! Query Entities (one entity by keys, or all with continuation), Insert Entity and Update
+//! Entity with `If-Match`. Each rule is cited in docs/emulator-arm.md ("Table storage"):
+//!
+//! - a bearer token issued by `/msi/token` for `https://storage.azure.com` (401
+//!   `InvalidAuthenticationInfo` otherwise, 403 `AuthenticationFailed` without one), and
+//!   `x-ms-version` 2019-02-02 or later with it (403 `AuthenticationFailed`: "Bearer is not
+//!   supported in this version");
+//! - 404 `TableNotFound` for a table not created, 409 `TableAlreadyExists` on a second create;
+//! - 409 `EntityAlreadyExists` on inserting an existing entity, 404 `ResourceNotFound` for a
+//!   missing one, 412 `UpdateConditionNotSatisfied` when `If-Match` is not the current ETag;
+//! - 400 `OutOfRangeInput` for keys holding `/ \ # ?` or control characters, or above 1 KiB;
+//! - at most [`TableEmulator::page_size`] entities per page (Azure: 1,000), the rest behind
+//!   `x-ms-continuation-NextPartitionKey` / `NextRowKey`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::Value;
+
+use super::identity::IdentityEndpoint;
+use crate::azure::ledger::key_problem;
+
+/// The resource storage tokens are issued for.
+pub const STORAGE_RESOURCE: &str = "https://storage.azure.com";
+/// The account name the emulator serves (any account in the path works).
+pub const ACCOUNT: &str = "vmrpemulator";
+/// The oldest `x-ms-version` that accepts a bearer token.
+pub const MIN_BEARER_VERSION: &str = "2019-02-02";
+
+type Entities = BTreeMap<(String, String), (Value, u64)>;
+
+/// The tables, per account.
+pub struct TableEmulator {
+    identity: Arc<IdentityEndpoint>,
+    tables: Mutex<BTreeMap<(String, String), Entities>>,
+    etag: AtomicU64,
+    page_size: AtomicUsize,
+    requests: AtomicU64,
+}
+
+fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [("x-ms-error-code", code.to_string())],
+        Json(serde_json::json!({"odata.error": {"code": code, "message": {"lang": "en-US", "value": message}}})),
+    )
+        .into_response()
+}
+
+impl TableEmulator {
+    pub fn new(identity: Arc<IdentityEndpoint>) -> Arc<Self> {
+        Arc::new(Self {
+            identity,
+            tables: Mutex::new(BTreeMap::new()),
+            etag: AtomicU64::new(0),
+            page_size: AtomicUsize::new(1000),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// Entities per query page (tests lower it to see continuation at work).
+    pub fn set_page_size(&self, n: usize) {
+        self.page_size.store(n.max(1), Ordering::Relaxed);
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Entities>> {
+        self.tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every table and its entities (the control plane's state dump).
+    pub fn dump(&self) -> Value {
+        let tables = self.lock();
+        let out: serde_json::Map<String, Value> = tables
+            .iter()
+            .map(|((account, table), entities)| {
+                (
+                    format!("{account}/{table}"),
+                    Value::Array(entities.values().map(|(v, _)| v.clone()).collect()),
+                )
+            })
+            .collect();
+        serde_json::json!({"tables": out, "requests": self.requests.load(Ordering::Relaxed)})
+    }
+
+    /// The entities of `table` in the emulator's account (tests read the state directly).
+    pub fn entities(&self, table: &str) -> Vec<Value> {
+        self.lock()
+            .iter()
+            .filter(|((_, t), _)| t.eq_ignore_ascii_case(table))
+            .flat_map(|(_, e)| e.values().map(|(v, _)| v.clone()))
+            .collect()
+    }
+
+    /// `/table/{account}/{*rest}`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/table/{account}/{*rest}", any(handle))
+            .with_state(self.clone())
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let Some(auth) = auth else {
+            return Err(odata_error(
+                StatusCode::FORBIDDEN,
+                "AuthenticationFailed",
+                "Server failed to authenticate the request: the Authorization header is missing.",
+            ));
+        };
+        let Some(token) = auth.strip_prefix("Bearer ") else {
+            return Err(odata_error(
+                StatusCode::FORBIDDEN,
+                "AuthenticationFailed",
+                "Server failed to authenticate the request: the emulator accepts Microsoft Entra bearer tokens only.",
+            ));
+        };
+        let version = headers
+            .get("x-ms-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        // ISO dates compare as strings.
+        if version.len() != 10 || version < MIN_BEARER_VERSION {
+            return Err(odata_error(
+                StatusCode::FORBIDDEN,
+                "AuthenticationFailed",
+                &format!("Authentication scheme Bearer is not supported in this version (x-ms-version {version:?}; {MIN_BEARER_VERSION} or later)."),
+            ));
+        }
+        if !self.identity.verify_bearer(token.trim(), STORAGE_RESOURCE) {
+            return Err(odata_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationInfo",
+                "The access token is invalid, expired, or was not issued for https://storage.azure.com.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `name(PartitionKey='a',RowKey='b')` → `(name, Some((a, b)))`; `name()` and `name` → `(name, None)`.
+fn parse_target(rest: &str) -> Result<(String, Option<(String, String)>), String> {
+    let Some((name, args)) = rest.split_once('(') else {
+        return Ok((rest.to_string(), None));
+    };
+    let args = args
+        .strip_suffix(')')
+        .ok_or_else(|| format!("{rest:?}: expected name(PartitionKey='…',RowKey='…')"))?;
+    if args.is_empty() {
+        return Ok((name.to_string(), None));
+    }
+    let value = |part: &str, key: &str| -> Result<String, String> {
+        let v = part
+            .trim()
+            .strip_prefix(key)
+            .and_then(|p| p.trim_start().strip_prefix('='))
+            .map(str::trim)
+            .and_then(|p| p.strip_prefix('\''))
+            .and_then(|p| p.strip_suffix('\''))
+            .ok_or_else(|| format!("{rest:?}: expected {key}='…'"))?;
+        Ok(v.replace("''", "'"))
+    };
+    // Keys are quoted and may hold a comma: split at the `',` that ends the first literal.
+    let split = args
+        .find("',")
+        .ok_or_else(|| format!("{rest:?}: expected PartitionKey='…',RowKey='…'"))?;
+    let (first, second) = (&args[..=split], &args[split + 2..]);
+    Ok((
+        name.to_string(),
+        Some((value(first, "PartitionKey")?, value(second, "RowKey")?)),
+    ))
+}
+
+async fn handle(
+    State(t): State<Arc<TableEmulator>>,
+    Path((account, rest)): Path<(String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
+) -> Response {
+    t.requests.fetch_add(1, Ordering::Relaxed);
+    let method = request.method().clone();
+    let headers = request.headers().clone();
+    if let Err(r) = t.authorize(&headers) {
+        return r;
+    }
+    let body = match axum::body::to_bytes(request.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", &e.to_string()),
+    };
+    // `Path` has already percent-decoded the keys.
+    let json = || serde_json::from_slice::<Value>(&body);
+    if rest == "Tables" && method == Method::POST {
+        let Ok(v) = json() else {
+            return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", "the body is not JSON");
+        };
+        let Some(name) = v["TableName"].as_str() else {
+            return odata_error(StatusCode::BAD_REQUEST, "PropertiesNeedValue", "TableName is required");
+        };
+        let valid = (3..=63).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric())
+            && name.starts_with(|c: char| c.is_ascii_alphabetic());
+        if !valid {
+            return odata_error(StatusCode::BAD_REQUEST, "InvalidResourceName", "The specifed resource name contains invalid characters.");
+        }
+        let mut tables = t.lock();
+        // Table names are case-insensitive.
+        if tables
+            .keys()
+            .any(|(a, n)| *a == account && n.eq_ignore_ascii_case(name))
+        {
+            return odata_error(StatusCode::CONFLICT, "TableAlreadyExists", "The table specified already exists.");
+        }
+        tables.insert((account, name.to_string()), Entities::new());
+        return (StatusCode::CREATED, Json(serde_json::json!({"TableName": name}))).into_response();
+    }
+    let (table, keys) = match parse_target(&rest) {
+        Ok(x) => x,
+        Err(e) => return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", &e),
+    };
+    let mut tables = t.lock();
+    let Some(entities) = tables
+        .iter_mut()
+        .find(|((a, n), _)| *a == account && n.eq_ignore_ascii_case(&table))
+        .map(|(_, e)| e)
+    else {
+        return odata_error(StatusCode::NOT_FOUND, "TableNotFound", "The table specified does not exist.");
+    };
+    let etag_of = |n: u64| format!("W/\"datetime'{n}'\"");
+    match (method, keys) {
+        (Method::GET, Some(k)) => match entities.get(&k) {
+            Some((v, n)) => (StatusCode::OK, [("etag", etag_of(*n))], Json(v.clone())).into_response(),
+            None => odata_error(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified resource does not exist."),
+        },
+        (Method::GET, None) => {
+            let page = t.page_size();
+            let from = match (query.get("NextPartitionKey"), query.get("NextRowKey")) {
+                (Some(pk), rk) => Some((pk.clone(), rk.cloned().unwrap_or_default())),
+                _ => None,
+            };
+            let mut rows = entities
+                .iter()
+                .filter(|(k, _)| from.as_ref().is_none_or(|f| *k >= f))
+                .map(|(k, (v, _))| (k.clone(), v.clone()));
+            let value: Vec<Value> = rows.by_ref().take(page).map(|(_, v)| v).collect();
+            let next = rows.next().map(|(k, _)| k);
+            let mut rsp = Json(serde_json::json!({ "value": value })).into_response();
+            if let Some((pk, rk)) = next {
+                let h = rsp.headers_mut();
+                if let (Ok(pk), Ok(rk)) = (pk.parse(), rk.parse()) {
+                    h.insert("x-ms-continuation-NextPartitionKey", pk);
+                    h.insert("x-ms-continuation-NextRowKey", rk);
+                }
+            }
+            rsp
+        }
+        (Method::POST, None) => {
+            let Ok(v) = json() else {
+                return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", "the body is not JSON");
+            };
+            let key = |name: &str| v[name].as_str().map(str::to_string);
+            let (Some(pk), Some(rk)) = (key("PartitionKey"), key("RowKey")) else {
+                return odata_error(StatusCode::BAD_REQUEST, "PropertiesNeedValue", "PartitionKey and RowKey are required.");
+            };
+            if let Some(p) = key_problem(&pk).or_else(|| key_problem(&rk)) {
+                return odata_error(StatusCode::BAD_REQUEST, "OutOfRangeInput", &format!("One of the request inputs is out of range: {p}."));
+            }
+            if entities.contains_key(&(pk.clone(), rk.clone())) {
+                return odata_error(StatusCode::CONFLICT, "EntityAlreadyExists", "The specified entity already exists.");
+            }
+            let n = t.etag.fetch_add(1, Ordering::Relaxed) + 1;
+            entities.insert((pk, rk), (v, n));
+            (StatusCode::NO_CONTENT, [("etag", etag_of(n))]).into_response()
+        }
+        (Method::PUT, Some((pk, rk))) => {
+            let Ok(mut v) = json() else {
+                return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", "the body is not JSON");
+            };
+            if let Some(p) = key_problem(&pk).or_else(|| key_problem(&rk)) {
+                return odata_error(StatusCode::BAD_REQUEST, "OutOfRangeInput", &format!("One of the request inputs is out of range: {p}."));
+            }
+            let if_match = headers.get("if-match").and_then(|h| h.to_str().ok());
+            let current = entities.get(&(pk.clone(), rk.clone())).map(|(_, n)| *n);
+            match (if_match, current) {
+                // Update Entity with If-Match: the entity must exist with that ETag.
+                (Some("*"), Some(_)) => {}
+                (Some(m), Some(n)) if m == etag_of(n) => {}
+                (Some(_), Some(_)) => {
+                    return odata_error(StatusCode::PRECONDITION_FAILED, "UpdateConditionNotSatisfied", "The update condition specified in the request was not satisfied.")
+                }
+                (Some(_), None) => {
+                    return odata_error(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified resource does not exist.")
+                }
+                // Without If-Match a PUT is Insert Or Replace.
+                (None, _) => {}
+            }
+            v["PartitionKey"] = Value::String(pk.clone());
+            v["RowKey"] = Value::String(rk.clone());
+            let n = t.etag.fetch_add(1, Ordering::Relaxed) + 1;
+            entities.insert((pk, rk), (v, n));
+            (StatusCode::NO_CONTENT, [("etag", etag_of(n))]).into_response()
+        }
+        (m, _) => odata_error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", &format!("{m} is not supported here")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_quoted_keys() {
+        assert_eq!(parse_target("t").unwrap(), ("t".into(), None));
+        assert_eq!(parse_target("t()").unwrap(), ("t".into(), None));
+        assert_eq!(
+            parse_target("t(PartitionKey='a,b',RowKey='it''s')").unwrap(),
+            ("t".into(), Some(("a,b".into(), "it's".into())))
+        );
+        assert!(parse_target("t(PartitionKey='a')").is_err());
+        assert!(parse_target("t(PartitionKey='a',RowKey='b'").is_err());
+    }
+}
