@@ -42,8 +42,9 @@ pub const DRILL_TABLE_SETTING: &str = "VMRP_DRILL_TABLE_URL";
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 /// The Table service version sent: the first that accepts Entra tokens for tables.
 pub const TABLE_SERVICE_VERSION: &str = "2019-02-02";
-/// Conditional writes lost to another writer before a record gives up.
-const MAX_ATTEMPTS: usize = 5;
+/// Conditional writes lost to another writer before a record gives up (with a short random
+/// pause between, so writers racing for one entity spread out).
+const MAX_ATTEMPTS: usize = 8;
 /// Pages a listing follows before it calls the service's continuation a loop.
 const MAX_PAGES: usize = 10_000;
 
@@ -305,6 +306,10 @@ impl TableLedger {
     async fn record_once(&self, record: &DrillRecord, pk: &str, rk: &str) -> Result<bool, LedgerError> {
         let stored = self.get(pk, rk).await?;
         let merged = merge(stored.as_ref().map(|(r, _)| r), record);
+        // Already as new as this drill (a newer run, or the same record): nothing to write.
+        if stored.as_ref().is_some_and(|(r, _)| *r == merged) {
+            return Ok(true);
+        }
         let body = Self::entity(&merged, pk, rk);
         let written = match &stored {
             None => self
@@ -345,10 +350,13 @@ impl DrillLedger for TableLedger {
             }
         }
         self.ensure_table().await?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             match self.record_once(record, &pk, &rk).await {
                 Ok(true) => return Ok(()),
-                Ok(false) => continue,
+                Ok(false) => {
+                    let ms = 10 * (attempt as u64 + 1) + rand::random::<u64>() % 40;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
                 // The table was deleted after this process created it: create it again.
                 Err(e) if e.code == "TableNotFound" => {
                     self.table_known.store(false, Ordering::Relaxed);

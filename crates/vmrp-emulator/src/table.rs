@@ -321,6 +321,171 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::credential::StaticToken;
+    use crate::azure::table::TableLedger;
+    use crate::azure::{DrillLedger, DrillRecord};
+    use crate::server::{self, EmulatorConfig, RunningEmulator};
+    use std::time::Duration;
+    use time::macros::datetime;
+
+    async fn emulator() -> RunningEmulator {
+        server::start(EmulatorConfig::default()).await.unwrap()
+    }
+
+    fn token(emu: &RunningEmulator, resource: &str) -> String {
+        emu.identity.issue(resource, None).access_token
+    }
+
+    /// One raw request: (status, error code).
+    async fn call(
+        method: reqwest::Method,
+        url: String,
+        token: Option<&str>,
+        version: &str,
+        if_match: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let mut rb = reqwest::Client::new()
+            .request(method, url)
+            .header("x-ms-version", version)
+            .header("accept", "application/json;odata=nometadata");
+        if let Some(t) = token {
+            rb = rb.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(m) = if_match {
+            rb = rb.header("if-match", m);
+        }
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b.to_string());
+        }
+        let rsp = rb.send().await.unwrap();
+        let status = rsp.status().as_u16();
+        let v: Value = rsp.json().await.unwrap_or(Value::Null);
+        (status, v["odata.error"]["code"].as_str().unwrap_or("").to_string())
+    }
+
+    #[tokio::test]
+    async fn the_table_endpoint_answers_azures_errors() {
+        let emu = emulator().await;
+        let base = emu.urls.drill_table.rsplit_once('/').unwrap().0.to_string();
+        let storage = token(&emu, STORAGE_RESOURCE);
+        let arm = token(&emu, "https://management.azure.com");
+        let v = MIN_BEARER_VERSION;
+        let entity = format!("{base}/vmrpdrills(PartitionKey='p',RowKey='r')");
+        let get = |t: Option<String>, version: &'static str| {
+            let url = entity.clone();
+            async move { call(reqwest::Method::GET, url, t.as_deref(), version, None, None).await }
+        };
+        // Authentication: none, a token for ARM, a version without bearer support.
+        assert_eq!(get(None, v).await, (403, "AuthenticationFailed".into()));
+        assert_eq!(get(Some(arm), v).await, (401, "InvalidAuthenticationInfo".into()));
+        assert_eq!(
+            get(Some(storage.clone()), "2018-03-28").await,
+            (403, "AuthenticationFailed".into())
+        );
+        // No table yet.
+        assert_eq!(get(Some(storage.clone()), v).await, (404, "TableNotFound".into()));
+        let create = || {
+            call(
+                reqwest::Method::POST,
+                format!("{base}/Tables"),
+                Some(&storage),
+                v,
+                None,
+                Some(serde_json::json!({"TableName": "vmrpdrills"})),
+            )
+        };
+        assert_eq!(create().await.0, 201);
+        assert_eq!(create().await, (409, "TableAlreadyExists".into()));
+        assert_eq!(get(Some(storage.clone()), v).await, (404, "ResourceNotFound".into()));
+        let insert = |pk: &str| {
+            call(
+                reqwest::Method::POST,
+                format!("{base}/vmrpdrills"),
+                Some(&storage),
+                v,
+                None,
+                Some(serde_json::json!({"PartitionKey": pk, "RowKey": "r", "x": 1})),
+            )
+        };
+        assert_eq!(insert("a/b").await, (400, "OutOfRangeInput".into()));
+        assert_eq!(insert("p").await.0, 204);
+        assert_eq!(insert("p").await, (409, "EntityAlreadyExists".into()));
+        let put = |etag: &'static str| {
+            call(
+                reqwest::Method::PUT,
+                entity.clone(),
+                Some(&storage),
+                v,
+                Some(etag),
+                Some(serde_json::json!({"x": 2})),
+            )
+        };
+        assert_eq!(
+            put("W/\"datetime'999'\"").await,
+            (412, "UpdateConditionNotSatisfied".into())
+        );
+        assert_eq!(put("*").await.0, 204);
+        assert_eq!(emu.table.entities("vmrpdrills")[0]["x"], 2);
+        emu.stop().await.unwrap();
+    }
+
+    fn record(vm: usize, region: &str, passed: bool, day: i64) -> DrillRecord {
+        let tick = datetime!(2026-12-01 02:30 UTC) + time::Duration::days(day);
+        DrillRecord::of(
+            &crate::policy::drills::DrillResult {
+                vm: format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm{vm}"),
+                region: region.into(),
+                copy: false,
+                point: Some(format!("rp-{day}")),
+                passed,
+                reason: (!passed).then(|| "refused".into()),
+                seconds_to_restore: passed.then_some(day as f64),
+                disks: Vec::new(),
+                cleaned: true,
+            },
+            tick,
+        )
+    }
+
+    /// The Table client against the endpoint: it creates the table, writes concurrently from
+    /// many "instances" without losing the newest pass (ETag conflicts are retried), and
+    /// reads every page behind the continuation headers.
+    #[tokio::test]
+    async fn the_ledger_creates_merges_concurrently_and_pages() {
+        let emu = emulator().await;
+        emu.table.set_page_size(2);
+        let ledger = Arc::new(
+            TableLedger::new(
+                &emu.urls.drill_table,
+                StaticToken::new(&token(&emu, STORAGE_RESOURCE), Duration::from_secs(600)),
+                true,
+            )
+            .unwrap(),
+        );
+        // Eight writers of the same VM and region at once: passes on days 0..4, failures 4..8.
+        let writers: Vec<_> = (0..8)
+            .map(|day| {
+                let l = ledger.clone();
+                tokio::spawn(async move { l.record(&record(0, "westeurope", day < 4, day)).await })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().unwrap();
+        }
+        let all = ledger.read_all().await.unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        let r = &all[0];
+        assert_eq!(r.last_passed, Some(datetime!(2026-12-04 02:30 UTC)), "{r:?}");
+        assert_eq!(r.last_passed_point.as_deref(), Some("rp-3"));
+        assert_eq!((r.last_run, r.last_passed_ok), (datetime!(2026-12-08 02:30 UTC), false));
+        // Five entities over pages of two: all read.
+        for vm in 1..5 {
+            ledger.record(&record(vm, "northeurope", true, 1)).await.unwrap();
+        }
+        assert_eq!(ledger.read_all().await.unwrap().len(), 5);
+        emu.stop().await.unwrap();
+    }
 
     #[test]
     fn targets_parse_with_quoted_keys() {

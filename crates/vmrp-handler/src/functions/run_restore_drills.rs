@@ -452,6 +452,89 @@ mod tests {
         assert!(arm.disk_ids().is_empty());
     }
 
+    fn with_ledger(d: &mut Deps) -> Arc<testing::FakeLedger> {
+        let ledger = Arc::new(testing::FakeLedger::new());
+        d.drill_ledger = Some(ledger.clone());
+        ledger
+    }
+
+    /// Every drill is recorded per VM and region; a later failed drill keeps the pass (its
+    /// tick, point and time to restore) and adds the failure with its reason.
+    #[tokio::test]
+    async fn each_drill_is_recorded_and_a_failure_keeps_the_last_pass() {
+        let (arm, vms) = world(2);
+        let mut d = deps(&arm, &["local", "swedencentral"], 2);
+        let ledger = with_ledger(&mut d);
+        let out = handle(timer_at(TICK), &d).await.unwrap();
+        assert!(out.summary.contains("recorded 4"), "{}", out.summary);
+        let records = ledger.records();
+        assert_eq!(records.len(), 4, "{records:?}");
+        for r in &records {
+            assert!(r.last_passed_ok && r.last_passed == Some(TICK), "{r:?}");
+            assert!(r.last_passed_point.as_deref().unwrap().ends_with("/rp-20261206T0000Z"));
+            assert!(r.last_passed_seconds.is_some(), "{r:?}");
+        }
+        assert_eq!(
+            records.iter().filter(|r| r.copy).count(),
+            2,
+            "a copy record per VM: {records:?}"
+        );
+        // The next day every disk PUT is refused: failed drills, the passes kept.
+        let next = TICK + time::Duration::days(1);
+        for _ in 0..4 {
+            arm.refuse_next(op::PUT_DISK, 409, "OperationNotAllowed", "refused for the test");
+        }
+        let out = handle(timer_at(next), &d).await.unwrap();
+        assert!(out.summary.contains("0 passed, 4 failed"), "{}", out.summary);
+        let records = ledger.records();
+        assert_eq!(records.len(), 4);
+        for r in &records {
+            assert_eq!((r.last_run, r.last_passed_ok), (next, false), "{r:?}");
+            assert_eq!(r.last_passed, Some(TICK), "the pass is kept: {r:?}");
+            assert!(r.last_passed_point.is_some() && r.last_passed_seconds.is_some());
+            assert!(
+                r.last_reason.as_deref().unwrap().contains("OperationNotAllowed"),
+                "{r:?}"
+            );
+            assert!(r.failing_since_pass());
+        }
+        assert!(records.iter().any(|r| r.vm == vms[0].to_string()));
+    }
+
+    /// The table refusing one record: that drill still passed, the others are recorded, and
+    /// the run answers `reported`, naming the failure.
+    #[tokio::test]
+    async fn a_failure_to_record_is_reported_and_loses_no_other_record() {
+        let (arm, _) = world(2);
+        let mut d = deps(&arm, &["local"], 2);
+        let ledger = with_ledger(&mut d);
+        ledger.fail_next_record(503, "ServerBusy");
+        let out = handle(timer_at(TICK), &d).await.unwrap();
+        assert_eq!(out.status, Status::Reported, "{}", out.summary);
+        assert!(out.summary.contains("2 passed, 0 failed"), "{}", out.summary);
+        assert!(out.summary.contains("recorded 1"), "{}", out.summary);
+        assert!(
+            out.summary.contains("recording failed for 1") && out.summary.contains("ServerBusy"),
+            "{}",
+            out.summary
+        );
+        assert!(out.drills.iter().all(|r| r.passed));
+        assert_eq!(ledger.records().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_ledger_the_run_says_results_are_not_kept() {
+        let (arm, _) = world(1);
+        let d = deps(&arm, &["local"], 1);
+        let out = handle(timer_at(TICK), &d).await.unwrap();
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+        assert!(
+            out.summary.contains("results not kept (VMRP_DRILL_TABLE_URL is not set)"),
+            "{}",
+            out.summary
+        );
+    }
+
     #[tokio::test]
     async fn without_a_drills_section_the_timer_skips() {
         let (arm, _) = world(1);
