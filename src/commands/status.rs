@@ -85,11 +85,7 @@ pub fn attach_drills(rows: &mut [StatusRow], records: &[crate::azure::DrillRecor
                     last_passed_point: r.last_passed_point.clone(),
                     seconds_to_restore: r.last_passed_seconds,
                     last_failed: failing.then_some(r.last_run),
-                    last_failure_reason: if failing {
-                        r.last_reason.clone()
-                    } else {
-                        None
-                    },
+                    last_failure_reason: if failing { r.last_reason.clone() } else { None },
                 }
             });
     }
@@ -530,7 +526,10 @@ pub struct StatusArgs {
 /// operator (no table given, or it could not be read); status goes on without them.
 async fn read_drills(args: &StatusArgs) -> Result<Vec<crate::azure::DrillRecord>, String> {
     let Some(url) = args.drill_table.as_deref().filter(|u| !u.trim().is_empty()) else {
-        return Err("no drill table given (--drill-table or VMRP_DRILL_TABLE_URL): last drills not shown".into());
+        return Err(
+            "no drill table given (--drill-table or VMRP_DRILL_TABLE_URL): last drills not shown"
+                .into(),
+        );
     };
     let ledger = super::drill_ledger(url)?;
     crate::azure::DrillLedger::read_all(&ledger)

@@ -131,7 +131,12 @@ impl TableLedger {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("vmrp/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| invalid(format!("building the HTTP client: {}", http::error_chain(&e))))?;
+            .map_err(|e| {
+                invalid(format!(
+                    "building the HTTP client: {}",
+                    http::error_chain(&e)
+                ))
+            })?;
         Ok(Self {
             http,
             service,
@@ -215,7 +220,12 @@ impl TableLedger {
         let rsp = rb.send().await.map_err(|e| LedgerError {
             operation: operation.into(),
             status: None,
-            code: if e.is_timeout() { "Timeout" } else { "Connection" }.into(),
+            code: if e.is_timeout() {
+                "Timeout"
+            } else {
+                "Connection"
+            }
+            .into(),
             message: http::error_chain(&e),
         })?;
         if rsp.status().is_success() {
@@ -273,7 +283,13 @@ impl TableLedger {
     async fn get(&self, pk: &str, rk: &str) -> Result<Option<(DrillRecord, String)>, LedgerError> {
         let op = "Query Entities";
         let rsp = match self
-            .send(op, reqwest::Method::GET, self.entity_url(pk, rk)?, None, None)
+            .send(
+                op,
+                reqwest::Method::GET,
+                self.entity_url(pk, rk)?,
+                None,
+                None,
+            )
             .await
         {
             Ok(r) => r,
@@ -303,7 +319,12 @@ impl TableLedger {
     }
 
     /// One read-merge-write; `Ok(false)` when another writer got there first (try again).
-    async fn record_once(&self, record: &DrillRecord, pk: &str, rk: &str) -> Result<bool, LedgerError> {
+    async fn record_once(
+        &self,
+        record: &DrillRecord,
+        pk: &str,
+        rk: &str,
+    ) -> Result<bool, LedgerError> {
         let stored = self.get(pk, rk).await?;
         let merged = merge(stored.as_ref().map(|(r, _)| r), record);
         // Already as new as this drill (a newer run, or the same record): nothing to write.
@@ -312,24 +333,26 @@ impl TableLedger {
         }
         let body = Self::entity(&merged, pk, rk);
         let written = match &stored {
-            None => self
-                .send(
+            None => {
+                self.send(
                     "Insert Entity",
                     reqwest::Method::POST,
                     self.url(&self.table)?,
                     None,
                     Some(&body),
                 )
-                .await,
-            Some((_, etag)) => self
-                .send(
+                .await
+            }
+            Some((_, etag)) => {
+                self.send(
                     "Update Entity",
                     reqwest::Method::PUT,
                     self.entity_url(pk, rk)?,
                     Some(etag),
                     Some(&body),
                 )
-                .await,
+                .await
+            }
         };
         match written {
             Ok(_) => Ok(true),

@@ -113,9 +113,7 @@ impl TableEmulator {
     }
 
     fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
         let Some(auth) = auth else {
             return Err(odata_error(
                 StatusCode::FORBIDDEN,
@@ -206,16 +204,28 @@ async fn handle(
     let json = || serde_json::from_slice::<Value>(&body);
     if rest == "Tables" && method == Method::POST {
         let Ok(v) = json() else {
-            return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", "the body is not JSON");
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidInput",
+                "the body is not JSON",
+            );
         };
         let Some(name) = v["TableName"].as_str() else {
-            return odata_error(StatusCode::BAD_REQUEST, "PropertiesNeedValue", "TableName is required");
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "PropertiesNeedValue",
+                "TableName is required",
+            );
         };
         let valid = (3..=63).contains(&name.len())
             && name.chars().all(|c| c.is_ascii_alphanumeric())
             && name.starts_with(|c: char| c.is_ascii_alphabetic());
         if !valid {
-            return odata_error(StatusCode::BAD_REQUEST, "InvalidResourceName", "The specifed resource name contains invalid characters.");
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidResourceName",
+                "The specifed resource name contains invalid characters.",
+            );
         }
         let mut tables = t.lock();
         // Table names are case-insensitive.
@@ -223,10 +233,18 @@ async fn handle(
             .keys()
             .any(|(a, n)| *a == account && n.eq_ignore_ascii_case(name))
         {
-            return odata_error(StatusCode::CONFLICT, "TableAlreadyExists", "The table specified already exists.");
+            return odata_error(
+                StatusCode::CONFLICT,
+                "TableAlreadyExists",
+                "The table specified already exists.",
+            );
         }
         tables.insert((account, name.to_string()), Entities::new());
-        return (StatusCode::CREATED, Json(serde_json::json!({"TableName": name}))).into_response();
+        return (
+            StatusCode::CREATED,
+            Json(serde_json::json!({"TableName": name})),
+        )
+            .into_response();
     }
     let (table, keys) = match parse_target(&rest) {
         Ok(x) => x,
@@ -238,13 +256,23 @@ async fn handle(
         .find(|((a, n), _)| *a == account && n.eq_ignore_ascii_case(&table))
         .map(|(_, e)| e)
     else {
-        return odata_error(StatusCode::NOT_FOUND, "TableNotFound", "The table specified does not exist.");
+        return odata_error(
+            StatusCode::NOT_FOUND,
+            "TableNotFound",
+            "The table specified does not exist.",
+        );
     };
     let etag_of = |n: u64| format!("W/\"datetime'{n}'\"");
     match (method, keys) {
         (Method::GET, Some(k)) => match entities.get(&k) {
-            Some((v, n)) => (StatusCode::OK, [("etag", etag_of(*n))], Json(v.clone())).into_response(),
-            None => odata_error(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified resource does not exist."),
+            Some((v, n)) => {
+                (StatusCode::OK, [("etag", etag_of(*n))], Json(v.clone())).into_response()
+            }
+            None => odata_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "The specified resource does not exist.",
+            ),
         },
         (Method::GET, None) => {
             let page = t.page_size();
@@ -270,17 +298,33 @@ async fn handle(
         }
         (Method::POST, None) => {
             let Ok(v) = json() else {
-                return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", "the body is not JSON");
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidInput",
+                    "the body is not JSON",
+                );
             };
             let key = |name: &str| v[name].as_str().map(str::to_string);
             let (Some(pk), Some(rk)) = (key("PartitionKey"), key("RowKey")) else {
-                return odata_error(StatusCode::BAD_REQUEST, "PropertiesNeedValue", "PartitionKey and RowKey are required.");
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "PropertiesNeedValue",
+                    "PartitionKey and RowKey are required.",
+                );
             };
             if let Some(p) = key_problem(&pk).or_else(|| key_problem(&rk)) {
-                return odata_error(StatusCode::BAD_REQUEST, "OutOfRangeInput", &format!("One of the request inputs is out of range: {p}."));
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "OutOfRangeInput",
+                    &format!("One of the request inputs is out of range: {p}."),
+                );
             }
             if entities.contains_key(&(pk.clone(), rk.clone())) {
-                return odata_error(StatusCode::CONFLICT, "EntityAlreadyExists", "The specified entity already exists.");
+                return odata_error(
+                    StatusCode::CONFLICT,
+                    "EntityAlreadyExists",
+                    "The specified entity already exists.",
+                );
             }
             let n = t.etag.fetch_add(1, Ordering::Relaxed) + 1;
             entities.insert((pk, rk), (v, n));
@@ -288,10 +332,18 @@ async fn handle(
         }
         (Method::PUT, Some((pk, rk))) => {
             let Ok(mut v) = json() else {
-                return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", "the body is not JSON");
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidInput",
+                    "the body is not JSON",
+                );
             };
             if let Some(p) = key_problem(&pk).or_else(|| key_problem(&rk)) {
-                return odata_error(StatusCode::BAD_REQUEST, "OutOfRangeInput", &format!("One of the request inputs is out of range: {p}."));
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "OutOfRangeInput",
+                    &format!("One of the request inputs is out of range: {p}."),
+                );
             }
             let if_match = headers.get("if-match").and_then(|h| h.to_str().ok());
             let current = entities.get(&(pk.clone(), rk.clone())).map(|(_, n)| *n);
@@ -300,10 +352,18 @@ async fn handle(
                 (Some("*"), Some(_)) => {}
                 (Some(m), Some(n)) if m == etag_of(n) => {}
                 (Some(_), Some(_)) => {
-                    return odata_error(StatusCode::PRECONDITION_FAILED, "UpdateConditionNotSatisfied", "The update condition specified in the request was not satisfied.")
+                    return odata_error(
+                        StatusCode::PRECONDITION_FAILED,
+                        "UpdateConditionNotSatisfied",
+                        "The update condition specified in the request was not satisfied.",
+                    )
                 }
                 (Some(_), None) => {
-                    return odata_error(StatusCode::NOT_FOUND, "ResourceNotFound", "The specified resource does not exist.")
+                    return odata_error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFound",
+                        "The specified resource does not exist.",
+                    )
                 }
                 // Without If-Match a PUT is Insert Or Replace.
                 (None, _) => {}
@@ -314,7 +374,11 @@ async fn handle(
             entities.insert((pk, rk), (v, n));
             (StatusCode::NO_CONTENT, [("etag", etag_of(n))]).into_response()
         }
-        (m, _) => odata_error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", &format!("{m} is not supported here")),
+        (m, _) => odata_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UnsupportedHttpVerb",
+            &format!("{m} is not supported here"),
+        ),
     }
 }
 
@@ -356,12 +420,17 @@ mod tests {
             rb = rb.header("if-match", m);
         }
         if let Some(b) = body {
-            rb = rb.header("content-type", "application/json").body(b.to_string());
+            rb = rb
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         let rsp = rb.send().await.unwrap();
         let status = rsp.status().as_u16();
         let v: Value = rsp.json().await.unwrap_or(Value::Null);
-        (status, v["odata.error"]["code"].as_str().unwrap_or("").to_string())
+        (
+            status,
+            v["odata.error"]["code"].as_str().unwrap_or("").to_string(),
+        )
     }
 
     #[tokio::test]
@@ -378,13 +447,19 @@ mod tests {
         };
         // Authentication: none, a token for ARM, a version without bearer support.
         assert_eq!(get(None, v).await, (403, "AuthenticationFailed".into()));
-        assert_eq!(get(Some(arm), v).await, (401, "InvalidAuthenticationInfo".into()));
+        assert_eq!(
+            get(Some(arm), v).await,
+            (401, "InvalidAuthenticationInfo".into())
+        );
         assert_eq!(
             get(Some(storage.clone()), "2018-03-28").await,
             (403, "AuthenticationFailed".into())
         );
         // No table yet.
-        assert_eq!(get(Some(storage.clone()), v).await, (404, "TableNotFound".into()));
+        assert_eq!(
+            get(Some(storage.clone()), v).await,
+            (404, "TableNotFound".into())
+        );
         let create = || {
             call(
                 reqwest::Method::POST,
@@ -397,7 +472,10 @@ mod tests {
         };
         assert_eq!(create().await.0, 201);
         assert_eq!(create().await, (409, "TableAlreadyExists".into()));
-        assert_eq!(get(Some(storage.clone()), v).await, (404, "ResourceNotFound".into()));
+        assert_eq!(
+            get(Some(storage.clone()), v).await,
+            (404, "ResourceNotFound".into())
+        );
         let insert = |pk: &str| {
             call(
                 reqwest::Method::POST,
@@ -476,12 +554,22 @@ mod tests {
         let all = ledger.read_all().await.unwrap();
         assert_eq!(all.len(), 1, "{all:?}");
         let r = &all[0];
-        assert_eq!(r.last_passed, Some(datetime!(2026-12-04 02:30 UTC)), "{r:?}");
+        assert_eq!(
+            r.last_passed,
+            Some(datetime!(2026-12-04 02:30 UTC)),
+            "{r:?}"
+        );
         assert_eq!(r.last_passed_point.as_deref(), Some("rp-3"));
-        assert_eq!((r.last_run, r.last_passed_ok), (datetime!(2026-12-08 02:30 UTC), false));
+        assert_eq!(
+            (r.last_run, r.last_passed_ok),
+            (datetime!(2026-12-08 02:30 UTC), false)
+        );
         // Five entities over pages of two: all read.
         for vm in 1..5 {
-            ledger.record(&record(vm, "northeurope", true, 1)).await.unwrap();
+            ledger
+                .record(&record(vm, "northeurope", true, 1))
+                .await
+                .unwrap();
         }
         assert_eq!(ledger.read_all().await.unwrap().len(), 5);
         emu.stop().await.unwrap();

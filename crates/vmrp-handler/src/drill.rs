@@ -497,7 +497,12 @@ pub async fn run_within(
 
 /// Keeps one drill's result in the ledger. A failure is logged and named in the report; it
 /// neither changes the drill's result nor stops the run (the next drill is still recorded).
-async fn record(ledger: &dyn DrillLedger, result: &DrillResult, tick: OffsetDateTime, report: &mut RunReport) {
+async fn record(
+    ledger: &dyn DrillLedger,
+    result: &DrillResult,
+    tick: OffsetDateTime,
+    report: &mut RunReport,
+) {
     match ledger.record(&DrillRecord::of(result, tick)).await {
         Ok(()) => report.recorded += 1,
         Err(e) => {

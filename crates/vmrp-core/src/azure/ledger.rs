@@ -219,8 +219,18 @@ mod tests {
             DrillRecord,
             (OffsetDateTime, bool, Option<OffsetDateTime>, Option<&str>),
         )> = vec![
-            ("first record", None, pass(D1, "rp-1"), (D1, true, Some(D1), Some("rp-1"))),
-            ("first is a failure", None, fail(D1), (D1, false, None, None)),
+            (
+                "first record",
+                None,
+                pass(D1, "rp-1"),
+                (D1, true, Some(D1), Some("rp-1")),
+            ),
+            (
+                "first is a failure",
+                None,
+                fail(D1),
+                (D1, false, None, None),
+            ),
             (
                 "a failure keeps the pass",
                 Some(pass(D1, "rp-1")),
@@ -265,12 +275,21 @@ mod tests {
         for (name, stored, incoming, (run, ok, passed, point)) in cases {
             let m = merge(stored.as_ref(), &incoming);
             assert_eq!(
-                (m.last_run, m.last_passed_ok, m.last_passed, m.last_passed_point.as_deref()),
+                (
+                    m.last_run,
+                    m.last_passed_ok,
+                    m.last_passed,
+                    m.last_passed_point.as_deref()
+                ),
                 (run, ok, passed, point),
                 "{name}"
             );
             // The seconds travel with the pass they belong to.
-            assert_eq!(m.last_passed_seconds.is_some(), m.last_passed.is_some(), "{name}");
+            assert_eq!(
+                m.last_passed_seconds.is_some(),
+                m.last_passed.is_some(),
+                "{name}"
+            );
         }
     }
 
@@ -287,8 +306,14 @@ mod tests {
     fn keys_are_deterministic_case_insensitive_and_valid() {
         let (pk, rk) = table_keys(VM, "westeurope");
         assert_eq!(pk, "00000000-0000-0000-0000-0000000000d1");
-        assert!(rk.starts_with("westeurope-") && rk.len() == "westeurope-".len() + 32, "{rk}");
-        assert_eq!(table_keys(&VM.to_uppercase(), "westeurope"), (pk.clone(), rk.clone()));
+        assert!(
+            rk.starts_with("westeurope-") && rk.len() == "westeurope-".len() + 32,
+            "{rk}"
+        );
+        assert_eq!(
+            table_keys(&VM.to_uppercase(), "westeurope"),
+            (pk.clone(), rk.clone())
+        );
         // Region and VM both count.
         assert_ne!(table_keys(VM, "swedencentral").1, rk);
         assert_ne!(table_keys(&VM.replace("vm1", "vm2"), "westeurope").1, rk);

@@ -19,9 +19,7 @@ pub use support::{
 
 use std::sync::Arc;
 
-use crate::azure::{
-    Arm, ArmError, DrillLedger, ErrorClass, ResourceId, Scheduler, SendError,
-};
+use crate::azure::{Arm, ArmError, DrillLedger, ErrorClass, ResourceId, Scheduler, SendError};
 use crate::messages::MessageError;
 use crate::policy::Policy;
 

@@ -471,7 +471,11 @@ mod tests {
         assert_eq!(records.len(), 4, "{records:?}");
         for r in &records {
             assert!(r.last_passed_ok && r.last_passed == Some(TICK), "{r:?}");
-            assert!(r.last_passed_point.as_deref().unwrap().ends_with("/rp-20261206T0000Z"));
+            assert!(r
+                .last_passed_point
+                .as_deref()
+                .unwrap()
+                .ends_with("/rp-20261206T0000Z"));
             assert!(r.last_passed_seconds.is_some(), "{r:?}");
         }
         assert_eq!(
@@ -482,10 +486,19 @@ mod tests {
         // The next day every disk PUT is refused: failed drills, the passes kept.
         let next = TICK + time::Duration::days(1);
         for _ in 0..4 {
-            arm.refuse_next(op::PUT_DISK, 409, "OperationNotAllowed", "refused for the test");
+            arm.refuse_next(
+                op::PUT_DISK,
+                409,
+                "OperationNotAllowed",
+                "refused for the test",
+            );
         }
         let out = handle(timer_at(next), &d).await.unwrap();
-        assert!(out.summary.contains("0 passed, 4 failed"), "{}", out.summary);
+        assert!(
+            out.summary.contains("0 passed, 4 failed"),
+            "{}",
+            out.summary
+        );
         let records = ledger.records();
         assert_eq!(records.len(), 4);
         for r in &records {
@@ -493,7 +506,10 @@ mod tests {
             assert_eq!(r.last_passed, Some(TICK), "the pass is kept: {r:?}");
             assert!(r.last_passed_point.is_some() && r.last_passed_seconds.is_some());
             assert!(
-                r.last_reason.as_deref().unwrap().contains("OperationNotAllowed"),
+                r.last_reason
+                    .as_deref()
+                    .unwrap()
+                    .contains("OperationNotAllowed"),
                 "{r:?}"
             );
             assert!(r.failing_since_pass());
@@ -511,7 +527,11 @@ mod tests {
         ledger.fail_next_record(503, "ServerBusy");
         let out = handle(timer_at(TICK), &d).await.unwrap();
         assert_eq!(out.status, Status::Reported, "{}", out.summary);
-        assert!(out.summary.contains("2 passed, 0 failed"), "{}", out.summary);
+        assert!(
+            out.summary.contains("2 passed, 0 failed"),
+            "{}",
+            out.summary
+        );
         assert!(out.summary.contains("recorded 1"), "{}", out.summary);
         assert!(
             out.summary.contains("recording failed for 1") && out.summary.contains("ServerBusy"),
@@ -529,7 +549,8 @@ mod tests {
         let out = handle(timer_at(TICK), &d).await.unwrap();
         assert_eq!(out.status, Status::Done, "{}", out.summary);
         assert!(
-            out.summary.contains("results not kept (VMRP_DRILL_TABLE_URL is not set)"),
+            out.summary
+                .contains("results not kept (VMRP_DRILL_TABLE_URL is not set)"),
             "{}",
             out.summary
         );
