@@ -112,17 +112,18 @@ impl TableEmulator {
             .with_state(self.clone())
     }
 
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// `Some(answer)` when the request is refused.
+    fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
         let Some(auth) = auth else {
-            return Err(odata_error(
+            return Some(odata_error(
                 StatusCode::FORBIDDEN,
                 "AuthenticationFailed",
                 "Server failed to authenticate the request: the Authorization header is missing.",
             ));
         };
         let Some(token) = auth.strip_prefix("Bearer ") else {
-            return Err(odata_error(
+            return Some(odata_error(
                 StatusCode::FORBIDDEN,
                 "AuthenticationFailed",
                 "Server failed to authenticate the request: the emulator accepts Microsoft Entra bearer tokens only.",
@@ -134,20 +135,20 @@ impl TableEmulator {
             .unwrap_or("");
         // ISO dates compare as strings.
         if version.len() != 10 || version < MIN_BEARER_VERSION {
-            return Err(odata_error(
+            return Some(odata_error(
                 StatusCode::FORBIDDEN,
                 "AuthenticationFailed",
                 &format!("Authentication scheme Bearer is not supported in this version (x-ms-version {version:?}; {MIN_BEARER_VERSION} or later)."),
             ));
         }
         if !self.identity.verify_bearer(token.trim(), STORAGE_RESOURCE) {
-            return Err(odata_error(
+            return Some(odata_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationInfo",
                 "The access token is invalid, expired, or was not issued for https://storage.azure.com.",
             ));
         }
-        Ok(())
+        None
     }
 }
 
@@ -193,7 +194,7 @@ async fn handle(
     t.requests.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
     let headers = request.headers().clone();
-    if let Err(r) = t.authorize(&headers) {
+    if let Some(r) = t.refuse(&headers) {
         return r;
     }
     let body = match axum::body::to_bytes(request.into_body(), 1 << 20).await {

@@ -293,6 +293,29 @@ mod tests {
         }
     }
 
+    /// The fake ledger folds with the same rule: a pass, then a failure, keeps the pass.
+    #[tokio::test]
+    async fn the_fake_ledger_keeps_a_pass_through_a_failure() {
+        let ledger = crate::testing::FakeLedger::new();
+        ledger
+            .record(&DrillRecord::of(&result(true, "rp-1"), D1))
+            .await
+            .unwrap();
+        ledger
+            .record(&DrillRecord::of(&result(false, "rp-2"), D2))
+            .await
+            .unwrap();
+        let all = ledger.read_all().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].last_passed, all[0].last_run), (Some(D1), D2));
+        ledger.fail_next_record(503, "ServerBusy");
+        assert!(ledger
+            .record(&DrillRecord::of(&result(true, "rp-3"), D3))
+            .await
+            .is_err());
+        assert_eq!(ledger.read_all().await.unwrap()[0].last_passed, Some(D1));
+    }
+
     #[test]
     fn failing_since_pass_is_a_failure_newer_than_the_pass() {
         let pass = DrillRecord::of(&result(true, "rp-1"), D1);
