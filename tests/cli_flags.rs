@@ -1782,7 +1782,8 @@ fn local_fleet_mixed() {
     );
 }
 
-/// `vmrp local --drill`: after the run, every VM drilled (local and copy), the drill group empty.
+/// `vmrp local --drill`: after the run, every VM drilled (local and copy), each VM × region
+/// recorded in the drill table, the drill group empty.
 #[test]
 fn local_drill() {
     let (code, stdout, stderr) = run(&mut vmrp(&[
@@ -1803,7 +1804,7 @@ fn local_drill() {
     ]));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("drills: 2 VMs in 1 runs, 4 drills: 4 passed, 0 failed; 2/2 VMs drilled; drill group empty"),
+        stdout.contains("drills: 2 VMs in 1 runs, 4 drills: 4 passed, 0 failed; 2/2 VMs drilled; 4/4 VM × region recorded; drill group empty"),
         "--drill: {stdout}"
     );
 }

@@ -16,6 +16,9 @@ use time::OffsetDateTime;
 use super::ResourceId;
 use crate::policy::drills::DrillResult;
 
+/// The longest failure reason a record keeps.
+pub const MAX_REASON_CHARS: usize = 4000;
+
 /// What the ledger keeps for one VM and region.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,10 +64,20 @@ impl DrillRecord {
             copy: result.copy,
             last_run: tick,
             last_passed_ok: result.passed,
+            // A Table string property holds at most 64 KiB; ARM's messages are short, but a
+            // reason is cut at 4,000 characters so no message can make the record unwritable.
             last_reason: if result.passed {
                 None
             } else {
-                Some(result.reason.clone().unwrap_or_else(|| "no reason".into()))
+                Some(
+                    result
+                        .reason
+                        .as_deref()
+                        .unwrap_or("no reason")
+                        .chars()
+                        .take(MAX_REASON_CHARS)
+                        .collect(),
+                )
             },
             last_point: result.point.clone(),
             last_passed: result.passed.then_some(tick),
@@ -314,6 +327,14 @@ mod tests {
             .await
             .is_err());
         assert_eq!(ledger.read_all().await.unwrap()[0].last_passed, Some(D1));
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_fit_a_table_property() {
+        let mut r = result(false, "rp");
+        r.reason = Some("é".repeat(70_000));
+        let rec = DrillRecord::of(&r, D1);
+        assert_eq!(rec.last_reason.unwrap().chars().count(), MAX_REASON_CHARS);
     }
 
     #[test]
