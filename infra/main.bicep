@@ -109,6 +109,8 @@ var policy = empty(policyJson) ? string(defaultPolicy) : policyJson
 
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
+// Restore drill results, one entity per VM and region (docs/restore.md).
+var drillTableName = 'vmrpdrills'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: empty(resourceGroupName) ? 'rg-vmrp-${environmentName}' : resourceGroupName
@@ -160,6 +162,7 @@ module storage 'modules/storage.bicep' = {
     name: 'stvmrp${resourceToken}'
     deploymentContainerName: deploymentContainerName
     deadLetterContainerName: deadLetterContainerName
+    drillTableName: drillTableName
   }
 }
 
@@ -201,6 +204,7 @@ module functionApp 'modules/functionapp.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     schedule: schedule
     drillSchedule: drillSchedule
+    drillTableUrl: '${storage.outputs.tableEndpoint}${storage.outputs.drillTableName}'
     policyJson: policy
     armEndpoint: armEndpoint
     rustLog: rustLog
@@ -293,3 +297,5 @@ output VMRP_SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedName
 output VMRP_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output VMRP_ROLE_DEFINITION_ID string = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', vmRole.outputs.roleGuid)
 output VMRP_EVENT_SUBSCRIPTION_CREATED bool = events.outputs.eventSubscriptionCreated
+// `vmrp status --drill-table` (the operator needs Storage Table Data Reader on it, docs/operations.md).
+output VMRP_DRILL_TABLE_URL string = '${storage.outputs.tableEndpoint}${storage.outputs.drillTableName}'

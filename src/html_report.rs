@@ -74,18 +74,32 @@ pub fn ticks_from_inventory(inventory: &Inventory, limit: usize) -> Vec<TickSumm
     by_tick.into_values().skip(skip).collect()
 }
 
-/// Failures `vmrp status` can see: points ARM shows as Failed (the reason is in vmrp's logs).
+/// Failures `vmrp status` can see: points ARM shows as Failed (the reason is in vmrp's logs),
+/// and restore drills that failed after their last pass (the reason from the drill table).
 pub fn failures_from_rows(rows: &[StatusRow]) -> Vec<Failure> {
     rows.iter()
         .flat_map(|r| {
-            r.failed.iter().map(move |p| Failure {
+            let points = r.failed.iter().map(move |p| Failure {
                 vm: r.vm.clone(),
                 region: r.region.clone(),
                 role: role_name(r.role).into(),
                 what: p.clone(),
                 reason: "provisioningState Failed (see the vmrp::report event for the reason)"
                     .into(),
-            })
+            });
+            let drill = r.drill.as_ref().and_then(|d| {
+                d.last_failed.map(|t| Failure {
+                    vm: r.vm.clone(),
+                    region: r.region.clone(),
+                    role: role_name(r.role).into(),
+                    what: format!("restore drill {}", crate::schedule::rfc3339(t)),
+                    reason: d
+                        .last_failure_reason
+                        .clone()
+                        .unwrap_or_else(|| "no reason".into()),
+                })
+            });
+            points.chain(drill)
         })
         .collect()
 }
@@ -106,6 +120,8 @@ struct Cell {
     point: Option<String>,
     in_flight: Vec<(String, Option<i32>)>,
     failed: usize,
+    /// The last passed drill (and a newer failure), as `vmrp status` prints it.
+    drill: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -159,6 +175,10 @@ fn page_data(report: &Report) -> PageData<'_> {
                 point: r.newest_settled.clone(),
                 in_flight: r.in_flight.clone(),
                 failed: r.failed.len(),
+                drill: r
+                    .drill
+                    .as_ref()
+                    .map(|d| crate::commands::status::drill_cell(Some(d))),
             },
         );
     }
@@ -298,7 +318,7 @@ function cell(v, r) {
   const flight = c.inFlight.map(([n, p]) => p == null ? "⟳" : `⟳${p}%`).join(" ");
   const text = c.state === "missing" ? "missing" : human(c.age);
   const label = `${r} ${c.role}: ${LABEL[c.state]}` + (c.age != null ? `, newest settled point ${human(c.age)} old` : ", no settled point") + (flight ? ", in flight " + flight : "");
-  return `<td class="c-${c.state}" data-state="${c.state}" aria-label="${esc(label)}" title="${esc((c.point || "no settled point") + " (" + c.role + ")")}">${SYM[c.state]} ${text}${flight ? " " + flight : ""}${c.failed ? " ⚠" + c.failed : ""}</td>`;
+  return `<td class="c-${c.state}" data-state="${c.state}" aria-label="${esc(label)}" title="${esc((c.point || "no settled point") + " (" + c.role + ")" + (c.drill ? "; drill: " + c.drill : ""))}">${SYM[c.state]} ${text}${flight ? " " + flight : ""}${c.failed ? " ⚠" + c.failed : ""}</td>`;
 }
 function head() {
   const cols = [["vm", "VM"], ["state", "state"], ...D.regions.map((r) => [r, r])];
@@ -391,6 +411,8 @@ mod tests {
             coverage,
             in_flight: vec![],
             failed: vec![],
+            vm_id: format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/{vm}"),
+            drill: None,
         }
     }
 

@@ -61,6 +61,11 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("status", "--html", status_html_watch_and_interval),
     ("status", "--watch", status_html_watch_and_interval),
     ("status", "--interval", status_html_watch_and_interval),
+    (
+        "status",
+        "--drill-table",
+        status_drill_table_shows_the_last_drill,
+    ),
     ("local", "--html", local_run_flags),
     ("local", "--drill", local_drill),
     ("status", "--at", status_flags_judge_coverage),
@@ -752,6 +757,84 @@ fn plan_reads_the_given_subscriptions() {
             stderr.contains(&format!("skipped subscription {gone}")),
             "{stderr}"
         );
+        emulator.stop().await.unwrap();
+    });
+}
+
+/// `--drill-table`: each row gets the drill table's record of its VM and region (the pass kept,
+/// the newer failure); an unusable URL is named on stderr and the rows still come.
+#[test]
+fn status_drill_table_shows_the_last_drill() {
+    use vmrp::azure::DrillLedger;
+    runtime().block_on(async {
+        let (emulator, vms) = arm_emulator().await;
+        let sub = emulator.subscriptions[0].clone();
+        let arm = emulator.urls.arm.clone();
+        let token = emulator
+            .identity
+            .issue(vmrp::emulator::table::STORAGE_RESOURCE, None)
+            .access_token;
+        let ledger = vmrp::azure::table::TableLedger::new(
+            &emulator.urls.drill_table,
+            vmrp::azure::credential::StaticToken::new(&token, Duration::from_secs(600)),
+            true,
+        )
+        .unwrap();
+        let result = |passed: bool| vmrp::policy::drills::DrillResult {
+            vm: vms[0].clone(),
+            region: "westeurope".into(),
+            copy: false,
+            point: Some("rp-drilled".into()),
+            passed,
+            reason: (!passed).then(|| "the disk never became Succeeded".into()),
+            seconds_to_restore: passed.then_some(42.0),
+            disks: vec![],
+            cleaned: true,
+        };
+        for (passed, tick) in [
+            (true, datetime!(2026-01-01 02:30 UTC)),
+            (false, datetime!(2026-01-02 02:30 UTC)),
+        ] {
+            let record = vmrp::azure::DrillRecord::of(&result(passed), tick);
+            ledger.record(&record).await.unwrap();
+        }
+        let status = |extra: &[&str]| {
+            let mut a = vec![
+                "status",
+                "--json",
+                "--arm-endpoint",
+                &arm,
+                "--arm-audience",
+                AUDIENCE,
+                "--subscription",
+                &sub,
+            ];
+            a.extend_from_slice(extra);
+            arm_cli(&emulator, &a)
+        };
+        let drill_of = |stdout: &str, stderr: &str| -> Value {
+            rows(stdout, stderr)
+                .into_iter()
+                .find(|r| r["vmId"] == vms[0].as_str() && r["role"] == "local")
+                .unwrap_or_else(|| panic!("{stdout}"))["drill"]
+                .clone()
+        };
+        let (_, stdout, stderr) = status(&["--drill-table", &emulator.urls.drill_table]);
+        let d = drill_of(&stdout, &stderr);
+        assert_eq!(d["lastPassed"], "2026-01-01T02:30:00Z", "{d}");
+        assert_eq!(d["lastPassedPoint"], "rp-drilled", "{d}");
+        assert_eq!(d["secondsToRestore"], 42.0, "{d}");
+        assert_eq!(d["lastFailed"], "2026-01-02T02:30:00Z", "{d}");
+        assert_eq!(d["lastFailureReason"], "the disk never became Succeeded");
+        // Without the flag (and an empty environment): no drills, said so.
+        let (_, stdout, stderr) = status(&[]);
+        assert!(drill_of(&stdout, &stderr).is_null());
+        assert!(stderr.contains("no drill table given"), "{stderr}");
+        // A URL without a table name: named, and status still answers.
+        let bad = format!("{}/", emulator.urls.arm);
+        let (_, stdout, stderr) = status(&["--drill-table", &bad]);
+        assert!(drill_of(&stdout, &stderr).is_null());
+        assert!(stderr.contains("--drill-table"), "{stderr}");
         emulator.stop().await.unwrap();
     });
 }
@@ -1699,7 +1782,8 @@ fn local_fleet_mixed() {
     );
 }
 
-/// `vmrp local --drill`: after the run, every VM drilled (local and copy), the drill group empty.
+/// `vmrp local --drill`: after the run, every VM drilled (local and copy), each VM × region
+/// recorded in the drill table, the drill group empty.
 #[test]
 fn local_drill() {
     let (code, stdout, stderr) = run(&mut vmrp(&[
@@ -1720,7 +1804,7 @@ fn local_drill() {
     ]));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("drills: 2 VMs in 1 runs, 4 drills: 4 passed, 0 failed; 2/2 VMs drilled; drill group empty"),
+        stdout.contains("drills: 2 VMs in 1 runs, 4 drills: 4 passed, 0 failed; 2/2 VMs drilled; 4/4 VM × region recorded; drill group empty"),
         "--drill: {stdout}"
     );
 }

@@ -74,6 +74,19 @@ async fn a_drill_run_covers_the_fleet_cleans_up_and_never_touches_vms_or_points(
         "{}",
         drilled.render()
     );
+    // Every VM × region is in the drill table (the handler recorded it through the host).
+    assert_eq!(
+        (drilled.pairs, drilled.recorded),
+        (10, 10),
+        "{}",
+        drilled.render()
+    );
+    assert!(
+        drilled.render().contains("10/10 VM × region recorded"),
+        "{}",
+        drilled.render()
+    );
+    assert_eq!(emulator.table.entities("vmrpdrills").len(), 10);
     // The VMs are exactly as before, and every point that existed still does.
     assert_eq!(before["virtualMachines"], after["virtualMachines"]);
     let (was, is) = (point_ids(&before), point_ids(&after));
@@ -288,5 +301,146 @@ async fn the_registered_timer_function_drills_through_the_host_and_leaves_nothin
             assert!(names(values).contains(got), "{field} {got:?}");
         }
     }
+    emulator.stop().await.unwrap();
+}
+
+/// `vmrp status` as the operator runs it (a child process, the identity endpoint's token),
+/// against the emulator: `(exit code, stdout, stderr)`.
+fn status_cli(
+    emulator: &vmrp::emulator::server::RunningEmulator,
+    extra: &[&str],
+) -> (Option<i32>, String, String) {
+    let settings = emulator.handler_settings(vmrp::emulator::server::BusAuth::Sas);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vmrp"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args([
+            "status",
+            "--json",
+            "--arm-endpoint",
+            &emulator.urls.arm,
+            "--arm-audience",
+            "https://management.azure.com",
+            "--subscription",
+            &emulator.subscriptions[0],
+        ])
+        .args(extra);
+    for k in ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"] {
+        cmd.env(k, &settings[k]);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Drilled twice against the emulator, passed then failed: the drill table keeps the pass
+/// (its tick, point, time to restore) and the newer failure with its reason, and `vmrp status
+/// --json --drill-table` shows both on each row; without a table it says so and still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_last_passed_drill_kept_after_a_failed_one() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    // `drill`: the app identity holds the drill role at the drill group (the runs below call
+    // `drill::run_within` directly, as RunRestoreDrills does).
+    let s = scenario(1);
+    let (report, emulator) = run_scenario_keep(&s).await.unwrap();
+    assert!(report.clean(), "{}", vmrp::local::summary_line(&report));
+    let arm = vmrp::local::app_arm_client(&emulator).unwrap();
+    let ledger = vmrp::local::app_drill_ledger(&emulator).unwrap();
+    let policy = vmrp::local::default_policy(
+        &emulator.subscriptions,
+        &s.copy_to,
+        (&s.fleet.tag_key, &s.fleet.tag_value),
+    );
+    let drills = vmrp::local::drill_section(&policy, &s.copy_to);
+    let sub = emulator.subscriptions[0].clone();
+    emulator
+        .arm
+        .add_resource_group(&sub, DEMO_DRILL_GROUP, "westeurope");
+    let vms = vmrp::azure::Arm::list_vms(&arm, &vmrp::azure::VmScope::Subscription(sub))
+        .await
+        .unwrap();
+    let fleet = vmrp::drill::fleet(&policy, &vms);
+    assert_eq!(fleet.len(), 1);
+    let first = time::macros::datetime!(2026-01-02 02:30 UTC);
+    let second = time::macros::datetime!(2026-01-03 02:30 UTC);
+    let bounds = vmrp::drill::Bounds::default();
+    let passed = vmrp::drill::run_within(&arm, &drills, &fleet, first, bounds, Some(&ledger))
+        .await
+        .unwrap();
+    assert_eq!(passed.recorded, 2, "{passed:?}");
+    assert!(passed.results.iter().all(|r| r.passed), "{passed:?}");
+    // The second run's ARM writes no disks: every drill fails at its first disk.
+    let refusing = vmrp::commands::ReadOnlyArm(arm);
+    let failed = vmrp::drill::run_within(&refusing, &drills, &fleet, second, bounds, Some(&ledger))
+        .await
+        .unwrap();
+    assert_eq!(failed.recorded, 2, "{failed:?}");
+    assert!(failed.results.iter().all(|r| !r.passed), "{failed:?}");
+
+    let (_, stdout, stderr) = status_cli(&emulator, &["--drill-table", &emulator.urls.drill_table]);
+    let rows: Vec<Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}\n{stdout}\n{stderr}"));
+    let vm = &fleet[0].0.to_string();
+    for role in ["local", "copy"] {
+        let row = rows
+            .iter()
+            .find(|r| r["vmId"].as_str().unwrap().eq_ignore_ascii_case(vm) && r["role"] == role)
+            .unwrap_or_else(|| panic!("{role}: {stdout}"));
+        let d = &row["drill"];
+        let ok = passed
+            .results
+            .iter()
+            .find(|r| r.copy == (role == "copy"))
+            .unwrap();
+        assert_eq!(d["lastPassed"], "2026-01-02T02:30:00Z", "{role}: {row}");
+        assert_eq!(d["lastPassedPoint"].as_str(), ok.point.as_deref(), "{row}");
+        assert!(d["secondsToRestore"].as_f64().unwrap() >= 0.0, "{row}");
+        assert_eq!(d["lastFailed"], "2026-01-03T02:30:00Z", "{row}");
+        assert!(
+            d["lastFailureReason"]
+                .as_str()
+                .unwrap()
+                .contains("creating a disk"),
+            "{row}"
+        );
+    }
+    // The table view prints the same.
+    let settings = emulator.handler_settings(vmrp::emulator::server::BusAuth::Sas);
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_vmrp"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IDENTITY_ENDPOINT", &settings["IDENTITY_ENDPOINT"])
+        .env("IDENTITY_HEADER", &settings["IDENTITY_HEADER"])
+        .env("VMRP_DRILL_TABLE_URL", &emulator.urls.drill_table)
+        .args([
+            "status",
+            "--arm-endpoint",
+            &emulator.urls.arm,
+            "--arm-audience",
+            "https://management.azure.com",
+            "--subscription",
+            &emulator.subscriptions[0],
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("last drill")
+            && text.contains("passed 2026-01-02 02:30")
+            && text.contains("FAILED 2026-01-03 02:30"),
+        "{text}"
+    );
+
+    // Without a table: said on stderr, every row's drill null, the rows still there.
+    let (_, stdout, stderr) = status_cli(&emulator, &[]);
+    let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["drill"].is_null()),
+        "{stdout}"
+    );
+    assert!(stderr.contains("no drill table given"), "{stderr}");
     emulator.stop().await.unwrap();
 }

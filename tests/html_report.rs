@@ -234,6 +234,8 @@ fn five_thousand_vms_stay_readable() {
                 coverage,
                 in_flight: vec![],
                 failed: vec![],
+                vm_id: format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/vm-{i:05}"),
+                drill: None,
             });
         }
     }

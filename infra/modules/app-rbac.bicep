@@ -11,7 +11,8 @@ param applicationInsightsName string
 var roles = {
   // Functions host storage: blobs for timer schedule monitor/locks, keys, deployment package.
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  // Functions host diagnostic events are written to tables of AzureWebJobsStorage.
+  // Functions host diagnostic events are written to tables of AzureWebJobsStorage, and
+  // RunRestoreDrills reads and writes the drill table (VMRP_DRILL_TABLE_URL) in the same account.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   // vmrp sends (scheduled) messages to its queues...
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'

@@ -20,6 +20,8 @@ param applicationInsightsConnectionString string
 param schedule string
 @description('NCRONTAB (six fields) of the restore drill timer, RunRestoreDrills (VMRP_DRILL_SCHEDULE): the policy\'s drills.schedule.')
 param drillSchedule string = '0 30 2 * * *'
+@description('URL of the table RunRestoreDrills records each drill in (VMRP_DRILL_TABLE_URL): https://<account>.table.core.windows.net/<table>.')
+param drillTableUrl string
 @description('The vmrp policy as inline JSON (VMRP_POLICY).')
 param policyJson string
 @description('Override of the ARM endpoint (sovereign clouds); empty = public cloud default.')
@@ -54,6 +56,7 @@ var baseAppSettings = {
   // vmrp itself.
   VMRP_SCHEDULE: schedule
   VMRP_DRILL_SCHEDULE: drillSchedule
+  VMRP_DRILL_TABLE_URL: drillTableUrl
   VMRP_POLICY: policyJson
   RUST_LOG: rustLog
 }

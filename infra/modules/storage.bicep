@@ -1,6 +1,7 @@
 // The function app's host storage (AzureWebJobsStorage: timer schedule monitor, singleton locks,
 // diagnostic events) and its Flex Consumption deployment container, plus the container Event Grid
-// dead-letters undeliverable VM events into. Every client uses Entra ID: shared keys are off.
+// dead-letters undeliverable VM events into, and the drill table (one entity per VM and region:
+// the last restore drill, docs/restore.md). Every client uses Entra ID: shared keys are off.
 
 param location string
 param tags object
@@ -9,6 +10,8 @@ param name string
 param deploymentContainerName string
 @description('Blob container Event Grid writes undeliverable events to.')
 param deadLetterContainerName string
+@description('Table RunRestoreDrills records each drill in (VMRP_DRILL_TABLE_URL); vmrp status reads it.')
+param drillTableName string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -81,8 +84,21 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Created here so its URL is known at deploy time; vmrp also creates it when missing.
+resource drillTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: drillTableName
+}
+
 output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output deploymentContainerName string = deploymentContainer.name
 output deadLetterContainerName string = deadLetterContainer.name
+output tableEndpoint string = storage.properties.primaryEndpoints.table
+output drillTableName string = drillTable.name

@@ -41,6 +41,7 @@ REQUIRED_APP_SETTINGS = {
     "AzureWebJobsStorage__clientId",
     "VMRP_SCHEDULE",
     "VMRP_DRILL_SCHEDULE",
+    "VMRP_DRILL_TABLE_URL",
     "VMRP_POLICY",
     "ServiceBusConnection__fullyQualifiedNamespace",
     "ServiceBusConnection__credential",
@@ -330,6 +331,21 @@ def test_storage_accepts_only_entra_over_tls12(templates):
     assert storage["allowBlobPublicAccess"] is False
     assert storage["minimumTlsVersion"] == "TLS1_2"
     assert storage["supportsHttpsTrafficOnly"] is True
+
+
+def test_the_drill_table_is_in_the_app_storage_and_named_in_the_app_settings(templates):
+    storage = templates["modules/storage.bicep"]
+    table = body(storage["resources"]["drillTable"])
+    assert table["name"] == "drillTableName"
+    assert storage["outputs"]["tableEndpoint"]["value"]
+    # main wires the table's URL into the app (and outputs it for `vmrp status --drill-table`).
+    main = templates["main.bicep"]
+    text = json.dumps(main)
+    assert "drillTableUrl" in text and "VMRP_DRILL_TABLE_URL" in main["outputs"]
+    assert variable(templates["modules/functionapp.bicep"], "baseAppSettings")["VMRP_DRILL_TABLE_URL"] == "drillTableUrl"
+    # The app writes it with Storage Table Data Contributor on its storage account (not a key).
+    roles = variable(templates["modules/app-rbac.bicep"], "roles")
+    assert roles["storageTableDataContributor"] == "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 
 
 def test_app_identity_gets_the_data_roles_the_host_needs(templates):

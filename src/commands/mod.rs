@@ -91,6 +91,22 @@ pub fn arm_client(arm_endpoint: &str, arm_audience: Option<String>) -> Result<Ar
     ArmClient::new(config).map_err(|e| e.to_string())
 }
 
+/// The drill table at `url` (`--drill-table`) with the process's credential, as
+/// [`arm_client`] picks it: `vmrp status` reads it (Storage Table Data Reader suffices).
+pub fn drill_ledger(url: &str) -> Result<crate::azure::table::TableLedger, String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let options = CredentialOptions {
+        loopback_only: false,
+        allow_developer_tools: true,
+        retry: None,
+    };
+    let (credential, _) = credential_from_env(&env, &options).map_err(|e| {
+            format!("no Azure credential for the drill table: {e}\n  run `az login`, or set IDENTITY_ENDPOINT and IDENTITY_HEADER (managed identity)")
+        })?;
+    crate::azure::table::TableLedger::new(url, credential, false)
+        .map_err(|e| format!("--drill-table: {}", e.message))
+}
+
 /// Wraps an [`Arm`] so that every write fails before reaching ARM: what `plan` and `status`
 /// run on, so a dry run cannot change anything even through a bug.
 pub struct ReadOnlyArm<A>(pub A);

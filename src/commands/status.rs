@@ -32,6 +32,8 @@ pub enum Coverage {
 #[serde(rename_all = "camelCase")]
 pub struct StatusRow {
     pub vm: String,
+    /// The VM's ARM id (drill records are keyed by it).
+    pub vm_id: String,
     pub region: String,
     pub role: CollectionRole,
     pub newest_settled: Option<String>,
@@ -42,6 +44,82 @@ pub struct StatusRow {
     /// Points still being created or replicated: (name, lowest disk percent when known).
     pub in_flight: Vec<(String, Option<i32>)>,
     pub failed: Vec<String>,
+    /// The last passed restore drill in this region, and a failure newer than it, from the
+    /// drill table ([`attach_drills`]); `null` when no drill was recorded (or no table given).
+    pub drill: Option<DrillStatus>,
+}
+
+/// What the drill table says about one VM and region.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillStatus {
+    /// The run tick of the newest drill that passed.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_passed: Option<OffsetDateTime>,
+    /// The point it restored.
+    pub last_passed_point: Option<String>,
+    /// Its time to restore, seconds.
+    pub seconds_to_restore: Option<f64>,
+    /// The tick of the last drill, when it failed after that pass (or there was no pass).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_failed: Option<OffsetDateTime>,
+    pub last_failure_reason: Option<String>,
+}
+
+/// Puts each drill record on its row: same VM (ARM ids compare case-insensitively), same
+/// region, same role (a copy region's drill restored the copy).
+pub fn attach_drills(rows: &mut [StatusRow], records: &[crate::azure::DrillRecord]) {
+    for row in rows {
+        let copy = row.role == CollectionRole::Copy;
+        row.drill = records
+            .iter()
+            .find(|r| {
+                r.vm.eq_ignore_ascii_case(&row.vm_id)
+                    && same_region(&r.region, &row.region)
+                    && r.copy == copy
+            })
+            .map(|r| {
+                let failing = r.failing_since_pass();
+                DrillStatus {
+                    last_passed: r.last_passed,
+                    last_passed_point: r.last_passed_point.clone(),
+                    seconds_to_restore: r.last_passed_seconds,
+                    last_failed: failing.then_some(r.last_run),
+                    last_failure_reason: if failing { r.last_reason.clone() } else { None },
+                }
+            });
+    }
+}
+
+/// The "last drill" cell: the pass (when, which point), and a newer failure with its reason.
+pub fn drill_cell(d: Option<&DrillStatus>) -> String {
+    let Some(d) = d else {
+        return "-".into();
+    };
+    let short = |t: OffsetDateTime| {
+        let s = crate::schedule::rfc3339(t);
+        s.get(..16).map(|x| x.replace('T', " ")).unwrap_or(s)
+    };
+    let mut out = match (d.last_passed, &d.last_passed_point) {
+        (Some(t), Some(p)) => format!(
+            "passed {} ({}{})",
+            short(t),
+            p.rsplit('/').next().unwrap_or(p),
+            d.seconds_to_restore
+                .map(|s| format!(", {s:.0} s"))
+                .unwrap_or_default()
+        ),
+        (Some(t), None) => format!("passed {}", short(t)),
+        _ => "never passed".into(),
+    };
+    if let Some(t) = d.last_failed {
+        out.push_str(&format!(
+            "; FAILED {}: {}",
+            short(t),
+            d.last_failure_reason.as_deref().unwrap_or("no reason")
+        ));
+    }
+    out
 }
 
 /// Grace periods: a tick counts as "should be done" once this long has passed since it.
@@ -131,6 +209,7 @@ pub fn evaluate(
             };
             rows.push(StatusRow {
                 vm: vm.id.name().unwrap_or_default().to_string(),
+                vm_id: vm.id.to_string(),
                 region,
                 role,
                 newest_settled: best.map(|p| p.name.clone()),
@@ -151,6 +230,7 @@ pub fn evaluate(
                     .filter(|p| p.status == PointStatus::Failed)
                     .map(|p| p.name.clone())
                     .collect(),
+                drill: None,
             });
         }
     }
@@ -186,6 +266,7 @@ pub fn render(rows: &[StatusRow]) -> String {
         "coverage",
         "in flight",
         "failed",
+        "last drill",
     ]);
     for r in rows {
         table.add_row([
@@ -206,6 +287,7 @@ pub fn render(rows: &[StatusRow]) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             r.failed.join(", "),
+            drill_cell(r.drill.as_ref()),
         ]);
     }
     table.to_string()
@@ -434,6 +516,25 @@ pub struct StatusArgs {
     /// Seconds between two reads with --watch.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: u64,
+    /// The drill table (https://<account>.table.core.windows.net/<table>, the app's
+    /// VMRP_DRILL_TABLE_URL): adds each row's last passed drill and a newer failure.
+    #[arg(long, env = "VMRP_DRILL_TABLE_URL", value_name = "URL")]
+    pub drill_table: Option<String>,
+}
+
+/// The drill records of `--drill-table`, or why there are none: `Err` is a note for the
+/// operator (no table given, or it could not be read); status goes on without them.
+async fn read_drills(args: &StatusArgs) -> Result<Vec<crate::azure::DrillRecord>, String> {
+    let Some(url) = args.drill_table.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Err(
+            "no drill table given (--drill-table or VMRP_DRILL_TABLE_URL): last drills not shown"
+                .into(),
+        );
+    };
+    let ledger = super::drill_ledger(url)?;
+    crate::azure::DrillLedger::read_all(&ledger)
+        .await
+        .map_err(|e| format!("reading the drill table failed, last drills not shown: {e}\n  check the credential's access (Storage Table Data Reader on the table or its storage account)"))
 }
 
 /// ANSI: cursor home, clear the screen (the table is redrawn in place).
@@ -485,13 +586,18 @@ pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
         if let Some(note) = note {
             eprintln!("vmrp status: {note}");
         }
-        let rows = evaluate(
+        let mut rows = evaluate(
             &inventory,
             policy.as_ref(),
             &schedule,
             now,
             Grace::default(),
         );
+        let mut drill_note = None;
+        match read_drills(&args).await {
+            Ok(records) => attach_drills(&mut rows, &records),
+            Err(note) => drill_note = Some(note),
+        }
         if let Some(path) = &args.html {
             crate::html_report::write(
                 path,
@@ -508,7 +614,10 @@ pub async fn run(args: StatusArgs) -> Result<std::process::ExitCode, String> {
         if !args.watch {
             super::print_rows(&rows, args.arm.json, render)?;
             // Restore points that are not vmrp's but share the VM's 500 (Backup, periodic).
-            for note in other_points(&inventory, policy.as_ref()) {
+            for note in other_points(&inventory, policy.as_ref())
+                .into_iter()
+                .chain(drill_note.clone())
+            {
                 if args.arm.json {
                     eprintln!("vmrp status: {note}");
                 } else {

@@ -33,6 +33,10 @@ pub struct DrillReport {
     /// VMs with at least one drill (every VM, when the rotation covered the fleet).
     pub covered: usize,
     pub left_in_drill_group: Vec<String>,
+    /// VM × region pairs drilled, and how many of them the drill table holds a record of
+    /// whose last run is the pair's last drill (read back from the emulator's Table storage).
+    pub pairs: usize,
+    pub recorded: usize,
 }
 
 impl DrillReport {
@@ -43,10 +47,11 @@ impl DrillReport {
         self.passed() == self.results.len()
             && self.left_in_drill_group.is_empty()
             && self.covered == self.vms
+            && self.recorded == self.pairs
     }
     pub fn render(&self) -> String {
         let mut out = format!(
-            "drills: {} VMs in {} runs, {} drills: {} passed, {} failed; {}/{} VMs drilled; drill group {}\n",
+            "drills: {} VMs in {} runs, {} drills: {} passed, {} failed; {}/{} VMs drilled; {}/{} VM × region recorded; drill group {}\n",
             self.vms,
             self.runs,
             self.results.len(),
@@ -54,6 +59,8 @@ impl DrillReport {
             self.results.len() - self.passed(),
             self.covered,
             self.vms,
+            self.recorded,
+            self.pairs,
             if self.left_in_drill_group.is_empty() {
                 "empty".to_string()
             } else {
@@ -100,19 +107,35 @@ pub fn app_arm_client(
     ArmClient::new(config).map_err(|e| LocalError::Emulator(e.to_string()))
 }
 
+/// The drill table of the emulator with the app's identity (a storage token the emulator's
+/// identity endpoint issues in-process), loopback only: where RunRestoreDrills records.
+pub fn app_drill_ledger(
+    emulator: &RunningEmulator,
+) -> Result<crate::azure::table::TableLedger, LocalError> {
+    let token = emulator
+        .identity
+        .issue(crate::emulator::table::STORAGE_RESOURCE, None);
+    let credential =
+        crate::azure::credential::StaticToken::new(&token.access_token, Duration::from_secs(3000));
+    crate::azure::table::TableLedger::new(&emulator.urls.drill_table, credential, true)
+        .map_err(|e| LocalError::Emulator(e.to_string()))
+}
+
 /// `vmrp local --drill`: after the run, drills the fleet with the app identity (the deployed
 /// role plus the drill role at the drill group) over as many consecutive drill runs as cover
 /// every VM (`drill::runs_to_cover`), then reads the emulator's own state for disks left in the
 /// drill group. With the host simulation up and `--drill` (the app's policy then carries the
 /// drills section), each run is the registered RunRestoreDrills function fired through the
 /// host's timer path ([`drill_through_host`]), its drills read from the invocation's outcome;
-/// otherwise the same `drill::run`, called directly.
+/// otherwise the same `drill::run_within`, called directly. Either way each drill is recorded
+/// in the emulator's drill table, read back afterwards: every VM × region drilled must be there.
 pub async fn drill_demo(
     emulator: &RunningEmulator,
     scenario: &Scenario,
 ) -> Result<DrillReport, LocalError> {
     use crate::azure::Arm;
     let arm = app_arm_client(emulator)?;
+    let ledger = app_drill_ledger(emulator)?;
     let policy = match &scenario.policy {
         Some(p) => p.clone(),
         None => default_policy(
@@ -156,9 +179,17 @@ pub async fn drill_demo(
                 .next_after(tick)
                 .ok_or_else(|| LocalError::Policy("drills.schedule has no next run".into()))?;
             results.extend(
-                crate::drill::run(&arm, &drills, &fleet, tick, crate::drill::Bounds::default())
-                    .await
-                    .map_err(LocalError::Policy)?,
+                crate::drill::run_within(
+                    &arm,
+                    &drills,
+                    &fleet,
+                    tick,
+                    crate::drill::Bounds::default(),
+                    Some(&ledger),
+                )
+                .await
+                .map_err(LocalError::Policy)?
+                .results,
             );
         }
     }
@@ -182,12 +213,30 @@ pub async fn drill_demo(
         })
         .map(str::to_string)
         .collect();
+    // Every VM × region drilled has its record, and the record's last result is that drill's.
+    let records = crate::azure::DrillLedger::read_all(&ledger)
+        .await
+        .map_err(|e| LocalError::Emulator(format!("reading the drill table: {e}")))?;
+    let mut last: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for r in &results {
+        last.insert((r.vm.to_ascii_lowercase(), r.region.clone()), r.passed);
+    }
+    let recorded = last
+        .iter()
+        .filter(|((vm, region), passed)| {
+            records.iter().any(|x| {
+                x.vm.eq_ignore_ascii_case(vm) && x.region == *region && x.last_passed_ok == **passed
+            })
+        })
+        .count();
     Ok(DrillReport {
         vms: fleet.len(),
         runs,
         results,
         covered,
         left_in_drill_group,
+        pairs: last.len(),
+        recorded,
     })
 }
 

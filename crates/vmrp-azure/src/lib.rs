@@ -15,3 +15,4 @@ pub mod http;
 pub mod lro;
 pub mod operations;
 pub mod servicebus;
+pub mod table;

@@ -7,6 +7,7 @@
 //!   [`require_arm_token`](crate::identity::require_arm_token)
 //! - Service Bus REST: `/{queue}/messages` — [`servicebus`](crate::servicebus)
 //! - managed identity (App Service shape): `/msi/token` — [`identity`](crate::identity)
+//! - Table storage (the drill ledger): `/table/{account}/…` — [`table`](crate::table)
 //! - inspection and control: `/_emulator/...` — [`server`](crate::server)
 //!
 //! [`host_sim`](crate::host_sim) plays the Functions host against a custom handler;
@@ -25,3 +26,4 @@ pub mod host_sim;
 pub mod identity;
 pub mod server;
 pub mod servicebus;
+pub mod table;

@@ -1,6 +1,6 @@
 //! Composition: one listener on 127.0.0.1 serving ARM (`/subscriptions/...`, behind the token
-//! check), Service Bus (`/{queue}/messages`), the identity endpoint (`/msi/token`) and the
-//! control plane:
+//! check), Service Bus (`/{queue}/messages`), the identity endpoint (`/msi/token`), Table
+//! storage (`/table/{account}/...`, the drill ledger) and the control plane:
 //!
 //! | route | what |
 //! |---|---|
@@ -34,6 +34,7 @@ use super::faults::{Dice, FaultConfig};
 use super::host_sim::{HostSim, HostSimConfig, HostSimError};
 use super::identity::{require_arm_token, IdentityEndpoint};
 use super::servicebus::{BusConfig, ServiceBus};
+use super::table::TableEmulator;
 
 /// Why the emulator could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +141,9 @@ pub struct EmulatorUrls {
     pub identity: String,
     /// Control plane base.
     pub control: String,
+    /// The drill ledger's table (`VMRP_DRILL_TABLE_URL`): Table storage at
+    /// `{base}/table/{account}/`, table `vmrpdrills`.
+    pub drill_table: String,
 }
 
 /// State shared by the control routes.
@@ -148,6 +152,7 @@ struct Control {
     bus: Arc<ServiceBus>,
     arm: Arc<ArmEmulator>,
     identity: Arc<IdentityEndpoint>,
+    table: Arc<TableEmulator>,
     host_sim: Mutex<Option<Arc<HostSim>>>,
     requests: Mutex<BTreeMap<String, u64>>,
 }
@@ -167,6 +172,7 @@ impl Control {
             "armCounters": self.arm.counters(),
             "serviceBus": self.bus.dump(),
             "identity": self.identity.counters(),
+            "table": self.table.dump(),
             "requests": *self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             "hostSim": self.host_sim().map(|s| s.dump()),
         })
@@ -193,6 +199,8 @@ pub struct RunningEmulator {
     pub bus: Arc<ServiceBus>,
     pub arm: Arc<ArmEmulator>,
     pub identity: Arc<IdentityEndpoint>,
+    /// Table storage (the drill ledger).
+    pub table: Arc<TableEmulator>,
     control: Arc<Control>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -255,11 +263,13 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         identity.clone(),
     );
     let arm = ArmEmulator::new(config.arm.clone(), clock.clone(), dice, faults);
+    let table = TableEmulator::new(identity.clone());
     let control = Arc::new(Control {
         clock: clock.clone(),
         bus: bus.clone(),
         arm: arm.clone(),
         identity: identity.clone(),
+        table: table.clone(),
         host_sim: Mutex::new(None),
         requests: Mutex::new(BTreeMap::new()),
     });
@@ -291,6 +301,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
             service_bus: base.clone(),
             identity: format!("{base}/msi/token"),
             control: format!("{base}/_emulator"),
+            drill_table: format!("{base}/table/{}/vmrpdrills", super::table::ACCOUNT),
         },
         local_addr,
         sas_key_name: config.bus.sas_key_name.clone(),
@@ -301,6 +312,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         bus,
         arm,
         identity,
+        table,
         control,
         shutdown: Some(tx),
         server: Some(server),
@@ -333,6 +345,7 @@ fn router(control: &Arc<Control>) -> Router {
         .merge(control_routes)
         .merge(control.bus.inspect_router())
         .merge(control.identity.router())
+        .merge(control.table.router())
         .merge(control.bus.router())
         .merge(arm)
         .layer(axum::middleware::from_fn_with_state(
@@ -352,6 +365,8 @@ async fn count_requests(
         "arm"
     } else if path.starts_with("/msi/") {
         "identity"
+    } else if path.starts_with("/table/") {
+        "table"
     } else if path.starts_with("/_emulator") {
         "control"
     } else {
@@ -523,6 +538,11 @@ impl RunningEmulator {
             ),
             ("IDENTITY_ENDPOINT".to_string(), self.urls.identity.clone()),
             ("IDENTITY_HEADER".to_string(), self.identity_header.clone()),
+            // The drill ledger (RunRestoreDrills records each drill there).
+            (
+                "VMRP_DRILL_TABLE_URL".to_string(),
+                self.urls.drill_table.clone(),
+            ),
             ("FUNCTIONS_WORKER_RUNTIME".to_string(), "custom".to_string()),
         ]);
         match bus_auth {
@@ -553,6 +573,7 @@ impl RunningEmulator {
             "serviceBus": self.urls.service_bus,
             "identity": self.urls.identity,
             "control": self.urls.control,
+            "drillTable": self.urls.drill_table,
             "subscriptions": self.subscriptions,
             "serviceBusConnectionString": self.service_bus_connection_string(),
             "identityHeader": self.identity_header,

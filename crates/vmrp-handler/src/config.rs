@@ -12,6 +12,7 @@
 //! | `VMRP_MAX_RETRY_AFTER_SECS` | longest in-call sleep on an ARM `Retry-After` (default 10, so one call sleeps at most 20 s over its 3 attempts before the handler reschedules; `vmrp local` sets 1 because the emulator's `Retry-After` is virtual time and the sleep is real) |
 //! | `VMRP_RECORD_TRAFFIC` | write every ARM request/response pair to this folder (oav format) |
 //! | `VMRP_ARM_SHARE`, `VMRP_TICK_MARGIN_SECS`, … | the handlers' tuning (`functions::TUNING_SETTINGS`, docs/deploy.md) |
+//! | `VMRP_DRILL_TABLE_URL` | the drill table, `https://<account>.table.core.windows.net/<table>` (optional: without it drill results are only logged) |
 //!
 //! Every error names the setting and says what was expected.
 
@@ -24,6 +25,7 @@ use crate::azure::client::{parse_endpoint, ArmClient, ArmClientConfig, DEFAULT_E
 use crate::azure::credential::{credential_from_env, CredentialOptions};
 use crate::azure::http::is_loopback;
 use crate::azure::servicebus::{scheduler_from_env, ServiceBusOptions, ServiceBusSettings};
+use crate::azure::table::{parse_table_url, TableLedger, DRILL_TABLE_SETTING};
 use crate::functions::Deps;
 use crate::policy::{Policy, ENV_POLICY, ENV_POLICY_FILE, ENV_SCHEDULE};
 use crate::schedule::Schedule;
@@ -132,9 +134,21 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
     };
     let tuning =
         crate::functions::Tuning::from_settings(env).map_err(|e| err(e.setting, e.problem))?;
+    if let Some(url) = set(DRILL_TABLE_SETTING) {
+        parse_table_url(&url, loopback_only).map_err(|e| err(DRILL_TABLE_SETTING, e.message))?;
+    }
     let (credential, choice) =
         credential_from_env(env, &options).map_err(|e| err("IDENTITY_ENDPOINT", e))?;
     tracing::info!(credential = %choice, loopback_only, "credential chosen");
+
+    // The drill ledger: the same credential, a storage token (docs/restore.md).
+    let drill_ledger = match set(DRILL_TABLE_SETTING) {
+        None => None,
+        Some(url) => Some(Arc::new(
+            TableLedger::new(&url, credential.clone(), loopback_only)
+                .map_err(|e| err(DRILL_TABLE_SETTING, e.message))?,
+        ) as Arc<dyn crate::azure::DrillLedger>),
+    };
 
     let mut arm_config = ArmClientConfig::from_env(env, credential.clone())
         .map_err(|e| err("VMRP_ARM_ENDPOINT", e))?;
@@ -156,6 +170,7 @@ pub fn deps_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Deps, ConfigErr
     // to exist" cache.
     let mut deps = Deps::new(Arc::new(arm), scheduler, Arc::new(policy), schedule);
     deps.tuning = tuning;
+    deps.drill_ledger = drill_ledger;
     Ok(deps)
 }
 
@@ -242,6 +257,15 @@ mod tests {
             error_for(&with("VMRP_ARM_ENDPOINT", "https://management.azure.com"))
                 .starts_with("VMRP_ARM_ENDPOINT:")
         );
+        // The drill table: a real account under loopback_only, or no table name.
+        for bad in [
+            "https://acct.table.core.windows.net/vmrpdrills",
+            "http://127.0.0.1:9/",
+            "table",
+        ] {
+            let e = error_for(&with("VMRP_DRILL_TABLE_URL", bad));
+            assert!(e.starts_with("VMRP_DRILL_TABLE_URL:"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use serde::Serialize;
 
 use crate::azure::models::Disk;
-use crate::azure::{Arm, ResourceId, VmScope};
+use crate::azure::{Arm, DrillLedger, DrillRecord, ResourceId, VmScope};
 use crate::policy::drills::{DrillGroup, Drills};
 use crate::policy::regions::canonical_region;
 use crate::policy::Policy;
@@ -420,6 +420,11 @@ pub struct RunReport {
     pub swept: Vec<String>,
     /// Sweeps that could not list or delete (the next run tries again).
     pub sweep_failures: Vec<String>,
+    /// Drills whose result the ledger kept (docs/restore.md, "Where drill results are kept").
+    pub recorded: usize,
+    /// Drills whose result the ledger could not keep, with why: the drill's own result
+    /// stands (it is in `results` and its event), and the other drills are still recorded.
+    pub record_failures: Vec<String>,
 }
 
 /// One drill run at `tick`: [`run_within`], the results only.
@@ -430,20 +435,23 @@ pub async fn run(
     tick: OffsetDateTime,
     bounds: Bounds,
 ) -> Result<Vec<DrillResult>, String> {
-    run_within(arm, drills, fleet, tick, bounds)
+    run_within(arm, drills, fleet, tick, bounds, None)
         .await
         .map(|r| r.results)
 }
 
 /// One drill run at `tick`: sweeps what earlier runs left in the drill groups, drills each VM
 /// and region of the run's slice of the rotation in turn (one at a time: a drill is a probe,
-/// not a load) within `bounds`, emits one event per drill, then sweeps this run's own tag.
+/// not a load) within `bounds`, emits one event per drill and records it in `ledger` (right
+/// after the drill, so a run cut off later keeps what it finished), then sweeps this run's
+/// own tag.
 pub async fn run_within(
     arm: &dyn Arm,
     drills: &Drills,
     fleet: &[(ResourceId, String)],
     tick: OffsetDateTime,
     bounds: Bounds,
+    ledger: Option<&dyn DrillLedger>,
 ) -> Result<RunReport, String> {
     let schedule = Schedule::parse(&drills.schedule).map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -476,12 +484,34 @@ pub async fn run_within(
         let within = bounds.restore.min(left);
         let result = drill_one(arm, &vm, &region, copy, &group, within, Some(tick)).await;
         emit(&result, tick);
+        if let Some(ledger) = ledger {
+            record(ledger, &result, tick, &mut report).await;
+        }
         report.results.push(result);
     }
     // After: anything of this run still there (a drill whose cleanup failed, a disk made by a
     // killed delivery from a point that is no longer the newest).
     sweep(arm, &groups, |t| t == this, &mut report).await;
     Ok(report)
+}
+
+/// Keeps one drill's result in the ledger. A failure is logged and named in the report; it
+/// neither changes the drill's result nor stops the run (the next drill is still recorded).
+async fn record(
+    ledger: &dyn DrillLedger,
+    result: &DrillResult,
+    tick: OffsetDateTime,
+    report: &mut RunReport,
+) {
+    match ledger.record(&DrillRecord::of(result, tick)).await {
+        Ok(()) => report.recorded += 1,
+        Err(e) => {
+            tracing::warn!(vm = %result.vm, region = %result.region, error = %e, "could not record the drill's result in the drill table");
+            report
+                .record_failures
+                .push(format!("{} {}: {e}", result.vm, result.region));
+        }
+    }
 }
 
 /// Deletes the disks in `groups` whose [`TAG_DRILL`] value `pick` selects. Disks without the

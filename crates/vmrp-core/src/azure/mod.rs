@@ -1,12 +1,15 @@
 //! Everything that speaks HTTP to Azure: the ARM Compute client, credentials, and the Service Bus
-//! scheduler. Handlers see only the [`Arm`] and [`Scheduler`] traits defined here.
+//! scheduler. Handlers see only the [`Arm`] and [`Scheduler`] traits defined here, and the
+//! [`DrillLedger`] drills record their results in.
 
 pub mod error;
 pub mod id;
+pub mod ledger;
 pub mod models;
 
 pub use error::{ArmError, ErrorClass, SendError};
 pub use id::ResourceId;
+pub use ledger::{DrillLedger, DrillRecord, LedgerError};
 
 use std::time::Duration;
 

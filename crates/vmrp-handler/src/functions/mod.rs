@@ -19,7 +19,7 @@ pub use support::{
 
 use std::sync::Arc;
 
-use crate::azure::{Arm, ArmError, ErrorClass, ResourceId, Scheduler, SendError};
+use crate::azure::{Arm, ArmError, DrillLedger, ErrorClass, ResourceId, Scheduler, SendError};
 use crate::messages::MessageError;
 use crate::policy::Policy;
 
@@ -53,6 +53,9 @@ pub struct Deps {
     pub tuning: Tuning,
     /// Process-wide knowledge that saves ARM calls (collections known to exist, disk details).
     pub known: Arc<KnownResources>,
+    /// Where RunRestoreDrills keeps each drill's result (`VMRP_DRILL_TABLE_URL`); `None`: not
+    /// kept (the run says so).
+    pub drill_ledger: Option<Arc<dyn DrillLedger>>,
 }
 
 impl Deps {
@@ -70,6 +73,7 @@ impl Deps {
             schedule: schedule.into(),
             tuning: Tuning::default(),
             known: Arc::new(KnownResources::default()),
+            drill_ledger: None,
         }
     }
 }

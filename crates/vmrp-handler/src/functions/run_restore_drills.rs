@@ -9,7 +9,9 @@
 //! Nothing leaks past the next run: every disk a drill makes carries the run's tick
 //! (`drill::TAG_DRILL`); a run first deletes tagged disks of other ticks (a run the host killed
 //! at its `functionTimeout`), adopts its own tick's (its own earlier delivery), and deletes its
-//! own tick's again at the end. I/O only through `Deps::arm`; writes only in the drill group
+//! own tick's again at the end. Each drill's result is kept in `Deps::drill_ledger` (the drill
+//! table) right after the drill; a failure to keep it is reported, it does not fail the drill.
+//! I/O only through `Deps::arm` and `Deps::drill_ledger`; ARM writes only in the drill group
 //! (the function's identity holds the drill role there and nowhere else,
 //! infra/modules/drill-role.bicep).
 
@@ -59,9 +61,16 @@ pub async fn handle_within(
     let (vms, failures, _) = list_targets(deps, &scopes, explicit).await;
     let vms: Vec<_> = vms.into_values().collect();
     let fleet = drill::fleet(&deps.policy, &vms);
-    let report = drill::run_within(&*deps.arm, drills, &fleet, tick, bounds)
-        .await
-        .map_err(HandlerError::Invalid)?;
+    let report = drill::run_within(
+        &*deps.arm,
+        drills,
+        &fleet,
+        tick,
+        bounds,
+        deps.drill_ledger.as_deref(),
+    )
+    .await
+    .map_err(HandlerError::Invalid)?;
     let passed = report.results.iter().filter(|r| r.passed).count();
     let failed = report.results.len() - passed;
     let mut summary = format!(
@@ -97,9 +106,26 @@ pub async fn handle_within(
             failures.join(", ")
         ));
     }
+    // Where the results went: the drill table, or nowhere but the events.
+    if deps.drill_ledger.is_none() {
+        summary.push_str(&format!(
+            "; results not kept ({} is not set)",
+            crate::azure::table::DRILL_TABLE_SETTING
+        ));
+    } else if !report.results.is_empty() {
+        summary.push_str(&format!("; recorded {}", report.recorded));
+    }
+    if !report.record_failures.is_empty() {
+        summary.push_str(&format!(
+            "; recording failed for {}: {}",
+            report.record_failures.len(),
+            report.record_failures.join("; ")
+        ));
+    }
     let status = if failed == 0
         && report.not_started.is_empty()
         && report.sweep_failures.is_empty()
+        && report.record_failures.is_empty()
         && failures.is_empty()
     {
         Status::Done
@@ -424,6 +450,110 @@ mod tests {
             (Some(409), "OperationNotAllowed")
         );
         assert!(arm.disk_ids().is_empty());
+    }
+
+    fn with_ledger(d: &mut Deps) -> Arc<testing::FakeLedger> {
+        let ledger = Arc::new(testing::FakeLedger::new());
+        d.drill_ledger = Some(ledger.clone());
+        ledger
+    }
+
+    /// Every drill is recorded per VM and region; a later failed drill keeps the pass (its
+    /// tick, point and time to restore) and adds the failure with its reason.
+    #[tokio::test]
+    async fn each_drill_is_recorded_and_a_failure_keeps_the_last_pass() {
+        let (arm, vms) = world(2);
+        let mut d = deps(&arm, &["local", "swedencentral"], 2);
+        let ledger = with_ledger(&mut d);
+        let out = handle(timer_at(TICK), &d).await.unwrap();
+        assert!(out.summary.contains("recorded 4"), "{}", out.summary);
+        let records = ledger.records();
+        assert_eq!(records.len(), 4, "{records:?}");
+        for r in &records {
+            assert!(r.last_passed_ok && r.last_passed == Some(TICK), "{r:?}");
+            assert!(r
+                .last_passed_point
+                .as_deref()
+                .unwrap()
+                .ends_with("/rp-20261206T0000Z"));
+            assert!(r.last_passed_seconds.is_some(), "{r:?}");
+        }
+        assert_eq!(
+            records.iter().filter(|r| r.copy).count(),
+            2,
+            "a copy record per VM: {records:?}"
+        );
+        // The next day every disk PUT is refused: failed drills, the passes kept.
+        let next = TICK + time::Duration::days(1);
+        for _ in 0..4 {
+            arm.refuse_next(
+                op::PUT_DISK,
+                409,
+                "OperationNotAllowed",
+                "refused for the test",
+            );
+        }
+        let out = handle(timer_at(next), &d).await.unwrap();
+        assert!(
+            out.summary.contains("0 passed, 4 failed"),
+            "{}",
+            out.summary
+        );
+        let records = ledger.records();
+        assert_eq!(records.len(), 4);
+        for r in &records {
+            assert_eq!((r.last_run, r.last_passed_ok), (next, false), "{r:?}");
+            assert_eq!(r.last_passed, Some(TICK), "the pass is kept: {r:?}");
+            assert!(r.last_passed_point.is_some() && r.last_passed_seconds.is_some());
+            assert!(
+                r.last_reason
+                    .as_deref()
+                    .unwrap()
+                    .contains("OperationNotAllowed"),
+                "{r:?}"
+            );
+            assert!(r.failing_since_pass());
+        }
+        assert!(records.iter().any(|r| r.vm == vms[0].to_string()));
+    }
+
+    /// The table refusing one record: that drill still passed, the others are recorded, and
+    /// the run answers `reported`, naming the failure.
+    #[tokio::test]
+    async fn a_failure_to_record_is_reported_and_loses_no_other_record() {
+        let (arm, _) = world(2);
+        let mut d = deps(&arm, &["local"], 2);
+        let ledger = with_ledger(&mut d);
+        ledger.fail_next_record(503, "ServerBusy");
+        let out = handle(timer_at(TICK), &d).await.unwrap();
+        assert_eq!(out.status, Status::Reported, "{}", out.summary);
+        assert!(
+            out.summary.contains("2 passed, 0 failed"),
+            "{}",
+            out.summary
+        );
+        assert!(out.summary.contains("recorded 1"), "{}", out.summary);
+        assert!(
+            out.summary.contains("recording failed for 1") && out.summary.contains("ServerBusy"),
+            "{}",
+            out.summary
+        );
+        assert!(out.drills.iter().all(|r| r.passed));
+        assert_eq!(ledger.records().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_ledger_the_run_says_results_are_not_kept() {
+        let (arm, _) = world(1);
+        let d = deps(&arm, &["local"], 1);
+        let out = handle(timer_at(TICK), &d).await.unwrap();
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+        assert!(
+            out.summary
+                .contains("results not kept (VMRP_DRILL_TABLE_URL is not set)"),
+            "{}",
+            out.summary
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! In-memory fakes for handler tests: [`FakeArm`] (VMs, disks, collections and restore points with
 //! scripted provisioning, replication and errors, plus a call log) and [`FakeScheduler`] (records
-//! the messages handlers send, with Service Bus duplicate detection), and fixture builders.
+//! the messages handlers send, with Service Bus duplicate detection), [`FakeLedger`] (drill
+//! results in memory), and fixture builders.
 //!
 //! The fakes follow the ARM contract where the handlers depend on it (reference/arm/CONTRACT.md):
 //! a point PUT needs its collection, a second PUT of an existing point is refused, a VM accepts
@@ -29,9 +30,11 @@ use crate::policy::{Deadlines, Policy, Retention, Rule, Targets};
 
 mod arm;
 mod fixtures;
+mod ledger;
 mod scheduler;
 
 pub use fixtures::*;
+pub use ledger::FakeLedger;
 pub use scheduler::*;
 
 /// The operation names of the call log and of scripted errors, in the emulator's fault style.
