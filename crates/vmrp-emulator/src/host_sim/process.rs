@@ -128,8 +128,11 @@ impl HostSim {
                 if let Some(f) = log_file.as_mut() {
                     use std::io::Write;
                     // The level the host gives the line, then the line: what Application
-                    // Insights would show as severityLevel and message.
-                    let _ = writeln!(f, "{}\t{line}", level.as_str());
+                    // Insights would show as severityLevel and message. One write of the whole
+                    // line: every instance's stdout and stderr append to this file, and
+                    // `writeln!` on a `File` writes piece by piece, so lines could interleave
+                    // (seen: a line starting with the tab, its level in another line).
+                    let _ = f.write_all(format!("{}\t{line}\n", level.as_str()).as_bytes());
                 }
                 sink.push(ConsoleLine {
                     level,
