@@ -445,54 +445,8 @@ pub fn put_vm(
     let mut ids: Vec<&str> = vec![new_os.as_str()];
     ids.extend(new_data.iter().map(|(_, d)| d.as_str()));
     let all_new: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-    if let Some(rec) = store.vms.get(&id) {
-        if !same_location(&rec.location(), &location) {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                "Changing property 'location' is not allowed.",
-                "location",
-            );
-        }
-        let (old_os, old_data) = attached(&rec.doc);
-        // An OS disk swap does not need the VM deallocated ("The VM does not need to be
-        // stopped\deallocated", learn.microsoft.com `virtual-machines/windows/os-disk-swap`), but
-        // the OS type cannot change (Azure SDK `VirtualMachine.UpdateStages.WithOSDisk`: "You
-        // cannot switch the OS Type of the VM").
-        let swapping = old_os.as_deref().is_none_or(|o| !same_id(o, &new_os));
-        let new_type = disk_entry(store, &new_os)
-            .and_then(|(_, d)| d["properties"]["osType"].as_str().map(str::to_string));
-        if let (true, Some(new_type), Some(vm_type)) = (swapping, new_type, rec.os_type()) {
-            if !new_type.eq_ignore_ascii_case(&vm_type) {
-                return conflict(
-                    "OperationNotAllowed",
-                    format!(
-                        "The OS type of the VM ('{vm_type}') cannot change: disk '{new_os}' \
-                        holds a '{new_type}' OS."
-                    ),
-                )
-                .event("rule:osDiskSwapKeepsOsType".to_string());
-            }
-        }
-        if let Err(r) = check_disks(store, &id, &location, &ids) {
-            return r;
-        }
-        let mut before: Vec<String> = old_os.into_iter().collect();
-        before.extend(old_data.into_iter().map(|(_, d)| d));
-        let mut doc = rec.doc.clone();
-        let sp = &body_doc["properties"]["storageProfile"];
-        doc["properties"]["storageProfile"]["osDisk"] = os_disk_doc(store, &sp["osDisk"]);
-        doc["properties"]["storageProfile"]["dataDisks"] = data_disks_doc(store, &sp["dataDisks"]);
-        for k in ["hardwareProfile", "securityProfile"] {
-            if let Some(v) = body_doc["properties"].get(k).filter(|v| !v.is_null()) {
-                doc["properties"][k] = v.clone();
-            }
-        }
-        if let Some(r) = store.vms.get_mut(&id) {
-            r.doc = doc.clone();
-        }
-        reattach(store, &id, &before, &all_new);
-        return Reply::json(200, doc);
+    if let Some(reply) = update_vm(store, &id, &location, &body_doc, &new_os, &ids, &all_new) {
+        return reply;
     }
     let os_type = body_doc["properties"]["storageProfile"]["osDisk"]["osType"].as_str();
     let create = body_doc["properties"]["storageProfile"]["osDisk"]["createOption"]
@@ -575,6 +529,69 @@ pub fn put_vm(
     store.power.remove(&id);
     reattach(store, &id, &[], &all_new);
     Reply::json(201, doc).event("vmCreated".to_string())
+}
+
+/// The update of an existing VM's disks (`None` when the VM does not exist): its location
+/// stays, and an OS disk swap keeps the OS type.
+fn update_vm(
+    store: &mut Store,
+    id: &ResourceId,
+    location: &str,
+    body_doc: &Value,
+    new_os: &str,
+    ids: &[&str],
+    all_new: &[String],
+) -> Option<Reply> {
+    let rec = store.vms.get(id)?;
+    if !same_location(&rec.location(), location) {
+        return Some(Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            "Changing property 'location' is not allowed.",
+            "location",
+        ));
+    }
+    let (old_os, old_data) = attached(&rec.doc);
+    // An OS disk swap does not need the VM deallocated ("The VM does not need to be
+    // stopped\deallocated", learn.microsoft.com `virtual-machines/windows/os-disk-swap`), but
+    // the OS type cannot change (Azure SDK `VirtualMachine.UpdateStages.WithOSDisk`: "You
+    // cannot switch the OS Type of the VM").
+    let swapping = old_os.as_deref().is_none_or(|o| !same_id(o, new_os));
+    let new_type = disk_entry(store, new_os)
+        .and_then(|(_, d)| d["properties"]["osType"].as_str().map(str::to_string));
+    if let (true, Some(new_type), Some(vm_type)) = (swapping, new_type, rec.os_type()) {
+        if !new_type.eq_ignore_ascii_case(&vm_type) {
+            return Some(
+                conflict(
+                    "OperationNotAllowed",
+                    format!(
+                        "The OS type of the VM ('{vm_type}') cannot change: disk '{new_os}' \
+                    holds a '{new_type}' OS."
+                    ),
+                )
+                .event("rule:osDiskSwapKeepsOsType".to_string()),
+            );
+        }
+    }
+    if let Err(r) = check_disks(store, id, location, ids) {
+        return Some(r);
+    }
+    let mut before: Vec<String> = old_os.into_iter().collect();
+    before.extend(old_data.into_iter().map(|(_, d)| d));
+    let mut doc = rec.doc.clone();
+    let sp = &body_doc["properties"]["storageProfile"];
+    doc["properties"]["storageProfile"]["osDisk"] = os_disk_doc(store, &sp["osDisk"]);
+    doc["properties"]["storageProfile"]["dataDisks"] = data_disks_doc(store, &sp["dataDisks"]);
+    for k in ["hardwareProfile", "securityProfile"] {
+        if let Some(v) = body_doc["properties"].get(k).filter(|v| !v.is_null()) {
+            doc["properties"][k] = v.clone();
+        }
+    }
+    if let Some(r) = store.vms.get_mut(id) {
+        r.doc = doc.clone();
+    }
+    reattach(store, id, &before, all_new);
+    Some(Reply::json(200, doc))
 }
 
 fn os_disk_doc(store: &Store, os: &Value) -> Value {
