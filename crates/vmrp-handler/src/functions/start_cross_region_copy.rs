@@ -140,16 +140,33 @@ struct Job<'a> {
     source_collection: &'a ResourceId,
 }
 
+impl Job<'_> {
+    /// ARM's error at step `what`: a transient one puts the copy back, another is reported.
+    async fn arm_failed(&self, e: ArmError, what: &str) -> Result<Outcome, HandlerError> {
+        transient_or_report(self.deps, self.req, self.now, e, what).await
+    }
+
+    /// Schedules the first poll of the copy `target` (ours, or the one made already).
+    async fn first_poll(&self, target: &ResourceId) -> Result<Sent, HandlerError> {
+        schedule_first_poll(self.deps, self.req, self.rule, self.vm, target, self.now).await
+    }
+
+    /// Puts the copy back to wait (`why`), or reports it once it waited too long.
+    async fn wait(&self, why: String) -> Result<Outcome, HandlerError> {
+        wait(self.deps, self.req, self.rule, self.now, why).await
+    }
+}
+
 /// Reads the source point, which must exist, be settled, be copyable now and not be a copy
 /// itself, and ensures the target collection.
 async fn copy_source(job: Job<'_>) -> Result<Outcome, HandlerError> {
     let Job {
         deps,
         req,
-        now,
         rule,
         vm,
         source_collection,
+        ..
     } = job;
     // With the instance view: its per-disk `snapshotAccessState` says whether Azure can copy it.
     let source = match deps.arm.get_restore_point(&req.source, true).await {
@@ -161,7 +178,7 @@ async fn copy_source(job: Job<'_>) -> Result<Outcome, HandlerError> {
                 format!("source point vanished: {}", req.source),
             ));
         }
-        Err(e) => return transient_or_report(deps, req, now, e, "reading the source point").await,
+        Err(e) => return job.arm_failed(e, "reading the source point").await,
     };
     if source.source_restore_point().is_some() {
         return Ok(report(format!(
@@ -180,14 +197,7 @@ async fn copy_source(job: Job<'_>) -> Result<Outcome, HandlerError> {
     // completed (`Pending` / `InstantAccess` are not copyable, and Azure refuses the copy):
     // wait for it, as for a busy target region, instead of failing.
     if let Some(why) = poll::copy_blocker(&source) {
-        return wait(
-            deps,
-            req,
-            rule,
-            now,
-            format!("{BACKGROUND_COPY_WAIT}: {why}"),
-        )
-        .await;
+        return job.wait(format!("{BACKGROUND_COPY_WAIT}: {why}")).await;
     }
 
     let region = &req.target_region;
@@ -211,7 +221,7 @@ async fn copy_source(job: Job<'_>) -> Result<Outcome, HandlerError> {
     {
         Ok(e) => e,
         Err(EnsureError::Arm(e)) => {
-            return transient_or_report(deps, req, now, e, "ensuring the target collection").await
+            return job.arm_failed(e, "ensuring the target collection").await
         }
         Err(EnsureError::Foreign { id, source }) => {
             return Ok(report(format!(
@@ -246,16 +256,11 @@ async fn copy_into(
     match in_flight(deps, existing).await {
         Ok(None) => {}
         Ok(Some(busy)) => {
-            return wait(
-                deps,
-                req,
-                rule,
-                now,
-                format!("waiting for {busy} to finish replicating"),
-            )
-            .await;
+            return job
+                .wait(format!("waiting for {busy} to finish replicating"))
+                .await;
         }
-        Err(e) => return transient_or_report(deps, req, now, e, "checking copies in flight").await,
+        Err(e) => return job.arm_failed(e, "checking copies in flight").await,
     }
 
     let region = &req.target_region;
@@ -299,19 +304,12 @@ async fn made_or_superseded(
     existing: &[RestorePoint],
     target: &ResourceId,
 ) -> Result<Option<Outcome>, HandlerError> {
-    let Job {
-        deps,
-        req,
-        now,
-        rule,
-        vm,
-        ..
-    } = job;
+    let Job { deps, req, .. } = job;
     if existing
         .iter()
         .any(|p| point_id(p).as_ref() == Some(target))
     {
-        let sent = schedule_first_poll(deps, req, rule, vm, target, now).await?;
+        let sent = job.first_poll(target).await?;
         return Ok(Some(
             Outcome::new(
                 Status::Skipped,
@@ -325,7 +323,8 @@ async fn made_or_superseded(
     let other = match live_copy(deps, existing, &req.source).await {
         Ok(o) => o,
         Err(e) => {
-            return transient_or_report(deps, req, now, e, "checking earlier copies of the source")
+            return job
+                .arm_failed(e, "checking earlier copies of the source")
                 .await
                 .map(Some)
         }
@@ -357,15 +356,8 @@ async fn made_or_superseded(
 
 /// The source was copied into the region as `other`: that copy is ours to watch.
 async fn already_copied(job: Job<'_>, other: &ResourceId) -> Result<Outcome, HandlerError> {
-    let Job {
-        deps,
-        req,
-        now,
-        rule,
-        vm,
-        ..
-    } = job;
-    let sent = schedule_first_poll(deps, req, rule, vm, other, now).await?;
+    let Job { req, .. } = job;
+    let sent = job.first_poll(other).await?;
     Ok(Outcome::new(
         Status::Skipped,
         format!(
@@ -385,18 +377,11 @@ async fn start_copy(
     target: &ResourceId,
     body: &RestorePoint,
 ) -> Result<Outcome, HandlerError> {
-    let Job {
-        deps,
-        req,
-        now,
-        rule,
-        vm,
-        ..
-    } = job;
+    let Job { deps, req, .. } = job;
     match deps.arm.create_restore_point(target, body).await {
         Ok(_) => {
             tracing::info!(source = %req.source, target = %target, region = %req.target_region, "cross-region copy started");
-            let sent = schedule_first_poll(deps, req, rule, vm, target, now).await?;
+            let sent = job.first_poll(target).await?;
             Ok(Outcome::new(
                 Status::Done,
                 format!("copying {} to {}", req.source, req.target_region),
@@ -406,7 +391,7 @@ async fn start_copy(
         Err(e) if e.status == Some(409) => match deps.arm.get_restore_point(target, false).await {
             Ok(Some(p)) if same_source(&p, &req.source) => {
                 tracing::info!(source = %req.source, target = %target, "copy PUT refused as a replay: the copy exists; poll ensured");
-                let sent = schedule_first_poll(deps, req, rule, vm, target, now).await?;
+                let sent = job.first_poll(target).await?;
                 Ok(Outcome::new(
                     Status::Skipped,
                     format!("{target} exists already (replay); poll ensured"),
@@ -421,15 +406,13 @@ async fn start_copy(
                         tracing::info!(source = %req.source, copy = %other, "copy refused: already copied under another name; poll ensured");
                         already_copied(job, &other).await
                     }
-                    _ => transient_or_report(deps, req, now, e, "starting the copy").await,
+                    _ => job.arm_failed(e, "starting the copy").await,
                 },
-                _ => transient_or_report(deps, req, now, e, "starting the copy").await,
+                _ => job.arm_failed(e, "starting the copy").await,
             },
-            Err(read) => {
-                transient_or_report(deps, req, now, read, "reading the copy after a 409").await
-            }
+            Err(read) => job.arm_failed(read, "reading the copy after a 409").await,
         },
-        Err(e) => transient_or_report(deps, req, now, e, "starting the copy").await,
+        Err(e) => job.arm_failed(e, "starting the copy").await,
     }
 }
 

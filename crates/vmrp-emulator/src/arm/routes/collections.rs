@@ -129,18 +129,7 @@ fn parse_collection_body(obj: &serde_json::Map<String, Value>) -> Result<Collect
     let mut source_id = None;
     let mut instant_access = None;
     if let Some(p) = props {
-        only_members(
-            p,
-            &[
-                "source",
-                "provisioningState",
-                "restorePointCollectionId",
-                "restorePoints",
-                "instantAccess",
-            ],
-            "properties.",
-            "RestorePointCollectionProperties",
-        )?;
+        only_collection_properties(p)?;
         if let Some(src) = object_member(p, "source", "properties.source")? {
             only_members(
                 src,
@@ -162,6 +151,30 @@ fn parse_collection_body(obj: &serde_json::Map<String, Value>) -> Result<Collect
         source_id,
         instant_access,
     })
+}
+
+/// Whether two `properties.source.id` values name the same resource (ARM ids are
+/// case-insensitive; a leading `/` is optional).
+fn same_source_id(a: &str, b: &str) -> bool {
+    a.trim_start_matches('/')
+        .eq_ignore_ascii_case(b.trim_start_matches('/'))
+}
+
+/// A collection's `properties` may hold only the members RestorePointCollectionProperties
+/// defines (a PUT and a PATCH alike).
+fn only_collection_properties(p: &serde_json::Map<String, Value>) -> Result<(), Reply> {
+    only_members(
+        p,
+        &[
+            "source",
+            "provisioningState",
+            "restorePointCollectionId",
+            "restorePoints",
+            "instantAccess",
+        ],
+        "properties.",
+        "RestorePointCollectionProperties",
+    )
 }
 
 /// A PUT on an existing collection may change only tags: its refusal of anything else.
@@ -197,10 +210,7 @@ fn check_unchanged(
         ));
     }
     if let Some(s) = source_id {
-        if !s
-            .trim_start_matches('/')
-            .eq_ignore_ascii_case(existing.source_id.trim_start_matches('/'))
-        {
+        if !same_source_id(s, &existing.source_id) {
             return Err(Reply::error_with_target(
                 409,
                 "PropertyChangeNotAllowed",
@@ -342,24 +352,10 @@ pub fn patch_collection(
         };
         let mut updated = existing.clone();
         if let Some(p) = props {
-            only_members(
-                p,
-                &[
-                    "source",
-                    "provisioningState",
-                    "restorePointCollectionId",
-                    "restorePoints",
-                    "instantAccess",
-                ],
-                "properties.",
-                "RestorePointCollectionProperties",
-            )?;
+            only_collection_properties(p)?;
             if let Some(src) = object_member(p, "source", "properties.source")? {
                 if let Some(s) = string_member(src, "id", "properties.source.id")? {
-                    if !s
-                        .trim_start_matches('/')
-                        .eq_ignore_ascii_case(existing.source_id.trim_start_matches('/'))
-                    {
+                    if !same_source_id(&s, &existing.source_id) {
                         return Err(Reply::error_with_target(
                             409,
                             "PropertyChangeNotAllowed",

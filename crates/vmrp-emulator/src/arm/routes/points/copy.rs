@@ -18,7 +18,7 @@ pub(super) fn create_copy(
     let now = ctx.now;
     let r = ctx.rules;
     let step = ctx.timings.copy_progress_step_secs;
-    if let Err(reply) = check_source(ctx, coll, &coll_label, &source_id, &source) {
+    if let Err(reply) = check_source(ctx, coll, &source_id, &source) {
         return reply;
     }
     if let Err(v) = check_target(store, ctx, coll, &coll_label, &source_id, &source) {
@@ -71,19 +71,7 @@ pub(super) fn create_copy(
             }
         })
         .collect();
-    let error = match &outcome {
-        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
-        Outcome::Succeeded => None,
-    };
-    let op = new_operation(
-        store,
-        ctx,
-        OperationKind::CreateRestorePoint,
-        &coll.location,
-        id,
-        ready_at,
-        error,
-    );
+    let op = create_operation(store, ctx, coll, id, ready_at, &outcome);
     let rec = PointRecord {
         id: id.clone(),
         collection: coll.id.clone(),
@@ -161,12 +149,11 @@ fn copy_source(
 fn check_source(
     ctx: &Ctx<'_>,
     coll: &CollectionRecord,
-    coll_label: &str,
     source_id: &ResourceId,
     source: &PointRecord,
 ) -> Result<(), Reply> {
-    let now = ctx.now;
-    let r = ctx.rules;
+    let coll_label = coll.id.name().unwrap_or_default();
+    let (now, r) = (ctx.now, ctx.rules);
     let checks = || -> Result<(), Violation> {
         if r.no_copy_of_copy {
             rules::check_not_copy_of_copy(source_id.as_str(), source.is_copy())?;
@@ -267,16 +254,11 @@ fn check_target(
         rules::check_copy_order(coll_label, source_id.as_str(), source.created, newest)?;
     }
     if r.hourly_copy_limit {
-        let log = store
-            .copy_log
-            .get(&coll.id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
         rules::check_hourly(
             "copiesPerCollectionPerHour",
             &format!("cross-region copies into collection '{coll_label}'"),
             r.copies_per_collection_per_hour,
-            log,
+            store.copy_log.get(&coll.id).map_or(&[][..], Vec::as_slice),
             now,
         )?;
     }

@@ -517,19 +517,7 @@ fn create_local(
             ctx.timings.local_create_secs,
         );
     let (meta, disk_ids) = source_metadata(&vm, id, &input.exclude, ctx.seed);
-    let error = match &outcome {
-        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
-        Outcome::Succeeded => None,
-    };
-    let op = new_operation(
-        store,
-        ctx,
-        OperationKind::CreateRestorePoint,
-        &coll.location,
-        id,
-        ready_at,
-        error,
-    );
+    let op = create_operation(store, ctx, coll, id, ready_at, &outcome);
     let disks = local_disk_points(store, ctx, &vm, &meta, disk_ids, instant_access, &input);
     let rec = PointRecord {
         id: id.clone(),
@@ -641,16 +629,11 @@ fn check_vm_rules(
     let now = ctx.now;
     let vm_label = vm_id.name().unwrap_or_default();
     if r.hourly_create_limit {
-        let log = store
-            .create_log
-            .get(vm_id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
         rules::check_hourly(
             "createsPerVmPerHour",
             &format!("restore point creations for VM '{vm_label}'"),
             r.creates_per_vm_per_hour,
-            log,
+            store.create_log.get(vm_id).map_or(&[][..], Vec::as_slice),
             now,
         )?;
     }
@@ -734,6 +717,31 @@ fn check_snapshot_limits(
         )?;
     }
     Ok(())
+}
+
+/// A create's long-running operation, ending at `ready_at` and failing with the point's error
+/// when its outcome is a failure (a local point and a copy alike).
+fn create_operation(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    id: &ResourceId,
+    ready_at: OffsetDateTime,
+    outcome: &Outcome,
+) -> Operation {
+    let error = match outcome {
+        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
+        Outcome::Succeeded => None,
+    };
+    new_operation(
+        store,
+        ctx,
+        OperationKind::CreateRestorePoint,
+        &coll.location,
+        id,
+        ready_at,
+        error,
+    )
 }
 
 /// [`storage_disks`] over a mutable metadata document: (key, path, entry).
