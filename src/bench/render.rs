@@ -21,8 +21,79 @@ pub(super) fn fmt_stat(v: &Value, unit: &str) -> String {
 
 /// The table and whether every goal with a measurement was met.
 pub(super) fn render(report: &Value) -> (String, bool) {
-    let per = &report["perInvocation"];
+    let mut rows = per_invocation_rows(report);
+    rows.extend(tick_rows(report));
+    // --skip-fleet: no fleet tick or polling figures to show.
+    let fleet_ran = !report["fleetTick"].is_null();
+    let p = &report["polling"];
+    let per_point = p["localOnly"]["getsPerLocalPoint"].as_f64();
+    rows.push(Row {
+        figure: "restore point GETs per settled local point".into(),
+        vmrp: per_point.map(|v| format!("{v:.2}")).unwrap_or("-".into()),
+        peer: "-".into(),
+        ratio: "-".into(),
+        goal: "≤ 3",
+        met: per_point.map(|v| v <= 3.0),
+    });
+    rows.push(Row {
+        figure: "copy GETs per copy (per copy-hour)".into(),
+        vmrp: match (
+            p["withCopies"]["getsPerCopy"].as_f64(),
+            p["withCopies"]["getsPerCopyHour"].as_f64(),
+        ) {
+            (Some(a), Some(b)) => format!("{a:.2} ({b:.2}/h)"),
+            _ => "-".into(),
+        },
+        peer: "-".into(),
+        ratio: "-".into(),
+        goal: "-",
+        met: None,
+    });
+    if let Some(bytes) = report["deployBinary"]["bytes"].as_u64() {
+        rows.push(Row {
+            figure: "deploy binary (stripped)".into(),
+            vmrp: format!("{:.2} MiB", bytes as f64 / 1048576.0),
+            peer: "-".into(),
+            ratio: "-".into(),
+            goal: "≤ 12 MB",
+            met: Some(bytes as f64 <= 12.0 * 1_000_000.0),
+        });
+    }
+    if !fleet_ran {
+        rows.retain(|r| {
+            !(r.figure.starts_with("fleet tick")
+                || r.figure.starts_with("restore point GETs")
+                || r.figure.starts_with("copy GETs"))
+        });
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["figure", "vmrp", "peer", "ratio", "goal", "met?"]);
+    let mut all = true;
+    for r in &rows {
+        if r.met == Some(false) {
+            all = false;
+        }
+        table.add_row([
+            r.figure.clone(),
+            r.vmrp.clone(),
+            r.peer.clone(),
+            r.ratio.clone(),
+            r.goal.to_string(),
+            match r.met {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "-".to_string(),
+            },
+        ]);
+    }
+    (table.to_string(), all)
+}
+
+/// Each per-invocation figure (cold start, peak RSS, CPU, throughput), vmrp against the peer.
+fn per_invocation_rows(report: &Value) -> Vec<Row> {
     let mut rows = Vec::new();
+    let per = &report["perInvocation"];
     let median = |who: &str, k: &str| per[who][k]["median"].as_f64();
     let ratio = |k: &str| match (median("peer", k), median("vmrp", k)) {
         (Some(p), Some(v)) if v > 0.0 => Some(p / v),
@@ -69,11 +140,15 @@ pub(super) fn render(report: &Value) -> (String, bool) {
         goal: "-",
         met: None,
     });
+    rows
+}
+
+/// The tick figures: the fleet tick, and the estate tick and tick window when they ran.
+fn tick_rows(report: &Value) -> Vec<Row> {
+    let mut rows = Vec::new();
     let f = &report["fleetTick"];
     let fleet_ratio = f["ratioToBound"].as_f64();
     let throttled = f["throttled429"].as_u64();
-    // --skip-fleet: no fleet tick or polling figures to show.
-    let fleet_ran = !f.is_null();
     rows.push(Row {
         figure: format!("fleet tick, {} VMs: tick → last point / bound", f["vms"]),
         vmrp: format!(
@@ -154,67 +229,5 @@ pub(super) fn render(report: &Value) -> (String, bool) {
             met: Some(explained && w["leftOutDiffer"].as_bool() == Some(true)),
         });
     }
-    let p = &report["polling"];
-    let per_point = p["localOnly"]["getsPerLocalPoint"].as_f64();
-    rows.push(Row {
-        figure: "restore point GETs per settled local point".into(),
-        vmrp: per_point.map(|v| format!("{v:.2}")).unwrap_or("-".into()),
-        peer: "-".into(),
-        ratio: "-".into(),
-        goal: "≤ 3",
-        met: per_point.map(|v| v <= 3.0),
-    });
-    rows.push(Row {
-        figure: "copy GETs per copy (per copy-hour)".into(),
-        vmrp: match (
-            p["withCopies"]["getsPerCopy"].as_f64(),
-            p["withCopies"]["getsPerCopyHour"].as_f64(),
-        ) {
-            (Some(a), Some(b)) => format!("{a:.2} ({b:.2}/h)"),
-            _ => "-".into(),
-        },
-        peer: "-".into(),
-        ratio: "-".into(),
-        goal: "-",
-        met: None,
-    });
-    if let Some(bytes) = report["deployBinary"]["bytes"].as_u64() {
-        rows.push(Row {
-            figure: "deploy binary (stripped)".into(),
-            vmrp: format!("{:.2} MiB", bytes as f64 / 1048576.0),
-            peer: "-".into(),
-            ratio: "-".into(),
-            goal: "≤ 12 MB",
-            met: Some(bytes as f64 <= 12.0 * 1_000_000.0),
-        });
-    }
-    if !fleet_ran {
-        rows.retain(|r| {
-            !(r.figure.starts_with("fleet tick")
-                || r.figure.starts_with("restore point GETs")
-                || r.figure.starts_with("copy GETs"))
-        });
-    }
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(["figure", "vmrp", "peer", "ratio", "goal", "met?"]);
-    let mut all = true;
-    for r in &rows {
-        if r.met == Some(false) {
-            all = false;
-        }
-        table.add_row([
-            r.figure.clone(),
-            r.vmrp.clone(),
-            r.peer.clone(),
-            r.ratio.clone(),
-            r.goal.to_string(),
-            match r.met {
-                Some(true) => "yes".into(),
-                Some(false) => "NO".into(),
-                None => "-".to_string(),
-            },
-        ]);
-    }
-    (table.to_string(), all)
+    rows
 }

@@ -208,7 +208,7 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
         mode,
     };
     let calls = restore::plan(&disks, &options)?;
-    let mut outcome = Outcome {
+    let outcome = Outcome {
         vm: vm_id.to_string(),
         point: point.id.clone().unwrap_or_default(),
         region,
@@ -216,27 +216,51 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
         planned: args.plan,
         disks: Vec::new(),
         new_vm: None,
-        calls: calls.clone(),
+        calls,
     };
     if args.plan {
-        if args.json {
-            print_json(&outcome)?;
-        } else {
-            println!(
-                "restore of {} from {} ({}{}): {} ARM calls, nothing written",
-                vm_id.name().unwrap_or_default(),
-                point_name,
-                outcome.region,
-                if copy { ", copy" } else { "" },
-                calls.len()
-            );
-            for c in &calls {
-                println!("  {}", c.line());
-            }
-        }
+        print_plan(&outcome, &vm_id, &point_name, args.json)?;
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    apply(&args, &client, outcome, &vm_id, &point_name).await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
 
+/// `--plan`: the calls a restore would make, written nowhere.
+fn print_plan(
+    outcome: &Outcome,
+    vm_id: &ResourceId,
+    point_name: &str,
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        print_json(outcome)?;
+    } else {
+        println!(
+            "restore of {} from {} ({}{}): {} ARM calls, nothing written",
+            vm_id.name().unwrap_or_default(),
+            point_name,
+            outcome.region,
+            if outcome.copy { ", copy" } else { "" },
+            outcome.calls.len()
+        );
+        for c in &outcome.calls {
+            println!("  {}", c.line());
+        }
+    }
+    Ok(())
+}
+
+/// Makes the restore's calls in order (adopting what a previous run did), with a progress bar
+/// on a terminal, and prints what it restored.
+async fn apply(
+    args: &RestoreArgs,
+    client: &ArmClient,
+    mut outcome: Outcome,
+    vm_id: &ResourceId,
+    point_name: &str,
+) -> Result<(), String> {
+    let calls = outcome.calls.clone();
     let bar = if args.json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
@@ -249,7 +273,7 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
     let mut swapped = false;
     for call in &calls {
         bar.set_message(format!("{:?} {}", call.kind, restore::short(&call.id)));
-        execute(&client, call, &mut outcome, &mut swapped).await?;
+        execute(client, call, &mut outcome, &mut swapped).await?;
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -270,7 +294,7 @@ pub async fn run(args: RestoreArgs) -> Result<std::process::ExitCode, String> {
             println!("{} restored in place from {point_name}", vm_id);
         }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn print_json(outcome: &Outcome) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! Coverage: the points the policy expects, what the run saw, and the report built from both.
 
 use super::*;
+use crate::emulator::host_sim::InvocationRecord;
 
 /// What the policy asks for: (vm, tick) locally and (vm, tick, region) copies.
 pub(super) struct Expected {
@@ -186,303 +187,38 @@ pub(super) fn build_report(
     let now = emulator.clock.now();
     let points = emulator.arm.restore_points();
     let records = sim.records();
-    // Reasons vmrp reported for points it gave up on, by VM name: (function, virtual start,
-    // summary).
-    let mut reported: BTreeMap<String, Vec<(String, OffsetDateTime, String)>> = BTreeMap::new();
-    let mut invocations: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for r in &records {
-        let status = match r.status {
-            InvocationStatus::Succeeded => r
-                .response
-                .as_ref()
-                .and_then(|v| v["ReturnValue"]["status"].as_str())
-                .unwrap_or("succeeded")
-                .to_string(),
-            other => format!("{other:?}").to_lowercase(),
-        };
-        *invocations
-            .entry(r.function.clone())
-            .or_default()
-            .entry(status.clone())
-            .or_insert(0) += 1;
-        // A copy still waiting for its source's background data copy when the run ends is
-        // explained by that wait (its last rescheduled outcome), not left unexplained.
-        let waiting = status == "rescheduled"
-            && r.function == crate::functions::START_CROSS_REGION_COPY
-            && r.response
-                .as_ref()
-                .and_then(|v| v["ReturnValue"]["summary"].as_str())
-                .is_some_and(|s| {
-                    s.contains(crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT)
-                });
-        if status == "reported" || waiting {
-            if let Some(summary) = r
-                .response
-                .as_ref()
-                .and_then(|v| v["ReturnValue"]["summary"].as_str())
-            {
-                for vm in expected.vm_region.keys() {
-                    if summary.contains(&format!("/{vm}"))
-                        || summary.contains(&format!("-{vm}/"))
-                        || summary.contains(&format!("rpc-{vm}-"))
-                        || summary.contains(&format!(" {vm}"))
-                    {
-                        reported.entry(vm.clone()).or_default().push((
-                            r.function.clone(),
-                            r.started,
-                            summary.to_string(),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    // VMs the tick's plan left out (PlanRestorePoints' outcome `leftOut`; a timer of the
-    // version before the fan-out planned in-process), by (VM name, tick).
-    let mut left_out: BTreeMap<(String, OffsetDateTime), String> = BTreeMap::new();
-    for r in records.iter().filter(|r| {
-        r.function == crate::functions::PLAN_RESTORE_POINTS
-            || r.function == crate::functions::SCHEDULE_RESTORE_POINTS
-    }) {
-        let items = r
-            .response
-            .as_ref()
-            .and_then(|v| v["ReturnValue"]["leftOut"].as_array().cloned())
-            .unwrap_or_default();
-        for item in items {
-            let (Some(vm), Some(tick), Some(reason)) = (
-                item["vm"].as_str(),
-                item["tick"].as_str().and_then(|t| {
-                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-                }),
-                item["reason"].as_str(),
-            ) else {
-                continue;
-            };
-            let name = vm.rsplit('/').next().unwrap_or(vm).to_string();
-            left_out.insert((name, tick), reason.to_string());
-        }
-    }
-    // The tick window an invocation belongs to when its summary names no point: from its tick
-    // to the next one (the last tick's window stays open).
-    let window_of = |tick: OffsetDateTime| -> (OffsetDateTime, OffsetDateTime) {
-        let next = ticks.iter().find(|t| **t > tick).copied().unwrap_or(
-            // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
-            OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("year 9999"),
-        );
-        (tick, next)
+    let (invocations, reported) = invocations_and_reports(&records, expected);
+    let evidence = Evidence {
+        expected,
+        ticks,
+        records: &records,
+        points: &points,
+        reported,
+        left_out: left_out_by_plan(&records),
+        outage: emulator.arm.outage_window(),
     };
-    // A tick whose timer run failed every time (the host retries it under the function's retry
-    // policy) sent only part of its creates; the points it never asked for are explained by it.
-    let failed_timer_run = |tick: OffsetDateTime| -> Option<String> {
-        let (from, to) = window_of(tick);
-        let runs: Vec<&crate::emulator::host_sim::InvocationRecord> = records
+    let local = role_counts(
+        expected.local.iter().map(|(vm, tick)| {
+            let region = expected.vm_region.get(vm).cloned().unwrap_or_default();
+            (vm, *tick, region)
+        }),
+        expected.local.len(),
+        false,
+        &keys,
+        &evidence,
+    );
+    let copies = role_counts(
+        expected
+            .copies
             .iter()
-            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
-            .filter(|r| r.started >= from && r.started < to)
-            .collect();
-        if runs.iter().any(|r| r.status == InvocationStatus::Succeeded) {
-            return None;
-        }
-        runs.last().map(|r| {
-            format!(
-                "{} run(s), the last {:?}: {}",
-                runs.len(),
-                r.status,
-                r.error.clone().unwrap_or_else(|| "no reply".into())
-            )
-        })
-    };
-    // A tick whose timer run succeeded but reported that a subscription's listing failed (an
-    // ARM outage at the tick): the VMs it could not list got no create. Not by design: vmrp
-    // could list again once ARM is back, within the tick's window.
-    let outage = emulator.arm.outage_window();
-    let listing_failed = |tick: OffsetDateTime| -> Option<String> {
-        let (from, to) = window_of(tick);
-        records
-            .iter()
-            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
-            .filter(|r| r.started >= from && r.started < to)
-            .filter_map(|r| {
-                let summary = r.response.as_ref()?["ReturnValue"]["summary"].as_str()?;
-                summary.contains("listing failed").then(|| {
-                    let during = if outage.is_some_and(|(a, b)| a <= r.started && r.started < b) {
-                        ", during the ARM outage"
-                    } else {
-                        ""
-                    };
-                    format!(
-                        "timer run at {}{during}",
-                        crate::schedule::rfc3339(r.started)
-                    )
-                })
-            })
-            .next_back()
-    };
-    let reason_for = |vm: &str,
-                      region: &str,
-                      tick: OffsetDateTime,
-                      copy: bool|
-     -> (String, Explanation) {
-        // Said before the tick ran: the VM's point (and so its copies) did not fit the window.
-        if let Some(why) = left_out.get(&(vm.to_string(), tick)) {
-            return (
-                format!("did not fit the tick's window (planned beforehand): {why}"),
-                Explanation::LeftOutByPlan,
-            );
-        }
-        let stem = names::restore_point_name(tick, 0);
-        let (from, to) = window_of(tick);
-        let candidates: Vec<&(String, OffsetDateTime, String)> = reported
-            .get(vm)
-            .map(|rs| {
-                rs.iter()
-                    // A copy's report does not explain a missing local point.
-                    .filter(|(function, _, summary)| {
-                        copy || (function != crate::functions::START_CROSS_REGION_COPY
-                            && !names_copy_collection(summary, vm)
-                            && !summary.starts_with("copy of"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // A summary naming this tick's point; else one naming no point at all (a VM-level
-        // reason: every disk excluded, a refused create), reported during this tick's window.
-        let named = candidates.iter().find(|(_, _, s)| s.contains(&stem));
-        let vm_level = || {
-            candidates
-                .iter()
-                .find(|(_, at, s)| !s.contains("/restorePoints/rp-") && *at >= from && *at < to)
-        };
-        if let Some((_, _, summary)) = named.or_else(vm_level) {
-            return (summary.clone(), Explanation::Reported);
-        }
-        if let Some(reason) = expected.unsupported.get(vm) {
-            return (reason.clone(), Explanation::Unsupported);
-        }
-        let seen = points.iter().find(|p| {
-            p.vm.ends_with(&format!("/{vm}"))
-                && canonical_region(&p.region) == region
-                && p.source_restore_point.is_some() == copy
-                && p.id.contains(&stem)
-        });
-        match seen {
-                Some(p) => (
-                    format!(
-                        "point {} is {} (copy {}%)",
-                        p.id.rsplit('/').next().unwrap_or_default(),
-                        p.provisioning_state,
-                        p.copy_percent.map(|c| c.to_string()).unwrap_or("-".into())
-                    ),
-                    Explanation::PointState,
-                ),
-                None => match failed_timer_run(tick) {
-                    Some(error) => (
-                        format!(
-                            "no restore point was created: the timer run for this tick failed ({error})"
-                        ),
-                        Explanation::TimerRunFailed,
-                    ),
-                    None => match listing_failed(tick) {
-                        Some(why) => (
-                            format!("no restore point was created: the timer's listing failed ({why})"),
-                            Explanation::Reported,
-                        ),
-                        None => (
-                            "no restore point was created".into(),
-                            Explanation::Unexplained,
-                        ),
-                    },
-                },
-            }
-    };
-    let mut local = RoleCounts {
-        expected: expected.local.len(),
-        ..Default::default()
-    };
-    for (vm, tick) in &expected.local {
-        let region = expected.vm_region.get(vm).cloned().unwrap_or_default();
-        match keys.get(&(vm.clone(), *tick, region.clone(), false)) {
-            Some(n) => {
-                local.settled += 1;
-                local.duplicates += n - 1;
-            }
-            None => {
-                let (reason, explained_by) = reason_for(vm, &region, *tick, false);
-                local.failed.push(Missing {
-                    vm: vm.clone(),
-                    region: region.clone(),
-                    tick: *tick,
-                    reason,
-                    explained_by,
-                })
-            }
-        }
-    }
-    let mut copies = RoleCounts {
-        expected: expected.copies.len(),
-        ..Default::default()
-    };
-    for (vm, tick, region) in &expected.copies {
-        match keys.get(&(vm.clone(), *tick, region.clone(), true)) {
-            Some(n) => {
-                copies.settled += 1;
-                copies.duplicates += n - 1;
-            }
-            None => {
-                let (reason, explained_by) = reason_for(vm, region, *tick, true);
-                copies.failed.push(Missing {
-                    vm: vm.clone(),
-                    region: region.clone(),
-                    tick: *tick,
-                    reason,
-                    explained_by,
-                })
-            }
-        }
-    }
-    for role in [&mut local, &mut copies] {
-        for m in &role.failed {
-            let key = format!(
-                "{}: {}",
-                explanation_label(m.explained_by),
-                reason_class(&m.reason).0
-            );
-            *role.failed_by_reason.entry(key).or_insert(0) += 1;
-        }
-    }
-    // Points in progress at the end must have a poll pending for them.
-    let pending_targets: BTreeSet<String> = emulator
-        .bus
-        .messages(Queue::Poll.name())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|m| serde_json::from_str::<Value>(&m.body).ok())
-        .filter_map(|v| v["target"].as_str().map(|t| t.to_ascii_lowercase()))
-        .collect();
-    let untracked_in_progress = points
-        .iter()
-        .filter(|p| {
-            p.provisioning_state != "Succeeded"
-                && p.provisioning_state != "Failed"
-                && p.provisioning_state != "Canceled"
-        })
-        .filter(|p| !pending_targets.contains(&p.id.to_ascii_lowercase()))
-        .map(|p| p.id.clone())
-        .collect();
-    let mut dead_letters = Vec::new();
-    for q in Queue::ALL {
-        for d in emulator.bus.dead_letters(q.name()).unwrap_or_default() {
-            dead_letters.push(json!({"queue": q.name(), "messageId": d.message.message_id, "reason": d.reason, "description": d.description, "body": d.message.body}));
-        }
-    }
-    let parked: Vec<Value> = emulator
-        .bus
-        .messages(Queue::Failed.name())
-        .unwrap_or_default()
-        .iter()
-        .map(|m| serde_json::from_str(&m.body).unwrap_or_else(|_| Value::String(m.body.clone())))
-        .collect();
+            .map(|(vm, tick, region)| (vm, *tick, region.clone())),
+        expected.copies.len(),
+        true,
+        &keys,
+        &evidence,
+    );
+    let untracked_in_progress = untracked_in_progress(emulator, &points);
+    let (dead_letters, parked) = left_on_the_queues(emulator);
     // A panic in a queue function is parked (the invocation answers `reported`), one in the
     // timer or Event Grid function fails the invocation: both count.
     let parked_panics = parked.iter().filter(|p| p["errorKind"] == "panic").count() as u64;
@@ -534,6 +270,343 @@ pub(super) fn build_report(
         rows,
         handler_log,
     }
+}
+
+/// Reasons vmrp reported for points it gave up on, by VM name: (function, virtual start,
+/// summary).
+type Reported = BTreeMap<String, Vec<(String, OffsetDateTime, String)>>;
+
+/// The invocations by function and outcome status, and the reasons vmrp reported, by VM name.
+fn invocations_and_reports(
+    records: &[InvocationRecord],
+    expected: &Expected,
+) -> (BTreeMap<String, BTreeMap<String, u64>>, Reported) {
+    let mut reported: Reported = BTreeMap::new();
+    let mut invocations: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for r in records {
+        let status = match r.status {
+            InvocationStatus::Succeeded => r
+                .response
+                .as_ref()
+                .and_then(|v| v["ReturnValue"]["status"].as_str())
+                .unwrap_or("succeeded")
+                .to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        *invocations
+            .entry(r.function.clone())
+            .or_default()
+            .entry(status.clone())
+            .or_insert(0) += 1;
+        // A copy still waiting for its source's background data copy when the run ends is
+        // explained by that wait (its last rescheduled outcome), not left unexplained.
+        let waiting = status == "rescheduled"
+            && r.function == crate::functions::START_CROSS_REGION_COPY
+            && r.response
+                .as_ref()
+                .and_then(|v| v["ReturnValue"]["summary"].as_str())
+                .is_some_and(|s| {
+                    s.contains(crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT)
+                });
+        if status == "reported" || waiting {
+            if let Some(summary) = r
+                .response
+                .as_ref()
+                .and_then(|v| v["ReturnValue"]["summary"].as_str())
+            {
+                for vm in expected.vm_region.keys() {
+                    if summary.contains(&format!("/{vm}"))
+                        || summary.contains(&format!("-{vm}/"))
+                        || summary.contains(&format!("rpc-{vm}-"))
+                        || summary.contains(&format!(" {vm}"))
+                    {
+                        reported.entry(vm.clone()).or_default().push((
+                            r.function.clone(),
+                            r.started,
+                            summary.to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    (invocations, reported)
+}
+
+/// VMs the tick's plan left out (PlanRestorePoints' outcome `leftOut`; a timer of the
+/// version before the fan-out planned in-process), by (VM name, tick).
+fn left_out_by_plan(records: &[InvocationRecord]) -> BTreeMap<(String, OffsetDateTime), String> {
+    let mut left_out: BTreeMap<(String, OffsetDateTime), String> = BTreeMap::new();
+    for r in records.iter().filter(|r| {
+        r.function == crate::functions::PLAN_RESTORE_POINTS
+            || r.function == crate::functions::SCHEDULE_RESTORE_POINTS
+    }) {
+        let items = r
+            .response
+            .as_ref()
+            .and_then(|v| v["ReturnValue"]["leftOut"].as_array().cloned())
+            .unwrap_or_default();
+        for item in items {
+            let (Some(vm), Some(tick), Some(reason)) = (
+                item["vm"].as_str(),
+                item["tick"].as_str().and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                }),
+                item["reason"].as_str(),
+            ) else {
+                continue;
+            };
+            let name = vm.rsplit('/').next().unwrap_or(vm).to_string();
+            left_out.insert((name, tick), reason.to_string());
+        }
+    }
+    left_out
+}
+
+/// What the run saw, to explain an expected point that never settled ([`Evidence::reason_for`]).
+struct Evidence<'a> {
+    expected: &'a Expected,
+    ticks: &'a [OffsetDateTime],
+    records: &'a [InvocationRecord],
+    points: &'a [PointSummary],
+    reported: Reported,
+    left_out: BTreeMap<(String, OffsetDateTime), String>,
+    /// The ARM outage the run injected, if any.
+    outage: Option<(OffsetDateTime, OffsetDateTime)>,
+}
+
+impl Evidence<'_> {
+    /// The tick window an invocation belongs to when its summary names no point: from its tick
+    /// to the next one (the last tick's window stays open).
+    fn window_of(&self, tick: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+        let next = self.ticks.iter().find(|t| **t > tick).copied().unwrap_or(
+            // Invariant: a constant input (a fixed policy, date or template) that a test exercises.
+            OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("year 9999"),
+        );
+        (tick, next)
+    }
+
+    /// A tick whose timer run failed every time (the host retries it under the function's retry
+    /// policy) sent only part of its creates; the points it never asked for are explained by it.
+    fn failed_timer_run(&self, tick: OffsetDateTime) -> Option<String> {
+        let (from, to) = self.window_of(tick);
+        let runs: Vec<&InvocationRecord> = self
+            .records
+            .iter()
+            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
+            .filter(|r| r.started >= from && r.started < to)
+            .collect();
+        if runs.iter().any(|r| r.status == InvocationStatus::Succeeded) {
+            return None;
+        }
+        runs.last().map(|r| {
+            format!(
+                "{} run(s), the last {:?}: {}",
+                runs.len(),
+                r.status,
+                r.error.clone().unwrap_or_else(|| "no reply".into())
+            )
+        })
+    }
+
+    /// A tick whose timer run succeeded but reported that a subscription's listing failed (an
+    /// ARM outage at the tick): the VMs it could not list got no create. Not by design: vmrp
+    /// could list again once ARM is back, within the tick's window.
+    fn listing_failed(&self, tick: OffsetDateTime) -> Option<String> {
+        let (from, to) = self.window_of(tick);
+        self.records
+            .iter()
+            .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
+            .filter(|r| r.started >= from && r.started < to)
+            .filter_map(|r| {
+                let summary = r.response.as_ref()?["ReturnValue"]["summary"].as_str()?;
+                summary.contains("listing failed").then(|| {
+                    let during = if self
+                        .outage
+                        .is_some_and(|(a, b)| a <= r.started && r.started < b)
+                    {
+                        ", during the ARM outage"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "timer run at {}{during}",
+                        crate::schedule::rfc3339(r.started)
+                    )
+                })
+            })
+            .next_back()
+    }
+
+    /// Why `vm`'s point of `tick` in `region` (a copy's when `copy`) never settled.
+    fn reason_for(
+        &self,
+        vm: &str,
+        region: &str,
+        tick: OffsetDateTime,
+        copy: bool,
+    ) -> (String, Explanation) {
+        // Said before the tick ran: the VM's point (and so its copies) did not fit the window.
+        if let Some(why) = self.left_out.get(&(vm.to_string(), tick)) {
+            return (
+                format!("did not fit the tick's window (planned beforehand): {why}"),
+                Explanation::LeftOutByPlan,
+            );
+        }
+        let stem = names::restore_point_name(tick, 0);
+        let (from, to) = self.window_of(tick);
+        let candidates: Vec<&(String, OffsetDateTime, String)> = self
+            .reported
+            .get(vm)
+            .map(|rs| {
+                rs.iter()
+                    // A copy's report does not explain a missing local point.
+                    .filter(|(function, _, summary)| {
+                        copy || (function != crate::functions::START_CROSS_REGION_COPY
+                            && !names_copy_collection(summary, vm)
+                            && !summary.starts_with("copy of"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A summary naming this tick's point; else one naming no point at all (a VM-level
+        // reason: every disk excluded, a refused create), reported during this tick's window.
+        let named = candidates.iter().find(|(_, _, s)| s.contains(&stem));
+        let vm_level = || {
+            candidates
+                .iter()
+                .find(|(_, at, s)| !s.contains("/restorePoints/rp-") && *at >= from && *at < to)
+        };
+        if let Some((_, _, summary)) = named.or_else(vm_level) {
+            return (summary.clone(), Explanation::Reported);
+        }
+        if let Some(reason) = self.expected.unsupported.get(vm) {
+            return (reason.clone(), Explanation::Unsupported);
+        }
+        let seen = self.points.iter().find(|p| {
+            p.vm.ends_with(&format!("/{vm}"))
+                && canonical_region(&p.region) == region
+                && p.source_restore_point.is_some() == copy
+                && p.id.contains(&stem)
+        });
+        match seen {
+            Some(p) => (
+                format!(
+                    "point {} is {} (copy {}%)",
+                    p.id.rsplit('/').next().unwrap_or_default(),
+                    p.provisioning_state,
+                    p.copy_percent.map(|c| c.to_string()).unwrap_or("-".into())
+                ),
+                Explanation::PointState,
+            ),
+            None => self.nothing_created(tick),
+        }
+    }
+
+    /// Why no point at all was created for `tick`: its timer run failed, its listing failed,
+    /// or nothing explains it.
+    fn nothing_created(&self, tick: OffsetDateTime) -> (String, Explanation) {
+        if let Some(error) = self.failed_timer_run(tick) {
+            return (
+                format!(
+                    "no restore point was created: the timer run for this tick failed ({error})"
+                ),
+                Explanation::TimerRunFailed,
+            );
+        }
+        match self.listing_failed(tick) {
+            Some(why) => (
+                format!("no restore point was created: the timer's listing failed ({why})"),
+                Explanation::Reported,
+            ),
+            None => (
+                "no restore point was created".into(),
+                Explanation::Unexplained,
+            ),
+        }
+    }
+}
+
+/// One role's counts: each expected (VM, tick, region) is settled (extra settled points are
+/// duplicates) or missing with the reason the run's evidence gives.
+fn role_counts<'v>(
+    wanted: impl Iterator<Item = (&'v String, OffsetDateTime, String)>,
+    expected: usize,
+    copy: bool,
+    keys: &BTreeMap<(String, OffsetDateTime, String, bool), usize>,
+    evidence: &Evidence<'_>,
+) -> RoleCounts {
+    let mut role = RoleCounts {
+        expected,
+        ..Default::default()
+    };
+    for (vm, tick, region) in wanted {
+        match keys.get(&(vm.clone(), tick, region.clone(), copy)) {
+            Some(n) => {
+                role.settled += 1;
+                role.duplicates += n - 1;
+            }
+            None => {
+                let (reason, explained_by) = evidence.reason_for(vm, &region, tick, copy);
+                role.failed.push(Missing {
+                    vm: vm.clone(),
+                    region,
+                    tick,
+                    reason,
+                    explained_by,
+                })
+            }
+        }
+    }
+    for m in &role.failed {
+        let key = format!(
+            "{}: {}",
+            explanation_label(m.explained_by),
+            reason_class(&m.reason).0
+        );
+        *role.failed_by_reason.entry(key).or_insert(0) += 1;
+    }
+    role
+}
+
+/// Points in progress at the end must have a poll pending for them: the ids of those without.
+fn untracked_in_progress(emulator: &RunningEmulator, points: &[PointSummary]) -> Vec<String> {
+    let pending_targets: BTreeSet<String> = emulator
+        .bus
+        .messages(Queue::Poll.name())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(&m.body).ok())
+        .filter_map(|v| v["target"].as_str().map(|t| t.to_ascii_lowercase()))
+        .collect();
+    points
+        .iter()
+        .filter(|p| {
+            p.provisioning_state != "Succeeded"
+                && p.provisioning_state != "Failed"
+                && p.provisioning_state != "Canceled"
+        })
+        .filter(|p| !pending_targets.contains(&p.id.to_ascii_lowercase()))
+        .map(|p| p.id.clone())
+        .collect()
+}
+
+/// The dead letters of every queue, and the messages parked on the failed queue.
+fn left_on_the_queues(emulator: &RunningEmulator) -> (Vec<Value>, Vec<Value>) {
+    let mut dead_letters = Vec::new();
+    for q in Queue::ALL {
+        for d in emulator.bus.dead_letters(q.name()).unwrap_or_default() {
+            dead_letters.push(json!({"queue": q.name(), "messageId": d.message.message_id, "reason": d.reason, "description": d.description, "body": d.message.body}));
+        }
+    }
+    let parked: Vec<Value> = emulator
+        .bus
+        .messages(Queue::Failed.name())
+        .unwrap_or_default()
+        .iter()
+        .map(|m| serde_json::from_str(&m.body).unwrap_or_else(|_| Value::String(m.body.clone())))
+        .collect();
+    (dead_letters, parked)
 }
 
 pub(super) fn vm_rows(

@@ -609,52 +609,8 @@ pub async fn run_scenario_keep(
     // The fleet is deterministic: its subscriptions are known before the emulator starts.
     let subscriptions =
         crate::emulator::arm::fleet::generate(&scenario.fleet, VIRTUAL_START).subscriptions;
-    let tag = (
-        scenario.fleet.tag_key.as_str(),
-        scenario.fleet.tag_value.as_str(),
-    );
-    let policy = match (&scenario.policy, scenario.mix) {
-        (Some(p), _) => p.clone(),
-        (None, FleetMix::Plain) => default_policy(&subscriptions, &scenario.copy_to, tag),
-        (None, FleetMix::Mixed) => mixed_policy(
-            &subscriptions,
-            &scenario.fleet.regions,
-            &scenario.copy_to,
-            tag,
-        ),
-    };
-    let mut arm = ArmConfig {
-        fleet: scenario.fleet.clone(),
-        record_traffic: scenario.record_traffic.clone(),
-        ..ArmConfig::default()
-    };
-    scenario
-        .background_load
-        .validate()
-        .map_err(|e| LocalError::Io(format!("--background-load: {e}")))?;
-    arm.throttle.background = scenario.background_load;
-    // vmrp's role holds what the deploy would assign for this policy (infra/main.bicep assigns
-    // at the target subscriptions and resource groups; docs/deploy.md lists the collection and
-    // copy groups among them): anything else is refused 403, as ARM does.
-    arm.rules.role_scopes = Some(role_scopes(&policy));
-    // ... and exactly the actions the deployed role grants (infra/modules/vm-role.bicep), so a
-    // run shows the whole lifecycle works under least privilege.
-    arm.rules.role_actions = Some(crate::emulator::arm::rules::deployed_role_actions());
-    // With --drill, the drill role too: disk write/delete at the drill group only
-    // (infra/modules/drill-role.bicep), so a drill writing anywhere else is refused 403.
-    if scenario.drill {
-        arm.rules.role_grants = drill_section(&policy, &scenario.copy_to)
-            .role_scopes(&subscriptions)
-            .into_iter()
-            .map(|scope| crate::emulator::arm::rules::RoleGrant {
-                scope,
-                actions: crate::azure::operations::DRILL_ACTIONS
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect(),
-            })
-            .collect();
-    }
+    let policy = scenario_policy(scenario, &subscriptions);
+    let arm = arm_config(scenario, &policy, &subscriptions)?;
     // Real time while the handler starts, so the first tick cannot pass before the timer
     // listens (at 3000× the 15 virtual minutes before it are 0.3 real seconds); the scenario's
     // speed from the moment the triggers run.
@@ -669,36 +625,10 @@ pub async fn run_scenario_keep(
     .await
     .map_err(|e| LocalError::Emulator(e.to_string()))?;
 
-    if emulator.subscriptions != subscriptions {
-        return Err(LocalError::Emulator(
-            "the fleet's subscriptions differ from the ones the role scopes were computed for"
-                .into(),
-        ));
-    }
-    for set in copy_region_encryption_sets(scenario, &subscriptions) {
-        emulator
-            .arm
-            .add_encryption_set(set)
-            .map_err(LocalError::Emulator)?;
-    }
-    if let Err(problems) = policy.validate_with_timer(&scenario.schedule) {
-        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    check_before_run(&emulator, scenario, &subscriptions).await?;
+    if let Some(problem) = policy_problem(&emulator, scenario, &policy) {
         let _ = emulator.stop().await;
-        return Err(LocalError::Policy(lines.join("; ")));
-    }
-    // A policy that selects nothing would "complete" with 0 VMs: say so before running.
-    let vms = emulator.arm.list_vms();
-    if !vms.iter().any(|vm| policy.rule_for(vm).is_some()) {
-        let message = format!(
-            "no rule selects any of the {} VMs of the emulated fleet (subscription(s) {}, tag {}={} on {:.0}% of them); nothing to run. Target those subscriptions, or leave out --policy for the default policy",
-            vms.len(),
-            emulator.subscriptions.join(", "),
-            scenario.fleet.tag_key,
-            scenario.fleet.tag_value,
-            scenario.fleet.tagged_fraction * 100.0
-        );
-        let _ = emulator.stop().await;
-        return Err(LocalError::Policy(message));
+        return Err(problem);
     }
     // Kept on purpose: it holds the app files the host simulation restarts the handler from
     // (after a kill) and the handler log the report names, which outlive this function.
@@ -713,43 +643,7 @@ pub async fn run_scenario_keep(
         .clone()
         .unwrap_or_else(|| app_root.join("handler.log"));
 
-    let mut settings = emulator.handler_settings(BusAuth::Sas);
-    // With --drill the app's policy carries the drills section the demo drills with, so the
-    // registered RunRestoreDrills function drills exactly what `drill_demo` does.
-    let mut app_policy = policy.clone();
-    if scenario.drill {
-        app_policy.drills = Some(drill_section(&policy, &scenario.copy_to));
-    }
-    settings.insert(
-        "VMRP_POLICY".into(),
-        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
-        serde_json::to_string(&app_policy).expect("policy serialises"),
-    );
-    settings.insert(
-        crate::functions::run_restore_drills::DRILL_SCHEDULE_SETTING.into(),
-        LOCAL_DRILL_SCHEDULE.into(),
-    );
-    settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
-    settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
-    settings.extend(scenario.app_settings.clone());
-    // The emulator's Retry-After counts virtual seconds; slept in real time it would stall an
-    // invocation for many virtual hours (and past functionTimeout's real floor).
-    settings.insert(crate::config::MAX_RETRY_AFTER_VAR.into(), "1".into());
-    settings.insert(
-        "RUST_LOG".into(),
-        scenario.handler_log_level.clone().unwrap_or_else(|| {
-            std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into())
-        }),
-    );
-    let mut sim_config = HostSimConfig::new(&app_root);
-    sim_config.app_settings = settings;
-    sim_config.timer_ticks = Some(scenario.ticks);
-    sim_config.executable_override = Some(scenario.handler.clone());
-    sim_config.console_log = Some(handler_log.clone());
-    // At thousands of virtual seconds per real second, functionTimeout would otherwise be a
-    // fraction of a real second: a handler busy on a 2-core machine is not a hung handler.
-    sim_config.min_real_function_timeout = Duration::from_secs(30);
-    sim_config.instances = scenario.instances;
+    let sim_config = host_sim_config(&emulator, scenario, &policy, &app_root, &handler_log);
     let sim = emulator
         .start_host_sim(sim_config)
         .await
@@ -840,6 +734,174 @@ pub async fn run_scenario_keep(
         .get(crate::functions::ARM_SHARE_VAR)
         .and_then(|v| v.parse().ok());
     Ok((report, emulator))
+}
+
+/// The scenario's policy: `--policy`, else the default for the fleet's subscriptions (or the
+/// mixed one for a mixed fleet).
+fn scenario_policy(scenario: &Scenario, subscriptions: &[String]) -> Policy {
+    let tag = (
+        scenario.fleet.tag_key.as_str(),
+        scenario.fleet.tag_value.as_str(),
+    );
+    match (&scenario.policy, scenario.mix) {
+        (Some(p), _) => p.clone(),
+        (None, FleetMix::Plain) => default_policy(subscriptions, &scenario.copy_to, tag),
+        (None, FleetMix::Mixed) => mixed_policy(
+            subscriptions,
+            &scenario.fleet.regions,
+            &scenario.copy_to,
+            tag,
+        ),
+    }
+}
+
+/// The emulated ARM for the scenario: its fleet, background load and the role vmrp would be
+/// granted for `policy`.
+fn arm_config(
+    scenario: &Scenario,
+    policy: &Policy,
+    subscriptions: &[String],
+) -> Result<ArmConfig, LocalError> {
+    let mut arm = ArmConfig {
+        fleet: scenario.fleet.clone(),
+        record_traffic: scenario.record_traffic.clone(),
+        ..ArmConfig::default()
+    };
+    scenario
+        .background_load
+        .validate()
+        .map_err(|e| LocalError::Io(format!("--background-load: {e}")))?;
+    arm.throttle.background = scenario.background_load;
+    // vmrp's role holds what the deploy would assign for this policy (infra/main.bicep assigns
+    // at the target subscriptions and resource groups; docs/deploy.md lists the collection and
+    // copy groups among them): anything else is refused 403, as ARM does.
+    arm.rules.role_scopes = Some(role_scopes(policy));
+    // ... and exactly the actions the deployed role grants (infra/modules/vm-role.bicep), so a
+    // run shows the whole lifecycle works under least privilege.
+    arm.rules.role_actions = Some(crate::emulator::arm::rules::deployed_role_actions());
+    // With --drill, the drill role too: disk write/delete at the drill group only
+    // (infra/modules/drill-role.bicep), so a drill writing anywhere else is refused 403.
+    if scenario.drill {
+        arm.rules.role_grants = drill_section(policy, &scenario.copy_to)
+            .role_scopes(subscriptions)
+            .into_iter()
+            .map(|scope| crate::emulator::arm::rules::RoleGrant {
+                scope,
+                actions: crate::azure::operations::DRILL_ACTIONS
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            })
+            .collect();
+    }
+    Ok(arm)
+}
+
+/// Refuses a fleet other than the one the role scopes were computed for; adds the copy
+/// regions' disk encryption sets.
+async fn check_before_run(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    subscriptions: &[String],
+) -> Result<(), LocalError> {
+    if emulator.subscriptions != subscriptions {
+        return Err(LocalError::Emulator(
+            "the fleet's subscriptions differ from the ones the role scopes were computed for"
+                .into(),
+        ));
+    }
+    for set in copy_region_encryption_sets(scenario, subscriptions) {
+        emulator
+            .arm
+            .add_encryption_set(set)
+            .map_err(LocalError::Emulator)?;
+    }
+    Ok(())
+}
+
+/// Why `policy` cannot run on the emulated fleet: it is invalid, or it selects none of the
+/// fleet's VMs (a run would "complete" with 0 VMs). `None` when it can.
+fn policy_problem(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    policy: &Policy,
+) -> Option<LocalError> {
+    if let Err(problems) = policy.validate_with_timer(&scenario.schedule) {
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Some(LocalError::Policy(lines.join("; ")));
+    }
+    let vms = emulator.arm.list_vms();
+    if !vms.iter().any(|vm| policy.rule_for(vm).is_some()) {
+        let message = format!(
+            "no rule selects any of the {} VMs of the emulated fleet (subscription(s) {}, tag {}={} on {:.0}% of them); nothing to run. Target those subscriptions, or leave out --policy for the default policy",
+            vms.len(),
+            emulator.subscriptions.join(", "),
+            scenario.fleet.tag_key,
+            scenario.fleet.tag_value,
+            scenario.fleet.tagged_fraction * 100.0
+        );
+        return Some(LocalError::Policy(message));
+    }
+    None
+}
+
+/// The simulated Functions host: the handler's app settings, the scenario's ticks and
+/// instances, and the handler's console log at `handler_log`.
+fn host_sim_config(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    policy: &Policy,
+    app_root: &Path,
+    handler_log: &Path,
+) -> HostSimConfig {
+    let mut sim_config = HostSimConfig::new(app_root);
+    sim_config.app_settings = app_settings(emulator, scenario, policy);
+    sim_config.timer_ticks = Some(scenario.ticks);
+    sim_config.executable_override = Some(scenario.handler.clone());
+    sim_config.console_log = Some(handler_log.to_path_buf());
+    // At thousands of virtual seconds per real second, functionTimeout would otherwise be a
+    // fraction of a real second: a handler busy on a 2-core machine is not a hung handler.
+    sim_config.min_real_function_timeout = Duration::from_secs(30);
+    sim_config.instances = scenario.instances;
+    sim_config
+}
+
+/// The handler's app settings: the emulator's endpoints, the policy (with the drills section
+/// under --drill), the schedule, and the scenario's own.
+fn app_settings(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    policy: &Policy,
+) -> BTreeMap<String, String> {
+    let mut settings = emulator.handler_settings(BusAuth::Sas);
+    // With --drill the app's policy carries the drills section the demo drills with, so the
+    // registered RunRestoreDrills function drills exactly what `drill_demo` does.
+    let mut app_policy = policy.clone();
+    if scenario.drill {
+        app_policy.drills = Some(drill_section(policy, &scenario.copy_to));
+    }
+    settings.insert(
+        "VMRP_POLICY".into(),
+        // Invariant: serialising JSON values (or an HMAC key of any length) cannot fail.
+        serde_json::to_string(&app_policy).expect("policy serialises"),
+    );
+    settings.insert(
+        crate::functions::run_restore_drills::DRILL_SCHEDULE_SETTING.into(),
+        LOCAL_DRILL_SCHEDULE.into(),
+    );
+    settings.insert("VMRP_SCHEDULE".into(), scenario.schedule.clone());
+    settings.insert("VMRP_LOOPBACK_ONLY".into(), "1".into());
+    settings.extend(scenario.app_settings.clone());
+    // The emulator's Retry-After counts virtual seconds; slept in real time it would stall an
+    // invocation for many virtual hours (and past functionTimeout's real floor).
+    settings.insert(crate::config::MAX_RETRY_AFTER_VAR.into(), "1".into());
+    settings.insert(
+        "RUST_LOG".into(),
+        scenario.handler_log_level.clone().unwrap_or_else(|| {
+            std::env::var("VMRP_HANDLER_LOG_LEVEL").unwrap_or_else(|_| "info".into())
+        }),
+    );
+    settings
 }
 
 fn write_app(root: &Path) -> Result<(), LocalError> {

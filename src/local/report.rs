@@ -280,38 +280,7 @@ pub fn fault_contract_violations(
             out.push(format!("{vm}: nothing to restore locally, yet copied"));
         }
     }
-    // A Failed local point whose retry came too close to the next tick (superseded by design)
-    // stays as the evidence of that failure until a newer point settles and retention deletes
-    // it (retention.rs, rule 3): not a point left behind.
-    let superseded_retry: BTreeSet<(&str, OffsetDateTime)> = report
-        .local
-        .failed
-        .iter()
-        .filter(|m| missing_by_design(m) && m.reason.contains("): superseded by it"))
-        .map(|m| (m.vm.as_str(), m.tick))
-        .collect();
-    for p in points {
-        let copy = p.source_restore_point.is_some();
-        let evidence_of_a_superseded_retry = !copy
-            && p.provisioning_state == "Failed"
-            && p.id
-                .rsplit('/')
-                .next()
-                .and_then(names::parse_restore_point_name)
-                .is_some_and(|(tick, _)| {
-                    let vm = p.vm.rsplit('/').next().unwrap_or_default();
-                    superseded_retry.contains(&(vm, tick))
-                });
-        if evidence_of_a_superseded_retry {
-            continue;
-        }
-        if p.provisioning_state != "Succeeded" || (copy && p.copy_percent != Some(100)) {
-            out.push(format!(
-                "{} left {} (copy {:?})",
-                p.id, p.provisioning_state, p.copy_percent
-            ));
-        }
-    }
+    out.extend(points_left_behind(report, points));
     if !report.dead_letters.is_empty() {
         out.push(format!("{} dead letters", report.dead_letters.len()));
     }
@@ -354,6 +323,45 @@ pub fn fault_contract_violations(
         out.push(format!(
             "{timer_failures} timer and planning runs failed with {kills} kills"
         ));
+    }
+    out
+}
+
+/// The points ARM still holds `Failed`, in progress, or (a copy) short of 100 %: each a breach
+/// of the fault contract, but for the evidence of a superseded retry.
+fn points_left_behind(report: &LocalReport, points: &[PointSummary]) -> Vec<String> {
+    let mut out = Vec::new();
+    // A Failed local point whose retry came too close to the next tick (superseded by design)
+    // stays as the evidence of that failure until a newer point settles and retention deletes
+    // it (retention.rs, rule 3): not a point left behind.
+    let superseded_retry: BTreeSet<(&str, OffsetDateTime)> = report
+        .local
+        .failed
+        .iter()
+        .filter(|m| missing_by_design(m) && m.reason.contains("): superseded by it"))
+        .map(|m| (m.vm.as_str(), m.tick))
+        .collect();
+    for p in points {
+        let copy = p.source_restore_point.is_some();
+        let evidence_of_a_superseded_retry = !copy
+            && p.provisioning_state == "Failed"
+            && p.id
+                .rsplit('/')
+                .next()
+                .and_then(names::parse_restore_point_name)
+                .is_some_and(|(tick, _)| {
+                    let vm = p.vm.rsplit('/').next().unwrap_or_default();
+                    superseded_retry.contains(&(vm, tick))
+                });
+        if evidence_of_a_superseded_retry {
+            continue;
+        }
+        if p.provisioning_state != "Succeeded" || (copy && p.copy_percent != Some(100)) {
+            out.push(format!(
+                "{} left {} (copy {:?})",
+                p.id, p.provisioning_state, p.copy_percent
+            ));
+        }
     }
     out
 }

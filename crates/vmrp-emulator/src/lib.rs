@@ -16,6 +16,11 @@
 //! Knows: the platform rules it models (cited in docs/emulator-arm.md), HTTP. Must not be linked
 //! into the deploy binary (vmrp-handler does not depend on it; infra/tests/check_deploy_build.sh).
 
+// No function over 120 lines outside tests (issue 17; threshold in clippy.toml). Off under
+// cfg(test): what only a test build compiles (test modules, fakes) is test code, and a long
+// table of cases reads better whole; the plain build still lints every non-test function.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 use vmrp_azure as azure;
 use vmrp_core::{messages, policy, schedule};
 

@@ -202,50 +202,12 @@ async fn handle(
         Err(e) => return odata_error(StatusCode::BAD_REQUEST, "InvalidInput", &e.to_string()),
     };
     // `Path` has already percent-decoded the keys.
-    let json = || serde_json::from_slice::<Value>(&body);
+    let json = || serde_json::from_slice::<Value>(&body).ok();
     if rest == "Tables" && method == Method::POST {
-        let Ok(v) = json() else {
-            return odata_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidInput",
-                "the body is not JSON",
-            );
+        return match json() {
+            Some(v) => create_table(&t, account, &v),
+            None => not_json(),
         };
-        let Some(name) = v["TableName"].as_str() else {
-            return odata_error(
-                StatusCode::BAD_REQUEST,
-                "PropertiesNeedValue",
-                "TableName is required",
-            );
-        };
-        let valid = (3..=63).contains(&name.len())
-            && name.chars().all(|c| c.is_ascii_alphanumeric())
-            && name.starts_with(|c: char| c.is_ascii_alphabetic());
-        if !valid {
-            return odata_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidResourceName",
-                "The specifed resource name contains invalid characters.",
-            );
-        }
-        let mut tables = t.lock();
-        // Table names are case-insensitive.
-        if tables
-            .keys()
-            .any(|(a, n)| *a == account && n.eq_ignore_ascii_case(name))
-        {
-            return odata_error(
-                StatusCode::CONFLICT,
-                "TableAlreadyExists",
-                "The table specified already exists.",
-            );
-        }
-        tables.insert((account, name.to_string()), Entities::new());
-        return (
-            StatusCode::CREATED,
-            Json(serde_json::json!({"TableName": name})),
-        )
-            .into_response();
     }
     let (table, keys) = match parse_target(&rest) {
         Ok(x) => x,
@@ -263,7 +225,6 @@ async fn handle(
             "The table specified does not exist.",
         );
     };
-    let etag_of = |n: u64| format!("W/\"datetime'{n}'\"");
     match (method, keys) {
         (Method::GET, Some(k)) => match entities.get(&k) {
             Some((v, n)) => {
@@ -275,112 +236,174 @@ async fn handle(
                 "The specified resource does not exist.",
             ),
         },
-        (Method::GET, None) => {
-            let page = t.page_size();
-            let from = match (query.get("NextPartitionKey"), query.get("NextRowKey")) {
-                (Some(pk), rk) => Some((pk.clone(), rk.cloned().unwrap_or_default())),
-                _ => None,
-            };
-            let mut rows = entities
-                .iter()
-                .filter(|(k, _)| from.as_ref().is_none_or(|f| *k >= f))
-                .map(|(k, (v, _))| (k.clone(), v.clone()));
-            let value: Vec<Value> = rows.by_ref().take(page).map(|(_, v)| v).collect();
-            let next = rows.next().map(|(k, _)| k);
-            let mut rsp = Json(serde_json::json!({ "value": value })).into_response();
-            if let Some((pk, rk)) = next {
-                let h = rsp.headers_mut();
-                if let (Ok(pk), Ok(rk)) = (pk.parse(), rk.parse()) {
-                    h.insert("x-ms-continuation-NextPartitionKey", pk);
-                    h.insert("x-ms-continuation-NextRowKey", rk);
-                }
+        (Method::GET, None) => query_entities(entities, &query, t.page_size()),
+        (Method::POST, None) => match json() {
+            Some(v) => insert_entity(&t, entities, v),
+            None => not_json(),
+        },
+        (Method::PUT, Some((pk, rk))) => match json() {
+            Some(v) => {
+                let if_match = headers.get("if-match").and_then(|h| h.to_str().ok());
+                update_entity(&t, entities, (pk, rk), v, if_match)
             }
-            rsp
-        }
-        (Method::POST, None) => {
-            let Ok(v) = json() else {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidInput",
-                    "the body is not JSON",
-                );
-            };
-            let key = |name: &str| v[name].as_str().map(str::to_string);
-            let (Some(pk), Some(rk)) = (key("PartitionKey"), key("RowKey")) else {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "PropertiesNeedValue",
-                    "PartitionKey and RowKey are required.",
-                );
-            };
-            if let Some(p) = key_problem(&pk).or_else(|| key_problem(&rk)) {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "OutOfRangeInput",
-                    &format!("One of the request inputs is out of range: {p}."),
-                );
-            }
-            if entities.contains_key(&(pk.clone(), rk.clone())) {
-                return odata_error(
-                    StatusCode::CONFLICT,
-                    "EntityAlreadyExists",
-                    "The specified entity already exists.",
-                );
-            }
-            let n = t.etag.fetch_add(1, Ordering::Relaxed) + 1;
-            entities.insert((pk, rk), (v, n));
-            (StatusCode::NO_CONTENT, [("etag", etag_of(n))]).into_response()
-        }
-        (Method::PUT, Some((pk, rk))) => {
-            let Ok(mut v) = json() else {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidInput",
-                    "the body is not JSON",
-                );
-            };
-            if let Some(p) = key_problem(&pk).or_else(|| key_problem(&rk)) {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "OutOfRangeInput",
-                    &format!("One of the request inputs is out of range: {p}."),
-                );
-            }
-            let if_match = headers.get("if-match").and_then(|h| h.to_str().ok());
-            let current = entities.get(&(pk.clone(), rk.clone())).map(|(_, n)| *n);
-            match (if_match, current) {
-                // Update Entity with If-Match: the entity must exist with that ETag.
-                (Some("*"), Some(_)) => {}
-                (Some(m), Some(n)) if m == etag_of(n) => {}
-                (Some(_), Some(_)) => {
-                    return odata_error(
-                        StatusCode::PRECONDITION_FAILED,
-                        "UpdateConditionNotSatisfied",
-                        "The update condition specified in the request was not satisfied.",
-                    )
-                }
-                (Some(_), None) => {
-                    return odata_error(
-                        StatusCode::NOT_FOUND,
-                        "ResourceNotFound",
-                        "The specified resource does not exist.",
-                    )
-                }
-                // Without If-Match a PUT is Insert Or Replace.
-                (None, _) => {}
-            }
-            v["PartitionKey"] = Value::String(pk.clone());
-            v["RowKey"] = Value::String(rk.clone());
-            let n = t.etag.fetch_add(1, Ordering::Relaxed) + 1;
-            entities.insert((pk, rk), (v, n));
-            (StatusCode::NO_CONTENT, [("etag", etag_of(n))]).into_response()
-        }
+            None => not_json(),
+        },
         (m, _) => odata_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "UnsupportedHttpVerb",
             &format!("{m} is not supported here"),
         ),
     }
+}
+
+fn not_json() -> Response {
+    odata_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidInput",
+        "the body is not JSON",
+    )
+}
+
+/// An entity's ETag for its version `n`.
+fn etag_of(n: u64) -> String {
+    format!("W/\"datetime'{n}'\"")
+}
+
+/// Create Table: `{"TableName": …}`; names are case-insensitive and 3–63 alphanumerics.
+fn create_table(t: &TableEmulator, account: String, v: &Value) -> Response {
+    let Some(name) = v["TableName"].as_str() else {
+        return odata_error(
+            StatusCode::BAD_REQUEST,
+            "PropertiesNeedValue",
+            "TableName is required",
+        );
+    };
+    let valid = (3..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic());
+    if !valid {
+        return odata_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidResourceName",
+            "The specifed resource name contains invalid characters.",
+        );
+    }
+    let mut tables = t.lock();
+    if tables
+        .keys()
+        .any(|(a, n)| *a == account && n.eq_ignore_ascii_case(name))
+    {
+        return odata_error(
+            StatusCode::CONFLICT,
+            "TableAlreadyExists",
+            "The table specified already exists.",
+        );
+    }
+    tables.insert((account, name.to_string()), Entities::new());
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({"TableName": name})),
+    )
+        .into_response()
+}
+
+/// Query Entities over the whole table, `page` at a time, continued from
+/// `NextPartitionKey`/`NextRowKey`.
+fn query_entities(entities: &Entities, query: &BTreeMap<String, String>, page: usize) -> Response {
+    let from = match (query.get("NextPartitionKey"), query.get("NextRowKey")) {
+        (Some(pk), rk) => Some((pk.clone(), rk.cloned().unwrap_or_default())),
+        _ => None,
+    };
+    let mut rows = entities
+        .iter()
+        .filter(|(k, _)| from.as_ref().is_none_or(|f| *k >= f))
+        .map(|(k, (v, _))| (k.clone(), v.clone()));
+    let value: Vec<Value> = rows.by_ref().take(page).map(|(_, v)| v).collect();
+    let next = rows.next().map(|(k, _)| k);
+    let mut rsp = Json(serde_json::json!({ "value": value })).into_response();
+    if let Some((pk, rk)) = next {
+        let h = rsp.headers_mut();
+        if let (Ok(pk), Ok(rk)) = (pk.parse(), rk.parse()) {
+            h.insert("x-ms-continuation-NextPartitionKey", pk);
+            h.insert("x-ms-continuation-NextRowKey", rk);
+        }
+    }
+    rsp
+}
+
+/// The answer to keys Azure refuses, if one is.
+fn bad_keys(pk: &str, rk: &str) -> Option<Response> {
+    key_problem(pk).or_else(|| key_problem(rk)).map(|p| {
+        odata_error(
+            StatusCode::BAD_REQUEST,
+            "OutOfRangeInput",
+            &format!("One of the request inputs is out of range: {p}."),
+        )
+    })
+}
+
+/// Insert Entity: refused with 409 when the keys exist.
+fn insert_entity(t: &TableEmulator, entities: &mut Entities, v: Value) -> Response {
+    let key = |name: &str| v[name].as_str().map(str::to_string);
+    let (Some(pk), Some(rk)) = (key("PartitionKey"), key("RowKey")) else {
+        return odata_error(
+            StatusCode::BAD_REQUEST,
+            "PropertiesNeedValue",
+            "PartitionKey and RowKey are required.",
+        );
+    };
+    if let Some(r) = bad_keys(&pk, &rk) {
+        return r;
+    }
+    if entities.contains_key(&(pk.clone(), rk.clone())) {
+        return odata_error(
+            StatusCode::CONFLICT,
+            "EntityAlreadyExists",
+            "The specified entity already exists.",
+        );
+    }
+    let n = t.etag.fetch_add(1, Ordering::Relaxed) + 1;
+    entities.insert((pk, rk), (v, n));
+    (StatusCode::NO_CONTENT, [("etag", etag_of(n))]).into_response()
+}
+
+/// Update Entity (with `If-Match`: the entity must exist with that ETag, 412 else) or, without
+/// it, Insert Or Replace.
+fn update_entity(
+    t: &TableEmulator,
+    entities: &mut Entities,
+    (pk, rk): (String, String),
+    mut v: Value,
+    if_match: Option<&str>,
+) -> Response {
+    if let Some(r) = bad_keys(&pk, &rk) {
+        return r;
+    }
+    let current = entities.get(&(pk.clone(), rk.clone())).map(|(_, n)| *n);
+    match (if_match, current) {
+        (Some("*"), Some(_)) => {}
+        (Some(m), Some(n)) if m == etag_of(n) => {}
+        (Some(_), Some(_)) => {
+            return odata_error(
+                StatusCode::PRECONDITION_FAILED,
+                "UpdateConditionNotSatisfied",
+                "The update condition specified in the request was not satisfied.",
+            )
+        }
+        (Some(_), None) => {
+            return odata_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "The specified resource does not exist.",
+            )
+        }
+        (None, _) => {}
+    }
+    v["PartitionKey"] = Value::String(pk.clone());
+    v["RowKey"] = Value::String(rk.clone());
+    let n = t.etag.fetch_add(1, Ordering::Relaxed) + 1;
+    entities.insert((pk, rk), (v, n));
+    (StatusCode::NO_CONTENT, [("etag", etag_of(n))]).into_response()
 }
 
 #[cfg(test)]

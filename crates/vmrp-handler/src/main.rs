@@ -1,6 +1,11 @@
 //! `vmrp-handler`: the deploy binary. The Functions host starts it as `vmrp-handler serve`
 //! (host.json); it serves the functions and nothing else. Operators' tools are `vmrp`.
 
+// No function over 120 lines outside tests (issue 17; threshold in clippy.toml). Off under
+// cfg(test): what only a test build compiles (test modules, fakes) is test code, and a long
+// table of cases reads better whole; the plain build still lints every non-test function.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

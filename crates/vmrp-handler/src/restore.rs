@@ -389,43 +389,9 @@ pub fn plan(disks: &[DiskSource], options: &Options) -> Result<Vec<Call>, String
     let mut calls = Vec::new();
     let mut restored: Vec<(Option<i64>, String)> = Vec::new();
     for d in disks {
-        let name = disk_name(&d.name, &options.point_name);
-        let id = disk_id(options, &name);
-        let mut body = json!({
-            "location": options.region,
-            "properties": {
-                "creationData": {"createOption": "Restore", "sourceResourceId": d.disk_restore_point},
-            }
-        });
-        if let Some(sku) = options.sku.as_ref().or(d.sku.as_ref()) {
-            body["sku"] = json!({ "name": sku });
-        }
-        if !zones.is_empty() {
-            body["zones"] = json!(zones);
-        }
-        if let Some(os) = &d.os_type {
-            body["properties"]["osType"] = json!(os);
-        }
-        let des = options.disk_encryption_set.as_ref().or(if options.copy {
-            None
-        } else {
-            d.disk_encryption_set.as_ref()
-        });
-        if let Some(des) = des {
-            body["properties"]["encryption"] = json!({
-                "type": "EncryptionAtRestWithCustomerKey",
-                "diskEncryptionSetId": des,
-            });
-        }
-        calls.push(Call {
-            kind: CallKind::CreateDisk,
-            method: "PUT",
-            id: id.clone(),
-            api_version: DISKS_API_VERSION,
-            body: Some(body),
-            source: Some(d.disk_restore_point.clone()),
-        });
-        restored.push((d.lun, id));
+        let call = create_disk_call(d, options, &zones);
+        restored.push((d.lun, call.id.clone()));
+        calls.push(call);
     }
     let os_disk = restored
         .iter()
@@ -435,157 +401,232 @@ pub fn plan(disks: &[DiskSource], options: &Options) -> Result<Vec<Call>, String
         .iter()
         .filter_map(|(l, id)| l.map(|l| (l, id.clone())))
         .collect();
-    let attach_data = |data: &[(i64, String)]| -> Value {
-        Value::Array(
-            data.iter()
-                .map(|(lun, id)| json!({"lun": lun, "createOption": "Attach", "managedDisk": {"id": id}}))
-                .collect(),
-        )
-    };
     match &options.mode {
         Mode::Disks => {}
-        Mode::NewVm { name, subnet } => {
-            let Some(os_disk) = os_disk else {
-                return Err(
-                    "the point holds no OS disk (it was excluded): a VM cannot be created from it"
-                        .into(),
-                );
-            };
-            let nic = format!(
-                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkInterfaces/{name}-nic",
-                options.subscription, options.resource_group
-            );
-            calls.push(Call {
-                kind: CallKind::CreateNic,
-                method: "PUT",
-                id: nic.clone(),
-                api_version: NETWORK_API_VERSION,
-                // No public IP: the restored VM is reached through its network only.
-                body: Some(json!({
-                    "location": options.region,
-                    "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": {
-                        "subnet": {"id": subnet}, "privateIPAllocationMethod": "Dynamic"}}]}
-                })),
-                source: None,
-            });
-            let meta = &options.source_metadata;
-            let os_type = disks
-                .iter()
-                .find(|d| d.lun.is_none())
-                .and_then(|d| d.os_type.clone())
-                .or_else(|| {
-                    meta["storageProfile"]["osDisk"]["osType"]
-                        .as_str()
-                        .map(str::to_string)
-                });
-            let mut props = json!({
-                "hardwareProfile": meta["hardwareProfile"],
-                "storageProfile": {
-                    "osDisk": {"osType": os_type, "createOption": "Attach", "managedDisk": {"id": os_disk}},
-                    "dataDisks": attach_data(&data),
-                },
-                "networkProfile": {"networkInterfaces": [{"id": nic, "properties": {"primary": true}}]},
-            });
-            for k in ["securityProfile", "diagnosticsProfile", "licenseType"] {
-                if let Some(v) = meta.get(k).filter(|v| !v.is_null()) {
-                    props[k] = v.clone();
-                }
-            }
-            let mut body = json!({"location": options.region, "properties": props});
-            if !zones.is_empty() {
-                body["zones"] = json!(zones);
-            }
-            calls.push(Call {
-                kind: CallKind::CreateVm,
-                method: "PUT",
-                id: format!(
-                    "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
-                    options.subscription, options.resource_group
-                ),
-                api_version: API_VERSION,
-                body: Some(body),
-                source: None,
-            });
-        }
+        Mode::NewVm { name, subnet } => calls.extend(new_vm_calls(
+            disks, options, &zones, os_disk, &data, name, subnet,
+        )?),
         Mode::InPlace {
             vm,
             delete_originals,
-        } => {
-            if options.copy {
-                return Err("--in-place restores from the VM's own region only: a copy restores as disks or --new-vm".into());
-            }
-            let Some(os_disk) = os_disk else {
-                return Err("the point holds no OS disk (it was excluded): nothing to swap".into());
-            };
-            let vm_id = vm["id"].as_str().unwrap_or_default().to_string();
-            let mut doc = vm.clone();
-            if let Some(p) = doc["properties"].as_object_mut() {
-                // Read-only members go; ARM ignores them, and a replayed instance view is noise.
-                for k in ["provisioningState", "instanceView", "timeCreated", "vmId"] {
-                    p.remove(k);
-                }
-            }
-            let sp = &mut doc["properties"]["storageProfile"];
-            let mut originals: Vec<String> = Vec::new();
-            if let Some(old) = sp["osDisk"]["managedDisk"]["id"].as_str() {
+        } => calls.extend(in_place_calls(
+            options,
+            vm,
+            *delete_originals,
+            os_disk,
+            &data,
+        )?),
+    }
+    Ok(calls)
+}
+
+/// The PUT of the managed disk restored from `d`'s disk restore point.
+fn create_disk_call(d: &DiskSource, options: &Options, zones: &[String]) -> Call {
+    let name = disk_name(&d.name, &options.point_name);
+    let id = disk_id(options, &name);
+    let mut body = json!({
+        "location": options.region,
+        "properties": {
+            "creationData": {"createOption": "Restore", "sourceResourceId": d.disk_restore_point},
+        }
+    });
+    if let Some(sku) = options.sku.as_ref().or(d.sku.as_ref()) {
+        body["sku"] = json!({ "name": sku });
+    }
+    if !zones.is_empty() {
+        body["zones"] = json!(zones);
+    }
+    if let Some(os) = &d.os_type {
+        body["properties"]["osType"] = json!(os);
+    }
+    let des = options.disk_encryption_set.as_ref().or(if options.copy {
+        None
+    } else {
+        d.disk_encryption_set.as_ref()
+    });
+    if let Some(des) = des {
+        body["properties"]["encryption"] = json!({
+            "type": "EncryptionAtRestWithCustomerKey",
+            "diskEncryptionSetId": des,
+        });
+    }
+    Call {
+        kind: CallKind::CreateDisk,
+        method: "PUT",
+        id,
+        api_version: DISKS_API_VERSION,
+        body: Some(body),
+        source: Some(d.disk_restore_point.clone()),
+    }
+}
+
+/// The restored data disks, as a VM's `dataDisks` attaching them at their luns.
+fn attach_data(data: &[(i64, String)]) -> Value {
+    Value::Array(
+        data.iter()
+            .map(|(lun, id)| json!({"lun": lun, "createOption": "Attach", "managedDisk": {"id": id}}))
+            .collect(),
+    )
+}
+
+/// `--new-vm`: a NIC on `subnet` and a VM `name` attaching the restored disks, with the source
+/// VM's hardware, security and diagnostics profiles.
+fn new_vm_calls(
+    disks: &[DiskSource],
+    options: &Options,
+    zones: &[String],
+    os_disk: Option<String>,
+    data: &[(i64, String)],
+    name: &str,
+    subnet: &str,
+) -> Result<Vec<Call>, String> {
+    let Some(os_disk) = os_disk else {
+        return Err(
+            "the point holds no OS disk (it was excluded): a VM cannot be created from it".into(),
+        );
+    };
+    let nic = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkInterfaces/{name}-nic",
+        options.subscription, options.resource_group
+    );
+    let nic_call = Call {
+        kind: CallKind::CreateNic,
+        method: "PUT",
+        id: nic.clone(),
+        api_version: NETWORK_API_VERSION,
+        // No public IP: the restored VM is reached through its network only.
+        body: Some(json!({
+            "location": options.region,
+            "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": {
+                "subnet": {"id": subnet}, "privateIPAllocationMethod": "Dynamic"}}]}
+        })),
+        source: None,
+    };
+    let meta = &options.source_metadata;
+    let os_type = disks
+        .iter()
+        .find(|d| d.lun.is_none())
+        .and_then(|d| d.os_type.clone())
+        .or_else(|| {
+            meta["storageProfile"]["osDisk"]["osType"]
+                .as_str()
+                .map(str::to_string)
+        });
+    let mut props = json!({
+        "hardwareProfile": meta["hardwareProfile"],
+        "storageProfile": {
+            "osDisk": {"osType": os_type, "createOption": "Attach", "managedDisk": {"id": os_disk}},
+            "dataDisks": attach_data(data),
+        },
+        "networkProfile": {"networkInterfaces": [{"id": nic, "properties": {"primary": true}}]},
+    });
+    for k in ["securityProfile", "diagnosticsProfile", "licenseType"] {
+        if let Some(v) = meta.get(k).filter(|v| !v.is_null()) {
+            props[k] = v.clone();
+        }
+    }
+    let mut body = json!({"location": options.region, "properties": props});
+    if !zones.is_empty() {
+        body["zones"] = json!(zones);
+    }
+    let vm_call = Call {
+        kind: CallKind::CreateVm,
+        method: "PUT",
+        id: format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
+            options.subscription, options.resource_group
+        ),
+        api_version: API_VERSION,
+        body: Some(body),
+        source: None,
+    };
+    Ok(vec![nic_call, vm_call])
+}
+
+/// `--in-place`: deallocate the VM, swap in the restored OS disk and the data disks at the
+/// restored luns, start it, and (with `delete_originals`) delete the disks it replaced.
+fn in_place_calls(
+    options: &Options,
+    vm: &Value,
+    delete_originals: bool,
+    os_disk: Option<String>,
+    data: &[(i64, String)],
+) -> Result<Vec<Call>, String> {
+    if options.copy {
+        return Err("--in-place restores from the VM's own region only: a copy restores as disks or --new-vm".into());
+    }
+    let Some(os_disk) = os_disk else {
+        return Err("the point holds no OS disk (it was excluded): nothing to swap".into());
+    };
+    let vm_id = vm["id"].as_str().unwrap_or_default().to_string();
+    let mut doc = vm.clone();
+    if let Some(p) = doc["properties"].as_object_mut() {
+        // Read-only members go; ARM ignores them, and a replayed instance view is noise.
+        for k in ["provisioningState", "instanceView", "timeCreated", "vmId"] {
+            p.remove(k);
+        }
+    }
+    let sp = &mut doc["properties"]["storageProfile"];
+    let mut originals: Vec<String> = Vec::new();
+    if let Some(old) = sp["osDisk"]["managedDisk"]["id"].as_str() {
+        originals.push(old.to_string());
+    }
+    sp["osDisk"]["managedDisk"] = json!({ "id": os_disk });
+    sp["osDisk"]["name"] = json!(os_disk.rsplit('/').next().unwrap_or_default());
+    sp["osDisk"]["createOption"] = json!("Attach");
+    // Data disks at a restored lun are replaced; the others (excluded from the point)
+    // stay attached.
+    let mut new_data: Vec<Value> = Vec::new();
+    for d in sp["dataDisks"].as_array().cloned().unwrap_or_default() {
+        let lun = d["lun"].as_i64();
+        if data.iter().any(|(l, _)| Some(*l) == lun) {
+            if let Some(old) = d["managedDisk"]["id"].as_str() {
                 originals.push(old.to_string());
             }
-            sp["osDisk"]["managedDisk"] = json!({ "id": os_disk });
-            sp["osDisk"]["name"] = json!(os_disk.rsplit('/').next().unwrap_or_default());
-            sp["osDisk"]["createOption"] = json!("Attach");
-            // Data disks at a restored lun are replaced; the others (excluded from the point)
-            // stay attached.
-            let mut new_data: Vec<Value> = Vec::new();
-            for d in sp["dataDisks"].as_array().cloned().unwrap_or_default() {
-                let lun = d["lun"].as_i64();
-                if data.iter().any(|(l, _)| Some(*l) == lun) {
-                    if let Some(old) = d["managedDisk"]["id"].as_str() {
-                        originals.push(old.to_string());
-                    }
-                } else {
-                    new_data.push(d);
-                }
-            }
-            if let Value::Array(a) = attach_data(&data) {
-                new_data.extend(a);
-            }
-            sp["dataDisks"] = Value::Array(new_data);
+        } else {
+            new_data.push(d);
+        }
+    }
+    if let Value::Array(a) = attach_data(data) {
+        new_data.extend(a);
+    }
+    sp["dataDisks"] = Value::Array(new_data);
+    let mut calls = vec![
+        Call {
+            kind: CallKind::Deallocate,
+            method: "POST",
+            id: vm_id.clone(),
+            api_version: API_VERSION,
+            body: None,
+            source: None,
+        },
+        Call {
+            kind: CallKind::SwapDisks,
+            method: "PUT",
+            id: vm_id.clone(),
+            api_version: API_VERSION,
+            body: Some(doc),
+            source: Some(os_disk),
+        },
+        Call {
+            kind: CallKind::Start,
+            method: "POST",
+            id: vm_id,
+            api_version: API_VERSION,
+            body: None,
+            source: None,
+        },
+    ];
+    if delete_originals {
+        for id in originals {
             calls.push(Call {
-                kind: CallKind::Deallocate,
-                method: "POST",
-                id: vm_id.clone(),
-                api_version: API_VERSION,
+                kind: CallKind::DeleteDisk,
+                method: "DELETE",
+                id,
+                api_version: DISKS_API_VERSION,
                 body: None,
                 source: None,
             });
-            calls.push(Call {
-                kind: CallKind::SwapDisks,
-                method: "PUT",
-                id: vm_id.clone(),
-                api_version: API_VERSION,
-                body: Some(doc),
-                source: Some(os_disk),
-            });
-            calls.push(Call {
-                kind: CallKind::Start,
-                method: "POST",
-                id: vm_id,
-                api_version: API_VERSION,
-                body: None,
-                source: None,
-            });
-            if *delete_originals {
-                for id in originals {
-                    calls.push(Call {
-                        kind: CallKind::DeleteDisk,
-                        method: "DELETE",
-                        id,
-                        api_version: DISKS_API_VERSION,
-                        body: None,
-                        source: None,
-                    });
-                }
-            }
         }
     }
     Ok(calls)

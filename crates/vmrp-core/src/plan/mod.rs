@@ -273,74 +273,12 @@ pub fn plan_tick_from(
     targets: &[PlanTarget<'_>],
     pacing: &Pacing,
 ) -> Plan {
-    let mut by_vm: BTreeMap<&ResourceId, &PlanTarget<'_>> = BTreeMap::new();
-    for t in targets {
-        by_vm.entry(&t.vm).or_insert(t);
-    }
-    // Whether each rule's own schedule has an occurrence at this tick (parsed once per rule).
-    let mut due: HashMap<&str, Result<(), String>> = HashMap::new();
+    let (mut items, order) = due_in_tick_order(tick, timer, targets);
     // Each rule's next tick (looked up once per rule).
     let mut next_ticks: HashMap<&str, Option<OffsetDateTime>> = HashMap::new();
     // Per subscription: creates planned so far and what they (and their copies) spend.
     let mut per_subscription: HashMap<String, (usize, Cost)> = HashMap::new();
-    let mut items: BTreeMap<&ResourceId, PlanItem> = BTreeMap::new();
-    let mut order = Vec::with_capacity(by_vm.len());
-    for (vm, target) in by_vm {
-        let rule = target.rule;
-        let verdict = due
-            .entry(rule.name.as_str())
-            .or_insert_with(|| rule_due(rule, timer, tick))
-            .clone();
-        // What Azure would refuse, seen in the listing: said here, once per VM and tick, rather
-        // than by a create that would be refused (and re-sent) at every tick.
-        let refused: Vec<String> = match (&verdict, &target.listed) {
-            (Ok(()), Some(listed)) => rule
-                .check_vm(&listed.vm, &listed.disks)
-                .into_iter()
-                .filter(|p| p.refuses_create())
-                .map(|p| p.message)
-                .collect(),
-            _ => Vec::new(),
-        };
-        if !refused.is_empty() {
-            items.insert(
-                vm,
-                PlanItem {
-                    vm: vm.clone(),
-                    rule: rule.name.clone(),
-                    action: PlanAction::Unsupported,
-                    offset: None,
-                    not_before: None,
-                    reason: format!("not supported by restore points: {}", refused.join("; ")),
-                    request: None,
-                    message_id: None,
-                },
-            );
-            continue;
-        }
-        match verdict {
-            Ok(()) => order.push((rotation_key(vm, tick), vm, target)),
-            Err(reason) => {
-                items.insert(
-                    vm,
-                    PlanItem {
-                        vm: vm.clone(),
-                        rule: rule.name.clone(),
-                        action: PlanAction::Skip,
-                        offset: None,
-                        not_before: None,
-                        reason,
-                        request: None,
-                        message_id: None,
-                    },
-                );
-            }
-        }
-    }
-    // The tick's order: stable for one tick, different from the next one's, so the VMs that do
-    // not fit are not always the same (sorting by VM id would leave the tail out every tick).
-    order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    for (_, vm, target) in order {
+    for (vm, target) in order {
         let rule = target.rule;
         let next = *next_ticks
             .entry(rule.name.as_str())
@@ -367,13 +305,11 @@ pub fn plan_tick_from(
             if goes_at + pacing.window_margin >= cutoff {
                 items.insert(
                     vm,
-                    PlanItem {
-                        vm: vm.clone(),
-                        rule: rule.name.clone(),
-                        action: PlanAction::DoesNotFit,
-                        offset: None,
-                        not_before: None,
-                        reason: format!(
+                    no_create(
+                        vm,
+                        rule,
+                        PlanAction::DoesNotFit,
+                        format!(
                             "does not fit this tick: its create would go at {} (+{:.0}s, after {} \
                              creates in subscription {} paced at {:.0}% of ARM's budget), within \
                              {} min of {}, after which the create is superseded by the next tick \
@@ -389,9 +325,7 @@ pub fn plan_tick_from(
                             consistency.as_str(),
                             crate::policy::spacing_for(&consistency).whole_hours(),
                         ),
-                        request: None,
-                        message_id: None,
-                    },
+                    ),
                 );
                 continue;
             }
@@ -447,6 +381,78 @@ pub fn plan_tick_from(
     Plan {
         tick,
         items: items.into_values().collect(),
+    }
+}
+
+/// The first pass over `targets` (duplicates by VM id: the first wins): the items of the VMs
+/// that get no create this tick (their rule is not due, or Azure would refuse the VM as
+/// listed), by VM id, and the due VMs in the tick's rotated order ([`rotation_key`]).
+fn due_in_tick_order<'s, 'r>(
+    tick: OffsetDateTime,
+    timer: &Schedule,
+    targets: &'s [PlanTarget<'r>],
+) -> (
+    BTreeMap<&'s ResourceId, PlanItem>,
+    Vec<(&'s ResourceId, &'s PlanTarget<'r>)>,
+) {
+    let mut by_vm: BTreeMap<&ResourceId, &PlanTarget<'_>> = BTreeMap::new();
+    for t in targets {
+        by_vm.entry(&t.vm).or_insert(t);
+    }
+    // Whether each rule's own schedule has an occurrence at this tick (parsed once per rule).
+    let mut due: HashMap<&str, Result<(), String>> = HashMap::new();
+    let mut items: BTreeMap<&ResourceId, PlanItem> = BTreeMap::new();
+    let mut order = Vec::with_capacity(by_vm.len());
+    for (vm, target) in by_vm {
+        let rule = target.rule;
+        let verdict = due
+            .entry(rule.name.as_str())
+            .or_insert_with(|| rule_due(rule, timer, tick))
+            .clone();
+        // What Azure would refuse, seen in the listing: said here, once per VM and tick, rather
+        // than by a create that would be refused (and re-sent) at every tick.
+        let refused: Vec<String> = match (&verdict, &target.listed) {
+            (Ok(()), Some(listed)) => rule
+                .check_vm(&listed.vm, &listed.disks)
+                .into_iter()
+                .filter(|p| p.refuses_create())
+                .map(|p| p.message)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !refused.is_empty() {
+            let reason = format!("not supported by restore points: {}", refused.join("; "));
+            items.insert(vm, no_create(vm, rule, PlanAction::Unsupported, reason));
+            continue;
+        }
+        match verdict {
+            Ok(()) => order.push((rotation_key(vm, tick), vm, target)),
+            Err(reason) => {
+                items.insert(vm, no_create(vm, rule, PlanAction::Skip, reason));
+            }
+        }
+    }
+    // The tick's order: stable for one tick, different from the next one's, so the VMs that do
+    // not fit are not always the same (sorting by VM id would leave the tail out every tick).
+    order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    let order = order
+        .into_iter()
+        .map(|(_, vm, target)| (vm, target))
+        .collect();
+    (items, order)
+}
+
+/// The item of a VM that gets no create this tick (`action`), with the reason.
+fn no_create(vm: &ResourceId, rule: &Rule, action: PlanAction, reason: String) -> PlanItem {
+    PlanItem {
+        vm: vm.clone(),
+        rule: rule.name.clone(),
+        action,
+        offset: None,
+        not_before: None,
+        reason,
+        request: None,
+        message_id: None,
     }
 }
 

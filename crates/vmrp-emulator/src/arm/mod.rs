@@ -51,7 +51,7 @@ pub use throttle::ThrottleConfig;
 use crate::azure::id::ResourceId;
 use crate::azure::models::{RestorePoint, RestorePointCollection, Tags, VirtualMachine};
 use crate::clock::VirtualClock;
-use crate::faults::{Dice, FaultConfig};
+use crate::faults::{ArmFaults, Dice, FaultConfig};
 use routes::{Ctx, Query, Reply, Route};
 use state::{Phase, Store, VmRecord};
 use throttle::{Admission, OpClass, Throttle};
@@ -441,108 +441,21 @@ impl ArmEmulator {
         let mut drop_connection = false;
 
         let reply: Reply = 'reply: {
-            // An outage (faults.rs): ARM's front door answers 503 before anything else, with
-            // the ServiceUnavailable CloudError of the `5xx` fault; its end is unknown to the
-            // caller, so Retry-After is the fault's usual 10 s.
-            if self
-                .outage
-                .is_some_and(|(from, until)| from <= now && now < until)
-            {
-                *lock(&self.counters)
-                    .faults_injected
-                    .entry("outage".into())
-                    .or_default() += 1;
-                break 'reply Reply::error(
-                    503,
-                    "ServiceUnavailable",
-                    "The service is temporarily unavailable. Please retry later.",
-                )
-                .header("Retry-After", "10");
+            if let Some(r) = self.outage_reply(now) {
+                break 'reply r;
             }
-            if self.config.rules.require_authorization
-                && !headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| {
-                        v.len() > 7
-                            && v.get(..7)
-                                .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
-                    })
-            {
-                break 'reply Reply::error(
-                    401,
-                    "AuthenticationFailed",
-                    "Authentication failed. The 'Authorization' header is missing or is \
-                        not a bearer token.",
-                )
-                .header(
-                    "WWW-Authenticate",
-                    "Bearer authorization_uri=\"https://login.microsoftonline.com/\"",
-                );
+            if let Some(r) = self.authentication_reply(&headers) {
+                break 'reply r;
             }
-            // RBAC: the main role (its actions at its scopes) or one further assignment
-            // (`role_grants`: its actions at its scope) must allow the call.
-            if let Some((action, scope)) = route.authorization(&method, uri.path()) {
-                let path = urlencoding::decode(uri.path())
-                    .map(|p| p.into_owned())
-                    .unwrap_or_else(|_| uri.path().to_string());
-                // A call the role's actions do not include is refused wherever it lands; a
-                // role assigned at resource groups cannot list a subscription.
-                let main = self
-                    .config
-                    .rules
-                    .role_actions
-                    .as_deref()
-                    .map_or(Ok(()), |actions| {
-                        rules::check_role_action(actions, action, &scope)
-                    })
-                    .and_then(|()| {
-                        self.config
-                            .rules
-                            .role_scopes
-                            .as_deref()
-                            .map_or(Ok(()), |scopes| {
-                                rules::check_role_scope(scopes, &path, action, &scope)
-                            })
-                    });
-                if let Err(v) = main {
-                    let granted = self
-                        .config
-                        .rules
-                        .role_grants
-                        .iter()
-                        .any(|g| g.allows(&path, action));
-                    if !granted {
-                        *lock(&self.counters)
-                            .rule_refusals
-                            .entry(v.rule.to_string())
-                            .or_default() += 1;
-                        break 'reply Reply::error(v.status, v.code, v.message);
-                    }
-                }
+            if let Some(r) = self.authorization_reply(&route, &method, &uri) {
+                break 'reply r;
             }
             if let Some(sub) = route.subscription() {
-                let admission = lock(&self.throttle).admit(&self.config.throttle, sub, class, now);
-                match admission {
-                    Admission::Admitted { remaining: r } => remaining = Some(r),
-                    Admission::Throttled { retry_after_secs } => {
+                match self.admit(sub, class, now) {
+                    Ok(r) => remaining = Some(r),
+                    Err(r) => {
                         remaining = Some(0);
-                        let mut c = lock(&self.counters);
-                        c.throttled += 1;
-                        *c.throttled_by_class
-                            .entry(class.as_str().into())
-                            .or_default() += 1;
-                        break 'reply Reply::error(
-                            429,
-                            "SubscriptionRequestsThrottled",
-                            format!(
-                                "Number of '{}' requests for subscription '{sub}' exceeded. Please try \
-                                    again after '{retry_after_secs}' seconds after additional tokens are \
-                                    available. Refer to https://aka.ms/arm-throttling",
-                                class.singular()
-                            ),
-                        )
-                        .header("Retry-After", retry_after_secs.to_string());
+                        break 'reply r;
                     }
                 }
             }
@@ -563,32 +476,8 @@ impl ArmEmulator {
             if let Err(r) = routes::check_api_version(route.api_version_rule(), &query) {
                 break 'reply r;
             }
-            if self.dice.roll(faults.throttle) {
-                *lock(&self.counters)
-                    .faults_injected
-                    .entry("429".into())
-                    .or_default() += 1;
-                break 'reply compute_throttle_fault(now);
-            }
-            if self.dice.roll(faults.server_error) {
-                *lock(&self.counters)
-                    .faults_injected
-                    .entry("5xx".into())
-                    .or_default() += 1;
-                break 'reply if self.dice.unit() < 0.5 {
-                    Reply::error(
-                        500,
-                        "InternalExecutionError",
-                        "An internal execution error occurred. Please retry later.",
-                    )
-                } else {
-                    Reply::error(
-                        503,
-                        "ServiceUnavailable",
-                        "The service is temporarily unavailable. Please retry later.",
-                    )
-                    .header("Retry-After", "10")
-                };
+            if let Some(r) = self.fault_reply(&faults, now) {
+                break 'reply r;
             }
             drop_connection = self.dice.roll(faults.drop);
             let base_url = base_url(&headers);
@@ -635,6 +524,161 @@ impl ArmEmulator {
             });
         }
         to_response(reply)
+    }
+
+    /// An outage (faults.rs): ARM's front door answers 503 before anything else, with the
+    /// ServiceUnavailable CloudError of the `5xx` fault; its end is unknown to the caller, so
+    /// Retry-After is the fault's usual 10 s.
+    fn outage_reply(&self, now: time::OffsetDateTime) -> Option<Reply> {
+        if self
+            .outage
+            .is_some_and(|(from, until)| from <= now && now < until)
+        {
+            *lock(&self.counters)
+                .faults_injected
+                .entry("outage".into())
+                .or_default() += 1;
+            return Some(
+                Reply::error(
+                    503,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable. Please retry later.",
+                )
+                .header("Retry-After", "10"),
+            );
+        }
+        None
+    }
+
+    /// 401 for a request without a bearer token (when the rules require one).
+    fn authentication_reply(&self, headers: &HeaderMap) -> Option<Reply> {
+        if self.config.rules.require_authorization
+            && !headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.len() > 7
+                        && v.get(..7)
+                            .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+                })
+        {
+            return Some(
+                Reply::error(
+                    401,
+                    "AuthenticationFailed",
+                    "Authentication failed. The 'Authorization' header is missing or is \
+                    not a bearer token.",
+                )
+                .header(
+                    "WWW-Authenticate",
+                    "Bearer authorization_uri=\"https://login.microsoftonline.com/\"",
+                ),
+            );
+        }
+        None
+    }
+
+    /// RBAC: the main role (its actions at its scopes) or one further assignment
+    /// (`role_grants`: its actions at its scope) must allow the call; else its refusal.
+    fn authorization_reply(&self, route: &Route, method: &Method, uri: &Uri) -> Option<Reply> {
+        if let Some((action, scope)) = route.authorization(method, uri.path()) {
+            let path = urlencoding::decode(uri.path())
+                .map(|p| p.into_owned())
+                .unwrap_or_else(|_| uri.path().to_string());
+            // A call the role's actions do not include is refused wherever it lands; a
+            // role assigned at resource groups cannot list a subscription.
+            let main = self
+                .config
+                .rules
+                .role_actions
+                .as_deref()
+                .map_or(Ok(()), |actions| {
+                    rules::check_role_action(actions, action, &scope)
+                })
+                .and_then(|()| {
+                    self.config
+                        .rules
+                        .role_scopes
+                        .as_deref()
+                        .map_or(Ok(()), |scopes| {
+                            rules::check_role_scope(scopes, &path, action, &scope)
+                        })
+                });
+            if let Err(v) = main {
+                let granted = self
+                    .config
+                    .rules
+                    .role_grants
+                    .iter()
+                    .any(|g| g.allows(&path, action));
+                if !granted {
+                    *lock(&self.counters)
+                        .rule_refusals
+                        .entry(v.rule.to_string())
+                        .or_default() += 1;
+                    return Some(Reply::error(v.status, v.code, v.message));
+                }
+            }
+        }
+        None
+    }
+
+    /// ARM's throttling of subscription `sub`: the bucket's remaining count, or the 429.
+    fn admit(&self, sub: &str, class: OpClass, now: time::OffsetDateTime) -> Result<u32, Reply> {
+        let admission = lock(&self.throttle).admit(&self.config.throttle, sub, class, now);
+        match admission {
+            Admission::Admitted { remaining: r } => Ok(r),
+            Admission::Throttled { retry_after_secs } => {
+                let mut c = lock(&self.counters);
+                c.throttled += 1;
+                *c.throttled_by_class
+                    .entry(class.as_str().into())
+                    .or_default() += 1;
+                Err(Reply::error(
+                    429,
+                    "SubscriptionRequestsThrottled",
+                    format!(
+                        "Number of '{}' requests for subscription '{sub}' exceeded. Please try \
+                            again after '{retry_after_secs}' seconds after additional tokens are \
+                            available. Refer to https://aka.ms/arm-throttling",
+                        class.singular()
+                    ),
+                )
+                .header("Retry-After", retry_after_secs.to_string()))
+            }
+        }
+    }
+
+    /// The injected `429` and `5xx` faults (in that order: each rolls the dice).
+    fn fault_reply(&self, faults: &ArmFaults, now: time::OffsetDateTime) -> Option<Reply> {
+        if self.dice.roll(faults.throttle) {
+            *lock(&self.counters)
+                .faults_injected
+                .entry("429".into())
+                .or_default() += 1;
+            return Some(compute_throttle_fault(now));
+        }
+        if self.dice.roll(faults.server_error) {
+            *lock(&self.counters)
+                .faults_injected
+                .entry("5xx".into())
+                .or_default() += 1;
+            return Some(if self.dice.unit() < 0.5 {
+                Reply::error(
+                    500,
+                    "InternalExecutionError",
+                    "An internal execution error occurred. Please retry later.",
+                )
+            } else {
+                Reply::error(
+                    503,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable. Please retry later.",
+                )
+                .header("Retry-After", "10")
+            });
+        }
+        None
     }
 
     fn finish(

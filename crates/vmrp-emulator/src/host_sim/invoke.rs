@@ -406,12 +406,7 @@ impl HostSim {
         body: String,
         started: OffsetDateTime,
     ) -> Outcome {
-        let fail = |error: String, http_status: Option<u16>| Outcome {
-            status: InvocationStatus::Failed,
-            http_status,
-            error: Some(error),
-            response: None,
-        };
+        let fail = failed;
         if let Err(e) = inst
             .wait_ready(self.app.host.initialization_timeout * 4)
             .await
@@ -419,67 +414,11 @@ impl HostSim {
             return fail(e, None);
         }
         let deadline = self.app.host.function_timeout.map(|t| started + t);
-        let url = format!("http://127.0.0.1:{}/{}", inst.port, f.name);
-        // A one-chunk stream: no Content-Length, so HTTP/1.1 goes chunked like the host's.
-        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
-        let request = self
-            .http
-            .post(url)
-            .header("X-Azure-Functions-InvocationId", invocation_id)
-            .header("X-Azure-Functions-HostVersion", HOST_VERSION)
-            .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
-            .header("Content-Type", "application/json; charset=utf-8")
-            .body(reqwest::Body::wrap_stream(stream));
-        let exchange = async {
-            let resp = match request.send().await {
+        let (status, content_type, bytes) =
+            match self.exchange(f, inst, invocation_id, body, deadline).await {
                 Ok(r) => r,
-                Err(e) => {
-                    // A crashed handler: give the supervisor a moment to notice the exit, so the
-                    // redelivery waits for the restart instead of burning DeliveryCount at once
-                    // (the real host's dispatcher learns of the exit about as fast).
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    return Err(fail(format!("connection error: {e}"), None));
-                }
+                Err(outcome) => return outcome,
             };
-            let status = resp.status().as_u16();
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| fail(format!("reading the reply: {e}"), Some(status)))?;
-            Ok::<_, Outcome>((status, content_type, bytes))
-        };
-        let timed = async {
-            match deadline {
-                Some(d) => {
-                    let real_floor = tokio::time::sleep(self.config.min_real_function_timeout);
-                    tokio::select! {
-                        r = exchange => Some(r),
-                        _ = async { tokio::join!(self.clock.sleep_until(d), real_floor) } => None,
-                    }
-                }
-                None => Some(exchange.await),
-            }
-        };
-        let (status, content_type, bytes) = match timed.await {
-            None => {
-                self.count(|c| c.timeouts += 1);
-                self.restart_after_timeout(inst);
-                return Outcome {
-                    status: InvocationStatus::TimedOut,
-                    http_status: None,
-                    error: Some("no reply within functionTimeout; handler restarted".into()),
-                    response: None,
-                };
-            }
-            Some(Err(outcome)) => return outcome,
-            Some(Ok(r)) => r,
-        };
         if !(200..300).contains(&status) {
             // The host only reads the status, but keeping the handler's error body lets tests
             // and the dump say why the invocation failed.
@@ -546,6 +485,80 @@ impl HostSim {
         }
     }
 
+    /// POSTs the invocation to the handler instance and reads its reply (status, Content-Type,
+    /// body); a connection error, an unreadable reply, or no reply before `deadline` (the
+    /// handler is then restarted) is the invocation's outcome.
+    async fn exchange(
+        &self,
+        f: &FunctionDef,
+        inst: &Instance,
+        invocation_id: &str,
+        body: String,
+        deadline: Option<OffsetDateTime>,
+    ) -> Result<(u16, String, axum::body::Bytes), Outcome> {
+        let fail = failed;
+        let url = format!("http://127.0.0.1:{}/{}", inst.port, f.name);
+        // A one-chunk stream: no Content-Length, so HTTP/1.1 goes chunked like the host's.
+        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+        let request = self
+            .http
+            .post(url)
+            .header("X-Azure-Functions-InvocationId", invocation_id)
+            .header("X-Azure-Functions-HostVersion", HOST_VERSION)
+            .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .body(reqwest::Body::wrap_stream(stream));
+        let exchange = async {
+            let resp = match request.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    // A crashed handler: give the supervisor a moment to notice the exit, so the
+                    // redelivery waits for the restart instead of burning DeliveryCount at once
+                    // (the real host's dispatcher learns of the exit about as fast).
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Err(fail(format!("connection error: {e}"), None));
+                }
+            };
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| fail(format!("reading the reply: {e}"), Some(status)))?;
+            Ok::<_, Outcome>((status, content_type, bytes))
+        };
+        let timed = async {
+            match deadline {
+                Some(d) => {
+                    let real_floor = tokio::time::sleep(self.config.min_real_function_timeout);
+                    tokio::select! {
+                        r = exchange => Some(r),
+                        _ = async { tokio::join!(self.clock.sleep_until(d), real_floor) } => None,
+                    }
+                }
+                None => Some(exchange.await),
+            }
+        };
+        match timed.await {
+            None => {
+                self.count(|c| c.timeouts += 1);
+                self.restart_after_timeout(inst);
+                Err(Outcome {
+                    status: InvocationStatus::TimedOut,
+                    http_status: None,
+                    error: Some("no reply within functionTimeout; handler restarted".into()),
+                    response: None,
+                })
+            }
+            Some(r) => r,
+        }
+    }
+
     pub(super) fn apply_outputs(&self, f: &FunctionDef, reply: &Value) -> Result<(), String> {
         let mut outputs: Map<String, Value> = prop(reply, "Outputs")
             .and_then(Value::as_object)
@@ -576,5 +589,15 @@ impl HostSim {
             }
         }
         Ok(())
+    }
+}
+
+/// A failed invocation: `error`, with the handler's HTTP status when it answered.
+fn failed(error: String, http_status: Option<u16>) -> Outcome {
+    Outcome {
+        status: InvocationStatus::Failed,
+        http_status,
+        error: Some(error),
+        response: None,
     }
 }

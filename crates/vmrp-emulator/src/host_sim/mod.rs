@@ -326,6 +326,53 @@ impl std::fmt::Debug for HostSim {
     }
 }
 
+/// The handler instances' ports: the external handler's, or one free loopback port per
+/// spawned instance.
+fn handler_ports(config: &HostSimConfig) -> Result<Vec<u16>, HostSimError> {
+    match config.launch {
+        HandlerLaunch::External { port } if config.instances == 1 => Ok(vec![port]),
+        HandlerLaunch::External { .. } => Err(HostSimError::Handler(format!(
+            "instances: an external handler is one instance, {} asked for",
+            config.instances
+        ))),
+        HandlerLaunch::Spawn => {
+            // Chosen once like the host: bind 127.0.0.1:0, read, release; kept for restarts.
+            // All listeners are held until every port is read, so no two instances share one.
+            let listeners = (0..config.instances)
+                .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| HostSimError::Handler(format!("cannot pick a port: {e}")))?;
+            listeners
+                .iter()
+                .map(|l| l.local_addr().map(|a| a.port()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| HostSimError::Handler(e.to_string()))
+        }
+    }
+}
+
+/// One instance per port, starting.
+fn new_instances(ports: Vec<u16>) -> Vec<Arc<Instance>> {
+    ports
+        .into_iter()
+        .enumerate()
+        .map(|(index, port)| {
+            Arc::new(Instance {
+                index,
+                port,
+                state_tx: watch::channel(HandlerState::Starting).0,
+                kill: Notify::new(),
+                supervisor: Mutex::new(None),
+                in_flight: AtomicU64::new(0),
+                counters: Mutex::new(InstanceCounters {
+                    port,
+                    ..Default::default()
+                }),
+            })
+        })
+        .collect()
+}
+
 const CONSOLE_TAIL_LINES: usize = 200;
 
 impl HostSim {
@@ -349,46 +396,8 @@ impl HostSim {
                 "instances: at least one handler instance is needed".into(),
             ));
         }
-        let ports = match config.launch {
-            HandlerLaunch::External { port } if config.instances == 1 => vec![port],
-            HandlerLaunch::External { .. } => {
-                return Err(HostSimError::Handler(format!(
-                    "instances: an external handler is one instance, {} asked for",
-                    config.instances
-                )))
-            }
-            HandlerLaunch::Spawn => {
-                // Chosen once like the host: bind 127.0.0.1:0, read, release; kept for restarts.
-                // All listeners are held until every port is read, so no two instances share one.
-                let listeners = (0..config.instances)
-                    .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| HostSimError::Handler(format!("cannot pick a port: {e}")))?;
-                listeners
-                    .iter()
-                    .map(|l| l.local_addr().map(|a| a.port()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| HostSimError::Handler(e.to_string()))?
-            }
-        };
-        let instances = ports
-            .into_iter()
-            .enumerate()
-            .map(|(index, port)| {
-                Arc::new(Instance {
-                    index,
-                    port,
-                    state_tx: watch::channel(HandlerState::Starting).0,
-                    kill: Notify::new(),
-                    supervisor: Mutex::new(None),
-                    in_flight: AtomicU64::new(0),
-                    counters: Mutex::new(InstanceCounters {
-                        port,
-                        ..Default::default()
-                    }),
-                })
-            })
-            .collect();
+        let ports = handler_ports(&config)?;
+        let instances = new_instances(ports);
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()

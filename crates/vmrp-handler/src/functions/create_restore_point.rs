@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use super::support::{self, EnsureError};
 use super::{Deps, HandlerError};
-use crate::azure::models::{RestorePoint, VirtualMachine};
+use crate::azure::models::{ConsistencyMode, RestorePoint, VirtualMachine};
 use crate::azure::{ArmError, ResourceId};
 use crate::invocation::{Invocation, Outcome, Sent, Status};
 use crate::messages::{CreateRequest, ListedVm, PollRequest, QueueMessage, Role};
 use crate::names;
 use crate::policy::regions::{known_region, same_region};
-use crate::policy::{DiskInfo, Rule, TickKind};
+use crate::policy::{DiskInfo, InstantAccess, Rule, TickKind};
 use crate::poll;
 use crate::schedule::rfc3339;
 
@@ -112,6 +112,52 @@ enum Attempt {
     },
 }
 
+/// Why a try ended before its point's creation started; [`create`] turns it into an [`Attempt`].
+enum Stop {
+    /// Ended with an outcome (skipped, reported, superseded, a replay's poll ensured).
+    Finished(Outcome),
+    /// The request goes back on the queue (`attempt + 1`): ARM refused for a moment (429, 409
+    /// concurrent create, 5xx), or the point must wait for the VM's previous one.
+    Again { what: &'static str, error: ArmError },
+    /// ARM refused for good; `what` names the step.
+    Refused { what: &'static str, error: ArmError },
+    /// An invocation error (a send that failed, a bad setting).
+    Failed(HandlerError),
+}
+
+// Boxed where it travels in a `Result`: an outcome and an ARM error are large, and the happy
+// path should not carry their size.
+impl From<HandlerError> for Box<Stop> {
+    fn from(e: HandlerError) -> Self {
+        Box::new(Stop::Failed(e))
+    }
+}
+
+/// A try that ended with `outcome`.
+fn finished(outcome: Outcome) -> Box<Stop> {
+    Box::new(Stop::Finished(outcome))
+}
+
+/// ARM's error at step `what`: a transient one puts the request back, another ends the try.
+fn arm_stop(error: ArmError, what: &'static str) -> Box<Stop> {
+    Box::new(if error.is_transient() {
+        Stop::Again { what, error }
+    } else {
+        Stop::Refused { what, error }
+    })
+}
+
+/// ARM's answer to step `what`, or the [`Stop`] its error means ([`arm_stop`]).
+fn arm_step<T>(result: Result<T, ArmError>, what: &'static str) -> Result<T, Box<Stop>> {
+    result.map_err(|error| arm_stop(error, what))
+}
+
+/// A create the policy (not ARM) refuses: logged and reported.
+fn refused(req: &CreateRequest, why: impl std::fmt::Display) -> Box<Stop> {
+    tracing::error!(vm = %req.vm, "create refused: {why}");
+    finished(Outcome::new(Status::Reported, format!("{}: {why}", req.vm)))
+}
+
 /// One try: with `listed`, the VM, disk and collection reads it covers are skipped;
 /// `redelivered` (Service Bus `DeliveryCount` > 1) reads the collection before the PUT.
 async fn create(
@@ -121,177 +167,63 @@ async fn create(
     listed: Option<&ListedVm>,
     redelivered: bool,
 ) -> Result<Attempt, HandlerError> {
-    // Transient errors put the request back; permanent ones end the try.
-    macro_rules! arm_try {
-        ($result:expr, $what:expr) => {
-            match $result {
-                Ok(v) => v,
-                Err(e) if e.is_transient() => {
-                    return Ok(Attempt::Finished(
-                        reschedule(deps, req, now, &e, $what).await?,
-                    ))
-                }
-                Err(e) => {
-                    return Ok(Attempt::Refused {
-                        what: $what.to_string(),
-                        error: e,
-                    })
-                }
-            }
-        };
+    let stop = match try_create(deps, req, now, listed, redelivered).await {
+        Ok(outcome) => return Ok(Attempt::Finished(outcome)),
+        Err(stop) => *stop,
+    };
+    match stop {
+        Stop::Finished(outcome) => Ok(Attempt::Finished(outcome)),
+        Stop::Again { what, error } => Ok(Attempt::Finished(
+            reschedule(deps, req, now, &error, what).await?,
+        )),
+        Stop::Refused { what, error } => Ok(Attempt::Refused {
+            what: what.to_string(),
+            error,
+        }),
+        Stop::Failed(e) => Err(e),
     }
-    let finished = |status, text: String| Ok(Attempt::Finished(Outcome::new(status, text)));
+}
 
+/// The steps of one try, each ending it early with a [`Stop`].
+async fn try_create(
+    deps: &Deps,
+    req: &CreateRequest,
+    now: time::OffsetDateTime,
+    listed: Option<&ListedVm>,
+    redelivered: bool,
+) -> Result<Outcome, Box<Stop>> {
     let vm = match listed {
         Some(l) => l.vm.clone(),
-        None => match arm_try!(deps.arm.get_vm(&req.vm).await, "reading the VM") {
-            Some(vm) => vm,
-            None => {
-                tracing::warn!(vm = %req.vm, "VM vanished before its restore point; nothing to do");
-                return finished(Status::Skipped, format!("VM vanished: {}", req.vm));
-            }
-        },
+        None => read_vm(deps, req).await?,
     };
-    let rule = match support::rule_of(deps, req.rule.as_deref(), Some(&vm)) {
-        Ok(rule) => rule,
-        Err(why) => {
-            tracing::error!(vm = %req.vm, "create refused: {why}");
-            return finished(Status::Reported, format!("{}: {why}", req.vm));
-        }
-    };
-    let location = match support::vm_location(&vm) {
-        Ok(l) => l.to_string(),
-        Err(why) => {
-            tracing::error!(vm = %req.vm, "create refused: {why}");
-            return finished(Status::Reported, format!("{}: {why}", req.vm));
-        }
-    };
-
-    // Exclusions: the rule's (with the automatic ones) plus the message's.
+    let rule =
+        support::rule_of(deps, req.rule.as_deref(), Some(&vm)).map_err(|why| refused(req, why))?;
+    let location = support::vm_location(&vm)
+        .map_err(|why| refused(req, why))?
+        .to_string();
     let listed_disks = listed.map(|l| l.disks.as_slice()).unwrap_or_default();
-    let disk_info = arm_try!(
+    let disk_info = arm_step(
         disk_info(deps, &vm, listed_disks, now).await,
-        "reading the VM's disks"
-    );
-    let mut excluded: Vec<ResourceId> = Vec::new();
-    for (disk, reason) in rule.excluded_disks(&vm, &disk_info) {
-        tracing::debug!(vm = %req.vm, disk = %disk, %reason, "disk excluded");
-        excluded.push(disk);
-    }
-    for disk in req.exclude_disks.iter().flatten() {
-        if !excluded.contains(disk) {
-            excluded.push(disk.clone());
-        }
-    }
-    let with_id = vm
-        .disks()
-        .into_iter()
-        .filter(|d| d.managed_disk_id.is_some())
-        .count();
-    let included = vm
-        .disks()
-        .iter()
-        .filter_map(|d| d.managed_disk_id.as_ref())
-        .filter(|id| !excluded.contains(id))
-        .count();
-    if with_id > 0 && included == 0 {
-        tracing::error!(vm = %req.vm, "create refused: every disk of the VM is excluded");
-        return finished(
-            Status::Reported,
-            format!("{}: every disk is excluded, nothing to restore", req.vm),
-        );
-    }
-    // The policy's per-VM checks: what Azure would refuse (a confidential VM; crash-consistent
-    // points with Ultra / Premium SSD v2 / write-accelerated disks or of a size without Premium
-    // storage) is reported instead of sent (the timer's plan already skips such VMs when it
-    // listed them); caveats are logged at debug (`vmrp plan` shows them); other problems (a
-    // copy to the VM's own region, dropped below) are logged.
-    for problem in rule.check_vm(&vm, &disk_info) {
-        let consistency_only = problem.field == crate::policy::FIELD_CONSISTENCY;
-        if problem.refuses_create() && !(consistency_only && req.consistency_mode.is_some()) {
-            tracing::error!(vm = %req.vm, "create refused: {problem}");
-            return finished(Status::Reported, format!("{}: {problem}", req.vm));
-        }
-        if problem.field == crate::policy::FIELD_CONSISTENCY_CAVEAT {
-            tracing::debug!(vm = %req.vm, "{problem}");
-        } else {
-            tracing::warn!(vm = %req.vm, "{problem}");
-        }
-    }
-    let consistency = match &req.consistency_mode {
-        Some(mode) => mode.clone(),
-        None => {
-            let (mode, warning) = rule.consistency_for(&vm);
-            if let Some(w) = warning {
-                tracing::warn!(vm = %req.vm, "{w}");
-            }
-            mode
-        }
-    };
-
-    // The tick must be an occurrence of the rule's schedule, or a valid on-demand request
-    // (recent, and spaced from the rule's scheduled points): anything else would crowd out a
-    // scheduled point (Azure's spacing rule) or name a point for a time that has not come.
-    let timer = crate::schedule::Schedule::parse(&deps.schedule)
-        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
-    let kind = match rule.classify_tick(
-        &timer,
-        req.tick,
-        now,
-        crate::policy::spacing_for(&consistency),
-        req.retry > 0 || req.attempt > 0,
-    ) {
-        Ok(kind) => kind,
-        Err(why) => {
-            tracing::error!(vm = %req.vm, tick = %rfc3339(req.tick), "create refused: {why}");
-            return finished(Status::Reported, format!("{}: {why}", req.vm));
-        }
-    };
+        "reading the VM's disks",
+    )?;
+    let excluded = excluded_disks(req, rule, &vm, &disk_info)?;
+    check_vm(req, rule, &vm, &disk_info)?;
+    let consistency = consistency_of(req, rule, &vm);
+    let kind = tick_kind(deps, req, rule, &consistency, now)?;
 
     // Too late (a long reschedule chain, a backlog): the next tick's point takes this one's
     // place rather than be refused for coming too soon after it. (An on-demand point passed
     // its own spacing check against the next tick above.)
     if let Some(outcome) = superseded(deps, req, rule, kind, &consistency, now, "came") {
-        return Ok(Attempt::Finished(outcome));
+        return Ok(outcome);
     }
 
     // Instant access (Premium SSD v2 / Ultra disks of application-consistent points): the
     // collection gets `instantAccess` when created, the point its duration; elsewhere it is
     // not sent (Rule::instant_access_for).
     let instant_access = rule.instant_access_for(&vm, &disk_info, &excluded, &consistency);
-    let names = match support::local_collection(&req.vm, rule) {
-        Ok(n) => n,
-        Err(why) => {
-            tracing::error!(vm = %req.vm, "create refused: {why}");
-            return finished(Status::Reported, format!("{}: {why}", req.vm));
-        }
-    };
-    let ensured = support::ensure_listed_collection(
-        deps,
-        &names,
-        &location,
-        &req.vm,
-        support::collection_tags(&rule.name, &req.vm),
-        listed.and_then(|l| l.collection),
-        instant_access.is_some(),
-    )
-    .await;
-    let collection = match ensured {
-        Ok(id) => id,
-        Err(EnsureError::Arm(e)) => {
-            arm_try!(Err::<ResourceId, _>(e), "ensuring the collection")
-        }
-        Err(EnsureError::Foreign { id, source }) => {
-            tracing::error!(collection = %id, %source, vm = %req.vm, "collection name taken by another source");
-            return finished(
-                Status::Reported,
-                format!(
-                    "collection {id} exists with source {source}, not {}",
-                    req.vm
-                ),
-            );
-        }
-    };
+    let collection =
+        ensure_collection(deps, req, rule, &location, listed, instant_access.is_some()).await?;
 
     // PUT first, without reading: replays are rare, and a read per create would bound a
     // large tick's pace. A point that exists already (a replay) either answers the PUT as
@@ -301,15 +233,7 @@ async fn create(
         TickKind::OnDemand => names::on_demand_point_name(req.tick, req.retry),
     };
     let point = collection.child("restorePoints", &name);
-    // Only `CrashConsistent` is accepted as input (see `RestorePoint::local`); the policy's
-    // application consistency is what Azure does when the field is absent.
-    let mut body = RestorePoint::local(Some(consistency.clone()), &excluded);
-    if let (Some(minutes), Some(p)) = (
-        instant_access.and_then(|ia| ia.duration_minutes),
-        body.properties.as_mut(),
-    ) {
-        p.instant_access_duration_minutes = i32::try_from(minutes).ok();
-    }
+    let body = point_body(&consistency, &excluded, instant_access);
     // Checked again just before the write, on ARM's clock (its `Date` on the last answer): the
     // reads above, with their in-call retries, may have carried the create past the cut-off
     // after which its point would crowd out the next tick's.
@@ -323,7 +247,7 @@ async fn create(
         arm_now,
         "reached its write",
     ) {
-        return Ok(Attempt::Finished(outcome));
+        return Ok(outcome);
     }
     // A redelivered create (its first delivery's completion lost, or its handler killed) can
     // come after its point failed, was retried under the next name and pruned once the retry
@@ -331,88 +255,300 @@ async fn create(
     // Failed point nothing prunes. One read of the collection tells; first deliveries, which
     // cannot come after their own point, read nothing.
     if redelivered {
-        if let Some(later) = arm_try!(
+        let later = arm_step(
             later_try(deps, &collection, &name).await,
-            "reading the collection of a redelivered create"
-        ) {
+            "reading the collection of a redelivered create",
+        )?;
+        if let Some(later) = later {
             tracing::info!(vm = %req.vm, point = %point, later = %later, "redelivered create: a later try of its tick exists; nothing to do");
-            return finished(
+            return Ok(Outcome::new(
                 Status::Skipped,
                 format!("{point}: redelivered after its retry {later} was made; nothing to do"),
-            );
+            ));
         }
     }
-    let accepted = match deps.arm.create_restore_point(&point, &body).await {
-        Ok(accepted) => accepted,
-        Err(e) if e.is_not_found() && e.code.eq_ignore_ascii_case("ParentResourceNotFound") => {
-            // The cache said the collection exists, ARM says no (deleted meanwhile): forget it
-            // and try again, which recreates it.
-            deps.known.forget_collection(&collection);
-            let outcome = reschedule(deps, req, now, &e, "creating the point (collection gone)");
-            return Ok(Attempt::Finished(outcome.await?));
+    let retry_after = match put_point(deps, &collection, &point, &body).await? {
+        Put::Accepted { retry_after } => retry_after,
+        Put::Exists => {
+            let sent = schedule_first_poll(deps, req, rule, &vm, &point, now, None).await?;
+            return Ok(Outcome::new(
+                Status::Skipped,
+                format!("{point} exists already (replay); poll ensured"),
+            )
+            .with_sent(vec![sent]));
         }
-        Err(e) if e.status == Some(409) => {
-            match arm_try!(
-                deps.arm.get_restore_point(&point, false).await,
-                "reading the point"
-            ) {
-                Some(_) => {
-                    let sent = schedule_first_poll(deps, req, rule, &vm, &point, now, None).await?;
-                    return Ok(Attempt::Finished(
-                        Outcome::new(
-                            Status::Skipped,
-                            format!("{point} exists already (replay); poll ensured"),
-                        )
-                        .with_sent(vec![sent]),
-                    ));
-                }
-                None => arm_try!(Err(e), "creating the point"),
-            }
+        Put::TooSoon(e) => {
+            return Err(too_soon(deps, req, rule, &collection, &consistency, now, e).await)
         }
-        // Azure's spacing rule: the VM's previous point (the last tick's, if it came late) is too
-        // recent. When that point allows ours before this tick's supersede cut-off, wait for it
-        // instead of losing the tick.
-        Err(e) if e.status == Some(400) && e.code.eq_ignore_ascii_case("OperationNotAllowed") => {
-            let wait = arm_try!(
-                spacing_wait(deps, &collection, &consistency, now).await,
-                "reading the collection after a refused create"
-            );
-            match wait {
-                Some(wait)
-                    if support::superseding_tick(
-                        deps,
-                        rule,
-                        req.tick,
-                        &consistency,
-                        now + wait,
-                    )
-                    .is_none() =>
-                {
-                    let mut e = e;
-                    e.retry_after = Some(wait);
-                    let what = "creating the point (too soon after the VM's previous point)";
-                    return Ok(Attempt::Finished(
-                        reschedule(deps, req, now, &e, what).await?,
-                    ));
-                }
-                _ => arm_try!(Err(e), "creating the point"),
-            }
-        }
-        Err(e) => arm_try!(Err(e), "creating the point"),
     };
     tracing::info!(
         vm = %req.vm, point = %point, consistency = consistency.as_str(),
         excluded = excluded.len(), "restore point creation started"
     );
-    let sent =
-        schedule_first_poll(deps, req, rule, &vm, &point, now, accepted.lro.retry_after).await?;
-    Ok(Attempt::Finished(
-        Outcome::new(
-            Status::Done,
-            format!("creating {point} ({})", consistency.as_str()),
-        )
-        .with_sent(vec![sent]),
-    ))
+    let sent = schedule_first_poll(deps, req, rule, &vm, &point, now, retry_after).await?;
+    Ok(Outcome::new(
+        Status::Done,
+        format!("creating {point} ({})", consistency.as_str()),
+    )
+    .with_sent(vec![sent]))
+}
+
+/// The VM, read from ARM; a VM that is gone skips the create.
+async fn read_vm(deps: &Deps, req: &CreateRequest) -> Result<VirtualMachine, Box<Stop>> {
+    match arm_step(deps.arm.get_vm(&req.vm).await, "reading the VM")? {
+        Some(vm) => Ok(vm),
+        None => {
+            tracing::warn!(vm = %req.vm, "VM vanished before its restore point; nothing to do");
+            Err(finished(Outcome::new(
+                Status::Skipped,
+                format!("VM vanished: {}", req.vm),
+            )))
+        }
+    }
+}
+
+/// The disks the point leaves out: the rule's (with the automatic ones) plus the message's.
+/// Refused when that leaves none of the VM's managed disks: the point would restore nothing.
+fn excluded_disks(
+    req: &CreateRequest,
+    rule: &Rule,
+    vm: &VirtualMachine,
+    disk_info: &[DiskInfo],
+) -> Result<Vec<ResourceId>, Box<Stop>> {
+    let mut excluded: Vec<ResourceId> = Vec::new();
+    for (disk, reason) in rule.excluded_disks(vm, disk_info) {
+        tracing::debug!(vm = %req.vm, disk = %disk, %reason, "disk excluded");
+        excluded.push(disk);
+    }
+    for disk in req.exclude_disks.iter().flatten() {
+        if !excluded.contains(disk) {
+            excluded.push(disk.clone());
+        }
+    }
+    if every_disk_excluded(vm, &excluded) {
+        tracing::error!(vm = %req.vm, "create refused: every disk of the VM is excluded");
+        return Err(finished(Outcome::new(
+            Status::Reported,
+            format!("{}: every disk is excluded, nothing to restore", req.vm),
+        )));
+    }
+    Ok(excluded)
+}
+
+/// Whether `excluded` covers every managed disk of `vm` (a VM whose disks carry no managed
+/// disk id has nothing to exclude, and is not refused here).
+fn every_disk_excluded(vm: &VirtualMachine, excluded: &[ResourceId]) -> bool {
+    let with_id = vm
+        .disks()
+        .into_iter()
+        .filter(|d| d.managed_disk_id.is_some())
+        .count();
+    let included = vm
+        .disks()
+        .iter()
+        .filter_map(|d| d.managed_disk_id.as_ref())
+        .filter(|id| !excluded.contains(id))
+        .count();
+    with_id > 0 && included == 0
+}
+
+/// The policy's per-VM checks: what Azure would refuse (a confidential VM; crash-consistent
+/// points with Ultra / Premium SSD v2 / write-accelerated disks or of a size without Premium
+/// storage) is reported instead of sent (the timer's plan already skips such VMs when it
+/// listed them); caveats are logged at debug (`vmrp plan` shows them); other problems (a
+/// copy to the VM's own region, dropped when the first poll is sent) are logged.
+fn check_vm(
+    req: &CreateRequest,
+    rule: &Rule,
+    vm: &VirtualMachine,
+    disk_info: &[DiskInfo],
+) -> Result<(), Box<Stop>> {
+    for problem in rule.check_vm(vm, disk_info) {
+        let consistency_only = problem.field == crate::policy::FIELD_CONSISTENCY;
+        if problem.refuses_create() && !(consistency_only && req.consistency_mode.is_some()) {
+            return Err(refused(req, problem));
+        }
+        if problem.field == crate::policy::FIELD_CONSISTENCY_CAVEAT {
+            tracing::debug!(vm = %req.vm, "{problem}");
+        } else {
+            tracing::warn!(vm = %req.vm, "{problem}");
+        }
+    }
+    Ok(())
+}
+
+/// The point's consistency: the message's, else the rule's for this VM.
+fn consistency_of(req: &CreateRequest, rule: &Rule, vm: &VirtualMachine) -> ConsistencyMode {
+    match &req.consistency_mode {
+        Some(mode) => mode.clone(),
+        None => {
+            let (mode, warning) = rule.consistency_for(vm);
+            if let Some(w) = warning {
+                tracing::warn!(vm = %req.vm, "{w}");
+            }
+            mode
+        }
+    }
+}
+
+/// The tick must be an occurrence of the rule's schedule, or a valid on-demand request
+/// (recent, and spaced from the rule's scheduled points): anything else would crowd out a
+/// scheduled point (Azure's spacing rule) or name a point for a time that has not come.
+fn tick_kind(
+    deps: &Deps,
+    req: &CreateRequest,
+    rule: &Rule,
+    consistency: &ConsistencyMode,
+    now: time::OffsetDateTime,
+) -> Result<TickKind, Box<Stop>> {
+    let timer = crate::schedule::Schedule::parse(&deps.schedule)
+        .map_err(|e| HandlerError::Invalid(format!("setting VMRP_SCHEDULE: {e}")))?;
+    rule.classify_tick(
+        &timer,
+        req.tick,
+        now,
+        crate::policy::spacing_for(consistency),
+        req.retry > 0 || req.attempt > 0,
+    )
+    .map_err(|why| {
+        tracing::error!(vm = %req.vm, tick = %rfc3339(req.tick), "create refused: {why}");
+        finished(Outcome::new(Status::Reported, format!("{}: {why}", req.vm)))
+    })
+}
+
+/// The VM's local collection, created (once per process) unless the listing showed it ready;
+/// a collection of that name with another source is reported.
+async fn ensure_collection(
+    deps: &Deps,
+    req: &CreateRequest,
+    rule: &Rule,
+    location: &str,
+    listed: Option<&ListedVm>,
+    instant_access: bool,
+) -> Result<ResourceId, Box<Stop>> {
+    let names = support::local_collection(&req.vm, rule).map_err(|why| refused(req, why))?;
+    let ensured = support::ensure_listed_collection(
+        deps,
+        &names,
+        location,
+        &req.vm,
+        support::collection_tags(&rule.name, &req.vm),
+        listed.and_then(|l| l.collection),
+        instant_access,
+    )
+    .await;
+    match ensured {
+        Ok(id) => Ok(id),
+        Err(EnsureError::Arm(e)) => Err(arm_stop(e, "ensuring the collection")),
+        Err(EnsureError::Foreign { id, source }) => {
+            tracing::error!(collection = %id, %source, vm = %req.vm, "collection name taken by another source");
+            Err(finished(Outcome::new(
+                Status::Reported,
+                format!(
+                    "collection {id} exists with source {source}, not {}",
+                    req.vm
+                ),
+            )))
+        }
+    }
+}
+
+/// The point's PUT body. Only `CrashConsistent` is accepted as input (see
+/// `RestorePoint::local`); the policy's application consistency is what Azure does when the
+/// field is absent. Instant access adds its duration.
+fn point_body(
+    consistency: &ConsistencyMode,
+    excluded: &[ResourceId],
+    instant_access: Option<&InstantAccess>,
+) -> RestorePoint {
+    let mut body = RestorePoint::local(Some(consistency.clone()), excluded);
+    if let (Some(minutes), Some(p)) = (
+        instant_access.and_then(|ia| ia.duration_minutes),
+        body.properties.as_mut(),
+    ) {
+        p.instant_access_duration_minutes = i32::try_from(minutes).ok();
+    }
+    body
+}
+
+/// What ARM said to the point's PUT, where it did not end the try.
+enum Put {
+    /// Creation started; the first poll waits at least `Retry-After`.
+    Accepted { retry_after: Option<Duration> },
+    /// The point exists already (a replay): only its poll is (re)scheduled.
+    Exists,
+    /// Azure's spacing rule: the VM's previous point is too recent ([`too_soon`]).
+    TooSoon(ArmError),
+}
+
+/// PUTs the point. A conflict is a replay when a GET finds the point; a collection ARM does
+/// not know (deleted since the cache saw it) is forgotten, and the create goes back, which
+/// recreates it.
+async fn put_point(
+    deps: &Deps,
+    collection: &ResourceId,
+    point: &ResourceId,
+    body: &RestorePoint,
+) -> Result<Put, Box<Stop>> {
+    match deps.arm.create_restore_point(point, body).await {
+        Ok(accepted) => Ok(Put::Accepted {
+            retry_after: accepted.lro.retry_after,
+        }),
+        Err(e) if e.is_not_found() && e.code.eq_ignore_ascii_case("ParentResourceNotFound") => {
+            deps.known.forget_collection(collection);
+            Err(Box::new(Stop::Again {
+                what: "creating the point (collection gone)",
+                error: e,
+            }))
+        }
+        Err(e) if e.status == Some(409) => {
+            match arm_step(
+                deps.arm.get_restore_point(point, false).await,
+                "reading the point",
+            )? {
+                Some(_) => Ok(Put::Exists),
+                None => Err(arm_stop(e, "creating the point")),
+            }
+        }
+        Err(e) if e.status == Some(400) && e.code.eq_ignore_ascii_case("OperationNotAllowed") => {
+            Ok(Put::TooSoon(e))
+        }
+        Err(e) => Err(arm_stop(e, "creating the point")),
+    }
+}
+
+/// Azure's spacing rule refused the point (`e`): the VM's previous point (the last tick's, if
+/// it came late) is too recent. When that point allows ours before this tick's supersede
+/// cut-off, the create waits for it instead of losing the tick.
+async fn too_soon(
+    deps: &Deps,
+    req: &CreateRequest,
+    rule: &Rule,
+    collection: &ResourceId,
+    consistency: &ConsistencyMode,
+    now: time::OffsetDateTime,
+    mut e: ArmError,
+) -> Box<Stop> {
+    let wait = match arm_step(
+        spacing_wait(deps, collection, consistency, now).await,
+        "reading the collection after a refused create",
+    ) {
+        Ok(wait) => wait,
+        Err(stop) => return stop,
+    };
+    match wait {
+        Some(wait)
+            if support::superseding_tick(deps, rule, req.tick, consistency, now + wait)
+                .is_none() =>
+        {
+            e.retry_after = Some(wait);
+            Box::new(Stop::Again {
+                what: "creating the point (too soon after the VM's previous point)",
+                error: e,
+            })
+        }
+        _ => arm_stop(e, "creating the point"),
+    }
 }
 
 /// The name of a later try of the same tick as `name` (same kind, higher retry number) in
@@ -709,6 +845,47 @@ mod tests {
             planned_for: slot,
         }));
         req
+    }
+
+    #[test]
+    fn a_point_is_refused_only_when_every_managed_disk_is_excluded() {
+        let os = crate::testing::disk_id("s1", "rg", "vm1-os");
+        let data = crate::testing::disk_id("s1", "rg", "vm1-data");
+        let with_data = VmBuilder::new("s1", "rg", "vm1")
+            .data_disk(0, &data, "Premium_LRS")
+            .build();
+        // A VM whose disks carry no managed disk id has nothing to exclude.
+        let mut unmanaged = VmBuilder::new("s1", "rg", "vm1").build();
+        if let Some(sp) = unmanaged
+            .properties
+            .as_mut()
+            .and_then(|p| p.storage_profile.as_mut())
+        {
+            if let Some(d) = sp.os_disk.as_mut() {
+                d.managed_disk = None;
+            }
+        }
+        // (case, VM, excluded, every disk excluded?)
+        let table: Vec<(&str, &VirtualMachine, Vec<ResourceId>, bool)> = vec![
+            ("nothing excluded", &with_data, vec![], false),
+            (
+                "a data disk excluded",
+                &with_data,
+                vec![data.clone()],
+                false,
+            ),
+            ("the OS disk excluded", &with_data, vec![os.clone()], false),
+            (
+                "both excluded",
+                &with_data,
+                vec![os.clone(), data.clone()],
+                true,
+            ),
+            ("no managed disk", &unmanaged, vec![os.clone()], false),
+        ];
+        for (case, vm, excluded, want) in table {
+            assert_eq!(every_disk_excluded(vm, &excluded), want, "{case}");
+        }
     }
 
     /// Regression (the estate row's 429s): a timer-planned first try handled long after its

@@ -119,16 +119,31 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
     }
     .unwrap_or_else(|| "-".to_string());
 
-    match poll::decide(
+    let decision = poll::decide(
         point.as_ref(),
         &req,
         now,
         &deps.tuning.backoff,
         max_retries,
         retry_after,
-    ) {
+    );
+    act(deps, &req, rule, now, decision, &region, max_retries).await
+}
+
+/// Acts on the poll's decision: the next poll, the settled point's follow-ups, a retry, or
+/// the `vmrp::report` event of a point that ended.
+async fn act(
+    deps: &Deps,
+    req: &PollRequest,
+    rule: Option<&Rule>,
+    now: time::OffsetDateTime,
+    decision: PollDecision,
+    region: &str,
+    max_retries: u32,
+) -> Result<Outcome, HandlerError> {
+    match decision {
         PollDecision::Requeue { after, reason } => {
-            let sent = next_poll(deps, &req, now, after).await?;
+            let sent = next_poll(deps, req, now, after).await?;
             Ok(Outcome::new(
                 Status::Rescheduled,
                 format!(
@@ -145,25 +160,25 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
                 Ending::Settled,
                 &req.vm,
                 &req.target,
-                &region,
+                region,
                 req.role,
                 duration,
                 "settled",
             );
-            settled(deps, &req, rule, now, duration).await
+            settled(deps, req, rule, now, duration).await
         }
         PollDecision::Failed {
             reason,
             retry: Some(n),
         } => {
-            let sent = send_retry(deps, &req, n).await?;
+            let sent = send_retry(deps, req, n).await?;
             support::report(
                 Ending::Failed,
                 &req.vm,
                 &req.target,
-                &region,
+                region,
                 req.role,
-                elapsed(&req, now),
+                elapsed(req, now),
                 &format!("{reason}; retry {n} of {max_retries} scheduled"),
             );
             Ok(Outcome::new(
@@ -181,9 +196,9 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
                 Ending::GivenUp,
                 &req.vm,
                 &req.target,
-                &region,
+                region,
                 req.role,
-                elapsed(&req, now),
+                elapsed(req, now),
                 &why,
             );
             Ok(Outcome::new(
@@ -196,9 +211,9 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
                 Ending::GivenUp,
                 &req.vm,
                 &req.target,
-                &region,
+                region,
                 req.role,
-                elapsed(&req, now),
+                elapsed(req, now),
                 &reason,
             );
             Ok(Outcome::new(

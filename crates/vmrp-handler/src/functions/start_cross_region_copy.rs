@@ -46,25 +46,11 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             return Ok(report(format!("copy of {}: targetRegion: {e}", req.source)));
         }
     };
-    req.target_region = region.clone();
+    req.target_region = region;
     if let Some(outcome) = paced(deps, &req, now).await? {
         return Ok(outcome);
     }
-    let source_collection = req.source.parent().ok_or_else(|| {
-        HandlerError::Invalid(format!(
-            "copy message field `source` must be a restore point id (…/restorePointCollections/{{c}}/restorePoints/{{p}}), got {}",
-            req.source
-        ))
-    })?;
-    if !req
-        .source
-        .is_type("Microsoft.Compute/restorePointCollections/restorePoints")
-    {
-        return Err(HandlerError::Invalid(format!(
-            "copy message field `source` must be a restore point id, got {}",
-            req.source
-        )));
-    }
+    let source_collection = source_collection_of(&req)?;
 
     // The VM: from the message, else the source collection's source.
     let vm = match &req.vm {
@@ -112,8 +98,76 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         Ok(r) => r,
         Err(why) => return Ok(report(format!("copy of {}: {why}", req.source))),
     };
+    let job = Job {
+        deps,
+        req: &req,
+        now,
+        rule,
+        vm: &vm,
+        source_collection: &source_collection,
+    };
+    copy_source(job).await
+}
 
-    // The source must exist, be settled, and not be a copy itself.
+/// The collection of the message's `source`, which must be a restore point id.
+fn source_collection_of(req: &CopyRequest) -> Result<ResourceId, HandlerError> {
+    let source_collection = req.source.parent().ok_or_else(|| {
+        HandlerError::Invalid(format!(
+            "copy message field `source` must be a restore point id (…/restorePointCollections/{{c}}/restorePoints/{{p}}), got {}",
+            req.source
+        ))
+    })?;
+    if !req
+        .source
+        .is_type("Microsoft.Compute/restorePointCollections/restorePoints")
+    {
+        return Err(HandlerError::Invalid(format!(
+            "copy message field `source` must be a restore point id, got {}",
+            req.source
+        )));
+    }
+    Ok(source_collection)
+}
+
+/// What every step of one copy knows once its VM and rule are found.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    deps: &'a Deps,
+    req: &'a CopyRequest,
+    now: time::OffsetDateTime,
+    rule: &'a Rule,
+    vm: &'a ResourceId,
+    source_collection: &'a ResourceId,
+}
+
+impl Job<'_> {
+    /// ARM's error at step `what`: a transient one puts the copy back, another is reported.
+    async fn arm_failed(&self, e: ArmError, what: &str) -> Result<Outcome, HandlerError> {
+        transient_or_report(self.deps, self.req, self.now, e, what).await
+    }
+
+    /// Schedules the first poll of the copy `target` (ours, or the one made already).
+    async fn first_poll(&self, target: &ResourceId) -> Result<Sent, HandlerError> {
+        schedule_first_poll(self.deps, self.req, self.rule, self.vm, target, self.now).await
+    }
+
+    /// Puts the copy back to wait (`why`), or reports it once it waited too long.
+    async fn wait(&self, why: String) -> Result<Outcome, HandlerError> {
+        wait(self.deps, self.req, self.rule, self.now, why).await
+    }
+}
+
+/// Reads the source point, which must exist, be settled, be copyable now and not be a copy
+/// itself, and ensures the target collection.
+async fn copy_source(job: Job<'_>) -> Result<Outcome, HandlerError> {
+    let Job {
+        deps,
+        req,
+        rule,
+        vm,
+        source_collection,
+        ..
+    } = job;
     // With the instance view: its per-disk `snapshotAccessState` says whether Azure can copy it.
     let source = match deps.arm.get_restore_point(&req.source, true).await {
         Ok(Some(p)) => p,
@@ -124,7 +178,7 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
                 format!("source point vanished: {}", req.source),
             ));
         }
-        Err(e) => return transient_or_report(deps, &req, now, e, "reading the source point").await,
+        Err(e) => return job.arm_failed(e, "reading the source point").await,
     };
     if source.source_restore_point().is_some() {
         return Ok(report(format!(
@@ -143,37 +197,31 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
     // completed (`Pending` / `InstantAccess` are not copyable, and Azure refuses the copy):
     // wait for it, as for a busy target region, instead of failing.
     if let Some(why) = poll::copy_blocker(&source) {
-        return wait(
-            deps,
-            &req,
-            rule,
-            now,
-            format!("{BACKGROUND_COPY_WAIT}: {why}"),
-        )
-        .await;
+        return job.wait(format!("{BACKGROUND_COPY_WAIT}: {why}")).await;
     }
 
+    let region = &req.target_region;
     let target_rg = req.target_resource_group.clone().or_else(|| {
         rule.copy_to(&req.target_region)
             .and_then(|c| c.resource_group.clone())
     });
-    let target_names = match support::copy_collection(&vm, &region, target_rg.as_deref()) {
+    let target_names = match support::copy_collection(vm, region, target_rg.as_deref()) {
         Ok(n) => n,
         Err(why) => return Ok(report(format!("copy of {}: {why}", req.source))),
     };
     let ensured = match support::ensure_collection(
         deps,
         &target_names,
-        &region,
-        &source_collection,
-        support::collection_tags(&rule.name, &vm),
+        region,
+        source_collection,
+        support::collection_tags(&rule.name, vm),
         true,
     )
     .await
     {
         Ok(e) => e,
         Err(EnsureError::Arm(e)) => {
-            return transient_or_report(deps, &req, now, e, "ensuring the target collection").await
+            return job.arm_failed(e, "ensuring the target collection").await
         }
         Err(EnsureError::Foreign { id, source }) => {
             return Ok(report(format!(
@@ -181,78 +229,42 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             )))
         }
     };
-    let target_collection = ensured.id.clone();
-    let target = target_collection.child("restorePoints", &target_name(&req));
     let existing = ensured.points.unwrap_or_default();
+    copy_into(job, &source, &ensured.id, &existing).await
+}
 
-    if existing
-        .iter()
-        .any(|p| point_id(p).as_ref() == Some(&target))
-    {
-        let sent = schedule_first_poll(deps, &req, rule, &vm, &target, now).await?;
-        return Ok(Outcome::new(
-            Status::Skipped,
-            format!("{target} exists already (replay); poll ensured"),
-        )
-        .with_sent(vec![sent]));
+/// Copies the source into the ensured target collection, whose points are `existing`, unless
+/// the copy is made already, superseded, or has to wait for another.
+async fn copy_into(
+    job: Job<'_>,
+    source: &RestorePoint,
+    target_collection: &ResourceId,
+    existing: &[RestorePoint],
+) -> Result<Outcome, HandlerError> {
+    let Job {
+        deps,
+        req,
+        now,
+        rule,
+        vm,
+        source_collection,
+    } = job;
+    let target = target_collection.child("restorePoints", &target_name(req));
+    if let Some(outcome) = made_or_superseded(job, existing, &target).await? {
+        return Ok(outcome);
     }
-    // At most one copy of a source per region: a copy of it under another name (a retry whose
-    // earlier copy did not fail after all, or another vmrp version's name) is the copy.
-    let other = match live_copy(deps, &existing, &req.source).await {
-        Ok(o) => o,
-        Err(e) => {
-            return transient_or_report(deps, &req, now, e, "checking earlier copies of the source")
-                .await
-        }
-    };
-    if let Some(other) = other {
-        tracing::info!(source = %req.source, copy = %other, "source already copied into this region; poll ensured");
-        let sent = schedule_first_poll(deps, &req, rule, &vm, &other, now).await?;
-        return Ok(Outcome::new(
-            Status::Skipped,
-            format!(
-                "{} already copied to {} as {other}; poll ensured",
-                req.source, req.target_region
-            ),
-        )
-        .with_sent(vec![sent]));
-    }
-    // In creation order: never copy a point older than one already copied.
-    let our_tick = support::source_tick(&req.source);
-    if let Some(newer) = existing.iter().filter_map(point_id).find(|p| {
-        p.name()
-            .and_then(names::parse_restore_point_name)
-            .is_some_and(|(t, _)| t > our_tick)
-    }) {
-        // Reported, not skipped: this tick will never have a copy in that region, and the
-        // report is where an operator (and the chaos accounting) learns why.
-        tracing::warn!(source = %req.source, newer = %newer, "copy superseded: a newer point was already copied");
-        return Ok(Outcome::new(
-            Status::Reported,
-            format!(
-                "copy of {} to {} superseded: {newer} is newer and already copied; copies go in creation order",
-                req.source, req.target_region
-            ),
-        ));
-    }
-    match in_flight(deps, &existing).await {
+    match in_flight(deps, existing).await {
         Ok(None) => {}
         Ok(Some(busy)) => {
-            return wait(
-                deps,
-                &req,
-                rule,
-                now,
-                format!("waiting for {busy} to finish replicating"),
-            )
-            .await;
+            return job
+                .wait(format!("waiting for {busy} to finish replicating"))
+                .await;
         }
-        Err(e) => {
-            return transient_or_report(deps, &req, now, e, "checking copies in flight").await
-        }
+        Err(e) => return job.arm_failed(e, "checking copies in flight").await,
     }
 
-    let body = match copy_body(&source, &req.source, rule.copy_to(&region)) {
+    let region = &req.target_region;
+    let body = match copy_body(source, &req.source, rule.copy_to(region)) {
         Ok(b) => b,
         Err(unmapped) => {
             let why: Vec<String> = unmapped.iter().map(ToString::to_string).collect();
@@ -269,36 +281,117 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
     };
     if let Some(outcome) = copy_oldest_first(
         deps,
-        &req,
+        req,
         rule,
-        &vm,
-        &source_collection,
-        &target_collection,
-        &existing,
+        vm,
+        source_collection,
+        target_collection,
+        existing,
         now,
     )
     .await?
     {
         return Ok(outcome);
     }
+    start_copy(job, target_collection, &target, &body).await
+}
 
-    match deps.arm.create_restore_point(&target, &body).await {
+/// The outcome when the target region has the copy already (`target`, a replay; or a copy of
+/// the same source under another name) or a copy of a newer point (copies go in creation
+/// order, so ours never will); `None` when the copy is still to make.
+async fn made_or_superseded(
+    job: Job<'_>,
+    existing: &[RestorePoint],
+    target: &ResourceId,
+) -> Result<Option<Outcome>, HandlerError> {
+    let Job { deps, req, .. } = job;
+    if existing
+        .iter()
+        .any(|p| point_id(p).as_ref() == Some(target))
+    {
+        let sent = job.first_poll(target).await?;
+        return Ok(Some(
+            Outcome::new(
+                Status::Skipped,
+                format!("{target} exists already (replay); poll ensured"),
+            )
+            .with_sent(vec![sent]),
+        ));
+    }
+    // At most one copy of a source per region: a copy of it under another name (a retry whose
+    // earlier copy did not fail after all, or another vmrp version's name) is the copy.
+    let other = match live_copy(deps, existing, &req.source).await {
+        Ok(o) => o,
+        Err(e) => {
+            return job
+                .arm_failed(e, "checking earlier copies of the source")
+                .await
+                .map(Some)
+        }
+    };
+    if let Some(other) = other {
+        tracing::info!(source = %req.source, copy = %other, "source already copied into this region; poll ensured");
+        return already_copied(job, &other).await.map(Some);
+    }
+    // In creation order: never copy a point older than one already copied.
+    let our_tick = support::source_tick(&req.source);
+    if let Some(newer) = existing.iter().filter_map(point_id).find(|p| {
+        p.name()
+            .and_then(names::parse_restore_point_name)
+            .is_some_and(|(t, _)| t > our_tick)
+    }) {
+        // Reported, not skipped: this tick will never have a copy in that region, and the
+        // report is where an operator (and the chaos accounting) learns why.
+        tracing::warn!(source = %req.source, newer = %newer, "copy superseded: a newer point was already copied");
+        return Ok(Some(Outcome::new(
+            Status::Reported,
+            format!(
+                "copy of {} to {} superseded: {newer} is newer and already copied; copies go in creation order",
+                req.source, req.target_region
+            ),
+        )));
+    }
+    Ok(None)
+}
+
+/// The source was copied into the region as `other`: that copy is ours to watch.
+async fn already_copied(job: Job<'_>, other: &ResourceId) -> Result<Outcome, HandlerError> {
+    let Job { req, .. } = job;
+    let sent = job.first_poll(other).await?;
+    Ok(Outcome::new(
+        Status::Skipped,
+        format!(
+            "{} already copied to {} as {other}; poll ensured",
+            req.source, req.target_region
+        ),
+    )
+    .with_sent(vec![sent]))
+}
+
+/// PUTs the copy `target` and schedules its first poll. A 409 may be our own earlier PUT (a
+/// retry whose first try went through, or a redelivery that raced it): as for creates, one GET
+/// decides. The same source means a replay: carry on and make sure the copy is polled.
+async fn start_copy(
+    job: Job<'_>,
+    target_collection: &ResourceId,
+    target: &ResourceId,
+    body: &RestorePoint,
+) -> Result<Outcome, HandlerError> {
+    let Job { deps, req, .. } = job;
+    match deps.arm.create_restore_point(target, body).await {
         Ok(_) => {
             tracing::info!(source = %req.source, target = %target, region = %req.target_region, "cross-region copy started");
-            let sent = schedule_first_poll(deps, &req, rule, &vm, &target, now).await?;
+            let sent = job.first_poll(target).await?;
             Ok(Outcome::new(
                 Status::Done,
                 format!("copying {} to {}", req.source, req.target_region),
             )
             .with_sent(vec![sent]))
         }
-        // A 409 may be our own earlier PUT (a retry whose first try went through, or a
-        // redelivery that raced it): as for creates, one GET decides. The same source means
-        // a replay: carry on and make sure the copy is polled.
-        Err(e) if e.status == Some(409) => match deps.arm.get_restore_point(&target, false).await {
+        Err(e) if e.status == Some(409) => match deps.arm.get_restore_point(target, false).await {
             Ok(Some(p)) if same_source(&p, &req.source) => {
                 tracing::info!(source = %req.source, target = %target, "copy PUT refused as a replay: the copy exists; poll ensured");
-                let sent = schedule_first_poll(deps, &req, rule, &vm, &target, now).await?;
+                let sent = job.first_poll(target).await?;
                 Ok(Outcome::new(
                     Status::Skipped,
                     format!("{target} exists already (replay); poll ensured"),
@@ -307,29 +400,19 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
             }
             // Refused because the source was copied into this region under another name (Azure
             // copies a source once per region): that copy is ours to watch.
-            Ok(_) => match deps.arm.get_collection(&target_collection, true).await {
+            Ok(_) => match deps.arm.get_collection(target_collection, true).await {
                 Ok(Some(c)) => match live_copy(deps, c.restore_points(), &req.source).await {
                     Ok(Some(other)) => {
                         tracing::info!(source = %req.source, copy = %other, "copy refused: already copied under another name; poll ensured");
-                        let sent = schedule_first_poll(deps, &req, rule, &vm, &other, now).await?;
-                        Ok(Outcome::new(
-                            Status::Skipped,
-                            format!(
-                                "{} already copied to {} as {other}; poll ensured",
-                                req.source, req.target_region
-                            ),
-                        )
-                        .with_sent(vec![sent]))
+                        already_copied(job, &other).await
                     }
-                    _ => transient_or_report(deps, &req, now, e, "starting the copy").await,
+                    _ => job.arm_failed(e, "starting the copy").await,
                 },
-                _ => transient_or_report(deps, &req, now, e, "starting the copy").await,
+                _ => job.arm_failed(e, "starting the copy").await,
             },
-            Err(read) => {
-                transient_or_report(deps, &req, now, read, "reading the copy after a 409").await
-            }
+            Err(read) => job.arm_failed(read, "reading the copy after a 409").await,
         },
-        Err(e) => transient_or_report(deps, &req, now, e, "starting the copy").await,
+        Err(e) => job.arm_failed(e, "starting the copy").await,
     }
 }
 

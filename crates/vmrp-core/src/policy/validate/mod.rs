@@ -795,89 +795,7 @@ impl Rule {
         }
         let (mode, _) = self.consistency_for(vm);
         if mode == ConsistencyMode::CrashConsistent {
-            let excluded: Vec<ResourceId> = self
-                .excluded_disks(vm, disks)
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-            let included: Vec<_> = vm
-                .disks()
-                .into_iter()
-                .filter(|d| {
-                    !d.managed_disk_id
-                        .as_ref()
-                        .is_some_and(|id| excluded.contains(id))
-                })
-                .collect();
-            if let Some(size) = vm
-                .vm_size()
-                .filter(|s| platform::premium_storage_capable(s) == Some(false))
-            {
-                p.push(
-                    FIELD_CONSISTENCY,
-                    format!(
-                        "VM {vm_name}: crash-consistent restore points need a VM size that supports Premium storage, and {size} does not; use ApplicationConsistent for it (consistencyTag) or resize it"
-                    ),
-                );
-            }
-            for disk in &included {
-                let info = disk
-                    .managed_disk_id
-                    .as_ref()
-                    .and_then(|id| disks.iter().find(|i| &i.id == id));
-                if let Some(sku) = disk_sku(disk, info).filter(|s| {
-                    CRASH_UNSUPPORTED_SKUS
-                        .iter()
-                        .any(|u| u.eq_ignore_ascii_case(s))
-                }) {
-                    p.push(
-                        FIELD_CONSISTENCY,
-                        format!(
-                            "VM {vm_name}: crash-consistent restore points do not support {sku} disks, and {} is one; exclude it (excludeDisks.skus, names or luns) or use ApplicationConsistent",
-                            describe_disk(disk)
-                        ),
-                    );
-                }
-                if disk.write_accelerator {
-                    p.push(
-                        FIELD_CONSISTENCY,
-                        format!(
-                            "VM {vm_name}: crash-consistent restore points do not support write-accelerated disks, and {} is one; exclude it (excludeDisks.names or luns) or use ApplicationConsistent",
-                            describe_disk(disk)
-                        ),
-                    );
-                }
-            }
-            let read_write: Vec<String> = included
-                .iter()
-                .filter(|d| {
-                    d.caching
-                        .as_deref()
-                        .is_some_and(|c| c.eq_ignore_ascii_case("ReadWrite"))
-                })
-                .map(describe_disk)
-                .collect();
-            if !read_write.is_empty() {
-                p.push(
-                    FIELD_CONSISTENCY_CAVEAT,
-                    format!(
-                        "VM {vm_name}: crash consistency cannot be guaranteed for disks with ReadWrite host caching ({}); Azure creates the point, but use ApplicationConsistent where consistency across disks matters",
-                        read_write.join(", ")
-                    ),
-                );
-            }
-            let data_disks = included.iter().filter(|d| d.lun.is_some()).count();
-            if let Some(size) = vm
-                .vm_size()
-                .filter(|s| data_disks > 1 && platform::boost_multi_disk_caveat(s))
-            {
-                p.push(
-                    FIELD_CONSISTENCY_CAVEAT,
-                    format!(
-                        "VM {vm_name}: crash-consistent points of Intel v6+ / AMD v7+ sizes ({size}) with more than one data disk ({data_disks} included) might not be consistent across disks; Azure creates the point, but use ApplicationConsistent where that matters"
-                    ),
-                );
-            }
+            self.check_crash_consistent(vm, disks, vm_name, &mut p);
         }
         if self.instant_access.is_some() {
             let excluded: Vec<ResourceId> = self
@@ -915,6 +833,101 @@ impl Rule {
             problem.index = None;
         }
         p.out
+    }
+
+    /// [`Rule::check_vm`]'s checks of a crash-consistent point: a size without Premium
+    /// storage and Ultra / Premium SSD v2 / write-accelerated disks are refused; ReadWrite
+    /// caching and Intel v6+ / AMD v7+ sizes with several data disks are caveats.
+    fn check_crash_consistent(
+        &self,
+        vm: &VirtualMachine,
+        disks: &[DiskInfo],
+        vm_name: &str,
+        p: &mut Problems<'_>,
+    ) {
+        let excluded: Vec<ResourceId> = self
+            .excluded_disks(vm, disks)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let included: Vec<_> = vm
+            .disks()
+            .into_iter()
+            .filter(|d| {
+                !d.managed_disk_id
+                    .as_ref()
+                    .is_some_and(|id| excluded.contains(id))
+            })
+            .collect();
+        if let Some(size) = vm
+            .vm_size()
+            .filter(|s| platform::premium_storage_capable(s) == Some(false))
+        {
+            p.push(
+                FIELD_CONSISTENCY,
+                format!(
+                    "VM {vm_name}: crash-consistent restore points need a VM size that supports Premium storage, and {size} does not; use ApplicationConsistent for it (consistencyTag) or resize it"
+                ),
+            );
+        }
+        for disk in &included {
+            let info = disk
+                .managed_disk_id
+                .as_ref()
+                .and_then(|id| disks.iter().find(|i| &i.id == id));
+            if let Some(sku) = disk_sku(disk, info).filter(|s| {
+                CRASH_UNSUPPORTED_SKUS
+                    .iter()
+                    .any(|u| u.eq_ignore_ascii_case(s))
+            }) {
+                p.push(
+                    FIELD_CONSISTENCY,
+                    format!(
+                        "VM {vm_name}: crash-consistent restore points do not support {sku} disks, and {} is one; exclude it (excludeDisks.skus, names or luns) or use ApplicationConsistent",
+                        describe_disk(disk)
+                    ),
+                );
+            }
+            if disk.write_accelerator {
+                p.push(
+                    FIELD_CONSISTENCY,
+                    format!(
+                        "VM {vm_name}: crash-consistent restore points do not support write-accelerated disks, and {} is one; exclude it (excludeDisks.names or luns) or use ApplicationConsistent",
+                        describe_disk(disk)
+                    ),
+                );
+            }
+        }
+        let read_write: Vec<String> = included
+            .iter()
+            .filter(|d| {
+                d.caching
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("ReadWrite"))
+            })
+            .map(describe_disk)
+            .collect();
+        if !read_write.is_empty() {
+            p.push(
+                FIELD_CONSISTENCY_CAVEAT,
+                format!(
+                    "VM {vm_name}: crash consistency cannot be guaranteed for disks with ReadWrite host caching ({}); Azure creates the point, but use ApplicationConsistent where consistency across disks matters",
+                    read_write.join(", ")
+                ),
+            );
+        }
+        let data_disks = included.iter().filter(|d| d.lun.is_some()).count();
+        if let Some(size) = vm
+            .vm_size()
+            .filter(|s| data_disks > 1 && platform::boost_multi_disk_caveat(s))
+        {
+            p.push(
+                FIELD_CONSISTENCY_CAVEAT,
+                format!(
+                    "VM {vm_name}: crash-consistent points of Intel v6+ / AMD v7+ sizes ({size}) with more than one data disk ({data_disks} included) might not be consistent across disks; Azure creates the point, but use ApplicationConsistent where that matters"
+                ),
+            );
+        }
     }
 }
 

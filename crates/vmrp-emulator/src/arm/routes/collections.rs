@@ -29,54 +29,12 @@ pub fn put_collection(
         Err(r) => return r,
     };
     let result = (|| -> Result<Reply, Reply> {
-        only_members(
-            &obj,
-            &[
-                "id",
-                "name",
-                "type",
-                "location",
-                "tags",
-                "properties",
-                "systemData",
-            ],
-            "",
-            "RestorePointCollection",
-        )?;
-        let location =
-            string_member(&obj, "location", "location")?.filter(|l| !l.trim().is_empty());
-        let tags = parse_tags(&obj)?;
-        let props = object_member(&obj, "properties", "properties")?;
-        let mut source_id = None;
-        let mut instant_access = None;
-        if let Some(p) = props {
-            only_members(
-                p,
-                &[
-                    "source",
-                    "provisioningState",
-                    "restorePointCollectionId",
-                    "restorePoints",
-                    "instantAccess",
-                ],
-                "properties.",
-                "RestorePointCollectionProperties",
-            )?;
-            if let Some(src) = object_member(p, "source", "properties.source")? {
-                only_members(
-                    src,
-                    &["id", "location"],
-                    "properties.source.",
-                    "RestorePointCollectionSourceProperties",
-                )?;
-                source_id = string_member(src, "id", "properties.source.id")?;
-            }
-            instant_access = match member(p, "instantAccess") {
-                None => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(_) => return Err(invalid_content("properties.instantAccess", "a boolean")),
-            };
-        }
+        let CollectionBody {
+            location,
+            tags,
+            source_id,
+            instant_access,
+        } = parse_collection_body(&obj)?;
         let Some(location) = location else {
             return Err(Reply::error_with_target(
                 400,
@@ -94,55 +52,14 @@ pub fn put_collection(
         }
         let id = compute_id(sub, rg, "restorePointCollections", name);
         if let Some(existing) = store.collections.get_mut(&id) {
-            // A PUT on an existing collection may change only tags.
-            if existing.deleting.is_some() {
-                return Err(Reply::error(
-                    409,
-                    "Conflict",
-                    format!(
-                        "Restore point collection '{name}' is being deleted; retry when the \
-                    deletion has completed (operation in progress)."
-                    ),
-                ));
-            }
-            if !same_location(&existing.location, &location) {
-                return Err(Reply::error_with_target(
-                    409,
-                    "InvalidResourceLocation",
-                    format!(
-                        "The resource '{name}' already exists in location '{}' in resource \
-                        group '{rg}'. A resource with the same name cannot be created in \
-                        location '{location}'. Please select a new resource name.",
-                        existing.location
-                    ),
-                    "location",
-                ));
-            }
-            if let Some(s) = &source_id {
-                if !s
-                    .trim_start_matches('/')
-                    .eq_ignore_ascii_case(existing.source_id.trim_start_matches('/'))
-                {
-                    return Err(Reply::error_with_target(
-                        409,
-                        "PropertyChangeNotAllowed",
-                        "Changing property 'properties.source.id' is not allowed: only tags of \
-                        an existing restore point collection can be updated.",
-                        "properties.source.id",
-                    ));
-                }
-            }
-            if let Some(ia) = instant_access {
-                if existing.instant_access.unwrap_or(false) != ia {
-                    return Err(Reply::error_with_target(
-                        409,
-                        "PropertyChangeNotAllowed",
-                        "Changing property 'properties.instantAccess' is not allowed: only \
-                        tags of an existing restore point collection can be updated.",
-                        "properties.instantAccess",
-                    ));
-                }
-            }
+            check_unchanged(
+                existing,
+                name,
+                rg,
+                &location,
+                source_id.as_ref(),
+                instant_access,
+            )?;
             existing.tags = tags;
             let c = existing.clone();
             return Ok(Reply::json(200, render_collection(store, ctx, &c, false)));
@@ -164,77 +81,7 @@ pub fn put_collection(
             )
         })?;
         let (source_location, is_copy_target) =
-            if source.is_type("Microsoft.Compute/virtualMachines") {
-                let vm = store.vms.get(&source).ok_or_else(|| {
-                    Reply::error_with_target(404, "ResourceNotFound",
-                format!("The source VM '{source}' of restore point collection '{name}' was not \
-                    found."), "properties.source.id")
-                })?;
-                let vm_location = vm.location();
-                if !same_location(&vm_location, &location) {
-                    return Err(Reply::error_with_target(
-                        400,
-                        "InvalidParameter",
-                        format!(
-                            "Restore point collection '{name}' must be created in its source VM's \
-                        region '{vm_location}', not '{location}'. To copy restore points to \
-                        another region, set properties.source.id to the source restore point \
-                        collection."
-                        ),
-                        "location",
-                    ));
-                }
-                (vm_location, false)
-            } else if source.is_type("Microsoft.Compute/restorePointCollections") {
-                let src = store
-                    .collections
-                    .get(&source)
-                    .filter(|c| c.deleting.is_none())
-                    .ok_or_else(|| {
-                        Reply::error_with_target(
-                            404,
-                            "ResourceNotFound",
-                            format!(
-                                "The source restore point collection '{source}' was not found."
-                            ),
-                            "properties.source.id",
-                        )
-                    })?;
-                if same_location(&src.location, &location) {
-                    return Err(Reply::error_with_target(
-                        400,
-                        "InvalidParameter",
-                        format!(
-                            "A restore point collection for cross-region copy must be in a region \
-                        other than its source's ('{}').",
-                            src.location
-                        ),
-                        "location",
-                    ));
-                }
-                if src.is_copy_target && ctx.rules.no_copy_of_copy {
-                    return Err(Reply::error_with_target(
-                        400,
-                        "OperationNotAllowed",
-                        format!(
-                    "Restore point collection '{source}' holds cross-region copies; a copy \
-                        cannot be copied again. Use the original collection as the source."),
-                        "properties.source.id",
-                    )
-                    .event("rule:noCopyOfCopy"));
-                }
-                (src.location.clone(), true)
-            } else {
-                return Err(Reply::error_with_target(
-                    400,
-                    "InvalidParameter",
-                    format!(
-                        "properties.source.id '{source}' must be a virtual machine or, for \
-                    cross-region copy, a restore point collection."
-                    ),
-                    "properties.source.id",
-                ));
-            };
+            new_collection_source(store, ctx, name, &location, &source)?;
         let rec = CollectionRecord {
             id: id.clone(),
             location,
@@ -250,6 +97,229 @@ pub fn put_collection(
         Ok(Reply::json(201, render_collection(store, ctx, &rec, false)))
     })();
     result.unwrap_or_else(|r| r)
+}
+
+/// The members of a collection PUT's body, checked against the swagger's
+/// RestorePointCollection (no member it does not define).
+struct CollectionBody {
+    location: Option<String>,
+    tags: Option<Tags>,
+    source_id: Option<String>,
+    instant_access: Option<bool>,
+}
+
+fn parse_collection_body(obj: &serde_json::Map<String, Value>) -> Result<CollectionBody, Reply> {
+    only_members(
+        obj,
+        &[
+            "id",
+            "name",
+            "type",
+            "location",
+            "tags",
+            "properties",
+            "systemData",
+        ],
+        "",
+        "RestorePointCollection",
+    )?;
+    let location = string_member(obj, "location", "location")?.filter(|l| !l.trim().is_empty());
+    let tags = parse_tags(obj)?;
+    let props = object_member(obj, "properties", "properties")?;
+    let mut source_id = None;
+    let mut instant_access = None;
+    if let Some(p) = props {
+        only_collection_properties(p)?;
+        if let Some(src) = object_member(p, "source", "properties.source")? {
+            only_members(
+                src,
+                &["id", "location"],
+                "properties.source.",
+                "RestorePointCollectionSourceProperties",
+            )?;
+            source_id = string_member(src, "id", "properties.source.id")?;
+        }
+        instant_access = match member(p, "instantAccess") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(invalid_content("properties.instantAccess", "a boolean")),
+        };
+    }
+    Ok(CollectionBody {
+        location,
+        tags,
+        source_id,
+        instant_access,
+    })
+}
+
+/// Whether two `properties.source.id` values name the same resource (ARM ids are
+/// case-insensitive; a leading `/` is optional).
+fn same_source_id(a: &str, b: &str) -> bool {
+    a.trim_start_matches('/')
+        .eq_ignore_ascii_case(b.trim_start_matches('/'))
+}
+
+/// A collection's `properties` may hold only the members RestorePointCollectionProperties
+/// defines (a PUT and a PATCH alike).
+fn only_collection_properties(p: &serde_json::Map<String, Value>) -> Result<(), Reply> {
+    only_members(
+        p,
+        &[
+            "source",
+            "provisioningState",
+            "restorePointCollectionId",
+            "restorePoints",
+            "instantAccess",
+        ],
+        "properties.",
+        "RestorePointCollectionProperties",
+    )
+}
+
+/// A PUT on an existing collection may change only tags: its refusal of anything else.
+fn check_unchanged(
+    existing: &CollectionRecord,
+    name: &str,
+    rg: &str,
+    location: &str,
+    source_id: Option<&String>,
+    instant_access: Option<bool>,
+) -> Result<(), Reply> {
+    if existing.deleting.is_some() {
+        return Err(Reply::error(
+            409,
+            "Conflict",
+            format!(
+                "Restore point collection '{name}' is being deleted; retry when the \
+            deletion has completed (operation in progress)."
+            ),
+        ));
+    }
+    if !same_location(&existing.location, location) {
+        return Err(Reply::error_with_target(
+            409,
+            "InvalidResourceLocation",
+            format!(
+                "The resource '{name}' already exists in location '{}' in resource \
+                group '{rg}'. A resource with the same name cannot be created in \
+                location '{location}'. Please select a new resource name.",
+                existing.location
+            ),
+            "location",
+        ));
+    }
+    if let Some(s) = source_id {
+        if !same_source_id(s, &existing.source_id) {
+            return Err(Reply::error_with_target(
+                409,
+                "PropertyChangeNotAllowed",
+                "Changing property 'properties.source.id' is not allowed: only tags of \
+                an existing restore point collection can be updated.",
+                "properties.source.id",
+            ));
+        }
+    }
+    if let Some(ia) = instant_access {
+        if existing.instant_access.unwrap_or(false) != ia {
+            return Err(Reply::error_with_target(
+                409,
+                "PropertyChangeNotAllowed",
+                "Changing property 'properties.instantAccess' is not allowed: only \
+                tags of an existing restore point collection can be updated.",
+                "properties.instantAccess",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A new collection's source: a VM in the collection's region (a local collection), or a
+/// collection in another region that holds no copies itself (a copy target). Its location and
+/// whether the new collection is a copy target.
+fn new_collection_source(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    name: &str,
+    location: &str,
+    source: &ResourceId,
+) -> Result<(String, bool), Reply> {
+    if source.is_type("Microsoft.Compute/virtualMachines") {
+        let vm = store.vms.get(source).ok_or_else(|| {
+            Reply::error_with_target(
+                404,
+                "ResourceNotFound",
+                format!(
+                    "The source VM '{source}' of restore point collection '{name}' was not \
+            found."
+                ),
+                "properties.source.id",
+            )
+        })?;
+        let vm_location = vm.location();
+        if !same_location(&vm_location, location) {
+            return Err(Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "Restore point collection '{name}' must be created in its source VM's \
+                region '{vm_location}', not '{location}'. To copy restore points to \
+                another region, set properties.source.id to the source restore point \
+                collection."
+                ),
+                "location",
+            ));
+        }
+        Ok((vm_location, false))
+    } else if source.is_type("Microsoft.Compute/restorePointCollections") {
+        let src = store
+            .collections
+            .get(source)
+            .filter(|c| c.deleting.is_none())
+            .ok_or_else(|| {
+                Reply::error_with_target(
+                    404,
+                    "ResourceNotFound",
+                    format!("The source restore point collection '{source}' was not found."),
+                    "properties.source.id",
+                )
+            })?;
+        if same_location(&src.location, location) {
+            return Err(Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "A restore point collection for cross-region copy must be in a region \
+                other than its source's ('{}').",
+                    src.location
+                ),
+                "location",
+            ));
+        }
+        if src.is_copy_target && ctx.rules.no_copy_of_copy {
+            return Err(Reply::error_with_target(
+                400,
+                "OperationNotAllowed",
+                format!(
+                    "Restore point collection '{source}' holds cross-region copies; a copy \
+                cannot be copied again. Use the original collection as the source."
+                ),
+                "properties.source.id",
+            )
+            .event("rule:noCopyOfCopy"));
+        }
+        Ok((src.location.clone(), true))
+    } else {
+        Err(Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "properties.source.id '{source}' must be a virtual machine or, for \
+            cross-region copy, a restore point collection."
+            ),
+            "properties.source.id",
+        ))
+    }
 }
 
 pub fn patch_collection(
@@ -282,24 +352,10 @@ pub fn patch_collection(
         };
         let mut updated = existing.clone();
         if let Some(p) = props {
-            only_members(
-                p,
-                &[
-                    "source",
-                    "provisioningState",
-                    "restorePointCollectionId",
-                    "restorePoints",
-                    "instantAccess",
-                ],
-                "properties.",
-                "RestorePointCollectionProperties",
-            )?;
+            only_collection_properties(p)?;
             if let Some(src) = object_member(p, "source", "properties.source")? {
                 if let Some(s) = string_member(src, "id", "properties.source.id")? {
-                    if !s
-                        .trim_start_matches('/')
-                        .eq_ignore_ascii_case(existing.source_id.trim_start_matches('/'))
-                    {
+                    if !same_source_id(&s, &existing.source_id) {
                         return Err(Reply::error_with_target(
                             409,
                             "PropertyChangeNotAllowed",

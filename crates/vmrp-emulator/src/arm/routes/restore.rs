@@ -78,46 +78,13 @@ pub fn put_disk(
         Ok(None) => return invalid_content("properties", "an object"),
         Err(r) => return r,
     };
-    let creation = match object_member(props, "creationData", "properties.creationData") {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                "Required parameter 'creationData' is missing (null).",
-                "creationData",
-            )
-        }
+    let (option, source) = match creation_data(props) {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    let option = string_member(creation, "createOption", "createOption")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let source = string_member(creation, "sourceResourceId", "sourceResourceId")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
     let id = compute_id(sub, rg, "disks", name);
     if let Some(existing) = store.disks.get(&id) {
-        // Re-running a restore: the same source is the same disk; another source is a change
-        // of `creationData`, which a disk refuses once created.
-        let cd = &existing["properties"]["creationData"];
-        let same = cd["createOption"]
-            .as_str()
-            .is_some_and(|o| o.eq_ignore_ascii_case(&option))
-            && cd["sourceResourceId"]
-                .as_str()
-                .is_some_and(|s| same_id(s, &source));
-        return if same {
-            Reply::json(200, existing.clone())
-        } else {
-            conflict(
-                "PropertyChangeNotAllowed",
-                "Changing property 'creationData' is not allowed.",
-            )
-            .event("rule:diskCreationDataImmutable".to_string())
-        };
+        return existing_disk_reply(existing, &option, &source);
     }
     if !option.eq_ignore_ascii_case("Restore") {
         return Reply::error_with_target(
@@ -138,78 +105,10 @@ pub fn put_disk(
             "creationData.sourceResourceId",
         );
     };
-    let step = ctx.timings.copy_progress_step_secs;
-    let Some(point) = store.points.get(&point_id) else {
-        return child_not_found();
+    let point = match restorable_point(store, ctx, &point_id, &source, &location) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
-    let phase = point.phase(ctx.now);
-    if phase != Phase::Succeeded {
-        return conflict(
-            "OperationNotAllowed",
-            format!(
-                "The restore point '{point_id}' is in state '{}': a disk can be restored \
-                only from a restore point that succeeded.",
-                phase.as_str()
-            ),
-        )
-        .event("rule:restoreFromSettledPointOnly".to_string());
-    }
-    if let Some(pct) = point.copy_percent(ctx.now, step).filter(|p| *p < 100) {
-        if point.is_copy() {
-            return conflict(
-                "OperationNotAllowed",
-                format!(
-                    "The restore point '{point_id}' is still being copied ({pct}%): it can be \
-                    used to restore only after every disk restore point has replicated."
-                ),
-            )
-            .event("rule:restoreFromReplicatedCopyOnly".to_string());
-        }
-    }
-    let view = point.render(ctx.now, true, step);
-    let disk_view = view
-        .properties
-        .as_ref()
-        .and_then(|p| p.instance_view.as_ref())
-        .and_then(|iv| iv.disk_restore_points.as_ref())
-        .and_then(|d| {
-            d.iter()
-                .find(|d| d.id.as_deref().is_some_and(|x| same_id(x, &source)))
-        });
-    let Some(disk_view) = disk_view else {
-        return child_not_found();
-    };
-    let access = disk_view
-        .snapshot_access_state
-        .as_deref()
-        .unwrap_or("Unknown");
-    if !READABLE.iter().any(|a| a.eq_ignore_ascii_case(access)) {
-        return conflict(
-            "OperationNotAllowed",
-            format!(
-                "The disk restore point '{source}' has snapshotAccessState '{access}': a disk \
-                can be created from it once it is 'Available'."
-            ),
-        )
-        .event("rule:restoreNeedsAvailableSnapshot".to_string());
-    }
-    let point_location = store
-        .collections
-        .get(&point.collection)
-        .map(|c| c.location.clone())
-        .unwrap_or_default();
-    if !same_location(&point_location, &location) {
-        return Reply::error_with_target(
-            400,
-            "InvalidParameter",
-            format!(
-                "The disk restore point is in '{point_location}': a disk is created from it in \
-                that region only (copy the restore point to restore elsewhere)."
-            ),
-            "location",
-        )
-        .event("rule:restoreInPointRegion".to_string());
-    }
     let (entry, is_os) =
         metadata_disk(&point.source_metadata, &source).unwrap_or((&Value::Null, false));
     let source_disk = entry["managedDisk"]["id"]
@@ -272,6 +171,137 @@ pub fn put_disk(
     }
     store.disks.insert(id, doc.clone());
     Reply::json(200, doc).event("diskRestored".to_string())
+}
+
+/// `properties.creationData`: its `createOption` and `sourceResourceId` ("" when absent).
+fn creation_data(props: &serde_json::Map<String, Value>) -> Result<(String, String), Reply> {
+    let creation = match object_member(props, "creationData", "properties.creationData") {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                "Required parameter 'creationData' is missing (null).",
+                "creationData",
+            ))
+        }
+        Err(r) => return Err(r),
+    };
+    let option = string_member(creation, "createOption", "createOption")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let source = string_member(creation, "sourceResourceId", "sourceResourceId")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    Ok((option, source))
+}
+
+/// A PUT of a disk that exists (a restore run again): the same source is the same disk;
+/// another source is a change of `creationData`, which a disk refuses once created.
+fn existing_disk_reply(existing: &Value, option: &str, source: &str) -> Reply {
+    let cd = &existing["properties"]["creationData"];
+    let same = cd["createOption"]
+        .as_str()
+        .is_some_and(|o| o.eq_ignore_ascii_case(option))
+        && cd["sourceResourceId"]
+            .as_str()
+            .is_some_and(|s| same_id(s, source));
+    if same {
+        Reply::json(200, existing.clone())
+    } else {
+        conflict(
+            "PropertyChangeNotAllowed",
+            "Changing property 'creationData' is not allowed.",
+        )
+        .event("rule:diskCreationDataImmutable".to_string())
+    }
+}
+
+/// The restore point a disk is restored from (`source`, one of its disk restore points): it
+/// exists, succeeded, has (a copy) replicated, its disk's snapshot is readable, and it is in
+/// the disk's `location`.
+fn restorable_point<'s>(
+    store: &'s Store,
+    ctx: &Ctx<'_>,
+    point_id: &ResourceId,
+    source: &str,
+    location: &str,
+) -> Result<&'s PointRecord, Reply> {
+    let step = ctx.timings.copy_progress_step_secs;
+    let Some(point) = store.points.get(point_id) else {
+        return Err(child_not_found());
+    };
+    let phase = point.phase(ctx.now);
+    if phase != Phase::Succeeded {
+        return Err(conflict(
+            "OperationNotAllowed",
+            format!(
+                "The restore point '{point_id}' is in state '{}': a disk can be restored \
+                only from a restore point that succeeded.",
+                phase.as_str()
+            ),
+        )
+        .event("rule:restoreFromSettledPointOnly".to_string()));
+    }
+    if let Some(pct) = point.copy_percent(ctx.now, step).filter(|p| *p < 100) {
+        if point.is_copy() {
+            return Err(conflict(
+                "OperationNotAllowed",
+                format!(
+                    "The restore point '{point_id}' is still being copied ({pct}%): it can be \
+                    used to restore only after every disk restore point has replicated."
+                ),
+            )
+            .event("rule:restoreFromReplicatedCopyOnly".to_string()));
+        }
+    }
+    let view = point.render(ctx.now, true, step);
+    let disk_view = view
+        .properties
+        .as_ref()
+        .and_then(|p| p.instance_view.as_ref())
+        .and_then(|iv| iv.disk_restore_points.as_ref())
+        .and_then(|d| {
+            d.iter()
+                .find(|d| d.id.as_deref().is_some_and(|x| same_id(x, source)))
+        });
+    let Some(disk_view) = disk_view else {
+        return Err(child_not_found());
+    };
+    let access = disk_view
+        .snapshot_access_state
+        .as_deref()
+        .unwrap_or("Unknown");
+    if !READABLE.iter().any(|a| a.eq_ignore_ascii_case(access)) {
+        return Err(conflict(
+            "OperationNotAllowed",
+            format!(
+                "The disk restore point '{source}' has snapshotAccessState '{access}': a disk \
+                can be created from it once it is 'Available'."
+            ),
+        )
+        .event("rule:restoreNeedsAvailableSnapshot".to_string()));
+    }
+    let point_location = store
+        .collections
+        .get(&point.collection)
+        .map(|c| c.location.clone())
+        .unwrap_or_default();
+    if !same_location(&point_location, location) {
+        return Err(Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "The disk restore point is in '{point_location}': a disk is created from it in \
+                that region only (copy the restore point to restore elsewhere)."
+            ),
+            "location",
+        )
+        .event("rule:restoreInPointRegion".to_string()));
+    }
+    Ok(point)
 }
 
 /// `DELETE …/disks/{name}`: 200 when deleted, 204 when there was nothing; an attached disk is
@@ -415,54 +445,8 @@ pub fn put_vm(
     let mut ids: Vec<&str> = vec![new_os.as_str()];
     ids.extend(new_data.iter().map(|(_, d)| d.as_str()));
     let all_new: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-    if let Some(rec) = store.vms.get(&id) {
-        if !same_location(&rec.location(), &location) {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                "Changing property 'location' is not allowed.",
-                "location",
-            );
-        }
-        let (old_os, old_data) = attached(&rec.doc);
-        // An OS disk swap does not need the VM deallocated ("The VM does not need to be
-        // stopped\deallocated", learn.microsoft.com `virtual-machines/windows/os-disk-swap`), but
-        // the OS type cannot change (Azure SDK `VirtualMachine.UpdateStages.WithOSDisk`: "You
-        // cannot switch the OS Type of the VM").
-        let swapping = old_os.as_deref().is_none_or(|o| !same_id(o, &new_os));
-        let new_type = disk_entry(store, &new_os)
-            .and_then(|(_, d)| d["properties"]["osType"].as_str().map(str::to_string));
-        if let (true, Some(new_type), Some(vm_type)) = (swapping, new_type, rec.os_type()) {
-            if !new_type.eq_ignore_ascii_case(&vm_type) {
-                return conflict(
-                    "OperationNotAllowed",
-                    format!(
-                        "The OS type of the VM ('{vm_type}') cannot change: disk '{new_os}' \
-                        holds a '{new_type}' OS."
-                    ),
-                )
-                .event("rule:osDiskSwapKeepsOsType".to_string());
-            }
-        }
-        if let Err(r) = check_disks(store, &id, &location, &ids) {
-            return r;
-        }
-        let mut before: Vec<String> = old_os.into_iter().collect();
-        before.extend(old_data.into_iter().map(|(_, d)| d));
-        let mut doc = rec.doc.clone();
-        let sp = &body_doc["properties"]["storageProfile"];
-        doc["properties"]["storageProfile"]["osDisk"] = os_disk_doc(store, &sp["osDisk"]);
-        doc["properties"]["storageProfile"]["dataDisks"] = data_disks_doc(store, &sp["dataDisks"]);
-        for k in ["hardwareProfile", "securityProfile"] {
-            if let Some(v) = body_doc["properties"].get(k).filter(|v| !v.is_null()) {
-                doc["properties"][k] = v.clone();
-            }
-        }
-        if let Some(r) = store.vms.get_mut(&id) {
-            r.doc = doc.clone();
-        }
-        reattach(store, &id, &before, &all_new);
-        return Reply::json(200, doc);
+    if let Some(reply) = update_vm(store, &id, &location, &body_doc, &new_os, &ids, &all_new) {
+        return reply;
     }
     let os_type = body_doc["properties"]["storageProfile"]["osDisk"]["osType"].as_str();
     let create = body_doc["properties"]["storageProfile"]["osDisk"]["createOption"]
@@ -545,6 +529,69 @@ pub fn put_vm(
     store.power.remove(&id);
     reattach(store, &id, &[], &all_new);
     Reply::json(201, doc).event("vmCreated".to_string())
+}
+
+/// The update of an existing VM's disks (`None` when the VM does not exist): its location
+/// stays, and an OS disk swap keeps the OS type.
+fn update_vm(
+    store: &mut Store,
+    id: &ResourceId,
+    location: &str,
+    body_doc: &Value,
+    new_os: &str,
+    ids: &[&str],
+    all_new: &[String],
+) -> Option<Reply> {
+    let rec = store.vms.get(id)?;
+    if !same_location(&rec.location(), location) {
+        return Some(Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            "Changing property 'location' is not allowed.",
+            "location",
+        ));
+    }
+    let (old_os, old_data) = attached(&rec.doc);
+    // An OS disk swap does not need the VM deallocated ("The VM does not need to be
+    // stopped\deallocated", learn.microsoft.com `virtual-machines/windows/os-disk-swap`), but
+    // the OS type cannot change (Azure SDK `VirtualMachine.UpdateStages.WithOSDisk`: "You
+    // cannot switch the OS Type of the VM").
+    let swapping = old_os.as_deref().is_none_or(|o| !same_id(o, new_os));
+    let new_type = disk_entry(store, new_os)
+        .and_then(|(_, d)| d["properties"]["osType"].as_str().map(str::to_string));
+    if let (true, Some(new_type), Some(vm_type)) = (swapping, new_type, rec.os_type()) {
+        if !new_type.eq_ignore_ascii_case(&vm_type) {
+            return Some(
+                conflict(
+                    "OperationNotAllowed",
+                    format!(
+                        "The OS type of the VM ('{vm_type}') cannot change: disk '{new_os}' \
+                    holds a '{new_type}' OS."
+                    ),
+                )
+                .event("rule:osDiskSwapKeepsOsType".to_string()),
+            );
+        }
+    }
+    if let Err(r) = check_disks(store, id, location, ids) {
+        return Some(r);
+    }
+    let mut before: Vec<String> = old_os.into_iter().collect();
+    before.extend(old_data.into_iter().map(|(_, d)| d));
+    let mut doc = rec.doc.clone();
+    let sp = &body_doc["properties"]["storageProfile"];
+    doc["properties"]["storageProfile"]["osDisk"] = os_disk_doc(store, &sp["osDisk"]);
+    doc["properties"]["storageProfile"]["dataDisks"] = data_disks_doc(store, &sp["dataDisks"]);
+    for k in ["hardwareProfile", "securityProfile"] {
+        if let Some(v) = body_doc["properties"].get(k).filter(|v| !v.is_null()) {
+            doc["properties"][k] = v.clone();
+        }
+    }
+    if let Some(r) = store.vms.get_mut(id) {
+        r.doc = doc.clone();
+    }
+    reattach(store, id, &before, all_new);
+    Some(Reply::json(200, doc))
 }
 
 fn os_disk_doc(store: &Store, os: &Value) -> Value {

@@ -11,195 +11,23 @@ pub(super) fn create_copy(
     input: PointInput,
 ) -> Reply {
     let coll_label = coll.id.name().unwrap_or_default().to_string();
-    let Some(source_raw) = input.source.clone() else {
-        return Reply::error_with_target(
-            400,
-            "InvalidParameter",
-            format!(
-                "Restore point collection '{coll_label}' is for cross-region copy: \
-                properties.sourceRestorePoint.id is required."
-            ),
-            "properties.sourceRestorePoint.id",
-        );
-    };
-    let source_id = match ResourceId::parse(&source_raw) {
-        Ok(s) if s.is_type("Microsoft.Compute/restorePointCollections/restorePoints") => s,
-        _ => {
-            return Reply::error_with_target(
-                400,
-                "InvalidParameter",
-                format!(
-                    "properties.sourceRestorePoint.id '{source_raw}' is not a restore point id."
-                ),
-                "properties.sourceRestorePoint.id",
-            )
-        }
-    };
-    let Some(source) = store.points.get(&source_id).cloned() else {
-        return Reply::error_with_target(
-            404,
-            "ResourceNotFound",
-            format!("The source restore point '{source_id}' was not found."),
-            "properties.sourceRestorePoint.id",
-        );
+    let (source_id, source) = match copy_source(store, &coll_label, &input) {
+        Ok(found) => found,
+        Err(reply) => return reply,
     };
     let now = ctx.now;
     let r = ctx.rules;
     let step = ctx.timings.copy_progress_step_secs;
-    let checks = || -> Result<(), Violation> {
-        if r.no_copy_of_copy {
-            rules::check_not_copy_of_copy(source_id.as_str(), source.is_copy())?;
-        }
-        if r.target_must_reference_source {
-            rules::check_target_references_source(
-                &coll_label,
-                &coll.source_id,
-                source.collection.as_str(),
-            )?;
-        }
-        Ok(())
-    };
-    if let Err(v) = checks() {
+    if let Err(reply) = check_source(ctx, coll, &source_id, &source) {
+        return reply;
+    }
+    if let Err(v) = check_target(store, ctx, coll, &coll_label, &source_id, &source) {
         return Reply::from_violation(v);
     }
-    match source.phase(now) {
-        Phase::Succeeded => {}
-        Phase::Creating => {
-            return Reply::error(
-                409,
-                "OperationNotAllowed",
-                format!(
-                    "Source restore point '{source_id}' is still being created (operation \
-                in progress); copy it once it has succeeded."
-                ),
-            )
-        }
-        Phase::Deleting => {
-            return Reply::error(
-                409,
-                "OperationNotAllowed",
-                format!("Source restore point '{source_id}' is being deleted."),
-            )
-        }
-        Phase::Failed => {
-            return Reply::error(
-                400,
-                "OperationNotAllowed",
-                format!(
-                    "Source restore point '{source_id}' failed; only succeeded restore \
-            points can be copied."
-                ),
-            )
-        }
-    }
-    if r.copy_needs_copyable_source {
-        if let Err(v) =
-            rules::check_source_copyable(source_id.as_str(), source.first_uncopyable_disk(now))
-        {
-            return Reply::from_violation(v);
-        }
-    }
-    let copies: Vec<&PointRecord> = store
-        .points_of_collection(&coll.id)
-        .into_iter()
-        .filter(|p| p.is_copy() && p.deleting.is_none())
-        .collect();
-    let more_checks = || -> Result<(), Violation> {
-        // First: a second copy of the same source is refused for good, whatever else is busy.
-        if r.one_copy_per_region {
-            rules::check_copied_once(
-                source_id.as_str(),
-                &coll.location,
-                live_copy_in_region(store, &source_id, &coll.location, now, step).as_deref(),
-            )?;
-        }
-        if r.copies_serial_in_order {
-            let busy = copies.iter().find(|p| p.copy_in_flight(now, step));
-            rules::check_copy_serial(
-                &coll_label,
-                busy.map(|p| {
-                    (
-                        p.id.name().unwrap_or_default(),
-                        p.copy_percent(now, step).unwrap_or(0),
-                    )
-                }),
-            )?;
-            let newest = copies
-                .iter()
-                .filter(|p| !matches!(p.outcome, Outcome::Failed { .. }))
-                .filter_map(|p| Some((p.source_point.as_ref()?.as_str(), p.source_created?)))
-                .max_by_key(|(_, t)| *t);
-            rules::check_copy_order(&coll_label, source_id.as_str(), source.created, newest)?;
-        }
-        if r.hourly_copy_limit {
-            let log = store
-                .copy_log
-                .get(&coll.id)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            rules::check_hourly(
-                "copiesPerCollectionPerHour",
-                &format!("cross-region copies into collection '{coll_label}'"),
-                r.copies_per_collection_per_hour,
-                log,
-                now,
-            )?;
-        }
-        if r.points_per_vm_cap {
-            rules::check_point_cap(
-                source.vm.name().unwrap_or_default(),
-                store.points_of_vm(&source.vm).len(),
-                r.max_points_per_vm,
-            )?;
-        }
-        if r.copies_in_flight_per_region > 0 {
-            rules::check_copies_in_flight(
-                &coll.location,
-                disks_in_flight(store, coll.id.subscription(), &coll.location, now, step),
-                source.disks.len(),
-                r.copies_in_flight_per_region,
-                step.max(1.0).ceil() as u64,
-            )?;
-        }
-        Ok(())
+    let encryption = match copy_encryption(store, ctx, coll, &source, &input) {
+        Ok(e) => e,
+        Err(reply) => return reply,
     };
-    if let Err(v) = more_checks() {
-        return Reply::from_violation(v);
-    }
-    // Customer-managed keys: each CMK disk names a set of the target region (stricter reading).
-    let mut encryption = BTreeMap::new();
-    for (key, path, entry) in storage_disks(&source.source_metadata) {
-        let source_set = entry["managedDisk"]["diskEncryptionSet"]["id"].as_str();
-        let target_set = input.encryption.get(&key).map(String::as_str);
-        if let (true, Some(source_set)) = (r.cmk_copy_needs_target_set, source_set) {
-            let exists = target_set.is_some_and(|t| {
-                ResourceId::parse(t)
-                    .ok()
-                    .and_then(|id| store.encryption_sets.get(&id))
-                    .is_some_and(|doc| {
-                        doc["location"]
-                            .as_str()
-                            .is_some_and(|l| same_location(l, &coll.location))
-                    })
-            });
-            let disk = entry["name"].as_str().unwrap_or(&key);
-            if let Err(v) =
-                rules::check_cmk_copy(disk, source_set, &coll.location, target_set, exists, &path)
-            {
-                return Reply::from_violation(v);
-            }
-        }
-        // What the copy is encrypted with, recorded per disk (and shown in its metadata): the
-        // named set, else platform keys (only reachable with the rule off: a CMK disk copied
-        // without a target set is the silent downgrade the rule exists to refuse).
-        let recorded = match target_set {
-            Some(t) => {
-                json!({"diskEncryptionSet": {"id": t}, "type": "EncryptionAtRestWithCustomerKey"})
-            }
-            None => json!({"type": "EncryptionAtRestWithPlatformKey"}),
-        };
-        encryption.insert(key, recorded);
-    }
     let mut events = vec!["copyStarted".to_string()];
     let outcome = if ctx.dice.roll(ctx.failed_provisioning) {
         events.push("fault:failedProvisioning".into());
@@ -243,19 +71,7 @@ pub(super) fn create_copy(
             }
         })
         .collect();
-    let error = match &outcome {
-        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
-        Outcome::Succeeded => None,
-    };
-    let op = new_operation(
-        store,
-        ctx,
-        OperationKind::CreateRestorePoint,
-        &coll.location,
-        id,
-        ready_at,
-        error,
-    );
+    let op = create_operation(store, ctx, coll, id, ready_at, &outcome);
     let rec = PointRecord {
         id: id.clone(),
         collection: coll.id.clone(),
@@ -284,6 +100,228 @@ pub(super) fn create_copy(
     let mut reply = lro_headers(Reply::json(201, body), ctx, &op);
     reply.events.extend(events);
     reply
+}
+
+/// The copy's source: `properties.sourceRestorePoint.id`, required in a copy target
+/// collection, must name a restore point that exists.
+fn copy_source(
+    store: &Store,
+    coll_label: &str,
+    input: &PointInput,
+) -> Result<(ResourceId, PointRecord), Reply> {
+    let Some(source_raw) = input.source.clone() else {
+        return Err(Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "Restore point collection '{coll_label}' is for cross-region copy: \
+                properties.sourceRestorePoint.id is required."
+            ),
+            "properties.sourceRestorePoint.id",
+        ));
+    };
+    let source_id = match ResourceId::parse(&source_raw) {
+        Ok(s) if s.is_type("Microsoft.Compute/restorePointCollections/restorePoints") => s,
+        _ => {
+            return Err(Reply::error_with_target(
+                400,
+                "InvalidParameter",
+                format!(
+                    "properties.sourceRestorePoint.id '{source_raw}' is not a restore point id."
+                ),
+                "properties.sourceRestorePoint.id",
+            ))
+        }
+    };
+    let Some(source) = store.points.get(&source_id).cloned() else {
+        return Err(Reply::error_with_target(
+            404,
+            "ResourceNotFound",
+            format!("The source restore point '{source_id}' was not found."),
+            "properties.sourceRestorePoint.id",
+        ));
+    };
+    Ok((source_id, source))
+}
+
+/// The copy rules about the source: not a copy itself, of the target collection's source
+/// collection, succeeded, and (Premium SSD v2 / Ultra) copyable already.
+fn check_source(
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    source_id: &ResourceId,
+    source: &PointRecord,
+) -> Result<(), Reply> {
+    let coll_label = coll.id.name().unwrap_or_default();
+    let (now, r) = (ctx.now, ctx.rules);
+    let checks = || -> Result<(), Violation> {
+        if r.no_copy_of_copy {
+            rules::check_not_copy_of_copy(source_id.as_str(), source.is_copy())?;
+        }
+        if r.target_must_reference_source {
+            rules::check_target_references_source(
+                coll_label,
+                &coll.source_id,
+                source.collection.as_str(),
+            )?;
+        }
+        Ok(())
+    };
+    checks().map_err(Reply::from_violation)?;
+    match source.phase(now) {
+        Phase::Succeeded => {}
+        Phase::Creating => {
+            return Err(Reply::error(
+                409,
+                "OperationNotAllowed",
+                format!(
+                    "Source restore point '{source_id}' is still being created (operation \
+                in progress); copy it once it has succeeded."
+                ),
+            ))
+        }
+        Phase::Deleting => {
+            return Err(Reply::error(
+                409,
+                "OperationNotAllowed",
+                format!("Source restore point '{source_id}' is being deleted."),
+            ))
+        }
+        Phase::Failed => {
+            return Err(Reply::error(
+                400,
+                "OperationNotAllowed",
+                format!(
+                    "Source restore point '{source_id}' failed; only succeeded restore \
+            points can be copied."
+                ),
+            ))
+        }
+    }
+    if r.copy_needs_copyable_source {
+        if let Err(v) =
+            rules::check_source_copyable(source_id.as_str(), source.first_uncopyable_disk(now))
+        {
+            return Err(Reply::from_violation(v));
+        }
+    }
+    Ok(())
+}
+
+/// The copy rules about the target: one live copy of a source per region, copies serial and
+/// in creation order, the hourly copy limit, the points-per-VM cap and the copies in flight
+/// per region.
+fn check_target(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    coll_label: &str,
+    source_id: &ResourceId,
+    source: &PointRecord,
+) -> Result<(), Violation> {
+    let now = ctx.now;
+    let r = ctx.rules;
+    let step = ctx.timings.copy_progress_step_secs;
+    let copies: Vec<&PointRecord> = store
+        .points_of_collection(&coll.id)
+        .into_iter()
+        .filter(|p| p.is_copy() && p.deleting.is_none())
+        .collect();
+    // First: a second copy of the same source is refused for good, whatever else is busy.
+    if r.one_copy_per_region {
+        rules::check_copied_once(
+            source_id.as_str(),
+            &coll.location,
+            live_copy_in_region(store, source_id, &coll.location, now, step).as_deref(),
+        )?;
+    }
+    if r.copies_serial_in_order {
+        let busy = copies.iter().find(|p| p.copy_in_flight(now, step));
+        rules::check_copy_serial(
+            coll_label,
+            busy.map(|p| {
+                (
+                    p.id.name().unwrap_or_default(),
+                    p.copy_percent(now, step).unwrap_or(0),
+                )
+            }),
+        )?;
+        let newest = copies
+            .iter()
+            .filter(|p| !matches!(p.outcome, Outcome::Failed { .. }))
+            .filter_map(|p| Some((p.source_point.as_ref()?.as_str(), p.source_created?)))
+            .max_by_key(|(_, t)| *t);
+        rules::check_copy_order(coll_label, source_id.as_str(), source.created, newest)?;
+    }
+    if r.hourly_copy_limit {
+        rules::check_hourly(
+            "copiesPerCollectionPerHour",
+            &format!("cross-region copies into collection '{coll_label}'"),
+            r.copies_per_collection_per_hour,
+            store.copy_log.get(&coll.id).map_or(&[][..], Vec::as_slice),
+            now,
+        )?;
+    }
+    if r.points_per_vm_cap {
+        rules::check_point_cap(
+            source.vm.name().unwrap_or_default(),
+            store.points_of_vm(&source.vm).len(),
+            r.max_points_per_vm,
+        )?;
+    }
+    if r.copies_in_flight_per_region > 0 {
+        rules::check_copies_in_flight(
+            &coll.location,
+            disks_in_flight(store, coll.id.subscription(), &coll.location, now, step),
+            source.disks.len(),
+            r.copies_in_flight_per_region,
+            step.max(1.0).ceil() as u64,
+        )?;
+    }
+    Ok(())
+}
+
+/// What each disk of the copy is encrypted with, by disk key. Customer-managed keys: each CMK
+/// disk names a set of the target region (stricter reading).
+fn copy_encryption(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    source: &PointRecord,
+    input: &PointInput,
+) -> Result<BTreeMap<String, Value>, Reply> {
+    let r = ctx.rules;
+    let mut encryption = BTreeMap::new();
+    for (key, path, entry) in storage_disks(&source.source_metadata) {
+        let source_set = entry["managedDisk"]["diskEncryptionSet"]["id"].as_str();
+        let target_set = input.encryption.get(&key).map(String::as_str);
+        if let (true, Some(source_set)) = (r.cmk_copy_needs_target_set, source_set) {
+            let exists = target_set.is_some_and(|t| {
+                ResourceId::parse(t)
+                    .ok()
+                    .and_then(|id| store.encryption_sets.get(&id))
+                    .is_some_and(|doc| {
+                        doc["location"]
+                            .as_str()
+                            .is_some_and(|l| same_location(l, &coll.location))
+                    })
+            });
+            let disk = entry["name"].as_str().unwrap_or(&key);
+            rules::check_cmk_copy(disk, source_set, &coll.location, target_set, exists, &path)
+                .map_err(Reply::from_violation)?;
+        }
+        // What the copy is encrypted with, recorded per disk (and shown in its metadata): the
+        // named set, else platform keys (only reachable with the rule off: a CMK disk copied
+        // without a target set is the silent downgrade the rule exists to refuse).
+        let recorded = match target_set {
+            Some(t) => {
+                json!({"diskEncryptionSet": {"id": t}, "type": "EncryptionAtRestWithCustomerKey"})
+            }
+            None => json!({"type": "EncryptionAtRestWithPlatformKey"}),
+        };
+        encryption.insert(key, recorded);
+    }
+    Ok(encryption)
 }
 
 /// The live copy (not failed, not terminated, not being deleted) of `source` in any collection

@@ -447,33 +447,9 @@ fn create_local(
     id: &ResourceId,
     input: PointInput,
 ) -> Reply {
-    if input.source.is_some() {
-        return Reply::error_with_target(
-            400,
-            "InvalidParameter",
-            format!(
-                "properties.sourceRestorePoint can only be set on a restore point in a \
-                collection made for cross-region copy; collection '{}' has a VM as \
-                its source.",
-                coll.id.name().unwrap_or_default()
-            ),
-            "properties.sourceRestorePoint",
-        );
-    }
-    let vm_id = match ResourceId::parse(&coll.source_id) {
-        Ok(v) => v,
-        Err(e) => return Reply::error(400, "InvalidParameter", e.to_string()),
-    };
-    let Some(vm) = store.vms.get(&vm_id).cloned() else {
-        return Reply::error_with_target(
-            404,
-            "ResourceNotFound",
-            format!(
-                "The source VM '{vm_id}' of restore point collection '{}' was not found.",
-                coll.id.name().unwrap_or_default()
-            ),
-            "properties.source.id",
-        );
+    let (vm_id, vm) = match local_vm(store, coll, &input) {
+        Ok(found) => found,
+        Err(reply) => return reply,
     };
     let vm_label = vm_id.name().unwrap_or_default().to_string();
     let facts = disk_facts(store, &vm);
@@ -514,7 +490,6 @@ fn create_local(
     // Instant access applies when the collection enables it and the point holds a Premium SSD
     // v2 / Ultra disk (the only disks whose snapshots need it).
     let instant_access = coll.instant_access == Some(true) && included.iter().any(is_fast_disk);
-    let sub_of_coll = coll.id.subscription();
     let vm_points = store.points_of_vm(&vm_id);
     let creating = vm_points
         .iter()
@@ -529,109 +504,12 @@ fn create_local(
             }
         }
     }
-    let checks = || -> Result<(), Violation> {
-        if r.hourly_create_limit {
-            let log = store
-                .create_log
-                .get(&vm_id)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            rules::check_hourly(
-                "createsPerVmPerHour",
-                &format!("restore point creations for VM '{vm_label}'"),
-                r.creates_per_vm_per_hour,
-                log,
-                now,
-            )?;
-        }
-        if r.points_per_vm_cap {
-            rules::check_point_cap(&vm_label, vm_points.len(), r.max_points_per_vm)?;
-        }
-        if r.spacing {
-            let last = vm_points
-                .iter()
-                .filter(|p| !p.is_copy() && p.deleting.is_none())
-                .filter(|p| !matches!(p.outcome, Outcome::Failed { .. }))
-                .filter(|p| rules::is_app_class(&p.mode) == rules::is_app_class(&mode))
-                .map(|p| p.created)
-                .max();
-            rules::check_spacing(r, &vm_label, &mode, last, now)?;
-        }
-        if r.unsupported_vms {
-            let typed = vm.typed();
-            rules::check_vm_supported(&vm_label, typed.security_type(), typed.vm_size(), &mode)?;
-        }
-        if r.unsupported_disks_excluded {
-            rules::check_disks(&vm_label, &mode, &included)?;
-        }
-        if r.fast_disk_snapshot_limit {
-            for d in included.iter().filter(|d| is_fast_disk(d)) {
-                let in_progress = store
-                    .points
-                    .values()
-                    .filter(|p| {
-                        p.disks.iter().any(|dp| {
-                            dp.source_disk
-                                .as_deref()
-                                .is_some_and(|s| same_disk(s, &d.id))
-                                && p.background_in_progress(dp, now)
-                        })
-                    })
-                    .count();
-                rules::check_fast_snapshots_in_progress(
-                    &d.name,
-                    in_progress,
-                    r.max_fast_snapshots_in_progress,
-                )?;
-            }
-        }
-        if r.instant_access_concurrency && instant_access {
-            let in_flight = store
-                .points
-                .values()
-                .filter(|p| {
-                    !p.is_copy()
-                        && p.deleting.is_none()
-                        && p.instant_access_disks
-                        && p.creation_phase(now) == Phase::Creating
-                        && p.id.subscription().eq_ignore_ascii_case(sub_of_coll)
-                        && store
-                            .collections
-                            .get(&p.collection)
-                            .is_some_and(|c| same_location(&c.location, &coll.location))
-                })
-                .count();
-            rules::check_instant_access_in_flight(
-                sub_of_coll,
-                &coll.location,
-                in_flight,
-                r.max_instant_access_in_flight,
-            )?;
-        }
-        Ok(())
-    };
-    if let Err(v) = checks() {
+    let checks = check_vm_rules(store, ctx, &vm_id, &vm, &vm_points, &mode, &included)
+        .and_then(|()| check_snapshot_limits(store, ctx, coll, &included, instant_access));
+    if let Err(v) = checks {
         return Reply::from_violation(v);
     }
-    let mut reply_events = Vec::new();
-    let outcome = if let Some(v) = concurrent_failure {
-        reply_events.push(format!("rule:{}", v.rule));
-        Outcome::Failed {
-            code: v.code.to_string(),
-            message: rules::CONCURRENT_CREATE_MESSAGE.to_string(),
-        }
-    } else if ctx.dice.roll(ctx.failed_provisioning) {
-        reply_events.push("fault:failedProvisioning".to_string());
-        Outcome::Failed {
-            code: "VMRestorePointInternalError".into(),
-            message: format!(
-                "Restore point creation failed for VM '{vm_label}' due to an internal \
-                error. Please retry the operation after some time."
-            ),
-        }
-    } else {
-        Outcome::Succeeded
-    };
+    let (outcome, reply_events) = local_outcome(ctx, concurrent_failure, &vm_label);
     let ready_at = now
         + jitter(
             ctx.seed,
@@ -639,19 +517,7 @@ fn create_local(
             ctx.timings.local_create_secs,
         );
     let (meta, disk_ids) = source_metadata(&vm, id, &input.exclude, ctx.seed);
-    let error = match &outcome {
-        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
-        Outcome::Succeeded => None,
-    };
-    let op = new_operation(
-        store,
-        ctx,
-        OperationKind::CreateRestorePoint,
-        &coll.location,
-        id,
-        ready_at,
-        error,
-    );
+    let op = create_operation(store, ctx, coll, id, ready_at, &outcome);
     let disks = local_disk_points(store, ctx, &vm, &meta, disk_ids, instant_access, &input);
     let rec = PointRecord {
         id: id.clone(),
@@ -679,6 +545,203 @@ fn create_local(
     let mut reply = lro_headers(Reply::json(201, body), ctx, &op).event("restorePointCreated");
     reply.events.extend(reply_events);
     reply
+}
+
+/// How the create ends: failed as a concurrent create (Azure's asynchronous refusal), failed by
+/// the injected fault, or succeeded; with the reply's events.
+fn local_outcome(
+    ctx: &Ctx<'_>,
+    concurrent_failure: Option<Violation>,
+    vm_label: &str,
+) -> (Outcome, Vec<String>) {
+    let mut reply_events = Vec::new();
+    let outcome = if let Some(v) = concurrent_failure {
+        reply_events.push(format!("rule:{}", v.rule));
+        Outcome::Failed {
+            code: v.code.to_string(),
+            message: rules::CONCURRENT_CREATE_MESSAGE.to_string(),
+        }
+    } else if ctx.dice.roll(ctx.failed_provisioning) {
+        reply_events.push("fault:failedProvisioning".to_string());
+        Outcome::Failed {
+            code: "VMRestorePointInternalError".into(),
+            message: format!(
+                "Restore point creation failed for VM '{vm_label}' due to an internal \
+                error. Please retry the operation after some time."
+            ),
+        }
+    } else {
+        Outcome::Succeeded
+    };
+    (outcome, reply_events)
+}
+
+/// A local point's VM: the collection's source, which must exist (a local collection takes
+/// no `sourceRestorePoint`).
+fn local_vm(
+    store: &Store,
+    coll: &CollectionRecord,
+    input: &PointInput,
+) -> Result<(ResourceId, crate::arm::state::VmRecord), Reply> {
+    if input.source.is_some() {
+        return Err(Reply::error_with_target(
+            400,
+            "InvalidParameter",
+            format!(
+                "properties.sourceRestorePoint can only be set on a restore point in a \
+                collection made for cross-region copy; collection '{}' has a VM as \
+                its source.",
+                coll.id.name().unwrap_or_default()
+            ),
+            "properties.sourceRestorePoint",
+        ));
+    }
+    let vm_id = match ResourceId::parse(&coll.source_id) {
+        Ok(v) => v,
+        Err(e) => return Err(Reply::error(400, "InvalidParameter", e.to_string())),
+    };
+    let Some(vm) = store.vms.get(&vm_id).cloned() else {
+        return Err(Reply::error_with_target(
+            404,
+            "ResourceNotFound",
+            format!(
+                "The source VM '{vm_id}' of restore point collection '{}' was not found.",
+                coll.id.name().unwrap_or_default()
+            ),
+            "properties.source.id",
+        ));
+    };
+    Ok((vm_id, vm))
+}
+
+/// The create rules about the VM: the hourly create limit, the points-per-VM cap, the spacing
+/// between points of one consistency class, unsupported VMs and disks.
+fn check_vm_rules(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    vm_id: &ResourceId,
+    vm: &crate::arm::state::VmRecord,
+    vm_points: &[&PointRecord],
+    mode: &ConsistencyMode,
+    included: &[DiskFacts],
+) -> Result<(), Violation> {
+    let r = ctx.rules;
+    let now = ctx.now;
+    let vm_label = vm_id.name().unwrap_or_default();
+    if r.hourly_create_limit {
+        rules::check_hourly(
+            "createsPerVmPerHour",
+            &format!("restore point creations for VM '{vm_label}'"),
+            r.creates_per_vm_per_hour,
+            store.create_log.get(vm_id).map_or(&[][..], Vec::as_slice),
+            now,
+        )?;
+    }
+    if r.points_per_vm_cap {
+        rules::check_point_cap(vm_label, vm_points.len(), r.max_points_per_vm)?;
+    }
+    if r.spacing {
+        let last = vm_points
+            .iter()
+            .filter(|p| !p.is_copy() && p.deleting.is_none())
+            .filter(|p| !matches!(p.outcome, Outcome::Failed { .. }))
+            .filter(|p| rules::is_app_class(&p.mode) == rules::is_app_class(mode))
+            .map(|p| p.created)
+            .max();
+        rules::check_spacing(r, vm_label, mode, last, now)?;
+    }
+    if r.unsupported_vms {
+        let typed = vm.typed();
+        rules::check_vm_supported(vm_label, typed.security_type(), typed.vm_size(), mode)?;
+    }
+    if r.unsupported_disks_excluded {
+        rules::check_disks(vm_label, mode, included)?;
+    }
+    Ok(())
+}
+
+/// The create rules about snapshots in progress: Premium SSD v2 / Ultra disk snapshots per
+/// disk, and instant-access creates per subscription and region.
+fn check_snapshot_limits(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    included: &[DiskFacts],
+    instant_access: bool,
+) -> Result<(), Violation> {
+    let r = ctx.rules;
+    let now = ctx.now;
+    let sub_of_coll = coll.id.subscription();
+    if r.fast_disk_snapshot_limit {
+        for d in included.iter().filter(|d| is_fast_disk(d)) {
+            let in_progress = store
+                .points
+                .values()
+                .filter(|p| {
+                    p.disks.iter().any(|dp| {
+                        dp.source_disk
+                            .as_deref()
+                            .is_some_and(|s| same_disk(s, &d.id))
+                            && p.background_in_progress(dp, now)
+                    })
+                })
+                .count();
+            rules::check_fast_snapshots_in_progress(
+                &d.name,
+                in_progress,
+                r.max_fast_snapshots_in_progress,
+            )?;
+        }
+    }
+    if r.instant_access_concurrency && instant_access {
+        let in_flight = store
+            .points
+            .values()
+            .filter(|p| {
+                !p.is_copy()
+                    && p.deleting.is_none()
+                    && p.instant_access_disks
+                    && p.creation_phase(now) == Phase::Creating
+                    && p.id.subscription().eq_ignore_ascii_case(sub_of_coll)
+                    && store
+                        .collections
+                        .get(&p.collection)
+                        .is_some_and(|c| same_location(&c.location, &coll.location))
+            })
+            .count();
+        rules::check_instant_access_in_flight(
+            sub_of_coll,
+            &coll.location,
+            in_flight,
+            r.max_instant_access_in_flight,
+        )?;
+    }
+    Ok(())
+}
+
+/// A create's long-running operation, ending at `ready_at` and failing with the point's error
+/// when its outcome is a failure (a local point and a copy alike).
+fn create_operation(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    coll: &CollectionRecord,
+    id: &ResourceId,
+    ready_at: OffsetDateTime,
+    outcome: &Outcome,
+) -> Operation {
+    let error = match outcome {
+        Outcome::Failed { code, message } => Some((code.clone(), message.clone())),
+        Outcome::Succeeded => None,
+    };
+    new_operation(
+        store,
+        ctx,
+        OperationKind::CreateRestorePoint,
+        &coll.location,
+        id,
+        ready_at,
+        error,
+    )
 }
 
 /// [`storage_disks`] over a mutable metadata document: (key, path, entry).
