@@ -770,8 +770,6 @@ async fn paced(
     ))
 }
 
-/// Puts the same request back (`attempt + 1`) after `Retry-After` or a backoff; reports instead
-/// once the reschedule budget is spent.
 /// Puts the create back on its queue after `delay`, as `attempt + 1` (the id every reschedule of
 /// this create gets, so a replayed invocation sends nothing new).
 async fn send_again(
@@ -792,6 +790,8 @@ async fn send_again(
     .await
 }
 
+/// Puts the same request back (`attempt + 1`) after `Retry-After` or a backoff; reports instead
+/// once the reschedule budget is spent.
 async fn reschedule(
     deps: &Deps,
     req: &CreateRequest,
