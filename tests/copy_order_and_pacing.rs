@@ -531,6 +531,7 @@ async fn a_collection_the_listing_shows_missing_is_not_taken_from_the_cache() {
         copy_to: None,
         retry: 0,
         attempt: 0,
+        paced: 0,
         listed: listed.map(|collection| {
             Box::new(ListedVm {
                 at: tick,
@@ -561,4 +562,72 @@ async fn a_collection_the_listing_shows_missing_is_not_taken_from_the_cache() {
         .unwrap();
     assert_eq!(out.status, Status::Done, "{}", out.summary);
     assert!(w.arm.point(&point(&vm, t1)).is_some());
+}
+
+/// Pacing put-backs are not refusals: a create its own pacing put back as often as the
+/// reschedule budget allows still gets its reschedules when ARM then refuses it (when every
+/// put-back counted, the first 429 after a busy stretch gave the point up), and its backoff
+/// starts from its refusals; pacing counts what it did in `paced`. Refusals alone still give up
+/// at the budget.
+#[tokio::test]
+async fn pacing_put_backs_do_not_spend_the_reschedule_budget() {
+    use vmrp::messages::CreateRequest;
+    let w = world(rule_s1(&[]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    let now = T0 + time::Duration::minutes(5);
+    let req = |attempt, paced| CreateRequest {
+        paced,
+        attempt,
+        ..CreateRequest::for_tick(vm.clone(), T0, "prod")
+    };
+    let create = |req: CreateRequest| {
+        functions::create_restore_point::handle(
+            Invocation::new(req, Context::new(functions::CREATE_RESTORE_POINT, now)),
+            &w.a,
+        )
+    };
+    let the_create = |sent: &[OutgoingMessage]| match sent {
+        [m] => match decode(m) {
+            QueueMessage::Create(c) => c,
+            other => panic!("a create, got {other:?}"),
+        },
+        other => panic!("one message, got {other:?}"),
+    };
+    let limits = |writes| RateLimits {
+        remaining_reads: Some(12_000),
+        remaining_writes: Some(writes),
+        date: Some(now),
+        ..Default::default()
+    };
+
+    // A low write bucket: put back by pacing, counted as such.
+    w.arm.report_rate_limits_for("s1", limits(5));
+    let out = create(req(3, 1)).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert!(w.arm.calls().is_empty(), "{:?}", w.arm.calls());
+    let again = the_create(&w.bus.take());
+    assert_eq!((again.attempt, again.paced), (4, 2));
+
+    // The bucket refilled; ARM refuses the PUT for now. All earlier put-backs were pacing's.
+    w.arm.report_rate_limits_for("s1", limits(1_200));
+    let max = w.a.tuning.max_reschedules;
+    w.arm.throttle_next(op::PUT_POINT, 30);
+    let out = create(req(max, max)).await.unwrap();
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    let again = the_create(&w.bus.take());
+    assert_eq!((again.attempt, again.paced), (max + 1, max));
+
+    // As many refusals as the budget allows: given up, as before.
+    w.arm.throttle_next(op::PUT_POINT, 30);
+    let out = create(req(max, 0)).await.unwrap();
+    assert_eq!(out.status, Status::Reported, "{}", out.summary);
+    assert!(
+        out.summary
+            .contains(&format!("gave up after {max} reschedules")),
+        "{}",
+        out.summary
+    );
+    assert!(w.bus.take().is_empty());
 }

@@ -198,6 +198,8 @@ fn create_message() -> impl Strategy<Value = QueueMessage> {
                     copy_to,
                     retry,
                     attempt,
+                    // Drawn from the attempt: at most as many pacing put-backs as put-backs.
+                    paced: attempt / 2,
                     listed: listed.map(Box::new),
                 })
             },

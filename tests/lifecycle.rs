@@ -66,6 +66,7 @@ fn create_req(vm: &ResourceId, tick: OffsetDateTime) -> CreateRequest {
         copy_to: None,
         retry: 0,
         attempt: 0,
+        paced: 0,
         listed: None,
     }
 }

@@ -157,6 +157,7 @@ pub fn create_request() -> CreateRequest {
         copy_to: Some(vec!["westeurope".into()]),
         retry: 0,
         attempt: 0,
+        paced: 0,
         listed: None,
     }
 }

@@ -60,6 +60,13 @@ pub struct CreateRequest {
     /// create, 5xx); part of the rescheduled message's id, not of any resource name.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// How many of `attempt`'s put-backs were the handler's own pacing (the subscription's
+    /// budget low, as ARM last reported it), not a refusal: they do not count toward the
+    /// reschedule budget or its backoff, since a busy subscription is not a failing create (the
+    /// tick's supersede cut-off bounds them). An older handler ignores the field and counts
+    /// every put-back, as before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paced: u32,
     /// What the timer's listings showed of the VM when it planned this create. Optional (other
     /// senders leave it out): it spares the handler its VM, disk and collection reads, which
     /// would otherwise bound a large tick's pace (ARM reads: 250 + 25/s).
@@ -216,6 +223,7 @@ impl CreateRequest {
             copy_to: None,
             retry: 0,
             attempt: 0,
+            paced: 0,
             listed: None,
         }
     }
@@ -487,6 +495,7 @@ mod tests {
             copy_to: Some(vec!["westus2".into()]),
             retry: 0,
             attempt: 0,
+            paced: 0,
             listed: None,
         }
     }
@@ -573,6 +582,7 @@ mod tests {
             exclude_disks: Some(vec![vm.clone()]),
             retry: 1,
             attempt: 1,
+            paced: 1,
             listed: Some(Box::new(listed.clone())),
             ..create()
         };

@@ -747,20 +747,38 @@ pub fn cost(req: &CreateRequest) -> [(super::pace::Bucket, u32); 2] {
     }
 }
 
-/// Puts the create back (`attempt + 1`, the id any reschedule gets) when the subscription's
-/// buckets, as ARM last reported them, have no room for what it is about to spend ([`cost`]).
+/// How many put-backs pacing may make of one create before it goes ahead regardless (its
+/// refusals then count as any): the supersede cut-off ends a scheduled create long before
+/// (an hour of 30 s waits is 120), this bounds the rest.
+pub const MAX_PACED_PUT_BACKS: u32 = 240;
+
+/// The put-backs of `req` that were refusals by ARM (429, 409, 5xx), not its own pacing: what
+/// the reschedule budget and its backoff count.
+pub fn refusals(req: &CreateRequest) -> u32 {
+    req.attempt.saturating_sub(req.paced)
+}
+
+/// Puts the create back (`attempt + 1`, the id any reschedule gets; `paced + 1`) when the
+/// subscription's buckets, as ARM last reported them, have no room for what it is about to
+/// spend ([`cost`]).
 async fn paced(
     deps: &Deps,
     req: &CreateRequest,
     now: time::OffsetDateTime,
 ) -> Result<Option<Outcome>, HandlerError> {
+    if req.paced >= MAX_PACED_PUT_BACKS {
+        tracing::warn!(vm = %req.vm, paced = req.paced, "create: put back by pacing {MAX_PACED_PUT_BACKS} times; going ahead");
+        return Ok(None);
+    }
     let key = support::create_message_id(req);
     let sub = req.vm.subscription();
     let costs: Vec<_> = cost(req).into_iter().filter(|(_, n)| *n > 0).collect();
     let Some(delay) = support::pace_all(deps, now, sub, &costs, &key) else {
         return Ok(None);
     };
-    let sent = send_again(deps, req, now, delay).await?;
+    let mut again = req.clone();
+    again.paced = again.paced.saturating_add(1);
+    let sent = send_again(deps, &again, now, delay).await?;
     Ok(Some(
         Outcome::new(
             Status::Rescheduled,
@@ -799,16 +817,22 @@ async fn reschedule(
     e: &ArmError,
     what: &str,
 ) -> Result<Outcome, HandlerError> {
-    if req.attempt >= deps.tuning.max_reschedules {
-        tracing::error!(vm = %req.vm, attempts = req.attempt, code = %e.code, message = %e.message,
+    let refused = refusals(req);
+    if refused >= deps.tuning.max_reschedules {
+        tracing::error!(vm = %req.vm, attempts = req.attempt, refusals = refused, code = %e.code, message = %e.message,
             "create: still refused after the last reschedule; giving up");
         return Ok(Outcome::new(
             Status::Reported,
-            format!("{}: gave up after {} reschedules: {e}", req.vm, req.attempt),
+            format!("{}: gave up after {refused} reschedules: {e}", req.vm),
         ));
     }
     let attempt = req.attempt.saturating_add(1);
-    let delay = support::reschedule_delay(&deps.tuning, req.vm.as_str(), attempt, e.retry_after);
+    let delay = support::reschedule_delay(
+        &deps.tuning,
+        req.vm.as_str(),
+        refused.saturating_add(1),
+        e.retry_after,
+    );
     tracing::warn!(vm = %req.vm, attempt, delay_s = delay.as_secs(), code = %e.code,
         "create: {what} refused for now; rescheduled");
     let sent = send_again(deps, req, now, delay).await?;

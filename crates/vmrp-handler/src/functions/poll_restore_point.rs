@@ -265,6 +265,7 @@ async fn send_retry(deps: &Deps, req: &PollRequest, retry: u32) -> Result<Sent, 
             copy_to: Some(req.copy_to.clone()),
             retry,
             attempt: 0,
+            paced: 0,
             listed: None,
         }),
         Role::Copy => {
