@@ -72,11 +72,18 @@ pub fn port_from(value: Option<&str>) -> Result<u16, ServeError> {
     }
 }
 
-/// The runtime the deploy binary serves on (`vmrp serve` uses `#[tokio::main]`'s): one worker
-/// per core, and one malloc arena for all of them ([`one_malloc_arena`]).
+/// The runtime the deploy binary serves on (`vmrp serve` uses `#[tokio::main]`'s): one thread
+/// runs every invocation (tokio's blocking pool still takes blocking work, e.g. DNS lookups),
+/// and one malloc arena serves every thread ([`one_malloc_arena`]).
+///
+/// Why not a worker per core: an invocation is I/O (one ARM GET and one Service Bus send per
+/// poll, ~0.3 ms of CPU), so one thread keeps up with the host's 16 concurrent calls; workers
+/// per core cost memory (a stack and an arena each) and CPU (work stealing, cross-thread
+/// wake-ups), and tokio's multi-thread scheduler calls libm's `pow` on every tick (its
+/// task-poll-time average), which alone maps ~0.5 MiB of libm. Measured in docs/bench.md.
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
     one_malloc_arena();
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
 }
