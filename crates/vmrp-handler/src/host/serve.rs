@@ -77,10 +77,12 @@ pub fn port_from(value: Option<&str>) -> Result<u16, ServeError> {
 /// and one malloc arena serves every thread ([`one_malloc_arena`]).
 ///
 /// Why not a worker per core: an invocation is I/O (one ARM GET and one Service Bus send per
-/// poll, ~0.3 ms of CPU), so one thread keeps up with the host's 16 concurrent calls; workers
-/// per core cost memory (a stack and an arena each) and CPU (work stealing, cross-thread
-/// wake-ups), and tokio's multi-thread scheduler calls libm's `pow` on every tick (its
-/// task-poll-time average), which alone maps ~0.5 MiB of libm. Measured in docs/bench.md.
+/// poll, ~0.2 ms of CPU), so one thread keeps up with the host's 16 concurrent calls; workers
+/// per core cost memory (a stack and an arena each, and the scheduler's own code) and CPU (work
+/// stealing, cross-thread wake-ups). Measured side by side (docs/bench.md): CPU per poll −7 %,
+/// cold start −40 %, peak RSS −0.3 MiB. A long CPU-bound step (planning a large
+/// subscription) delays the other invocations of this instance by its length, as it would on
+/// the one vCPU a small Flex Consumption instance has.
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
     one_malloc_arena();
     tokio::runtime::Builder::new_current_thread()
@@ -91,13 +93,12 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
 /// The malloc arenas glibc may create: 1, unless the process was given `MALLOC_ARENA_MAX`.
 ///
 /// glibc gives each thread that allocates an arena of its own (up to 8 per core), and an arena
-/// keeps the pages of its peak. Under the 10,000-poll load each tokio worker's arena held
-/// ~1.5 MiB, most of it free memory the other worker could not reuse: 3 MiB of the handler's
-/// 13.3 MiB peak RSS (docs/bench.md). With one arena the workers share what is freed; the
-/// allocation fast path (glibc's per-thread tcache) takes no lock, so CPU per poll does not
-/// change measurably. `MALLOC_ARENA_MAX` would do the same, but it is read only at process
-/// start, before any code of ours runs, and an app setting someone must remember; called
-/// before any thread is spawned.
+/// keeps the pages of its peak. Under the 10,000-poll load on two tokio workers each worker's
+/// arena held ~1.5 MiB, much of it free memory the other could not reuse (one arena: peak RSS
+/// 12.4 → 11.6 MiB, docs/bench.md). The runtime now has one thread, but tokio's blocking pool
+/// (DNS lookups) still starts threads; they share the one arena too. The allocation fast path
+/// (glibc's per-thread tcache) takes no lock. `MALLOC_ARENA_MAX` would do the same, but it is
+/// an app setting someone must remember; called before any thread is spawned.
 pub fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
