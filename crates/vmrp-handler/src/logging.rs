@@ -171,7 +171,11 @@ fn init_with(json: bool, streams: Streams) {
             Some(why),
         ),
     };
-    let builder = tracing_subscriber::fmt().with_writer(streams);
+    // The builder's own filter defaults to INFO; `filter` (a layer on top) can only narrow it,
+    // so it starts wide open and `filter` decides.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_writer(streams);
     let installed = if json {
         builder
             .json()
