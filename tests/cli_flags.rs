@@ -149,6 +149,7 @@ const CONTRACT: &[(&str, &str, fn())] = &[
     ("bench", "--invocations", bench_quick_flags),
     ("bench", "--runs", bench_quick_flags),
     ("bench", "--json", bench_quick_flags),
+    ("bench", "--baseline", bench_quick_flags),
     ("bench", "--peer", bench_full_flags),
     ("bench", "--fleet", bench_full_flags),
     ("bench", "--fleet-speed", bench_full_flags),
@@ -2097,6 +2098,8 @@ fn local_keep_running_stops_on_sigterm() {
 fn bench_quick_flags() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("b.json");
+    let before = dir.path().join("before-link");
+    std::os::unix::fs::symlink(BIN, &before).unwrap();
     let (code, stdout, stderr) = run(&mut vmrp(&[
         "bench",
         "--quick",
@@ -2106,6 +2109,8 @@ fn bench_quick_flags() {
         "20",
         "--runs",
         "1",
+        "--baseline",
+        before.to_str().unwrap(),
         "--json",
         out.to_str().unwrap(),
     ]));
@@ -2118,6 +2123,16 @@ fn bench_quick_flags() {
     assert_eq!(v["runs"], 1, "--runs");
     assert!(v["perInvocation"].get("peer").is_none(), "--no-peer");
     assert!(v.get("fleetTick").is_none(), "--skip-fleet");
+    // --baseline: measured in the same run, and printed beside vmrp.
+    let baseline = &v["perInvocation"]["baseline"];
+    assert_eq!(
+        baseline["command"],
+        json!([before.to_str().unwrap(), "serve"]),
+        "--baseline"
+    );
+    assert_eq!(baseline["loadRuns"][0]["invocations"], 20, "--baseline");
+    assert!(baseline["peakRssMib"]["median"].as_f64().unwrap() > 0.0);
+    assert!(stdout.contains("vmrp against --baseline"), "{stdout}");
 }
 
 #[test]

@@ -6,8 +6,9 @@
 #      every one of them, so a renamed crate or a broken `cargo tree` cannot let the check pass
 #      vacuously;
 #   2. the binary (built here when no path is given): strings only the emulator contains are
-#      absent from the deploy binary, and its --help lists no emulator or ops command. If the
-#      default build is at hand and contains those strings, that is reported as the control.
+#      absent from the deploy binary, its --help lists no emulator or ops command, and it is at
+#      most MAX_BYTES (8 MiB, issue 17; the release profile strips it). If the default build is
+#      at hand and contains those strings, that is reported as the control.
 # Usage: infra/tests/check_deploy_build.sh [DEPLOY_BIN] [DEFAULT_BIN]
 #   DEPLOY_BIN   default target/deploy/release/vmrp-handler (where `vmrp package` builds it),
 #                built first (a given path that is missing fails)
@@ -17,10 +18,13 @@ cd "$(dirname "$0")/../.."
 DEPLOY_BIN="${1:-target/deploy/release/vmrp-handler}"
 DEFAULT_BIN="${2:-target/debug/vmrp}"
 # Crates the deploy binary must not link: the emulator, the fakes, the ops package, bench
-# (procfs), tables, progress bars, packaging (zip), property tests. Not (yet) listed: toml (the
-# handler reads VMRP_POLICY_FILE=*.toml, docs/policy.md) and rand_chacha (rand's ThreadRng,
-# behind the retry jitter): issue 17's later phases.
-FORBIDDEN=(vmrp vmrp-emulator vmrp-testing procfs indicatif comfy-table zip proptest)
+# (procfs), tables, progress bars, packaging (zip), property tests; and what issue 17 cut for
+# size (docs/bench.md, "Deploy binary"): clap (the handler parses its two flags), rand 0.9's
+# rand_chacha (rand 0.10, azure_core's, instead), aws-lc-rs (rustls's ring provider), flate2
+# (azure_core's gzip/deflate). Kept on purpose: toml (VMRP_POLICY_FILE=*.toml, docs/policy.md).
+FORBIDDEN=(vmrp vmrp-emulator vmrp-testing procfs indicatif comfy-table zip proptest clap rand_chacha aws-lc-rs aws-lc-sys flate2)
+# The size bound of the (stripped) deploy binary: 8 MiB.
+MAX_BYTES=$((8 * 1024 * 1024))
 # Literals that live only in crates/vmrp-emulator (control routes, fault-file errors).
 MARKERS=("/_emulator/" "invalid faults file")
 
@@ -62,6 +66,9 @@ if "$DEPLOY_BIN" --help 2>&1 | grep -qiE '^\s+(emulate|local|bench|package|plan|
 fi
 "$DEPLOY_BIN" --help 2>&1 | grep -qiE '^\s+serve\b' || fail "$DEPLOY_BIN --help lists no serve command"
 echo "check_deploy_build: $DEPLOY_BIN ($(stat -c %s "$DEPLOY_BIN") bytes) has no emulator text or command"
+size="$(stat -c %s "$DEPLOY_BIN")"
+(( size <= MAX_BYTES )) || fail "$DEPLOY_BIN is $size bytes, over the $MAX_BYTES-byte (8 MiB) bound (docs/bench.md, \"Deploy binary\"; strip it if it is not the release profile's build)"
+echo "check_deploy_build: $DEPLOY_BIN is $size bytes, within $MAX_BYTES (8 MiB)"
 
 if [[ -f "$DEFAULT_BIN" ]]; then
   found=0

@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// The vmrp handler binary (default: this executable).
     #[arg(long)]
     pub handler: Option<PathBuf>,
+    /// An earlier vmrp handler build to measure too, alternating with the others in the same
+    /// run: its cold start, peak RSS and CPU per invocation beside this one's (before/after).
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
     /// Virtual seconds per real second in the fleet-tick run.
     #[arg(long, default_value_t = 10.0)]
     pub fleet_speed: f64,
@@ -210,6 +214,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         name: "vmrp",
         command: vec![handler.display().to_string(), "serve".into()],
     }];
+    if let Some(path) = &args.baseline {
+        contenders.push(Contender {
+            name: "baseline",
+            command: vec![path.display().to_string(), "serve".into()],
+        });
+    }
     if !args.no_peer {
         let command: Vec<String> = args.peer.split_whitespace().map(String::from).collect();
         if command.is_empty() {
@@ -262,6 +272,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
 
     let (table, all_met) = render(&report);
     println!("{table}");
+    if let Some(before_after) = render_baseline(&report) {
+        println!("{before_after}");
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("--json {}: {e}", path.display()))?;

@@ -18,6 +18,8 @@ pub use vmrp_core::{events, invocation, messages, names, plan, policy, poll, ret
 #[cfg(test)]
 use vmrp_testing as testing;
 
+/// The deploy binary's command line (`vmrp-handler serve`), parsed without clap.
+pub mod args;
 /// Settings from the environment → handler dependencies.
 pub mod config;
 /// The timer's coverage signal: VMs covered / expected per rule, region and role.

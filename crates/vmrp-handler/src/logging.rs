@@ -1,6 +1,11 @@
 //! Logging for `vmrp`, filtered by `RUST_LOG` (default `info`): JSON lines under the Functions
 //! host, readable lines in a terminal.
 //!
+//! **`RUST_LOG`** takes `level` and `target=level` directives, comma-separated (`info`,
+//! `vmrp_handler=debug,hyper=warn`): tracing-subscriber's `Targets`, not `EnvFilter`, whose span
+//! and field filters need a regex engine the deploy binary does not link (docs/bench.md). A value
+//! it cannot read logs at `info` and says so in a WARN line.
+//!
 //! **Severity that survives the host.** The host reads a custom handler's console and gives each
 //! line a level of its own (`WorkerProcess.cs` in Azure/azure-functions-host, category
 //! `Host.Function.Console`): every stdout line is Information; a stderr line is Warning when it
@@ -18,8 +23,23 @@
 use std::io::Write;
 
 use tracing::{Level, Metadata};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The filter when `RUST_LOG` is unset or blank.
+const DEFAULT_FILTER: &str = "info";
+
+/// The filter `RUST_LOG`'s value asks for: `Err` (with the text) when it cannot be read, so the
+/// caller can say so; unset or blank is `info`.
+pub fn filter_from(rust_log: Option<&str>) -> Result<Targets, String> {
+    let text = rust_log.map(str::trim).filter(|t| !t.is_empty());
+    match text {
+        None => Ok(DEFAULT_FILTER.parse().expect("the default filter parses")),
+        Some(t) => t.parse::<Targets>().map_err(|e| format!("{t:?}: {e}")),
+    }
+}
 
 /// Set by the Functions host (and `local.settings.json`) for every worker it starts.
 pub const RUNTIME_VAR: &str = "FUNCTIONS_WORKER_RUNTIME";
@@ -143,16 +163,27 @@ impl<'a> MakeWriter<'a> for Streams {
 }
 
 fn init_with(json: bool, streams: Streams) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, unreadable) = match filter_from(rust_log.as_deref()) {
+        Ok(f) => (f, None),
+        Err(why) => (
+            filter_from(None).expect("the default filter parses"),
+            Some(why),
+        ),
+    };
+    // The builder's own filter defaults to INFO; `filter` (a layer on top) can only narrow it,
+    // so it starts wide open and `filter` decides.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
         .with_writer(streams);
-    let _ = if json {
+    let installed = if json {
         builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .finish()
+            .with(filter)
             .try_init()
     } else {
         let ansi = match streams {
@@ -162,13 +193,61 @@ fn init_with(json: bool, streams: Streams) {
                     && std::io::IsTerminal::is_terminal(&std::io::stderr())
             }
         };
-        builder.with_ansi(ansi).try_init()
+        builder.with_ansi(ansi).finish().with(filter).try_init()
     };
+    if let (Ok(()), Some(why)) = (installed, unreadable) {
+        tracing::warn!(
+            "RUST_LOG {why}; logging at {DEFAULT_FILTER} (directives: level or target=level, comma-separated)"
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_takes_levels_and_targets_and_refuses_what_it_cannot_read() {
+        use tracing_subscriber::filter::LevelFilter;
+        // (RUST_LOG, Some((target, level, enabled?)) or None = refused)
+        type Case<'a> = (Option<&'a str>, Option<(&'a str, Level, bool)>);
+        let table: &[Case] = &[
+            (None, Some(("vmrp_handler", Level::INFO, true))),
+            (Some("  "), Some(("vmrp_handler", Level::DEBUG, false))),
+            (Some("debug"), Some(("hyper", Level::DEBUG, true))),
+            (
+                Some("warn,vmrp_handler=debug"),
+                Some(("vmrp_handler::functions", Level::DEBUG, true)),
+            ),
+            (
+                Some("warn,vmrp_handler=debug"),
+                Some(("hyper", Level::INFO, false)),
+            ),
+            (Some("off"), Some(("vmrp_handler", Level::ERROR, false))),
+            (Some("vmrp=loud"), None),
+        ];
+        for (rust_log, want) in table {
+            let got = filter_from(*rust_log);
+            match want {
+                Some((target, level, enabled)) => {
+                    let f = got.unwrap_or_else(|e| panic!("{rust_log:?}: {e}"));
+                    assert_eq!(
+                        f.would_enable(target, level),
+                        *enabled,
+                        "{rust_log:?} {target} {level}"
+                    );
+                }
+                None => {
+                    let why = got.expect_err("must be refused");
+                    assert!(why.contains("vmrp=loud"), "{why}");
+                }
+            }
+        }
+        assert_eq!(
+            filter_from(None).unwrap().default_level(),
+            Some(LevelFilter::INFO)
+        );
+    }
 
     #[test]
     fn warn_and_error_go_to_stderr_the_rest_to_stdout() {

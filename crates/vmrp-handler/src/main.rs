@@ -8,35 +8,39 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use vmrp_handler::args::{self, Command};
 
-/// vmrp's Azure Functions custom handler (started by the Functions host, see host.json).
-#[derive(Debug, Parser)]
-#[command(name = "vmrp-handler", version, propagate_version = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run as the Azure Functions custom handler (started by the host, see host.json).
-    Serve(vmrp_handler::host::ServeArgs),
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve(args) => {
-            vmrp_handler::logging::init(vmrp_handler::logging::wants_json(args.log_json));
-            match vmrp_handler::host::run(args).await {
-                Ok(code) => code,
-                Err(e) => {
-                    // stderr: the host logs it as an Error, next to its own restart messages.
-                    eprintln!("vmrp serve: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(Command::Serve(args)) => args,
+        Ok(Command::Help) => {
+            println!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("vmrp-handler {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("vmrp-handler: {e}");
+            // clap's code for a usage error, as before.
+            return ExitCode::from(2);
+        }
+    };
+    vmrp_handler::logging::init(vmrp_handler::logging::wants_json(args.log_json));
+    let runtime = match vmrp_handler::host::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vmrp serve: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(vmrp_handler::host::run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            // stderr: the host logs it as an Error, next to its own restart messages.
+            eprintln!("vmrp serve: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -12,16 +12,19 @@ use super::{Policy, PolicyError, PolicyProblem, Rule};
 /// The timer schedule `vmrp policy check` assumes when neither the flag nor `VMRP_SCHEDULE` set it.
 pub const DEFAULT_TIMER_SCHEDULE: &str = "0 0 */4 * * *";
 
-#[derive(Debug, Clone, clap::Args)]
+/// `vmrp policy check`'s flags (clap with the `cli` feature: the ops command has it, the deploy
+/// binary does not link clap).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct PolicyCheckArgs {
     /// The policy file: `.json` or `.toml` (other extensions: detected from the content).
     pub file: PathBuf,
     /// The timer's NCRONTAB schedule; rules without their own schedule create points at each of
     /// its ticks, so spacing is checked against it.
-    #[arg(long, env = "VMRP_SCHEDULE", default_value = DEFAULT_TIMER_SCHEDULE)]
+    #[cfg_attr(feature = "cli", arg(long, env = "VMRP_SCHEDULE", default_value = DEFAULT_TIMER_SCHEDULE))]
     pub timer_schedule: String,
     /// Print the result as one JSON object.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub json: bool,
 }
 

@@ -16,4 +16,4 @@ pub mod serve;
 pub use envelope::{Envelope, EnvelopeError, InvocationResponse, ServiceBusTrigger};
 pub use error::InvocationError;
 pub use router::{app, app_with, functions, Function, Trigger, MAX_BODY_BYTES};
-pub use serve::{run, ServeArgs};
+pub use serve::{run, runtime, ServeArgs};

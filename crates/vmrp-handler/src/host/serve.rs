@@ -16,16 +16,32 @@ use crate::config::ConfigError;
 /// The variable the host sets to the port it will call (PROTOCOL §1).
 pub const PORT_VAR: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 
+/// The default of `--shutdown-grace-secs`: host.json's functionTimeout (10 min).
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 600;
+
 /// Run the custom handler (started by the Azure Functions host).
-#[derive(Debug, Clone, clap::Args)]
+///
+/// The deploy binary reads these with its own small parser (`crate::args`: clap, with rand 0.9,
+/// was 0.32 MiB of it for two flags); `vmrp serve` (the `cli` feature) derives them with clap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ServeArgs {
     /// Log JSON lines; automatic under the Functions host (FUNCTIONS_WORKER_RUNTIME is set).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub log_json: bool,
     /// After SIGTERM/SIGINT, how long in-flight invocations may take to finish. The default is
     /// host.json's functionTimeout (10 min): no invocation legitimately runs longer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS))]
     pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            log_json: false,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+        }
+    }
 }
 
 /// Why `vmrp serve` could not start or stopped abnormally.
@@ -53,6 +69,44 @@ pub fn port_from(value: Option<&str>) -> Result<u16, ServeError> {
         _ => Err(ServeError::PortInvalid {
             value: value.to_string(),
         }),
+    }
+}
+
+/// The runtime the deploy binary serves on (`vmrp serve` uses `#[tokio::main]`'s): one thread
+/// runs every invocation (tokio's blocking pool still takes blocking work, e.g. DNS lookups),
+/// and one malloc arena serves every thread ([`one_malloc_arena`]).
+///
+/// Why not a worker per core: an invocation is I/O (one ARM GET and one Service Bus send per
+/// poll, ~0.2 ms of CPU), so one thread keeps up with the host's 16 concurrent calls; workers
+/// per core cost memory (a stack and an arena each, and the scheduler's own code) and CPU (work
+/// stealing, cross-thread wake-ups). Measured side by side (docs/bench.md): CPU per poll −7 %,
+/// cold start −40 %, peak RSS −0.3 MiB. A long CPU-bound step (planning a large
+/// subscription) delays the other invocations of this instance by its length, as it would on
+/// the one vCPU a small Flex Consumption instance has.
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    one_malloc_arena();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// The malloc arenas glibc may create: 1, unless the process was given `MALLOC_ARENA_MAX`.
+///
+/// glibc gives each thread that allocates an arena of its own (up to 8 per core), and an arena
+/// keeps the pages of its peak. Under the 10,000-poll load on two tokio workers each worker's
+/// arena held ~1.5 MiB, much of it free memory the other could not reuse (one arena: peak RSS
+/// 12.4 → 11.6 MiB, docs/bench.md). The runtime now has one thread, but tokio's blocking pool
+/// (DNS lookups) still starts threads; they share the one arena too. The allocation fast path
+/// (glibc's per-thread tcache) takes no lock. `MALLOC_ARENA_MAX` would do the same, but it is
+/// an app setting someone must remember; called before any thread is spawned.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable of glibc's allocator; M_ARENA_MAX is valid at any
+        // time (arenas already created stay, new threads share the existing ones).
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
 
