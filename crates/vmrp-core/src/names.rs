@@ -406,8 +406,19 @@ mod tests {
     /// name than ARM takes) and never into it (a slice panic).
     #[test]
     fn a_long_name_is_cut_before_a_character_that_straddles_the_cut() {
-        // "rpc-" + 66 × "x" fills bytes 0..70; the first "é" takes bytes 70 and 71.
-        let name = legacy_collection_name(&format!("{}{}", "x".repeat(66), "é".repeat(20)));
+        // "rpc-" + 66 × "x" fills bytes 0..70; the first "é" takes bytes 70 and 71. On a
+        // thread with a deadline: a step that never reaches a boundary must fail, not hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(legacy_collection_name(&format!(
+                "{}{}",
+                "x".repeat(66),
+                "é".repeat(20)
+            )));
+        });
+        let name = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("bounded finishes");
         let prefix = format!("rpc-{}-", "x".repeat(66));
         assert!(name.starts_with(&prefix), "{name}");
         assert_eq!(name.len(), prefix.len() + HASH_HEX, "{name}");
