@@ -187,6 +187,17 @@ fn cost_follows_what_the_listing_spared() {
             (1.0, 4.0),
         ),
         (
+            "the disk listing shows only a disk the VM does not have: both read",
+            cost(
+                &plain,
+                with_disks(
+                    vec![info(&disk_id("s1", "rg", "other"))],
+                    Some(CollectionSeen::Ready),
+                ),
+            ),
+            (1.0, 5.0),
+        ),
+        (
             "two copies, collection ready: their writes and their 9 reads each",
             cost(&copying, with_disks(all, Some(CollectionSeen::Ready))),
             (5.0, 21.0),
