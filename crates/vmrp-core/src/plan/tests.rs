@@ -315,6 +315,58 @@ fn reads_bound_the_pace_when_they_outrun_writes() {
     assert!(w_last < last, "{w_last:?} vs {last:?}");
 }
 
+/// `Pacing::offset_after`: the later of the two buckets' waits, and work that reads nothing
+/// never waits for the read bucket, however much was read before it.
+#[test]
+fn offset_after_is_the_later_of_the_buckets_and_skips_reads_for_work_without_any() {
+    let pacing = Pacing {
+        reserve: 0.0,
+        ..Pacing::default()
+    };
+    let c = |writes: f64, reads: f64| Cost { writes, reads };
+    // (case, spent before, cost, offset wanted in ms)
+    let table = [
+        ("nothing spent", c(0.0, 0.0), c(2.0, 3.0), 0),
+        (
+            "the write burst just holds it",
+            c(199.0, 0.0),
+            c(1.0, 0.0),
+            0,
+        ),
+        (
+            "one write past the burst: 1 / 10/s",
+            c(200.0, 0.0),
+            c(1.0, 3.0),
+            100,
+        ),
+        (
+            "25 reads past the burst: 25 / 25/s",
+            c(0.0, 250.0),
+            c(1.0, 25.0),
+            1000,
+        ),
+        (
+            "both past: the later wait (writes 3 s, reads 1 s)",
+            c(229.0, 250.0),
+            c(1.0, 25.0),
+            3000,
+        ),
+        (
+            "no reads of its own: the read bucket's debt is not its wait",
+            c(0.0, 10_000.0),
+            c(1.0, 0.0),
+            0,
+        ),
+    ];
+    for (case, spent, cost, want) in table {
+        assert_eq!(
+            pacing.offset_after(spent, cost),
+            Duration::from_millis(want),
+            "{case}"
+        );
+    }
+}
+
 /// A VM whose rule copies to two regions spends three creates' worth of writes, so the
 /// next create waits for them; VMs without copies keep the plain spacing.
 #[test]
