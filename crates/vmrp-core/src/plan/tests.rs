@@ -421,6 +421,22 @@ fn subscriptions_have_their_own_bucket() {
     };
     assert_eq!(offs("s1"), vec![0, 0, 100]);
     assert_eq!(offs("s2"), vec![0, 0, 100]);
+    // Each reason counts its create within its own subscription (`vmrp plan` shows it).
+    let numbers = |sub: &str| {
+        let mut n: Vec<usize> = plan
+            .creates()
+            .filter(|i| i.vm.subscription() == sub)
+            .filter_map(|i| {
+                let marker = format!(" in subscription {sub};");
+                let (head, _) = i.reason.split_once(&marker)?;
+                head.rsplit_once("create #")?.1.parse().ok()
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(numbers("s1"), vec![1, 2, 3]);
+    assert_eq!(numbers("s2"), vec![1, 2, 3]);
 }
 
 #[test]
