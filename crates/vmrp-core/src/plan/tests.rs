@@ -439,6 +439,32 @@ fn subscriptions_have_their_own_bucket() {
     assert_eq!(numbers("s2"), vec![1, 2, 3]);
 }
 
+/// A create's `not_before` is `tick + offset`, and the slot its message carries
+/// (`listed.planned_for`, what the create handler paces itself by) is `start + offset`.
+#[test]
+fn a_create_carries_its_slot_from_the_start_and_not_before_from_the_tick() {
+    let r = rule("r", 3);
+    let pacing = Pacing {
+        burst: 1,
+        writes_per_create: 1,
+        reads_per_create: 0,
+        reserve: 0.0,
+        ..Pacing::default()
+    };
+    let start = TICK + time::Duration::minutes(10);
+    let plan = plan_tick_from(TICK, start, &hourly_timer(), &targets(3, "s1", &r), &pacing);
+    let mut offsets = Vec::new();
+    for item in plan.creates() {
+        let offset = item.offset.unwrap();
+        offsets.push(offset.as_millis());
+        assert_eq!(item.not_before, Some(TICK + offset), "{}", item.vm);
+        let listed = item.request.as_ref().unwrap().listed.as_ref().unwrap();
+        assert_eq!(listed.planned_for, Some(start + offset), "{}", item.vm);
+    }
+    offsets.sort();
+    assert_eq!(offsets, vec![0, 100, 200]);
+}
+
 #[test]
 fn same_tick_same_plan_and_sorted() {
     let r = rule("r", 3);
