@@ -544,6 +544,51 @@ fn four_hourly_timer() -> Schedule {
 
 const TICK4: OffsetDateTime = datetime!(2026-11-25 04:00:00 UTC);
 
+/// `supersede_cutoff`: the rule's next due tick minus Azure's spacing for the mode; none when
+/// the next tick is within the spacing (a create is then never superseded).
+#[test]
+fn supersede_cutoff_is_the_next_due_tick_minus_the_spacing() {
+    let every_tick = rule("r", 3);
+    let mut daily = rule("daily", 3);
+    daily.schedule = Some("0 30 1 * * *".into()); // due at the 04:00 tick only
+    let app = ConsistencyMode::ApplicationConsistent;
+    let crash = ConsistencyMode::CrashConsistent;
+    // (case, rule, timer, consistency, cut-off wanted)
+    let table = [
+        (
+            "4-hourly, application-consistent: 08:00 - 3 h",
+            &every_tick,
+            four_hourly_timer(),
+            &app,
+            Some(datetime!(2026-11-25 05:00:00 UTC)),
+        ),
+        (
+            "4-hourly, crash-consistent: 08:00 - 1 h",
+            &every_tick,
+            four_hourly_timer(),
+            &crash,
+            Some(datetime!(2026-11-25 07:00:00 UTC)),
+        ),
+        (
+            "a daily rule on the 4-hourly timer: tomorrow's 04:00 - 3 h",
+            &daily,
+            four_hourly_timer(),
+            &app,
+            Some(datetime!(2026-11-26 01:00:00 UTC)),
+        ),
+        (
+            "hourly timer, application-consistent: the next tick is within 3 h",
+            &every_tick,
+            hourly_timer(),
+            &app,
+            None,
+        ),
+    ];
+    for (case, r, timer, mode, want) in table {
+        assert_eq!(supersede_cutoff(r, &timer, TICK4, mode), want, "{case}");
+    }
+}
+
 /// One create per second, nothing else charged: the k-th create in the rotated order goes
 /// at +(k-1) s, so how many fit is the window in seconds.
 fn one_per_second(margin_secs: u64) -> Pacing {
