@@ -241,6 +241,38 @@ mod tests {
         assert!(s.min_interval(end).is_none());
     }
 
+    /// `occurrences(after, until, limit)`: strictly after `after`, up to and including `until`,
+    /// at most `limit`.
+    #[test]
+    fn occurrences_are_after_up_to_until_and_at_most_limit() {
+        let s = Schedule::parse("0 0 * * * *").unwrap();
+        let at = |h: u8| datetime!(2026-11-25 00:00:00 UTC).replace_hour(h).unwrap();
+        // (case, after, until, limit, wanted hours)
+        let table: [(&str, OffsetDateTime, OffsetDateTime, usize, Vec<u8>); 5] = [
+            ("until included, after not", at(3), at(6), 10, vec![4, 5, 6]),
+            ("cut at the limit", at(3), at(6), 2, vec![4, 5]),
+            ("limit 0", at(3), at(6), 0, vec![]),
+            (
+                "until just before an occurrence",
+                at(3),
+                at(5) - time::Duration::SECOND,
+                10,
+                vec![4],
+            ),
+            (
+                "nothing in the range",
+                at(3),
+                at(3) + time::Duration::MINUTE,
+                10,
+                vec![],
+            ),
+        ];
+        for (case, after, until, limit, want) in table {
+            let want: Vec<OffsetDateTime> = want.into_iter().map(at).collect();
+            assert_eq!(s.occurrences(after, until, limit), want, "{case}");
+        }
+    }
+
     #[test]
     fn min_interval_finds_the_tightest_gap() {
         let s = Schedule::parse("0 0 0,1,12 * * *").unwrap();
