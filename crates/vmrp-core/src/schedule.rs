@@ -241,6 +241,35 @@ mod tests {
         assert!(s.min_interval(end).is_none());
     }
 
+    /// `min_interval` looks at gaps ending within the year after `from` (366 days), the end
+    /// included: a gap after it is not the year's, however tight.
+    #[test]
+    fn min_interval_counts_gaps_within_the_year_only() {
+        let from = datetime!(2026-01-01 00:00:00 UTC);
+        // (case, schedule, wanted)
+        let table = [
+            (
+                "1 h apart",
+                "0 0 0,1,12 * * *",
+                Some(time::Duration::hours(1)),
+            ),
+            (
+                "yearly on 2 January: the second one is exactly 366 days after from",
+                "0 0 0 2 1 *",
+                Some(time::Duration::days(365)),
+            ),
+            (
+                "29 February only: the first is in 2028, its 1 h gap is past the year",
+                "0 0 0,1 29 2 *",
+                None,
+            ),
+        ];
+        for (case, expr, want) in table {
+            let s = Schedule::parse(expr).unwrap();
+            assert_eq!(s.min_interval(from), want, "{case}");
+        }
+    }
+
     /// `occurrences(after, until, limit)`: strictly after `after`, up to and including `until`,
     /// at most `limit`.
     #[test]
