@@ -270,6 +270,33 @@ mod tests {
         }
     }
 
+    /// The scan is capped (20,000 gaps) so validating an every-second schedule stays quick; on
+    /// a thread with a deadline, so a scan of the year's 31 million seconds fails, not hangs.
+    #[test]
+    fn min_interval_of_an_every_second_schedule_is_capped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let s = Schedule::parse("* * * * * *").unwrap();
+            let _ = tx.send(s.min_interval(datetime!(2026-01-01 00:00:00 UTC)));
+        });
+        let gap = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("min_interval stops at its cap");
+        assert_eq!(gap, Some(time::Duration::SECOND));
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_a_z() {
+        assert_eq!(
+            rfc3339(datetime!(2026-11-25 03:00:00 UTC)),
+            "2026-11-25T03:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(datetime!(2026-11-25 04:30:15.5 +01:00)),
+            "2026-11-25T04:30:15.5+01:00"
+        );
+    }
+
     /// `occurrences(after, until, limit)`: strictly after `after`, up to and including `until`,
     /// at most `limit`.
     #[test]
