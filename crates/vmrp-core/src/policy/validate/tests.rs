@@ -620,3 +620,21 @@ mod per_vm {
         assert!(check(r#""copies":[{"region":"eastus"}]"#, &v).is_empty());
     }
 }
+
+/// `human`, the durations the spacing messages print: each unit only when it is not zero,
+/// and `0 s` for nothing.
+#[test]
+fn human_durations_name_each_nonzero_unit() {
+    let table = [
+        (Duration::hours(3), "3 h"),
+        (Duration::minutes(90), "1 h 30 min"),
+        (Duration::minutes(5), "5 min"),
+        (Duration::seconds(30), "30 s"),
+        (Duration::seconds(3605), "1 h 5 s"),
+        (Duration::seconds(3661), "1 h 1 min 1 s"),
+        (Duration::ZERO, "0 s"),
+    ];
+    for (d, want) in table {
+        assert_eq!(human(d), want, "{d}");
+    }
+}
