@@ -638,3 +638,39 @@ fn human_durations_name_each_nonzero_unit() {
         assert_eq!(human(d), want, "{d}");
     }
 }
+
+/// Subscription ids are GUIDs in their 36-character hyphenated form only (the form ARM ids
+/// carry): `Uuid::try_parse` also takes the 32-digit, braced and URN forms.
+#[test]
+fn is_guid_takes_the_hyphenated_form_only() {
+    let table = [
+        ("00000000-0000-0000-0000-000000000001", true),
+        ("00000000000000000000000000000001", false),
+        ("{00000000-0000-0000-0000-000000000001}", false),
+        ("urn:uuid:00000000-0000-0000-0000-000000000001", false),
+        ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", false),
+        ("", false),
+    ];
+    for (s, want) in table {
+        assert_eq!(is_guid(s), want, "{s:?}");
+    }
+}
+
+/// Resource group names: 1 to 90 characters, both ends included.
+#[test]
+fn resource_group_names_are_1_to_90_characters() {
+    let table = [
+        (String::new(), false),
+        ("a".to_string(), true),
+        ("a".repeat(90), true),
+        ("a".repeat(91), false),
+    ];
+    for (name, ok) in table {
+        assert_eq!(
+            resource_group_name_problem(&name).is_none(),
+            ok,
+            "{} characters",
+            name.len()
+        );
+    }
+}
