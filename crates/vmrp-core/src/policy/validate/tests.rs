@@ -674,3 +674,35 @@ fn resource_group_names_are_1_to_90_characters() {
         );
     }
 }
+
+/// The spacing message names `consistencyTag` only when the tag lets a crash-consistent rule's
+/// VMs ask for application consistency; a rule schedule that no timer tick meets within a year
+/// (29 February, from 2026) is refused, not accepted as spacing-free.
+#[test]
+fn spacing_messages_say_what_the_tag_changes_and_refuse_a_schedule_the_timer_never_meets() {
+    // (rule fields, timer, the one problem wanted)
+    let table = [
+        (
+            r#""schedule":"0 */30 * * * *","consistency":"CrashConsistent""#,
+            None,
+            r#"rule "prod": schedule: "0 */30 * * * *" puts points 30 min apart; Azure supports crash-consistent restore points at most every 1 h"#,
+        ),
+        (
+            r#""schedule":"0 0 * * * *","consistencyTag":"mode""#,
+            None,
+            r#"rule "prod": schedule: "0 0 * * * *" puts points 1 h apart; Azure supports application-consistent restore points at most every 3 h"#,
+        ),
+        (
+            r#""schedule":"0 30 1 29 2 *""#,
+            Some("0 0 * * * *"),
+            r#"rule "prod": schedule: "0 30 1 29 2 *" has no occurrence between two ticks of the timer "0 0 * * * *" within a year: the rule would create no point"#,
+        ),
+    ];
+    for (fields, timer, want) in table {
+        assert_eq!(
+            problems_of(&policy_with(fields), timer),
+            vec![want],
+            "{fields}"
+        );
+    }
+}
