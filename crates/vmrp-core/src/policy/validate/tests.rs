@@ -697,6 +697,12 @@ fn spacing_messages_say_what_the_tag_changes_and_refuse_a_schedule_the_timer_nev
             Some("0 0 * * * *"),
             r#"rule "prod": schedule: "0 30 1 29 2 *" has no occurrence between two ticks of the timer "0 0 * * * *" within a year: the rule would create no point"#,
         ),
+        (
+            // A timer with no tick exactly a year (366 days) after the scan's start.
+            r#""schedule":"0 30 1 29 2 *""#,
+            Some("0 30 * * * *"),
+            r#"rule "prod": schedule: "0 30 1 29 2 *" has no occurrence between two ticks of the timer "0 30 * * * *" within a year: the rule would create no point"#,
+        ),
     ];
     for (fields, timer, want) in table {
         assert_eq!(
