@@ -711,4 +711,13 @@ fn spacing_messages_say_what_the_tag_changes_and_refuse_a_schedule_the_timer_nev
             "{fields}"
         );
     }
+    // 2 January on a Saturday: first 2027-01-02T00:00Z, the timer tick exactly at the end of
+    // the scanned year (366 days after 2026-01-01), which counts: the rule does fire.
+    assert_eq!(
+        problems_of(
+            &policy_with(r#""schedule":"0 0 0 2 1 6""#),
+            Some("0 0 * * * *")
+        ),
+        Vec::<String>::new()
+    );
 }
