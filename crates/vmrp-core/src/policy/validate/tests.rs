@@ -720,4 +720,13 @@ fn spacing_messages_say_what_the_tag_changes_and_refuse_a_schedule_the_timer_nev
         ),
         Vec::<String>::new()
     );
+    // An every-minute timer: the scan's 20,000 ticks end after ~14 days, short of the year, so
+    // "never" cannot be concluded and the rule is not refused for it.
+    assert_eq!(
+        problems_of(
+            &policy_with(r#""schedule":"0 30 1 29 2 *""#),
+            Some("0 * * * * *")
+        ),
+        Vec::<String>::new()
+    );
 }
