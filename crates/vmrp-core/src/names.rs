@@ -401,6 +401,33 @@ mod tests {
         assert_eq!(long.len(), MAX_NAME);
     }
 
+    /// `bounded` cuts a long name at byte 71 (80 − `-` − 8 hex digits); when that byte is inside
+    /// a multi-byte character it steps back to the character's start, never past it (a longer
+    /// name than ARM takes) and never into it (a slice panic).
+    #[test]
+    fn a_long_name_is_cut_before_a_character_that_straddles_the_cut() {
+        // "rpc-" + 66 × "x" fills bytes 0..70; the first "é" takes bytes 70 and 71. On a
+        // thread with a deadline: a step that never reaches a boundary must fail, not hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(legacy_collection_name(&format!(
+                "{}{}",
+                "x".repeat(66),
+                "é".repeat(20)
+            )));
+        });
+        let name = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("bounded finishes");
+        let prefix = format!("rpc-{}-", "x".repeat(66));
+        assert!(name.starts_with(&prefix), "{name}");
+        assert_eq!(name.len(), prefix.len() + HASH_HEX, "{name}");
+        assert!(name.len() <= MAX_NAME);
+        // A name of exactly the limit is kept as it is.
+        let at_limit = format!("rpc-{}", "y".repeat(MAX_NAME - 4));
+        assert_eq!(legacy_collection_name(&"y".repeat(MAX_NAME - 4)), at_limit);
+    }
+
     #[test]
     fn message_ids_are_deterministic_and_distinct() {
         let tick = datetime!(2026-11-25 03:00:00 UTC);

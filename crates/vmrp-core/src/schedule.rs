@@ -241,6 +241,94 @@ mod tests {
         assert!(s.min_interval(end).is_none());
     }
 
+    /// `min_interval` looks at gaps ending within the year after `from` (366 days), the end
+    /// included: a gap after it is not the year's, however tight.
+    #[test]
+    fn min_interval_counts_gaps_within_the_year_only() {
+        let from = datetime!(2026-01-01 00:00:00 UTC);
+        // (case, schedule, wanted)
+        let table = [
+            (
+                "1 h apart",
+                "0 0 0,1,12 * * *",
+                Some(time::Duration::hours(1)),
+            ),
+            (
+                "yearly on 2 January: the second one is exactly 366 days after from",
+                "0 0 0 2 1 *",
+                Some(time::Duration::days(365)),
+            ),
+            (
+                "29 February only: the first is in 2028, its 1 h gap is past the year",
+                "0 0 0,1 29 2 *",
+                None,
+            ),
+        ];
+        for (case, expr, want) in table {
+            let s = Schedule::parse(expr).unwrap();
+            assert_eq!(s.min_interval(from), want, "{case}");
+        }
+    }
+
+    /// The scan is capped (20,000 gaps) so validating an every-second schedule stays quick; on
+    /// a thread with a deadline, so a scan of the year's 31 million seconds fails, not hangs.
+    #[test]
+    fn min_interval_of_an_every_second_schedule_is_capped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let s = Schedule::parse("* * * * * *").unwrap();
+            let _ = tx.send(s.min_interval(datetime!(2026-01-01 00:00:00 UTC)));
+        });
+        let gap = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("min_interval stops at its cap");
+        assert_eq!(gap, Some(time::Duration::SECOND));
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_a_z() {
+        assert_eq!(
+            rfc3339(datetime!(2026-11-25 03:00:00 UTC)),
+            "2026-11-25T03:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(datetime!(2026-11-25 04:30:15.5 +01:00)),
+            "2026-11-25T04:30:15.5+01:00"
+        );
+    }
+
+    /// `occurrences(after, until, limit)`: strictly after `after`, up to and including `until`,
+    /// at most `limit`.
+    #[test]
+    fn occurrences_are_after_up_to_until_and_at_most_limit() {
+        let s = Schedule::parse("0 0 * * * *").unwrap();
+        let at = |h: u8| datetime!(2026-11-25 00:00:00 UTC).replace_hour(h).unwrap();
+        // (case, after, until, limit, wanted hours)
+        let table: [(&str, OffsetDateTime, OffsetDateTime, usize, Vec<u8>); 5] = [
+            ("until included, after not", at(3), at(6), 10, vec![4, 5, 6]),
+            ("cut at the limit", at(3), at(6), 2, vec![4, 5]),
+            ("limit 0", at(3), at(6), 0, vec![]),
+            (
+                "until just before an occurrence",
+                at(3),
+                at(5) - time::Duration::SECOND,
+                10,
+                vec![4],
+            ),
+            (
+                "nothing in the range",
+                at(3),
+                at(3) + time::Duration::MINUTE,
+                10,
+                vec![],
+            ),
+        ];
+        for (case, after, until, limit, want) in table {
+            let want: Vec<OffsetDateTime> = want.into_iter().map(at).collect();
+            assert_eq!(s.occurrences(after, until, limit), want, "{case}");
+        }
+    }
+
     #[test]
     fn min_interval_finds_the_tightest_gap() {
         let s = Schedule::parse("0 0 0,1,12 * * *").unwrap();

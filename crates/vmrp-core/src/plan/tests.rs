@@ -187,6 +187,17 @@ fn cost_follows_what_the_listing_spared() {
             (1.0, 4.0),
         ),
         (
+            "the disk listing shows only a disk the VM does not have: both read",
+            cost(
+                &plain,
+                with_disks(
+                    vec![info(&disk_id("s1", "rg", "other"))],
+                    Some(CollectionSeen::Ready),
+                ),
+            ),
+            (1.0, 5.0),
+        ),
+        (
             "two copies, collection ready: their writes and their 9 reads each",
             cost(&copying, with_disks(all, Some(CollectionSeen::Ready))),
             (5.0, 21.0),
@@ -304,6 +315,58 @@ fn reads_bound_the_pace_when_they_outrun_writes() {
     assert!(w_last < last, "{w_last:?} vs {last:?}");
 }
 
+/// `Pacing::offset_after`: the later of the two buckets' waits, and work that reads nothing
+/// never waits for the read bucket, however much was read before it.
+#[test]
+fn offset_after_is_the_later_of_the_buckets_and_skips_reads_for_work_without_any() {
+    let pacing = Pacing {
+        reserve: 0.0,
+        ..Pacing::default()
+    };
+    let c = |writes: f64, reads: f64| Cost { writes, reads };
+    // (case, spent before, cost, offset wanted in ms)
+    let table = [
+        ("nothing spent", c(0.0, 0.0), c(2.0, 3.0), 0),
+        (
+            "the write burst just holds it",
+            c(199.0, 0.0),
+            c(1.0, 0.0),
+            0,
+        ),
+        (
+            "one write past the burst: 1 / 10/s",
+            c(200.0, 0.0),
+            c(1.0, 3.0),
+            100,
+        ),
+        (
+            "25 reads past the burst: 25 / 25/s",
+            c(0.0, 250.0),
+            c(1.0, 25.0),
+            1000,
+        ),
+        (
+            "both past: the later wait (writes 3 s, reads 1 s)",
+            c(229.0, 250.0),
+            c(1.0, 25.0),
+            3000,
+        ),
+        (
+            "no reads of its own: the read bucket's debt is not its wait",
+            c(0.0, 10_000.0),
+            c(1.0, 0.0),
+            0,
+        ),
+    ];
+    for (case, spent, cost, want) in table {
+        assert_eq!(
+            pacing.offset_after(spent, cost),
+            Duration::from_millis(want),
+            "{case}"
+        );
+    }
+}
+
 /// A VM whose rule copies to two regions spends three creates' worth of writes, so the
 /// next create waits for them; VMs without copies keep the plain spacing.
 #[test]
@@ -358,6 +421,48 @@ fn subscriptions_have_their_own_bucket() {
     };
     assert_eq!(offs("s1"), vec![0, 0, 100]);
     assert_eq!(offs("s2"), vec![0, 0, 100]);
+    // Each reason counts its create within its own subscription (`vmrp plan` shows it).
+    let numbers = |sub: &str| {
+        let mut n: Vec<usize> = plan
+            .creates()
+            .filter(|i| i.vm.subscription() == sub)
+            .filter_map(|i| {
+                let marker = format!(" in subscription {sub};");
+                let (head, _) = i.reason.split_once(&marker)?;
+                head.rsplit_once("create #")?.1.parse().ok()
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(numbers("s1"), vec![1, 2, 3]);
+    assert_eq!(numbers("s2"), vec![1, 2, 3]);
+}
+
+/// A create's `not_before` is `tick + offset`, and the slot its message carries
+/// (`listed.planned_for`, what the create handler paces itself by) is `start + offset`.
+#[test]
+fn a_create_carries_its_slot_from_the_start_and_not_before_from_the_tick() {
+    let r = rule("r", 3);
+    let pacing = Pacing {
+        burst: 1,
+        writes_per_create: 1,
+        reads_per_create: 0,
+        reserve: 0.0,
+        ..Pacing::default()
+    };
+    let start = TICK + time::Duration::minutes(10);
+    let plan = plan_tick_from(TICK, start, &hourly_timer(), &targets(3, "s1", &r), &pacing);
+    let mut offsets = Vec::new();
+    for item in plan.creates() {
+        let offset = item.offset.unwrap();
+        offsets.push(offset.as_millis());
+        assert_eq!(item.not_before, Some(TICK + offset), "{}", item.vm);
+        let listed = item.request.as_ref().unwrap().listed.as_ref().unwrap();
+        assert_eq!(listed.planned_for, Some(start + offset), "{}", item.vm);
+    }
+    offsets.sort();
+    assert_eq!(offsets, vec![0, 100, 200]);
 }
 
 #[test]
@@ -438,6 +543,51 @@ fn four_hourly_timer() -> Schedule {
 }
 
 const TICK4: OffsetDateTime = datetime!(2026-11-25 04:00:00 UTC);
+
+/// `supersede_cutoff`: the rule's next due tick minus Azure's spacing for the mode; none when
+/// the next tick is within the spacing (a create is then never superseded).
+#[test]
+fn supersede_cutoff_is_the_next_due_tick_minus_the_spacing() {
+    let every_tick = rule("r", 3);
+    let mut daily = rule("daily", 3);
+    daily.schedule = Some("0 30 1 * * *".into()); // due at the 04:00 tick only
+    let app = ConsistencyMode::ApplicationConsistent;
+    let crash = ConsistencyMode::CrashConsistent;
+    // (case, rule, timer, consistency, cut-off wanted)
+    let table = [
+        (
+            "4-hourly, application-consistent: 08:00 - 3 h",
+            &every_tick,
+            four_hourly_timer(),
+            &app,
+            Some(datetime!(2026-11-25 05:00:00 UTC)),
+        ),
+        (
+            "4-hourly, crash-consistent: 08:00 - 1 h",
+            &every_tick,
+            four_hourly_timer(),
+            &crash,
+            Some(datetime!(2026-11-25 07:00:00 UTC)),
+        ),
+        (
+            "a daily rule on the 4-hourly timer: tomorrow's 04:00 - 3 h",
+            &daily,
+            four_hourly_timer(),
+            &app,
+            Some(datetime!(2026-11-26 01:00:00 UTC)),
+        ),
+        (
+            "hourly timer, application-consistent: the next tick is within 3 h",
+            &every_tick,
+            hourly_timer(),
+            &app,
+            None,
+        ),
+    ];
+    for (case, r, timer, mode, want) in table {
+        assert_eq!(supersede_cutoff(r, &timer, TICK4, mode), want, "{case}");
+    }
+}
 
 /// One create per second, nothing else charged: the k-th create in the rotated order goes
 /// at +(k-1) s, so how many fit is the window in seconds.

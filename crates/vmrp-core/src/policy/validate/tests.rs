@@ -620,3 +620,113 @@ mod per_vm {
         assert!(check(r#""copies":[{"region":"eastus"}]"#, &v).is_empty());
     }
 }
+
+/// `human`, the durations the spacing messages print: each unit only when it is not zero,
+/// and `0 s` for nothing.
+#[test]
+fn human_durations_name_each_nonzero_unit() {
+    let table = [
+        (Duration::hours(3), "3 h"),
+        (Duration::minutes(90), "1 h 30 min"),
+        (Duration::minutes(5), "5 min"),
+        (Duration::seconds(30), "30 s"),
+        (Duration::seconds(3605), "1 h 5 s"),
+        (Duration::seconds(3661), "1 h 1 min 1 s"),
+        (Duration::ZERO, "0 s"),
+    ];
+    for (d, want) in table {
+        assert_eq!(human(d), want, "{d}");
+    }
+}
+
+/// Subscription ids are GUIDs in their 36-character hyphenated form only (the form ARM ids
+/// carry): `Uuid::try_parse` also takes the 32-digit, braced and URN forms.
+#[test]
+fn is_guid_takes_the_hyphenated_form_only() {
+    let table = [
+        ("00000000-0000-0000-0000-000000000001", true),
+        ("00000000000000000000000000000001", false),
+        ("{00000000-0000-0000-0000-000000000001}", false),
+        ("urn:uuid:00000000-0000-0000-0000-000000000001", false),
+        ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", false),
+        ("", false),
+    ];
+    for (s, want) in table {
+        assert_eq!(is_guid(s), want, "{s:?}");
+    }
+}
+
+/// Resource group names: 1 to 90 characters, both ends included.
+#[test]
+fn resource_group_names_are_1_to_90_characters() {
+    let table = [
+        (String::new(), false),
+        ("a".to_string(), true),
+        ("a".repeat(90), true),
+        ("a".repeat(91), false),
+    ];
+    for (name, ok) in table {
+        assert_eq!(
+            resource_group_name_problem(&name).is_none(),
+            ok,
+            "{} characters",
+            name.len()
+        );
+    }
+}
+
+/// The spacing message names `consistencyTag` only when the tag lets a crash-consistent rule's
+/// VMs ask for application consistency; a rule schedule that no timer tick meets within a year
+/// (29 February, from 2026) is refused, not accepted as spacing-free.
+#[test]
+fn spacing_messages_say_what_the_tag_changes_and_refuse_a_schedule_the_timer_never_meets() {
+    // (rule fields, timer, the one problem wanted)
+    let table = [
+        (
+            r#""schedule":"0 */30 * * * *","consistency":"CrashConsistent""#,
+            None,
+            r#"rule "prod": schedule: "0 */30 * * * *" puts points 30 min apart; Azure supports crash-consistent restore points at most every 1 h"#,
+        ),
+        (
+            r#""schedule":"0 0 * * * *","consistencyTag":"mode""#,
+            None,
+            r#"rule "prod": schedule: "0 0 * * * *" puts points 1 h apart; Azure supports application-consistent restore points at most every 3 h"#,
+        ),
+        (
+            r#""schedule":"0 30 1 29 2 *""#,
+            Some("0 0 * * * *"),
+            r#"rule "prod": schedule: "0 30 1 29 2 *" has no occurrence between two ticks of the timer "0 0 * * * *" within a year: the rule would create no point"#,
+        ),
+        (
+            // A timer with no tick exactly a year (366 days) after the scan's start.
+            r#""schedule":"0 30 1 29 2 *""#,
+            Some("0 30 * * * *"),
+            r#"rule "prod": schedule: "0 30 1 29 2 *" has no occurrence between two ticks of the timer "0 30 * * * *" within a year: the rule would create no point"#,
+        ),
+    ];
+    for (fields, timer, want) in table {
+        assert_eq!(
+            problems_of(&policy_with(fields), timer),
+            vec![want],
+            "{fields}"
+        );
+    }
+    // 2 January on a Saturday: first 2027-01-02T00:00Z, the timer tick exactly at the end of
+    // the scanned year (366 days after 2026-01-01), which counts: the rule does fire.
+    assert_eq!(
+        problems_of(
+            &policy_with(r#""schedule":"0 0 0 2 1 6""#),
+            Some("0 0 * * * *")
+        ),
+        Vec::<String>::new()
+    );
+    // An every-minute timer: the scan's 20,000 ticks end after ~14 days, short of the year, so
+    // "never" cannot be concluded and the rule is not refused for it.
+    assert_eq!(
+        problems_of(
+            &policy_with(r#""schedule":"0 30 1 29 2 *""#),
+            Some("0 * * * * *")
+        ),
+        Vec::<String>::new()
+    );
+}
