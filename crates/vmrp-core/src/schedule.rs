@@ -84,9 +84,6 @@ impl Schedule {
                 }
                 best = Some(next);
                 cursor = next;
-                if (t - cursor) > window {
-                    break;
-                }
             }
             if best.is_some() {
                 return best;
