@@ -337,9 +337,20 @@ async fn settled(
 }
 
 /// How many prune follow-ups one settled point may send ([`PollRequest::prune_again`]).
-const MAX_PRUNE_FOLLOW_UPS: u32 = 3;
-/// How long a prune follow-up waits when ARM named no time (pacing or `Retry-After` do).
+pub const MAX_PRUNE_FOLLOW_UPS: u32 = 4;
+/// How long the first prune follow-up waits at least; each next one twice as long.
 const PRUNE_FOLLOW_UP_DELAY: Duration = Duration::from_secs(300);
+
+/// How long prune follow-up `n` (1 for the first) waits: what ARM or pacing asked, but at least
+/// 5 min, doubling (5, 10, 20, 40 min: 75 min in all). A prune is cut short mostly while a
+/// tick's creates spend the subscription's write budget, up to its supersede cut-off an hour
+/// after the tick, so the follow-ups must outlast that, not pacing's few seconds: follow-ups
+/// 18 s apart all met the same low budget and gave up within a minute (the CI-sized soak,
+/// a Failed point left after the last tick).
+pub fn prune_follow_up_delay(n: u32, asked: Duration) -> Duration {
+    let floor = PRUNE_FOLLOW_UP_DELAY * 2u32.pow(n.saturating_sub(1).min(8));
+    asked.max(floor)
+}
 
 /// A prune follow-up ([`PollRequest::prune_again`]): the point settled and was reported; only
 /// its collection is pruned again.
@@ -399,6 +410,7 @@ async fn prune_settled(
     };
     let mut next = req.clone();
     next.prune_again += 1;
+    let after = prune_follow_up_delay(next.prune_again, after);
     let id = names::message_id("prune", next.target.as_str(), next.tick, next.prune_again);
     let sent = support::send(
         deps,
