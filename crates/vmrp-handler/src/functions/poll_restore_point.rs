@@ -398,8 +398,9 @@ async fn prune_settled(
                 Err(e) => {
                     tracing::warn!(collection = %collection, code = %e.code, message = %e.message,
                         "pruning failed; retried by a follow-up if a failed point awaits it, else by the next settled point");
-                    // Never listed: a failed point may be there unseen (see `prune`).
-                    let wait = e.retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY);
+                    // Never listed: a failed point may be there unseen (see `prune`). Without
+                    // ARM's Retry-After the follow-up's own floor decides the wait.
+                    let wait = e.retry_after.unwrap_or_default();
                     (format!("pruning failed ({})", e.code), Some(wait))
                 }
             }
@@ -573,12 +574,13 @@ async fn prune(
                 String::new()
             }
         ),
-        failed_left: failed_left.then(|| retry_after.unwrap_or(PRUNE_FOLLOW_UP_DELAY)),
+        failed_left: failed_left.then(|| retry_after.unwrap_or_default()),
     })
 }
 
 /// What a prune did, and whether a failed point it meant to delete is still there (with how
-/// long to wait before trying again).
+/// long ARM or pacing asked to wait before trying again; zero when neither did:
+/// [`prune_follow_up_delay`] puts its floor under it).
 struct Pruned {
     summary: String,
     failed_left: Option<Duration>,
