@@ -85,13 +85,15 @@ pub(super) async fn estate_tick(
     let real = started.elapsed().as_secs_f64();
     let points = emulator.arm.restore_points();
     let counters = emulator.arm.counters();
-    emulator.stop().await.map_err(|e| e.to_string())?;
     let tick = points
         .iter()
         .filter_map(|p| names::parse_restore_point_name(p.id.rsplit('/').next()?))
         .map(|(t, _)| t)
         .min()
         .ok_or("estate tick: no restore point was created")?;
+    let largest_plan = largest_plan_alone(handler, &emulator, &scenario, &points, tick).await;
+    emulator.stop().await.map_err(|e| e.to_string())?;
+    let largest_plan = largest_plan?;
     // Per subscription: creates (each a collection PUT and a point PUT on a first tick) and the
     // last create's time.
     let mut per_sub: BTreeMap<String, (u64, OffsetDateTime)> = BTreeMap::new();
@@ -142,8 +144,51 @@ pub(super) async fn estate_tick(
         "perSubscription": rows,
         "throttled429": throttled,
         "armRequests": counters.requests,
+        "largestPlanAlone": largest_plan,
         "realSeconds": real,
     }))
+}
+
+/// The peak RSS of the estate's largest invocation: the PlanRestorePoints of the subscription
+/// with the most VMs, run again after the tick in a handler process of its own, with the
+/// scenario's app settings (the instances of the run served many invocations at once, so their
+/// peak is not one invocation's). Its creates go to the queue nobody reads any more, under the
+/// tick's message ids.
+async fn largest_plan_alone(
+    handler: &std::path::Path,
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+    points: &[crate::emulator::arm::PointSummary],
+    tick: OffsetDateTime,
+) -> Result<Value, String> {
+    let mut vms_by_sub: BTreeMap<String, usize> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.source_restore_point.is_none()) {
+        let sub = p.id.split('/').nth(2).unwrap_or_default();
+        *vms_by_sub.entry(sub.to_ascii_lowercase()).or_default() += 1;
+    }
+    let (subscription, vms) = vms_by_sub
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .ok_or("estate tick: no subscription has a point")?;
+    let contender = Contender {
+        name: "vmrp",
+        command: vec![handler.display().to_string(), "serve".into()],
+    };
+    let settings = crate::local::scenario_app_settings(emulator, scenario);
+    let log = std::env::temp_dir().join(format!("vmrp-bench-plan-{}.log", std::process::id()));
+    let envelope = plan_envelope(emulator, &subscription, tick);
+    let (peak_kib, secs) = one_invocation_alone(
+        &contender,
+        &settings,
+        crate::functions::PLAN_RESTORE_POINTS,
+        &envelope,
+        Duration::from_secs(1800),
+        &log,
+    )
+    .await
+    .map_err(|e| format!("the largest plan alone: {e} (log: {})", log.display()))?;
+    Ok(json!({"subscription": subscription, "vmsWithAPoint": vms,
+              "peakRssMib": peak_kib as f64 / 1024.0, "realSeconds": secs}))
 }
 
 /// The tick-window row: `vms` VMs in one subscription with two copy regions under the default

@@ -224,11 +224,40 @@ pub(super) fn poll_envelope(
         target_region: None,
         prune_again: 0,
     };
-    let body = QueueMessage::Poll(msg).encode();
-    let message = StoredMessage {
-        sequence_number: i64::from(attempt),
+    let message = OutgoingMessage {
+        queue: Queue::Poll,
         message_id: names::message_id("poll", point.point.as_str(), point.tick, attempt),
-        body,
+        body: QueueMessage::Poll(msg).encode(),
+        not_before: None,
+    };
+    queue_envelope(emulator, "PollRestorePoint", message, i64::from(attempt))
+}
+
+/// The host envelope of the PlanRestorePoints invocation that plans `subscription` at `tick`
+/// (the message the timer sends, `schedule_restore_points::plan_message`).
+pub(super) fn plan_envelope(
+    emulator: &RunningEmulator,
+    subscription: &str,
+    tick: OffsetDateTime,
+) -> String {
+    let message =
+        crate::functions::schedule_restore_points::plan_message(subscription, tick, 0, None);
+    queue_envelope(emulator, crate::functions::PLAN_RESTORE_POINTS, message, 1)
+}
+
+/// The host envelope of a `function` invocation delivering `message` from its queue, first
+/// delivery, as the Functions host hands it over.
+fn queue_envelope(
+    emulator: &RunningEmulator,
+    function: &str,
+    message: OutgoingMessage,
+    sequence_number: i64,
+) -> String {
+    let now = emulator.clock.now();
+    let stored = StoredMessage {
+        sequence_number,
+        message_id: message.message_id,
+        body: message.body,
         content_type: Some("application/json".into()),
         correlation_id: None,
         subject: None,
@@ -248,8 +277,8 @@ pub(super) fn poll_envelope(
         duplicated: false,
     };
     let delivery = Delivery {
-        queue: "rp-poll".into(),
-        message,
+        queue: message.queue.name().into(),
+        message: stored,
         lock_token: uuid::Uuid::new_v4().to_string(),
     };
     let client = ClientInfo {
@@ -259,7 +288,7 @@ pub(super) fn poll_envelope(
         ),
         identifier: "vmrp-bench".into(),
     };
-    service_bus_body("PollRestorePoint", "msg", false, &delivery, &client, now)
+    service_bus_body(function, "msg", false, &delivery, &client, now)
 }
 
 pub(super) struct Running {
@@ -341,6 +370,58 @@ pub(super) async fn wait_first_success(
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     Err(format!("no 2xx within 60 s; last answer: {last}"))
+}
+
+/// Peak RSS (`VmHWM`, KiB) and real seconds of a handler process started for one invocation
+/// alone: `envelope` posted once to `function` as soon as the handler listens, its 2xx awaited
+/// (up to `timeout`). What one invocation costs, apart from the others an instance runs at once.
+pub(super) async fn one_invocation_alone(
+    c: &Contender,
+    settings: &BTreeMap<String, String>,
+    function: &str,
+    envelope: &str,
+    timeout: Duration,
+    log: &std::path::Path,
+) -> Result<(u64, f64), String> {
+    let mut child = spawn(c, settings, log)?;
+    let listening = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", child.port))
+        .await
+        .is_err()
+    {
+        if listening.elapsed() > Duration::from_secs(60) {
+            return Err("the handler did not listen within 60 s".into());
+        }
+        if let Ok(Some(status)) = child.process.try_wait() {
+            return Err(format!("the handler exited ({status})"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let answer = client
+        .post(format!("http://127.0.0.1:{}/{function}", child.port))
+        .header("Content-Type", "application/json")
+        .body(envelope.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("{function}: {e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    let status = answer.status();
+    let peak = peak_rss_kib(child.pid);
+    let _ = child.process.kill().await;
+    if !status.is_success() {
+        let text = answer.text().await.unwrap_or_default();
+        return Err(format!(
+            "{function}: HTTP {status}: {}",
+            text.chars().take(600).collect::<String>()
+        ));
+    }
+    Ok((peak?, secs))
 }
 
 /// CPU seconds (user + system) the process has used so far.

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::azure::id::ResourceId;
+use crate::azure::{OutgoingMessage, Queue};
 use crate::emulator::arm::{ArmConfig, FleetSpec, ThrottleConfig, Timings};
 use crate::emulator::host_sim::{service_bus_body, ClientInfo};
 use crate::emulator::server::{self, BusAuth, EmulatorConfig, RunningEmulator};
@@ -296,6 +297,41 @@ mod tests {
         assert_eq!(stats(&[]), None);
         assert_eq!(stats(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
         assert_eq!(stats(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
+    }
+
+    /// The tick-window goal's rotation part: none left out by both ticks while ≥ 65 % fit;
+    /// below that share the overlap is not held against the plan.
+    #[test]
+    fn the_window_goal_holds_the_rotation_to_its_promise() {
+        let ticks = |a: u64, b: u64| vec![json!({"leftOutByPlan": a}), json!({"leftOutByPlan": b})];
+        for (case, left_out, both, met) in [
+            (
+                "72 % and 67 % fit, none twice",
+                ticks(1400, 1650),
+                Some(0),
+                true,
+            ),
+            (
+                "72 % and 67 % fit, 416 twice (a fresh hash per tick)",
+                ticks(1400, 1650),
+                Some(416),
+                false,
+            ),
+            ("everything fits", ticks(0, 0), Some(0), true),
+            (
+                "60 % fit at one tick: overlap allowed",
+                ticks(1000, 2000),
+                Some(300),
+                true,
+            ),
+            ("the overlap unknown", ticks(1400, 1400), None, false),
+        ] {
+            assert_eq!(
+                render::rotating_enough(5000, &left_out, both),
+                met,
+                "{case}"
+            );
+        }
     }
 
     #[test]

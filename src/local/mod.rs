@@ -866,6 +866,16 @@ fn host_sim_config(
     sim_config
 }
 
+/// The app settings the host simulation gives `scenario`'s handler instances on `emulator`
+/// (`vmrp bench` starts one more handler with them, to measure one invocation alone).
+pub fn scenario_app_settings(
+    emulator: &RunningEmulator,
+    scenario: &Scenario,
+) -> BTreeMap<String, String> {
+    let policy = scenario_policy(scenario, &emulator.subscriptions);
+    app_settings(emulator, scenario, &policy)
+}
+
 /// The handler's app settings: the emulator's endpoints, the policy (with the drills section
 /// under --drill), the schedule, and the scenario's own.
 fn app_settings(
