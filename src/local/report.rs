@@ -37,13 +37,7 @@ impl RoleCounts {
     /// Expected points missing by design: the VM has nothing a restore point could hold
     /// (every disk excluded), so vmrp reports instead of creating.
     pub fn nothing_to_restore(&self) -> usize {
-        self.failed
-            .iter()
-            .filter(|m| {
-                m.explained_by == Explanation::Unsupported
-                    || m.explained_by == Explanation::Reported && reason_class(&m.reason).1
-            })
-            .count()
+        self.failed.iter().filter(|m| nothing_to_restore(m)).count()
     }
 }
 
@@ -198,6 +192,14 @@ pub struct LocalReport {
     pub handler_log: Option<PathBuf>,
 }
 
+/// A miss because the VM has nothing a restore point could hold, or is not supported: said by
+/// the plan beforehand (`Unsupported`, e.g. every disk excluded) or reported by the create
+/// handler (a create the plan did not list, e.g. after `OnVmChanged`); either way, every tick.
+fn nothing_to_restore(m: &Missing) -> bool {
+    m.explained_by == Explanation::Unsupported
+        || m.explained_by == Explanation::Reported && reason_class(&m.reason).1
+}
+
 /// A miss the plan makes on purpose, with its own reason: the VM has nothing a restore point
 /// could hold, or the point was superseded (a create too close to the next tick, a copy older
 /// than one already copied). Anything else under faults is a lost point.
@@ -258,7 +260,7 @@ pub fn fault_contract_violations(
         .map(|c| {
             c.failed
                 .iter()
-                .filter(|m| m.explained_by == Explanation::Reported && reason_class(&m.reason).1)
+                .filter(|m| nothing_to_restore(m))
                 .map(|m| m.vm.as_str())
                 .collect()
         })
@@ -268,7 +270,7 @@ pub fn fault_contract_violations(
             .local
             .failed
             .iter()
-            .filter(|m| m.vm == *vm && reason_class(&m.reason).1)
+            .filter(|m| m.vm == *vm && nothing_to_restore(m))
             .count();
         if local != report.ticks.len() {
             out.push(format!(

@@ -2,6 +2,85 @@
 
 use super::*;
 
+/// A report of `expected` local points over `ticks`, `failed` missing, nothing else.
+fn report_of(ticks: &[time::OffsetDateTime], expected: usize, failed: Vec<Missing>) -> LocalReport {
+    LocalReport {
+        vms: 1,
+        ticks: ticks
+            .iter()
+            .map(|t| names::restore_point_name(*t, 0))
+            .collect(),
+        local: RoleCounts {
+            expected,
+            failed,
+            ..Default::default()
+        },
+        copies: RoleCounts::default(),
+        dead_letters: Vec::new(),
+        parked: Vec::new(),
+        throttled_429: 0,
+        arm_requests_by_operation: BTreeMap::new(),
+        arm_requests: 0,
+        invocations_by_function: BTreeMap::new(),
+        handler_restarts: 0,
+        handler_kills: 0,
+        instances: 1,
+        invocations_by_instance: vec![0],
+        handler_kills_by_instance: vec![0],
+        planned_kills_by_instance: vec![0],
+        background_load: BackgroundLoad::default(),
+        arm_share_told: None,
+        handler_panics: 0,
+        untracked_in_progress: Vec::new(),
+        virtual_seconds: 0,
+        real_seconds: 0.0,
+        complete: false,
+        rows: Vec::new(),
+        handler_log: None,
+    }
+}
+
+/// A VM with nothing to restore is explained by the plan beforehand at one tick (`Unsupported`:
+/// every disk excluded, `Rule::check_vm`) and by the create handler at another (a create the
+/// plan did not list): nothing to restore at every tick, not a breach. The contract counted
+/// only the handler's reports, so the mix read "nothing to restore on 1 of 2 ticks".
+#[test]
+fn nothing_to_restore_said_by_the_plan_or_the_handler_counts_alike() {
+    let ticks = [
+        time::macros::datetime!(2026-01-05 04:00 UTC),
+        time::macros::datetime!(2026-01-05 08:00 UTC),
+    ];
+    let miss = |tick, reason: &str, explained_by| Missing {
+        vm: "vm2".into(),
+        region: "westeurope".into(),
+        tick,
+        reason: reason.into(),
+        explained_by,
+    };
+    let by_plan = miss(ticks[0], "not supported by restore points: VM vm2: every disk is excluded (excludeDisks.luns: LUN 0), so a restore point would restore nothing: it gets no points and no copies", Explanation::Unsupported);
+    let by_handler = miss(ticks[1], "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm2: every disk is excluded, nothing to restore", Explanation::Reported);
+    let both = report_of(&ticks, 2, vec![by_plan.clone(), by_handler]);
+    assert_eq!(
+        fault_contract_violations(&both, &[], 0),
+        Vec::<String>::new()
+    );
+    assert_eq!(both.local.nothing_to_restore(), 2);
+    // Said at one tick only: the other tick's point is missing for another reason.
+    let gave_up = miss(
+        ticks[1],
+        "vm2: gave up after 20 reschedules: 429",
+        Explanation::Reported,
+    );
+    let once = report_of(&ticks, 2, vec![by_plan, gave_up]);
+    let violations = fault_contract_violations(&once, &[], 0);
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.contains("nothing to restore on 1 of 2 ticks")),
+        "{violations:?}"
+    );
+}
+
 /// `vmrp local` with a policy that made the handler panic said "coverage complete … 12 dead
 /// letters" and exited 0: complete coverage with dead letters or panics is a failed run.
 /// A create that ended Failed and whose retry came too close to the next tick leaves its
@@ -31,37 +110,7 @@ fn a_failed_point_whose_retry_was_superseded_is_not_left_behind() {
             reason: reason.into(),
             explained_by: Explanation::Reported,
         };
-        LocalReport {
-            vms: 1,
-            ticks: vec![names::restore_point_name(tick, 0)],
-            local: RoleCounts {
-                expected: 1,
-                failed: vec![missing],
-                ..Default::default()
-            },
-            copies: RoleCounts::default(),
-            dead_letters: Vec::new(),
-            parked: Vec::new(),
-            throttled_429: 0,
-            arm_requests_by_operation: BTreeMap::new(),
-            arm_requests: 0,
-            invocations_by_function: BTreeMap::new(),
-            handler_restarts: 0,
-            handler_kills: 0,
-            instances: 1,
-            invocations_by_instance: vec![0],
-            handler_kills_by_instance: vec![0],
-            planned_kills_by_instance: vec![0],
-            background_load: BackgroundLoad::default(),
-            arm_share_told: None,
-            handler_panics: 0,
-            untracked_in_progress: Vec::new(),
-            virtual_seconds: 0,
-            real_seconds: 0.0,
-            complete: false,
-            rows: Vec::new(),
-            handler_log: None,
-        }
+        report_of(&[tick], 1, vec![missing])
     };
     let superseded = report(&format!("{vm_id}: the create for tick 2026-01-05T08:00:00Z came at 2026-01-05T09:04:16Z, too close to the next tick 2026-01-05T12:00:00Z (points 3h apart at least): superseded by it"));
     assert_eq!(

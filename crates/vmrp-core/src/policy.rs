@@ -24,7 +24,7 @@ mod validate;
 
 pub use load::{PolicyError, ENV_POLICY, ENV_POLICY_FILE, ENV_SCHEDULE};
 pub use resolve::{
-    rule_due, superseded_by_next_tick, DiskInfo, TickKind, ON_DEMAND_MAX_AGE,
+    excludes_every_disk, rule_due, superseded_by_next_tick, DiskInfo, TickKind, ON_DEMAND_MAX_AGE,
     ON_DEMAND_MAX_AGE_CONTINUED, TICK_SKEW,
 };
 pub use validate::{

@@ -171,6 +171,8 @@ impl Rule {
             .then_some(ia)
     }
 
+    /// The VM's managed disks the rule leaves out of its points, each with the reason
+    /// (unsupported by restore points, or the rule's `excludeDisks`).
     pub fn excluded_disks(
         &self,
         vm: &VirtualMachine,
@@ -477,9 +479,62 @@ pub fn rule_due(rule: &Schedule, timer: &Schedule, tick: OffsetDateTime) -> bool
     }
 }
 
+/// Whether `excluded` covers every managed disk of `vm`: a point would then restore nothing
+/// (a VM whose disks carry no managed disk id has nothing to exclude, and is not counted here).
+pub fn excludes_every_disk(vm: &VirtualMachine, excluded: &[ResourceId]) -> bool {
+    let disks = vm.disks();
+    let mut with_id = disks
+        .iter()
+        .filter_map(|d| d.managed_disk_id.as_ref())
+        .peekable();
+    with_id.peek().is_some() && with_id.all(|id| excluded.contains(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::VmBuilder;
+
+    #[test]
+    fn a_point_is_refused_only_when_every_managed_disk_is_excluded() {
+        let os = crate::testing::disk_id("s1", "rg", "vm1-os");
+        let data = crate::testing::disk_id("s1", "rg", "vm1-data");
+        let with_data = VmBuilder::new("s1", "rg", "vm1")
+            .data_disk(0, &data, "Premium_LRS")
+            .build();
+        // A VM whose disks carry no managed disk id has nothing to exclude.
+        let mut unmanaged = VmBuilder::new("s1", "rg", "vm1").build();
+        if let Some(sp) = unmanaged
+            .properties
+            .as_mut()
+            .and_then(|p| p.storage_profile.as_mut())
+        {
+            if let Some(d) = sp.os_disk.as_mut() {
+                d.managed_disk = None;
+            }
+        }
+        // (case, VM, excluded, every disk excluded?)
+        let table: Vec<(&str, &VirtualMachine, Vec<ResourceId>, bool)> = vec![
+            ("nothing excluded", &with_data, vec![], false),
+            (
+                "a data disk excluded",
+                &with_data,
+                vec![data.clone()],
+                false,
+            ),
+            ("the OS disk excluded", &with_data, vec![os.clone()], false),
+            (
+                "both excluded",
+                &with_data,
+                vec![os.clone(), data.clone()],
+                true,
+            ),
+            ("no managed disk", &unmanaged, vec![os.clone()], false),
+        ];
+        for (case, vm, excluded, want) in table {
+            assert_eq!(excludes_every_disk(vm, &excluded), want, "{case}");
+        }
+    }
 
     #[test]
     fn late_creates_are_superseded_only_near_the_next_tick() {

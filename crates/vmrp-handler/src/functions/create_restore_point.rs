@@ -325,7 +325,7 @@ fn excluded_disks(
             excluded.push(disk.clone());
         }
     }
-    if every_disk_excluded(vm, &excluded) {
+    if crate::policy::excludes_every_disk(vm, &excluded) {
         tracing::error!(vm = %req.vm, "create refused: every disk of the VM is excluded");
         return Err(finished(Outcome::new(
             Status::Reported,
@@ -333,23 +333,6 @@ fn excluded_disks(
         )));
     }
     Ok(excluded)
-}
-
-/// Whether `excluded` covers every managed disk of `vm` (a VM whose disks carry no managed
-/// disk id has nothing to exclude, and is not refused here).
-fn every_disk_excluded(vm: &VirtualMachine, excluded: &[ResourceId]) -> bool {
-    let with_id = vm
-        .disks()
-        .into_iter()
-        .filter(|d| d.managed_disk_id.is_some())
-        .count();
-    let included = vm
-        .disks()
-        .iter()
-        .filter_map(|d| d.managed_disk_id.as_ref())
-        .filter(|id| !excluded.contains(id))
-        .count();
-    with_id > 0 && included == 0
 }
 
 /// The policy's per-VM checks: what Azure would refuse (a confidential VM; crash-consistent

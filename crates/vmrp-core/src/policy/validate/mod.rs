@@ -773,7 +773,8 @@ pub const FIELD_CONSISTENCY_CAVEAT: &str = "consistencyCaveat";
 impl Rule {
     /// The checks that need the VM and its disks (run by the timer's plan, `vmrp plan` and the
     /// create handler; sources in src/policy/platform.rs and docs/policy.md): a confidential VM
-    /// is not supported at all; crash-consistent points cannot include Ultra / Premium SSD v2 /
+    /// is not supported at all, nor one whose every disk is excluded (unsupported disks and the
+    /// rule's `excludeDisks`: its point would restore nothing); crash-consistent points cannot include Ultra / Premium SSD v2 /
     /// write-accelerated disks, nor be taken of a size without Premium storage; a copy cannot
     /// target the VM's own region. Warnings (`consistencyCaveat`): crash-consistent points of a
     /// VM with ReadWrite-cached disks, or of an Intel v6+ / AMD v7+ size with more than one
@@ -790,6 +791,18 @@ impl Rule {
                 FIELD_UNSUPPORTED,
                 format!(
                     "VM {vm_name} is a confidential VM (securityType ConfidentialVM): restore points do not support confidential VMs, so it gets no points and no copies; leave it out of the rule's targets"
+                ),
+            );
+        }
+        let left_out = self.excluded_disks(vm, disks);
+        let ids: Vec<ResourceId> = left_out.iter().map(|(id, _)| id.clone()).collect();
+        if super::excludes_every_disk(vm, &ids) {
+            let reasons: Vec<&str> = left_out.iter().map(|(_, why)| why.as_str()).collect();
+            p.push(
+                FIELD_UNSUPPORTED,
+                format!(
+                    "VM {vm_name}: every disk is excluded ({}), so a restore point would restore nothing: it gets no points and no copies",
+                    reasons.join("; ")
                 ),
             );
         }

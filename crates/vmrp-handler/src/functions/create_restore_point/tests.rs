@@ -21,47 +21,6 @@ fn planned(slot: Option<OffsetDateTime>, collection: Option<CollectionSeen>) -> 
     req
 }
 
-#[test]
-fn a_point_is_refused_only_when_every_managed_disk_is_excluded() {
-    let os = crate::testing::disk_id("s1", "rg", "vm1-os");
-    let data = crate::testing::disk_id("s1", "rg", "vm1-data");
-    let with_data = VmBuilder::new("s1", "rg", "vm1")
-        .data_disk(0, &data, "Premium_LRS")
-        .build();
-    // A VM whose disks carry no managed disk id has nothing to exclude.
-    let mut unmanaged = VmBuilder::new("s1", "rg", "vm1").build();
-    if let Some(sp) = unmanaged
-        .properties
-        .as_mut()
-        .and_then(|p| p.storage_profile.as_mut())
-    {
-        if let Some(d) = sp.os_disk.as_mut() {
-            d.managed_disk = None;
-        }
-    }
-    // (case, VM, excluded, every disk excluded?)
-    let table: Vec<(&str, &VirtualMachine, Vec<ResourceId>, bool)> = vec![
-        ("nothing excluded", &with_data, vec![], false),
-        (
-            "a data disk excluded",
-            &with_data,
-            vec![data.clone()],
-            false,
-        ),
-        ("the OS disk excluded", &with_data, vec![os.clone()], false),
-        (
-            "both excluded",
-            &with_data,
-            vec![os.clone(), data.clone()],
-            true,
-        ),
-        ("no managed disk", &unmanaged, vec![os.clone()], false),
-    ];
-    for (case, vm, excluded, want) in table {
-        assert_eq!(every_disk_excluded(vm, &excluded), want, "{case}");
-    }
-}
-
 /// Regression (the estate row's 429s): a timer-planned first try handled long after its
 /// slot, as when two instances catch up a backlog of creates together, went without asking
 /// ARM's readings (only retries and unplanned creates did) and met the buckets at once.
