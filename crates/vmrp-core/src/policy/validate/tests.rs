@@ -420,10 +420,30 @@ mod per_vm {
         );
         let v2_id = fast.disks()[1].managed_disk_id.clone().unwrap();
         assert_eq!(
-            applies(&fast, ConsistencyMode::ApplicationConsistent, &[v2_id]),
+            applies(
+                &fast,
+                ConsistencyMode::ApplicationConsistent,
+                std::slice::from_ref(&v2_id)
+            ),
             None,
             "an excluded disk gets no instant access"
         );
+        // The Disk GET's SKU of that disk wins over the VM model's (a converted disk), and
+        // only for that disk.
+        let got_premium = DiskInfo {
+            id: v2_id,
+            tags: Default::default(),
+            max_shares: None,
+            sku: Some("Premium_LRS".into()),
+        };
+        assert!(rule
+            .instant_access_for(
+                &fast,
+                &[got_premium],
+                &[],
+                &ConsistencyMode::ApplicationConsistent
+            )
+            .is_none());
     }
 
     #[test]
