@@ -497,6 +497,10 @@ mod tests {
             (24, 20, 3, false),
             (24, 21, 3, true),
             (2, 5, 3, false), // ticks closer than the spacing: never
+            // Ticks exactly the spacing apart: `now >= next - spacing` holds from the tick
+            // on, so counting them would supersede every create, even an on-time one.
+            (3, 0, 3, false),
+            (3, 2, 3, false),
         ];
         for (every, late, spacing, want) in cases {
             assert_eq!(
