@@ -411,3 +411,309 @@ mod cmk_tests {
             .contains("never downgraded to platform keys"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Targets, rule lookup and the schema's defaults: the mutation run of issue 20
+    //! (docs/testing.md) found no unit test of the crate that failed when they were broken.
+    use super::*;
+
+    const SUB: &str = "00000000-0000-0000-0000-000000000001";
+    const OTHER_SUB: &str = "00000000-0000-0000-0000-000000000002";
+
+    fn vm_id(sub: &str, rg: &str, name: &str) -> ResourceId {
+        ResourceId::new_in_group(sub, rg, "Microsoft.Compute", "virtualMachines", name).unwrap()
+    }
+
+    fn vm(id: &ResourceId, tags: &[(&str, &str)]) -> VirtualMachine {
+        VirtualMachine {
+            id: Some(id.to_string()),
+            name: id.name().map(str::to_string),
+            tags: Some(
+                tags.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn rg_id(sub: &str, rg: &str) -> String {
+        format!("/subscriptions/{sub}/resourceGroups/{rg}")
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn scopes_select_by_subscription_group_or_vm_and_none_means_all() {
+        let app = vm_id(SUB, "rg-app", "vm1");
+        let same_name_elsewhere = vm_id(OTHER_SUB, "rg-app", "vm1");
+        let other_group = vm_id(SUB, "rg-db", "vm2");
+        let none = Targets::default();
+        let subs = Targets {
+            subscriptions: vec![SUB.to_uppercase()],
+            ..Default::default()
+        };
+        let groups = Targets {
+            resource_groups: vec![rg_id(SUB, "RG-APP")],
+            ..Default::default()
+        };
+        let bad_group = Targets {
+            resource_groups: vec!["not an id".into()],
+            ..Default::default()
+        };
+        let vms = Targets {
+            vms: vec![app.clone()],
+            ..Default::default()
+        };
+        let cases: &[(&str, &Targets, &ResourceId, bool)] = &[
+            ("no scope: every VM", &none, &app, true),
+            ("no scope: every VM", &none, &same_name_elsewhere, true),
+            ("subscription, any case", &subs, &app, true),
+            ("subscription", &subs, &other_group, true),
+            ("another subscription", &subs, &same_name_elsewhere, false),
+            ("group, any case", &groups, &app, true),
+            ("another group", &groups, &other_group, false),
+            (
+                "a group of that name in another subscription",
+                &groups,
+                &same_name_elsewhere,
+                false,
+            ),
+            (
+                "an unparsable group id matches nothing",
+                &bad_group,
+                &app,
+                false,
+            ),
+            ("the VM itself", &vms, &app, true),
+            ("another VM", &vms, &other_group, false),
+            (
+                "the same name in another subscription",
+                &vms,
+                &same_name_elsewhere,
+                false,
+            ),
+        ];
+        for (what, targets, id, want) in cases {
+            assert_eq!(targets.in_scope(id), *want, "in_scope: {what} ({id})");
+            // Without tags, selection is the scope test (and a VM without an id is never selected).
+            assert_eq!(
+                targets.matches(&vm(id, &[])),
+                *want,
+                "matches: {what} ({id})"
+            );
+        }
+        assert!(!none.matches(&VirtualMachine::default()));
+    }
+
+    #[test]
+    fn tags_are_all_required_and_any_exclude_tag_opts_out() {
+        let id = vm_id(SUB, "rg-app", "vm1");
+        let other = vm_id(OTHER_SUB, "rg-app", "vm1");
+        let required = Targets {
+            tags: map(&[("Backup", "Daily"), ("env", "*")]),
+            ..Default::default()
+        };
+        let excluded = Targets {
+            exclude_tags: map(&[("noBackup", "*"), ("tier", "scratch")]),
+            ..Default::default()
+        };
+        let scoped_excluded = Targets {
+            subscriptions: vec![SUB.into()],
+            exclude_tags: map(&[("noBackup", "*")]),
+            ..Default::default()
+        };
+        // (what, targets, VM id, VM tags, selected)
+        type Case<'a> = (
+            &'a str,
+            &'a Targets,
+            &'a ResourceId,
+            &'a [(&'a str, &'a str)],
+            bool,
+        );
+        let cases: &[Case] = &[
+            (
+                "both tags, keys and value in any case",
+                &required,
+                &id,
+                &[("backup", "DAILY"), ("ENV", "prod")],
+                true,
+            ),
+            (
+                "`*` takes any value",
+                &required,
+                &id,
+                &[("backup", "daily"), ("env", "")],
+                true,
+            ),
+            (
+                "a required tag missing",
+                &required,
+                &id,
+                &[("backup", "daily")],
+                false,
+            ),
+            (
+                "a required tag with another value",
+                &required,
+                &id,
+                &[("backup", "weekly"), ("env", "x")],
+                false,
+            ),
+            (
+                "the value under another key",
+                &required,
+                &id,
+                &[("other", "daily"), ("env", "x")],
+                false,
+            ),
+            ("no tags at all", &required, &id, &[], false),
+            ("no exclude tag", &excluded, &id, &[("tier", "web")], true),
+            (
+                "an exclude tag with `*`",
+                &excluded,
+                &id,
+                &[("NOBACKUP", "no")],
+                false,
+            ),
+            (
+                "an exclude tag with its value",
+                &excluded,
+                &id,
+                &[("tier", "Scratch")],
+                false,
+            ),
+            ("in scope, no exclude tag", &scoped_excluded, &id, &[], true),
+            (
+                "out of scope, no exclude tag",
+                &scoped_excluded,
+                &other,
+                &[],
+                false,
+            ),
+            (
+                "in scope, an exclude tag",
+                &scoped_excluded,
+                &id,
+                &[("noBackup", "1")],
+                false,
+            ),
+        ];
+        for (what, targets, id, tags, want) in cases {
+            assert_eq!(targets.matches(&vm(id, tags)), *want, "{what}: {tags:?}");
+        }
+        // A required tag does not widen the scope.
+        let scoped_required = Targets {
+            subscriptions: vec![SUB.into()],
+            tags: map(&[("env", "*")]),
+            ..Default::default()
+        };
+        assert!(!scoped_required.matches(&vm(&other, &[("env", "prod")])));
+        assert!(scoped_required.matches(&vm(&id, &[("env", "prod")])));
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_and_rules_are_found_by_exact_name() {
+        let policy = Policy::from_json_str(&format!(
+            r#"{{"rules":[
+                {{"name":"tagged","targets":{{"tags":{{"tier":"db"}}}},"retention":{{"keepLast":1}}}},
+                {{"name":"sub","targets":{{"subscriptions":["{SUB}"]}},"retention":{{"keepLast":2}}}},
+                {{"name":"group","targets":{{"resourceGroups":["{}"]}},"retention":{{"keepLast":3}}}}
+            ]}}"#,
+            rg_id(OTHER_SUB, "rg-app")
+        ))
+        .unwrap();
+        let name_of = |v: &VirtualMachine| policy.rule_for(v).map(|r| r.name.as_str());
+        let in_sub = vm_id(SUB, "rg-app", "vm1");
+        let in_group = vm_id(OTHER_SUB, "rg-app", "vm1");
+        let nowhere = vm_id(OTHER_SUB, "rg-web", "vm1");
+        assert_eq!(name_of(&vm(&in_sub, &[("tier", "db")])), Some("tagged"));
+        assert_eq!(name_of(&vm(&in_sub, &[])), Some("sub"));
+        assert_eq!(name_of(&vm(&in_group, &[])), Some("group"));
+        assert_eq!(name_of(&vm(&nowhere, &[])), None);
+        // `covers` is the scope guard: tags do not count, so the first rule covers every VM.
+        assert!(policy.covers(&nowhere));
+        let mut untagged = policy.clone();
+        untagged.rules.remove(0);
+        assert!(untagged.covers(&in_sub));
+        assert!(untagged.covers(&in_group));
+        assert!(!untagged.covers(&nowhere));
+        assert_eq!(
+            policy.rule_named("group").map(|r| r.retention.keep_last),
+            Some(3)
+        );
+        assert_eq!(
+            policy.rule_named("sub").map(|r| r.retention.keep_last),
+            Some(2)
+        );
+        assert!(policy.rule_named("Sub").is_none());
+        assert!(policy.rule_named("nope").is_none());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let rule = Policy::from_json_str(
+            r#"{"rules":[{"name":"r","targets":{},"retention":{"keepLast":3}}]}"#,
+        )
+        .unwrap()
+        .rules
+        .remove(0);
+        // Azure's own default when `consistencyMode` is omitted.
+        assert_eq!(rule.consistency, ConsistencyMode::ApplicationConsistent);
+        assert_eq!(rule.retention, Retention::newest(3));
+        assert_eq!(rule.retention.floor, 1);
+        let want = Deadlines {
+            local_minutes: 120,
+            copy_minutes: 20_160, // 14 days
+            max_retries: 2,
+        };
+        assert_eq!(rule.deadlines, want);
+        assert_eq!(Deadlines::default(), want);
+        assert_eq!(
+            Retention::newest(5),
+            Retention {
+                keep_last: 5,
+                daily: None,
+                weekly: None,
+                monthly: None,
+                floor: 1
+            }
+        );
+        assert_eq!(
+            CopyTarget::to("westus2"),
+            CopyTarget {
+                region: "westus2".into(),
+                resource_group: None,
+                retention: None,
+                encryption_sets: BTreeMap::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn max_settled_is_the_larger_of_keep_last_and_floor_plus_tiers_plus_the_baseline() {
+        let r = |keep_last, floor, daily, weekly, monthly| Retention {
+            keep_last,
+            daily,
+            weekly,
+            monthly,
+            floor,
+        };
+        let cases = [
+            (r(3, 1, None, None, None), 4),
+            (r(0, 0, None, None, None), 1),
+            (r(1, 5, None, None, None), 6),
+            (r(3, 1, Some(7), Some(4), Some(12)), 27),
+            (r(u32::MAX, 1, Some(1), None, None), u32::MAX),
+        ];
+        for (retention, want) in cases {
+            assert_eq!(retention.max_settled(), want, "{retention:?}");
+        }
+    }
+}

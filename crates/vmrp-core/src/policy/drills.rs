@@ -330,6 +330,11 @@ mod tests {
                 r#"{"resourceGroup":"/subscriptions/x/resourceGroups/rg"}"#,
                 "drills.resourceGroup",
             ),
+            // An id without a group: refused, so `group_for` never sees one.
+            (
+                r#"{"resourceGroup":"/subscriptions/00000000-0000-0000-0000-000000000009"}"#,
+                "drills.resourceGroup",
+            ),
             (
                 r#"{"resourceGroup":"rg","coverWithinDays":0}"#,
                 "drills.coverWithinDays",

@@ -178,6 +178,28 @@ mod tests {
         }
     }
 
+    /// The extension decides (in any case), the content only without a known one.
+    #[test]
+    fn format_is_detected_by_extension_then_by_content() {
+        let cases = [
+            (Some("policy.json"), "rules = []", Format::Json),
+            (Some("policy.JSON"), "rules = []", Format::Json),
+            (Some("policy.toml"), "{\"rules\":[]}", Format::Toml),
+            (Some("policy.Toml"), "{\"rules\":[]}", Format::Toml),
+            (Some("policy.txt"), "  \n{\"rules\":[]}", Format::Json),
+            (Some("policy"), "rules = []", Format::Toml),
+            (None, "{\"rules\":[]}", Format::Json),
+            (None, "[[rules]]", Format::Toml),
+        ];
+        for (path, text, want) in cases {
+            assert_eq!(
+                Format::detect(path.map(Path::new), text),
+                want,
+                "{path:?} {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn minimal_json_gets_the_documented_defaults() {
         let p = Policy::from_json_str(MINIMAL).unwrap();

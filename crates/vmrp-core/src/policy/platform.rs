@@ -44,11 +44,14 @@ fn parse_size(size: &str) -> Option<SizeName<'_>> {
         ),
         None => (rest, None),
     };
-    // A constrained-vCPU size (`M8-2ms`) keeps its features after the dash.
-    let body = body.split('-').next().unwrap_or(body);
+    // The family comes before the vCPU count, the features after it; a constrained-vCPU size
+    // (`M8-2ms`, `E32-8s_v5`) has its features after the active count, behind the dash.
     let digits_at = body.find(|c: char| c.is_ascii_digit())?;
     let family = &body[..digits_at];
-    let after = &body[digits_at..];
+    let after = match body.rsplit_once('-') {
+        Some((_, active)) => active,
+        None => &body[digits_at..],
+    };
     let features_at = after
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(after.len());
@@ -105,6 +108,11 @@ mod tests {
             ("Standard_E4ads_v7", Some(true)),
             ("Standard_M64", Some(true)),
             ("Standard_M8-2ms", Some(true)),
+            // Constrained vCPU: the base size's Premium storage (learn.microsoft.com/azure/
+            // virtual-machines/constrained-vcpu, Standard_E32-8s_v5 keeps "the memory, storage,
+            // and I/O bandwidth specifications of the Standard_E32s_v5").
+            ("Standard_E32-8s_v5", Some(true)),
+            ("Standard_E4-2ads_v5", Some(true)),
             ("Standard_GS5", Some(true)),
             ("Standard_D4_v5", Some(false)),
             ("Standard_A2_v2", Some(false)),
@@ -114,10 +122,36 @@ mod tests {
             // Unknown families: not refused.
             ("Standard_NC6", None),
             ("Standard_H16", None),
+            // An `S` after a family letter (`DS`, `GS`) marks Premium storage; no family is
+            // `S` alone, so such a name says nothing.
+            ("Standard_S4", None),
             ("weird", None),
         ];
         for (size, want) in cases {
             assert_eq!(premium_storage_capable(size), want, "{size}");
+        }
+    }
+
+    /// The parse the two tables above rest on, as the doc of `SizeName` gives it.
+    #[test]
+    fn size_names_split_into_family_features_and_version() {
+        let cases = [
+            ("Standard_D4ads_v7", Some(("D", "ads", Some(7)))),
+            ("standard_E64is_V5", Some(("E", "is", Some(5)))),
+            ("Standard_M8-2ms", Some(("M", "ms", None))),
+            ("Standard_E32-8s_v5", Some(("E", "s", Some(5)))),
+            ("Standard_E4-2ads_v5", Some(("E", "ads", Some(5)))),
+            ("Standard_M416ms_v2", Some(("M", "ms", Some(2)))),
+            ("Standard_DC4as_cc_v5", Some(("DC", "as_cc", Some(5)))),
+            ("Standard_NC4as_T4_v3", Some(("NC", "as_T4", Some(3)))),
+            ("Standard_GS5", Some(("GS", "", None))),
+            ("Standard_B2ms", Some(("B", "ms", None))),
+            ("Standard_D", None),
+            ("Basic_A1", None),
+        ];
+        for (size, want) in cases {
+            let got = parse_size(size).map(|s| (s.family, s.features, s.version));
+            assert_eq!(got, want, "{size}");
         }
     }
 

@@ -552,6 +552,10 @@ mod tests {
             (24, 20, 3, false),
             (24, 21, 3, true),
             (2, 5, 3, false), // ticks closer than the spacing: never
+            // Ticks exactly the spacing apart: `now >= next - spacing` holds from the tick
+            // on, so counting them would supersede every create, even an on-time one.
+            (3, 0, 3, false),
+            (3, 2, 3, false),
         ];
         for (every, late, spacing, want) in cases {
             assert_eq!(
@@ -751,7 +755,12 @@ mod tests {
             },
             DiskInfo {
                 id: disk_id("keep-me"),
-                tags: Tags::new(),
+                // The excluded tag's key with another value, and its value under another key.
+                tags: [
+                    ("BACKUP".to_string(), "keep".to_string()),
+                    ("note".to_string(), "skip".to_string()),
+                ]
+                .into(),
                 max_shares: Some(1),
                 sku: Some("Premium_LRS".into()),
             },
@@ -780,6 +789,64 @@ mod tests {
         .collect();
         // PremiumV2 is not listed in skus, so it stays in (check_vm reports it for crash mode).
         assert_eq!(got, want);
+    }
+
+    /// `refusal` gives the reason `matches` says no, in the order the checks run.
+    #[test]
+    fn refusal_names_why_the_targets_do_not_select_a_vm() {
+        let targets =
+            |json: &str| -> crate::policy::Targets { serde_json::from_str(json).unwrap() };
+        let other_sub = "00000000-0000-0000-0000-000000000002";
+        let cases = [
+            ("{}".to_string(), vec![], None),
+            (
+                format!(r#"{{"subscriptions":["{other_sub}"]}}"#),
+                vec![],
+                Some("the VM lies outside the rule's scopes"),
+            ),
+            (
+                format!(r#"{{"subscriptions":["{SUB}"],"tags":{{"env":"prod","tier":"*"}}}}"#),
+                vec![("ENV", "Prod"), ("tier", "db")],
+                None,
+            ),
+            (
+                r#"{"tags":{"env":"prod","tier":"*"}}"#.to_string(),
+                vec![("env", "dev"), ("tier", "db")],
+                Some("the VM lacks the rule's required tag env=prod"),
+            ),
+            (
+                r#"{"tags":{"env":"prod","tier":"*"}}"#.to_string(),
+                vec![("env", "prod")],
+                Some("the VM lacks the rule's required tag tier=*"),
+            ),
+            (
+                r#"{"excludeTags":{"noBackup":"*"}}"#.to_string(),
+                vec![("nobackup", "yes")],
+                Some("the VM opts out with the rule's excludeTags noBackup=*"),
+            ),
+            (
+                r#"{"excludeTags":{"noBackup":"*"}}"#.to_string(),
+                vec![("backup", "yes")],
+                None,
+            ),
+            // Scope first, then required tags, then excludeTags.
+            (
+                format!(r#"{{"subscriptions":["{other_sub}"],"excludeTags":{{"noBackup":"*"}}}}"#),
+                vec![("noBackup", "1")],
+                Some("the VM lies outside the rule's scopes"),
+            ),
+        ];
+        for (json, tags, want) in cases {
+            let t = targets(&json);
+            let vm = vm_with(&tags, false, vec![]);
+            assert_eq!(t.refusal(&vm).as_deref(), want, "{json} {tags:?}");
+            assert_eq!(t.matches(&vm), want.is_none(), "{json} {tags:?}");
+        }
+        let no_id = VirtualMachine::default();
+        assert_eq!(
+            targets("{}").refusal(&no_id).as_deref(),
+            Some("the VM has no valid id")
+        );
     }
 
     #[test]
@@ -823,6 +890,204 @@ mod tests {
         assert_eq!(r.deadline(Role::Copy), time::Duration::hours(10));
         let regions: Vec<&str> = r.copy_regions().iter().map(|c| c.region.as_str()).collect();
         assert_eq!(regions, vec!["westus2", "northeurope"]);
+    }
+
+    /// Without a schedule of its own a rule's latest due tick is the timer's; with one, the
+    /// first timer tick after its latest occurrence that has come by `t`.
+    #[test]
+    fn latest_due_tick_is_the_first_timer_tick_after_an_occurrence_not_after_t() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let mut r = rule();
+        for (t, want) in [
+            (
+                datetime!(2026-11-25 05:00 UTC),
+                datetime!(2026-11-25 04:00 UTC),
+            ),
+            (
+                datetime!(2026-11-25 04:00 UTC),
+                datetime!(2026-11-25 04:00 UTC),
+            ),
+            (
+                datetime!(2026-11-25 03:59 UTC),
+                datetime!(2026-11-25 00:00 UTC),
+            ),
+        ] {
+            assert_eq!(r.latest_due_tick(&timer, t).unwrap(), Some(want), "{t}");
+        }
+        r.schedule = Some("0 30 2 * * *".into()); // daily at 02:30: due at the 04:00 tick
+        for (t, want) in [
+            (
+                datetime!(2026-11-25 05:00 UTC),
+                datetime!(2026-11-25 04:00 UTC),
+            ),
+            (
+                datetime!(2026-11-25 04:00 UTC),
+                datetime!(2026-11-25 04:00 UTC),
+            ),
+            // 02:30 has come, its tick has not: the day before's.
+            (
+                datetime!(2026-11-25 03:00 UTC),
+                datetime!(2026-11-24 04:00 UTC),
+            ),
+        ] {
+            assert_eq!(r.latest_due_tick(&timer, t).unwrap(), Some(want), "{t}");
+        }
+    }
+
+    /// `classify_tick`'s checks in order: a tick in the future (beyond the skew), a scheduled
+    /// tick, an on-demand tick too old, or within the spacing of the next or the previous
+    /// scheduled point; each bound at its edge. Timer every 4 h (00:00, 04:00, 08:00 …).
+    #[test]
+    fn classify_tick_table() {
+        let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+        let plain = rule();
+        let mut daily = rule();
+        daily.schedule = Some("0 30 2 * * *".into()); // due at 04:00 only
+        let d = |h: u8, m: u8| {
+            datetime!(2026-11-25 00:00 UTC)
+                + time::Duration::hours(h.into())
+                + time::Duration::minutes(m.into())
+        };
+        let hm = |h: i64, m: i64| time::Duration::hours(h) + time::Duration::minutes(m);
+        // (case, rule, tick, now, spacing, continued, Ok(kind) or Err(what the error says))
+        type Case<'a> = (
+            &'a str,
+            &'a Rule,
+            OffsetDateTime,
+            OffsetDateTime,
+            time::Duration,
+            bool,
+            Result<TickKind, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "a timer tick",
+                &plain,
+                d(4, 0),
+                d(5, 0),
+                hm(1, 0),
+                false,
+                Ok(TickKind::Scheduled),
+            ),
+            (
+                "a timer tick the rule is not due at",
+                &daily,
+                d(8, 0),
+                d(8, 10),
+                hm(1, 0),
+                false,
+                Ok(TickKind::OnDemand),
+            ),
+            (
+                "the rule's due tick",
+                &daily,
+                d(4, 0),
+                d(4, 10),
+                hm(1, 0),
+                false,
+                Ok(TickKind::Scheduled),
+            ),
+            (
+                "on demand, clear of both ticks",
+                &plain,
+                d(5, 30),
+                d(5, 30),
+                hm(1, 0),
+                false,
+                Ok(TickKind::OnDemand),
+            ),
+            (
+                "exactly the skew ahead",
+                &plain,
+                d(5, 35),
+                d(5, 30),
+                hm(1, 0),
+                false,
+                Ok(TickKind::OnDemand),
+            ),
+            (
+                "beyond the skew",
+                &plain,
+                d(5, 36),
+                d(5, 30),
+                hm(1, 0),
+                false,
+                Err("lies in the future"),
+            ),
+            (
+                "exactly the max age old",
+                &plain,
+                d(4, 30),
+                d(5, 30),
+                hm(1, 0),
+                false,
+                Ok(TickKind::OnDemand),
+            ),
+            (
+                "older than the max age",
+                &plain,
+                d(3, 30),
+                d(5, 30),
+                hm(1, 0),
+                false,
+                Err("too old"),
+            ),
+            (
+                "a continuation may be a day old",
+                &plain,
+                d(3, 30),
+                d(5, 30),
+                hm(1, 0),
+                true,
+                Ok(TickKind::OnDemand),
+            ),
+            (
+                "the next tick exactly the spacing away",
+                &plain,
+                d(6, 0),
+                d(6, 0),
+                hm(2, 0),
+                false,
+                Ok(TickKind::OnDemand),
+            ),
+            (
+                "the next tick within the spacing",
+                &plain,
+                d(6, 1),
+                d(6, 1),
+                hm(2, 0),
+                false,
+                Err("within 119 min of the rule's next scheduled point"),
+            ),
+            (
+                "the previous tick within the spacing",
+                &plain,
+                d(5, 0),
+                d(5, 0),
+                hm(3, 0),
+                false,
+                Err("60 min after the rule's scheduled point"),
+            ),
+            (
+                "the previous tick within the spacing, the next one not",
+                &plain,
+                d(5, 59),
+                d(5, 59),
+                hm(2, 0),
+                false,
+                Err("119 min after"),
+            ),
+        ];
+        for (case, r, tick, now, spacing, continued, want) in cases {
+            let got = r.classify_tick(&timer, tick, now, spacing, continued);
+            match want {
+                Ok(kind) => assert_eq!(got, Ok(kind), "{case}"),
+                Err(what) => {
+                    let e = got.expect_err(case);
+                    assert!(e.contains(what), "{case}: {e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -420,10 +420,30 @@ mod per_vm {
         );
         let v2_id = fast.disks()[1].managed_disk_id.clone().unwrap();
         assert_eq!(
-            applies(&fast, ConsistencyMode::ApplicationConsistent, &[v2_id]),
+            applies(
+                &fast,
+                ConsistencyMode::ApplicationConsistent,
+                std::slice::from_ref(&v2_id)
+            ),
             None,
             "an excluded disk gets no instant access"
         );
+        // The Disk GET's SKU of that disk wins over the VM model's (a converted disk), and
+        // only for that disk.
+        let got_premium = DiskInfo {
+            id: v2_id,
+            tags: Default::default(),
+            max_shares: None,
+            sku: Some("Premium_LRS".into()),
+        };
+        assert!(rule
+            .instant_access_for(
+                &fast,
+                &[got_premium],
+                &[],
+                &ConsistencyMode::ApplicationConsistent
+            )
+            .is_none());
     }
 
     #[test]
@@ -570,8 +590,23 @@ mod per_vm {
         assert_eq!(caveats.len(), 2, "{caveats:?}");
         assert!(caveats[0].contains("ReadWrite host caching (OS disk os)"));
         assert!(caveats[1].contains("Standard_D4s_v6") && caveats[1].contains("2 included"));
-        // One data disk on a v6 size: no multi-disk caveat; app mode: none at all.
+        // App mode: none at all.
         assert!(policy_with("").rules.remove(0).check_vm(&v, &[]).is_empty());
+        // Two data disks on a v5 size, or one (the other excluded) on a v6 size: no
+        // multi-disk caveat (it needs both).
+        let plain = with("Standard_D4s_v5", None, false);
+        assert_eq!(rule.check_vm(&plain, &[]), vec![]);
+        let one_data_disk =
+            policy_with(r#""consistency":"CrashConsistent","excludeDisks":{"luns":[1]}"#)
+                .rules
+                .remove(0);
+        let v6 = with("Standard_D4s_v6", None, false);
+        assert_eq!(one_data_disk.check_vm(&v6, &[]), vec![]);
+        assert_eq!(
+            rule.check_vm(&v6, &[]).len(),
+            1,
+            "two data disks on v6: the caveat"
+        );
     }
 
     #[test]
@@ -602,7 +637,15 @@ mod per_vm {
             max_shares: None,
             sku: Some("UltraSSD_LRS".into()),
         };
-        assert_eq!(rule.check_vm(&v, &[info]).len(), 1);
+        let problems = rule.check_vm(&v, &[info]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        // The GET's SKU is the one of the disk it describes, not of another disk of the VM.
+        assert!(
+            problems[0]
+                .message
+                .contains("UltraSSD_LRS disks, and data disk d (LUN 0) is one"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -729,4 +772,62 @@ fn spacing_messages_say_what_the_tag_changes_and_refuse_a_schedule_the_timer_nev
         ),
         Vec::<String>::new()
     );
+}
+
+/// Retention at its edges, as the exact fields refused: a count of 500 is in range (only the
+/// point budget it blows is reported), a floor equal to what the tiers keep is accepted, and
+/// the budget names `retention` only when the local collection alone exceeds 500.
+#[test]
+fn retention_edges_give_exactly_these_problems() {
+    let cases: [(&str, &[&str]); 6] = [
+        (r#""retention":{"keepLast":500}"#, &["retention"]),
+        (
+            r#""retention":{"keepLast":3,"monthly":500}"#,
+            &["retention"],
+        ),
+        (
+            r#""retention":{"keepLast":3,"daily":501}"#,
+            &["retention.daily", "retention"],
+        ),
+        (r#""retention":{"keepLast":0,"daily":2,"floor":2}"#, &[]),
+        (
+            r#""retention":{"keepLast":0,"daily":2,"floor":3}"#,
+            &["retention.floor"],
+        ),
+        // keepLast 497 + 1 baseline + 2 in flight = 500 locally, + 4 for the copy.
+        (
+            r#""retention":{"keepLast":497},"copies":[{"region":"westus2","retention":{"keepLast":1}}]"#,
+            &["copies"],
+        ),
+    ];
+    for (fields, want) in cases {
+        let got: Vec<String> = policy_with(fields)
+            .problems(None)
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(got, want, "{fields}");
+    }
+}
+
+/// `max_points_per_vm` counts what `check_point_budget` counts: each collection's
+/// `max_settled` plus the points in flight, a copy without its own retention at the rule's.
+#[test]
+fn max_points_per_vm_adds_every_collection() {
+    let cases = [
+        ("", 5 + 1 + IN_FLIGHT_PER_COLLECTION),
+        (r#""retention":{"keepLast":497}"#, 500),
+        (
+            r#""copies":[{"region":"westus2"},{"region":"northeurope","retention":{"keepLast":2,"daily":7}}]"#,
+            2 * (5 + 1 + IN_FLIGHT_PER_COLLECTION) + (2 + 7 + 1 + IN_FLIGHT_PER_COLLECTION),
+        ),
+        (r#""retention":{"keepLast":4294967295}"#, u32::MAX),
+    ];
+    for (fields, want) in cases {
+        assert_eq!(
+            policy_with(fields).rules[0].max_points_per_vm(),
+            want,
+            "{fields}"
+        );
+    }
 }
