@@ -127,32 +127,12 @@ fn a_failed_point_whose_retry_was_superseded_is_not_left_behind() {
 
 #[test]
 fn dead_letters_or_panics_fail_a_complete_run() {
+    let tick = time::macros::datetime!(2026-11-25 04:00 UTC);
     let report = |dead_letters: usize, handler_panics: u64| LocalReport {
-        vms: 1,
-        ticks: vec!["rp-20261125T0400Z".into()],
-        local: RoleCounts::default(),
-        copies: RoleCounts::default(),
         dead_letters: vec![json!({"queue": "rp-create"}); dead_letters],
-        parked: Vec::new(),
-        throttled_429: 0,
-        arm_requests_by_operation: BTreeMap::new(),
-        arm_requests: 0,
-        invocations_by_function: BTreeMap::new(),
-        handler_restarts: 0,
-        handler_kills: 0,
-        instances: 1,
-        invocations_by_instance: vec![0],
-        handler_kills_by_instance: vec![0],
-        planned_kills_by_instance: vec![0],
-        background_load: BackgroundLoad::default(),
-        arm_share_told: None,
         handler_panics,
-        untracked_in_progress: Vec::new(),
-        virtual_seconds: 0,
-        real_seconds: 0.0,
         complete: true,
-        rows: Vec::new(),
-        handler_log: None,
+        ..report_of(&[tick], 0, Vec::new())
     };
     assert!(report(0, 0).clean());
     assert!(summary_line(&report(0, 0)).starts_with("coverage complete"));
