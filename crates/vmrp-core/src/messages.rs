@@ -500,6 +500,54 @@ mod tests {
         }
     }
 
+    /// The timer's plan message round-trips under its own kind (`decode_lenient`'s "plan" arm).
+    #[test]
+    fn a_plan_message_round_trips() {
+        let msg = QueueMessage::Plan(PlanRequest {
+            subscription: "00000000-0000-0000-0000-000000000001".into(),
+            tick: datetime!(2026-11-25 04:00 UTC),
+            attempt: 2,
+        });
+        let text = msg.encode();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["kind"], "plan");
+        assert_eq!(QueueMessage::decode(&text).unwrap(), msg);
+    }
+
+    /// Service Bus Standard takes 256 KB per message (the quotas page); a create keeps its
+    /// listing up to 192 KiB encoded, and with a listing just under that the whole message
+    /// still fits. A listing just over it is dropped (the handler reads ARM instead).
+    #[test]
+    fn a_listing_is_kept_only_within_the_message_budget() {
+        assert_eq!(MAX_MESSAGE_BYTES, 262_144);
+        assert_eq!(LISTED_MAX_BYTES, 196_608);
+        let listed_of = |tag_bytes: usize| {
+            let mut vm = crate::azure::models::VirtualMachine::default();
+            vm.tags = Some(
+                [("note".to_string(), "x".repeat(tag_bytes))]
+                    .into_iter()
+                    .collect(),
+            );
+            ListedVm {
+                at: datetime!(2026-11-25 03:00 UTC),
+                vm,
+                disks: Vec::new(),
+                collection: None,
+                planned_for: None,
+            }
+        };
+        let small = listed_of(10).within_message_budget();
+        assert!(small.is_some());
+        let under = listed_of(LISTED_MAX_BYTES - 200).within_message_budget();
+        let under = under.expect("a listing just under the budget is kept");
+        let mut req = create();
+        req.listed = Some(Box::new(under));
+        assert!(QueueMessage::Create(req).encode().len() <= MAX_MESSAGE_BYTES);
+        assert!(listed_of(LISTED_MAX_BYTES)
+            .within_message_budget()
+            .is_none());
+    }
+
     #[test]
     fn round_trips_with_version_and_kind() {
         let msg = QueueMessage::Create(create());

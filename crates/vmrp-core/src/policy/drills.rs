@@ -352,6 +352,24 @@ mod tests {
         );
     }
 
+    /// `run_interval` looks at the year after `from` only: 29 February (next in 2028, then
+    /// 2032) and 1 January have fewer than two runs in it, so no interval (not the 4-year or
+    /// 1-year gap past it); 1 January and 1 July: 181 days, not the 184 that end past the year.
+    #[test]
+    fn run_interval_looks_one_year_ahead_only() {
+        let now = datetime!(2026-12-01 00:00 UTC);
+        for (schedule, want) in [
+            ("0 0 0 29 2 *", None),
+            ("0 0 0 1 1 *", None),
+            ("0 0 0 1 1,7 *", Some(Duration::days(181))),
+        ] {
+            let d = drills(&format!(
+                r#"{{"resourceGroup":"rg","schedule":"{schedule}"}}"#
+            ));
+            assert_eq!(d.run_interval(now), want, "{schedule}");
+        }
+    }
+
     #[test]
     fn groups_and_targets_resolve_per_vm() {
         let vm = ResourceId::parse(
