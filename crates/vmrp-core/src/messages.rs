@@ -522,12 +522,14 @@ mod tests {
         assert_eq!(MAX_MESSAGE_BYTES, 262_144);
         assert_eq!(LISTED_MAX_BYTES, 196_608);
         let listed_of = |tag_bytes: usize| {
-            let mut vm = crate::azure::models::VirtualMachine::default();
-            vm.tags = Some(
-                [("note".to_string(), "x".repeat(tag_bytes))]
-                    .into_iter()
-                    .collect(),
-            );
+            let vm = crate::azure::models::VirtualMachine {
+                tags: Some(
+                    [("note".to_string(), "x".repeat(tag_bytes))]
+                        .into_iter()
+                        .collect(),
+                ),
+                ..Default::default()
+            };
             ListedVm {
                 at: datetime!(2026-11-25 03:00 UTC),
                 vm,
