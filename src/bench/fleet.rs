@@ -89,11 +89,15 @@ pub(super) async fn estate_tick(
         .iter()
         .filter_map(|p| names::parse_restore_point_name(p.id.rsplit('/').next()?))
         .map(|(t, _)| t)
-        .min()
-        .ok_or("estate tick: no restore point was created")?;
-    let largest_plan = largest_plan_alone(handler, &emulator, &scenario, &points, tick).await;
+        .min();
+    // Measured before the emulator stops (the plan reads it); stopped whatever the outcome.
+    let largest_plan = match tick {
+        Some(tick) => largest_plan_alone(handler, &emulator, &scenario, &points, tick).await,
+        None => Err("estate tick: no restore point was created".to_string()),
+    };
     emulator.stop().await.map_err(|e| e.to_string())?;
     let largest_plan = largest_plan?;
+    let tick = tick.ok_or("estate tick: no restore point was created")?;
     // Per subscription: creates (each a collection PUT and a point PUT on a first tick) and the
     // last create's time.
     let mut per_sub: BTreeMap<String, (u64, OffsetDateTime)> = BTreeMap::new();

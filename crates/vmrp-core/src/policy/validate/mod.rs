@@ -774,9 +774,9 @@ impl Rule {
     /// The checks that need the VM and its disks (run by the timer's plan, `vmrp plan` and the
     /// create handler; sources in src/policy/platform.rs and docs/policy.md): a confidential VM
     /// is not supported at all, nor one whose every disk is excluded (unsupported disks and the
-    /// rule's `excludeDisks`: its point would restore nothing); crash-consistent points cannot include Ultra / Premium SSD v2 /
-    /// write-accelerated disks, nor be taken of a size without Premium storage; a copy cannot
-    /// target the VM's own region. Warnings (`consistencyCaveat`): crash-consistent points of a
+    /// rule's `excludeDisks`: its point would restore nothing); crash-consistent points cannot
+    /// include Ultra / Premium SSD v2 / write-accelerated disks, nor be taken of a size without
+    /// Premium storage; a copy cannot target the VM's own region. Warnings (`consistencyCaveat`): crash-consistent points of a
     /// VM with ReadWrite-cached disks, or of an Intel v6+ / AMD v7+ size with more than one
     /// data disk, may not be consistent across disks. Empty when the VM can be served as the
     /// policy says.
