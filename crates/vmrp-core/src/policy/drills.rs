@@ -354,7 +354,8 @@ mod tests {
 
     /// `run_interval` looks at the year after `from` only: 29 February (next in 2028, then
     /// 2032) and 1 January have fewer than two runs in it, so no interval (not the 4-year or
-    /// 1-year gap past it); 1 January and 1 July: 181 days, not the 184 that end past the year.
+    /// 1-year gap past it); 1 January and 1 July: 181 days, not the 184 that end past the year;
+    /// a run exactly a year (366 days) after `from` is inside it.
     #[test]
     fn run_interval_looks_one_year_ahead_only() {
         let now = datetime!(2026-12-01 00:00 UTC);
@@ -362,6 +363,8 @@ mod tests {
             ("0 0 0 29 2 *", None),
             ("0 0 0 1 1 *", None),
             ("0 0 0 1 1,7 *", Some(Duration::days(181))),
+            // 2 December: the second run falls exactly at the year's end, and counts.
+            ("0 0 0 2 12 *", Some(Duration::days(365))),
         ] {
             let d = drills(&format!(
                 r#"{{"resourceGroup":"rg","schedule":"{schedule}"}}"#
