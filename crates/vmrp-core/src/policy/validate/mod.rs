@@ -794,9 +794,10 @@ impl Rule {
                 ),
             );
         }
+        // The disks the point leaves out, once: the checks below all judge what stays in.
         let left_out = self.excluded_disks(vm, disks);
-        let ids: Vec<ResourceId> = left_out.iter().map(|(id, _)| id.clone()).collect();
-        if super::excludes_every_disk(vm, &ids) {
+        let excluded: Vec<ResourceId> = left_out.iter().map(|(id, _)| id.clone()).collect();
+        if super::excludes_every_disk(vm, &excluded) {
             let reasons: Vec<&str> = left_out.iter().map(|(_, why)| why.as_str()).collect();
             p.push(
                 FIELD_UNSUPPORTED,
@@ -808,25 +809,19 @@ impl Rule {
         }
         let (mode, _) = self.consistency_for(vm);
         if mode == ConsistencyMode::CrashConsistent {
-            self.check_crash_consistent(vm, disks, vm_name, &mut p);
+            self.check_crash_consistent(vm, disks, &excluded, vm_name, &mut p);
         }
-        if self.instant_access.is_some() {
-            let excluded: Vec<ResourceId> = self
-                .excluded_disks(vm, disks)
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-            if self
+        if self.instant_access.is_some()
+            && self
                 .instant_access_for(vm, disks, &excluded, &mode)
                 .is_none()
-            {
-                p.push(
-                    "instantAccess",
-                    format!(
-                        "VM {vm_name}: instant access does not apply (it needs an application-consistent point holding a Premium SSD v2 or Ultra disk); its points are created without it"
-                    ),
-                );
-            }
+        {
+            p.push(
+                "instantAccess",
+                format!(
+                    "VM {vm_name}: instant access does not apply (it needs an application-consistent point holding a Premium SSD v2 or Ultra disk); its points are created without it"
+                ),
+            );
         }
         if let Some(location) = vm.location.as_deref() {
             for (i, copy) in self.copies.iter().enumerate() {
@@ -855,14 +850,10 @@ impl Rule {
         &self,
         vm: &VirtualMachine,
         disks: &[DiskInfo],
+        excluded: &[ResourceId],
         vm_name: &str,
         p: &mut Problems<'_>,
     ) {
-        let excluded: Vec<ResourceId> = self
-            .excluded_disks(vm, disks)
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
         let included: Vec<_> = vm
             .disks()
             .into_iter()
