@@ -26,6 +26,15 @@ fn problems_of(p: &Policy, timer: Option<&str>) -> Vec<String> {
     p.problems(timer).iter().map(ToString::to_string).collect()
 }
 
+/// The fields named by the problems of a one-rule policy with `rule_fields`.
+fn problem_fields(rule_fields: &str) -> Vec<String> {
+    policy_with(rule_fields)
+        .problems(None)
+        .into_iter()
+        .map(|p| p.field)
+        .collect()
+}
+
 /// Values `policy check` accepted that then wrapped or panicked: keepLast near u32::MAX
 /// passed the 500-point check by overflow ("up to 1 points per VM"), a far deadline made
 /// CreateRestorePoint panic, a far orphan expiry made every timer run panic.
@@ -119,12 +128,7 @@ fn instant_access_duration_and_consistency_are_checked() {
         ),
     ];
     for (fields, want) in cases {
-        let got: Vec<String> = policy_with(fields)
-            .problems(None)
-            .into_iter()
-            .map(|p| p.field)
-            .collect();
-        assert_eq!(got, want, "{fields}");
+        assert_eq!(problem_fields(fields), want, "{fields}");
     }
     let bad: Result<Policy, _> = serde_json::from_str(
         r#"{"rules":[{"name":"p","targets":{},"retention":{"keepLast":1},"instantAccess":{"minutes":5}}]}"#,
@@ -801,12 +805,7 @@ fn retention_edges_give_exactly_these_problems() {
         ),
     ];
     for (fields, want) in cases {
-        let got: Vec<String> = policy_with(fields)
-            .problems(None)
-            .into_iter()
-            .map(|p| p.field)
-            .collect();
-        assert_eq!(got, want, "{fields}");
+        assert_eq!(problem_fields(fields), want, "{fields}");
     }
 }
 
