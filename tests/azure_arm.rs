@@ -904,7 +904,10 @@ async fn throttled_429_honours_retry_after() {
 }
 
 #[tokio::test]
-async fn retry_after_is_capped() {
+async fn a_retry_after_longer_than_the_cap_is_handed_back_not_slept_short() {
+    // Regression: a `Retry-After` over the cap was slept for the cap and the call asked again
+    // (3 × 429 per copy over Compute's in-flight limit, which says 600 s); now the error goes
+    // back at once with ARM's `Retry-After`, and the handler puts its message back for then.
     let fake = Fake::start().await;
     let path = format!("{}/virtualMachines/vm1", rg_path("rg"));
     fake.on(
@@ -919,8 +922,26 @@ async fn retry_after_is_capped() {
     retry.max_retry_after = Duration::from_millis(100);
     let (client, _) = client_with(&fake, retry);
     let started = Instant::now();
-    client.get_vm(&id(&path)).await.unwrap().unwrap();
+    let err = client.get_vm(&id(&path)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(fake.seen().len(), 1, "asked once");
+    assert_eq!(err.status, Some(503));
+    assert_eq!(err.retry_after, Some(Duration::from_secs(3600)));
+    assert!(err.is_transient());
+
+    // A Retry-After within the cap is slept, and the call heals.
+    let fake = Fake::start().await;
+    fake.on(
+        "GET",
+        &path,
+        vec![
+            Canned::empty(503).header("Retry-After", "0"),
+            Canned::json(200, &json!({"id": path})),
+        ],
+    );
+    let (client, _) = client_with(&fake, retry);
+    client.get_vm(&id(&path)).await.unwrap().unwrap();
+    assert_eq!(fake.seen().len(), 2);
 }
 
 #[tokio::test]

@@ -263,6 +263,11 @@ async fn measure_instances_background_load_and_outage_at_scale() {
     let ticks = env_or("TICKS", 3);
     let kills = env_or("KILLS", 3);
     let mut s = chaos_scenario(vms, ticks, kills, env_or("SEED", 5));
+    // `SUBS`: subscriptions the fleet is spread over. Azure replicates at most 100 disk copies
+    // at once per subscription and target region (docs/emulator-arm.md): 2,000 VMs with ~2
+    // disks copied every 4 h need about 20 subscriptions for their copies to keep up (the
+    // plan's copy-capacity warning says so for fewer).
+    s.fleet.subscriptions = env_or("SUBS", 20);
     s.instances = 4;
     s.copy_to = vec!["swedencentral".into(), "francecentral".into()];
     s.background_load = vmrp::emulator::arm::throttle::BackgroundLoad {
@@ -280,6 +285,11 @@ async fn measure_instances_background_load_and_outage_at_scale() {
     let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
     let points = emulator.arm.restore_points();
     let counters = emulator.arm.counters();
+    let copy_limit = counters
+        .rule_refusals
+        .get("copiesInFlightPerRegion")
+        .copied()
+        .unwrap_or(0);
     let lost_to_ordering = report
         .copies
         .failed
@@ -288,9 +298,19 @@ async fn measure_instances_background_load_and_outage_at_scale() {
         // superseded by the next tick.
         .filter(|m| vmrp::local::reason_class(&m.reason).0 == "superseded by a newer copy")
         .count();
+    let dropped_from_backlog = report
+        .copies
+        .failed
+        .iter()
+        .filter(|m| {
+            vmrp::local::reason_class(&m.reason)
+                .0
+                .starts_with("dropped from the copy backlog")
+        })
+        .count();
     let violations = fault_contract_violations(&report, &points, kills);
     println!(
-        "{}\ninstances {} invocations by instance {:?} kills by instance {:?}\nlocal {}/{} copies {}/{} duplicates {} copies lost to ordering {}\n429 {} of {} ARM requests = {:.3} %; outage answers {:?}\nlocal missing by reason {:?}\ncopies missing by reason {:?}\ncontract breaches ({}): {:?}\nreal {:.0} s",
+        "{}\ninstances {} invocations by instance {:?} kills by instance {:?}\nlocal {}/{} copies {}/{} duplicates {} copies lost to ordering {} dropped from the copy backlog {}\n429 {} of {} ARM requests = {:.3} %: ARM's buckets {} ({:.3} %), Compute's copy-in-flight limit {} ({:.3} %); outage answers {:?}\nlocal missing by reason {:?}\ncopies missing by reason {:?}\ncontract breaches ({}): {:?}\nreal {:.0} s",
         summary_line(&report),
         report.instances,
         report.invocations_by_instance,
@@ -301,9 +321,14 @@ async fn measure_instances_background_load_and_outage_at_scale() {
         report.copies.expected,
         report.local.duplicates + report.copies.duplicates,
         lost_to_ordering,
+        dropped_from_backlog,
         report.throttled_429,
         report.arm_requests,
         100.0 * report.throttled_429 as f64 / report.arm_requests.max(1) as f64,
+        counters.throttled,
+        100.0 * counters.throttled as f64 / report.arm_requests.max(1) as f64,
+        copy_limit,
+        100.0 * copy_limit as f64 / report.arm_requests.max(1) as f64,
         counters.faults_injected.get("outage"),
         report.local.failed_by_reason,
         report.copies.failed_by_reason,
@@ -328,6 +353,18 @@ async fn measure_instances_background_load_and_outage_at_scale() {
             .or_default() += 1;
     }
     println!("local missing by tick {by_tick:#?}");
+    // Invocations that did not succeed, by function: where dead letters come from.
+    for (function, statuses) in &report.invocations_by_function {
+        let unhappy: Vec<_> = statuses
+            .iter()
+            .filter(|(status, _)| {
+                matches!(status.as_str(), "failed" | "timedout" | "protocolviolation")
+            })
+            .collect();
+        if !unhappy.is_empty() {
+            println!("{function}: {unhappy:?}");
+        }
+    }
     for d in report.dead_letters.iter().take(3) {
         let text = d.to_string();
         println!("dead letter: {}", &text[..text.len().min(1500)]);

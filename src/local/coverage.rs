@@ -298,15 +298,19 @@ fn invocations_and_reports(
             .or_default()
             .entry(status.clone())
             .or_insert(0) += 1;
-        // A copy still waiting for its source's background data copy when the run ends is
-        // explained by that wait (its last rescheduled outcome), not left unexplained.
+        // A copy still waiting for its source's background data copy, or for room among
+        // the region's copies in flight, when the run ends is explained by that wait (its last
+        // rescheduled outcome), not left unexplained.
         let waiting = status == "rescheduled"
             && r.function == crate::functions::START_CROSS_REGION_COPY
             && r.response
                 .as_ref()
                 .and_then(|v| v["ReturnValue"]["summary"].as_str())
                 .is_some_and(|s| {
-                    s.contains(crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT)
+                    use crate::functions::start_cross_region_copy::{
+                        BACKGROUND_COPY_WAIT, COPY_LIMIT_WAIT,
+                    };
+                    s.contains(BACKGROUND_COPY_WAIT) || s.contains(COPY_LIMIT_WAIT)
                 });
         if status == "reported" || waiting {
             if let Some(summary) = r

@@ -115,6 +115,13 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
             "create superseded by the next tick",
             false,
         ),
+        // Copies more than a day behind give way to newer points on purpose
+        // (`start_cross_region_copy::COPY_BACKLOG_DROPPED`): Azure's copy limit, not ordering.
+        (
+            "dropped from the copy backlog",
+            "dropped from the copy backlog (a day behind)",
+            false,
+        ),
         ("superseded", "superseded by a newer copy", false),
         // Premium SSD v2 / Ultra snapshots copy only after their background data copy.
         (
@@ -124,6 +131,13 @@ pub fn reason_class(reason: &str) -> (&'static str, bool) {
         ),
         ("listing failed", "the timer's listing failed", false),
         ("gave up after", "gave up after reschedules", false),
+        // Put back while the target region refuses copies (its disk copies in flight at
+        // Azure's limit): `start_cross_region_copy::COPY_LIMIT_WAIT`.
+        (
+            "waiting for room among the copies in flight",
+            "waiting at Azure's copy-in-flight limit",
+            false,
+        ),
         ("timer run for this tick failed", "timer run failed", false),
         ("already exists", "name already taken", false),
         ("is Failed", "point Failed", false),

@@ -322,6 +322,9 @@ fn failure_reasons_fall_into_classes() {
         ("point rp-20260105T0400Z is Failed (copy -%)".to_string(), "point Failed", false),
         ("point rp-20260105T0400Z is Creating (copy 40%)".to_string(), "still in progress at the end", false),
         ("no restore point was created".to_string(), "never created", false),
+        (format!("copy of {vm}/rp-1 to swedencentral: {}: the newer {vm}/rp-2 was copied first (copies go in creation order, and a copy more than 24 h behind gives way to newer points so the region's newest copy stays recent)", crate::functions::start_cross_region_copy::COPY_BACKLOG_DROPPED), "dropped from the copy backlog (a day behind)", false),
+        (format!("copy of {vm}/rp-1: {} into swedencentral (Compute refused a copy there until 2026-01-05 06:10:00.0 +00:00:00); retry in 640s", crate::functions::start_cross_region_copy::COPY_LIMIT_WAIT), "waiting at Azure's copy-in-flight limit", false),
+        (format!("copy of {vm}/rp-1: gave up after 160 reschedules: {} into swedencentral", crate::functions::start_cross_region_copy::COPY_LIMIT_WAIT), "gave up after reschedules", false),
         (format!("copy of {vm}/rp-1 to swedencentral: {}: 1 of 2 disk restore points not copyable (first: d1 is InstantAccess): the snapshot's background data copy (Premium SSD v2 / Ultra disk) has not completed", crate::functions::start_cross_region_copy::BACKGROUND_COPY_WAIT), "waiting for the source's background data copy", false),
         // The plan's left-out reason names the next tick that would supersede the create:
         // still a VM left out beforehand, not a copy lost to ordering.

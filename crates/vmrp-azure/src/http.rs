@@ -137,9 +137,11 @@ pub struct RetryConfig {
     pub initial_backoff: Duration,
     /// Upper bound of one computed backoff.
     pub max_backoff: Duration,
-    /// Upper bound of a server-sent `Retry-After` we are willing to sleep inside one call. Past
-    /// the last attempt the error (with ARM's `Retry-After`) goes to the handler, which puts its
-    /// message back for then instead of holding the invocation asleep.
+    /// The longest server-sent `Retry-After` we are willing to sleep inside one call. A longer
+    /// one is not slept at all: the error (with its `Retry-After`) goes straight to the handler,
+    /// which puts its message back for then instead of holding the invocation asleep, and instead
+    /// of asking again early (Compute answers a copy over its in-flight limit with a 10-minute
+    /// `Retry-After`; asking after 10 s only earns another 429).
     pub max_retry_after: Duration,
 }
 
@@ -156,23 +158,25 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     /// The wait before attempt `attempt + 1` (`attempt` counts from 1): the server's `Retry-After`
-    /// (capped) when given, else exponential backoff with "full jitter" so that many instances
-    /// throttled together do not retry in lockstep. `unit_random` is in `[0, 1)`.
+    /// when given, else exponential backoff with "full jitter" so that many instances throttled
+    /// together do not retry in lockstep. `unit_random` is in `[0, 1)`. `None`: the server asked
+    /// for longer than [`RetryConfig::max_retry_after`], so the call should not retry but hand
+    /// the error (and its `Retry-After`) back.
     pub fn delay_before_retry(
         &self,
         attempt: u32,
         retry_after: Option<Duration>,
         unit_random: f64,
-    ) -> Duration {
+    ) -> Option<Duration> {
         if let Some(ra) = retry_after {
-            return ra.min(self.max_retry_after);
+            return (ra <= self.max_retry_after).then_some(ra);
         }
         let exp = self
             .initial_backoff
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let ceiling = exp.min(self.max_backoff);
         // Half fixed, half random: never zero, still spread out.
-        ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
+        Some(ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0)))
     }
 }
 
@@ -487,43 +491,65 @@ mod tests {
             max_backoff: Duration::from_millis(300),
             max_retry_after: Duration::from_secs(2),
         };
-        assert_eq!(
-            cfg.delay_before_retry(1, Some(Duration::from_secs(1)), 0.3),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            cfg.delay_before_retry(1, Some(Duration::from_secs(90)), 0.3),
-            Duration::from_secs(2),
-            "Retry-After is capped"
-        );
-        assert_eq!(
-            cfg.delay_before_retry(1, None, 0.0),
-            Duration::from_millis(50)
-        );
-        assert_eq!(
-            cfg.delay_before_retry(1, None, 1.0),
-            Duration::from_millis(100)
-        );
-        assert_eq!(
-            cfg.delay_before_retry(2, None, 1.0),
-            Duration::from_millis(200)
-        );
-        assert_eq!(
-            cfg.delay_before_retry(4, None, 1.0),
-            Duration::from_millis(300),
-            "backoff is capped"
-        );
+        let table: &[(u32, Option<u64>, f64, Option<Duration>, &str)] = &[
+            (
+                1,
+                Some(1),
+                0.3,
+                Some(Duration::from_secs(1)),
+                "Retry-After is slept",
+            ),
+            (
+                1,
+                Some(2),
+                0.3,
+                Some(Duration::from_secs(2)),
+                "up to the cap",
+            ),
+            (
+                1,
+                Some(90),
+                0.3,
+                None,
+                "a longer Retry-After is handed back, not slept short",
+            ),
+            (1, None, 0.0, Some(Duration::from_millis(50)), "half fixed"),
+            (
+                1,
+                None,
+                1.0,
+                Some(Duration::from_millis(100)),
+                "half random",
+            ),
+            (2, None, 1.0, Some(Duration::from_millis(200)), "doubles"),
+            (
+                4,
+                None,
+                1.0,
+                Some(Duration::from_millis(300)),
+                "backoff is capped",
+            ),
+        ];
+        for (attempt, ra, random, want, why) in table {
+            let got = cfg.delay_before_retry(*attempt, ra.map(Duration::from_secs), *random);
+            assert_eq!(got, *want, "{why}");
+        }
     }
 
     #[test]
     fn a_call_sleeps_at_most_twenty_seconds_on_retry_afters_by_default() {
         // Regression: the default cap was 60 s, so three 429s with `Retry-After: 60` held one
-        // invocation (and its message lock) for two minutes; the handler reschedules instead.
+        // invocation (and its message lock) for two minutes; later the cap was 10 s but a
+        // longer `Retry-After` was slept short and asked again early (another 429 each time).
         let cfg = RetryConfig::default();
-        let slept: Duration = (1..cfg.max_attempts)
-            .map(|a| cfg.delay_before_retry(a, Some(Duration::from_secs(60)), 0.5))
-            .sum();
-        assert!(slept <= Duration::from_secs(20), "{slept:?}");
+        let slept = |ra: u64| -> Option<Duration> {
+            (1..cfg.max_attempts)
+                .map(|a| cfg.delay_before_retry(a, Some(Duration::from_secs(ra)), 0.5))
+                .sum()
+        };
+        assert_eq!(slept(10), Some(Duration::from_secs(20)));
+        assert_eq!(slept(11), None, "not slept, not asked again early");
+        assert_eq!(slept(600), None);
     }
 
     #[test]

@@ -478,8 +478,13 @@ impl ArmClient {
             match result {
                 Ok(rsp) => return Ok(rsp),
                 Err(e) if e.is_transient() && attempt < retry.max_attempts.max(1) => {
-                    let delay =
-                        retry.delay_before_retry(attempt, e.retry_after, rand::random::<f64>());
+                    let Some(delay) =
+                        retry.delay_before_retry(attempt, e.retry_after, rand::random::<f64>())
+                    else {
+                        // ARM asked for longer than a call sleeps: the handler puts its
+                        // message back for then.
+                        return Err(e);
+                    };
                     tracing::warn!(
                         operation = op.label(),
                         attempt,

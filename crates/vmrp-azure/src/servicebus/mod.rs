@@ -578,9 +578,12 @@ impl RestSender {
             if !retryable || attempt >= self.retry.max_attempts.max(1) {
                 return Err(err);
             }
-            let delay = self
-                .retry
-                .delay_before_retry(attempt, retry_after, rand::random::<f64>());
+            let Some(delay) =
+                self.retry
+                    .delay_before_retry(attempt, retry_after, rand::random::<f64>())
+            else {
+                return Err(err);
+            };
             tokio::time::sleep(delay).await;
             attempt += 1;
         }

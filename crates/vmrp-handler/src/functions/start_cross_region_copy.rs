@@ -50,6 +50,9 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
     if let Some(outcome) = paced(deps, &req, now).await? {
         return Ok(outcome);
     }
+    if let Some(outcome) = held_at_copy_limit(deps, &req, now).await? {
+        return Ok(outcome);
+    }
     let source_collection = source_collection_of(&req)?;
 
     // The VM: from the message, else the source collection's source.
@@ -342,6 +345,20 @@ async fn made_or_superseded(
     }) {
         // Reported, not skipped: this tick will never have a copy in that region, and the
         // report is where an operator (and the chaos accounting) learns why.
+        if job.now - our_tick > OLDER_LOOKBACK {
+            // Not a race: copies into the region fell more than a day behind, and the newer
+            // point was copied first on purpose ([`older_uncopied`] looks back a day).
+            tracing::warn!(source = %req.source, newer = %newer, "copy dropped from the backlog: copies into the region are more than a day behind");
+            return Ok(Some(Outcome::new(
+                Status::Reported,
+                format!(
+                    "copy of {} to {}: {COPY_BACKLOG_DROPPED}: the newer {newer} was copied first (copies go in creation order, and a copy more than {} h behind gives way to newer points so the region's newest copy stays recent)",
+                    req.source,
+                    req.target_region,
+                    OLDER_LOOKBACK.whole_hours()
+                ),
+            )));
+        }
         tracing::warn!(source = %req.source, newer = %newer, "copy superseded: a newer point was already copied");
         return Ok(Some(Outcome::new(
             Status::Reported,
@@ -412,7 +429,10 @@ async fn start_copy(
             },
             Err(read) => job.arm_failed(read, "reading the copy after a 409").await,
         },
-        Err(e) => job.arm_failed(e, "starting the copy").await,
+        Err(e) => {
+            note_refusal(deps, req, job.now, &e);
+            job.arm_failed(e, "starting the copy").await
+        }
     }
 }
 
@@ -444,6 +464,10 @@ async fn wait(
     )
     .with_sent(vec![sent]))
 }
+
+/// The start of the reason of a copy given up because its region's copies fell more than
+/// [`OLDER_LOOKBACK`] behind and a newer point was copied first (not a race: on purpose).
+pub const COPY_BACKLOG_DROPPED: &str = "dropped from the copy backlog";
 
 /// How far back a copy looks for older settled points not copied yet. A copy message lags its
 /// point by the waits for earlier copies and transient reschedules (hours at most); an older
@@ -566,9 +590,10 @@ async fn copy_oldest_first(
             }
         },
         Err(e) => {
+            note_refusal(deps, req, now, &e);
             return transient_or_report(deps, req, now, e, "copying an older point first")
                 .await
-                .map(Some)
+                .map(Some);
         }
     }
     tracing::info!(source = %req.source, older = %older, target = %target, region = %req.target_region,
@@ -883,17 +908,36 @@ async fn transient_or_report(
             ),
         ));
     }
+    put_back(
+        deps,
+        req,
+        now,
+        e.retry_after,
+        format!("{what} refused ({}): {}", e.code, e.message),
+    )
+    .await
+}
+
+/// Puts the copy back (`attempt + 1`) after `retry_after` (spread later a little) or the
+/// reschedule backoff, or reports it once it was put back as often as a copy may wait.
+async fn put_back(
+    deps: &Deps,
+    req: &CopyRequest,
+    now: time::OffsetDateTime,
+    retry_after: Option<std::time::Duration>,
+    why: String,
+) -> Result<Outcome, HandlerError> {
     let limit = match support::rule_of(deps, req.rule.as_deref(), None) {
         Ok(rule) => max_attempts(deps, rule),
         Err(_) => deps.tuning.max_reschedules,
     };
     if req.attempt >= limit {
-        tracing::error!(source = %req.source, attempts = req.attempt, code = %e.code,
-            "copy: still refused after the last reschedule; giving up");
+        tracing::error!(source = %req.source, attempts = req.attempt,
+            "copy: still refused after the last reschedule; giving up: {why}");
         return Ok(Outcome::new(
             Status::Reported,
             format!(
-                "copy of {}: gave up after {} reschedules: {e}",
+                "copy of {}: gave up after {} reschedules: {why}",
                 req.source, req.attempt
             ),
         ));
@@ -904,10 +948,10 @@ async fn transient_or_report(
         &deps.tuning,
         req.source.as_str(),
         again.attempt,
-        e.retry_after,
+        retry_after,
     );
     tracing::warn!(source = %req.source, attempt = again.attempt, delay_s = delay.as_secs(),
-        code = %e.code, "copy: {what} refused for now; rescheduled");
+        "copy rescheduled: {why}");
     let id = support::copy_message_id(&again);
     let sent = support::send(
         deps,
@@ -919,11 +963,53 @@ async fn transient_or_report(
     Ok(Outcome::new(
         Status::Rescheduled,
         format!(
-            "copy of {}: {what} refused ({}); retry in {}s",
+            "copy of {}: {why}; retry in {}s",
             req.source,
-            e.code,
             delay.as_secs()
         ),
     )
     .with_sent(vec![sent]))
 }
+
+/// A copy PUT answered 429: Compute refuses copies into the region (its disk copies in flight
+/// are at the limit) or ARM throttles the subscription's writes. Either way no copy there
+/// should be asked for before ARM's `Retry-After` (else one copy-progress step): this process
+/// remembers it, so the copy messages it takes meanwhile go back without calling ARM.
+fn note_refusal(deps: &Deps, req: &CopyRequest, now: time::OffsetDateTime, e: &ArmError) {
+    if e.status != Some(429) {
+        return;
+    }
+    let wait = e.retry_after.unwrap_or(deps.tuning.backoff.copy_every);
+    deps.known.remember_copies_refused(
+        req.source.subscription(),
+        &req.target_region,
+        support::after(now, wait),
+    );
+}
+
+/// Puts the copy back without calling ARM while this process knows copies into its region are
+/// refused ([`note_refusal`]); `None`: go on.
+async fn held_at_copy_limit(
+    deps: &Deps,
+    req: &CopyRequest,
+    now: time::OffsetDateTime,
+) -> Result<Option<Outcome>, HandlerError> {
+    let sub = req.source.subscription();
+    let Some(until) = deps
+        .known
+        .copies_refused_until(sub, &req.target_region, now)
+    else {
+        return Ok(None);
+    };
+    let wait = std::time::Duration::try_from(until - now).unwrap_or_default();
+    let why = format!(
+        "{COPY_LIMIT_WAIT} into {} (Compute refused a copy there until {until})",
+        req.target_region
+    );
+    put_back(deps, req, now, Some(wait), why).await.map(Some)
+}
+
+/// The start of the reason of a copy put back because its target region refused copies a
+/// moment ago (429: its disk copies in flight at the limit); `vmrp local` explains a copy still
+/// waiting at the end of a run by it.
+pub const COPY_LIMIT_WAIT: &str = "waiting for room among the copies in flight";

@@ -268,6 +268,9 @@ pub struct KnownResources {
     /// Collection id by today's naming → the legacy-named collection that takes its place.
     aliases: Mutex<HashMap<ResourceId, ResourceId>>,
     disks: Mutex<HashMap<ResourceId, (OffsetDateTime, Option<DiskInfo>)>>,
+    /// (subscription, target region), lowercase → until when Compute refused copies there
+    /// (a copy PUT answered 429: the region's disk copies in flight are at their limit).
+    copies_refused: Mutex<HashMap<(String, String), OffsetDateTime>>,
 }
 
 impl KnownResources {
@@ -309,6 +312,34 @@ impl KnownResources {
     pub fn remember_disk(&self, id: &ResourceId, now: OffsetDateTime, info: Option<DiskInfo>) {
         lock(&self.disks).insert(id.clone(), (now, info));
     }
+    /// Until when copies into `region` of `subscription` should not be asked for, when a copy
+    /// there was refused (429) after `now`'s reading; `None`: ask. A stale or missing entry
+    /// costs one more refused PUT, never a wrong write.
+    pub fn copies_refused_until(
+        &self,
+        subscription: &str,
+        region: &str,
+        now: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        let key = copy_gate_key(subscription, region);
+        let until = *lock(&self.copies_refused).get(&key)?;
+        (until > now).then_some(until)
+    }
+    /// Compute refused a copy into `region` of `subscription` until `until` (its `Retry-After`).
+    pub fn remember_copies_refused(&self, subscription: &str, region: &str, until: OffsetDateTime) {
+        let mut gates = lock(&self.copies_refused);
+        let entry = gates
+            .entry(copy_gate_key(subscription, region))
+            .or_insert(until);
+        *entry = (*entry).max(until);
+    }
+}
+
+fn copy_gate_key(subscription: &str, region: &str) -> (String, String) {
+    (
+        subscription.to_ascii_lowercase(),
+        region.to_ascii_lowercase(),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -708,7 +739,10 @@ pub fn source_tick(point: &ResourceId) -> OffsetDateTime {
 }
 
 /// Delay before reschedule number `attempt` of the request keyed `key`: ARM's `Retry-After` when
-/// it sent one, else exponential from `reschedule_first`, jittered.
+/// it sent one, else exponential from `reschedule_first`, jittered. A `Retry-After` is never cut
+/// short, only spread later (by up to twice the jitter): every message refused by one 429 wave
+/// carries the same `Retry-After`, and without the spread they all come back at the same second
+/// and meet the limit together again.
 pub fn reschedule_delay(
     tuning: &Tuning,
     key: &str,
@@ -716,7 +750,8 @@ pub fn reschedule_delay(
     retry_after: Option<Duration>,
 ) -> Duration {
     if let Some(ra) = retry_after {
-        return ra;
+        let spread = poll::jittered(ra.mul_f64(tuning.backoff.jitter), key, attempt, 1.0);
+        return ra.saturating_add(spread);
     }
     let doublings = attempt.saturating_sub(1).min(20);
     let base = tuning
@@ -966,5 +1001,7 @@ pub fn point_region(point: Option<&RestorePoint>) -> Option<String> {
         .map(str::to_string)
 }
 
+#[cfg(test)]
+mod delay_tests;
 #[cfg(test)]
 mod tuning_settings_tests;
