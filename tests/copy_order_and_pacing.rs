@@ -494,6 +494,45 @@ async fn a_copy_refused_at_the_regions_limit_holds_that_regions_copies_on_this_i
     assert!(w.arm.point(&copy_point(&vm, "westus2", T0)).is_some());
 }
 
+/// Copy PUTs into one region take turns on an instance, and one that waited its turn while
+/// another copy there was refused is held without a PUT of its own. Regression: a burst of copy
+/// messages (a tick's points settling together) passed the instance's check at once and each
+/// earned its own 429 (the 200-VM soak: 1,140 refusals over 8 subscription-regions).
+#[tokio::test]
+async fn a_copy_waiting_its_turn_while_another_is_refused_makes_no_put() {
+    let w = world(rule_s1(&["westus2"]));
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    w.arm.add_point(&point(&vm, T0), "Succeeded", T0, None, &[]);
+    let now = T0 + hours(1);
+
+    // Another invocation on this instance holds the lane, and is refused meanwhile.
+    let lane = w.a.known.copy_lane("S1", "WestUS2");
+    let turn = lane.lock().await;
+    let other_refused = async {
+        tokio::task::yield_now().await;
+        w.a.known
+            .remember_copies_refused("s1", "westus2", now + time::Duration::minutes(10));
+        drop(turn);
+    };
+    let (out, ()) = tokio::join!(
+        copy(&w.a, copy_req(&point(&vm, T0), &vm, "westus2"), now),
+        other_refused
+    );
+    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
+    assert!(
+        out.summary
+            .contains(functions::start_cross_region_copy::COPY_LIMIT_WAIT),
+        "{}",
+        out.summary
+    );
+    assert!(copy_puts(&w.arm).is_empty(), "no PUT: {:?}", w.arm.calls());
+    let back = the_copy(&w.bus.take());
+    assert_eq!(back.attempt, 1);
+}
+
 /// A copy that finds a newer point already copied into its region is reported either way, but
 /// the reason tells a race (within the day the older-first rule looks back: "superseded") from a
 /// backlog the copy step let go on purpose (more than a day behind: the newer point went first

@@ -394,9 +394,13 @@ async fn start_copy(
     target: &ResourceId,
     body: &RestorePoint,
 ) -> Result<Outcome, HandlerError> {
-    let Job { deps, req, .. } = job;
-    match deps.arm.create_restore_point(target, body).await {
-        Ok(_) => {
+    let Job { deps, req, now, .. } = job;
+    let answer = match put_copy(deps, req, now, target, body).await {
+        CopyPut::Answered(a) => a,
+        CopyPut::Held(until) => return held(deps, req, now, until).await,
+    };
+    match answer {
+        Ok(()) => {
             tracing::info!(source = %req.source, target = %target, region = %req.target_region, "cross-region copy started");
             let sent = job.first_poll(target).await?;
             Ok(Outcome::new(
@@ -429,11 +433,47 @@ async fn start_copy(
             },
             Err(read) => job.arm_failed(read, "reading the copy after a 409").await,
         },
-        Err(e) => {
-            note_refusal(deps, req, job.now, &e);
-            job.arm_failed(e, "starting the copy").await
-        }
+        Err(e) => job.arm_failed(e, "starting the copy").await,
     }
+}
+
+/// What became of a copy PUT ([`put_copy`]).
+enum CopyPut {
+    /// ARM's answer.
+    Answered(Result<(), ArmError>),
+    /// Not sent: copies into the region were refused until then (seen while waiting our turn).
+    Held(time::OffsetDateTime),
+}
+
+/// PUTs the copy `target`, one at a time per (subscription, region) on this process, unless a
+/// copy there was refused meanwhile ([`note_refusal`]). Only the PUT waits its turn (not the
+/// reads before it): after a burst of copy messages meets the limit, the rest see the refusal
+/// here instead of each earning a 429 of its own.
+async fn put_copy(
+    deps: &Deps,
+    req: &CopyRequest,
+    now: time::OffsetDateTime,
+    target: &ResourceId,
+    body: &RestorePoint,
+) -> CopyPut {
+    let sub = req.source.subscription();
+    let lane = deps.known.copy_lane(sub, &req.target_region);
+    let _our_turn = lane.lock().await;
+    if let Some(until) = deps
+        .known
+        .copies_refused_until(sub, &req.target_region, now)
+    {
+        return CopyPut::Held(until);
+    }
+    let answer = deps
+        .arm
+        .create_restore_point(target, body)
+        .await
+        .map(|_| ());
+    if let Err(e) = &answer {
+        note_refusal(deps, req, now, e);
+    }
+    CopyPut::Answered(answer)
 }
 
 /// The start of the reason of a copy that waits for its source's background data copy (`vmrp
@@ -567,8 +607,12 @@ async fn copy_oldest_first(
     else {
         return Ok(None);
     };
-    match deps.arm.create_restore_point(&target, &body).await {
-        Ok(_) => {}
+    let answer = match put_copy(deps, req, now, &target, &body).await {
+        CopyPut::Answered(a) => a,
+        CopyPut::Held(until) => return held(deps, req, now, until).await.map(Some),
+    };
+    match answer {
+        Ok(()) => {}
         // Another instance started the same copy: a replay, as for our own PUT.
         Err(e) if e.status == Some(409) => match deps.arm.get_restore_point(&target, false).await {
             Ok(Some(p)) if same_source(&p, &older) => {}
@@ -590,10 +634,9 @@ async fn copy_oldest_first(
             }
         },
         Err(e) => {
-            note_refusal(deps, req, now, &e);
             return transient_or_report(deps, req, now, e, "copying an older point first")
                 .await
-                .map(Some);
+                .map(Some)
         }
     }
     tracing::info!(source = %req.source, older = %older, target = %target, region = %req.target_region,
@@ -1001,12 +1044,22 @@ async fn held_at_copy_limit(
     else {
         return Ok(None);
     };
+    held(deps, req, now, until).await.map(Some)
+}
+
+/// Puts the copy back until `until`, when copies into its region are refused.
+async fn held(
+    deps: &Deps,
+    req: &CopyRequest,
+    now: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+) -> Result<Outcome, HandlerError> {
     let wait = std::time::Duration::try_from(until - now).unwrap_or_default();
     let why = format!(
         "{COPY_LIMIT_WAIT} into {} (Compute refused a copy there until {until})",
         req.target_region
     );
-    put_back(deps, req, now, Some(wait), why).await.map(Some)
+    put_back(deps, req, now, Some(wait), why).await
 }
 
 /// The start of the reason of a copy put back because its target region refused copies a

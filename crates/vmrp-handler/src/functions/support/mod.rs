@@ -271,6 +271,9 @@ pub struct KnownResources {
     /// (subscription, target region), lowercase → until when Compute refused copies there
     /// (a copy PUT answered 429: the region's disk copies in flight are at their limit).
     copies_refused: Mutex<HashMap<(String, String), OffsetDateTime>>,
+    /// (subscription, target region), lowercase → the lane this process's copy PUTs there
+    /// take one at a time, so a burst of copy messages meets a refusal once, not once each.
+    copy_lanes: Mutex<HashMap<(String, String), std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl KnownResources {
@@ -332,6 +335,20 @@ impl KnownResources {
             .entry(copy_gate_key(subscription, region))
             .or_insert(until);
         *entry = (*entry).max(until);
+    }
+}
+
+impl KnownResources {
+    /// The lane copy PUTs into `region` of `subscription` take one at a time on this process.
+    pub fn copy_lane(
+        &self,
+        subscription: &str,
+        region: &str,
+    ) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        lock(&self.copy_lanes)
+            .entry(copy_gate_key(subscription, region))
+            .or_default()
+            .clone()
     }
 }
 
