@@ -513,8 +513,12 @@ async fn a_copy_waiting_its_turn_while_another_is_refused_makes_no_put() {
     let turn = lane.lock().await;
     let other_refused = async {
         tokio::task::yield_now().await;
-        w.a.known
-            .remember_copies_refused("s1", "westus2", now + time::Duration::minutes(10));
+        w.a.known.remember_copies_refused(
+            "s1",
+            "westus2",
+            now,
+            std::time::Duration::from_secs(600),
+        );
         drop(turn);
     };
     let (out, ()) = tokio::join!(

@@ -470,8 +470,9 @@ async fn put_copy(
         .create_restore_point(target, body)
         .await
         .map(|_| ());
-    if let Err(e) = &answer {
-        note_refusal(deps, req, now, e);
+    match &answer {
+        Ok(()) => deps.known.forget_copies_refused(sub, &req.target_region),
+        Err(e) => note_refusal(deps, req, now, e),
     }
     CopyPut::Answered(answer)
 }
@@ -1023,11 +1024,14 @@ fn note_refusal(deps: &Deps, req: &CopyRequest, now: time::OffsetDateTime, e: &A
         return;
     }
     let wait = e.retry_after.unwrap_or(deps.tuning.backoff.copy_every);
-    deps.known.remember_copies_refused(
+    let until = deps.known.remember_copies_refused(
         req.source.subscription(),
         &req.target_region,
-        support::after(now, wait),
+        now,
+        wait,
     );
+    tracing::info!(region = %req.target_region, until = %until,
+        "copies into the region refused (429); this instance holds its copies there until then");
 }
 
 /// Puts the copy back without calling ARM while this process knows copies into its region are
@@ -1054,7 +1058,11 @@ async fn held(
     now: time::OffsetDateTime,
     until: time::OffsetDateTime,
 ) -> Result<Outcome, HandlerError> {
-    let wait = std::time::Duration::try_from(until - now).unwrap_or_default();
+    // Back after one copy-progress step at most, to whichever instance takes it: this
+    // instance's hold may be longer (it grows while the region stays full), another's shorter.
+    let wait = std::time::Duration::try_from(until - now)
+        .unwrap_or_default()
+        .min(deps.tuning.backoff.copy_every);
     let why = format!(
         "{COPY_LIMIT_WAIT} into {} (Compute refused a copy there until {until})",
         req.target_region

@@ -1,4 +1,5 @@
-//! Tests of the reschedule delays: ARM's `Retry-After` honoured, never cut short, and spread.
+//! Tests of the reschedule delays (ARM's `Retry-After` honoured, never cut short, and spread) and of
+//! the hold on a region whose copies Compute refuses.
 
 use super::*;
 
@@ -30,4 +31,32 @@ fn without_a_retry_after_the_delay_doubles_to_the_cap() {
     assert!(first >= base.mul_f64(1.0 - j) && first <= base.mul_f64(1.0 + j));
     let late = reschedule_delay(&tuning, "k", 30, None);
     assert!(late <= tuning.reschedule_cap.mul_f64(1.0 + j));
+}
+
+#[test]
+fn a_region_that_stays_full_is_held_longer_until_a_copy_is_accepted() {
+    let known = KnownResources::default();
+    let t0 = time::macros::datetime!(2026-01-05 04:00 UTC);
+    let ra = Duration::from_secs(600);
+    let minutes = |until: OffsetDateTime, from: OffsetDateTime| (until - from).whole_minutes();
+    // Refusals in a row at t0, t0+10, t0+30, t0+70: held 10, 20, 40, 40 min.
+    let mut now = t0;
+    let mut holds = Vec::new();
+    for _ in 0..4 {
+        let until = known.remember_copies_refused("S1", "WestUS2", now, ra);
+        holds.push(minutes(until, now));
+        assert_eq!(
+            known.copies_refused_until("s1", "westus2", now),
+            Some(until)
+        );
+        assert_eq!(known.copies_refused_until("s1", "westus2", until), None);
+        assert_eq!(known.copies_refused_until("s1", "eastus", now), None);
+        now = until;
+    }
+    assert_eq!(holds, vec![10, 20, 40, 40]);
+    // A copy accepted there: the next refusal starts over.
+    known.forget_copies_refused("s1", "westus2");
+    assert_eq!(known.copies_refused_until("s1", "westus2", now), None);
+    let until = known.remember_copies_refused("s1", "westus2", now, ra);
+    assert_eq!(minutes(until, now), 10);
 }

@@ -269,8 +269,9 @@ pub struct KnownResources {
     aliases: Mutex<HashMap<ResourceId, ResourceId>>,
     disks: Mutex<HashMap<ResourceId, (OffsetDateTime, Option<DiskInfo>)>>,
     /// (subscription, target region), lowercase → until when Compute refused copies there
-    /// (a copy PUT answered 429: the region's disk copies in flight are at their limit).
-    copies_refused: Mutex<HashMap<(String, String), OffsetDateTime>>,
+    /// (a copy PUT answered 429: the region's disk copies in flight are at their limit), and
+    /// how many refusals in a row this process met there.
+    copies_refused: Mutex<HashMap<(String, String), (OffsetDateTime, u32)>>,
     /// (subscription, target region), lowercase → the lane this process's copy PUTs there
     /// take one at a time, so a burst of copy messages meets a refusal once, not once each.
     copy_lanes: Mutex<HashMap<(String, String), std::sync::Arc<tokio::sync::Mutex<()>>>>,
@@ -325,16 +326,32 @@ impl KnownResources {
         now: OffsetDateTime,
     ) -> Option<OffsetDateTime> {
         let key = copy_gate_key(subscription, region);
-        let until = *lock(&self.copies_refused).get(&key)?;
+        let (until, _) = *lock(&self.copies_refused).get(&key)?;
         (until > now).then_some(until)
     }
-    /// Compute refused a copy into `region` of `subscription` until `until` (its `Retry-After`).
-    pub fn remember_copies_refused(&self, subscription: &str, region: &str, until: OffsetDateTime) {
+    /// Compute refused a copy into `region` of `subscription` at `now`, asking to wait
+    /// `retry_after`. The hold doubles with each refusal in a row this process meets there (up
+    /// to 4 × `retry_after`): a region that stays full is asked less and less often by each
+    /// instance, and every instance asks on its own. Returns until when copies there are held.
+    pub fn remember_copies_refused(
+        &self,
+        subscription: &str,
+        region: &str,
+        now: OffsetDateTime,
+        retry_after: Duration,
+    ) -> OffsetDateTime {
         let mut gates = lock(&self.copies_refused);
-        let entry = gates
+        let (until, in_a_row) = gates
             .entry(copy_gate_key(subscription, region))
-            .or_insert(until);
-        *entry = (*entry).max(until);
+            .or_insert((now, 0));
+        *in_a_row = in_a_row.saturating_add(1);
+        let hold = retry_after.saturating_mul(1 << (*in_a_row - 1).min(2));
+        *until = (*until).max(after(now, hold));
+        *until
+    }
+    /// A copy into `region` of `subscription` was accepted: the region has room again.
+    pub fn forget_copies_refused(&self, subscription: &str, region: &str) {
+        lock(&self.copies_refused).remove(&copy_gate_key(subscription, region));
     }
 }
 
