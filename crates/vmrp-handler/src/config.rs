@@ -9,7 +9,7 @@
 //! | `ServiceBusConnection…` | the Service Bus connection, read like the trigger reads it |
 //! | `VMRP_SERVICEBUS_ENDPOINT` | send to this base URL instead of the namespace (the emulator) |
 //! | `VMRP_LOOPBACK_ONLY=1` | refuse every non-loopback URL before any I/O (`vmrp local`, tests) |
-//! | `VMRP_MAX_RETRY_AFTER_SECS` | longest in-call sleep on an ARM `Retry-After` (default 10, so one call sleeps at most 20 s over its 3 attempts before the handler reschedules; `vmrp local` sets 1 because the emulator's `Retry-After` is virtual time and the sleep is real) |
+//! | `VMRP_MAX_RETRY_AFTER_SECS` | longest ARM `Retry-After` slept inside a call (default 10, so one call sleeps at most 20 s over its 3 attempts; a longer `Retry-After` is not slept at all: the handler reschedules for it; `vmrp local` sets 1 because the emulator's `Retry-After` is virtual time and the sleep is real) |
 //! | `VMRP_RECORD_TRAFFIC` | write every ARM request/response pair to this folder (oav format) |
 //! | `VMRP_ARM_SHARE`, `VMRP_TICK_MARGIN_SECS`, … | the handlers' tuning (`functions::TUNING_SETTINGS`, docs/deploy.md) |
 //! | `VMRP_DRILL_TABLE_URL` | the drill table, `https://<account>.table.core.windows.net/<table>` (optional: without it drill results are only logged) |
