@@ -18,7 +18,8 @@
 //!
 //! Copy rules (docs/lifecycle.md): a source is copied into a region at most once, so before the
 //! PUT an existing copy of the same source under another name counts as "already copied" (and
-//! so does Azure's refusal of a second copy); an in-flight-limit refusal (429) is transient.
+//! so does Azure's refusal of a second copy); an in-flight-limit refusal (429) is transient, and
+//! holds this instance's copies into that region for a while (`note_refusal`, `put_copy`).
 //!
 //! Only the newest point of the target collection can be in flight (serial copies), so the
 //! in-flight check costs one extra GET at most.
@@ -47,10 +48,11 @@ pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome
         }
     };
     req.target_region = region;
-    if let Some(outcome) = paced(deps, &req, now).await? {
+    // Held first: it costs no ARM call, while `paced` takes the step's cost off the budget.
+    if let Some(outcome) = held_at_copy_limit(deps, &req, now).await? {
         return Ok(outcome);
     }
-    if let Some(outcome) = held_at_copy_limit(deps, &req, now).await? {
+    if let Some(outcome) = paced(deps, &req, now).await? {
         return Ok(outcome);
     }
     let source_collection = source_collection_of(&req)?;
