@@ -431,6 +431,11 @@ async fn measure_coverage(
         }
     }
     // Each read takes its share of the budget up front, so the cap holds under concurrency.
+    // And each asks ARM's last reading of its subscription first, as every ARM caller does
+    // (functions/pace.rs): the signal is optional, so a read the budget has no room for is
+    // skipped (its VM counted unknown, never covered) rather than put back, leaving the
+    // subscription's reads to the tick's creates and to other tools.
+    let skipped = std::sync::atomic::AtomicUsize::new(0);
     let mut budget = deps.tuning.coverage_max_reads;
     let arm = deps.arm.clone();
     let mut reads = Vec::with_capacity(wanted.len());
@@ -445,9 +450,21 @@ async fn measure_coverage(
         let mut mine: usize = share.min(budget);
         budget -= mine;
         let (arm, rule) = (arm.clone(), rule.name.clone());
+        let skipped = &skipped;
         reads.push(async move {
             let newest_settled = if absent {
                 Some(None)
+            } else if mine > 0
+                && !support::spend_if_room(
+                    deps,
+                    now,
+                    collection.subscription(),
+                    super::pace::Bucket::Reads,
+                    mine as u32,
+                )
+            {
+                skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
             } else {
                 coverage::newest_settled(arm.as_ref(), &collection, role, &mut mine).await
             };
@@ -461,6 +478,13 @@ async fn measure_coverage(
         });
     }
     let states: Vec<VmRegionState> = futures::stream::iter(reads).buffered(8).collect().await;
+    let skipped = skipped.into_inner();
+    if skipped > 0 {
+        tracing::info!(
+            skipped,
+            "coverage: reads skipped to leave the ARM read budget to the tick (their VMs count as unknown)"
+        );
+    }
     coverage::summarise(&states, now)
 }
 

@@ -990,7 +990,7 @@ async fn put_back(
     }
     let mut again = req.clone();
     again.attempt = again.attempt.saturating_add(1);
-    let delay = support::reschedule_delay(
+    let delay = support::spread_reschedule_delay(
         &deps.tuning,
         req.source.as_str(),
         again.attempt,

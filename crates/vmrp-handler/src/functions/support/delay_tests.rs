@@ -1,5 +1,5 @@
-//! Tests of the reschedule delays (ARM's `Retry-After` honoured, never cut short, and spread) and of
-//! the hold on a region whose copies Compute refuses.
+//! Tests of the reschedule delays (ARM's `Retry-After` honoured; for copies never cut short and
+//! spread) and of the hold on a region whose copies Compute refuses.
 
 use super::*;
 
@@ -8,7 +8,7 @@ fn a_retry_after_is_kept_and_spread_later_across_messages() {
     let tuning = Tuning::default();
     let ra = Duration::from_secs(600);
     let delays: Vec<Duration> = (0..200)
-        .map(|i| reschedule_delay(&tuning, &format!("copy-{i}"), 3, Some(ra)))
+        .map(|i| spread_reschedule_delay(&tuning, &format!("copy-{i}"), 3, Some(ra)))
         .collect();
     let most = ra.mul_f64(1.0 + 2.0 * tuning.backoff.jitter);
     assert!(delays.iter().all(|d| *d >= ra && *d <= most), "{delays:?}");
@@ -19,13 +19,19 @@ fn a_retry_after_is_kept_and_spread_later_across_messages() {
         distinct.len()
     );
     // Deterministic: a replayed invocation reschedules for the same moment.
-    assert_eq!(reschedule_delay(&tuning, "copy-7", 3, Some(ra)), delays[7]);
+    assert_eq!(
+        spread_reschedule_delay(&tuning, "copy-7", 3, Some(ra)),
+        delays[7]
+    );
+    // A create keeps ARM's (or its own computed) time exactly: it may have a cut-off to meet.
+    assert_eq!(reschedule_delay(&tuning, "create-7", 3, Some(ra)), ra);
 }
 
 #[test]
 fn without_a_retry_after_the_delay_doubles_to_the_cap() {
     let tuning = Tuning::default();
-    let first = reschedule_delay(&tuning, "k", 1, None);
+    let first = spread_reschedule_delay(&tuning, "k", 1, None);
+    assert_eq!(first, reschedule_delay(&tuning, "k", 1, None));
     let base = tuning.reschedule_first;
     let j = tuning.backoff.jitter;
     assert!(first >= base.mul_f64(1.0 - j) && first <= base.mul_f64(1.0 + j));

@@ -772,11 +772,28 @@ pub fn source_tick(point: &ResourceId) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// Like [`reschedule_delay`], but a `Retry-After` is spread later (by up to twice the jitter),
+/// never cut short: every copy refused by one 429 wave carries the same `Retry-After`, and
+/// without the spread they all come back at the same second and meet the limit together again.
+/// For copies, which have no cut-off; a create keeps the exact time (its wait may be computed to
+/// land before the tick's supersede cut-off).
+pub fn spread_reschedule_delay(
+    tuning: &Tuning,
+    key: &str,
+    attempt: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    match retry_after {
+        Some(ra) => {
+            let spread = poll::jittered(ra.mul_f64(tuning.backoff.jitter), key, attempt, 1.0);
+            ra.saturating_add(spread)
+        }
+        None => reschedule_delay(tuning, key, attempt, None),
+    }
+}
+
 /// Delay before reschedule number `attempt` of the request keyed `key`: ARM's `Retry-After` when
-/// it sent one, else exponential from `reschedule_first`, jittered. A `Retry-After` is never cut
-/// short, only spread later (by up to twice the jitter): every message refused by one 429 wave
-/// carries the same `Retry-After`, and without the spread they all come back at the same second
-/// and meet the limit together again.
+/// it sent one, else exponential from `reschedule_first`, jittered.
 pub fn reschedule_delay(
     tuning: &Tuning,
     key: &str,
@@ -784,8 +801,7 @@ pub fn reschedule_delay(
     retry_after: Option<Duration>,
 ) -> Duration {
     if let Some(ra) = retry_after {
-        let spread = poll::jittered(ra.mul_f64(tuning.backoff.jitter), key, attempt, 1.0);
-        return ra.saturating_add(spread);
+        return ra;
     }
     let doublings = attempt.saturating_sub(1).min(20);
     let base = tuning
@@ -818,6 +834,33 @@ pub fn pace(
         debit(deps, subscription, &[(bucket, cost)]);
     }
     decision
+}
+
+/// Whether ARM's last reading of `subscription` leaves room for `cost` calls of `bucket` now
+/// (the same rule as [`pace`]); if so, the cost is taken off the reading. Unlike [`pace`] it
+/// logs nothing: for optional reads (the coverage signal) that are skipped, not put back.
+pub fn spend_if_room(
+    deps: &Deps,
+    now: OffsetDateTime,
+    subscription: &str,
+    bucket: Bucket,
+    cost: u32,
+) -> bool {
+    let limits = deps.arm.rate_limits_for(subscription);
+    let input = PaceInput {
+        bucket,
+        remaining: bucket.remaining(&limits),
+        reported_at: limits.date,
+        now,
+        share: deps.tuning.pacing.share(),
+        instances: deps.tuning.pace_instances,
+        cost,
+    };
+    let room = pace::decide(&input, subscription) == Pace::Go;
+    if room {
+        debit(deps, subscription, &[(bucket, cost)]);
+    }
+    room
 }
 
 /// [`pace`]'s decision, without taking the cost off the reading.
