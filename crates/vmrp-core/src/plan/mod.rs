@@ -23,6 +23,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+pub mod copy_capacity;
+pub use copy_capacity::{copy_shortfalls, CopyShortfall, ShortfallKind, IN_FLIGHT_LIMIT};
+
 use time::OffsetDateTime;
 
 use crate::azure::models::ConsistencyMode;
@@ -70,6 +73,11 @@ pub struct Pacing {
     /// message waits in the queue and a refused one is retried, so one planned at the very
     /// edge would be reported superseded.
     pub window_margin: Duration,
+    /// How long one disk restore point copy is assumed to replicate, for
+    /// [`copy_shortfalls`]: Azure replicates at most 100 at once per subscription and target
+    /// region, so about `100 × period / copy_duration` fit between two ticks. Microsoft states
+    /// no duration: 1 h is an assumption ([`copy_capacity`]), set by `VMRP_COPY_DURATION_SECS`.
+    pub copy_duration: Duration,
 }
 
 impl Default for Pacing {
@@ -85,6 +93,7 @@ impl Default for Pacing {
             reads_per_copy: 9,
             reserve: 0.05,
             window_margin: Duration::from_secs(5 * 60),
+            copy_duration: copy_capacity::DEFAULT_COPY_DURATION,
         }
     }
 }
