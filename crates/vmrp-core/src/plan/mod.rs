@@ -19,6 +19,10 @@
 //! the golden ratio at each of its rule's ticks), so the VMs left out differ from one tick to the
 //! next (none is left out twice in a row while about two thirds fit) while a replay of one tick
 //! plans the same order, on any instance, without state.
+//!
+//! Its copies are judged before the tick too ([`copy_shortfalls`], [`copy_capacity`]): which
+//! (subscription, target region) pairs get more disk copies from this tick's creates than Azure
+//! replicates (100 at once) before the rule's next tick.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
