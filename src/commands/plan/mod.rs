@@ -193,15 +193,21 @@ pub fn plan_paced(
             }
         }
     }
-    rows.extend(copy_shortfalls.iter().map(|s| PlanRow {
+    rows.extend(copy_shortfalls.iter().map(shortfall_row));
+    rows
+}
+
+/// The row of a (subscription, region) pair whose copies exceed Azure's limit: no one VM's
+/// (`-`), a `wait` in that region, the rules copying there, the timer's own line.
+fn shortfall_row(s: &CopyShortfall) -> PlanRow {
+    PlanRow {
         vm: "-".to_string(),
         region: s.region.clone(),
         action: Action::Wait,
         target: "-".to_string(),
         rule: Some(s.rules.join(", ")),
         reason: s.to_string(),
-    }));
-    rows
+    }
 }
 
 /// Most platform-managed periodic restore points kept per VM (preview: "Retention max = 10",

@@ -321,17 +321,7 @@ pub(crate) async fn plan_and_send(
             tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "does not fit this tick");
         }
     }
-    // Copies this subscription's creates bring into a region faster than Azure replicates them
-    // (100 disk copies at once): said once per tick and region, before any copy waits.
-    let behind = copy_shortfalls.iter().filter(|s| s.falls_behind()).count();
-    for s in &copy_shortfalls {
-        if s.falls_behind() {
-            tracing::warn!(tick = %rfc3339(tick), subscription = %s.subscription, region = %s.region, disk_copies = s.disk_copies, fit_per_period = s.fit_per_period, "{s}");
-        } else {
-            // Within the period: the copies queue for a slot but catch up; not a warning.
-            tracing::info!(tick = %rfc3339(tick), subscription = %s.subscription, region = %s.region, disk_copies = s.disk_copies, "{s}");
-        }
-    }
+    let copies_behind = say_copy_shortfalls(tick, &copy_shortfalls);
     let left_out_records: Vec<crate::invocation::LeftOut> = left_out
         .iter()
         .map(|i| crate::invocation::LeftOut {
@@ -369,19 +359,7 @@ pub(crate) async fn plan_and_send(
         } else {
             String::new()
         },
-        if behind > 0 {
-            format!(
-                "; copies to {behind} region(s) cannot keep up with Azure's 100 disk copies at once ({})",
-                copy_shortfalls
-                    .iter()
-                    .filter(|s| s.falls_behind())
-                    .map(|s| format!("{}: {} disk copies, ~{} fit", s.region, s.disk_copies, s.fit_per_period.unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            String::new()
-        },
+        copies_behind,
         orphans,
         if failures.is_empty() {
             String::new()
@@ -412,6 +390,40 @@ pub(crate) async fn plan_and_send(
     Ok(Outcome::new(status, summary)
         .with_sent(sent)
         .with_left_out(left_out_records))
+}
+
+/// Logs the copies this subscription's creates bring into a region faster than Azure replicates
+/// them (100 disk copies at once; `plan::copy_shortfalls`), once per tick and region, before any
+/// copy waits: WARN when they fall behind, INFO when they only queue within the period. Returns
+/// the outcome summary's part for those that fall behind (empty when none).
+fn say_copy_shortfalls(tick: OffsetDateTime, shortfalls: &[plan::CopyShortfall]) -> String {
+    for s in shortfalls {
+        if s.falls_behind() {
+            tracing::warn!(tick = %rfc3339(tick), subscription = %s.subscription, region = %s.region, disk_copies = s.disk_copies, fit_per_period = s.fit_per_period, "{s}");
+        } else {
+            tracing::info!(tick = %rfc3339(tick), subscription = %s.subscription, region = %s.region, disk_copies = s.disk_copies, "{s}");
+        }
+    }
+    let behind: Vec<String> = shortfalls
+        .iter()
+        .filter(|s| s.falls_behind())
+        .map(|s| {
+            format!(
+                "{}: {} disk copies, ~{} fit",
+                s.region,
+                s.disk_copies,
+                s.fit_per_period.unwrap_or_default()
+            )
+        })
+        .collect();
+    if behind.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; copies to {} region(s) cannot keep up with Azure's 100 disk copies at once ({})",
+        behind.len(),
+        behind.join(", ")
+    )
 }
 
 /// The coverage signal (src/coverage.rs): per target VM and region, the newest settled point,
