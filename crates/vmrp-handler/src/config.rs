@@ -238,6 +238,7 @@ mod tests {
             ("VMRP_ARM_SHARE", "0"),
             ("VMRP_ARM_SHARE", "most"),
             ("VMRP_TICK_MARGIN_SECS", "-1"),
+            ("VMRP_COPY_DURATION_SECS", "0"),
             ("VMRP_ONBOARD_FIRST_POINT", "maybe"),
         ] {
             let e = error_for(&with(key, bad));

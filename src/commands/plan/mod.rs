@@ -18,7 +18,7 @@ use crate::inventory::{
 };
 use crate::messages::{CollectionSeen, ListedVm};
 use crate::names;
-use crate::plan::{Pacing, PlanTarget};
+use crate::plan::{CopyShortfall, Pacing, PlanTarget};
 use crate::policy::{DiskInfo, Policy, Rule, MIN_SPACING_APP, MIN_SPACING_CRASH};
 use crate::retention::{self, PointState, PointView};
 use crate::schedule::Schedule;
@@ -61,7 +61,9 @@ pub fn plan(
 
 /// Plans one moment for every VM of the inventory; a create the timer would leave out of its
 /// tick (it would start after the supersede cut-off at `pacing`'s budget) is a `wait` row with
-/// the timer's reason.
+/// the timer's reason. A (subscription, region) pair whose copies of the tick exceed Azure's
+/// 100 disk copies in flight (`plan::copy_shortfalls`, the timer's own check) is a `wait` row
+/// too, after the VMs' rows: VM `-`, that region, the rules copying there, the timer's line.
 pub fn plan_paced(
     inventory: &Inventory,
     policy: &Policy,
@@ -70,7 +72,7 @@ pub fn plan_paced(
     disks: &HashMap<ResourceId, DiskInfo>,
     pacing: &Pacing,
 ) -> Vec<PlanRow> {
-    let left_out = tick_left_out(inventory, policy, timer, at, disks, pacing);
+    let (left_out, copy_shortfalls) = tick_verdicts(inventory, policy, timer, at, disks, pacing);
     let mut rows = Vec::new();
     for vm in &inventory.vms {
         let row =
@@ -191,7 +193,21 @@ pub fn plan_paced(
             }
         }
     }
+    rows.extend(copy_shortfalls.iter().map(shortfall_row));
     rows
+}
+
+/// The row of a (subscription, region) pair whose copies exceed Azure's limit: no one VM's
+/// (`-`), a `wait` in that region, the rules copying there, the timer's own line.
+fn shortfall_row(s: &CopyShortfall) -> PlanRow {
+    PlanRow {
+        vm: "-".to_string(),
+        region: s.region.clone(),
+        action: Action::Wait,
+        target: "-".to_string(),
+        rule: Some(s.rules.join(", ")),
+        reason: s.to_string(),
+    }
 }
 
 /// Most platform-managed periodic restore points kept per VM (preview: "Retention max = 10",
@@ -254,19 +270,21 @@ fn local_collection(vm: &VmCoverage) -> Option<&CollectionView> {
         .find(|c| c.role == CollectionRole::Local)
 }
 
-/// The VMs the timer would leave out of the tick of `at`, with its reason: the handler's own
-/// planner ([`crate::plan::plan_tick_from`]) over what the timer's listings would show (the
-/// VM, its disks, its local collection ready or missing), sends starting at `at`.
-fn tick_left_out(
+/// The VMs the timer would leave out of the tick of `at`, with its reason, and the
+/// (subscription, region) pairs whose copies of that tick exceed Azure's limit: the handler's
+/// own planner ([`crate::plan::plan_tick_from`], [`crate::plan::copy_shortfalls`]) over what
+/// the timer's listings would show (the VM, its disks, its local collection ready or missing),
+/// sends starting at `at`.
+fn tick_verdicts(
     inventory: &Inventory,
     policy: &Policy,
     timer: &Schedule,
     at: OffsetDateTime,
     disks: &HashMap<ResourceId, DiskInfo>,
     pacing: &Pacing,
-) -> HashMap<ResourceId, String> {
+) -> (HashMap<ResourceId, String>, Vec<CopyShortfall>) {
     let Some(tick) = timer.latest_at_or_before(at) else {
-        return HashMap::new();
+        return (HashMap::new(), Vec::new());
     };
     let targets: Vec<PlanTarget<'_>> = inventory
         .vms
@@ -296,10 +314,15 @@ fn tick_left_out(
             })
         })
         .collect();
-    crate::plan::plan_tick_from(tick, at.max(tick), timer, &targets, pacing)
+    let plan = crate::plan::plan_tick_from(tick, at.max(tick), timer, &targets, pacing);
+    let left_out = plan
         .left_out()
         .map(|item| (item.vm.clone(), item.reason.clone()))
-        .collect()
+        .collect();
+    (
+        left_out,
+        crate::plan::copy_shortfalls(&plan, &targets, timer, pacing),
+    )
 }
 
 fn plan_local_create(
@@ -506,7 +529,8 @@ pub async fn run(args: PlanArgs) -> Result<std::process::ExitCode, String> {
     let timer = Schedule::parse(&args.schedule).map_err(|e| e.to_string())?;
     let at = super::parse_at(args.at.as_deref())?;
     let subscriptions = super::subscriptions_to_read(&args.arm.subscriptions, Some(&policy))?;
-    // The handlers' pacing, from the same app settings (VMRP_ARM_SHARE, VMRP_TICK_MARGIN_SECS).
+    // The handlers' pacing, from the same app settings (VMRP_ARM_SHARE, VMRP_TICK_MARGIN_SECS,
+    // VMRP_COPY_DURATION_SECS).
     let pacing = crate::functions::Tuning::from_settings(&|k: &str| std::env::var(k).ok())
         .map_err(|e| e.to_string())?
         .pacing;

@@ -485,3 +485,90 @@ fn plan_shows_the_vms_that_do_not_fit_before_the_cut_off() {
         25
     );
 }
+
+/// `vmrp plan` says beforehand when a tick's copies cannot keep up: 201 VMs × 2 disks copied to
+/// westus2 from one subscription is 402 disk copies, while Azure replicates 100 at once, about
+/// 400 per 4 h at ~1 h each. The row (VM `-`, the region, `wait`) carries the timer's own line,
+/// in the table and in `--json`.
+#[test]
+fn plan_shows_copies_that_cannot_keep_up() {
+    let timer = Schedule::parse("0 0 */4 * * *").unwrap();
+    let at = datetime!(2026-11-25 12:05 UTC);
+    let fleet = |n: usize| Inventory {
+        vms: (0..n)
+            .map(|i| {
+                let name = format!("vm{i:03}");
+                let mut c = coverage(&name, &[], vec![], vec![]);
+                c.vm = crate::testing::VmBuilder::new(SUB, "rg", &name)
+                    .tag("backup", "on")
+                    .data_disk(
+                        0,
+                        &crate::testing::disk_id(SUB, "rg", &format!("{name}-d0")),
+                        "Premium_LRS",
+                    )
+                    .build();
+                c
+            })
+            .collect(),
+    };
+    let rows = plan(&fleet(201), &policy(), &timer, at, &HashMap::new());
+    let shortfalls: Vec<&PlanRow> = rows
+        .iter()
+        .filter(|r| r.reason.starts_with("copies to "))
+        .collect();
+    assert_eq!(shortfalls.len(), 1, "{rows:#?}");
+    let row = shortfalls[0];
+    assert_eq!(
+        (
+            row.vm.as_str(),
+            row.region.as_str(),
+            row.action,
+            row.rule.as_deref()
+        ),
+        ("-", "westus2", Action::Wait, Some("prod"))
+    );
+    assert!(
+        row.reason.starts_with(&format!(
+            "copies to westus2 in subscription {SUB}: 402 disk copies this tick (201 VMs, rule prod)"
+        )) && row.reason.contains("about 400 per 4 h at ~1 h each: copies will fall behind"),
+        "{}",
+        row.reason
+    );
+    // Every VM still gets its create: the copies are what cannot keep up.
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.action == Action::Create && r.region == "eastus")
+            .count(),
+        201
+    );
+    assert!(render(&rows).contains("copies to westus2 in subscription"));
+    let json = serde_json::to_value(&rows).unwrap();
+    assert!(json
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["vm"] == "-" && r["action"] == "wait" && r["region"] == "westus2"));
+
+    // 200 VMs (400) fit the period but not 100 at once: they queue, which the row says.
+    let rows = plan(&fleet(200), &policy(), &timer, at, &HashMap::new());
+    let queued: Vec<&PlanRow> = rows
+        .iter()
+        .filter(|r| r.reason.starts_with("copies to "))
+        .collect();
+    assert_eq!(queued.len(), 1, "{rows:#?}");
+    assert!(
+        queued[0].reason.contains("400 disk copies")
+            && queued[0]
+                .reason
+                .contains("they still finish before the next tick")
+            && !queued[0].reason.contains("fall behind"),
+        "{}",
+        queued[0].reason
+    );
+    // 50 VMs (100) start at once: no row.
+    let rows = plan(&fleet(50), &policy(), &timer, at, &HashMap::new());
+    assert!(
+        !rows.iter().any(|r| r.reason.starts_with("copies to ")),
+        "{rows:#?}"
+    );
+}

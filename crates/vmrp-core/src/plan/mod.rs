@@ -19,9 +19,16 @@
 //! the golden ratio at each of its rule's ticks), so the VMs left out differ from one tick to the
 //! next (none is left out twice in a row while about two thirds fit) while a replay of one tick
 //! plans the same order, on any instance, without state.
+//!
+//! Its copies are judged before the tick too ([`copy_shortfalls`], [`copy_capacity`]): which
+//! (subscription, target region) pairs get more disk copies from this tick's creates than Azure
+//! replicates (100 at once) before the rule's next tick.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+pub mod copy_capacity;
+pub use copy_capacity::{copy_shortfalls, CopyShortfall, ShortfallKind, IN_FLIGHT_LIMIT};
 
 use time::OffsetDateTime;
 
@@ -70,6 +77,11 @@ pub struct Pacing {
     /// message waits in the queue and a refused one is retried, so one planned at the very
     /// edge would be reported superseded.
     pub window_margin: Duration,
+    /// How long one disk restore point copy is assumed to replicate, for
+    /// [`copy_shortfalls`]: Azure replicates at most 100 at once per subscription and target
+    /// region, so about `100 × period / copy_duration` fit between two ticks. Microsoft states
+    /// no duration: 1 h is an assumption ([`copy_capacity`]), set by `VMRP_COPY_DURATION_SECS`.
+    pub copy_duration: Duration,
 }
 
 impl Default for Pacing {
@@ -85,6 +97,7 @@ impl Default for Pacing {
             reads_per_copy: 9,
             reserve: 0.05,
             window_margin: Duration::from_secs(5 * 60),
+            copy_duration: copy_capacity::DEFAULT_COPY_DURATION,
         }
     }
 }

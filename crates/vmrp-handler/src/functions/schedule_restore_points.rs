@@ -54,6 +54,9 @@ pub struct TickPlan {
     pub listings: Listings,
     /// The coverage signal of this run, one line per rule, region and role (src/coverage.rs).
     pub coverage: Vec<crate::coverage::CoverageLine>,
+    /// The (subscription, target region) pairs whose copies of this tick's creates exceed
+    /// Azure's 100 disk copies in flight (`plan::copy_shortfalls`), said before the tick runs.
+    pub copy_shortfalls: Vec<plan::CopyShortfall>,
 }
 
 /// Plans the tick a timer run at `now` belongs to, over the whole estate (every subscription
@@ -148,6 +151,7 @@ pub async fn plan_tick_in(
         .map_or(now, |d| (d + time::Duration::SECOND).max(now));
     let start = sending_at.max(tick);
     let plan = plan::plan_tick_from(tick, start, timer, &targets, &pacing);
+    let copy_shortfalls = plan::copy_shortfalls(&plan, &targets, timer, &pacing);
     Ok(TickPlan {
         tick,
         start,
@@ -159,6 +163,7 @@ pub async fn plan_tick_in(
         listing_transient,
         listings: seen,
         coverage,
+        copy_shortfalls,
     })
 }
 
@@ -284,6 +289,7 @@ pub(crate) async fn plan_and_send(
         listing_transient,
         listings,
         coverage,
+        copy_shortfalls,
     } = plan_tick_in(deps, timer, tick, now, Some(subscription)).await?;
     for item in plan
         .items
@@ -315,6 +321,7 @@ pub(crate) async fn plan_and_send(
             tracing::debug!(vm = %item.vm, rule = %item.rule, reason = %item.reason, "does not fit this tick");
         }
     }
+    let copies_behind = say_copy_shortfalls(tick, &copy_shortfalls);
     let left_out_records: Vec<crate::invocation::LeftOut> = left_out
         .iter()
         .map(|i| crate::invocation::LeftOut {
@@ -333,7 +340,7 @@ pub(crate) async fn plan_and_send(
     let orphans = delete_expired_orphans(deps, &listings, now, subscription).await;
     crate::coverage::emit(&coverage, tick, Some(subscription));
     let summary = format!(
-        "tick {} in subscription {subscription}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}{}){}{}",
+        "tick {} in subscription {subscription}: {creates} creates sent for {listed} VMs, paced from {}{} ({} not due, {unmatched} without a rule{}{}){}{}{}",
         rfc3339(tick),
         rfc3339(start),
         last.map(|l| format!(" to {}", rfc3339(l))).unwrap_or_default(),
@@ -352,6 +359,7 @@ pub(crate) async fn plan_and_send(
         } else {
             String::new()
         },
+        copies_behind,
         orphans,
         if failures.is_empty() {
             String::new()
@@ -382,6 +390,40 @@ pub(crate) async fn plan_and_send(
     Ok(Outcome::new(status, summary)
         .with_sent(sent)
         .with_left_out(left_out_records))
+}
+
+/// Logs the copies this subscription's creates bring into a region faster than Azure replicates
+/// them (100 disk copies at once; `plan::copy_shortfalls`), once per tick and region, before any
+/// copy waits: WARN when they fall behind, INFO when they only queue within the period. Returns
+/// the outcome summary's part for those that fall behind (empty when none).
+fn say_copy_shortfalls(tick: OffsetDateTime, shortfalls: &[plan::CopyShortfall]) -> String {
+    for s in shortfalls {
+        if s.falls_behind() {
+            tracing::warn!(tick = %rfc3339(tick), subscription = %s.subscription, region = %s.region, disk_copies = s.disk_copies, fit_per_period = s.fit_per_period, "{s}");
+        } else {
+            tracing::info!(tick = %rfc3339(tick), subscription = %s.subscription, region = %s.region, disk_copies = s.disk_copies, "{s}");
+        }
+    }
+    let behind: Vec<String> = shortfalls
+        .iter()
+        .filter(|s| s.falls_behind())
+        .map(|s| {
+            format!(
+                "{}: {} disk copies, ~{} fit",
+                s.region,
+                s.disk_copies,
+                s.fit_per_period.unwrap_or_default()
+            )
+        })
+        .collect();
+    if behind.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; copies to {} region(s) cannot keep up with Azure's 100 disk copies at once ({})",
+        behind.len(),
+        behind.join(", ")
+    )
 }
 
 /// The coverage signal (src/coverage.rs): per target VM and region, the newest settled point,
@@ -912,6 +954,113 @@ async fn set_orphan_mark(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use crate::invocation::Context;
+    use crate::testing::{self, disk_id, FakeArm, FakeScheduler, VmBuilder};
+
+    /// What a test's subscriber wrote (JSON lines), shared with its writer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Plans subscription `s1` at a 4-hourly tick for `vms` VMs, each with an OS and a data
+    /// disk, copying to swedencentral; returns the outcome's summary and the WARN events.
+    async fn plan_s1(vms: usize) -> (String, Vec<serde_json::Value>) {
+        let tick = time::macros::datetime!(2026-11-25 04:00:00 UTC);
+        let arm = Arc::new(FakeArm::new());
+        arm.set_now(tick);
+        for i in 0..vms {
+            let name = format!("vm{i:04}");
+            arm.add_vm(
+                VmBuilder::new("s1", "rg", &name)
+                    .data_disk(
+                        0,
+                        &disk_id("s1", "rg", &format!("{name}-d0")),
+                        "Premium_LRS",
+                    )
+                    .build(),
+            );
+        }
+        let mut rule = testing::rule("prod", 3);
+        rule.targets.subscriptions = vec!["s1".into()];
+        rule.copies = vec![crate::policy::CopyTarget::to("swedencentral")];
+        let deps = Deps::new(
+            arm,
+            Arc::new(FakeScheduler::new()),
+            Arc::new(testing::policy(vec![rule])),
+            "0 0 */4 * * *",
+        );
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        let req = PlanRequest {
+            subscription: "s1".into(),
+            tick,
+            attempt: 0,
+        };
+        let inv = Invocation::new(req, Context::new(super::super::PLAN_RESTORE_POINTS, tick));
+        let out = {
+            // The test's runtime runs on this thread: the subscriber sees the handler's events.
+            let _guard = tracing::subscriber::set_default(subscriber);
+            super::super::plan_restore_points::handle(inv, &deps)
+                .await
+                .expect("planning succeeds")
+        };
+        assert_eq!(out.status, Status::Done, "{}", out.summary);
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let warnings = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        (out.summary, warnings)
+    }
+
+    /// One subscription's copies into one region: 201 VMs × 2 disks = 402 disk copies, while
+    /// ~400 replicate in 4 h at 100 at once and ~1 h each: the planning invocation warns once,
+    /// with the subscription and region, and its summary counts it. 200 VMs (400) fit: no word.
+    #[tokio::test]
+    async fn a_tick_whose_copies_cannot_keep_up_is_warned_before_it_runs() {
+        let (summary, warnings) = plan_s1(201).await;
+        let copies: Vec<&serde_json::Value> = warnings
+            .iter()
+            .filter(|w| w["fields"]["region"] == "swedencentral")
+            .collect();
+        assert_eq!(copies.len(), 1, "{warnings:?}");
+        let fields = &copies[0]["fields"];
+        assert_eq!(fields["subscription"], "s1");
+        assert_eq!(fields["disk_copies"], 402);
+        let message = fields["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("copies to swedencentral in subscription s1: 402 disk copies")
+                && message.contains("about 400 per 4 h at ~1 h each")
+                && message.contains("fall behind"),
+            "{message}"
+        );
+        assert!(
+            summary.contains("copies to 1 region(s) cannot keep up")
+                && summary.contains("swedencentral: 402 disk copies, ~400 fit"),
+            "{summary}"
+        );
+
+        let (summary, warnings) = plan_s1(200).await;
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!summary.contains("cannot keep up"), "{summary}");
+        assert!(summary.contains("200 creates sent"), "{summary}");
+    }
 
     #[test]
     fn replans_wait_doubling_from_a_minute_up_to_ten() {

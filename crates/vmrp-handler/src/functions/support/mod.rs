@@ -97,6 +97,11 @@ pub const TUNING_SETTINGS: &[(&str, &str, &str)] = &[
         "300",
     ),
     (
+        COPY_DURATION_VAR,
+        "seconds one disk restore point copy is assumed to replicate, for the plan's copy capacity check (Microsoft states none)",
+        "3600",
+    ),
+    (
         "VMRP_RESCHEDULE_FIRST_SECS",
         "first delay before a transiently refused request is retried (doubles per attempt)",
         "30",
@@ -150,6 +155,9 @@ pub const TUNING_SETTINGS: &[(&str, &str, &str)] = &[
 
 /// The app setting for how many instances may act on one budget reading at once.
 pub const PACE_INSTANCES_VAR: &str = "VMRP_PACE_INSTANCES";
+
+/// The app setting for the assumed duration of one disk copy (`Pacing::copy_duration`).
+pub const COPY_DURATION_VAR: &str = "VMRP_COPY_DURATION_SECS";
 
 /// The app setting for the share of ARM's budget vmrp may use.
 pub const ARM_SHARE_VAR: &str = "VMRP_ARM_SHARE";
@@ -211,6 +219,10 @@ impl Tuning {
         }
         if let Some(m) = secs("VMRP_TICK_MARGIN_SECS", 0, 3600)? {
             t.pacing.window_margin = m;
+        }
+        // A minute to two weeks: Azure ends a copy still replicating after two weeks.
+        if let Some(d) = secs(COPY_DURATION_VAR, 60, 14 * 86_400)? {
+            t.pacing.copy_duration = d;
         }
         if let Some(d) = secs("VMRP_RESCHEDULE_FIRST_SECS", 1, 3600)? {
             t.reschedule_first = d;

@@ -21,6 +21,7 @@ fn settings_override_the_defaults() {
     let t = from(&[
         (ARM_SHARE_VAR, "0.5"),
         ("VMRP_TICK_MARGIN_SECS", "60"),
+        (COPY_DURATION_VAR, "5400"),
         ("VMRP_RESCHEDULE_FIRST_SECS", "10"),
         ("VMRP_RESCHEDULE_CAP_SECS", "120"),
         ("VMRP_MAX_RESCHEDULES", "3"),
@@ -35,6 +36,7 @@ fn settings_override_the_defaults() {
     .unwrap();
     assert_eq!(t.pacing.reserve, 0.5);
     assert_eq!(t.pacing.window_margin, Duration::from_secs(60));
+    assert_eq!(t.pacing.copy_duration, Duration::from_secs(5400));
     assert_eq!(t.reschedule_first, Duration::from_secs(10));
     assert_eq!(t.reschedule_cap, Duration::from_secs(120));
     assert_eq!(t.max_reschedules, 3);
@@ -58,6 +60,8 @@ fn bad_values_are_refused_with_the_settings_name() {
         (ARM_SHARE_VAR, "1.5", "0.01 to 1"),
         (ARM_SHARE_VAR, "NaN", "0.01 to 1"),
         ("VMRP_TICK_MARGIN_SECS", "-5", "0 to 3600"),
+        (COPY_DURATION_VAR, "30", "60 to 1209600"),
+        (COPY_DURATION_VAR, "1h", "whole number"),
         ("VMRP_MAX_RESCHEDULES", "ten", "whole number"),
         ("VMRP_MAX_DELETES_PER_INVOCATION", "2.5", "whole number"),
         ("VMRP_ONBOARD_FIRST_POINT", "yes", "true or false"),
