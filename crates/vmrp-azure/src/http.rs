@@ -491,7 +491,9 @@ mod tests {
             max_backoff: Duration::from_millis(300),
             max_retry_after: Duration::from_secs(2),
         };
-        let table: &[(u32, Option<u64>, f64, Option<Duration>, &str)] = &[
+        // (attempt, Retry-After s, unit random, the wait, why)
+        type Row = (u32, Option<u64>, f64, Option<Duration>, &'static str);
+        let table: &[Row] = &[
             (
                 1,
                 Some(1),

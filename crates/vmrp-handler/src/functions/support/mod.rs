@@ -286,7 +286,7 @@ pub struct KnownResources {
     copies_refused: Mutex<HashMap<(String, String), (OffsetDateTime, u32)>>,
     /// (subscription, target region), lowercase → the lane this process's copy PUTs there
     /// take one at a time, so a burst of copy messages meets a refusal once, not once each.
-    copy_lanes: Mutex<HashMap<(String, String), std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    copy_lanes: Mutex<HashMap<(String, String), CopyLane>>,
 }
 
 impl KnownResources {
@@ -369,17 +369,16 @@ impl KnownResources {
 
 impl KnownResources {
     /// The lane copy PUTs into `region` of `subscription` take one at a time on this process.
-    pub fn copy_lane(
-        &self,
-        subscription: &str,
-        region: &str,
-    ) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    pub fn copy_lane(&self, subscription: &str, region: &str) -> CopyLane {
         lock(&self.copy_lanes)
             .entry(copy_gate_key(subscription, region))
             .or_default()
             .clone()
     }
 }
+
+/// The turn copy PUTs into one (subscription, region) take on this process.
+pub type CopyLane = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 fn copy_gate_key(subscription: &str, region: &str) -> (String, String) {
     (
