@@ -52,6 +52,19 @@ fn world(rule: Rule) -> World {
     World { arm, bus, a, b }
 }
 
+/// VM `name` in eastus (subscription s1), with its collection and a settled point at each of
+/// `ticks`.
+fn vm_with_points(w: &World, name: &str, ticks: &[OffsetDateTime]) -> ResourceId {
+    let vm = w
+        .arm
+        .add_vm(VmBuilder::new("s1", "rg", name).location("eastus").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    for t in ticks {
+        w.arm.add_point(&point(&vm, *t), "Succeeded", *t, None, &[]);
+    }
+    vm
+}
+
 fn hours(n: i64) -> time::Duration {
     time::Duration::hours(n)
 }
@@ -133,13 +146,8 @@ fn copy_puts(arm: &FakeArm) -> Vec<String> {
 #[tokio::test]
 async fn copies_handled_newest_first_on_two_instances_still_go_in_creation_order() {
     let w = world(rule_s1(&["westus2"]));
-    let vm = w
-        .arm
-        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
-    w.arm.add_collection(&collection(&vm), "eastus", &vm);
     let (t1, t2) = (T0, T0 + hours(1));
-    w.arm.add_point(&point(&vm, t1), "Succeeded", t1, None, &[]);
-    w.arm.add_point(&point(&vm, t2), "Succeeded", t2, None, &[]);
+    let vm = vm_with_points(&w, "vm1", &[t1, t2]);
     let now = t2 + time::Duration::minutes(10);
 
     // Instance B takes t2's message first.
@@ -195,13 +203,8 @@ async fn copies_handled_newest_first_on_two_instances_still_go_in_creation_order
 #[tokio::test]
 async fn interleaved_copies_on_two_instances_lose_no_copy() {
     let w = world(rule_s1(&["westus2"]));
-    let vm = w
-        .arm
-        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
-    w.arm.add_collection(&collection(&vm), "eastus", &vm);
     let (t1, t2) = (T0, T0 + hours(1));
-    w.arm.add_point(&point(&vm, t1), "Succeeded", t1, None, &[]);
-    w.arm.add_point(&point(&vm, t2), "Succeeded", t2, None, &[]);
+    let vm = vm_with_points(&w, "vm1", &[t1, t2]);
     let now = t2 + time::Duration::minutes(10);
     let (o2, o1) = tokio::join!(
         copy(&w.b, copy_req(&point(&vm, t2), &vm, "westus2"), now),
@@ -406,11 +409,7 @@ async fn a_poll_reschedules_instead_of_reading_when_the_read_budget_is_low() {
 #[tokio::test]
 async fn a_copy_reschedules_instead_of_calling_when_the_write_budget_is_low() {
     let w = world(rule_s1(&["westus2"]));
-    let vm = w
-        .arm
-        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
-    w.arm.add_collection(&collection(&vm), "eastus", &vm);
-    w.arm.add_point(&point(&vm, T0), "Succeeded", T0, None, &[]);
+    let vm = vm_with_points(&w, "vm1", &[T0]);
     let now = T0 + hours(1);
     w.arm.report_rate_limits_for(
         "s1",
@@ -437,16 +436,8 @@ async fn a_copy_reschedules_instead_of_calling_when_the_write_budget_is_low() {
 #[tokio::test]
 async fn a_copy_refused_at_the_regions_limit_holds_that_regions_copies_on_this_instance() {
     let w = world(rule_s1(&["westus2", "centralus"]));
-    let vm = w
-        .arm
-        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
-    let vm2 = w
-        .arm
-        .add_vm(VmBuilder::new("s1", "rg", "vm2").location("eastus").build());
-    for v in [&vm, &vm2] {
-        w.arm.add_collection(&collection(v), "eastus", v);
-        w.arm.add_point(&point(v, T0), "Succeeded", T0, None, &[]);
-    }
+    let vm = vm_with_points(&w, "vm1", &[T0]);
+    let vm2 = vm_with_points(&w, "vm2", &[T0]);
     let now = T0 + hours(1);
 
     // vm1's copy into westus2 is refused: region at its limit, Retry-After 600 s.
@@ -501,11 +492,7 @@ async fn a_copy_refused_at_the_regions_limit_holds_that_regions_copies_on_this_i
 #[tokio::test]
 async fn a_copy_waiting_its_turn_while_another_is_refused_makes_no_put() {
     let w = world(rule_s1(&["westus2"]));
-    let vm = w
-        .arm
-        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
-    w.arm.add_collection(&collection(&vm), "eastus", &vm);
-    w.arm.add_point(&point(&vm, T0), "Succeeded", T0, None, &[]);
+    let vm = vm_with_points(&w, "vm1", &[T0]);
     let now = T0 + hours(1);
 
     // Another invocation on this instance holds the lane, and is refused meanwhile.
@@ -545,13 +532,8 @@ async fn a_copy_waiting_its_turn_while_another_is_refused_makes_no_put() {
 #[tokio::test]
 async fn a_copy_a_day_behind_is_dropped_from_the_backlog_not_lost_to_a_race() {
     let w = world(rule_s1(&["westus2"]));
-    let vm = w
-        .arm
-        .add_vm(VmBuilder::new("s1", "rg", "vm1").location("eastus").build());
-    w.arm.add_collection(&collection(&vm), "eastus", &vm);
     let (t1, t2) = (T0, T0 + hours(4));
-    w.arm.add_point(&point(&vm, t1), "Succeeded", t1, None, &[]);
-    w.arm.add_point(&point(&vm, t2), "Succeeded", t2, None, &[]);
+    let vm = vm_with_points(&w, "vm1", &[t1, t2]);
     let target = names::copy_collection_id(&vm, "westus2", None).unwrap();
     w.arm.add_collection(&target, "westus2", &collection(&vm));
     w.arm.add_point(

@@ -365,9 +365,6 @@ impl KnownResources {
     pub fn forget_copies_refused(&self, subscription: &str, region: &str) {
         lock(&self.copies_refused).remove(&copy_gate_key(subscription, region));
     }
-}
-
-impl KnownResources {
     /// The lane copy PUTs into `region` of `subscription` take one at a time on this process.
     pub fn copy_lane(&self, subscription: &str, region: &str) -> CopyLane {
         lock(&self.copy_lanes)
@@ -857,16 +854,7 @@ pub fn spend_if_room(
     bucket: Bucket,
     cost: u32,
 ) -> bool {
-    let limits = deps.arm.rate_limits_for(subscription);
-    let input = PaceInput {
-        bucket,
-        remaining: bucket.remaining(&limits),
-        reported_at: limits.date,
-        now,
-        share: deps.tuning.pacing.share(),
-        instances: deps.tuning.pace_instances,
-        cost,
-    };
+    let input = pace_input(deps, now, subscription, bucket, cost);
     let room = pace::decide(&input, subscription) == Pace::Go;
     if room {
         debit(deps, subscription, &[(bucket, cost)]);
@@ -883,8 +871,26 @@ fn decide_one(
     cost: u32,
     key: &str,
 ) -> Pace {
+    let input = pace_input(deps, now, subscription, bucket, cost);
+    let decision = pace::decide(&input, key);
+    if let Pace::Wait(d) = decision {
+        tracing::info!(subscription, bucket = bucket.name(), remaining = ?input.remaining,
+            wait_s = d.as_secs(), "ARM budget low: message put back instead of calling ARM");
+    }
+    decision
+}
+
+/// What [`pace::decide`] looks at for `cost` calls of `bucket` in `subscription` now: ARM's
+/// last reading there and the tuning.
+fn pace_input(
+    deps: &Deps,
+    now: OffsetDateTime,
+    subscription: &str,
+    bucket: Bucket,
+    cost: u32,
+) -> PaceInput {
     let limits = deps.arm.rate_limits_for(subscription);
-    let input = PaceInput {
+    PaceInput {
         bucket,
         remaining: bucket.remaining(&limits),
         reported_at: limits.date,
@@ -892,13 +898,7 @@ fn decide_one(
         share: deps.tuning.pacing.share(),
         instances: deps.tuning.pace_instances,
         cost,
-    };
-    let decision = pace::decide(&input, key);
-    if let Pace::Wait(d) = decision {
-        tracing::info!(subscription, bucket = bucket.name(), remaining = ?input.remaining,
-            wait_s = d.as_secs(), "ARM budget low: message put back instead of calling ARM");
     }
-    decision
 }
 
 /// Takes a step's costs off this process's reading of `subscription` once it decided to go
