@@ -65,21 +65,10 @@ fn the_plan_names_copies_that_customer_managed_keys_prevent() {
         des.to_ascii_uppercase(),
         "/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des-norway".into(),
     );
-    let mut vm = VmBuilder::new("s1", "rg", "cmk").location("eastus").build();
-    let os = vm
-        .properties
-        .as_mut()
-        .unwrap()
-        .storage_profile
-        .as_mut()
-        .unwrap();
-    os.os_disk
-        .as_mut()
-        .unwrap()
-        .managed_disk
-        .as_mut()
-        .unwrap()
-        .disk_encryption_set = Some(crate::azure::models::IdRef { id: des.into() });
+    let vm = VmBuilder::new("s1", "rg", "cmk")
+        .location("eastus")
+        .os_disk_encryption_set(des)
+        .build();
     let targets = vec![
         PlanTarget {
             vm: vm_id("s1", "rg", "cmk"),

@@ -93,6 +93,19 @@ impl VmBuilder {
         }
         self
     }
+    /// Encrypts the OS disk with the customer-managed key of disk encryption set `set`
+    /// (`managedDisk.diskEncryptionSet.id`).
+    pub fn os_disk_encryption_set(mut self, set: &str) -> Self {
+        if let Some(disk) = self
+            .storage_profile()
+            .os_disk
+            .as_mut()
+            .and_then(|os| os.managed_disk.as_mut())
+        {
+            disk.disk_encryption_set = Some(crate::azure::models::IdRef { id: set.into() });
+        }
+        self
+    }
     fn storage_profile(&mut self) -> &mut StorageProfile {
         self.vm
             .properties

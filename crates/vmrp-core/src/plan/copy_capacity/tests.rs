@@ -23,18 +23,20 @@ fn copying(name: &str, regions: &[&str]) -> Rule {
 
 /// A VM in `location` with an OS disk and `data` data disks (LUN 0, 1, ...).
 fn vm(sub: &str, name: &str, location: &str, data: i32) -> VirtualMachine {
-    (0..data)
-        .fold(
-            VmBuilder::new(sub, "rg", name).location(location),
-            |b, lun| {
-                b.data_disk(
-                    lun,
-                    &disk_id(sub, "rg", &format!("{name}-d{lun}")),
-                    "Premium_LRS",
-                )
-            },
-        )
-        .build()
+    vm_builder(sub, name, location, data).build()
+}
+
+fn vm_builder(sub: &str, name: &str, location: &str, data: i32) -> VmBuilder {
+    (0..data).fold(
+        VmBuilder::new(sub, "rg", name).location(location),
+        |b, lun| {
+            b.data_disk(
+                lun,
+                &disk_id(sub, "rg", &format!("{name}-d{lun}")),
+                "Premium_LRS",
+            )
+        },
+    )
 }
 
 fn target<'r>(vm: VirtualMachine, rule: &'r Rule) -> PlanTarget<'r> {
@@ -258,24 +260,13 @@ fn unmapped_customer_managed_keys_bring_no_copy() {
         "/subscriptions/s1/resourceGroups/k/providers/Microsoft.Compute/diskEncryptionSets/des";
     let targets: Vec<PlanTarget<'_>> = (0..201)
         .map(|i| {
-            let mut v = vm("s1", &format!("cmk{i}"), "eastus", 1);
-            if i < 10 {
-                let os = v
-                    .properties
-                    .as_mut()
-                    .unwrap()
-                    .storage_profile
-                    .as_mut()
-                    .unwrap();
-                os.os_disk
-                    .as_mut()
-                    .unwrap()
-                    .managed_disk
-                    .as_mut()
-                    .unwrap()
-                    .disk_encryption_set = Some(crate::azure::models::IdRef { id: des.into() });
-            }
-            target(v, &one)
+            let b = vm_builder("s1", &format!("cmk{i}"), "eastus", 1);
+            let b = if i < 10 {
+                b.os_disk_encryption_set(des)
+            } else {
+                b
+            };
+            target(b.build(), &one)
         })
         .collect();
     let s = shortfalls(&targets, &Pacing::default());
