@@ -8,7 +8,8 @@
 //! Restrictions; a restore point copy copies one snapshot per disk). A copy holds its slot while
 //! it replicates, so one (subscription, region) pair finishes at most `100 × period / copy
 //! duration` disk copies between two ticks of a rule. A tick that asks for more can never keep
-//! up: its copies back up from tick to tick, and older ones end up "superseded by a newer copy"
+//! up: its copies back up from tick to tick, and older ones are dropped (a copy more than a day
+//! behind gives way to newer points, `start_cross_region_copy::COPY_BACKLOG_DROPPED`)
 //! (docs/bench.md: 2,000 VMs × ~2.5 disks into one region every 4 h, ~18 times what fits).
 //!
 //! [`copy_shortfalls`] counts, per (subscription, target region), the disk copies the tick's
@@ -45,7 +46,7 @@ pub const DEFAULT_COPY_DURATION: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShortfallKind {
     /// More disk copies than replicate before the rule's next tick: the copies fall behind
-    /// from tick to tick and older ones are superseded.
+    /// from tick to tick and older ones are dropped from the backlog.
     FallsBehind,
     /// More than [`IN_FLIGHT_LIMIT`] at once, but they fit before the next tick: the rest wait
     /// for a free slot (the copy step puts them back), and finish later in the period.
@@ -119,7 +120,7 @@ impl fmt::Display for CopyShortfall {
         match self.kind {
             ShortfallKind::FallsBehind => write!(
                 f,
-                "{per}: copies will fall behind and older ones be superseded. Spread the VMs over \
+                "{per}: copies will fall behind and older ones be dropped. Spread the VMs over \
                  more subscriptions, copy fewer disks (excludeDisks) or copy less often"
             ),
             ShortfallKind::Queues => write!(

@@ -312,7 +312,7 @@ fn the_line_says_what_falls_behind_and_what_to_do() {
             "copies to swedencentral in subscription {sub}: 4,000 disk copies this tick (2,000 \
              VMs, rule prod); Azure replicates at most 100 at once per subscription and region, \
              about 400 per 4 h at ~1 h each: copies will fall behind and older ones be \
-             superseded. Spread the VMs over more subscriptions, copy fewer disks (excludeDisks) \
+             dropped. Spread the VMs over more subscriptions, copy fewer disks (excludeDisks) \
              or copy less often"
         )
     );
