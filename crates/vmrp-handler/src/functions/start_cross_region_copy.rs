@@ -960,18 +960,21 @@ async fn transient_or_report(
         now,
         e.retry_after,
         format!("{what} refused ({}): {}", e.code, e.message),
+        false,
     )
     .await
 }
 
 /// Puts the copy back (`attempt + 1`) after `retry_after` (spread later a little) or the
-/// reschedule backoff, or reports it once it was put back as often as a copy may wait.
+/// reschedule backoff, or reports it once it was put back as often as a copy may wait. `held`:
+/// put back without asking ARM (its region refused copies a moment ago).
 async fn put_back(
     deps: &Deps,
     req: &CopyRequest,
     now: time::OffsetDateTime,
     retry_after: Option<std::time::Duration>,
     why: String,
+    held: bool,
 ) -> Result<Outcome, HandlerError> {
     let limit = match support::rule_of(deps, req.rule.as_deref(), None) {
         Ok(rule) => max_attempts(deps, rule),
@@ -996,8 +999,15 @@ async fn put_back(
         again.attempt,
         retry_after,
     );
-    tracing::warn!(source = %req.source, attempt = again.attempt, delay_s = delay.as_secs(),
-        "copy rescheduled: {why}");
+    // WARN only for ARM's refusals; a copy held at a full region without calling ARM is routine
+    // (thousands of them every few minutes while a region stays full) and logs at DEBUG.
+    if held {
+        tracing::debug!(source = %req.source, attempt = again.attempt, delay_s = delay.as_secs(),
+            "copy held: {why}");
+    } else {
+        tracing::warn!(source = %req.source, attempt = again.attempt, delay_s = delay.as_secs(),
+            "copy rescheduled: {why}");
+    }
     let id = support::copy_message_id(&again);
     let sent = support::send(
         deps,
@@ -1069,7 +1079,7 @@ async fn held(
         "{COPY_LIMIT_WAIT} into {} (Compute refused a copy there until {until})",
         req.target_region
     );
-    put_back(deps, req, now, Some(wait), why).await
+    put_back(deps, req, now, Some(wait), why, true).await
 }
 
 /// The start of the reason of a copy put back because its target region refused copies a
