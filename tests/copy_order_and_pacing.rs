@@ -454,21 +454,13 @@ async fn a_copy_refused_at_the_regions_limit_holds_that_regions_copies_on_this_i
     // vm2's copy into the same region on the same instance: put back without a call.
     let calls = w.arm.calls().len();
     let out = copy(&w.a, copy_req(&point(&vm2, T0), &vm2, "westus2"), now).await;
-    assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
-    assert!(
-        out.summary
-            .contains(functions::start_cross_region_copy::COPY_LIMIT_WAIT),
-        "{}",
-        out.summary
-    );
+    assert_held_once(&out, &w.bus.take());
     assert_eq!(
         w.arm.calls().len(),
         calls,
         "no ARM call: {:?}",
         w.arm.calls()
     );
-    let held = the_copy(&w.bus.take());
-    assert_eq!(held.attempt, 1);
 
     // Another region, or another instance, still asks (and here is let through).
     let out = copy(&w.a, copy_req(&point(&vm2, T0), &vm2, "centralus"), now).await;
@@ -512,6 +504,12 @@ async fn a_copy_waiting_its_turn_while_another_is_refused_makes_no_put() {
         copy(&w.a, copy_req(&point(&vm, T0), &vm, "westus2"), now),
         other_refused
     );
+    assert_held_once(&out, &w.bus.take());
+    assert!(copy_puts(&w.arm).is_empty(), "no PUT: {:?}", w.arm.calls());
+}
+
+/// `out` put its copy back as held at a full region, once (`attempt` 1).
+fn assert_held_once(out: &Outcome, sent: &[OutgoingMessage]) {
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
     assert!(
         out.summary
@@ -519,9 +517,7 @@ async fn a_copy_waiting_its_turn_while_another_is_refused_makes_no_put() {
         "{}",
         out.summary
     );
-    assert!(copy_puts(&w.arm).is_empty(), "no PUT: {:?}", w.arm.calls());
-    let back = the_copy(&w.bus.take());
-    assert_eq!(back.attempt, 1);
+    assert_eq!(the_copy(sent).attempt, 1);
 }
 
 /// A copy that finds a newer point already copied into its region is reported either way, but

@@ -19,7 +19,7 @@
 //! Copy rules (docs/lifecycle.md): a source is copied into a region at most once, so before the
 //! PUT an existing copy of the same source under another name counts as "already copied" (and
 //! so does Azure's refusal of a second copy); an in-flight-limit refusal (429) is transient, and
-//! holds this instance's copies into that region for a while (`note_refusal`, `put_copy`).
+//! holds this instance's copies into that region for a while (`copy_limit`).
 //!
 //! Only the newest point of the target collection can be in flight (serial copies), so the
 //! in-flight check costs one extra GET at most.
@@ -34,6 +34,10 @@ use crate::names;
 use crate::policy::regions::known_region;
 use crate::policy::{mapped_encryption_set, CopyTarget, Rule, UnmappedEncryptionSet};
 use crate::poll;
+
+mod copy_limit;
+pub use copy_limit::COPY_LIMIT_WAIT;
+use copy_limit::{held, held_at_copy_limit, put_copy, CopyPut};
 
 pub async fn handle(inv: Invocation<CopyRequest>, deps: &Deps) -> Result<Outcome, HandlerError> {
     let mut req = inv.event;
@@ -437,46 +441,6 @@ async fn start_copy(
         },
         Err(e) => job.arm_failed(e, "starting the copy").await,
     }
-}
-
-/// What became of a copy PUT ([`put_copy`]).
-enum CopyPut {
-    /// ARM's answer.
-    Answered(Result<(), ArmError>),
-    /// Not sent: copies into the region were refused until then (seen while waiting our turn).
-    Held(time::OffsetDateTime),
-}
-
-/// PUTs the copy `target`, one at a time per (subscription, region) on this process, unless a
-/// copy there was refused meanwhile ([`note_refusal`]). Only the PUT waits its turn (not the
-/// reads before it): after a burst of copy messages meets the limit, the rest see the refusal
-/// here instead of each earning a 429 of its own.
-async fn put_copy(
-    deps: &Deps,
-    req: &CopyRequest,
-    now: time::OffsetDateTime,
-    target: &ResourceId,
-    body: &RestorePoint,
-) -> CopyPut {
-    let sub = req.source.subscription();
-    let lane = deps.known.copy_lane(sub, &req.target_region);
-    let _our_turn = lane.lock().await;
-    if let Some(until) = deps
-        .known
-        .copies_refused_until(sub, &req.target_region, now)
-    {
-        return CopyPut::Held(until);
-    }
-    let answer = deps
-        .arm
-        .create_restore_point(target, body)
-        .await
-        .map(|_| ());
-    match &answer {
-        Ok(()) => deps.known.forget_copies_refused(sub, &req.target_region),
-        Err(e) => note_refusal(deps, req, now, e),
-    }
-    CopyPut::Answered(answer)
 }
 
 /// The start of the reason of a copy that waits for its source's background data copy (`vmrp
@@ -1026,63 +990,3 @@ async fn put_back(
     )
     .with_sent(vec![sent]))
 }
-
-/// A copy PUT answered 429: Compute refuses copies into the region (its disk copies in flight
-/// are at the limit) or ARM throttles the subscription's writes. Either way no copy there
-/// should be asked for before ARM's `Retry-After` (else one copy-progress step): this process
-/// remembers it, so the copy messages it takes meanwhile go back without calling ARM.
-fn note_refusal(deps: &Deps, req: &CopyRequest, now: time::OffsetDateTime, e: &ArmError) {
-    if e.status != Some(429) {
-        return;
-    }
-    let wait = e.retry_after.unwrap_or(deps.tuning.backoff.copy_every);
-    let until = deps.known.remember_copies_refused(
-        req.source.subscription(),
-        &req.target_region,
-        now,
-        wait,
-    );
-    tracing::info!(region = %req.target_region, until = %until,
-        "copies into the region refused (429); this instance holds its copies there until then");
-}
-
-/// Puts the copy back without calling ARM while this process knows copies into its region are
-/// refused ([`note_refusal`]); `None`: go on.
-async fn held_at_copy_limit(
-    deps: &Deps,
-    req: &CopyRequest,
-    now: time::OffsetDateTime,
-) -> Result<Option<Outcome>, HandlerError> {
-    let sub = req.source.subscription();
-    let Some(until) = deps
-        .known
-        .copies_refused_until(sub, &req.target_region, now)
-    else {
-        return Ok(None);
-    };
-    held(deps, req, now, until).await.map(Some)
-}
-
-/// Puts the copy back until `until`, when copies into its region are refused.
-async fn held(
-    deps: &Deps,
-    req: &CopyRequest,
-    now: time::OffsetDateTime,
-    until: time::OffsetDateTime,
-) -> Result<Outcome, HandlerError> {
-    // Back after one copy-progress step at most, to whichever instance takes it: this
-    // instance's hold may be longer (it grows while the region stays full), another's shorter.
-    let wait = std::time::Duration::try_from(until - now)
-        .unwrap_or_default()
-        .min(deps.tuning.backoff.copy_every);
-    let why = format!(
-        "{COPY_LIMIT_WAIT} into {} (Compute refused a copy there until {until})",
-        req.target_region
-    );
-    put_back(deps, req, now, Some(wait), why, true).await
-}
-
-/// The start of the reason of a copy put back because its target region refused copies a
-/// moment ago (429: its disk copies in flight at the limit); `vmrp local` explains a copy still
-/// waiting at the end of a run by it.
-pub const COPY_LIMIT_WAIT: &str = "waiting for room among the copies in flight";
