@@ -144,6 +144,32 @@ async fn every_vm_gets_one_point_and_one_copy_per_tick_and_retention_keeps_the_p
     emulator.stop().await.unwrap();
 }
 
+/// `stop_after_last_tick` ends a run once the ticks' local points are known, with copies (1–2 h
+/// virtual each in the emulator) still under way: the tick-window bench row relies on it, since
+/// a one-subscription fleet's copies need days. Without it the run waits until every copy settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_asked_to_stop_after_the_last_tick_ends_there_with_copies_still_under_way() {
+    let _one = ONE_RUN_AT_A_TIME.lock().await;
+    let mut s = scenario(10, 1, 2400.0);
+    s.stop_after_last_tick = Some(time::Duration::minutes(45));
+    let (report, emulator) = run_scenario_keep(&s).await.expect("the run is carried out");
+    let why = explain(&report);
+    assert_eq!(report.local.settled, 10, "{why}");
+    assert_eq!(report.copies.expected, 10, "{why}");
+    assert_eq!(
+        report.copies.settled, 0,
+        "no copy finishes within 45 minutes: {why}"
+    );
+    // The tick is 15 virtual minutes after the start; the run looks every 100 ms real (4 virtual
+    // minutes at 2400x), and the governor only ever slows the clock.
+    assert!(
+        report.virtual_seconds < (15 + 45 + 10) * 60,
+        "ended {} virtual s after the start: {why}",
+        report.virtual_seconds
+    );
+    emulator.stop().await.unwrap();
+}
+
 /// Least privilege: `vmrp local` runs under exactly the role infra deploys
 /// (`ARM_ACTIONS`, without `virtualMachines/write`), and the whole lifecycle — discovery, create,
 /// cross-region copy, progress polls, pruning — needs nothing else: no call is refused 403.

@@ -297,6 +297,10 @@ pub struct Scenario {
     pub record_traffic: Option<PathBuf>,
     /// The handler's `RUST_LOG`; `None`: `VMRP_HANDLER_LOG_LEVEL`, else `info`.
     pub handler_log_level: Option<String>,
+    /// End the run this long (virtual) after the last tick even if copies are still queued:
+    /// for rows about the ticks' local points, whose fate is known one schedule period after
+    /// the tick, when a one-subscription fleet's copies need days. `None`: run until quiet.
+    pub stop_after_last_tick: Option<time::Duration>,
 }
 
 impl Scenario {
@@ -327,6 +331,7 @@ impl Scenario {
             pace_to_handler: true,
             record_traffic: None,
             handler_log_level: None,
+            stop_after_last_tick: None,
         }
     }
 }
@@ -700,6 +705,18 @@ pub async fn run_scenario_keep(
             .count();
         let quiet = pending == 0 && sim.in_flight() == 0 && timer_runs >= ticks.len();
         if timer_done && quiet && kill_plan.is_empty() {
+            break;
+        }
+        let past_stop = scenario
+            .stop_after_last_tick
+            .zip(ticks.last())
+            .is_some_and(|(after, last)| now >= *last + after);
+        if past_stop && timer_runs >= ticks.len() && kill_plan.is_empty() {
+            tracing::info!(
+                "vmrp local: stopping {:?} (virtual) after the last tick as asked; \
+                 {pending} messages still pending",
+                scenario.stop_after_last_tick
+            );
             break;
         }
         if Instant::now() > deadline {
