@@ -704,19 +704,8 @@ pub async fn run_scenario_keep(
             .filter(|r| r.function == crate::functions::SCHEDULE_RESTORE_POINTS)
             .count();
         let quiet = pending == 0 && sim.in_flight() == 0 && timer_runs >= ticks.len();
-        if timer_done && quiet && kill_plan.is_empty() {
-            break;
-        }
-        let past_stop = scenario
-            .stop_after_last_tick
-            .zip(ticks.last())
-            .is_some_and(|(after, last)| now >= *last + after);
-        if past_stop && timer_runs >= ticks.len() && kill_plan.is_empty() {
-            tracing::info!(
-                "vmrp local: stopping {:?} (virtual) after the last tick as asked; \
-                 {pending} messages still pending",
-                scenario.stop_after_last_tick
-            );
+        let stop_asked = timer_runs >= ticks.len() && past_asked_stop(scenario, &ticks, now);
+        if (timer_done && quiet || stop_asked) && kill_plan.is_empty() {
             break;
         }
         if Instant::now() > deadline {
@@ -751,6 +740,14 @@ pub async fn run_scenario_keep(
         .get(crate::functions::ARM_SHARE_VAR)
         .and_then(|v| v.parse().ok());
     Ok((report, emulator))
+}
+
+/// Whether `now` is past [`Scenario::stop_after_last_tick`] after the last tick.
+fn past_asked_stop(scenario: &Scenario, ticks: &[OffsetDateTime], now: OffsetDateTime) -> bool {
+    scenario
+        .stop_after_last_tick
+        .zip(ticks.last())
+        .is_some_and(|(after, last)| now >= *last + after)
 }
 
 /// The scenario's policy: `--policy`, else the default for the fleet's subscriptions (or the
