@@ -127,6 +127,15 @@ pub async fn handle(inv: Invocation<PollRequest>, deps: &Deps) -> Result<Outcome
         max_retries,
         retry_after,
     );
+    if req.role == Role::Copy
+        && matches!(
+            decision,
+            PollDecision::Settled { .. } | PollDecision::Failed { .. }
+        )
+    {
+        // Its disk copies no longer count against the region's copies in flight.
+        deps.known.copy_finished(req.target.subscription(), &region);
+    }
     act(deps, &req, rule, now, decision, &region, max_retries).await
 }
 

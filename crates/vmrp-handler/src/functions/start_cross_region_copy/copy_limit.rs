@@ -2,10 +2,13 @@
 //! subscription and target region; docs/architecture.md, "Across instances"): a copy PUT
 //! answered 429 holds this instance's copies into that region for a while, held copies go back
 //! on the queue without calling ARM, and copy PUTs into one region take turns on an instance.
+//! While held, a copy this instance saw finish there lets one copy go in its place (the slot it
+//! freed), so the instances together refill a full region as copies finish instead of probing it.
 //! All of it is per-process knowledge (`KnownResources`): a stale hold costs one refused PUT.
 
 use super::{put_back, CopyRequest, Deps, HandlerError, Outcome, ResourceId, RestorePoint};
 use crate::azure::ArmError;
+use crate::functions::support::CopyTurn;
 
 /// What became of a copy PUT ([`put_copy`]).
 pub(super) enum CopyPut {
@@ -29,10 +32,8 @@ pub(super) async fn put_copy(
     let sub = req.source.subscription();
     let lane = deps.known.copy_lane(sub, &req.target_region);
     let _our_turn = lane.lock().await;
-    if let Some(until) = deps
-        .known
-        .copies_refused_until(sub, &req.target_region, now)
-    {
+    let turn = deps.known.take_copy_turn(sub, &req.target_region, now);
+    if let CopyTurn::Held(until) = turn {
         return CopyPut::Held(until);
     }
     let answer = deps
@@ -40,9 +41,10 @@ pub(super) async fn put_copy(
         .create_restore_point(target, body)
         .await
         .map(|_| ());
-    match &answer {
-        Ok(()) => deps.known.forget_copies_refused(sub, &req.target_region),
-        Err(e) => note_refusal(deps, req, now, e),
+    match (&answer, turn) {
+        (Ok(()), CopyTurn::Room) => deps.known.copy_took_room(sub, &req.target_region, now),
+        (Ok(()), _) => deps.known.forget_copies_refused(sub, &req.target_region),
+        (Err(e), _) => note_refusal(deps, req, now, e),
     }
     CopyPut::Answered(answer)
 }

@@ -66,3 +66,52 @@ fn a_region_that_stays_full_is_held_longer_until_a_copy_is_accepted() {
     let until = known.remember_copies_refused("s1", "westus2", now, ra);
     assert_eq!(minutes(until, now), 10);
 }
+
+#[test]
+fn a_copy_seen_finishing_in_a_held_region_lets_one_copy_take_its_slot() {
+    let known = KnownResources::default();
+    let t0 = time::macros::datetime!(2026-01-05 04:00 UTC);
+    let ra = Duration::from_secs(600);
+    // Nothing known: ask; a finished copy outside a hold banks nothing.
+    known.copy_finished("s1", "westus2");
+    assert_eq!(known.take_copy_turn("s1", "westus2", t0), CopyTurn::Open);
+    let until = known.remember_copies_refused("s1", "westus2", t0, ra);
+    assert_eq!(
+        known.take_copy_turn("s1", "westus2", t0),
+        CopyTurn::Held(until)
+    );
+    // Two copies finish there: two copies may go before the hold ends, then it holds again.
+    known.copy_finished("S1", "WestUS2");
+    known.copy_finished("s1", "westus2");
+    let now = t0 + time::Duration::minutes(3);
+    assert_eq!(known.copies_refused_until("s1", "westus2", now), None);
+    assert_eq!(known.take_copy_turn("s1", "westus2", now), CopyTurn::Room);
+    assert_eq!(known.take_copy_turn("s1", "westus2", now), CopyTurn::Room);
+    assert_eq!(
+        known.take_copy_turn("s1", "westus2", now),
+        CopyTurn::Held(until)
+    );
+    // Taking room keeps the region held for the hold's length from then: it is still full.
+    known.copy_took_room("s1", "westus2", now);
+    let extended = now + time::Duration::minutes(10);
+    assert_eq!(
+        known.copies_refused_until("s1", "westus2", now),
+        Some(extended)
+    );
+    // Room is capped, and a refusal empties it (another instance took the slot).
+    for _ in 0..10 {
+        known.copy_finished("s1", "westus2");
+    }
+    let turns: Vec<CopyTurn> = (0..6)
+        .map(|_| known.take_copy_turn("s1", "westus2", now))
+        .collect();
+    assert_eq!(turns.iter().filter(|t| **t == CopyTurn::Room).count(), 4);
+    known.copy_finished("s1", "westus2");
+    let until = known.remember_copies_refused("s1", "westus2", now, ra);
+    assert_eq!(
+        known.take_copy_turn("s1", "westus2", now),
+        CopyTurn::Held(until)
+    );
+    // Once the hold is over: ask (a probe), whatever the room.
+    assert_eq!(known.take_copy_turn("s1", "westus2", until), CopyTurn::Open);
+}

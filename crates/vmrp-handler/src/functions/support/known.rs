@@ -20,10 +20,10 @@ pub struct KnownResources {
     /// Collection id by today's naming → the legacy-named collection that takes its place.
     aliases: Mutex<HashMap<ResourceId, ResourceId>>,
     disks: Mutex<HashMap<ResourceId, (OffsetDateTime, Option<DiskInfo>)>>,
-    /// (subscription, target region), lowercase → until when Compute refused copies there
-    /// (a copy PUT answered 429: the region's disk copies in flight are at their limit), and
-    /// how many refusals in a row this process met there.
-    copies_refused: Mutex<HashMap<(String, String), (OffsetDateTime, u32)>>,
+    /// (subscription, target region), lowercase → what this process knows of Compute refusing
+    /// copies there (a copy PUT answered 429: the region's disk copies in flight are at their
+    /// limit).
+    copies_refused: Mutex<HashMap<(String, String), CopyGate>>,
     /// (subscription, target region), lowercase → the lane this process's copy PUTs there
     /// take one at a time, so a burst of copy messages meets a refusal once, not once each.
     copy_lanes: Mutex<HashMap<(String, String), CopyLane>>,
@@ -69,8 +69,9 @@ impl KnownResources {
         lock(&self.disks).insert(id.clone(), (now, info));
     }
     /// Until when copies into `region` of `subscription` should not be asked for, when a copy
-    /// there was refused (429) after `now`'s reading; `None`: ask. A stale or missing entry
-    /// costs one more refused PUT, never a wrong write.
+    /// there was refused (429) after `now`'s reading and no copy seen finishing there since
+    /// left room; `None`: ask. A stale or missing entry costs one more refused PUT, never a
+    /// wrong write.
     pub fn copies_refused_until(
         &self,
         subscription: &str,
@@ -78,13 +79,36 @@ impl KnownResources {
         now: OffsetDateTime,
     ) -> Option<OffsetDateTime> {
         let key = copy_gate_key(subscription, region);
-        let (until, _) = *lock(&self.copies_refused).get(&key)?;
-        (until > now).then_some(until)
+        let gate = *lock(&self.copies_refused).get(&key)?;
+        (gate.until > now && gate.room == 0).then_some(gate.until)
+    }
+    /// Whether a copy PUT into `region` of `subscription` may go now, and on what ground; a
+    /// [`CopyTurn::Room`] spends the room it was given. The caller holds the region's
+    /// [`copy_lane`](Self::copy_lane), so the check and the spend are one step on this process.
+    pub fn take_copy_turn(
+        &self,
+        subscription: &str,
+        region: &str,
+        now: OffsetDateTime,
+    ) -> CopyTurn {
+        let mut gates = lock(&self.copies_refused);
+        let Some(gate) = gates.get_mut(&copy_gate_key(subscription, region)) else {
+            return CopyTurn::Open;
+        };
+        if gate.until <= now {
+            CopyTurn::Open
+        } else if gate.room > 0 {
+            gate.room -= 1;
+            CopyTurn::Room
+        } else {
+            CopyTurn::Held(gate.until)
+        }
     }
     /// Compute refused a copy into `region` of `subscription` at `now`, asking to wait
     /// `retry_after`. The hold doubles with each refusal in a row this process meets there (up
     /// to 4 × `retry_after`): a region that stays full is asked less and less often by each
-    /// instance, and every instance asks on its own. Returns until when copies there are held.
+    /// instance, and every instance asks on its own. Room counted from finished copies is gone
+    /// (another instance took it). Returns until when copies there are held.
     pub fn remember_copies_refused(
         &self,
         subscription: &str,
@@ -93,17 +117,44 @@ impl KnownResources {
         retry_after: Duration,
     ) -> OffsetDateTime {
         let mut gates = lock(&self.copies_refused);
-        let (until, in_a_row) = gates
+        let gate = gates
             .entry(copy_gate_key(subscription, region))
-            .or_insert((now, 0));
-        *in_a_row = in_a_row.saturating_add(1);
-        let hold = retry_after.saturating_mul(1 << (*in_a_row - 1).min(2));
-        *until = (*until).max(after(now, hold));
-        *until
+            .or_insert(CopyGate {
+                until: now,
+                in_a_row: 0,
+                hold: retry_after,
+                room: 0,
+            });
+        gate.in_a_row = gate.in_a_row.saturating_add(1);
+        gate.hold = retry_after.saturating_mul(1 << (gate.in_a_row - 1).min(2));
+        gate.until = gate.until.max(after(now, gate.hold));
+        gate.room = 0;
+        gate.until
     }
-    /// A copy into `region` of `subscription` was accepted: the region has room again.
+    /// A copy into `region` of `subscription` was accepted on a [`CopyTurn::Open`]: the region
+    /// has room again.
     pub fn forget_copies_refused(&self, subscription: &str, region: &str) {
         lock(&self.copies_refused).remove(&copy_gate_key(subscription, region));
+    }
+    /// A copy into `region` of `subscription` was accepted on a [`CopyTurn::Room`]: the region
+    /// is still full but for the slots finishing copies free, so the hold goes on for its
+    /// current length from `now` instead of ending in a probe that would likely be refused.
+    pub fn copy_took_room(&self, subscription: &str, region: &str, now: OffsetDateTime) {
+        if let Some(gate) = lock(&self.copies_refused).get_mut(&copy_gate_key(subscription, region))
+        {
+            gate.until = gate.until.max(after(now, gate.hold));
+        }
+    }
+    /// This process saw a copy into `region` of `subscription` finish (every disk replicated,
+    /// or failed): a slot among Compute's copies in flight is free. While copies there are
+    /// held, one copy may take it before the hold ends ([`CopyTurn::Room`]); Service Bus spreads
+    /// the copies' polls over the instances, so together they refill about as fast as copies
+    /// finish, without asking a full region again and again.
+    pub fn copy_finished(&self, subscription: &str, region: &str) {
+        if let Some(gate) = lock(&self.copies_refused).get_mut(&copy_gate_key(subscription, region))
+        {
+            gate.room = (gate.room + 1).min(MAX_ROOM);
+        }
     }
     /// The lane copy PUTs into `region` of `subscription` take one at a time on this process.
     pub fn copy_lane(&self, subscription: &str, region: &str) -> CopyLane {
@@ -112,6 +163,34 @@ impl KnownResources {
             .or_default()
             .clone()
     }
+}
+
+/// What this process knows of a region refusing copies.
+#[derive(Debug, Clone, Copy)]
+struct CopyGate {
+    /// Copies there wait until then (unless there is room).
+    until: OffsetDateTime,
+    /// Refusals in a row this process met there.
+    in_a_row: u32,
+    /// The current hold's length (the `Retry-After`, doubled with the refusals in a row).
+    hold: Duration,
+    /// Copies this process saw finish there since the last refusal, not yet taken.
+    room: u32,
+}
+
+/// At most this many finished copies are kept as room: a process with no copy waiting for the
+/// region should not bank a burst that would meet the limit at once.
+const MAX_ROOM: u32 = 4;
+
+/// Whether a copy PUT into a region may go now ([`KnownResources::take_copy_turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyTurn {
+    /// No refusal known, or its hold is over: ask.
+    Open,
+    /// The region refused copies, but a copy this process saw finish there freed a slot.
+    Room,
+    /// Held until then.
+    Held(OffsetDateTime),
 }
 
 /// The turn copy PUTs into one (subscription, region) take on this process.

@@ -22,7 +22,7 @@ use crate::schedule::Schedule;
 use super::pace::{self, Bucket, Pace, PaceInput};
 
 mod known;
-pub use known::KnownResources;
+pub use known::{CopyTurn, KnownResources};
 
 /// Tag on every collection vmrp creates: the policy rule that made it.
 pub const TAG_RULE: &str = "vmrp-rule";
