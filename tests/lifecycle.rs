@@ -2243,6 +2243,62 @@ async fn a_first_try_whose_prune_could_not_list_prunes_again() {
     assert!(w.bus.take().is_empty(), "{}", out.summary);
 }
 
+/// A settled point's prune reads too (its collection; for a local point each copy region's
+/// collection and newest copy), and paces those reads like the poll's own: with the read bucket
+/// low after the poll's GET it lists nothing now and sends a prune follow-up, which prunes once
+/// the bucket has refilled. Regression: the prune's reads were unpaced, and a tick's points
+/// settling together met ARM's read bucket at once (628 × 429 early in the 5,000-VM window row).
+#[tokio::test]
+async fn a_prune_that_finds_the_read_budget_low_lists_nothing_and_prunes_in_a_follow_up() {
+    let w = world(testing::policy(vec![rule_s1(1, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    // keepLast 1 keeps the first point (the baseline) and the newest: the middle one goes.
+    let baseline = point(&vm, T0 - hours(8), 0);
+    let middle = point(&vm, T0 - hours(4), 0);
+    let settled = point(&vm, T0, 0);
+    for (p, at) in [
+        (&baseline, T0 - hours(8)),
+        (&middle, T0 - hours(4)),
+        (&settled, T0),
+    ] {
+        w.arm.add_point(p, "Succeeded", at, None, &[]);
+    }
+    let now = T0 + hours(1);
+    // Room for the poll's GET and no more: the default tuning keeps 5 % of the 250 reads for
+    // other tools and one call's room for each of 8 instances (12.5 + 8 = 20.5 needed).
+    w.arm.report_rate_limits_for(
+        "s1",
+        vmrp::azure::RateLimits {
+            remaining_reads: Some(21),
+            date: Some(now),
+            ..Default::default()
+        },
+    );
+    let out = poll(&w, poll_req(&vm, &settled, Role::Local, T0), now).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(out.summary.contains("read budget low"), "{}", out.summary);
+    assert_eq!(w.arm.count(op::GET_POINT), 1);
+    assert_eq!(
+        w.arm.count(op::GET_COLLECTION),
+        0,
+        "no listing on a low bucket"
+    );
+    let sent = w.bus.take();
+    assert_eq!(sent.len(), 1, "one prune follow-up: {}", out.summary);
+    let QueueMessage::Poll(follow_up) = decode(&sent[0]) else {
+        panic!("a poll message")
+    };
+    assert_eq!(follow_up.prune_again, 1);
+
+    // Five minutes on, the reading has aged: the follow-up lists and prunes.
+    let later = sent[0].not_before.expect("scheduled");
+    let out = poll(&w, follow_up, later).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert_eq!(w.arm.count(op::GET_COLLECTION), 1, "{}", out.summary);
+    assert_eq!(w.arm.point_ids(&collection(&vm)), vec![baseline, settled]);
+}
+
 /// The follow-ups are bounded: a delete refused every time stops after the last follow-up,
 /// leaving the failed point to the collection's next settled point. Their waits double from
 /// 5 min (75 min in all), so they outlast a tick's creates spending the write budget: follow-ups

@@ -438,6 +438,16 @@ async fn prune_settled(
     ))
 }
 
+/// The reads a prune makes: the collection, and for a local point each copy region's
+/// collection and its newest copy's replication ([`copy_holds`]).
+fn prune_reads(req: &PollRequest, rule: &Rule) -> u32 {
+    let regions = match req.role {
+        Role::Local => u32::try_from(rule.copies.len()).unwrap_or(u32::MAX),
+        Role::Copy => 0,
+    };
+    regions.saturating_mul(2).saturating_add(1)
+}
+
 fn point_id(p: &RestorePoint) -> Option<ResourceId> {
     ResourceId::parse(p.id.as_deref()?).ok()
 }
@@ -465,13 +475,22 @@ async fn prune(
     retention: &Retention,
     now: time::OffsetDateTime,
 ) -> Result<Pruned, ArmError> {
-    // Pruning can wait for the collection's next settled point: with the subscription's delete
-    // bucket low, as ARM last reported it, it is left for then. (Not on a low read bucket: the
-    // poll that got here has just read, and a Failed point left behind waits for a newer one.)
+    // Pruning can wait: with the subscription's delete or read bucket low, as ARM last reported
+    // it, it is left for a prune follow-up (or the collection's next settled point). The reads
+    // count: a tick's points settle together, and their listings unpaced met ARM's read bucket
+    // all at once (628 × 429 in the first minutes of the 5,000-VM window row).
     use super::pace::{Bucket, Pace};
     let cap = u32::try_from(deps.tuning.max_deletes_per_invocation).unwrap_or(u32::MAX);
     let key = support::poll_message_id(&req.target, req.tick, req.attempt);
     let sub = collection.subscription();
+    if let Pace::Wait(after) =
+        support::pace(deps, now, sub, Bucket::Reads, prune_reads(req, rule), &key)
+    {
+        return Ok(Pruned {
+            summary: "ARM read budget low: pruning left for later".to_string(),
+            failed_left: Some(after),
+        });
+    }
     if cap > 0 {
         if let Pace::Wait(after) = support::pace(deps, now, sub, Bucket::Deletes, cap, &key) {
             // Not listed, so a failed point may be there (the try a retry replaced, an older

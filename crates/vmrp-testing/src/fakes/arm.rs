@@ -16,6 +16,17 @@ impl Arm for FakeArm {
             .unwrap_or_default()
     }
 
+    /// As the real client: the calls a handler decided to make come off the reading.
+    fn debit(&self, subscription: &str, reads: u32, writes: u32, deletes: u32) {
+        if let Some(limits) = self
+            .lock()
+            .limits_by_subscription
+            .get_mut(&subscription.to_ascii_lowercase())
+        {
+            limits.debit(reads, writes, deletes);
+        }
+    }
+
     async fn get_vm(&self, id: &ResourceId) -> Result<Option<VirtualMachine>, ArmError> {
         let mut s = self.lock();
         self.enter(&mut s, op::GET_VM, id.as_str())?;
