@@ -2299,6 +2299,44 @@ async fn a_prune_that_finds_the_read_budget_low_lists_nothing_and_prunes_in_a_fo
     assert_eq!(w.arm.point_ids(&collection(&vm)), vec![baseline, settled]);
 }
 
+/// A bucket's reading refills from the response that carried it. ARM reports the deletes bucket
+/// only on DELETEs: a reading of 0 taken ten minutes ago has refilled, however recent the GETs
+/// since (the poll's own, here). Regression: one `date` for all buckets, renewed by every GET,
+/// kept the deletes reading at 0 "now", and every prune was put back (641 in CI's chaos run,
+/// until the follow-ups ran out and a failed try was left after the last tick).
+#[tokio::test]
+async fn a_deletes_reading_taken_long_ago_has_refilled_whatever_the_gets_since() {
+    let w = world(testing::policy(vec![rule_s1(1, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let baseline = point(&vm, T0 - hours(8), 0);
+    let middle = point(&vm, T0 - hours(4), 0);
+    let settled = point(&vm, T0, 0);
+    for (p, at) in [
+        (&baseline, T0 - hours(8)),
+        (&middle, T0 - hours(4)),
+        (&settled, T0),
+    ] {
+        w.arm.add_point(p, "Succeeded", at, None, &[]);
+    }
+    let now = T0 + hours(1);
+    w.arm.report_rate_limits_for(
+        "s1",
+        vmrp::azure::RateLimits {
+            remaining_reads: Some(12_000),
+            remaining_deletes: Some(0),
+            reads_at: Some(now),
+            deletes_at: Some(now - time::Duration::minutes(10)),
+            date: Some(now),
+            ..Default::default()
+        },
+    );
+    let out = poll(&w, poll_req(&vm, &settled, Role::Local, T0), now).await;
+    assert_eq!(out.status, Status::Done, "{}", out.summary);
+    assert!(w.bus.take().is_empty(), "no follow-up: {}", out.summary);
+    assert_eq!(w.arm.point_ids(&collection(&vm)), vec![baseline, settled]);
+}
+
 /// The follow-ups are bounded: a delete refused every time stops after the last follow-up,
 /// leaving the failed point to the collection's next settled point. Their waits double from
 /// 5 min (75 min in all), so they outlast a tick's creates spending the write budget: follow-ups

@@ -235,20 +235,22 @@ pub fn retry_after_from(headers: &HeaderMap) -> Option<Duration> {
 /// carried; a header that is absent keeps the previous reading.
 pub fn update_rate_limits(limits: &mut RateLimits, headers: &HeaderMap) {
     let read = |name: &str| header_str(headers, name).and_then(|v| v.trim().parse::<u32>().ok());
+    // HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) is RFC 2822 with the obsolete zone `GMT`.
+    let date = header_str(headers, "date").and_then(|v| {
+        time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822).ok()
+    });
+    // Each reading with the date of the response that carried it (`RateLimits::reads_at`).
     if let Some(v) = read("x-ms-ratelimit-remaining-subscription-reads") {
-        limits.remaining_reads = Some(v);
+        (limits.remaining_reads, limits.reads_at) = (Some(v), date);
     }
     if let Some(v) = read("x-ms-ratelimit-remaining-subscription-writes") {
-        limits.remaining_writes = Some(v);
+        (limits.remaining_writes, limits.writes_at) = (Some(v), date);
     }
     if let Some(v) = read("x-ms-ratelimit-remaining-subscription-deletes") {
-        limits.remaining_deletes = Some(v);
+        (limits.remaining_deletes, limits.deletes_at) = (Some(v), date);
     }
-    // HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) is RFC 2822 with the obsolete zone `GMT`.
-    if let Some(date) = header_str(headers, "date").and_then(|v| {
-        time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822).ok()
-    }) {
-        limits.date = Some(date);
+    if date.is_some() {
+        limits.date = date;
     }
 }
 
@@ -581,8 +583,7 @@ mod tests {
         let mut limits = RateLimits {
             remaining_reads: Some(1),
             remaining_writes: Some(2),
-            remaining_deletes: None,
-            date: None,
+            ..RateLimits::default()
         };
         let mut h = HeaderMap::new();
         h.insert(
@@ -600,15 +601,50 @@ mod tests {
                 remaining_reads: Some(11999),
                 remaining_writes: Some(2),
                 remaining_deletes: Some(14),
-                date: None,
+                ..RateLimits::default()
             }
         );
         // ARM's clock, from the HTTP-date of the response.
         h.insert("date", "Wed, 25 Nov 2026 03:04:05 GMT".parse().unwrap());
         update_rate_limits(&mut limits, &h);
+        let t0 = time::macros::datetime!(2026-11-25 03:04:05 UTC);
+        assert_eq!(limits.date, Some(t0));
+        assert_eq!((limits.reads_at, limits.deletes_at), (Some(t0), Some(t0)));
+    }
+
+    /// A reading is dated by the response that carried it. Regression: one `date` for all
+    /// buckets, renewed by every response, kept a deletes reading of 0 "fresh" through the GETs
+    /// that followed, so pacing never let it refill and held prunes back for good.
+    #[test]
+    fn a_reading_keeps_the_date_of_its_own_response() {
+        let mut limits = RateLimits::default();
+        let mut delete = HeaderMap::new();
+        delete.insert(
+            "x-ms-ratelimit-remaining-subscription-deletes",
+            "0".parse().unwrap(),
+        );
+        delete.insert("date", "Wed, 25 Nov 2026 03:00:00 GMT".parse().unwrap());
+        update_rate_limits(&mut limits, &delete);
+        let mut get = HeaderMap::new();
+        get.insert(
+            "x-ms-ratelimit-remaining-subscription-reads",
+            "11999".parse().unwrap(),
+        );
+        get.insert("date", "Wed, 25 Nov 2026 03:10:00 GMT".parse().unwrap());
+        update_rate_limits(&mut limits, &get);
+        assert_eq!(limits.remaining_deletes, Some(0));
         assert_eq!(
-            limits.date,
-            Some(time::macros::datetime!(2026-11-25 03:04:05 UTC))
+            limits.deletes_at,
+            Some(time::macros::datetime!(2026-11-25 03:00:00 UTC)),
+            "the deletes reading is ten minutes old, not renewed by the GET"
+        );
+        assert_eq!(
+            limits.reads_at,
+            Some(time::macros::datetime!(2026-11-25 03:10:00 UTC))
+        );
+        assert_eq!(
+            limits.date, limits.reads_at,
+            "ARM's clock: the last response"
         );
     }
 

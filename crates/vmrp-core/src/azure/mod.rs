@@ -75,6 +75,14 @@ pub struct RateLimits {
     /// The `Date` of the last response (1 s resolution): how late it is after a long listing,
     /// for a handler that only knows when its invocation started.
     pub date: Option<time::OffsetDateTime>,
+    /// The `Date` of the response that carried each bucket's reading. A reading refills from
+    /// when ARM gave it, not from a later response about another bucket: ARM reports a bucket
+    /// only on its own class of request (reads on GETs, deletes on DELETEs), so a deletes reading
+    /// taken at 0 and dated by every later GET never aged, and pacing held every prune back
+    /// (CI's chaos run: 641 prunes put back, failed points left after the last tick).
+    pub reads_at: Option<time::OffsetDateTime>,
+    pub writes_at: Option<time::OffsetDateTime>,
+    pub deletes_at: Option<time::OffsetDateTime>,
 }
 
 /// The ARM Compute operations vmrp uses. Implemented by the reqwest client (`azure::client`)
@@ -320,7 +328,7 @@ mod rate_limit_tests {
             remaining_reads: Some(10),
             remaining_writes: Some(1),
             remaining_deletes: None,
-            date: None,
+            ..RateLimits::default()
         };
         l.debit(3, 2, 5);
         assert_eq!(l.remaining_reads, Some(7));

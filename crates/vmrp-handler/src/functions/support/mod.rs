@@ -779,7 +779,7 @@ fn pace_input(
     PaceInput {
         bucket,
         remaining: bucket.remaining(&limits),
-        reported_at: limits.date,
+        reported_at: bucket.reported_at(&limits),
         now,
         share: deps.tuning.pacing.share(),
         instances: deps.tuning.pace_instances,
