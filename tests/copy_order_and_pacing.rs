@@ -431,8 +431,9 @@ async fn a_copy_reschedules_instead_of_calling_when_the_write_budget_is_low() {
 /// 10-minute `Retry-After`. On the old code every copy message asked again (its own 429) the
 /// moment it came back, and all those refused by one wave came back at the same second. Now the
 /// instance that saw the refusal puts its other copies into that region (same subscription) back
-/// without calling ARM until the `Retry-After` has passed, spread a little later; another region,
-/// or another instance that has not seen the refusal, still asks.
+/// without calling ARM for four `Retry-After`s (the bare one earned another refusal: no copy
+/// there can finish that soon); another region, or another instance that has not seen the
+/// refusal, still asks.
 #[tokio::test]
 async fn a_copy_refused_at_the_regions_limit_holds_that_regions_copies_on_this_instance() {
     let w = world(rule_s1(&["westus2", "centralus"]));
@@ -470,8 +471,16 @@ async fn a_copy_refused_at_the_regions_limit_holds_that_regions_copies_on_this_i
     assert_eq!(out.status, Status::Done, "{}", out.summary);
     w.bus.take();
 
-    // Once the Retry-After has passed, instance A asks again.
-    let later = now + time::Duration::seconds(601);
+    // Past the bare Retry-After it still holds (no copy there can have finished); once four
+    // have passed (`COPY_HOLD_FACTOR`), instance A asks again.
+    let out = copy(
+        &w.a,
+        copy_req(&point(&vm2, T0), &vm2, "westus2"),
+        now + time::Duration::seconds(601),
+    )
+    .await;
+    assert_held_once(&out, &w.bus.take());
+    let later = now + time::Duration::seconds(4 * 600 + 1);
     let out = copy(&w.a, copy_req(&point(&vm, T0), &vm, "westus2"), later).await;
     assert_eq!(out.status, Status::Done, "{}", out.summary);
     assert!(w.arm.point(&copy_point(&vm, "westus2", T0)).is_some());

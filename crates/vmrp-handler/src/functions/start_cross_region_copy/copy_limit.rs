@@ -1,7 +1,8 @@
 //! The copy step at Compute's copy-in-flight limit (100 disk copies replicating at once per
 //! subscription and target region; docs/architecture.md, "Across instances"): a copy PUT
-//! answered 429 holds this instance's copies into that region for a while, held copies go back
-//! on the queue without calling ARM, and copy PUTs into one region take turns on an instance.
+//! answered 429 holds this instance's copies into that region for four `Retry-After`s, held
+//! copies go back on the queue without calling ARM, and copy PUTs into one region take turns
+//! on an instance.
 //! While held, a copy this instance saw finish there lets one copy go in its place (the slot it
 //! freed), so the instances together refill a full region as copies finish instead of probing it.
 //! All of it is per-process knowledge (`KnownResources`): a stale hold costs one refused PUT.
@@ -93,7 +94,8 @@ pub(super) async fn held(
     until: time::OffsetDateTime,
 ) -> Result<Outcome, HandlerError> {
     // Back after one copy-progress step at most, to whichever instance takes it: this
-    // instance's hold may be longer (it grows while the region stays full), another's shorter.
+    // instance's hold may be longer (four `Retry-After`s), another's shorter, or another may
+    // have room from a copy it saw finish.
     let wait = std::time::Duration::try_from(until - now)
         .unwrap_or_default()
         .min(deps.tuning.backoff.copy_every);

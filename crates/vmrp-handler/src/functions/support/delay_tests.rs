@@ -40,17 +40,16 @@ fn without_a_retry_after_the_delay_doubles_to_the_cap() {
 }
 
 #[test]
-fn a_region_that_stays_full_is_held_longer_until_a_copy_is_accepted() {
+fn a_region_that_refused_a_copy_is_held_four_retry_afters_until_a_copy_is_accepted() {
     let known = KnownResources::default();
     let t0 = time::macros::datetime!(2026-01-05 04:00 UTC);
     let ra = Duration::from_secs(600);
     let minutes = |until: OffsetDateTime, from: OffsetDateTime| (until - from).whole_minutes();
-    // Refusals in a row at t0, t0+10, t0+30, t0+70: held 10, 20, 40, 40 min.
+    // Refusals at t0, t0+40, t0+80: held 40 min each (no copy there can finish sooner).
     let mut now = t0;
-    let mut holds = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..3 {
         let until = known.remember_copies_refused("S1", "WestUS2", now, ra);
-        holds.push(minutes(until, now));
+        assert_eq!(minutes(until, now), 40);
         assert_eq!(
             known.copies_refused_until("s1", "westus2", now),
             Some(until)
@@ -59,12 +58,12 @@ fn a_region_that_stays_full_is_held_longer_until_a_copy_is_accepted() {
         assert_eq!(known.copies_refused_until("s1", "eastus", now), None);
         now = until;
     }
-    assert_eq!(holds, vec![10, 20, 40, 40]);
-    // A copy accepted there: the next refusal starts over.
+    // ARM's write bucket asks seconds: the hold is seconds too.
+    let until = known.remember_copies_refused("s1", "eastus", now, Duration::from_secs(5));
+    assert_eq!((until - now).whole_seconds(), 20);
+    // A copy accepted there: nothing held.
     known.forget_copies_refused("s1", "westus2");
     assert_eq!(known.copies_refused_until("s1", "westus2", now), None);
-    let until = known.remember_copies_refused("s1", "westus2", now, ra);
-    assert_eq!(minutes(until, now), 10);
 }
 
 #[test]
@@ -93,7 +92,7 @@ fn a_copy_seen_finishing_in_a_held_region_lets_one_copy_take_its_slot() {
     );
     // Taking room keeps the region held for the hold's length from then: it is still full.
     known.copy_took_room("s1", "westus2", now);
-    let extended = now + time::Duration::minutes(10);
+    let extended = now + time::Duration::minutes(40);
     assert_eq!(
         known.copies_refused_until("s1", "westus2", now),
         Some(extended)
