@@ -2243,6 +2243,22 @@ async fn a_first_try_whose_prune_could_not_list_prunes_again() {
     assert!(w.bus.take().is_empty(), "{}", out.summary);
 }
 
+/// VM `vm1` under a keepLast-1 rule with three settled points (T0 − 8 h, T0 − 4 h, T0): a prune
+/// keeps the first (the baseline) and the newest, and deletes the middle one. Returns the world,
+/// the VM and the two points that stay.
+fn keep_last_one_with_a_point_to_prune() -> (World, ResourceId, [ResourceId; 2]) {
+    let w = world(testing::policy(vec![rule_s1(1, &[])]));
+    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
+    w.arm.add_collection(&collection(&vm), "eastus", &vm);
+    let [baseline, middle, newest] = [T0 - hours(8), T0 - hours(4), T0].map(|at| {
+        let p = point(&vm, at, 0);
+        w.arm.add_point(&p, "Succeeded", at, None, &[]);
+        p
+    });
+    assert!(w.arm.point_ids(&collection(&vm)).contains(&middle));
+    (w, vm, [baseline, newest])
+}
+
 /// A settled point's prune reads too (its collection; for a local point each copy region's
 /// collection and newest copy), and paces those reads like the poll's own: with the read bucket
 /// low after the poll's GET it lists nothing now and sends a prune follow-up, which prunes once
@@ -2250,20 +2266,7 @@ async fn a_first_try_whose_prune_could_not_list_prunes_again() {
 /// settling together met ARM's read bucket at once (628 × 429 early in the 5,000-VM window row).
 #[tokio::test]
 async fn a_prune_that_finds_the_read_budget_low_lists_nothing_and_prunes_in_a_follow_up() {
-    let w = world(testing::policy(vec![rule_s1(1, &[])]));
-    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
-    w.arm.add_collection(&collection(&vm), "eastus", &vm);
-    // keepLast 1 keeps the first point (the baseline) and the newest: the middle one goes.
-    let baseline = point(&vm, T0 - hours(8), 0);
-    let middle = point(&vm, T0 - hours(4), 0);
-    let settled = point(&vm, T0, 0);
-    for (p, at) in [
-        (&baseline, T0 - hours(8)),
-        (&middle, T0 - hours(4)),
-        (&settled, T0),
-    ] {
-        w.arm.add_point(p, "Succeeded", at, None, &[]);
-    }
+    let (w, vm, [baseline, settled]) = keep_last_one_with_a_point_to_prune();
     let now = T0 + hours(1);
     // Room for the poll's GET and no more: the default tuning keeps 5 % of the 250 reads for
     // other tools and one call's room for each of 8 instances (12.5 + 8 = 20.5 needed).
@@ -2306,19 +2309,7 @@ async fn a_prune_that_finds_the_read_budget_low_lists_nothing_and_prunes_in_a_fo
 /// until the follow-ups ran out and a failed try was left after the last tick).
 #[tokio::test]
 async fn a_deletes_reading_taken_long_ago_has_refilled_whatever_the_gets_since() {
-    let w = world(testing::policy(vec![rule_s1(1, &[])]));
-    let vm = w.arm.add_vm(VmBuilder::new("s1", "rg", "vm1").build());
-    w.arm.add_collection(&collection(&vm), "eastus", &vm);
-    let baseline = point(&vm, T0 - hours(8), 0);
-    let middle = point(&vm, T0 - hours(4), 0);
-    let settled = point(&vm, T0, 0);
-    for (p, at) in [
-        (&baseline, T0 - hours(8)),
-        (&middle, T0 - hours(4)),
-        (&settled, T0),
-    ] {
-        w.arm.add_point(p, "Succeeded", at, None, &[]);
-    }
+    let (w, vm, [baseline, settled]) = keep_last_one_with_a_point_to_prune();
     let now = T0 + hours(1);
     w.arm.report_rate_limits_for(
         "s1",
