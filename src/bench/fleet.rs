@@ -286,7 +286,7 @@ pub(super) async fn window_ticks(handler: &std::path::Path, vms: usize) -> Resul
         "duplicates": report.local.duplicates + report.copies.duplicates,
         "throttled429": throttled,
         "armRequests": counters.requests,
-        "stoppedHoursAfterLastTick": 4,
+        "stoppedHoursAfterLastTick": scenario.stop_after_last_tick.map(|d| d.whole_hours()),
         "realSeconds": real,
     }))
 }

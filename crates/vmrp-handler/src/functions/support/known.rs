@@ -79,8 +79,10 @@ impl KnownResources {
         now: OffsetDateTime,
     ) -> Option<OffsetDateTime> {
         let key = copy_gate_key(subscription, region);
-        let gate = *lock(&self.copies_refused).get(&key)?;
-        (gate.until > now && gate.room == 0).then_some(gate.until)
+        match lock(&self.copies_refused).get(&key)?.turn(now) {
+            CopyTurn::Held(until) => Some(until),
+            CopyTurn::Open | CopyTurn::Room => None,
+        }
     }
     /// Whether a copy PUT into `region` of `subscription` may go now, and on what ground; a
     /// [`CopyTurn::Room`] spends the room it was given. The caller holds the region's
@@ -95,14 +97,11 @@ impl KnownResources {
         let Some(gate) = gates.get_mut(&copy_gate_key(subscription, region)) else {
             return CopyTurn::Open;
         };
-        if gate.until <= now {
-            CopyTurn::Open
-        } else if gate.room > 0 {
+        let turn = gate.turn(now);
+        if turn == CopyTurn::Room {
             gate.room -= 1;
-            CopyTurn::Room
-        } else {
-            CopyTurn::Held(gate.until)
         }
+        turn
     }
     /// Compute refused a copy into `region` of `subscription` at `now`, asking to wait
     /// `retry_after`. The hold is [`COPY_HOLD_FACTOR`] × `retry_after`: nothing in a full region
@@ -181,6 +180,19 @@ struct CopyGate {
 /// any copy there could have finished: 2,045 refusals in the 2,000-VM soak over 20
 /// subscriptions, 1.03 % of its ARM requests.
 pub const COPY_HOLD_FACTOR: u32 = 4;
+
+impl CopyGate {
+    /// Whether a copy PUT may go at `now` (without spending the room).
+    fn turn(&self, now: OffsetDateTime) -> CopyTurn {
+        if self.until <= now {
+            CopyTurn::Open
+        } else if self.room > 0 {
+            CopyTurn::Room
+        } else {
+            CopyTurn::Held(self.until)
+        }
+    }
+}
 
 /// At most this many finished copies are kept as room: a process with no copy waiting for the
 /// region should not bank a burst that would meet the limit at once.
