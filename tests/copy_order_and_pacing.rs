@@ -357,9 +357,9 @@ async fn a_poll_reschedules_instead_of_reading_when_the_read_budget_is_low() {
         "s1",
         RateLimits {
             remaining_reads: Some(3),
-            date: Some(now),
             ..Default::default()
-        },
+        }
+        .dated(now),
     );
     let out = poll(&w.a, copy_poll(&vm, &target, T0), now).await;
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
@@ -396,9 +396,9 @@ async fn a_poll_reschedules_instead_of_reading_when_the_read_budget_is_low() {
         "s1",
         RateLimits {
             remaining_reads: Some(250),
-            date: Some(now),
             ..Default::default()
-        },
+        }
+        .dated(now),
     );
     poll(&w.a, copy_poll(&vm, &target, T0), now).await;
     assert_eq!(w.arm.count(op::GET_POINT), 2);
@@ -416,9 +416,9 @@ async fn a_copy_reschedules_instead_of_calling_when_the_write_budget_is_low() {
         RateLimits {
             remaining_reads: Some(250),
             remaining_writes: Some(5),
-            date: Some(now),
             ..Default::default()
-        },
+        }
+        .dated(now),
     );
     let out = copy(&w.a, copy_req(&point(&vm, T0), &vm, "westus2"), now).await;
     assert_eq!(out.status, Status::Rescheduled, "{}", out.summary);
@@ -790,11 +790,13 @@ async fn pacing_put_backs_do_not_spend_the_reschedule_budget() {
         },
         other => panic!("one message, got {other:?}"),
     };
-    let limits = |writes| RateLimits {
-        remaining_reads: Some(12_000),
-        remaining_writes: Some(writes),
-        date: Some(now),
-        ..Default::default()
+    let limits = |writes| {
+        RateLimits {
+            remaining_reads: Some(12_000),
+            remaining_writes: Some(writes),
+            ..Default::default()
+        }
+        .dated(now)
     };
 
     // A low write bucket: put back by pacing, counted as such.

@@ -2274,9 +2274,9 @@ async fn a_prune_that_finds_the_read_budget_low_lists_nothing_and_prunes_in_a_fo
         "s1",
         vmrp::azure::RateLimits {
             remaining_reads: Some(21),
-            date: Some(now),
             ..Default::default()
-        },
+        }
+        .dated(now),
     );
     let out = poll(&w, poll_req(&vm, &settled, Role::Local, T0), now).await;
     assert_eq!(out.status, Status::Done, "{}", out.summary);
@@ -2437,9 +2437,9 @@ async fn the_coverage_signal_reads_only_what_the_read_budget_has_room_for() {
             vmrp::azure::RateLimits {
                 remaining_reads: Some(remaining_reads),
                 remaining_writes: Some(1_200),
-                date: Some(T0),
                 ..Default::default()
-            },
+            }
+            .dated(T0),
         );
         timer(&w, T0).await;
         assert_eq!(

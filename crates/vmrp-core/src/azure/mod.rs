@@ -216,6 +216,16 @@ pub trait Arm: Send + Sync {
 }
 
 impl RateLimits {
+    /// These readings as one response dated `at` would give them: ARM's clock, and each bucket
+    /// that has a reading dated `at`.
+    pub fn dated(mut self, at: time::OffsetDateTime) -> Self {
+        self.date = Some(at);
+        self.reads_at = self.remaining_reads.map(|_| at);
+        self.writes_at = self.remaining_writes.map(|_| at);
+        self.deletes_at = self.remaining_deletes.map(|_| at);
+        self
+    }
+
     /// The reading less calls about to be made (saturating; a bucket without a reading stays
     /// without one).
     pub fn debit(&mut self, reads: u32, writes: u32, deletes: u32) {

@@ -44,15 +44,14 @@ impl Bucket {
         }
     }
 
-    /// ARM's `Date` on the response that carried the bucket's reading in `limits`; a reading
-    /// set without one (by hand, in a fake) is taken as of `limits.date`.
+    /// ARM's `Date` on the response that carried the bucket's reading in `limits` (not the
+    /// last response's: that may be about another bucket).
     pub fn reported_at(self, limits: &RateLimits) -> Option<OffsetDateTime> {
         match self {
             Bucket::Reads => limits.reads_at,
             Bucket::Writes => limits.writes_at,
             Bucket::Deletes => limits.deletes_at,
         }
-        .or(limits.date)
     }
 
     pub fn name(self) -> &'static str {
